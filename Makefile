@@ -1,0 +1,44 @@
+# The README's two commands are `make run` and `make test`; both build their own virtualenv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SLMESH := $(VENV)/bin/slmesh
+STAMP := $(VENV)/.installed
+
+.PHONY: install run down test protos protos-check bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job on the embedded default (SQLite, in-process registry store, no external services).
+run: install
+	$(SLMESH) down >/dev/null
+	$(SLMESH) up --detach
+	$(SLMESH) agents
+	$(SLMESH) send tools --data '{"name": "find_orders", "arguments": {"email": "$(shell $(PY) -m mesh.tools.demo_email)"}}'
+	$(SLMESH) send tools --data '{"name": "get_order", "arguments": {"order_id": "ORD-000000"}}' || true
+	$(SLMESH) send tools --data '{"name": "get_order", "arguments": {"order": 1}}' || true
+	@echo "The mesh keeps running: try '$(SLMESH) agents' or '$(SLMESH) send tools --data ...'; stop it with 'make down'."
+
+down: install
+	$(SLMESH) down
+
+test: install
+	$(PY) -m pytest -q
+
+protos: install
+	$(PY) -m mesh.proto._generate
+
+protos-check: install
+	$(PY) -m mesh.proto._generate --check
+
+bench: install
+	$(SLMESH) bench hop
+
+clean:
+	rm -rf $(VENV) .slmesh .pytest_cache

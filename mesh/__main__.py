@@ -1,0 +1,5 @@
+"""``python -m mesh`` is ``slmesh``."""
+
+from mesh.cli import main
+
+main()

@@ -1,0 +1,355 @@
+"""The one outbound A2A client of the mesh (planner, CLI, tests, benchmarks).
+
+It speaks A2A 1.0 through a2a-sdk's own transports (so it stays wire-compatible with any
+A2A server), and adds the mesh's policy: replica choice by power-of-two-choices on
+outstanding requests, pooled gRPC channels and HTTP connections, a deadline per call that
+covers retries, and retry on another replica for failures that cannot have executed
+anything (connection refused, UNAVAILABLE, HTTP 503 while draining).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import grpc
+import httpx
+from a2a.client import ClientCallContext
+from a2a.client.errors import A2AClientTimeoutError
+from a2a.client.transports import ClientTransport, GrpcTransport, JsonRpcTransport, RestTransport
+from a2a.helpers.proto_helpers import new_text_message
+from a2a.types import a2a_pb2 as pb
+from a2a.utils.constants import PROTOCOL_VERSION_1_0, VERSION_HEADER, TransportProtocol
+
+from mesh.config import Settings
+from mesh.errors import DeadlineExceededError, NoReplicaError
+
+T = TypeVar("T")
+
+GRPC, JSONRPC, REST = (TransportProtocol.GRPC.value, TransportProtocol.JSONRPC.value,
+                       TransportProtocol.HTTP_JSON.value)
+DEFAULT_BINDINGS = (GRPC, JSONRPC, REST)
+"""Order of preference inside the mesh: gRPC first."""
+
+
+@dataclass
+class Replica:
+    """One reachable replica of an agent, as the client sees it."""
+
+    agent: str
+    replica_id: str
+    urls: dict[str, str]
+    draining: bool = False
+    outstanding: int = field(default=0, compare=False)
+
+
+class ReplicaSource(Protocol):
+    """Where the client learns an agent's replicas: static endpoints, the registry, DNS."""
+
+    def replicas(self, agent: str) -> list[Replica]: ...
+
+
+class StaticReplicas:
+    """A fixed set of replicas, e.g. from `slmesh up`'s state file or a test."""
+
+    def __init__(self, replicas: Sequence[Replica] = ()) -> None:
+        self._by_agent: dict[str, list[Replica]] = {}
+        for replica in replicas:
+            self.add(replica)
+
+    def add(self, replica: Replica) -> None:
+        self._by_agent.setdefault(replica.agent, []).append(replica)
+
+    def replicas(self, agent: str) -> list[Replica]:
+        return self._by_agent.get(agent, [])
+
+    @classmethod
+    def from_urls(cls, agent: str, http_url: str, grpc_url: str | None = None) -> StaticReplicas:
+        """One replica from its base HTTP URL (and gRPC URL, when known)."""
+        base = http_url.rstrip("/")
+        urls = {JSONRPC: base + "/", REST: base}
+        if grpc_url:
+            urls[GRPC] = grpc_url
+        return cls([Replica(agent=agent, replica_id=base, urls=urls)])
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True when the request cannot have reached an executor, so another replica may run it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, grpc.aio.AioRpcError):
+            return seen.code() == grpc.StatusCode.UNAVAILABLE
+        if isinstance(seen, (httpx.ConnectError, httpx.ConnectTimeout)):
+            return True
+        if isinstance(seen, httpx.HTTPStatusError):
+            return seen.response.status_code == 503
+        seen = seen.__cause__
+    return False
+
+
+def grpc_target(url: str) -> str:
+    """``grpc://host:port`` as written in cards -> ``host:port`` as grpc dials it."""
+    return url.split("://", 1)[1] if "://" in url else url
+
+
+class MeshClient:
+    """Typed async A2A client with replica balancing, deadlines and safe retries.
+
+    Use one instance per process (``async with MeshClient(...)``); it owns the pooled
+    gRPC channels and the shared ``httpx.AsyncClient``.
+    """
+
+    def __init__(
+        self,
+        source: ReplicaSource,
+        settings: Settings | None = None,
+        *,
+        bindings: Sequence[str] = DEFAULT_BINDINGS,
+        max_attempts: int = 3,
+        backoff_s: float = 0.05,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.source = source
+        self.settings = settings or Settings()
+        self.bindings = tuple(bindings)
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self._rng = rng or random.Random()
+        self._http = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            timeout=httpx.Timeout(self.settings.request_timeout_s, connect=5.0),
+        )
+        self._transports: dict[tuple[str, str], ClientTransport] = {}
+        self._outstanding: dict[str, int] = {}
+        self._task_home: OrderedDict[str, str] = OrderedDict()
+        token = self.settings.api_token
+        auth = {"authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+        # gRPC transports add the A2A-Version metadata themselves; HTTP ones leave it to us.
+        self._params = {GRPC: auth or None, JSONRPC: {VERSION_HEADER: PROTOCOL_VERSION_1_0, **auth},
+                        REST: {VERSION_HEADER: PROTOCOL_VERSION_1_0, **auth}}
+
+    async def __aenter__(self) -> MeshClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        for transport in self._transports.values():
+            if isinstance(transport, GrpcTransport):
+                await transport.close()
+        self._transports.clear()
+        await self._http.aclose()
+
+    # -- replica choice -----------------------------------------------------------
+
+    def pick(self, agent: str, exclude: set[str] = frozenset(), prefer: str | None = None) -> Replica:  # type: ignore[assignment]
+        """Power of two choices on outstanding requests, skipping draining and tried replicas."""
+        live = [r for r in self.source.replicas(agent) if not r.draining and self._reachable(r)]
+        if not live:
+            raise NoReplicaError(agent)
+        candidates = [r for r in live if r.replica_id not in exclude] or live
+        if prefer is not None:
+            for replica in candidates:
+                if replica.replica_id == prefer:
+                    return replica
+        if len(candidates) == 1:
+            return candidates[0]
+        a, b = self._rng.sample(candidates, 2)
+        load = self._outstanding
+        return a if load.get(a.replica_id, 0) <= load.get(b.replica_id, 0) else b
+
+    def _reachable(self, replica: Replica) -> bool:
+        return any(b in replica.urls for b in self.bindings)
+
+    def _transport(self, replica: Replica, deadline: float) -> tuple[ClientTransport, ClientCallContext]:
+        """The pooled transport for the replica's preferred binding, and a call context."""
+        binding = next(b for b in self.bindings if b in replica.urls)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise DeadlineExceededError("deadline exceeded before the call could be sent")
+        context = ClientCallContext(timeout=remaining, service_parameters=self._params[binding])
+        key = (replica.replica_id, binding)
+        transport = self._transports.get(key)
+        if transport is None:
+            url = replica.urls[binding]
+            card = _interface_card(replica.agent, binding, url)
+            if binding == GRPC:
+                channel = grpc.aio.insecure_channel(
+                    grpc_target(url),
+                    options=[("grpc.max_receive_message_length", self.settings.max_request_bytes),
+                             ("grpc.max_send_message_length", self.settings.max_request_bytes)],
+                )
+                transport = GrpcTransport(channel, card)
+            elif binding == JSONRPC:
+                transport = JsonRpcTransport(self._http, card, url, is_shared_httpx=True)
+            else:
+                transport = RestTransport(self._http, card, url, is_shared_httpx=True)
+            self._transports[key] = transport
+        return transport, context
+
+    async def _forget(self, replica: Replica) -> None:
+        for binding in self.bindings:
+            transport = self._transports.pop((replica.replica_id, binding), None)
+            if isinstance(transport, GrpcTransport):
+                await transport.close()
+
+    def _remember(self, task_id: str, replica_id: str) -> None:
+        self._task_home[task_id] = replica_id
+        self._task_home.move_to_end(task_id)
+        if len(self._task_home) > 10_000:
+            self._task_home.popitem(last=False)
+
+    # -- calls ------------------------------------------------------------------------
+
+    async def _unary(
+        self,
+        agent: str,
+        call: Callable[[ClientTransport, ClientCallContext], Awaitable[T]],
+        timeout: float | None,
+        task_id: str | None = None,
+    ) -> tuple[T, Replica]:
+        deadline = time.monotonic() + (timeout or self.settings.request_timeout_s)
+        tried: set[str] = set()
+        prefer = self._task_home.get(task_id) if task_id else None
+        for attempt in range(self.max_attempts):
+            replica = self.pick(agent, tried, prefer)
+            prefer = None
+            tried.add(replica.replica_id)
+            rid = replica.replica_id
+            self._outstanding[rid] = self._outstanding.get(rid, 0) + 1
+            try:
+                return await call(*self._transport(replica, deadline)), replica
+            except A2AClientTimeoutError as exc:
+                raise DeadlineExceededError(f"call to {agent!r} exceeded its deadline") from exc
+            except Exception as exc:
+                if not is_retryable(exc) or attempt == self.max_attempts - 1:
+                    if is_retryable(exc):
+                        raise NoReplicaError(agent, f"{len(tried)} replica(s) unavailable: {exc}") from exc
+                    raise
+                await self._forget(replica)
+            finally:
+                self._outstanding[rid] -= 1
+            await asyncio.sleep(min(self.backoff_s * 2**attempt, max(0.0, deadline - time.monotonic())))
+        raise NoReplicaError(agent)  # pragma: no cover - loop always returns or raises
+
+    async def send_message(
+        self, agent: str, request: pb.SendMessageRequest, *, timeout: float | None = None
+    ) -> pb.SendMessageResponse:
+        """``SendMessage``; returns the task (or message) the agent answered with."""
+        response, replica = await self._unary(
+            agent, lambda t, ctx: t.send_message(request, context=ctx), timeout)
+        if response.HasField("task"):
+            self._remember(response.task.id, replica.replica_id)
+        return response
+
+    async def send_text(self, agent: str, text: str, *, timeout: float | None = None) -> pb.SendMessageResponse:
+        """Convenience: one user text message."""
+        return await self.send_message(agent, pb.SendMessageRequest(message=new_text_message(text)), timeout=timeout)
+
+    async def get_task(self, agent: str, task_id: str, *, history_length: int | None = None,
+                       timeout: float | None = None) -> pb.Task:
+        request = pb.GetTaskRequest(id=task_id)
+        if history_length is not None:
+            request.history_length = history_length
+        task, _ = await self._unary(agent, lambda t, ctx: t.get_task(request, context=ctx), timeout, task_id)
+        return task
+
+    async def list_tasks(self, agent: str, request: pb.ListTasksRequest | None = None, *,
+                         timeout: float | None = None) -> pb.ListTasksResponse:
+        req = request or pb.ListTasksRequest()
+        response, _ = await self._unary(agent, lambda t, ctx: t.list_tasks(req, context=ctx), timeout)
+        return response
+
+    async def cancel_task(self, agent: str, task_id: str, *, timeout: float | None = None) -> pb.Task:
+        req = pb.CancelTaskRequest(id=task_id)
+        task, _ = await self._unary(agent, lambda t, ctx: t.cancel_task(req, context=ctx), timeout, task_id)
+        return task
+
+    async def send_streaming_message(
+        self, agent: str, request: pb.SendMessageRequest, *, timeout: float | None = None
+    ) -> AsyncIterator[pb.StreamResponse]:
+        """``SendStreamingMessage``; retried on another replica only before the first event."""
+        async for event in self._stream(
+            agent, lambda t, ctx: t.send_message_streaming(request, context=ctx), timeout, None):
+            yield event
+
+    async def subscribe(self, agent: str, task_id: str, *, timeout: float | None = None
+                        ) -> AsyncIterator[pb.StreamResponse]:
+        """``SubscribeToTask``: the remaining events of a running task."""
+        req = pb.SubscribeToTaskRequest(id=task_id)
+        async for event in self._stream(agent, lambda t, ctx: t.subscribe(req, context=ctx), timeout, task_id):
+            yield event
+
+    async def _stream(
+        self,
+        agent: str,
+        call: Callable[[ClientTransport, ClientCallContext], AsyncIterator[pb.StreamResponse]],
+        timeout: float | None,
+        task_id: str | None,
+    ) -> AsyncIterator[pb.StreamResponse]:
+        deadline = time.monotonic() + (timeout or self.settings.request_timeout_s)
+        tried: set[str] = set()
+        prefer = self._task_home.get(task_id) if task_id else None
+        for attempt in range(self.max_attempts):
+            replica = self.pick(agent, tried, prefer)
+            prefer = None
+            tried.add(replica.replica_id)
+            rid = replica.replica_id
+            self._outstanding[rid] = self._outstanding.get(rid, 0) + 1
+            started = False
+            try:
+                async for event in call(*self._transport(replica, deadline)):
+                    if not started and event.HasField("task"):
+                        self._remember(event.task.id, rid)
+                    started = True
+                    yield event
+                return
+            except A2AClientTimeoutError as exc:
+                raise DeadlineExceededError(f"stream from {agent!r} exceeded its deadline") from exc
+            except Exception as exc:
+                if started or not is_retryable(exc) or attempt == self.max_attempts - 1:
+                    if is_retryable(exc) and not started:
+                        raise NoReplicaError(agent, f"{len(tried)} replica(s) unavailable: {exc}") from exc
+                    raise
+                await self._forget(replica)
+            finally:
+                self._outstanding[rid] -= 1
+            await asyncio.sleep(self.backoff_s * 2**attempt)
+
+
+def _interface_card(agent: str, binding: str, url: str) -> pb.AgentCard:
+    """The minimal card a2a-sdk transports need: just the interface being dialled."""
+    return pb.AgentCard(
+        name=agent,
+        supported_interfaces=[pb.AgentInterface(url=url, protocol_binding=binding, protocol_version="1.0")],
+        capabilities=pb.AgentCapabilities(streaming=True),
+    )
+
+
+def text_of(response: pb.SendMessageResponse | pb.Task) -> str:
+    """All text parts of a task's artifacts (or a direct message), joined by newlines."""
+    task = response.task if isinstance(response, pb.SendMessageResponse) and response.HasField("task") else response
+    if isinstance(task, pb.Task):
+        return "\n".join(p.text for a in task.artifacts for p in a.parts if p.HasField("text"))
+    assert isinstance(response, pb.SendMessageResponse)
+    return "\n".join(p.text for p in response.message.parts if p.HasField("text"))
+
+
+def artifacts_of(task: pb.Task) -> list[dict[str, Any]]:
+    """Artifacts as plain dicts (name, text, data) for printing and JSON output."""
+    from google.protobuf.json_format import MessageToDict
+
+    out = []
+    for artifact in task.artifacts:
+        for part in artifact.parts:
+            if part.HasField("data"):
+                out.append({"name": artifact.name, "data": MessageToDict(part.data)})
+            elif part.HasField("text"):
+                out.append({"name": artifact.name, "text": part.text})
+    return out

@@ -1,0 +1,231 @@
+"""Serve one agent replica on the three A2A 1.0 transports from one process.
+
+JSON-RPC and HTTP+JSON (REST) share one FastAPI app under uvicorn; gRPC runs on grpc.aio
+with the standard health and reflection services. Both sides go through one
+:class:`~mesh.a2a.gates.Admission` (auth, size limit, drain, in-flight count) and one
+a2a-sdk request handler backed by a real task store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+
+import grpc
+import uvicorn
+from a2a.server.agent_execution import AgentExecutor
+from a2a.server.request_handlers import DefaultRequestHandler, GrpcHandler
+from a2a.server.routes import (
+    add_a2a_routes_to_fastapi,
+    create_agent_card_routes,
+    create_jsonrpc_routes,
+    create_rest_routes,
+)
+from a2a.server.tasks import DatabaseTaskStore, InMemoryTaskStore, TaskStore
+from a2a.types import a2a_pb2, a2a_pb2_grpc
+from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from mesh.a2a.cards import Endpoints, build_card
+from mesh.a2a.gates import Admission, GrpcGate, HttpGate
+from mesh.config import ServiceSpec, Settings, SpecError
+
+log = logging.getLogger(__name__)
+
+A2A_GRPC_SERVICE = a2a_pb2.DESCRIPTOR.services_by_name["A2AService"].full_name
+
+
+def load_executor(spec: ServiceSpec, settings: Settings) -> AgentExecutor:
+    """Imports ``spec.executor`` (``module:Class``) and builds it with the spec and settings."""
+    assert spec.executor is not None
+    module_name, _, class_name = spec.executor.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise SpecError(f"service {spec.name!r}: cannot import executor {spec.executor!r}: {exc}") from exc
+    executor = cls(spec=spec, settings=settings)
+    if not isinstance(executor, AgentExecutor):
+        raise SpecError(f"service {spec.name!r}: {spec.executor} is not an a2a AgentExecutor")
+    return executor
+
+
+def build_task_store(spec: ServiceSpec, settings: Settings) -> TaskStore:
+    """The task store named by ``settings.task_store``: SQLite file, memory or any SQLAlchemy URL."""
+    if settings.task_store == "memory":
+        return InMemoryTaskStore()
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    if settings.task_store == "sqlite":
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path = (settings.data_dir / f"tasks-{spec.name}.sqlite").resolve()
+        engine = create_async_engine(f"sqlite+aiosqlite:///{path}", connect_args={"timeout": 30})
+    else:
+        engine = create_async_engine(settings.task_store, pool_pre_ping=True)
+    return DatabaseTaskStore(engine, table_name=f"tasks_{spec.name.replace('-', '_')}")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only
+    # for sockets that say so; without it every HTTP response waits ~40 ms (delayed ACK).
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class AgentServer:
+    """One replica of one agent, from start-up to a drained stop."""
+
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        settings: Settings,
+        executor: AgentExecutor | None = None,
+        task_store: TaskStore | None = None,
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.executor = executor or load_executor(spec, settings)
+        self.task_store = task_store or build_task_store(spec, settings)
+        token = settings.api_token.get_secret_value() if settings.api_token else None
+        self.admission = Admission(max_request_bytes=settings.max_request_bytes, api_token=token)
+        self.replica_id = settings.replica_id or f"{spec.name}-{socket.gethostname()}-{os.getpid()}"
+        self._http_sock = _bind(settings.host, settings.http_port)
+        self._grpc_server = grpc.aio.server(
+            interceptors=[GrpcGate(self.admission)],
+            options=[
+                ("grpc.max_receive_message_length", settings.max_request_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        self.grpc_port = self._grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+        if self.grpc_port == 0:
+            raise OSError(f"cannot bind gRPC port {settings.host}:{settings.grpc_port}")
+        self.http_port = self._http_sock.getsockname()[1]
+        self.endpoints = Endpoints.for_host(settings.advertise_host, self.http_port, self.grpc_port)
+        self.card = build_card(spec, self.endpoints, bearer_auth=token is not None)
+        self.handler = DefaultRequestHandler(
+            agent_executor=self.executor, task_store=self.task_store, agent_card=self.card
+        )
+        self._health = health.aio.HealthServicer()
+        self.app = self._build_app()
+        self._uvicorn: uvicorn.Server | None = None
+        self._uvicorn_task: asyncio.Task[None] | None = None
+        self._registration: object | None = None
+
+    # -- assembly -----------------------------------------------------------------
+
+    def _build_app(self) -> FastAPI:
+        app = FastAPI(title=f"slmesh agent: {self.spec.name}", version=self.spec.version)
+        v03 = self.settings.accept_a2a_v03
+        add_a2a_routes_to_fastapi(
+            app,
+            agent_card_routes=create_agent_card_routes(self.card, card_url=AGENT_CARD_WELL_KNOWN_PATH),
+            jsonrpc_routes=create_jsonrpc_routes(self.handler, rpc_url="/", enable_v0_3_compat=v03),
+        )
+        app.add_api_route("/healthz", self._healthz, methods=["GET"], include_in_schema=False)
+        app.add_api_route("/readyz", self._readyz, methods=["GET"], include_in_schema=False)
+        # REST last: it mounts a catch-all.
+        add_a2a_routes_to_fastapi(app, rest_routes=create_rest_routes(self.handler, enable_v0_3_compat=v03))
+        return app
+
+    async def _healthz(self) -> JSONResponse:
+        return JSONResponse({"status": "ok", "agent": self.spec.name, "replica": self.replica_id})
+
+    async def _readyz(self) -> JSONResponse:
+        ready = not self.admission.draining
+        return JSONResponse(
+            {"ready": ready, "in_flight": self.admission.in_flight, "draining": self.admission.draining},
+            status_code=200 if ready else 503,
+        )
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Starts serving on both ports and, when configured, registers with the registry."""
+        initialize = getattr(self.task_store, "initialize", None)
+        if initialize is not None:
+            await initialize()
+        a2a_pb2_grpc.add_A2AServiceServicer_to_server(GrpcHandler(self.handler), self._grpc_server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc_server)
+        reflection.enable_server_reflection(
+            (A2A_GRPC_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc_server
+        )
+        await self._grpc_server.start()
+        config = uvicorn.Config(
+            HttpGate(self.app, self.admission),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=max(1, int(self.settings.drain_timeout_s)),
+        )
+        self._uvicorn = uvicorn.Server(config)
+        self._uvicorn.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._uvicorn_task = asyncio.create_task(self._uvicorn.serve(sockets=[self._http_sock]))
+        while not self._uvicorn.started:
+            if self._uvicorn_task.done():
+                await self._uvicorn_task
+                raise RuntimeError("HTTP server exited during start-up")
+            await asyncio.sleep(0.01)
+        for service in ("", A2A_GRPC_SERVICE):
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await self._start_registration()
+        log.info("agent %s replica %s serving: %s", self.spec.name, self.replica_id,
+                 ", ".join(f"{b} {u}" for b, u in self.endpoints.as_pairs()))
+
+    async def _start_registration(self) -> None:
+        if not self.settings.registry:
+            return
+        from mesh.registry.registration import start_registration
+
+        self._registration = await start_registration(self)
+
+    async def stop(self) -> None:
+        """Graceful drain: refuse new work, finish in-flight, deregister, close both servers."""
+        self.admission.draining = True
+        for service in ("", A2A_GRPC_SERVICE):
+            await self._health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._registration is not None:
+            await self._registration.set_draining()  # type: ignore[attr-defined]
+        drained = await self.admission.wait_idle(self.settings.drain_timeout_s)
+        if not drained:
+            log.warning("drain timeout: %d requests still in flight", self.admission.in_flight)
+        if self._registration is not None:
+            await self._registration.stop()  # type: ignore[attr-defined]
+        if self._uvicorn is not None and self._uvicorn_task is not None:
+            self._uvicorn.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._uvicorn_task
+        await self._grpc_server.stop(grace=1.0)
+        engine = getattr(self.task_store, "engine", None)
+        if engine is not None:
+            await engine.dispose()
+
+    async def run_until_signalled(self) -> None:
+        """Serves until SIGTERM or SIGINT, then drains."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        log.info("signal received: draining %s", self.replica_id)
+        await self.stop()
+
+
+def data_path(settings: Settings, relative: str | Path) -> Path:
+    """Resolves a path from a spec's options against the data directory."""
+    path = Path(relative)
+    return path if path.is_absolute() else settings.data_dir / path

@@ -1,0 +1,312 @@
+"""``slmesh``: run one service, bring the local mesh up and down, inspect it, talk to agents."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mesh.config import ServiceSpec, Settings, SpecError
+from mesh.errors import MeshError
+
+app = typer.Typer(
+    help="slmesh: a mesh of specialized small-language-model agents behind A2A.\n\n"
+    "Every command reads SLMESH_* environment variables (see docs/configuration.md).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Benchmarks; results are written to docs/benchmarks.md.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValueError as exc:
+        err.print(f"[red]invalid SLMESH_* configuration:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def _registry_address(settings: Settings, registry: str | None) -> str:
+    """--registry, else SLMESH_REGISTRY, else the mesh that `slmesh up` started."""
+    from mesh.launch import MeshState, state_path
+
+    if registry:
+        return registry
+    if settings.registry:
+        return settings.registry
+    state = MeshState.load(state_path(settings))
+    if state is None:
+        raise _fail("no registry: start the mesh with `slmesh up`, or pass --registry HOST:PORT")
+    return state.registry
+
+
+@app.command()
+def serve(
+    service: Annotated[Path, typer.Argument(help="A service folder (services/<name>) or its agent.yaml.")],
+) -> None:
+    """Run one service in the foreground (what a container runs) until SIGTERM/SIGINT.
+
+    Ports, registry address, task store and token come from SLMESH_* variables.
+    """
+    settings = _settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        spec = ServiceSpec.load(service)
+    except SpecError as exc:
+        raise _fail(str(exc), 2) from exc
+    if spec.kind == "registry":
+        from mesh.registry.service import serve_registry
+
+        asyncio.run(serve_registry(settings))
+        return
+    from mesh.a2a.server import AgentServer
+
+    async def main() -> None:
+        server = AgentServer(spec, settings)
+        await server.run_until_signalled()
+
+    try:
+        asyncio.run(main())
+    except SpecError as exc:
+        raise _fail(str(exc), 2) from exc
+
+
+def _parse_replicas(values: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for value in values:
+        name, sep, count = value.partition("=")
+        if not sep or not count.isdigit() or int(count) < 1:
+            raise _fail(f"--replicas expects NAME=COUNT with COUNT >= 1, got {value!r}", 2)
+        out[name] = int(count)
+    return out
+
+
+@app.command()
+def up(
+    services: Annotated[Path, typer.Option(help="Folder holding one sub-folder per service.")] = Path("services"),
+    replicas: Annotated[list[str], typer.Option("--replicas", "-r", help="NAME=COUNT, repeatable.")] = [],  # noqa: B006
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once healthy; stop later with `slmesh down`.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for every service to be healthy.")] = 120.0,
+) -> None:
+    """Start the local mesh: the registry and every service as separate OS processes.
+
+    Waits until all are healthy, prints their endpoints and records them in
+    SLMESH_DATA_DIR/mesh.json. Without --detach it stays in the foreground and stops
+    the mesh on Ctrl-C.
+    """
+    from mesh.launch import LaunchError, Launcher, state_path
+
+    settings = _settings()
+    launcher = Launcher(settings, services, _parse_replicas(replicas))
+    try:
+        with console.status("starting the mesh…"):
+            state = launcher.up(timeout_s=timeout)
+    except (LaunchError, SpecError) as exc:
+        raise _fail(str(exc)) from exc
+    table = Table(title=f"slmesh up — registry {state.registry}")
+    for column in ("replica", "pid", "HTTP (JSON-RPC, REST)", "gRPC", "log"):
+        table.add_column(column)
+    for proc in state.processes:
+        http = proc.http_url if proc.http_port else "-"
+        table.add_row(proc.replica_id, str(proc.pid), http, proc.grpc_url, proc.log)
+    console.print(table)
+    console.print(f"state: {state_path(settings)}")
+    if detach:
+        console.print("mesh running in the background; stop it with [bold]slmesh down[/bold]")
+        return
+    console.print("mesh running; Ctrl-C stops it")
+    stop = False
+
+    def _stop(*_: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    while not stop:
+        time.sleep(0.2)
+    launcher.down()
+    console.print("mesh stopped")
+
+
+@app.command()
+def down(timeout: Annotated[float, typer.Option(help="Seconds to wait for a graceful drain.")] = 30.0) -> None:
+    """Stop exactly the processes `slmesh up` started (agents drain first, registry last)."""
+    from mesh.launch import Launcher
+
+    stopped = Launcher(_settings(), Path("services")).down(timeout_s=timeout)
+    if not stopped:
+        console.print("no running mesh found")
+        return
+    console.print(f"stopped {len(stopped)} processes: " + ", ".join(p.replica_id for p in stopped))
+
+
+@app.command()
+def agents(
+    registry: Annotated[str | None, typer.Option(help="Registry HOST:PORT (default: the local mesh).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List agents and replicas from the registry, with their load and health."""
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    from mesh.registry.client import RegistryClient
+
+    settings = _settings()
+    address = _registry_address(settings, registry)
+
+    async def fetch() -> list[Any]:
+        async with RegistryClient(address) as client:
+            return await client.list()
+
+    try:
+        entries = asyncio.run(fetch())
+    except grpc.aio.AioRpcError as exc:
+        raise _fail(f"registry {address} unreachable: {exc.code().name} {exc.details()}") from exc
+    if as_json:
+        print(json.dumps([MessageToDict(e, preserving_proto_field_name=True) for e in entries], indent=2))
+        return
+    table = Table(title=f"agents in registry {address}")
+    for column in ("agent", "replica", "skills", "gRPC", "HTTP", "in-flight", "health", "heartbeat"):
+        table.add_column(column)
+    now = time.time()
+    for e in sorted(entries, key=lambda e: (e.agent, e.replica_id)):
+        urls = {ep.transport: ep.url for ep in e.endpoints}
+        age = now - e.last_heartbeat.ToSeconds() if e.HasField("last_heartbeat") else float("nan")
+        health = "[yellow]draining[/yellow]" if e.draining else "[green]serving[/green]"
+        table.add_row(e.agent, e.replica_id, ", ".join(e.skills), urls.get("GRPC", "-"),
+                      urls.get("JSONRPC", "-"), str(e.load.in_flight), health, f"{age:.1f}s ago")
+    console.print(table)
+    if not entries:
+        console.print("no agents registered")
+
+
+@app.command()
+def send(
+    agent: Annotated[str, typer.Argument(help="Agent name as registered (see `slmesh agents`).")],
+    text: Annotated[str | None, typer.Argument(help="Message text.")] = None,
+    data: Annotated[str | None, typer.Option(help="JSON object sent as a data part instead of text.")] = None,
+    binding: Annotated[str, typer.Option(help="Transport: GRPC, JSONRPC or HTTP+JSON.")] = "GRPC",
+    registry: Annotated[str | None, typer.Option(help="Registry HOST:PORT (default: the local mesh).")] = None,
+    timeout: Annotated[float, typer.Option(help="Deadline in seconds.")] = 60.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print each event as JSON.")] = False,
+) -> None:
+    """Send one message to an agent and stream its events (status, artifacts) as they come."""
+    from a2a.helpers.proto_helpers import new_message
+    from a2a.types import a2a_pb2 as pb
+    from google.protobuf import struct_pb2
+    from google.protobuf.json_format import MessageToDict, ParseDict
+
+    from mesh.a2a.client import DEFAULT_BINDINGS, MeshClient
+    from mesh.a2a.discovery import snapshot
+
+    if binding not in DEFAULT_BINDINGS:
+        raise _fail(f"--binding must be one of {', '.join(DEFAULT_BINDINGS)}", 2)
+    if (text is None) == (data is None):
+        raise _fail("give either TEXT or --data JSON", 2)
+    if data is not None:
+        try:
+            payload = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise _fail(f"--data is not valid JSON: {exc}", 2) from exc
+        if not isinstance(payload, dict):
+            raise _fail("--data must be a JSON object", 2)
+        part = pb.Part(data=ParseDict(payload, struct_pb2.Value()), media_type="application/json")
+    else:
+        part = pb.Part(text=text or "")
+    request = pb.SendMessageRequest(message=new_message([part]))
+    settings = _settings()
+    address = _registry_address(settings, registry)
+
+    async def run() -> int:
+        source = await snapshot(address, agent)
+        final = pb.TaskState.TASK_STATE_UNSPECIFIED
+        async with MeshClient(source, settings, bindings=[binding]) as client:
+            async for event in client.send_streaming_message(agent, request, timeout=timeout):
+                if as_json:
+                    print(json.dumps(MessageToDict(event)))
+                else:
+                    _print_event(event)
+                kind = event.WhichOneof("payload")
+                if kind == "task":
+                    final = event.task.status.state
+                elif kind == "status_update":
+                    final = event.status_update.status.state
+                elif kind == "message":
+                    final = pb.TaskState.TASK_STATE_COMPLETED
+        return 0 if final == pb.TaskState.TASK_STATE_COMPLETED else 1
+
+    try:
+        code = asyncio.run(run())
+    except MeshError as exc:
+        raise _fail(str(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - the protocol error is the message for the user
+        raise _fail(f"{type(exc).__name__}: {exc}") from exc
+    raise typer.Exit(code)
+
+
+def _print_event(event: Any) -> None:
+    from a2a.types import a2a_pb2 as pb
+    from google.protobuf.json_format import MessageToDict
+
+    kind = event.WhichOneof("payload")
+    if kind == "task":
+        console.print(f"task id: {event.task.id}  [dim]{pb.TaskState.Name(event.task.status.state)}[/dim]")
+    elif kind == "status_update":
+        status = event.status_update.status
+        note = " ".join(p.text for p in status.message.parts if p.HasField("text"))
+        console.print(f"[cyan]{pb.TaskState.Name(status.state)}[/cyan] {note}".rstrip())
+    elif kind == "artifact_update":
+        artifact = event.artifact_update.artifact
+        for part in artifact.parts:
+            if part.HasField("data"):
+                body = json.dumps(MessageToDict(part.data), indent=2)
+            else:
+                body = part.text
+            console.print(f"[green]artifact {artifact.name}[/green]:")
+            console.print(body, markup=False, highlight=False)
+    elif kind == "message":
+        console.print(" ".join(p.text for p in event.message.parts if p.HasField("text")), markup=False)
+
+
+@bench_app.command("hop")
+def bench_hop(
+    requests: Annotated[int, typer.Option(help="Sequential requests per transport.")] = 2000,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight for the throughput phase.")] = 16,
+    duration: Annotated[float, typer.Option(help="Seconds of the throughput phase per transport.")] = 5.0,
+    output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path("docs/benchmarks.md"),
+) -> None:
+    """One A2A hop through the mesh client vs raw grpcio and plain a2a-sdk, in one run."""
+    bench_dir = Path(__file__).resolve().parent.parent / "bench"
+    sys.path.insert(0, str(bench_dir.parent))
+    try:
+        from bench import hop
+    except ImportError as exc:
+        raise _fail("bench/ not found: run benchmarks from a source checkout") from exc
+    hop.main(requests=requests, concurrency=concurrency, duration=duration, output=output)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

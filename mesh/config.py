@@ -1,0 +1,137 @@
+"""The one configuration model of the mesh.
+
+Every process builds a :class:`Settings` once at start-up (from ``SLMESH_*`` environment
+variables) and passes it down; per-service behaviour comes from the service's YAML spec
+(:class:`ServiceSpec`). Nothing else in ``mesh`` reads the environment, except the
+OpenTelemetry SDK for the standard ``OTEL_*`` variables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, SecretStr, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SPEC_FILE = "agent.yaml"
+"""Name of the spec file inside each ``services/<name>/`` folder."""
+
+
+class Settings(BaseSettings):
+    """Process-wide settings, read from ``SLMESH_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="SLMESH_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Interface the servers bind to.")
+    advertise_host: str = Field(
+        "localhost",
+        description="Host name written into agent cards and registry entries "
+        "(service DNS name in Kubernetes; never a raw private IP).",
+    )
+    http_port: int = Field(0, ge=0, le=65535, description="JSON-RPC + REST port; 0 picks a free one.")
+    grpc_port: int = Field(0, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    registry: str | None = Field(
+        None, description="host:port of the registry; agents register there when set."
+    )
+    replica_id: str | None = Field(
+        None, description="Replica id announced to the registry; defaults to name-host-pid."
+    )
+    data_dir: Path = Field(Path(".slmesh"), description="Where SQLite files and state live.")
+    task_store: str = Field(
+        "sqlite",
+        description="'sqlite' (a file under data_dir), 'memory', or an SQLAlchemy async URL "
+        "(e.g. postgresql+asyncpg://127.0.0.1/test).",
+    )
+    max_request_bytes: int = Field(
+        4 * 1024 * 1024, gt=0, description="Largest accepted request body / gRPC message."
+    )
+    drain_timeout_s: float = Field(
+        30.0, gt=0, description="How long SIGTERM waits for in-flight requests."
+    )
+    heartbeat_interval_s: float = Field(2.0, gt=0, description="Registry heartbeat period.")
+    registry_ttl_s: float = Field(
+        10.0, gt=0, description="A replica without heartbeat for this long is expired."
+    )
+    accept_a2a_v03: bool = Field(
+        False,
+        description="Also accept A2A 0.3 requests (no A2A-Version header) on JSON-RPC and REST.",
+    )
+    api_token: SecretStr | None = Field(
+        None,
+        description="Bearer token every A2A call must carry (declared in the agent card); "
+        "unset means an open mesh (local development only).",
+    )
+    request_timeout_s: float = Field(60.0, gt=0, description="Default client deadline per call.")
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    @field_validator("registry")
+    @classmethod
+    def _strip_scheme(cls, value: str | None) -> str | None:
+        if value and "://" in value:
+            value = value.split("://", 1)[1]
+        return value or None
+
+
+class SkillSpec(BaseModel):
+    """One A2A skill as written in a service spec."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    name: str
+    description: str
+    tags: list[str] = Field(default_factory=list)
+    examples: list[str] = Field(default_factory=list)
+    input_modes: list[str] = Field(default_factory=list)
+    output_modes: list[str] = Field(default_factory=list)
+
+
+class ServiceSpec(BaseModel):
+    """A deployable service: ``services/<name>/agent.yaml``.
+
+    ``kind: agent`` services are served by the A2A runtime with the executor named by
+    ``executor`` (``module:Class``), constructed with ``options``. ``kind: registry`` is
+    the discovery service.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    kind: Literal["agent", "registry"] = "agent"
+    description: str = ""
+    version: str = "0.1.0"
+    executor: str | None = Field(None, pattern=r"^[\w.]+:\w+$")
+    skills: list[SkillSpec] = Field(default_factory=list)
+    input_modes: list[str] = Field(default_factory=lambda: ["text/plain", "application/json"])
+    output_modes: list[str] = Field(default_factory=lambda: ["application/json", "text/plain"])
+    options: dict[str, Any] = Field(default_factory=dict)
+    path: Path | None = Field(None, exclude=True, description="Folder the spec was read from.")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ServiceSpec:
+        """Reads a spec from a service folder or a YAML file; errors say which file and field."""
+        path = Path(path)
+        file = path / SPEC_FILE if path.is_dir() else path
+        if not file.is_file():
+            raise SpecError(f"no service spec at {file} (expected a folder with {SPEC_FILE})")
+        try:
+            raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+            spec = cls.model_validate(raw)
+        except (yaml.YAMLError, ValidationError) as exc:
+            raise SpecError(f"invalid service spec {file}: {exc}") from exc
+        if spec.kind == "agent" and not spec.executor:
+            raise SpecError(f"invalid service spec {file}: an agent needs 'executor: module:Class'")
+        spec.path = file.parent.resolve()
+        return spec
+
+
+class SpecError(ValueError):
+    """A service spec is missing or invalid."""
+
+
+def discover_services(root: str | Path = "services") -> list[ServiceSpec]:
+    """All service specs under ``root``, registry first, then agents by name."""
+    specs = [ServiceSpec.load(p) for p in sorted(Path(root).glob(f"*/{SPEC_FILE}"))]
+    return sorted(specs, key=lambda s: (s.kind != "registry", s.name))

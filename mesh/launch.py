@@ -1,0 +1,243 @@
+"""The local mesh: registry and every service as separate OS processes (``slmesh up``).
+
+The launcher picks free ports, starts each service with ``python -m mesh serve <dir>``,
+waits until each reports healthy, and writes a state file so ``slmesh down``, ``agents``
+and ``send`` find the mesh. ``down`` stops exactly the PIDs recorded there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+from mesh.config import ServiceSpec, Settings, discover_services
+
+STATE_FILE = "mesh.json"
+
+
+@dataclass
+class Process:
+    """One started service replica."""
+
+    service: str
+    replica_id: str
+    pid: int
+    log: str
+    http_port: int = 0
+    grpc_port: int = 0
+
+    @property
+    def http_url(self) -> str:
+        return f"http://localhost:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"grpc://localhost:{self.grpc_port}"
+
+
+@dataclass
+class MeshState:
+    """What ``up`` started; the contract between ``up`` and the other commands."""
+
+    registry: str
+    processes: list[Process] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> MeshState | None:
+        if not path.is_file():
+            return None
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return cls(registry=raw["registry"], started_at=raw.get("started_at", 0.0),
+                   processes=[Process(**p) for p in raw["processes"]])
+
+
+def state_path(settings: Settings) -> Path:
+    return settings.data_dir / STATE_FILE
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class LaunchError(RuntimeError):
+    """A service did not come up; the message names it and points at its log."""
+
+
+class Launcher:
+    """Starts and stops a local mesh."""
+
+    def __init__(self, settings: Settings, services_dir: Path, replicas: dict[str, int] | None = None) -> None:
+        self.settings = settings
+        self.services_dir = services_dir
+        self.replicas = replicas or {}
+        self.log_dir = settings.data_dir / "logs"
+        self.state: MeshState | None = None
+
+    def specs(self) -> list[ServiceSpec]:
+        specs = discover_services(self.services_dir)
+        if not specs or specs[0].kind != "registry":
+            raise LaunchError(f"no registry service under {self.services_dir}")
+        unknown = set(self.replicas) - {s.name for s in specs}
+        if unknown:
+            raise LaunchError(f"--replicas names unknown services: {', '.join(sorted(unknown))}")
+        return specs
+
+    def up(self, timeout_s: float = 60.0) -> MeshState:
+        """Starts the registry, then every agent replica; returns once all are healthy."""
+        existing = MeshState.load(state_path(self.settings))
+        if existing and any(_alive(p.pid) for p in existing.processes):
+            raise LaunchError(
+                f"a mesh is already running (state in {state_path(self.settings)}); run `slmesh down` first")
+        specs = self.specs()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        registry_port = free_port(self.settings.host)
+        self.state = MeshState(registry=f"localhost:{registry_port}")
+        try:
+            reg = self._spawn(specs[0], 0, grpc_port=registry_port, http_port=0)
+            self._wait_grpc_health(reg, timeout_s)
+            started = [self._spawn(spec, i, grpc_port=free_port(self.settings.host),
+                                   http_port=free_port(self.settings.host))
+                       for spec in specs[1:] for i in range(self.replicas.get(spec.name, 1))]
+            deadline = time.monotonic() + timeout_s
+            for proc in started:
+                self._wait_http_ready(proc, deadline)
+        except BaseException:
+            self.down()
+            raise
+        return self.state
+
+    def _spawn(self, spec: ServiceSpec, index: int, *, grpc_port: int, http_port: int) -> Process:
+        assert self.state is not None and spec.path is not None
+        replica_id = f"{spec.name}-{index}"
+        log = self.log_dir / f"{replica_id}.log"
+        env = {
+            **os.environ,
+            "SLMESH_HOST": self.settings.host,
+            "SLMESH_GRPC_PORT": str(grpc_port),
+            "SLMESH_HTTP_PORT": str(http_port),
+            "SLMESH_REPLICA_ID": replica_id,
+            "SLMESH_DATA_DIR": str(self.settings.data_dir.resolve()),
+            "PYTHONUNBUFFERED": "1",
+        }
+        if spec.kind == "agent":
+            env["SLMESH_REGISTRY"] = self.state.registry
+        with open(log, "ab") as out:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "mesh", "serve", str(spec.path)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, start_new_session=True,
+            )
+        proc = Process(spec.name, replica_id, popen.pid, str(log), http_port, grpc_port)
+        self.state.processes.append(proc)
+        self.state.save(state_path(self.settings))
+        return proc
+
+    def _check_alive(self, proc: Process) -> None:
+        if not _alive(proc.pid):
+            tail = Path(proc.log).read_text(encoding="utf-8", errors="replace")[-2000:]
+            raise LaunchError(f"{proc.replica_id} exited during start-up; log {proc.log}:\n{tail}")
+
+    def _wait_grpc_health(self, proc: Process, timeout_s: float) -> None:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        deadline = time.monotonic() + timeout_s
+        with grpc.insecure_channel(f"127.0.0.1:{proc.grpc_port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                self._check_alive(proc)
+                with contextlib.suppress(grpc.RpcError):
+                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                time.sleep(0.1)
+        raise LaunchError(f"{proc.replica_id} not healthy after {timeout_s:.0f}s; see {proc.log}")
+
+    def _wait_http_ready(self, proc: Process, deadline: float) -> None:
+        url = f"http://127.0.0.1:{proc.http_port}/readyz"
+        while time.monotonic() < deadline:
+            self._check_alive(proc)
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=1.0).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise LaunchError(f"{proc.replica_id} not ready in time; see {proc.log}")
+
+    def down(self, timeout_s: float = 20.0) -> list[Process]:
+        """SIGTERM every recorded process (agents first, registry last), SIGKILL stragglers."""
+        state = self.state or MeshState.load(state_path(self.settings))
+        if state is None:
+            return []
+        ordered = sorted(state.processes, key=lambda p: p.service == "registry")
+        stopped = stop_processes(ordered, timeout_s)
+        with contextlib.suppress(FileNotFoundError):
+            state_path(self.settings).unlink()
+        self.state = None
+        return stopped
+
+
+def stop_processes(processes: list[Process], timeout_s: float) -> list[Process]:
+    """Graceful stop of our own processes, verified by command line so a reused PID is spared."""
+    ours = [p for p in processes if _is_ours(p.pid)]
+    agents = [p for p in ours if p.service != "registry"]
+    last = [p for p in ours if p.service == "registry"]
+    for group in (agents, last):
+        for proc in group:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(_alive(p.pid) for p in group):
+            time.sleep(0.05)
+        for proc in group:
+            if _alive(proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+    return ours
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat")
+    with contextlib.suppress(OSError):
+        if status.read_text().split(") ", 1)[1].startswith("Z"):
+            return False
+    return True
+
+
+def _is_ours(pid: int) -> bool:
+    if not _alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc (not Linux): trust the state file
+    return b"mesh" in cmdline and b"serve" in cmdline

@@ -1,0 +1,28 @@
+"""Shared fixtures: real processes, stopped by PID even when a test fails."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.procs import ROOT, ServiceProcess, start_service
+
+ECHO_SERVICE = ROOT / "tests" / "support" / "echo_service"
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+    """Factory: ``spawn(service_dir, env=...)`` starts a service; all are stopped at teardown."""
+    started: list[ServiceProcess] = []
+
+    def _spawn(service: str | Path, **kwargs: Any) -> ServiceProcess:
+        proc = start_service(service, tmp_path, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield _spawn
+    for proc in started:
+        proc.kill()

@@ -1,0 +1,38 @@
+"""Test-only executors: deterministic, instant agents for runtime and transport tests."""
+
+from __future__ import annotations
+
+import asyncio
+
+from a2a.helpers.proto_helpers import get_message_text, new_text_part
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events import EventQueue
+
+from mesh.a2a.tasks import open_task
+from mesh.config import ServiceSpec, Settings
+
+
+class EchoExecutor(AgentExecutor):
+    """Completes each task with one artifact that upper-cases the input text.
+
+    ``sleep:<seconds>`` in the text makes it wait first (drain and deadline tests).
+    """
+
+    def __init__(self, spec: ServiceSpec | None = None, settings: Settings | None = None) -> None:
+        self.delay = float((spec.options if spec else {}).get("delay_s", 0.0))
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        text = get_message_text(context.message) if context.message else ""
+        updater = await open_task(context, event_queue)
+        await updater.start_work()
+        delay = self.delay
+        if text.startswith("sleep:"):
+            delay = float(text.split(":", 1)[1])
+        if delay:
+            await asyncio.sleep(delay)
+        await updater.add_artifact([new_text_part(text.upper())], name="echo")
+        await updater.complete()
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        updater = await open_task(context, event_queue)
+        await updater.cancel()

@@ -1,0 +1,100 @@
+"""Real service processes for integration tests: free ports, readiness, stop by PID."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServiceProcess:
+    """A ``python -m mesh serve`` child; always stopped by PID (process group) at teardown."""
+
+    popen: subprocess.Popen[bytes]
+    http_port: int
+    grpc_port: int
+    log: Path
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        """SIGTERM (graceful drain), then SIGKILL the group if it does not exit in time."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                return self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+        return self.popen.wait()
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait()
+
+
+def start_service(service: str | Path, tmp: Path, env: dict[str, str] | None = None,
+                  wait: bool = True, grpc_port: int | None = None) -> ServiceProcess:
+    """Starts ``slmesh serve SERVICE`` with its own ports and data dir under ``tmp``."""
+    http_port, grpc = free_port(), grpc_port or free_port()
+    log = tmp / f"{Path(service).name}-{http_port}.log"
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+        "SLMESH_HTTP_PORT": str(http_port),
+        "SLMESH_GRPC_PORT": str(grpc),
+        "SLMESH_DATA_DIR": str(tmp / "data"),
+        **(env or {}),
+    }
+    with open(log, "wb") as out:
+        popen = subprocess.Popen([sys.executable, "-m", "mesh", "serve", str(service)], cwd=ROOT,
+                                 env=full_env, stdout=out, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+    proc = ServiceProcess(popen, http_port, grpc, log)
+    if wait:
+        try:
+            wait_ready(proc)
+        except BaseException:
+            proc.kill()
+            raise
+    return proc
+
+
+def wait_ready(proc: ServiceProcess, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"service exited with {proc.popen.returncode}:\n{proc.output()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(proc.http_url + "/readyz", timeout=1).status_code == 200:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"service not ready in {timeout}s:\n{proc.output()}")
