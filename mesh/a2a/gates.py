@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 PUBLIC_HTTP_PATHS = frozenset({"/.well-known/agent-card.json", "/healthz", "/readyz", "/metrics"})
 """Paths served without a token and outside the in-flight count."""
@@ -22,7 +23,10 @@ PUBLIC_HTTP_PATHS = frozenset({"/.well-known/agent-card.json", "/healthz", "/rea
 PUBLIC_GRPC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 """gRPC services open to probes and tooling."""
 
+JSONRPC_PARSE_ERROR = -32700
 JSONRPC_INVALID_REQUEST = -32600
+MAX_JSON_DEPTH = 64
+"""Deeper request JSON is refused up front (Python's parser would hit its recursion limit)."""
 
 
 class Admission:
@@ -68,10 +72,6 @@ class Admission:
         return True
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class HttpGate:
     """Pure ASGI middleware (no per-request allocation beyond a closure) for the HTTP side."""
 
@@ -99,40 +99,93 @@ class HttpGate:
             await _json_error(send, 413, f"request body of {int(declared)} bytes exceeds the "
                                          f"limit of {limit} bytes")
             return
-        received = 0
-        started = False
-
-        async def limited_receive() -> dict[str, Any]:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _BodyTooLarge
-            return message
-
-        async def tracking_send(message: dict[str, Any]) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
         adm.enter()
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
+            body, more = await _read_body(receive, limit) if scope["method"] != "GET" else (b"", False)
+            if more:
                 await _json_error(send, 413, f"request body exceeds the limit of {limit} bytes")
+                return
+            problem = _body_problem(body) if body else None
+            if problem is not None:
+                await _json_error(send, 400, problem[1], code=problem[0])
+                return
+            await self.app(scope, _replay(body, receive), send)
         finally:
             adm.leave()
 
 
+def _body_problem(body: bytes) -> tuple[int, str] | None:
+    """Rejects what would otherwise surface as an internal error deep in the JSON parser."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return JSONRPC_PARSE_ERROR, f"request body is not valid UTF-8: {exc}"
+    # Counting brackets runs at C speed; the exact depth scan only runs for bracket-heavy bodies.
+    if body.count(b"{") + body.count(b"[") > MAX_JSON_DEPTH and _json_depth(body) > MAX_JSON_DEPTH:
+        return JSONRPC_INVALID_REQUEST, f"request JSON nests deeper than {MAX_JSON_DEPTH} levels"
+    return None
+
+
+def _json_depth(body: bytes) -> int:
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x7B, 0x5B):  # { [
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x7D, 0x5D):  # } ]
+            depth -= 1
+    return deepest
+
+
+async def _read_body(receive: Any, limit: int) -> tuple[bytes, bool]:
+    """The whole request body, or (partial, True) once it passes ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), False
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return b"", True
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), False
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """A receive callable that yields the buffered body once, then the real channel (disconnects)."""
+    pending = True
+
+    async def replayed() -> dict[str, Any]:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
 async def _json_error(
-    send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None
+    send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None,
+    code: int = JSONRPC_INVALID_REQUEST,
 ) -> None:
     """An error body readable both as JSON-RPC (``error.code``) and as plain HTTP JSON."""
     body = json.dumps(
         {"jsonrpc": "2.0", "id": None,
-         "error": {"code": JSONRPC_INVALID_REQUEST, "message": message, "data": {"http_status": status}}}
+         "error": {"code": code, "message": message, "data": {"http_status": status}}}
     ).encode()
     await send({
         "type": "http.response.start",
@@ -185,23 +238,52 @@ def _refusal(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, text: str) -
         deny, handler.request_deserializer, handler.response_serializer)
 
 
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse, so the handler can say so."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """grpc turns a deserializer exception into UNKNOWN; we want INVALID_ARGUMENT instead."""
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as exc:
+            return _Undecodable(exc)
+
+    return parse
+
+
+async def _reject_undecodable(request: Any, context: grpc.aio.ServicerContext) -> None:
+    if isinstance(request, _Undecodable):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"request is not a valid protobuf message: {request.error}")
+
+
 def _counted(handler: grpc.RpcMethodHandler, adm: Admission) -> grpc.RpcMethodHandler:
+    deserialize = _tolerant(handler.request_deserializer)
     if handler.unary_unary:
         inner = handler.unary_unary
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await _reject_undecodable(request, context)
             adm.enter()
             try:
                 return await inner(request, context)
             finally:
                 adm.leave()
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary, handler.request_deserializer, handler.response_serializer)
+        return grpc.unary_unary_rpc_method_handler(unary, deserialize, handler.response_serializer)
     if handler.unary_stream:
         inner_stream = handler.unary_stream
 
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await _reject_undecodable(request, context)
             adm.enter()
             try:
                 async for item in inner_stream(request, context):
@@ -209,6 +291,5 @@ def _counted(handler: grpc.RpcMethodHandler, adm: Admission) -> grpc.RpcMethodHa
             finally:
                 adm.leave()
 
-        return grpc.unary_stream_rpc_method_handler(
-            stream, handler.request_deserializer, handler.response_serializer)
+        return grpc.unary_stream_rpc_method_handler(stream, deserialize, handler.response_serializer)
     return handler
