@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import socket
-from pathlib import Path
 
 import grpc
 import uvicorn
@@ -223,9 +222,3 @@ class AgentServer:
         await stop.wait()
         log.info("signal received: draining %s", self.replica_id)
         await self.stop()
-
-
-def data_path(settings: Settings, relative: str | Path) -> Path:
-    """Resolves a path from a spec's options against the data directory."""
-    path = Path(relative)
-    return path if path.is_absolute() else settings.data_dir / path

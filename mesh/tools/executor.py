@@ -1,0 +1,144 @@
+"""The tools agent: each A2A task carries one proposed tool call, checked and run here.
+
+The task ends in one of three states. ``completed`` with a ``tool_result`` artifact when
+the call ran, including calls the business rules refused (``ok: false`` in the result,
+for the responder to explain). ``rejected`` when the call is malformed: per the A2A
+spec that is the agent deciding not to perform the task, nothing was attempted, and
+sending the same input again cannot succeed. ``failed`` when a well-formed call broke
+while running (the database file could not be opened or written), which a later
+retry may survive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_text_part
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events import EventQueue
+from a2a.server.tasks import TaskUpdater
+from a2a.types import Message, TaskState
+
+from mesh.a2a.tasks import open_task
+from mesh.config import ServiceSpec, Settings
+from mesh.tools.catalog import MalformedCallError, ToolCallError, execute_call, parse_call
+from mesh.tools.orders import create_demo_database
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATABASE = "orders.sqlite"
+RESULT_ARTIFACT = "tool_result"
+JSON_MEDIA_TYPE = "application/json"
+
+_FINISHED_STATES = frozenset(
+    {
+        TaskState.TASK_STATE_COMPLETED,
+        TaskState.TASK_STATE_CANCELED,
+        TaskState.TASK_STATE_FAILED,
+        TaskState.TASK_STATE_REJECTED,
+    }
+)
+
+
+def database_path(spec: ServiceSpec, settings: Settings) -> Path:
+    """``options.database`` of the spec; a relative path lives under ``settings.data_dir``."""
+    option = spec.options.get("database", DEFAULT_DATABASE)
+    if not isinstance(option, str) or not option.strip():
+        raise ValueError(
+            f"service {spec.name!r}: options.database must be a file path, got {option!r}"
+        )
+    path = Path(option)
+    return path if path.is_absolute() else settings.data_dir / path
+
+
+class ToolsExecutor(AgentExecutor):
+    """Validates and executes one tool call per task against the order database.
+
+    The demo database is created on the first request if the file is missing, in a
+    worker thread like every other database access, so the event loop never blocks.
+    """
+
+    def __init__(self, spec: ServiceSpec, settings: Settings) -> None:
+        self.database = database_path(spec, settings)
+        self._database_ready = False
+        self._database_lock = asyncio.Lock()
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Runs the call in the request's message and finishes the task."""
+        updater = await open_task(context, event_queue)
+        await updater.start_work()
+        try:
+            call = parse_call(_call_payload(context.message))
+            await self._ensure_database()
+            execution = await asyncio.to_thread(execute_call, self.database, call)
+        except ToolCallError as exc:
+            await updater.reject(_error_message(updater, exc.to_dict()))
+            return
+        except (sqlite3.Error, OSError):
+            logger.exception("tool call failed in the order database %s", self.database)
+            error = {
+                "code": "database_error",
+                "message": "the order database could not run the call; it may be retried",
+            }
+            await updater.failed(_error_message(updater, error))
+            return
+        await updater.add_artifact(
+            [new_data_part(execution.result, media_type=JSON_MEDIA_TYPE)],
+            name=RESULT_ARTIFACT,
+            metadata={"tool": call.name, "replayed": execution.replayed},
+        )
+        await updater.complete()
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Marks the task canceled.
+
+        A database transaction already under way in its worker thread cannot be stopped;
+        SQLite commits it whole or not at all, and a retry with its key replays it.
+        """
+        task = context.current_task
+        if task is not None and task.status.state in _FINISHED_STATES:
+            return
+        await (await open_task(context, event_queue)).cancel()
+
+    async def _ensure_database(self) -> None:
+        if self._database_ready:
+            return
+        async with self._database_lock:
+            if not self._database_ready:
+                created = await asyncio.to_thread(create_demo_database, self.database)
+                if created:
+                    logger.info("created the demo order database at %s", self.database)
+                self._database_ready = True
+
+
+def _call_payload(message: Message | None) -> object:
+    """The call from the first data part, or else from the text parts read as JSON."""
+    if message is None:
+        raise MalformedCallError("the request carries no message")
+    data = get_data_parts(message.parts)
+    if data:
+        return data[0]
+    text = get_message_text(message).strip()
+    if not text:
+        raise MalformedCallError(
+            "the message has no data part and no text; send the tool call as a JSON "
+            "object {'name', 'arguments', 'idempotency_key'}"
+        )
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MalformedCallError(f"the message text is not a JSON tool call: {exc}") from exc
+
+
+def _error_message(updater: TaskUpdater, error: dict[str, Any]) -> Message:
+    return updater.new_agent_message(
+        [
+            new_text_part(f"{error['code']}: {error['message']}"),
+            new_data_part({"error": error}, media_type=JSON_MEDIA_TYPE),
+        ]
+    )
