@@ -20,9 +20,11 @@ run: install
 	$(SLMESH) down >/dev/null
 	$(SLMESH) up --detach
 	$(SLMESH) agents
-	$(SLMESH) send tools --data '{"name": "find_orders", "arguments": {"email": "$(shell $(PY) -m mesh.tools.demo_email)"}}'
-	$(SLMESH) send tools --data '{"name": "get_order", "arguments": {"order_id": "ORD-000000"}}' || true
-	$(SLMESH) send tools --data '{"name": "get_order", "arguments": {"order": 1}}' || true
+	$(SLMESH) send tools --data '{"name": "get_order", "arguments": {"order_id": "ORD-621221"}}'
+	$(SLMESH) send tools --binding JSONRPC --data '{"name": "find_orders", "arguments": {"email": "kofi.haddad@example.net"}}'
+	$(SLMESH) send tools --binding HTTP+JSON --data '{"name": "track_shipment", "arguments": {"order_id": "ORD-317970"}}'
+	@echo "--- a malformed call is rejected with the schema errors (exit code 1 is expected):"
+	-$(SLMESH) send tools --data '{"name": "refund_order", "arguments": {"order_id": "621221", "amount": -5}}'
 	@echo "The mesh keeps running: try '$(SLMESH) agents' or '$(SLMESH) send tools --data ...'; stop it with 'make down'."
 
 down: install

@@ -122,13 +122,13 @@ def up(
     except (LaunchError, SpecError) as exc:
         raise _fail(str(exc)) from exc
     table = Table(title=f"slmesh up — registry {state.registry}")
-    for column in ("replica", "pid", "HTTP (JSON-RPC, REST)", "gRPC", "log"):
-        table.add_column(column)
+    for column in ("replica", "pid", "JSON-RPC + REST", "gRPC"):
+        table.add_column(column, no_wrap=True)
     for proc in state.processes:
         http = proc.http_url if proc.http_port else "-"
-        table.add_row(proc.replica_id, str(proc.pid), http, proc.grpc_url, proc.log)
+        table.add_row(proc.replica_id, str(proc.pid), http, proc.grpc_url)
     console.print(table)
-    console.print(f"state: {state_path(settings)}")
+    console.print(f"state: {state_path(settings)}  logs: {launcher.log_dir}")
     if detach:
         console.print("mesh running in the background; stop it with [bold]slmesh down[/bold]")
         return
@@ -186,17 +186,21 @@ def agents(
         return
     table = Table(title=f"agents in registry {address}")
     for column in ("agent", "replica", "skills", "gRPC", "HTTP", "in-flight", "health", "heartbeat"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     now = time.time()
     for e in sorted(entries, key=lambda e: (e.agent, e.replica_id)):
         urls = {ep.transport: ep.url for ep in e.endpoints}
         age = now - e.last_heartbeat.ToSeconds() if e.HasField("last_heartbeat") else float("nan")
         health = "[yellow]draining[/yellow]" if e.draining else "[green]serving[/green]"
-        table.add_row(e.agent, e.replica_id, ", ".join(e.skills), urls.get("GRPC", "-"),
-                      urls.get("JSONRPC", "-"), str(e.load.in_flight), health, f"{age:.1f}s ago")
+        table.add_row(e.agent, e.replica_id, ", ".join(e.skills), _hostport(urls.get("GRPC")),
+                      _hostport(urls.get("JSONRPC")), str(e.load.in_flight), health, f"{age:.1f}s")
     console.print(table)
     if not entries:
         console.print("no agents registered")
+
+
+def _hostport(url: str | None) -> str:
+    return url.split("://", 1)[-1].rstrip("/") if url else "-"
 
 
 @app.command()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from mesh.a2a.client import Replica, StaticReplicas
 from mesh.proto.slmesh.registry.v1 import registry_pb2 as rpb
-from mesh.registry.client import RegistryClient, RegistryView
+from mesh.registry import RegistryClient, RegistryView
 
 
 def replica_from_registry(entry: rpb.Replica) -> Replica:

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+from typing import TYPE_CHECKING
 
 import grpc
 import uvicorn
@@ -37,6 +38,9 @@ from grpc_reflection.v1alpha import reflection
 from mesh.a2a.cards import Endpoints, build_card
 from mesh.a2a.gates import Admission, GrpcGate, HttpGate
 from mesh.config import ServiceSpec, Settings, SpecError
+
+if TYPE_CHECKING:
+    from mesh.registry import Registration, RegistryClient
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +126,8 @@ class AgentServer:
         self.app = self._build_app()
         self._uvicorn: uvicorn.Server | None = None
         self._uvicorn_task: asyncio.Task[None] | None = None
-        self._registration: object | None = None
+        self._registration: Registration | None = None
+        self._registry_client: RegistryClient | None = None
 
     # -- assembly -----------------------------------------------------------------
 
@@ -185,11 +190,29 @@ class AgentServer:
                  ", ".join(f"{b} {u}" for b, u in self.endpoints.as_pairs()))
 
     async def _start_registration(self) -> None:
+        """Registers this replica (card, endpoints, skills) and heartbeats its in-flight load."""
         if not self.settings.registry:
             return
-        from mesh.registry.registration import start_registration
+        from google.protobuf.json_format import MessageToJson
 
-        self._registration = await start_registration(self)
+        from mesh.registry import Endpoint, Load, Registration, RegistryClient, Replica
+
+        self._registry_client = RegistryClient(self.settings.registry)
+        replica = Replica(
+            agent=self.spec.name,
+            replica_id=self.replica_id,
+            endpoints=[Endpoint(transport=b, url=u) for b, u in self.endpoints.as_pairs()],
+            card_json=MessageToJson(self.card),
+            version=self.spec.version,
+            skills=[s.id for s in self.spec.skills],
+        )
+        admission = self.admission
+        self._registration = Registration(
+            self._registry_client, replica,
+            load=lambda: Load(in_flight=admission.in_flight),
+            heartbeat_interval_s=self.settings.heartbeat_interval_s,
+        )
+        self._registration.start()
 
     async def stop(self) -> None:
         """Graceful drain: refuse new work, finish in-flight, deregister, close both servers."""
@@ -197,12 +220,13 @@ class AgentServer:
         for service in ("", A2A_GRPC_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self._registration is not None:
-            await self._registration.set_draining()  # type: ignore[attr-defined]
+            self._registration.set_draining()
         drained = await self.admission.wait_idle(self.settings.drain_timeout_s)
         if not drained:
             log.warning("drain timeout: %d requests still in flight", self.admission.in_flight)
-        if self._registration is not None:
-            await self._registration.stop()  # type: ignore[attr-defined]
+        if self._registration is not None and self._registry_client is not None:
+            await self._registration.stop()
+            await self._registry_client.close()
         if self._uvicorn is not None and self._uvicorn_task is not None:
             self._uvicorn.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,263 @@
+"""The registry as a gRPC service: the wire protocol over a :class:`RegistryStore`.
+
+The server also answers the standard gRPC health and reflection services, so Kubernetes
+probes and tools such as grpcurl work without extra setup, and it runs the expiry sweep that
+turns silent replicas into REMOVED events for watchers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from mesh.config import Settings
+from mesh.proto.slmesh.registry.v1 import registry_pb2 as pb
+from mesh.proto.slmesh.registry.v1 import registry_pb2_grpc as pb_grpc
+from mesh.registry.store import (
+    MemoryRegistryStore,
+    RegistryStore,
+    Subscription,
+    WatchClosed,
+    WatcherOverflow,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Registry"].full_name
+"""Fully qualified gRPC service name, as health checks and reflection know it."""
+
+TRANSPORTS = frozenset({"GRPC", "JSONRPC", "HTTP+JSON"})
+"""A2A protocol binding names an endpoint may declare."""
+
+_KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+"""Lets watchers ping idle Watch streams (and pings them) so dead peers are noticed."""
+
+
+def replica_problems(replica: pb.Replica) -> list[str]:
+    """Everything wrong with a replica a client wants to register; empty when acceptable."""
+    problems = []
+    if not replica.replica_id:
+        problems.append("replica.replica_id is required")
+    if not replica.agent:
+        problems.append("replica.agent is required")
+    if not replica.endpoints:
+        problems.append("replica.endpoints needs at least one endpoint")
+    for i, endpoint in enumerate(replica.endpoints):
+        if endpoint.transport not in TRANSPORTS:
+            problems.append(
+                f"replica.endpoints[{i}].transport is {endpoint.transport!r}; "
+                f"expected one of {', '.join(sorted(TRANSPORTS))}"
+            )
+        if not endpoint.url:
+            problems.append(f"replica.endpoints[{i}].url is required")
+    if replica.card_json:
+        try:
+            card = json.loads(replica.card_json)
+        except ValueError as exc:
+            problems.append(f"replica.card_json is not valid JSON: {exc}")
+        else:
+            if not isinstance(card, dict):
+                problems.append("replica.card_json must be a JSON object")
+    return problems
+
+
+class RegistryServicer(pb_grpc.RegistryServicer):
+    """Implements ``slmesh.registry.v1.Registry`` on top of a store."""
+
+    def __init__(self, store: RegistryStore, heartbeat_interval_s: float) -> None:
+        self._store = store
+        self._heartbeat_interval_s = heartbeat_interval_s
+        self._watches: set[Subscription] = set()
+
+    async def Register(
+        self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterResponse:
+        if not request.HasField("replica"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "replica is required")
+        problems = replica_problems(request.replica)
+        if problems:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "invalid replica: " + "; ".join(problems)
+            )
+        stored = await self._store.register(request.replica)
+        log.info("registered %s replica %s", stored.agent, stored.replica_id)
+        return pb.RegisterResponse(
+            ttl_seconds=self._store.ttl_s, heartbeat_interval_seconds=self._heartbeat_interval_s
+        )
+
+    async def Heartbeat(
+        self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HeartbeatResponse:
+        if not request.replica_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "replica_id is required")
+        load = request.load if request.HasField("load") else None
+        known = await self._store.heartbeat(request.replica_id, load, request.draining)
+        if not known:
+            log.debug("heartbeat from unknown replica %s", request.replica_id)
+        return pb.HeartbeatResponse(known=known)
+
+    async def Deregister(
+        self, request: pb.DeregisterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeregisterResponse:
+        if not request.replica_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "replica_id is required")
+        removed = await self._store.deregister(request.replica_id)
+        if removed:
+            log.info("deregistered replica %s", request.replica_id)
+        return pb.DeregisterResponse(removed=removed)
+
+    async def List(
+        self, request: pb.ListRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListResponse:
+        return pb.ListResponse(replicas=await self._store.list(request.agent, request.skill))
+
+    async def Watch(
+        self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchEvent]:
+        watch = await self._store.watch(request.agent)
+        self._watches.add(watch)
+        try:
+            async for event in watch:
+                yield event
+        except WatcherOverflow as exc:
+            log.warning("dropped watcher %s: %s", context.peer(), exc)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except WatchClosed as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        finally:
+            watch.close()
+            self._watches.discard(watch)
+
+    def close_watches(self, reason: str) -> None:
+        """Ends every open Watch stream with UNAVAILABLE, telling clients to reconnect."""
+        for watch in list(self._watches):
+            watch.close(WatchClosed(reason))
+
+
+@dataclass
+class RegistryServer:
+    """A running registry: the gRPC server, the port it got, and its expiry sweep."""
+
+    server: grpc.aio.Server
+    port: int
+    host: str
+    store: RegistryStore
+    health: health.aio.HealthServicer
+    servicer: RegistryServicer
+    _expiry: asyncio.Task[None] | None = field(default=None, repr=False)
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` a client on this machine can dial."""
+        host = "127.0.0.1" if self.host in {"", "0.0.0.0", "::", "[::]"} else self.host
+        return f"{_bracket(host)}:{self.port}"
+
+    async def wait_for_termination(self) -> None:
+        """Returns once the server has stopped."""
+        await self.server.wait_for_termination()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Reports NOT_SERVING, ends Watch streams, then stops; calls still running after
+        ``grace`` seconds are cancelled (``None`` cancels them at once)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.health.enter_graceful_shutdown()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
+        stopping = asyncio.create_task(self.server.stop(grace))
+        await asyncio.sleep(0)
+        self.servicer.close_watches("registry is shutting down; reconnect to resync")
+        await stopping
+        log.info("registry on port %d stopped", self.port)
+
+
+async def start_registry_server(
+    settings: Settings, store: RegistryStore | None = None, port: int | None = None
+) -> RegistryServer:
+    """Starts the registry on ``settings.host``; ``port`` overrides ``settings.grpc_port`` and
+    0 picks a free port (read it back from :attr:`RegistryServer.port`)."""
+    store = store if store is not None else MemoryRegistryStore(ttl_s=settings.registry_ttl_s)
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", settings.max_request_bytes),
+            ("grpc.max_send_message_length", settings.max_request_bytes),
+            # One registry per port: two processes sharing one would split the mesh's state.
+            ("grpc.so_reuseport", 0),
+            *_KEEPALIVE_OPTIONS,
+        ]
+    )
+    servicer = RegistryServicer(store, settings.heartbeat_interval_s)
+    pb_grpc.add_RegistryServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    wanted = settings.grpc_port if port is None else port
+    try:
+        bound = server.add_insecure_port(f"{_bracket(settings.host)}:{wanted}")
+    except RuntimeError as exc:
+        raise OSError(f"registry could not bind {settings.host}:{wanted}: {exc}") from exc
+    await server.start()
+    for name in (health.OVERALL_HEALTH, SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    running = RegistryServer(
+        server=server,
+        port=bound,
+        host=settings.host,
+        store=store,
+        health=health_servicer,
+        servicer=servicer,
+    )
+    running._expiry = asyncio.create_task(_expire_forever(store), name="registry-expiry")
+    log.info("registry serving on %s:%d (ttl %.1fs)", settings.host, bound, store.ttl_s)
+    return running
+
+
+async def _expire_forever(store: RegistryStore) -> None:
+    """Sweeps often enough that a replica is removed within about a quarter TTL of expiring."""
+    interval = min(max(store.ttl_s / 4, 0.01), 1.0)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            expired = await store.expire()
+        except Exception:
+            log.exception("registry expiry sweep failed; retrying in %.2fs", interval)
+            continue
+        for replica in expired:
+            log.info("expired %s replica %s (no heartbeat)", replica.agent, replica.replica_id)
+
+
+def _bracket(host: str) -> str:
+    """IPv6 literals need brackets in ``host:port``."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+async def serve_registry(settings: Settings) -> None:
+    """Runs the registry on ``settings.grpc_port`` until SIGTERM or SIGINT (``slmesh serve``)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    running = await start_registry_server(settings)
+    await stop.wait()
+    await running.stop(grace=1.0)
