@@ -185,14 +185,14 @@ def agents(
         print(json.dumps([MessageToDict(e, preserving_proto_field_name=True) for e in entries], indent=2))
         return
     table = Table(title=f"agents in registry {address}")
-    for column in ("agent", "replica", "skills", "gRPC", "HTTP", "in-flight", "health", "heartbeat"):
-        table.add_column(column, overflow="fold")
+    for column in ("agent", "replica", "gRPC", "JSON-RPC", "in-flight", "health", "beat"):
+        table.add_column(column, no_wrap=True)
     now = time.time()
     for e in sorted(entries, key=lambda e: (e.agent, e.replica_id)):
         urls = {ep.transport: ep.url for ep in e.endpoints}
         age = now - e.last_heartbeat.ToSeconds() if e.HasField("last_heartbeat") else float("nan")
         health = "[yellow]draining[/yellow]" if e.draining else "[green]serving[/green]"
-        table.add_row(e.agent, e.replica_id, ", ".join(e.skills), _hostport(urls.get("GRPC")),
+        table.add_row(e.agent, e.replica_id, _hostport(urls.get("GRPC")),
                       _hostport(urls.get("JSONRPC")), str(e.load.in_flight), health, f"{age:.1f}s")
     console.print(table)
     if not entries:

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import grpc
@@ -86,6 +87,15 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.setblocking(False)
     return sock
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn inside an agent process: SIGTERM belongs to :class:`AgentServer`, which must
+    drain in-flight work before the HTTP side closes (uvicorn would close it at once)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class AgentServer:
@@ -175,8 +185,7 @@ class AgentServer:
             lifespan="off",
             timeout_graceful_shutdown=max(1, int(self.settings.drain_timeout_s)),
         )
-        self._uvicorn = uvicorn.Server(config)
-        self._uvicorn.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._uvicorn = _EmbeddedUvicorn(config)
         self._uvicorn_task = asyncio.create_task(self._uvicorn.serve(sockets=[self._http_sock]))
         while not self._uvicorn.started:
             if self._uvicorn_task.done():
