@@ -271,6 +271,8 @@ def _print_event(event: Any) -> None:
     from a2a.types import a2a_pb2 as pb
     from google.protobuf.json_format import MessageToDict
 
+    from mesh.a2a.client import plain
+
     kind = event.WhichOneof("payload")
     if kind == "task":
         console.print(f"task id: {event.task.id}  [dim]{pb.TaskState.Name(event.task.status.state)}[/dim]")
@@ -282,7 +284,7 @@ def _print_event(event: Any) -> None:
         artifact = event.artifact_update.artifact
         for part in artifact.parts:
             if part.HasField("data"):
-                body = json.dumps(MessageToDict(part.data), indent=2)
+                body = json.dumps(plain(MessageToDict(part.data)), indent=2, ensure_ascii=False)
             else:
                 body = part.text
             console.print(f"[green]artifact {artifact.name}[/green]:")

@@ -341,15 +341,12 @@ def text_of(response: pb.SendMessageResponse | pb.Task) -> str:
     return "\n".join(p.text for p in response.message.parts if p.HasField("text"))
 
 
-def artifacts_of(task: pb.Task) -> list[dict[str, Any]]:
-    """Artifacts as plain dicts (name, text, data) for printing and JSON output."""
-    from google.protobuf.json_format import MessageToDict
-
-    out = []
-    for artifact in task.artifacts:
-        for part in artifact.parts:
-            if part.HasField("data"):
-                out.append({"name": artifact.name, "data": MessageToDict(part.data)})
-            elif part.HasField("text"):
-                out.append({"name": artifact.name, "text": part.text})
-    return out
+def plain(value: Any) -> Any:
+    """JSON from a protobuf ``Value`` with whole numbers as ints (``Value`` stores doubles)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
