@@ -1,5 +1,17 @@
 """The only package that imports a2a-sdk: serve executors on three transports, call agents."""
 
+import os
+
+# a2a-sdk wraps its request handler, event queues and client transports in OpenTelemetry
+# spans (@trace_class). Whether it does is decided once, when a2a.utils.telemetry is first
+# imported, from this variable; with opentelemetry-api installed the wrappers cost ~15% of
+# a SendMessage's server CPU even with no tracer provider set (docs/benchmarks.md). The
+# mesh owns tracing, so its default is off. This is the one place the mesh writes the
+# environment, because no Settings object exists yet when a2a-sdk gets imported (any
+# import of mesh.a2a comes first); setdefault keeps an explicit
+# OTEL_INSTRUMENTATION_A2A_SDK_ENABLED=true for anyone who wants the SDK's spans back.
+os.environ.setdefault("OTEL_INSTRUMENTATION_A2A_SDK_ENABLED", "false")
+
 from mesh.a2a.cards import Endpoints, build_card
 from mesh.a2a.client import MeshClient, Replica, ReplicaSource, StaticReplicas
 from mesh.a2a.server import AgentServer

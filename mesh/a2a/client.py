@@ -4,7 +4,9 @@ It speaks A2A 1.0 through a2a-sdk's own transports (so it stays wire-compatible 
 A2A server), and adds the mesh's policy: replica choice by power-of-two-choices on
 outstanding requests, pooled gRPC channels and HTTP connections, a deadline per call that
 covers retries, and retry on another replica for failures that cannot have executed
-anything (connection refused, UNAVAILABLE, HTTP 503 while draining).
+anything (connection refused, UNAVAILABLE, HTTP 503 while draining). ``SendMessage``, the
+hot call, takes the lean paths of :mod:`mesh.a2a.fastpath` on gRPC and JSON-RPC (same
+bytes on the wire, same errors).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from a2a.helpers.proto_helpers import new_text_message
 from a2a.types import a2a_pb2 as pb
 from a2a.utils.constants import PROTOCOL_VERSION_1_0, VERSION_HEADER, TransportProtocol
 
+from mesh.a2a.fastpath import GrpcSend, JsonRpcSend
 from mesh.config import Settings
 from mesh.errors import DeadlineExceededError, NoReplicaError
 
@@ -92,6 +95,46 @@ def is_retryable(exc: BaseException) -> bool:
     return False
 
 
+@dataclass(eq=False)
+class _Lane:
+    """One replica's pooled a2a-sdk transport for one binding, and its ``SendMessage`` path."""
+
+    binding: str
+    transport: ClientTransport
+    params: dict[str, str] | None
+    send: Callable[[pb.SendMessageRequest, float], Awaitable[pb.SendMessageResponse]]
+    fast: JsonRpcSend | None = None
+    in_flight: int = 0
+    retired: bool = False
+    """Dropped after a failure: closed once its last call returns (closing a gRPC channel
+    cancels the calls still on it, which would surface as CancelledError, not a retry)."""
+
+    def context(self, timeout: float) -> ClientCallContext:
+        return ClientCallContext(timeout=timeout, service_parameters=self.params)
+
+    async def release(self) -> None:
+        self.in_flight -= 1
+        if self.retired and self.in_flight == 0:
+            await self.close()
+
+    async def close(self) -> None:
+        if self.fast is not None:
+            self.fast.close()
+        if isinstance(self.transport, GrpcTransport):
+            await self.transport.close()
+
+
+def _sdk_send(transport: ClientTransport, params: dict[str, str] | None
+              ) -> Callable[[pb.SendMessageRequest, float], Awaitable[pb.SendMessageResponse]]:
+    """``SendMessage`` through the a2a-sdk transport itself (bindings without a lean path)."""
+
+    async def send(request: pb.SendMessageRequest, timeout: float) -> pb.SendMessageResponse:
+        context = ClientCallContext(timeout=timeout, service_parameters=params)
+        return await transport.send_message(request, context=context)
+
+    return send
+
+
 def grpc_target(url: str) -> str:
     """``grpc://host:port`` as written in cards -> ``host:port`` as grpc dials it."""
     return url.split("://", 1)[1] if "://" in url else url
@@ -124,7 +167,7 @@ class MeshClient:
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
             timeout=httpx.Timeout(self.settings.request_timeout_s, connect=5.0),
         )
-        self._transports: dict[tuple[str, str], ClientTransport] = {}
+        self._lanes: dict[tuple[str, str], _Lane] = {}
         self._outstanding: dict[str, int] = {}
         self._task_home: OrderedDict[str, str] = OrderedDict()
         token = self.settings.api_token
@@ -140,10 +183,9 @@ class MeshClient:
         await self.close()
 
     async def close(self) -> None:
-        for transport in self._transports.values():
-            if isinstance(transport, GrpcTransport):
-                await transport.close()
-        self._transports.clear()
+        for lane in self._lanes.values():
+            await lane.close()
+        self._lanes.clear()
         await self._http.aclose()
 
     # -- replica choice -----------------------------------------------------------
@@ -167,37 +209,50 @@ class MeshClient:
     def _reachable(self, replica: Replica) -> bool:
         return any(b in replica.urls for b in self.bindings)
 
-    def _transport(self, replica: Replica, deadline: float) -> tuple[ClientTransport, ClientCallContext]:
-        """The pooled transport for the replica's preferred binding, and a call context."""
+    def _lane(self, replica: Replica) -> _Lane:
+        """The pooled lane for the replica's preferred binding (built on first use)."""
         binding = next(b for b in self.bindings if b in replica.urls)
+        key = (replica.replica_id, binding)
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = self._open(replica, binding)
+        return lane
+
+    def _open(self, replica: Replica, binding: str) -> _Lane:
+        url = replica.urls[binding]
+        card = _interface_card(replica.agent, binding, url)
+        params = self._params[binding]
+        if binding == GRPC:
+            channel = grpc.aio.insecure_channel(
+                grpc_target(url),
+                options=[("grpc.max_receive_message_length", self.settings.max_request_bytes),
+                         ("grpc.max_send_message_length", self.settings.max_request_bytes)],
+            )
+            grpc_transport = GrpcTransport(channel, card)
+            return _Lane(binding, grpc_transport, params, GrpcSend(grpc_transport, params))
+        if binding == JSONRPC:
+            jsonrpc = JsonRpcTransport(self._http, card, url, is_shared_httpx=True)
+            if url.startswith("http://"):
+                fast = JsonRpcSend(jsonrpc, url, params or {}, connect_timeout=5.0)
+                return _Lane(binding, jsonrpc, params, fast, fast)
+            return _Lane(binding, jsonrpc, params, _sdk_send(jsonrpc, params))
+        rest = RestTransport(self._http, card, url, is_shared_httpx=True)
+        return _Lane(binding, rest, params, _sdk_send(rest, params))
+
+    @staticmethod
+    def _remaining(deadline: float) -> float:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise DeadlineExceededError("deadline exceeded before the call could be sent")
-        context = ClientCallContext(timeout=remaining, service_parameters=self._params[binding])
-        key = (replica.replica_id, binding)
-        transport = self._transports.get(key)
-        if transport is None:
-            url = replica.urls[binding]
-            card = _interface_card(replica.agent, binding, url)
-            if binding == GRPC:
-                channel = grpc.aio.insecure_channel(
-                    grpc_target(url),
-                    options=[("grpc.max_receive_message_length", self.settings.max_request_bytes),
-                             ("grpc.max_send_message_length", self.settings.max_request_bytes)],
-                )
-                transport = GrpcTransport(channel, card)
-            elif binding == JSONRPC:
-                transport = JsonRpcTransport(self._http, card, url, is_shared_httpx=True)
-            else:
-                transport = RestTransport(self._http, card, url, is_shared_httpx=True)
-            self._transports[key] = transport
-        return transport, context
+        return remaining
 
     async def _forget(self, replica: Replica) -> None:
         for binding in self.bindings:
-            transport = self._transports.pop((replica.replica_id, binding), None)
-            if isinstance(transport, GrpcTransport):
-                await transport.close()
+            lane = self._lanes.pop((replica.replica_id, binding), None)
+            if lane is not None and not lane.retired:
+                lane.retired = True
+                if lane.in_flight == 0:
+                    await lane.close()
 
     def _remember(self, task_id: str, replica_id: str) -> None:
         self._task_home[task_id] = replica_id
@@ -210,7 +265,7 @@ class MeshClient:
     async def _unary(
         self,
         agent: str,
-        call: Callable[[ClientTransport, ClientCallContext], Awaitable[T]],
+        call: Callable[[_Lane, float], Awaitable[T]],
         timeout: float | None,
         task_id: str | None = None,
     ) -> tuple[T, Replica]:
@@ -223,8 +278,10 @@ class MeshClient:
             tried.add(replica.replica_id)
             rid = replica.replica_id
             self._outstanding[rid] = self._outstanding.get(rid, 0) + 1
+            lane = self._lane(replica)
+            lane.in_flight += 1
             try:
-                return await call(*self._transport(replica, deadline)), replica
+                return await call(lane, self._remaining(deadline)), replica
             except A2AClientTimeoutError as exc:
                 raise DeadlineExceededError(f"call to {agent!r} exceeded its deadline") from exc
             except Exception as exc:
@@ -235,6 +292,7 @@ class MeshClient:
                 await self._forget(replica)
             finally:
                 self._outstanding[rid] -= 1
+                await lane.release()
             await asyncio.sleep(min(self.backoff_s * 2**attempt, max(0.0, deadline - time.monotonic())))
         raise NoReplicaError(agent)  # pragma: no cover - loop always returns or raises
 
@@ -242,8 +300,7 @@ class MeshClient:
         self, agent: str, request: pb.SendMessageRequest, *, timeout: float | None = None
     ) -> pb.SendMessageResponse:
         """``SendMessage``; returns the task (or message) the agent answered with."""
-        response, replica = await self._unary(
-            agent, lambda t, ctx: t.send_message(request, context=ctx), timeout)
+        response, replica = await self._unary(agent, lambda lane, left: lane.send(request, left), timeout)
         if response.HasField("task"):
             self._remember(response.task.id, replica.replica_id)
         return response
@@ -257,18 +314,21 @@ class MeshClient:
         request = pb.GetTaskRequest(id=task_id)
         if history_length is not None:
             request.history_length = history_length
-        task, _ = await self._unary(agent, lambda t, ctx: t.get_task(request, context=ctx), timeout, task_id)
+        task, _ = await self._unary(
+            agent, lambda lane, left: lane.transport.get_task(request, context=lane.context(left)), timeout, task_id)
         return task
 
     async def list_tasks(self, agent: str, request: pb.ListTasksRequest | None = None, *,
                          timeout: float | None = None) -> pb.ListTasksResponse:
         req = request or pb.ListTasksRequest()
-        response, _ = await self._unary(agent, lambda t, ctx: t.list_tasks(req, context=ctx), timeout)
+        response, _ = await self._unary(
+            agent, lambda lane, left: lane.transport.list_tasks(req, context=lane.context(left)), timeout)
         return response
 
     async def cancel_task(self, agent: str, task_id: str, *, timeout: float | None = None) -> pb.Task:
         req = pb.CancelTaskRequest(id=task_id)
-        task, _ = await self._unary(agent, lambda t, ctx: t.cancel_task(req, context=ctx), timeout, task_id)
+        task, _ = await self._unary(
+            agent, lambda lane, left: lane.transport.cancel_task(req, context=lane.context(left)), timeout, task_id)
         return task
 
     async def send_streaming_message(
@@ -276,20 +336,22 @@ class MeshClient:
     ) -> AsyncIterator[pb.StreamResponse]:
         """``SendStreamingMessage``; retried on another replica only before the first event."""
         async for event in self._stream(
-            agent, lambda t, ctx: t.send_message_streaming(request, context=ctx), timeout, None):
+            agent, lambda lane, left: lane.transport.send_message_streaming(request, context=lane.context(left)),
+            timeout, None):
             yield event
 
     async def subscribe(self, agent: str, task_id: str, *, timeout: float | None = None
                         ) -> AsyncIterator[pb.StreamResponse]:
         """``SubscribeToTask``: the remaining events of a running task."""
         req = pb.SubscribeToTaskRequest(id=task_id)
-        async for event in self._stream(agent, lambda t, ctx: t.subscribe(req, context=ctx), timeout, task_id):
+        async for event in self._stream(
+            agent, lambda lane, left: lane.transport.subscribe(req, context=lane.context(left)), timeout, task_id):
             yield event
 
     async def _stream(
         self,
         agent: str,
-        call: Callable[[ClientTransport, ClientCallContext], AsyncIterator[pb.StreamResponse]],
+        call: Callable[[_Lane, float], AsyncIterator[pb.StreamResponse]],
         timeout: float | None,
         task_id: str | None,
     ) -> AsyncIterator[pb.StreamResponse]:
@@ -303,8 +365,10 @@ class MeshClient:
             rid = replica.replica_id
             self._outstanding[rid] = self._outstanding.get(rid, 0) + 1
             started = False
+            lane = self._lane(replica)
+            lane.in_flight += 1
             try:
-                async for event in call(*self._transport(replica, deadline)):
+                async for event in call(lane, self._remaining(deadline)):
                     if not started and event.HasField("task"):
                         self._remember(event.task.id, rid)
                     started = True
@@ -320,6 +384,7 @@ class MeshClient:
                 await self._forget(replica)
             finally:
                 self._outstanding[rid] -= 1
+                await lane.release()
             await asyncio.sleep(self.backoff_s * 2**attempt)
 
 

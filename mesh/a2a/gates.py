@@ -2,8 +2,8 @@
 
 One :class:`Admission` object counts in-flight requests (the load reported to the
 registry), refuses new work while draining, checks the bearer token and bounds request
-size. The ASGI middleware and the gRPC interceptor below are its two faces, so both
-transports enforce the same rules.
+size. The ASGI middleware and the gRPC gate below are its two faces, so both transports
+enforce the same rules.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
+from google.protobuf.message_factory import GetMessageClass
 
 PUBLIC_HTTP_PATHS = frozenset({"/.well-known/agent-card.json", "/healthz", "/readyz", "/metrics"})
 """Paths served without a token and outside the in-flight count."""
@@ -196,8 +198,81 @@ async def _json_error(
     await send({"type": "http.response.body", "body": body})
 
 
+DRAINING = "replica is draining; retry on another replica"
+BAD_TOKEN = "missing or invalid bearer token"
+
+
+def _bearer(context: grpc.aio.ServicerContext) -> str | bytes | None:
+    return next((v for k, v in context.invocation_metadata() or () if k == "authorization"), None)
+
+
+def add_gated_service(server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor,
+                      admission: Admission) -> None:
+    """Registers ``servicer``'s methods for ``service`` behind :class:`Admission`.
+
+    Same rules as :class:`GrpcGate`: refuse while draining (UNAVAILABLE), check the bearer
+    token (UNAUTHENTICATED), answer an undecodable request with INVALID_ARGUMENT, count the
+    call in flight. The checks are wrapped around each method once, here, so the server
+    needs no interceptor: grpc.aio runs an interceptor as an extra coroutine per call, and
+    :class:`GrpcGate` builds a fresh method handler per call.
+    """
+    handlers = {}
+    for method in service.methods:
+        if method.client_streaming:
+            raise ValueError(f"{service.full_name}.{method.name}: client streaming is not gated")
+        parse = _tolerant(GetMessageClass(method.input_type).FromString)
+        serialize = GetMessageClass(method.output_type).SerializeToString
+        behavior = getattr(servicer, method.name)
+        if method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                _gate_stream(behavior, admission), parse, serialize)
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                _gate_unary(behavior, admission), parse, serialize)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
+
+
+def _gate_unary(inner: Callable[[Any, Any], Awaitable[Any]], adm: Admission) -> Callable[..., Awaitable[Any]]:
+    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if adm.draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, DRAINING)
+        if adm.requires_token and not adm.authorized(_bearer(context)):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, BAD_TOKEN)
+        if isinstance(request, _Undecodable):
+            await _reject_undecodable(request, context)
+        adm.enter()
+        try:
+            return await inner(request, context)
+        finally:
+            adm.leave()
+
+    return unary
+
+
+def _gate_stream(inner: Callable[[Any, Any], AsyncIterator[Any]], adm: Admission) -> Callable[..., AsyncIterator[Any]]:
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        if adm.draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, DRAINING)
+        if adm.requires_token and not adm.authorized(_bearer(context)):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, BAD_TOKEN)
+        if isinstance(request, _Undecodable):
+            await _reject_undecodable(request, context)
+        adm.enter()
+        try:
+            async for item in inner(request, context):
+                yield item
+        finally:
+            adm.leave()
+
+    return stream
+
+
 class GrpcGate(grpc.aio.ServerInterceptor):
-    """The gRPC face of :class:`Admission`: auth, drain refusal and in-flight counting."""
+    """:class:`Admission` as a server interceptor, for servers whose services cannot be wrapped.
+
+    Agent replicas use :func:`add_gated_service` instead (same rules, no per-call interceptor).
+    """
 
     def __init__(self, admission: Admission) -> None:
         self.admission = admission
@@ -212,13 +287,11 @@ class GrpcGate(grpc.aio.ServerInterceptor):
             return handler
         adm = self.admission
         if adm.draining:
-            return _refusal(handler, grpc.StatusCode.UNAVAILABLE,
-                            "replica is draining; retry on another replica")
+            return _refusal(handler, grpc.StatusCode.UNAVAILABLE, DRAINING)
         if adm.requires_token:
             auth = next((v for k, v in details.invocation_metadata or () if k == "authorization"), None)
             if not adm.authorized(auth):
-                return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED,
-                                "missing or invalid bearer token")
+                return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, BAD_TOKEN)
         return _counted(handler, adm)
 
 

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 import grpc
 import uvicorn
 from a2a.server.agent_execution import AgentExecutor
-from a2a.server.request_handlers import DefaultRequestHandler, GrpcHandler
 from a2a.server.routes import (
     add_a2a_routes_to_fastapi,
     create_agent_card_routes,
@@ -29,7 +28,7 @@ from a2a.server.routes import (
     create_rest_routes,
 )
 from a2a.server.tasks import DatabaseTaskStore, InMemoryTaskStore, TaskStore
-from a2a.types import a2a_pb2, a2a_pb2_grpc
+from a2a.types import a2a_pb2
 from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -37,7 +36,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mesh.a2a.cards import Endpoints, build_card
-from mesh.a2a.gates import Admission, GrpcGate, HttpGate
+from mesh.a2a.gates import Admission, HttpGate, add_gated_service
+from mesh.a2a.handler import MeshGrpcHandler, MeshRequestHandler
+from mesh.a2a.store import SqliteTaskStore
 from mesh.config import ServiceSpec, Settings, SpecError
 
 if TYPE_CHECKING:
@@ -45,7 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-A2A_GRPC_SERVICE = a2a_pb2.DESCRIPTOR.services_by_name["A2AService"].full_name
+A2A_SERVICE = a2a_pb2.DESCRIPTOR.services_by_name["A2AService"]
+A2A_GRPC_SERVICE = A2A_SERVICE.full_name
 
 
 def load_executor(spec: ServiceSpec, settings: Settings) -> AgentExecutor:
@@ -63,17 +65,19 @@ def load_executor(spec: ServiceSpec, settings: Settings) -> AgentExecutor:
 
 
 def build_task_store(spec: ServiceSpec, settings: Settings) -> TaskStore:
-    """The task store named by ``settings.task_store``: SQLite file, memory or any SQLAlchemy URL."""
+    """The task store named by ``settings.task_store``: SQLite file, memory or any SQLAlchemy URL.
+
+    ``sqlite`` is :class:`~mesh.a2a.store.SqliteTaskStore` (``sqlite3``, no ORM, one statement
+    per call); an SQLAlchemy URL (``sqlite+aiosqlite:///...``, ``postgresql+asyncpg://...``)
+    selects a2a-sdk's ``DatabaseTaskStore``.
+    """
     if settings.task_store == "memory":
         return InMemoryTaskStore()
+    if settings.task_store == "sqlite":
+        return SqliteTaskStore((settings.data_dir / f"tasks-{spec.name}.sqlite").resolve())
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    if settings.task_store == "sqlite":
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        path = (settings.data_dir / f"tasks-{spec.name}.sqlite").resolve()
-        engine = create_async_engine(f"sqlite+aiosqlite:///{path}", connect_args={"timeout": 30})
-    else:
-        engine = create_async_engine(settings.task_store, pool_pre_ping=True)
+    engine = create_async_engine(settings.task_store, pool_pre_ping=True)
     return DatabaseTaskStore(engine, table_name=f"tasks_{spec.name.replace('-', '_')}")
 
 
@@ -117,7 +121,6 @@ class AgentServer:
         self.replica_id = settings.replica_id or f"{spec.name}-{socket.gethostname()}-{os.getpid()}"
         self._http_sock = _bind(settings.host, settings.http_port)
         self._grpc_server = grpc.aio.server(
-            interceptors=[GrpcGate(self.admission)],
             options=[
                 ("grpc.max_receive_message_length", settings.max_request_bytes),
                 ("grpc.so_reuseport", 0),
@@ -129,7 +132,7 @@ class AgentServer:
         self.http_port = self._http_sock.getsockname()[1]
         self.endpoints = Endpoints.for_host(settings.advertise_host, self.http_port, self.grpc_port)
         self.card = build_card(spec, self.endpoints, bearer_auth=token is not None)
-        self.handler = DefaultRequestHandler(
+        self.handler = MeshRequestHandler(
             agent_executor=self.executor, task_store=self.task_store, agent_card=self.card
         )
         self._health = health.aio.HealthServicer()
@@ -172,7 +175,8 @@ class AgentServer:
         initialize = getattr(self.task_store, "initialize", None)
         if initialize is not None:
             await initialize()
-        a2a_pb2_grpc.add_A2AServiceServicer_to_server(GrpcHandler(self.handler), self._grpc_server)
+        # The admission gate wraps the A2A methods once here; health and reflection stay open.
+        add_gated_service(self._grpc_server, MeshGrpcHandler(self.handler), A2A_SERVICE, self.admission)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc_server)
         reflection.enable_server_reflection(
             (A2A_GRPC_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc_server
@@ -241,6 +245,8 @@ class AgentServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._uvicorn_task
         await self._grpc_server.stop(grace=1.0)
+        if isinstance(self.task_store, SqliteTaskStore):
+            self.task_store.close()
         engine = getattr(self.task_store, "engine", None)
         if engine is not None:
             await engine.dispose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +24,15 @@ def slmesh(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.
 
 
 @pytest.fixture
+def services(tmp_path: Path) -> Path:
+    """A services folder with just the registry and the tools agent (fast to start)."""
+    root = tmp_path / "services"
+    for name in ("registry", "tools"):
+        shutil.copytree(ROOT / "services" / name, root / name)
+    return root
+
+
+@pytest.fixture
 def mesh_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     env = {**os.environ, "SLMESH_DATA_DIR": str(tmp_path / "mesh"), "COLUMNS": "200"}
     env.pop("SLMESH_REGISTRY", None)
@@ -32,8 +42,8 @@ def mesh_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         stop_processes(state.processes, timeout_s=5)
 
 
-def test_up_agents_send_down(mesh_env: dict[str, str], tmp_path: Path) -> None:
-    up = slmesh(mesh_env, "up", "--detach", "--replicas", "tools=2")
+def test_up_agents_send_down(mesh_env: dict[str, str], services: Path, tmp_path: Path) -> None:
+    up = slmesh(mesh_env, "up", "--detach", "--services", str(services), "--replicas", "tools=2")
     assert up.returncode == 0, up.stdout + up.stderr
     state = MeshState.load(tmp_path / "mesh" / "mesh.json")
     assert state is not None
@@ -54,7 +64,7 @@ def test_up_agents_send_down(mesh_env: dict[str, str], tmp_path: Path) -> None:
     rejected = slmesh(mesh_env, "send", "tools", "--data", '{"name": "get_order", "arguments": {}}')
     assert rejected.returncode == 1 and "TASK_STATE_REJECTED" in rejected.stdout
 
-    again = slmesh(mesh_env, "up", "--detach")
+    again = slmesh(mesh_env, "up", "--detach", "--services", str(services))
     assert again.returncode == 1 and "already running" in again.stderr
 
     down = slmesh(mesh_env, "down")
