@@ -293,6 +293,53 @@ def _print_event(event: Any) -> None:
         console.print(" ".join(p.text for p in event.message.parts if p.HasField("text")), markup=False)
 
 
+@app.command()
+def train(
+    agent: Annotated[str, typer.Argument(help="classifier, extractor, tool-caller or responder.")],
+    minutes: Annotated[float | None, typer.Option(help="Train for this long instead of the recipe's steps.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Train for this many steps.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (data and weights).")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Model folder (default: the one in the agent's spec).")] = None,
+) -> None:
+    """Train an agent's micro-SLM from scratch on its synthetic task data (progress bar, fixed seed).
+
+    Reproduces the shipped weights under models/<agent>/ with the defaults, and scores the
+    held-out test split (unseen names, values and phrasings) through the serving runtime.
+    """
+    from mesh.train.run import main as train_main
+
+    argv = [agent, "--seed", str(seed)]
+    if minutes is not None:
+        argv += ["--minutes", str(minutes)]
+    if steps is not None:
+        argv += ["--steps", str(steps)]
+    if out is not None:
+        argv += ["--out", str(out)]
+    train_main(argv)
+
+
+def _bench_module(name: str) -> Any:
+    """bench/ lives beside the package in a source checkout, not inside the wheel."""
+    import importlib
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    try:
+        return importlib.import_module(f"bench.{name}")
+    except ImportError as exc:
+        raise _fail(f"bench/{name}.py not found: run benchmarks from a source checkout ({exc})") from exc
+
+
+@bench_app.command("slm")
+def bench_slm(
+    requests: Annotated[int, typer.Option(help="Concurrent requests per row.")] = 16,
+    tokens: Annotated[int, typer.Option(help="New tokens per free-text request.")] = 48,
+    threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
+    output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path("docs/benchmarks.md"),
+) -> None:
+    """SLM runtime throughput and latency, dynamic batching on vs off, in one run."""
+    _bench_module("slm").main(requests=requests, tokens=tokens, threads=threads, output=output)
+
+
 @bench_app.command("hop")
 def bench_hop(
     requests: Annotated[int, typer.Option(help="Sequential requests per transport.")] = 2000,
@@ -301,13 +348,7 @@ def bench_hop(
     output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path("docs/benchmarks.md"),
 ) -> None:
     """One A2A hop through the mesh client vs raw grpcio and plain a2a-sdk, in one run."""
-    bench_dir = Path(__file__).resolve().parent.parent / "bench"
-    sys.path.insert(0, str(bench_dir.parent))
-    try:
-        from bench import hop
-    except ImportError as exc:
-        raise _fail("bench/ not found: run benchmarks from a source checkout") from exc
-    hop.main(requests=requests, concurrency=concurrency, duration=duration, output=output)
+    _bench_module("hop").main(requests=requests, concurrency=concurrency, duration=duration, output=output)
 
 
 def main() -> None:
