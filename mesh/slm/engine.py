@@ -1,0 +1,473 @@
+"""Continuous batching: one worker thread owns the model and steps every live request.
+
+Why this shape: an agent gets many small concurrent requests, and on CPU (or a GPU) one
+forward pass over a batch of 16 costs little more than over one. So every request joins a
+running batch at the next decoding step (continuous batching at step granularity):
+
+- newcomers are prefilled together (left-padded), their KV cache is left-padded to the
+  running batch's length and concatenated on the batch axis; an attention mask and explicit
+  position ids make every row compute what it would alone (up to floating-point summation
+  order), so batched greedy output is the unbatched greedy output;
+- finished rows (end of sequence, stop string, token budget, deadline, cancel) leave at
+  once, and cache columns no remaining row uses are trimmed;
+- when the engine is idle, the first request waits up to ``max_wait_ms`` for company, so a
+  burst starts as one batch rather than one request and then the rest.
+
+Models whose cache is not plain per-layer key/value tensors (sliding windows, state-space
+layers) cannot be merged this way; they fall back to batch-at-a-time: requests arriving
+while a batch runs start together when it ends.
+
+All model compute (tokenizing, grammar compilation, forward passes, masks) happens on the
+worker thread; the event loop only receives chunks and results.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+from mesh.slm.errors import (
+    GenerationFailedError,
+    InputError,
+    InputTooLongError,
+    SLMError,
+)
+from mesh.slm.generation import (
+    FinishReason,
+    Generation,
+    GenerationStream,
+    TokenLogprob,
+    Usage,
+)
+from mesh.slm.grammar import OutputConstraint, compile_grammar
+from mesh.slm.guide import Guide, TokenVocabulary
+from mesh.slm.loading import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+_CLOSE = object()
+
+
+@dataclass(eq=False)
+class Submission:
+    """One request inside the engine (worker-thread state, except ``cancelled``)."""
+
+    prompt: str
+    add_special_tokens: bool
+    max_new_tokens: int
+    stream: GenerationStream
+    output: OutputConstraint | None = None
+    stop: tuple[str, ...] = ()
+    deadline: float | None = None
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    submitted: float = field(default_factory=time.monotonic)
+    cancelled: bool = False
+    # worker-thread state
+    prompt_ids: list[int] = field(default_factory=list)
+    guide: Guide | None = None
+    generator: torch.Generator | None = None
+    generated: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    text: str = ""
+    emitted: int = 0
+    first_token_at: float | None = None
+
+
+@dataclass
+class _Batch:
+    """Rows decoding together: their shared KV cache, attention mask and next inputs."""
+
+    rows: list[Submission]
+    cache: DynamicCache
+    mask: torch.Tensor  # [B, L] on the model's device: 1 where the cache holds a real token
+    next_tokens: torch.Tensor  # [B] on the CPU: the sampled token each row feeds next
+
+
+class BatchEngine:
+    """Owns one loaded model on a worker thread; :meth:`submit` is safe from any thread."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        threads: int | None = None,
+    ) -> None:
+        if max_batch_size < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch_size must be >= 1 and max_wait_ms >= 0")
+        self.loaded = loaded
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000
+        self.threads = threads
+        self.merge_supported: bool | None = None
+        self.device = next(loaded.model.parameters()).device
+        forward = inspect.signature(loaded.model.forward).parameters
+        # transformers 5 renamed past_key_values to cache; both spellings are accepted.
+        self._cache_argument = "cache" if "cache" in forward else "past_key_values"
+        self._logits_to_keep = "logits_to_keep" in forward
+        self.steps = 0
+        self._vocabulary: TokenVocabulary | None = None
+        self._vocabulary_lock = threading.Lock()
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pending: deque[Submission] = deque()
+        self._batch: _Batch | None = None
+        self._closing = False
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"slm-{loaded.name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def vocabulary(self) -> TokenVocabulary:
+        """The llguidance view of the vocabulary, built on first use (about 1 s for 150k)."""
+        with self._vocabulary_lock:
+            if self._vocabulary is None:
+                self._vocabulary = TokenVocabulary(self.loaded.tokenizer, self.loaded.vocab_size)
+            return self._vocabulary
+
+    def submit(self, submission: Submission) -> None:
+        if self._stopped.is_set():
+            submission.stream.send(GenerationFailedError("the model engine has stopped"))
+            return
+        self._inbox.put(submission)
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Stops the worker after the current step; unfinished requests fail."""
+        self._inbox.put(_CLOSE)
+        self._thread.join(timeout)
+
+    # -- worker thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                while self._collect():
+                    self._step()
+        finally:
+            self._stopped.set()
+            stranded = list(self._pending) + (self._batch.rows if self._batch else [])
+            for submission in stranded:
+                submission.stream.send(GenerationFailedError("the model engine stopped"))
+            while True:
+                try:
+                    item = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, Submission):
+                    item.stream.send(GenerationFailedError("the model engine stopped"))
+
+    def _collect(self) -> bool:
+        """Moves submissions into ``_pending``; blocks (then lingers) only when idle."""
+        if self._closing:
+            return False
+        if self._batch is None and not self._pending:
+            item = self._inbox.get()
+            if item is _CLOSE:
+                return False
+            self._pending.append(item)
+            linger_until = time.monotonic() + self.max_wait_s
+            while len(self._pending) < self.max_batch_size:
+                remaining = linger_until - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._inbox.get(timeout=remaining)
+                except queue.Empty:
+                    break
+                if item is _CLOSE:
+                    self._closing = True
+                    break
+                self._pending.append(item)
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item is _CLOSE:
+                self._closing = True
+            else:
+                self._pending.append(item)
+        return True
+
+    def _admit(self) -> list[Submission]:
+        """Takes pending requests the batch has room for, prepared (tokens, guide)."""
+        running = len(self._batch.rows) if self._batch else 0
+        if running and self.merge_supported is False:
+            return []
+        admitted: list[Submission] = []
+        while self._pending and running + len(admitted) < self.max_batch_size:
+            submission = self._pending.popleft()
+            if submission.cancelled:
+                continue
+            if submission.deadline is not None and time.monotonic() >= submission.deadline:
+                self._finish(submission, "deadline")
+                continue
+            try:
+                self._prepare(submission)
+            except SLMError as exc:
+                submission.stream.send(exc)
+                continue
+            admitted.append(submission)
+        return admitted
+
+    def _prepare(self, submission: Submission) -> None:
+        loaded = self.loaded
+        ids = loaded.tokenizer.encode(submission.prompt,
+                                      add_special_tokens=submission.add_special_tokens)
+        if not ids:
+            raise InputError("the prompt is empty after tokenization")
+        if len(ids) + submission.max_new_tokens > loaded.context_length:
+            raise InputTooLongError(
+                f"the prompt is {len(ids)} tokens; with up to {submission.max_new_tokens} new "
+                f"tokens it exceeds the model's context of {loaded.context_length} tokens"
+            )
+        submission.prompt_ids = ids
+        if submission.output is not None:
+            vocabulary = self.vocabulary
+            grammar = compile_grammar(submission.output, vocabulary.representable)
+            submission.guide = vocabulary.guide(grammar)
+        if submission.temperature > 0:
+            submission.generator = torch.Generator()
+            if submission.seed is not None:
+                submission.generator.manual_seed(submission.seed)
+            else:
+                submission.generator.seed()
+
+    def _step(self) -> None:
+        if self._batch is not None:
+            self._batch = self._keep(
+                self._batch, [i for i, s in enumerate(self._batch.rows) if not s.cancelled])
+        admitted = self._admit()
+        if self._batch is None and not admitted:
+            return
+        try:
+            if self._batch is not None:
+                logits = self._decode(self._batch)
+                self._batch = self._advance(self._batch, logits)
+            if admitted:
+                fresh, logits = self._prefill(admitted)
+                self._batch = self._join(self._batch, self._advance(fresh, logits))
+        except (RuntimeError, ValueError, IndexError) as exc:
+            # A broken forward pass fails the rows it carried, not the engine.
+            logger.exception("model step failed")
+            rows = (self._batch.rows if self._batch else []) + admitted
+            self._batch = None
+            for submission in rows:
+                submission.stream.send(GenerationFailedError(f"the model failed: {exc}"))
+            return
+        self.steps += 1
+
+    # -- forward passes -----------------------------------------------------------------
+
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+                 cache: DynamicCache) -> torch.Tensor:
+        extra: dict[str, Any] = {self._cache_argument: cache}
+        if self._logits_to_keep:
+            extra["logits_to_keep"] = 1
+        output = self.loaded.model(input_ids=input_ids.to(self.device), attention_mask=mask,
+                                   position_ids=positions.to(self.device), use_cache=True,
+                                   **extra)
+        return output.logits[:, -1, :].float().cpu()
+
+    def _prefill(self, rows: list[Submission]) -> tuple[_Batch, torch.Tensor]:
+        width = max(len(s.prompt_ids) for s in rows)
+        ids = torch.full((len(rows), width), self.loaded.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, submission in enumerate(rows):
+            n = len(submission.prompt_ids)
+            ids[i, width - n:] = torch.tensor(submission.prompt_ids, dtype=torch.long)
+            mask[i, width - n:] = 1
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        mask = mask.to(self.device)
+        cache = DynamicCache(config=self.loaded.model.config)
+        logits = self._forward(ids, mask, positions, cache)
+        if self.merge_supported is None:
+            self.merge_supported = all(type(layer) is DynamicLayer for layer in cache.layers)
+            if not self.merge_supported:
+                logger.info("model %s: cache layers cannot be merged; batching whole batches",
+                            self.loaded.name)
+        return _Batch(rows, cache, mask, torch.zeros(len(rows), dtype=torch.long)), logits
+
+    def _decode(self, batch: _Batch) -> torch.Tensor:
+        positions = batch.mask.sum(dim=1, keepdim=True)
+        batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.rows), 1))], dim=1)
+        return self._forward(batch.next_tokens[:, None], batch.mask, positions, batch.cache)
+
+    # -- choosing tokens ----------------------------------------------------------------
+
+    def _advance(self, batch: _Batch, logits: torch.Tensor) -> _Batch | None:
+        """Picks each row's next token and updates its text; returns the rows going on."""
+        guided = [i for i, s in enumerate(batch.rows) if s.guide is not None]
+        if guided:
+            allowed = self.vocabulary.allowed([batch.rows[i].guide for i in guided])  # type: ignore[misc]
+            index = torch.tensor(guided, dtype=torch.long)
+            logits[index] = logits[index].masked_fill(~torch.from_numpy(allowed), float("-inf"))
+        logprobs = torch.log_softmax(logits, dim=-1)
+        greedy = logits.argmax(dim=-1)
+        keep: list[int] = []
+        for i, submission in enumerate(batch.rows):
+            if torch.isneginf(logits[i]).all():
+                submission.stream.send(GenerationFailedError(
+                    "constrained decoding reached a state no token of this vocabulary can "
+                    "continue"))
+                continue
+            token = (int(greedy[i]) if submission.temperature == 0
+                     else self._sample(submission, logits[i]))
+            batch.next_tokens[i] = token
+            if self._accept(submission, token, float(logprobs[i, token])):
+                keep.append(i)
+        return self._keep(batch, keep)
+
+    @staticmethod
+    def _sample(submission: Submission, logits: torch.Tensor) -> int:
+        probs = torch.softmax(logits / submission.temperature, dim=-1)
+        if submission.top_p < 1:
+            sorted_probs, order = probs.sort(descending=True)
+            cumulative = sorted_probs.cumsum(0)
+            sorted_probs[cumulative - sorted_probs > submission.top_p] = 0
+            probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+        return int(torch.multinomial(probs, 1, generator=submission.generator))
+
+    def _accept(self, submission: Submission, token: int, logprob: float) -> bool:
+        """Records ``token``; returns whether the row goes on decoding."""
+        now = time.monotonic()
+        if submission.first_token_at is None:
+            submission.first_token_at = now
+        submission.logprobs.append(logprob)
+        if submission.cancelled:
+            return False
+        if token in self.loaded.eos_ids:
+            if submission.guide is not None and not submission.guide.accepting:
+                submission.stream.send(GenerationFailedError(
+                    "constrained decoding reached a dead end (the output declaration and this "
+                    f"input leave no way to finish): {submission.text[-80:]!r}"))
+            else:
+                self._finish(submission, "stop")
+            return False
+        if submission.guide is not None:
+            try:
+                submission.guide.consume(token)
+            except SLMError as exc:
+                submission.stream.send(exc)
+                return False
+        submission.generated.append(token)
+        submission.text = self.loaded.tokenizer.decode(submission.generated,
+                                                       skip_special_tokens=True)
+        if submission.guide is None and submission.stop:
+            cut = _stop_index(submission.text, submission.stop, submission.emitted)
+            if cut is not None:
+                submission.text = submission.text[:cut]
+                self._finish(submission, "stop")
+                return False
+        if submission.guide is not None and submission.guide.finished:
+            self._finish(submission, "stop")
+            return False
+        if len(submission.generated) >= submission.max_new_tokens:
+            self._finish(submission, "length")
+            return False
+        if submission.deadline is not None and now >= submission.deadline:
+            self._finish(submission, "deadline")
+            return False
+        self._emit(submission, final=False)
+        return True
+
+    def _emit(self, submission: Submission, final: bool) -> None:
+        """Sends new text; holds back what a stop string or a split character may change."""
+        end = len(submission.text)
+        if not final:
+            if submission.text.endswith("\ufffd"):
+                end = len(submission.text.rstrip("\ufffd"))
+            if submission.stop and submission.guide is None:
+                end = min(end, len(submission.text) - (max(map(len, submission.stop)) - 1))
+        if end > submission.emitted:
+            submission.stream.send(submission.text[submission.emitted:end])
+            submission.emitted = end
+
+    def _finish(self, submission: Submission, reason: FinishReason) -> None:
+        self._emit(submission, final=True)
+        end = time.monotonic()
+        elapsed = end - submission.submitted
+        tokens = len(submission.generated)
+        tokenizer = self.loaded.tokenizer
+        usage = Usage(
+            input_tokens=len(submission.prompt_ids),
+            output_tokens=tokens,
+            ttft_ms=None if submission.first_token_at is None else round(
+                (submission.first_token_at - submission.submitted) * 1000, 3),
+            tokens_per_s=round(tokens / elapsed, 3) if tokens and elapsed > 0 else None,
+            model=self.loaded.name,
+            parameters=self.loaded.parameters,
+            mean_logprob=(sum(submission.logprobs) / len(submission.logprobs)
+                          if submission.logprobs else None),
+        )
+        logprobs = tuple(
+            TokenLogprob(tokenizer.decode([t]), lp)
+            for t, lp in zip(submission.generated, submission.logprobs, strict=False)
+        )
+        submission.stream.send(Generation(submission.text, reason, usage, None, logprobs))
+
+    # -- batch bookkeeping --------------------------------------------------------------
+
+    @staticmethod
+    def _keep(batch: _Batch, keep: list[int]) -> _Batch | None:
+        """The batch with only rows ``keep``; cache columns no row uses are trimmed."""
+        if len(keep) == len(batch.rows):
+            return batch
+        if not keep:
+            return None
+        index = torch.tensor(keep, dtype=torch.long)
+        on_device = index.to(batch.mask.device)
+        mask = batch.mask[on_device]
+        used = mask.any(dim=0).nonzero()
+        start = int(used[0]) if len(used) else mask.shape[1]
+        for layer in batch.cache.layers:
+            layer.keys = layer.keys[on_device, :, start:, :]
+            layer.values = layer.values[on_device, :, start:, :]
+        return _Batch([batch.rows[i] for i in keep], batch.cache, mask[:, start:],
+                      batch.next_tokens[index])
+
+    @staticmethod
+    def _join(running: _Batch | None, fresh: _Batch | None) -> _Batch | None:
+        """Adds prefilled rows to the running batch (left-padding the shorter cache)."""
+        if running is None or fresh is None:
+            return running or fresh
+        width = max(running.mask.shape[1], fresh.mask.shape[1])
+
+        def pad(tensor: torch.Tensor, columns: int) -> torch.Tensor:
+            if columns == 0:
+                return tensor
+            if tensor.dim() == 2:
+                return F.pad(tensor, (columns, 0))
+            return F.pad(tensor, (0, 0, columns, 0))
+
+        grow_running = width - running.mask.shape[1]
+        grow_fresh = width - fresh.mask.shape[1]
+        for old, new in zip(running.cache.layers, fresh.cache.layers, strict=True):
+            old.keys = torch.cat([pad(old.keys, grow_running), pad(new.keys, grow_fresh)])
+            old.values = torch.cat([pad(old.values, grow_running), pad(new.values, grow_fresh)])
+        running.mask = torch.cat([pad(running.mask, grow_running), pad(fresh.mask, grow_fresh)])
+        running.next_tokens = torch.cat([running.next_tokens, fresh.next_tokens])
+        running.rows = running.rows + fresh.rows
+        return running
+
+
+def _stop_index(text: str, stops: tuple[str, ...], emitted: int) -> int | None:
+    """Where the earliest stop string starts in the not yet emitted tail, if any."""
+    start = max(0, emitted - max(map(len, stops)))
+    found = [i for i in (text.find(stop, start) for stop in stops) if i >= 0]
+    return min(found) if found else None

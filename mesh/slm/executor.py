@@ -1,0 +1,302 @@
+"""The generic SLM agent: one prompt, one model, one declared output, as an A2A service.
+
+Every SLM agent of the mesh (classifier, extractor, tool-caller, responder) is this executor
+with different ``options`` in its ``agent.yaml``::
+
+    options:
+      model: ../../models/classifier   # folder (relative to the spec's folder) or model id
+      backend: transformers            # or openai (with base_url, model_name, api_key_env)
+      prompt: "Classify the customer message.\\nMessage: {input}\\nIntent: "
+      output:
+        labels: [refund_request, order_status]   # or schema: {...}; neither: free text
+      max_new_tokens: 96
+      stop: ["\\n"]
+      batching: {max_batch_size: 32, max_wait_ms: 5}
+      threads: 2
+
+The task's input is the message's text, or its data part as compact JSON. Bad input (empty,
+longer than the context, no span to copy a grounded field from) rejects the task; output
+that fails validation (possible only from a remote model) or a broken model fails it.
+Text streams out as chunks of the ``output`` artifact, which the final, complete artifact
+replaces: a ``{"label": ...}`` data part and the label text, the JSON value as a data part,
+or the text; ``usage`` goes into the artifact's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any, Literal
+
+from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_text_part
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events import EventQueue
+from a2a.server.tasks import TaskUpdater
+from a2a.types import Message, Part, TaskState
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mesh.a2a.tasks import open_task
+from mesh.config import ServiceSpec, Settings, SpecError
+from mesh.slm.errors import (
+    GenerationCancelledError,
+    InputError,
+    SchemaError,
+    SLMError,
+)
+from mesh.slm.generation import Generation, GenerationRequest, GenerationStream, SLMBackend
+from mesh.slm.grammar import Choice, JsonOutput, OutputConstraint
+from mesh.slm.loading import ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_ARTIFACT = "output"
+JSON_MEDIA_TYPE = "application/json"
+
+_FINISHED_STATES = frozenset(
+    {
+        TaskState.TASK_STATE_COMPLETED,
+        TaskState.TASK_STATE_CANCELED,
+        TaskState.TASK_STATE_FAILED,
+        TaskState.TASK_STATE_REJECTED,
+    }
+)
+
+
+class BatchingOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(32, ge=1)
+    max_wait_ms: float = Field(5.0, ge=0)
+
+
+class OutputOptions(BaseModel):
+    """A choice set (``labels``) or a JSON ``schema``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    labels: list[str] | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> OutputOptions:
+        if (self.labels is None) == (self.schema_ is None):
+            raise ValueError("output needs exactly one of labels or schema")
+        return self
+
+    def constraint(self) -> OutputConstraint:
+        if self.labels is not None:
+            return Choice(tuple(self.labels))
+        assert self.schema_ is not None
+        return JsonOutput(self.schema_)
+
+
+class SLMOptions(BaseModel):
+    """``options`` of an SLM agent's spec."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["transformers", "openai"] = "transformers"
+    model: str | None = Field(None, description="Folder (relative to the spec) or model id.")
+    base_url: str | None = Field(None, description="openai backend: server URL ending in /v1.")
+    model_name: str | None = Field(None, description="openai backend: the served model's name.")
+    api_key_env: str | None = Field(
+        None, description="openai backend: environment variable holding the API key; read by "
+        "whoever builds the executor and passed in as api_key.")
+    prompt: str = "{input}"
+    system: str | None = None
+    use_chat_template: bool = True
+    output: OutputOptions | None = None
+    max_new_tokens: int = Field(96, ge=1)
+    stop: list[str] = Field(default_factory=list)
+    temperature: float = Field(0.0, ge=0)
+    timeout_s: float | None = Field(None, gt=0)
+    batching: BatchingOptions = Field(default_factory=BatchingOptions)
+    threads: int | None = Field(None, ge=1)
+    stream_interval_ms: float = Field(
+        50.0, ge=0, description="Streamed chunks are coalesced to at most one event per interval.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> SLMOptions:
+        if self.backend == "transformers" and not self.model:
+            raise ValueError("the transformers backend needs options.model")
+        if self.backend == "openai" and not (self.base_url and self.model_name):
+            raise ValueError("the openai backend needs options.base_url and options.model_name")
+        try:
+            self.prompt.format(input="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"prompt must be a str.format template with only {{input}} "
+                             f"(double other braces): {exc}") from exc
+        return self
+
+
+class SLMExecutor(AgentExecutor):
+    """Runs each task's input through the agent's model under its declared output.
+
+    The model loads here, once, when the agent starts (a remote backend only connects);
+    ``backend`` replaces it (tests, or an embedding process that shares one model).
+    """
+
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        settings: Settings,
+        *,
+        backend: SLMBackend | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        try:
+            self.options = SLMOptions.model_validate(spec.options)
+        except ValidationError as exc:
+            raise SpecError(f"service {spec.name!r}: invalid SLM options: {exc}") from exc
+        self.spec = spec
+        self.output = self.options.output.constraint() if self.options.output else None
+        self.backend = backend or self._build_backend(spec, settings, api_key)
+        if self.output is not None:
+            try:
+                self.backend.check_output(self.output)
+            except SchemaError as exc:
+                raise SpecError(f"service {spec.name!r}: options.output: {exc}") from exc
+        self._running: dict[str, GenerationStream] = {}
+
+    def _build_backend(self, spec: ServiceSpec, settings: Settings,
+                       api_key: str | None) -> SLMBackend:
+        options = self.options
+        if options.backend == "openai":
+            from mesh.slm.openai_backend import OpenAIBackend
+
+            if options.api_key_env and api_key is None:
+                logger.warning("service %s: options.api_key_env=%s but no key was passed to the "
+                               "executor; calls go without a key", spec.name, options.api_key_env)
+            assert options.base_url and options.model_name
+            return OpenAIBackend(options.base_url, options.model_name, api_key=api_key,
+                                 timeout_s=options.timeout_s or settings.request_timeout_s)
+        from mesh.slm.transformers_backend import TransformersBackend
+
+        assert options.model
+        try:
+            return TransformersBackend(
+                options.model, base_dir=spec.path,
+                max_batch_size=options.batching.max_batch_size,
+                max_wait_ms=options.batching.max_wait_ms, threads=options.threads,
+                use_chat_template=options.use_chat_template,
+            )
+        except ModelLoadError as exc:
+            raise SpecError(f"service {spec.name!r}: {exc}") from exc
+
+    def request_for(self, text: str) -> GenerationRequest:
+        """The generation a task with input ``text`` asks for."""
+        options = self.options
+        prompt = options.prompt.format(input=text)
+        output = self.output.with_source(text) if isinstance(self.output, JsonOutput) \
+            else self.output
+        common: dict[str, Any] = dict(
+            max_new_tokens=options.max_new_tokens, stop=tuple(options.stop),
+            timeout_s=options.timeout_s, output=output, temperature=options.temperature,
+        )
+        if options.system is not None:
+            return GenerationRequest(messages=[{"role": "system", "content": options.system},
+                                               {"role": "user", "content": prompt}], **common)
+        return GenerationRequest(prompt=prompt, **common)
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        updater = await open_task(context, event_queue)
+        await updater.start_work()
+        text = input_text(context.message)
+        if not text.strip():
+            await updater.reject(_message(updater, "empty_input", "the message has no text and "
+                                          "no data to work on"))
+            return
+        stream = self.backend.stream(self.request_for(text))
+        self._running[updater.task_id] = stream
+        artifact_id = uuid.uuid4().hex
+        try:
+            started = await self._stream_chunks(stream, updater, artifact_id)
+            generation = await stream.result()
+        except GenerationCancelledError:
+            return
+        except InputError as exc:
+            await updater.reject(_message(updater, "bad_input", str(exc)))
+            return
+        except SLMError as exc:
+            logger.warning("task %s failed: %s", updater.task_id, exc)
+            await updater.failed(_message(updater, "generation_failed", str(exc)))
+            return
+        finally:
+            self._running.pop(updater.task_id, None)
+        await updater.add_artifact(
+            self._final_parts(generation), artifact_id=artifact_id, name=OUTPUT_ARTIFACT,
+            metadata={"usage": generation.usage.to_dict(),
+                      "finish_reason": generation.finish_reason},
+            append=False if started else None, last_chunk=True,
+        )
+        await updater.complete()
+
+    async def _stream_chunks(self, stream: GenerationStream, updater: TaskUpdater,
+                             artifact_id: str) -> bool:
+        """Forwards text chunks as artifact updates, coalesced; returns whether any went out."""
+        interval = self.options.stream_interval_ms / 1000
+        pending: list[str] = []
+        last = time.monotonic()
+        started = False
+        async for chunk in stream:
+            pending.append(chunk)
+            now = time.monotonic()
+            if now - last >= interval:
+                await updater.add_artifact([new_text_part("".join(pending))],
+                                           artifact_id=artifact_id, name=OUTPUT_ARTIFACT,
+                                           append=started or None, last_chunk=False)
+                started, pending, last = True, [], now
+        return started
+
+    def _final_parts(self, generation: Generation) -> list[Part]:
+        if isinstance(self.output, Choice):
+            return [new_data_part({"label": generation.value}, media_type=JSON_MEDIA_TYPE),
+                    new_text_part(str(generation.value))]
+        if isinstance(self.output, JsonOutput):
+            return [new_data_part(generation.value, media_type=JSON_MEDIA_TYPE)]
+        return [new_text_part(generation.text)]
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Frees the task's batch slot and marks it canceled."""
+        task = context.current_task
+        task_id = task.id if task is not None else context.task_id
+        stream = self._running.pop(task_id or "", None)
+        if stream is not None:
+            stream.cancel()
+        if task is not None and task.status.state in _FINISHED_STATES:
+            return
+        await (await open_task(context, event_queue)).cancel()
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+
+def input_text(message: Message | None) -> str:
+    """The message's data part as compact JSON if it has one, else its text parts joined."""
+    if message is None:
+        return ""
+    data = get_data_parts(message.parts)
+    if data:
+        value = data[0] if len(data) == 1 else data
+        return json.dumps(_whole_numbers(value), separators=(",", ":"), ensure_ascii=False)
+    return get_message_text(message)
+
+
+def _whole_numbers(value: Any) -> Any:
+    """Protobuf data parts carry every number as a double: 4326.0 goes back to 4326."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
+
+
+def _message(updater: TaskUpdater, code: str, text: str) -> Message:
+    return updater.new_agent_message(
+        [new_text_part(f"{code}: {text}"),
+         new_data_part({"error": {"code": code, "message": text}}, media_type=JSON_MEDIA_TYPE)]
+    )

@@ -1,0 +1,78 @@
+"""The local check every constrained output passes before anyone sees it.
+
+Constrained decoding makes local output valid by construction; this check is what keeps a
+remote model (OpenAI-compatible backend) honest, and catches any gap in the grammar
+compiler. Invalid output is an error, never passed on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from typing import Any
+
+from jsonschema import Draft202012Validator, ValidationError, validators
+
+from mesh.slm.errors import InvalidOutputError
+from mesh.slm.grammar import Choice, JsonOutput, OutputConstraint, grounded_values
+
+
+def _decimal_multiple_of(
+    validator: Any, divisor: float, instance: object, schema: Mapping[str, Any]
+) -> Iterator[ValidationError]:
+    """``multipleOf`` in decimal arithmetic: binary floats reject 309.65 as a multiple of 0.01."""
+    if not validator.is_type(instance, "number"):
+        return
+    if isinstance(instance, float) and not math.isfinite(instance):
+        yield ValidationError(f"{instance!r} is not a finite number")
+    elif Decimal(str(instance)) % Decimal(str(divisor)) != 0:
+        yield ValidationError(f"{instance!r} is not a multiple of {divisor}")
+
+
+OutputValidator = validators.extend(Draft202012Validator, {"multipleOf": _decimal_multiple_of})
+"""Draft 2020-12 with decimal ``multipleOf``: the validator outputs are checked with."""
+
+
+def parse_output(constraint: OutputConstraint | None, text: str) -> Any:
+    """The value the output stands for (label, JSON value or the text itself), or an error.
+
+    A label may also arrive JSON-quoted (what an OpenAI-compatible server returns for an
+    enum schema).
+    """
+    if constraint is None:
+        return text
+    if isinstance(constraint, Choice):
+        label = text.strip()
+        if label not in constraint.labels and label.startswith('"'):
+            try:
+                label = json.loads(label)
+            except json.JSONDecodeError:
+                pass
+        if label not in constraint.labels:
+            raise InvalidOutputError(f"the output {text[:80]!r} is not one of the labels "
+                                     f"{list(constraint.labels)}")
+        return label
+    return _parse_json(constraint, text)
+
+
+def _parse_json(constraint: JsonOutput, text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidOutputError(f"the output is not JSON ({exc.msg} at {exc.pos}): "
+                                 f"{text[:120]!r}") from exc
+    validator = OutputValidator(constraint.schema)
+    error = next(iter(validator.iter_errors(value)), None)
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        raise InvalidOutputError(f"the output breaks the schema at {where}: {error.message}")
+
+    def is_valid(schema: Mapping[str, Any], instance: Any) -> bool:
+        return OutputValidator(schema).is_valid(instance)
+
+    for span in grounded_values(constraint.schema, value, is_valid):
+        if span not in constraint.source:
+            raise InvalidOutputError(f"the grounded value {span[:80]!r} is not part of the input")
+    return value
