@@ -43,14 +43,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench.report import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 ECHO_SERVICE = ROOT / "tests" / "support" / "echo_service"
 SECTION = "## A2A hop"
-HEADER = (
-    "# Benchmarks\n\n"
-    "Written by `slmesh bench ...` commands (see `make bench`); each command replaces only "
-    "its own section.\n"
-)
 RAW_METHOD = "/bench.Echo/Echo"
 A2A_SDK_TRACING_ENV = "OTEL_INSTRUMENTATION_A2A_SDK_ENABLED"
 STORES = ("sqlite", "memory")
@@ -230,7 +227,7 @@ def main(requests: int = 2000, concurrency: int = 16, duration: float = 5.0,
     text = render(rows, requests=requests, concurrency=concurrency, duration=duration, elapsed=elapsed)
     print()
     print(text)
-    write_section(Path(output), text)
+    write_section(Path(output), SECTION, text)
     print(f"written to {output}")
     return rows
 
@@ -393,24 +390,6 @@ What the mesh runtime changed, and why (measured with py-spy and in-process timi
   httpx, whose connection pool scan alone cost more than the server's work at 16 in flight.
   Errors are a2a-sdk's, raised the same way.
 """
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replaces the ``## A2A hop`` section of ``path`` (up to the next ``## ``), keeping the rest."""
-    body = path.read_text(encoding="utf-8") if path.is_file() else HEADER
-    lines = body.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    new = text.rstrip("\n").splitlines()
-    if start is None:
-        while lines and not lines[-1].strip():
-            lines.pop()
-        lines += ["", *new]
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        tail = lines[end:]
-        lines = lines[:start] + new + ([""] + tail if tail else [])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------------------

@@ -21,13 +21,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.report import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## SLM runtime"
-HEADER = (
-    "# Benchmarks\n\n"
-    "Written by `slmesh bench ...` commands (see `make bench`); each command replaces only "
-    "its own section.\n"
-)
 SCHEMA = {
     "type": "object",
     "properties": {
@@ -129,7 +126,7 @@ def main(requests: int = 16, tokens: int = 48, threads: int = 1,
     text = render(rows, threads=threads, elapsed=time.monotonic() - started)
     print()
     print(text)
-    write_section(Path(output), text)
+    write_section(Path(output), SECTION, text)
     print(f"written to {output}")
     return rows
 
@@ -160,25 +157,6 @@ def render(rows: list[Row], *, threads: int, elapsed: float) -> str:
             f"| {r.batched_p50_ms:.0f} ms |"
         )
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replaces this benchmark's section of ``path`` (up to the next ``## ``)."""
-    body = path.read_text(encoding="utf-8") if path.is_file() else HEADER
-    lines = body.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    new = text.rstrip("\n").splitlines()
-    if start is None:
-        while lines and not lines[-1].strip():
-            lines.pop()
-        lines += ["", *new]
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))
-        tail = lines[end:]
-        lines = lines[:start] + new + ([""] + tail if tail else [])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

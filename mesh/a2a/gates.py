@@ -22,8 +22,6 @@ from google.protobuf.message_factory import GetMessageClass
 PUBLIC_HTTP_PATHS = frozenset({"/.well-known/agent-card.json", "/healthz", "/readyz", "/metrics"})
 """Paths served without a token and outside the in-flight count."""
 
-PUBLIC_GRPC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-"""gRPC services open to probes and tooling."""
 
 JSONRPC_PARSE_ERROR = -32700
 JSONRPC_INVALID_REQUEST = -32600
@@ -210,11 +208,10 @@ def add_gated_service(server: grpc.aio.Server, servicer: Any, service: ServiceDe
                       admission: Admission) -> None:
     """Registers ``servicer``'s methods for ``service`` behind :class:`Admission`.
 
-    Same rules as :class:`GrpcGate`: refuse while draining (UNAVAILABLE), check the bearer
-    token (UNAUTHENTICATED), answer an undecodable request with INVALID_ARGUMENT, count the
-    call in flight. The checks are wrapped around each method once, here, so the server
-    needs no interceptor: grpc.aio runs an interceptor as an extra coroutine per call, and
-    :class:`GrpcGate` builds a fresh method handler per call.
+    Refuses while draining (UNAVAILABLE), checks the bearer token (UNAUTHENTICATED), answers
+    an undecodable request with INVALID_ARGUMENT and counts the call in flight. The checks
+    are wrapped around each method once, here, rather than in a server interceptor: grpc.aio
+    runs an interceptor as an extra coroutine and method handler per call (10-40 us here).
     """
     handlers = {}
     for method in service.methods:
@@ -233,14 +230,20 @@ def add_gated_service(server: grpc.aio.Server, servicer: Any, service: ServiceDe
     server.add_registered_method_handlers(service.full_name, handlers)
 
 
+async def _admit(request: Any, context: grpc.aio.ServicerContext, adm: Admission) -> None:
+    """Aborts the call unless the replica takes work, the token matches and the bytes parsed."""
+    if adm.draining:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, DRAINING)
+    if adm.requires_token and not adm.authorized(_bearer(context)):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, BAD_TOKEN)
+    if isinstance(request, _Undecodable):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"request is not a valid protobuf message: {request.error}")
+
+
 def _gate_unary(inner: Callable[[Any, Any], Awaitable[Any]], adm: Admission) -> Callable[..., Awaitable[Any]]:
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if adm.draining:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, DRAINING)
-        if adm.requires_token and not adm.authorized(_bearer(context)):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, BAD_TOKEN)
-        if isinstance(request, _Undecodable):
-            await _reject_undecodable(request, context)
+        await _admit(request, context, adm)
         adm.enter()
         try:
             return await inner(request, context)
@@ -252,12 +255,7 @@ def _gate_unary(inner: Callable[[Any, Any], Awaitable[Any]], adm: Admission) -> 
 
 def _gate_stream(inner: Callable[[Any, Any], AsyncIterator[Any]], adm: Admission) -> Callable[..., AsyncIterator[Any]]:
     async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        if adm.draining:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, DRAINING)
-        if adm.requires_token and not adm.authorized(_bearer(context)):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, BAD_TOKEN)
-        if isinstance(request, _Undecodable):
-            await _reject_undecodable(request, context)
+        await _admit(request, context, adm)
         adm.enter()
         try:
             async for item in inner(request, context):
@@ -268,60 +266,15 @@ def _gate_stream(inner: Callable[[Any, Any], AsyncIterator[Any]], adm: Admission
     return stream
 
 
-class GrpcGate(grpc.aio.ServerInterceptor):
-    """:class:`Admission` as a server interceptor, for servers whose services cannot be wrapped.
-
-    Agent replicas use :func:`add_gated_service` instead (same rules, no per-call interceptor).
-    """
-
-    def __init__(self, admission: Admission) -> None:
-        self.admission = admission
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None or details.method.startswith(PUBLIC_GRPC_PREFIXES):
-            return handler
-        adm = self.admission
-        if adm.draining:
-            return _refusal(handler, grpc.StatusCode.UNAVAILABLE, DRAINING)
-        if adm.requires_token:
-            auth = next((v for k, v in details.invocation_metadata or () if k == "authorization"), None)
-            if not adm.authorized(auth):
-                return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, BAD_TOKEN)
-        return _counted(handler, adm)
-
-
-def _refusal(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, text: str) -> grpc.RpcMethodHandler:
-    if handler.response_streaming:
-        async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            await context.abort(code, text)
-            yield  # pragma: no cover - abort raises
-
-        return grpc.unary_stream_rpc_method_handler(
-            deny_stream, handler.request_deserializer, handler.response_serializer)
-
-    async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(code, text)
-
-    return grpc.unary_unary_rpc_method_handler(
-        deny, handler.request_deserializer, handler.response_serializer)
-
-
 class _Undecodable:
-    """Stands in for a request whose bytes did not parse, so the handler can say so."""
+    """Stands in for a request whose bytes did not parse, so the gate can say so."""
 
     def __init__(self, error: Exception) -> None:
         self.error = error
 
 
-def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    """grpc turns a deserializer exception into UNKNOWN; we want INVALID_ARGUMENT instead."""
-    if deserializer is None:
-        return None
+def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """grpc turns a deserializer exception into UNKNOWN; the gate answers INVALID_ARGUMENT instead."""
 
     def parse(data: bytes) -> Any:
         try:
@@ -330,39 +283,3 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
             return _Undecodable(exc)
 
     return parse
-
-
-async def _reject_undecodable(request: Any, context: grpc.aio.ServicerContext) -> None:
-    if isinstance(request, _Undecodable):
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                            f"request is not a valid protobuf message: {request.error}")
-
-
-def _counted(handler: grpc.RpcMethodHandler, adm: Admission) -> grpc.RpcMethodHandler:
-    deserialize = _tolerant(handler.request_deserializer)
-    if handler.unary_unary:
-        inner = handler.unary_unary
-
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await _reject_undecodable(request, context)
-            adm.enter()
-            try:
-                return await inner(request, context)
-            finally:
-                adm.leave()
-
-        return grpc.unary_unary_rpc_method_handler(unary, deserialize, handler.response_serializer)
-    if handler.unary_stream:
-        inner_stream = handler.unary_stream
-
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            await _reject_undecodable(request, context)
-            adm.enter()
-            try:
-                async for item in inner_stream(request, context):
-                    yield item
-            finally:
-                adm.leave()
-
-        return grpc.unary_stream_rpc_method_handler(stream, deserialize, handler.response_serializer)
-    return handler
