@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
@@ -107,6 +108,21 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+def _readable(conn: _Connection) -> bool:
+    """Whether an idle connection's socket has something to read: EOF or stray bytes.
+
+    An idle HTTP/1.1 connection has nothing to read, so either means it cannot carry the
+    next request; when the server has just closed it, the event loop may not have handled
+    the FIN yet. httpcore makes the same check (``is_readable``) before reusing a connection.
+    """
+    sock = conn.transport.get_extra_info("socket") if conn.transport is not None else None
+    if sock is None:
+        return True
+    poller = select.poll()  # poll, not select: file descriptors past FD_SETSIZE are fine
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def _expire(waiter: asyncio.Future[Any]) -> None:
     if not waiter.done():
         waiter.set_exception(httpx.ReadTimeout("timed out waiting for the response"))
@@ -136,9 +152,13 @@ class _HttpPool:
         conn = None
         while self._idle:
             candidate = self._idle.pop()
-            if not candidate.closed:
-                conn = candidate
-                break
+            if candidate.closed:
+                continue
+            if _readable(candidate):
+                candidate.close()  # closed by the server (FIN not yet handled by the loop)
+                continue
+            conn = candidate
+            break
         if conn is None:
             conn = await self._connect(timeout)
         loop = asyncio.get_running_loop()

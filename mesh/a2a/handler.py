@@ -323,6 +323,8 @@ class _Run(EventQueue):
             self.producer_failed = True
             if self.error is None:
                 self.error = exc
+        if self.cancel_requested and self.error is None:
+            self._close_canceled()
         try:
             if self.error is not None:
                 await self._write_failed()
@@ -333,6 +335,14 @@ class _Run(EventQueue):
                 self.error = exc
         finally:
             self._end()
+
+    def _close_canceled(self) -> None:
+        """As ``ActiveTask.cancel``: a cancel whose executor wrote no terminal state (a
+        cleanup-only ``cancel``) closes the task as CANCELED, before the reply is sent."""
+        task = self.manager._current_task
+        if task is not None and task.status.state not in TERMINAL_TASK_STATES:
+            task.status.state = TaskState.TASK_STATE_CANCELED
+            self.dirty = True
 
     async def _write_failed(self) -> None:
         """FAILED once the run ends in an error, as a2a-sdk's consumer records it."""

@@ -44,9 +44,22 @@ _ORDER = "ORDER BY updated_ns IS NULL, updated_ns DESC, id DESC"
 """``ListTasks`` order: newest status timestamp first, tasks without one last, then id."""
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+"""SQLite's INTEGER range; a Timestamp (years 1-9999) in nanoseconds can exceed it."""
+
+
+def _clamp_ns(ns: int) -> int:
+    """Nanoseconds clamped to SQLite's INTEGER range (sqlite3 raises OverflowError beyond it).
+
+    Exact for every time between 1677-09-21 and 2262-04-11; times outside sort and filter
+    as those bounds.
+    """
+    return min(max(ns, _INT64_MIN), _INT64_MAX)
+
+
 def _updated_ns(task: Task) -> int | None:
     status = task.status
-    return status.timestamp.ToNanoseconds() if status.HasField("timestamp") else None
+    return _clamp_ns(status.timestamp.ToNanoseconds()) if status.HasField("timestamp") else None
 
 
 class SqliteTaskStore(TaskStore):
@@ -116,7 +129,7 @@ class SqliteTaskStore(TaskStore):
             args.append(int(params.status))
         if params.HasField("status_timestamp_after"):
             where.append("updated_ns >= ?")
-            args.append(params.status_timestamp_after.ToNanoseconds())
+            args.append(_clamp_ns(params.status_timestamp_after.ToNanoseconds()))
         filtered = " AND ".join(where)
         total = db.execute(f"SELECT count(*) FROM {TABLE} WHERE {filtered}", args).fetchone()[0]
         page_where, page_args = [filtered], list(args)
@@ -144,6 +157,8 @@ class SqliteTaskStore(TaskStore):
         if cursor.timestamp_ns is None:
             return "(updated_ns IS NULL AND id < ?)", [cursor.task_id]
         ts = cursor.timestamp_ns
+        if ts != _clamp_ns(ts):  # never issued by this store: a forged token (as DatabaseTaskStore says)
+            raise InvalidParamsError("Invalid page token")
         return ("(updated_ns < ? OR (updated_ns = ? AND id < ?) OR updated_ns IS NULL)",
                 [ts, ts, cursor.task_id])
 

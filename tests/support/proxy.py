@@ -1,0 +1,73 @@
+"""A small TCP proxy for client tests: counts the connections a client opens, and closes them
+on demand the way a server closes idle keep-alive connections (FIN to the client)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+class Proxy:
+    """Forwards 127.0.0.1:``port`` to 127.0.0.1:``target_port``, byte for byte."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.accepted = 0
+        self._server: asyncio.Server | None = None
+        self._open: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> Proxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
+
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        pair = (client_w, upstream_w)
+        self._open.add(pair)
+        pipes = [asyncio.create_task(self._pipe(client_r, upstream_w)),
+                 asyncio.create_task(self._pipe(upstream_r, client_w))]
+        self._pipes.update(pipes)
+        try:
+            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._close(pair)
+            for pipe in pipes:
+                pipe.cancel()
+                self._pipes.discard(pipe)
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+
+    def _close(self, pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter]) -> None:
+        self._open.discard(pair)
+        for writer in pair:
+            writer.close()
+
+    def close_all(self) -> None:
+        """Closes every open connection now, as a server does when its keep-alive timeout passes."""
+        for pair in list(self._open):
+            self._close(pair)
+
+    async def stop(self) -> None:
+        self.close_all()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for pipe in list(self._pipes):
+            pipe.cancel()
