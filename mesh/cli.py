@@ -318,6 +318,18 @@ def train(
     train_main(argv)
 
 
+@app.command("eval")
+def eval_models(
+    agents: Annotated[list[str] | None, typer.Argument(help="Agents to score (default: all four SLM agents).")] = None,
+    count: Annotated[int, typer.Option(help="Examples per split.")] = 200,
+    output: Annotated[Path | None, typer.Option(help="Write the table here (e.g. docs/models.md).")] = None,
+) -> None:
+    """Score the shipped micro-SLMs on seen, validation and unseen (test) data, constraints on."""
+    from mesh.train.models_doc import main as eval_main
+
+    eval_main(agents, count=count, output=output)
+
+
 def _bench_module(name: str) -> Any:
     """bench/ lives beside the package in a source checkout, not inside the wheel."""
     import importlib

@@ -1,0 +1,1 @@
+"""Training the embedded micro-SLMs: synthetic task data, a char-level tokenizer, the loop."""

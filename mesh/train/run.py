@@ -1,0 +1,104 @@
+"""``python -m mesh.train.run AGENT``: train one micro-SLM into ``models/<agent>``.
+
+Each agent's recipe (dimensions, batch size, learning rate, steps) is fixed here, so
+``train(agent)`` with its defaults reproduces the shipped weights: the data stream, the
+initialisation and the bucketing all follow the seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from mesh.train.data.contract import load_contract
+from mesh.train.data.dataset import TEST
+from mesh.train.data.tasks import AGENTS, load_task
+from mesh.train.evaluate import score_served
+from mesh.train.micro import TRAINING_RECORD, MicroConfig, TrainPlan, fit
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one agent's shipped model was trained."""
+
+    config: MicroConfig
+    plan: TrainPlan
+
+
+_READER = MicroConfig(hidden=192, layers=4, heads=4, intermediate=512, tokenizer="words")
+_COPIER = MicroConfig(hidden=192, layers=4, heads=4, intermediate=512, tokenizer="subwords")
+
+RECIPES: dict[str, Recipe] = {
+    "classifier": Recipe(_READER, TrainPlan(steps=1400, batch_size=8, lr=3e-3)),
+    "extractor": Recipe(_COPIER, TrainPlan(steps=1400, batch_size=8, lr=3e-3)),
+    "tool-caller": Recipe(_COPIER, TrainPlan(steps=1400, batch_size=8, lr=3e-3)),
+    "responder": Recipe(_COPIER, TrainPlan(steps=1400, batch_size=8, lr=3e-3)),
+}
+"""Per agent: dimensions and plan. ``steps`` is what the shipped weights were trained for."""
+
+
+def train(
+    agent: str,
+    *,
+    out_dir: Path | None = None,
+    minutes: float | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    served: bool = True,
+) -> dict[str, Any]:
+    """Trains ``agent``'s micro-SLM and returns its ``training.json`` record.
+
+    ``out_dir`` defaults to the model folder named in ``services/<agent>/agent.yaml``.
+    Without ``minutes`` or ``steps`` the recipe's step count is used; ``minutes`` alone
+    trains for that long (the step count reached is recorded). With ``served`` the test
+    split is also scored through the serving runtime (constrained decoding), as
+    ``metrics_served``.
+    """
+    task = load_task(agent)
+    recipe = RECIPES[task.agent]
+    plan = recipe.plan
+    if minutes is not None or steps is not None:
+        plan = replace(plan, minutes=minutes, steps=steps)
+    plan = replace(plan, seed=seed)
+    target = Path(out_dir or load_contract(task.agent).model_dir)
+    record = fit(task, out_dir=target, plan=plan, config=recipe.config)
+    if served:
+        examples = task.examples(TEST, plan.seed + 1, plan.final_eval_count)
+        record["metrics_served"] = {
+            TEST.name: score_served(target, task, examples, threads=plan.threads)
+        }
+        (target / TRAINING_RECORD).write_text(
+            json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+    return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``python -m mesh.train.run AGENT [--minutes N] [--steps N] [--out DIR]``."""
+    parser = argparse.ArgumentParser(prog="python -m mesh.train.run", description=__doc__)
+    parser.add_argument("agent", choices=[*AGENTS, "tool_caller"])
+    parser.add_argument("--minutes", type=float, default=None, help="train for this long")
+    parser.add_argument("--steps", type=int, default=None, help="train for this many steps")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="model folder (default: models/AGENT)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    record = train(
+        args.agent, out_dir=args.out, minutes=args.minutes, steps=args.steps, seed=args.seed
+    )
+    print(
+        f"{record['agent']}: {record['parameters']:,} parameters, "
+        f"{record['size_bytes'] / 1e6:.1f} MB, "
+        f"{record['steps']} steps in {record['wall_time_s']:.0f}s"
+    )
+    for kind in ("metrics", "metrics_served"):
+        for stream, metrics in record.get(kind, {}).items():
+            print(f"  {kind} {stream}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+
+
+if __name__ == "__main__":
+    main()
