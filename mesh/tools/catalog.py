@@ -249,7 +249,8 @@ def _order_not_found(order_id: str) -> dict[str, Any]:
     return _refused("order_not_found", f"There is no order {order_id}.")
 
 
-def _order_view(order: orders.Order) -> dict[str, Any]:
+def order_view(order: orders.Order) -> dict[str, Any]:
+    """An order as the tools return it (and as the responder's training data shows it)."""
     return {
         "order_id": order.order_id,
         "status": order.status,
@@ -274,7 +275,7 @@ def _get_order(conn: sqlite3.Connection, args: Mapping[str, Any]) -> dict[str, A
     order = orders.get_order(conn, args["order_id"])
     if order is None:
         return _order_not_found(args["order_id"])
-    return {"ok": True, "order": _order_view(order)}
+    return {"ok": True, "order": order_view(order)}
 
 
 def _find_orders(conn: sqlite3.Connection, args: Mapping[str, Any]) -> dict[str, Any]:

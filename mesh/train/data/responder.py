@@ -19,6 +19,7 @@ from random import Random
 from typing import Any
 
 from mesh.tools import orders
+from mesh.tools.catalog import order_view
 from mesh.tools.orders import Order
 from mesh.train.data.contract import compact
 from mesh.train.data.dataset import Example, Stream, Task
@@ -242,7 +243,7 @@ def simulate(
         return _refused("order_not_found", f"There is no order {args['order_id']}.")
     oid = order.order_id
     if name == "get_order":
-        return {"ok": True, "order": _order_view(order)}
+        return {"ok": True, "order": order_view(order)}
     if name == "track_shipment":
         if order.status == "placed":
             return _refused(
@@ -421,27 +422,6 @@ def _order(
         cancelled_at=cancelled_at,
         refunded_cents=refunded,
     )
-
-
-def _order_view(order: Order) -> dict[str, Any]:
-    return {
-        "order_id": order.order_id,
-        "status": order.status,
-        "product": order.product,
-        "quantity": order.quantity,
-        "amount": orders.format_money(order.amount_cents),
-        "currency": order.currency,
-        "ordered_at": order.ordered_at,
-        "shipping_address": order.shipping_address,
-        "carrier": order.carrier,
-        "tracking_number": order.tracking_number,
-        "shipped_at": order.shipped_at,
-        "delivered_at": order.delivered_at,
-        "cancelled_at": order.cancelled_at,
-        "refunded_amount": orders.format_money(order.refunded_cents),
-        "refundable_amount": orders.format_money(order.refundable_cents),
-        "customer": {"name": order.customer_name, "email": order.customer_email},
-    }
 
 
 def _refused(code: str, message: str) -> dict[str, Any]:
