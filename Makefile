@@ -20,6 +20,8 @@ run: install
 	$(SLMESH) down >/dev/null
 	$(SLMESH) up --detach
 	$(SLMESH) agents
+	$(SLMESH) send classifier "Where is my order ORD-621221? It still hasn't arrived."
+	$(SLMESH) send extractor "Hi, this is Aisha Okafor. Please refund 19.99 EUR on ORD-621221, the strap snapped."
 	$(SLMESH) send tools --data '{"name": "get_order", "arguments": {"order_id": "ORD-621221"}}'
 	$(SLMESH) send tools --binding JSONRPC --data '{"name": "find_orders", "arguments": {"email": "kofi.haddad@example.net"}}'
 	$(SLMESH) send tools --binding HTTP+JSON --data '{"name": "track_shipment", "arguments": {"order_id": "ORD-317970"}}'
