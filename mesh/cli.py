@@ -267,6 +267,10 @@ def send(
     raise typer.Exit(code)
 
 
+_stream_open: list[bool] = []
+"""Non-empty while streamed chunks are being printed on one line."""
+
+
 def _print_event(event: Any) -> None:
     from a2a.types import a2a_pb2 as pb
     from google.protobuf.json_format import MessageToDict
@@ -281,7 +285,16 @@ def _print_event(event: Any) -> None:
         note = " ".join(p.text for p in status.message.parts if p.HasField("text"))
         console.print(f"[cyan]{pb.TaskState.Name(status.state)}[/cyan] {note}".rstrip())
     elif kind == "artifact_update":
-        artifact = event.artifact_update.artifact
+        update = event.artifact_update
+        artifact = update.artifact
+        if update.append or (not update.last_chunk and all(p.HasField("text") for p in artifact.parts)):
+            # a streamed chunk: tokens as they are generated, on one line
+            console.print("".join(p.text for p in artifact.parts), end="", markup=False, highlight=False)
+            _stream_open.append(True)
+            return
+        if _stream_open:
+            console.print()
+            _stream_open.clear()
         for part in artifact.parts:
             if part.HasField("data"):
                 body = json.dumps(plain(MessageToDict(part.data)), indent=2, ensure_ascii=False)

@@ -7,6 +7,7 @@ grounded-span constraints, so these numbers are a floor for what it produces.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import torch
@@ -15,6 +16,8 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 from mesh.train.data.dataset import Example, Stream, Task, mean_scores
 
 _MARGIN = 8
+
+logger = logging.getLogger(__name__)
 
 
 @torch.inference_mode()
@@ -112,13 +115,22 @@ def score_served(
 
     Labels come out of the choice set, JSON out of the schema, and grounded strings are
     spans of the input: the numbers the agents actually deliver. An output the runtime
-    refuses (cut off, no span to copy) scores as an empty output; a schema it cannot
-    enforce raises at once.
+    refuses (cut off, no span to copy) scores as an empty output, and so does a
+    generation the runtime itself fails on (counted in ``runtime_failures``, logged); a
+    schema it cannot enforce raises at once.
     """
-    from mesh.slm import Choice, GenerationRequest, InputError, InvalidOutputError, JsonOutput
+    from mesh.slm import (
+        Choice,
+        GenerationFailedError,
+        GenerationRequest,
+        InputError,
+        InvalidOutputError,
+        JsonOutput,
+    )
     from mesh.slm.transformers_backend import TransformersBackend
 
     contract = task.contract
+    failures: list[str] = []
     backend = TransformersBackend(str(model_dir), threads=threads, max_batch_size=32)
     if contract.labels is not None:
         backend.check_output(Choice(contract.labels))
@@ -141,6 +153,9 @@ def score_served(
             return (await backend.generate(request)).text
         except (InputError, InvalidOutputError):
             return ""
+        except GenerationFailedError as exc:
+            failures.append(f"{example.input[:200]}: {exc}")
+            return ""
 
     async def run() -> list[str]:
         try:
@@ -149,4 +164,8 @@ def score_served(
             await backend.aclose()
 
     outputs = asyncio.run(run())
-    return mean_scores(task.judge(ex, out) for ex, out in zip(examples, outputs, strict=True))
+    scores = mean_scores(task.judge(ex, out) for ex, out in zip(examples, outputs, strict=True))
+    scores["runtime_failures"] = len(failures) / len(examples)
+    for failure in failures:
+        logger.warning("runtime failed on %s", failure)
+    return scores

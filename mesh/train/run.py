@@ -32,10 +32,10 @@ _READER = MicroConfig(hidden=192, layers=4, heads=4, intermediate=512, tokenizer
 _COPIER = MicroConfig(hidden=192, layers=4, heads=4, intermediate=512, tokenizer="subwords")
 
 RECIPES: dict[str, Recipe] = {
-    "classifier": Recipe(_READER, TrainPlan(steps=1400, batch_size=8, lr=3e-3)),
-    "extractor": Recipe(_COPIER, TrainPlan(steps=1400, batch_size=8, lr=3e-3)),
-    "tool-caller": Recipe(_COPIER, TrainPlan(steps=1400, batch_size=8, lr=3e-3)),
-    "responder": Recipe(_COPIER, TrainPlan(steps=1400, batch_size=8, lr=3e-3)),
+    "classifier": Recipe(_READER, TrainPlan(steps=5944, batch_size=8, lr=3e-3)),
+    "extractor": Recipe(_COPIER, TrainPlan(steps=3026, batch_size=8, lr=3e-3)),
+    "tool-caller": Recipe(_COPIER, TrainPlan(steps=1922, batch_size=8, lr=3e-3)),
+    "responder": Recipe(_COPIER, TrainPlan(steps=2258, batch_size=8, lr=3e-3)),
 }
 """Per agent: dimensions and plan. ``steps`` is what the shipped weights were trained for."""
 
