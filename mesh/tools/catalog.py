@@ -302,17 +302,8 @@ def _find_orders(conn: sqlite3.Connection, args: Mapping[str, Any]) -> dict[str,
     }
 
 
-def _track_shipment(conn: sqlite3.Connection, args: Mapping[str, Any]) -> dict[str, Any]:
-    order = orders.get_order(conn, args["order_id"])
-    if order is None:
-        return _order_not_found(args["order_id"])
-    if order.status == "placed":
-        return _refused(
-            "not_shipped",
-            f"Order {order.order_id} has not shipped yet, so there is no tracking number.",
-        )
-    if order.status == "cancelled":
-        return _refused("not_shipped", f"Order {order.order_id} was cancelled before it shipped.")
+def shipment_view(order: orders.Order) -> dict[str, Any]:
+    """Tracking facts of a shipped or delivered order (also the responder's training data)."""
     estimated = None
     if order.status == "shipped" and order.shipped_at:
         shipped = datetime.strptime(order.shipped_at, "%Y-%m-%dT%H:%M:%SZ")
@@ -328,6 +319,20 @@ def _track_shipment(conn: sqlite3.Connection, args: Mapping[str, Any]) -> dict[s
         "estimated_delivery": estimated,
         "shipping_address": order.shipping_address,
     }
+
+
+def _track_shipment(conn: sqlite3.Connection, args: Mapping[str, Any]) -> dict[str, Any]:
+    order = orders.get_order(conn, args["order_id"])
+    if order is None:
+        return _order_not_found(args["order_id"])
+    if order.status == "placed":
+        return _refused(
+            "not_shipped",
+            f"Order {order.order_id} has not shipped yet, so there is no tracking number.",
+        )
+    if order.status == "cancelled":
+        return _refused("not_shipped", f"Order {order.order_id} was cancelled before it shipped.")
+    return shipment_view(order)
 
 
 def _cancel_order(conn: sqlite3.Connection, args: Mapping[str, Any]) -> dict[str, Any]:

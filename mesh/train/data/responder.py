@@ -19,7 +19,7 @@ from random import Random
 from typing import Any
 
 from mesh.tools import orders
-from mesh.tools.catalog import order_view
+from mesh.tools.catalog import order_view, shipment_view
 from mesh.tools.orders import Order
 from mesh.train.data.contract import compact
 from mesh.train.data.dataset import Example, Stream, Task
@@ -251,21 +251,7 @@ def simulate(
             )
         if order.status == "cancelled":
             return _refused("not_shipped", f"Order {oid} was cancelled before it shipped.")
-        estimated = None
-        if order.status == "shipped" and order.shipped_at:
-            shipped = datetime.strptime(order.shipped_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-            estimated = (shipped + timedelta(days=5)).date().isoformat()
-        return {
-            "ok": True,
-            "order_id": oid,
-            "status": order.status,
-            "carrier": order.carrier,
-            "tracking_number": order.tracking_number,
-            "shipped_at": order.shipped_at,
-            "delivered_at": order.delivered_at,
-            "estimated_delivery": estimated,
-            "shipping_address": order.shipping_address,
-        }
+        return shipment_view(order)
     if name == "cancel_order":
         if order.status != "placed":
             why = _CANCEL_WHY[order.status]
