@@ -86,6 +86,8 @@ _SAFE = r'[^"\\\x00-\x1f]'
 _EDGE = (r'(?:[^"\\\x00-\x1f\s]|\\["\\/]'
          r'|\\u(?:[0-9a-cA-Ce-fE-F][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F]{2}))')
 _CHUNK = re.compile(r"\s+|\w+|[^\s\w]", re.UNICODE)
+# What a patterned string never contains (see ``_SAFE``).
+_UNSAFE = re.compile(r'["\\\x00-\x1f]')
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,7 @@ class _Compiler:
     lines: list[str] = field(default_factory=list)
     ungrounded: set[str] = field(default_factory=set)
     _count: int = 0
-    _segments: list[list[str]] | None = None
+    _segments: dict[bool, list[list[str]]] = field(default_factory=dict)
 
     def _name(self, prefix: str) -> str:
         self._count += 1
@@ -343,32 +345,49 @@ class _Compiler:
         With length limits or a pattern, the fitting spans of at most ``MAX_LISTED_CHUNKS``
         chunks are listed (up to ``MAX_LISTED_SPANS`` of them) so that an input without one is
         detected here, before decoding could reach a dead end; Python's ``re`` decides,
-        exactly as validation will.
+        exactly as validation will. A patterned span, like any patterned string, never holds
+        quotes, backslashes or control characters: the source is split at them.
+
+        Above ``MAX_LISTED_SPANS`` the span automaton is intersected only with the limits
+        the source does not already imply. Why: the automaton of all spans is small (about
+        two states per source character) because it forgets where a span started, but a
+        counted ``{low,high}`` or a second whitespace-tracking regex makes the lexer track
+        length and position together, about characters x max length states. On a long input
+        (the tool-caller's JSON input with a message, an email and an address) that went past
+        llguidance's lexer limit ("too many expressions constructed"): the matcher stopped
+        and decoding hit a dead end in the middle of the span.
         """
-        if self._segments is None:
-            self._segments = _segments(self.source, self.representable)
+        patterned = pattern is not None
+        if patterned not in self._segments:
+            self._segments[patterned] = _segments(
+                self.source, self.representable, json_safe=patterned)
+        segments = self._segments[patterned]
         if low > 1 or high is not None or pattern is not None:
-            listed = _fitting_spans(self._segments, low, high,
+            listed = _fitting_spans(segments, low, high,
                                     None if pattern is None else re.compile(pattern))
             if listed is not None:
                 if not listed:
                     self.ungrounded.add(where)
                     return None
                 return self._union([_literal(_compact(span)) for span in listed])
-        if not self._segments:
+        if not segments:
             self.ungrounded.add(where)
             return None
         options = [
             self._terminal("%regex " + json.dumps(
                 {"substring_chunks": [_compact(c)[1:-1] for c in chunks]}, ensure_ascii=False))
-            for chunks in self._segments
+            for chunks in segments
         ]
         spans = options[0] if len(options) == 1 else self._terminal(
             "(" + " | ".join(options) + ")")
-        bodies = [spans, _regex(f"{_EDGE}(?:{_UNIT}*{_EDGE})?"),
-                  _regex(f"{_UNIT}{{{low},{'' if high is None else high}}}")]
-        if pattern_regex is not None:
-            bodies += [_regex(f"{_SAFE}*"), _regex(pattern_regex)]
+        if high is not None and high >= _longest_span(segments):
+            high = None
+        bodies = [spans, _regex(f"{_EDGE}(?:{_UNIT}*{_EDGE})?")]
+        if low > 1 or high is not None:
+            bodies.append(_regex(f"{_UNIT}{{{low},{'' if high is None else high}}}"))
+        if pattern is not None and pattern_regex is not None and not _every_span_matches(
+                pattern, segments):
+            bodies.append(_regex(pattern_regex))
         body = self._terminal(" & ".join(bodies))
         return self._terminal(f'"\\"" {body} "\\""')
 
@@ -401,24 +420,50 @@ def _fitting_spans(segments: list[list[str]], low: int, high: int | None,
     return list(found)
 
 
-def _segments(source: str, representable: Callable[[str], bool] | None) -> list[list[str]]:
-    """The source split at characters the tokenizer cannot produce, each piece as chunks."""
-    pieces = [source]
-    if representable is not None:
-        pieces, current = [], []
-        for ch in source:
-            if representable(ch):
-                current.append(ch)
-            else:
-                pieces.append("".join(current))
-                current = []
-        pieces.append("".join(current))
+def _segments(source: str, representable: Callable[[str], bool] | None, *,
+              json_safe: bool = False) -> list[list[str]]:
+    """The source split at characters spans never cross, each piece as chunks.
+
+    Spans never cross a character the tokenizer cannot produce; with ``json_safe`` (a
+    patterned string) nor a quote, a backslash or a control character.
+    """
+    pieces, current = [], []
+    for ch in source:
+        if (representable is not None and not representable(ch)) or (
+                json_safe and _UNSAFE.match(ch)):
+            pieces.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    pieces.append("".join(current))
     segments = []
     for piece in pieces:
         chunks = _CHUNK.findall(piece)
         if any(not c.isspace() for c in chunks):
             segments.append(chunks)
     return segments
+
+
+def _longest_span(segments: list[list[str]]) -> int:
+    """The length of the longest span any segment holds (edges are never whitespace)."""
+    return max((len("".join(chunks).strip()) for chunks in segments), default=0)
+
+
+_CONTEXT = re.compile(r"[$^]|\\[bBAZz]|\(\?")
+
+
+def _every_span_matches(pattern: str, segments: list[list[str]]) -> bool:
+    """True when ``pattern`` (search semantics) matches every span of these segments.
+
+    A span contains at least one non-whitespace character of the source. A pattern that
+    looks at no context (no anchors, word boundaries or groups with flags) and matches
+    each such character alone therefore matches every span: e.g. ``\\S`` or ``.``.
+    """
+    if _CONTEXT.search(pattern):
+        return False
+    compiled = re.compile(pattern)
+    chars = {ch for chunks in segments for chunk in chunks for ch in chunk if not ch.isspace()}
+    return all(compiled.search(ch) for ch in chars)
 
 
 def _search_pattern(pattern: Any, where: str) -> str:

@@ -261,3 +261,54 @@ def test_integer_ranges_match_exactly() -> None:
         assert regex.fullmatch(str(low)) and regex.fullmatch(str(high))
         if high > 0:
             assert not regex.fullmatch("0" + str(high))  # canonical: no leading zeros
+
+
+# The tool-caller's input: JSON holding a message with both an address and an email. Its
+# update_shipping_address call has a grounded address with length limits and a pattern.
+LONG_SOURCE = json.dumps({
+    "message": "The address on my order (ORD-967523) is wrong, please correct it to 186 King "
+               "Street, Austin 70553, Canada. I used the address churplirtnert468@example.net.",
+    "intent": "change_address",
+    "fields": {"order_id": "ORD-967523", "email": "churplirtnert468@example.net", "name": None,
+               "product": None, "amount": None, "date": None,
+               "address": "186 King Street, Austin 70553, Canada", "reason": None},
+}, separators=(",", ":"))
+ADDRESS_CALL = {"type": "object", "properties": {
+    "order_id": {"type": "string", "pattern": "^ORD-\\d{6}$", "x-grounded": True},
+    "address": {"type": "string", "minLength": 10, "maxLength": 300, "pattern": "\\S",
+                "x-grounded": True}},
+    "required": ["order_id", "address"], "additionalProperties": False}
+
+
+def test_grounded_span_with_limits_on_a_long_input_never_dead_ends(
+        vocab: TokenVocabulary) -> None:
+    """Regression: the span automaton intersected with a counted length and the pattern went
+    past the lexer's limit on this input, so decoding stopped right after ``"address":"``."""
+    output = JsonOutput(ADDRESS_CALL, LONG_SOURCE)
+    grammar = compile_grammar(output, vocab.representable)
+    text = '{"order_id":"ORD-967523","address":"186 King Street, Austin 70553, Canada"}'
+    guide = vocab.guide(grammar)
+    for token in vocab.tokenizer.encode(text, add_special_tokens=False):
+        assert vocab.allowed([guide])[0][token], guide.matcher.get_error()
+        guide.consume(token)
+    assert guide.accepting
+    rng = random.Random(4)
+    for _ in range(30):
+        value = parse_output(output, walk(vocab, vocab.guide(grammar), rng))
+        address = value["address"]
+        assert address in LONG_SOURCE and 10 <= len(address) <= 300
+        assert not set(address) & {'"', "\\"}
+
+
+def test_grounded_length_limit_still_holds_when_the_input_is_longer(
+        vocab: TokenVocabulary) -> None:
+    schema = {"type": "object", "properties": {
+        "q": {"type": "string", "minLength": 4, "maxLength": 12, "pattern": "\\S",
+              "x-grounded": True}}}
+    source = " ".join([LONG_SOURCE] * 3)
+    output = JsonOutput(schema, source)
+    grammar = compile_grammar(output, vocab.representable)
+    rng = random.Random(6)
+    for _ in range(30):
+        value = parse_output(output, walk(vocab, vocab.guide(grammar), rng))["q"]
+        assert value in source and 4 <= len(value) <= 12
