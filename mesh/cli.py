@@ -267,15 +267,71 @@ def send(
     raise typer.Exit(code)
 
 
+@app.command()
+def run(
+    text: Annotated[str | None, typer.Argument(help="One message; the planner routes it to a workflow.")] = None,
+    file: Annotated[Path | None, typer.Option(
+        "--file", "-f", help="Batch of messages: one per line (# comments), a .json list or .jsonl.")] = None,
+    workflow: Annotated[str | None, typer.Option(help="Run this workflow instead of letting the planner choose.")] = None,
+    registry: Annotated[str | None, typer.Option(help="Registry HOST:PORT (default: the local mesh).")] = None,
+    timeout: Annotated[float, typer.Option(help="Deadline in seconds for the whole task.")] = 900.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON only.")] = False,
+) -> None:
+    """Send a task to the planner: live progress, then the results table and per-agent stats."""
+    from mesh.a2a.client import MeshClient
+    from mesh.a2a.discovery import snapshot
+    from mesh.planner.console import PLANNER, print_results, read_messages, request_for, run_task
+
+    if (text is None) == (file is None):
+        raise _fail("give either TEXT or --file FILE", 2)
+    messages = None
+    if file is not None:
+        try:
+            messages = read_messages(file)
+        except (OSError, ValueError, KeyError) as exc:
+            raise _fail(f"cannot read {file}: {exc}", 2) from exc
+        if not messages:
+            raise _fail(f"{file} holds no messages", 2)
+    elif not (text or "").strip():
+        raise _fail("the message is empty", 2)
+    settings = _settings()
+    address = _registry_address(settings, registry)
+    out = Console(stderr=True) if as_json else console
+
+    async def go() -> Any:
+        source = await snapshot(address, PLANNER)
+        async with MeshClient(source, settings) as client:
+            return await run_task(client, request_for(text, messages, workflow), out, timeout,
+                                  show_progress=not as_json)
+
+    started = time.monotonic()
+    try:
+        result = asyncio.run(go())
+    except MeshError as exc:
+        raise _fail(str(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - the protocol error is the message for the user
+        raise _fail(f"{type(exc).__name__}: {exc}") from exc
+    if as_json:
+        print(json.dumps({"task_id": result.task_id, "completed": result.completed, "result": result.result,
+                          "metadata": result.metadata, "error": result.error or None}, ensure_ascii=False))
+    else:
+        print_results(result, console)
+        elapsed = time.monotonic() - started
+        state = "completed" if result.completed else "did not complete"
+        console.print(f"task {result.task_id} {state} in {elapsed:.1f} s")
+        if result.error and not result.completed:
+            err.print(f"[red]{result.error}[/red]")
+        console.print(f"trace: slmesh trace {result.task_id}")
+    raise typer.Exit(0 if result.completed else 1)
+
+
 _stream_open: list[bool] = []
 """Non-empty while streamed chunks are being printed on one line."""
 
 
 def _print_event(event: Any) -> None:
     from a2a.types import a2a_pb2 as pb
-    from google.protobuf.json_format import MessageToDict
-
-    from mesh.a2a.client import plain
+    from mesh.a2a.client import parts_value
 
     kind = event.WhichOneof("payload")
     if kind == "task":
@@ -295,13 +351,10 @@ def _print_event(event: Any) -> None:
         if _stream_open:
             console.print()
             _stream_open.clear()
-        for part in artifact.parts:
-            if part.HasField("data"):
-                body = json.dumps(plain(MessageToDict(part.data)), indent=2, ensure_ascii=False)
-            else:
-                body = part.text
-            console.print(f"[green]artifact {artifact.name}[/green]:")
-            console.print(body, markup=False, highlight=False)
+        value = parts_value(artifact.parts)
+        body = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False)
+        console.print(f"[green]artifact {artifact.name}[/green]:")
+        console.print(body, markup=False, highlight=False)
     elif kind == "message":
         console.print(" ".join(p.text for p in event.message.parts if p.HasField("text")), markup=False)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, SecretStr, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, SecretStr, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SPEC_FILE = "agent.yaml"
@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     )
     request_timeout_s: float = Field(60.0, gt=0, description="Default client deadline per call.")
     log_level: str = Field("INFO", description="Python logging level.")
+    ray_address: str | None = Field(
+        None,
+        validation_alias=AliasChoices("SLMESH_RAY_ADDRESS", "RAY_ADDRESS"),
+        description="Ray cluster the planner joins (also read from Ray's own RAY_ADDRESS); "
+        "unset starts a private local Ray instance in the planner process.",
+    )
 
     @field_validator("registry")
     @classmethod

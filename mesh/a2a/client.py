@@ -12,6 +12,7 @@ bytes on the wire, same errors).
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections import OrderedDict
@@ -26,6 +27,7 @@ from a2a.client.errors import A2AClientTimeoutError
 from a2a.client.transports import ClientTransport, GrpcTransport, JsonRpcTransport, RestTransport
 from a2a.helpers.proto_helpers import new_text_message
 from a2a.types import a2a_pb2 as pb
+from google.protobuf.json_format import MessageToDict
 from a2a.utils.constants import PROTOCOL_VERSION_1_0, VERSION_HEADER, TransportProtocol
 
 from mesh.a2a.fastpath import GrpcSend, JsonRpcSend
@@ -415,3 +417,17 @@ def plain(value: Any) -> Any:
     if isinstance(value, list):
         return [plain(v) for v in value]
     return value
+
+def parts_value(parts: Sequence[pb.Part]) -> Any:
+    """The value an artifact or message carries: JSON text (keeps key order, which protobuf
+    Structs lose) first, else the first data part, else the text parts joined."""
+    for part in parts:
+        if part.HasField("text") and part.media_type == "application/json":
+            try:
+                return json.loads(part.text)
+            except json.JSONDecodeError:
+                break
+    for part in parts:
+        if part.HasField("data"):
+            return plain(MessageToDict(part.data))
+    return "\n".join(p.text for p in parts if p.HasField("text"))

@@ -175,6 +175,11 @@ class AgentServer:
         initialize = getattr(self.task_store, "initialize", None)
         if initialize is not None:
             await initialize()
+        # Executors with their own start-up (the planner: Ray, its run store) get the task
+        # store before the first request can reach them.
+        start_executor = getattr(self.executor, "start", None)
+        if start_executor is not None:
+            await start_executor(self.task_store)
         # The admission gate wraps the A2A methods once here; health and reflection stay open.
         add_gated_service(self._grpc_server, MeshGrpcHandler(self.handler), A2A_SERVICE, self.admission)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc_server)
@@ -245,6 +250,9 @@ class AgentServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._uvicorn_task
         await self._grpc_server.stop(grace=1.0)
+        close_executor = getattr(self.executor, "aclose", None)
+        if close_executor is not None:
+            await close_executor()
         if isinstance(self.task_store, SqliteTaskStore):
             self.task_store.close()
         engine = getattr(self.task_store, "engine", None)

