@@ -31,7 +31,11 @@ that decoding produced always validates):
   at least one character. Quotes, backslashes and control characters copied from the input
   are JSON-escaped correctly. ``minLength``, ``maxLength`` and ``pattern`` still apply to
   the span; with any of them a span covers at most 48 chunks (about 20 words).
-  Characters the tokenizer cannot produce split the input: spans never cross them;
+  Characters the tokenizer cannot produce split the input: spans never cross them; a
+  patterned span never crosses a quote, backslash or control character either;
+- ``"x-grounded": true`` on a number or integer: the value is written exactly as one of
+  the numbers in the input (a whole number as written there that the bounds accept: from
+  ``42.50`` only ``42.50``, never ``42`` or ``50``);
 - integers: ``minimum``, ``maximum``, ``exclusiveMinimum``, ``exclusiveMaximum`` (any
   integer bounds); without bounds, at most 15 digits;
 - numbers: at most 15 integer digits and 6 fraction digits (no exponent); ``multipleOf``
@@ -70,9 +74,9 @@ _KEYWORDS: dict[str, frozenset[str]] = {
     "array": frozenset({"items", "minItems", "maxItems"}),
     "string": frozenset({"minLength", "maxLength", "pattern", GROUNDED}),
     "integer": frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
-                          "multipleOf"}),
+                          "multipleOf", GROUNDED}),
     "number": frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
-                         "multipleOf"}),
+                         "multipleOf", GROUNDED}),
     "boolean": frozenset(),
     "null": frozenset(),
 }
@@ -146,15 +150,17 @@ def compile_grammar(
 
 
 def grounded_values(schema: Mapping[str, Any], value: Any,
-                    is_valid: Callable[[Mapping[str, Any], Any], bool]) -> Iterator[str]:
-    """The string values in ``value`` that ``schema`` marks grounded (for validation)."""
+                    is_valid: Callable[[Mapping[str, Any], Any], bool]
+                    ) -> Iterator[str | int | float]:
+    """The string and number values in ``value`` that ``schema`` marks grounded."""
     for branch_key in _COMBINATORS:
         if branch_key in schema:
             for branch in schema[branch_key]:
                 if is_valid(branch, value):
                     yield from grounded_values(branch, value, is_valid)
                     break
-    if isinstance(value, str) and schema.get(GROUNDED) is True:
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool) and schema.get(
+            GROUNDED) is True:
         yield value
     elif isinstance(value, dict):
         for name, sub in (schema.get("properties") or {}).items():
@@ -268,10 +274,14 @@ class _Compiler:
             return '"null"'
         if kind == "boolean":
             return self._union(['"true"', '"false"'])
-        if kind == "integer":
-            return self._terminal(_regex(_integer_regex(schema, where)))
-        if kind == "number":
-            return self._terminal(_regex(_number_regex(schema, where)))
+        if kind in ("integer", "number"):
+            regex = (_integer_regex if kind == "integer" else _number_regex)(schema, where)
+            grounded = schema.get(GROUNDED, False)
+            if not isinstance(grounded, bool):
+                raise SchemaError(f"{where}: {GROUNDED} must be true or false")
+            if grounded and not self.dry_run:
+                return self._grounded_number(regex, where)
+            return self._terminal(_regex(regex))
         if kind == "string":
             return self._string(schema, where)
         if kind == "array":
@@ -338,6 +348,19 @@ class _Compiler:
                                           _regex(pattern_regex)]))
         return self._terminal(f'"\\"" {body} "\\""')
 
+    def _grounded_number(self, regex: str, where: str) -> str | None:
+        """One of the numbers written in the source, as written, that the bounds accept.
+
+        The model copies the customer's digits (``42.50`` stays ``42.50``) instead of
+        writing a number of its own; an input without one drops the branch.
+        """
+        compiled = re.compile(regex)
+        found = [text for text in written_numbers(self.source) if compiled.fullmatch(text)]
+        if not found:
+            self.ungrounded.add(where)
+            return None
+        return self._union([_literal(text) for text in found])
+
     def _grounded(self, low: int, high: int | None, pattern: str | None,
                   pattern_regex: str | None, where: str) -> str | None:
         """A span of the source: any chunk-aligned one, or the listed ones that fit the limits.
@@ -390,6 +413,23 @@ class _Compiler:
             bodies.append(_regex(pattern_regex))
         body = self._terminal(" & ".join(bodies))
         return self._terminal(f'"\\"" {body} "\\""')
+
+
+_WRITTEN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def written_numbers(source: str) -> list[str]:
+    """The numbers ``source`` writes, as written, in order, each once.
+
+    A number is a maximal run of digits with an optional fraction; one after a dash is
+    listed with and without it (``ORD-104233`` holds ``-104233`` and ``104233``).
+    """
+    found: dict[str, None] = {}
+    for match in _WRITTEN_NUMBER.findall(source):
+        found[match] = None
+        if match.startswith("-"):
+            found[match[1:]] = None
+    return list(found)
 
 
 MAX_LISTED_SPANS = 512

@@ -16,7 +16,13 @@ from typing import Any
 from jsonschema import Draft202012Validator, ValidationError, validators
 
 from mesh.slm.errors import InvalidOutputError
-from mesh.slm.grammar import Choice, JsonOutput, OutputConstraint, grounded_values
+from mesh.slm.grammar import (
+    Choice,
+    JsonOutput,
+    OutputConstraint,
+    grounded_values,
+    written_numbers,
+)
 
 
 def _decimal_multiple_of(
@@ -73,6 +79,16 @@ def _parse_json(constraint: JsonOutput, text: str) -> Any:
         return OutputValidator(schema).is_valid(instance)
 
     for span in grounded_values(constraint.schema, value, is_valid):
-        if span not in constraint.source:
-            raise InvalidOutputError(f"the grounded value {span[:80]!r} is not part of the input")
+        if isinstance(span, str):
+            if span not in constraint.source:
+                raise InvalidOutputError(
+                    f"the grounded value {span[:80]!r} is not part of the input")
+        elif not _number_in(span, constraint.source):
+            raise InvalidOutputError(f"the grounded number {span!r} is not written in the input")
     return value
+
+
+def _number_in(number: int | float, source: str) -> bool:
+    """Whether ``source`` writes ``number`` (``42.5`` is written as ``42.50`` too)."""
+    wanted = Decimal(str(number))
+    return any(Decimal(text) == wanted for text in written_numbers(source))

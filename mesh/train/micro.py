@@ -88,10 +88,13 @@ class MicroConfig:
 class TrainPlan:
     """How long and how to train: ``steps``, or ``minutes`` of wall time.
 
-    With only ``minutes``, the step count is fixed after ``calibration_steps`` from the
-    measured speed, and the learning-rate schedule follows steps from then on; the count
-    is recorded, so ``steps`` reproduces the run exactly. With both, training also stops
-    when the time is up.
+    With only ``minutes``, the learning-rate schedule follows the clock (warm-up by steps,
+    then cosine decay over the wall time) and training stops when the time is up: on a
+    machine shared with other work a step count fixed from an early speed measurement
+    overran its time by 2x. The step count reached is recorded; ``steps`` with that count
+    replays the same batches with a step-based schedule (close to, not bit-identical with,
+    the timed run). With both, the schedule follows ``steps`` and training also stops when
+    the time is up.
 
     ``threads`` defaults to one: on a 2-core machine shared with other work, two
     OpenMP threads keep waiting at barriers for a descheduled peer, and one thread
@@ -259,14 +262,22 @@ def fit(
         bar = progress.add_task(f"train {task.agent}", total=bar_total, info="")
         while True:
             elapsed = time.monotonic() - started
-            if state.total is None and state.step >= plan.calibration_steps and limit_s:
-                state.total = max(plan.calibration_steps, int(limit_s * state.step / elapsed))
-                progress.update(bar, total=state.total)
-            if state.total is not None and state.step >= state.total:
-                break
-            if limit_s is not None and plan.steps is not None and elapsed >= limit_s:
-                break
-            lr = _learning_rate(plan, state.step, state.step / state.total if state.total else 0.0)
+            if plan.steps is None and limit_s:
+                # Time-based: the schedule follows the clock, so a machine that slows down
+                # (shared cores) still ends on time with a fully decayed learning rate.
+                if elapsed >= limit_s:
+                    break
+                fraction = elapsed / limit_s
+                if state.step >= plan.calibration_steps and state.step % 50 == 0:
+                    state.total = max(state.step + 1, int(limit_s * state.step / elapsed))
+                    progress.update(bar, total=state.total)
+            else:
+                if state.total is not None and state.step >= state.total:
+                    break
+                if limit_s is not None and elapsed >= limit_s:
+                    break
+                fraction = state.step / state.total if state.total else 0.0
+            lr = _learning_rate(plan, state.step, fraction)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             model.train()

@@ -64,9 +64,13 @@ def render(rows: list[ModelRow], count: int) -> str:
         "# Models",
         "",
         f"Written by `slmesh eval` on {dt.date.today().isoformat()} ({platform.machine()}, "
-        f"{count} examples per split). Each agent's micro-SLM is a Llama-style causal LM with a "
-        "character-level tokenizer, trained from scratch by `slmesh train AGENT` on the "
-        "project's synthetic support-desk data (mesh/train/data).",
+        f"{count} examples per split). Each agent's micro-SLM is a Llama-style causal LM "
+        "trained from scratch on CPU by `slmesh train AGENT` on the project's synthetic "
+        "support-desk data (mesh/train/data), with a tokenizer that never merges across words "
+        "(`words`: BPE inside words, for the classifier; `subwords`: BPE inside words with "
+        "digits, punctuation and spaces single, so any span can be copied, for the others). "
+        "`training` is the wall time and step count of the run that produced the shipped "
+        "weights (one torch thread, bf16 autocast, on a 2-core machine shared with other work).",
         "",
         "Scores are measured through the serving runtime (labels, JSON schema and grounded-span "
         "constraints on). `seen`: fresh combinations of entity values seen in training; "

@@ -312,3 +312,27 @@ def test_grounded_length_limit_still_holds_when_the_input_is_longer(
     for _ in range(30):
         value = parse_output(output, walk(vocab, vocab.guide(grammar), rng))["q"]
         assert value in source and 4 <= len(value) <= 12
+
+
+def test_grounded_number_is_copied_as_the_customer_wrote_it(vocab: TokenVocabulary) -> None:
+    schema = {"type": "object", "properties": {
+        "amount": {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000,
+                   "multipleOf": 0.01, "x-grounded": True}}}
+    source = "Please refund 42.50 EUR on ORD-104233 (bought 3 days ago)"
+    output = JsonOutput(schema, source)
+    grammar = compile_grammar(output, vocab.representable)
+    rng = random.Random(8)
+    seen = set()
+    for _ in range(40):
+        text = walk(vocab, vocab.guide(grammar), rng)
+        seen.add(text)
+        parse_output(output, text)
+    assert seen <= {'{"amount":42.50}', '{"amount":104233}', '{"amount":3}'}
+    assert '{"amount":42.50}' in seen
+    assert parse_output(output, '{"amount":42.5}') == {"amount": 42.5}
+    for invented in ('{"amount":19.99}', '{"amount":50}'):
+        with pytest.raises(InvalidOutputError, match="not written in the input"):
+            parse_output(output, invented)
+    with pytest.raises(GroundingError):
+        compile_grammar(JsonOutput({**schema, "required": ["amount"]}, "no digits here"),
+                        vocab.representable)

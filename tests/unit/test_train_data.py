@@ -8,6 +8,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from mesh.tools import catalog, orders
 from mesh.train.data import entities
@@ -170,8 +171,14 @@ def test_tool_caller_schema_matches_the_catalog() -> None:
         arguments = branch["properties"]["arguments"]
         assert list(arguments["properties"]) == list(tool.parameters["properties"])
         for name, rules in tool.parameters["properties"].items():
-            ours = {k: v for k, v in arguments["properties"][name].items() if k != "x-grounded"}
-            assert ours == {k: v for k, v in rules.items() if k != "description"}, name
+            theirs = {k: v for k, v in rules.items() if k != "description"}
+            ours = arguments["properties"][name]
+            # A copied value, or a default (the reason a customer did not give) the tool takes.
+            for option in ours.get("anyOf", [ours]):
+                if "const" in option:
+                    assert Draft202012Validator(theirs).is_valid(option["const"]), name
+                else:
+                    assert {k: v for k, v in option.items() if k != "x-grounded"} == theirs, name
         assert arguments["required"] == tool.parameters["required"]
         assert arguments["additionalProperties"] is False
 
