@@ -72,6 +72,9 @@ def serve(
         spec = ServiceSpec.load(service)
     except SpecError as exc:
         raise _fail(str(exc), 2) from exc
+    from mesh import telemetry
+
+    telemetry.configure(spec.name, settings, version=spec.version)
     if spec.kind == "registry":
         from mesh.registry.service import serve_registry
 

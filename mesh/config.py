@@ -71,6 +71,50 @@ class Settings(BaseSettings):
         description="Ray cluster the planner joins (also read from Ray's own RAY_ADDRESS); "
         "unset starts a private local Ray instance in the planner process.",
     )
+    otel_enabled: bool = Field(
+        False,
+        description="Install the OpenTelemetry SDK (traces, metrics, logs) in each process. "
+        "Endpoint, headers, sampler (e.g. OTEL_TRACES_SAMPLER=parentbased_traceidratio) and "
+        "extra resource attributes come from the SDK's standard OTEL_* variables; off costs "
+        "nothing per request.",
+    )
+    otlp_protocol: Literal["grpc", "http/protobuf"] = Field(
+        "grpc", description="OTLP exporter transport (its endpoint: OTEL_EXPORTER_OTLP_ENDPOINT)."
+    )
+    otel_export: str = Field(
+        "traces,metrics,logs",
+        description="Signals exported over OTLP, comma-separated from traces, metrics, logs "
+        "(Phoenix takes traces only: `slmesh up` sets 'traces').",
+    )
+    otel_project: str = Field(
+        "slmesh", description="Project the traces land in (openinference.project.name, for Phoenix)."
+    )
+    environment: str = Field("local", description="deployment.environment.name of every process.")
+    trace_content: bool = Field(
+        False,
+        description="Record prompts, completions and tool arguments/results on spans "
+        "(may hold personal data; off by default).",
+    )
+    http_spans: bool = Field(
+        False,
+        description="Also record FastAPI's own HTTP server spans and http.server.* metrics on "
+        "agents (the hop's invoke_agent span exists on every transport without them).",
+    )
+    prometheus: bool = Field(
+        True, description="With telemetry on, agents also serve Prometheus metrics at /metrics."
+    )
+    ui: bool = Field(
+        True, description="`slmesh up` also starts the tracing UI (Arize Phoenix) when installed."
+    )
+
+    @field_validator("otel_export")
+    @classmethod
+    def _signals(cls, value: str) -> str:
+        signals = [s.strip() for s in value.split(",") if s.strip()]
+        unknown = set(signals) - {"traces", "metrics", "logs"}
+        if unknown:
+            raise ValueError(f"otel_export: unknown signals {sorted(unknown)}; use traces, metrics, logs")
+        return ",".join(signals)
 
     @field_validator("registry")
     @classmethod

@@ -10,7 +10,8 @@ HEADER = """# Configuration
 
 Every process reads one settings model, `mesh.config.Settings`, from `SLMESH_*` environment
 variables once at start-up; per-service behaviour lives in `services/<name>/agent.yaml`.
-Tracing uses the standard `OTEL_*` variables of the OpenTelemetry SDK.
+Telemetry is switched on by `SLMESH_OTEL_ENABLED`; the OTLP endpoint, headers, sampler and
+extra resource attributes use the standard `OTEL_*` variables of the OpenTelemetry SDK.
 
 This file is generated: `python -m mesh.config_doc > docs/configuration.md`
 (a test fails when it is out of date).

@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+# Before any test module imports a2a-sdk: mesh.a2a switches the SDK's own spans off, which
+# a2a-sdk decides once, at its first import (the mesh's entry points import mesh.a2a first too).
+import mesh.a2a  # noqa: F401
 from tests.support.procs import ROOT, ServiceProcess, start_service
 
 ECHO_SERVICE = ROOT / "tests" / "support" / "echo_service"

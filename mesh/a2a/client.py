@@ -30,9 +30,15 @@ from a2a.types import a2a_pb2 as pb
 from google.protobuf.json_format import MessageToDict
 from a2a.utils.constants import PROTOCOL_VERSION_1_0, VERSION_HEADER, TransportProtocol
 
+from opentelemetry import context as otel_context
+from opentelemetry.trace import set_span_in_context
+
 from mesh.a2a.fastpath import GrpcSend, JsonRpcSend
+from mesh.a2a.tracing import client_span, finish_client_span
 from mesh.config import Settings
 from mesh.errors import DeadlineExceededError, NoReplicaError
+from mesh.telemetry.propagation import carrier
+from mesh.telemetry.setup import STATE
 
 T = TypeVar("T")
 
@@ -111,8 +117,9 @@ class _Lane:
     """Dropped after a failure: closed once its last call returns (closing a gRPC channel
     cancels the calls still on it, which would surface as CancelledError, not a retry)."""
 
-    def context(self, timeout: float) -> ClientCallContext:
-        return ClientCallContext(timeout=timeout, service_parameters=self.params)
+    def context(self, timeout: float, trace: dict[str, str] | None = None) -> ClientCallContext:
+        """The call's context; with telemetry on, its params carry the trace context too."""
+        return ClientCallContext(timeout=timeout, service_parameters=_with_trace(self.params, trace))
 
     async def release(self) -> None:
         self.in_flight -= 1
@@ -131,10 +138,18 @@ def _sdk_send(transport: ClientTransport, params: dict[str, str] | None
     """``SendMessage`` through the a2a-sdk transport itself (bindings without a lean path)."""
 
     async def send(request: pb.SendMessageRequest, timeout: float) -> pb.SendMessageResponse:
-        context = ClientCallContext(timeout=timeout, service_parameters=params)
+        context = ClientCallContext(timeout=timeout, service_parameters=_with_trace(params))
         return await transport.send_message(request, context=context)
 
     return send
+
+
+def _with_trace(params: dict[str, str] | None, trace: dict[str, str] | None = None) -> dict[str, str] | None:
+    """``params`` plus the W3C trace headers (``trace``, else the current context's) when tracing."""
+    if STATE.tracer is None:
+        return params
+    trace = carrier() if trace is None else trace
+    return {**params, **trace} if params else trace or None
 
 
 def grpc_target(url: str) -> str:
@@ -266,6 +281,35 @@ class MeshClient:
 
     async def _unary(
         self,
+        method: str,
+        agent: str,
+        call: Callable[[_Lane, float], Awaitable[T]],
+        timeout: float | None,
+        task_id: str | None = None,
+    ) -> tuple[T, Replica]:
+        """One call, inside a CLIENT span (current, so every attempt injects its context)."""
+        span = client_span(method, agent)
+        if span is None:
+            return await self._attempts(agent, call, timeout, task_id)
+        started = time.perf_counter()
+        token = otel_context.attach(set_span_in_context(span))
+        try:
+            result, replica = await self._attempts(agent, call, timeout, task_id)
+        except BaseException as exc:
+            finish_client_span(span, error=exc, started=started)
+            raise
+        finally:
+            otel_context.detach(token)
+        task = result.task if isinstance(result, pb.SendMessageResponse) and result.HasField("task") else result
+        finish_client_span(span, replica=replica, binding=self._binding(replica),
+                           task=task if isinstance(task, pb.Task) else None, started=started)
+        return result, replica
+
+    def _binding(self, replica: Replica) -> str | None:
+        return next((b for b in self.bindings if b in replica.urls), None)
+
+    async def _attempts(
+        self,
         agent: str,
         call: Callable[[_Lane, float], Awaitable[T]],
         timeout: float | None,
@@ -302,7 +346,8 @@ class MeshClient:
         self, agent: str, request: pb.SendMessageRequest, *, timeout: float | None = None
     ) -> pb.SendMessageResponse:
         """``SendMessage``; returns the task (or message) the agent answered with."""
-        response, replica = await self._unary(agent, lambda lane, left: lane.send(request, left), timeout)
+        response, replica = await self._unary("SendMessage", agent, lambda lane, left: lane.send(request, left),
+                                              timeout)
         if response.HasField("task"):
             self._remember(response.task.id, replica.replica_id)
         return response
@@ -317,20 +362,23 @@ class MeshClient:
         if history_length is not None:
             request.history_length = history_length
         task, _ = await self._unary(
-            agent, lambda lane, left: lane.transport.get_task(request, context=lane.context(left)), timeout, task_id)
+            "GetTask", agent, lambda lane, left: lane.transport.get_task(request, context=lane.context(left)),
+            timeout, task_id)
         return task
 
     async def list_tasks(self, agent: str, request: pb.ListTasksRequest | None = None, *,
                          timeout: float | None = None) -> pb.ListTasksResponse:
         req = request or pb.ListTasksRequest()
         response, _ = await self._unary(
-            agent, lambda lane, left: lane.transport.list_tasks(req, context=lane.context(left)), timeout)
+            "ListTasks", agent, lambda lane, left: lane.transport.list_tasks(req, context=lane.context(left)),
+            timeout)
         return response
 
     async def cancel_task(self, agent: str, task_id: str, *, timeout: float | None = None) -> pb.Task:
         req = pb.CancelTaskRequest(id=task_id)
         task, _ = await self._unary(
-            agent, lambda lane, left: lane.transport.cancel_task(req, context=lane.context(left)), timeout, task_id)
+            "CancelTask", agent, lambda lane, left: lane.transport.cancel_task(req, context=lane.context(left)),
+            timeout, task_id)
         return task
 
     async def send_streaming_message(
@@ -338,7 +386,9 @@ class MeshClient:
     ) -> AsyncIterator[pb.StreamResponse]:
         """``SendStreamingMessage``; retried on another replica only before the first event."""
         async for event in self._stream(
-            agent, lambda lane, left: lane.transport.send_message_streaming(request, context=lane.context(left)),
+            "SendStreamingMessage", agent,
+            lambda lane, left, trace: lane.transport.send_message_streaming(
+                request, context=lane.context(left, trace)),
             timeout, None):
             yield event
 
@@ -347,15 +397,51 @@ class MeshClient:
         """``SubscribeToTask``: the remaining events of a running task."""
         req = pb.SubscribeToTaskRequest(id=task_id)
         async for event in self._stream(
-            agent, lambda lane, left: lane.transport.subscribe(req, context=lane.context(left)), timeout, task_id):
+            "SubscribeToTask", agent,
+            lambda lane, left, trace: lane.transport.subscribe(req, context=lane.context(left, trace)),
+            timeout, task_id):
             yield event
 
     async def _stream(
         self,
+        method: str,
         agent: str,
-        call: Callable[[_Lane, float], AsyncIterator[pb.StreamResponse]],
+        call: Callable[[_Lane, float, dict[str, str] | None], AsyncIterator[pb.StreamResponse]],
         timeout: float | None,
         task_id: str | None,
+    ) -> AsyncIterator[pb.StreamResponse]:
+        """A stream inside a CLIENT span that is never made current (a generator's context
+        is its consumer's); its context goes out explicitly with each attempt."""
+        span = client_span(method, agent)
+        trace = carrier(set_span_in_context(span)) if span is not None else None
+        started = time.perf_counter()
+        task: pb.Task | None = None
+        where: list[Replica] = []
+        try:
+            async for event in self._stream_attempts(agent, call, timeout, task_id, trace, where):
+                if event.HasField("task"):
+                    task = event.task
+                elif event.HasField("status_update") and task is not None:
+                    task.status.state = event.status_update.status.state
+                yield event
+        except BaseException as exc:
+            if not isinstance(exc, GeneratorExit):
+                finish_client_span(span, error=exc, started=started)
+                span = None
+            raise
+        finally:
+            replica = where[-1] if where else None
+            finish_client_span(span, replica=replica, task=task, started=started,
+                               binding=self._binding(replica) if replica else None)
+
+    async def _stream_attempts(
+        self,
+        agent: str,
+        call: Callable[[_Lane, float, dict[str, str] | None], AsyncIterator[pb.StreamResponse]],
+        timeout: float | None,
+        task_id: str | None,
+        trace: dict[str, str] | None,
+        where: list[Replica],
     ) -> AsyncIterator[pb.StreamResponse]:
         deadline = time.monotonic() + (timeout or self.settings.request_timeout_s)
         tried: set[str] = set()
@@ -369,8 +455,9 @@ class MeshClient:
             started = False
             lane = self._lane(replica)
             lane.in_flight += 1
+            where.append(replica)
             try:
-                async for event in call(lane, self._remaining(deadline)):
+                async for event in call(lane, self._remaining(deadline), trace):
                     if not started and event.HasField("task"):
                         self._remember(event.task.id, rid)
                     started = True
@@ -417,6 +504,7 @@ def plain(value: Any) -> Any:
     if isinstance(value, list):
         return [plain(v) for v in value]
     return value
+
 
 def parts_value(parts: Sequence[pb.Part]) -> Any:
     """The value an artifact or message carries: JSON text (keeps key order, which protobuf

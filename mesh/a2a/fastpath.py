@@ -39,6 +39,9 @@ from a2a.utils.constants import PROTOCOL_VERSION_CURRENT, VERSION_HEADER
 from a2a.utils.proto_utils import parse_lenient
 from google.protobuf.json_format import MessageToDict
 
+from mesh.telemetry.propagation import carrier
+from mesh.telemetry.setup import STATE
+
 
 class GrpcSend:
     """``SendMessage`` on a pooled gRPC transport, without its per-call wrappers."""
@@ -50,8 +53,11 @@ class GrpcSend:
                           *((k.lower(), v) for k, v in (params or {}).items()))
 
     async def __call__(self, request: pb.SendMessageRequest, timeout: float) -> pb.SendMessageResponse:
+        metadata = self._metadata
+        if STATE.tracer is not None:  # the caller's span goes along (W3C traceparent, baggage)
+            metadata = (*metadata, *carrier().items())
         try:
-            return await self._call(request, metadata=self._metadata, timeout=timeout)
+            return await self._call(request, metadata=metadata, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             _map_grpc_error(exc)
 
@@ -198,6 +204,7 @@ class JsonRpcSend:
                  "Content-Type: application/json", "User-Agent: slmesh",
                  *(f"{k}: {v}" for k, v in headers.items())]
         self._head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
+        self._request_line, _, self._fields = self._head.partition(b"\r\n")
 
     async def __call__(self, request: pb.SendMessageRequest, timeout: float) -> pb.SendMessageResponse:
         # The envelope JSONRPC20Request(...).data gives, serialized as httpx's json= does.
@@ -205,9 +212,13 @@ class JsonRpcSend:
             {"method": "SendMessage", "params": MessageToDict(request), "id": str(uuid.uuid4()),
              "jsonrpc": "2.0"},
             ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        head = self._head
+        if STATE.tracer is not None:  # the caller's span goes along (W3C traceparent, baggage)
+            trace = "".join(f"{k}: {v}\r\n" for k, v in carrier().items()).encode("latin-1")
+            head = self._request_line + b"\r\n" + trace + self._fields
         try:
             status, headers, content = await self._pool.post(
-                self._head + str(len(body)).encode() + b"\r\n\r\n" + body, timeout)
+                head + str(len(body)).encode() + b"\r\n\r\n" + body, timeout)
         except httpx.TimeoutException as exc:
             raise A2AClientTimeoutError("Client Request timed out") from exc
         except httpx.RequestError as exc:

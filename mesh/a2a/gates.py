@@ -12,12 +12,15 @@ import asyncio
 import hmac
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 from google.protobuf.message_factory import GetMessageClass
+
+if TYPE_CHECKING:
+    from mesh.a2a.tracing import HopTelemetry
 
 PUBLIC_HTTP_PATHS = frozenset({"/.well-known/agent-card.json", "/healthz", "/readyz", "/metrics"})
 """Paths served without a token and outside the in-flight count."""
@@ -37,6 +40,8 @@ class Admission:
         self._token = api_token.encode() if api_token else None
         self.in_flight = 0
         self.draining = False
+        self.telemetry: HopTelemetry | None = None
+        """Set by the server when telemetry is on: caller's trace context and request metrics."""
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -100,6 +105,8 @@ class HttpGate:
                                          f"limit of {limit} bytes")
             return
         adm.enter()
+        tel = adm.telemetry
+        entered = tel.enter_http(headers) if tel is not None else None
         try:
             body, more = await _read_body(receive, limit) if scope["method"] != "GET" else (b"", False)
             if more:
@@ -112,6 +119,8 @@ class HttpGate:
             await self.app(scope, _replay(body, receive), send)
         finally:
             adm.leave()
+            if tel is not None and entered is not None:
+                tel.leave(entered, "JSONRPC" if scope["path"] == "/" else "HTTP+JSON")
 
 
 def _body_problem(body: bytes) -> tuple[int, str] | None:
@@ -222,10 +231,10 @@ def add_gated_service(server: grpc.aio.Server, servicer: Any, service: ServiceDe
         behavior = getattr(servicer, method.name)
         if method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _gate_stream(behavior, admission), parse, serialize)
+                _gate_stream(behavior, admission, method.name), parse, serialize)
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _gate_unary(behavior, admission), parse, serialize)
+                _gate_unary(behavior, admission, method.name), parse, serialize)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
     server.add_registered_method_handlers(service.full_name, handlers)
 
@@ -241,27 +250,45 @@ async def _admit(request: Any, context: grpc.aio.ServicerContext, adm: Admission
                             f"request is not a valid protobuf message: {request.error}")
 
 
-def _gate_unary(inner: Callable[[Any, Any], Awaitable[Any]], adm: Admission) -> Callable[..., Awaitable[Any]]:
+def _gate_unary(inner: Callable[[Any, Any], Awaitable[Any]], adm: Admission,
+                method: str) -> Callable[..., Awaitable[Any]]:
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
         await _admit(request, context, adm)
         adm.enter()
+        tel = adm.telemetry
+        if tel is None:
+            try:
+                return await inner(request, context)
+            finally:
+                adm.leave()
+        entered = tel.enter_grpc(context.invocation_metadata())
+        error: BaseException | None = None
         try:
             return await inner(request, context)
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             adm.leave()
+            tel.leave(entered, "GRPC", method, error)
 
     return unary
 
 
-def _gate_stream(inner: Callable[[Any, Any], AsyncIterator[Any]], adm: Admission) -> Callable[..., AsyncIterator[Any]]:
+def _gate_stream(inner: Callable[[Any, Any], AsyncIterator[Any]], adm: Admission,
+                 method: str) -> Callable[..., AsyncIterator[Any]]:
     async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         await _admit(request, context, adm)
         adm.enter()
+        tel = adm.telemetry
+        entered = tel.enter_grpc(context.invocation_metadata()) if tel is not None else None
         try:
             async for item in inner(request, context):
                 yield item
         finally:
             adm.leave()
+            if tel is not None and entered is not None:
+                tel.leave(entered, "GRPC", method)
 
     return stream
 

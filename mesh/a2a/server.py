@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import inspect
 import logging
 import os
 import signal
@@ -31,7 +32,7 @@ from a2a.server.tasks import DatabaseTaskStore, InMemoryTaskStore, TaskStore
 from a2a.types import a2a_pb2
 from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -39,7 +40,10 @@ from mesh.a2a.cards import Endpoints, build_card
 from mesh.a2a.gates import Admission, HttpGate, add_gated_service
 from mesh.a2a.handler import MeshGrpcHandler, MeshRequestHandler
 from mesh.a2a.store import SqliteTaskStore
+from mesh.a2a.tracing import HopTelemetry, TracedExecutor
 from mesh.config import ServiceSpec, Settings, SpecError
+from mesh.telemetry import enabled as telemetry_enabled
+from mesh.telemetry import prometheus_text
 
 if TYPE_CHECKING:
     from mesh.registry import Registration, RegistryClient
@@ -93,6 +97,18 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _fastapi_telemetry(on: bool) -> dict[str, object]:
+    """FastAPI (>= 0.160) traces every request by itself once a tracer provider is set: an
+    HTTP server span plus spans for dependencies, endpoint and serialization. The hop
+    already has its server span (``invoke_agent``, on every transport alike), so FastAPI's
+    own stay off unless ``SLMESH_HTTP_SPANS`` asks for them."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    if on:
+        return {"telemetry": {"operation_spans": False}}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}}
+
+
 class _EmbeddedUvicorn(uvicorn.Server):
     """uvicorn inside an agent process: SIGTERM belongs to :class:`AgentServer`, which must
     drain in-flight work before the HTTP side closes (uvicorn would close it at once)."""
@@ -132,8 +148,15 @@ class AgentServer:
         self.http_port = self._http_sock.getsockname()[1]
         self.endpoints = Endpoints.for_host(settings.advertise_host, self.http_port, self.grpc_port)
         self.card = build_card(spec, self.endpoints, bearer_auth=token is not None)
+        served = self.executor
+        if telemetry_enabled():
+            # The caller's trace context comes in at the gate; the executor runs in the
+            # agent's invoke_agent span (mesh.a2a.tracing).
+            admission = self.admission
+            self.admission.telemetry = HopTelemetry(spec.name, lambda: admission.in_flight)
+            served = TracedExecutor(self.executor, spec.name, self.replica_id, spec.description)
         self.handler = MeshRequestHandler(
-            agent_executor=self.executor, task_store=self.task_store, agent_card=self.card
+            agent_executor=served, task_store=self.task_store, agent_card=self.card
         )
         self._health = health.aio.HealthServicer()
         self.app = self._build_app()
@@ -145,7 +168,8 @@ class AgentServer:
     # -- assembly -----------------------------------------------------------------
 
     def _build_app(self) -> FastAPI:
-        app = FastAPI(title=f"slmesh agent: {self.spec.name}", version=self.spec.version)
+        app = FastAPI(title=f"slmesh agent: {self.spec.name}", version=self.spec.version,
+                      **_fastapi_telemetry(self.settings.http_spans))
         v03 = self.settings.accept_a2a_v03
         add_a2a_routes_to_fastapi(
             app,
@@ -154,12 +178,21 @@ class AgentServer:
         )
         app.add_api_route("/healthz", self._healthz, methods=["GET"], include_in_schema=False)
         app.add_api_route("/readyz", self._readyz, methods=["GET"], include_in_schema=False)
+        if prometheus_text() is not None:
+            app.add_api_route("/metrics", self._metrics, methods=["GET"], include_in_schema=False)
         # REST last: it mounts a catch-all.
         add_a2a_routes_to_fastapi(app, rest_routes=create_rest_routes(self.handler, enable_v0_3_compat=v03))
         return app
 
     async def _healthz(self) -> JSONResponse:
         return JSONResponse({"status": "ok", "agent": self.spec.name, "replica": self.replica_id})
+
+    async def _metrics(self) -> Response:
+        exposition = prometheus_text()
+        if exposition is None:
+            return Response(status_code=404)
+        body, media_type = exposition
+        return Response(body, media_type=media_type)
 
     async def _readyz(self) -> JSONResponse:
         ready = not self.admission.draining

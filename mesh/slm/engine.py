@@ -84,6 +84,8 @@ class Submission:
     text: str = ""
     emitted: int = 0
     first_token_at: float | None = None
+    admitted_at: float | None = None
+    batch_size: int = 0
 
 
 @dataclass
@@ -223,6 +225,10 @@ class BatchEngine:
                 submission.stream.send(exc)
                 continue
             admitted.append(submission)
+        now = time.monotonic()
+        for submission in admitted:
+            submission.admitted_at = now
+            submission.batch_size = running + len(admitted)
         return admitted
 
     def _prepare(self, submission: Submission) -> None:
@@ -414,6 +420,9 @@ class BatchEngine:
             parameters=self.loaded.parameters,
             mean_logprob=(sum(submission.logprobs) / len(submission.logprobs)
                           if submission.logprobs else None),
+            queue_ms=None if submission.admitted_at is None else round(
+                (submission.admitted_at - submission.submitted) * 1000, 3),
+            batch_size=submission.batch_size or None,
         )
         logprobs = tuple(
             TokenLogprob(tokenizer.decode([t]), lp)

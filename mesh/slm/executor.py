@@ -48,6 +48,7 @@ from mesh.slm.errors import (
 from mesh.slm.generation import Generation, GenerationRequest, GenerationStream, SLMBackend
 from mesh.slm.grammar import Choice, JsonOutput, OutputConstraint
 from mesh.slm.loading import ModelLoadError
+from mesh.telemetry import genai
 
 logger = logging.getLogger(__name__)
 
@@ -208,23 +209,38 @@ class SLMExecutor(AgentExecutor):
             await updater.reject(_message(updater, "empty_input", "the message has no text and "
                                           "no data to work on"))
             return
-        stream = self.backend.stream(self.request_for(text))
+        request = self.request_for(text)
+        span = genai.start_generation(
+            self.backend.model_name, provider=self.options.backend, messages=request.messages,
+            prompt=request.prompt, max_tokens=request.max_new_tokens,
+            temperature=request.temperature, top_p=request.top_p, seed=request.seed,
+            output_type="text" if self.output is None or isinstance(self.output, Choice) else "json")
+        stream = self.backend.stream(request)
         self._running[updater.task_id] = stream
         artifact_id = uuid.uuid4().hex
         try:
             started = await self._stream_chunks(stream, updater, artifact_id)
             generation = await stream.result()
-        except GenerationCancelledError:
+        except GenerationCancelledError as exc:
+            genai.end_generation(span, error=exc)
             return
         except InputError as exc:
+            genai.end_generation(span, error=exc)
             await updater.reject(_message(updater, "bad_input", str(exc)))
             return
         except SLMError as exc:
+            genai.end_generation(span, usage=getattr(getattr(exc, "generation", None), "usage", None),
+                                 error=exc)
             logger.warning("task %s failed: %s", updater.task_id, exc)
             await updater.failed(_message(updater, "generation_failed", str(exc)))
             return
+        except BaseException as exc:
+            genai.end_generation(span, error=exc)
+            raise
         finally:
             self._running.pop(updater.task_id, None)
+        genai.end_generation(span, usage=generation.usage, finish_reason=generation.finish_reason,
+                             text=generation.text)
         await updater.add_artifact(
             self._final_parts(generation), artifact_id=artifact_id, name=OUTPUT_ARTIFACT,
             metadata={"usage": generation.usage.to_dict(),

@@ -71,6 +71,10 @@ class Usage:
     model: str
     parameters: int | None
     mean_logprob: float | None
+    queue_ms: float | None = None
+    """Time from submission until the request joined the running batch (local backend)."""
+    batch_size: int | None = None
+    """Requests decoding together when this one joined the batch (local backend)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -28,6 +28,7 @@ from mesh.a2a.tasks import open_task
 from mesh.config import ServiceSpec, Settings
 from mesh.tools.catalog import MalformedCallError, ToolCallError, execute_call, parse_call
 from mesh.tools.orders import create_demo_database
+from mesh.telemetry import genai
 
 logger = logging.getLogger(__name__)
 
@@ -72,14 +73,20 @@ class ToolsExecutor(AgentExecutor):
         """Runs the call in the request's message and finishes the task."""
         updater = await open_task(context, event_queue)
         await updater.start_work()
+        span = None
         try:
-            call = parse_call(_call_payload(context.message))
+            payload = _call_payload(context.message)
+            span = genai.start_tool(_tool_name(payload), _call_id(payload, updater.task_id),
+                                    arguments=payload.get("arguments") if isinstance(payload, dict) else None)
+            call = parse_call(payload)
             await self._ensure_database()
             execution = await asyncio.to_thread(execute_call, self.database, call)
         except ToolCallError as exc:
+            genai.end_tool(span, outcome="rejected", result=exc.to_dict())
             await updater.reject(_error_message(updater, exc.to_dict()))
             return
-        except (sqlite3.Error, OSError):
+        except (sqlite3.Error, OSError) as exc:
+            genai.end_tool(span, outcome="failed", error=exc)
             logger.exception("tool call failed in the order database %s", self.database)
             error = {
                 "code": "database_error",
@@ -87,6 +94,8 @@ class ToolsExecutor(AgentExecutor):
             }
             await updater.failed(_error_message(updater, error))
             return
+        genai.end_tool(span, outcome="ok" if execution.result.get("ok", True) else "refused",
+                       result=execution.result, replayed=execution.replayed)
         await updater.add_artifact(
             [new_data_part(execution.result, media_type=JSON_MEDIA_TYPE)],
             name=RESULT_ARTIFACT,
@@ -133,6 +142,17 @@ def _call_payload(message: Message | None) -> object:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise MalformedCallError(f"the message text is not a JSON tool call: {exc}") from exc
+
+
+def _tool_name(payload: object) -> str:
+    name = payload.get("name") if isinstance(payload, dict) else None
+    return name if isinstance(name, str) and name else "unknown"
+
+
+def _call_id(payload: object, task_id: str) -> str:
+    """The call's idempotency key when it has one, else the task id (one call per task)."""
+    key = payload.get("idempotency_key") if isinstance(payload, dict) else None
+    return key if isinstance(key, str) and key else task_id
 
 
 def _error_message(updater: TaskUpdater, error: dict[str, Any]) -> Message:
