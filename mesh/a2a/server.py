@@ -131,6 +131,11 @@ class AgentServer:
         self.spec = spec
         self.settings = settings
         self.executor = executor or load_executor(spec, settings)
+        # Executors that start child processes (the planner's Ray) do it here, while the
+        # process has no gRPC threads yet: forking next to live gRPC threads can hang the child.
+        prepare = getattr(self.executor, "prepare", None)
+        if prepare is not None:
+            prepare()
         self.task_store = task_store or build_task_store(spec, settings)
         token = settings.api_token.get_secret_value() if settings.api_token else None
         self.admission = Admission(max_request_bytes=settings.max_request_bytes, api_token=token)

@@ -108,17 +108,22 @@ class PlannerExecutor(AgentExecutor):
 
     # -- lifecycle (called by AgentServer) ----------------------------------------------
 
+    def prepare(self) -> None:
+        """Starts (or joins) Ray: before the server opens any gRPC channel (see AgentServer)."""
+        self.runtime.start()
+
     async def start(self, task_store: TaskStore) -> None:
-        """Starts Ray and the registry view, loads the router, resumes unfinished runs."""
+        """Connects the registry view, loads the router, resumes unfinished runs."""
         from mesh.registry import RegistryClient, RegistryView
 
         self.task_store = task_store
+        if self.runtime.ray is None:
+            self.runtime.start()
         if self.settings.registry:
             self._registry_client = RegistryClient(self.settings.registry)
             self._view = RegistryView(self._registry_client)
             self._view.start()
             await self._view.wait_synced(timeout=10.0)
-        await asyncio.to_thread(self.runtime.start)
         await self.runtime.ready()
         await asyncio.to_thread(self.router.load)
         for record in self.store.unfinished():
@@ -234,6 +239,7 @@ class PlannerExecutor(AgentExecutor):
             done=done, limits=RunLimits(step_timeout_s=self.options.step_timeout_s),
         )
         self._runs[updater.task_id] = run
+        run.progress = progress  # type: ignore[attr-defined]
         progress.start()
         try:
             outcome = await run.execute()
@@ -264,6 +270,7 @@ class PlannerExecutor(AgentExecutor):
         task_id = task.id if task is not None else context.task_id
         run = self._runs.get(task_id or "")
         if run is not None:
+            run.progress.close()  # type: ignore[attr-defined]
             run.cancel()
         if task is not None and task.status.state in _FINISHED:
             return
@@ -292,6 +299,7 @@ class _Progress:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._first = True
+        self.closed = False
 
     def event(self, kind: str, node: str, call: StepCall | None, outcome: Outcome | None) -> None:
         entry: dict[str, Any] = {"event": kind, "step": node}
@@ -357,8 +365,12 @@ class _Progress:
             await self._flush()
             await asyncio.sleep(self.interval)
 
+    def close(self) -> None:
+        """No more updates: the task was canceled and its final state is written elsewhere."""
+        self.closed = True
+
     async def _flush(self) -> None:
-        if not self.pending and not self._first:
+        if self.closed or (not self.pending and not self._first):
             return
         events, self.pending = self.pending, []
         meta: dict[str, Any] = {"events": events, "progress": self.counts()}

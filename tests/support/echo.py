@@ -15,7 +15,8 @@ from mesh.config import ServiceSpec, Settings
 class EchoExecutor(AgentExecutor):
     """Completes each task with one artifact that upper-cases the input text.
 
-    ``sleep:<seconds>`` in the text makes it wait first (drain and deadline tests).
+    ``sleep:<seconds>`` at the start of the text makes it wait first (drain, deadline and
+    planner tests; words may follow).
     """
 
     def __init__(self, spec: ServiceSpec | None = None, settings: Settings | None = None) -> None:
@@ -27,7 +28,7 @@ class EchoExecutor(AgentExecutor):
         await updater.start_work()
         delay = self.delay
         if text.startswith("sleep:"):
-            delay = float(text.split(":", 1)[1])
+            delay = float(text.split(":", 1)[1].split()[0])
         if delay:
             await asyncio.sleep(delay)
         await updater.add_artifact([new_text_part(text.upper())], name="echo")

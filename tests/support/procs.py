@@ -61,7 +61,8 @@ class ServiceProcess:
 
 
 def start_service(service: str | Path, tmp: Path, env: dict[str, str] | None = None,
-                  wait: bool = True, grpc_port: int | None = None) -> ServiceProcess:
+                  wait: bool = True, grpc_port: int | None = None,
+                  ready_timeout: float = 30.0) -> ServiceProcess:
     """Starts ``slmesh serve SERVICE`` with its own ports and data dir under ``tmp``."""
     http_port, grpc = free_port(), grpc_port or free_port()
     log = tmp / f"{Path(service).name}-{http_port}.log"
@@ -81,7 +82,7 @@ def start_service(service: str | Path, tmp: Path, env: dict[str, str] | None = N
     proc = ServiceProcess(popen, http_port, grpc, log)
     if wait:
         try:
-            wait_ready(proc)
+            wait_ready(proc, ready_timeout)
         except BaseException:
             proc.kill()
             raise
@@ -98,3 +99,27 @@ def wait_ready(proc: ServiceProcess, timeout: float = 30.0) -> None:
                 return
         time.sleep(0.05)
     raise TimeoutError(f"service not ready in {timeout}s:\n{proc.output()}")
+
+
+def start_registry(tmp: Path, env: dict[str, str] | None = None, timeout: float = 30.0) -> ServiceProcess:
+    """``slmesh serve services/registry`` (gRPC only), ready once its health service answers."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    proc = start_service(ROOT / "services" / "registry", tmp, env=env, wait=False)
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(proc.grpc_target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if proc.popen.poll() is not None:
+                raise RuntimeError(f"registry exited with {proc.popen.returncode}:\n{proc.output()}")
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
+                        health_pb2.HealthCheckResponse.SERVING:
+                    return proc
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise TimeoutError(f"registry not ready in {timeout}s:\n{proc.output()}")
+            time.sleep(0.05)
