@@ -223,21 +223,31 @@ def fit(
     console: Console | None = None,
     final_streams: tuple[Stream, ...] = (SEEN, VALIDATION, TEST),
     on_step: Callable[[int, float], None] | None = None,
+    init_from: Path | None = None,
 ) -> dict[str, Any]:
     """Trains ``task``'s model into ``out_dir`` and returns what goes into ``training.json``.
 
     Resumes from ``out_dir/checkpoint.pt`` when it was written by the same task, plan
     and config; the checkpoint is removed once the model is saved.
+
+    ``init_from`` continues training a saved model of the same task, config and tokenizer
+    (e.g. the shipped one) instead of starting from random weights: the plan runs again
+    (warm-up, then decay: a warm restart) on the train stream's examples after the ones
+    that model already saw. Its record's steps and time are added into ``total_steps``
+    and ``total_wall_time_s``, so the cost of the weights stays visible.
     """
     console = console or Console(stderr=True)
     torch.set_num_threads(plan.threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = build_task_tokenizer(task, config, plan.seed)
     model = build_model(config, tokenizer, plan.seed)
+    earlier = _initialise(model, tokenizer, init_from) if init_from is not None else None
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=plan.lr, betas=(0.9, 0.95), weight_decay=plan.weight_decay
     )
-    identity = {"agent": task.agent, "plan": asdict(plan), "config": asdict(config)}
+    identity = {"agent": task.agent, "plan": asdict(plan), "config": asdict(config),
+                "init": earlier}
+    offset = earlier["total_steps"] if earlier else 0
     state = _resume(out_dir / CHECKPOINT, identity, model, optimizer, console)
     batches = Batches(task, tokenizer, plan, config.context)
     probe = task.examples(VALIDATION, plan.seed, plan.eval_count)
@@ -281,7 +291,7 @@ def fit(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             model.train()
-            input_ids, labels = batches.batch(state.step)
+            input_ids, labels = batches.batch(offset + state.step)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 loss = model(input_ids=input_ids, labels=labels).loss
             loss.backward()
@@ -355,11 +365,36 @@ def fit(
         "phrasings in fresh combinations, validation/test = values and phrasings never in training",
         "history": state.history,
     }
+    if earlier is not None:
+        record["init_from"] = earlier
+        record["total_steps"] = earlier["total_steps"] + state.step
+        record["total_wall_time_s"] = round(earlier["total_wall_time_s"] + wall_s, 1)
     (out_dir / TRAINING_RECORD).write_text(
         json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
     (out_dir / CHECKPOINT).unlink(missing_ok=True)
     return record
+
+
+def _initialise(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, source: Path
+) -> dict[str, Any]:
+    """Loads ``source``'s weights into ``model``; returns what its record says it cost."""
+    saved = PreTrainedTokenizerFast.from_pretrained(str(source))
+    if saved.get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"{source.name}: its tokenizer differs from this recipe's; train from "
+                         "scratch instead")
+    weights = LlamaForCausalLM.from_pretrained(str(source), dtype=torch.float32)
+    model.load_state_dict(weights.state_dict())
+    record = json.loads((source / TRAINING_RECORD).read_text(encoding="utf-8"))
+    return {
+        "model": source.name,
+        "steps": int(record["steps"]),
+        "wall_time_s": float(record["wall_time_s"]),
+        "plan": record.get("plan"),
+        "total_steps": int(record.get("total_steps", record["steps"])),
+        "total_wall_time_s": float(record.get("total_wall_time_s", record["wall_time_s"])),
+    }
 
 
 def save(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out_dir: Path) -> None:

@@ -52,8 +52,8 @@ def evaluate(agent: str, *, count: int = 200, seed: int = 1) -> ModelRow:
         task.agent,
         int(record["parameters"]),
         size / 1e6,
-        float(record["wall_time_s"]) / 60,
-        int(record["steps"]),
+        float(record.get("total_wall_time_s", record["wall_time_s"])) / 60,
+        int(record.get("total_steps", record["steps"])),
         scores,
     )
 

@@ -48,6 +48,7 @@ def train(
     steps: int | None = None,
     seed: int = 0,
     served: bool = True,
+    init_from: Path | None = None,
 ) -> dict[str, Any]:
     """Trains ``agent``'s micro-SLM and returns its ``training.json`` record.
 
@@ -55,7 +56,7 @@ def train(
     Without ``minutes`` or ``steps`` the recipe's step count is used; ``minutes`` alone
     trains for that long (the step count reached is recorded). With ``served`` the test
     split is also scored through the serving runtime (constrained decoding), as
-    ``metrics_served``.
+    ``metrics_served``. ``init_from`` continues from a saved model (see :func:`fit`).
     """
     task = load_task(agent)
     recipe = RECIPES[task.agent]
@@ -64,7 +65,7 @@ def train(
         plan = replace(plan, minutes=minutes, steps=steps)
     plan = replace(plan, seed=seed)
     target = Path(out_dir or load_contract(task.agent).model_dir)
-    record = fit(task, out_dir=target, plan=plan, config=recipe.config)
+    record = fit(task, out_dir=target, plan=plan, config=recipe.config, init_from=init_from)
     if served:
         examples = task.examples(TEST, plan.seed + 1, plan.final_eval_count)
         record["metrics_served"] = {
@@ -86,9 +87,14 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, default=None, help="model folder (default: models/AGENT)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--init-from", type=Path, default=None,
+        help="continue training this saved model (e.g. models/AGENT) instead of random weights",
+    )
     args = parser.parse_args(argv)
     record = train(
-        args.agent, out_dir=args.out, minutes=args.minutes, steps=args.steps, seed=args.seed
+        args.agent, out_dir=args.out, minutes=args.minutes, steps=args.steps, seed=args.seed,
+        init_from=args.init_from,
     )
     print(
         f"{record['agent']}: {record['parameters']:,} parameters, "

@@ -173,3 +173,21 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path) -> Non
     a = LlamaForCausalLM.from_pretrained(straight).state_dict()
     b = LlamaForCausalLM.from_pretrained(resumed).state_dict()
     assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_training_continues_from_a_saved_model_and_counts_its_cost(tmp_path: Path) -> None:
+    task = load_task("classifier")
+    first = tmp_path / "first"
+    fit(task, out_dir=first, plan=_plan(4), config=TINY, final_streams=())
+    start = LlamaForCausalLM.from_pretrained(first).state_dict()
+    second = tmp_path / "second"
+    record = fit(task, out_dir=second, plan=_plan(3, lr=0.0), config=TINY, final_streams=(),
+                 init_from=first)
+    assert record["steps"] == 3 and record["total_steps"] == 7
+    assert record["init_from"]["model"] == "first" and record["init_from"]["steps"] == 4
+    assert record["total_wall_time_s"] >= record["wall_time_s"]
+    after = LlamaForCausalLM.from_pretrained(second).state_dict()  # lr 0: unchanged weights
+    assert all(torch.equal(start[name], after[name]) for name in start)
+    with pytest.raises(ValueError, match="tokenizer differs"):
+        fit(task, out_dir=tmp_path / "third", plan=_plan(1), final_streams=(),
+            config=replace(TINY, tokenizer="words"), init_from=first)
