@@ -15,19 +15,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job on the embedded default (SQLite, in-process registry store, no external services).
+## The main job on the embedded default (SQLite, in-process registry store, local Ray, no
+## external services): start the mesh, send the demo batch through the planner, leave it running.
 run: install
 	$(SLMESH) down >/dev/null
 	$(SLMESH) up --detach
-	$(SLMESH) agents
-	$(SLMESH) send classifier "Where is my order ORD-621221? It still hasn't arrived."
-	$(SLMESH) send extractor "Hi, this is Aisha Okafor. Please refund 19.99 EUR on ORD-621221, the strap snapped."
-	$(SLMESH) send tools --data '{"name": "get_order", "arguments": {"order_id": "ORD-621221"}}'
-	$(SLMESH) send tools --binding JSONRPC --data '{"name": "find_orders", "arguments": {"email": "kofi.haddad@example.net"}}'
-	$(SLMESH) send tools --binding HTTP+JSON --data '{"name": "track_shipment", "arguments": {"order_id": "ORD-317970"}}'
-	@echo "--- a malformed call is rejected with the schema errors (exit code 1 is expected):"
-	-$(SLMESH) send tools --data '{"name": "refund_order", "arguments": {"order_id": "621221", "amount": -5}}'
-	@echo "The mesh keeps running: try '$(SLMESH) agents' or '$(SLMESH) send tools --data ...'; stop it with 'make down'."
+	$(SLMESH) run --file demo/support_messages.txt
+	@echo "The mesh keeps running: try '$(SLMESH) run \"Where is my order ORD-317970?\"', '$(SLMESH) agents',"
+	@echo "'$(SLMESH) trace TASK_ID'; stop it with 'make down'."
 
 down: install
 	$(SLMESH) down

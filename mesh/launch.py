@@ -209,9 +209,10 @@ def stop_processes(processes: list[Process], timeout_s: float) -> list[Process]:
         while time.monotonic() < deadline and any(_alive(p.pid) for p in group):
             time.sleep(0.05)
         for proc in group:
-            if _alive(proc.pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
+            # Each service leads its own process group (start_new_session): a hard stop takes
+            # its children too, e.g. the planner's Ray processes.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
     return ours
 
 
