@@ -92,6 +92,28 @@ def serve(
         raise _fail(str(exc), 2) from exc
 
 
+def _trace_cli(settings: Settings) -> None:
+    """Client spans of this command: to the OTLP backend when SLMESH_OTEL_ENABLED, else to
+    the local mesh's tracing UI when `slmesh up` started one (so a task's trace starts here)."""
+    from mesh import telemetry
+    from mesh.launch import MeshState, state_path
+
+    if settings.otel_enabled:
+        telemetry.configure("slmesh-cli", settings)
+        return
+    state = MeshState.load(state_path(settings))
+    if state is not None and state.ui is not None:
+        local = settings.model_copy(update={"otel_enabled": True, "otel_export": "traces",
+                                            "otlp_protocol": "grpc", "prometheus": False})
+        telemetry.configure("slmesh-cli", local, endpoint=f"http://127.0.0.1:{state.ui.grpc_port}")
+
+
+def _flush_telemetry() -> None:
+    from mesh import telemetry
+
+    telemetry.shutdown()  # exports what the command traced before the process exits
+
+
 def _parse_replicas(values: list[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for value in values:
@@ -132,6 +154,9 @@ def up(
         table.add_row(proc.replica_id, str(proc.pid), http, proc.grpc_url)
     console.print(table)
     console.print(f"state: {state_path(settings)}  logs: {launcher.log_dir}")
+    if state.ui_url:
+        console.print(f"traces: [bold]{state.ui_url}[/bold] (Phoenix, project {settings.otel_project}); "
+                      "`slmesh trace TASK_ID` prints one in the terminal")
     if detach:
         console.print("mesh running in the background; stop it with [bold]slmesh down[/bold]")
         return
@@ -155,11 +180,14 @@ def down(timeout: Annotated[float, typer.Option(help="Seconds to wait for a grac
     """Stop exactly the processes `slmesh up` started (agents drain first, registry last)."""
     from mesh.launch import Launcher
 
-    stopped = Launcher(_settings(), Path("services")).down(timeout_s=timeout)
+    launcher = Launcher(_settings(), Path("services"))
+    stopped = launcher.down(timeout_s=timeout)
     if not stopped:
         console.print("no running mesh found")
         return
     console.print(f"stopped {len(stopped)} processes: " + ", ".join(p.replica_id for p in stopped))
+    if launcher.stopped_ui:
+        console.print("stopped the tracing UI")
 
 
 @app.command()
@@ -261,12 +289,15 @@ def send(
                     final = pb.TaskState.TASK_STATE_COMPLETED
         return 0 if final == pb.TaskState.TASK_STATE_COMPLETED else 1
 
+    _trace_cli(settings)
     try:
         code = asyncio.run(run())
     except MeshError as exc:
         raise _fail(str(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - the protocol error is the message for the user
         raise _fail(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        _flush_telemetry()
     raise typer.Exit(code)
 
 
@@ -308,12 +339,15 @@ def run(
                                   show_progress=not as_json)
 
     started = time.monotonic()
+    _trace_cli(settings)
     try:
         result = asyncio.run(go())
     except MeshError as exc:
         raise _fail(str(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - the protocol error is the message for the user
         raise _fail(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        _flush_telemetry()
     if as_json:
         print(json.dumps({"task_id": result.task_id, "completed": result.completed, "result": result.result,
                           "metadata": result.metadata, "error": result.error or None}, ensure_ascii=False))
@@ -408,6 +442,47 @@ def _bench_module(name: str) -> Any:
         return importlib.import_module(f"bench.{name}")
     except ImportError as exc:
         raise _fail(f"bench/{name}.py not found: run benchmarks from a source checkout ({exc})") from exc
+
+
+@app.command()
+def trace(
+    task_id: Annotated[str, typer.Argument(help="An A2A task id (as printed by `slmesh send` / `run`).")],
+    url: Annotated[str | None, typer.Option(help="Phoenix base URL (default: the local mesh's UI).")] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the trace to arrive.")] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the spans as JSON.")] = False,
+) -> None:
+    """Print a task's trace as a span tree with a waterfall, read from the tracing UI's API."""
+    import httpx
+
+    from mesh.launch import MeshState, state_path
+    from mesh.telemetry import phoenix
+
+    settings = _settings()
+    if url is None:
+        state = MeshState.load(state_path(settings))
+        url = state.ui_url if state is not None else None
+    if url is None:
+        raise _fail("no tracing UI: start the mesh with `slmesh up` (with the ui extra), or pass --url")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            found = phoenix.task_trace(url, settings.otel_project, task_id)
+            break
+        except phoenix.TraceNotFoundError as exc:
+            if time.monotonic() >= deadline:
+                raise _fail(str(exc)) from exc
+            time.sleep(0.5)  # spans are exported in batches about every second
+        except httpx.HTTPError as exc:
+            raise _fail(f"tracing UI {url} unreachable: {exc}") from exc
+    if as_json:
+        spans = [{"name": s.name, "span_id": s.span_id, "parent_id": s.parent_id,
+                  "start": s.start.isoformat(), "duration_ms": round(s.duration_ms, 3),
+                  "status": s.status, "attributes": s.attributes} for s in found.spans]
+        print(json.dumps({"trace_id": found.trace_id, "url": f"{url.rstrip('/')}/redirects/traces/{found.trace_id}",
+                          "spans": spans}, indent=2, default=str))
+        return
+    console.print(phoenix.render_tree(found))
+    console.print(f"{len(found.spans)} spans; open {url.rstrip('/')} to browse the trace")
 
 
 @bench_app.command("slm")

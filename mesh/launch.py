@@ -52,6 +52,12 @@ class MeshState:
     registry: str
     processes: list[Process] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
+    ui: Process | None = None
+    """The tracing UI (Phoenix): http_port serves the UI and its API, grpc_port takes OTLP."""
+
+    @property
+    def ui_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.ui.http_port}" if self.ui else None
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,7 +71,8 @@ class MeshState:
             return None
         raw = json.loads(path.read_text(encoding="utf-8"))
         return cls(registry=raw["registry"], started_at=raw.get("started_at", 0.0),
-                   processes=[Process(**p) for p in raw["processes"]])
+                   processes=[Process(**p) for p in raw["processes"]],
+                   ui=Process(**raw["ui"]) if raw.get("ui") else None)
 
 
 def state_path(settings: Settings) -> Path:
@@ -92,6 +99,8 @@ class Launcher:
         self.replicas = replicas or {}
         self.log_dir = settings.data_dir / "logs"
         self.state: MeshState | None = None
+        self._service_env: dict[str, str] = {}
+        self.stopped_ui = False
 
     def specs(self) -> list[ServiceSpec]:
         specs = discover_services(self.services_dir)
@@ -105,7 +114,7 @@ class Launcher:
     def up(self, timeout_s: float = 60.0) -> MeshState:
         """Starts the registry, then every agent replica; returns once all are healthy."""
         existing = MeshState.load(state_path(self.settings))
-        if existing and any(_alive(p.pid) for p in existing.processes):
+        if existing and any(_alive(p.pid) for p in existing.processes + ([existing.ui] if existing.ui else [])):
             raise LaunchError(
                 f"a mesh is already running (state in {state_path(self.settings)}); run `slmesh down` first")
         specs = self.specs()
@@ -113,6 +122,8 @@ class Launcher:
         registry_port = free_port(self.settings.host)
         self.state = MeshState(registry=f"localhost:{registry_port}")
         try:
+            if self.settings.ui:
+                self._spawn_ui()
             reg = self._spawn(specs[0], 0, grpc_port=registry_port, http_port=0)
             self._wait_grpc_health(reg, timeout_s)
             started = [self._spawn(spec, i, grpc_port=free_port(self.settings.host),
@@ -121,10 +132,33 @@ class Launcher:
             deadline = time.monotonic() + timeout_s
             for proc in started:
                 self._wait_http_ready(proc, deadline)
+            if self.state.ui is not None:
+                self._wait_http_ready(self.state.ui, deadline, path="/healthz")
         except BaseException:
             self.down()
             raise
         return self.state
+
+    def _spawn_ui(self) -> None:
+        """Starts the tracing UI first (it takes the longest) and points every service at it."""
+        from mesh.telemetry import phoenix
+
+        assert self.state is not None
+        if not phoenix.available():
+            return
+        workdir = (self.settings.data_dir / "phoenix").resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        http_port, grpc_port = free_port(self.settings.host), free_port(self.settings.host)
+        log = self.log_dir / "phoenix.log"
+        env = {**os.environ, **phoenix.environment(workdir, "127.0.0.1", http_port, grpc_port),
+               "PYTHONUNBUFFERED": "1"}
+        with open(log, "ab") as out:
+            popen = subprocess.Popen(phoenix.command(), stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=env, cwd=workdir,
+                                     start_new_session=True)
+        self.state.ui = Process("phoenix", "phoenix", popen.pid, str(log), http_port, grpc_port)
+        self.state.save(state_path(self.settings))
+        self._service_env = phoenix.exporter_environment(grpc_port, self.settings.otel_project)
 
     def _spawn(self, spec: ServiceSpec, index: int, *, grpc_port: int, http_port: int) -> Process:
         assert self.state is not None and spec.path is not None
@@ -138,6 +172,7 @@ class Launcher:
             "SLMESH_REPLICA_ID": replica_id,
             "SLMESH_DATA_DIR": str(self.settings.data_dir.resolve()),
             "PYTHONUNBUFFERED": "1",
+            **self._service_env,
         }
         if spec.kind == "agent":
             env["SLMESH_REGISTRY"] = self.state.registry
@@ -173,8 +208,8 @@ class Launcher:
                 time.sleep(0.1)
         raise LaunchError(f"{proc.replica_id} not healthy after {timeout_s:.0f}s; see {proc.log}")
 
-    def _wait_http_ready(self, proc: Process, deadline: float) -> None:
-        url = f"http://127.0.0.1:{proc.http_port}/readyz"
+    def _wait_http_ready(self, proc: Process, deadline: float, path: str = "/readyz") -> None:
+        url = f"http://127.0.0.1:{proc.http_port}{path}"
         while time.monotonic() < deadline:
             self._check_alive(proc)
             with contextlib.suppress(httpx.HTTPError):
@@ -190,6 +225,8 @@ class Launcher:
             return []
         ordered = sorted(state.processes, key=lambda p: p.service == "registry")
         stopped = stop_processes(ordered, timeout_s)
+        if state.ui is not None:  # last: the services' final spans go out on their way down
+            self.stopped_ui = bool(stop_processes([state.ui], timeout_s))
         with contextlib.suppress(FileNotFoundError):
             state_path(self.settings).unlink()
         self.state = None
@@ -241,4 +278,4 @@ def _is_ours(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return True  # no /proc (not Linux): trust the state file
-    return b"mesh" in cmdline and b"serve" in cmdline
+    return b"serve" in cmdline and (b"mesh" in cmdline or b"phoenix.server.main" in cmdline)

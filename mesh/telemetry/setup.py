@@ -71,13 +71,15 @@ def configure(
     replica_id: str | None = None,
     version: str | None = None,
     span_exporter: SpanExporter | None = None,
+    endpoint: str | None = None,
 ) -> bool:
     """Installs tracing, metrics and logs for this process; returns whether telemetry is on.
 
     Idempotent: a second call returns at once (the first call's service wins). With
     ``settings.otel_enabled`` false and no ``span_exporter`` nothing is installed.
     ``span_exporter`` (tests) replaces the OTLP span exporter, behind a simple
-    (synchronous) processor so spans are visible as soon as they end.
+    (synchronous) processor so spans are visible as soon as they end. ``endpoint``
+    overrides ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the CLI exporting to the local UI).
     """
     from mesh.config import Settings
 
@@ -87,7 +89,7 @@ def configure(
             return True
         if not settings.otel_enabled and span_exporter is None:
             return False
-        _install(service_name, settings, replica_id, version, span_exporter)
+        _install(service_name, settings, replica_id, version, span_exporter, endpoint)
     return True
 
 
@@ -109,7 +111,7 @@ def _resource(service_name: str, settings: Settings, replica_id: str | None,
 
 
 def _install(service_name: str, settings: Settings, replica_id: str | None, version: str | None,
-             span_exporter: SpanExporter | None) -> None:
+             span_exporter: SpanExporter | None, endpoint: str | None) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
@@ -121,7 +123,7 @@ def _install(service_name: str, settings: Settings, replica_id: str | None, vers
     if span_exporter is not None:
         tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
     elif "traces" in signals:
-        tracer_provider.add_span_processor(BatchSpanProcessor(_otlp("trace", settings)))
+        tracer_provider.add_span_processor(BatchSpanProcessor(_otlp("trace", settings, endpoint)))
     meter_provider = _meter_provider(resource, settings, signals)
     if trace.get_tracer_provider().__class__.__name__ == "ProxyTracerProvider":
         trace.set_tracer_provider(tracer_provider)
@@ -141,12 +143,12 @@ def _install(service_name: str, settings: Settings, replica_id: str | None, vers
              ",".join(sorted(signals)) or "nothing", settings.otlp_protocol)
 
 
-def _otlp(signal: str, settings: Settings) -> Any:
+def _otlp(signal: str, settings: Settings, endpoint: str | None = None) -> Any:
     """The OTLP exporter for one signal; it reads its endpoint etc. from OTEL_EXPORTER_OTLP_*."""
     if settings.otlp_protocol == "grpc":
         if signal == "trace":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-            return OTLPSpanExporter()
+            return OTLPSpanExporter(endpoint=endpoint, insecure=True) if endpoint else OTLPSpanExporter()
         if signal == "metric":
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
             return OTLPMetricExporter()

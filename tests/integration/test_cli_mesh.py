@@ -34,7 +34,8 @@ def services(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def mesh_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    env = {**os.environ, "SLMESH_DATA_DIR": str(tmp_path / "mesh"), "COLUMNS": "200"}
+    # The tracing UI has its own end-to-end test (tests/e2e/test_tracing_ui.py).
+    env = {**os.environ, "SLMESH_DATA_DIR": str(tmp_path / "mesh"), "COLUMNS": "200", "SLMESH_UI": "false"}
     env.pop("SLMESH_REGISTRY", None)
     yield env
     state = MeshState.load(tmp_path / "mesh" / "mesh.json")
