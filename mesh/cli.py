@@ -507,6 +507,18 @@ def bench_hop(
     _bench_module("hop").main(requests=requests, concurrency=concurrency, duration=duration, output=output)
 
 
+@bench_app.command("planner")
+def bench_planner(
+    steps: Annotated[int, typer.Option(help="Width of the fan-out/fan-in plan.")] = 1000,
+    chain: Annotated[int, typer.Option(help="Length of the chain of dependent steps.")] = 200,
+    demo: Annotated[bool, typer.Option(help="Also run the demo through the whole local mesh.")] = True,
+    concurrency: Annotated[int, typer.Option(help="Demo tasks in flight.")] = 4,
+    output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path("docs/benchmarks.md"),
+) -> None:
+    """Planner overhead per step and steps/s vs direct calls; Ray task vs actor dispatch; the demo."""
+    _bench_module("planner").main(steps=steps, chain=chain, demo=demo, concurrency=concurrency, output=output)
+
+
 def main() -> None:
     app()
 

@@ -104,6 +104,7 @@ class PlanRun:
     # -- plans -----------------------------------------------------------------------
 
     async def _run_plan(self, plan: Plan, input_ref: Any, prefix: str) -> Outcome:
+        """Runs one plan (the run's, or a map item's); ``input_ref`` is an ObjectRef or an Outcome."""
         order = self._orders.get(id(plan))
         if order is None:
             order = self._orders[id(plan)] = validate_plan(plan, skills=self.skills, workflows=self.workflows)
@@ -120,7 +121,8 @@ class PlanRun:
             task = asyncio.create_task(runner(step, prefix + step.id, refs, outcomes[step_id]))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        scope: dict[str, Any] = {"input": (await input_ref).value}
+        given = await _resolved(input_ref)
+        scope: dict[str, Any] = {"input": given.value}
         failure: Outcome | None = None
         for step_id in order:
             outcome = await outcomes[step_id]
@@ -186,7 +188,7 @@ class PlanRun:
         names = sorted(step_dependencies(step) - {"item"})
         scope: dict[str, Any] = {}
         for name in names:
-            dep: Outcome = await (await refs[name])
+            dep = await _resolved(await refs[name])
             if not dep.ok:
                 outcome = Outcome("failed", error=f"not run: {dep.failed_step or name} failed: {dep.error}",
                                   failed_step=dep.failed_step or name)
@@ -202,7 +204,8 @@ class PlanRun:
             raise PlanError(f"step {node!r}: unknown workflow {step.workflow!r}")
         self.on_event("expanded", node, None, Outcome("ok", value=len(items)))
         item_runs = [
-            self._run_plan(sub, ray.put(Outcome("ok", value=render(step.input, {**scope, "item": item}))),
+            # An item's input travels inline with its steps' calls (no object-store put per item).
+            self._run_plan(sub, Outcome("ok", value=render(step.input, {**scope, "item": item})),
                            f"{node}[{i}].")
             for i, item in enumerate(items)
         ]
@@ -226,3 +229,10 @@ class PlanRun:
         self.outcomes[node] = outcome
         self.on_event("mapped", node, None, outcome)
         result.set_result(outcome)
+
+
+async def _resolved(ref_or_outcome: Any) -> Outcome:
+    """The outcome behind an ObjectRef, or the outcome itself when it travels inline."""
+    if isinstance(ref_or_outcome, Outcome):
+        return ref_or_outcome
+    return await ref_or_outcome
