@@ -41,7 +41,7 @@ class Mesh:
         self.procs.append(self.registry)
         self.address = self.registry.grpc_target
         self.echoes = [self.agent(ECHO_SERVICE) for _ in range(2)]
-        self.planner = self.start_planner(tmp / "planner-data")
+        self.planner = self.start_planner(self.tmp / "planner-data")
 
     def start(self, service: Path, **env: str) -> ServiceProcess:
         proc = start_service(service, self.tmp, env={**FAST, **env}, ready_timeout=90.0)
