@@ -35,7 +35,11 @@ from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
 from a2a.server.tasks import TaskManager, TaskStore, TaskUpdater
 from a2a.types import a2a_pb2 as pb
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mesh import telemetry
 
 from mesh.a2a.client import plain
 from mesh.a2a.tasks import open_task
@@ -47,6 +51,7 @@ from mesh.planner.runtime import RayOptions, RayRuntime
 from mesh.planner.steps import Outcome, StepCall
 from mesh.planner.store import PlanStore
 from mesh.planner.workflows import EmbeddingRouter, Workflow, load_workflows
+from mesh.telemetry import names
 
 log = logging.getLogger(__name__)
 
@@ -204,16 +209,19 @@ class PlannerExecutor(AgentExecutor):
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         updater = await open_task(context, event_queue)
         await updater.start_work()
-        try:
-            plan, value, source, workflow = await self.make_plan(context.message)
-            skills = self.skills()
-            validate_plan(plan, skills=skills, functions=FUNCTIONS, workflows=self.plans)
-        except RequestError as exc:
-            await updater.reject(_error_message(updater, exc.code, str(exc)))
-            return
-        except PlanError as exc:
-            await updater.reject(_error_message(updater, "invalid_plan", str(exc)))
-            return
+        with telemetry.get_tracer().start_as_current_span(
+                "create_plan", attributes={names.OPENINFERENCE_KIND: "CHAIN"}) as span:
+            try:
+                plan, value, source, workflow = await self.make_plan(context.message)
+                skills = self.skills()
+                validate_plan(plan, skills=skills, functions=FUNCTIONS, workflows=self.plans)
+            except (RequestError, PlanError) as exc:
+                code = exc.code if isinstance(exc, RequestError) else "invalid_plan"
+                span.set_status(StatusCode.ERROR, code)
+                await updater.reject(_error_message(updater, code, str(exc)))
+                return
+            span.set_attributes({names.PLAN_SOURCE: source, names.PLAN_WORKFLOW: workflow,
+                                 names.PLAN_STEPS: count_actions(plan, self.plans)})
         plan_json = plan.model_dump(exclude_none=True)
         self.store.create_run(updater.task_id, updater.context_id, source,
                               {"workflow": workflow, "plan": plan_json}, value)
@@ -233,19 +241,28 @@ class PlannerExecutor(AgentExecutor):
                    skills: dict[str, str], done: dict[str, Outcome]) -> None:
         progress = _Progress(updater, self.options.progress_interval_ms / 1000,
                              {"source": source, "workflow": workflow, "steps": count_actions(plan, self.plans)})
-        run = PlanRun(
-            self.runtime, updater.task_id, plan, value, skills=skills, workflows=self.plans,
-            on_event=progress.event, record=lambda node, o: self.store.save_step(updater.task_id, node, o),
-            done=done, limits=RunLimits(step_timeout_s=self.options.step_timeout_s),
-        )
-        self._runs[updater.task_id] = run
-        run.progress = progress  # type: ignore[attr-defined]
-        progress.start()
-        try:
-            outcome = await run.execute()
-        finally:
-            self._runs.pop(updater.task_id, None)
-            await progress.stop()
+        span = telemetry.get_tracer().start_span(
+            f"execute_plan {workflow or 'plan'}",
+            attributes={names.PLAN_SOURCE: source, names.PLAN_WORKFLOW: workflow, names.TASK_ID: updater.task_id,
+                        names.OPENINFERENCE_KIND: "CHAIN"})
+        with trace.use_span(span, end_on_exit=True):
+            run = PlanRun(
+                self.runtime, updater.task_id, plan, value, skills=skills, workflows=self.plans,
+                on_event=progress.event, record=lambda node, o: self.store.save_step(updater.task_id, node, o),
+                done=done, limits=RunLimits(step_timeout_s=self.options.step_timeout_s),
+                trace=telemetry.carrier(),
+            )
+            self._runs[updater.task_id] = run
+            run.progress = progress  # type: ignore[attr-defined]
+            progress.start()
+            try:
+                outcome = await run.execute()
+            finally:
+                self._runs.pop(updater.task_id, None)
+                await progress.stop()
+            span.set_attribute(names.STEP_STATUS, "canceled" if run.cancelled else outcome.status)
+            if not outcome.ok:
+                span.set_status(StatusCode.ERROR, outcome.error or "failed")
         if run.cancelled:
             self.store.finish_run(updater.task_id, "canceled")
             return

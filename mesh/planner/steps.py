@@ -20,12 +20,15 @@ from typing import Any, Literal
 
 from a2a.types import a2a_pb2 as pb
 from google.protobuf.json_format import MessageToDict
+from opentelemetry.trace import StatusCode
 
+from mesh import telemetry
 from mesh.a2a.client import MeshClient, parts_value, plain
 from mesh.config import Settings
 from mesh.errors import DeadlineExceededError, NoReplicaError
 from mesh.planner.functions import FUNCTIONS
 from mesh.planner.plan import holds, render
+from mesh.telemetry import names
 
 JSON_MEDIA_TYPE = "application/json"
 
@@ -92,6 +95,9 @@ class StepRunner:
 
     def __init__(self, settings: Settings, backoff_s: float = 0.2) -> None:
         self.settings = settings
+        # A Ray worker is its own process: it exports its step spans itself (OTLP settings
+        # come with the planner's environment, which local Ray workers inherit).
+        telemetry.configure("planner", settings)
         self.backoff_s = backoff_s
         self._client: MeshClient | None = None
         self._view: Any = None
@@ -120,7 +126,29 @@ class StepRunner:
         return True
 
     async def run(self, call: StepCall, *deps: Outcome) -> Outcome:
-        """Runs ``call`` with the outcomes of its dependencies; never raises."""
+        """Runs ``call`` with the outcomes of its dependencies; never raises.
+
+        Inside the planner's trace (carried in ``call.trace``) as a ``step {node}`` span,
+        parent of the mesh-client hop to the agent.
+        """
+        if not telemetry.enabled():
+            return await self._run(call, deps)
+        kind = names.STEP_SKILL if call.kind == "skill" else names.STEP_FN
+        attributes = {names.STEP_ID: call.node, kind: call.target, names.OPENINFERENCE_KIND: "CHAIN"}
+        if call.agent:
+            attributes[names.AGENT_NAME] = call.agent
+        with telemetry.attached(call.trace), \
+                telemetry.get_tracer().start_as_current_span(f"step {call.node}", attributes=attributes) as span:
+            outcome = await self._run(call, deps)
+            span.set_attribute(names.STEP_STATUS, outcome.status)
+            span.set_attribute(names.STEP_ATTEMPTS, outcome.attempts)
+            if outcome.replica:
+                span.set_attribute(names.REPLICA, outcome.replica)
+            if outcome.status == "failed":
+                span.set_status(StatusCode.ERROR, outcome.error or "failed")
+            return outcome
+
+    async def _run(self, call: StepCall, deps: tuple[Outcome, ...]) -> Outcome:
         started = time.perf_counter()
         scope: dict[str, Any] = {}
         for name, dep in zip(call.deps, deps, strict=True):
@@ -167,6 +195,7 @@ class StepRunner:
             await asyncio.sleep(self.backoff_s * 2 ** (attempts - 1))
 
     async def close(self) -> None:
+        telemetry.force_flush()
         if self._client is not None:
             await self._client.close()
         if self._view is not None:
