@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mesh.config import ServiceSpec, Settings, SpecError
+from mesh.config import ServiceSpec, Settings, SpecError, registry_credential
 from mesh.errors import MeshError
 
 app = typer.Typer(
@@ -205,7 +205,7 @@ def agents(
     address = _registry_address(settings, registry)
 
     async def fetch() -> list[Any]:
-        async with RegistryClient(address) as client:
+        async with RegistryClient(address, token=registry_credential(settings)) as client:
             return await client.list()
 
     try:
@@ -272,7 +272,7 @@ def send(
     address = _registry_address(settings, registry)
 
     async def run() -> int:
-        source = await snapshot(address, agent)
+        source = await snapshot(address, agent, registry_credential(settings))
         final = pb.TaskState.TASK_STATE_UNSPECIFIED
         async with MeshClient(source, settings, bindings=[binding]) as client:
             async for event in client.send_streaming_message(agent, request, timeout=timeout):
@@ -333,7 +333,7 @@ def run(
     out = Console(stderr=True) if as_json else console
 
     async def go() -> Any:
-        source = await snapshot(address, PLANNER)
+        source = await snapshot(address, PLANNER, registry_credential(settings))
         async with MeshClient(source, settings) as client:
             return await run_task(client, request_for(text, messages, workflow), out, timeout,
                                   show_progress=not as_json)

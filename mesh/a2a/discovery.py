@@ -22,9 +22,9 @@ def replica_from_registry(entry: rpb.Replica) -> Replica:
     )
 
 
-async def snapshot(registry: str, agent: str = "") -> StaticReplicas:
+async def snapshot(registry: str, agent: str = "", token: str | None = None) -> StaticReplicas:
     """A one-shot view of the registry (``List``), for short-lived callers like the CLI."""
-    async with RegistryClient(registry) as client:
+    async with RegistryClient(registry, token=token) as client:
         entries = await client.list(agent=agent)
     return StaticReplicas([replica_from_registry(e) for e in entries])
 

@@ -35,8 +35,10 @@ MAX_JSON_DEPTH = 64
 class Admission:
     """In-flight accounting, drain state and credentials of one replica."""
 
-    def __init__(self, *, max_request_bytes: int, api_token: str | None) -> None:
+    def __init__(self, *, max_request_bytes: int, api_token: str | None, max_in_flight: int = 0) -> None:
         self.max_request_bytes = max_request_bytes
+        self.max_in_flight = max_in_flight
+        """Above this many requests in flight new ones are shed (retryable); 0: no limit."""
         self._token = api_token.encode() if api_token else None
         self.in_flight = 0
         self.draining = False
@@ -48,6 +50,11 @@ class Admission:
     @property
     def requires_token(self) -> bool:
         return self._token is not None
+
+    @property
+    def saturated(self) -> bool:
+        """True when a new request would pass ``max_in_flight``: shed it rather than queue it."""
+        return 0 < self.max_in_flight <= self.in_flight
 
     def enter(self) -> None:
         self.in_flight += 1
@@ -97,6 +104,9 @@ class HttpGate:
         if not adm.authorized(headers.get(b"authorization")):
             await _json_error(send, 401, "missing or invalid bearer token",
                               headers=[(b"www-authenticate", b'Bearer realm="slmesh"')])
+            return
+        if adm.saturated:
+            await _json_error(send, 503, OVERLOADED, headers=[(b"retry-after", b"1")])
             return
         declared = headers.get(b"content-length")
         limit = adm.max_request_bytes
@@ -206,6 +216,7 @@ async def _json_error(
 
 
 DRAINING = "replica is draining; retry on another replica"
+OVERLOADED = "replica is at its concurrency limit (max_in_flight); retry on another replica or later"
 BAD_TOKEN = "missing or invalid bearer token"
 
 
@@ -245,6 +256,9 @@ async def _admit(request: Any, context: grpc.aio.ServicerContext, adm: Admission
         await context.abort(grpc.StatusCode.UNAVAILABLE, DRAINING)
     if adm.requires_token and not adm.authorized(_bearer(context)):
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, BAD_TOKEN)
+    if adm.saturated:
+        context.set_trailing_metadata((("retry-after", "1"),))
+        await context.abort(grpc.StatusCode.UNAVAILABLE, OVERLOADED)
     if isinstance(request, _Undecodable):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                             f"request is not a valid protobuf message: {request.error}")

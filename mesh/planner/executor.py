@@ -125,7 +125,7 @@ class PlannerExecutor(AgentExecutor):
         if self.runtime.ray is None:
             self.runtime.start()
         if self.settings.registry:
-            self._registry_client = RegistryClient(self.settings.registry)
+            self._registry_client = RegistryClient.from_settings(self.settings)
             self._view = RegistryView(self._registry_client)
             self._view.start()
             await self._view.wait_synced(timeout=10.0)

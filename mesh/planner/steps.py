@@ -112,7 +112,7 @@ class StepRunner:
 
                     if not self.settings.registry:
                         raise StepError("the planner needs SLMESH_REGISTRY to find agents", retryable=False)
-                    view = RegistryView(RegistryClient(self.settings.registry))
+                    view = RegistryView(RegistryClient.from_settings(self.settings))
                     view.start()
                     await view.wait_synced(timeout=10.0)
                     self._view = view

@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from mesh.config import Settings
+from mesh.config import Settings, registry_credential
 from mesh.proto.slmesh.registry.v1 import registry_pb2 as pb
 from mesh.proto.slmesh.registry.v1 import registry_pb2_grpc as pb_grpc
 
@@ -31,7 +31,9 @@ class RegistryClient:
     and reconnects by itself with a short capped backoff. Calls fail fast with UNAVAILABLE
     while the registry is down, so long-lived callers can retry on their own terms;
     ``wait_for_ready=True`` makes one-shot callers (tools, tests) wait for the registry up to
-    each call's deadline instead.
+    each call's deadline instead. ``token`` goes out as ``authorization: Bearer`` on every
+    call: the registry needs it to register, heartbeat or deregister (and to list or watch
+    when the mesh has an API token).
     """
 
     def __init__(
@@ -42,12 +44,14 @@ class RegistryClient:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         reconnect_backoff_max_s: float = 2.0,
         wait_for_ready: bool = False,
+        token: str | None = None,
     ) -> None:
         if not address:
             raise ValueError("registry address is required (host:port)")
         self._address = address
         self._timeout_s = timeout_s
         self._wait_for_ready = wait_for_ready
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -63,10 +67,11 @@ class RegistryClient:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RegistryClient:
-        """A client of ``settings.registry``, with the mesh's message size limit."""
+        """A client of ``settings.registry``, with the mesh's message size limit and token."""
         if not settings.registry:
             raise ValueError("settings.registry is not set (SLMESH_REGISTRY=host:port)")
-        return cls(settings.registry, max_message_bytes=settings.max_request_bytes)
+        return cls(settings.registry, max_message_bytes=settings.max_request_bytes,
+                   token=registry_credential(settings))
 
     @property
     def address(self) -> str:
@@ -82,7 +87,7 @@ class RegistryClient:
 
     def _call_options(self, timeout_s: float | None) -> dict[str, Any]:
         timeout = self._timeout_s if timeout_s is None else timeout_s
-        return {"timeout": timeout, "wait_for_ready": self._wait_for_ready}
+        return {"timeout": timeout, "wait_for_ready": self._wait_for_ready, "metadata": self._metadata}
 
     async def register(
         self, replica: pb.Replica, *, timeout_s: float | None = None
@@ -130,7 +135,7 @@ class RegistryClient:
         The stream has no deadline. Close it with ``aclose()`` (e.g. via
         :func:`contextlib.aclosing`) to cancel the call promptly.
         """
-        call = self._stub().Watch(pb.WatchRequest(agent=agent))
+        call = self._stub().Watch(pb.WatchRequest(agent=agent), metadata=self._metadata)
         try:
             async for event in call:
                 yield event

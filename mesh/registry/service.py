@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from mesh.config import Settings
+from mesh.config import Settings, registry_credential
 from mesh.proto.slmesh.registry.v1 import registry_pb2 as pb
 from mesh.proto.slmesh.registry.v1 import registry_pb2_grpc as pb_grpc
 from mesh.registry.store import (
@@ -76,17 +78,52 @@ def replica_problems(replica: pb.Replica) -> list[str]:
     return problems
 
 
-class RegistryServicer(pb_grpc.RegistryServicer):
-    """Implements ``slmesh.registry.v1.Registry`` on top of a store."""
+BAD_REGISTRATION_TOKEN = "missing or invalid registration token (SLMESH_REGISTRATION_TOKEN)"
+BAD_READ_TOKEN = "missing or invalid bearer token (SLMESH_API_TOKEN or SLMESH_REGISTRATION_TOKEN)"
 
-    def __init__(self, store: RegistryStore, heartbeat_interval_s: float) -> None:
+
+def _presented(context: grpc.aio.ServicerContext) -> bytes | None:
+    """The bearer token in the call's ``authorization`` metadata, if any."""
+    header = next((v for k, v in context.invocation_metadata() or () if k == "authorization"), None)
+    if not header:
+        return None
+    raw = header.encode() if isinstance(header, str) else header
+    scheme, _, value = raw.partition(b" ")
+    return value.strip() if scheme.lower() == b"bearer" else None
+
+
+class RegistryServicer(pb_grpc.RegistryServicer):
+    """Implements ``slmesh.registry.v1.Registry`` on top of a store.
+
+    Writes (Register, Heartbeat, Deregister) need ``write_token`` when it is set, so no
+    stranger can add, replace, drain or remove a replica. Reads (List, Watch) need one of
+    ``read_tokens`` when any is set: discovery is for mesh members, not for the network.
+    """
+
+    def __init__(self, store: RegistryStore, heartbeat_interval_s: float, *,
+                 write_token: str | None = None, read_tokens: tuple[str, ...] = ()) -> None:
         self._store = store
         self._heartbeat_interval_s = heartbeat_interval_s
         self._watches: set[Subscription] = set()
+        self._write_token = write_token.encode() if write_token else None
+        self._read_tokens = tuple(t.encode() for t in read_tokens if t)
+
+    async def _require(self, context: grpc.aio.ServicerContext, write: bool) -> None:
+        allowed = (self._write_token,) if write and self._write_token else (() if write else self._read_tokens)
+        if not allowed:
+            return
+        token = _presented(context)
+        # compare_digest against every allowed token: no early exit that would leak which one matched.
+        if token is None or not any([hmac.compare_digest(token, t) for t in allowed]):
+            log.warning("refused %s from %s: bad or missing token",
+                        "a registry write" if write else "a registry read", context.peer())
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                BAD_REGISTRATION_TOKEN if write else BAD_READ_TOKEN)
 
     async def Register(
         self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> pb.RegisterResponse:
+        await self._require(context, write=True)
         if not request.HasField("replica"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "replica is required")
         problems = replica_problems(request.replica)
@@ -103,6 +140,7 @@ class RegistryServicer(pb_grpc.RegistryServicer):
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> pb.HeartbeatResponse:
+        await self._require(context, write=True)
         if not request.replica_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "replica_id is required")
         load = request.load if request.HasField("load") else None
@@ -114,6 +152,7 @@ class RegistryServicer(pb_grpc.RegistryServicer):
     async def Deregister(
         self, request: pb.DeregisterRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeregisterResponse:
+        await self._require(context, write=True)
         if not request.replica_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "replica_id is required")
         removed = await self._store.deregister(request.replica_id)
@@ -124,11 +163,13 @@ class RegistryServicer(pb_grpc.RegistryServicer):
     async def List(
         self, request: pb.ListRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListResponse:
+        await self._require(context, write=False)
         return pb.ListResponse(replicas=await self._store.list(request.agent, request.skill))
 
     async def Watch(
         self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchEvent]:
+        await self._require(context, write=False)
         watch = await self._store.watch(request.agent)
         self._watches.add(watch)
         try:
@@ -205,7 +246,7 @@ async def start_registry_server(
             *_KEEPALIVE_OPTIONS,
         ]
     )
-    servicer = RegistryServicer(store, settings.heartbeat_interval_s)
+    servicer = RegistryServicer(store, settings.heartbeat_interval_s, **registry_tokens(settings))
     pb_grpc.add_RegistryServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -231,6 +272,16 @@ async def start_registry_server(
     running._expiry = asyncio.create_task(_expire_forever(store), name="registry-expiry")
     log.info("registry serving on %s:%d (ttl %.1fs)", settings.host, bound, store.ttl_s)
     return running
+
+
+def registry_tokens(settings: Settings) -> dict[str, Any]:
+    """Who may write (the registration token, else the API token) and read (either) the registry.
+
+    Reads stay open while the mesh has no API token: agent cards are public then anyway.
+    """
+    read = tuple(t.get_secret_value() for t in (settings.registration_token, settings.api_token) if t)
+    return {"write_token": registry_credential(settings),
+            "read_tokens": read if settings.api_token else ()}
 
 
 async def _expire_forever(store: RegistryStore) -> None:
