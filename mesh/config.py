@@ -44,6 +44,13 @@ class Settings(BaseSettings):
         description="'sqlite' (a file under data_dir), 'memory', or an SQLAlchemy async URL "
         "(e.g. postgresql+asyncpg://127.0.0.1/test).",
     )
+    task_events: Literal["local", "database"] = Field(
+        "local",
+        description="'database' makes tasks replica-agnostic: with an SQLAlchemy task_store URL, "
+        "a2a-sdk's versioned task store and its event log in that database let GetTask, ListTasks, "
+        "CancelTask and SubscribeToTask reach a task from any replica. 'local' keeps a task's "
+        "live events in the process running it.",
+    )
     max_request_bytes: int = Field(
         4 * 1024 * 1024, gt=0, description="Largest accepted request body / gRPC message."
     )
@@ -62,16 +69,6 @@ class Settings(BaseSettings):
         None,
         description="Bearer token every A2A call must carry (declared in the agent card); "
         "unset means an open mesh (local development only).",
-    )
-    registration_token: SecretStr | None = Field(
-        None,
-        description="Token the registry requires on Register/Heartbeat/Deregister (agents send it); "
-        "unset falls back to api_token, and with neither the registry is open (local development only).",
-    )
-    max_in_flight: int = Field(
-        0, ge=0,
-        description="Requests one agent replica runs at once; beyond it new ones are shed with "
-        "HTTP 503 / gRPC UNAVAILABLE and a retry hint (the client retries another replica). 0: no limit.",
     )
     request_timeout_s: float = Field(60.0, gt=0, description="Default client deadline per call.")
     log_level: str = Field("INFO", description="Python logging level.")
@@ -195,9 +192,3 @@ def discover_services(root: str | Path = "services") -> list[ServiceSpec]:
     """All service specs under ``root``, registry first, then agents by name."""
     specs = [ServiceSpec.load(p) for p in sorted(Path(root).glob(f"*/{SPEC_FILE}"))]
     return sorted(specs, key=lambda s: (s.kind != "registry", s.name))
-
-
-def registry_credential(settings: Settings) -> str | None:
-    """The token this process sends to the registry: the registration token, else the API token."""
-    token = settings.registration_token or settings.api_token
-    return token.get_secret_value() if token else None

@@ -28,6 +28,7 @@ from a2a.server.routes import (
     create_jsonrpc_routes,
     create_rest_routes,
 )
+from a2a.server.cluster import TaskEventStream, VersionedTaskStore
 from a2a.server.tasks import DatabaseTaskStore, InMemoryTaskStore, TaskStore
 from a2a.types import a2a_pb2
 from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
@@ -68,21 +69,52 @@ def load_executor(spec: ServiceSpec, settings: Settings) -> AgentExecutor:
     return executor
 
 
-def build_task_store(spec: ServiceSpec, settings: Settings) -> TaskStore:
+def build_task_store(spec: ServiceSpec, settings: Settings) -> TaskStore | VersionedTaskStore:
     """The task store named by ``settings.task_store``: SQLite file, memory or any SQLAlchemy URL.
 
     ``sqlite`` is :class:`~mesh.a2a.store.SqliteTaskStore` (``sqlite3``, no ORM, one statement
     per call); an SQLAlchemy URL (``sqlite+aiosqlite:///...``, ``postgresql+asyncpg://...``)
-    selects a2a-sdk's ``DatabaseTaskStore``.
+    selects a2a-sdk's ``DatabaseTaskStore``, or with ``task_events='database'`` its versioned
+    cluster store, whose event log lets every replica serve every task (see
+    :func:`build_event_stream`).
     """
-    if settings.task_store == "memory":
-        return InMemoryTaskStore()
-    if settings.task_store == "sqlite":
+    if settings.task_store in ("memory", "sqlite"):
+        if settings.task_events == "database":
+            raise SpecError("SLMESH_TASK_EVENTS=database needs a shared database: set SLMESH_TASK_STORE "
+                            "to an SQLAlchemy URL such as postgresql+asyncpg://HOST/DB")
+        if settings.task_store == "memory":
+            return InMemoryTaskStore()
         return SqliteTaskStore((settings.data_dir / f"tasks-{spec.name}.sqlite").resolve())
     from sqlalchemy.ext.asyncio import create_async_engine
 
     engine = create_async_engine(settings.task_store, pool_pre_ping=True)
-    return DatabaseTaskStore(engine, table_name=f"tasks_{spec.name.replace('-', '_')}")
+    table = _task_table(spec)
+    if settings.task_events == "database":
+        from a2a.server.cluster import VersionedDatabaseTaskStore
+
+        # The version and event tables keep a2a-sdk's shared names (rows are keyed by task
+        # id): its event stream cannot map a second model onto a custom event table.
+        return VersionedDatabaseTaskStore(engine, table_name=table)
+    return DatabaseTaskStore(engine, table_name=table)
+
+
+def build_event_stream(store: TaskStore | VersionedTaskStore) -> TaskEventStream | None:
+    """The cross-replica event stream that goes with a versioned database store, else None.
+
+    a2a-sdk's ``DatabaseTaskEventStream`` polls the event log the store writes in the same
+    transaction as each task version, so a subscriber on any replica sees every event.
+    """
+    from a2a.server.cluster import VersionedDatabaseTaskStore
+
+    if not isinstance(store, VersionedDatabaseTaskStore):
+        return None
+    from a2a.server.cluster import DatabaseTaskEventStream
+
+    return DatabaseTaskEventStream(store.as_task_store.engine)  # type: ignore[attr-defined]
+
+
+def _task_table(spec: ServiceSpec) -> str:
+    return f"tasks_{spec.name.replace('-', '_')}"
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -137,9 +169,9 @@ class AgentServer:
         if prepare is not None:
             prepare()
         self.task_store = task_store or build_task_store(spec, settings)
+        self.event_stream = build_event_stream(self.task_store)
         token = settings.api_token.get_secret_value() if settings.api_token else None
-        self.admission = Admission(max_request_bytes=settings.max_request_bytes, api_token=token,
-                                   max_in_flight=settings.max_in_flight)
+        self.admission = Admission(max_request_bytes=settings.max_request_bytes, api_token=token)
         self.replica_id = settings.replica_id or f"{spec.name}-{socket.gethostname()}-{os.getpid()}"
         self._http_sock = _bind(settings.host, settings.http_port)
         self._grpc_server = grpc.aio.server(
@@ -162,7 +194,8 @@ class AgentServer:
             self.admission.telemetry = HopTelemetry(spec.name, lambda: admission.in_flight)
             served = TracedExecutor(self.executor, spec.name, self.replica_id, spec.description)
         self.handler = MeshRequestHandler(
-            agent_executor=served, task_store=self.task_store, agent_card=self.card
+            agent_executor=served, task_store=self.task_store, agent_card=self.card,
+            event_stream=self.event_stream,
         )
         self._health = health.aio.HealthServicer()
         self.app = self._build_app()
@@ -254,7 +287,7 @@ class AgentServer:
 
         from mesh.registry import Endpoint, Load, Registration, RegistryClient, Replica
 
-        self._registry_client = RegistryClient.from_settings(self.settings)
+        self._registry_client = RegistryClient(self.settings.registry)
         replica = Replica(
             agent=self.spec.name,
             replica_id=self.replica_id,
@@ -294,7 +327,8 @@ class AgentServer:
             await close_executor()
         if isinstance(self.task_store, SqliteTaskStore):
             self.task_store.close()
-        engine = getattr(self.task_store, "engine", None)
+        store = getattr(self.task_store, "as_task_store", self.task_store)
+        engine = getattr(store, "engine", None)
         if engine is not None:
             await engine.dispose()
 

