@@ -70,6 +70,16 @@ class Settings(BaseSettings):
         description="Bearer token every A2A call must carry (declared in the agent card); "
         "unset means an open mesh (local development only).",
     )
+    registration_token: SecretStr | None = Field(
+        None,
+        description="Token the registry requires on Register/Heartbeat/Deregister (agents send it); "
+        "unset falls back to api_token, and with neither the registry is open (local development only).",
+    )
+    max_in_flight: int = Field(
+        0, ge=0,
+        description="Requests one agent replica runs at once; beyond it new ones are shed with "
+        "HTTP 503 / gRPC UNAVAILABLE and a retry hint (the client retries another replica). 0: no limit.",
+    )
     request_timeout_s: float = Field(60.0, gt=0, description="Default client deadline per call.")
     log_level: str = Field("INFO", description="Python logging level.")
     ray_address: str | None = Field(
@@ -192,3 +202,9 @@ def discover_services(root: str | Path = "services") -> list[ServiceSpec]:
     """All service specs under ``root``, registry first, then agents by name."""
     specs = [ServiceSpec.load(p) for p in sorted(Path(root).glob(f"*/{SPEC_FILE}"))]
     return sorted(specs, key=lambda s: (s.kind != "registry", s.name))
+
+
+def registry_credential(settings: Settings) -> str | None:
+    """The token this process sends to the registry: the registration token, else the API token."""
+    token = settings.registration_token or settings.api_token
+    return token.get_secret_value() if token else None

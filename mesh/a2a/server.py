@@ -171,7 +171,8 @@ class AgentServer:
         self.task_store = task_store or build_task_store(spec, settings)
         self.event_stream = build_event_stream(self.task_store)
         token = settings.api_token.get_secret_value() if settings.api_token else None
-        self.admission = Admission(max_request_bytes=settings.max_request_bytes, api_token=token)
+        self.admission = Admission(max_request_bytes=settings.max_request_bytes, api_token=token,
+                                   max_in_flight=settings.max_in_flight)
         self.replica_id = settings.replica_id or f"{spec.name}-{socket.gethostname()}-{os.getpid()}"
         self._http_sock = _bind(settings.host, settings.http_port)
         self._grpc_server = grpc.aio.server(
@@ -287,7 +288,7 @@ class AgentServer:
 
         from mesh.registry import Endpoint, Load, Registration, RegistryClient, Replica
 
-        self._registry_client = RegistryClient(self.settings.registry)
+        self._registry_client = RegistryClient.from_settings(self.settings)
         replica = Replica(
             agent=self.spec.name,
             replica_id=self.replica_id,
