@@ -7,7 +7,11 @@ metadata):
 2. ``workflow``: the data part is ``{"workflow": NAME, "input": ...}``, or any other
    object that exactly one workflow's input schema accepts;
 3. ``router``: a text message, routed by meaning to a workflow (:mod:`mesh.planner.workflows`);
-4. no source fits: the task is rejected with the reason (``no_workflow``).
+4. ``planner_slm``: no workflow is close enough, and the planner's spec names a planner SLM
+   (``options.generator``): it writes a plan constrained to the registered skills
+   (:mod:`mesh.planner.generate`);
+5. ``llm``: that failed too, and a large model is configured (``options.llm``, off by default);
+6. no source fits: the task is rejected with every source's reason (``no_workflow``).
 
 While the plan runs, step events go out as ``working`` status updates whose metadata
 carries the events since the last update and the progress counts (coalesced to one update
@@ -27,7 +31,7 @@ import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -46,6 +50,7 @@ from mesh.a2a.tasks import open_task
 from mesh.config import ServiceSpec, Settings, SpecError
 from mesh.planner.engine import PlanRun, RunLimits
 from mesh.planner.functions import FUNCTIONS
+from mesh.planner.generate import PlanGenerator
 from mesh.planner.plan import Plan, PlanError, count_actions, validate_plan
 from mesh.planner.runtime import RayOptions, RayRuntime
 from mesh.planner.steps import Outcome, StepCall
@@ -57,7 +62,6 @@ log = logging.getLogger(__name__)
 
 RESULT_ARTIFACT = "result"
 JSON_MEDIA_TYPE = "application/json"
-PlanSource = Literal["request", "workflow", "router"]
 
 
 class RouterOptions(BaseModel):
@@ -77,6 +81,12 @@ class PlannerOptions(BaseModel):
     step_timeout_s: float = Field(120.0, gt=0, description="Deadline of one step attempt unless the step says.")
     progress_interval_ms: float = Field(100.0, ge=0, description="Coalescing window of progress updates.")
     ray: RayOptions = Field(default_factory=RayOptions)
+    generator: dict[str, Any] | None = Field(
+        None, description="The planner SLM (SLM agent options: model, backend, prompt, max_steps): "
+        "writes a plan when no workflow matches a text request. Unset: no such source.")
+    llm: dict[str, Any] | None = Field(
+        None, description="A large model over an OpenAI-compatible endpoint (backend: openai, base_url, "
+        "model_name, api_key_env), asked only when the router and the planner SLM fail. Off by default.")
 
 
 class RequestError(ValueError):
@@ -96,6 +106,7 @@ class PlannerExecutor(AgentExecutor):
         except ValidationError as exc:
             raise SpecError(f"service {spec.name!r}: invalid planner options: {exc}") from exc
         self.settings = settings
+        self.name = spec.name
         folder = Path(self.options.workflows)
         if not folder.is_absolute() and spec.path is not None:
             folder = spec.path / folder
@@ -104,6 +115,10 @@ class PlannerExecutor(AgentExecutor):
         for name, workflow in self.workflows.items():
             validate_plan(workflow.plan, functions=FUNCTIONS, workflows=self.plans, where=f"workflow {name}")
         self.router = EmbeddingRouter(self.workflows, self.options.router.threshold, self.options.router.model)
+        self.generators: list[PlanGenerator] = [
+            PlanGenerator.from_options(source, raw, spec, settings)
+            for source, raw in (("planner_slm", self.options.generator), ("llm", self.options.llm)) if raw
+        ]
         self.runtime = RayRuntime(settings, self.options.ray)
         self.store = PlanStore((settings.data_dir / f"planner-{spec.name}.sqlite").resolve())
         self._view: Any = None
@@ -141,6 +156,8 @@ class PlannerExecutor(AgentExecutor):
             run.cancel()
         for task in list(self._resumed):
             task.cancel()
+        for generator in self.generators:
+            await generator.aclose()
         await self.runtime.stop()
         if self._view is not None:
             await self._view.stop()
@@ -156,8 +173,8 @@ class PlannerExecutor(AgentExecutor):
         if self._view is None:
             return found
         for replica in self._view.replicas():
-            if replica.draining:
-                continue
+            if replica.draining or replica.agent == self.name:
+                continue  # a plan never calls the planner itself (no recursion through the mesh)
             for skill in replica.skills:
                 found.setdefault(skill, replica.agent)
         return found
@@ -198,11 +215,16 @@ class PlannerExecutor(AgentExecutor):
         if not text:
             raise RequestError("empty_request", "the message has no text and no data")
         route = await asyncio.to_thread(self.router.route, text)
-        if route is None:
-            raise RequestError("no_workflow", "no workflow matches this request closely enough "
-                               f"(known: {', '.join(sorted(self.workflows))})")
-        assert route.workflow.text_input is not None
-        return route.workflow.plan, {route.workflow.text_input: text}, "router", route.workflow.name
+        if route is not None:
+            assert route.workflow.text_input is not None
+            return route.workflow.plan, {route.workflow.text_input: text}, "router", route.workflow.name
+        reasons = [f"no workflow matches this request closely enough (known: {', '.join(sorted(self.workflows))})"]
+        for generator in self.generators:  # SLM first; the large model only if it fails
+            try:
+                return await generator.plan(text, self.skills()), text, generator.source, ""
+            except PlanError as exc:
+                reasons.append(str(exc))
+        raise RequestError("no_workflow", "; ".join(reasons))
 
     # -- running -----------------------------------------------------------------------------
 

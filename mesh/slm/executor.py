@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from typing import Any, Literal
@@ -103,8 +104,8 @@ class SLMOptions(BaseModel):
     base_url: str | None = Field(None, description="openai backend: server URL ending in /v1.")
     model_name: str | None = Field(None, description="openai backend: the served model's name.")
     api_key_env: str | None = Field(
-        None, description="openai backend: environment variable holding the API key; read by "
-        "whoever builds the executor and passed in as api_key.")
+        None, description="openai backend: environment variable holding the API key (read when "
+        "the backend is built, unless the caller passes api_key).")
     prompt: str = "{input}"
     system: str | None = None
     use_chat_template: bool = True
@@ -163,28 +164,7 @@ class SLMExecutor(AgentExecutor):
 
     def _build_backend(self, spec: ServiceSpec, settings: Settings,
                        api_key: str | None) -> SLMBackend:
-        options = self.options
-        if options.backend == "openai":
-            from mesh.slm.openai_backend import OpenAIBackend
-
-            if options.api_key_env and api_key is None:
-                logger.warning("service %s: options.api_key_env=%s but no key was passed to the "
-                               "executor; calls go without a key", spec.name, options.api_key_env)
-            assert options.base_url and options.model_name
-            return OpenAIBackend(options.base_url, options.model_name, api_key=api_key,
-                                 timeout_s=options.timeout_s or settings.request_timeout_s)
-        from mesh.slm.transformers_backend import TransformersBackend
-
-        assert options.model
-        try:
-            return TransformersBackend(
-                options.model, base_dir=spec.path,
-                max_batch_size=options.batching.max_batch_size,
-                max_wait_ms=options.batching.max_wait_ms, threads=options.threads,
-                use_chat_template=options.use_chat_template,
-            )
-        except ModelLoadError as exc:
-            raise SpecError(f"service {spec.name!r}: {exc}") from exc
+        return build_backend(self.options, spec, settings, api_key)
 
     def request_for(self, text: str) -> GenerationRequest:
         """The generation a task with input ``text`` asks for."""
@@ -290,6 +270,37 @@ class SLMExecutor(AgentExecutor):
 
     async def aclose(self) -> None:
         await self.backend.aclose()
+
+
+
+def build_backend(options: SLMOptions, spec: ServiceSpec, settings: Settings,
+                  api_key: str | None = None) -> SLMBackend:
+    """The backend ``options`` name: a local transformers model or an OpenAI-compatible server."""
+    if options.backend == "openai":
+        from mesh.slm.openai_backend import OpenAIBackend
+
+        if options.api_key_env and api_key is None:
+            # The one place a secret is read by name from the environment: the spec names
+            # the variable (like OPENAI_API_KEY), the value never appears in config or logs.
+            api_key = os.environ.get(options.api_key_env)
+            if api_key is None:
+                logger.warning("service %s: options.api_key_env=%s is not set; calls go without "
+                               "a key", spec.name, options.api_key_env)
+        assert options.base_url and options.model_name
+        return OpenAIBackend(options.base_url, options.model_name, api_key=api_key,
+                             timeout_s=options.timeout_s or settings.request_timeout_s)
+    from mesh.slm.transformers_backend import TransformersBackend
+
+    assert options.model
+    try:
+        return TransformersBackend(
+            options.model, base_dir=spec.path,
+            max_batch_size=options.batching.max_batch_size,
+            max_wait_ms=options.batching.max_wait_ms, threads=options.threads,
+            use_chat_template=options.use_chat_template,
+        )
+    except ModelLoadError as exc:
+        raise SpecError(f"service {spec.name!r}: {exc}") from exc
 
 
 def input_text(message: Message | None) -> str:

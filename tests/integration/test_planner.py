@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from a2a.client import ClientConfig, create_client
 from a2a.helpers.proto_helpers import new_text_message
 from a2a.types import a2a_pb2 as pb
@@ -288,3 +290,30 @@ def _done_steps(db: Path, task_id: str) -> int:
     with sqlite3.connect(db) as conn:
         return conn.execute("SELECT count(*) FROM steps WHERE task_id = ? AND status = 'ok'",
                             (task_id,)).fetchone()[0]
+
+
+async def test_the_planner_slm_writes_a_plan_when_no_workflow_matches(tmp_path: Path, mesh: Mesh) -> None:
+    """A planner whose spec names a planner SLM (here a tiny random model): its plan is
+    constrained to the registered skills, so even an untrained model's plan runs."""
+    from tests.support.tiny_slm import save_tiny_model
+
+    service = tmp_path / "planner"
+    shutil.copytree(PLANNER, service)
+    spec = yaml.safe_load((service / "agent.yaml").read_text())
+    spec["options"]["generator"] = {"model": str(save_tiny_model(tmp_path / "model", context=1024)),
+                                    "max_steps": 3}
+    (service / "agent.yaml").write_text(yaml.safe_dump(spec))
+    planner = mesh.agent(service, SLMESH_DATA_DIR=str(tmp_path / "data"))
+    text = "Integrate x squared from zero to one"
+    async with MeshClient(StaticReplicas.from_urls("planner", planner.http_url)) as client:
+        events = [e async for e in client.send_streaming_message(
+            "planner", pb.SendMessageRequest(message=new_text_message(text)), timeout=120)]
+    final = events[-1].status_update.status
+    assert final.state == pb.TaskState.TASK_STATE_COMPLETED, [p.text for p in final.message.parts]
+    plan_info = next(plain(MessageToDict(e.status_update.metadata))["slmesh"]["plan"] for e in events
+                     if e.HasField("status_update") and "plan" in str(e.status_update.metadata))
+    assert plan_info["source"] == "planner_slm"
+    artifact = next(e.artifact_update.artifact for e in events if e.HasField("artifact_update"))
+    result = parts_value(artifact.parts)
+    assert result["s0"] == text.upper()  # step 0 may only bind to the request text
+    assert set(plain(MessageToDict(artifact.metadata))["agents"]) == {"echo"}

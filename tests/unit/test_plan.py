@@ -134,3 +134,21 @@ def test_support_functions() -> None:
     assert summary == {"tickets": 3, "failed": 1, "tool_refused": 1,
                        "by_intent": {"cancel_order": 1, "general_question": 1},
                        "by_tool": {"cancel_order": 1, "none": 1}}
+
+
+def test_generated_plan_schema_allows_only_registered_skills_and_backward_bindings() -> None:
+    import jsonschema
+
+    from mesh.planner.generate import plan_schema, to_plan
+
+    schema = plan_schema(["echo", "extract_fields"], max_steps=3)
+    check = jsonschema.Draft202012Validator(schema)
+    good = {"s0": {"skill": "extract_fields", "input": "$input"},
+            "s1": {"skill": "echo", "input": "$s0.order_id"}}
+    assert check.is_valid(good)
+    validate_plan(to_plan(good), skills={"echo": "echo", "extract_fields": "extractor"})
+    assert not check.is_valid({"s0": {"skill": "rm_rf", "input": "$input"}})
+    assert not check.is_valid({"s0": {"skill": "echo", "input": "$s1"},
+                               "s1": {"skill": "echo", "input": "$input"}})  # forward binding
+    assert not check.is_valid({"s0": {"skill": "echo", "input": "$input.field"}})  # the text has no fields
+    assert not check.is_valid({f"s{k}": {"skill": "echo", "input": "$input"} for k in range(4)})  # too long

@@ -1,0 +1,107 @@
+"""Plans written by a model: the planner SLM, then (optional) a large model, when no workflow fits.
+
+The SLM-first design of the paper: a small model proposes the plan; a large model over an
+OpenAI-compatible endpoint is asked only when the small one has nothing valid to offer,
+and only if configured. Either way decoding is constrained to a plan schema built from
+the skills registered *now*: step ``s<k>`` is ``{"skill": <a registered skill>, "input":
+"$input..." or "$s<j>..." for j < k}``, so every generated plan parses, names only skills
+that exist, and is acyclic by construction; it is still validated like any plan.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mesh.config import ServiceSpec, Settings
+from mesh.planner.plan import Plan, PlanError, validate_plan
+from mesh.slm.generation import GenerationRequest, SLMBackend
+from mesh.slm.grammar import JsonOutput
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROMPT = "Plan the request as steps.\nSkills: {input}\nPlan: "
+
+
+def plan_schema(skills: Sequence[str], max_steps: int) -> dict[str, Any]:
+    """JSON schema of a generated plan over ``skills``: ``{"s0": {"skill", "input"}, "s1": ...}``.
+
+    One ``anyOf`` branch per plan length (the grammar compiler writes every declared property,
+    in order); the input of step ``k`` may bind only to ``$input`` (the request text) or to an
+    earlier step.
+    """
+    steps = []
+    for k in range(max_steps):
+        # $input is the request text (no fields); earlier steps' values may be objects.
+        earlier = "|".join(f"s{j}" for j in range(k))
+        pattern = (rf"^(\$input|\$({earlier})(\.[a-z_]{{1,24}}){{0,2}})$" if k else r"^\$input$")
+        steps.append({
+            "type": "object",
+            "properties": {
+                "skill": {"enum": sorted(skills)},
+                "input": {"type": "string", "pattern": pattern},
+            },
+            "required": ["skill", "input"],
+            "additionalProperties": False,
+        })
+    branches = []
+    for length in range(1, max_steps + 1):
+        properties = {f"s{k}": steps[k] for k in range(length)}
+        branches.append({"type": "object", "properties": properties, "required": list(properties),
+                         "additionalProperties": False})
+    return {"anyOf": branches}
+
+
+def to_plan(value: Mapping[str, Any]) -> Plan:
+    """A generated ``{"s0": {...}, ...}`` as a :class:`Plan` (every step's value in the output)."""
+    return Plan.model_validate({"steps": [{"id": step_id, **step} for step_id, step in value.items()]})
+
+
+@dataclass
+class PlanGenerator:
+    """One model that writes plans (``source`` is what the run records: planner_slm or llm)."""
+
+    source: str
+    backend: SLMBackend
+    prompt: str = DEFAULT_PROMPT
+    max_steps: int = 6
+    max_new_tokens: int = 400
+
+    @classmethod
+    def from_options(cls, source: str, raw: Mapping[str, Any], spec: ServiceSpec, settings: Settings,
+                     api_key: str | None = None) -> PlanGenerator:
+        """Built from a planner spec's ``generator`` / ``llm`` block (SLM agent options)."""
+        from mesh.slm.executor import SLMOptions, build_backend
+
+        options = dict(raw)
+        max_steps = int(options.pop("max_steps", 6))
+        slm = SLMOptions.model_validate({"prompt": DEFAULT_PROMPT, "max_new_tokens": 400, **options})
+        return cls(source, build_backend(slm, spec, settings, api_key), slm.prompt, max_steps,
+                   slm.max_new_tokens)
+
+    async def plan(self, text: str, skills: Mapping[str, str]) -> Plan:
+        """A validated plan for ``text`` over the registered ``skills``, or :class:`PlanError`."""
+        if not skills:
+            raise PlanError(f"{self.source}: no skills are registered to plan with")
+        listed = ", ".join(sorted(skills))
+        request = GenerationRequest(
+            prompt=self.prompt.format(input=f"{listed}\nRequest: {text}"),
+            max_new_tokens=self.max_new_tokens,
+            output=JsonOutput(plan_schema(list(skills), self.max_steps)),
+        )
+        try:
+            generation = await self.backend.generate(request)
+        except Exception as exc:  # the model failed: the next source (or the error) takes over
+            raise PlanError(f"{self.source}: the model gave no plan: {exc}") from exc
+        try:
+            plan = to_plan(generation.value)
+            validate_plan(plan, skills=skills)
+        except (ValueError, PlanError) as exc:
+            raise PlanError(f"{self.source}: the generated plan is invalid: {exc}") from exc
+        log.info("%s planned %d step(s) for %r", self.source, len(plan.steps), text[:60])
+        return plan
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
