@@ -31,9 +31,11 @@ and ``mapped`` for a map step."""
 
 @dataclass
 class RunLimits:
-    """Defaults a step gets when its plan does not say."""
+    """Defaults a step gets when its plan does not say, and bounds on one run."""
 
     step_timeout_s: float = 120.0
+    max_fan_out: int = 10_000
+    """Items all ``for_each`` maps of one run may expand to in total (nested maps multiply)."""
 
 
 class PlanRun:
@@ -69,6 +71,7 @@ class PlanRun:
         self._inflight: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._orders: dict[int, list[str]] = {}
+        self._expanded = 0
         self._main: asyncio.Task[Outcome] | None = None
         self.cancelled = False
 
@@ -162,6 +165,7 @@ class PlanRun:
             timeout_s=step.timeout_s or self.limits.step_timeout_s,
             retries=step.retries,
             idempotency_key=f"{self.task_id}/{node}" if step.idempotency_key else None,
+            expect=step.expect,
             trace=self.trace,
         )
         ref = self.runtime.submit(call, dep_refs)
@@ -198,6 +202,12 @@ class PlanRun:
         if not isinstance(items, list):
             outcome = Outcome("failed", error=f"for_each gave {type(items).__name__}, not a list",
                               failed_step=node)
+            return self._settle(step, node, refs, result, outcome)
+        self._expanded += len(items)
+        if self._expanded > self.limits.max_fan_out:
+            outcome = Outcome("failed", error=f"for_each gave {len(items)} items, {self._expanded} in this run: over "
+                              f"the planner's limit of {self.limits.max_fan_out} (options.max_fan_out); "
+                              "split the request", failed_step=node)
             return self._settle(step, node, refs, result, outcome)
         sub = step.plan or self.workflows.get(step.workflow or "")
         if sub is None:

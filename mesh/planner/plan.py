@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping
 from graphlib import CycleError, TopologicalSorter
 from typing import Any, Literal
 
+import jsonschema
 from google.protobuf import json_format
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -53,6 +54,9 @@ class Step(BaseModel):
     retries: int = Field(2, ge=0, le=10, description="Further attempts after a retryable failure.")
     idempotency_key: bool = Field(
         False, description="Add a key derived from task and step to the input (side-effecting tools).")
+    expect: dict[str, Any] | None = Field(
+        None, description="JSON schema the step's value must satisfy; an agent answer that does not "
+        "fails the attempt (retried like a failed task).")
     on_error: Literal["fail", "continue"] = Field(
         "fail", description="Map steps: 'continue' keeps going when an item fails (its entry holds the error).")
 
@@ -214,6 +218,11 @@ def validate_plan(
             raise PlanError(f"{here}: unknown skill {step.skill!r} (known: {known})")
         if step.fn is not None and functions is not None and step.fn not in functions:
             raise PlanError(f"{here}: unknown function {step.fn!r} (known: {', '.join(sorted(functions))})")
+        if step.expect is not None:
+            try:
+                jsonschema.Draft202012Validator.check_schema(step.expect)
+            except jsonschema.SchemaError as exc:
+                raise PlanError(f"{here}: 'expect' is not a valid JSON schema: {exc.message}") from exc
         if step.workflow is not None and workflows is not None and step.workflow not in workflows:
             raise PlanError(f"{here}: unknown workflow {step.workflow!r}")
         if step.plan is not None:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+import jsonschema
 from a2a.types import a2a_pb2 as pb
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.trace import StatusCode
@@ -78,6 +79,8 @@ class StepCall:
     timeout_s: float
     retries: int
     idempotency_key: str | None = None
+    expect: dict[str, Any] | None = None
+    """JSON schema the agent's answer must satisfy."""
     trace: dict[str, str] = field(default_factory=dict)
     """W3C trace context of the planner's span for this run."""
 
@@ -181,6 +184,8 @@ class StepRunner:
                 response = await client.send_message(call.agent, _request(value), timeout=call.timeout_s)
                 replica = _replica_of(client, response)
                 result, usage = task_result(response)
+                if call.expect is not None:
+                    _check(result, call.expect)
                 return Outcome("ok", value=result, agent=call.agent, replica=replica,
                                attempts=attempts, ms=_ms(started), usage=usage)
             except StepError as exc:
@@ -245,3 +250,12 @@ def task_result(response: pb.SendMessageResponse | pb.Task) -> tuple[Any, dict[s
     artifact = task.artifacts[-1]
     usage = plain(MessageToDict(artifact.metadata)).get("usage") if artifact.HasField("metadata") else None
     return parts_value(artifact.parts), usage
+
+
+def _check(value: Any, schema: dict[str, Any]) -> None:
+    """An answer that breaks the step's ``expect`` schema fails the attempt (another replica,
+    or a later attempt of a sampling model, may do better)."""
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "the answer"
+        raise StepError(f"invalid output: {where}: {error.message}", retryable=True)

@@ -201,6 +201,15 @@ async def test_a_failing_step_fails_the_task_and_names_the_step(mesh: Mesh) -> N
     assert "step slow failed" in message and "deadline" in message
 
 
+async def test_an_answer_that_breaks_the_expected_schema_fails_the_step(mesh: Mesh) -> None:
+    plan = {"plan": {"steps": [{"id": "ask", "skill": "echo", "input": "not json", "retries": 1,
+                                "expect": {"type": "object", "required": ["label"]}}]}}
+    async with await planner_client(mesh) as client:
+        response = await client.send_message("planner", data_request(plan), timeout=60)
+    assert response.task.status.state == pb.TaskState.TASK_STATE_FAILED
+    assert "step ask failed" in error_of(response.task) and "invalid output" in error_of(response.task)
+
+
 async def test_a_map_with_continue_keeps_going_past_failed_items(mesh: Mesh) -> None:
     body = fan_out(["ok", "sleep:3 too slow", "fine"], timeout_s=1.0, retries=0)
     body["plan"]["steps"][0]["on_error"] = "continue"
