@@ -358,7 +358,12 @@ def run(
         console.print(f"task {result.task_id} {state} in {elapsed:.1f} s")
         if result.error and not result.completed:
             err.print(f"[red]{result.error}[/red]")
-        console.print(f"trace: slmesh trace {result.task_id}")
+        from mesh.launch import MeshState, state_path
+
+        state = MeshState.load(state_path(settings))
+        ui = state.ui_url if state is not None else None
+        console.print(f"trace: slmesh trace {result.task_id}"
+                      + (f"  (or open {ui}, project {settings.otel_project})" if ui else ""))
     raise typer.Exit(0 if result.completed else 1)
 
 
