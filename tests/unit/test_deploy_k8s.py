@@ -1,0 +1,198 @@
+"""deploy/k8s: both overlays rendered (pure-Python kustomize subset, cross-checked against
+``kubectl kustomize`` where it exists) and every manifest validated offline against the
+Kubernetes schemas (kubernetes-validate, strict); the KubeRay RayCluster is checked for its
+required fields and its pod templates against the PodTemplate schema."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mesh.config import Settings, discover_services
+from tests.support.kustomize import render
+
+kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (dev extra)")
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+OVERLAYS = ("dev", "prod")
+#: Oldest Kubernetes the manifests target (grpc probes GA 1.27, preStop sleep 1.30) and the newest schema shipped.
+K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
+SERVICES = {spec.name: spec for spec in discover_services(ROOT / "services")}
+AGENTS = sorted(n for n, s in SERVICES.items() if s.kind == "agent" and n != "planner")
+NAMESPACES = {"dev": "slmesh-dev", "prod": "slmesh"}
+
+Resource = dict[str, Any]
+
+
+def _rendered(overlay: str) -> list[Resource]:
+    return render(K8S / "overlays" / overlay)
+
+
+def _one(resources: list[Resource], kind: str, name: str) -> Resource:
+    found = [r for r in resources if r["kind"] == kind and r["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
+    return found[0]
+
+
+def _key(res: Resource) -> tuple[str, str, str]:
+    return res["kind"], res["metadata"].get("namespace", ""), res["metadata"]["name"]
+
+
+def _normal(res: Resource) -> Resource:
+    if res["kind"] == "Secret":  # kustomize line-wraps long base64 values
+        res = {**res, "data": {k: base64.b64decode(v) for k, v in res["data"].items()}}
+    return res
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_renderer_matches_kubectl_kustomize(overlay: str) -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (with its built-in kustomize) is not installed here")
+    out = subprocess.run([kubectl, "kustomize", str(K8S / "overlays" / overlay)], capture_output=True,
+                         text=True, check=True).stdout
+    theirs = {_key(r): _normal(r) for r in yaml.safe_load_all(out) if r}
+    mine = {_key(r): _normal(r) for r in _rendered(overlay)}
+    assert mine == theirs
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_every_manifest_validates_against_the_kubernetes_schema(overlay: str, version: str) -> None:
+    for res in _rendered(overlay):
+        if res["apiVersion"].startswith("ray.io/"):
+            continue  # a CRD: test_ray_cluster_is_a_valid_kuberay_cluster
+        try:
+            kubernetes_validate.validate(res, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{overlay} {res['kind']}/{res['metadata']['name']} on {version}: {exc.message} "
+                        f"at {'/'.join(map(str, exc.path))}")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ray_cluster_is_a_valid_kuberay_cluster(overlay: str) -> None:
+    resources = _rendered(overlay)
+    ray = _one(resources, "RayCluster", "slmesh-ray")
+    assert ray["apiVersion"] == "ray.io/v1"
+    spec = ray["spec"]
+    pin = re.search(r'"ray==([\d.]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8")).group(1)  # type: ignore[union-attr]
+    assert spec["rayVersion"] == pin
+    # Required by the KubeRay v1 CRD: headGroupSpec.template; each worker group's groupName,
+    # template and maxReplicas; rayStartParams values are strings.
+    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    for group in spec["workerGroupSpecs"]:
+        assert group["groupName"] and isinstance(group["maxReplicas"], int)
+        assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+    planner_image = _one(resources, "Deployment", "planner")["spec"]["template"]["spec"]["containers"][0]["image"]
+    for group in groups:
+        assert all(isinstance(v, str) for v in group["rayStartParams"].values())
+        template = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "ray"},
+                    "template": group["template"]}
+        kubernetes_validate.validate(template, K8S_VERSIONS[-1], strict=True)
+        # Step runners import the planner's code: same image (same Ray, same Python).
+        assert [c["image"] for c in group["template"]["spec"]["containers"]] == [planner_image]
+    head_ports = {p["name"]: p["containerPort"] for p in spec["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert head_ports["client"] == 10001
+    env = {e["name"]: e.get("value") for e in
+           _one(resources, "Deployment", "planner")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    # KubeRay names the head Service <cluster>-head-svc; the planner joins it as a Ray client.
+    assert env["RAY_ADDRESS"] == f"ray://{ray['metadata']['name']}-head-svc:10001"
+    assert Settings.model_validate({"ray_address": env["RAY_ADDRESS"]}).ray_address == env["RAY_ADDRESS"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("agent", AGENTS)
+def test_each_agent_has_deployment_service_hpa_and_pdb(overlay: str, agent: str) -> None:
+    resources = _rendered(overlay)
+    deployment = _one(resources, "Deployment", agent)
+    pod = deployment["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+    (container,) = pod["spec"]["containers"]
+    assert container["image"].startswith(f"slmesh/{agent}:")
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8080, "grpc": 50051}  # the image's SLMESH_HTTP_PORT / SLMESH_GRPC_PORT
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == ports["grpc"], probe
+    assert set(container["resources"]) == {"requests", "limits"}
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    grace = pod["spec"]["terminationGracePeriodSeconds"]
+    drain = float(_one(resources, "ConfigMap", "slmesh-mesh")["data"]["SLMESH_DRAIN_TIMEOUT_S"])
+    assert grace > drain + container["lifecycle"]["preStop"]["sleep"]["seconds"]
+
+    service = _one(resources, "Service", agent)
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == set(ports)
+
+    hpa = _one(resources, "HorizontalPodAutoscaler", agent)
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": agent}
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+
+    pdb = _one(resources, "PodDisruptionBudget", agent)
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_registry_and_planner_are_deployed(overlay: str) -> None:
+    resources = _rendered(overlay)
+    for name in ("registry", "planner"):
+        deployment = _one(resources, "Deployment", name)
+        assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["image"].startswith(f"slmesh/{name}:")
+        assert container["readinessProbe"]["grpc"]["port"] == 50051
+        _one(resources, "Service", name)
+    mesh = _one(resources, "ConfigMap", "slmesh-mesh")["data"]
+    host, port = mesh["SLMESH_REGISTRY"].split(":")
+    registry = _one(resources, "Service", host)
+    assert int(port) in {p["port"] for p in registry["spec"]["ports"]}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_references_resolve_and_settings_are_real(overlay: str) -> None:
+    resources = _rendered(overlay)
+    names = {(r["kind"], r["metadata"]["name"]) for r in resources}
+    text = yaml.safe_dump_all(resources)
+    config_maps = set(re.findall(r"configMapRef:\n\s+name: (\S+)", text)) | set(
+        re.findall(r"configMap:\n\s+name: (\S+)", text))
+    assert config_maps and all(("ConfigMap", n) in names for n in config_maps)
+    secret_keys = set(re.findall(r"secretKeyRef:\n\s+key: (\S+)\n\s+name: (\S+)", text))
+    assert {name for _, name in secret_keys} == {"slmesh-secrets"}
+    secret = [r for r in resources if r["kind"] == "Secret"]
+    if overlay == "dev":
+        assert {k for k, _ in secret_keys} <= set(secret[0]["data"])
+    else:  # created by the operator, never committed: the overlay's instructions name every key
+        assert not secret
+        howto = (K8S / "overlays" / overlay / "kustomization.yaml").read_text(encoding="utf-8")
+        assert all(f"--from-literal={k}=" in howto for k, _ in secret_keys if k != "postgres-password")
+    known = {f"SLMESH_{f.upper()}" for f in Settings.model_fields}
+    for key in _one(resources, "ConfigMap", "slmesh-mesh")["data"]:
+        assert key in known or key.startswith(("OTEL_", "XDG_")), key
+    for res in resources:
+        if res["kind"] != "Namespace":
+            assert res["metadata"]["namespace"] == NAMESPACES[overlay]
+        for env in re.findall(r"- name: (SLMESH_\w+)", yaml.safe_dump(res)):
+            assert env in known, f"{res['kind']}/{res['metadata']['name']}: {env}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_collector_pipeline_reaches_jaeger(overlay: str) -> None:
+    resources = _rendered(overlay)
+    config = yaml.safe_load(_one(resources, "ConfigMap", "otel-collector")["data"]["collector.yaml"])
+    host, port = config["exporters"]["otlp/jaeger"]["endpoint"].split(":")
+    assert int(port) in {p["port"] for p in _one(resources, "Service", host)["spec"]["ports"]}
+    endpoint = _one(resources, "ConfigMap", "slmesh-mesh")["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    host, port = endpoint.removeprefix("http://").split(":")
+    assert int(port) in {p["port"] for p in _one(resources, "Service", host)["spec"]["ports"]}
+    assert config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].endswith(f":{port}")
