@@ -137,6 +137,25 @@ async def test_official_client_runs_an_explicit_plan(mesh: Mesh, binding: str) -
         await client.close()
 
 
+@pytest.mark.parametrize("binding", BINDINGS)
+async def test_official_client_subscribes_to_and_cancels_a_running_plan(mesh: Mesh, binding: str) -> None:
+    client = await create_client(mesh.planner.http_url, _config(binding))
+    try:
+        stream = client.send_message(data_request(fan_out(["sleep:20"] * 3)))
+        first = await anext(stream)
+        task_id = first.task.id
+        subscription = client.subscribe(pb.SubscribeToTaskRequest(id=task_id))
+        assert (await asyncio.wait_for(anext(subscription), 10)).WhichOneof("payload") in {"task", "status_update"}
+        canceled = await client.cancel_task(pb.CancelTaskRequest(id=task_id))
+        assert canceled.status.state == pb.TaskState.TASK_STATE_CANCELED
+        await stream.aclose()
+        await subscription.aclose()
+        task = await client.get_task(pb.GetTaskRequest(id=task_id))
+        assert task.status.state == pb.TaskState.TASK_STATE_CANCELED
+    finally:
+        await client.close()
+
+
 async def test_steps_are_spread_over_replicas_and_results_keep_their_order(mesh: Mesh) -> None:
     items = [f"item {i}" for i in range(40)]
     async with await planner_client(mesh) as client:
