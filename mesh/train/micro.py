@@ -239,9 +239,12 @@ def fit(
     console = console or Console(stderr=True)
     torch.set_num_threads(plan.threads)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_task_tokenizer(task, config, plan.seed)
+    if init_from is None:
+        tokenizer = build_task_tokenizer(task, config, plan.seed)
+    else:  # the saved model's own tokenizer: BPE training breaks ties differently per run
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(init_from))
     model = build_model(config, tokenizer, plan.seed)
-    earlier = _initialise(model, tokenizer, init_from) if init_from is not None else None
+    earlier = _initialise(model, config, init_from) if init_from is not None else None
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=plan.lr, betas=(0.9, 0.95), weight_decay=plan.weight_decay
     )
@@ -376,17 +379,14 @@ def fit(
     return record
 
 
-def _initialise(
-    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, source: Path
-) -> dict[str, Any]:
+def _initialise(model: LlamaForCausalLM, config: MicroConfig, source: Path) -> dict[str, Any]:
     """Loads ``source``'s weights into ``model``; returns what its record says it cost."""
-    saved = PreTrainedTokenizerFast.from_pretrained(str(source))
-    if saved.get_vocab() != tokenizer.get_vocab():
-        raise ValueError(f"{source.name}: its tokenizer differs from this recipe's; train from "
-                         "scratch instead")
+    record = json.loads((source / TRAINING_RECORD).read_text(encoding="utf-8"))
+    if record.get("config") != asdict(config):
+        raise ValueError(f"{source.name}: trained with config {record.get('config')}, this "
+                         f"recipe has {asdict(config)}; train from scratch instead")
     weights = LlamaForCausalLM.from_pretrained(str(source), dtype=torch.float32)
     model.load_state_dict(weights.state_dict())
-    record = json.loads((source / TRAINING_RECORD).read_text(encoding="utf-8"))
     return {
         "model": source.name,
         "steps": int(record["steps"]),

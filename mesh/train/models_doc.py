@@ -69,8 +69,10 @@ def render(rows: list[ModelRow], count: int) -> str:
         "support-desk data (mesh/train/data), with a tokenizer that never merges across words "
         "(`words`: BPE inside words, for the classifier; `subwords`: BPE inside words with "
         "digits, punctuation and spaces single, so any span can be copied, for the others). "
-        "`training` is the wall time and step count of the run that produced the shipped "
-        "weights (one torch thread, bf16 autocast, on a 2-core machine shared with other work).",
+        "`training` is the total wall time and step count behind the shipped weights (a run "
+        "continued with `python -m mesh.train.run AGENT --init-from models/AGENT` adds to the "
+        "run it continued; one torch thread, bf16 autocast, on a 2-core machine shared with "
+        "other work, so steps per minute vary between runs).",
         "",
         "Scores are measured through the serving runtime (labels, JSON schema and grounded-span "
         "constraints on). `seen`: fresh combinations of entity values seen in training; "
