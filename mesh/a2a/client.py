@@ -157,6 +157,10 @@ def grpc_target(url: str) -> str:
     return url.split("://", 1)[1] if "://" in url else url
 
 
+SLOW_REPLICA_PENALTY_S = 10.0
+"""A replica that let a call pass its deadline is picked only when no other is live, this long."""
+
+
 class MeshClient:
     """Typed async A2A client with replica balancing, deadlines and safe retries.
 
@@ -186,6 +190,7 @@ class MeshClient:
         )
         self._lanes: dict[tuple[str, str], _Lane] = {}
         self._outstanding: dict[str, int] = {}
+        self._slow_until: dict[str, float] = {}
         self._task_home: OrderedDict[str, str] = OrderedDict()
         token = self.settings.api_token
         auth = {"authorization": f"Bearer {token.get_secret_value()}"} if token else {}
@@ -213,6 +218,10 @@ class MeshClient:
         if not live:
             raise NoReplicaError(agent)
         candidates = [r for r in live if r.replica_id not in exclude] or live
+        if self._slow_until:
+            # A retry after a missed deadline goes to another replica when there is one.
+            now = time.monotonic()
+            candidates = [r for r in candidates if self._slow_until.get(r.replica_id, 0.0) <= now] or candidates
         if prefer is not None:
             for replica in candidates:
                 if replica.replica_id == prefer:
@@ -329,6 +338,7 @@ class MeshClient:
             try:
                 return await call(lane, self._remaining(deadline)), replica
             except A2AClientTimeoutError as exc:
+                self._slow_until[rid] = time.monotonic() + SLOW_REPLICA_PENALTY_S
                 raise DeadlineExceededError(f"call to {agent!r} exceeded its deadline") from exc
             except Exception as exc:
                 if not is_retryable(exc) or attempt == self.max_attempts - 1:
@@ -464,6 +474,7 @@ class MeshClient:
                     yield event
                 return
             except A2AClientTimeoutError as exc:
+                self._slow_until[rid] = time.monotonic() + SLOW_REPLICA_PENALTY_S
                 raise DeadlineExceededError(f"stream from {agent!r} exceeded its deadline") from exc
             except Exception as exc:
                 if started or not is_retryable(exc) or attempt == self.max_attempts - 1:

@@ -80,6 +80,8 @@ class PlannerOptions(BaseModel):
     router: RouterOptions = Field(default_factory=RouterOptions)
     step_timeout_s: float = Field(120.0, gt=0, description="Deadline of one step attempt unless the step says.")
     progress_interval_ms: float = Field(100.0, ge=0, description="Coalescing window of progress updates.")
+    max_fan_out: int = Field(10_000, gt=0, description="Items the for_each maps of one task may expand to in "
+                             "total; beyond it the map step fails with a clear error.")
     ray: RayOptions = Field(default_factory=RayOptions)
     generator: dict[str, Any] | None = Field(
         None, description="The planner SLM (SLM agent options: model, backend, prompt, max_steps): "
@@ -271,7 +273,8 @@ class PlannerExecutor(AgentExecutor):
             run = PlanRun(
                 self.runtime, updater.task_id, plan, value, skills=skills, workflows=self.plans,
                 on_event=progress.event, record=lambda node, o: self.store.save_step(updater.task_id, node, o),
-                done=done, limits=RunLimits(step_timeout_s=self.options.step_timeout_s),
+                done=done, limits=RunLimits(step_timeout_s=self.options.step_timeout_s,
+                                             max_fan_out=self.options.max_fan_out),
                 trace=telemetry.carrier(),
             )
             self._runs[updater.task_id] = run

@@ -101,12 +101,14 @@ def wait_ready(proc: ServiceProcess, timeout: float = 30.0) -> None:
     raise TimeoutError(f"service not ready in {timeout}s:\n{proc.output()}")
 
 
-def start_registry(tmp: Path, env: dict[str, str] | None = None, timeout: float = 30.0) -> ServiceProcess:
-    """``slmesh serve services/registry`` (gRPC only), ready once its health service answers."""
+def start_registry(tmp: Path, env: dict[str, str] | None = None, timeout: float = 30.0,
+                   grpc_port: int | None = None) -> ServiceProcess:
+    """``slmesh serve services/registry`` (gRPC only), ready once its health service answers;
+    ``grpc_port`` restarts one where a killed one listened."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    proc = start_service(ROOT / "services" / "registry", tmp, env=env, wait=False)
+    proc = start_service(ROOT / "services" / "registry", tmp, env=env, wait=False, grpc_port=grpc_port)
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(proc.grpc_target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
