@@ -512,6 +512,18 @@ def bench_hop(
     _bench_module("hop").main(requests=requests, concurrency=concurrency, duration=duration, output=output)
 
 
+@bench_app.command("scale")
+def bench_scale(
+    steps: Annotated[int, typer.Option(help="Agent calls per configuration (split over --tasks).")] = 480,
+    tasks: Annotated[int, typer.Option(help="Planner tasks in flight.")] = 8,
+    cpu_ms: Annotated[float, typer.Option(help="CPU milliseconds each agent call costs.")] = 20.0,
+    rounds: Annotated[int, typer.Option(help="Measured rounds per replica count.")] = 2,
+    output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path("docs/benchmarks.md"),
+) -> None:
+    """Throughput through the planner with 1, 2 and 4 replicas of a fixed-CPU-cost agent, in one run."""
+    _bench_module("scale").main(steps=steps, tasks=tasks, cpu_ms=cpu_ms, rounds=rounds, output=output)
+
+
 @bench_app.command("planner")
 def bench_planner(
     steps: Annotated[int, typer.Option(help="Width of the fan-out/fan-in plan.")] = 1000,
