@@ -127,6 +127,7 @@ class PlannerExecutor(AgentExecutor):
         self._registry_client: Any = None
         self._runs: dict[str, PlanRun] = {}
         self._resumed: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     # -- lifecycle (called by AgentServer) ----------------------------------------------
 
@@ -154,7 +155,11 @@ class PlannerExecutor(AgentExecutor):
             task.add_done_callback(self._resumed.discard)
 
     async def aclose(self) -> None:
+        """Stops after the server's drain: runs still going stay recorded as working, so the
+        next planner on this data dir resumes them (a restart is not a cancel)."""
+        self._closing = True
         for run in list(self._runs.values()):
+            run.progress.close()  # type: ignore[attr-defined]
             run.cancel()
         for task in list(self._resumed):
             task.cancel()
@@ -289,7 +294,8 @@ class PlannerExecutor(AgentExecutor):
             if not outcome.ok:
                 span.set_status(StatusCode.ERROR, outcome.error or "failed")
         if run.cancelled:
-            self.store.finish_run(updater.task_id, "canceled")
+            if not self._closing:
+                self.store.finish_run(updater.task_id, "canceled")
             return
         stats = progress.agent_stats()
         if outcome.ok:
