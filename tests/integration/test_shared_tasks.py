@@ -126,3 +126,35 @@ async def test_task_on_a_is_cancelled_through_b(
         # A sees the cancel on its next write and stops; every replica reports it cancelled.
         for client in (on_a, on_b):
             assert (await client.get_task(agent, task_id)).status.state == pb.TaskState.TASK_STATE_CANCELED
+
+
+async def test_a_follower_killed_mid_stream_resubscribes_on_another_replica(
+        spawn: Callable[..., ServiceProcess], replicas: tuple[ServiceProcess, ServiceProcess],
+        ticker_service: Path) -> None:
+    """The task runs on A; its events are followed through B; B is killed (SIGKILL) mid-stream;
+    the caller resubscribes through C and gets the remaining events and the final result."""
+    a, b = replicas
+    c = spawn(ticker_service, env={"SLMESH_TASK_STORE": POSTGRES_URL, "SLMESH_TASK_EVENTS": "database"})
+    agent = ticker_service.name
+    async with _client(a, agent) as on_a, _client(b, agent) as on_b, _client(c, agent) as on_c:
+        task_id, _ = await _start(on_a, agent, "ticks:8:0.4")
+        before: list[str] = []
+        # Whatever the transport raises when B dies mid-stream ends this loop.
+        with contextlib.suppress(Exception):
+            async for event in on_b.subscribe(agent, task_id, timeout=30):
+                if event.HasField("status_update"):
+                    before.append("".join(p.text for p in event.status_update.status.message.parts))
+                    if before[-1].startswith("tick "):
+                        b.kill()  # at the first tick B delivers
+        seen = max(int(t.split()[1]) for t in before if t.startswith("tick "))
+        assert seen < 7
+        after, final = [], None
+        async for event in on_c.subscribe(agent, task_id, timeout=30):
+            if event.HasField("status_update"):
+                after.append("".join(p.text for p in event.status_update.status.message.parts))
+                final = event.status_update.status.state
+        ticks = [int(t.split()[1]) for t in after if t.startswith("tick ")]
+        assert ticks and ticks[-1] == 7 and min(ticks) > seen, after
+        assert final == pb.TaskState.TASK_STATE_COMPLETED
+        done = await on_c.get_task(agent, task_id)
+        assert [p.text for art in done.artifacts for p in art.parts] == ["done after 8 ticks"]
