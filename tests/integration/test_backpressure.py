@@ -56,6 +56,8 @@ async def test_a_burst_is_shed_with_503_and_every_accepted_request_completes(
     after = _rss_kib(proc.popen.pid)
     ok = [(i, r) for i, r in enumerate(replies) if r.status_code == 200]
     shed = [r for r in replies if r.status_code == 503]
+    print(f"\nBACKPRESSURE burst={burst} limit={LIMIT} completed={len(ok)} shed={len(shed)} "
+          f"rss_kib before={before} after={after}")
     assert len(ok) + len(shed) == burst
     assert LIMIT <= len(ok) < burst and shed
     for i, reply in ok:
