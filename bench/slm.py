@@ -1,129 +1,181 @@
-"""The SLM runtime: one request at a time vs continuous batching, free text vs constrained.
+"""SLM agents under load: dynamic batching on vs off at 1, 8 and 32 concurrent requests.
 
-``python -m bench.slm`` (or a ``slmesh bench slm`` command calling :func:`main`) builds two
-random-weight Llama models offline (a 25k-parameter one and a 2.4M-parameter one, both with
-the character tokenizer of the project's micro-SLMs), then for each model and output kind
-sends the same ``requests`` prompts first one by one, then all at once, through
-:class:`mesh.slm.TransformersBackend` (one worker thread, ``threads`` torch threads), and
-checks that both runs produced identical greedy text. It prints the table and rewrites the
-``## SLM runtime`` section of ``docs/benchmarks.md``.
+``slmesh bench slm`` (or ``python -m bench.slm``) loads each measured agent's shipped
+micro-SLM the way the agent serves it (``services/<agent>/agent.yaml``: model folder, prompt, output constraint,
+token budget) into :class:`mesh.slm.TransformersBackend` twice: batching off
+(``max_batch_size=1``: one request decodes at a time, the others queue) and batching on
+(continuous batching, up to 32 rows). For each concurrency level ``c`` a closed loop of ``c``
+clients sends the agent's held-out test inputs, each client its next request as soon as the
+previous one answered; the off and on rows of one level run back to back on the same inputs,
+so their ratio is measured under the same machine load. Greedy outputs of the two runs are
+compared request by request. It prints the table and rewrites the ``## SLM runtime`` section
+of ``docs/benchmarks.md``.
+
+Measured at the runtime, not through A2A: the agent process adds the same A2A cost per request
+with batching on or off (see the ``## A2A hop`` section), which only dilutes the ratio.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.report import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## SLM runtime"
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "intent": {"enum": ["refund_request", "order_status", "cancel_order", "other"]},
-        "order_id": {"type": ["string", "null"], "x-grounded": True, "maxLength": 12},
-        "urgent": {"type": "boolean"},
-        "note": {"type": "string", "maxLength": 24},
-    },
-    "required": ["intent", "order_id", "urgent", "note"],
-    "additionalProperties": False,
-}
-SCHEMA_BUDGET = 128
-"""Token budget of the schema rows: the longest valid output is ~110 characters."""
-MODELS = {"25k": (32, 2), "2.4M": (256, 4)}
-"""Label -> (hidden size, layers) of the random-weight Llama models measured."""
+CONCURRENCY = (1, 8, 32)
+AGENTS = ("extractor", "responder")
+"""The agents measured: the extractor decodes under a JSON schema with grounded fields (a
+grammar compiled per request, a token mask per step), the responder writes free text; both
+write ~70-100 tokens per request, so decoding, not the prompt, is the bulk of the work."""
 
 
 @dataclass
 class Row:
-    model: str
-    parameters: int
-    output: str  # "free" or "schema"
+    agent: str
+    concurrency: int
+    batching: bool
     requests: int
-    tokens: int
-    sequential_s: float
-    batched_s: float
-    sequential_ttft_ms: float
-    batched_ttft_ms: float
-    batched_p50_ms: float
+    output_tokens: int
+    elapsed_s: float
+    p50_ms: float
+    p99_ms: float
+    failures: int
+    cpu_s: float
+    """CPU time of the whole process (worker thread and event loop) during the row."""
 
     @property
-    def speedup(self) -> float:
-        return self.sequential_s / self.batched_s
+    def rps(self) -> float:
+        return self.requests / self.elapsed_s
+
+    @property
+    def tps(self) -> float:
+        return self.output_tokens / self.elapsed_s
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return self.cpu_s * 1000 / self.requests
 
 
-def _prompts(n: int) -> list[str]:
-    return [f"Customer {i}: where is my order ORD-{104200 + i}? " * (1 + i % 3) for i in range(n)]
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
 
 
-async def _measure(folder: Path, label: str, output: str, requests: int, tokens: int,
-                   threads: int) -> Row:
-    from mesh.slm import Generation, GenerationRequest, JsonOutput, TransformersBackend
+async def _run_row(agent: str, backend: Any, requests: list[Any], concurrency: int,
+                   batching: bool) -> tuple[Row, list[str]]:
+    from mesh.slm import SLMError
 
-    backend = TransformersBackend(str(folder), threads=threads, max_wait_ms=5,
-                                  max_batch_size=max(requests, 1))
-    try:
-        budget = tokens if output == "free" else SCHEMA_BUDGET
-        batch = [GenerationRequest(prompt=p, max_new_tokens=budget,
-                                   output=JsonOutput(SCHEMA, p) if output == "schema" else None)
-                 for p in _prompts(requests)]
-        await backend.generate(batch[0])  # warm-up (vocabulary, first forward pass)
-        started = time.perf_counter()
-        alone = [await backend.generate(r) for r in batch]
-        sequential = time.perf_counter() - started
+    latencies = [0.0] * len(requests)
+    texts = [""] * len(requests)
+    tokens = [0] * len(requests)
+    failures = 0
+    work = iter(enumerate(requests))
 
-        async def timed(request: GenerationRequest) -> tuple[float, Generation]:
+    async def client() -> None:
+        nonlocal failures
+        for index, request in work:  # one shared iterator: each request is sent once
             begin = time.perf_counter()
-            generation = await backend.generate(request)
-            return time.perf_counter() - begin, generation
+            try:
+                generation = await backend.generate(request)
+            except SLMError as exc:
+                failures += 1
+                texts[index] = f"<{type(exc).__name__}>"
+            else:
+                texts[index] = generation.text
+                tokens[index] = generation.usage.output_tokens
+            latencies[index] = time.perf_counter() - begin
 
-        started = time.perf_counter()
-        together = await asyncio.gather(*(timed(r) for r in batch))
-        batched = time.perf_counter() - started
-        if [g.text for g in alone] != [g.text for _, g in together]:
-            raise AssertionError("batched greedy output differs from unbatched output")
-        return Row(
-            model=label, parameters=backend.parameters or 0, output=output,
-            requests=requests, tokens=sum(g.usage.output_tokens for g in alone),
-            sequential_s=sequential, batched_s=batched,
-            sequential_ttft_ms=statistics.median(g.usage.ttft_ms or 0 for g in alone),
-            batched_ttft_ms=statistics.median(g.usage.ttft_ms or 0 for _, g in together),
-            batched_p50_ms=statistics.median(t for t, _ in together) * 1000,
-        )
-    finally:
-        await backend.aclose()
+    started, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    row = Row(
+        agent=agent, concurrency=concurrency, batching=batching, requests=len(requests),
+        output_tokens=sum(tokens), elapsed_s=elapsed,
+        p50_ms=statistics.median(latencies) * 1000, p99_ms=_percentile(latencies, 0.99) * 1000,
+        failures=failures, cpu_s=cpu,
+    )
+    return row, texts
 
 
-def main(requests: int = 16, tokens: int = 48, threads: int = 1,
-         output: Path = Path("docs/benchmarks.md")) -> list[Row]:
-    """Measures every model and output kind, prints the table, rewrites the section.
+async def _measure(agent: str, requests: int, threads: int) -> tuple[list[Row], dict[str, Any]]:
+    from mesh.slm import Choice, GenerationRequest, JsonOutput, TransformersBackend
+    from mesh.train.data.contract import load_contract
+    from mesh.train.data.dataset import TEST
+    from mesh.train.data.tasks import load_task
 
-    ``tokens`` is the free-text budget; schema rows run until their JSON is complete.
-    """
-    sys.path.insert(0, str(ROOT))
-    from tests.support.tiny_slm import save_tiny_model
+    contract = load_contract(agent)
+    task = load_task(agent)
+    count = max(requests, 4 * max(CONCURRENCY))
+    examples = task.examples(TEST, 1, count)
 
+    def request(example: Any) -> GenerationRequest:
+        output: Choice | JsonOutput | None = None
+        if contract.labels is not None:
+            output = Choice(contract.labels)
+        elif contract.schema is not None:
+            output = JsonOutput(contract.schema, example.input)
+        return GenerationRequest(prompt=example.prompt, max_new_tokens=contract.max_new_tokens,
+                                 stop=contract.stop, output=output)
+
+    off = TransformersBackend(str(contract.model_dir), threads=threads, max_batch_size=1)
+    on = TransformersBackend(str(contract.model_dir), threads=threads, max_batch_size=32,
+                             max_wait_ms=5)
     rows: list[Row] = []
+    mismatches = 0
+    try:
+        for backend in (off, on):  # warm-up: vocabulary, grammar compiler, first passes
+            await asyncio.gather(*(backend.generate(request(e)) for e in examples[:4]))
+        for concurrency in CONCURRENCY:
+            n = max(requests, 4 * concurrency)
+            batch = [request(e) for e in examples[:n]]
+            row_off, texts_off = await _run_row(agent, off, batch, concurrency, batching=False)
+            row_on, texts_on = await _run_row(agent, on, batch, concurrency, batching=True)
+            mismatches += sum(a != b for a, b in zip(texts_off, texts_on, strict=True))
+            for row in (row_off, row_on):
+                print(f"  {agent} {concurrency:>2} concurrent, batching {'on ' if row.batching else 'off'}"
+                      f"  {row.rps:6.1f} req/s  {row.tps:7.0f} tok/s  p50 {row.p50_ms:6.0f} ms"
+                      f"  p99 {row.p99_ms:6.0f} ms  CPU {row.cpu_ms_per_request:5.0f} ms/req",
+                      flush=True)
+            rows += [row_off, row_on]
+        info = {"parameters": on.parameters or 0, "model_dir": contract.model_dir,
+                "mismatches": mismatches}
+    finally:
+        await off.aclose()
+        await on.aclose()
+    return rows, info
+
+
+def main(requests: int = 16, tokens: int | None = None, threads: int = 1,
+         output: Path = Path("docs/benchmarks.md"),
+         agents: tuple[str, ...] = AGENTS) -> list[Row]:
+    """Measures each agent at each concurrency level, prints the table, rewrites the section.
+
+    Each row sends ``max(requests, 4 x concurrency)`` requests. ``tokens`` is not used: the
+    agent's own ``max_new_tokens`` applies, and constrained outputs end when their JSON or
+    label is complete.
+    """
+    del tokens
+    sys.path.insert(0, str(ROOT))
+    load_before = os.getloadavg()
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="slmesh-bench-slm-") as tmp:
-        for label, (hidden, layers) in MODELS.items():
-            folder = save_tiny_model(Path(tmp) / label, "llama", "char", hidden_size=hidden,
-                                     layers=layers)
-            for kind in ("free", "schema"):
-                row = asyncio.run(_measure(folder, label, kind, requests, tokens, threads))
-                print(f"  {label:<4} {kind:<6} one by one {row.tokens / row.sequential_s:7.0f} "
-                      f"tok/s   batched {row.tokens / row.batched_s:7.0f} tok/s   "
-                      f"x{row.speedup:.1f}", flush=True)
-                rows.append(row)
-    text = render(rows, threads=threads, elapsed=time.monotonic() - started)
+    rows: list[Row] = []
+    infos: dict[str, dict[str, Any]] = {}
+    for agent in agents:
+        agent_rows, infos[agent] = asyncio.run(_measure(agent, requests, threads))
+        rows += agent_rows
+    text = render(rows, threads=threads, infos=infos, elapsed=time.monotonic() - started,
+                  load=(load_before, os.getloadavg()))
     print()
     print(text)
     write_section(Path(output), SECTION, text)
@@ -131,32 +183,102 @@ def main(requests: int = 16, tokens: int = 48, threads: int = 1,
     return rows
 
 
-def render(rows: list[Row], *, threads: int, elapsed: float) -> str:
+def render(rows: list[Row], *, threads: int, infos: dict[str, dict[str, Any]],
+           elapsed: float, load: tuple[tuple[float, ...], tuple[float, ...]]) -> str:
     import torch
 
+    now = dt.datetime.now(dt.UTC)
+    before, after = load
+    models = []
+    for agent, info in infos.items():
+        model = Path(str(info["model_dir"]))
+        try:
+            model = model.resolve().relative_to(ROOT)
+        except ValueError:
+            model = Path(model.name)
+        models.append(f"`{agent}` (`{model}`, {info['parameters']:,} parameters)")
+    mismatches = sum(int(info["mismatches"]) for info in infos.values())
     lines = [
         SECTION,
         "",
-        f"{dt.date.today().isoformat()}, {platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__}, {threads} torch thread(s), float32 on CPU; "
-        f"{elapsed:.0f} s in all. Random-weight Llama models with a character tokenizer; "
-        "each row sends the same prompts (3 lengths) one by one, then all at once "
-        "(continuous batching); greedy output is checked identical. `schema` decodes under a "
-        "JSON schema with an enum, a grounded (copied) order id, a boolean and a bounded "
-        "string.",
+        f"`slmesh bench slm`, {now:%Y-%m-%d %H:%M} UTC: the shipped micro-SLMs of "
+        + " and ".join(models) + ", each served as its agent serves it (prompt, output "
+        "constraint, stop strings and token budget from `services/<agent>/agent.yaml`: the "
+        "extractor decodes under its JSON schema with grounded fields, the responder writes "
+        "free text), through `mesh.slm.TransformersBackend`.",
         "",
-        "| model | output | requests | tokens | one by one tok/s | batched tok/s | speed-up "
-        "| TTFT p50 alone | TTFT p50 batched | latency p50 batched |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"- Machine: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
+        f"Linux {platform.release()}; Python {platform.python_version()}, torch "
+        f"{torch.__version__}, {threads} torch thread(s), float32 on CPU. **Shared machine**: "
+        f"other engineers' tests, services and training ran at the same time; load average "
+        f"(1/5/15 min) {before[0]:.2f} / {before[1]:.2f} / {before[2]:.2f} at the start, "
+        f"{after[0]:.2f} / {after[1]:.2f} / {after[2]:.2f} at the end. Absolute numbers move "
+        "with that load; the on/off ratios compare rows run back to back.",
+        "- Each row: a closed loop of `concurrent` clients sending the agent's held-out test "
+        "inputs (each its next request once the previous one answered). Batching off = "
+        "`max_batch_size=1` (requests decode one at a time, the rest queue); on = continuous "
+        "batching, up to 32 rows, 5 ms admission wait. Latency is per request, queueing "
+        f"included. The whole run took {elapsed:.0f} s; greedy outputs with batching on and off "
+        f"differed on {mismatches} request(s).",
+        "",
+        "- `CPU ms/req`: the process's CPU time (model worker and event loop) per request. On a "
+        "machine this loaded, wall-clock rows run back to back still see different load, so "
+        "the CPU-time ratio is the steadier measure of what batching saves.",
+        "",
+        "| agent | concurrent | batching | requests | req/s | output tok/s | p50 ms | p99 ms "
+        "| failures | CPU ms/req | req/s on vs off | CPU per request, off / on |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    pairs: dict[tuple[str, int], dict[bool, Row]] = {}
     for r in rows:
+        pairs.setdefault((r.agent, r.concurrency), {})[r.batching] = r
+    for r in rows:
+        ratio = cpu_ratio = ""
+        if r.batching and False in pairs[(r.agent, r.concurrency)]:
+            off = pairs[(r.agent, r.concurrency)][False]
+            ratio = f"{r.rps / off.rps:.2f}x"
+            cpu_ratio = f"{off.cpu_ms_per_request / r.cpu_ms_per_request:.2f}x"
         lines.append(
-            f"| {r.model} ({r.parameters:,} params) | {r.output} | {r.requests} | {r.tokens} "
-            f"| {r.tokens / r.sequential_s:,.0f} | {r.tokens / r.batched_s:,.0f} "
-            f"| x{r.speedup:.1f} | {r.sequential_ttft_ms:.1f} ms | {r.batched_ttft_ms:.1f} ms "
-            f"| {r.batched_p50_ms:.0f} ms |"
+            f"| {r.agent} | {r.concurrency} | {'on' if r.batching else 'off'} | {r.requests} "
+            f"| {r.rps:.2f} | {r.tps:,.0f} | {r.p50_ms:,.0f} | {r.p99_ms:,.0f} | {r.failures} "
+            f"| {r.cpu_ms_per_request:,.0f} | {ratio} | {cpu_ratio} |"
         )
+    top = max(CONCURRENCY)
+    verdicts = []
+    for agent in infos:
+        pair = pairs.get((agent, top), {})
+        if {True, False} <= set(pair):
+            ratio = pair[True].rps / pair[False].rps
+            cpu_ratio = pair[False].cpu_ms_per_request / pair[True].cpu_ms_per_request
+            verdicts.append(f"{agent} {ratio:.2f}x ({'met' if ratio >= 5 else 'NOT met'}; "
+                            f"{cpu_ratio:.2f}x by CPU time per request)")
+    if verdicts:
+        lines += ["", f"Target: batching on >= 5x the req/s of batching off at {top} concurrent: "
+                      + "; ".join(verdicts) + ".", "", WHY]
     return "\n".join(lines) + "\n"
+
+
+WHY = """Why the 5x target is out of reach here (profiled with cProfile on the model worker thread,
+extractor, 32 concurrent, on this machine on 2026-11-25):
+
+- The model is too small for batching to be nearly free on one CPU thread. A batch-1 decode
+  step costs ~3.3 ms of forward pass, almost all fixed per-call overhead (~30 small modules);
+  batching amortises exactly that. A 32-row step over ~200 cached positions is real work: ~7 ms
+  of matmuls (~21 GFLOP/s), ~6 ms of attention reading the KV cache, and ~12 ms of
+  `torch.cat`: transformers' `DynamicCache` copies every layer's keys and values to append
+  one position, and joining rows copies the cache again. Per generated token that is ~1.5-2 ms batched against ~5.7 ms one at a time
+  (forward plus sampling, mask and bookkeeping), a ceiling of roughly 3-4x before any
+  per-request cost. The responder (free text: no grammar, no masks) gets closest.
+- Per-request costs do not batch. Under continuous batching at 32 concurrent a row finishes and
+  another joins almost every step, so most steps also run a 1-row prefill, copy the whole KV
+  cache to drop the finished row and again to join the new one. For the extractor, building
+  each request's grammar and llguidance matcher from up to 512 listed span literals per field
+  cost ~55 ms of worker time per request; listing at most 64 spans (the span automaton beyond)
+  cut that to ~10 ms and halved the per-step mask time (commit "Grounded spans: list at most 64
+  fitting spans").
+- What would raise the ratio: a preallocated KV cache (no per-step copies) and joining
+  newcomers every few steps instead of every step; on a GPU or a larger model, where a batch-1
+  step is bound by reading the weights, batching multiplies throughput far more."""
 
 
 if __name__ == "__main__":
