@@ -501,6 +501,20 @@ def bench_slm(
     _bench_module("slm").main(requests=requests, tokens=tokens, threads=threads, output=output)
 
 
+@bench_app.command("tracing")
+def bench_tracing(
+    concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 16,
+    duration: Annotated[float, typer.Option(help="Seconds per round.")] = 5.0,
+    rounds: Annotated[int, typer.Option(help="Rounds per mode (off/on alternate).")] = 3,
+    store: Annotated[str, typer.Option(help="The agents' task store: sqlite or memory.")] = "sqlite",
+    agent: Annotated[list[str], typer.Option("--agent", help="echo (trivial executor), tools, classifier (SLM).")] = ["echo", "tools", "classifier"],  # noqa: B006
+    output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path("docs/benchmarks.md"),
+) -> None:
+    """Hop throughput with tracing off vs on (100% sampled, OTLP to a local Phoenix), in one run."""
+    _bench_module("tracing").main(concurrency=concurrency, duration=duration, rounds=rounds, store=store,
+                                  agents=tuple(agent), output=output)
+
+
 @bench_app.command("hop")
 def bench_hop(
     requests: Annotated[int, typer.Option(help="Sequential requests per transport.")] = 2000,

@@ -193,7 +193,7 @@ class AgentServer:
             # agent's invoke_agent span (mesh.a2a.tracing).
             admission = self.admission
             self.admission.telemetry = HopTelemetry(spec.name, lambda: admission.in_flight)
-            served = TracedExecutor(self.executor, spec.name, self.replica_id, spec.description)
+            served = TracedExecutor(self.executor, spec.name, self.replica_id)
         self.handler = MeshRequestHandler(
             agent_executor=served, task_store=self.task_store, agent_card=self.card,
             event_stream=self.event_stream,

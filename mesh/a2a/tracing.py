@@ -84,11 +84,10 @@ class _StateTap:
 class TracedExecutor(AgentExecutor):
     """Runs an executor inside the agent's ``invoke_agent {agent}`` span (GenAI conventions)."""
 
-    def __init__(self, inner: AgentExecutor, agent: str, replica_id: str, description: str = "") -> None:
+    def __init__(self, inner: AgentExecutor, agent: str, replica_id: str) -> None:
         self.inner = inner
         self.agent = agent
         self.replica_id = replica_id
-        self.description = description
         self._name = f"{names.OP_INVOKE_AGENT} {agent}"
 
     def __getattr__(self, name: str) -> Any:
@@ -99,15 +98,13 @@ class TracedExecutor(AgentExecutor):
         if tracer is None:
             await self.inner.execute(context, event_queue)
             return
+        # Static facts (description, version) are resource attributes, not repeated per span.
         attributes: dict[str, Any] = {
             names.OPERATION: names.OP_INVOKE_AGENT,
             names.AGENT_NAME: self.agent,
             names.AGENT_ID: self.replica_id,
-            names.REPLICA: self.replica_id,
             names.OPENINFERENCE_KIND: "AGENT",
         }
-        if self.description:
-            attributes[names.AGENT_DESCRIPTION] = self.description
         if context.task_id:
             attributes[names.TASK_ID] = context.task_id
         if context.context_id:
@@ -142,25 +139,27 @@ def finish_client_span(span: Span | None, *, replica: Any = None, binding: str |
     """Ends a client span with where the call went and what came back."""
     if span is None:
         return
+    attributes: dict[str, Any] = {}
     if replica is not None:
-        span.set_attribute(names.REPLICA, replica.replica_id)
+        attributes[names.REPLICA] = replica.replica_id
     if binding is not None:
-        span.set_attribute(names.TRANSPORT, binding)
+        attributes[names.TRANSPORT] = binding
     if attempts > 1:
-        span.set_attribute(names.RETRIES, attempts - 1)
+        attributes[names.RETRIES] = attempts - 1
     if task is not None and getattr(task, "id", ""):
-        span.set_attribute(names.TASK_ID, task.id)
-        span.set_attribute(names.CONTEXT_ID, task.context_id)
-        span.set_attribute(names.TASK_STATE, TaskState.Name(task.status.state))
+        attributes[names.TASK_ID] = task.id
+        attributes[names.CONTEXT_ID] = task.context_id
+        attributes[names.TASK_STATE] = TaskState.Name(task.status.state)
+    span.set_attributes(attributes)
     if error is not None:
         span.record_exception(error)
         span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
         span.set_attribute(names.ERROR_TYPE, type(error).__name__)
     instruments = STATE.instruments
     if instruments is not None and started is not None:
-        attributes = {names.AGENT_NAME: span.attributes.get(names.AGENT_NAME, ""),  # type: ignore[attr-defined]
-                      names.TRANSPORT: binding or ""}
+        labels = {names.AGENT_NAME: span.attributes.get(names.AGENT_NAME, ""),  # type: ignore[attr-defined]
+                  names.TRANSPORT: binding or ""}
         if error is not None:
-            attributes[names.ERROR_TYPE] = type(error).__name__
-        instruments.client_duration.record(time.perf_counter() - started, attributes)
+            labels[names.ERROR_TYPE] = type(error).__name__
+        instruments.client_duration.record(time.perf_counter() - started, labels)
     span.end()

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from a2a.helpers.proto_helpers import new_text_message
 from a2a.types import a2a_pb2 as pb
@@ -67,6 +68,19 @@ async def _finished(exporter: InMemorySpanExporter, count: int) -> list[Readable
     _ALL.clear()
     _ALL.update({s.context.span_id: s for s in exporter.get_finished_spans()})
     return [s for s in exporter.get_finished_spans() if s.instrumentation_scope.name == telemetry.SCOPE]
+
+
+def _sample(exposition: str, metric: str, **labels: str) -> float | None:
+    """The value of the Prometheus sample ``metric`` whose labels include ``labels``."""
+    for line in exposition.splitlines():
+        name, _, rest = line.partition("{")
+        if name != metric or "} " not in rest:
+            continue
+        found, value = rest.rsplit("} ", 1)
+        pairs = dict(item.split("=", 1) for item in found.split(",") if "=" in item)
+        if all(pairs.get(k) == f'"{v}"' for k, v in labels.items()):
+            return float(value)
+    return None
 
 
 def _by_name(spans: list[ReadableSpan]) -> dict[str, ReadableSpan]:
@@ -184,8 +198,16 @@ async def test_a_call_without_a_caller_span_starts_the_trace(
             await client.send_text("echo", "a")
             task = await client.send_text("echo", "b")
             await client.get_task("echo", task.task.id)
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"http://127.0.0.1:{echo.http_port}/metrics")).text
     finally:
         await echo.stop()
+    # Prometheus exposition on the agent's HTTP port: requests per agent, transport and method
+    served = "mesh_agent_request_duration_seconds_count"
+    assert _sample(metrics, served, gen_ai_agent_name="echo", mesh_transport="GRPC", rpc_method="SendMessage") == 2
+    assert _sample(metrics, served, gen_ai_agent_name="echo", mesh_transport="GRPC", rpc_method="GetTask") == 1
+    assert _sample(metrics, "mesh_client_request_duration_seconds_count", mesh_transport="GRPC") == 3
+    assert _sample(metrics, "mesh_agent_requests_in_flight", gen_ai_agent_name="echo") == 0
     done = await _finished(spans, 5)
     calls = [s for s in done if s.kind == SpanKind.CLIENT]
     assert [s.name for s in calls] == ["SendMessage echo", "SendMessage echo", "GetTask echo"]
