@@ -17,6 +17,7 @@ from rich.table import Table
 
 from mesh.config import ServiceSpec, Settings, SpecError, registry_credential
 from mesh.errors import MeshError
+from mesh.tls import TlsFiles
 
 app = typer.Typer(
     help="slmesh: a mesh of specialized small-language-model agents behind A2A.\n\n"
@@ -205,7 +206,8 @@ def agents(
     address = _registry_address(settings, registry)
 
     async def fetch() -> list[Any]:
-        async with RegistryClient(address, token=registry_credential(settings)) as client:
+        async with RegistryClient(address, token=registry_credential(settings),
+                                  tls=TlsFiles.from_settings(settings)) as client:
             return await client.list()
 
     try:
@@ -272,7 +274,7 @@ def send(
     address = _registry_address(settings, registry)
 
     async def run() -> int:
-        source = await snapshot(address, agent, registry_credential(settings))
+        source = await snapshot(address, agent, registry_credential(settings), TlsFiles.from_settings(settings))
         final = pb.TaskState.TASK_STATE_UNSPECIFIED
         async with MeshClient(source, settings, bindings=[binding]) as client:
             async for event in client.send_streaming_message(agent, request, timeout=timeout):
@@ -333,7 +335,7 @@ def run(
     out = Console(stderr=True) if as_json else console
 
     async def go() -> Any:
-        source = await snapshot(address, PLANNER, registry_credential(settings))
+        source = await snapshot(address, PLANNER, registry_credential(settings), TlsFiles.from_settings(settings))
         async with MeshClient(source, settings) as client:
             return await run_task(client, request_for(text, messages, workflow), out, timeout,
                                   show_progress=not as_json)

@@ -80,6 +80,15 @@ class Settings(BaseSettings):
         description="Requests one agent replica runs at once; beyond it new ones are shed with "
         "HTTP 503 / gRPC UNAVAILABLE and a retry hint (the client retries another replica). 0: no limit.",
     )
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate chain: with tls_key_file, serves HTTPS and gRPC over TLS and is the "
+        "client certificate on outbound calls (registry, agents).",
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    tls_ca_file: Path | None = Field(
+        None, description="PEM CA bundle: servers then require client certificates it signed (mutual TLS) "
+        "and clients verify servers against it.",
+    )
     request_timeout_s: float = Field(60.0, gt=0, description="Default client deadline per call.")
     log_level: str = Field("INFO", description="Python logging level.")
     ray_address: str | None = Field(

@@ -30,8 +30,8 @@ class Endpoints:
         ]
 
     @classmethod
-    def for_host(cls, host: str, http_port: int, grpc_port: int) -> Endpoints:
-        base = f"http://{host}:{http_port}"
+    def for_host(cls, host: str, http_port: int, grpc_port: int, *, https: bool = False) -> Endpoints:
+        base = f"{'https' if https else 'http'}://{host}:{http_port}"
         return cls(jsonrpc=f"{base}/", rest=base, grpc=f"grpc://{host}:{grpc_port}")
 
 

@@ -39,6 +39,7 @@ from mesh.config import Settings
 from mesh.errors import DeadlineExceededError, NoReplicaError
 from mesh.telemetry.propagation import carrier
 from mesh.telemetry.setup import STATE
+from mesh.tls import TlsFiles
 
 T = TypeVar("T")
 
@@ -184,9 +185,11 @@ class MeshClient:
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self._rng = rng or random.Random()
+        self._tls = TlsFiles.from_settings(self.settings)
         self._http = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
             timeout=httpx.Timeout(self.settings.request_timeout_s, connect=5.0),
+            verify=self._tls.client_context() if self._tls else True,
         )
         self._lanes: dict[tuple[str, str], _Lane] = {}
         self._outstanding: dict[str, int] = {}
@@ -249,11 +252,10 @@ class MeshClient:
         card = _interface_card(replica.agent, binding, url)
         params = self._params[binding]
         if binding == GRPC:
-            channel = grpc.aio.insecure_channel(
-                grpc_target(url),
-                options=[("grpc.max_receive_message_length", self.settings.max_request_bytes),
-                         ("grpc.max_send_message_length", self.settings.max_request_bytes)],
-            )
+            options = [("grpc.max_receive_message_length", self.settings.max_request_bytes),
+                       ("grpc.max_send_message_length", self.settings.max_request_bytes)]
+            channel = (grpc.aio.secure_channel(grpc_target(url), self._tls.grpc_channel_credentials(), options=options)
+                       if self._tls else grpc.aio.insecure_channel(grpc_target(url), options=options))
             grpc_transport = GrpcTransport(channel, card)
             return _Lane(binding, grpc_transport, params, GrpcSend(grpc_transport, params))
         if binding == JSONRPC:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from mesh.a2a.client import Replica, StaticReplicas
 from mesh.proto.slmesh.registry.v1 import registry_pb2 as rpb
 from mesh.registry import RegistryClient, RegistryView
+from mesh.tls import TlsFiles
 
 
 def replica_from_registry(entry: rpb.Replica) -> Replica:
@@ -22,9 +23,10 @@ def replica_from_registry(entry: rpb.Replica) -> Replica:
     )
 
 
-async def snapshot(registry: str, agent: str = "", token: str | None = None) -> StaticReplicas:
+async def snapshot(registry: str, agent: str = "", token: str | None = None,
+                   tls: TlsFiles | None = None) -> StaticReplicas:
     """A one-shot view of the registry (``List``), for short-lived callers like the CLI."""
-    async with RegistryClient(registry, token=token) as client:
+    async with RegistryClient(registry, token=token, tls=tls) as client:
         entries = await client.list(agent=agent)
     return StaticReplicas([replica_from_registry(e) for e in entries])
 

@@ -45,6 +45,7 @@ from mesh.a2a.tracing import HopTelemetry, TracedExecutor
 from mesh.config import ServiceSpec, Settings, SpecError
 from mesh.telemetry import enabled as telemetry_enabled
 from mesh.telemetry import prometheus_text
+from mesh.tls import TlsFiles
 
 if TYPE_CHECKING:
     from mesh.registry import Registration, RegistryClient
@@ -181,11 +182,15 @@ class AgentServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        self.grpc_port = self._grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+        self.tls = TlsFiles.from_settings(settings)
+        address = f"{settings.host}:{settings.grpc_port}"
+        self.grpc_port = (self._grpc_server.add_secure_port(address, self.tls.grpc_server_credentials())
+                          if self.tls else self._grpc_server.add_insecure_port(address))
         if self.grpc_port == 0:
             raise OSError(f"cannot bind gRPC port {settings.host}:{settings.grpc_port}")
         self.http_port = self._http_sock.getsockname()[1]
-        self.endpoints = Endpoints.for_host(settings.advertise_host, self.http_port, self.grpc_port)
+        self.endpoints = Endpoints.for_host(settings.advertise_host, self.http_port, self.grpc_port,
+                                            https=self.tls is not None)
         self.card = build_card(spec, self.endpoints, bearer_auth=token is not None)
         served = self.executor
         if telemetry_enabled():
@@ -266,6 +271,7 @@ class AgentServer:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=max(1, int(self.settings.drain_timeout_s)),
+            **(self.tls.uvicorn_options() if self.tls else {}),
         )
         self._uvicorn = _EmbeddedUvicorn(config)
         self._uvicorn_task = asyncio.create_task(self._uvicorn.serve(sockets=[self._http_sock]))

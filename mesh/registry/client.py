@@ -17,6 +17,7 @@ import grpc
 from mesh.config import Settings, registry_credential
 from mesh.proto.slmesh.registry.v1 import registry_pb2 as pb
 from mesh.proto.slmesh.registry.v1 import registry_pb2_grpc as pb_grpc
+from mesh.tls import TlsFiles
 
 DEFAULT_TIMEOUT_S = 5.0
 """Deadline of each unary call: registry calls are tiny, so a slow one means trouble."""
@@ -33,7 +34,8 @@ class RegistryClient:
     ``wait_for_ready=True`` makes one-shot callers (tools, tests) wait for the registry up to
     each call's deadline instead. ``token`` goes out as ``authorization: Bearer`` on every
     call: the registry needs it to register, heartbeat or deregister (and to list or watch
-    when the mesh has an API token).
+    when the mesh has an API token). ``tls`` makes the channel TLS (mutual with a client
+    certificate).
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class RegistryClient:
         reconnect_backoff_max_s: float = 2.0,
         wait_for_ready: bool = False,
         token: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         if not address:
             raise ValueError("registry address is required (host:port)")
@@ -52,6 +55,7 @@ class RegistryClient:
         self._timeout_s = timeout_s
         self._wait_for_ready = wait_for_ready
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._tls = tls
         self._options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -71,7 +75,7 @@ class RegistryClient:
         if not settings.registry:
             raise ValueError("settings.registry is not set (SLMESH_REGISTRY=host:port)")
         return cls(settings.registry, max_message_bytes=settings.max_request_bytes,
-                   token=registry_credential(settings))
+                   token=registry_credential(settings), tls=TlsFiles.from_settings(settings))
 
     @property
     def address(self) -> str:
@@ -81,7 +85,9 @@ class RegistryClient:
         if self._closed:
             raise RuntimeError(f"registry client for {self._address} is closed")
         if self._stub_ is None:
-            self._channel = grpc.aio.insecure_channel(self._address, options=self._options)
+            self._channel = (
+                grpc.aio.secure_channel(self._address, self._tls.grpc_channel_credentials(), options=self._options)
+                if self._tls else grpc.aio.insecure_channel(self._address, options=self._options))
             self._stub_ = pb_grpc.RegistryStub(self._channel)
         return self._stub_
 

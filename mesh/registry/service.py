@@ -31,6 +31,7 @@ from mesh.registry.store import (
     WatchClosed,
     WatcherOverflow,
 )
+from mesh.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -254,8 +255,11 @@ async def start_registry_server(
         [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
     wanted = settings.grpc_port if port is None else port
+    tls = TlsFiles.from_settings(settings)
     try:
-        bound = server.add_insecure_port(f"{_bracket(settings.host)}:{wanted}")
+        address = f"{_bracket(settings.host)}:{wanted}"
+        bound = (server.add_secure_port(address, tls.grpc_server_credentials()) if tls
+                 else server.add_insecure_port(address))
     except RuntimeError as exc:
         raise OSError(f"registry could not bind {settings.host}:{wanted}: {exc}") from exc
     await server.start()

@@ -1,0 +1,143 @@
+"""Mutual TLS: a registry and an agent as real processes with certificates from a throwaway CA;
+the mesh client reaches the agent on every transport, strangers without a certificate from
+that CA are refused at the handshake."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from mesh.a2a.client import DEFAULT_BINDINGS, MeshClient, text_of
+from mesh.a2a.discovery import snapshot
+from mesh.config import Settings
+from mesh.registry import RegistryClient
+from mesh.tls import TlsFiles
+from tests.conftest import ECHO_SERVICE
+from tests.support.procs import ROOT, ServiceProcess, start_service
+
+
+def _name(common: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+
+def _issue(folder: Path, name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
+           ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A CA (no issuer) or a leaf for localhost/127.0.0.1 (server and client use), as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (x509.CertificateBuilder().subject_name(_name(name)).public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1)))
+    if issuer is None:
+        builder = builder.issuer_name(_name(name)).add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
+        signer = key
+    else:
+        builder = (builder.issuer_name(issuer[0].subject)
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+                   .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                               x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                  False)
+                   .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
+                                                         x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), False))
+        signer = issuer[1]
+    cert = builder.sign(signer, hashes.SHA256())
+    (folder / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / f"{name}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                           serialization.PrivateFormat.PKCS8,
+                                                           serialization.NoEncryption()))
+    return cert, key
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Path:
+    folder = tmp_path / "pki"
+    folder.mkdir()
+    ca = _issue(folder, "ca", None)
+    _issue(folder, "mesh", ca)
+    rogue = _issue(folder, "rogue-ca", None)
+    _issue(folder, "rogue", rogue)
+    return folder
+
+
+def _tls_env(pki: Path, name: str = "mesh") -> dict[str, str]:
+    return {"SLMESH_TLS_CERT_FILE": str(pki / f"{name}.pem"), "SLMESH_TLS_KEY_FILE": str(pki / f"{name}.key"),
+            "SLMESH_TLS_CA_FILE": str(pki / "ca.pem")}
+
+
+def _settings(pki: Path, name: str = "mesh") -> Settings:
+    return Settings(tls_cert_file=pki / f"{name}.pem", tls_key_file=pki / f"{name}.key", tls_ca_file=pki / "ca.pem")
+
+
+def _wait_grpc(proc: ServiceProcess, credentials: grpc.ChannelCredentials, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.secure_channel(proc.grpc_target, credentials) as channel:
+        while True:
+            assert proc.popen.poll() is None, proc.output()
+            try:
+                if health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
+                        health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            assert time.monotonic() < deadline, proc.output()
+            time.sleep(0.05)
+
+
+async def test_a_mutual_tls_mesh(tmp_path: Path, pki: Path, spawn: Callable[..., ServiceProcess]) -> None:
+    tls = TlsFiles.from_settings(_settings(pki))
+    assert tls is not None
+    registry = spawn(ROOT / "services" / "registry", env=_tls_env(pki), wait=False)
+    _wait_grpc(registry, tls.grpc_channel_credentials())
+    agent = spawn(ECHO_SERVICE, wait=False, env={**_tls_env(pki), "SLMESH_REGISTRY": registry.grpc_target,
+                                                 "SLMESH_TASK_STORE": "memory", "SLMESH_REPLICA_ID": "echo-tls"})
+    _wait_grpc(agent, tls.grpc_channel_credentials())
+    https = f"https://127.0.0.1:{agent.http_port}"
+
+    async with RegistryClient(registry.grpc_target, tls=tls) as reg:
+        deadline = time.monotonic() + 20
+        while not (entries := await reg.list(agent="echo")):
+            assert time.monotonic() < deadline, agent.output()
+            await asyncio.sleep(0.05)
+    urls = {e.transport: e.url for e in entries[0].endpoints}
+    assert urls["JSONRPC"].startswith("https://") and urls["HTTP+JSON"].startswith("https://")
+
+    source = await snapshot(registry.grpc_target, "echo", tls=tls)
+    for binding in DEFAULT_BINDINGS:
+        async with MeshClient(source, _settings(pki), bindings=[binding]) as client:
+            assert text_of(await client.send_text("echo", f"over {binding}")) == f"OVER {binding}".upper()
+
+    # Strangers: no client certificate, or one from another CA, are refused at the handshake.
+    no_cert = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    rogue = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    rogue.load_cert_chain(str(pki / "rogue.pem"), str(pki / "rogue.key"))
+    for context in (no_cert, rogue):
+        with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)):
+            httpx.get(https + "/readyz", verify=context, timeout=5).raise_for_status()
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{agent.http_port}/readyz", timeout=5).raise_for_status()
+    server_only = grpc.ssl_channel_credentials(root_certificates=(pki / "ca.pem").read_bytes())
+    rogue_grpc = grpc.ssl_channel_credentials(root_certificates=(pki / "ca.pem").read_bytes(),
+                                              private_key=(pki / "rogue.key").read_bytes(),
+                                              certificate_chain=(pki / "rogue.pem").read_bytes())
+    for target in (registry.grpc_target, agent.grpc_target):
+        for credentials in (server_only, rogue_grpc):
+            with grpc.secure_channel(target, credentials) as channel, pytest.raises(grpc.RpcError) as info:
+                health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError):
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert httpx.get(https + "/healthz", verify=tls.client_context(), timeout=5).status_code == 200
