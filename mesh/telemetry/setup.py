@@ -48,6 +48,7 @@ class _State:
     service: str = ""
     instance: str = ""
     prometheus: CollectorRegistry | None = None
+    metric_readers: int = 0
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
     logger_provider: Any = None
@@ -137,7 +138,8 @@ def _install(service_name: str, settings: Settings, replica_id: str | None, vers
     STATE.instance = str(resource.attributes.get("service.instance.id", ""))
     STATE.content = settings.trace_content
     STATE.meter = meter_provider.get_meter(SCOPE)
-    STATE.instruments = Instruments(STATE.meter)
+    # Recording costs a few microseconds per measurement; skip it when nothing reads metrics.
+    STATE.instruments = Instruments(STATE.meter) if STATE.metric_readers else None
     STATE.tracer = tracer_provider.get_tracer(SCOPE)
     log.info("telemetry on for %s (%s); exporting %s over OTLP/%s", service_name, STATE.instance,
              ",".join(sorted(signals)) or "nothing", settings.otlp_protocol)
@@ -177,6 +179,7 @@ def _meter_provider(resource: Any, settings: Settings, signals: set[str]) -> Met
 
         STATE.prometheus = CollectorRegistry()
         readers.append(PrometheusMetricReader(registry=STATE.prometheus))
+    STATE.metric_readers = len(readers)
     return MeterProvider(resource=resource, metric_readers=readers)
 
 
