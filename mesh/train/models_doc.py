@@ -77,7 +77,8 @@ def render(rows: list[ModelRow], count: int) -> str:
         "Scores are measured through the serving runtime (labels, JSON schema and grounded-span "
         "constraints on). `seen`: fresh combinations of entity values seen in training; "
         "`validation`: held-out values; **`test`: entity values and phrasings never seen in "
-        "training — the headline**.",
+        "training — the headline**. Target: test `exact` >= 0.95 for the classifier, the "
+        "extractor and the tool-caller, `valid` 1.000 everywhere.",
         "",
         "| agent | parameters | size MB | training | split | " + " | ".join(metrics) + " |",
         "|---|---:|---:|---:|---|" + "---:|" * len(metrics),

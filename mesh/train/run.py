@@ -49,6 +49,7 @@ def train(
     seed: int = 0,
     served: bool = True,
     init_from: Path | None = None,
+    lr: float | None = None,
 ) -> dict[str, Any]:
     """Trains ``agent``'s micro-SLM and returns its ``training.json`` record.
 
@@ -63,7 +64,7 @@ def train(
     plan = recipe.plan
     if minutes is not None or steps is not None:
         plan = replace(plan, minutes=minutes, steps=steps)
-    plan = replace(plan, seed=seed)
+    plan = replace(plan, seed=seed, lr=plan.lr if lr is None else lr)
     target = Path(out_dir or load_contract(task.agent).model_dir)
     record = fit(task, out_dir=target, plan=plan, config=recipe.config, init_from=init_from)
     if served:
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, default=None, help="model folder (default: models/AGENT)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
     parser.add_argument(
         "--init-from", type=Path, default=None,
         help="continue training this saved model (e.g. models/AGENT) instead of random weights",
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     record = train(
         args.agent, out_dir=args.out, minutes=args.minutes, steps=args.steps, seed=args.seed,
-        init_from=args.init_from,
+        init_from=args.init_from, lr=args.lr,
     )
     print(
         f"{record['agent']}: {record['parameters']:,} parameters, "
