@@ -195,7 +195,8 @@ class SLMExecutor(AgentExecutor):
             prompt=request.prompt, max_tokens=request.max_new_tokens,
             temperature=request.temperature, top_p=request.top_p, seed=request.seed,
             output_type="text" if self.output is None or isinstance(self.output, Choice) else "json")
-        stream = self.backend.stream(request)
+        with genai.current(span):  # a remote backend's request task carries the span on
+            stream = self.backend.stream(request)
         self._running[updater.task_id] = stream
         artifact_id = uuid.uuid4().hex
         try:

@@ -34,6 +34,8 @@ from mesh.slm.generation import (
     finalize,
 )
 from mesh.slm.grammar import Choice, JsonOutput, OutputConstraint, check_schema
+from mesh.telemetry import enabled as telemetry_enabled
+from mesh.telemetry.propagation import carrier
 
 
 class OpenAIBackend:
@@ -140,8 +142,10 @@ class OpenAIBackend:
         finish: FinishReason = "stop"
         url = f"{self.base_url}/chat/completions"
         try:
+            # The generation's span goes along (W3C traceparent): vLLM, SGLang and NIM join it.
+            headers = {**self._headers, **carrier()} if telemetry_enabled() else self._headers
             async with self._http.stream("POST", url, json=self.payload(request),
-                                         headers=self._headers) as response:
+                                         headers=headers) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     raise _status_error(response)

@@ -8,12 +8,14 @@ across many event-loop turns and nothing runs inside it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry import context as otel_context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
 
 from mesh.telemetry import names
 from mesh.telemetry.setup import STATE
@@ -70,6 +72,19 @@ def start_generation(
              for m in chat], ensure_ascii=False)
     span = tracer.start_span(f"{operation} {model}", kind=SpanKind.CLIENT, attributes=attributes)
     return GenerationSpan(span, model, operation)
+
+
+@contextlib.contextmanager
+def current(handle: GenerationSpan | None) -> Iterator[None]:
+    """Makes the generation's span current for a block (tasks started inside inherit it)."""
+    if handle is None:
+        yield
+        return
+    token = otel_context.attach(set_span_in_context(handle.span))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def end_generation(

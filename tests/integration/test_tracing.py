@@ -280,3 +280,45 @@ async def test_generation_gets_a_genai_span_with_usage(spans: InMemorySpanExport
     assert attributes[names.BATCH_SIZE] >= 1 and attributes[names.QUEUE_WAIT] >= 0
     assert attributes[names.FINISH_REASONS] == ("stop",)
     assert names.INPUT_MESSAGES not in attributes  # content capture is off by default
+
+
+async def test_a_remote_model_call_carries_the_generation_span(spans: InMemorySpanExporter,
+                                                              tmp_path: Path) -> None:
+    """An agent fronting an OpenAI-compatible server (vLLM, NIM, ...) sends the chat span along."""
+    from mesh.slm import SLMExecutor, TransformersBackend, create_openai_app
+    from mesh.slm.openai_backend import OpenAIBackend
+    from tests.support.tiny_slm import save_tiny_model
+
+    local = TransformersBackend(str(save_tiny_model(tmp_path / "model", "llama", "char")), max_wait_ms=1,
+                                threads=1)
+    seen: list[str | None] = []
+    app = create_openai_app(local)
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            seen.append(dict(scope["headers"]).get(b"traceparent", b"").decode() or None)
+        await app(scope, receive, send)
+
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://model")
+    remote = OpenAIBackend("http://model/v1", local.model_name, http=http)
+    spec = ServiceSpec(name="remote", executor="mesh.slm.executor:SLMExecutor",
+                       options={"backend": "openai", "base_url": "http://model/v1",
+                                "model_name": local.model_name, "max_new_tokens": 4,
+                                "system": "Answer briefly."})
+    settings = Settings(data_dir=tmp_path, task_store="memory")
+    server = AgentServer(spec, settings, executor=SLMExecutor(spec, settings, backend=remote))
+    await server.start()
+    try:
+        async with MeshClient(_replicas(server), Settings(), bindings=[GRPC]) as client:
+            response = await client.send_text("remote", "hello")
+    finally:
+        await server.stop()
+        await http.aclose()
+        local.engine.close()
+    assert response.task.status.state == pb.TaskState.TASK_STATE_COMPLETED
+    by_name = _by_name(await _finished(spans, 3))
+    chat = by_name[f"chat {local.model_name}"]  # system + user messages: a chat
+    assert chat.attributes[names.PROVIDER] == "openai"
+    assert seen and seen[0] is not None
+    assert seen[0].split("-")[1] == f"{chat.context.trace_id:032x}"
+    assert seen[0].split("-")[2] == f"{chat.context.span_id:016x}"
