@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -196,8 +197,11 @@ class Launcher:
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+        from mesh.tls import TlsFiles
+
         deadline = time.monotonic() + timeout_s
-        with grpc.insecure_channel(f"127.0.0.1:{proc.grpc_port}") as channel:
+        target, tls = f"127.0.0.1:{proc.grpc_port}", TlsFiles.from_settings(self.settings)
+        with tls.probe_channel(target, self.settings.advertise_host) if tls else grpc.insecure_channel(target) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 self._check_alive(proc)
@@ -209,11 +213,18 @@ class Launcher:
         raise LaunchError(f"{proc.replica_id} not healthy after {timeout_s:.0f}s; see {proc.log}")
 
     def _wait_http_ready(self, proc: Process, deadline: float, path: str = "/readyz") -> None:
-        url = f"http://127.0.0.1:{proc.http_port}{path}"
+        from mesh.tls import TlsFiles
+
+        tls = None if self.state is not None and proc is self.state.ui else TlsFiles.from_settings(self.settings)
+        verify: ssl.SSLContext | bool = True
+        if tls is not None:
+            verify = tls.client_context()
+            verify.check_hostname = False  # a process we just started on loopback; the CA check stays
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{proc.http_port}{path}"
         while time.monotonic() < deadline:
             self._check_alive(proc)
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=1.0).status_code == 200:
+                if httpx.get(url, timeout=1.0, verify=verify).status_code == 200:
                     return
             time.sleep(0.1)
         raise LaunchError(f"{proc.replica_id} not ready in time; see {proc.log}")

@@ -61,6 +61,12 @@ class TlsFiles:
             certificate_chain=self.cert.read_bytes(),
         )
 
+    def probe_channel(self, target: str, host: str) -> grpc.Channel:
+        """A blocking channel for local health probes: TLS, the server's name checked as ``host``
+        (the name its certificate carries) rather than the loopback address dialled."""
+        return grpc.secure_channel(target, self.grpc_channel_credentials(),
+                                   options=[("grpc.ssl_target_name_override", host)])
+
     def client_context(self) -> ssl.SSLContext:
         """For outbound HTTPS: verify the server (against the CA when set), present our certificate."""
         context = ssl.create_default_context(cafile=str(self.ca) if self.ca else None)

@@ -432,7 +432,8 @@ class MeshClient:
         try:
             async for event in self._stream_attempts(agent, call, timeout, task_id, trace, where):
                 if event.HasField("task"):
-                    task = event.task
+                    task = pb.Task()  # a copy: the event itself belongs to the caller
+                    task.CopyFrom(event.task)
                 elif event.HasField("status_update") and task is not None:
                     task.status.state = event.status_update.status.state
                 yield event

@@ -7,7 +7,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import json
+import os
+import shutil
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,9 +26,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mesh import probe
 from mesh.a2a.client import DEFAULT_BINDINGS, MeshClient, text_of
 from mesh.a2a.discovery import snapshot
 from mesh.config import Settings
+from mesh.launch import MeshState, stop_processes
 from mesh.registry import RegistryClient
 from mesh.tls import TlsFiles
 from tests.conftest import ECHO_SERVICE
@@ -141,3 +148,39 @@ async def test_a_mutual_tls_mesh(tmp_path: Path, pki: Path, spawn: Callable[...,
         with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError):
             health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert httpx.get(https + "/healthz", verify=tls.client_context(), timeout=5).status_code == 200
+    # The container health check speaks TLS with the service's own certificate.
+    for target in (registry.grpc_target, agent.grpc_target):
+        assert probe.check(target, tls=tls, host="localhost")
+        assert not probe.check(target)
+
+
+def test_slmesh_up_agents_send_down_with_mutual_tls_and_tokens(tmp_path: Path, pki: Path) -> None:
+    """The CLI's own path: `slmesh up` waits for TLS health, `agents` and `send` speak mTLS
+    and carry the tokens, `down` stops everything."""
+    services = tmp_path / "services"
+    for name in ("registry", "tools"):
+        shutil.copytree(ROOT / "services" / name, services / name)
+    env = {**os.environ, **_tls_env(pki), "SLMESH_DATA_DIR": str(tmp_path / "mesh"), "SLMESH_UI": "false",
+           "SLMESH_API_TOKEN": "cli-api-token", "SLMESH_REGISTRATION_TOKEN": "cli-registration-token"}
+    env.pop("SLMESH_REGISTRY", None)
+
+    def slmesh(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mesh", *args], cwd=ROOT, env=env, text=True,
+                              capture_output=True, timeout=120)
+
+    try:
+        up = slmesh("up", "--detach", "--services", str(services))
+        assert up.returncode == 0, up.stdout + up.stderr
+        listed = slmesh("agents", "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert [e["agent"] for e in json.loads(listed.stdout)] == ["tools"]
+        for binding in DEFAULT_BINDINGS:
+            sent = slmesh("send", "tools", "--binding", binding, "--data",
+                          '{"name": "get_order", "arguments": {"order_id": "ORD-621221"}}')
+            assert sent.returncode == 0 and "Fitness Tracker" in sent.stdout, sent.stdout + sent.stderr
+        down = slmesh("down")
+        assert down.returncode == 0, down.stderr
+    finally:
+        state = MeshState.load(tmp_path / "mesh" / "mesh.json")
+        if state is not None:
+            stop_processes(state.processes, timeout_s=5)

@@ -344,4 +344,4 @@ async def test_the_planner_slm_writes_a_plan_when_no_workflow_matches(tmp_path: 
     artifact = next(e.artifact_update.artifact for e in events if e.HasField("artifact_update"))
     result = parts_value(artifact.parts)
     assert result["s0"] == text.upper()  # step 0 may only bind to the request text
-    assert set(plain(MessageToDict(artifact.metadata))["agents"]) == {"echo"}
+    assert set(plain(MessageToDict(artifact.metadata))["agents"]) <= {"echo", "tally"}  # what is registered
