@@ -152,3 +152,16 @@ def test_generated_plan_schema_allows_only_registered_skills_and_backward_bindin
                                "s1": {"skill": "echo", "input": "$input"}})  # forward binding
     assert not check.is_valid({"s0": {"skill": "echo", "input": "$input.field"}})  # the text has no fields
     assert not check.is_valid({f"s{k}": {"skill": "echo", "input": "$input"} for k in range(4)})  # too long
+
+
+def test_the_router_sends_every_demo_message_to_support_and_refuses_unrelated_text() -> None:
+    from mesh.planner.console import read_messages
+    from mesh.planner.workflows import EmbeddingRouter
+
+    router = EmbeddingRouter(load_workflows(ROOT / "services" / "planner" / "workflows"), threshold=0.35)
+    for message in read_messages(ROOT / "demo" / "support_messages.txt"):
+        route = router.route(message)
+        assert route is not None and route.workflow.name == "support_ticket", message
+    for text in ("Integrate x squared from zero to one", "What's the weather in Paris?",
+                 "Write me a poem about the sea"):
+        assert router.route(text) is None, text
