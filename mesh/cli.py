@@ -471,16 +471,23 @@ def trace(
     if url is None:
         raise _fail("no tracing UI: start the mesh with `slmesh up` (with the ui extra), or pass --url")
     deadline = time.monotonic() + wait
+    found = None
     while True:
+        # Each process exports its spans in batches about every second, so a trace arrives in
+        # pieces: wait until it stops growing across one export interval (or the deadline).
         try:
-            found = phoenix.task_trace(url, settings.otel_project, task_id)
-            break
+            latest = phoenix.task_trace(url, settings.otel_project, task_id)
         except phoenix.TraceNotFoundError as exc:
-            if time.monotonic() >= deadline:
+            if found is None and time.monotonic() >= deadline:
                 raise _fail(str(exc)) from exc
-            time.sleep(0.5)  # spans are exported in batches about every second
+            latest = found
         except httpx.HTTPError as exc:
             raise _fail(f"tracing UI {url} unreachable: {exc}") from exc
+        settled = found is not None and latest is not None and len(latest.spans) == len(found.spans)
+        found = latest
+        if found is not None and (settled or time.monotonic() >= deadline):
+            break
+        time.sleep(1.5 if found is not None else 0.5)
     if as_json:
         spans = [{"name": s.name, "span_id": s.span_id, "parent_id": s.parent_id,
                   "start": s.start.isoformat(), "duration_ms": round(s.duration_ms, 3),
