@@ -248,7 +248,6 @@ def _ray_version() -> str:
 
 def main(steps: int = 1000, chain: int = 200, demo: bool = True, concurrency: int = 4,
          output: Path = ROOT / "docs" / "benchmarks.md") -> None:
-    from tests.support.procs import ROOT as _ROOT  # noqa: F401 - test support lives beside bench
     from tests.support.procs import start_registry, start_service
 
     started = time.monotonic()

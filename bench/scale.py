@@ -11,9 +11,7 @@ configuration runs the same batch: ``--tasks`` planner tasks at once, each fanni
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -26,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.hop import _machine  # noqa: E402
 from bench.report import write_section  # noqa: E402
 
 SECTION = "## Scaling one agent"
@@ -74,17 +73,6 @@ async def _wait_replicas(registry: str, count: int) -> None:
                 return
             await asyncio.sleep(0.05)
     raise RuntimeError(f"{count} burn replicas never registered")
-
-
-def _machine() -> dict[str, str]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {"cores": str(os.cpu_count()), "cpu": model, "python": platform.python_version(),
-            "os": f"{platform.system()} {platform.release()}"}
 
 
 def main(replicas: tuple[int, ...] = (1, 2, 4), steps: int = 480, tasks: int = 8, cpu_ms: float = 20.0,

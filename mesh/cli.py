@@ -9,7 +9,8 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -29,6 +30,7 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Benchmarks; results are written to docs/benchmarks.md.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 console = Console()
+T = TypeVar("T")
 err = Console(stderr=True)
 
 
@@ -107,6 +109,20 @@ def _trace_cli(settings: Settings) -> None:
         local = settings.model_copy(update={"otel_enabled": True, "otel_export": "traces",
                                             "otlp_protocol": "grpc", "prometheus": False})
         telemetry.configure("slmesh-cli", local, endpoint=f"http://127.0.0.1:{state.ui.grpc_port}")
+
+
+def _talk(settings: Settings, call: Coroutine[Any, Any, T]) -> T:
+    """Runs one conversation with the mesh (traced when telemetry is on); errors become a
+    message and exit code 1 instead of a traceback."""
+    _trace_cli(settings)
+    try:
+        return asyncio.run(call)
+    except MeshError as exc:
+        raise _fail(str(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - the protocol error is the message for the user
+        raise _fail(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        _flush_telemetry()
 
 
 def _flush_telemetry() -> None:
@@ -291,16 +307,7 @@ def send(
                     final = pb.TaskState.TASK_STATE_COMPLETED
         return 0 if final == pb.TaskState.TASK_STATE_COMPLETED else 1
 
-    _trace_cli(settings)
-    try:
-        code = asyncio.run(run())
-    except MeshError as exc:
-        raise _fail(str(exc)) from exc
-    except Exception as exc:  # noqa: BLE001 - the protocol error is the message for the user
-        raise _fail(f"{type(exc).__name__}: {exc}") from exc
-    finally:
-        _flush_telemetry()
-    raise typer.Exit(code)
+    raise typer.Exit(_talk(settings, run()))
 
 
 @app.command()
@@ -341,15 +348,7 @@ def run(
                                   show_progress=not as_json)
 
     started = time.monotonic()
-    _trace_cli(settings)
-    try:
-        result = asyncio.run(go())
-    except MeshError as exc:
-        raise _fail(str(exc)) from exc
-    except Exception as exc:  # noqa: BLE001 - the protocol error is the message for the user
-        raise _fail(f"{type(exc).__name__}: {exc}") from exc
-    finally:
-        _flush_telemetry()
+    result = _talk(settings, go())
     if as_json:
         print(json.dumps({"task_id": result.task_id, "completed": result.completed, "result": result.result,
                           "metadata": result.metadata, "error": result.error or None}, ensure_ascii=False))

@@ -13,6 +13,14 @@ from a2a.server.events import EventQueue
 from a2a.server.tasks import TaskUpdater
 from a2a.types import a2a_pb2 as pb
 
+FINISHED_STATES = frozenset({
+    pb.TaskState.TASK_STATE_COMPLETED,
+    pb.TaskState.TASK_STATE_CANCELED,
+    pb.TaskState.TASK_STATE_FAILED,
+    pb.TaskState.TASK_STATE_REJECTED,
+})
+"""States after which a task takes no more events (a cancel of such a task changes nothing)."""
+
 
 async def open_task(context: RequestContext, event_queue: EventQueue) -> TaskUpdater:
     """Returns an updater bound to the task's real ids, enqueueing the task when it is new."""

@@ -188,7 +188,6 @@ class PlanRun:
 
     async def _run_map(self, step: Any, node: str, refs: dict[str, asyncio.Future[Any]],
                        result: asyncio.Future[Outcome]) -> None:
-        ray = self.runtime.ray
         names = sorted(step_dependencies(step) - {"item"})
         scope: dict[str, Any] = {}
         for name in names:

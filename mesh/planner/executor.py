@@ -28,7 +28,6 @@ import asyncio
 import json
 import logging
 import statistics
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mesh import telemetry
 
 from mesh.a2a.client import plain
-from mesh.a2a.tasks import open_task
+from mesh.a2a.tasks import FINISHED_STATES, open_task
 from mesh.config import ServiceSpec, Settings, SpecError
 from mesh.planner.engine import PlanRun, RunLimits
 from mesh.planner.functions import FUNCTIONS
@@ -125,7 +124,7 @@ class PlannerExecutor(AgentExecutor):
         self.store = PlanStore((settings.data_dir / f"planner-{spec.name}.sqlite").resolve())
         self._view: Any = None
         self._registry_client: Any = None
-        self._runs: dict[str, PlanRun] = {}
+        self._runs: dict[str, tuple[PlanRun, _Progress]] = {}
         self._resumed: set[asyncio.Task[None]] = set()
         self._closing = False
 
@@ -158,8 +157,8 @@ class PlannerExecutor(AgentExecutor):
         """Stops after the server's drain: runs still going stay recorded as working, so the
         next planner on this data dir resumes them (a restart is not a cancel)."""
         self._closing = True
-        for run in list(self._runs.values()):
-            run.progress.close()  # type: ignore[attr-defined]
+        for run, progress in list(self._runs.values()):
+            progress.close()
             run.cancel()
         for task in list(self._resumed):
             task.cancel()
@@ -282,8 +281,7 @@ class PlannerExecutor(AgentExecutor):
                                              max_fan_out=self.options.max_fan_out),
                 trace=telemetry.carrier(),
             )
-            self._runs[updater.task_id] = run
-            run.progress = progress  # type: ignore[attr-defined]
+            self._runs[updater.task_id] = (run, progress)
             progress.start()
             try:
                 outcome = await run.execute()
@@ -316,20 +314,17 @@ class PlannerExecutor(AgentExecutor):
         """Stops the run's outstanding steps and marks the task canceled."""
         task = context.current_task
         task_id = task.id if task is not None else context.task_id
-        run = self._runs.get(task_id or "")
-        if run is not None:
-            run.progress.close()  # type: ignore[attr-defined]
+        running = self._runs.get(task_id or "")
+        if running is not None:
+            run, progress = running
+            progress.close()  # its final state is the cancel below
             run.cancel()
-        if task is not None and task.status.state in _FINISHED:
+        if task is not None and task.status.state in FINISHED_STATES:
             return
         updater = await open_task(context, event_queue)
         await updater.cancel()
         if task_id:
             self.store.finish_run(task_id, "canceled")
-
-
-_FINISHED = frozenset({pb.TaskState.TASK_STATE_COMPLETED, pb.TaskState.TASK_STATE_CANCELED,
-                       pb.TaskState.TASK_STATE_FAILED, pb.TaskState.TASK_STATE_REJECTED})
 
 
 class _Progress:

@@ -28,6 +28,8 @@ import jsonschema
 from google.protobuf import json_format
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mesh.schema import SchemaValidator
+
 STEP_ID = r"^[a-z][a-z0-9_]{0,62}$"
 RESERVED = frozenset({"input", "item"})
 _REF = re.compile(r"^\$([a-z][a-z0-9_]*)((?:\.[A-Za-z0-9_-]+)*)$")
@@ -220,7 +222,7 @@ def validate_plan(
             raise PlanError(f"{here}: unknown function {step.fn!r} (known: {', '.join(sorted(functions))})")
         if step.expect is not None:
             try:
-                jsonschema.Draft202012Validator.check_schema(step.expect)
+                SchemaValidator.check_schema(step.expect)
             except jsonschema.SchemaError as exc:
                 raise PlanError(f"{here}: 'expect' is not a valid JSON schema: {exc.message}") from exc
         if step.workflow is not None and workflows is not None and step.workflow not in workflows:

@@ -29,6 +29,7 @@ from mesh.config import Settings
 from mesh.errors import DeadlineExceededError, NoReplicaError
 from mesh.planner.functions import FUNCTIONS
 from mesh.planner.plan import holds, render
+from mesh.schema import SchemaValidator
 from mesh.telemetry import names
 
 JSON_MEDIA_TYPE = "application/json"
@@ -56,7 +57,8 @@ class Outcome:
         return self.status != "failed"
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in (None, 0, 0.0) or k == "status"}
+        """Status and value always (a value may be 0, false or null); the rest when set."""
+        return {k: v for k, v in asdict(self).items() if k in ("status", "value") or v not in (None, 0, 0.0)}
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Outcome:
@@ -255,7 +257,7 @@ def task_result(response: pb.SendMessageResponse | pb.Task) -> tuple[Any, dict[s
 def _check(value: Any, schema: dict[str, Any]) -> None:
     """An answer that breaks the step's ``expect`` schema fails the attempt (another replica,
     or a later attempt of a sampling model, may do better)."""
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
+    error = jsonschema.exceptions.best_match(SchemaValidator(schema).iter_errors(value))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "the answer"
         raise StepError(f"invalid output: {where}: {error.message}", retryable=True)

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mesh.planner.plan import Plan, PlanError
+from mesh.schema import SchemaValidator
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class Workflow(BaseModel):
     plan: Plan
 
     def accepts(self, value: Any) -> bool:
-        return jsonschema.Draft202012Validator(self.input).is_valid(value)
+        return SchemaValidator(self.input).is_valid(value)
 
 
 def load_workflows(folder: Path) -> dict[str, Workflow]:

@@ -35,10 +35,11 @@ from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_tex
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.tasks import TaskUpdater
-from a2a.types import Message, Part, TaskState
+from a2a.types import Message, Part
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mesh.a2a.tasks import open_task
+from mesh.a2a.client import plain
+from mesh.a2a.tasks import FINISHED_STATES, open_task
 from mesh.config import ServiceSpec, Settings, SpecError
 from mesh.slm.errors import (
     GenerationCancelledError,
@@ -55,15 +56,6 @@ logger = logging.getLogger(__name__)
 
 OUTPUT_ARTIFACT = "output"
 JSON_MEDIA_TYPE = "application/json"
-
-_FINISHED_STATES = frozenset(
-    {
-        TaskState.TASK_STATE_COMPLETED,
-        TaskState.TASK_STATE_CANCELED,
-        TaskState.TASK_STATE_FAILED,
-        TaskState.TASK_STATE_REJECTED,
-    }
-)
 
 
 class BatchingOptions(BaseModel):
@@ -265,13 +257,12 @@ class SLMExecutor(AgentExecutor):
         stream = self._running.pop(task_id or "", None)
         if stream is not None:
             stream.cancel()
-        if task is not None and task.status.state in _FINISHED_STATES:
+        if task is not None and task.status.state in FINISHED_STATES:
             return
         await (await open_task(context, event_queue)).cancel()
 
     async def aclose(self) -> None:
         await self.backend.aclose()
-
 
 
 def build_backend(options: SLMOptions, spec: ServiceSpec, settings: Settings,
@@ -311,19 +302,8 @@ def input_text(message: Message | None) -> str:
     data = get_data_parts(message.parts)
     if data:
         value = data[0] if len(data) == 1 else data
-        return json.dumps(_whole_numbers(value), separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(plain(value), separators=(",", ":"), ensure_ascii=False)
     return get_message_text(message)
-
-
-def _whole_numbers(value: Any) -> Any:
-    """Protobuf data parts carry every number as a double: 4326.0 goes back to 4326."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _whole_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_whole_numbers(v) for v in value]
-    return value
 
 
 def _message(updater: TaskUpdater, code: str, text: str) -> Message:

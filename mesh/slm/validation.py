@@ -8,13 +8,12 @@ compiler. Invalid output is an error, never passed on.
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from jsonschema import Draft202012Validator, ValidationError, validators
 
+from mesh.schema import SchemaValidator
 from mesh.slm.errors import InvalidOutputError
 from mesh.slm.grammar import (
     Choice,
@@ -25,20 +24,8 @@ from mesh.slm.grammar import (
 )
 
 
-def _decimal_multiple_of(
-    validator: Any, divisor: float, instance: object, schema: Mapping[str, Any]
-) -> Iterator[ValidationError]:
-    """``multipleOf`` in decimal arithmetic: binary floats reject 309.65 as a multiple of 0.01."""
-    if not validator.is_type(instance, "number"):
-        return
-    if isinstance(instance, float) and not math.isfinite(instance):
-        yield ValidationError(f"{instance!r} is not a finite number")
-    elif Decimal(str(instance)) % Decimal(str(divisor)) != 0:
-        yield ValidationError(f"{instance!r} is not a multiple of {divisor}")
-
-
-OutputValidator = validators.extend(Draft202012Validator, {"multipleOf": _decimal_multiple_of})
-"""Draft 2020-12 with decimal ``multipleOf``: the validator outputs are checked with."""
+OutputValidator = SchemaValidator
+"""The validator outputs are checked with (the mesh's one, :mod:`mesh.schema`)."""
 
 
 def parse_output(constraint: OutputConstraint | None, text: str) -> Any:

@@ -18,18 +18,17 @@ from __future__ import annotations
 import copy
 import difflib
 import json
-import math
 import sqlite3
 from collections.abc import Callable, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
-from jsonschema import Draft202012Validator, ValidationError, validators
+from jsonschema import Draft202012Validator
 
+from mesh.schema import SchemaValidator
 from mesh.tools import orders
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -414,19 +413,7 @@ def _update_shipping_address(conn: sqlite3.Connection, args: Mapping[str, Any]) 
     }
 
 
-def _decimal_multiple_of(
-    validator: Any, divisor: float, instance: object, schema: Mapping[str, Any]
-) -> Any:
-    """``multipleOf`` in decimal arithmetic: plain floats reject 19.99 as a multiple of 0.01."""
-    if not validator.is_type(instance, "number"):
-        return
-    if isinstance(instance, float) and not math.isfinite(instance):
-        yield ValidationError(f"{instance!r} is not a finite number")
-    elif Decimal(str(instance)) % Decimal(str(divisor)) != 0:
-        yield ValidationError(f"{instance!r} is not a multiple of {divisor}")
-
-
-_Validator = validators.extend(Draft202012Validator, {"multipleOf": _decimal_multiple_of})
+_Validator = SchemaValidator
 _KEY_VALIDATOR = _Validator({"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN})
 
 

@@ -22,9 +22,9 @@ from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_tex
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.tasks import TaskUpdater
-from a2a.types import Message, TaskState
+from a2a.types import Message
 
-from mesh.a2a.tasks import open_task
+from mesh.a2a.tasks import FINISHED_STATES, open_task
 from mesh.config import ServiceSpec, Settings
 from mesh.tools.catalog import MalformedCallError, ToolCallError, execute_call, parse_call
 from mesh.tools.orders import create_demo_database
@@ -35,15 +35,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_DATABASE = "orders.sqlite"
 RESULT_ARTIFACT = "tool_result"
 JSON_MEDIA_TYPE = "application/json"
-
-_FINISHED_STATES = frozenset(
-    {
-        TaskState.TASK_STATE_COMPLETED,
-        TaskState.TASK_STATE_CANCELED,
-        TaskState.TASK_STATE_FAILED,
-        TaskState.TASK_STATE_REJECTED,
-    }
-)
 
 
 def database_path(spec: ServiceSpec, settings: Settings) -> Path:
@@ -110,7 +101,7 @@ class ToolsExecutor(AgentExecutor):
         SQLite commits it whole or not at all, and a retry with its key replays it.
         """
         task = context.current_task
-        if task is not None and task.status.state in _FINISHED_STATES:
+        if task is not None and task.status.state in FINISHED_STATES:
             return
         await (await open_task(context, event_queue)).cancel()
 

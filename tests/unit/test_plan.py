@@ -165,3 +165,11 @@ def test_the_router_sends_every_demo_message_to_support_and_refuses_unrelated_te
     for text in ("Integrate x squared from zero to one", "What's the weather in Paris?",
                  "Write me a poem about the sea"):
         assert router.route(text) is None, text
+
+
+@pytest.mark.parametrize("value", [0, False, None, "", [], {"n": 0}])
+def test_a_recorded_outcome_keeps_falsy_values(value: object) -> None:
+    from mesh.planner.steps import Outcome
+
+    back = Outcome.from_json(Outcome("ok", value=value, agent="echo", ms=1.5).to_json())
+    assert back == Outcome("ok", value=value, agent="echo", ms=1.5)
