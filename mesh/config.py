@@ -129,6 +129,12 @@ class Settings(BaseSettings):
     prometheus: bool = Field(
         True, description="With telemetry on, agents also serve Prometheus metrics at /metrics."
     )
+    record_db: Path | None = Field(
+        None,
+        description="Opt-in call recorder of the conversion loop: SQLite file where SLM agents "
+        "store each call, redacted (input, output, skill, model, latency, outcome); unset "
+        "records nothing.",
+    )
     ui: bool = Field(
         True, description="`slmesh up` also starts the tracing UI (Arize Phoenix) when installed."
     )
