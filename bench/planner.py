@@ -78,6 +78,7 @@ async def engine_rows(registry: str, steps: int, chain: int) -> dict[str, Any]:
     from mesh.config import Settings
     from mesh.planner.engine import PlanRun
     from mesh.planner.plan import Plan
+    from mesh.planner.routing import Provider
     from mesh.planner.runtime import RayOptions, RayRuntime
 
     settings = Settings(registry=registry)
@@ -92,7 +93,7 @@ async def engine_rows(registry: str, steps: int, chain: int) -> dict[str, Any]:
                 events.append((node, time.perf_counter()))
 
         engine = PlanRun(runtime, f"bench-{time.time_ns()}", Plan.model_validate(plan), value,
-                         skills={"echo": "echo"}, workflows={}, on_event=on_event, record=lambda n, o: None)
+                         routes={"echo": (Provider("echo"),)}, workflows={}, on_event=on_event, record=lambda n, o: None)
         outcome = await engine.execute()
         assert outcome.ok, outcome.error
         return outcome.value

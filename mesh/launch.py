@@ -94,13 +94,15 @@ class LaunchError(RuntimeError):
 class Launcher:
     """Starts and stops a local mesh."""
 
-    def __init__(self, settings: Settings, services_dir: Path, replicas: dict[str, int] | None = None) -> None:
+    def __init__(self, settings: Settings, services_dir: Path, replicas: dict[str, int] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.settings = settings
         self.services_dir = services_dir
         self.replicas = replicas or {}
         self.log_dir = settings.data_dir / "logs"
         self.state: MeshState | None = None
-        self._service_env: dict[str, str] = {}
+        self._service_env: dict[str, str] = dict(env or {})
+        """Extra environment of every service (the tracing UI's exporter settings, a caller's)."""
         self.stopped_ui = False
 
     def specs(self) -> list[ServiceSpec]:
@@ -159,7 +161,16 @@ class Launcher:
                                      start_new_session=True)
         self.state.ui = Process("phoenix", "phoenix", popen.pid, str(log), http_port, grpc_port)
         self.state.save(state_path(self.settings))
-        self._service_env = phoenix.exporter_environment(grpc_port, self.settings.otel_project)
+        self._service_env.update(phoenix.exporter_environment(grpc_port, self.settings.otel_project))
+
+    def add(self, spec: ServiceSpec, timeout_s: float = 60.0) -> Process:
+        """Starts one more agent replica in the running mesh (e.g. a freshly deployed student)."""
+        assert self.state is not None, "add() needs a mesh started by up()"
+        index = sum(p.service == spec.name for p in self.state.processes)
+        proc = self._spawn(spec, index, grpc_port=free_port(self.settings.host),
+                           http_port=free_port(self.settings.host))
+        self._wait_http_ready(proc, time.monotonic() + timeout_s)
+        return proc
 
     def _spawn(self, spec: ServiceSpec, index: int, *, grpc_port: int, http_port: int) -> Process:
         assert self.state is not None and spec.path is not None

@@ -191,7 +191,9 @@ class AgentServer:
         self.http_port = self._http_sock.getsockname()[1]
         self.endpoints = Endpoints.for_host(settings.advertise_host, self.http_port, self.grpc_port,
                                             https=self.tls is not None)
-        self.card = build_card(spec, self.endpoints, bearer_auth=token is not None)
+        extensions = getattr(self.executor, "card_extensions", None)
+        self.card = build_card(spec, self.endpoints, bearer_auth=token is not None,
+                               extensions=extensions() if extensions is not None else ())
         served = self.executor
         if telemetry_enabled():
             # The caller's trace context comes in at the gate; the executor runs in the

@@ -43,6 +43,10 @@ CREATE TABLE IF NOT EXISTS calls (
     mean_logprob  REAL
 );
 CREATE INDEX IF NOT EXISTS calls_task ON calls (task_id);
+CREATE TABLE IF NOT EXISTS verdicts (
+    task_id  TEXT PRIMARY KEY,
+    accepted INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS clusters (
     id      INTEGER PRIMARY KEY,
     name    TEXT NOT NULL,
@@ -119,6 +123,12 @@ class CallStore:
     def close(self) -> None:
         self._db.close()
 
+    def __enter__(self) -> CallStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- calls -----------------------------------------------------------------------------
 
     def add(self, record: CallRecord) -> None:
@@ -127,18 +137,36 @@ class CallStore:
         row["valid"] = int(record.valid)
         row["accepted"] = None if record.accepted is None else int(record.accepted)
         names = ", ".join(_COLUMNS)
-        marks = ", ".join(f":{c}" for c in _COLUMNS)
+        marks = ", ".join(f":{c}" if c != "accepted" else
+                          "COALESCE(:accepted, (SELECT accepted FROM verdicts WHERE task_id = :task_id))"
+                          for c in _COLUMNS)
         self._db.execute(f"INSERT OR REPLACE INTO calls ({names}) VALUES ({marks})", row)
 
     def mark_accepted(self, task_ids: Iterable[str], accepted: bool = True) -> int:
-        """Marks the calls of these A2A task ids as used (or rejected) downstream."""
+        """Marks the calls of these A2A task ids as used (or rejected) downstream.
+
+        The verdict is kept by task id too, so a call its agent records after the verdict
+        (recording happens off the agent's reply path) still gets it. Returns the calls marked.
+        """
         ids = list(task_ids)
         if not ids:
             return 0
         marks = ", ".join("?" for _ in ids)
-        cursor = self._db.execute(
-            f"UPDATE calls SET accepted = ? WHERE task_id IN ({marks})", [int(accepted), *ids])
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany("INSERT OR REPLACE INTO verdicts (task_id, accepted) VALUES (?, ?)",
+                                 [(task_id, int(accepted)) for task_id in ids])
+            cursor = self._db.execute(
+                f"UPDATE calls SET accepted = ? WHERE task_id IN ({marks})", [int(accepted), *ids])
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
         return cursor.rowcount
+
+    def verdicts(self) -> dict[str, bool]:
+        """A2A task id -> whether the planner used that answer (False: escalated past it)."""
+        return {t: bool(a) for t, a in self._db.execute("SELECT task_id, accepted FROM verdicts")}
 
     def calls(self, *, agent: str | None = None, only_valid: bool = False) -> Iterator[CallRecord]:
         """Recorded calls, oldest first."""

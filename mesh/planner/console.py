@@ -161,3 +161,34 @@ def print_results(result: RunResult, console: Console) -> None:
             table.add_row(agent, str(stats["calls"]), str(stats["errors"]), f"{stats['p50_ms']:.1f}",
                           f"{stats['p99_ms']:.1f}", f"{stats['mean_ms']:.1f}")
         console.print(table)
+    print_cost(result.metadata.get("cost") or {}, console)
+
+
+def _flops(value: float) -> str:
+    for unit, scale in (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6), ("kFLOP", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.2f} {unit}"
+    return f"{value:.0f} FLOP"
+
+
+def print_cost(cost: dict[str, Any], console: Console) -> None:
+    """The task's cost ledger: tokens and estimated FLOPs per model, and the SLM-first saving."""
+    models = cost.get("models") or []
+    if not models:
+        return
+    table = Table(title="model cost (estimated FLOPs = 2 x parameters x tokens)")
+    for column in ("model", "parameters", "calls", "input tok", "output tok", "FLOPs"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in models:
+        parameters = row.get("parameters")
+        table.add_row(str(row["model"]), f"{parameters:,}" if parameters else "?", str(row["calls"]),
+                      str(row["input_tokens"]), str(row["output_tokens"]), _flops(row["flops"]))
+    console.print(table)
+    line = f"cost: {_flops(cost.get('flops') or 0)}"
+    if cost.get("routed_steps"):
+        line += (f"; SLM-first routing: {cost['first_choice_share']:.0%} of {cost['routed_steps']} routed steps "
+                 f"answered by the smallest model, {cost['escalations']} escalated")
+    if cost.get("ratio"):
+        line += (f"; all calls on the largest model offering each skill: {_flops(cost['baseline_flops'])} "
+                 f"({cost['ratio']:.1f}x)")
+    console.print(line, markup=False, highlight=False)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mesh.planner.plan import Plan, PlanError, render, step_dependencies, validate_plan
+from mesh.planner.routing import Route
 from mesh.planner.steps import Outcome, StepCall
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class PlanRun:
         plan: Plan,
         input_value: Any,
         *,
-        skills: Mapping[str, str],
+        routes: Mapping[str, Route],
         workflows: Mapping[str, Plan],
         on_event: StepEvent,
         record: Callable[[str, Outcome], None],
@@ -60,7 +61,8 @@ class PlanRun:
         self.task_id = task_id
         self.plan = plan
         self.input_value = input_value
-        self.skills = skills
+        self.routes = routes
+        self.skills = {skill: route[0].agent for skill, route in routes.items()}
         self.workflows = workflows
         self.on_event = on_event
         self.record = record
@@ -151,14 +153,14 @@ class PlanRun:
             self.outcomes[node] = outcome
             result.set_result(outcome)
             return
-        agent = None
+        route: Route = ()
         if step.skill is not None:
-            agent = self.skills.get(step.skill)
+            route = self.routes.get(step.skill, ())
         call = StepCall(
             node=node,
             kind="skill" if step.skill is not None else "fn",
             target=step.skill or step.fn,
-            agent=agent,
+            agent=route[0].agent if route else None,
             input=step.input,
             when=step.when,
             deps=names,
@@ -167,6 +169,7 @@ class PlanRun:
             idempotency_key=f"{self.task_id}/{node}" if step.idempotency_key else None,
             expect=step.expect,
             trace=self.trace,
+            route=route if len(route) > 1 else (),
         )
         ref = self.runtime.submit(call, dep_refs)
         refs[step.id].set_result(ref)

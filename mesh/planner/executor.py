@@ -51,6 +51,8 @@ from mesh.planner.engine import PlanRun, RunLimits
 from mesh.planner.functions import FUNCTIONS
 from mesh.planner.generate import PlanGenerator
 from mesh.planner.plan import Plan, PlanError, count_actions, validate_plan
+from mesh.planner.ledger import CostLedger
+from mesh.planner.routing import Route, build_routes
 from mesh.planner.runtime import RayOptions, RayRuntime
 from mesh.planner.steps import Outcome, StepCall
 from mesh.planner.store import PlanStore
@@ -79,6 +81,11 @@ class PlannerOptions(BaseModel):
     router: RouterOptions = Field(default_factory=RouterOptions)
     step_timeout_s: float = Field(120.0, gt=0, description="Deadline of one step attempt unless the step says.")
     progress_interval_ms: float = Field(100.0, ge=0, description="Coalescing window of progress updates.")
+    escalate_below: float | None = Field(
+        None, le=0, description="SLM-first routing: when several agents offer a skill, a step asks the "
+        "smallest model first and goes on to a larger one when the answer fails, breaks `expect`, or its "
+        "mean token log-probability is under this (an agent's card may set its own). Unset: escalate "
+        "only failed or invalid answers.")
     max_fan_out: int = Field(10_000, gt=0, description="Items the for_each maps of one task may expand to in "
                              "total; beyond it the map step fails with a clear error.")
     ray: RayOptions = Field(default_factory=RayOptions)
@@ -127,6 +134,8 @@ class PlannerExecutor(AgentExecutor):
         self._runs: dict[str, tuple[PlanRun, _Progress]] = {}
         self._resumed: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._calls: Any = None
+        """The conversion loop's dataset store, opened on first use (SLMESH_RECORD_DB)."""
 
     # -- lifecycle (called by AgentServer) ----------------------------------------------
 
@@ -170,20 +179,22 @@ class PlannerExecutor(AgentExecutor):
         if self._registry_client is not None:
             await self._registry_client.close()
         self.store.close()
+        if self._calls is not None:
+            self._calls.close()
 
     # -- planning --------------------------------------------------------------------------
 
-    def skills(self) -> dict[str, str]:
-        """Skill id -> agent offering it, from the live registry view."""
-        found: dict[str, str] = {}
+    def routes(self) -> dict[str, Route]:
+        """Skill id -> the agents offering it, smallest model first, from the live registry
+        view (a plan never calls the planner itself: no recursion through the mesh)."""
         if self._view is None:
-            return found
-        for replica in self._view.replicas():
-            if replica.draining or replica.agent == self.name:
-                continue  # a plan never calls the planner itself (no recursion through the mesh)
-            for skill in replica.skills:
-                found.setdefault(skill, replica.agent)
-        return found
+            return {}
+        return build_routes(self._view.replicas(), exclude=self.name,
+                            default_escalate_below=self.options.escalate_below)
+
+    def skills(self) -> dict[str, str]:
+        """Skill id -> the agent a step of that skill asks first."""
+        return {skill: route[0].agent for skill, route in self.routes().items()}
 
     async def make_plan(self, message: pb.Message | None) -> tuple[Plan, Any, str, str]:
         """``(plan, input, source, workflow name or '')`` for a request, or :class:`RequestError`."""
@@ -241,8 +252,9 @@ class PlannerExecutor(AgentExecutor):
                 "create_plan", attributes={names.OPENINFERENCE_KIND: "CHAIN"}) as span:
             try:
                 plan, value, source, workflow = await self.make_plan(context.message)
-                skills = self.skills()
-                validate_plan(plan, skills=skills, functions=FUNCTIONS, workflows=self.plans)
+                routes = self.routes()
+                validate_plan(plan, skills={s: r[0].agent for s, r in routes.items()},
+                              functions=FUNCTIONS, workflows=self.plans)
             except (RequestError, PlanError) as exc:
                 code = exc.code if isinstance(exc, RequestError) else "invalid_plan"
                 span.set_status(StatusCode.ERROR, code)
@@ -253,7 +265,7 @@ class PlannerExecutor(AgentExecutor):
         plan_json = plan.model_dump(exclude_none=True)
         self.store.create_run(updater.task_id, updater.context_id, source,
                               {"workflow": workflow, "plan": plan_json}, value)
-        await self._run(updater, plan, value, source, workflow, skills, done={})
+        await self._run(updater, plan, value, source, workflow, routes, done={})
 
     async def _resume(self, record: Any) -> None:
         """Finishes a run accepted before a crash, writing its events straight to the task store."""
@@ -263,10 +275,10 @@ class PlannerExecutor(AgentExecutor):
         done = self.store.outcomes(record.task_id)
         log.info("resuming task %s (%d steps already done)", record.task_id, len(done))
         await self._run(updater, plan, record.input, record.source, record.plan.get("workflow", ""),
-                        self.skills(), done=done)
+                        self.routes(), done=done)
 
     async def _run(self, updater: TaskUpdater, plan: Plan, value: Any, source: str, workflow: str,
-                   skills: dict[str, str], done: dict[str, Outcome]) -> None:
+                   routes: dict[str, Route], done: dict[str, Outcome]) -> None:
         progress = _Progress(updater, self.options.progress_interval_ms / 1000,
                              {"source": source, "workflow": workflow, "steps": count_actions(plan, self.plans)})
         span = telemetry.get_tracer().start_span(
@@ -275,7 +287,7 @@ class PlannerExecutor(AgentExecutor):
                         names.OPENINFERENCE_KIND: "CHAIN"})
         with trace.use_span(span, end_on_exit=True):
             run = PlanRun(
-                self.runtime, updater.task_id, plan, value, skills=skills, workflows=self.plans,
+                self.runtime, updater.task_id, plan, value, routes=routes, workflows=self.plans,
                 on_event=progress.event, record=lambda node, o: self.store.save_step(updater.task_id, node, o),
                 done=done, limits=RunLimits(step_timeout_s=self.options.step_timeout_s,
                                              max_fan_out=self.options.max_fan_out),
@@ -289,6 +301,11 @@ class PlannerExecutor(AgentExecutor):
                 self._runs.pop(updater.task_id, None)
                 await progress.stop()
             span.set_attribute(names.STEP_STATUS, "canceled" if run.cancelled else outcome.status)
+            cost = progress.ledger.to_json()
+            span.set_attributes({names.COST_FLOPS: cost["flops"], names.COST_BASELINE_FLOPS: cost["baseline_flops"],
+                                 names.COST_ESCALATIONS: cost["escalations"]})
+            if cost["ratio"] is not None:
+                span.set_attribute(names.COST_RATIO, cost["ratio"])
             if not outcome.ok:
                 span.set_status(StatusCode.ERROR, outcome.error or "failed")
         if run.cancelled:
@@ -296,19 +313,33 @@ class PlannerExecutor(AgentExecutor):
                 self.store.finish_run(updater.task_id, "canceled")
             return
         stats = progress.agent_stats()
+        self._mark_recorded(progress)
         if outcome.ok:
             self.store.finish_run(updater.task_id, "completed")
             await updater.add_artifact(
                 [new_data_part(outcome.value, media_type=JSON_MEDIA_TYPE),
                  new_text_part(json.dumps(outcome.value, ensure_ascii=False), media_type=JSON_MEDIA_TYPE)],
                 name=RESULT_ARTIFACT,
-                metadata={"source": source, "workflow": workflow, "agents": stats, "steps": progress.counts()},
+                metadata={"source": source, "workflow": workflow, "agents": stats, "steps": progress.counts(),
+                          "cost": cost, "escalations": progress.ledger.escalations},
             )
             await updater.complete()
         else:
             self.store.finish_run(updater.task_id, "failed", outcome.error)
             message = f"step {outcome.failed_step} failed: {outcome.error}"
             await updater.failed(_error_message(updater, "step_failed", message, step=outcome.failed_step))
+
+    def _mark_recorded(self, progress: _Progress) -> None:
+        """With the call recorder on (SLMESH_RECORD_DB), tells the dataset store which agent
+        answers this run used and which it escalated past: the loop trains on the former."""
+        if self.settings.record_db is None or not (progress.used or progress.passed_over):
+            return
+        from mesh.convert.store import CallStore
+
+        if self._calls is None:
+            self._calls = CallStore(self.settings.record_db)
+        self._calls.mark_accepted(progress.used, True)
+        self._calls.mark_accepted(progress.passed_over, False)
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Stops the run's outstanding steps and marks the task canceled."""
@@ -339,6 +370,11 @@ class _Progress:
         self.finished = self.failed = self.skipped = 0
         self.latency: dict[str, list[float]] = defaultdict(list)
         self.errors: dict[str, int] = defaultdict(int)
+        self.ledger = CostLedger()
+        self.used: list[str] = []
+        """Agent task ids of answers the run used (the conversion loop's "accepted downstream")."""
+        self.passed_over: list[str] = []
+        """Agent task ids of answers escalated past (rejected downstream)."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._first = True
@@ -357,6 +393,9 @@ class _Progress:
             if kind == "finished" and outcome.agent and outcome.status != "skipped":
                 self.latency[outcome.agent].append(outcome.ms)
                 self.errors[outcome.agent] += outcome.status == "failed"
+            self.ledger.add(node, outcome)
+            if kind == "finished":
+                self._verdicts(outcome)
         if outcome is not None:
             if kind == "expanded":
                 entry["items"] = outcome.value
@@ -371,6 +410,12 @@ class _Progress:
             entry["agent"] = agent
         self.pending.append(entry)
         self._wake.set()
+
+    def _verdicts(self, outcome: Outcome) -> None:
+        calls = outcome.calls or []
+        self.passed_over.extend(c["task_id"] for c in calls[:-1] if c.get("task_id"))
+        if outcome.status == "ok" and outcome.agent_task:
+            self.used.append(outcome.agent_task)
 
     def counts(self) -> dict[str, int]:
         return {"dispatched": self.total, "finished": self.finished, "failed": self.failed,

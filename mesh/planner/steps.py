@@ -21,6 +21,7 @@ from typing import Any, Literal
 import jsonschema
 from a2a.types import a2a_pb2 as pb
 from google.protobuf.json_format import MessageToDict
+from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
 from mesh import telemetry
@@ -29,6 +30,7 @@ from mesh.config import Settings
 from mesh.errors import DeadlineExceededError, NoReplicaError
 from mesh.planner.functions import FUNCTIONS
 from mesh.planner.plan import holds, render
+from mesh.planner.routing import Provider, Route, largest_parameters
 from mesh.schema import SchemaValidator
 from mesh.telemetry import names
 
@@ -51,6 +53,17 @@ class Outcome:
     attempts: int = 0
     ms: float = 0.0
     usage: dict[str, Any] | None = None
+    """Usage of the answer that was used (model, parameters, tokens, mean_logprob)."""
+    calls: list[dict[str, Any]] | None = None
+    """Every model call the step made, escalations included: what the cost ledger prices."""
+    escalations: list[dict[str, Any]] | None = None
+    """``{"from", "to", "reason"}`` each time the step went on to a larger model."""
+    routed: bool = False
+    """The skill had more than one provider (the SLM-first router chose)."""
+    baseline_parameters: int | None = None
+    """The largest model offering the step's skill: the cost ledger's baseline."""
+    agent_task: str | None = None
+    """The A2A task id of the answer at its agent (the conversion loop's recorded call)."""
 
     @property
     def ok(self) -> bool:
@@ -85,6 +98,8 @@ class StepCall:
     """JSON schema the agent's answer must satisfy."""
     trace: dict[str, str] = field(default_factory=dict)
     """W3C trace context of the planner's span for this run."""
+    route: Route = ()
+    """Providers of the skill, smallest model first (``agent`` is the first); empty: just ``agent``."""
 
 
 class StepError(Exception):
@@ -147,6 +162,8 @@ class StepRunner:
             outcome = await self._run(call, deps)
             span.set_attribute(names.STEP_STATUS, outcome.status)
             span.set_attribute(names.STEP_ATTEMPTS, outcome.attempts)
+            if outcome.escalations:
+                span.set_attribute(names.STEP_ESCALATIONS, len(outcome.escalations))
             if outcome.replica:
                 span.set_attribute(names.REPLICA, outcome.replica)
             if outcome.status == "failed":
@@ -176,20 +193,53 @@ class StepRunner:
         return await self._call_agent(call, value, started)
 
     async def _call_agent(self, call: StepCall, value: Any, started: float) -> Outcome:
+        """Asks the route's providers in order, smallest model first, until one answer is usable.
+
+        The last provider's answer is final whatever its confidence (nothing larger to ask);
+        every call made is kept for the cost ledger and every hand-over as an escalation.
+        """
         assert call.agent is not None
+        route = call.route or (Provider(call.agent),)
+        calls: list[dict[str, Any]] = []
+        escalations: list[dict[str, Any]] = []
+        attempts = 0
+        for index, provider in enumerate(route):
+            outcome = await self._ask(call, provider.agent, value, started)
+            attempts += outcome.attempts
+            if outcome.usage:
+                calls.append(_priced(provider.agent, outcome))
+            reason = _escalation_reason(outcome, provider)
+            if reason is None or index == len(route) - 1:
+                outcome.attempts = attempts
+                outcome.ms = _ms(started)
+                if len(route) > 1:
+                    outcome.routed = True
+                    outcome.calls = calls
+                    outcome.escalations = escalations or None
+                    outcome.baseline_parameters = largest_parameters(route)
+                return outcome
+            escalation = {"from": provider.agent, "to": route[index + 1].agent, "reason": reason}
+            escalations.append(escalation)
+            trace.get_current_span().add_event(names.ESCALATION, {
+                names.ESCALATION_FROM: provider.agent, names.ESCALATION_TO: route[index + 1].agent,
+                names.ESCALATION_REASON: reason})
+        raise AssertionError("unreachable: a route has at least one provider")
+
+    async def _ask(self, call: StepCall, agent: str, value: Any, started: float) -> Outcome:
+        """One provider, with the step's retries (backoff between attempts)."""
         attempts = 0
         replica: str | None = None
         while True:
             attempts += 1
             try:
                 client = await self._mesh()
-                response = await client.send_message(call.agent, _request(value), timeout=call.timeout_s)
+                response = await client.send_message(agent, _request(value), timeout=call.timeout_s)
                 replica = _replica_of(client, response)
                 result, usage = task_result(response)
                 if call.expect is not None:
                     _check(result, call.expect)
-                return Outcome("ok", value=result, agent=call.agent, replica=replica,
-                               attempts=attempts, ms=_ms(started), usage=usage)
+                return Outcome("ok", value=result, agent=agent, replica=replica, attempts=attempts,
+                               ms=_ms(started), usage=usage, agent_task=_task_id(response))
             except StepError as exc:
                 error = exc
             except (NoReplicaError, DeadlineExceededError) as exc:
@@ -197,8 +247,8 @@ class StepRunner:
             except Exception as exc:  # protocol errors from the agent: bad input, not retryable
                 error = StepError(f"{type(exc).__name__}: {exc}", retryable=False)
             if not error.retryable or attempts > call.retries:
-                return Outcome("failed", error=f"{call.agent} ({call.target}): {error}", failed_step=call.node,
-                               agent=call.agent, replica=replica, attempts=attempts, ms=_ms(started))
+                return Outcome("failed", error=f"{agent} ({call.target}): {error}", failed_step=call.node,
+                               agent=agent, replica=replica, attempts=attempts, ms=_ms(started))
             await asyncio.sleep(self.backoff_s * 2 ** (attempts - 1))
 
     async def close(self) -> None:
@@ -207,6 +257,24 @@ class StepRunner:
             await self._client.close()
         if self._view is not None:
             await self._view.stop()
+
+
+def _escalation_reason(outcome: Outcome, provider: Provider) -> str | None:
+    """Why this provider's answer should go to a larger model, or None to keep it."""
+    if not outcome.ok:
+        return f"failed: {outcome.error}"
+    confidence = (outcome.usage or {}).get("mean_logprob")
+    if provider.escalate_below is not None and isinstance(confidence, (int, float)) \
+            and confidence < provider.escalate_below:
+        return f"low confidence: mean logprob {confidence:.3f} < {provider.escalate_below}"
+    return None
+
+
+def _priced(agent: str, outcome: Outcome) -> dict[str, Any]:
+    usage = outcome.usage or {}
+    return {"agent": agent, "model": usage.get("model"), "parameters": usage.get("parameters"),
+            "input_tokens": usage.get("input_tokens"), "output_tokens": usage.get("output_tokens"),
+            "mean_logprob": usage.get("mean_logprob"), "task_id": outcome.agent_task}
 
 
 def _ms(started: float) -> float:
@@ -222,6 +290,10 @@ def _request(value: Any) -> pb.SendMessageRequest:
                        media_type=JSON_MEDIA_TYPE)
     message = pb.Message(role=pb.Role.ROLE_USER, message_id=uuid.uuid4().hex, parts=[part])
     return pb.SendMessageRequest(message=message)
+
+
+def _task_id(response: pb.SendMessageResponse) -> str | None:
+    return response.task.id if response.HasField("task") else None
 
 
 def _replica_of(client: MeshClient, response: pb.SendMessageResponse) -> str | None:

@@ -38,6 +38,7 @@ from a2a.server.tasks import TaskUpdater
 from a2a.types import Message, Part
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mesh.a2a.cards import ModelFacts
 from mesh.a2a.client import plain
 from mesh.a2a.tasks import FINISHED_STATES, open_task
 from mesh.config import ServiceSpec, Settings, SpecError
@@ -98,6 +99,12 @@ class SLMOptions(BaseModel):
     api_key_env: str | None = Field(
         None, description="openai backend: environment variable holding the API key (read when "
         "the backend is built, unless the caller passes api_key).")
+    parameters: int | None = Field(
+        None, ge=1, description="Parameter count of the model, for a remote one the mesh cannot "
+        "count (a local model's is counted): usage, the agent card and the planner's cost ledger.")
+    escalate_below: float | None = Field(
+        None, le=0, description="Mean token log-probability under which the planner should send "
+        "this skill's call on to a larger model offering it (published on the agent card).")
     prompt: str = "{input}"
     system: str | None = None
     use_chat_template: bool = True
@@ -153,6 +160,12 @@ class SLMExecutor(AgentExecutor):
             except SchemaError as exc:
                 raise SpecError(f"service {spec.name!r}: options.output: {exc}") from exc
         self._running: dict[str, GenerationStream] = {}
+
+    def card_extensions(self) -> list[Any]:
+        """The model behind this agent, on its card: the planner routes and prices by it."""
+        return [ModelFacts(model=self.backend.model_name, parameters=self.backend.parameters,
+                           backend=self.options.backend,
+                           escalate_below=self.options.escalate_below).extension()]
 
     def _build_backend(self, spec: ServiceSpec, settings: Settings,
                        api_key: str | None) -> SLMBackend:
@@ -280,7 +293,8 @@ def build_backend(options: SLMOptions, spec: ServiceSpec, settings: Settings,
                                "a key", spec.name, options.api_key_env)
         assert options.base_url and options.model_name
         return OpenAIBackend(options.base_url, options.model_name, api_key=api_key,
-                             timeout_s=options.timeout_s or settings.request_timeout_s)
+                             timeout_s=options.timeout_s or settings.request_timeout_s,
+                             parameters=options.parameters)
     from mesh.slm.transformers_backend import TransformersBackend
 
     assert options.model

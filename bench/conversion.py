@@ -1,0 +1,312 @@
+"""The LLM-to-SLM conversion loop, end to end on this machine (``slmesh convert demo``).
+
+1. **Serve and record (S1)**: a private local mesh (registry, planner, the ``classifier`` and
+   ``extractor`` micro-SLMs, recording on) takes a workload of customer messages generated
+   from the test split (values and phrasings the shipped models never saw), each message
+   classified and extracted through the planner. The planner marks which answers it used.
+2. **Curate and cluster (S2/S3)**: ``slmesh convert analyze``.
+3. **Train (S4/S5)**: ``slmesh convert train`` fits a LoRA student on the classifier's cluster,
+   on top of the small shipped base (``models/base``), with a held-out split.
+4. **Deploy**: ``slmesh convert deploy`` writes the student's agent spec; it joins the mesh
+   offering the same skill as its teacher.
+5. **Route (S6)**: fresh messages go through the planner, whose SLM-first router sends each
+   ``classify_intent`` step to the student and escalates unsure answers to the teacher; the
+   teacher is also asked every message directly, to measure agreement.
+
+The report (share of calls the student served, agreement with the teacher, cost ratio from
+the planner's ledger) replaces the ``## Demonstration`` section of ``docs/conversion.md``.
+Everything runs under one work folder; the mesh is stopped at the end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from random import Random
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from bench.hop import _machine
+from bench.report import write_section
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTION = "## Demonstration"
+TEACHERS = ("classifier", "extractor")
+STUDENT = "intent-student"
+CHUNK = 100
+"""Messages per planner task (one task per chunk keeps each task's stored record small)."""
+
+
+@dataclass
+class DemoOptions:
+    work: Path
+    record: int = 1000
+    """Messages served (and recorded) before training."""
+    serve: int = 400
+    """Fresh messages routed after the student is deployed."""
+    base: Path = ROOT / "models" / "base"
+    seed: int = 0
+    train_args: tuple[str, ...] = ()
+    output: Path | None = ROOT / "docs" / "conversion.md"
+
+
+def messages(count: int, seed: int) -> list[str]:
+    """Customer messages from the test split: entity values and phrasings held out of training."""
+    from mesh.train.data.messages import compose
+
+    return [compose(Random(f"demo/{seed}/{i}"), "test").text for i in range(count)]
+
+
+def prepare_services(work: Path) -> Path:
+    """Copies of the registry, planner and teacher specs, model paths made absolute."""
+    from mesh.config import ServiceSpec
+
+    services = work / "services"
+    for name in ("registry", "planner", *TEACHERS):
+        source = ROOT / "services" / name
+        target = services / name
+        target.mkdir(parents=True, exist_ok=True)
+        spec = yaml.safe_load((source / "agent.yaml").read_text(encoding="utf-8"))
+        options = spec.get("options") or {}
+        if "model" in options:
+            options["model"] = str((source / options["model"]).resolve())
+        if name == "planner":
+            options["workflows"] = str((source / options.get("workflows", "workflows")).resolve())
+        (target / "agent.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+        ServiceSpec.load(target / "agent.yaml")  # fails here, not in a child process, if broken
+    return services
+
+
+def _plan(skills: tuple[str, ...], batch: list[str]) -> dict[str, Any]:
+    steps = [{"id": skill, "skill": skill, "input": "$input"} for skill in skills]
+    return {"plan": {"steps": [{"id": "each", "for_each": "$input.messages", "input": "$item",
+                                "plan": {"steps": steps, "output": {s: f"${s}" for s in skills}},
+                                "on_error": "continue"}],
+                     "output": "$each"},
+            "input": {"messages": batch}}
+
+
+async def through_planner(registry: str, texts: list[str], skills: tuple[str, ...],
+                          console: Console, label: str) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Each chunk of messages as one planner task; returns the per-message results and each
+    task's result metadata (cost ledger, escalations, agent statistics)."""
+    from a2a.types import a2a_pb2 as pb
+    from google.protobuf.json_format import MessageToDict
+
+    from mesh.a2a.client import MeshClient, parts_value, plain
+    from mesh.a2a.discovery import snapshot
+    results: list[Any] = []
+    metas: list[dict[str, Any]] = []
+    async with MeshClient(await snapshot(registry, "planner")) as client:
+        started = time.monotonic()
+        for offset in range(0, len(texts), CHUNK):
+            batch = texts[offset:offset + CHUNK]
+            response = await client.send_message("planner", _data_request(_plan(skills, batch)), timeout=600)
+            task = response.task
+            if task.status.state != pb.TaskState.TASK_STATE_COMPLETED:
+                raise RuntimeError(f"planner task {task.id} ended {pb.TaskState.Name(task.status.state)}")
+            results.extend(parts_value(task.artifacts[-1].parts))
+            metas.append(plain(MessageToDict(task.artifacts[-1].metadata)))
+            console.print(f"  {label}: {len(results)}/{len(texts)} messages "
+                          f"({len(results) / (time.monotonic() - started):.1f}/s)")
+    return results, metas
+
+
+def _data_request(body: dict[str, Any]) -> Any:
+    from a2a.types import a2a_pb2 as pb
+    from google.protobuf import struct_pb2
+    from google.protobuf.json_format import ParseDict
+
+    part = pb.Part(data=ParseDict(body, struct_pb2.Value()), media_type="application/json")
+    return pb.SendMessageRequest(message=pb.Message(role=pb.Role.ROLE_USER, message_id=f"demo-{time.time_ns()}",
+                                                    parts=[part]))
+
+
+async def ask_directly(registry: str, agent: str, texts: list[str], concurrency: int = 32) -> list[Any]:
+    """Each message straight to one agent (no planner, no router): the teacher's own answers."""
+    from a2a.helpers.proto_helpers import new_text_message
+    from a2a.types import a2a_pb2 as pb
+
+    from mesh.a2a.client import MeshClient
+    from mesh.a2a.discovery import snapshot
+    from mesh.planner.steps import task_result
+
+    gate = asyncio.Semaphore(concurrency)
+    async with MeshClient(await snapshot(registry, agent)) as client:
+        async def one(text: str) -> Any:
+            async with gate:
+                response = await client.send_message(agent, pb.SendMessageRequest(message=new_text_message(text)),
+                                                     timeout=120)
+                return task_result(response)[0]
+
+        return list(await asyncio.gather(*(one(t) for t in texts)))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """A ``slmesh convert`` step as its own process, output shown (its progress bars too)."""
+    return subprocess.run([sys.executable, "-m", "mesh", "convert", *args], check=True, cwd=ROOT,
+                          stdout=subprocess.PIPE if "--json" in args else None, text=True)
+
+
+def _label(value: Any) -> Any:
+    return value.get("label") if isinstance(value, dict) and "label" in value else value
+
+
+def _merge_cost(metas: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ledgers of several tasks as one."""
+    models: dict[str, dict[str, Any]] = {}
+    flops = baseline = 0.0
+    routed = first = escalations = 0
+    for meta in metas:
+        cost = meta.get("cost") or {}
+        flops += cost.get("flops") or 0
+        baseline += cost.get("baseline_flops") or 0
+        escalations += cost.get("escalations") or 0
+        steps = cost.get("routed_steps") or 0
+        routed += steps
+        first += round((cost.get("first_choice_share") or 0) * steps)
+        for row in cost.get("models") or []:
+            total = models.setdefault(row["model"], {**row, "calls": 0, "input_tokens": 0, "output_tokens": 0,
+                                                     "flops": 0.0})
+            for key in ("calls", "input_tokens", "output_tokens", "flops"):
+                total[key] += row[key]
+    return {"models": sorted(models.values(), key=lambda r: -r["flops"]), "flops": flops,
+            "baseline_flops": baseline, "ratio": baseline / flops if flops else None,
+            "routed_steps": routed, "first_choice": first, "escalations": escalations}
+
+
+def main(options: DemoOptions, console: Console | None = None) -> dict[str, Any]:
+    from mesh.config import ServiceSpec, Settings
+    from mesh.launch import Launcher
+
+    console = console or Console()
+    work = options.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    db = work / "calls.sqlite"
+    if db.exists():
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+    services = prepare_services(work)
+    settings = Settings(data_dir=work / "mesh", ui=False, otel_enabled=False)
+    launcher = Launcher(settings, services, env={"SLMESH_RECORD_DB": str(db)})
+    timings: dict[str, float] = {}
+    report: dict[str, Any] = {"work": str(work)}
+    t_all = time.monotonic()
+    try:
+        t0 = time.monotonic()
+        console.rule("1. serve the workload with the teachers, recording (S1)")
+        state = launcher.up(timeout_s=180)
+        recorded_texts = messages(options.record, options.seed)
+        asyncio.run(through_planner(state.registry, recorded_texts, ("classify_intent", "extract_fields"),
+                                    console, "recorded"))
+        timings["record_s"] = time.monotonic() - t0
+
+        t0 = time.monotonic()
+        console.rule("2. curate and cluster (S2/S3)")
+        analysis = json.loads(_cli("analyze", "--db", str(db), "--json").stdout)
+        cluster = _teacher_cluster(analysis, "classifier")
+        console.print(f"  {len(analysis['clusters'])} clusters; training on #{cluster['id']} "
+                      f"({cluster['name']}, {cluster['size']} calls)")
+        timings["analyze_s"] = time.monotonic() - t0
+
+        t0 = time.monotonic()
+        console.rule("3. train a LoRA student (S4/S5)")
+        student_dir = work / "student"
+        _cli("train", str(cluster["id"]), "--db", str(db), "--base", str(options.base), "--out", str(student_dir),
+             "--seed", str(options.seed), *options.train_args)
+        training = json.loads((student_dir / "training.json").read_text(encoding="utf-8"))
+        timings["train_s"] = time.monotonic() - t0
+
+        t0 = time.monotonic()
+        console.rule("4. deploy the student")
+        _cli("deploy", str(student_dir), "--name", STUDENT, "--services-dir", str(services), "--force")
+        launcher.add(ServiceSpec.load(services / STUDENT / "agent.yaml"), timeout_s=120)
+        time.sleep(2.0)  # the planner's registry view picks the new agent up from its Watch stream
+        timings["deploy_s"] = time.monotonic() - t0
+
+        t0 = time.monotonic()
+        console.rule("5. route fresh messages: student first, teacher on escalation (S6)")
+        fresh = messages(options.serve, options.seed + 1)
+        routed, metas = asyncio.run(through_planner(state.registry, fresh, ("classify_intent",), console, "routed"))
+        teacher = asyncio.run(ask_directly(state.registry, "classifier", fresh))
+        timings["route_s"] = time.monotonic() - t0
+    finally:
+        launcher.down()
+    timings["total_s"] = time.monotonic() - t_all
+    answers = [_label(r.get("classify_intent")) if isinstance(r, dict) else None for r in routed]
+    agree = sum(a == _label(t) for a, t in zip(answers, teacher, strict=True))
+    cost = _merge_cost(metas)
+    report.update({
+        "recorded_messages": options.record, "cluster": cluster, "training": training,
+        "served_messages": options.serve, "agreement_routed": agree / len(fresh),
+        "student_share": cost["first_choice"] / cost["routed_steps"] if cost["routed_steps"] else 0.0,
+        "cost": cost, "timings": timings,
+    })
+    _print(report, console)
+    if options.output is not None:
+        write_section(options.output, SECTION, _markdown(report))
+        console.print(f"wrote the {SECTION[3:]} section of {options.output}")
+    return report
+
+
+def _teacher_cluster(analysis: dict[str, Any], agent: str) -> dict[str, Any]:
+    """The largest trainable cluster served mostly by ``agent``."""
+    candidates = [c for c in analysis["clusters"] if c.get("trainable", True)
+                  and max(c["agents"], key=lambda a: c["agents"][a]) == agent]
+    if not candidates:
+        raise RuntimeError(f"no trainable cluster of {agent}'s calls: {json.dumps(analysis)[:2000]}")
+    return max(candidates, key=lambda c: c["size"])
+
+
+def _print(report: dict[str, Any], console: Console) -> None:
+    from mesh.planner.console import print_cost
+
+    console.rule("result")
+    cost = report["cost"]
+    print_cost({**cost, "first_choice_share": report["student_share"],
+                "ratio": cost["ratio"]}, console)
+    held = report["training"].get("heldout", report["training"])
+    console.print(f"student served {report['student_share']:.1%} of {cost['routed_steps']} routed calls "
+                  f"({cost['escalations']} escalated); routed answers agree with the teacher on "
+                  f"{report['agreement_routed']:.1%}; student alone on held-out calls: "
+                  f"{held.get('agreement', float('nan')):.1%}; cost ratio {cost['ratio']:.1f}x; "
+                  f"total {report['timings']['total_s'] / 60:.1f} min", markup=False, highlight=False)
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    machine = _machine()
+    cost, training, timings = report["cost"], report["training"], report["timings"]
+    held = training.get("heldout", training)
+    rows = "\n".join(
+        f"| {row['model']} | {row['parameters']:,} | {row['calls']} | {row['input_tokens'] + row['output_tokens']:,} "
+        f"| {row['flops'] / 1e9:.3f} |" for row in cost["models"])
+    return f"""{SECTION}
+
+Measured by `slmesh convert demo` (`make conversion`) on {dt.date.today().isoformat()}:
+{machine['cores']} cores ({machine['cpu']}), Python {machine['python']}, load {machine['load']}.
+
+| step | result |
+|---|---|
+| recorded workload | {report['recorded_messages']} messages x (classify_intent, extract_fields) through the planner |
+| cluster trained on | #{report['cluster']['id']} {report['cluster']['name']}: {report['cluster']['size']} calls |
+| student | LoRA on `models/base`: {training.get('parameters', '?'):,} parameters vs the teacher's {training.get('teacher_parameters', '?'):,} |
+| student alone, held-out calls | agreement with the teacher {held.get('agreement', float('nan')):.1%}, schema-valid {held.get('valid_rate', float('nan')):.1%} |
+| routed (fresh messages) | {report['served_messages']} messages: student served {report['student_share']:.1%}, {cost['escalations']} escalated to the teacher |
+| routed answers vs the teacher | agree on {report['agreement_routed']:.1%} |
+| cost (estimated FLOPs) | {cost['flops'] / 1e9:.3f} GFLOP routed vs {cost['baseline_flops'] / 1e9:.3f} GFLOP all on the teacher: **{cost['ratio']:.1f}x** cheaper |
+| time | record {timings['record_s']:.0f} s, analyze {timings['analyze_s']:.0f} s, train {timings['train_s']:.0f} s, deploy {timings['deploy_s']:.0f} s, route {timings['route_s']:.0f} s; total {timings['total_s'] / 60:.1f} min |
+
+Per model, routed phase:
+
+| model | parameters | calls | tokens | GFLOP |
+|---|---|---|---|---|
+{rows}
+"""
