@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,18 +14,9 @@ from mesh.config import ServiceSpec, Settings, SkillSpec
 from mesh.convert.record import PendingCall, Recorder, name_fields
 from mesh.convert.store import CallRecord, CallStore
 from mesh.slm import SLMExecutor, TransformersBackend
-from tests.support.tiny_slm import save_tiny_model
-from tests.unit.test_slm_executor import send
+from tests.unit.test_slm_executor import local, model_dir, send  # noqa: F401 - shared fixtures
 
 LABELS = ["refund_request", "order_status", "other"]
-
-
-@pytest.fixture(scope="module")
-def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TransformersBackend]:
-    model = save_tiny_model(tmp_path_factory.mktemp("rec") / "model", "llama", "char")
-    backend = TransformersBackend(str(model), max_wait_ms=1, threads=1)
-    yield backend
-    backend.engine.close()
 
 
 def classifier(db: Path, backend: TransformersBackend) -> SLMExecutor:
