@@ -3,8 +3,8 @@
 The SLM executor hands every finished call (completed, failed or rejected) to
 :meth:`Recorder.submit`, which only appends to an in-memory queue: the reply never waits on
 recording. A background task takes the queue in batches, looks up the names in each call's
-input (from the agent named by ``SLMESH_RECORD_NAMES_FROM``, over the mesh), redacts, and
-writes the batch in one transaction from a worker thread. A call whose names cannot be
+input (from the agent named by ``SLMESH_RECORD_NAMES_FROM``, over the mesh), then
+redacts and writes the batch in one transaction in a worker thread. A call whose names cannot be
 looked up is dropped and counted, never written unredacted.
 """
 
@@ -161,10 +161,11 @@ class Recorder:
             while len(batch) < BATCH and not queue.empty():
                 batch.append(queue.get_nowait())
             try:
-                redacted = await asyncio.gather(*(self._redact(call) for call in batch))
-                records = [r for r in redacted if r is not None]
-                if records:
-                    self.written += await asyncio.to_thread(self.store.add_many, records)
+                names = await asyncio.gather(*(self._names(call) for call in batch))
+                ready = [(call, found) for call, found in zip(batch, names, strict=True)
+                         if found is not None]
+                if ready:  # regexes and SQLite in a thread: the event loop serves requests
+                    self.written += await asyncio.to_thread(self._write, ready)
             except Exception:  # a full disk or locked file must not kill the agent
                 log.exception("call recorder: could not write %d calls", len(batch))
                 self.dropped["write_failed"] += len(batch)
@@ -172,7 +173,11 @@ class Recorder:
                 for _ in batch:
                     queue.task_done()
 
-    async def _redact(self, call: PendingCall) -> CallRecord | None:
+    def _write(self, calls: list[tuple[PendingCall, list[str]]]) -> int:
+        return self.store.add_many(redact_record(call.record, names) for call, names in calls)
+
+    async def _names(self, call: PendingCall) -> list[str] | None:
+        """The names to redact in the call; None when they cannot be known (drop the call)."""
         names = list(call.names)
         if self.names_from_output and call.record.state != "completed" and call.record.input.strip():
             self.dropped["names_unavailable"] += 1
@@ -188,7 +193,7 @@ class Recorder:
                     self._names_down = True
                 return None
             self._names_down = False
-        return redact_record(call.record, names)
+        return names
 
 
 def redact_record(record: CallRecord, names: Iterable[str] = ()) -> CallRecord:
