@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mesh.config import ServiceSpec, Settings, SpecError, registry_credential
+from mesh.convert.cli import convert_app
 from mesh.errors import MeshError
 from mesh.tls import TlsFiles
 
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Benchmarks; results are written to docs/benchmarks.md.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+app.add_typer(convert_app, name="convert")
 console = Console()
 T = TypeVar("T")
 err = Console(stderr=True)

