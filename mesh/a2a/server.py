@@ -271,10 +271,11 @@ class AgentServer:
         if self.takeover is not None:
             await self.takeover.start(self.handler)
         # Executors with their own start-up (the planner: Ray, its run store) get the task
-        # store before the first request can reach them.
+        # store before the first request can reach them, and whether task takeover finishes
+        # the tasks a dead replica left (then they must not resume them on their own).
         start_executor = getattr(self.executor, "start", None)
         if start_executor is not None:
-            await start_executor(self.task_store)
+            await start_executor(self.task_store, takeover=self.takeover is not None)
         # The admission gate wraps the A2A methods once here; health and reflection stay open.
         add_gated_service(self._grpc_server, MeshGrpcHandler(self.handler), A2A_SERVICE, self.admission)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc_server)

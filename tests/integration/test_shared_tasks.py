@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -23,25 +22,16 @@ from google.protobuf.json_format import MessageToDict
 from mesh.a2a.client import MeshClient, StaticReplicas
 from mesh.a2a.leases import TABLE as LEASES
 from mesh.a2a.leases import TAKEOVER_METADATA
+from tests.support.postgres import FAST_LEASES, SHARED, connect, drop_agent_tasks, postgres_up
 from tests.support.procs import ServiceProcess
 
-POSTGRES_URL = "postgresql+asyncpg://127.0.0.1:5432/test"
-SHARED = {"SLMESH_TASK_STORE": POSTGRES_URL, "SLMESH_TASK_EVENTS": "database"}
-FAST_LEASES = {**SHARED, "SLMESH_TASK_LEASE_S": "2", "SLMESH_TASK_LEASE_RENEW_S": "0.4"}
-
 pytestmark = pytest.mark.integration
-
-
-def _postgres_up() -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", 5432), timeout=1):
-        return True
-    return False
 
 
 @pytest.fixture
 def ticker_service(tmp_path: Path) -> Iterator[Path]:
     """A ticker agent with a unique name, so its task table is its own; its rows are removed after."""
-    if not _postgres_up():
+    if not postgres_up():
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     name = f"ticker-{uuid.uuid4().hex[:8]}"
     folder = tmp_path / name
@@ -51,24 +41,7 @@ def ticker_service(tmp_path: Path) -> Iterator[Path]:
         "skills:\n  - {id: tick, name: Tick, description: Streams ticks.}\n"
         "input_modes: [text/plain]\noutput_modes: [text/plain]\n", encoding="utf-8")
     yield folder
-    table = f"tasks_{name.replace('-', '_')}"
-
-    async def drop() -> None:
-        import asyncpg
-
-        conn = await asyncpg.connect("postgresql://127.0.0.1:5432/test")
-        try:
-            if await conn.fetchval("SELECT to_regclass($1)", table) is not None:
-                # a2a-sdk's version and event tables are shared by all agents: only our rows go.
-                for shared in ("task_events", "task_versions"):
-                    await conn.execute(f'DELETE FROM {shared} WHERE task_id IN (SELECT id FROM "{table}")')
-                await conn.execute(f'DROP TABLE "{table}"')
-            if await conn.fetchval("SELECT to_regclass($1)", LEASES) is not None:
-                await conn.execute(f"DELETE FROM {LEASES} WHERE agent = $1", name)
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
+    asyncio.run(drop_agent_tasks(name))
 
 
 @pytest.fixture
@@ -192,7 +165,7 @@ def _text(status: pb.TaskStatus) -> str:
 
 
 async def _lease_rows(task_id: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect("postgresql://127.0.0.1:5432/test")
+    conn = await connect()
     try:
         return await conn.fetch(f"SELECT replica, takeovers, expires_at < now() AS expired FROM {LEASES} "
                                 "WHERE task_id = $1", task_id)
@@ -264,7 +237,7 @@ async def test_a_task_finished_before_its_replica_died_is_never_rerun(
         stream = on_a.send_streaming_message(agent, pb.SendMessageRequest(message=new_text_message("ticks:1:0")))
         task_id = [e async for e in stream][0].task.id
     a.kill()
-    conn = await asyncpg.connect("postgresql://127.0.0.1:5432/test")
+    conn = await connect()
     try:
         # A's lease as it would be had A died between storing the result and dropping the lease.
         await conn.execute(
