@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, SecretStr, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, SecretStr, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SPEC_FILE = "agent.yaml"
@@ -50,6 +50,22 @@ class Settings(BaseSettings):
         "a2a-sdk's versioned task store and its event log in that database let GetTask, ListTasks, "
         "CancelTask and SubscribeToTask reach a task from any replica. 'local' keeps a task's "
         "live events in the process running it.",
+    )
+    task_lease_s: float = Field(
+        10.0, gt=0,
+        description="With task_events='database' on PostgreSQL: how long a replica's lease on a task it "
+        "executes lasts without renewal. A replica killed mid-task is noticed this long after its last "
+        "renewal; another replica then takes the task over and re-executes its request.",
+    )
+    task_lease_renew_s: float = Field(
+        2.0, gt=0,
+        description="How often a replica renews the leases of the tasks it executes and looks for expired "
+        "leases to take over (below task_lease_s, so a pause of one beat does not lose a lease).",
+    )
+    task_max_takeovers: int = Field(
+        3, ge=0,
+        description="How many times one task may be taken over from a replica that died; past it the task "
+        "fails with a reason naming the limit (a request that kills every replica that runs it stops there).",
     )
     max_request_bytes: int = Field(
         4 * 1024 * 1024, gt=0, description="Largest accepted request body / gRPC message."
@@ -154,6 +170,14 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"otel_export: unknown signals {sorted(unknown)}; use traces, metrics, logs")
         return ",".join(signals)
+
+    @model_validator(mode="after")
+    def _lease_timing(self) -> Settings:
+        if self.task_lease_renew_s >= self.task_lease_s:
+            raise ValueError(f"task_lease_renew_s ({self.task_lease_renew_s}) must be below task_lease_s "
+                             f"({self.task_lease_s}): a lease renewed less often than it lasts expires while "
+                             "its task still runs")
+        return self
 
     @field_validator("registry")
     @classmethod

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+from a2a.auth.user import User
 from a2a.server.agent_execution import RequestContext
 from a2a.server.agent_execution.active_task import INTERRUPTED_TASK_STATES, TERMINAL_TASK_STATES
 from a2a.server.cluster.task_store import VersionedTaskStore
@@ -46,6 +47,8 @@ from a2a.types.a2a_pb2 import (
     ListTasksRequest,
     ListTasksResponse,
     Message,
+    Part,
+    Role,
     SendMessageRequest,
     SendMessageResponse,
     SubscribeToTaskRequest,
@@ -68,6 +71,8 @@ from a2a.utils.task import apply_history_length, validate_history_length
 from google.api.field_behavior_pb2 import FieldBehavior, field_behavior
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message as ProtoMessage
+
+from mesh.a2a.leases import Claim, TaskHeldError, TaskTakeover
 
 log = logging.getLogger(__name__)
 
@@ -449,11 +454,28 @@ class _Run(EventQueue):
                 self.subscribers.remove(queue)
 
 
-class MeshRequestHandler(DefaultRequestHandler):
-    """a2a-sdk's ``DefaultRequestHandler`` with the lean unary ``SendMessage`` path above."""
+class _Owner(User):
+    """The owner scope a task was started under, for work this replica does on its own (a takeover)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    @property
+    def is_authenticated(self) -> bool:
+        return bool(self._name)
+
+    @property
+    def user_name(self) -> str:
+        return self._name
+
+
+class MeshRequestHandler(DefaultRequestHandler):
+    """a2a-sdk's ``DefaultRequestHandler`` with the lean unary ``SendMessage`` path above, and
+    the :class:`~mesh.a2a.leases.TaskRunner` side of task takeover on shared stores."""
+
+    def __init__(self, *args: Any, takeover: TaskTakeover | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.takeover = takeover
         self.runs: dict[str, _Run] = {}
         self.background: set[asyncio.Task[None]] = set()
         self._lean = (self._event_stream is None and self._push_sender is None
@@ -489,8 +511,60 @@ class MeshRequestHandler(DefaultRequestHandler):
             if stored is not None:
                 message.context_id = stored.context_id
 
+    # -- task takeover (mesh.a2a.leases) ----------------------------------------------------
+
+    async def stored_state(self, task_id: str, owner: str) -> TaskState | None:
+        stored = await self._versioned_store.get(task_id, ServerCallContext(user=_Owner(owner)))
+        return stored.task.status.state if stored is not None else None
+
+    async def resume(self, claim: Claim) -> None:
+        """Runs the claimed request on a2a-sdk's active-task machinery, as a follow-up message
+        of the stored task would: its events land on the same task and its event log."""
+        context = ServerCallContext(user=_Owner(claim.owner))
+        stored = await self._versioned_store.get(claim.task_id, context)
+        if stored is None:
+            return
+        message = Message()
+        message.CopyFrom(claim.request)
+        message.task_id, message.context_id = claim.task_id, stored.task.context_id
+        request = await self._request_context_builder.build(
+            params=SendMessageRequest(message=message), task_id=claim.task_id,
+            context_id=stored.task.context_id, task=None, context=context)
+        active = await self._active_task_registry.get_or_create(
+            claim.task_id, call_context=context, create_task_if_missing=False)
+        async for _ in active.subscribe(request=request):
+            pass  # subscribers anywhere read the events from the shared store
+
+    async def fail(self, claim: Claim, reason: str) -> None:
+        context = ServerCallContext(user=_Owner(claim.owner))
+        stored = await self._versioned_store.get(claim.task_id, context)
+        if stored is None or stored.task.status.state in TERMINAL_TASK_STATES:
+            return
+        task = stored.task
+        status = TaskStatus(state=TaskState.TASK_STATE_FAILED, message=Message(
+            message_id=f"{task.id}-abandoned", role=Role.ROLE_AGENT, task_id=task.id,
+            context_id=task.context_id, parts=[Part(text=reason)]))
+        status.timestamp.GetCurrentTime()
+        manager = TaskManager(task_store=self._versioned_store, context=context, task_id=task.id,
+                              context_id=task.context_id, initial_message=None)
+        await manager.get_task()
+        await manager.save_task_event(TaskStatusUpdateEvent(task_id=task.id, context_id=task.context_id,
+                                                            status=status))
+
+    async def _refuse_if_held(self, params: SendMessageRequest) -> None:
+        """A follow-up for a task another live replica is executing would run it twice."""
+        task_id = params.message.task_id
+        if self.takeover is None or not task_id:
+            return
+        holder = await self.takeover.table.holder(task_id)
+        if holder is not None and holder != self.takeover.replica:
+            raise UnsupportedOperationError(message=str(TaskHeldError(task_id, holder)))
+
+    # -- A2A methods --------------------------------------------------------------------------
+
     async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Message | Task:
         if not self._takes(params):
+            await self._refuse_if_held(params)
             await self._adopt_context(params, context)
             return await super().on_message_send(params, context)
         validate_required(params)
@@ -511,6 +585,7 @@ class MeshRequestHandler(DefaultRequestHandler):
 
     async def on_message_send_stream(self, params: SendMessageRequest,
                                      context: ServerCallContext) -> AsyncGenerator[Event, None]:
+        await self._refuse_if_held(params)
         await self._adopt_context(params, context)
         async for event in super().on_message_send_stream(params, context):
             yield event
@@ -529,6 +604,10 @@ class MeshRequestHandler(DefaultRequestHandler):
                                    context: ServerCallContext) -> AsyncGenerator[Event, None]:
         run = self._owns(params.id, context)
         if run is None or not self._agent_card.capabilities.streaming:
+            if self.takeover is not None and params.id:
+                # A caller waits on this task: if its replica died, take it over now
+                # rather than at the next heartbeat.
+                await self.takeover.claim(params.id)
             async for event in super().on_subscribe_to_task(params, context):
                 yield event
             return

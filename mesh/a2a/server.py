@@ -40,6 +40,7 @@ from grpc_reflection.v1alpha import reflection
 from mesh.a2a.cards import Endpoints, build_card
 from mesh.a2a.gates import Admission, HttpGate, add_gated_service
 from mesh.a2a.handler import MeshGrpcHandler, MeshRequestHandler
+from mesh.a2a.leases import LeasedExecutor, TaskTakeover, build_takeover
 from mesh.a2a.store import SqliteTaskStore
 from mesh.a2a.tracing import HopTelemetry, TracedExecutor
 from mesh.config import ServiceSpec, Settings, SpecError
@@ -114,6 +115,17 @@ def build_event_stream(store: TaskStore | VersionedTaskStore) -> TaskEventStream
     return DatabaseTaskEventStream(store.as_task_store.engine)  # type: ignore[attr-defined]
 
 
+def build_task_takeover(spec: ServiceSpec, settings: Settings, store: TaskStore | VersionedTaskStore,
+                        replica_id: str) -> TaskTakeover | None:
+    """Task leases and takeover (:mod:`mesh.a2a.leases`) where tasks are replica-agnostic, else None."""
+    from a2a.server.cluster import VersionedDatabaseTaskStore
+
+    if not isinstance(store, VersionedDatabaseTaskStore):
+        return None
+    engine = store.as_task_store.engine  # type: ignore[attr-defined]
+    return build_takeover(engine, spec.name, replica_id, settings)
+
+
 def _task_table(spec: ServiceSpec) -> str:
     return f"tasks_{spec.name.replace('-', '_')}"
 
@@ -175,6 +187,7 @@ class AgentServer:
         self.admission = Admission(max_request_bytes=settings.max_request_bytes, api_token=token,
                                    max_in_flight=settings.max_in_flight)
         self.replica_id = settings.replica_id or f"{spec.name}-{socket.gethostname()}-{os.getpid()}"
+        self.takeover = build_task_takeover(spec, settings, self.task_store, self.replica_id)
         self._http_sock = _bind(settings.host, settings.http_port)
         self._grpc_server = grpc.aio.server(
             options=[
@@ -201,9 +214,11 @@ class AgentServer:
             admission = self.admission
             self.admission.telemetry = HopTelemetry(spec.name, lambda: admission.in_flight)
             served = TracedExecutor(self.executor, spec.name, self.replica_id)
+        if self.takeover is not None:
+            served = LeasedExecutor(served, self.takeover)
         self.handler = MeshRequestHandler(
             agent_executor=served, task_store=self.task_store, agent_card=self.card,
-            event_stream=self.event_stream,
+            event_stream=self.event_stream, takeover=self.takeover,
         )
         self._health = health.aio.HealthServicer()
         self.app = self._build_app()
@@ -255,11 +270,14 @@ class AgentServer:
         initialize = getattr(self.task_store, "initialize", None)
         if initialize is not None:
             await initialize()
+        if self.takeover is not None:
+            await self.takeover.start(self.handler)
         # Executors with their own start-up (the planner: Ray, its run store) get the task
-        # store before the first request can reach them.
+        # store before the first request can reach them, and whether task takeover finishes
+        # the tasks a dead replica left (then they must not resume them on their own).
         start_executor = getattr(self.executor, "start", None)
         if start_executor is not None:
-            await start_executor(self.task_store)
+            await start_executor(self.task_store, takeover=self.takeover is not None)
         # The admission gate wraps the A2A methods once here; health and reflection stay open.
         add_gated_service(self._grpc_server, MeshGrpcHandler(self.handler), A2A_SERVICE, self.admission)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc_server)
@@ -334,6 +352,8 @@ class AgentServer:
         close_executor = getattr(self.executor, "aclose", None)
         if close_executor is not None:
             await close_executor()
+        if self.takeover is not None:
+            await self.takeover.stop()
         if isinstance(self.task_store, SqliteTaskStore):
             self.task_store.close()
         store = getattr(self.task_store, "as_task_store", self.task_store)

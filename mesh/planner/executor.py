@@ -143,8 +143,13 @@ class PlannerExecutor(AgentExecutor):
         """Starts (or joins) Ray: before the server opens any gRPC channel (see AgentServer)."""
         self.runtime.start()
 
-    async def start(self, task_store: TaskStore) -> None:
-        """Connects the registry view, loads the router, resumes unfinished runs."""
+    async def start(self, task_store: TaskStore, takeover: bool = False) -> None:
+        """Connects the registry view, loads the router, resumes unfinished runs.
+
+        With ``takeover`` (shared tasks on PostgreSQL) a run left unfinished is resumed
+        only through its task's lease, by whichever replica claims it (:meth:`execute`),
+        never by this start-up as well: two replicas would run it side by side.
+        """
         from mesh.registry import RegistryClient, RegistryView
 
         self.task_store = task_store
@@ -157,6 +162,8 @@ class PlannerExecutor(AgentExecutor):
             await self._view.wait_synced(timeout=10.0)
         await self.runtime.ready()
         await asyncio.to_thread(self.router.load)
+        if takeover:
+            return
         for record in self.store.unfinished():
             task = asyncio.create_task(self._resume(record))
             self._resumed.add(task)
@@ -247,6 +254,12 @@ class PlannerExecutor(AgentExecutor):
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         updater = await open_task(context, event_queue)
+        record = self.store.run(updater.task_id) if context.current_task is not None else None
+        if record is not None and record.state == "working":
+            # A takeover of a run this data dir recorded (a replica restarted in place):
+            # the recorded plan, without its finished steps.
+            await self._resume(record, updater)
+            return
         await updater.start_work()
         with telemetry.get_tracer().start_as_current_span(
                 "create_plan", attributes={names.OPENINFERENCE_KIND: "CHAIN"}) as span:
@@ -267,10 +280,12 @@ class PlannerExecutor(AgentExecutor):
                               {"workflow": workflow, "plan": plan_json}, value)
         await self._run(updater, plan, value, source, workflow, routes, done={})
 
-    async def _resume(self, record: Any) -> None:
-        """Finishes a run accepted before a crash, writing its events straight to the task store."""
-        updater = TaskUpdater(_StoreQueue(self.task_store, record.task_id, record.context_id),  # type: ignore[arg-type]
-                              record.task_id, record.context_id)
+    async def _resume(self, record: Any, updater: TaskUpdater | None = None) -> None:
+        """Finishes a run accepted before a crash; without a live request's updater its events
+        go straight to the task store."""
+        if updater is None:
+            updater = TaskUpdater(_StoreQueue(self.task_store, record.task_id, record.context_id),  # type: ignore[arg-type]
+                                  record.task_id, record.context_id)
         plan = Plan.model_validate(record.plan["plan"])
         done = self.store.outcomes(record.task_id)
         log.info("resuming task %s (%d steps already done)", record.task_id, len(done))

@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 from mesh.a2a.client import MeshClient, StaticReplicas, parts_value, plain
 from mesh.a2a.discovery import snapshot
 from tests.conftest import ECHO_SERVICE
+from tests.support.postgres import FAST_LEASES, drop_agent_tasks, postgres_up
 from tests.support.procs import ROOT, ServiceProcess, start_registry, start_service
 
 pytestmark = pytest.mark.integration
@@ -109,7 +111,11 @@ def result_of(task: pb.Task) -> Any:
 
 
 def error_of(task: pb.Task) -> str:
-    return " ".join(p.text for p in task.status.message.parts if p.HasField("text"))
+    return status_text(task.status)
+
+
+def status_text(status: pb.TaskStatus) -> str:
+    return " ".join(p.text for p in status.message.parts if p.HasField("text"))
 
 
 @pytest.mark.parametrize("binding", BINDINGS)
@@ -345,3 +351,52 @@ async def test_the_planner_slm_writes_a_plan_when_no_workflow_matches(tmp_path: 
     result = parts_value(artifact.parts)
     assert result["s0"] == text.upper()  # step 0 may only bind to the request text
     assert set(plain(MessageToDict(artifact.metadata))["agents"]) <= {"echo", "tally"}  # what is registered
+
+
+async def test_a_planner_task_is_taken_over_by_another_planner_replica(tmp_path: Path, mesh: Mesh) -> None:
+    """Two planner replicas share a PostgreSQL task store; the one running a chain is killed;
+    the other claims the expired lease and runs the plan again from the request (its own
+    run store is empty), and a subscriber on it gets the completed result."""
+    if not postgres_up():
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    name = f"planner-{uuid.uuid4().hex[:8]}"
+    spec = yaml.safe_load((PLANNER / "agent.yaml").read_text())
+    spec["name"] = name
+    spec["options"]["workflows"] = str(PLANNER / spec["options"]["workflows"])
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "agent.yaml").write_text(yaml.safe_dump(spec))
+    try:
+        first, second = (mesh.agent(folder, SLMESH_DATA_DIR=str(tmp_path / f"data-{i}"), **FAST_LEASES)
+                         for i in range(2))
+        steps = [{"id": f"s{i}", "skill": "echo", "input": f"sleep:0.6 step {i}"} for i in range(5)]
+        for i in range(1, 5):
+            steps[i]["when"] = f"$s{i - 1}"
+        body = {"plan": {"steps": steps, "output": "$s4"}}
+        async with MeshClient(StaticReplicas.from_urls(name, first.http_url)) as client:
+            task_id = (await client.send_message(name, pb.SendMessageRequest(
+                message=data_request(body).message,
+                configuration=pb.SendMessageConfiguration(return_immediately=True)), timeout=30)).task.id
+            deadline = time.monotonic() + 60
+            while _done_steps(tmp_path / "data-0" / f"planner-{name}.sqlite", task_id) < 2:
+                assert time.monotonic() < deadline, "the plan made no progress"
+                await asyncio.sleep(0.1)
+        first.kill()
+        client = await create_client(second.http_url, _config("GRPC"))
+        try:
+            notices, final = [], None
+            async with asyncio.timeout(60):
+                async for event in client.subscribe(pb.SubscribeToTaskRequest(id=task_id)):
+                    if event.HasField("status_update"):
+                        final = event.status_update.status
+                        if status_text(final).startswith("taken over"):
+                            notices.append(final)
+            assert len(notices) == 1
+            assert final is not None and final.state == pb.TaskState.TASK_STATE_COMPLETED
+            task = await client.get_task(pb.GetTaskRequest(id=task_id))
+            assert result_of(task) == "SLEEP:0.6 STEP 4"
+            assert MessageToDict(task.metadata)["slmesh.takeover"]["count"] == 1
+        finally:
+            await client.close()
+    finally:
+        await drop_agent_tasks(name)

@@ -6,33 +6,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import asyncpg
+import grpc
 import pytest
-from a2a.types import a2a_pb2 as pb
+from a2a.client import Client, ClientConfig, create_client
 from a2a.helpers.proto_helpers import new_text_message
+from a2a.types import a2a_pb2 as pb
+from a2a.utils.errors import UnsupportedOperationError
+from google.protobuf.json_format import MessageToDict
 
 from mesh.a2a.client import MeshClient, StaticReplicas
+from mesh.a2a.leases import TABLE as LEASES
+from mesh.a2a.leases import TAKEOVER_METADATA
+from tests.support.postgres import FAST_LEASES, SHARED, connect, drop_agent_tasks, postgres_up
 from tests.support.procs import ServiceProcess
 
-POSTGRES_URL = "postgresql+asyncpg://127.0.0.1:5432/test"
-
 pytestmark = pytest.mark.integration
-
-
-def _postgres_up() -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", 5432), timeout=1):
-        return True
-    return False
 
 
 @pytest.fixture
 def ticker_service(tmp_path: Path) -> Iterator[Path]:
     """A ticker agent with a unique name, so its task table is its own; its rows are removed after."""
-    if not _postgres_up():
+    if not postgres_up():
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     name = f"ticker-{uuid.uuid4().hex[:8]}"
     folder = tmp_path / name
@@ -42,28 +42,12 @@ def ticker_service(tmp_path: Path) -> Iterator[Path]:
         "skills:\n  - {id: tick, name: Tick, description: Streams ticks.}\n"
         "input_modes: [text/plain]\noutput_modes: [text/plain]\n", encoding="utf-8")
     yield folder
-    table = f"tasks_{name.replace('-', '_')}"
-
-    async def drop() -> None:
-        import asyncpg
-
-        conn = await asyncpg.connect("postgresql://127.0.0.1:5432/test")
-        try:
-            if await conn.fetchval("SELECT to_regclass($1)", table) is not None:
-                # a2a-sdk's version and event tables are shared by all agents: only our rows go.
-                for shared in ("task_events", "task_versions"):
-                    await conn.execute(f'DELETE FROM {shared} WHERE task_id IN (SELECT id FROM "{table}")')
-                await conn.execute(f'DROP TABLE "{table}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
+    asyncio.run(drop_agent_tasks(name))
 
 
 @pytest.fixture
 def replicas(spawn: Callable[..., ServiceProcess], ticker_service: Path) -> tuple[ServiceProcess, ServiceProcess]:
-    env = {"SLMESH_TASK_STORE": POSTGRES_URL, "SLMESH_TASK_EVENTS": "database"}
-    return spawn(ticker_service, env=env), spawn(ticker_service, env=env)
+    return spawn(ticker_service, env=SHARED), spawn(ticker_service, env=SHARED)
 
 
 @contextlib.asynccontextmanager
@@ -134,7 +118,7 @@ async def test_a_follower_killed_mid_stream_resubscribes_on_another_replica(
     """The task runs on A; its events are followed through B; B is killed (SIGKILL) mid-stream;
     the caller resubscribes through C and gets the remaining events and the final result."""
     a, b = replicas
-    c = spawn(ticker_service, env={"SLMESH_TASK_STORE": POSTGRES_URL, "SLMESH_TASK_EVENTS": "database"})
+    c = spawn(ticker_service, env=SHARED)
     agent = ticker_service.name
     async with _client(a, agent) as on_a, _client(b, agent) as on_b, _client(c, agent) as on_c:
         task_id, _ = await _start(on_a, agent, "ticks:8:0.4")
@@ -158,3 +142,141 @@ async def test_a_follower_killed_mid_stream_resubscribes_on_another_replica(
         assert final == pb.TaskState.TASK_STATE_COMPLETED
         done = await on_c.get_task(agent, task_id)
         assert [p.text for art in done.artifacts for p in art.parts] == ["done after 8 ticks"]
+
+
+# -- takeover: a task whose replica is killed is finished by another (mesh.a2a.leases) --------
+
+
+@contextlib.asynccontextmanager
+async def _official(proc: ServiceProcess) -> AsyncIterator[Client]:
+    """a2a-sdk's own client on one replica, over gRPC (an idle stream has no HTTP read timeout)."""
+    def channel(url: str) -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(url.split("://", 1)[-1])
+
+    client = await create_client(proc.http_url, ClientConfig(supported_protocol_bindings=["GRPC"],
+                                                             grpc_channel_factory=channel))
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def _text(status: pb.TaskStatus) -> str:
+    return "".join(p.text for p in status.message.parts)
+
+
+async def _lease_rows(task_id: str) -> list[asyncpg.Record]:
+    conn = await connect()
+    try:
+        return await conn.fetch(f"SELECT replica, takeovers, expires_at < now() AS expired FROM {LEASES} "
+                                "WHERE task_id = $1", task_id)
+    finally:
+        await conn.close()
+
+
+async def test_a_task_whose_replica_is_killed_is_taken_over_and_finished(
+        spawn: Callable[..., ServiceProcess], ticker_service: Path) -> None:
+    """A streams a task; A is SIGKILLed after its first ticks; a subscriber on B (official
+    client) gets the ticks A never sent, one takeover notice and the completed task."""
+    a, b = spawn(ticker_service, env=FAST_LEASES), spawn(ticker_service, env=FAST_LEASES)
+    agent = ticker_service.name
+    async with _client(a, agent) as on_a, _official(b) as on_b:
+        task_id, _ = await _start(on_a, agent, "ticks:8:0.5")
+        [lease] = await _lease_rows(task_id)
+        assert lease["takeovers"] == 0 and not lease["expired"]
+        a.kill()
+        killed = time.monotonic()
+        assert (await on_b.get_task(pb.GetTaskRequest(id=task_id))).status.state == pb.TaskState.TASK_STATE_WORKING
+
+        snapshot: pb.Task | None = None
+        ticks: list[int] = []
+        notices: list[str] = []
+        states_at_notice: list[int] = []
+        final: pb.TaskStatus | None = None
+        subscription = on_b.subscribe(pb.SubscribeToTaskRequest(id=task_id))
+        async with asyncio.timeout(30):
+            async for event in subscription:
+                if event.HasField("task"):
+                    snapshot = event.task
+                elif event.HasField("status_update"):
+                    text = _text(event.status_update.status)
+                    if text.startswith("tick "):
+                        ticks.append(int(text.split()[1]))
+                    elif text.startswith("taken over"):
+                        notices.append(text)
+                        taken_after = time.monotonic() - killed
+                        task = await on_b.get_task(pb.GetTaskRequest(id=task_id))
+                        states_at_notice.append(task.status.state)
+                    final = event.status_update.status
+
+        print(f"\ntakeover: notice on B {taken_after:.2f} s after SIGKILL, completed {time.monotonic() - killed:.2f} s "
+              f"after (lease 2 s, renew 0.4 s, remaining ticks {len(ticks)} x 0.5 s)")
+        assert snapshot is not None and _text(snapshot.status).startswith("tick ")
+        last_by_a = int(_text(snapshot.status).split()[1])
+        assert last_by_a < 7
+        # Every tick A did not record, once, in order, then the end.
+        assert ticks == list(range(last_by_a + 1, 8)), (last_by_a, ticks)
+        assert len(notices) == 1 and "takeover 1 of at most 3" in notices[0]
+        assert states_at_notice == [pb.TaskState.TASK_STATE_WORKING]
+        assert final is not None and final.state == pb.TaskState.TASK_STATE_COMPLETED
+
+        done = await on_b.get_task(pb.GetTaskRequest(id=task_id))
+        assert done.status.state == pb.TaskState.TASK_STATE_COMPLETED
+        assert [p.text for art in done.artifacts for p in art.parts] == ["done after 8 ticks"]
+        takeover = MessageToDict(done.metadata)[TAKEOVER_METADATA]
+        assert takeover["count"] == 1 and takeover["from"] != takeover["replica"]
+        assert takeover["replica"].endswith(f"-{b.popen.pid}")
+        # The finished task's lease is dropped: nothing is left to take over.
+        async with asyncio.timeout(10):
+            while await _lease_rows(task_id):
+                await asyncio.sleep(0.1)
+
+
+async def test_a_task_finished_before_its_replica_died_is_never_rerun(
+        spawn: Callable[..., ServiceProcess], ticker_service: Path) -> None:
+    """A task completed on A whose lease outlived A (killed before dropping it) is not run again:
+    the takeover finds it completed, drops the lease, and the task keeps its version."""
+    a, b = spawn(ticker_service, env=FAST_LEASES), spawn(ticker_service, env=FAST_LEASES)
+    agent = ticker_service.name
+    async with _client(a, agent) as on_a:
+        stream = on_a.send_streaming_message(agent, pb.SendMessageRequest(message=new_text_message("ticks:1:0")))
+        task_id = [e async for e in stream][0].task.id
+    a.kill()
+    conn = await connect()
+    try:
+        # A's lease as it would be had A died between storing the result and dropping the lease.
+        await conn.execute(
+            f"INSERT INTO {LEASES} (agent, task_id, owner, replica, expires_at, request) "
+            "VALUES ($1, $2, '', 'dead-replica', now() - interval '1 second', $3) "
+            "ON CONFLICT (agent, task_id) DO UPDATE SET replica = EXCLUDED.replica, expires_at = EXCLUDED.expires_at",
+            agent, task_id, new_text_message("ticks:1:0").SerializeToString())
+        version = await conn.fetchval("SELECT version FROM task_versions WHERE task_id = $1", task_id)
+        async with _official(b) as on_b:
+            with pytest.raises(UnsupportedOperationError, match="terminal state"):
+                async for _ in on_b.subscribe(pb.SubscribeToTaskRequest(id=task_id)):
+                    pass
+            task = await on_b.get_task(pb.GetTaskRequest(id=task_id))
+        assert task.status.state == pb.TaskState.TASK_STATE_COMPLETED
+        assert TAKEOVER_METADATA not in MessageToDict(task.metadata)
+        assert await conn.fetchval("SELECT version FROM task_versions WHERE task_id = $1", task_id) == version
+        assert await _lease_rows(task_id) == []
+    finally:
+        await conn.close()
+
+
+async def test_a_task_past_its_takeover_limit_fails_with_the_reason(
+        spawn: Callable[..., ServiceProcess], ticker_service: Path) -> None:
+    env = {**FAST_LEASES, "SLMESH_TASK_MAX_TAKEOVERS": "0"}
+    a, b = spawn(ticker_service, env=env), spawn(ticker_service, env=env)
+    agent = ticker_service.name
+    async with _client(a, agent) as on_a, _official(b) as on_b:
+        task_id, _ = await _start(on_a, agent, "ticks:50:0.5")
+        a.kill()
+        final: pb.TaskStatus | None = None
+        async with asyncio.timeout(30):
+            async for event in on_b.subscribe(pb.SubscribeToTaskRequest(id=task_id)):
+                if event.HasField("status_update"):
+                    final = event.status_update.status
+        assert final is not None and final.state == pb.TaskState.TASK_STATE_FAILED
+        assert "task_max_takeovers is 0" in _text(final), _text(final)
+        assert (await on_b.get_task(pb.GetTaskRequest(id=task_id))).status.state == pb.TaskState.TASK_STATE_FAILED

@@ -7,6 +7,7 @@ import asyncio
 from a2a.helpers.proto_helpers import get_message_text, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
+from a2a.types.a2a_pb2 import Task
 
 from mesh.a2a.tasks import open_task
 from mesh.config import ServiceSpec, Settings
@@ -14,7 +15,11 @@ from mesh.config import ServiceSpec, Settings
 
 class TickerExecutor(AgentExecutor):
     """``ticks:N:SECONDS`` emits N working updates ("tick I"), SECONDS apart, then completes
-    with an artifact "done after N ticks"; a cancel ends the task at the next tick."""
+    with an artifact "done after N ticks"; a cancel ends the task at the next tick.
+
+    Re-executed on a task that already ticked (a takeover after its replica died), it goes
+    on after the last tick the task recorded, as an executor that can resume should.
+    """
 
     def __init__(self, spec: ServiceSpec | None = None, settings: Settings | None = None) -> None:
         self.cancelled: set[str] = set()
@@ -23,7 +28,7 @@ class TickerExecutor(AgentExecutor):
         _, count, interval = get_message_text(context.message).split(":")
         updater = await open_task(context, event_queue)
         await updater.start_work()
-        for i in range(int(count)):
+        for i in range(_recorded_ticks(context.current_task), int(count)):
             if context.task_id in self.cancelled:
                 return
             await updater.start_work(updater.new_agent_message([new_text_part(f"tick {i}")]))
@@ -36,3 +41,13 @@ class TickerExecutor(AgentExecutor):
         self.cancelled.add(context.task_id)
         updater = await open_task(context, event_queue)
         await updater.cancel()
+
+
+def _recorded_ticks(task: Task | None) -> int:
+    """How many ticks the stored task already shows (its status message and history)."""
+    if task is None:
+        return 0
+    messages = [*task.history, task.status.message] if task.status.HasField("message") else list(task.history)
+    ticks = [int(text.split()[1]) for m in messages
+             if (text := get_message_text(m)).startswith("tick ")]
+    return max(ticks) + 1 if ticks else 0

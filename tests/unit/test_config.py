@@ -29,6 +29,13 @@ def test_ill_typed_env_fails_at_boot(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings()
 
 
+def test_a_lease_renewed_less_often_than_it_lasts_fails_at_boot(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLMESH_TASK_LEASE_S", "2")
+    monkeypatch.setenv("SLMESH_TASK_LEASE_RENEW_S", "2")
+    with pytest.raises(ValueError, match="task_lease_renew_s .* must be below task_lease_s"):
+        Settings()
+
+
 def test_every_service_spec_in_the_repo_loads() -> None:
     specs = discover_services(ROOT / "services")
     assert specs[0].kind == "registry"

@@ -1,0 +1,43 @@
+"""The real PostgreSQL of integration tests (database ``test`` on 127.0.0.1): reachability and
+removal of one agent's rows, so tests sharing the database do not see each other's tasks."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+import asyncpg
+
+from mesh.a2a.leases import TABLE as LEASES
+
+POSTGRES_URL = "postgresql+asyncpg://127.0.0.1:5432/test"
+SHARED = {"SLMESH_TASK_STORE": POSTGRES_URL, "SLMESH_TASK_EVENTS": "database"}
+"""Replica-agnostic tasks on the test database."""
+FAST_LEASES = {**SHARED, "SLMESH_TASK_LEASE_S": "2", "SLMESH_TASK_LEASE_RENEW_S": "0.4"}
+"""...with leases short enough that a killed replica's task is taken over within seconds."""
+
+
+def postgres_up() -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", 5432), timeout=1):
+        return True
+    return False
+
+
+async def connect() -> asyncpg.Connection:
+    return await asyncpg.connect("postgresql://127.0.0.1:5432/test")
+
+
+async def drop_agent_tasks(agent: str) -> None:
+    """Drops the agent's task table and removes its rows from the tables all agents share."""
+    table = f"tasks_{agent.replace('-', '_')}"
+    conn = await connect()
+    try:
+        if await conn.fetchval("SELECT to_regclass($1)", table) is not None:
+            # a2a-sdk's version and event tables are shared by all agents: only our rows go.
+            for shared in ("task_events", "task_versions"):
+                await conn.execute(f'DELETE FROM {shared} WHERE task_id IN (SELECT id FROM "{table}")')
+            await conn.execute(f'DROP TABLE "{table}"')
+        if await conn.fetchval("SELECT to_regclass($1)", LEASES) is not None:
+            await conn.execute(f"DELETE FROM {LEASES} WHERE agent = $1", agent)
+    finally:
+        await conn.close()
