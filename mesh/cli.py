@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mesh.config import ServiceSpec, Settings, SpecError, registry_credential
+from mesh.convert.cli import convert_app
 from mesh.errors import MeshError
 from mesh.tls import TlsFiles
 
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Benchmarks; results are written to docs/benchmarks.md.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+app.add_typer(convert_app, name="convert")
 console = Console()
 T = TypeVar("T")
 err = Console(stderr=True)
@@ -404,7 +406,7 @@ def _print_event(event: Any) -> None:
 
 @app.command()
 def train(
-    agent: Annotated[str, typer.Argument(help="classifier, extractor, tool-caller or responder.")],
+    agent: Annotated[str, typer.Argument(help="classifier, extractor, tool-caller, responder, or base (the conversion loop's student base).")],
     minutes: Annotated[float | None, typer.Option(help="Train for this long instead of the recipe's steps.")] = None,
     steps: Annotated[int | None, typer.Option(help="Train for this many steps.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (data and weights).")] = 0,
