@@ -41,7 +41,7 @@ def train(
     alpha: Annotated[int, typer.Option(help="LoRA alpha (scale = alpha / rank).")] = 32,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps (overrides --epochs).")] = None,
     epochs: Annotated[float, typer.Option(help="Passes over the train split.")] = 6.0,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-2,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-3,
     batch_size: Annotated[int, typer.Option(help="Calls per step.")] = 16,
     holdout: Annotated[float, typer.Option(help="Share of calls held out for the served evaluation.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the split, the batches and the adapter init.")] = 0,
@@ -78,7 +78,8 @@ def train(
     console.print(f"student {record['student']}: {record['calls']['train']} calls, "
                   f"{record['steps']} steps in {record['wall_time_s']:.0f}s, "
                   f"{record['adapter_parameters']:,} adapter parameters on a "
-                  f"{record['parameters']:,}-parameter base")
+                  f"{record['base_parameters']:,}-parameter base "
+                  f"({record['parameters']:,} served, merged)")
     if heldout:
         console.print(f"held-out ({heldout['count']} calls, served): agreement "
                       f"{heldout['agreement']:.3f}, valid {heldout['valid']:.3f}"

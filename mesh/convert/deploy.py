@@ -57,8 +57,8 @@ def student_spec(student_dir: Path, name: str, services_dir: Path) -> dict[str, 
         "description": (
             f"LoRA student of the agent {teacher['agent']} (model {teacher.get('model')}"
             f"{teacher_size}), trained on its recorded calls of cluster "
-            f"{record['cluster']['name']!r} over the base {base} ({record['parameters']:,} "
-            f"parameters, rank {record['lora']['rank']}); {measured}."),
+            f"{record['cluster']['name']!r} over the base {Path(base).name} (LoRA rank {record['lora']['rank']}, "
+            f"{record['parameters']:,} parameters served); {measured}."),
         "executor": EXECUTOR,
         "skills": [SkillSpec.model_validate(skill).model_dump(exclude_defaults=True)
                    for skill in serving["skills"]],

@@ -32,14 +32,6 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from mesh.config import ServiceSpec, SpecError
 from mesh.convert.store import CallRecord, CallStore, Cluster
@@ -47,12 +39,8 @@ from mesh.slm.errors import GenerationFailedError, InputError, InvalidOutputErro
 from mesh.slm.generation import GenerationRequest
 from mesh.slm.grammar import Choice, JsonOutput, OutputConstraint
 from mesh.slm.loading import LoadedModel, load_model, resolve_source
+from mesh.train.micro import CHECKPOINT, IGNORE, TRAINING_RECORD, training_progress
 
-IGNORE = -100
-"""Label of the positions the loss skips (prompt and padding)."""
-
-CHECKPOINT = "checkpoint.pt"
-TRAINING_RECORD = "training.json"
 _MARGIN_TOKENS = 8
 
 
@@ -76,7 +64,7 @@ class StudentPlan:
     dropout: float = 0.0
     steps: int | None = None
     epochs: float = 6.0
-    lr: float = 1e-2
+    lr: float = 3e-3
     batch_size: int = 16
     warmup_steps: int = 20
     min_lr_ratio: float = 0.1
@@ -362,9 +350,7 @@ def train_student(
                 f"{len(data.train)} train / {len(data.heldout)} held-out calls, base {base_ref} "
                 f"({base_parameters:,} parameters), LoRA r={plan.rank}: "
                 f"{adapter_parameters:,} trainable, {total} steps")
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
-                        TimeElapsedColumn(), TimeRemainingColumn(),
-                        TextColumn("{task.fields[info]}"), console=console)
+    progress = training_progress(console)
     pad = loaded.pad_id
     started = time.monotonic() - elapsed
     last_checkpoint = time.monotonic()
@@ -418,6 +404,7 @@ def train_student(
         "teacher": {"agent": serving.agent, "model": data.teacher_model,
                     "parameters": data.teacher_parameters},
         "base": base_ref,
+        "base_parameters": base_parameters,
         "parameters": base_parameters,
         "adapter_parameters": adapter_parameters,
         "adapter_bytes": (out_dir / "adapter_model.safetensors").stat().st_size,
@@ -442,10 +429,12 @@ def train_student(
         metrics = score_served(resolved, serving, data.heldout, adapter=out_dir,
                                threads=plan.threads)
         metrics["eval_s"] = round(time.monotonic() - eval_started, 1)
+        # What the runtime serves: trained embeddings untie a tied head, so count after merging.
+        record["parameters"] = int(metrics.pop("parameters"))
         if plan.compare_base:
             plain = score_served(resolved, serving, data.heldout, adapter=None,
                                  threads=plan.threads)
-            metrics["base_agreement"] = plain["agreement"]
+            metrics["base_agreement"] = plain["agreement"]  # what LoRA added
             metrics["base_valid"] = plain["valid"]
         record["metrics"] = {"heldout": metrics}
         console.log(f"held-out ({len(data.heldout)} calls, served): agreement "
@@ -508,11 +497,12 @@ def score_served(base: str, serving: ServingSpec, calls: list[CallRecord], *,
             await backend.aclose()
 
     outputs = asyncio.run(run())
+    parameters = backend.parameters or 0
     agree = sum(1 for out, call in zip(outputs, calls, strict=True)
                 if out is not None and call.output is not None and agrees(serving, out, call.output))
     valid = sum(1 for out in outputs if out is not None)
     return {"agreement": round(agree / len(calls), 4), "valid": round(valid / len(calls), 4),
-            "count": len(calls)}
+            "count": len(calls), "parameters": parameters}
 
 
 def load_teacher_spec(services_dir: Path, agent: str) -> ServiceSpec | None:
