@@ -406,7 +406,7 @@ def _print_event(event: Any) -> None:
 
 @app.command()
 def train(
-    agent: Annotated[str, typer.Argument(help="classifier, extractor, tool-caller or responder.")],
+    agent: Annotated[str, typer.Argument(help="classifier, extractor, tool-caller, responder, or base (the conversion loop's student base).")],
     minutes: Annotated[float | None, typer.Option(help="Train for this long instead of the recipe's steps.")] = None,
     steps: Annotated[int | None, typer.Option(help="Train for this many steps.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (data and weights).")] = 0,

@@ -5,6 +5,7 @@ with different ``options`` in its ``agent.yaml``::
 
     options:
       model: ../../models/classifier   # folder (relative to the spec's folder) or model id
+      adapter: ../../models/students/x # optional LoRA adapter merged into the model at load
       backend: transformers            # or openai (with base_url, model_name, api_key_env)
       prompt: "Classify the customer message.\\nMessage: {input}\\nIntent: "
       output:
@@ -97,6 +98,9 @@ class SLMOptions(BaseModel):
 
     backend: Literal["transformers", "openai"] = "transformers"
     model: str | None = Field(None, description="Folder (relative to the spec) or model id.")
+    adapter: str | None = Field(
+        None, description="transformers backend: a LoRA adapter folder (relative to the spec) "
+        "merged into options.model at load; the agent is then named after it in usage.")
     base_url: str | None = Field(None, description="openai backend: server URL ending in /v1.")
     model_name: str | None = Field(None, description="openai backend: the served model's name.")
     api_key_env: str | None = Field(
@@ -127,6 +131,9 @@ class SLMOptions(BaseModel):
             raise ValueError("the transformers backend needs options.model")
         if self.backend == "openai" and not (self.base_url and self.model_name):
             raise ValueError("the openai backend needs options.base_url and options.model_name")
+        if self.backend == "openai" and self.adapter:
+            raise ValueError("options.adapter needs the transformers backend (an OpenAI-"
+                             "compatible server loads its adapters itself)")
         try:
             self.prompt.format(input="")
         except (KeyError, IndexError, ValueError) as exc:
@@ -362,7 +369,7 @@ def build_backend(options: SLMOptions, spec: ServiceSpec, settings: Settings,
             options.model, base_dir=spec.path,
             max_batch_size=options.batching.max_batch_size,
             max_wait_ms=options.batching.max_wait_ms, threads=options.threads,
-            use_chat_template=options.use_chat_template,
+            use_chat_template=options.use_chat_template, adapter=options.adapter,
         )
     except ModelLoadError as exc:
         raise SpecError(f"service {spec.name!r}: {exc}") from exc

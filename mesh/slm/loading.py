@@ -3,6 +3,12 @@
 Model ids go through transformers' own resolution (a local cache or the hub where it is
 reachable); folders are what the project trains and what tests build. Weights load in
 float32 on CPU unless told otherwise.
+
+A LoRA adapter (the conversion loop's students, :mod:`mesh.convert.lora`) loads on top of
+its base and is merged into the base weights: the served model is then a plain model of
+the base's size and speed (no extra low-rank matmuls per layer on every token), and the
+batch engine sees the same forward signature it sees for any model. The price is one
+adapter per loaded model; see :func:`load_model`.
 """
 
 from __future__ import annotations
@@ -64,8 +70,17 @@ def load_model(
     name: str | None = None,
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
+    adapter: str | None = None,
 ) -> LoadedModel:
-    """Loads ``source`` (folder or model id) for inference; raises :class:`ModelLoadError`."""
+    """Loads ``source`` (folder or model id) for inference; raises :class:`ModelLoadError`.
+
+    ``adapter`` is a peft (LoRA) adapter folder, relative to ``base_dir`` like ``source``:
+    it is merged into the base, and the model is named after the adapter's folder, so usage
+    and traces name the student while ``parameters`` stays the base's count (merging adds
+    none). One process serves one adapter: the engine batches every request into one forward
+    pass, and mixing adapters in a batch would need peft's unmerged per-row routing, slower
+    on every token, while another base copy of a small model costs little memory.
+    """
     resolved = resolve_source(source, base_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved)
@@ -73,6 +88,10 @@ def load_model(
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load the model {source!r} (resolved to {resolved!r}): "
                              f"{exc}") from exc
+    if adapter is not None:
+        adapter_dir = Path(resolve_source(adapter, base_dir))
+        model = _merge_adapter(model, adapter_dir)
+        name = name or adapter_dir.name
     model.to(device)
     model.eval()
     config = model.config
@@ -98,3 +117,17 @@ def load_model(
         parameters=sum(p.numel() for p in model.parameters()),
         context_length=int(context), vocab_size=vocab_size, eos_ids=frozenset(eos), pad_id=pad,
     )
+
+
+def _merge_adapter(model: PreTrainedModel, adapter_dir: Path) -> PreTrainedModel:
+    """The base with the peft adapter in ``adapter_dir`` merged into its weights."""
+    from peft import PeftModel
+
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise ModelLoadError(f"no adapter at {adapter_dir} (expected adapter_config.json, as "
+                             "`slmesh convert train` writes)")
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"cannot load the adapter {adapter_dir} on this base: {exc}") from exc
+    return peft_model.merge_and_unload()

@@ -8,12 +8,29 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from mesh.slm.engine import BatchEngine, Submission
 from mesh.slm.generation import Generation, GenerationRequest, GenerationStream, finalize
 from mesh.slm.grammar import JsonOutput, OutputConstraint, check_schema, compile_grammar
 from mesh.slm.guide import validate_grammar
 from mesh.slm.loading import LoadedModel, load_model
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, request: GenerationRequest,
+                  use_chat_template: bool = True) -> tuple[str, bool]:
+    """The text the model reads for ``request``, and whether to add special tokens.
+
+    Training (:mod:`mesh.convert.lora`) renders its examples with this too, so a student
+    learns exactly the token sequence it is served.
+    """
+    if use_chat_template and getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(request.chat(), tokenize=False,
+                                             add_generation_prompt=True)
+        return str(text), False
+    if request.prompt is not None:
+        return request.prompt, True
+    return "\n".join(m.get("content", "") for m in request.chat()), True
 
 
 class TransformersBackend:
@@ -36,9 +53,10 @@ class TransformersBackend:
         threads: int | None = None,
         use_chat_template: bool = True,
         dtype: torch.dtype = torch.float32,
+        adapter: str | None = None,
     ) -> None:
         self.loaded = model if isinstance(model, LoadedModel) else load_model(
-            model, base_dir=base_dir, name=name, dtype=dtype)
+            model, base_dir=base_dir, name=name, dtype=dtype, adapter=adapter)
         self.use_chat_template = use_chat_template
         self.engine = BatchEngine(self.loaded, max_batch_size=max_batch_size,
                                   max_wait_ms=max_wait_ms, threads=threads)
@@ -67,13 +85,7 @@ class TransformersBackend:
 
     def render(self, request: GenerationRequest) -> tuple[str, bool]:
         """The prompt text, and whether the tokenizer should add its special tokens."""
-        if self.use_chat_template and self.has_chat_template:
-            text = self.loaded.tokenizer.apply_chat_template(
-                request.chat(), tokenize=False, add_generation_prompt=True)
-            return str(text), False
-        if request.prompt is not None:
-            return request.prompt, True
-        return "\n".join(m.get("content", "") for m in request.chat()), True
+        return render_prompt(self.loaded.tokenizer, request, self.use_chat_template)
 
     def stream(self, request: GenerationRequest) -> GenerationStream:
         """Starts a generation; iterate the stream for text chunks. Needs a running loop."""

@@ -259,15 +259,7 @@ def fit(
     params = parameter_count(model)
     console.log(f"{task.agent}: {params:,} parameters, plan {asdict(plan)}")
 
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=console,
-    )
+    progress = training_progress(console)
     bar_total = float(state.total or 0) or None
     started = time.monotonic() - state.elapsed
     last_eval = last_checkpoint = time.monotonic()
@@ -404,6 +396,19 @@ def save(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out_dir: P
     half.load_state_dict(model.state_dict())
     half.to(torch.bfloat16).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+
+
+def training_progress(console: Console) -> Progress:
+    """The bar every trainer shows: steps, times, and an ``info`` field (loss, lr)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+    )
 
 
 def _learning_rate(plan: TrainPlan, step: int, fraction: float) -> float:

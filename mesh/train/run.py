@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mesh.train.data.contract import load_contract
+from mesh.train.base import BASE, train_base
+from mesh.train.data.contract import SERVICES_DIR, load_contract
 from mesh.train.data.dataset import TEST
 from mesh.train.data.tasks import AGENTS, load_task
 from mesh.train.evaluate import score_served
@@ -59,6 +60,9 @@ def train(
     split is also scored through the serving runtime (constrained decoding), as
     ``metrics_served``. ``init_from`` continues from a saved model (see :func:`fit`).
     """
+    if agent == BASE:
+        return train_base(Path(out_dir or SERVICES_DIR.parent / "models" / BASE),
+                          steps=steps, minutes=minutes, seed=seed)
     task = load_task(agent)
     recipe = RECIPES[task.agent]
     plan = recipe.plan
@@ -81,11 +85,12 @@ def train(
 def main(argv: list[str] | None = None) -> None:
     """Command line: ``python -m mesh.train.run AGENT [--minutes N] [--steps N] [--out DIR]``."""
     parser = argparse.ArgumentParser(prog="python -m mesh.train.run", description=__doc__)
-    parser.add_argument("agent", choices=[*AGENTS, "tool_caller"])
+    parser.add_argument("agent", choices=[*AGENTS, "tool_caller", BASE])
     parser.add_argument("--minutes", type=float, default=None, help="train for this long")
     parser.add_argument("--steps", type=int, default=None, help="train for this many steps")
     parser.add_argument(
-        "--out", type=Path, default=None, help="model folder (default: models/AGENT)"
+        "--out", type=Path, default=None,
+        help="model folder (default: the agent's spec's, models/base for base)"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
