@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SLMESH := $(VENV)/bin/slmesh
 STAMP := $(VENV)/.installed
 
-.PHONY: install run down test protos protos-check bench clean
+.PHONY: install run down test protos protos-check bench conversion clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ run: install
 	$(SLMESH) run --file demo/support_messages.txt
 	@echo "The mesh keeps running: try '$(SLMESH) run \"Where is my order ORD-317970?\"', '$(SLMESH) agents',"
 	@echo "'$(SLMESH) trace TASK_ID'; stop it with 'make down'."
+
+## The LLM-to-SLM conversion loop end to end (record, cluster, train a LoRA student, deploy,
+## route SLM-first); writes the Demonstration section of docs/conversion.md.
+conversion: install
+	$(SLMESH) convert demo
 
 down: install
 	$(SLMESH) down

@@ -157,6 +157,9 @@ def deploy(
     name: Annotated[str, typer.Option(help="Service name: writes SERVICES/NAME/agent.yaml.")],
     services: Annotated[Path, typer.Option("--services-dir", help="Folder of service specs.")] = Path("services"),
     force: Annotated[bool, typer.Option(help="Overwrite an existing service folder's spec.")] = False,
+    target_agreement: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Calibrate the student's escalation threshold (options.escalate_below) on its "
+        "held-out calls so the answers it keeps agree with the teacher this often; 0 disables.")] = 0.95,
 ) -> None:
     """Write an agent spec serving the student under its teacher's skill ids; then
     `slmesh serve SERVICES/NAME` (or `slmesh up`) runs it like any agent."""
@@ -167,10 +170,41 @@ def deploy(
     from mesh.convert.lora import ConversionError
 
     try:
-        spec = deploy_student(student, name, services, force=force)
+        spec = deploy_student(student, name, services, force=force,
+                              target_agreement=target_agreement or None)
     except (ConversionError, SpecError, ValidationError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
     skills = ", ".join(s.id for s in spec.skills)
+    if spec.options.get("escalate_below") is not None:
+        console.print(f"escalation threshold: mean logprob {spec.options['escalate_below']} "
+                      f"(calibrated for {target_agreement:.0%} agreement on held-out calls)")
     console.print(f"wrote {services / name / 'agent.yaml'}: agent {spec.name}, skills {skills}; "
                   f"start it with `slmesh serve {services / name}`")
+
+
+@convert_app.command("demo")
+def demo(
+    work: Annotated[Path, typer.Option(help="Work folder (recorded calls, student, specs, logs).")] = Path(
+        ".slmesh/conversion"),
+    record: Annotated[int, typer.Option(min=50, help="Messages served and recorded before training.")] = 1000,
+    serve: Annotated[int, typer.Option(min=10, help="Fresh messages routed once the student is deployed.")] = 400,
+    extract: Annotated[int, typer.Option(min=0, help="Of the recorded messages, how many also go to the "
+                                          "extractor (a second task for the clustering).")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the workload and of training.")] = 0,
+    output: Annotated[Path | None, typer.Option(help="Markdown file whose Demonstration section is replaced "
+                                                   "(none: print only).")] = Path("docs/conversion.md"),
+) -> None:
+    """The whole loop on this machine: serve and record a workload with the teacher agents,
+    analyze, train a LoRA student, deploy it, route fresh traffic SLM-first; report the share
+    the student served, agreement with the teacher and the cost ratio."""
+    from mesh.cli import _bench_module  # the demo lives beside the benchmarks, in bench/
+
+    conversion = _bench_module("conversion")
+    options = conversion.DemoOptions(work=work, record=record, serve=serve, extract=extract, seed=seed,
+                                      output=output)
+    try:
+        conversion.main(options, console)
+    except (RuntimeError, OSError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc

@@ -16,13 +16,19 @@ from typing import Any
 import yaml
 
 from mesh.config import SPEC_FILE, ServiceSpec, SkillSpec
-from mesh.convert.lora import TRAINING_RECORD, ConversionError, relative_path
+from mesh.convert.lora import TRAINING_RECORD, ConversionError, calibrate, relative_path
 
 EXECUTOR = "mesh.slm.executor:SLMExecutor"
 
 
-def student_spec(student_dir: Path, name: str, services_dir: Path) -> dict[str, Any]:
-    """The ``agent.yaml`` content serving ``student_dir`` from ``services_dir/name``."""
+def student_spec(student_dir: Path, name: str, services_dir: Path,
+                 target_agreement: float | None = 0.95) -> dict[str, Any]:
+    """The ``agent.yaml`` content serving ``student_dir`` from ``services_dir/name``.
+
+    With ``target_agreement``, the spec's ``escalate_below`` is calibrated on the held-out
+    calls (:func:`mesh.convert.lora.calibrate`): the planner keeps the student's answers
+    above it and escalates the rest to the teacher.
+    """
     record_file = student_dir / TRAINING_RECORD
     if not record_file.is_file():
         raise ConversionError(f"{student_dir} has no {TRAINING_RECORD}: train it with "
@@ -50,6 +56,12 @@ def student_spec(student_dir: Path, name: str, services_dir: Path) -> dict[str, 
         options["stop"] = serving["stop"]
     if not serving["use_chat_template"]:
         options["use_chat_template"] = False
+    calibration = None
+    if target_agreement is not None and heldout.get("confidence"):
+        calibration = calibrate(heldout["confidence"], target_agreement)
+        options["escalate_below"] = calibration["escalate_below"]
+        measured += (f"; escalates under mean logprob {calibration['escalate_below']} (held-out: keeps "
+                     f"{calibration['student_share']:.1%} of calls at {calibration['kept_agreement'] or 0:.1%} agreement)")
     teacher_size = f", {teacher['parameters']:,} parameters" if teacher.get("parameters") else ""
     return {
         "name": name,
@@ -69,7 +81,7 @@ def student_spec(student_dir: Path, name: str, services_dir: Path) -> dict[str, 
 
 
 def deploy_student(student_dir: Path, name: str, services_dir: Path = Path("services"), *,
-                   force: bool = False) -> ServiceSpec:
+                   force: bool = False, target_agreement: float | None = 0.95) -> ServiceSpec:
     """Writes ``services_dir/name/agent.yaml`` for the student, validated; returns the spec.
 
     Refuses an existing service folder unless ``force``: it may be a hand-written agent.
@@ -78,7 +90,7 @@ def deploy_student(student_dir: Path, name: str, services_dir: Path = Path("serv
     if target.exists() and not force:
         raise ConversionError(f"{target} already exists; pick another --name or pass --force "
                               "to overwrite its agent.yaml")
-    content = student_spec(student_dir, name, services_dir)
+    content = student_spec(student_dir, name, services_dir, target_agreement)
     ServiceSpec.model_validate(content)  # fail before writing anything
     target.mkdir(parents=True, exist_ok=True)
     (target / SPEC_FILE).write_text(

@@ -477,7 +477,9 @@ def score_served(base: str, serving: ServingSpec, calls: list[CallRecord], *,
                                   use_chat_template=serving.use_chat_template,
                                   adapter=None if adapter is None else str(adapter))
 
-    async def one(call: CallRecord) -> str | None:
+    confidence: list[float | None] = [None] * len(calls)
+
+    async def one(index: int, call: CallRecord) -> str | None:
         request = GenerationRequest(prompt=serving.prompt.format(input=call.input),
                                     max_new_tokens=serving.max_new_tokens,
                                     stop=tuple(serving.stop),
@@ -486,23 +488,52 @@ def score_served(base: str, serving: ServingSpec, calls: list[CallRecord], *,
             generation = await backend.generate(request)
         except (InputError, InvalidOutputError, GenerationFailedError):
             return None  # refused (too long, cut off, no span to copy) or failed: neither valid nor agreeing
+        confidence[index] = generation.usage.mean_logprob
         if generation.value is not None and serving.output and "schema" in serving.output:
             return json.dumps(generation.value, ensure_ascii=False, separators=(",", ":"))
         return generation.text
 
     async def run() -> list[str | None]:
         try:
-            return list(await asyncio.gather(*(one(call) for call in calls)))
+            return list(await asyncio.gather(*(one(i, call) for i, call in enumerate(calls))))
         finally:
             await backend.aclose()
 
     outputs = asyncio.run(run())
     parameters = backend.parameters or 0
-    agree = sum(1 for out, call in zip(outputs, calls, strict=True)
-                if out is not None and call.output is not None and agrees(serving, out, call.output))
+    agreed = [out is not None and call.output is not None and agrees(serving, out, call.output)
+              for out, call in zip(outputs, calls, strict=True)]
     valid = sum(1 for out in outputs if out is not None)
-    return {"agreement": round(agree / len(calls), 4), "valid": round(valid / len(calls), 4),
-            "count": len(calls), "parameters": parameters}
+    return {"agreement": round(sum(agreed) / len(calls), 4), "valid": round(valid / len(calls), 4),
+            "count": len(calls), "parameters": parameters,
+            # (mean token logprob, agreed) per held-out call: what `convert deploy` calibrates
+            # the student's escalation threshold on. None: the call was refused or failed.
+            "confidence": [[None if c is None else round(c, 5), a] for c, a in zip(confidence, agreed, strict=True)]}
+
+
+def calibrate(confidence: list[list[Any]], target: float) -> dict[str, Any]:
+    """The escalation threshold that keeps the most calls on the student while the calls it
+    keeps agree with the teacher at least ``target`` of the time (on held-out calls).
+
+    Calls are ranked by confidence; the threshold sits between the last call kept and the
+    first escalated. Refused or failed calls always escalate (the router escalates failures).
+    """
+    scored = sorted(((c, bool(a)) for c, a in confidence if c is not None), key=lambda x: -x[0])
+    best, agreed = 0, 0
+    for k, (_, agree) in enumerate(scored, start=1):
+        agreed += agree
+        if agreed / k >= target:
+            best = k
+    kept = scored[:best]
+    if best == 0:
+        threshold = 0.0  # nothing meets the target: every call goes to the teacher
+    elif best == len(scored):
+        threshold = round(scored[-1][0] - 1.0, 5)  # everything the student answers is kept
+    else:
+        threshold = round((scored[best - 1][0] + scored[best][0]) / 2, 5)
+    return {"escalate_below": min(threshold, 0.0), "target_agreement": target,
+            "student_share": round(len(kept) / len(confidence), 4) if confidence else 0.0,
+            "kept_agreement": round(sum(a for _, a in kept) / len(kept), 4) if kept else None}
 
 
 def load_teacher_spec(services_dir: Path, agent: str) -> ServiceSpec | None:

@@ -200,3 +200,20 @@ def test_deploy_refuses_to_overwrite_a_service_without_force(
     assert (services / "busy" / "agent.yaml").read_text() == "name: busy\n"
     deploy_student(student, "busy", services, force=True)
     assert yaml.safe_load((services / "busy" / "agent.yaml").read_text())["options"]["adapter"]
+
+
+def test_calibration_keeps_the_confident_calls_that_meet_the_target() -> None:
+    from mesh.convert.lora import calibrate
+
+    # Confident calls agree, unsure ones mostly do not; one refused call (None).
+    confidence = [[-0.01, True], [-0.02, True], [-0.05, True], [-0.1, True], [-0.3, False],
+                  [-0.4, True], [-0.9, False], [-1.2, False], [None, False]]
+    result = calibrate(confidence, 0.95)
+    assert result["escalate_below"] == -0.2  # between -0.1 (kept) and -0.3 (escalated)
+    assert result["student_share"] == round(4 / 9, 4) and result["kept_agreement"] == 1.0
+    # A looser target keeps more: 5 of the first 6 agree (0.83).
+    assert calibrate(confidence, 0.8)["escalate_below"] == -0.65
+    # Nothing meets an impossible target: everything escalates.
+    assert calibrate([[-0.5, False]], 0.9)["escalate_below"] == 0.0
+    # Everything agrees: the threshold sits under the least confident call.
+    assert calibrate([[-0.5, True], [-0.2, True]], 0.9)["escalate_below"] == -1.5
