@@ -191,6 +191,8 @@ def demo(
     serve: Annotated[int, typer.Option(min=10, help="Fresh messages routed once the student is deployed.")] = 400,
     extract: Annotated[int, typer.Option(min=0, help="Of the recorded messages, how many also go to the "
                                           "extractor (a second task for the clustering).")] = 200,
+    names_from: Annotated[str, typer.Option(help="Agent the recorder asks for the names to redact in each "
+                                            "input ('' : names only from the calls' own outputs).")] = "extractor",
     seed: Annotated[int, typer.Option(help="Seed of the workload and of training.")] = 0,
     output: Annotated[Path | None, typer.Option(help="Markdown file whose Demonstration section is replaced "
                                                    "(none: print only).")] = Path("docs/conversion.md"),
@@ -202,6 +204,7 @@ def demo(
 
     conversion = _bench_module("conversion")
     options = conversion.DemoOptions(work=work, record=record, serve=serve, extract=extract, seed=seed,
+                                      names_from=names_from or None,
                                       output=output)
     try:
         conversion.main(options, console)

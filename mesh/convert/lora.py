@@ -50,7 +50,7 @@ class ConversionError(ValueError):
 
 @dataclass(frozen=True)
 class StudentPlan:
-    """How to fine-tune: LoRA shape, schedule and split. Defaults: see docs/conversion-train.md.
+    """How to fine-tune: LoRA shape, schedule and split. Defaults: see docs/conversion.md (Training a student).
 
     ``steps`` wins over ``epochs`` (passes over the train split). ``train_embeddings`` also
     trains the (tied) embedding matrix in full (peft ``modules_to_save``): a base that never
