@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench.hop import _machine
@@ -72,42 +73,67 @@ def ray_dispatch(ray: Any, calls: int = 500, parallel: int = 2000) -> dict[str, 
     return out
 
 
-async def engine_rows(registry: str, steps: int, chain: int) -> dict[str, Any]:
-    from mesh.a2a.client import MeshClient
-    from mesh.a2a.discovery import snapshot
+FAN_OUT = {"steps": [
+    {"id": "each", "for_each": "$input", "input": "$item",
+     "plan": {"steps": [{"id": "say", "skill": "echo", "input": "$input"}], "output": "$say"}},
+    {"id": "total", "fn": "identity", "input": "$each"}], "output": "$total"}
+"""``steps`` items, one echo step each, then one fan-in step."""
+
+PlanRunner = Callable[..., Awaitable[Any]]
+
+
+async def start_engine(registry: str) -> tuple[Any, PlanRunner]:
+    """A local Ray runtime for the planner engine and a function running a plan on it to the end.
+
+    The runner takes ``(plan, value, events=None, trace=None)``; ``trace`` is the W3C carrier
+    of the span the run belongs to (what the planner service passes from its plan span).
+    """
     from mesh.config import Settings
     from mesh.planner.engine import PlanRun
     from mesh.planner.plan import Plan
     from mesh.planner.routing import Provider
     from mesh.planner.runtime import RayOptions, RayRuntime
 
-    settings = Settings(registry=registry)
-    runtime = RayRuntime(settings, RayOptions(object_store_mb=256))
+    runtime = RayRuntime(Settings(registry=registry), RayOptions(object_store_mb=256))
     runtime.start()
     await runtime.ready()
-    results: dict[str, Any] = {"dispatch": ray_dispatch(runtime.ray)}
 
-    async def run(plan: dict[str, Any], value: Any, events: list[tuple[str, float]] | None = None) -> Any:
+    async def run(plan: dict[str, Any], value: Any, events: list[tuple[str, float]] | None = None,
+                  trace: dict[str, str] | None = None) -> Any:
         def on_event(kind: str, node: str, call: Any, outcome: Any) -> None:
             if events is not None and kind == "finished":
                 events.append((node, time.perf_counter()))
 
         engine = PlanRun(runtime, f"bench-{time.time_ns()}", Plan.model_validate(plan), value,
-                         routes={"echo": (Provider("echo"),)}, workflows={}, on_event=on_event, record=lambda n, o: None)
+                         routes={"echo": (Provider("echo"),)}, workflows={}, on_event=on_event,
+                         record=lambda n, o: None, trace=trace)
         outcome = await engine.execute()
         assert outcome.ok, outcome.error
         return outcome.value
 
-    fan = {"steps": [
-        {"id": "each", "for_each": "$input", "input": "$item",
-         "plan": {"steps": [{"id": "say", "skill": "echo", "input": "$input"}], "output": "$say"}},
-        {"id": "total", "fn": "identity", "input": "$each"}], "output": "$total"}
-    items = [f"item {i}" for i in range(steps)]
-    await run(fan, items[:50])  # warm-up
+    return runtime, run
+
+
+async def fan_out_seconds(run: PlanRunner, items: list[str], trace: dict[str, str] | None = None) -> float:
+    """Wall time of one :data:`FAN_OUT` run over ``items`` (checked: every item echoed)."""
     t0 = time.perf_counter()
-    echoed = await run(fan, items)
-    fan_s = time.perf_counter() - t0
+    echoed = await run(FAN_OUT, items, trace=trace)
+    elapsed = time.perf_counter() - t0
     assert echoed == [i.upper() for i in items]
+    return elapsed
+
+
+async def engine_rows(registry: str, steps: int, chain: int) -> dict[str, Any]:
+    from mesh.a2a.client import MeshClient
+    from mesh.a2a.discovery import snapshot
+    from mesh.config import Settings
+
+    settings = Settings(registry=registry)
+    runtime, run = await start_engine(registry)
+    results: dict[str, Any] = {"dispatch": ray_dispatch(runtime.ray)}
+    items = [f"item {i}" for i in range(steps)]
+    await run(FAN_OUT, items[:50])  # warm-up
+    fan_s = await fan_out_seconds(run, items)
 
     source = await snapshot(registry, "echo")
     async with MeshClient(source, settings) as client:

@@ -89,6 +89,14 @@ class TracedExecutor(AgentExecutor):
         self.agent = agent
         self.replica_id = replica_id
         self._name = f"{names.OP_INVOKE_AGENT} {agent}"
+        # Static facts (description, version) are resource attributes, not repeated per span;
+        # these four are the same on every span of this replica, so they are built once.
+        self._static: dict[str, Any] = {
+            names.OPERATION: names.OP_INVOKE_AGENT,
+            names.AGENT_NAME: agent,
+            names.AGENT_ID: replica_id,
+            names.OPENINFERENCE_KIND: "AGENT",
+        }
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)  # e.g. aclose()
@@ -98,13 +106,7 @@ class TracedExecutor(AgentExecutor):
         if tracer is None:
             await self.inner.execute(context, event_queue)
             return
-        # Static facts (description, version) are resource attributes, not repeated per span.
-        attributes: dict[str, Any] = {
-            names.OPERATION: names.OP_INVOKE_AGENT,
-            names.AGENT_NAME: self.agent,
-            names.AGENT_ID: self.replica_id,
-            names.OPENINFERENCE_KIND: "AGENT",
-        }
+        attributes = self._static.copy()
         if context.task_id:
             attributes[names.TASK_ID] = context.task_id
         if context.context_id:
@@ -122,15 +124,21 @@ class TracedExecutor(AgentExecutor):
         await self.inner.cancel(context, event_queue)
 
 
+_CLIENT_SPANS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+"""Name and start attributes of the client span per (method, agent): built once, not per call."""
+
+
 def client_span(method: str, agent: str) -> Span | None:
-    """A CLIENT span for one mesh-client call (not made current; see :func:`current_in`)."""
+    """A CLIENT span for one mesh-client call; the caller makes it current (or carries it)."""
     tracer = STATE.tracer
     if tracer is None:
         return None
-    return tracer.start_span(
-        f"{method} {agent}", kind=SpanKind.CLIENT,
-        attributes={names.RPC_SYSTEM: "a2a", names.RPC_METHOD: method, names.AGENT_NAME: agent,
-                    names.OPERATION: names.OP_INVOKE_AGENT})
+    known = _CLIENT_SPANS.get((method, agent))
+    if known is None:
+        known = _CLIENT_SPANS[method, agent] = (f"{method} {agent}", {
+            names.RPC_SYSTEM: "a2a", names.RPC_METHOD: method, names.AGENT_NAME: agent,
+            names.OPERATION: names.OP_INVOKE_AGENT})
+    return tracer.start_span(known[0], kind=SpanKind.CLIENT, attributes=known[1])
 
 
 def finish_client_span(span: Span | None, *, replica: Any = None, binding: str | None = None,

@@ -155,12 +155,12 @@ class StepRunner:
         with telemetry.attached(call.trace), \
                 telemetry.get_tracer().start_as_current_span(f"step {call.node}", attributes=attributes) as span:
             outcome = await self._run(call, deps)
-            span.set_attribute(names.STEP_STATUS, outcome.status)
-            span.set_attribute(names.STEP_ATTEMPTS, outcome.attempts)
+            ended: dict[str, Any] = {names.STEP_STATUS: outcome.status, names.STEP_ATTEMPTS: outcome.attempts}
             if outcome.escalations:
-                span.set_attribute(names.STEP_ESCALATIONS, len(outcome.escalations))
+                ended[names.STEP_ESCALATIONS] = len(outcome.escalations)
             if outcome.replica:
-                span.set_attribute(names.REPLICA, outcome.replica)
+                ended[names.REPLICA] = outcome.replica
+            span.set_attributes(ended)  # one call: one lock and one pass, not one per attribute
             if outcome.status == "failed":
                 span.set_status(StatusCode.ERROR, outcome.error or "failed")
             return outcome

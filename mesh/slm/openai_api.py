@@ -6,6 +6,10 @@ decoded under constraint (the mesh's schema subset, ``x-grounded`` strings copie
 user messages); a schema outside the subset is a 400, as is every malformed request, in
 OpenAI's error shape. ``logprobs: true`` returns the chosen tokens' log-probabilities (no
 alternatives: ``top_logprobs`` is always empty).
+
+With telemetry on, each completion runs in a ``chat {model}`` SERVER span that continues the
+caller's trace (W3C ``traceparent`` in the request headers), so a remote caller's generation
+span and the mesh's serving span sit in one trace.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 
@@ -33,8 +38,13 @@ from mesh.slm.errors import (
 )
 from mesh.slm.generation import Generation, GenerationRequest, GenerationStream, SLMBackend
 from mesh.slm.grammar import JsonOutput, check_schema
+from mesh.telemetry import genai
+from mesh.telemetry.propagation import from_asgi
+from mesh.telemetry.setup import STATE
 
 DEFAULT_MAX_TOKENS = 256
+PROVIDER = "slmesh"
+"""``gen_ai.provider.name`` of the serving span: the mesh itself serves the model here."""
 
 
 class _TextPart(BaseModel):
@@ -147,19 +157,42 @@ def create_openai_app(backend: SLMBackend) -> FastAPI:
             raise _ApiError(404, f"the model {chat.model!r} does not exist; this server has "
                             f"{backend.model_name!r}", param="model", code="model_not_found")
         generation_request = _generation_request(chat)
-        stream = backend.stream(generation_request)
+        span = _server_span(request, generation_request, backend.model_name)
+        with genai.current(span):  # a remote backend behind this server carries the trace on
+            stream = backend.stream(generation_request)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if chat.stream:
-            return await _streaming_response(stream, chat, completion_id, backend.model_name)
+            return await _streaming_response(stream, chat, completion_id, backend.model_name, span)
         try:
-            generation = await stream.result()
-        except InvalidOutputError as exc:
-            generation = _cut_off(exc)
-        except SLMError as exc:
-            raise _api_error(exc) from exc
+            generation = await _result(stream)
+        except BaseException as exc:
+            genai.end_generation(span, error=exc)
+            raise
+        genai.end_generation(span, usage=generation.usage, finish_reason=generation.finish_reason)
         return JSONResponse(_completion(generation, chat, completion_id, backend.model_name))
 
     return app
+
+
+async def _result(stream: GenerationStream) -> Generation:
+    """The whole generation; a cut-off constrained output is a ``length`` finish, not an error."""
+    try:
+        return await stream.result()
+    except InvalidOutputError as exc:
+        return _cut_off(exc)
+    except SLMError as exc:
+        raise _api_error(exc) from exc
+
+
+def _server_span(request: Request, generation: GenerationRequest, model: str) -> genai.GenerationSpan | None:
+    """The completion's SERVER span, a child of the caller's W3C context when it sent one."""
+    if STATE.tracer is None:
+        return None
+    return genai.start_generation(
+        model, provider=PROVIDER, messages=generation.messages, max_tokens=generation.max_new_tokens,
+        temperature=generation.temperature, top_p=generation.top_p, seed=generation.seed,
+        output_type="text" if generation.output is None else "json", kind=SpanKind.SERVER,
+        parent=from_asgi(dict(request.scope["headers"])))
 
 
 async def _json_body(request: Request) -> Any:
@@ -249,8 +282,12 @@ def _completion(generation: Generation, chat: ChatCompletionRequest, completion_
 
 
 async def _streaming_response(stream: GenerationStream, chat: ChatCompletionRequest,
-                              completion_id: str, model: str) -> StreamingResponse:
-    """SSE response; errors before the first chunk still get a proper HTTP status."""
+                              completion_id: str, model: str,
+                              span: genai.GenerationSpan | None) -> StreamingResponse:
+    """SSE response; errors before the first chunk still get a proper HTTP status.
+
+    ``span`` ends with the stream (its usage once known, or its error).
+    """
     first: str | None = None
     try:
         first = await anext(stream)
@@ -259,6 +296,7 @@ async def _streaming_response(stream: GenerationStream, chat: ChatCompletionRequ
     except InvalidOutputError:
         pass  # reported at the end of the stream like any cut-off output
     except SLMError as exc:
+        genai.end_generation(span, error=exc)
         raise _api_error(exc) from exc
     created = int(time.time())
 
@@ -270,6 +308,8 @@ async def _streaming_response(stream: GenerationStream, chat: ChatCompletionRequ
         return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
     async def events() -> AsyncIterator[bytes]:
+        generation: Generation | None = None
+        failure: BaseException | None = None
         try:
             yield chunk({"role": "assistant", "content": ""})
             if first:
@@ -281,15 +321,25 @@ async def _streaming_response(stream: GenerationStream, chat: ChatCompletionRequ
             try:
                 generation = _cut_off(exc)
             except _ApiError as error:
+                failure = error
                 yield _sse_error(error)
                 return
-        except GenerationCancelledError:
+        except GenerationCancelledError as exc:
+            failure = exc
             return
         except SLMError as exc:
+            failure = exc
             yield _sse_error(_api_error(exc))
             return
+        except BaseException as exc:  # the client went away (GeneratorExit, cancellation)
+            failure = exc
+            raise
         finally:
             stream.cancel()
+            if generation is not None and failure is None:
+                genai.end_generation(span, usage=generation.usage, finish_reason=generation.finish_reason)
+            else:
+                genai.end_generation(span, error=failure)
         extra = {"logprobs": _logprobs(generation)} if chat.logprobs else {}
         yield chunk({}, _finish_reason(generation), **extra)
         if chat.stream_options is not None and chat.stream_options.include_usage:

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
+from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
 
 from mesh.telemetry import names
@@ -44,8 +45,14 @@ def start_generation(
     top_p: float | None = None,
     seed: int | None = None,
     output_type: str = "text",
+    kind: SpanKind = SpanKind.CLIENT,
+    parent: Context | None = None,
 ) -> GenerationSpan | None:
-    """Opens the span of one generation (``chat`` for messages, ``text_completion`` for a prompt)."""
+    """Opens the span of one generation (``chat`` for messages, ``text_completion`` for a prompt).
+
+    A CLIENT span under the current context where the mesh calls a model; a SERVER span under
+    ``parent`` (the caller's extracted W3C context) where the mesh serves one.
+    """
     tracer = STATE.tracer
     if tracer is None:
         return None
@@ -70,7 +77,7 @@ def start_generation(
         attributes[names.INPUT_MESSAGES] = json.dumps(
             [{"role": m.get("role", "user"), "parts": [{"type": "text", "content": m.get("content", "")}]}
              for m in chat], ensure_ascii=False)
-    span = tracer.start_span(f"{operation} {model}", kind=SpanKind.CLIENT, attributes=attributes)
+    span = tracer.start_span(f"{operation} {model}", context=parent, kind=kind, attributes=attributes)
     return GenerationSpan(span, model, operation)
 
 

@@ -316,9 +316,56 @@ async def test_a_remote_model_call_carries_the_generation_span(spans: InMemorySp
         await http.aclose()
         local.engine.close()
     assert response.task.status.state == pb.TaskState.TASK_STATE_COMPLETED
-    by_name = _by_name(await _finished(spans, 3))
-    chat = by_name[f"chat {local.model_name}"]  # system + user messages: a chat
+    finished = await _finished(spans, 4)
+    chats = {s.kind: s for s in finished if s.name == f"chat {local.model_name}"}  # system + user: a chat
+    chat = chats[SpanKind.CLIENT]
     assert chat.attributes[names.PROVIDER] == "openai"
     assert seen and seen[0] is not None
     assert seen[0].split("-")[1] == f"{chat.context.trace_id:032x}"
     assert seen[0].split("-")[2] == f"{chat.context.span_id:016x}"
+    assert _parent(chats[SpanKind.SERVER]) == chat.context.span_id  # the model server's own span
+
+
+async def test_the_openai_server_continues_the_callers_trace(spans: InMemorySpanExporter,
+                                                            tmp_path: Path) -> None:
+    """A remote caller's traceparent makes the OpenAI-compatible server's chat span its child,
+    streaming or not; a request without one starts a trace of its own."""
+    import uvicorn
+    from opentelemetry.trace import set_span_in_context
+
+    from mesh.slm import TransformersBackend, create_openai_app
+    from tests.support.procs import free_port
+    from tests.support.tiny_slm import save_tiny_model
+
+    local = TransformersBackend(str(save_tiny_model(tmp_path / "model", "llama", "char")), max_wait_ms=1,
+                                threads=1)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_openai_app(local), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
+    serving = asyncio.create_task(server.serve())  # created before any span: no context leaks in
+    chat = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
+    try:
+        while not server.started:
+            await asyncio.sleep(0.02)
+        caller = telemetry.get_tracer().start_span("remote caller", kind=SpanKind.CLIENT)
+        traceparent = telemetry.carrier(set_span_in_context(caller))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/v1", timeout=60) as http:
+            plain = await http.post("/chat/completions", json=chat, headers=traceparent)
+            streamed = await http.post("/chat/completions", json={**chat, "stream": True}, headers=traceparent)
+            caller.end()
+            untraced = await http.post("/chat/completions", json=chat)
+    finally:
+        server.should_exit = True
+        await serving
+        local.engine.close()
+    assert plain.status_code == streamed.status_code == untraced.status_code == 200
+    assert streamed.text.rstrip().endswith("data: [DONE]")
+    served = [s for s in await _finished(spans, 4) if s.kind == SpanKind.SERVER]
+    assert [s.name for s in served] == [f"chat {local.model_name}"] * 3
+    joined, alone = served[:2], served[2]
+    for span in joined:
+        assert span.context.trace_id == caller.get_span_context().trace_id
+        assert span.parent is not None and span.parent.span_id == caller.get_span_context().span_id
+        assert span.parent.is_remote  # read from the request's headers, not inherited in-process
+        assert span.attributes[names.USAGE_OUTPUT_TOKENS] > 0
+    assert alone.parent is None and alone.context.trace_id != caller.get_span_context().trace_id
