@@ -86,8 +86,9 @@ def prepare_services(work: Path) -> Path:
         target.mkdir(parents=True, exist_ok=True)
         spec = yaml.safe_load((source / "agent.yaml").read_text(encoding="utf-8"))
         options = spec.get("options") or {}
-        if "model" in options:
-            options["model"] = str((source / options["model"]).resolve())
+        for holder in (options, options.get("generator") or {}):  # an agent's model, the planner SLM's
+            if "model" in holder and Path(holder["model"]).parts[0] in (".", ".."):
+                holder["model"] = str((source / holder["model"]).resolve())
         if name == "planner":
             options["workflows"] = str((source / options.get("workflows", "workflows")).resolve())
         (target / "agent.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
@@ -160,6 +161,31 @@ async def ask_directly(registry: str, agent: str, texts: list[str], concurrency:
         return list(await asyncio.gather(*(one(t) for t in texts)))
 
 
+def wait_recorded(db: Path, expected: dict[str, int], console: Console, quiet_s: float = 20.0,
+                  limit_s: float = 900.0) -> dict[str, int]:
+    """Waits for the agents' recorders to write what they served (they write in the background,
+    after the reply; with name lookups, at the name source's pace): until each agent has its
+    expected calls, or nothing new arrived for ``quiet_s`` (calls the recorder dropped never
+    arrive)."""
+    from mesh.convert.store import CallStore
+
+    started = last_change = time.monotonic()
+    seen: dict[str, int] = {}
+    with CallStore(db) as store:
+        while time.monotonic() - started < limit_s:
+            counts = store.counts_by_agent()
+            if counts != seen:
+                seen, last_change = counts, time.monotonic()
+                console.print("  written: " + ", ".join(f"{a} {n}" for a, n in sorted(counts.items())))
+            if all(seen.get(agent, 0) >= n for agent, n in expected.items()):
+                break
+            if time.monotonic() - last_change > quiet_s:
+                console.print(f"  recorders quiet for {quiet_s:.0f} s: going on with what was written")
+                break
+            time.sleep(1.0)
+    return seen
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     """A ``slmesh convert`` step as its own process, output shown (its progress bars too)."""
     return subprocess.run([sys.executable, "-m", "mesh", "convert", *args], check=True, cwd=ROOT,
@@ -229,6 +255,8 @@ def main(options: DemoOptions, console: Console | None = None) -> dict[str, Any]
                                     console, "extractor calls recorded"))
         asyncio.run(through_planner(state.registry, recorded_texts, ("classify_intent",),
                                     console, "classifier calls recorded"))
+        wait_recorded(db, {"classifier": options.record, "extractor": min(options.extract, options.record)},
+                      console)
         timings["record_s"] = time.monotonic() - t0
 
         t0 = time.monotonic()

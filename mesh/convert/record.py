@@ -32,6 +32,11 @@ NameFinder = Callable[[str], Awaitable[list[str]]]
 
 QUEUE_LIMIT = 10_000
 """Calls waiting to be written; beyond it new ones are dropped (and counted), never waited on."""
+LOOKUPS_IN_FLIGHT = 16
+"""Name lookups outstanding at the name source at once: the source is an SLM agent serving its
+own traffic too; a whole batch at once would queue past the lookup deadline and drop calls."""
+LOOKUP_TIMEOUT_S = 60.0
+"""A lookup waits this long for the name source (it answers in batches; under load, slowly)."""
 BATCH = 256
 
 
@@ -61,7 +66,7 @@ class PendingCall:
 class MeshNames:
     """Asks an extraction agent over the mesh (registry discovery) for the names in a text."""
 
-    def __init__(self, settings: Settings, agent: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, settings: Settings, agent: str, timeout_s: float = LOOKUP_TIMEOUT_S) -> None:
         if not settings.registry:
             raise ValueError(f"SLMESH_RECORD_NAMES_FROM={agent} needs SLMESH_REGISTRY to find that agent")
         self.settings = settings
@@ -107,6 +112,7 @@ class Recorder:
         self.written = 0
         self.dropped: Counter[str] = Counter()
         self._names_down = False
+        self._lookups = asyncio.Semaphore(LOOKUPS_IN_FLIGHT)
 
     @classmethod
     def from_settings(cls, settings: Settings, agent: str) -> Recorder | None:
@@ -184,7 +190,8 @@ class Recorder:
             return None
         if self.names is not None and call.record.input.strip():
             try:
-                names += await self.names(call.record.input)
+                async with self._lookups:
+                    names += await self.names(call.record.input)
             except Exception as exc:  # unreachable or failing name source: never write unredacted
                 self.dropped["names_unavailable"] += 1
                 if not self._names_down:

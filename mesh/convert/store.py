@@ -188,6 +188,9 @@ class CallStore:
         for row in cursor:
             yield _record(row)
 
+    def counts_by_agent(self) -> dict[str, int]:
+        return {agent: int(n) for agent, n in self._db.execute("SELECT agent, count(*) FROM calls GROUP BY agent")}
+
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM calls").fetchone()[0])
 
