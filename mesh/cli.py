@@ -406,7 +406,7 @@ def _print_event(event: Any) -> None:
 
 @app.command()
 def train(
-    agent: Annotated[str, typer.Argument(help="classifier, extractor, tool-caller, responder, or base (the conversion loop's student base).")],
+    agent: Annotated[str, typer.Argument(help="classifier, extractor, tool-caller, responder, planner, or base (the conversion loop's student base).")],
     minutes: Annotated[float | None, typer.Option(help="Train for this long instead of the recipe's steps.")] = None,
     steps: Annotated[int | None, typer.Option(help="Train for this many steps.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (data and weights).")] = 0,
@@ -431,7 +431,7 @@ def train(
 
 @app.command("eval")
 def eval_models(
-    agents: Annotated[list[str] | None, typer.Argument(help="Agents to score (default: all four SLM agents).")] = None,
+    agents: Annotated[list[str] | None, typer.Argument(help="Agents to score (default: every SLM agent and the planner SLM).")] = None,
     count: Annotated[int, typer.Option(help="Examples per split.")] = 200,
     output: Annotated[Path | None, typer.Option(help="Write the table here (e.g. docs/models.md).")] = None,
 ) -> None:

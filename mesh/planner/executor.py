@@ -90,8 +90,10 @@ class PlannerOptions(BaseModel):
                              "total; beyond it the map step fails with a clear error.")
     ray: RayOptions = Field(default_factory=RayOptions)
     generator: dict[str, Any] | None = Field(
-        None, description="The planner SLM (SLM agent options: model, backend, prompt, max_steps): "
-        "writes a plan when no workflow matches a text request. Unset: no such source.")
+        None, description="The planner SLM (SLM agent options: model, backend, prompt, max_steps, "
+        "escalate_below, min_related): writes a plan when no workflow matches a text request; "
+        "a plan it is unsure of, or for a request unrelated to the workflows, goes on to `llm` or "
+        "is rejected. Unset: no such source.")
     llm: dict[str, Any] | None = Field(
         None, description="A large model over an OpenAI-compatible endpoint (backend: openai, base_url, "
         "model_name, api_key_env), asked only when the router and the planner SLM fail. Off by default.")
@@ -238,14 +240,15 @@ class PlannerExecutor(AgentExecutor):
         text = get_message_text(message).strip()
         if not text:
             raise RequestError("empty_request", "the message has no text and no data")
-        route = await asyncio.to_thread(self.router.route, text)
-        if route is not None:
+        route = await asyncio.to_thread(self.router.closest, text)
+        if route is not None and route.score >= self.router.threshold:
             assert route.workflow.text_input is not None
             return route.workflow.plan, {route.workflow.text_input: text}, "router", route.workflow.name
         reasons = [f"no workflow matches this request closely enough (known: {', '.join(sorted(self.workflows))})"]
         for generator in self.generators:  # SLM first; the large model only if it fails
             try:
-                return await generator.plan(text, self.skills()), text, generator.source, ""
+                plan = await generator.plan(text, self.skills(), related=route.score if route else None)
+                return plan, text, generator.source, ""
             except PlanError as exc:
                 reasons.append(str(exc))
         raise RequestError("no_workflow", "; ".join(reasons))

@@ -11,7 +11,7 @@ that exist, and is acyclic by construction; it is still validated like any plan.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from mesh.slm.grammar import JsonOutput
 log = logging.getLogger(__name__)
 
 DEFAULT_PROMPT = "Plan the request as steps.\nSkills: {input}\nPlan: "
+DEFAULT_MAX_STEPS = 6
 
 
 def plan_schema(skills: Sequence[str], max_steps: int) -> dict[str, Any]:
@@ -54,6 +55,15 @@ def plan_schema(skills: Sequence[str], max_steps: int) -> dict[str, Any]:
     return {"anyOf": branches}
 
 
+def plan_input(text: str, skills: Iterable[str]) -> str:
+    """What the prompt's ``{input}`` becomes: the registered skills (sorted) and the request.
+
+    Training renders the same string (:mod:`mesh.train.data.planner`), so the planner SLM
+    reads exactly what it was trained on.
+    """
+    return f"{', '.join(sorted(skills))}\nRequest: {text}"
+
+
 def to_plan(value: Mapping[str, Any]) -> Plan:
     """A generated ``{"s0": {...}, ...}`` as a :class:`Plan` (every step's value in the output)."""
     return Plan.model_validate({"steps": [{"id": step_id, **step} for step_id, step in value.items()]})
@@ -66,8 +76,17 @@ class PlanGenerator:
     source: str
     backend: SLMBackend
     prompt: str = DEFAULT_PROMPT
-    max_steps: int = 6
+    max_steps: int = DEFAULT_MAX_STEPS
     max_new_tokens: int = 400
+    escalate_below: float | None = None
+    """Least mean token log-probability of a plan this model may give: below it the model
+    is unsure, and the next plan source (the large model) or the rejection takes over.
+    None: every valid plan is used."""
+    min_related: float | None = None
+    """Least similarity (the router's cosine score of the closest workflow example) of a
+    request this model plans at all. A micro-SLM writes some plan for any text, confidently:
+    "Integrate x squared" is not a support-desk task, and no plan over these skills is right
+    for it. None: every request is planned."""
 
     @classmethod
     def from_options(cls, source: str, raw: Mapping[str, Any], spec: ServiceSpec, settings: Settings,
@@ -76,18 +95,26 @@ class PlanGenerator:
         from mesh.slm.executor import SLMOptions, build_backend
 
         options = dict(raw)
-        max_steps = int(options.pop("max_steps", 6))
+        max_steps = int(options.pop("max_steps", DEFAULT_MAX_STEPS))
+        min_related = options.pop("min_related", None)
         slm = SLMOptions.model_validate({"prompt": DEFAULT_PROMPT, "max_new_tokens": 400, **options})
         return cls(source, build_backend(slm, spec, settings, api_key), slm.prompt, max_steps,
-                   slm.max_new_tokens)
+                   slm.max_new_tokens, slm.escalate_below,
+                   None if min_related is None else float(min_related))
 
-    async def plan(self, text: str, skills: Mapping[str, str]) -> Plan:
-        """A validated plan for ``text`` over the registered ``skills``, or :class:`PlanError`."""
+    async def plan(self, text: str, skills: Mapping[str, str], related: float | None = None) -> Plan:
+        """A validated plan for ``text`` over the registered ``skills``, or :class:`PlanError`.
+
+        ``related`` is how close the request came to a workflow (the router's score); under
+        ``min_related`` the model is not asked.
+        """
         if not skills:
             raise PlanError(f"{self.source}: no skills are registered to plan with")
-        listed = ", ".join(sorted(skills))
+        if self.min_related is not None and related is not None and related < self.min_related:
+            raise PlanError(f"{self.source}: not asked, the request is unrelated to the mesh's work "
+                            f"(similarity {related:.2f} < {self.min_related})")
         request = GenerationRequest(
-            prompt=self.prompt.format(input=f"{listed}\nRequest: {text}"),
+            prompt=self.prompt.format(input=plan_input(text, skills)),
             max_new_tokens=self.max_new_tokens,
             output=JsonOutput(plan_schema(list(skills), self.max_steps)),
         )
@@ -100,7 +127,12 @@ class PlanGenerator:
             validate_plan(plan, skills=skills)
         except (ValueError, PlanError) as exc:
             raise PlanError(f"{self.source}: the generated plan is invalid: {exc}") from exc
-        log.info("%s planned %d step(s) for %r", self.source, len(plan.steps), text[:60])
+        confidence = generation.usage.mean_logprob
+        if self.escalate_below is not None and confidence is not None and confidence < self.escalate_below:
+            raise PlanError(f"{self.source}: unsure of its plan (mean token log-probability "
+                            f"{confidence:.3f} < {self.escalate_below}), so it is not used")
+        log.info("%s planned %d step(s) for %r (mean logprob %s)", self.source, len(plan.steps),
+                 text[:60], confidence)
         return plan
 
     async def aclose(self) -> None:

@@ -94,15 +94,18 @@ class EmbeddingRouter:
 
         return embed(self._model, texts)
 
-    def route(self, text: str) -> Route | None:
-        """The closest workflow, or None when nothing is close enough. CPU-bound: call off-loop."""
+    def closest(self, text: str) -> Route | None:
+        """The closest workflow however far (None without workflows): its score also says how
+        related a request is to the mesh's work at all. CPU-bound: call off-loop."""
         self.load()
         if self._matrix is None:
             return None
         scores = self._matrix @ self._embed([text])[0]
         best = int(scores.argmax())
-        score = float(scores[best])
-        log.debug("route %r -> %s (%.3f)", text[:60], self._owners[best].name, score)
-        if score < self.threshold:
-            return None
-        return Route(self._owners[best], score)
+        log.debug("route %r -> %s (%.3f)", text[:60], self._owners[best].name, float(scores[best]))
+        return Route(self._owners[best], float(scores[best]))
+
+    def route(self, text: str) -> Route | None:
+        """The closest workflow, or None when nothing is close enough. CPU-bound: call off-loop."""
+        closest = self.closest(text)
+        return closest if closest is not None and closest.score >= self.threshold else None

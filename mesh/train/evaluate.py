@@ -141,8 +141,8 @@ def score_served(
         output: Choice | JsonOutput | None = None
         if contract.labels is not None:
             output = Choice(contract.labels)
-        elif contract.schema is not None:
-            output = JsonOutput(contract.schema, example.input)
+        elif (schema := task.output_schema(example)) is not None:
+            output = JsonOutput(schema, example.input)
         request = GenerationRequest(
             prompt=example.prompt,
             max_new_tokens=contract.max_new_tokens,

@@ -78,7 +78,13 @@ def render(rows: list[ModelRow], count: int) -> str:
         "constraints on). `seen`: fresh combinations of entity values seen in training; "
         "`validation`: held-out values; **`test`: entity values and phrasings never seen in "
         "training — the headline**. Target: test `exact` >= 0.95 for the classifier, the "
-        "extractor and the tool-caller, `valid` 1.000 everywhere.",
+        "extractor and the tool-caller, `valid` 1.000 everywhere. The planner SLM's input is a "
+        "staff request that no workflow matches, its output a plan over the mesh's skills "
+        "(`skills`: the right skills in the right order; `exact`: and the right bindings). It "
+        "runs only for text the router leaves (under 0.35) yet related to the mesh's work (at "
+        "least `min_related`, 0.2); a plan whose mean token log-probability is under "
+        "`escalate_below` (-0.03) is dropped, and the request goes to the large model if one is "
+        "configured, else it is rejected with `no_workflow` (services/planner/agent.yaml).",
         "",
         "| agent | parameters | size MB | training | split | " + " | ".join(metrics) + " |",
         "|---|---:|---:|---:|---|" + "---:|" * len(metrics),
@@ -102,10 +108,33 @@ def render(rows: list[ModelRow], count: int) -> str:
     return "\n".join(lines)
 
 
+def read_rows(text: str) -> list[ModelRow]:
+    """The rows of a table :func:`render` wrote, so scoring one agent keeps the others'."""
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    if not lines or not lines[0].startswith("| agent |"):
+        return []
+    metrics = [cell.strip() for cell in lines[0].strip("|").split("|")][5:]
+    rows: dict[str, ModelRow] = {}
+    for line in lines[1:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        agent, parameters, size, training, split = cells[:5]
+        minutes, steps = training.removesuffix(" steps").split(" min, ")
+        row = rows.setdefault(agent, ModelRow(agent, int(parameters.replace(",", "")), float(size),
+                                              float(minutes), int(steps), {}))
+        row.scores[split.strip("*")] = {m: float(v) for m, v in zip(metrics, cells[5:], strict=True) if v}
+    return list(rows.values())
+
+
 def main(
     agents: list[str] | None = None, *, count: int = 200, output: Path | None = None
 ) -> list[ModelRow]:
+    """Scores ``agents`` (default: all) and writes the table to ``output``, keeping the rows
+    already there for agents not scored this time."""
     rows = [evaluate(agent, count=count) for agent in (agents or list(AGENTS))]
+    if output is not None and output.is_file():
+        fresh = {row.agent for row in rows}
+        rows += [row for row in read_rows(output.read_text(encoding="utf-8")) if row.agent not in fresh]
+        rows.sort(key=lambda row: AGENTS.index(row.agent) if row.agent in AGENTS else len(AGENTS))
     text = render(rows, count)
     print(text)
     if output is not None:

@@ -37,6 +37,7 @@ RECIPES: dict[str, Recipe] = {
     "extractor": Recipe(_COPIER, TrainPlan(steps=3026, batch_size=8, lr=3e-3)),
     "tool-caller": Recipe(_COPIER, TrainPlan(steps=1922, batch_size=8, lr=3e-3)),
     "responder": Recipe(_COPIER, TrainPlan(steps=2258, batch_size=8, lr=3e-3)),
+    "planner": Recipe(_COPIER, TrainPlan(steps=1522, batch_size=8, lr=3e-3)),
 }
 """Per agent: dimensions and plan. ``steps`` is what the shipped weights were trained for."""
 

@@ -205,6 +205,8 @@ async def test_text_is_routed_by_meaning_or_rejected(mesh: Mesh) -> None:
             timeout=30)
         assert unrelated.task.status.state == pb.TaskState.TASK_STATE_REJECTED
         assert "no_workflow" in error_of(unrelated.task)
+        # The spec's planner SLM is not asked about text this far from every workflow.
+        assert "planner_slm: not asked, the request is unrelated" in error_of(unrelated.task)
         # A support message routes to support_ticket, whose skills are not in this mesh: the
         # plan is refused before anything runs, naming the missing skill.
         support = await client.send_message(

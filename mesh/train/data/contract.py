@@ -8,7 +8,7 @@ checks every target against the same labels or schema, so the two cannot drift a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,8 @@ def load_contract(agent: str, services_dir: Path = SERVICES_DIR) -> Contract:
     """The contract in ``services/<agent>/agent.yaml`` (``options``: prompt, output...)."""
     spec = ServiceSpec.load(services_dir / agent)
     options = spec.options
+    if "generator" in options:
+        return _planner_contract(spec, services_dir)
     prompt = options.get("prompt")
     if not isinstance(prompt, str) or "{input}" not in prompt:
         raise ContractError(f"{agent}: options.prompt must be a string containing {{input}}")
@@ -96,6 +98,57 @@ def load_contract(agent: str, services_dir: Path = SERVICES_DIR) -> Contract:
         stop=tuple(options.get("stop", ())),
         model_dir=(spec.path / options["model"]).resolve(),
     )
+
+
+def mesh_skills(services_dir: Path = SERVICES_DIR, *, exclude: str = "planner") -> tuple[str, ...]:
+    """The skill ids the agents in ``services/`` offer (sorted), the planner's own excluded:
+    what a planner sees registered in the full mesh."""
+    skills: set[str] = set()
+    for file in sorted(services_dir.glob("*/agent.yaml")):
+        spec = ServiceSpec.load(file)
+        if spec.kind == "agent" and spec.name != exclude:
+            skills.update(skill.id for skill in spec.skills)
+    return tuple(sorted(skills))
+
+
+def _planner_contract(spec: ServiceSpec, services_dir: Path) -> Contract:
+    """The planner SLM's contract: ``options.generator``'s prompt (default: the runtime's) and
+    the plan schema :class:`~mesh.planner.generate.PlanGenerator` decodes under, over the
+    skills of the full mesh."""
+    from mesh.planner.generate import DEFAULT_MAX_STEPS, DEFAULT_PROMPT, plan_schema
+
+    generator = spec.options["generator"]
+    if not isinstance(generator, dict) or not generator.get("model"):
+        raise ContractError(f"{spec.name}: options.generator needs a model folder")
+    prompt = generator.get("prompt", DEFAULT_PROMPT)
+    if not isinstance(prompt, str) or "{input}" not in prompt:
+        raise ContractError(f"{spec.name}: options.generator.prompt must contain {{input}}")
+    assert spec.path is not None
+    skills = mesh_skills(services_dir, exclude=spec.name)
+    return Contract(
+        agent=spec.name,
+        prompt=prompt,
+        labels=None,
+        schema=plan_schema(skills, int(generator.get("max_steps", DEFAULT_MAX_STEPS))),
+        max_new_tokens=int(generator.get("max_new_tokens", 400)),
+        stop=(),
+        model_dir=(spec.path / generator["model"]).resolve(),
+    )
+
+
+def judged(
+    output: str, check: Callable[[str], Any], refusals: tuple[type[Exception], ...] = (ContractError,)
+) -> tuple[Any, float]:
+    """``(value, valid)`` of an output for a judge: what ``check`` returns and 1.0, or, when it
+    refuses the output, the output as plain JSON (None if it is not) and 0.0, so a judge
+    still compares what the model wrote."""
+    try:
+        return check(output), 1.0
+    except refusals:
+        try:
+            return json.loads(output), 0.0
+        except json.JSONDecodeError:
+            return None, 0.0
 
 
 def compact(value: Any) -> str:

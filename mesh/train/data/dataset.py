@@ -74,6 +74,11 @@ class Task(ABC):
     def judge(self, example: Example, output: str) -> dict[str, float]:
         """Scores an output: ``exact`` and ``valid`` (1.0 or 0.0), plus task extras."""
 
+    def output_schema(self, example: Example) -> Mapping[str, Any] | None:
+        """The JSON schema the runtime decodes this example's output under (None: labels or
+        free text); the planner's depends on the skills its prompt lists."""
+        return self.contract.schema
+
     def example(self, stream: Stream, seed: int, index: int) -> Example:
         """Example ``index`` of a stream: the same for the same arguments, always."""
         rng = Random(f"{self.agent}/{stream.split}/{stream.name}/{seed}/{index}")

@@ -7,10 +7,9 @@ constrained decoder writes them.
 
 from __future__ import annotations
 
-import json
 from random import Random
 
-from mesh.train.data.contract import ContractError, compact
+from mesh.train.data.contract import compact, judged
 from mesh.train.data.dataset import Example, Stream, Task
 from mesh.train.data.messages import FIELDS, compose
 
@@ -37,15 +36,7 @@ class ExtractorTask(Task):
         )
 
     def judge(self, example: Example, output: str) -> dict[str, float]:
-        try:
-            value = self.contract.check(output, source=example.input)
-            valid = 1.0
-        except ContractError:
-            valid = 0.0
-            try:
-                value = json.loads(output)
-            except json.JSONDecodeError:
-                value = None
+        value, valid = judged(output, lambda text: self.contract.check(text, source=example.input))
         expected = example.expected
         if isinstance(value, dict):
             fields = sum(value.get(name) == expected[name] for name in FIELDS) / len(FIELDS)

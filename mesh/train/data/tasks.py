@@ -5,6 +5,7 @@ from __future__ import annotations
 from mesh.train.data.classifier import ClassifierTask
 from mesh.train.data.dataset import Task
 from mesh.train.data.extractor import ExtractorTask
+from mesh.train.data.planner import PlannerTask
 from mesh.train.data.responder import ResponderTask
 from mesh.train.data.tool_caller import ToolCallerTask
 
@@ -13,10 +14,11 @@ _TASKS: dict[str, type[Task]] = {
     "extractor": ExtractorTask,
     "tool-caller": ToolCallerTask,
     "responder": ResponderTask,
+    "planner": PlannerTask,
 }
 
 AGENTS = tuple(_TASKS)
-"""The SLM agents' service names, in pipeline order."""
+"""The SLM agents' service names, in pipeline order (the planner SLM last: it plans over them)."""
 
 
 def load_task(agent: str) -> Task:

@@ -15,7 +15,7 @@ from random import Random
 from typing import Any
 
 from mesh.tools.catalog import TOOLS, ToolCallError, parse_call
-from mesh.train.data.contract import ContractError, compact
+from mesh.train.data.contract import ContractError, compact, judged
 from mesh.train.data.dataset import Example, Stream, Task
 from mesh.train.data.messages import FIELDS, INTENTS, compose
 
@@ -91,16 +91,12 @@ class ToolCallerTask(Task):
         return self.render(value, target, json.loads(target), message.templates, message.entities)
 
     def judge(self, example: Example, output: str) -> dict[str, float]:
-        try:
-            value = self.contract.check(output, source=example.input)
-            runnable(value)
-            valid = 1.0
-        except (ContractError, ToolCallError):
-            valid = 0.0
-            try:
-                value = json.loads(output)
-            except json.JSONDecodeError:
-                value = None
+        def check(text: str) -> Any:
+            call = self.contract.check(text, source=example.input)
+            runnable(call)
+            return call
+
+        value, valid = judged(output, check, (ContractError, ToolCallError))
         expected = example.expected
         same_tool = isinstance(value, dict) and value.get("name") == expected["name"]
         return {"exact": float(value == expected), "valid": valid, "tool": float(same_tool)}
