@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from mesh.convert.redact import SURROGATE_NAMES
 from mesh.convert.store import CallRecord, Cluster, CallStore
 
 Embed = Callable[[Sequence[str]], Any]
@@ -35,7 +36,9 @@ FILTERS = ("not_completed", "invalid", "not_accepted", "duplicate")
 _STOPWORDS = frozenset(
     "this that with from have your what when where which there their about would could should "
     "please thanks thank hello order orders message input just been into then them they were "
-    "will also only some more very user example json".split())
+    "will also only some more very user example json".split()
+    # Redaction's surrogate names stand in every kind of call: they say nothing of a cluster.
+) | {w for name in SURROGATE_NAMES for w in name.lower().split()}
 
 
 @dataclass
