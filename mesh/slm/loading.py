@@ -82,6 +82,10 @@ def load_model(
     on every token, while another base copy of a small model costs little memory.
     """
     resolved = resolve_source(source, base_dir)
+    if Path(resolved).is_absolute() and not Path(resolved).exists():
+        # A folder that is not there (a model id never resolves to an absolute path): say so,
+        # rather than let transformers take the path for a malformed hub id.
+        raise ModelLoadError(f"cannot load the model {source!r}: no folder at {resolved}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved)
         model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype)

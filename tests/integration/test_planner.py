@@ -365,6 +365,8 @@ async def test_a_planner_task_is_taken_over_by_another_planner_replica(tmp_path:
     spec = yaml.safe_load((PLANNER / "agent.yaml").read_text())
     spec["name"] = name
     spec["options"]["workflows"] = str(PLANNER / spec["options"]["workflows"])
+    if spec["options"].get("generator"):  # the planner SLM's folder, relative to the real spec
+        spec["options"]["generator"]["model"] = str((PLANNER / spec["options"]["generator"]["model"]).resolve())
     folder = tmp_path / name
     folder.mkdir()
     (folder / "agent.yaml").write_text(yaml.safe_dump(spec))

@@ -214,3 +214,10 @@ async def test_chat_template_switch(tmp_path: Path) -> None:
     finally:
         templated.engine.close()
         plain.engine.close()
+
+
+def test_a_missing_model_folder_is_named_in_the_error(tmp_path: Path) -> None:
+    from mesh.slm.loading import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="no folder at .*models/absent"):
+        load_model("../models/absent", base_dir=tmp_path / "spec")
