@@ -196,32 +196,10 @@ def _label(value: Any) -> Any:
     return value.get("label") if isinstance(value, dict) and "label" in value else value
 
 
-def _merge_cost(metas: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ledgers of several tasks as one."""
-    models: dict[str, dict[str, Any]] = {}
-    flops = baseline = 0.0
-    routed = first = escalations = 0
-    for meta in metas:
-        cost = meta.get("cost") or {}
-        flops += cost.get("flops") or 0
-        baseline += cost.get("baseline_flops") or 0
-        escalations += cost.get("escalations") or 0
-        steps = cost.get("routed_steps") or 0
-        routed += steps
-        first += round((cost.get("first_choice_share") or 0) * steps)
-        for row in cost.get("models") or []:
-            total = models.setdefault(row["model"], {**row, "calls": 0, "input_tokens": 0, "output_tokens": 0,
-                                                     "flops": 0.0})
-            for key in ("calls", "input_tokens", "output_tokens", "flops"):
-                total[key] += row[key]
-    return {"models": sorted(models.values(), key=lambda r: -r["flops"]), "flops": flops,
-            "baseline_flops": baseline, "ratio": baseline / flops if flops else None,
-            "routed_steps": routed, "first_choice": first, "escalations": escalations}
-
-
 def main(options: DemoOptions, console: Console | None = None) -> dict[str, Any]:
     from mesh.config import ServiceSpec, Settings
     from mesh.launch import Launcher
+    from mesh.planner.ledger import merge_costs
 
     console = console or Console()
     signal.signal(signal.SIGTERM, _interrupt)  # stop the demo's mesh on SIGTERM too (finally below)
@@ -295,13 +273,13 @@ def main(options: DemoOptions, console: Console | None = None) -> dict[str, Any]
     timings["total_s"] = time.monotonic() - t_all
     answers = [_label(r.get("classify_intent")) if isinstance(r, dict) else None for r in routed]
     agree = sum(a == _label(t) for a, t in zip(answers, teacher, strict=True))
-    cost = _merge_cost(metas)
+    cost = merge_costs([meta.get("cost") or {} for meta in metas])
     report.update({
         "recorded_messages": options.record, "extracted_messages": min(options.extract, options.record),
         "clusters": [{k: c[k] for k in ("id", "name", "size", "agents")} for c in analysis["clusters"]],
         "cluster": cluster, "training": training,
         "served_messages": options.serve, "agreement_routed": agree / len(fresh),
-        "student_share": cost["first_choice"] / cost["routed_steps"] if cost["routed_steps"] else 0.0,
+        "student_share": cost.get("first_choice_share", 0.0),
         "cost": cost, "timings": timings,
     })
     _print(report, console)
@@ -329,10 +307,9 @@ def _print(report: dict[str, Any], console: Console) -> None:
 
     console.rule("result")
     cost = report["cost"]
-    print_cost({**cost, "first_choice_share": report["student_share"],
-                "ratio": cost["ratio"]}, console)
+    print_cost(cost, console)
     held = report["training"]["metrics"]["heldout"]
-    console.print(f"student served {report['student_share']:.1%} of {cost['routed_steps']} routed calls "
+    console.print(f"student served {report['student_share']:.1%} of {cost.get('routed_steps', 0)} routed calls "
                   f"({cost['escalations']} escalated); routed answers agree with the teacher on "
                   f"{report['agreement_routed']:.1%}; student alone on held-out calls: "
                   f"{held['agreement']:.1%}; cost ratio {cost['ratio']:.1f}x; "

@@ -96,6 +96,34 @@ class CostLedger:
         return out
 
 
+def merge_costs(costs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several tasks' ``cost`` (as :meth:`CostLedger.to_json` wrote them) as one, same shape."""
+    models: dict[str, dict[str, Any]] = {}
+    flops = baseline = 0.0
+    routed = first = escalations = 0
+    for cost in costs:
+        flops += cost.get("flops") or 0
+        baseline += cost.get("baseline_flops") or 0
+        escalations += cost.get("escalations") or 0
+        steps = cost.get("routed_steps") or 0
+        routed += steps
+        first += round((cost.get("first_choice_share") or 0) * steps)
+        for row in cost.get("models") or []:
+            total = models.setdefault(row["model"], {**row, "calls": 0, "input_tokens": 0,
+                                                     "output_tokens": 0, "flops": 0.0})
+            for key in ("calls", "input_tokens", "output_tokens", "flops"):
+                total[key] += row[key]
+    out: dict[str, Any] = {
+        "models": sorted(models.values(), key=lambda r: -r["flops"]), "flops": flops,
+        "baseline_flops": baseline, "ratio": round(baseline / flops, 3) if flops else None,
+        "escalations": escalations,
+    }
+    if routed:
+        out["routed_steps"] = routed
+        out["first_choice_share"] = round(first / routed, 4)
+    return out
+
+
 def _usage_call(outcome: Outcome) -> dict[str, Any]:
     usage = outcome.usage or {}
     return {"agent": outcome.agent, "model": usage.get("model"), "parameters": usage.get("parameters"),

@@ -13,8 +13,9 @@ of unknown size counts as the largest (a remote LLM usually is).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from mesh.a2a.cards import ModelFacts
 
@@ -35,24 +36,32 @@ Route = tuple[Provider, ...]
 """Providers of one skill, in the order they are tried."""
 
 
-def build_routes(replicas: Iterable[object], *, exclude: str = "",
+class RegisteredReplica(Protocol):
+    """What the router reads of a registry ``Replica``."""
+
+    agent: str
+    skills: Sequence[str]
+    card_json: str
+    draining: bool
+
+
+def build_routes(replicas: Iterable[RegisteredReplica], *, exclude: str = "",
                  default_escalate_below: float | None = None) -> dict[str, Route]:
     """Skill id -> its providers, smallest model first, from live registry replicas.
 
-    ``replicas`` are registry ``Replica`` messages (``agent``, ``skills``, ``card_json``,
-    ``draining``); draining replicas and ``exclude`` (the planner itself) are left out.
+    Draining replicas and ``exclude`` (the planner itself) are left out.
     ``default_escalate_below`` applies to providers whose card sets no threshold; the last
     provider of a route never escalates (there is nothing larger to ask).
     """
     facts: dict[str, ModelFacts | None] = {}
     offered: dict[str, set[str]] = {}
     for replica in replicas:
-        agent = getattr(replica, "agent")
-        if getattr(replica, "draining") or agent == exclude:
+        agent = replica.agent
+        if replica.draining or agent == exclude:
             continue
-        if agent not in facts or facts[agent] is None:
-            facts[agent] = ModelFacts.from_card_json(getattr(replica, "card_json"))
-        for skill in getattr(replica, "skills"):
+        if facts.get(agent) is None:
+            facts[agent] = ModelFacts.from_card_json(replica.card_json)
+        for skill in replica.skills:
             offered.setdefault(skill, set()).add(agent)
     routes: dict[str, Route] = {}
     for skill, agents in offered.items():

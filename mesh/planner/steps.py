@@ -55,11 +55,10 @@ class Outcome:
     usage: dict[str, Any] | None = None
     """Usage of the answer that was used (model, parameters, tokens, mean_logprob)."""
     calls: list[dict[str, Any]] | None = None
-    """Every model call the step made, escalations included: what the cost ledger prices."""
+    """Every model call the step made, escalations included: what the cost ledger prices.
+    Set only when the skill had more than one provider (the SLM-first router chose)."""
     escalations: list[dict[str, Any]] | None = None
     """``{"from", "to", "reason"}`` each time the step went on to a larger model."""
-    routed: bool = False
-    """The skill had more than one provider (the SLM-first router chose)."""
     baseline_parameters: int | None = None
     """The largest model offering the step's skill: the cost ledger's baseline."""
     agent_task: str | None = None
@@ -68,6 +67,11 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.status != "failed"
+
+    @property
+    def routed(self) -> bool:
+        """The skill had more than one provider: the SLM-first router chose."""
+        return self.calls is not None
 
     def to_json(self) -> dict[str, Any]:
         """Status and value always (a value may be 0, false or null); the rest when set."""
@@ -208,7 +212,6 @@ class StepRunner:
                 outcome.attempts = attempts
                 outcome.ms = _ms(started)
                 if len(route) > 1:
-                    outcome.routed = True
                     outcome.calls = calls
                     outcome.escalations = escalations or None
                     outcome.baseline_parameters = largest_parameters(route)

@@ -10,8 +10,9 @@ planner tells the conversion loop's dataset store which answers it used.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,14 +118,21 @@ async def _registered(mesh: RouterMesh, agent: str, present: bool = True) -> Non
     raise AssertionError(f"{agent} {'never registered' if present else 'still registered'}")
 
 
-async def test_a_confident_small_model_answers_every_step(mesh: RouterMesh) -> None:
-    small = mesh.start(_agent_spec(mesh.tmp / "svc-small", "intent-small", mesh.small_model, -50.0))
+@contextlib.asynccontextmanager
+async def _small_agent(mesh: RouterMesh, name: str, escalate_below: float) -> AsyncIterator[None]:
+    """The small model as agent ``name`` beside the large one, while the block runs."""
+    proc = mesh.start(_agent_spec(mesh.tmp / f"svc-{name}", name, mesh.small_model, escalate_below))
     try:
-        await _registered(mesh, "intent-small")
-        labels, meta = await _run(mesh)
+        await _registered(mesh, name)
+        yield
     finally:
-        small.terminate()
-        await _registered(mesh, "intent-small", present=False)
+        proc.terminate()
+        await _registered(mesh, name, present=False)
+
+
+async def test_a_confident_small_model_answers_every_step(mesh: RouterMesh) -> None:
+    async with _small_agent(mesh, "intent-small", -50.0):
+        labels, meta = await _run(mesh)
     assert len(labels) == len(MESSAGES) and all(label["label"] in LABELS for label in labels)
     assert set(meta["agents"]) == {"intent-small"}
     cost = meta["cost"]
@@ -139,13 +147,8 @@ async def test_a_confident_small_model_answers_every_step(mesh: RouterMesh) -> N
 
 
 async def test_an_unsure_small_model_escalates_to_the_larger_one(mesh: RouterMesh) -> None:
-    strict = mesh.start(_agent_spec(mesh.tmp / "svc-strict", "intent-strict", mesh.small_model, -1e-6))
-    try:
-        await _registered(mesh, "intent-strict")
+    async with _small_agent(mesh, "intent-strict", -1e-6):
         labels, meta = await _run(mesh)
-    finally:
-        strict.terminate()
-        await _registered(mesh, "intent-strict", present=False)
     assert all(label["label"] in LABELS for label in labels)
     cost = meta["cost"]
     assert cost["escalations"] == len(MESSAGES) and cost["first_choice_share"] == 0.0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from google.protobuf.json_format import MessageToJson
 
@@ -21,7 +21,6 @@ class FakeReplica:
     skills: list[str]
     card_json: str = ""
     draining: bool = False
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def _card(agent: str, facts: ModelFacts | None) -> str:
@@ -74,10 +73,10 @@ def _call(agent: str, params: int, tokens: tuple[int, int]) -> dict[str, object]
 def test_ledger_prices_calls_and_the_all_largest_baseline() -> None:
     ledger = CostLedger()
     # Answered by the student (100 params), teacher 1000: baseline prices the same tokens at 1000.
-    ledger.add("a", Outcome("ok", value=1, routed=True, baseline_parameters=1000,
+    ledger.add("a", Outcome("ok", value=1, baseline_parameters=1000,
                             calls=[_call("student", 100, (8, 2))]))
     # Escalated: both calls are paid, the baseline only the teacher's.
-    ledger.add("b", Outcome("ok", value=1, routed=True, baseline_parameters=1000,
+    ledger.add("b", Outcome("ok", value=1, baseline_parameters=1000,
                             calls=[_call("student", 100, (8, 2)), _call("teacher", 1000, (8, 3))],
                             escalations=[{"from": "student", "to": "teacher", "reason": "low confidence"}]))
     # A skill with one provider: its usage is priced and is its own baseline.
@@ -99,3 +98,22 @@ def test_ledger_without_model_calls_has_no_ratio() -> None:
     ledger = CostLedger()
     ledger.add("f", Outcome("ok", value=1))
     assert ledger.to_json()["ratio"] is None and ledger.to_json()["models"] == []
+
+
+def test_merged_ledgers_equal_one_ledger_of_all_steps() -> None:
+    from mesh.planner.ledger import merge_costs
+
+    steps = [
+        ("a", Outcome("ok", value=1, baseline_parameters=1000, calls=[_call("student", 100, (8, 2))])),
+        ("b", Outcome("ok", value=1, baseline_parameters=1000,
+                      calls=[_call("student", 100, (8, 2)), _call("teacher", 1000, (8, 3))],
+                      escalations=[{"from": "student", "to": "teacher", "reason": "low confidence"}])),
+        ("c", Outcome("ok", value=1, baseline_parameters=1000, calls=[_call("student", 100, (9, 1))])),
+    ]
+    whole, first, second = CostLedger(), CostLedger(), CostLedger()
+    for i, (node, outcome) in enumerate(steps):
+        whole.add(node, outcome)
+        (first if i < 2 else second).add(node, outcome)
+    merged = merge_costs([first.to_json(), second.to_json()])
+    expected = whole.to_json()
+    assert {k: merged[k] for k in expected} == expected
