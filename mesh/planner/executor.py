@@ -138,6 +138,7 @@ class PlannerExecutor(AgentExecutor):
         self._closing = False
         self._calls: Any = None
         """The conversion loop's dataset store, opened on first use (SLMESH_RECORD_DB)."""
+        self._calls_lock = asyncio.Lock()
 
     # -- lifecycle (called by AgentServer) ----------------------------------------------
 
@@ -331,7 +332,7 @@ class PlannerExecutor(AgentExecutor):
                 self.store.finish_run(updater.task_id, "canceled")
             return
         stats = progress.agent_stats()
-        self._mark_recorded(progress)
+        await self._mark_recorded(progress)
         if outcome.ok:
             self.store.finish_run(updater.task_id, "completed")
             await updater.add_artifact(
@@ -347,17 +348,27 @@ class PlannerExecutor(AgentExecutor):
             message = f"step {outcome.failed_step} failed: {outcome.error}"
             await updater.failed(_error_message(updater, "step_failed", message, step=outcome.failed_step))
 
-    def _mark_recorded(self, progress: _Progress) -> None:
+    async def _mark_recorded(self, progress: _Progress) -> None:
         """With the call recorder on (SLMESH_RECORD_DB), tells the dataset store which agent
-        answers this run used and which it escalated past: the loop trains on the former."""
+        answers this run used and which it escalated past: the loop trains on the former.
+
+        In a worker thread, one run at a time: the file is shared with every recording agent,
+        and a write may wait on their locks (busy timeout), which the event loop must not.
+        """
         if self.settings.record_db is None or not (progress.used or progress.passed_over):
             return
         from mesh.convert.store import CallStore
 
-        if self._calls is None:
-            self._calls = CallStore(self.settings.record_db)
-        self._calls.mark_accepted(progress.used, True)
-        self._calls.mark_accepted(progress.passed_over, False)
+        async with self._calls_lock:
+            if self._calls is None:
+                self._calls = CallStore(self.settings.record_db)
+            calls = self._calls
+
+            def write() -> None:
+                calls.mark_accepted(progress.used, True)
+                calls.mark_accepted(progress.passed_over, False)
+
+            await asyncio.to_thread(write)
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Stops the run's outstanding steps and marks the task canceled."""
