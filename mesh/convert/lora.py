@@ -37,7 +37,8 @@ from mesh.config import ServiceSpec, SpecError
 from mesh.convert.store import CallRecord, CallStore, Cluster
 from mesh.slm.errors import GenerationFailedError, InputError, InvalidOutputError
 from mesh.slm.generation import GenerationRequest
-from mesh.slm.grammar import Choice, JsonOutput, OutputConstraint
+from mesh.slm.executor import OutputOptions
+from mesh.slm.grammar import OutputConstraint
 from mesh.slm.loading import LoadedModel, load_model, resolve_source
 from mesh.train.micro import CHECKPOINT, IGNORE, TRAINING_RECORD, training_progress
 
@@ -102,9 +103,7 @@ class ServingSpec:
         """The output constraint of one call, as the executor builds it."""
         if self.output is None:
             return None
-        if "labels" in self.output:
-            return Choice(tuple(self.output["labels"]))
-        return JsonOutput(self.output["schema"], source)
+        return OutputOptions.model_validate(self.output).constraint().with_source(source)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 - :class:`TransformersBackend` serves a local causal LM with continuous batching;
   :class:`OpenAIBackend` uses any OpenAI-compatible server; both take a
   :class:`GenerationRequest` and stream a :class:`Generation` with :class:`Usage`.
-- Output declarations (:class:`Choice`, :class:`JsonOutput`, schema subset in
+- Output declarations (:class:`Choice`, :class:`JsonOutput`, :class:`GroundedText`, schema subset in
   :mod:`mesh.slm.grammar`) constrain decoding so the output always parses and validates.
 - :func:`create_openai_app` serves a backend on the OpenAI API; :class:`SLMExecutor` serves
   it as an A2A agent.
@@ -36,7 +36,14 @@ from mesh.slm.generation import (
     TokenLogprob,
     Usage,
 )
-from mesh.slm.grammar import GROUNDED, Choice, JsonOutput, OutputConstraint, check_schema
+from mesh.slm.grammar import (
+    GROUNDED,
+    Choice,
+    GroundedText,
+    JsonOutput,
+    OutputConstraint,
+    check_schema,
+)
 from mesh.slm.validation import parse_output
 
 if TYPE_CHECKING:
@@ -68,6 +75,7 @@ __all__ = [
     "InputError",
     "InputTooLongError",
     "InvalidOutputError",
+    "GroundedText",
     "JsonOutput",
     "LoadedModel",
     "OpenAIBackend",

@@ -9,7 +9,8 @@ with different ``options`` in its ``agent.yaml``::
       backend: transformers            # or openai (with base_url, model_name, api_key_env)
       prompt: "Classify the customer message.\\nMessage: {input}\\nIntent: "
       output:
-        labels: [refund_request, order_status]   # or schema: {...}; neither: free text
+        labels: [refund_request, order_status]   # or schema: {...}, or grounded_text:
+                                                 # {names: true, allow: ["5"]}; none: free text
       max_new_tokens: 96
       stop: ["\\n"]
       batching: {max_batch_size: 32, max_wait_ms: 5}
@@ -53,7 +54,7 @@ from mesh.slm.errors import (
     SLMError,
 )
 from mesh.slm.generation import Generation, GenerationRequest, GenerationStream, SLMBackend
-from mesh.slm.grammar import Choice, JsonOutput, OutputConstraint
+from mesh.slm.grammar import Choice, GroundedText, JsonOutput, OutputConstraint
 from mesh.slm.loading import ModelLoadError
 from mesh.telemetry import genai
 
@@ -70,23 +71,38 @@ class BatchingOptions(BaseModel):
     max_wait_ms: float = Field(5.0, ge=0)
 
 
+class GroundedTextOptions(BaseModel):
+    """Free text in which facts (numbers, emails, and with ``names`` names) are copied."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    names: bool = True
+    allow: list[str] = Field(default_factory=list,
+                             description="Words always allowed as facts (the agent's constants).")
+
+
 class OutputOptions(BaseModel):
-    """A choice set (``labels``) or a JSON ``schema``."""
+    """A choice set (``labels``), a JSON ``schema`` or ``grounded_text``."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     labels: list[str] | None = None
     schema_: dict[str, Any] | None = Field(None, alias="schema")
+    grounded_text: GroundedTextOptions | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> OutputOptions:
-        if (self.labels is None) == (self.schema_ is None):
-            raise ValueError("output needs exactly one of labels or schema")
+        kinds = (self.labels, self.schema_, self.grounded_text)
+        if sum(kind is not None for kind in kinds) != 1:
+            raise ValueError("output needs exactly one of labels, schema or grounded_text")
         return self
 
     def constraint(self) -> OutputConstraint:
         if self.labels is not None:
             return Choice(tuple(self.labels))
+        if self.grounded_text is not None:
+            return GroundedText(names=self.grounded_text.names,
+                                allow=tuple(self.grounded_text.allow))
         assert self.schema_ is not None
         return JsonOutput(self.schema_)
 
@@ -188,8 +204,7 @@ class SLMExecutor(AgentExecutor):
         """The generation a task with input ``text`` asks for."""
         options = self.options
         prompt = options.prompt.format(input=text)
-        output = self.output.with_source(text) if isinstance(self.output, JsonOutput) \
-            else self.output
+        output = self.output.with_source(text) if self.output is not None else None
         common: dict[str, Any] = dict(
             max_new_tokens=options.max_new_tokens, stop=tuple(options.stop),
             timeout_s=options.timeout_s, output=output, temperature=options.temperature,
@@ -219,7 +234,7 @@ class SLMExecutor(AgentExecutor):
             self.backend.model_name, provider=self.options.backend, messages=request.messages,
             prompt=request.prompt, max_tokens=request.max_new_tokens,
             temperature=request.temperature, top_p=request.top_p, seed=request.seed,
-            output_type="text" if self.output is None or isinstance(self.output, Choice) else "json")
+            output_type="json" if isinstance(self.output, JsonOutput) else "text")
         with genai.current(span):  # a remote backend's request task carries the span on
             stream = self.backend.stream(request)
         self._running[updater.task_id] = stream

@@ -104,6 +104,10 @@ class Choice:
         if not self.labels or any(not isinstance(x, str) or not x for x in self.labels):
             raise SchemaError("a choice set needs at least one non-empty string label")
 
+    def with_source(self, source: str) -> Choice:
+        """The same set: labels do not depend on the input."""
+        return self
+
 
 @dataclass(frozen=True)
 class JsonOutput:
@@ -116,7 +120,151 @@ class JsonOutput:
         return JsonOutput(self.schema, source)
 
 
-OutputConstraint = Choice | JsonOutput
+@dataclass(frozen=True)
+class GroundedText:
+    """Free text on one line in which no fact can be invented.
+
+    Every word that holds a digit or an ``@`` (order ids, amounts, dates, emails, tracking
+    numbers) and, with ``names``, every capitalised word inside a sentence (names,
+    products, carriers) must be one of the facts of ``source``, copied whole. The facts of
+    a JSON object are its scalar values that hold a digit or ``@`` and, with ``names``, its
+    string values and their capitalised words; of other text, its words that hold a digit
+    or ``@`` or start with a capital. A sentence's first word and the pronoun ``I`` are
+    free; so is every other word. Words and facts are separated by spaces or punctuation,
+    so two facts cannot be glued into a new one. ``allow`` lists words that are always
+    facts (the agent's own constants, such as a refund's "5" business days).
+    """
+
+    source: str = ""
+    names: bool = True
+    allow: tuple[str, ...] = ()
+
+    def with_source(self, source: str) -> GroundedText:
+        return GroundedText(source, self.names, self.allow)
+
+    def facts(self) -> tuple[str, ...]:
+        """The strings that may be copied, longest first."""
+        found = dict.fromkeys(text_facts(self.source, names=self.names))
+        found.update(dict.fromkeys(a for a in self.allow if a))
+        return tuple(sorted(found, key=len, reverse=True))
+
+
+OutputConstraint = Choice | JsonOutput | GroundedText
+
+
+_FACT_MARK = re.compile(r"[0-9@]")
+_SENTENCE_END = ".!?"
+_MID_SEPARATORS = " ()[]{},;:\"$€£#"
+"""What may stand between the words and facts of grounded text (no newline: one line)."""
+_SEPARATORS = _MID_SEPARATORS + _SENTENCE_END
+_SEPARATOR_RUN = re.compile("([" + re.escape(_SEPARATORS) + "]+)")
+_FREE_CAPITALISED = ("I", "I'm", "I'll", "I've", "I'd")
+"""Capitalised words allowed inside a sentence without being a fact."""
+
+
+def text_facts(source: str, *, names: bool = True) -> tuple[str, ...]:
+    """The facts :class:`GroundedText` may copy from ``source`` (see there)."""
+    found: dict[str, None] = {}
+
+    def add(text: str) -> None:
+        text = text.strip(_SEPARATORS + "'")
+        if text and "\n" not in text:
+            found[text] = None
+
+    try:
+        value = json.loads(source)
+    except ValueError:
+        value = None
+    if isinstance(value, (dict, list)):
+        for item in _scalars(value):
+            text = item if isinstance(item, str) else _compact(item)
+            if _FACT_MARK.search(text) or (names and isinstance(item, str)):
+                add(text)
+            if names and isinstance(item, str):
+                for word in _SEPARATOR_RUN.split(item):
+                    if word[:1].isupper():
+                        add(word)
+    else:
+        for word in source.split():
+            word = word.strip(_SEPARATORS + "'")
+            if _FACT_MARK.search(word) or (names and word[:1].isupper()):
+                add(word)
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def _scalars(value: Any) -> Iterator[Any]:
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _scalars(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _scalars(item)
+    elif value is not None and not isinstance(value, bool):
+        yield value
+
+
+def invented_facts(constraint: GroundedText, text: str) -> list[str]:
+    """The words of ``text`` that should have been copied from the source and were not.
+
+    Reads ``text`` as the grammar does: at each word's start a fact that ends where a
+    separator (or the text) begins is one chunk; anything else up to the next separator is
+    a word, which may hold no digit or ``@`` and, inside a sentence, start with a capital
+    only if it is ``I`` or one of its contractions.
+    """
+    facts = constraint.facts()
+    invented: list[str] = []
+    head, at = True, 0
+    while at < len(text):
+        separators = _SEPARATOR_RUN.match(text, at)
+        if separators:
+            head = head or any(ch in _SENTENCE_END for ch in separators.group())
+            at = separators.end()
+            continue
+        fact = next((f for f in facts if text.startswith(f, at)
+                     and (at + len(f) == len(text) or text[at + len(f)] in _SEPARATORS)), None)
+        if fact is not None:
+            at += len(fact)
+        else:
+            word = re.match("[^" + re.escape(_SEPARATORS) + "]+", text[at:]).group()
+            at += len(word)
+            if _FACT_MARK.search(word) or (
+                    constraint.names and not head and word[:1].isupper()
+                    and word not in _FREE_CAPITALISED):
+                invented.append(word)
+        head = False
+    return invented
+
+
+def _grounded_text_grammar(constraint: GroundedText,
+                           representable: Callable[[str], bool] | None) -> str:
+    def chars(text: str) -> str:
+        return "".join("\\" + ch if ch in "[]\\^-/" else ch for ch in text)
+
+    mid, every = chars(_MID_SEPARATORS), chars(_SEPARATORS)
+    # A fact with a character the tokenizer cannot produce cannot be copied: left out.
+    facts = [f for f in constraint.facts() if representable is None or all(map(representable, f))]
+    fact = " | FACT" if facts else ""
+    if constraint.names:
+        lines = [
+            "start: (SEP_MID | SEP_END)? head (SEP_MID tail | SEP_END head)* (SEP_MID | SEP_END)?",
+            "head: WORD" + fact,
+            "tail: LOWER | PRONOUN" + fact,
+            f"LOWER: /[^\\s0-9@{every}\\p{{Lu}}][^\\s0-9@{every}]*/",
+            "PRONOUN: " + " | ".join(_literal(w) for w in _FREE_CAPITALISED),
+        ]
+    else:
+        lines = [
+            "start: (SEP_MID | SEP_END)? head ((SEP_MID | SEP_END) head)* (SEP_MID | SEP_END)?",
+            "head: WORD" + fact,
+        ]
+    lines += [
+        f"WORD: /[^\\s0-9@{every}]+/",
+        f"SEP_MID: /[{mid}]+/",
+        f"SEP_END: /[{every}]*[{chars(_SENTENCE_END)}][{every}]*/",
+    ]
+    if facts:
+        lines.append("FACT: " + " | ".join(_literal(f) for f in facts))
+    return "\n".join(lines) + "\n"
 
 
 def check_schema(schema: Mapping[str, Any]) -> None:
@@ -139,6 +287,8 @@ def compile_grammar(
     """
     if isinstance(constraint, Choice):
         return "start: " + " | ".join(_literal(label) for label in constraint.labels) + "\n"
+    if isinstance(constraint, GroundedText):
+        return _grounded_text_grammar(constraint, representable)
     compiler = _Compiler(constraint.source, representable, dry_run=any_source)
     top = compiler.expr(constraint.schema, "$")
     if top is None:

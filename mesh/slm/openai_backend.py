@@ -93,7 +93,7 @@ class OpenAIBackend:
             body["top_p"] = request.top_p
         if request.seed is not None:
             body["seed"] = request.seed
-        if request.stop and request.output is None:
+        if request.stop and not isinstance(request.output, (JsonOutput, Choice)):
             body["stop"] = list(request.stop)
         if self.logprobs:
             body["logprobs"] = True

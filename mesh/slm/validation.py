@@ -17,9 +17,11 @@ from mesh.schema import SchemaValidator
 from mesh.slm.errors import InvalidOutputError
 from mesh.slm.grammar import (
     Choice,
+    GroundedText,
     JsonOutput,
     OutputConstraint,
     grounded_values,
+    invented_facts,
     written_numbers,
 )
 
@@ -47,7 +49,19 @@ def parse_output(constraint: OutputConstraint | None, text: str) -> Any:
             raise InvalidOutputError(f"the output {text[:80]!r} is not one of the labels "
                                      f"{list(constraint.labels)}")
         return label
+    if isinstance(constraint, GroundedText):
+        return _check_text(constraint, text)
     return _parse_json(constraint, text)
+
+
+def _check_text(constraint: GroundedText, text: str) -> str:
+    if not text.strip() or "\n" in text:
+        raise InvalidOutputError("the output must be one non-empty line of text")
+    invented = invented_facts(constraint, text)
+    if invented:
+        raise InvalidOutputError(f"the output states {invented[0][:80]!r}, which is not one of "
+                                 f"the facts in the input")
+    return text
 
 
 def _parse_json(constraint: JsonOutput, text: str) -> Any:

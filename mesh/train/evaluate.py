@@ -126,6 +126,7 @@ def score_served(
         InputError,
         InvalidOutputError,
         JsonOutput,
+        OutputConstraint,
     )
     from mesh.slm.transformers_backend import TransformersBackend
 
@@ -136,11 +137,15 @@ def score_served(
         backend.check_output(Choice(contract.labels))
     elif contract.schema is not None:
         backend.check_output(JsonOutput(contract.schema))
+    elif contract.text is not None:
+        backend.check_output(contract.text)
 
     async def one(example: Example) -> str:
-        output: Choice | JsonOutput | None = None
+        output: OutputConstraint | None = None
         if contract.labels is not None:
             output = Choice(contract.labels)
+        elif contract.text is not None:
+            output = contract.text.with_source(example.input)
         elif (schema := task.output_schema(example)) is not None:
             output = JsonOutput(schema, example.input)
         request = GenerationRequest(

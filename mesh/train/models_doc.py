@@ -84,7 +84,11 @@ def render(rows: list[ModelRow], count: int) -> str:
         "runs only for text the router leaves (under 0.35) yet related to the mesh's work (at "
         "least `min_related`, 0.2); a plan whose mean token log-probability is under "
         "`escalate_below` (-0.03) is dropped, and the request goes to the large model if one is "
-        "configured, else it is rejected with `no_workflow` (services/planner/agent.yaml).",
+        "configured, else it is rejected with `no_workflow` (services/planner/agent.yaml). "
+        "The responder writes grounded text: every word of its reply that holds a digit or "
+        "`@`, and every capitalised word inside a sentence, is copied from its facts "
+        "(`output.grounded_text`), so `facts` counts the key facts it chose to state, never "
+        "invented ones.",
         "",
         "| agent | parameters | size MB | training | split | " + " | ".join(metrics) + " |",
         "|---|---:|---:|---:|---|" + "---:|" * len(metrics),

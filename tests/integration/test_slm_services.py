@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,3 +75,36 @@ async def test_extractor_returns_schema_valid_grounded_json(spawn: Callable[...,
         for value in fields.values():
             assert value is None or value in text, f"{value!r} is not copied from the message"
         assert json.dumps(fields)  # serialisable as the next agent's input
+
+
+FACTS = [
+    {"intent": "track_shipment", "tool": "track_shipment", "ok": True, "customer": "Aisha Okafor",
+     "order_id": "ORD-317970", "status": "shipped", "carrier": "UPS",
+     "tracking_number": "1Z123456789012", "shipped_on": "2024-05-01", "delivered_on": None,
+     "estimated_delivery": "2024-05-06"},
+    {"intent": "order_status", "tool": "find_orders", "ok": True, "customer": "Zofia Kowalczyk",
+     "email": "zofia.k@example.org", "count": 2, "latest_order_id": "ORD-482913",
+     "latest_status": "placed", "latest_product": "Trail Runner Shoes"},
+]
+
+
+def _text(task: pb.Task) -> str:
+    return "".join(part.text for artifact in task.artifacts for part in artifact.parts
+                   if part.HasField("text"))
+
+
+async def test_responder_reply_states_only_facts_it_was_given(
+        spawn: Callable[..., ServiceProcess]) -> None:
+    """Grounded text: every number, email and name in the reply is copied from the facts."""
+    _needs_model("responder")
+    proc = spawn(ROOT / "services" / "responder", env={"SLMESH_TASK_STORE": "memory"})
+    for facts in FACTS:
+        source = json.dumps(facts, separators=(",", ":"))
+        task = await _ask(proc, "responder", source)
+        assert task.status.state == pb.TaskState.TASK_STATE_COMPLETED
+        reply = _text(task)
+        assert reply.strip() and "\n" not in reply
+        words = (word.strip("()[]{},;:\"$€£#.!?") for word in reply.split())
+        for word in words:
+            if re.search(r"[0-9@]", word):
+                assert word in source, f"{word!r} in {reply!r} is not in the facts"

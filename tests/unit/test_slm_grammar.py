@@ -12,11 +12,13 @@ import pytest
 from mesh.slm.errors import GroundingError, InvalidOutputError, SchemaError
 from mesh.slm.grammar import (
     Choice,
+    GroundedText,
     JsonOutput,
     _int_range,
     check_schema,
     compile_grammar,
     grounded_values,
+    invented_facts,
 )
 from mesh.slm.guide import Guide, TokenVocabulary, validate_grammar
 from mesh.slm.validation import OutputValidator, parse_output
@@ -336,3 +338,83 @@ def test_grounded_number_is_copied_as_the_customer_wrote_it(vocab: TokenVocabula
     with pytest.raises(GroundingError):
         compile_grammar(JsonOutput({**schema, "required": ["amount"]}, "no digits here"),
                         vocab.representable)
+
+
+FACTS = json.dumps({"intent": "order_status", "ok": True, "customer": "Ingrid Mensah",
+                    "order_id": "ORD-414251", "product": "Mechanical Keyboard", "count": 3,
+                    "amount": "87.27", "email": "nendgrok993@example.net", "note": None},
+                   separators=(",", ":"))
+TEXT_SOURCES = [FACTS, "Customer Zofia Kowalczyk wrote: refund 25.50 on ORD-111222 (email z@k.pl)."]
+
+
+def _accepts(vocab: TokenVocabulary, grammar: str, text: str) -> bool:
+    """Whether the grammar lets ``text``'s tokens through, one by one, to a finished output."""
+    guide = vocab.guide(grammar)
+    for token in vocab.tokenizer(text, add_special_tokens=False)["input_ids"]:
+        if not vocab.allowed([guide])[0][token]:
+            return False
+        guide.consume(token)
+    return guide.accepting
+
+
+@pytest.mark.parametrize("names", [True, False])
+def test_grounded_text_random_walks_never_invent_a_fact(vocab: TokenVocabulary,
+                                                        names: bool) -> None:
+    rng = random.Random(7)
+    for source in TEXT_SOURCES:
+        output = GroundedText(source, names=names, allow=("5",))
+        grammar = compile_grammar(output, vocab.representable)
+        validate_grammar(vocab, grammar)
+        for _ in range(12):
+            text = walk(vocab, vocab.guide(grammar), rng, limit=300)
+            assert "\n" not in text
+            if text.strip():
+                assert parse_output(output, text) == text
+            assert not invented_facts(output, text), text
+
+
+@pytest.mark.parametrize("reply", [
+    "Hi Ingrid, your order ORD-414251 (Mechanical Keyboard, 87.27) is placed.",
+    "Hello Ingrid Mensah! I found 3 orders for nendgrok993@example.net. I'll check them.",
+    "Your refund should arrive within 5 business days.",
+])
+def test_grounded_text_lets_copied_facts_through(vocab: TokenVocabulary, reply: str) -> None:
+    output = GroundedText(FACTS, allow=("5",))
+    assert _accepts(vocab, compile_grammar(output, vocab.representable), reply)
+    assert parse_output(output, reply) == reply
+
+
+@pytest.mark.parametrize("reply", [
+    "Hi Ingrid, your order ORD-777777 is placed.",       # invented order id
+    "Hi Ingrid, your order ORD-4142513 is placed.",      # a fact with a digit glued on
+    "Hi Emre, your order ORD-414251 is placed.",         # invented name inside a sentence
+    "I found 33 orders.",                                # two facts glued into a new number
+    "Write to nendgrok993@example.org please.",          # changed email
+    "Your refund of 19.99 is on its way.",               # invented amount
+])
+def test_grounded_text_refuses_invented_facts(vocab: TokenVocabulary, reply: str) -> None:
+    output = GroundedText(FACTS)
+    assert not _accepts(vocab, compile_grammar(output, vocab.representable), reply)
+    with pytest.raises(InvalidOutputError):
+        parse_output(output, reply)
+
+
+def test_grounded_text_facts_of_json_and_of_plain_text() -> None:
+    facts = set(GroundedText(FACTS).facts())
+    assert {"ORD-414251", "87.27", "3", "nendgrok993@example.net", "Ingrid Mensah", "Ingrid",
+            "Mensah", "Mechanical Keyboard", "Keyboard"} <= facts
+    assert "True" not in facts and "None" not in facts
+    plain_facts = set(GroundedText(TEXT_SOURCES[1], names=False).facts())
+    assert plain_facts == {"25.50", "ORD-111222", "z@k.pl"}
+
+
+def test_grounded_text_leaves_out_facts_the_tokenizer_cannot_write() -> None:
+    """A name with a character outside the vocabulary cannot be copied; decoding goes on."""
+    vocab = TokenVocabulary(char_tokenizer(), 110)
+    output = GroundedText(json.dumps({"customer": "Sn☃w Lee", "order_id": "ORD-123456"}))
+    grammar = compile_grammar(output, vocab.representable)
+    assert "Sn☃w" not in grammar and '"ORD-123456"' in grammar
+    rng = random.Random(5)
+    for _ in range(10):
+        text = walk(vocab, vocab.guide(grammar), rng, limit=200)
+        assert "☃" not in text and not invented_facts(output, text)

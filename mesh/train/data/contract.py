@@ -16,6 +16,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from mesh.config import ServiceSpec
+from mesh.slm.executor import OutputOptions
+from mesh.slm.grammar import GroundedText, invented_facts
 from mesh.slm.validation import OutputValidator
 
 SERVICES_DIR = Path(__file__).resolve().parents[3] / "services"
@@ -40,6 +42,8 @@ class Contract:
     max_new_tokens: int
     stop: tuple[str, ...]
     model_dir: Path
+    text: GroundedText | None = None
+    """Free text whose facts are copied from the input (``output.grounded_text``)."""
 
     def render(self, value: str) -> str:
         """The prompt with ``{input}`` filled in, exactly as the executor renders it."""
@@ -59,6 +63,10 @@ class Contract:
         if self.schema is None:
             if not output.strip():
                 raise ContractError("empty reply")
+            if self.text is not None and source is not None:
+                invented = invented_facts(self.text.with_source(source), output)
+                if invented:
+                    raise ContractError(f"{invented[0]!r} is not a fact of the input")
             return output
         try:
             value = json.loads(output)
@@ -88,6 +96,8 @@ def load_contract(agent: str, services_dir: Path = SERVICES_DIR) -> Contract:
     schema = output.get("schema")
     if schema is not None:
         OutputValidator.check_schema(schema)
+    text = OutputOptions.model_validate(output).constraint() if "grounded_text" in output \
+        else None
     assert spec.path is not None
     return Contract(
         agent=spec.name,
@@ -97,6 +107,7 @@ def load_contract(agent: str, services_dir: Path = SERVICES_DIR) -> Contract:
         max_new_tokens=int(options.get("max_new_tokens", 256)),
         stop=tuple(options.get("stop", ())),
         model_dir=(spec.path / options["model"]).resolve(),
+        text=text if isinstance(text, GroundedText) else None,
     )
 
 
