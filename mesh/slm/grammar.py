@@ -565,21 +565,19 @@ class _Compiler:
         return self._terminal(f'"\\"" {body} "\\""')
 
 
-_WRITTEN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_WRITTEN_NUMBER = re.compile(r"(?<![\w.\-/])(?<!\d,)-?\d+(?:\.\d+)?(?![\w]|[.\-/,]\d)")
 
 
 def written_numbers(source: str) -> list[str]:
     """The numbers ``source`` writes, as written, in order, each once.
 
-    A number is a maximal run of digits with an optional fraction; one after a dash is
-    listed with and without it (``ORD-104233`` holds ``-104233`` and ``104233``).
+    A number is a run of digits with an optional fraction (and sign) that stands alone:
+    digits inside an identifier or a date are not a quantity, so ``ORD-104233``,
+    ``TK12345``, ``10.3.2025``, ``2025-02-15`` and ``05/03/2023`` write no number (a
+    refund's amount can never be copied out of an order id), while ``42.50 EUR``,
+    ``$19.99``, ``(3 days)`` and ``18 September`` write 42.50, 19.99, 3 and 18.
     """
-    found: dict[str, None] = {}
-    for match in _WRITTEN_NUMBER.findall(source):
-        found[match] = None
-        if match.startswith("-"):
-            found[match[1:]] = None
-    return list(found)
+    return list(dict.fromkeys(_WRITTEN_NUMBER.findall(source)))
 
 
 MAX_LISTED_SPANS = 64

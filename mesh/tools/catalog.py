@@ -459,7 +459,7 @@ TOOLS: Mapping[str, Tool] = {
                     "email": {
                         "type": "string",
                         "format": "email",
-                        "pattern": r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+                        "pattern": r"^[^@\s]+@[^@\s]+\.[A-Za-z0-9-]*[A-Za-z0-9]$",
                         "maxLength": 254,
                         "description": "The customer's email address.",
                     }
@@ -508,9 +508,10 @@ TOOLS: Mapping[str, Tool] = {
                     "order_id": _ORDER_ID,
                     "address": {
                         "type": "string",
-                        "minLength": 10,
                         "maxLength": 300,
-                        "pattern": r"\S",
+                        # A full address holds a number and a comma: a date or a sentence
+                        # copied by mistake is refused (and a grounded span never picks one).
+                        "pattern": r"\d.*,|,.*\d",
                         "description": "The full new address: street and number, city, "
                         "postcode, country.",
                     },

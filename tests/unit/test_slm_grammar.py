@@ -19,6 +19,7 @@ from mesh.slm.grammar import (
     compile_grammar,
     grounded_values,
     invented_facts,
+    written_numbers,
 )
 from mesh.slm.guide import Guide, TokenVocabulary, validate_grammar
 from mesh.slm.validation import OutputValidator, parse_output
@@ -280,13 +281,20 @@ ADDRESS_CALL = {"type": "object", "properties": {
     "address": {"type": "string", "minLength": 10, "maxLength": 300, "pattern": "\\S",
                 "x-grounded": True}},
     "required": ["order_id", "address"], "additionalProperties": False}
+# What services/tool-caller and services/extractor now declare: a full address holds a
+# number and a comma (so a date or a sentence is never taken for one), no minimum length.
+FULL_ADDRESS_CALL = {**ADDRESS_CALL, "properties": {
+    **ADDRESS_CALL["properties"],
+    "address": {"type": "string", "maxLength": 300, "pattern": "\\d.*,|,.*\\d",
+                "x-grounded": True}}}
 
 
+@pytest.mark.parametrize("schema", [ADDRESS_CALL, FULL_ADDRESS_CALL], ids=["length", "full"])
 def test_grounded_span_with_limits_on_a_long_input_never_dead_ends(
-        vocab: TokenVocabulary) -> None:
+        vocab: TokenVocabulary, schema: dict[str, Any]) -> None:
     """Regression: the span automaton intersected with a counted length and the pattern went
     past the lexer's limit on this input, so decoding stopped right after ``"address":"``."""
-    output = JsonOutput(ADDRESS_CALL, LONG_SOURCE)
+    output = JsonOutput(schema, LONG_SOURCE)
     grammar = compile_grammar(output, vocab.representable)
     text = '{"order_id":"ORD-967523","address":"186 King Street, Austin 70553, Canada"}'
     guide = vocab.guide(grammar)
@@ -298,7 +306,8 @@ def test_grounded_span_with_limits_on_a_long_input_never_dead_ends(
     for _ in range(30):
         value = parse_output(output, walk(vocab, vocab.guide(grammar), rng))
         address = value["address"]
-        assert address in LONG_SOURCE and 10 <= len(address) <= 300
+        assert address in LONG_SOURCE and len(address) <= 300
+        assert OutputValidator(schema).is_valid(value)
         assert not set(address) & {'"', "\\"}
 
 
@@ -329,10 +338,10 @@ def test_grounded_number_is_copied_as_the_customer_wrote_it(vocab: TokenVocabula
         text = walk(vocab, vocab.guide(grammar), rng)
         seen.add(text)
         parse_output(output, text)
-    assert seen <= {'{"amount":42.50}', '{"amount":104233}', '{"amount":3}'}
+    assert seen <= {'{"amount":42.50}', '{"amount":3}'}  # never the order id's digits
     assert '{"amount":42.50}' in seen
     assert parse_output(output, '{"amount":42.5}') == {"amount": 42.5}
-    for invented in ('{"amount":19.99}', '{"amount":50}'):
+    for invented in ('{"amount":19.99}', '{"amount":50}', '{"amount":104233}'):
         with pytest.raises(InvalidOutputError, match="not written in the input"):
             parse_output(output, invented)
     with pytest.raises(GroundingError):
@@ -418,3 +427,14 @@ def test_grounded_text_leaves_out_facts_the_tokenizer_cannot_write() -> None:
     for _ in range(10):
         text = walk(vocab, vocab.guide(grammar), rng, limit=200)
         assert "☃" not in text and not invented_facts(output, text)
+
+
+@pytest.mark.parametrize(("source", "numbers"), [
+    ("Please refund 42.50 EUR on ORD-104233 (bought 3 days ago)", ["42.50", "3"]),
+    ("from 10.3.2025, 2025-02-15 or 05/03/2023; paid $19.99.", ["19.99"]),
+    ("18 September 2025, TK12345, 12.5kg, 1,299.00, -5 net", ["18", "2025", "-5"]),
+    ('{"amount":"379","order_id":"ORD-283603"}', ["379"]),
+])
+def test_written_numbers_are_quantities_not_digits_of_ids_or_dates(
+        source: str, numbers: list[str]) -> None:
+    assert written_numbers(source) == numbers
