@@ -411,11 +411,14 @@ def train(
     steps: Annotated[int | None, typer.Option(help="Train for this many steps.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (data and weights).")] = 0,
     out: Annotated[Path | None, typer.Option(help="Model folder (default: the one in the agent's spec).")] = None,
+    init_from: Annotated[Path | None, typer.Option(help="Continue training this saved model (e.g. models/AGENT) instead of random weights; its steps and time are added to the record.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default: the recipe's).")] = None,
 ) -> None:
-    """Train an agent's micro-SLM from scratch on its synthetic task data (progress bar, fixed seed).
+    """Train an agent's micro-SLM on its synthetic task data (progress bar, fixed seed).
 
-    Reproduces the shipped weights under models/<agent>/ with the defaults, and scores the
-    held-out test split (unseen names, values and phrasings) through the serving runtime.
+    Reproduces the shipped weights under models/<agent>/ with the defaults (from scratch), and
+    scores the held-out test split (unseen names, values and phrasings) through the serving
+    runtime. With --init-from, a saved model is trained further (a warm restart).
     """
     from mesh.train.run import main as train_main
 
@@ -426,6 +429,10 @@ def train(
         argv += ["--steps", str(steps)]
     if out is not None:
         argv += ["--out", str(out)]
+    if init_from is not None:
+        argv += ["--init-from", str(init_from)]
+    if lr is not None:
+        argv += ["--lr", str(lr)]
     train_main(argv)
 
 

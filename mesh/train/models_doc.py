@@ -70,7 +70,7 @@ def render(rows: list[ModelRow], count: int) -> str:
         "(`words`: BPE inside words, for the classifier; `subwords`: BPE inside words with "
         "digits, punctuation and spaces single, so any span can be copied, for the others). "
         "`training` is the total wall time and step count behind the shipped weights (a run "
-        "continued with `python -m mesh.train.run AGENT --init-from models/AGENT` adds to the "
+        "continued with `slmesh train AGENT --init-from models/AGENT` adds to the "
         "run it continued; one torch thread, bf16 autocast, on a 2-core machine shared with "
         "other work, so steps per minute vary between runs).",
         "",
