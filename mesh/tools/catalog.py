@@ -508,6 +508,7 @@ TOOLS: Mapping[str, Tool] = {
                     "order_id": _ORDER_ID,
                     "address": {
                         "type": "string",
+                        "minLength": 10,
                         "maxLength": 300,
                         # A full address holds a number and a comma: a date or a sentence
                         # copied by mistake is refused (and a grounded span never picks one).

@@ -287,9 +287,14 @@ FULL_ADDRESS_CALL = {**ADDRESS_CALL, "properties": {
     **ADDRESS_CALL["properties"],
     "address": {"type": "string", "maxLength": 300, "pattern": "\\d.*,|,.*\\d",
                 "x-grounded": True}}}
+# Both at once: llguidance's default lexer fuel ran out inside this span (mesh.slm.guide).
+LONG_FULL_ADDRESS_CALL = {**ADDRESS_CALL, "properties": {
+    **ADDRESS_CALL["properties"],
+    "address": {**FULL_ADDRESS_CALL["properties"]["address"], "minLength": 10}}}
 
 
-@pytest.mark.parametrize("schema", [ADDRESS_CALL, FULL_ADDRESS_CALL], ids=["length", "full"])
+@pytest.mark.parametrize("schema", [ADDRESS_CALL, FULL_ADDRESS_CALL, LONG_FULL_ADDRESS_CALL],
+                         ids=["length", "full", "full-and-length"])
 def test_grounded_span_with_limits_on_a_long_input_never_dead_ends(
         vocab: TokenVocabulary, schema: dict[str, Any]) -> None:
     """Regression: the span automaton intersected with a counted length and the pattern went
