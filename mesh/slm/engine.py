@@ -4,18 +4,24 @@ Why this shape: an agent gets many small concurrent requests, and on CPU (or a G
 forward pass over a batch of 16 costs little more than over one. So every request joins a
 running batch at the next decoding step (continuous batching at step granularity):
 
-- newcomers are prefilled together (left-padded), their KV cache is left-padded to the
-  running batch's length and concatenated on the batch axis; an attention mask and explicit
-  position ids make every row compute what it would alone (up to floating-point summation
-  order), so batched greedy output is the unbatched greedy output;
+- newcomers are prefilled together (left-padded, with their own transformers cache), then
+  their keys and values are copied once into free rows of the running batch's preallocated
+  :class:`~mesh.slm.slots.SlotCache`; an attention mask and explicit position ids make every
+  row compute what it would alone (up to floating-point summation order), so batched greedy
+  output is the unbatched greedy output;
+- every decode step writes one column of that cache in place (no per-step cache copies);
 - finished rows (end of sequence, stop string, token budget, deadline, cancel) leave at
-  once, and cache columns no remaining row uses are trimmed;
+  once: the last live row moves into the freed slot;
 - when the engine is idle, the first request waits up to ``max_wait_ms`` for company, so a
   burst starts as one batch rather than one request and then the rest.
 
+Token choice is one masked logits operation for the whole batch (grammar masks from
+llguidance for the constrained rows, computed together); text chunks reach their streams
+with one event-loop wake-up per step, not one per row.
+
 Models whose cache is not plain per-layer key/value tensors (sliding windows, state-space
-layers) cannot be merged this way; they fall back to batch-at-a-time: requests arriving
-while a batch runs start together when it ends.
+layers) cannot be merged this way; they fall back to batch-at-a-time on transformers' own
+cache: requests arriving while a batch runs start together when it ends.
 
 All model compute (tokenizing, grammar compilation, forward passes, masks) happens on the
 worker thread; the event loop only receives chunks and results.
@@ -33,7 +39,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
@@ -47,12 +52,15 @@ from mesh.slm.generation import (
     FinishReason,
     Generation,
     GenerationStream,
+    StreamItem,
     TokenLogprob,
     Usage,
+    send_all,
 )
 from mesh.slm.grammar import OutputConstraint, compile_grammar
 from mesh.slm.guide import Guide, TokenVocabulary
 from mesh.slm.loading import LoadedModel
+from mesh.slm.slots import SlotCache
 
 logger = logging.getLogger(__name__)
 
@@ -90,12 +98,17 @@ class Submission:
 
 @dataclass
 class _Batch:
-    """Rows decoding together: their shared KV cache, attention mask and next inputs."""
+    """Rows decoding together: their shared KV cache and the token each row feeds next.
+
+    A merged batch keeps its keys and values in ``slots`` (rows join and leave in place); the
+    batch-at-a-time fallback keeps transformers' ``cache`` and a growing attention ``mask``.
+    """
 
     rows: list[Submission]
-    cache: DynamicCache
-    mask: torch.Tensor  # [B, L] on the model's device: 1 where the cache holds a real token
     next_tokens: torch.Tensor  # [B] on the CPU: the sampled token each row feeds next
+    slots: SlotCache | None = None
+    cache: DynamicCache | None = None
+    mask: torch.Tensor | None = None  # [B, L] on the model's device (fallback only)
 
 
 class BatchEngine:
@@ -121,12 +134,18 @@ class BatchEngine:
         # transformers 5 renamed past_key_values to cache; both spellings are accepted.
         self._cache_argument = "cache" if "cache" in forward else "past_key_values"
         self._logits_to_keep = "logits_to_keep" in forward
+        # With SDPA attention a decode step's boolean [B, 1, 1, L] mask is exactly what
+        # transformers would build from the 2D mask; passing it skips that work every step.
+        self._mask_4d = getattr(loaded.model.config, "_attn_implementation", None) == "sdpa"
         self.steps = 0
         self._vocabulary: TokenVocabulary | None = None
         self._vocabulary_lock = threading.Lock()
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending: deque[Submission] = deque()
         self._batch: _Batch | None = None
+        self._slots: SlotCache | None = None
+        self._outbox: list[tuple[GenerationStream, StreamItem]] = []
+        self._token_texts: dict[int, str] = {}
         self._closing = False
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"slm-{loaded.name}", daemon=True)
@@ -160,11 +179,13 @@ class BatchEngine:
             with torch.inference_mode():
                 while self._collect():
                     self._step()
+                    self._flush()
         finally:
             self._stopped.set()
             stranded = list(self._pending) + (self._batch.rows if self._batch else [])
             for submission in stranded:
-                submission.stream.send(GenerationFailedError("the model engine stopped"))
+                self._send(submission, GenerationFailedError("the model engine stopped"))
+            self._flush()
             while True:
                 try:
                     item = self._inbox.get_nowait()
@@ -172,6 +193,15 @@ class BatchEngine:
                     break
                 if isinstance(item, Submission):
                     item.stream.send(GenerationFailedError("the model engine stopped"))
+
+    def _send(self, submission: Submission, item: StreamItem) -> None:
+        """Queues a chunk, result or error; :meth:`_flush` delivers them after the step."""
+        self._outbox.append((submission.stream, item))
+
+    def _flush(self) -> None:
+        if self._outbox:
+            outbox, self._outbox = self._outbox, []
+            send_all(outbox)
 
     def _collect(self) -> bool:
         """Moves submissions into ``_pending``; blocks (then lingers) only when idle."""
@@ -222,7 +252,7 @@ class BatchEngine:
             try:
                 self._prepare(submission)
             except SLMError as exc:
-                submission.stream.send(exc)
+                self._send(submission, exc)
                 continue
             admitted.append(submission)
         now = time.monotonic()
@@ -264,24 +294,25 @@ class BatchEngine:
         try:
             if self._batch is not None:
                 logits = self._decode(self._batch)
-                self._batch = self._advance(self._batch, logits)
+                self._batch = self._keep(self._batch, self._advance(self._batch, logits))
             if admitted:
-                fresh, logits = self._prefill(admitted)
-                self._batch = self._join(self._batch, self._advance(fresh, logits))
+                self._batch = self._start(admitted)
         except (RuntimeError, ValueError, IndexError) as exc:
             # A broken forward pass fails the rows it carried, not the engine.
             logger.exception("model step failed")
             rows = (self._batch.rows if self._batch else []) + admitted
             self._batch = None
+            if self._slots is not None:
+                self._slots.clear()
             for submission in rows:
-                submission.stream.send(GenerationFailedError(f"the model failed: {exc}"))
+                self._send(submission, GenerationFailedError(f"the model failed: {exc}"))
             return
         self.steps += 1
 
     # -- forward passes -----------------------------------------------------------------
 
     def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
-                 cache: DynamicCache) -> torch.Tensor:
+                 cache: Any) -> torch.Tensor:
         extra: dict[str, Any] = {self._cache_argument: cache}
         if self._logits_to_keep:
             extra["logits_to_keep"] = 1
@@ -290,11 +321,13 @@ class BatchEngine:
                                    **extra)
         return output.logits[:, -1, :].float().cpu()
 
-    def _prefill(self, rows: list[Submission]) -> tuple[_Batch, torch.Tensor]:
-        width = max(len(s.prompt_ids) for s in rows)
-        ids = torch.full((len(rows), width), self.loaded.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, submission in enumerate(rows):
+    def _start(self, admitted: list[Submission]) -> _Batch | None:
+        """Prefills ``admitted``, picks their first tokens and adds them to the batch."""
+        rows = len(admitted)
+        width = max(len(s.prompt_ids) for s in admitted)
+        ids = torch.full((rows, width), self.loaded.pad_id, dtype=torch.long)
+        mask = torch.zeros((rows, width), dtype=torch.long)
+        for i, submission in enumerate(admitted):
             n = len(submission.prompt_ids)
             ids[i, width - n:] = torch.tensor(submission.prompt_ids, dtype=torch.long)
             mask[i, width - n:] = 1
@@ -307,37 +340,78 @@ class BatchEngine:
             if not self.merge_supported:
                 logger.info("model %s: cache layers cannot be merged; batching whole batches",
                             self.loaded.name)
-        return _Batch(rows, cache, mask, torch.zeros(len(rows), dtype=torch.long)), logits
+        fresh = _Batch(admitted, torch.zeros(rows, dtype=torch.long), cache=cache, mask=mask)
+        keep = self._advance(fresh, logits)
+        if not self.merge_supported:
+            return self._keep(fresh, keep)
+        running = self._batch
+        if not keep:
+            return running
+        if len(keep) < rows:
+            index = torch.tensor(keep, dtype=torch.long).to(self.device)
+            for layer in cache.layers:
+                layer.keys = layer.keys[index]
+                layer.values = layer.values[index]
+        if self._slots is None:
+            self._slots = SlotCache(self.max_batch_size, len(cache.layers))
+        if running is None:
+            self._slots.clear()
+            running = _Batch([], torch.zeros(0, dtype=torch.long), slots=self._slots)
+        kept = [admitted[i] for i in keep]
+        self._slots.append(cache, [len(s.prompt_ids) for s in kept])
+        running.rows = running.rows + kept
+        running.next_tokens = torch.cat([running.next_tokens, fresh.next_tokens[keep]])
+        return running
 
     def _decode(self, batch: _Batch) -> torch.Tensor:
-        positions = batch.mask.sum(dim=1, keepdim=True)
-        batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.rows), 1))], dim=1)
-        return self._forward(batch.next_tokens[:, None], batch.mask, positions, batch.cache)
+        if batch.slots is None:
+            assert batch.mask is not None
+            positions = batch.mask.sum(dim=1, keepdim=True)
+            batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.rows), 1))],
+                                   dim=1)
+            return self._forward(batch.next_tokens[:, None], batch.mask, positions, batch.cache)
+        slots = batch.slots
+        slots.reserve_decode()
+        mask = slots.attention_mask()
+        mask = mask[:, None, None, :] if self._mask_4d else mask.long()
+        logits = self._forward(batch.next_tokens[:, None], mask, slots.positions(), slots.cache)
+        slots.advance()
+        return logits
 
     # -- choosing tokens ----------------------------------------------------------------
 
-    def _advance(self, batch: _Batch, logits: torch.Tensor) -> _Batch | None:
-        """Picks each row's next token and updates its text; returns the rows going on."""
-        guided = [i for i, s in enumerate(batch.rows) if s.guide is not None]
+    def _advance(self, batch: _Batch, logits: torch.Tensor) -> list[int]:
+        """Picks each row's next token (into ``batch.next_tokens``) and updates its text;
+        returns the indices of the rows going on."""
+        rows = batch.rows
+        guided = [i for i, s in enumerate(rows) if s.guide is not None]
+        blocked: list[bool] = []
         if guided:
-            allowed = self.vocabulary.allowed([batch.rows[i].guide for i in guided])  # type: ignore[misc]
-            index = torch.tensor(guided, dtype=torch.long)
-            logits[index] = logits[index].masked_fill(~torch.from_numpy(allowed), float("-inf"))
+            allowed = torch.from_numpy(
+                self.vocabulary.allowed([rows[i].guide for i in guided]))  # type: ignore[misc]
+            if len(guided) == len(rows):
+                logits.masked_fill_(~allowed, float("-inf"))
+            else:
+                index = torch.tensor(guided, dtype=torch.long)
+                logits[index] = logits[index].masked_fill(~allowed, float("-inf"))
+            blocked = torch.isneginf(logits).all(dim=1).tolist()
         logprobs = torch.log_softmax(logits, dim=-1)
-        greedy = logits.argmax(dim=-1)
+        tokens = logits.argmax(dim=-1)
+        for i, submission in enumerate(rows):
+            if submission.temperature > 0 and not (blocked and blocked[i]):
+                tokens[i] = self._sample(submission, logits[i])
+        batch.next_tokens = tokens
+        chosen = logprobs.gather(1, tokens[:, None])[:, 0].tolist()
         keep: list[int] = []
-        for i, submission in enumerate(batch.rows):
-            if torch.isneginf(logits[i]).all():
-                submission.stream.send(GenerationFailedError(
+        for i, (submission, token) in enumerate(zip(rows, tokens.tolist(), strict=True)):
+            if blocked and blocked[i]:
+                self._send(submission, GenerationFailedError(
                     "constrained decoding reached a state no token of this vocabulary can "
                     "continue"))
                 continue
-            token = (int(greedy[i]) if submission.temperature == 0
-                     else self._sample(submission, logits[i]))
-            batch.next_tokens[i] = token
-            if self._accept(submission, token, float(logprobs[i, token])):
+            if self._accept(submission, token, chosen[i]):
                 keep.append(i)
-        return self._keep(batch, keep)
+        return keep
 
     @staticmethod
     def _sample(submission: Submission, logits: torch.Tensor) -> int:
@@ -359,7 +433,7 @@ class BatchEngine:
             return False
         if token in self.loaded.eos_ids:
             if submission.guide is not None and not submission.guide.accepting:
-                submission.stream.send(GenerationFailedError(
+                self._send(submission, GenerationFailedError(
                     "constrained decoding reached a dead end (the output declaration and this "
                     f"input leave no way to finish): {submission.text[-80:]!r}"))
             else:
@@ -369,7 +443,7 @@ class BatchEngine:
             try:
                 submission.guide.consume(token)
             except SLMError as exc:
-                submission.stream.send(exc)
+                self._send(submission, exc)
                 return False
         submission.generated.append(token)
         submission.text = self.loaded.tokenizer.decode(submission.generated,
@@ -401,15 +475,20 @@ class BatchEngine:
             if submission.stop and submission.guide is None:
                 end = min(end, len(submission.text) - (max(map(len, submission.stop)) - 1))
         if end > submission.emitted:
-            submission.stream.send(submission.text[submission.emitted:end])
+            self._send(submission, submission.text[submission.emitted:end])
             submission.emitted = end
+
+    def _token_text(self, token: int) -> str:
+        text = self._token_texts.get(token)
+        if text is None:
+            text = self._token_texts[token] = self.loaded.tokenizer.decode([token])
+        return text
 
     def _finish(self, submission: Submission, reason: FinishReason) -> None:
         self._emit(submission, final=True)
         end = time.monotonic()
         elapsed = end - submission.submitted
         tokens = len(submission.generated)
-        tokenizer = self.loaded.tokenizer
         usage = Usage(
             input_tokens=len(submission.prompt_ids),
             output_tokens=tokens,
@@ -425,20 +504,29 @@ class BatchEngine:
             batch_size=submission.batch_size or None,
         )
         logprobs = tuple(
-            TokenLogprob(tokenizer.decode([t]), lp)
+            TokenLogprob(self._token_text(t), lp)
             for t, lp in zip(submission.generated, submission.logprobs, strict=False)
         )
-        submission.stream.send(Generation(submission.text, reason, usage, None, logprobs))
+        self._send(submission, Generation(submission.text, reason, usage, None, logprobs))
 
     # -- batch bookkeeping --------------------------------------------------------------
 
     @staticmethod
     def _keep(batch: _Batch, keep: list[int]) -> _Batch | None:
-        """The batch with only rows ``keep``; cache columns no row uses are trimmed."""
+        """The batch with only rows ``keep`` (ascending), or None when no row is left."""
         if len(keep) == len(batch.rows):
             return batch
         if not keep:
+            if batch.slots is not None:
+                batch.slots.clear()
             return None
+        if batch.slots is not None:
+            order = batch.slots.keep(keep)
+            batch.rows = [batch.rows[i] for i in order]
+            batch.next_tokens = batch.next_tokens[order]
+            return batch
+        # transformers' cache (batch-at-a-time): select rows, trim columns no row uses.
+        assert batch.mask is not None and batch.cache is not None
         index = torch.tensor(keep, dtype=torch.long)
         on_device = index.to(batch.mask.device)
         mask = batch.mask[on_device]
@@ -447,32 +535,8 @@ class BatchEngine:
         for layer in batch.cache.layers:
             layer.keys = layer.keys[on_device, :, start:, :]
             layer.values = layer.values[on_device, :, start:, :]
-        return _Batch([batch.rows[i] for i in keep], batch.cache, mask[:, start:],
-                      batch.next_tokens[index])
-
-    @staticmethod
-    def _join(running: _Batch | None, fresh: _Batch | None) -> _Batch | None:
-        """Adds prefilled rows to the running batch (left-padding the shorter cache)."""
-        if running is None or fresh is None:
-            return running or fresh
-        width = max(running.mask.shape[1], fresh.mask.shape[1])
-
-        def pad(tensor: torch.Tensor, columns: int) -> torch.Tensor:
-            if columns == 0:
-                return tensor
-            if tensor.dim() == 2:
-                return F.pad(tensor, (columns, 0))
-            return F.pad(tensor, (0, 0, columns, 0))
-
-        grow_running = width - running.mask.shape[1]
-        grow_fresh = width - fresh.mask.shape[1]
-        for old, new in zip(running.cache.layers, fresh.cache.layers, strict=True):
-            old.keys = torch.cat([pad(old.keys, grow_running), pad(new.keys, grow_fresh)])
-            old.values = torch.cat([pad(old.values, grow_running), pad(new.values, grow_fresh)])
-        running.mask = torch.cat([pad(running.mask, grow_running), pad(fresh.mask, grow_fresh)])
-        running.next_tokens = torch.cat([running.next_tokens, fresh.next_tokens])
-        running.rows = running.rows + fresh.rows
-        return running
+        return _Batch([batch.rows[i] for i in keep], batch.next_tokens[index],
+                      cache=batch.cache, mask=mask[:, start:])
 
 
 def _stop_index(text: str, stops: tuple[str, ...], emitted: int) -> int | None:
