@@ -35,8 +35,13 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
+
+import numpy as np
 
 import torch
 from transformers import DynamicCache
@@ -146,6 +151,9 @@ class BatchEngine:
         self._slots: SlotCache | None = None
         self._outbox: list[tuple[GenerationStream, StreamItem]] = []
         self._token_texts: dict[int, str] = {}
+        self._detokenize = _decoder(loaded.tokenizer)
+        self._mask_thread: ThreadPoolExecutor | None = None
+        self._mask_jobs: list[tuple[list[Guide], Future[np.ndarray]]] = []
         self._closing = False
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"slm-{loaded.name}", daemon=True)
@@ -182,6 +190,9 @@ class BatchEngine:
                     self._flush()
         finally:
             self._stopped.set()
+            self._drain_masks()
+            if self._mask_thread is not None:
+                self._mask_thread.shutdown()
             stranded = list(self._pending) + (self._batch.rows if self._batch else [])
             for submission in stranded:
                 self._send(submission, GenerationFailedError("the model engine stopped"))
@@ -290,7 +301,9 @@ class BatchEngine:
                 self._batch, [i for i, s in enumerate(self._batch.rows) if not s.cancelled])
         admitted = self._admit()
         if self._batch is None and not admitted:
+            self._drain_masks()  # the rows they were for were cancelled
             return
+        self._prefetch_masks(admitted)
         try:
             if self._batch is not None:
                 logits = self._decode(self._batch)
@@ -307,7 +320,54 @@ class BatchEngine:
             for submission in rows:
                 self._send(submission, GenerationFailedError(f"the model failed: {exc}"))
             return
+        finally:
+            self._drain_masks()
         self.steps += 1
+        if self._batch is not None:
+            self._prefetch_masks(self._batch.rows)
+
+    # -- grammar masks ------------------------------------------------------------------
+
+    def _prefetch_masks(self, rows: list[Submission]) -> None:
+        """Starts computing the next token masks of ``rows`` on a helper thread.
+
+        llguidance computes masks in Rust without the GIL, so the masks of the next step
+        are ready when its forward pass (which needs none of them) returns; the rows' parser
+        states are not touched until :meth:`_allowed` has collected them.
+        """
+        guides = [s.guide for s in rows if s.guide is not None and not s.cancelled]
+        if not guides:
+            return
+        if self._mask_thread is None:
+            self._mask_thread = ThreadPoolExecutor(
+                1, thread_name_prefix=f"slm-masks-{self.loaded.name}")
+        self._mask_jobs.append((guides, self._mask_thread.submit(self.vocabulary.allowed, guides)))
+
+    def _allowed(self, guides: list[Guide]) -> np.ndarray:
+        """The masks of ``guides`` (prefetched where they were; the rest computed now)."""
+        wanted = {id(g) for g in guides}
+        found: dict[int, np.ndarray] = {}
+        pending = []
+        for job in self._mask_jobs:
+            job_guides, future = job
+            if not wanted.intersection(id(g) for g in job_guides):
+                pending.append(job)
+                continue
+            masks = future.result()
+            found.update((id(g), masks[i]) for i, g in enumerate(job_guides))
+        self._mask_jobs = pending
+        if len(found) == len(guides) and all(id(g) in found for g in guides):
+            return np.stack([found[id(g)] for g in guides])
+        return self.vocabulary.allowed(guides)
+
+    def _drain_masks(self) -> None:
+        """Waits for masks nobody collected (a failed step), so no parser is still busy."""
+        for _, future in self._mask_jobs:
+            try:
+                future.result()
+            except Exception:  # noqa: BLE001 - the step that wanted them failed already
+                logger.debug("discarded grammar masks failed", exc_info=True)
+        self._mask_jobs = []
 
     # -- forward passes -----------------------------------------------------------------
 
@@ -388,7 +448,7 @@ class BatchEngine:
         blocked: list[bool] = []
         if guided:
             allowed = torch.from_numpy(
-                self.vocabulary.allowed([rows[i].guide for i in guided]))  # type: ignore[misc]
+                self._allowed([rows[i].guide for i in guided]))  # type: ignore[misc]
             if len(guided) == len(rows):
                 logits.masked_fill_(~allowed, float("-inf"))
             else:
@@ -446,8 +506,7 @@ class BatchEngine:
                 self._send(submission, exc)
                 return False
         submission.generated.append(token)
-        submission.text = self.loaded.tokenizer.decode(submission.generated,
-                                                       skip_special_tokens=True)
+        submission.text = self._detokenize(submission.generated)
         if submission.guide is None and submission.stop:
             cut = _stop_index(submission.text, submission.stop, submission.emitted)
             if cut is not None:
@@ -537,6 +596,19 @@ class BatchEngine:
             layer.values = layer.values[on_device, :, start:, :]
         return _Batch([batch.rows[i] for i in keep], batch.next_tokens[index],
                       cache=batch.cache, mask=mask[:, start:])
+
+
+def _decoder(tokenizer: Any) -> Callable[[list[int]], str]:
+    """``tokenizer.decode(ids, skip_special_tokens=True)``, without its per-call overhead.
+
+    A fast tokenizer that does no clean-up decodes in its Rust backend exactly as
+    transformers' ``decode`` does after converting the id list element by element (which
+    costs more than the decoding itself, and grows with the text on every step).
+    """
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is not None and not getattr(tokenizer, "clean_up_tokenization_spaces", True):
+        return partial(backend.decode, skip_special_tokens=True)
+    return partial(tokenizer.decode, skip_special_tokens=True)
 
 
 def _stop_index(text: str, stops: tuple[str, ...], emitted: int) -> int | None:

@@ -104,9 +104,9 @@ class SlotCache:
             to = torch.tensor(holes, dtype=torch.long)
             source = torch.tensor(movers, dtype=torch.long)
             window = slice(self.start, self.end)
-            for buffers in (self.keys, self.values):
-                for buffer in buffers:
-                    buffer[to.to(buffer.device), :, window] = buffer[source.to(buffer.device), :, window]
+            device = self.keys[0].device
+            for buffer in (*self.keys, *self.values):
+                buffer[to.to(device), :, window] = buffer[source.to(device), :, window]
             self.row_start[to] = self.row_start[source]
             for hole, mover in zip(holes, movers, strict=True):
                 order[hole] = mover

@@ -101,6 +101,24 @@ async def test_requests_joining_a_running_batch_match_unbatched(
     assert backend.engine.merge_supported
 
 
+
+async def test_rows_joining_and_leaving_a_long_running_batch_match_unbatched(
+        backend: TransformersBackend) -> None:
+    """More requests than rows, each with its own budget and start: rows leave at different
+    steps (their slots refilled by the last row and by newcomers), and generations long enough
+    that the slot cache's window moves and grows several times."""
+    requests = [GenerationRequest(prompt=PROMPTS[i % len(PROMPTS)], max_new_tokens=budget)
+                for i, budget in enumerate((150, 3, 40, 220, 9, 1, 75, 130, 17, 260, 5, 60))]
+    alone = await _one_by_one(backend, requests)
+
+    async def later(request: GenerationRequest, delay: float) -> str:
+        await asyncio.sleep(delay)
+        return (await backend.generate(request)).text
+
+    mixed = await asyncio.gather(*(later(r, 0.003 * (i % 4)) for i, r in enumerate(requests)))
+    assert list(mixed) == alone
+
+
 async def test_constrained_batched_equals_unbatched_and_valid(backend: TransformersBackend) -> None:
     requests = [GenerationRequest(prompt=p, max_new_tokens=120, output=JsonOutput(SCHEMA, p))
                 for p in PROMPTS]
