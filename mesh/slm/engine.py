@@ -90,7 +90,9 @@ class Submission:
     cancelled: bool = False
     # worker-thread state
     prompt_ids: list[int] = field(default_factory=list)
+    grammar: str | None = None
     guide: Guide | None = None
+    guide_error: SLMError | None = None
     generator: torch.Generator | None = None
     generated: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
@@ -153,7 +155,7 @@ class BatchEngine:
         self._token_texts: dict[int, str] = {}
         self._detokenize = _decoder(loaded.tokenizer)
         self._mask_thread: ThreadPoolExecutor | None = None
-        self._mask_jobs: list[tuple[list[Guide], Future[np.ndarray]]] = []
+        self._mask_jobs: list[tuple[set[int], Future[dict[int, np.ndarray]]]] = []
         self._closing = False
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"slm-{loaded.name}", daemon=True)
@@ -248,7 +250,7 @@ class BatchEngine:
         return True
 
     def _admit(self) -> list[Submission]:
-        """Takes pending requests the batch has room for, prepared (tokens, guide)."""
+        """Takes pending requests the batch has room for, prepared (tokens, grammar)."""
         running = len(self._batch.rows) if self._batch else 0
         if running and self.merge_supported is False:
             return []
@@ -285,9 +287,9 @@ class BatchEngine:
             )
         submission.prompt_ids = ids
         if submission.output is not None:
-            vocabulary = self.vocabulary
-            grammar = compile_grammar(submission.output, vocabulary.representable)
-            submission.guide = vocabulary.guide(grammar)
+            # The parser itself is built on the mask thread (see _prefetch_masks).
+            submission.grammar = compile_grammar(submission.output,
+                                                 self.vocabulary.representable)
         if submission.temperature > 0:
             submission.generator = torch.Generator()
             if submission.seed is not None:
@@ -329,36 +331,59 @@ class BatchEngine:
     # -- grammar masks ------------------------------------------------------------------
 
     def _prefetch_masks(self, rows: list[Submission]) -> None:
-        """Starts computing the next token masks of ``rows`` on a helper thread.
+        """Starts the next token masks of ``rows`` (and newcomers' parsers) on a helper thread.
 
-        llguidance computes masks in Rust without the GIL, so the masks of the next step
-        are ready when its forward pass (which needs none of them) returns; the rows' parser
-        states are not touched until :meth:`_allowed` has collected them.
+        llguidance builds parsers and computes masks in Rust without the GIL, so they are
+        ready when the forward passes of the step (which need none of them) return; the rows'
+        parsers are not touched until :meth:`_masks` has collected the job.
         """
-        guides = [s.guide for s in rows if s.guide is not None and not s.cancelled]
-        if not guides:
+        constrained = [s for s in rows if s.grammar is not None and not s.cancelled]
+        if not constrained:
             return
         if self._mask_thread is None:
             self._mask_thread = ThreadPoolExecutor(
                 1, thread_name_prefix=f"slm-masks-{self.loaded.name}")
-        self._mask_jobs.append((guides, self._mask_thread.submit(self.vocabulary.allowed, guides)))
+        job = self._mask_thread.submit(self._build_masks, constrained)
+        self._mask_jobs.append(({id(s) for s in constrained}, job))
 
-    def _allowed(self, guides: list[Guide]) -> np.ndarray:
-        """The masks of ``guides`` (prefetched where they were; the rest computed now)."""
-        wanted = {id(g) for g in guides}
+    def _build_masks(self, rows: list[Submission]) -> dict[int, np.ndarray]:
+        """Helper thread: builds missing parsers, then the masks of all rows (by row id)."""
+        guided = [s for s in rows if s.guide is not None or self._build_guide(s)]
+        if not guided:
+            return {}
+        masks = self.vocabulary.allowed([s.guide for s in guided])  # type: ignore[misc]
+        return {id(s): masks[i] for i, s in enumerate(guided)}
+
+    def _build_guide(self, submission: Submission) -> bool:
+        """Builds the row's parser; a grammar llguidance refuses fails the row later."""
+        assert submission.grammar is not None
+        try:
+            submission.guide = self.vocabulary.guide(submission.grammar)
+        except SLMError as exc:
+            submission.guide_error = exc
+            return False
+        return True
+
+    def _masks(self, rows: list[Submission]) -> tuple[list[int], np.ndarray | None]:
+        """The constrained rows' indices and their masks (prefetched, or computed now)."""
+        wanted = {id(s) for s in rows}
         found: dict[int, np.ndarray] = {}
         pending = []
         for job in self._mask_jobs:
-            job_guides, future = job
-            if not wanted.intersection(id(g) for g in job_guides):
+            ids, future = job
+            if wanted.isdisjoint(ids):
                 pending.append(job)
-                continue
-            masks = future.result()
-            found.update((id(g), masks[i]) for i, g in enumerate(job_guides))
+            else:
+                found.update(future.result())
         self._mask_jobs = pending
-        if len(found) == len(guides) and all(id(g) in found for g in guides):
-            return np.stack([found[id(g)] for g in guides])
-        return self.vocabulary.allowed(guides)
+        guided = [i for i, s in enumerate(rows) if s.grammar is not None
+                  and s.guide_error is None and (s.guide is not None or self._build_guide(s))]
+        if not guided:
+            return [], None
+        if all(id(rows[i]) in found for i in guided):
+            return guided, np.stack([found[id(rows[i])] for i in guided])
+        guides = [rows[i].guide for i in guided]
+        return guided, self.vocabulary.allowed(guides)  # type: ignore[arg-type]
 
     def _drain_masks(self) -> None:
         """Waits for masks nobody collected (a failed step), so no parser is still busy."""
@@ -444,11 +469,10 @@ class BatchEngine:
         """Picks each row's next token (into ``batch.next_tokens``) and updates its text;
         returns the indices of the rows going on."""
         rows = batch.rows
-        guided = [i for i, s in enumerate(rows) if s.guide is not None]
+        guided, masks = self._masks(rows)
         blocked: list[bool] = []
-        if guided:
-            allowed = torch.from_numpy(
-                self._allowed([rows[i].guide for i in guided]))  # type: ignore[misc]
+        if masks is not None:
+            allowed = torch.from_numpy(masks)
             if len(guided) == len(rows):
                 logits.masked_fill_(~allowed, float("-inf"))
             else:
@@ -464,6 +488,9 @@ class BatchEngine:
         chosen = logprobs.gather(1, tokens[:, None])[:, 0].tolist()
         keep: list[int] = []
         for i, (submission, token) in enumerate(zip(rows, tokens.tolist(), strict=True)):
+            if submission.guide_error is not None:
+                self._send(submission, submission.guide_error)
+                continue
             if blocked and blocked[i]:
                 self._send(submission, GenerationFailedError(
                     "constrained decoding reached a state no token of this vocabulary can "

@@ -13,15 +13,18 @@ import pytest
 
 from mesh.slm import (
     Choice,
+    Generation,
     GenerationCancelledError,
     GenerationRequest,
     IncompleteOutputError,
     InputTooLongError,
     JsonOutput,
+    SchemaError,
     TransformersBackend,
     load_model,
     parse_output,
 )
+from mesh.slm.guide import Guide
 from mesh.slm.loading import resolve_source
 from tests.support.tiny_slm import save_tiny_model
 from tests.unit.test_slm_grammar import SOURCE, random_schema
@@ -146,6 +149,32 @@ async def test_random_schemas_greedy_model_output_is_valid(backend: Transformers
     for request, generation in zip(requests, generations, strict=True):
         assert generation.finish_reason == "stop"
         assert parse_output(request.output, generation.text) == generation.value
+
+
+
+async def test_a_grammar_the_parser_refuses_fails_only_its_request(
+        backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsers are built on the mask thread after admission: a refused one fails its row with
+    the parser's error, while the rows beside it decode on."""
+    vocabulary = backend.engine.vocabulary
+    build = vocabulary.guide
+
+    def guide(grammar: str) -> Guide:
+        if "refund_request" in grammar:
+            raise SchemaError("the output grammar was refused: test")
+        return build(grammar)
+
+    monkeypatch.setattr(vocabulary, "guide", guide)
+    refused = GenerationRequest(prompt=PROMPTS[1], max_new_tokens=20,
+                                output=Choice(("refund_request", "other")))
+    fine = [GenerationRequest(prompt=p, max_new_tokens=8) for p in PROMPTS[:3]]
+    fine.append(GenerationRequest(prompt=PROMPTS[0], max_new_tokens=20,
+                                  output=Choice(("yes", "no"))))
+    results = await asyncio.gather(*(backend.generate(r) for r in [refused, *fine]),
+                                   return_exceptions=True)
+    assert isinstance(results[0], SchemaError) and "test" in str(results[0])
+    assert all(isinstance(g, Generation) for g in results[1:])
+    assert results[-1].value in {"yes", "no"}  # type: ignore[union-attr]
 
 
 async def test_stream_chunks_join_to_the_final_text(backend: TransformersBackend) -> None:
