@@ -14,6 +14,10 @@ Here each layer owns fixed buffers ``[slots, kv_heads, capacity, head_dim]``:
 - when ``end`` reaches the capacity, the live window is moved back to the left (or into larger
   buffers): one copy of the live cache every few hundred steps instead of one per step.
 
+Buffers start with room for a few rows and the first prompt, and double (in rows, up to
+``slots``, and in columns) when needed; they are never shrunk, so an engine holds about twice
+the largest cache it has needed.
+
 The per-row attention mask is derived from each row's first column, so batched rows compute
 what they would alone (masked columns get exactly zero weight), as with left padding.
 """
@@ -27,6 +31,8 @@ from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache
 
 _HEADROOM = 64
 """Minimum free columns right of the window after a move (decode steps until the next one)."""
+_FIRST_SLOTS = 8
+"""Rows allocated at first; buffers double (up to ``slots``) when more rows are live at once."""
 
 
 class SlotCache:
@@ -73,12 +79,16 @@ class SlotCache:
         count = len(lengths)
         if self.rows + count > self.slots:
             raise ValueError("more rows than slots")
-        first = prefilled.layers[0].keys
-        width = first.shape[2]
+        width = prefilled.layers[0].keys.shape[2]
         if not self.keys:
-            self._allocate(prefilled, width + _HEADROOM)
+            self._allocate(prefilled, min(self.slots, max(count, _FIRST_SLOTS)),
+                           width + _HEADROOM)
         if self.rows == 0:
             self.start = self.end = 0
+        allocated = self.keys[0].shape[0]
+        if self.rows + count > allocated:
+            self._resize(min(self.slots, max(2 * allocated, self.rows + count)), self.capacity,
+                         self.end)
         if self.end < width:
             self._relocate(width)
         rows = slice(self.rows, self.rows + count)
@@ -120,43 +130,45 @@ class SlotCache:
 
     # -- layout -------------------------------------------------------------------------
 
-    def _allocate(self, like: DynamicCache, capacity: int) -> None:
-        old_keys, old_values = self.keys, self.values
-        self.keys, self.values = [], []
-        for layer in like.layers:
-            heads, dim = layer.keys.shape[1], layer.keys.shape[3]
-            value_dim = layer.values.shape[3]
-            self.keys.append(layer.keys.new_zeros((self.slots, heads, capacity, dim)))
-            self.values.append(layer.values.new_zeros((self.slots, heads, capacity, value_dim)))
+    def _allocate(self, like: DynamicCache, slots: int, capacity: int) -> None:
+        self.keys = [layer.keys.new_zeros((slots, layer.keys.shape[1], capacity,
+                                           layer.keys.shape[3])) for layer in like.layers]
+        self.values = [layer.values.new_zeros((slots, layer.values.shape[1], capacity,
+                                               layer.values.shape[3])) for layer in like.layers]
         self.capacity = capacity
         for layer in self.cache.layers:
             layer.bind()
-        del old_keys, old_values
 
     def _relocate(self, end: int) -> None:
         """Moves the live window so it ends at column ``end`` (>= width), growing if needed."""
-        width, rows = self.width, self.rows
-        end = max(end, width)
+        end = max(end, self.width)
         needed = end + _HEADROOM
-        old = slice(self.start, self.end)
-        new = slice(end - width, end)
         if needed > self.capacity:
-            capacity = max(needed, 2 * end)
-            fresh_keys, fresh_values = [], []
-            for buffer in self.keys:
-                grown = buffer.new_zeros((*buffer.shape[:2], capacity, buffer.shape[3]))
-                grown[:rows, :, new] = buffer[:rows, :, old]
-                fresh_keys.append(grown)
-            for buffer in self.values:
-                grown = buffer.new_zeros((*buffer.shape[:2], capacity, buffer.shape[3]))
-                grown[:rows, :, new] = buffer[:rows, :, old]
-                fresh_values.append(grown)
-            self.keys, self.values, self.capacity = fresh_keys, fresh_values, capacity
-            for layer in self.cache.layers:
-                layer.bind()
-        elif new != old and width:
+            self._resize(self.keys[0].shape[0], max(needed, 2 * end), end)
+            return
+        width, rows = self.width, self.rows
+        old, new = slice(self.start, self.end), slice(end - width, end)
+        if new != old and width:
             for buffer in (*self.keys, *self.values):
                 buffer[:rows, :, new] = buffer[:rows, :, old].clone()
+        self.row_start[:rows] += end - self.end
+        self.start, self.end = end - width, end
+
+    def _resize(self, slots: int, capacity: int, end: int) -> None:
+        """New buffers of ``slots`` x ``capacity``, the live window copied to end at ``end``."""
+        width, rows = self.width, self.rows
+        old, new = slice(self.start, self.end), slice(end - width, end)
+
+        def grown(buffer: torch.Tensor) -> torch.Tensor:
+            fresh = buffer.new_zeros((slots, buffer.shape[1], capacity, buffer.shape[3]))
+            fresh[:rows, :, new] = buffer[:rows, :, old]
+            return fresh
+
+        self.keys = [grown(buffer) for buffer in self.keys]
+        self.values = [grown(buffer) for buffer in self.values]
+        self.capacity = capacity
+        for layer in self.cache.layers:
+            layer.bind()
         self.row_start[:rows] += end - self.end
         self.start, self.end = end - width, end
 

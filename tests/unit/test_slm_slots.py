@@ -45,14 +45,14 @@ def _check(slots: SlotCache, expected: list[torch.Tensor]) -> None:
 
 def test_rows_keep_their_columns_through_joins_leaves_and_moves() -> None:
     rng = random.Random(3)
-    slots = SlotCache(slots=6, layers=LAYERS)
+    slots = SlotCache(slots=12, layers=LAYERS)
     expected: list[torch.Tensor] = []
     moves = []
     relocate = slots._relocate
     slots._relocate = lambda end: (moves.append(end), relocate(end))  # type: ignore[method-assign]
     for step in range(400):
-        if slots.rows < 6 and rng.random() < 0.3:
-            lengths = [rng.randint(1, 40) for _ in range(rng.randint(1, 6 - slots.rows))]
+        if slots.rows < 12 and rng.random() < 0.3:
+            lengths = [rng.randint(1, 40) for _ in range(rng.randint(1, min(6, 12 - slots.rows)))]
             cache, rows = _prefill(lengths, rng)
             slots.append(cache, lengths)
             expected += rows
@@ -72,3 +72,4 @@ def test_rows_keep_their_columns_through_joins_leaves_and_moves() -> None:
                 expected = [expected[i] for i in order]
         _check(slots, expected)
     assert len(moves) >= 3 and slots.capacity > 2 * 40  # the window moved, the buffers grew
+    assert slots.keys[0].shape[0] == 12  # from 8 rows allocated at first
