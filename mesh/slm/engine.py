@@ -611,18 +611,15 @@ class BatchEngine:
             batch.rows = [batch.rows[i] for i in order]
             batch.next_tokens = batch.next_tokens[order]
             return batch
-        # transformers' cache (batch-at-a-time): select rows, trim columns no row uses.
+        # transformers' cache (batch-at-a-time): its layers select the rows. Columns are not
+        # trimmed: a sliding-window layer holds fewer columns than the mask, which must keep
+        # covering every position for transformers to place the window.
         assert batch.mask is not None and batch.cache is not None
         index = torch.tensor(keep, dtype=torch.long)
         on_device = index.to(batch.mask.device)
-        mask = batch.mask[on_device]
-        used = mask.any(dim=0).nonzero()
-        start = int(used[0]) if len(used) else mask.shape[1]
-        for layer in batch.cache.layers:
-            layer.keys = layer.keys[on_device, :, start:, :]
-            layer.values = layer.values[on_device, :, start:, :]
+        batch.cache.batch_select_indices(on_device)
         return _Batch([batch.rows[i] for i in keep], batch.next_tokens[index],
-                      cache=batch.cache, mask=mask[:, start:])
+                      cache=batch.cache, mask=batch.mask[on_device])
 
 
 def _decoder(tokenizer: Any) -> Callable[[list[int]], str]:

@@ -122,6 +122,24 @@ async def test_rows_joining_and_leaving_a_long_running_batch_match_unbatched(
     assert list(mixed) == alone
 
 
+
+async def test_a_sliding_window_model_batches_whole_batches_matching_unbatched(
+        tmp_path: Path) -> None:
+    folder = save_tiny_model(tmp_path / "mistral", "mistral", "char")
+    served = TransformersBackend(str(folder), max_batch_size=8, max_wait_ms=20, threads=1)
+    try:
+        requests = [GenerationRequest(prompt=p, max_new_tokens=budget)
+                    for p, budget in zip(PROMPTS, (30, 5, 12, 40, 20), strict=True)]
+        requests += [GenerationRequest(prompt=p, max_new_tokens=120,
+                                       output=JsonOutput(SCHEMA, p)) for p in PROMPTS[:2]]
+        alone = await _one_by_one(served, requests)
+        together = await asyncio.gather(*(served.generate(r) for r in requests))
+        assert [g.text for g in together] == alone  # rows left at different steps
+        assert served.engine.merge_supported is False
+    finally:
+        served.engine.close()
+
+
 async def test_constrained_batched_equals_unbatched_and_valid(backend: TransformersBackend) -> None:
     requests = [GenerationRequest(prompt=p, max_new_tokens=120, output=JsonOutput(SCHEMA, p))
                 for p in PROMPTS]
