@@ -282,6 +282,12 @@ concurrent, this machine, 2026-11-26, load average ~6 from other engineers' jobs
   ~70-85 ms of CPU (responder), ~8 ms of it prefill; 5x leaves ~15 ms per request for the
   prefill and ~60 decoded tokens, ~0.1 ms per token-row, against ~0.25 ms per row of a 32-row
   decode step (~8 ms, measured on a lightly loaded core).
+- Before and after, same session (load average 3-7), the previous engine and this one run
+  alternately, each off/on pair twice over 128 requests at 32 concurrent: extractor 2.62x and
+  2.49x before, 3.18x and 2.90x now; responder 2.22x and 2.46x before, 3.06x and 4.42x now.
+  Batching off got faster too (the decode mask is passed ready-made, grammar masks overlap the
+  forward pass), which holds the ratio down. The 3.89x / 3.23x recorded on 2026-11-25 ran at
+  load ~12-14, which slowed batching off (CPU per request x2.2) more than on (x1.7).
 - What would raise the ratio further: fewer bytes of KV per step (a bfloat16 cache halves them
   but changes outputs), attention that skips the left padding (a ragged/paged kernel), a
   leaner forward than transformers' modules (which would speed up batching off as much), or
