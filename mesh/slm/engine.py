@@ -70,6 +70,10 @@ from mesh.slm.slots import SlotCache
 logger = logging.getLogger(__name__)
 
 _CLOSE = object()
+_MASK_4D_MODELS = frozenset({"llama", "qwen2", "qwen3", "mistral", "phi3", "gemma", "smollm3",
+                             "olmo2", "granite"})
+"""Model types whose forward hands the attention mask only to transformers' mask builders,
+which take a ready 4D mask as is (others, e.g. ALiBi models, derive biases from the 2D mask)."""
 
 
 @dataclass(eq=False)
@@ -143,7 +147,9 @@ class BatchEngine:
         self._logits_to_keep = "logits_to_keep" in forward
         # With SDPA attention a decode step's boolean [B, 1, 1, L] mask is exactly what
         # transformers would build from the 2D mask; passing it skips that work every step.
-        self._mask_4d = getattr(loaded.model.config, "_attn_implementation", None) == "sdpa"
+        config = loaded.model.config
+        self._mask_4d = (getattr(config, "_attn_implementation", None) == "sdpa"
+                         and getattr(config, "model_type", None) in _MASK_4D_MODELS)
         self.steps = 0
         self._vocabulary: TokenVocabulary | None = None
         self._vocabulary_lock = threading.Lock()

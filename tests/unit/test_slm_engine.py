@@ -123,6 +123,25 @@ async def test_rows_joining_and_leaving_a_long_running_batch_match_unbatched(
 
 
 
+
+async def test_decoding_with_a_2d_mask_matches_the_4d_mask(model_dirs: dict[str, Path]) -> None:
+    """Model types not known to take a ready 4D mask get the 2D one, which transformers turns
+    into the same mask over the slot cache's window."""
+    requests = [GenerationRequest(prompt=p, max_new_tokens=budget)
+                for p, budget in zip(PROMPTS, (30, 5, 12, 40, 20), strict=True)]
+    texts = []
+    for mask_4d in (True, False):
+        served = TransformersBackend(str(model_dirs["llama-char"]), max_batch_size=8,
+                                     max_wait_ms=20, threads=1)
+        served.engine._mask_4d = mask_4d
+        try:
+            texts.append([g.text for g in await asyncio.gather(
+                *(served.generate(r) for r in requests))])
+        finally:
+            served.engine.close()
+    assert texts[0] == texts[1]
+
+
 async def test_a_sliding_window_model_batches_whole_batches_matching_unbatched(
         tmp_path: Path) -> None:
     folder = save_tiny_model(tmp_path / "mistral", "mistral", "char")
