@@ -18,8 +18,9 @@ Buffers start with room for a few rows and the first prompt, and double (in rows
 ``slots``, and in columns) when needed; they are never shrunk, so an engine holds about twice
 the largest cache it has needed.
 
-The per-row attention mask is derived from each row's first column, so batched rows compute
-what they would alone (masked columns get exactly zero weight), as with left padding.
+The per-row attention mask is derived from each row's first column (masked columns get
+exactly zero weight), so batched rows compute what they would alone up to floating-point
+summation order, as with left padding.
 """
 
 from __future__ import annotations
