@@ -258,27 +258,40 @@ def render(rows: list[Row], *, threads: int, infos: dict[str, dict[str, Any]],
     return "\n".join(lines) + "\n"
 
 
-WHY = """Why the 5x target is out of reach here (profiled with cProfile on the model worker thread,
-extractor, 32 concurrent, on this machine on 2026-11-25):
+WHY = """Where the worker's time goes with batching on (cProfile on the model worker thread, 32
+concurrent, this machine, 2026-11-26, load average ~6 from other engineers' jobs):
 
-- The model is too small for batching to be nearly free on one CPU thread. A batch-1 decode
-  step costs ~3.3 ms of forward pass, almost all fixed per-call overhead (~30 small modules);
-  batching amortises exactly that. A 32-row step over ~200 cached positions is real work: ~7 ms
-  of matmuls (~21 GFLOP/s), ~6 ms of attention reading the KV cache, and ~12 ms of
-  `torch.cat`: transformers' `DynamicCache` copies every layer's keys and values to append
-  one position, and joining rows copies the cache again. Per generated token that is ~1.5-2 ms batched against ~5.7 ms one at a time
-  (forward plus sampling, mask and bookkeeping), a ceiling of roughly 3-4x before any
-  per-request cost. The responder (free text: no grammar, no masks) gets closest.
-- Per-request costs do not batch. Under continuous batching at 32 concurrent a row finishes and
-  another joins almost every step, so most steps also run a 1-row prefill, copy the whole KV
-  cache to drop the finished row and again to join the new one. For the extractor, building
-  each request's grammar and llguidance matcher from up to 512 listed span literals per field
-  cost ~55 ms of worker time per request; listing at most 64 spans (the span automaton beyond)
-  cut that to ~10 ms and halved the per-step mask time (commit "Grounded spans: list at most 64
-  fitting spans").
-- What would raise the ratio: a preallocated KV cache (no per-step copies) and joining
-  newcomers every few steps instead of every step; on a GPU or a larger model, where a batch-1
-  step is bound by reading the weights, batching multiplies throughput far more."""
+- The KV cache no longer moves. `mesh/slm/slots.py` preallocates each layer's keys and values
+  per batch row: a decode step writes one column in place, a request joining copies its
+  prefill once, one leaving is replaced by the last row. Before, `DynamicCache` concatenation
+  on every step plus re-padding and trimming when rows joined or left took ~25% of the
+  worker's time (responder); now ~1-2%. Token choice is one masked operation for the batch;
+  llguidance builds newcomers' parsers and computes the next step's masks on a helper thread
+  while the forward pass runs (it drops the GIL), which took the mask time (~19% of the
+  extractor's worker time when computed in line) off the model thread; text chunks reach the
+  event loop with one wake-up per step instead of one per row.
+- What is left is mostly the forward pass: decode steps are ~60-70% of the worker's time, split
+  about evenly between matmuls and attention, plus transformers' per-module Python. Attention
+  over 32 rows is bound by memory bandwidth: ~200 cached positions x 32 rows x 4 layers of
+  float32 keys and values is ~40 MB read per step, more than the 32 MB L3 (~1-1.4 ms per layer,
+  ~0.3 ms when the same data is cache-resident); rows are left-padded to the oldest row's start
+  (~23% of the attended positions are padding).
+- Per-request costs do not batch and are the same with batching off: the prefill of an
+  80-130-token prompt (~17% of the extractor's worker time at 32 concurrent) and, for it,
+  compiling its grounded JSON grammar in Python (~7%). A request with batching off costs
+  ~70-85 ms of CPU (responder), ~8 ms of it prefill; 5x leaves ~15 ms per request for the
+  prefill and ~60 decoded tokens, ~0.1 ms per token-row, against ~0.25 ms per row of a 32-row
+  decode step (~8 ms, measured on a lightly loaded core).
+- Before and after, same session (load average 3-7), the previous engine and this one run
+  alternately, each off/on pair twice over 128 requests at 32 concurrent: extractor 2.62x and
+  2.49x before, 3.18x and 2.90x now; responder 2.22x and 2.46x before, 3.06x and 4.42x now.
+  Batching off got faster too (the decode mask is passed ready-made, grammar masks overlap the
+  forward pass), which holds the ratio down. The 3.89x / 3.23x recorded on 2026-11-25 ran at
+  load ~12-14, which slowed batching off (CPU per request x2.2) more than on (x1.7).
+- What would raise the ratio further: fewer bytes of KV per step (a bfloat16 cache halves them
+  but changes outputs), attention that skips the left padding (a ragged/paged kernel), a
+  leaner forward than transformers' modules (which would speed up batching off as much), or
+  hardware where a batch-1 step is bound by reading the weights (a GPU, a larger model)."""
 
 
 if __name__ == "__main__":

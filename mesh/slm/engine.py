@@ -4,18 +4,24 @@ Why this shape: an agent gets many small concurrent requests, and on CPU (or a G
 forward pass over a batch of 16 costs little more than over one. So every request joins a
 running batch at the next decoding step (continuous batching at step granularity):
 
-- newcomers are prefilled together (left-padded), their KV cache is left-padded to the
-  running batch's length and concatenated on the batch axis; an attention mask and explicit
-  position ids make every row compute what it would alone (up to floating-point summation
-  order), so batched greedy output is the unbatched greedy output;
+- newcomers are prefilled together (left-padded, with their own transformers cache), then
+  their keys and values are copied once into free rows of the running batch's preallocated
+  :class:`~mesh.slm.slots.SlotCache`; an attention mask and explicit position ids make every
+  row compute what it would alone (up to floating-point summation order), so batched greedy
+  output is the unbatched greedy output;
+- every decode step writes one column of that cache in place (no per-step cache copies);
 - finished rows (end of sequence, stop string, token budget, deadline, cancel) leave at
-  once, and cache columns no remaining row uses are trimmed;
+  once: the last live row moves into the freed slot;
 - when the engine is idle, the first request waits up to ``max_wait_ms`` for company, so a
   burst starts as one batch rather than one request and then the rest.
 
+Token choice is one masked logits operation for the whole batch (grammar masks from
+llguidance for the constrained rows, computed together); text chunks reach their streams
+with one event-loop wake-up per step, not one per row.
+
 Models whose cache is not plain per-layer key/value tensors (sliding windows, state-space
-layers) cannot be merged this way; they fall back to batch-at-a-time: requests arriving
-while a batch runs start together when it ends.
+layers) cannot be merged this way; they fall back to batch-at-a-time on transformers' own
+cache: requests arriving while a batch runs start together when it ends.
 
 All model compute (tokenizing, grammar compilation, forward passes, masks) happens on the
 worker thread; the event loop only receives chunks and results.
@@ -29,11 +35,15 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
+import numpy as np
+
 import torch
-import torch.nn.functional as F
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
@@ -47,16 +57,23 @@ from mesh.slm.generation import (
     FinishReason,
     Generation,
     GenerationStream,
+    StreamItem,
     TokenLogprob,
     Usage,
+    send_all,
 )
 from mesh.slm.grammar import OutputConstraint, compile_grammar
 from mesh.slm.guide import Guide, TokenVocabulary
 from mesh.slm.loading import LoadedModel
+from mesh.slm.slots import SlotCache
 
 logger = logging.getLogger(__name__)
 
 _CLOSE = object()
+_MASK_4D_MODELS = frozenset({"llama", "qwen2", "qwen3", "mistral", "phi3", "gemma", "smollm3",
+                             "olmo2", "granite"})
+"""Model types whose forward hands the attention mask only to transformers' mask builders,
+which take a ready 4D mask as is (others, e.g. ALiBi models, derive biases from the 2D mask)."""
 
 
 @dataclass(eq=False)
@@ -77,7 +94,9 @@ class Submission:
     cancelled: bool = False
     # worker-thread state
     prompt_ids: list[int] = field(default_factory=list)
+    grammar: str | None = None
     guide: Guide | None = None
+    guide_error: SLMError | None = None
     generator: torch.Generator | None = None
     generated: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
@@ -90,12 +109,17 @@ class Submission:
 
 @dataclass
 class _Batch:
-    """Rows decoding together: their shared KV cache, attention mask and next inputs."""
+    """Rows decoding together: their shared KV cache and the token each row feeds next.
+
+    A merged batch keeps its keys and values in ``slots`` (rows join and leave in place); the
+    batch-at-a-time fallback keeps transformers' ``cache`` and a growing attention ``mask``.
+    """
 
     rows: list[Submission]
-    cache: DynamicCache
-    mask: torch.Tensor  # [B, L] on the model's device: 1 where the cache holds a real token
     next_tokens: torch.Tensor  # [B] on the CPU: the sampled token each row feeds next
+    slots: SlotCache | None = None
+    cache: DynamicCache | None = None
+    mask: torch.Tensor | None = None  # [B, L] on the model's device (fallback only)
 
 
 class BatchEngine:
@@ -121,12 +145,23 @@ class BatchEngine:
         # transformers 5 renamed past_key_values to cache; both spellings are accepted.
         self._cache_argument = "cache" if "cache" in forward else "past_key_values"
         self._logits_to_keep = "logits_to_keep" in forward
+        # With SDPA attention a decode step's boolean [B, 1, 1, L] mask is exactly what
+        # transformers would build from the 2D mask; passing it skips that work every step.
+        config = loaded.model.config
+        self._mask_4d = (getattr(config, "_attn_implementation", None) == "sdpa"
+                         and getattr(config, "model_type", None) in _MASK_4D_MODELS)
         self.steps = 0
         self._vocabulary: TokenVocabulary | None = None
         self._vocabulary_lock = threading.Lock()
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending: deque[Submission] = deque()
         self._batch: _Batch | None = None
+        self._slots: SlotCache | None = None
+        self._outbox: list[tuple[GenerationStream, StreamItem]] = []
+        self._token_texts: dict[int, str] = {}
+        self._detokenize = _decoder(loaded.tokenizer)
+        self._mask_thread: ThreadPoolExecutor | None = None
+        self._mask_jobs: list[tuple[set[int], Future[dict[int, np.ndarray]]]] = []
         self._closing = False
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"slm-{loaded.name}", daemon=True)
@@ -160,11 +195,16 @@ class BatchEngine:
             with torch.inference_mode():
                 while self._collect():
                     self._step()
+                    self._flush()
         finally:
             self._stopped.set()
+            self._drain_masks()
+            if self._mask_thread is not None:
+                self._mask_thread.shutdown()
             stranded = list(self._pending) + (self._batch.rows if self._batch else [])
             for submission in stranded:
-                submission.stream.send(GenerationFailedError("the model engine stopped"))
+                self._send(submission, GenerationFailedError("the model engine stopped"))
+            self._flush()
             while True:
                 try:
                     item = self._inbox.get_nowait()
@@ -172,6 +212,15 @@ class BatchEngine:
                     break
                 if isinstance(item, Submission):
                     item.stream.send(GenerationFailedError("the model engine stopped"))
+
+    def _send(self, submission: Submission, item: StreamItem) -> None:
+        """Queues a chunk, result or error; :meth:`_flush` delivers them after the step."""
+        self._outbox.append((submission.stream, item))
+
+    def _flush(self) -> None:
+        if self._outbox:
+            outbox, self._outbox = self._outbox, []
+            send_all(outbox)
 
     def _collect(self) -> bool:
         """Moves submissions into ``_pending``; blocks (then lingers) only when idle."""
@@ -207,7 +256,7 @@ class BatchEngine:
         return True
 
     def _admit(self) -> list[Submission]:
-        """Takes pending requests the batch has room for, prepared (tokens, guide)."""
+        """Takes pending requests the batch has room for, prepared (tokens, grammar)."""
         running = len(self._batch.rows) if self._batch else 0
         if running and self.merge_supported is False:
             return []
@@ -222,7 +271,7 @@ class BatchEngine:
             try:
                 self._prepare(submission)
             except SLMError as exc:
-                submission.stream.send(exc)
+                self._send(submission, exc)
                 continue
             admitted.append(submission)
         now = time.monotonic()
@@ -244,9 +293,9 @@ class BatchEngine:
             )
         submission.prompt_ids = ids
         if submission.output is not None:
-            vocabulary = self.vocabulary
-            grammar = compile_grammar(submission.output, vocabulary.representable)
-            submission.guide = vocabulary.guide(grammar)
+            # The parser itself is built on the mask thread (see _prefetch_masks).
+            submission.grammar = compile_grammar(submission.output,
+                                                 self.vocabulary.representable)
         if submission.temperature > 0:
             submission.generator = torch.Generator()
             if submission.seed is not None:
@@ -260,28 +309,101 @@ class BatchEngine:
                 self._batch, [i for i, s in enumerate(self._batch.rows) if not s.cancelled])
         admitted = self._admit()
         if self._batch is None and not admitted:
+            self._drain_masks()  # the rows they were for were cancelled
             return
+        self._prefetch_masks(admitted)
         try:
             if self._batch is not None:
                 logits = self._decode(self._batch)
-                self._batch = self._advance(self._batch, logits)
+                self._batch = self._keep(self._batch, self._advance(self._batch, logits))
             if admitted:
-                fresh, logits = self._prefill(admitted)
-                self._batch = self._join(self._batch, self._advance(fresh, logits))
+                self._batch = self._start(admitted)
         except (RuntimeError, ValueError, IndexError) as exc:
             # A broken forward pass fails the rows it carried, not the engine.
             logger.exception("model step failed")
             rows = (self._batch.rows if self._batch else []) + admitted
             self._batch = None
+            if self._slots is not None:
+                self._slots.clear()
             for submission in rows:
-                submission.stream.send(GenerationFailedError(f"the model failed: {exc}"))
+                self._send(submission, GenerationFailedError(f"the model failed: {exc}"))
             return
+        finally:
+            self._drain_masks()
         self.steps += 1
+        if self._batch is not None:
+            self._prefetch_masks(self._batch.rows)
+
+    # -- grammar masks ------------------------------------------------------------------
+
+    def _prefetch_masks(self, rows: list[Submission]) -> None:
+        """Starts the next token masks of ``rows`` (and newcomers' parsers) on a helper thread.
+
+        llguidance builds parsers and computes masks in Rust without the GIL, so they are
+        ready when the forward passes of the step (which need none of them) return; the rows'
+        parsers are not touched until :meth:`_masks` has collected the job.
+        """
+        constrained = [s for s in rows if s.grammar is not None and not s.cancelled]
+        if not constrained:
+            return
+        if self._mask_thread is None:
+            self._mask_thread = ThreadPoolExecutor(
+                1, thread_name_prefix=f"slm-masks-{self.loaded.name}")
+        job = self._mask_thread.submit(self._build_masks, constrained)
+        self._mask_jobs.append(({id(s) for s in constrained}, job))
+
+    def _build_masks(self, rows: list[Submission]) -> dict[int, np.ndarray]:
+        """Helper thread: builds missing parsers, then the masks of all rows (by row id)."""
+        guided = [s for s in rows if s.guide is not None or self._build_guide(s)]
+        if not guided:
+            return {}
+        masks = self.vocabulary.allowed([s.guide for s in guided])  # type: ignore[misc]
+        return {id(s): masks[i] for i, s in enumerate(guided)}
+
+    def _build_guide(self, submission: Submission) -> bool:
+        """Builds the row's parser; a grammar llguidance refuses fails the row later."""
+        assert submission.grammar is not None
+        try:
+            submission.guide = self.vocabulary.guide(submission.grammar)
+        except SLMError as exc:
+            submission.guide_error = exc
+            return False
+        return True
+
+    def _masks(self, rows: list[Submission]) -> tuple[list[int], np.ndarray | None]:
+        """The constrained rows' indices and their masks (prefetched, or computed now)."""
+        wanted = {id(s) for s in rows}
+        found: dict[int, np.ndarray] = {}
+        pending = []
+        for job in self._mask_jobs:
+            ids, future = job
+            if wanted.isdisjoint(ids):
+                pending.append(job)
+            else:
+                found.update(future.result())
+        self._mask_jobs = pending
+        guided = [i for i, s in enumerate(rows) if s.grammar is not None
+                  and s.guide_error is None and (s.guide is not None or self._build_guide(s))]
+        if not guided:
+            return [], None
+        if all(id(rows[i]) in found for i in guided):
+            return guided, np.stack([found[id(rows[i])] for i in guided])
+        guides = [rows[i].guide for i in guided]
+        return guided, self.vocabulary.allowed(guides)  # type: ignore[arg-type]
+
+    def _drain_masks(self) -> None:
+        """Waits for masks nobody collected (a failed step), so no parser is still busy."""
+        for _, future in self._mask_jobs:
+            try:
+                future.result()
+            except Exception:  # noqa: BLE001 - the step that wanted them failed already
+                logger.debug("discarded grammar masks failed", exc_info=True)
+        self._mask_jobs = []
 
     # -- forward passes -----------------------------------------------------------------
 
     def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
-                 cache: DynamicCache) -> torch.Tensor:
+                 cache: Any) -> torch.Tensor:
         extra: dict[str, Any] = {self._cache_argument: cache}
         if self._logits_to_keep:
             extra["logits_to_keep"] = 1
@@ -290,11 +412,13 @@ class BatchEngine:
                                    **extra)
         return output.logits[:, -1, :].float().cpu()
 
-    def _prefill(self, rows: list[Submission]) -> tuple[_Batch, torch.Tensor]:
-        width = max(len(s.prompt_ids) for s in rows)
-        ids = torch.full((len(rows), width), self.loaded.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, submission in enumerate(rows):
+    def _start(self, admitted: list[Submission]) -> _Batch | None:
+        """Prefills ``admitted``, picks their first tokens and adds them to the batch."""
+        rows = len(admitted)
+        width = max(len(s.prompt_ids) for s in admitted)
+        ids = torch.full((rows, width), self.loaded.pad_id, dtype=torch.long)
+        mask = torch.zeros((rows, width), dtype=torch.long)
+        for i, submission in enumerate(admitted):
             n = len(submission.prompt_ids)
             ids[i, width - n:] = torch.tensor(submission.prompt_ids, dtype=torch.long)
             mask[i, width - n:] = 1
@@ -307,37 +431,80 @@ class BatchEngine:
             if not self.merge_supported:
                 logger.info("model %s: cache layers cannot be merged; batching whole batches",
                             self.loaded.name)
-        return _Batch(rows, cache, mask, torch.zeros(len(rows), dtype=torch.long)), logits
+        fresh = _Batch(admitted, torch.zeros(rows, dtype=torch.long), cache=cache, mask=mask)
+        keep = self._advance(fresh, logits)
+        if not self.merge_supported:
+            return self._keep(fresh, keep)
+        running = self._batch
+        if not keep:
+            return running
+        if len(keep) < rows:
+            index = torch.tensor(keep, dtype=torch.long).to(self.device)
+            for layer in cache.layers:
+                layer.keys = layer.keys[index]
+                layer.values = layer.values[index]
+        if self._slots is None:
+            self._slots = SlotCache(self.max_batch_size, len(cache.layers))
+        if running is None:
+            self._slots.clear()
+            running = _Batch([], torch.zeros(0, dtype=torch.long), slots=self._slots)
+        kept = [admitted[i] for i in keep]
+        self._slots.append(cache, [len(s.prompt_ids) for s in kept])
+        running.rows = running.rows + kept
+        running.next_tokens = torch.cat([running.next_tokens, fresh.next_tokens[keep]])
+        return running
 
     def _decode(self, batch: _Batch) -> torch.Tensor:
-        positions = batch.mask.sum(dim=1, keepdim=True)
-        batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.rows), 1))], dim=1)
-        return self._forward(batch.next_tokens[:, None], batch.mask, positions, batch.cache)
+        if batch.slots is None:
+            assert batch.mask is not None
+            positions = batch.mask.sum(dim=1, keepdim=True)
+            batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.rows), 1))],
+                                   dim=1)
+            return self._forward(batch.next_tokens[:, None], batch.mask, positions, batch.cache)
+        slots = batch.slots
+        slots.reserve_decode()
+        mask = slots.attention_mask()
+        mask = mask[:, None, None, :] if self._mask_4d else mask.long()
+        logits = self._forward(batch.next_tokens[:, None], mask, slots.positions(), slots.cache)
+        slots.advance()
+        return logits
 
     # -- choosing tokens ----------------------------------------------------------------
 
-    def _advance(self, batch: _Batch, logits: torch.Tensor) -> _Batch | None:
-        """Picks each row's next token and updates its text; returns the rows going on."""
-        guided = [i for i, s in enumerate(batch.rows) if s.guide is not None]
-        if guided:
-            allowed = self.vocabulary.allowed([batch.rows[i].guide for i in guided])  # type: ignore[misc]
-            index = torch.tensor(guided, dtype=torch.long)
-            logits[index] = logits[index].masked_fill(~torch.from_numpy(allowed), float("-inf"))
+    def _advance(self, batch: _Batch, logits: torch.Tensor) -> list[int]:
+        """Picks each row's next token (into ``batch.next_tokens``) and updates its text;
+        returns the indices of the rows going on."""
+        rows = batch.rows
+        guided, masks = self._masks(rows)
+        blocked: list[bool] = []
+        if masks is not None:
+            allowed = torch.from_numpy(masks)
+            if len(guided) == len(rows):
+                logits.masked_fill_(~allowed, float("-inf"))
+            else:
+                index = torch.tensor(guided, dtype=torch.long)
+                logits[index] = logits[index].masked_fill(~allowed, float("-inf"))
+            blocked = torch.isneginf(logits).all(dim=1).tolist()
         logprobs = torch.log_softmax(logits, dim=-1)
-        greedy = logits.argmax(dim=-1)
+        tokens = logits.argmax(dim=-1)
+        for i, submission in enumerate(rows):
+            if submission.temperature > 0 and not (blocked and blocked[i]):
+                tokens[i] = self._sample(submission, logits[i])
+        batch.next_tokens = tokens
+        chosen = logprobs.gather(1, tokens[:, None])[:, 0].tolist()
         keep: list[int] = []
-        for i, submission in enumerate(batch.rows):
-            if torch.isneginf(logits[i]).all():
-                submission.stream.send(GenerationFailedError(
+        for i, (submission, token) in enumerate(zip(rows, tokens.tolist(), strict=True)):
+            if submission.guide_error is not None:
+                self._send(submission, submission.guide_error)
+                continue
+            if blocked and blocked[i]:
+                self._send(submission, GenerationFailedError(
                     "constrained decoding reached a state no token of this vocabulary can "
                     "continue"))
                 continue
-            token = (int(greedy[i]) if submission.temperature == 0
-                     else self._sample(submission, logits[i]))
-            batch.next_tokens[i] = token
-            if self._accept(submission, token, float(logprobs[i, token])):
+            if self._accept(submission, token, chosen[i]):
                 keep.append(i)
-        return self._keep(batch, keep)
+        return keep
 
     @staticmethod
     def _sample(submission: Submission, logits: torch.Tensor) -> int:
@@ -359,7 +526,7 @@ class BatchEngine:
             return False
         if token in self.loaded.eos_ids:
             if submission.guide is not None and not submission.guide.accepting:
-                submission.stream.send(GenerationFailedError(
+                self._send(submission, GenerationFailedError(
                     "constrained decoding reached a dead end (the output declaration and this "
                     f"input leave no way to finish): {submission.text[-80:]!r}"))
             else:
@@ -369,11 +536,10 @@ class BatchEngine:
             try:
                 submission.guide.consume(token)
             except SLMError as exc:
-                submission.stream.send(exc)
+                self._send(submission, exc)
                 return False
         submission.generated.append(token)
-        submission.text = self.loaded.tokenizer.decode(submission.generated,
-                                                       skip_special_tokens=True)
+        submission.text = self._detokenize(submission.generated)
         if submission.guide is None and submission.stop:
             cut = _stop_index(submission.text, submission.stop, submission.emitted)
             if cut is not None:
@@ -401,15 +567,20 @@ class BatchEngine:
             if submission.stop and submission.guide is None:
                 end = min(end, len(submission.text) - (max(map(len, submission.stop)) - 1))
         if end > submission.emitted:
-            submission.stream.send(submission.text[submission.emitted:end])
+            self._send(submission, submission.text[submission.emitted:end])
             submission.emitted = end
+
+    def _token_text(self, token: int) -> str:
+        text = self._token_texts.get(token)
+        if text is None:
+            text = self._token_texts[token] = self.loaded.tokenizer.decode([token])
+        return text
 
     def _finish(self, submission: Submission, reason: FinishReason) -> None:
         self._emit(submission, final=True)
         end = time.monotonic()
         elapsed = end - submission.submitted
         tokens = len(submission.generated)
-        tokenizer = self.loaded.tokenizer
         usage = Usage(
             input_tokens=len(submission.prompt_ids),
             output_tokens=tokens,
@@ -425,54 +596,49 @@ class BatchEngine:
             batch_size=submission.batch_size or None,
         )
         logprobs = tuple(
-            TokenLogprob(tokenizer.decode([t]), lp)
+            TokenLogprob(self._token_text(t), lp)
             for t, lp in zip(submission.generated, submission.logprobs, strict=False)
         )
-        submission.stream.send(Generation(submission.text, reason, usage, None, logprobs))
+        self._send(submission, Generation(submission.text, reason, usage, None, logprobs))
 
     # -- batch bookkeeping --------------------------------------------------------------
 
     @staticmethod
     def _keep(batch: _Batch, keep: list[int]) -> _Batch | None:
-        """The batch with only rows ``keep``; cache columns no row uses are trimmed."""
+        """The batch with only rows ``keep`` (ascending), or None when no row is left."""
         if len(keep) == len(batch.rows):
             return batch
         if not keep:
+            if batch.slots is not None:
+                batch.slots.clear()
             return None
+        if batch.slots is not None:
+            order = batch.slots.keep(keep)
+            batch.rows = [batch.rows[i] for i in order]
+            batch.next_tokens = batch.next_tokens[order]
+            return batch
+        # transformers' cache (batch-at-a-time): its layers select the rows. Columns are not
+        # trimmed: a sliding-window layer holds fewer columns than the mask, which must keep
+        # covering every position for transformers to place the window.
+        assert batch.mask is not None and batch.cache is not None
         index = torch.tensor(keep, dtype=torch.long)
         on_device = index.to(batch.mask.device)
-        mask = batch.mask[on_device]
-        used = mask.any(dim=0).nonzero()
-        start = int(used[0]) if len(used) else mask.shape[1]
-        for layer in batch.cache.layers:
-            layer.keys = layer.keys[on_device, :, start:, :]
-            layer.values = layer.values[on_device, :, start:, :]
-        return _Batch([batch.rows[i] for i in keep], batch.cache, mask[:, start:],
-                      batch.next_tokens[index])
+        batch.cache.batch_select_indices(on_device)
+        return _Batch([batch.rows[i] for i in keep], batch.next_tokens[index],
+                      cache=batch.cache, mask=batch.mask[on_device])
 
-    @staticmethod
-    def _join(running: _Batch | None, fresh: _Batch | None) -> _Batch | None:
-        """Adds prefilled rows to the running batch (left-padding the shorter cache)."""
-        if running is None or fresh is None:
-            return running or fresh
-        width = max(running.mask.shape[1], fresh.mask.shape[1])
 
-        def pad(tensor: torch.Tensor, columns: int) -> torch.Tensor:
-            if columns == 0:
-                return tensor
-            if tensor.dim() == 2:
-                return F.pad(tensor, (columns, 0))
-            return F.pad(tensor, (0, 0, columns, 0))
+def _decoder(tokenizer: Any) -> Callable[[list[int]], str]:
+    """``tokenizer.decode(ids, skip_special_tokens=True)``, without its per-call overhead.
 
-        grow_running = width - running.mask.shape[1]
-        grow_fresh = width - fresh.mask.shape[1]
-        for old, new in zip(running.cache.layers, fresh.cache.layers, strict=True):
-            old.keys = torch.cat([pad(old.keys, grow_running), pad(new.keys, grow_fresh)])
-            old.values = torch.cat([pad(old.values, grow_running), pad(new.values, grow_fresh)])
-        running.mask = torch.cat([pad(running.mask, grow_running), pad(fresh.mask, grow_fresh)])
-        running.next_tokens = torch.cat([running.next_tokens, fresh.next_tokens])
-        running.rows = running.rows + fresh.rows
-        return running
+    A fast tokenizer that does no clean-up decodes in its Rust backend exactly as
+    transformers' ``decode`` does after converting the id list element by element (which
+    costs more than the decoding itself, and grows with the text on every step).
+    """
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is not None and not getattr(tokenizer, "clean_up_tokenization_spaces", True):
+        return partial(backend.decode, skip_special_tokens=True)
+    return partial(tokenizer.decode, skip_special_tokens=True)
 
 
 def _stop_index(text: str, stops: tuple[str, ...], emitted: int) -> int | None:

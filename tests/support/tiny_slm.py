@@ -15,6 +15,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
@@ -62,7 +64,7 @@ def bpe_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
 
 def save_tiny_model(
     directory: Path,
-    arch: Literal["llama", "qwen2"] = "llama",
+    arch: Literal["llama", "qwen2", "mistral"] = "llama",
     tokenizer: Literal["char", "bpe"] = "char",
     seed: int = 0,
     context: int = 512,
@@ -84,6 +86,8 @@ def save_tiny_model(
     torch.manual_seed(seed)
     if arch == "llama":
         model = LlamaForCausalLM(LlamaConfig(**common))
+    elif arch == "mistral":  # a sliding-window cache: the engine cannot merge its rows
+        model = MistralForCausalLM(MistralConfig(**common, sliding_window=16))
     else:
         model = Qwen2ForCausalLM(Qwen2Config(**common))
     model.eval()

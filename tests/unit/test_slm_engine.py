@@ -13,15 +13,18 @@ import pytest
 
 from mesh.slm import (
     Choice,
+    Generation,
     GenerationCancelledError,
     GenerationRequest,
     IncompleteOutputError,
     InputTooLongError,
     JsonOutput,
+    SchemaError,
     TransformersBackend,
     load_model,
     parse_output,
 )
+from mesh.slm.guide import Guide
 from mesh.slm.loading import resolve_source
 from tests.support.tiny_slm import save_tiny_model
 from tests.unit.test_slm_grammar import SOURCE, random_schema
@@ -101,6 +104,61 @@ async def test_requests_joining_a_running_batch_match_unbatched(
     assert backend.engine.merge_supported
 
 
+
+async def test_rows_joining_and_leaving_a_long_running_batch_match_unbatched(
+        backend: TransformersBackend) -> None:
+    """More requests than rows, each with its own budget and start: rows leave at different
+    steps (their slots refilled by the last row and by newcomers), and generations long enough
+    that the slot cache's window moves and grows several times."""
+    requests = [GenerationRequest(prompt=PROMPTS[i % len(PROMPTS)], max_new_tokens=budget)
+                for i, budget in enumerate((150, 3, 40, 220, 9, 1, 75, 130, 17, 260, 5, 60))]
+    alone = await _one_by_one(backend, requests)
+
+    async def later(request: GenerationRequest, delay: float) -> str:
+        await asyncio.sleep(delay)
+        return (await backend.generate(request)).text
+
+    mixed = await asyncio.gather(*(later(r, 0.003 * (i % 4)) for i, r in enumerate(requests)))
+    assert list(mixed) == alone
+
+
+
+
+async def test_decoding_with_a_2d_mask_matches_the_4d_mask(model_dirs: dict[str, Path]) -> None:
+    """Model types not known to take a ready 4D mask get the 2D one, which transformers turns
+    into the same mask over the slot cache's window."""
+    requests = [GenerationRequest(prompt=p, max_new_tokens=budget)
+                for p, budget in zip(PROMPTS, (30, 5, 12, 40, 20), strict=True)]
+    texts = []
+    for mask_4d in (True, False):
+        served = TransformersBackend(str(model_dirs["llama-char"]), max_batch_size=8,
+                                     max_wait_ms=20, threads=1)
+        served.engine._mask_4d = mask_4d
+        try:
+            texts.append([g.text for g in await asyncio.gather(
+                *(served.generate(r) for r in requests))])
+        finally:
+            served.engine.close()
+    assert texts[0] == texts[1]
+
+
+async def test_a_sliding_window_model_batches_whole_batches_matching_unbatched(
+        tmp_path: Path) -> None:
+    folder = save_tiny_model(tmp_path / "mistral", "mistral", "char")
+    served = TransformersBackend(str(folder), max_batch_size=8, max_wait_ms=20, threads=1)
+    try:
+        requests = [GenerationRequest(prompt=p, max_new_tokens=budget)
+                    for p, budget in zip(PROMPTS, (30, 5, 12, 40, 20), strict=True)]
+        requests += [GenerationRequest(prompt=p, max_new_tokens=120,
+                                       output=JsonOutput(SCHEMA, p)) for p in PROMPTS[:2]]
+        alone = await _one_by_one(served, requests)
+        together = await asyncio.gather(*(served.generate(r) for r in requests))
+        assert [g.text for g in together] == alone  # rows left at different steps
+        assert served.engine.merge_supported is False
+    finally:
+        served.engine.close()
+
+
 async def test_constrained_batched_equals_unbatched_and_valid(backend: TransformersBackend) -> None:
     requests = [GenerationRequest(prompt=p, max_new_tokens=120, output=JsonOutput(SCHEMA, p))
                 for p in PROMPTS]
@@ -128,6 +186,32 @@ async def test_random_schemas_greedy_model_output_is_valid(backend: Transformers
     for request, generation in zip(requests, generations, strict=True):
         assert generation.finish_reason == "stop"
         assert parse_output(request.output, generation.text) == generation.value
+
+
+
+async def test_a_grammar_the_parser_refuses_fails_only_its_request(
+        backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsers are built on the mask thread after admission: a refused one fails its row with
+    the parser's error, while the rows beside it decode on."""
+    vocabulary = backend.engine.vocabulary
+    build = vocabulary.guide
+
+    def guide(grammar: str) -> Guide:
+        if "refund_request" in grammar:
+            raise SchemaError("the output grammar was refused: test")
+        return build(grammar)
+
+    monkeypatch.setattr(vocabulary, "guide", guide)
+    refused = GenerationRequest(prompt=PROMPTS[1], max_new_tokens=20,
+                                output=Choice(("refund_request", "other")))
+    fine = [GenerationRequest(prompt=p, max_new_tokens=8) for p in PROMPTS[:3]]
+    fine.append(GenerationRequest(prompt=PROMPTS[0], max_new_tokens=20,
+                                  output=Choice(("yes", "no"))))
+    results = await asyncio.gather(*(backend.generate(r) for r in [refused, *fine]),
+                                   return_exceptions=True)
+    assert isinstance(results[0], SchemaError) and "test" in str(results[0])
+    assert all(isinstance(g, Generation) for g in results[1:])
+    assert results[-1].value in {"yes", "no"}  # type: ignore[union-attr]
 
 
 async def test_stream_chunks_join_to_the_final_text(backend: TransformersBackend) -> None:
