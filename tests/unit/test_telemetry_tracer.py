@@ -117,7 +117,8 @@ def test_root_sampling_decides_like_the_sdk_sampler(kept: Kept, ratio: float) ->
         decision = sdk.should_sample(None, context.trace_id, "root").decision.is_sampled()
         assert span.is_recording() is decision is context.trace_flags.sampled
         span.end()
-    assert {0.0: 0, 1.0: 400}.get(ratio, len(kept.spans)) == len(kept.spans) and (ratio != 0.25 or 50 < len(kept.spans) < 150)
+    low, high = {0.0: (0, 0), 0.25: (50, 150), 1.0: (400, 400)}[ratio]
+    assert low <= len(kept.spans) <= high
 
 
 @pytest.mark.parametrize("sampled", [True, False])
