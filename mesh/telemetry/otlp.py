@@ -22,6 +22,7 @@ import logging
 import os
 import struct
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -198,7 +199,10 @@ class Encoder:
         return out, dropped
 
     def span(self, span: LeanSpan) -> bytes:
-        """One ``Span`` message (without its field tag)."""
+        """One ``Span`` message as the ``spans`` field of its ``ScopeSpans``."""
+        return _field(b"\x12", self._span(span))
+
+    def _span(self, span: LeanSpan) -> bytes:
         context = span.span_context
         parts = [b"\x0a\x10", context.trace_id.to_bytes(16, "big"), b"\x12\x08", context.span_id.to_bytes(8, "big")]
         if context.trace_state:
@@ -250,19 +254,23 @@ class Encoder:
                 + (b"\x28" + _varint(dropped) if dropped else b"")
                 + b"\x35" + _pack_fixed32(0x300 if context.is_remote else 0x100))
 
-    def request(self, spans: Iterable[LeanSpan]) -> bytes:
-        """The ``ExportTraceServiceRequest`` carrying ``spans`` (grouped by scope)."""
+    def request(self, spans: Iterable[tuple[Scope, bytes]]) -> bytes:
+        """The ``ExportTraceServiceRequest`` carrying spans encoded by :meth:`span`, with their scopes."""
         by_scope: dict[int, tuple[Scope, list[bytes]]] = {}
-        for span in spans:
-            group = by_scope.get(id(span.scope))
+        for scope, encoded in spans:
+            group = by_scope.get(id(scope))
             if group is None:
-                group = by_scope[id(span.scope)] = (span.scope, [])
-            group[1].append(_field(b"\x12", self.span(span)))
+                group = by_scope[id(scope)] = (scope, [])
+            group[1].append(encoded)
         scope_spans = b"".join(
             _field(b"\x12", self._scope(scope) + b"".join(encoded)
                    + (_string(b"\x1a", scope.schema_url) if scope.schema_url else b""))
             for scope, encoded in by_scope.values())
         return _field(b"\x0a", self._resource + scope_spans + self._resource_schema)
+
+    def spans(self, spans: Iterable[LeanSpan]) -> bytes:
+        """The ``ExportTraceServiceRequest`` carrying ``spans``."""
+        return self.request((span.scope, self.span(span)) for span in spans)
 
 
 @dataclass(frozen=True)
@@ -309,7 +317,14 @@ BytesExporter = GrpcBytesExporter | HttpBytesExporter
 
 
 class BatchExporter:
-    """The span buffer and its export thread (the SDK batch processor's role, on our encoding)."""
+    """The span buffer and its export thread (the SDK batch processor's role, on our encoding).
+
+    A span is encoded when it ends, in the thread that ends it (a few microseconds), and the
+    buffer holds bytes: a span object kept alive until the next export survived the garbage
+    collector's young generations and made its full collections more frequent, which cost
+    more than the encoding (tens of microseconds per request; docs/benchmarks.md). The
+    thread only joins the bytes into requests and sends them.
+    """
 
     def __init__(self, encoder: Encoder, exporter: BytesExporter) -> None:
         self._encoder = encoder
@@ -318,10 +333,15 @@ class BatchExporter:
         self._max_queue = BatchSpanProcessor._default_max_queue_size()  # noqa: SLF001
         self._max_batch = BatchSpanProcessor._default_max_export_batch_size()  # noqa: SLF001
         self._delay_s = BatchSpanProcessor._default_schedule_delay_millis() / 1000  # noqa: SLF001
-        self._queue: collections.deque[LeanSpan] = collections.deque()
+        self._queue: collections.deque[tuple[Scope, bytes]] = collections.deque()
         self.dropped = 0
+        self.unencodable = 0
         self.exported = 0
+        self.requests = 0
+        self.cpu_s = 0.0
+        """CPU time of the export thread (encoding and sending), for the shutdown log line."""
         self._reported_drops = 0
+        self._reported_unencodable = 0
         self._wake = threading.Event()
         self._done = threading.Condition()
         self._flush_asked = 0
@@ -347,7 +367,12 @@ class BatchExporter:
         if len(queue) >= self._max_queue:
             self.dropped += 1
             return
-        queue.append(span)
+        try:
+            encoded = self._encoder.span(span)
+        except Exception:  # a span that cannot be written must not fail the request ending it
+            self.unencodable += 1
+            return
+        queue.append((span.scope, encoded))
         if len(queue) == self._max_batch:
             self._wake.set()
 
@@ -365,6 +390,7 @@ class BatchExporter:
 
     def _drain(self) -> None:
         queue = self._queue
+        started = time.thread_time()
         pop = queue.popleft
         while queue:
             batch = []
@@ -379,8 +405,13 @@ class BatchExporter:
             except Exception:  # one bad batch must not end the export thread
                 log.exception("could not export %d spans", len(batch))
                 sent = False
+            self.requests += 1
             if sent:
                 self.exported += len(batch)
+        self.cpu_s += time.thread_time() - started
+        if self.unencodable != self._reported_unencodable:
+            log.error("%d spans could not be encoded (left out) so far", self.unencodable)
+            self._reported_unencodable = self.unencodable
         if self.dropped != self._reported_drops:
             log.warning("span buffer full (%d): %d spans dropped so far", self._max_queue, self.dropped)
             self._reported_drops = self.dropped
@@ -397,6 +428,9 @@ class BatchExporter:
         self._wake.set()
         self._thread.join(BatchSpanProcessor._default_export_timeout_millis() / 1000)  # noqa: SLF001
         self._exporter.shutdown()
+        log.info("OTLP export: %d spans sent in %d requests, %d dropped; export thread CPU %.3f s "
+                 "(%.1f us per span)", self.exported, self.requests, self.dropped, self.cpu_s,
+                 self.cpu_s / self.exported * 1e6 if self.exported else 0.0)
 
 
 class DroppingSink:

@@ -19,6 +19,7 @@ Metrics and logs stay on the SDK.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import inspect
 import random
@@ -356,6 +357,7 @@ class LeanTracerProvider(trace.TracerProvider):
         self.sampler = _Sampler(sampler or sampling._get_from_env_or_default())  # noqa: SLF001 - OTEL_TRACES_SAMPLER(_ARG)
         self._tracers: dict[tuple[str, str | None, str | None], LeanTracer] = {}
         self._lock = threading.Lock()
+        atexit.register(self.shutdown)  # like the SDK's provider: what is buffered goes out at exit
 
     def get_tracer(self, instrumenting_module_name: str, instrumenting_library_version: str | None = None,
                    schema_url: str | None = None, attributes: Attributes = None) -> trace.Tracer:
@@ -373,4 +375,5 @@ class LeanTracerProvider(trace.TracerProvider):
     def shutdown(self) -> None:
         sink, self.sink = self.sink, None
         if sink is not None:
+            atexit.unregister(self.shutdown)
             sink.shutdown()

@@ -74,7 +74,7 @@ def spans() -> Iterator[list[LeanSpan]]:
 
 
 def test_the_request_decodes_to_what_the_sdk_encoder_builds(spans: list[LeanSpan]) -> None:
-    ours = _decoded(otlp.Encoder(RESOURCE).request(spans))
+    ours = _decoded(otlp.Encoder(RESOURCE).spans(spans))
     (link,) = [link for s in ours.resource_spans[0].scope_spans[1].spans for link in s.links]
     assert link.trace_state == "vendor=abc,other=1"
     assert _as_sdk_writes(ours) == _sdk(spans)
@@ -90,14 +90,14 @@ def test_the_request_decodes_to_what_the_sdk_encoder_builds(spans: list[LeanSpan
 def test_each_span_alone_decodes_the_same_too(spans: list[LeanSpan]) -> None:
     encoder = otlp.Encoder(RESOURCE)
     for span in spans:
-        assert _as_sdk_writes(_decoded(encoder.request([span]))) == _sdk([span])
-        assert _as_sdk_writes(_decoded(encoder.request([span]))) == _sdk([span])  # again: from the caches
+        assert _as_sdk_writes(_decoded(encoder.spans([span]))) == _sdk([span])
+        assert _as_sdk_writes(_decoded(encoder.spans([span]))) == _sdk([span])  # again: from the caches
 
 
 def test_values_otlp_cannot_carry_are_dropped_and_counted(spans: list[LeanSpan]) -> None:
     span = spans[0]
     span.attributes.update({"object": object(), "huge": 2**80, "mixed": ("a", object()), "none": None})  # type: ignore[attr-defined]
-    decoded = _decoded(otlp.Encoder(RESOURCE).request([span])).resource_spans[0].scope_spans[0].spans[0]
+    decoded = _decoded(otlp.Encoder(RESOURCE).spans([span])).resource_spans[0].scope_spans[0].spans[0]
     keys = {a.key for a in decoded.attributes}
     assert not keys & {"object", "huge", "mixed", "none"}
     assert decoded.dropped_attributes_count == 3  # None is not an attribute at all (the SDK refuses it)
