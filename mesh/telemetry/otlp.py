@@ -164,6 +164,7 @@ class Encoder:
         self._scopes: dict[int, tuple[Scope, bytes]] = {}
         self._strings: dict[tuple[str, str], bytes] = {}
         self._names: dict[str, bytes] = {}
+        self._keys: dict[str, bytes] = {}
 
     def _scope(self, scope: Scope) -> bytes:
         known = self._scopes.get(id(scope))
@@ -173,6 +174,20 @@ class Encoder:
             body += attributes + (b"\x20" + _varint(dropped) if dropped else b"")
             known = self._scopes[id(scope)] = (scope, _field(b"\x0a", body))
         return known[1]
+
+    def _string_attribute(self, key: str, value: str) -> bytes:
+        """A span's string attribute (field 9): the usual short case in one join."""
+        prefix = self._keys.get(key)
+        if prefix is None:
+            if len(self._keys) >= _STRING_CACHE_SIZE:
+                self._keys.clear()
+            prefix = self._keys[key] = _string(b"\x0a", key)
+        data = value.encode("utf-8")
+        n = len(data)
+        size = len(prefix) + n + 4  # key field, value field tag and length, AnyValue tag and length
+        if size < 0x80:
+            return b"".join((b"\x4a", _ONE_BYTE[size], prefix, b"\x12", _ONE_BYTE[n + 2], b"\x0a", _ONE_BYTE[n], data))
+        return _field(b"\x4a", prefix + _field(b"\x12", _field(b"\x0a", data)))
 
     def _span_attributes(self, attributes: Mapping[str, Any]) -> tuple[list[bytes], int]:
         strings = self._strings
@@ -184,7 +199,7 @@ class Encoder:
                 if encoded is None:
                     if len(strings) >= _STRING_CACHE_SIZE:
                         strings.clear()
-                    encoded = strings[key, value] = _key_value(b"\x4a", key, value)  # type: ignore[assignment]
+                    encoded = strings[key, value] = self._string_attribute(key, value)
             elif value is None:
                 continue
             else:
