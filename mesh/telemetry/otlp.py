@@ -59,8 +59,8 @@ _KIND = [b"\x30" + _ONE_BYTE[k + 1] for k in range(5)]
 _FLAGS_LOCAL = b"\x85\x01" + _pack_fixed32(0x100)
 _FLAGS_REMOTE = b"\x85\x01" + _pack_fixed32(0x300)
 _STATUS_UNSET = b"\x7a\x00"
-_STRING_CACHE_SIZE = 4096
-"""Encoded (key, string value) attributes kept; the cache starts over when full (task ids churn it)."""
+_STRING_CACHE_SIZE = 1024
+"""Encoded string attributes kept per key (and span names, attribute keys); a full one starts over."""
 
 
 def _varint(n: int) -> bytes:
@@ -162,7 +162,10 @@ class Encoder:
         self._resource = _field(b"\x0a", body)
         self._resource_schema = _string(b"\x1a", resource.schema_url) if resource.schema_url else b""
         self._scopes: dict[int, tuple[Scope, bytes]] = {}
-        self._strings: dict[tuple[str, str], bytes] = {}
+        # key -> value -> encoded attribute: dicts of str and bytes only, which the garbage
+        # collector does not track (a (key, value) tuple key would be one more tracked object
+        # per cached value)
+        self._strings: dict[str, dict[str, bytes]] = {}
         self._names: dict[str, bytes] = {}
         self._keys: dict[str, bytes] = {}
 
@@ -195,11 +198,14 @@ class Encoder:
         dropped = 0
         for key, value in attributes.items():
             if value.__class__ is str:
-                encoded = strings.get((key, value))
+                known = strings.get(key)
+                if known is None:
+                    known = strings[key] = {}
+                encoded = known.get(value)
                 if encoded is None:
-                    if len(strings) >= _STRING_CACHE_SIZE:
-                        strings.clear()
-                    encoded = strings[key, value] = self._string_attribute(key, value)
+                    if len(known) >= _STRING_CACHE_SIZE:
+                        known.clear()  # a key whose values never repeat (ids) churns only itself
+                    encoded = known[value] = self._string_attribute(key, value)
             elif value is None:
                 continue
             else:
@@ -335,10 +341,13 @@ class BatchExporter:
     """The span buffer and its export thread (the SDK batch processor's role, on our encoding).
 
     A span is encoded when it ends, in the thread that ends it (a few microseconds), and the
-    buffer holds bytes: a span object kept alive until the next export survived the garbage
-    collector's young generations and made its full collections more frequent, which cost
-    more than the encoding (tens of microseconds per request; docs/benchmarks.md). The
-    thread only joins the bytes into requests and sends them.
+    buffer holds only bytes, one deque per instrumentation scope: anything the garbage
+    collector tracks (a span object, even a ``(scope, bytes)`` tuple) kept alive until the
+    next export counts towards its young-generation threshold, survives into the old
+    generations and makes full collections more frequent, which cost more than the encoding
+    (tens of microseconds per request; docs/benchmarks.md). Bytes are not tracked. The thread
+    only joins them into requests and sends them. ``OTEL_BSP_MAX_QUEUE_SIZE`` bounds each
+    scope's deque (the mesh has one scope).
     """
 
     def __init__(self, encoder: Encoder, exporter: BytesExporter) -> None:
@@ -348,7 +357,7 @@ class BatchExporter:
         self._max_queue = BatchSpanProcessor._default_max_queue_size()  # noqa: SLF001
         self._max_batch = BatchSpanProcessor._default_max_export_batch_size()  # noqa: SLF001
         self._delay_s = BatchSpanProcessor._default_schedule_delay_millis() / 1000  # noqa: SLF001
-        self._queue: collections.deque[tuple[Scope, bytes]] = collections.deque()
+        self._queues: dict[Scope, collections.deque[bytes]] = {}
         self.dropped = 0
         self.unencodable = 0
         self.exported = 0
@@ -371,14 +380,16 @@ class BatchExporter:
         self._thread.start()
 
     def _restart_in_child(self) -> None:
-        self._queue.clear()
+        self._queues = {}
         self._wake = threading.Event()
         self._done = threading.Condition()
         self._flush_asked = self._flush_done = 0
         self._start()
 
     def add(self, span: LeanSpan) -> None:
-        queue = self._queue
+        queue = self._queues.get(span.scope)
+        if queue is None:
+            queue = self._queues.setdefault(span.scope, collections.deque())
         if len(queue) >= self._max_queue:
             self.dropped += 1
             return
@@ -387,7 +398,7 @@ class BatchExporter:
         except Exception:  # a span that cannot be written must not fail the request ending it
             self.unencodable += 1
             return
-        queue.append((span.scope, encoded))
+        queue.append(encoded)
         if len(queue) == self._max_batch:
             self._wake.set()
 
@@ -404,25 +415,25 @@ class BatchExporter:
                 return
 
     def _drain(self) -> None:
-        queue = self._queue
         started = time.thread_time()
-        pop = queue.popleft
-        while queue:
-            batch = []
-            try:
-                for _ in range(self._max_batch):
-                    batch.append(pop())
-            except IndexError:
-                pass
-            try:
-                payload = self._encoder.request(batch)
-                sent = self._exporter.send(Encoded(payload, len(batch)))
-            except Exception:  # one bad batch must not end the export thread
-                log.exception("could not export %d spans", len(batch))
-                sent = False
-            self.requests += 1
-            if sent:
-                self.exported += len(batch)
+        for scope, queue in list(self._queues.items()):
+            pop = queue.popleft
+            while queue:
+                batch = []
+                try:
+                    for _ in range(self._max_batch):
+                        batch.append(pop())
+                except IndexError:
+                    pass
+                try:
+                    payload = self._encoder.request((scope, encoded) for encoded in batch)
+                    sent = self._exporter.send(Encoded(payload, len(batch)))
+                except Exception:  # one bad batch must not end the export thread
+                    log.exception("could not export %d spans", len(batch))
+                    sent = False
+                self.requests += 1
+                if sent:
+                    self.exported += len(batch)
         self.cpu_s += time.thread_time() - started
         if self.unencodable != self._reported_unencodable:
             log.error("%d spans could not be encoded (left out) so far", self.unencodable)
