@@ -382,38 +382,41 @@ def render(hops: dict[str, dict[str, list[dict[str, Any]]]], planner: dict[str, 
 
 
 NOTES = """
-Where a traced hop's extra CPU goes (profiled on this machine: per-thread CPU of the echo
-agent from /proc under the gRPC load above, cProfile of its event-loop thread, in-process
-timings of the SDK's pieces). Spans: one per process per hop (client `SendMessage {agent}`,
-agent `invoke_agent {agent}`); a2a-sdk's own span decorators are off
-(`OTEL_INSTRUMENTATION_A2A_SDK_ENABLED=false`: its wrappers still run but start no span; the
-agent's profile shows one span started per request), FastAPI request spans are off on agents
-and no contrib instrumentation is installed. The context goes out as one `traceparent`
-added to the fast paths' prebuilt metadata / request head and comes in through one extract
-at the admission gate. What remains is the Python SDK's fixed price per span:
+Where a traced hop's extra CPU goes now (this machine, 2026-11-26: in-process timings of the
+tracing pieces, best of 7 repeats; an echo hop with client and agent in one process, off /
+lean / SDK interleaved, the collector timed with `gc.callbacks`; the agents' export-thread CPU
+from their shutdown log line). Spans: one per process per hop (client `SendMessage {agent}`,
+agent `invoke_agent {agent}`); a2a-sdk's span decorators, FastAPI's request spans and contrib
+instrumentations are off. Tracing on uses the mesh's lean tracer (`mesh/telemetry/tracer.py`:
+the OpenTelemetry tracing API with `__slots__` spans, no per-call validation or locks, no
+`ReadableSpan` copy) and its OTLP encoder (`mesh/telemetry/otlp.py`: the protobuf written by
+hand, checked against the SDK's encoder), sent by the SDK's own OTLP exporters:
 
-- agent event-loop thread, about +125 us/request: span start and end (sampler, ids, the
-  `ReadableSpan` copy handed to the batch processor) about 40%, attribute validation about
-  20% (8 attributes), W3C extract about 10%, context attach/detach and the rest;
-- agent export thread, about +55-65 us/request: OTLP protobuf encoding, about 37 us per span
-  with 8 attributes (3-4 us per attribute), and the gRPC send; it is another thread, but the
-  same process, GIL and 2 cores;
-- client, about +155 us/request, the same pieces (9 attributes, an inject instead of an extract).
+- agent event-loop thread, about 9-10 us/request (the SDK's: 25-31 us): W3C extract and
+  attach (a version-00 `traceparent` parsed inline, ~2 us), the `invoke_agent` span's start,
+  attributes and end (~3 us), and its OTLP encoding (~4 us), done when the span ends so that
+  the buffer holds bytes;
+- client, about 8 us/request (the SDK's: 18-26 us): span, inject (~1.5 us), end attributes,
+  encoding;
+- export thread: ~2 us per span to join the bytes into requests and send them (the SDK's
+  export thread: ~26 us per span building protobuf objects, plus the send);
+- the garbage collector: spans (or anything tracked) kept alive until the next export survive
+  the young generations and make full collections (~100k objects per process) more frequent.
+  With the SDK that was 60-75 us/request of collector time in-process against 15-40 us with
+  tracing off; the lean tracer keeps only untracked bytes (measured: the tracing path alone
+  triggers no young-generation collection), yet in-process runs still show 20-45 us/request
+  of collector time, from the extra short-lived objects of each traced request (OTel
+  contexts, contextvars nodes, the `traceparent` metadata) that are alive when a collection
+  happens.
 
-Batch settings do not change the encoding cost: against the dropping receiver the exporter
-spent 37.8 / 37.6 / 43.2 / 42.3 us of CPU per span in batches of 64 / 512 / 2048 / 4096, so
-`OTEL_BSP_MAX_EXPORT_BATCH_SIZE` stays at the SDK's 512 and only `OTEL_BSP_SCHEDULE_DELAY` is
-set (1 s, so that the UI shows a trace within a second). The mesh's own share was cut where
-it had one (static span attributes built once per replica / per agent and method, a step
-span's end attributes set in one call, the gRPC extract reading one dict), a few us per hop:
-below what these rounds can resolve. `drop` is what the mesh's processes pay; the distance
-from `drop` to `phoenix` is Phoenix parsing and storing every span on the same two cores,
-a cost a real deployment pays on the backend's machines instead. So at 100% sampling a hop
-that does nothing but echo costs ~0.3 ms more CPU per request (a third more), and an agent
-doing real work dilutes the same absolute cost (tools: a SQLite lookup; classifier: ~100 ms
-of model CPU per request). To keep busy trivial hops cheap, sample:
-`OTEL_TRACES_SAMPLER=parentbased_traceidratio` with `OTEL_TRACES_SAMPLER_ARG=0.1` traces one
-task in ten end to end (parent-based: a sampled task stays whole across every hop).
+In-process, both sides of an echo hop together cost +40-100 us of CPU with the lean tracer
+against +230-300 us with the SDK's (same runs; the spread is the machine's other load and
+when full collections fall), so the `drop` rows above show what remains per process. To
+keep busy trivial hops cheaper still, sample: `OTEL_TRACES_SAMPLER=parentbased_traceidratio`
+with `OTEL_TRACES_SAMPLER_ARG=0.1` traces one task in ten end to end (parent-based: a sampled
+task stays whole across every hop). `drop` is what the mesh's processes pay; the distance
+from `drop` to `phoenix` is Phoenix parsing and storing every span on the same two cores, a
+cost a real deployment pays on the backend's machines instead.
 """
 
 
