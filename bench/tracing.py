@@ -411,12 +411,20 @@ hand, checked against the SDK's encoder), sent by the SDK's own OTLP exporters:
 
 In-process, both sides of an echo hop together cost +40-100 us of CPU with the lean tracer
 against +230-300 us with the SDK's (same runs; the spread is the machine's other load and
-when full collections fall), so the `drop` rows above show what remains per process. To
-keep busy trivial hops cheaper still, sample: `OTEL_TRACES_SAMPLER=parentbased_traceidratio`
-with `OTEL_TRACES_SAMPLER_ARG=0.1` traces one task in ten end to end (parent-based: a sampled
-task stays whole across every hop). `drop` is what the mesh's processes pay; the distance
-from `drop` to `phoenix` is Phoenix parsing and storing every span on the same two cores, a
-cost a real deployment pays on the backend's machines instead.
+when full collections fall). In separate processes under the load above, the `drop` rows
+still pay +130-200 us per hop (client + agent), less than the `sdk` rows in the same run
+(about half; echo JSON-RPC: 198 against 210 us) and two to three times the sum of the pieces
+listed: the rest was not pinned down (candidates:
+the collector's young-generation work on each traced request's short-lived objects, and the
+export thread's wake-ups and context switches on two loaded cores). So at 100% sampling the
+target is not met (echo: 17-27% fewer requests/s, tools 12-14%, planner fan-out 15%; the
+SDK's tracer lost 19-51% in the same run; the rounds overlap, the machine's load ranged 3.5-11
+on 2 cores); an agent doing real work dilutes the same absolute cost. To keep busy trivial hops cheaper still, sample:
+`OTEL_TRACES_SAMPLER=parentbased_traceidratio` with `OTEL_TRACES_SAMPLER_ARG=0.1` traces one
+task in ten end to end (parent-based: a sampled task stays whole across every hop). `drop` is
+what the mesh's processes pay; the distance from `drop` to `phoenix` is Phoenix parsing and
+storing every span on the same two cores, a cost a real deployment pays on the backend's
+machines instead.
 """
 
 
