@@ -120,6 +120,14 @@ class Settings(BaseSettings):
         "extra resource attributes come from the SDK's standard OTEL_* variables; off costs "
         "nothing per request.",
     )
+    otel_tracer: Literal["lean", "sdk"] = Field(
+        "lean",
+        description="Tracer provider when telemetry is on. 'lean': the mesh's own implementation of the "
+        "OpenTelemetry tracing API with a hand-written OTLP encoder (same spans, sampler, OTEL_BSP_* and "
+        "OTEL_EXPORTER_OTLP_* settings; a fraction of the SDK's CPU per span, docs/benchmarks.md). "
+        "'sdk': the OpenTelemetry SDK's TracerProvider and batch span processor. Metrics and logs use "
+        "the SDK either way.",
+    )
     otlp_protocol: Literal["grpc", "http/protobuf"] = Field(
         "grpc", description="OTLP exporter transport (its endpoint: OTEL_EXPORTER_OTLP_ENDPOINT)."
     )

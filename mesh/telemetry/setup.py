@@ -2,8 +2,9 @@
 
 Off (the default) installs nothing: the API's no-op providers stay in place and the mesh's
 own hooks are skipped by one attribute check, so a request pays nothing. On, it installs a
-tracer provider (batch span processor, sampler from ``OTEL_TRACES_SAMPLER``; parent-based
-always-on unless set), a meter provider (periodic OTLP reader and/or a Prometheus registry)
+tracer provider (sampler from ``OTEL_TRACES_SAMPLER``, parent-based always-on unless set;
+the mesh's lean provider and OTLP encoder, :mod:`mesh.telemetry.tracer`, or with
+``SLMESH_OTEL_TRACER=sdk`` the SDK's with its batch span processor), a meter provider (periodic OTLP reader and/or a Prometheus registry)
 and a logger provider (a ``logging`` handler, so log records carry trace ids), each with the
 same resource. Exporter endpoint, headers, timeouts and compression are read by the OTLP
 exporters themselves from the standard ``OTEL_EXPORTER_OTLP_*`` variables.
@@ -24,7 +25,6 @@ from mesh.telemetry import names
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from prometheus_client import CollectorRegistry
 
@@ -49,7 +49,7 @@ class _State:
     instance: str = ""
     prometheus: CollectorRegistry | None = None
     metric_readers: int = 0
-    tracer_provider: TracerProvider | None = None
+    tracer_provider: Any = None  # the lean or the SDK provider: force_flush(ms), shutdown()
     meter_provider: MeterProvider | None = None
     logger_provider: Any = None
     log_handler: logging.Handler | None = None
@@ -113,18 +113,11 @@ def _resource(service_name: str, settings: Settings, replica_id: str | None,
 
 def _install(service_name: str, settings: Settings, replica_id: str | None, version: str | None,
              span_exporter: SpanExporter | None, endpoint: str | None) -> None:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-
     from mesh.telemetry.instruments import Instruments
 
     resource = _resource(service_name, settings, replica_id, version)
     signals = set(settings.otel_export.split(",")) if settings.otel_enabled else set()
-    tracer_provider = TracerProvider(resource=resource)  # sampler: OTEL_TRACES_SAMPLER(_ARG)
-    if span_exporter is not None:
-        tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
-    elif "traces" in signals:
-        tracer_provider.add_span_processor(BatchSpanProcessor(_otlp("trace", settings, endpoint)))
+    tracer_provider = _tracer_provider(resource, settings, signals, span_exporter, endpoint)
     meter_provider = _meter_provider(resource, settings, signals)
     if trace.get_tracer_provider().__class__.__name__ == "ProxyTracerProvider":
         trace.set_tracer_provider(tracer_provider)
@@ -145,11 +138,43 @@ def _install(service_name: str, settings: Settings, replica_id: str | None, vers
              ",".join(sorted(signals)) or "nothing", settings.otlp_protocol)
 
 
-def _otlp(signal: str, settings: Settings, endpoint: str | None = None) -> Any:
-    """The OTLP exporter for one signal; it reads its endpoint etc. from OTEL_EXPORTER_OTLP_*."""
+def _tracer_provider(resource: Any, settings: Settings, signals: set[str], span_exporter: SpanExporter | None,
+                     endpoint: str | None) -> trace.TracerProvider:
+    """The lean provider (default) or the SDK's; both sample per OTEL_TRACES_SAMPLER(_ARG)."""
+    if settings.otel_tracer == "sdk":
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+        provider = TracerProvider(resource=resource)
+        if span_exporter is not None:
+            provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+        elif "traces" in signals:
+            provider.add_span_processor(BatchSpanProcessor(_otlp("trace", settings, endpoint)))
+        return provider
+    from mesh.telemetry import otlp
+    from mesh.telemetry.tracer import LeanTracerProvider, SpanSink
+
+    sink: SpanSink
+    if span_exporter is not None:
+        sink = otlp.SdkExporterSink(span_exporter, resource)
+    elif "traces" in signals:
+        sink = otlp.BatchExporter(otlp.Encoder(resource), _otlp("trace", settings, endpoint, encoded=True))
+    else:
+        sink = otlp.DroppingSink()
+    return LeanTracerProvider(resource, sink)
+
+
+def _otlp(signal: str, settings: Settings, endpoint: str | None = None, *, encoded: bool = False) -> Any:
+    """The OTLP exporter for one signal; it reads its endpoint etc. from OTEL_EXPORTER_OTLP_*.
+
+    ``encoded``: the trace exporter sends requests the lean tracer encoded (same settings).
+    """
     if settings.otlp_protocol == "grpc":
         if signal == "trace":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+            if encoded:
+                from mesh.telemetry.otlp import GrpcBytesExporter as OTLPSpanExporter
+            else:
+                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
             return OTLPSpanExporter(endpoint=endpoint, insecure=True) if endpoint else OTLPSpanExporter()
         if signal == "metric":
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
@@ -157,6 +182,9 @@ def _otlp(signal: str, settings: Settings, endpoint: str | None = None) -> Any:
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
         return OTLPLogExporter()
     if signal == "trace":
+        if encoded:
+            from mesh.telemetry.otlp import HttpBytesExporter
+            return HttpBytesExporter()
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
         return HttpSpans()
     if signal == "metric":

@@ -16,10 +16,11 @@ from mesh.config import Settings
 from mesh.telemetry import genai, names
 
 
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
+@pytest.fixture(params=["lean", "sdk"])
+def spans(request: pytest.FixtureRequest) -> Iterator[InMemorySpanExporter]:
+    """Each test runs on the mesh's lean tracer and on the SDK's (SLMESH_OTEL_TRACER)."""
     exporter = InMemorySpanExporter()
-    assert telemetry.configure("unit", Settings(replica_id="unit-7", environment="test"),
+    assert telemetry.configure("unit", Settings(replica_id="unit-7", environment="test", otel_tracer=request.param),
                                version="9.9.9", span_exporter=exporter)
     yield exporter
     telemetry.shutdown()
