@@ -7,8 +7,8 @@ reused, and nothing else is built per span but the bytes. It writes what the SDK
 ``encode_spans`` writes for the same spans (tests/unit/test_telemetry_otlp.py decodes both
 with opentelemetry-proto and compares them).
 
-:class:`BatchExporter` is the buffer the tracer appends ended spans to and the thread that
-encodes and sends them: the SDK's batch span processor settings (``OTEL_BSP_*``: schedule
+:class:`BatchExporter` encodes each span as it ends, buffers the bytes and sends them in
+batches from its own thread: the SDK's batch span processor settings (``OTEL_BSP_*``: schedule
 delay, queue size, batch size, export timeout), read through the SDK's own helpers. The bytes
 go out through the SDK's OTLP exporters themselves (:class:`GrpcBytesExporter`,
 :class:`HttpBytesExporter`), so endpoint, headers, TLS, compression, timeout and retries

@@ -5,10 +5,11 @@ attribute validation under a lock per call, a ``ReadableSpan`` copy for the proc
 ~37 us more per span building protobuf objects in its export thread (docs/benchmarks.md). This
 provider keeps what a backend sees (ids, parentage, parent-based sampling from
 ``OTEL_TRACES_SAMPLER``, attributes, events, links, status, kind, resource, scope) and drops the
-rest: a span is a ``__slots__`` object whose attributes are a plain dict, and an ended span is
-appended as it is to a bounded buffer that :class:`mesh.telemetry.otlp.BatchExporter`
-hand-encodes to OTLP in its own thread (dropped and counted when the buffer is full, like the
-SDK's queue).
+rest: a span is a ``__slots__`` object whose attributes are a plain dict; an ended span is
+encoded to OTLP bytes at once by :class:`mesh.telemetry.otlp.BatchExporter` and only the bytes
+wait in its bounded buffer (dropped and counted when it is full, like the SDK's queue) for its
+thread to send (span objects kept until an export were promoted by the garbage collector,
+which cost more than the encoding).
 
 Differences from the SDK, on purpose: attribute values are not validated when set (a value
 OTLP cannot carry is left out when encoded, and counted as dropped); lists are copied to
