@@ -35,7 +35,8 @@ SECTION = "## SLM runtime"
 CONCURRENCY = (1, 8, 32)
 AGENTS = ("extractor", "responder")
 """The agents measured: the extractor decodes under a JSON schema with grounded fields (a
-grammar compiled per request, a token mask per step), the responder writes free text; both
+grammar compiled per request, a token mask per step), the responder writes grounded text
+(free text whose facts are copied from its input: a smaller grammar, a mask per step); both
 write ~70-100 tokens per request, so decoding, not the prompt, is the bulk of the work."""
 
 
@@ -205,7 +206,8 @@ def render(rows: list[Row], *, threads: int, infos: dict[str, dict[str, Any]],
         + " and ".join(models) + ", each served as its agent serves it (prompt, output "
         "constraint, stop strings and token budget from `services/<agent>/agent.yaml`: the "
         "extractor decodes under its JSON schema with grounded fields, the responder writes "
-        "free text), through `mesh.slm.TransformersBackend`.",
+        "grounded text: free text whose numbers, emails and names are copied from its facts), "
+        "through `mesh.slm.TransformersBackend`.",
         "",
         f"- Machine: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
         f"Linux {platform.release()}; Python {platform.python_version()}, torch "
