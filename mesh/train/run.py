@@ -35,7 +35,7 @@ _COPIER = MicroConfig(hidden=192, layers=4, heads=4, intermediate=512, tokenizer
 RECIPES: dict[str, Recipe] = {
     "classifier": Recipe(_READER, TrainPlan(steps=5944, batch_size=8, lr=3e-3)),
     "extractor": Recipe(_COPIER, TrainPlan(steps=3026, batch_size=8, lr=3e-3)),
-    "tool-caller": Recipe(_COPIER, TrainPlan(steps=1922, batch_size=8, lr=3e-3)),
+    "tool-caller": Recipe(_COPIER, TrainPlan(steps=7749, batch_size=8, lr=3e-3)),
     "responder": Recipe(_COPIER, TrainPlan(steps=2258, batch_size=8, lr=3e-3)),
     "planner": Recipe(_COPIER, TrainPlan(steps=1522, batch_size=8, lr=3e-3)),
 }
