@@ -158,6 +158,7 @@ _MID_SEPARATORS = " ()[]{},;:\"$€£#"
 """What may stand between the words and facts of grounded text (no newline: one line)."""
 _SEPARATORS = _MID_SEPARATORS + _SENTENCE_END
 _SEPARATOR_RUN = re.compile("([" + re.escape(_SEPARATORS) + "]+)")
+_WORD_RUN = re.compile("[^" + re.escape(_SEPARATORS) + "]+")
 _FREE_CAPITALISED = ("I", "I'm", "I'll", "I've", "I'd")
 """Capitalised words allowed inside a sentence without being a fact."""
 
@@ -225,7 +226,7 @@ def invented_facts(constraint: GroundedText, text: str) -> list[str]:
         if fact is not None:
             at += len(fact)
         else:
-            word = re.match("[^" + re.escape(_SEPARATORS) + "]+", text[at:]).group()
+            word = _WORD_RUN.match(text, at).group()  # type: ignore[union-attr]
             at += len(word)
             if _FACT_MARK.search(word) or (
                     constraint.names and not head and word[:1].isupper()
