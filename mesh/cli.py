@@ -413,6 +413,7 @@ def train(
     out: Annotated[Path | None, typer.Option(help="Model folder (default: the one in the agent's spec).")] = None,
     init_from: Annotated[Path | None, typer.Option(help="Continue training this saved model (e.g. models/AGENT) instead of random weights; its steps and time are added to the record.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (default: the recipe's).")] = None,
+    precision: Annotated[str, typer.Option(help="auto (bf16 autocast where the CPU has native bf16, else float32), bf16 or fp32.")] = "auto",
 ) -> None:
     """Train an agent's micro-SLM on its synthetic task data (progress bar, fixed seed).
 
@@ -422,7 +423,7 @@ def train(
     """
     from mesh.train.run import main as train_main
 
-    argv = [agent, "--seed", str(seed)]
+    argv = [agent, "--seed", str(seed), "--precision", precision]
     if minutes is not None:
         argv += ["--minutes", str(minutes)]
     if steps is not None:

@@ -36,6 +36,13 @@ that decoding produced always validates):
 - ``"x-grounded": true`` on a number or integer: the value is written exactly as one of
   the numbers in the input (a whole number as written there that the bounds accept: from
   ``42.50`` only ``42.50``, never ``42`` or ``50``);
+- ``"x-grounded": "/json/pointer"`` on a string, number or integer: the input is JSON and
+  the value is one of its values at or under that JSON Pointer (RFC 6901; ``""`` is the
+  whole input), copied whole: a string value as it stands, a number as written (a JSON
+  number, or a string that is just a number, ``"42.50"``). For outputs that pass on what an
+  earlier step extracted (a tool call's arguments from the extractor's ``fields``): a
+  value is never cut short, run on, or taken from the message around it. Values the
+  limits, the pattern or the tokenizer rule out are left out;
 - integers: ``minimum``, ``maximum``, ``exclusiveMinimum``, ``exclusiveMaximum`` (any
   integer bounds); without bounds, at most 15 digits;
 - numbers: at most 15 integer digits and 6 fraction digits (no exponent); ``multipleOf``
@@ -302,17 +309,19 @@ def compile_grammar(
 
 def grounded_values(schema: Mapping[str, Any], value: Any,
                     is_valid: Callable[[Mapping[str, Any], Any], bool]
-                    ) -> Iterator[str | int | float]:
-    """The string and number values in ``value`` that ``schema`` marks grounded."""
+                    ) -> Iterator[tuple[str | int | float, bool | str]]:
+    """The string and number values in ``value`` that ``schema`` marks grounded, each with
+    its grounding (``True``: a span of the input; a string: a JSON Pointer into it)."""
     for branch_key in _COMBINATORS:
         if branch_key in schema:
             for branch in schema[branch_key]:
                 if is_valid(branch, value):
                     yield from grounded_values(branch, value, is_valid)
                     break
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool) and schema.get(
-            GROUNDED) is True:
-        yield value
+    grounding = schema.get(GROUNDED)
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool) and (
+            grounding is True or isinstance(grounding, str)):
+        yield value, grounding
     elif isinstance(value, dict):
         for name, sub in (schema.get("properties") or {}).items():
             if name in value:
@@ -427,9 +436,9 @@ class _Compiler:
             return self._union(['"true"', '"false"'])
         if kind in ("integer", "number"):
             regex = (_integer_regex if kind == "integer" else _number_regex)(schema, where)
-            grounded = schema.get(GROUNDED, False)
-            if not isinstance(grounded, bool):
-                raise SchemaError(f"{where}: {GROUNDED} must be true or false")
+            grounded = _grounding(schema, where)
+            if isinstance(grounded, str) and not self.dry_run:
+                return self._whole_number(grounded, regex, where)
             if grounded and not self.dry_run:
                 return self._grounded_number(regex, where)
             return self._terminal(_regex(regex))
@@ -485,11 +494,11 @@ class _Compiler:
         if not isinstance(low, int) or low < 0 or (high is not None and
                                                     (not isinstance(high, int) or high < low)):
             raise SchemaError(f"{where}: minLength/maxLength must be integers, min <= max")
-        grounded = schema.get(GROUNDED, False)
-        if not isinstance(grounded, bool):
-            raise SchemaError(f"{where}: {GROUNDED} must be true or false")
+        grounded = _grounding(schema, where)
         pattern = schema.get("pattern")
         pattern_regex = None if pattern is None else _search_pattern(pattern, where)
+        if isinstance(grounded, str) and not self.dry_run:
+            return self._whole_string(grounded, low, high, pattern, where)
         if grounded and not self.dry_run:
             return self._grounded(max(low, 1), high, pattern, pattern_regex, where)
         length = f"{{{low},{'' if high is None else high}}}"
@@ -511,6 +520,30 @@ class _Compiler:
             self.ungrounded.add(where)
             return None
         return self._union([_literal(text) for text in found])
+
+    def _whole_number(self, pointer: str, regex: str, where: str) -> str | None:
+        """One of the numbers at or under ``pointer`` of the JSON input, as written there."""
+        compiled = re.compile(regex)
+        found = [text for text in value_numbers(self.source, pointer) if compiled.fullmatch(text)]
+        if not found:
+            self.ungrounded.add(where)
+            return None
+        return self._union([_literal(text) for text in found])
+
+    def _whole_string(self, pointer: str, low: int, high: int | None, pattern: str | None,
+                      where: str) -> str | None:
+        """One of the strings at or under ``pointer`` of the JSON input, whole."""
+        compiled = None if pattern is None else re.compile(pattern)
+        found = [
+            text for text in value_strings(self.source, pointer)
+            if low <= len(text) and (high is None or len(text) <= high)
+            and (compiled is None or compiled.search(text))
+            and (self.representable is None or all(map(self.representable, text)))
+        ]
+        if not found:
+            self.ungrounded.add(where)
+            return None
+        return self._union([_literal(_compact(text)) for text in found])
 
     def _grounded(self, low: int, high: int | None, pattern: str | None,
                   pattern_regex: str | None, where: str) -> str | None:
@@ -564,6 +597,60 @@ class _Compiler:
             bodies.append(_regex(pattern_regex))
         body = self._terminal(" & ".join(bodies))
         return self._terminal(f'"\\"" {body} "\\""')
+
+
+def _grounding(schema: Mapping[str, Any], where: str) -> bool | str:
+    """A schema's ``x-grounded``: false, true (a span of the input) or a JSON Pointer."""
+    grounded = schema.get(GROUNDED, False)
+    if isinstance(grounded, str):
+        if grounded and not grounded.startswith("/"):
+            raise SchemaError(f"{where}: {GROUNDED} pointer {grounded!r} must be \"\" or start "
+                              "with /")
+        return grounded
+    if not isinstance(grounded, bool):
+        raise SchemaError(f"{where}: {GROUNDED} must be true, false or a JSON Pointer")
+    return grounded
+
+
+def pointer_values(source: str, pointer: str) -> list[Any]:
+    """The scalar values (strings and numbers) at or under ``pointer`` in the JSON ``source``.
+
+    Empty when the source is not JSON or the pointer leads nowhere: nothing to copy.
+    """
+    try:
+        node: Any = json.loads(source)
+    except ValueError:
+        return []
+    for token in pointer.split("/")[1:] if pointer else ():
+        key = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            return []
+    return [value for value in _scalars(node) if value is not None and not isinstance(value, bool)]
+
+
+def value_strings(source: str, pointer: str) -> list[str]:
+    """The distinct strings at or under ``pointer`` (see :func:`pointer_values`)."""
+    return list(dict.fromkeys(v for v in pointer_values(source, pointer) if isinstance(v, str)))
+
+
+_NUMBER_TEXT = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def value_numbers(source: str, pointer: str) -> list[str]:
+    """The distinct numbers at or under ``pointer``, as written: JSON numbers, and strings
+    that are just a number (the extractor's ``"amount": "42.50"``)."""
+    found: dict[str, None] = {}
+    for value in pointer_values(source, pointer):
+        if isinstance(value, str):
+            if _NUMBER_TEXT.fullmatch(value):
+                found[value] = None
+        elif isinstance(value, (int, float)) and math.isfinite(value):
+            found[json.dumps(value)] = None
+    return list(found)
 
 
 _WRITTEN_NUMBER = re.compile(r"(?<![\w.\-/])(?<!\d,)-?\d+(?:\.\d+)?(?![\w]|[.\-/,]\d)")

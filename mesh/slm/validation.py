@@ -22,6 +22,8 @@ from mesh.slm.grammar import (
     OutputConstraint,
     grounded_values,
     invented_facts,
+    value_numbers,
+    value_strings,
     written_numbers,
 )
 
@@ -79,14 +81,29 @@ def _parse_json(constraint: JsonOutput, text: str) -> Any:
     def is_valid(schema: Mapping[str, Any], instance: Any) -> bool:
         return OutputValidator(schema).is_valid(instance)
 
-    for span in grounded_values(constraint.schema, value, is_valid):
-        if isinstance(span, str):
+    for span, grounding in grounded_values(constraint.schema, value, is_valid):
+        if isinstance(grounding, str):
+            _check_whole(span, grounding, constraint.source)
+        elif isinstance(span, str):
             if span not in constraint.source:
                 raise InvalidOutputError(
                     f"the grounded value {span[:80]!r} is not part of the input")
         elif not _number_in(span, constraint.source):
             raise InvalidOutputError(f"the grounded number {span!r} is not written in the input")
     return value
+
+
+def _check_whole(value: str | int | float, pointer: str, source: str) -> None:
+    """``value`` must be one of the input's values under ``pointer``, whole."""
+    if isinstance(value, str):
+        if value not in value_strings(source, pointer):
+            raise InvalidOutputError(f"the grounded value {value[:80]!r} is not one of the "
+                                     f"input's values at {pointer or '/'}")
+        return
+    wanted = Decimal(str(value))
+    if not any(Decimal(text) == wanted for text in value_numbers(source, pointer)):
+        raise InvalidOutputError(f"the grounded number {value!r} is not one of the input's "
+                                 f"values at {pointer or '/'}")
 
 
 def _number_in(number: int | float, source: str) -> bool:

@@ -26,6 +26,7 @@ from mesh.train.data.contract import Contract
 from mesh.train.data.dataset import TRAIN, VALIDATION, Example, Stream, Task
 from mesh.train.data.messages import compose
 from mesh.train.micro import IGNORE, TRAINING_RECORD, MicroConfig, TrainPlan, encode, fit
+from mesh.train.precision import Precision
 
 BASE = "base"
 """Name of the recipe, of its folder under ``models/`` and of its ``training.json`` agent."""
@@ -80,10 +81,10 @@ def heldout_loss(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
 
 
 def train_base(out_dir: Path, *, steps: int | None = None, minutes: float | None = None,
-               seed: int = 0) -> dict[str, Any]:
+               seed: int = 0, precision: Precision = "auto") -> dict[str, Any]:
     """Pretrains the base into ``out_dir`` (resumable) and returns its ``training.json``."""
     task = MessagesTask()
-    plan = replace(BASE_PLAN, seed=seed)
+    plan = replace(BASE_PLAN, seed=seed, precision=precision)
     if steps is not None or minutes is not None:
         plan = replace(plan, steps=steps, minutes=minutes)
     record = fit(task, out_dir=out_dir, plan=plan, config=BASE_CONFIG, final_streams=())

@@ -2,8 +2,9 @@
 
 Why these choices: the tokenizers never merge across words, so any input span can be
 copied (see :mod:`mesh.train.tokenizer`); the loss covers only the target and end-of-sequence, so the
-capacity goes to the answer, not to modelling customer prose; bf16 autocast on CPU is
-about twice as fast as fp32 here; batches are bucketed by length (from a seeded chunk of
+capacity goes to the answer, not to modelling customer prose; bf16 autocast is about
+twice as fast as fp32 on a CPU with native bf16 (and seven times slower on one without:
+:mod:`mesh.train.precision` picks); batches are bucketed by length (from a seeded chunk of
 examples) so little compute goes into padding, and a batch never mixes two examples in
 one row, so attention cannot copy from the wrong message. Training is a pure function of
 the seed and step count: example ``i`` of the train stream and the bucketing of each
@@ -35,6 +36,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from mesh.train.data.dataset import SEEN, TEST, TRAIN, VALIDATION, Example, Stream, Task
 from mesh.train.evaluate import score, score_stream
+from mesh.train.precision import Precision, autocast
+from mesh.train.precision import resolve as resolve_precision
 from mesh.train.tokenizer import build_tokenizer, build_word_tokenizer
 
 IGNORE = -100
@@ -99,6 +102,9 @@ class TrainPlan:
     ``threads`` defaults to one: on a 2-core machine shared with other work, two
     OpenMP threads keep waiting at barriers for a descheduled peer, and one thread
     trained 4-5x faster than two here (bf16, 3.3M parameters). Use 2 on idle cores.
+
+    ``precision`` ``auto`` trains under bf16 autocast only where the CPU computes bf16
+    natively, else in float32 (:mod:`mesh.train.precision`).
     """
 
     steps: int | None = None
@@ -116,6 +122,7 @@ class TrainPlan:
     final_eval_count: int = 150
     checkpoint_every_s: float = 120.0
     threads: int = 1
+    precision: Precision = "auto"
 
     def __post_init__(self) -> None:
         if self.steps is None and self.minutes is None:
@@ -238,6 +245,7 @@ def fit(
     """
     console = console or Console(stderr=True)
     torch.set_num_threads(plan.threads)
+    precision = resolve_precision(plan.precision)
     out_dir.mkdir(parents=True, exist_ok=True)
     if init_from is None:
         tokenizer = build_task_tokenizer(task, config, plan.seed)
@@ -287,7 +295,7 @@ def fit(
                 group["lr"] = lr
             model.train()
             input_ids, labels = batches.batch(offset + state.step)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with autocast(precision):
                 loss = model(input_ids=input_ids, labels=labels).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), plan.clip)
@@ -354,6 +362,7 @@ def fit(
         "wall_time_s": round(wall_s, 1),
         "final_loss": round(state.loss_ema or 0.0, 5),
         "threads": plan.threads,
+        "precision": precision,
         "torch": torch.__version__,
         "metrics": metrics,
         "metrics_note": "plain greedy decoding, no constraints; seen = train-pool values and "

@@ -71,7 +71,7 @@ def render(rows: list[ModelRow], count: int) -> str:
         "digits, punctuation and spaces single, so any span can be copied, for the others). "
         "`training` is the total wall time and step count behind the shipped weights (a run "
         "continued with `slmesh train AGENT --init-from models/AGENT` adds to the "
-        "run it continued; one torch thread, bf16 autocast, on a 2-core machine shared with "
+        "run it continued; one torch thread, bf16 autocast where the CPU has native bf16, on a 2-core machine shared with "
         "other work, so steps per minute vary between runs).",
         "",
         "Scores are measured through the serving runtime (labels, JSON schema and grounded-span "

@@ -19,6 +19,7 @@ from mesh.train.data.dataset import TEST
 from mesh.train.data.tasks import AGENTS, load_task
 from mesh.train.evaluate import score_served
 from mesh.train.micro import TRAINING_RECORD, MicroConfig, TrainPlan, fit
+from mesh.train.precision import Precision
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ def train(
     served: bool = True,
     init_from: Path | None = None,
     lr: float | None = None,
+    precision: Precision = "auto",
 ) -> dict[str, Any]:
     """Trains ``agent``'s micro-SLM and returns its ``training.json`` record.
 
@@ -59,17 +61,18 @@ def train(
     Without ``minutes`` or ``steps`` the recipe's step count is used; ``minutes`` alone
     trains for that long (the step count reached is recorded). With ``served`` the test
     split is also scored through the serving runtime (constrained decoding), as
-    ``metrics_served``. ``init_from`` continues from a saved model (see :func:`fit`).
+    ``metrics_served``. ``init_from`` continues from a saved model (see :func:`fit`). ``precision``: see
+    :mod:`mesh.train.precision`.
     """
     if agent == BASE:
         return train_base(Path(out_dir or SERVICES_DIR.parent / "models" / BASE),
-                          steps=steps, minutes=minutes, seed=seed)
+                          steps=steps, minutes=minutes, seed=seed, precision=precision)
     task = load_task(agent)
     recipe = RECIPES[task.agent]
     plan = recipe.plan
     if minutes is not None or steps is not None:
         plan = replace(plan, minutes=minutes, steps=steps)
-    plan = replace(plan, seed=seed, lr=plan.lr if lr is None else lr)
+    plan = replace(plan, seed=seed, lr=plan.lr if lr is None else lr, precision=precision)
     target = Path(out_dir or load_contract(task.agent).model_dir)
     record = fit(task, out_dir=target, plan=plan, config=recipe.config, init_from=init_from)
     if served:
@@ -94,6 +97,10 @@ def main(argv: list[str] | None = None) -> None:
         help="model folder (default: the agent's spec's, models/base for base)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--precision", choices=["auto", "bf16", "fp32"], default="auto",
+        help="bf16 autocast or float32 (auto: bf16 where the CPU has native bf16)",
+    )
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
     parser.add_argument(
         "--init-from", type=Path, default=None,
@@ -102,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     record = train(
         args.agent, out_dir=args.out, minutes=args.minutes, steps=args.steps, seed=args.seed,
-        init_from=args.init_from, lr=args.lr,
+        init_from=args.init_from, lr=args.lr, precision=args.precision,
     )
     print(
         f"{record['agent']}: {record['parameters']:,} parameters, "

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from mesh.config import ServiceSpec, Settings, discover_services
+from mesh.image_models import model_dirs
 from tests.support.dockerfile import expand, ignore_patterns, ignored, parse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,9 +105,13 @@ def test_image_layout_serves_each_service(service: str) -> None:
     """`slmesh serve services/<name>` loads, and a model it names is the one the image bakes in."""
     spec = ServiceSpec.load(ROOT / "services" / service)
     model = spec.options.get("model")
+    kept = model_dirs(ROOT / "services" / service, ROOT / "models")
     if model and spec.options.get("backend", "transformers") == "transformers":
         assert (ROOT / "services" / service / model).resolve() == ROOT / "models" / service
         assert (ROOT / "models" / service / "config.json").is_file()
+        assert kept == [Path(service)]
+    else:
+        assert kept == []
 
 
 def test_compose_has_every_service_and_the_infrastructure() -> None:

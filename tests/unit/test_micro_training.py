@@ -191,3 +191,26 @@ def test_training_continues_from_a_saved_model_and_counts_its_cost(tmp_path: Pat
     with pytest.raises(ValueError, match="train from scratch"):
         fit(task, out_dir=tmp_path / "third", plan=_plan(1), final_streams=(),
             config=replace(TINY, tokenizer="words"), init_from=first)
+
+
+def test_precision_picks_bf16_only_where_the_cpu_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mesh.train import precision
+
+    monkeypatch.setattr(precision, "native_bf16", lambda: False)
+    assert precision.resolve("auto") == "fp32"
+    monkeypatch.setattr(precision, "native_bf16", lambda: True)
+    assert precision.resolve("auto") == "bf16"
+    assert precision.resolve("fp32") == "fp32" and precision.resolve("bf16") == "bf16"
+    with pytest.raises(ValueError, match="precision"):
+        precision.resolve("fp16")  # type: ignore[arg-type]
+    layer = torch.nn.Linear(4, 4)
+    with precision.autocast("bf16"):
+        assert layer(torch.ones(1, 4)).dtype == torch.bfloat16
+    with precision.autocast("fp32"):
+        assert layer(torch.ones(1, 4)).dtype == torch.float32
+
+
+def test_training_record_names_the_precision_used(tmp_path: Path) -> None:
+    record = fit(load_task("classifier"), out_dir=tmp_path, plan=_plan(2, precision="fp32"),
+                 config=TINY, final_streams=())
+    assert record["precision"] == "fp32"

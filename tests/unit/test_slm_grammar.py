@@ -136,8 +136,8 @@ def test_random_schemas_random_logits_always_valid(vocab: TokenVocabulary) -> No
             assert_compact(text)
             assert OutputValidator(schema).is_valid(value), (schema, text)
             assert parse_output(output, text) == value
-            for span in grounded_values(schema, value,
-                                        lambda s, v: OutputValidator(s).is_valid(v)):
+            for span, _ in grounded_values(schema, value,
+                                           lambda s, v: OutputValidator(s).is_valid(v)):
                 assert span and span in SOURCE and span == span.strip()
             outputs += 1
     assert outputs == 160
@@ -443,3 +443,64 @@ def test_grounded_text_leaves_out_facts_the_tokenizer_cannot_write() -> None:
 def test_written_numbers_are_quantities_not_digits_of_ids_or_dates(
         source: str, numbers: list[str]) -> None:
     assert written_numbers(source) == numbers
+
+
+CALL_INPUT = json.dumps({
+    "message": "Refund 42.50 on ORD-104233, it was the wrong size. Ship to 9 Elm St, Oslo 0150.",
+    "intent": "refund_request",
+    "fields": {"order_id": "ORD-104233", "amount": "42.50", "reason": "it was the \"wrong\" size",
+               "address": None, "nested": {"note": "Zürich ☃ desk"}}}, ensure_ascii=False)
+WHOLE = {"type": "object", "properties": {
+    "order_id": {"type": "string", "pattern": "^ORD-\\d{6}$", "x-grounded": "/fields"},
+    "amount": {"type": "number", "exclusiveMinimum": 0, "multipleOf": 0.01,
+               "x-grounded": "/fields"},
+    "reason": {"type": ["string", "null"], "minLength": 3, "x-grounded": "/fields"}},
+    "required": ["order_id", "amount", "reason"], "additionalProperties": False}
+
+
+def test_pointer_grounding_copies_whole_values_from_under_the_pointer_only(
+        vocab: TokenVocabulary) -> None:
+    output = JsonOutput(WHOLE, CALL_INPUT)
+    grammar = compile_grammar(output, vocab.representable)
+    fields = json.loads(CALL_INPUT)["fields"]
+    whole = {fields["reason"], fields["order_id"], fields["amount"]}
+    if vocab.representable("☃"):
+        whole.add(fields["nested"]["note"])
+    rng = random.Random(11)
+    seen = set()
+    for _ in range(60):
+        text = walk(vocab, vocab.guide(grammar), rng)
+        value = parse_output(output, text)
+        assert value["order_id"] == "ORD-104233" and value["amount"] == 42.5
+        assert value["reason"] is None or value["reason"] in whole, text
+        seen.add(value["reason"])
+    assert fields["reason"] in seen and None in seen
+    # never a piece of a value, never the message around the fields
+    for reason in ("wrong size", "it was the wrong size", "Refund 42.50 on ORD-104233"):
+        bad = json.dumps({"order_id": "ORD-104233", "amount": 42.5, "reason": reason})
+        with pytest.raises(InvalidOutputError, match="not one of the input's values at /fields"):
+            parse_output(output, bad)
+        assert not _accepts(vocab, grammar, bad.replace(": ", ":").replace(", ", ","))
+    for amount in ("42", "104233", "150"):
+        bad = f'{{"order_id":"ORD-104233","amount":{amount},"reason":null}}'
+        with pytest.raises(InvalidOutputError, match="grounded number"):
+            parse_output(output, bad)
+
+
+def test_pointer_grounding_with_nothing_to_copy_drops_the_branch_or_is_an_input_error(
+        vocab: TokenVocabulary) -> None:
+    nullable = {"type": "object", "properties": {
+        "email": {"type": ["string", "null"], "x-grounded": "/fields/email"}},
+        "required": ["email"]}
+    for source in ("not json at all", CALL_INPUT):  # no JSON / the pointer leads nowhere
+        grammar = compile_grammar(JsonOutput(nullable, source), vocab.representable)
+        assert walk(vocab, vocab.guide(grammar), random.Random(1)) == '{"email":null}'
+    with pytest.raises(GroundingError):
+        compile_grammar(JsonOutput(WHOLE, '{"fields": {"order_id": null}}'), vocab.representable)
+
+
+@pytest.mark.parametrize("grounding", ["fields", 3, ["/fields"]])
+def test_pointer_grounding_must_be_a_json_pointer(grounding: object) -> None:
+    schema = {"type": "string", "x-grounded": grounding}
+    with pytest.raises(SchemaError, match="x-grounded"):
+        check_schema(schema)

@@ -139,8 +139,8 @@ def test_extractor_grounded_values_are_spans_of_the_message() -> None:
         target = json.loads(example.target)
         assert target == example.expected
         assert list(target) == list(schema["properties"])
-        for pointer, value in grounded_values(schema, target):
-            assert value in example.input, (pointer, value, example.input)
+        for pointer, value, grounding in grounded_values(schema, target):
+            assert grounding is True and value in example.input, (pointer, value, example.input)
             copied += 1
     assert copied > COUNT
 
@@ -155,10 +155,11 @@ def test_tool_calls_are_grounded_and_accepted_by_the_catalog() -> None:
         assert "idempotency_key" not in call
         runnable(call)
         fields = json.loads(example.input)["fields"]
-        grounded = dict(grounded_values(schema, call))
+        grounded = {pointer: (value, grounding)
+                    for pointer, value, grounding in grounded_values(schema, call)}
         assert grounded, example.target
-        for pointer, value in grounded.items():
-            assert value in example.input and value in fields.values(), pointer
+        for pointer, (value, grounding) in grounded.items():
+            assert grounding == "" and value in fields.values(), pointer
     assert names == set(catalog.TOOLS)
 
 

@@ -17,7 +17,7 @@ from jsonschema import Draft202012Validator
 
 from mesh.config import ServiceSpec
 from mesh.slm.executor import OutputOptions
-from mesh.slm.grammar import GroundedText, invented_facts
+from mesh.slm.grammar import GroundedText, invented_facts, value_strings
 from mesh.slm.validation import OutputValidator
 
 SERVICES_DIR = Path(__file__).resolve().parents[3] / "services"
@@ -76,8 +76,12 @@ class Contract:
         if errors:
             raise ContractError(f"schema violation: {errors[0].message}")
         if source is not None:
-            for pointer, text in grounded_values(self.schema, value):
-                if text not in source:
+            for pointer, text, grounding in grounded_values(self.schema, value):
+                if isinstance(grounding, str):
+                    if text not in value_strings(source, grounding):
+                        raise ContractError(f"{pointer}: {text!r} is not one of the input's "
+                                            f"values at {grounding or '/'}")
+                elif text not in source:
                     raise ContractError(f"{pointer}: {text!r} is not a span of the input")
         return value
 
@@ -169,8 +173,9 @@ def compact(value: Any) -> str:
 
 def grounded_values(
     schema: Mapping[str, Any], value: Any, pointer: str = ""
-) -> Iterator[tuple[str, str]]:
-    """Every ``(pointer, string)`` in ``value`` whose schema is marked ``x-grounded``.
+) -> Iterator[tuple[str, str, bool | str]]:
+    """Every ``(pointer, string, grounding)`` in ``value`` whose schema is marked
+    ``x-grounded`` (``True``, or the JSON Pointer its value is copied from whole).
 
     ``oneOf``/``anyOf`` follow the branch the value validates against.
     """
@@ -180,8 +185,8 @@ def grounded_values(
                 if _validator(branch).is_valid(value):
                     yield from grounded_values(branch, value, pointer)
                     break
-    if isinstance(value, str) and schema.get(GROUNDED):
-        yield pointer, value
+    if isinstance(value, str) and schema.get(GROUNDED) not in (None, False):
+        yield pointer, value, schema[GROUNDED]
     elif isinstance(value, dict):
         properties = schema.get("properties", {})
         for key, item in value.items():
