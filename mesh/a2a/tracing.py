@@ -17,7 +17,7 @@ Everything here is installed only when :func:`mesh.telemetry.configure` turned t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -70,12 +70,14 @@ class _StateTap:
         self.state: int | None = None
         self.note: str = ""
 
-    async def enqueue_event(self, event: Any) -> None:
+    def enqueue_event(self, event: Any) -> Awaitable[None]:
+        # A plain method handing back the queue's own awaitable: no coroutine frame of its
+        # own per event (measured ~10 us per echo request as an ``async def``).
         if isinstance(event, TaskStatusUpdateEvent):
             self.state = event.status.state
             if event.status.state in _FAILED:
                 self.note = " ".join(p.text for p in event.status.message.parts if p.text)[:200]
-        await self._queue.enqueue_event(event)
+        return self._queue.enqueue_event(event)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._queue, name)

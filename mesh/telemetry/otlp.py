@@ -21,6 +21,7 @@ import collections
 import logging
 import os
 import struct
+import sys
 import threading
 import time
 import weakref
@@ -36,7 +37,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Status, StatusCode
 
-from mesh.telemetry.tracer import MAX_ATTRIBUTES, LeanSpan, Scope
+from mesh.telemetry.tracer import LeanSpan, Limits, Scope
 
 if TYPE_CHECKING:
     import grpc
@@ -132,8 +133,10 @@ def _key_value(tag: bytes, key: str, value: Any) -> bytes | None:
     return _field(tag, _string(b"\x0a", key) + _field(b"\x12", encoded))
 
 
-def encode_attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> tuple[bytes, int]:
-    """Repeated ``KeyValue`` fields ``tag`` and how many attributes were dropped."""
+def encode_attributes(tag: bytes, attributes: Mapping[str, Any] | None, limit: int = sys.maxsize,
+                      length: int | None = None) -> tuple[bytes, int]:
+    """Repeated ``KeyValue`` fields ``tag`` and how many attributes were dropped: the last
+    ``limit`` of them (as the SDK keeps), string values cut to ``length`` characters."""
     if not attributes:
         return b"", 0
     out = []
@@ -141,12 +144,24 @@ def encode_attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> tuple
     for key, value in attributes.items():
         if value is None:  # the SDK refuses None when it is set
             continue
-        encoded = _key_value(tag, key, value)
-        if encoded is None or len(out) >= MAX_ATTRIBUTES:
+        encoded = _key_value(tag, key, value if length is None else _truncated(value, length))
+        if encoded is None:
             dropped += 1
         else:
             out.append(encoded)
+    if len(out) > limit:  # the SDK keeps the latest ones
+        dropped += len(out) - limit
+        out = out[len(out) - limit:]
     return b"".join(out), dropped
+
+
+def _truncated(value: Any, length: int) -> Any:
+    """``value`` with its strings (alone or in a sequence) cut to ``length``, as the SDK does."""
+    if isinstance(value, str):
+        return value[:length]
+    if isinstance(value, (tuple, list)):
+        return tuple(item[:length] if isinstance(item, str) else item for item in value)
+    return value
 
 
 def _trace_state(tag: bytes, state: Any) -> bytes:
@@ -156,7 +171,8 @@ def _trace_state(tag: bytes, state: Any) -> bytes:
 class Encoder:
     """Writes ``ExportTraceServiceRequest`` bytes for one resource's spans."""
 
-    def __init__(self, resource: Resource) -> None:
+    def __init__(self, resource: Resource, limits: Limits | None = None) -> None:
+        self._limits = limits or Limits.from_environment()
         attributes, dropped = encode_attributes(b"\x0a", resource.attributes)
         body = attributes + (b"\x10" + _varint(dropped) if dropped else b"")
         self._resource = _field(b"\x0a", body)
@@ -194,6 +210,7 @@ class Encoder:
 
     def _span_attributes(self, attributes: Mapping[str, Any]) -> tuple[list[bytes], int]:
         strings = self._strings
+        limit, length = self._limits.span_attributes, self._limits.value_length
         out: list[bytes] = []
         dropped = 0
         for key, value in attributes.items():
@@ -205,18 +222,19 @@ class Encoder:
                 if encoded is None:
                     if len(known) >= _STRING_CACHE_SIZE:
                         known.clear()  # a key whose values never repeat (ids) churns only itself
-                    encoded = known[value] = self._string_attribute(key, value)
+                    encoded = known[value] = self._string_attribute(
+                        key, value if length is None else value[:length])
             elif value is None:
                 continue
             else:
-                encoded = _key_value(b"\x4a", key, value)
+                encoded = _key_value(b"\x4a", key, value if length is None else _truncated(value, length))
                 if encoded is None:
                     dropped += 1
                     continue
-            if len(out) >= MAX_ATTRIBUTES:
-                dropped += 1
-            else:
-                out.append(encoded)
+            out.append(encoded)
+        if len(out) > limit:  # the SDK keeps the latest ones
+            dropped += len(out) - limit
+            out = out[len(out) - limit:]
         return out, dropped
 
     def span(self, span: LeanSpan) -> bytes:
@@ -260,16 +278,16 @@ class Encoder:
         parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
         return b"".join(parts)
 
-    @staticmethod
-    def _event(event: Any) -> bytes:
-        attributes, dropped = encode_attributes(b"\x1a", event.attributes)
+    def _event(self, event: Any) -> bytes:
+        attributes, dropped = encode_attributes(b"\x1a", event.attributes, self._limits.event_attributes,
+                                                self._limits.other_value_length)
         return (b"\x09" + _pack_fixed64(event.timestamp) + _string(b"\x12", event.name) + attributes
                 + (b"\x20" + _varint(dropped) if dropped else b""))
 
-    @staticmethod
-    def _link(link: Any) -> bytes:
+    def _link(self, link: Any) -> bytes:
         context = link.context
-        attributes, dropped = encode_attributes(b"\x22", link.attributes)
+        attributes, dropped = encode_attributes(b"\x22", link.attributes, self._limits.link_attributes,
+                                                self._limits.other_value_length)
         return (b"\x0a\x10" + context.trace_id.to_bytes(16, "big") + b"\x12\x08" + context.span_id.to_bytes(8, "big")
                 + _trace_state(b"\x1a", context.trace_state) + attributes
                 + (b"\x28" + _varint(dropped) if dropped else b"")

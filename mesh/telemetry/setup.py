@@ -152,16 +152,18 @@ def _tracer_provider(resource: Any, settings: Settings, signals: set[str], span_
             provider.add_span_processor(BatchSpanProcessor(_otlp("trace", settings, endpoint)))
         return provider
     from mesh.telemetry import otlp
-    from mesh.telemetry.tracer import LeanTracerProvider, SpanSink
+    from mesh.telemetry.tracer import LeanTracerProvider, Limits, SpanSink
 
+    limits = Limits.from_environment()  # OTEL_*_LIMIT
     sink: SpanSink
     if span_exporter is not None:
         sink = otlp.SdkExporterSink(span_exporter, resource)
     elif "traces" in signals:
-        sink = otlp.BatchExporter(otlp.Encoder(resource), _otlp("trace", settings, endpoint, encoded=True))
+        sink = otlp.BatchExporter(otlp.Encoder(resource, limits),
+                                  _otlp("trace", settings, endpoint, encoded=True))
     else:
         sink = otlp.DroppingSink()
-    return LeanTracerProvider(resource, sink)
+    return LeanTracerProvider(resource, sink, limits=limits)
 
 
 def _otlp(signal: str, settings: Settings, endpoint: str | None = None, *, encoded: bool = False) -> Any:

@@ -13,9 +13,10 @@ which cost more than the encoding).
 
 Differences from the SDK, on purpose: attribute values are not validated when set (a value
 OTLP cannot carry is left out when encoded, and counted as dropped); lists are copied to
-tuples, other values are kept as given; limits (128 attributes, events and links per span)
-are applied, but not the ``OTEL_*_LIMIT`` variables; no span processors, only the one sink.
-Metrics and logs stay on the SDK.
+tuples, other values are kept as given; no span processors, only the one sink. The
+``OTEL_*_LIMIT`` variables apply as in the SDK (read through its ``SpanLimits``: attributes
+per span, event and link, events and links per span, attribute value length), counted as
+dropped the same way. Metrics and logs stay on the SDK.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ import inspect
 import random
 import threading
 import time
+import sys
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -51,11 +54,40 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
 
 MAX_EVENTS = 128
-"""Events kept per span (the SDK's default ``OTEL_SPAN_EVENT_COUNT_LIMIT``); later ones are counted."""
-MAX_LINKS = 128
-"""Links kept per span (the SDK's default ``OTEL_SPAN_LINK_COUNT_LIMIT``)."""
-MAX_ATTRIBUTES = 128
-"""Attributes encoded per span, event or link (the SDK's default ``OTEL_ATTRIBUTE_COUNT_LIMIT``)."""
+"""Events kept per span by default (the SDK's ``OTEL_SPAN_EVENT_COUNT_LIMIT``); later ones are counted."""
+
+_UNLIMITED = sys.maxsize
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much a span keeps: the SDK's ``SpanLimits``, unlimited as ``sys.maxsize``.
+
+    ``value_length`` cuts string attribute values (and strings inside sequences) of spans,
+    ``other_value_length`` those of events and links, as the SDK does.
+    """
+
+    span_attributes: int = 128
+    events: int = 128
+    links: int = 128
+    event_attributes: int = 128
+    link_attributes: int = 128
+    value_length: int | None = None
+    other_value_length: int | None = None
+
+    @classmethod
+    def from_environment(cls) -> Limits:
+        """The limits the ``OTEL_*_LIMIT`` variables set, through the SDK's own reader."""
+        from opentelemetry.sdk.trace import SpanLimits
+
+        sdk = SpanLimits()
+
+        def count(value: int | None) -> int:
+            return _UNLIMITED if value is None else value
+
+        return cls(count(sdk.max_span_attributes), count(sdk.max_events), count(sdk.max_links),
+                   count(sdk.max_event_attributes), count(sdk.max_link_attributes),
+                   sdk.max_span_attribute_length, sdk.max_attribute_length)
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
@@ -100,12 +132,14 @@ class LeanSpan(trace.Span):
     """A recording span: what :class:`LeanTracer` hands out for a sampled trace."""
 
     __slots__ = ("_attributes", "_name", "dropped_events", "dropped_links", "end_time", "events",
-                 "kind", "links", "parent", "scope", "sink", "span_context", "start_time", "status")
+                 "kind", "limits", "links", "parent", "scope", "sink", "span_context", "start_time",
+                 "status")
 
     def __init__(self, name: str, span_context: SpanContext, parent: SpanContext | None, kind: SpanKind,
                  attributes: dict[str, Any], links: list[Link] | None, scope: Scope, sink: SpanSink,
-                 start_time: int) -> None:
+                 start_time: int, limits: Limits = Limits()) -> None:
         self._name = name
+        self.limits = limits
         self.span_context = span_context
         self.parent = parent
         self.kind = kind
@@ -149,9 +183,11 @@ class LeanSpan(trace.Span):
             return
         if self.events is None:
             self.events = []
-        if len(self.events) >= MAX_EVENTS:
+        if len(self.events) >= self.limits.events:  # the SDK keeps the latest ones
             self.dropped_events += 1
-            return
+            if not self.events:
+                return
+            del self.events[0]
         self.events.append(Event(name, dict(attributes) if attributes else None,
                                  timestamp if timestamp is not None else time.time_ns()))
 
@@ -160,9 +196,11 @@ class LeanSpan(trace.Span):
             return
         if self.links is None:
             self.links = []
-        if len(self.links) >= MAX_LINKS:
+        if len(self.links) >= self.limits.links:  # the SDK keeps the latest ones
             self.dropped_links += 1
-            return
+            if not self.links:
+                return
+            del self.links[0]
         self.links.append(Link(context, attributes))
 
     def update_name(self, name: str) -> None:
@@ -336,9 +374,13 @@ class LeanTracer(trace.Tracer):
                     own[key] = tuple(value)
         if extra:
             own.update(extra)
-        kept = [link for link in links if link.context.is_valid][:MAX_LINKS] if links else None
-        return LeanSpan(name, span_context, parent, kind, own, kept or None, self.scope, provider.sink,
-                        start_time if start_time is not None else time.time_ns())
+        limits = provider.limits
+        valid = [link for link in links if link.context.is_valid] if links else []
+        dropped = max(len(valid) - limits.links, 0)  # the SDK keeps the latest ones
+        span = LeanSpan(name, span_context, parent, kind, own, valid[dropped:] or None, self.scope,
+                        provider.sink, start_time if start_time is not None else time.time_ns(), limits)
+        span.dropped_links = dropped
+        return span
 
     def start_as_current_span(self, name: str, context: context_api.Context | None = None,
                               kind: SpanKind = SpanKind.INTERNAL, attributes: Attributes = None,
@@ -352,8 +394,10 @@ class LeanTracer(trace.Tracer):
 class LeanTracerProvider(trace.TracerProvider):
     """The mesh's tracer provider: one resource, one sampler, one sink for ended spans."""
 
-    def __init__(self, resource: Resource, sink: SpanSink, sampler: sampling.Sampler | None = None) -> None:
+    def __init__(self, resource: Resource, sink: SpanSink, sampler: sampling.Sampler | None = None,
+                 limits: Limits | None = None) -> None:
         self.resource = resource
+        self.limits = limits or Limits.from_environment()
         self.sink: SpanSink | None = sink
         self.sampler = _Sampler(sampler or sampling._get_from_env_or_default())  # noqa: SLF001 - OTEL_TRACES_SAMPLER(_ARG)
         self._tracers: dict[tuple[str, str | None, str | None], LeanTracer] = {}

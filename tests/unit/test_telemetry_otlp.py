@@ -151,3 +151,47 @@ def test_shutdown_exports_what_is_left() -> None:
 def test_trace_state_is_written_as_its_header() -> None:
     assert otlp._trace_state(b"\x1a", TraceState([("a", "1"), ("b", "2")])) == b"\x1a\x07a=1,b=2"  # noqa: SLF001
     assert otlp._trace_state(b"\x1a", TraceState()) == b""  # noqa: SLF001
+
+
+def _limited_span(tracer: object) -> None:
+    """The same calls on either provider's tracer: more than the limits below allow."""
+    span = tracer.start_span("limited", attributes={  # type: ignore[attr-defined]
+        "c": 3, "d": True, "a": "x" * 20, "b": ["y" * 20, "q"]})
+    other = span.get_span_context()
+    for i in range(3):
+        span.add_event(f"e{i}", {"k1": "z" * 20, "k2": 1, "k3": 2}, timestamp=1_000 + i)
+    span.add_link(other, {"l1": "w" * 20, "l2": 2, "l3": 3})
+    span.add_link(other, {"l1": "v"})
+    span.end(end_time=2_000)
+
+
+def test_otel_limit_variables_apply_as_in_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    for name, value in {"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "2", "OTEL_SPAN_EVENT_COUNT_LIMIT": "2",
+                        "OTEL_SPAN_LINK_COUNT_LIMIT": "1", "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT": "1",
+                        "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT": "2", "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "5",
+                        "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "3"}.items():
+        monkeypatch.setenv(name, value)
+    memory = InMemorySpanExporter()
+    sdk = TracerProvider(resource=RESOURCE)
+    sdk.add_span_processor(SimpleSpanProcessor(memory))
+    _limited_span(sdk.get_tracer("slmesh"))
+    kept = Kept()
+    _limited_span(LeanTracerProvider(RESOURCE, kept).get_tracer("slmesh"))
+    theirs = encode_spans(memory.get_finished_spans()).resource_spans[0].scope_spans[0].spans[0]
+    ours = _decoded(otlp.Encoder(RESOURCE).spans(kept.spans)).resource_spans[0].scope_spans[0].spans[0]
+    assert [(a.key, a.value) for a in ours.attributes] == [(a.key, a.value) for a in theirs.attributes]
+    assert [a.key for a in ours.attributes] == ["a", "b"] and ours.attributes[0].value.string_value == "xxxxx"
+    assert [v.string_value for v in ours.attributes[1].value.array_value.values] == ["yyyyy", "q"]
+    assert ours.dropped_attributes_count == theirs.dropped_attributes_count == 2
+    assert [(e.name, list(e.attributes), e.dropped_attributes_count) for e in ours.events] == [
+        (e.name, list(e.attributes), e.dropped_attributes_count) for e in theirs.events]
+    assert [e.name for e in ours.events] == ["e1", "e2"]
+    assert ours.events[0].attributes[0].value.int_value == 2 and ours.events[0].dropped_attributes_count == 2
+    assert ours.dropped_events_count == theirs.dropped_events_count == 1
+    assert [(list(link.attributes), link.dropped_attributes_count) for link in ours.links] == [
+        (list(link.attributes), link.dropped_attributes_count) for link in theirs.links]
+    assert ours.dropped_links_count == theirs.dropped_links_count == 1
