@@ -8,24 +8,19 @@ checks every target against the same labels or schema, so the two cannot drift a
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
 from mesh.config import ServiceSpec
+from mesh.slm.errors import InvalidOutputError
 from mesh.slm.executor import OutputOptions
-from mesh.slm.grammar import GroundedText, invented_facts, value_strings
-from mesh.slm.validation import OutputValidator
+from mesh.slm.grammar import Choice, GroundedText, JsonOutput, OutputConstraint
+from mesh.slm.validation import OutputValidator, parse_output
 
 SERVICES_DIR = Path(__file__).resolve().parents[3] / "services"
 """``services/`` of this checkout, where the agents' specs live."""
-
-GROUNDED = "x-grounded"
-"""Schema keyword: this string must be copied verbatim from the input."""
-
 
 class ContractError(ValueError):
     """A target or an output breaks the agent's contract."""
@@ -49,41 +44,31 @@ class Contract:
         """The prompt with ``{input}`` filled in, exactly as the executor renders it."""
         return self.prompt.format(input=value)
 
-    def check(self, output: str, *, source: str | None = None) -> Any:
+    def constraint(self, source: str) -> OutputConstraint | None:
+        """The runtime's output constraint for one input (None: free text, unconstrained)."""
+        if self.labels is not None:
+            return Choice(self.labels)
+        if self.schema is not None:
+            return JsonOutput(self.schema, source)
+        if self.text is not None:
+            return self.text.with_source(source)
+        return None
+
+    def check(self, output: str, *, source: str) -> Any:
         """Parses ``output`` and raises :class:`ContractError` unless it is allowed.
 
-        Labels must be one of the set; JSON must parse and validate against the schema,
-        and with ``source`` given every grounded string must be a span of it. Returns the
-        label, the parsed JSON or the text.
+        The runtime's own check (:func:`mesh.slm.validation.parse_output`), so a training
+        target and a judged output pass exactly what a served answer must: the label set, the
+        schema with every grounded value copied from ``source`` as the grammar copies it,
+        grounded text's facts. Returns the label, the parsed JSON or the text.
         """
-        if self.labels is not None:
-            if output not in self.labels:
-                raise ContractError(f"{output!r} is not one of {', '.join(self.labels)}")
-            return output
-        if self.schema is None:
-            if not output.strip():
-                raise ContractError("empty reply")
-            if self.text is not None and source is not None:
-                invented = invented_facts(self.text.with_source(source), output)
-                if invented:
-                    raise ContractError(f"{invented[0]!r} is not a fact of the input")
-            return output
+        constraint = self.constraint(source)
+        if constraint is None and not output.strip():
+            raise ContractError("empty reply")
         try:
-            value = json.loads(output)
-        except json.JSONDecodeError as exc:
-            raise ContractError(f"not JSON: {exc}") from exc
-        errors = sorted(_validator(self.schema).iter_errors(value), key=lambda e: e.path)
-        if errors:
-            raise ContractError(f"schema violation: {errors[0].message}")
-        if source is not None:
-            for pointer, text, grounding in grounded_values(self.schema, value):
-                if isinstance(grounding, str):
-                    if text not in value_strings(source, grounding):
-                        raise ContractError(f"{pointer}: {text!r} is not one of the input's "
-                                            f"values at {grounding or '/'}")
-                elif text not in source:
-                    raise ContractError(f"{pointer}: {text!r} is not a span of the input")
-        return value
+            return parse_output(constraint, output)
+        except InvalidOutputError as exc:
+            raise ContractError(str(exc)) from exc
 
 
 def load_contract(agent: str, services_dir: Path = SERVICES_DIR) -> Contract:
@@ -169,31 +154,3 @@ def judged(
 def compact(value: Any) -> str:
     """JSON as the runtime writes data parts into prompts and outputs: no spaces, UTF-8."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def grounded_values(
-    schema: Mapping[str, Any], value: Any, pointer: str = ""
-) -> Iterator[tuple[str, str, bool | str]]:
-    """Every ``(pointer, string, grounding)`` in ``value`` whose schema is marked
-    ``x-grounded`` (``True``, or the JSON Pointer its value is copied from whole).
-
-    ``oneOf``/``anyOf`` follow the branch the value validates against.
-    """
-    for keyword in ("oneOf", "anyOf"):
-        if keyword in schema:
-            for branch in schema[keyword]:
-                if _validator(branch).is_valid(value):
-                    yield from grounded_values(branch, value, pointer)
-                    break
-    if isinstance(value, str) and schema.get(GROUNDED) not in (None, False):
-        yield pointer, value, schema[GROUNDED]
-    elif isinstance(value, dict):
-        properties = schema.get("properties", {})
-        for key, item in value.items():
-            if key in properties:
-                yield from grounded_values(properties[key], item, f"{pointer}/{key}")
-
-
-def _validator(schema: Mapping[str, Any]) -> Draft202012Validator:
-    """The runtime's validator (decimal ``multipleOf``), with formats checked too."""
-    return OutputValidator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
