@@ -137,6 +137,24 @@ async def test_input_without_a_span_to_copy_is_rejected(local: TransformersBacke
     assert "no usable span" in task.status.message.parts[0].text
 
 
+async def test_whole_value_grounding_copies_a_value_of_the_data_input(local: TransformersBackend) -> None:
+    schema = {"type": "object", "properties": {
+        "order_id": {"type": "string", "x-grounded": "/fields"},
+        "reason": {"type": ["string", "null"], "minLength": 3, "x-grounded": "/fields"}},
+        "required": ["order_id", "reason"], "additionalProperties": False}
+    executor = SLMExecutor(spec(output={"schema": schema}), Settings(), backend=local)
+    data = {"message": "cancel ORD-104233 please, wrong size", "intent": "cancel_order",
+            "fields": {"order_id": "ORD-104233", "reason": "wrong size", "email": None}}
+    task = await send(executor, new_data_part(data))
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED, task.status.message
+    (value,) = [v for artifact in task.artifacts for v in get_data_parts(artifact.parts)]
+    assert value["order_id"] == "ORD-104233" and value["reason"] in (None, "wrong size")
+    # plain text is not JSON: there is no value to copy, so the task is refused, not guessed
+    task = await send(executor, new_text_part("cancel ORD-104233 please"))
+    assert task.status.state == TaskState.TASK_STATE_REJECTED
+    assert "copied from the input" in task.status.message.parts[0].text
+
+
 async def test_invalid_remote_output_fails_the_task() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         chunk = {"choices": [{"delta": {"content": "refund please"}, "finish_reason": "stop"}]}
