@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+import time
 import unicodedata
 from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
@@ -275,6 +276,27 @@ def is_initialized(path: str | Path) -> bool:
         return _schema_version(conn) == SCHEMA_VERSION
 
 
+_LOCK_TIMEOUT_S = 30.0
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switches the file to WAL, waiting while another replica holds it.
+
+    SQLite answers a journal-mode change that meets another connection's lock with "database
+    is locked" at once, without its busy timeout (seen when replicas start together and one
+    is filling the file), so the switch is retried until the lock timeout.
+    """
+    deadline = time.monotonic() + _LOCK_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
 def create_demo_database(
     path: str | Path, *, seed: int = 7, customers: int = 200, orders: int = 600
 ) -> bool:
@@ -290,9 +312,9 @@ def create_demo_database(
         raise ValueError("orders must be between 0 and 900000 (the ORD-nnnnnn id space)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=_LOCK_TIMEOUT_S)
     with closing(conn):
-        conn.execute("PRAGMA journal_mode = WAL")
+        _use_wal(conn)
         with write_transaction(conn):
             if _schema_version(conn) is not None:
                 return False
