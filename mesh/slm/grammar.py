@@ -57,6 +57,7 @@ A choice set (labels) is the bare label text, no quotes.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -612,15 +613,17 @@ def _grounding(schema: Mapping[str, Any], where: str) -> bool | str:
     return grounded
 
 
-def pointer_values(source: str, pointer: str) -> list[Any]:
+@functools.lru_cache(maxsize=32)
+def pointer_values(source: str, pointer: str) -> tuple[Any, ...]:
     """The scalar values (strings and numbers) at or under ``pointer`` in the JSON ``source``.
 
-    Empty when the source is not JSON or the pointer leads nowhere: nothing to copy.
+    Empty when the source is not JSON or the pointer leads nowhere: nothing to copy. Cached:
+    one request's grammar and its validation ask for the same input once per grounded field.
     """
     try:
         node: Any = json.loads(source)
     except ValueError:
-        return []
+        return ()
     for token in pointer.split("/")[1:] if pointer else ():
         key = token.replace("~1", "/").replace("~0", "~")
         if isinstance(node, dict) and key in node:
@@ -628,8 +631,8 @@ def pointer_values(source: str, pointer: str) -> list[Any]:
         elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
             node = node[int(key)]
         else:
-            return []
-    return [value for value in _scalars(node) if value is not None and not isinstance(value, bool)]
+            return ()
+    return tuple(_scalars(node))
 
 
 def value_strings(source: str, pointer: str) -> list[str]:

@@ -26,8 +26,8 @@ import functools
 import inspect
 import random
 import threading
-import time
 import sys
+import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,7 +68,7 @@ class Limits:
     """
 
     span_attributes: int = 128
-    events: int = 128
+    events: int = MAX_EVENTS
     links: int = 128
     event_attributes: int = 128
     link_attributes: int = 128
