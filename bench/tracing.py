@@ -507,19 +507,17 @@ async def _load(agent: str, binding: str, http_url: str, grpc_url: str, concurre
         stop = time.monotonic() + seconds
         cpu0 = time.process_time()
 
-        async def worker() -> int:
-            n = 0
-            while time.monotonic() < stop:
-                t0 = time.perf_counter()
-                await client.send_message(agent, request)
-                latencies.append(time.perf_counter() - t0)
-                n += 1
-            return n
-
         async def timed() -> None:
             t0 = time.perf_counter()
             await client.send_message(agent, request)
             latencies.append(time.perf_counter() - t0)
+
+        async def worker() -> int:
+            n = 0
+            while time.monotonic() < stop:
+                await timed()
+                n += 1
+            return n
 
         began = time.monotonic()
         if rate > 0:
