@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## SLM runtime"
 CONCURRENCY = (1, 8, 32)
 AGENTS = ("extractor", "responder")
-"""The agents measured: the extractor decodes under a JSON schema with grounded fields (a
+"""The agents measured, each by its causal micro-SLM (the extractor agent itself is served by an
+encoder now; its micro-SLM keeps the same contract): the extractor decodes under a JSON schema with grounded fields (a
 grammar compiled per request, a token mask per step), the responder writes grounded text
 (free text whose facts are copied from its input: a smaller grammar, a mask per step); both
 write ~70-100 tokens per request, so decoding, not the prompt, is the bulk of the work."""
@@ -110,12 +111,15 @@ async def _run_row(agent: str, backend: Any, requests: list[Any], concurrency: i
 
 
 async def _measure(agent: str, requests: int, threads: int) -> tuple[list[Row], dict[str, Any]]:
-    from mesh.slm import Choice, GenerationRequest, JsonOutput, TransformersBackend
+    from mesh.slm import Choice, GenerationRequest, JsonOutput
+    from mesh.slm.local import local_backend
     from mesh.train.data.contract import load_contract
     from mesh.train.data.dataset import TEST
     from mesh.train.data.tasks import load_task
 
-    contract = load_contract(agent)
+    # The causal runtime is what batching multiplies: an agent served by an encoder (one
+    # forward pass per request, compute-bound already at batch 1) is measured by its micro-SLM.
+    contract = load_contract(agent).as_kind("micro")
     task = load_task(agent)
     count = max(requests, 4 * max(CONCURRENCY))
     examples = task.examples(TEST, 1, count)
@@ -129,9 +133,10 @@ async def _measure(agent: str, requests: int, threads: int) -> tuple[list[Row], 
         return GenerationRequest(prompt=example.prompt, max_new_tokens=contract.max_new_tokens,
                                  stop=contract.stop, output=output)
 
-    off = TransformersBackend(str(contract.model_dir), threads=threads, max_batch_size=1)
-    on = TransformersBackend(str(contract.model_dir), threads=threads, max_batch_size=32,
-                             max_wait_ms=5)
+    off = local_backend(contract.backend, str(contract.model_dir), threads=threads,
+                        max_batch_size=1)
+    on = local_backend(contract.backend, str(contract.model_dir), threads=threads,
+                       max_batch_size=32, max_wait_ms=5)
     rows: list[Row] = []
     mismatches = 0
     try:

@@ -414,16 +414,19 @@ def train(
     init_from: Annotated[Path | None, typer.Option(help="Continue training this saved model (e.g. models/AGENT) instead of random weights; its steps and time are added to the record.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (default: the recipe's).")] = None,
     precision: Annotated[str, typer.Option(help="auto (bf16 autocast where the CPU has native bf16, else float32), bf16 or fp32.")] = "auto",
+    kind: Annotated[str, typer.Option(help="auto (what the agent's spec serves), micro (a causal micro-SLM from scratch) or encoder (a LoRA adapter and head on the packaged all-MiniLM-L6-v2; classifier and extractor).")] = "auto",
 ) -> None:
-    """Train an agent's micro-SLM on its synthetic task data (progress bar, fixed seed).
+    """Train an agent's model on its synthetic task data (progress bar, fixed seed).
 
-    Reproduces the shipped weights under models/<agent>/ with the defaults (from scratch), and
-    scores the held-out test split (unseen names, values and phrasings) through the serving
-    runtime. With --init-from, a saved model is trained further (a warm restart).
+    Reproduces the shipped weights with the defaults: a causal micro-SLM from scratch under
+    models/<agent>/, or, for an agent served by an encoder (classifier, extractor), its LoRA
+    adapter and head under the spec's model folder. Scores the held-out test split (unseen
+    names, values and phrasings) through the serving runtime. With --init-from, a saved
+    micro-SLM is trained further (a warm restart).
     """
     from mesh.train.run import main as train_main
 
-    argv = [agent, "--seed", str(seed), "--precision", precision]
+    argv = [agent, "--seed", str(seed), "--precision", precision, "--kind", kind]
     if minutes is not None:
         argv += ["--minutes", str(minutes)]
     if steps is not None:
@@ -442,11 +445,14 @@ def eval_models(
     agents: Annotated[list[str] | None, typer.Argument(help="Agents to score (default: every SLM agent and the planner SLM).")] = None,
     count: Annotated[int, typer.Option(help="Examples per split.")] = 200,
     output: Annotated[Path | None, typer.Option(help="Write the table here (e.g. docs/models.md).")] = None,
+    kind: Annotated[str, typer.Option(help="auto (the model each agent's spec serves), micro (the causal micro-SLM) or encoder (the fine-tuned encoder).")] = "auto",
 ) -> None:
-    """Score the shipped micro-SLMs on seen, validation and unseen (test) data, constraints on."""
+    """Score the shipped models on seen, validation and unseen (test) data, constraints on."""
     from mesh.train.models_doc import main as eval_main
 
-    eval_main(agents, count=count, output=output)
+    if kind not in ("auto", "micro", "encoder"):
+        raise _fail(f"--kind must be auto, micro or encoder, not {kind!r}")
+    eval_main(agents, count=count, output=output, kind=kind)
 
 
 def _bench_module(name: str) -> Any:

@@ -6,7 +6,8 @@ with different ``options`` in its ``agent.yaml``::
     options:
       model: ../../models/classifier   # folder (relative to the spec's folder) or model id
       adapter: ../../models/students/x # optional LoRA adapter merged into the model at load
-      backend: transformers            # or openai (with base_url, model_name, api_key_env)
+      backend: transformers            # or openai (with base_url, model_name, api_key_env),
+                                       # or encoder (a fine-tuned encoder folder: labels, spans)
       prompt: "Classify the customer message.\\nMessage: {input}\\nIntent: "
       output:
         labels: [refund_request, order_status]   # or schema: {...}, or grounded_text:
@@ -56,6 +57,7 @@ from mesh.slm.errors import (
 from mesh.slm.generation import Generation, GenerationRequest, GenerationStream, SLMBackend
 from mesh.slm.grammar import Choice, GroundedText, JsonOutput, OutputConstraint
 from mesh.slm.loading import ModelLoadError
+from mesh.slm.local import local_backend
 from mesh.telemetry import genai
 
 logger = logging.getLogger(__name__)
@@ -112,7 +114,9 @@ class SLMOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["transformers", "openai"] = "transformers"
+    backend: Literal["transformers", "openai", "encoder"] = Field(
+        "transformers", description="transformers: a causal LM; openai: an OpenAI-compatible "
+        "server; encoder: a fine-tuned encoder with a label or span head (mesh.slm.encoder).")
     model: str | None = Field(None, description="Folder (relative to the spec) or model id.")
     adapter: str | None = Field(
         None, description="transformers backend: a LoRA adapter folder (relative to the spec) "
@@ -143,8 +147,13 @@ class SLMOptions(BaseModel):
 
     @model_validator(mode="after")
     def _complete(self) -> SLMOptions:
-        if self.backend == "transformers" and not self.model:
-            raise ValueError("the transformers backend needs options.model")
+        if self.backend in ("transformers", "encoder") and not self.model:
+            raise ValueError(f"the {self.backend} backend needs options.model")
+        if self.backend == "encoder" and (self.adapter or self.output is None
+                                          or self.output.grounded_text is not None):
+            raise ValueError("the encoder backend answers labels or a JSON object of grounded "
+                             "spans (options.output.labels or .schema); its folder holds its "
+                             "own adapter")
         if self.backend == "openai" and not (self.base_url and self.model_name):
             raise ValueError("the openai backend needs options.base_url and options.model_name")
         if self.backend == "openai" and self.adapter:
@@ -361,7 +370,8 @@ class _Outcome:
 
 def build_backend(options: SLMOptions, spec: ServiceSpec, settings: Settings,
                   api_key: str | None = None) -> SLMBackend:
-    """The backend ``options`` name: a local transformers model or an OpenAI-compatible server."""
+    """The backend ``options`` name: a local causal LM or encoder, or an OpenAI-compatible
+    server."""
     if options.backend == "openai":
         from mesh.slm.openai_backend import OpenAIBackend
 
@@ -376,15 +386,14 @@ def build_backend(options: SLMOptions, spec: ServiceSpec, settings: Settings,
         return OpenAIBackend(options.base_url, options.model_name, api_key=api_key,
                              timeout_s=options.timeout_s or settings.request_timeout_s,
                              parameters=options.parameters)
-    from mesh.slm.transformers_backend import TransformersBackend
-
     assert options.model
     try:
-        return TransformersBackend(
-            options.model, base_dir=spec.path,
+        causal = ({} if options.backend == "encoder" else
+                  {"use_chat_template": options.use_chat_template, "adapter": options.adapter})
+        return local_backend(
+            options.backend, options.model, base_dir=spec.path,
             max_batch_size=options.batching.max_batch_size,
-            max_wait_ms=options.batching.max_wait_ms, threads=options.threads,
-            use_chat_template=options.use_chat_template, adapter=options.adapter,
+            max_wait_ms=options.batching.max_wait_ms, threads=options.threads, **causal,
         )
     except ModelLoadError as exc:
         raise SpecError(f"service {spec.name!r}: {exc}") from exc

@@ -128,11 +128,11 @@ def score_served(
         JsonOutput,
         OutputConstraint,
     )
-    from mesh.slm.transformers_backend import TransformersBackend
-
+    from mesh.slm.local import local_backend
     contract = task.contract
     failures: list[str] = []
-    backend = TransformersBackend(str(model_dir), threads=threads, max_batch_size=32)
+    backend = local_backend(contract.backend, str(model_dir), threads=threads,
+                            max_batch_size=32)
     if contract.labels is not None:
         backend.check_output(Choice(contract.labels))
     elif contract.schema is not None:

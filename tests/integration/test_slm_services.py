@@ -1,4 +1,4 @@
-"""The shipped SLM agents as real services with their shipped micro-models."""
+"""The shipped SLM agents as real services with their shipped models (encoders and micro-SLMs)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _spec(agent: str) -> dict:  # type: ignore[type-arg]
 
 def _needs_model(agent: str) -> Path:
     model = (ROOT / "services" / agent / _spec(agent)["options"]["model"]).resolve()
-    if not (model / "config.json").is_file():
+    if not ((model / "config.json").is_file() or (model / "encoder.json").is_file()):
         pytest.fail(f"the shipped model for {agent} is missing at {model}: run `slmesh train {agent}`")
     return model
 
@@ -60,7 +60,8 @@ async def test_classifier_answers_a_label_even_under_prompt_injection(
         assert task.status.state == pb.TaskState.TASK_STATE_COMPLETED
         assert _data(task)["label"] in labels
         usage = plain(MessageToDict(task.artifacts[0].metadata))["usage"]
-        assert usage["output_tokens"] > 0 and usage["parameters"] > 1_000_000
+        assert usage["input_tokens"] > 5 and usage["parameters"] > 1_000_000
+        assert usage["model"] == "classifier-encoder" and usage["mean_logprob"] <= 0
 
 
 async def test_extractor_returns_schema_valid_grounded_json(spawn: Callable[..., ServiceProcess]) -> None:
@@ -74,6 +75,8 @@ async def test_extractor_returns_schema_valid_grounded_json(spawn: Callable[...,
         jsonschema.validate(fields, schema)
         for value in fields.values():
             assert value is None or value in text, f"{value!r} is not copied from the message"
+        # The shipped encoder reads the order id right (a trained model, not a valid guess).
+        assert fields["order_id"] == re.search(r"ORD-\d{6}", text).group(0)  # type: ignore[union-attr]
         assert json.dumps(fields)  # serialisable as the next agent's input
 
 

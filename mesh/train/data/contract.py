@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,21 @@ class Contract:
     model_dir: Path
     text: GroundedText | None = None
     """Free text whose facts are copied from the input (``output.grounded_text``)."""
+    backend: str = "transformers"
+    """``options.backend``: ``encoder`` agents are fine-tuned encoders, not micro-SLMs."""
+
+    def as_kind(self, kind: str) -> Contract:
+        """This contract served by its ``micro`` causal SLM or its ``encoder``: an agent served
+        by an encoder keeps its micro-SLM in ``models/<agent>``, one served by a micro-SLM
+        names its encoder ``models/<agent>-encoder``. ``auto``: as the spec serves it."""
+        served = "encoder" if self.backend == "encoder" else "micro"
+        if kind in ("auto", served):
+            return self
+        if kind == "encoder":
+            return replace(self, backend="encoder",
+                           model_dir=self.model_dir.with_name(f"{self.agent}-encoder"))
+        return replace(self, backend="transformers",
+                       model_dir=self.model_dir.with_name(self.agent))
 
     def render(self, value: str) -> str:
         """The prompt with ``{input}`` filled in, exactly as the executor renders it."""
@@ -97,6 +112,7 @@ def load_contract(agent: str, services_dir: Path = SERVICES_DIR) -> Contract:
         stop=tuple(options.get("stop", ())),
         model_dir=(spec.path / options["model"]).resolve(),
         text=text if isinstance(text, GroundedText) else None,
+        backend=str(options.get("backend", "transformers")),
     )
 
 
