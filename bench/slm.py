@@ -265,8 +265,19 @@ def render(rows: list[Row], *, threads: int, infos: dict[str, dict[str, Any]],
     return "\n".join(lines) + "\n"
 
 
-WHY = """Where the worker's time goes with batching on (cProfile on the model worker thread, 32
-concurrent, this machine, 2026-11-26, load average ~6 from other engineers' jobs):
+WHY = """The ratio depends on the CPU as much as on the runtime. The same engine and weights measured
+3.37x (extractor) and 2.95x (responder) at 32 concurrent on 2026-11-26 01:38, on a 2-core
+machine with AVX-512, and 5.60x / 5.35x and 5.40x / 5.26x in two runs at 06:56 the same day on
+this AVX2-only 2-core machine (by CPU time per request 4.86x / 5.40x and 4.56x / 5.29x).
+What differs is the batch-1 path: with batching off a request cost 101 ms of CPU there and
+192 ms here (extractor; a batch-1 decode step ~1.4 ms there, ~2.7 ms here), while with batching
+on it cost 33 ms there and 39 ms here. A 32-row step is bound by memory traffic and matmuls,
+which this CPU runs about as fast; a 1-row step is bound by per-module Python and small
+kernels, which it runs about half as fast, so batching saves more here. On the faster machine
+the runtime stays under 5x.
+
+Where the worker's time goes with batching on (cProfile on the model worker thread, 32
+concurrent, the AVX-512 machine, 2026-11-26, load average ~6 from other engineers' jobs):
 
 - The KV cache no longer moves. `mesh/slm/slots.py` preallocates each layer's keys and values
   per batch row: a decode step writes one column in place, a request joining copies its
