@@ -437,7 +437,10 @@ def train(
         argv += ["--init-from", str(init_from)]
     if lr is not None:
         argv += ["--lr", str(lr)]
-    train_main(argv)
+    try:
+        train_main(argv)
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from exc
 
 
 @app.command("eval")

@@ -15,8 +15,7 @@ from typing import Any
 
 from mesh.train.base import BASE, train_base
 from mesh.train.data.contract import SERVICES_DIR
-from mesh.train.data.dataset import TEST
-from mesh.train.data.dataset import Task
+from mesh.train.data.dataset import TEST, Task
 from mesh.train.data.tasks import AGENTS, load_task
 from mesh.train.encoder import EncoderPlan, fit_encoder
 from mesh.train.evaluate import score_served
@@ -81,8 +80,11 @@ def train(
     task = load_task(agent)
     task.contract = task.contract.as_kind(kind)
     if task.contract.backend == "encoder":
-        return _train_encoder(task, out_dir=out_dir, seed=seed, served=served, lr=lr,
-                              init_from=init_from)
+        if minutes is not None or steps is not None or init_from is not None:
+            raise ValueError("--minutes, --steps and --init-from apply to micro-SLMs; an "
+                             "encoder is fine-tuned from its base for its plan's epochs "
+                             "(use --kind micro for the agent's micro-SLM)")
+        return _train_encoder(task, out_dir=out_dir, seed=seed, served=served, lr=lr)
     recipe = RECIPES[task.agent]
     plan = recipe.plan
     if minutes is not None or steps is not None:
@@ -102,9 +104,7 @@ def train(
 
 
 def _train_encoder(task: Task, *, out_dir: Path | None, seed: int, served: bool,
-                   lr: float | None, init_from: Path | None) -> dict[str, Any]:
-    if init_from is not None:
-        raise ValueError("--init-from applies to micro-SLMs; an encoder starts from its base")
+                   lr: float | None) -> dict[str, Any]:
     if task.agent not in ENCODER_PLANS:
         raise ValueError(f"{task.agent} has no encoder plan (encoders: {sorted(ENCODER_PLANS)})")
     plan = replace(ENCODER_PLANS[task.agent], seed=seed)

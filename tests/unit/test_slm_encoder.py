@@ -170,3 +170,22 @@ def test_missing_or_broken_folders_are_clear_errors(tmp_path: Path, classifier_d
     spec.save(broken)
     with pytest.raises(ModelLoadError, match="base"):
         load_encoder(str(broken))
+
+
+def test_each_agent_keeps_both_kinds_of_model_apart() -> None:
+    """The classifier is served by its encoder; its micro-SLM trains into its own folder."""
+    contract = load_task("classifier").contract
+    assert contract.backend == "encoder" and contract.model_dir.name == "classifier-encoder"
+    micro = contract.as_kind("micro")
+    assert micro.backend == "transformers" and micro.model_dir.name == "classifier"
+    assert micro.as_kind("encoder").model_dir == contract.model_dir
+    assert contract.as_kind("auto") is contract
+
+
+def test_training_options_that_only_fit_micro_slms_are_refused_for_an_encoder() -> None:
+    from mesh.train.run import train
+
+    with pytest.raises(ValueError, match="--kind micro"):
+        train("extractor", minutes=1.0)
+    with pytest.raises(ValueError, match="no encoder plan"):
+        train("responder", kind="encoder", served=False)
