@@ -50,7 +50,8 @@ AGENTS = {"echo": ROOT / "tests" / "support" / "echo_service", "tools": ROOT / "
           "classifier": ROOT / "services" / "classifier"}
 ROLES = {"echo": "`echo` is a trivial executor, so its row is the hop's own cost",
          "tools": "`tools` is the real tools agent doing a SQLite order lookup",
-         "classifier": "`classifier` is the shipped micro-SLM agent, one constrained generation per request"}
+         "classifier": "`classifier` is the shipped classifier agent (an encoder SLM: one batched "
+                       "forward pass and one label per request)"}
 SECTION = "## Tracing overhead"
 BINDINGS = ("GRPC", "JSONRPC")
 MODES = ("off", "drop", "phoenix", "sdk")
