@@ -37,6 +37,7 @@ class EncoderPlan:
     lr: float = 1e-3
     head_lr: float = 1e-3
     lora_rank: int = 16
+    lora_dropout: float = 0.0
     seed: int = 0
     threads: int = 2
 
@@ -104,7 +105,7 @@ def fit_encoder(task: Task, *, out_dir: Path, plan: EncoderPlan,
     encoder, tokenizer = load_base(plan.base)
     head = new_head(encoder, spec)
     model = get_peft_model(encoder, LoraConfig(
-        r=plan.lora_rank, lora_alpha=2 * plan.lora_rank, lora_dropout=0.0,
+        r=plan.lora_rank, lora_alpha=2 * plan.lora_rank, lora_dropout=plan.lora_dropout,
         target_modules=["query", "key", "value", "dense"]))
     wrapped = EncoderModel(spec, model, head, tokenizer, task.agent, 0, 512)
     optimizer = torch.optim.AdamW([

