@@ -16,7 +16,9 @@ running batch at the next decoding step (continuous batching at step granularity
   burst starts as one batch rather than one request and then the rest.
 
 Token choice is one masked logits operation for the whole batch (grammar masks from
-llguidance for the constrained rows, computed together); text chunks reach their streams
+llguidance for the constrained rows, computed together); on an accelerator, a batch of greedy
+rows without grammar chooses on the device and brings back two numbers per row instead of
+every row's logits; text chunks reach their streams
 with one event-loop wake-up per step, not one per row.
 
 Models whose cache is not plain per-layer key/value tensors (sliding windows, state-space
@@ -410,7 +412,7 @@ class BatchEngine:
         output = self.loaded.model(input_ids=input_ids.to(self.device), attention_mask=mask,
                                    position_ids=positions.to(self.device), use_cache=True,
                                    **extra)
-        return output.logits[:, -1, :].float().cpu()
+        return output.logits[:, -1, :]  # on the model's device; _advance moves what it needs
 
     def _start(self, admitted: list[Submission]) -> _Batch | None:
         """Prefills ``admitted``, picks their first tokens and adds them to the batch."""
@@ -476,6 +478,15 @@ class BatchEngine:
         returns the indices of the rows going on."""
         rows = batch.rows
         guided, masks = self._masks(rows)
+        if masks is None and logits.device.type != "cpu" and all(
+                s.temperature == 0 for s in rows):
+            # Greedy rows without grammar on an accelerator: choose there and bring back two
+            # numbers per row, not a vocabulary of logits (151,936 floats a row for Qwen).
+            logits = logits.float()
+            best = logits.argmax(dim=-1)
+            picked = logits.gather(1, best[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
+            return self._take(batch, best.cpu(), picked.cpu().tolist(), [])
+        logits = logits.float().cpu()
         blocked: list[bool] = []
         if masks is not None:
             allowed = torch.from_numpy(masks)
@@ -490,8 +501,14 @@ class BatchEngine:
         for i, submission in enumerate(rows):
             if submission.temperature > 0 and not (blocked and blocked[i]):
                 tokens[i] = self._sample(submission, logits[i])
+        return self._take(batch, tokens, logprobs.gather(1, tokens[:, None])[:, 0].tolist(),
+                          blocked)
+
+    def _take(self, batch: _Batch, tokens: torch.Tensor, chosen: list[float],
+              blocked: list[bool]) -> list[int]:
+        """Records each row's chosen token; returns the indices of the rows going on."""
+        rows = batch.rows
         batch.next_tokens = tokens
-        chosen = logprobs.gather(1, tokens[:, None])[:, 0].tolist()
         keep: list[int] = []
         for i, (submission, token) in enumerate(zip(rows, tokens.tolist(), strict=True)):
             if submission.guide_error is not None:
