@@ -410,7 +410,7 @@ def train(
     minutes: Annotated[float | None, typer.Option(help="Train for this long instead of the recipe's steps.")] = None,
     steps: Annotated[int | None, typer.Option(help="Train for this many steps.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (data and weights).")] = 0,
-    out: Annotated[Path | None, typer.Option(help="Model folder (default: the one in the agent's spec).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Model folder (default: the spec's model for the kind it serves, else models/AGENT for a micro-SLM or models/AGENT-encoder for an encoder).")] = None,
     init_from: Annotated[Path | None, typer.Option(help="Continue training this saved model (e.g. models/AGENT) instead of random weights; its steps and time are added to the record.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (default: the recipe's).")] = None,
     precision: Annotated[str, typer.Option(help="auto (bf16 autocast where the CPU has native bf16, else float32), bf16 or fp32.")] = "auto",
