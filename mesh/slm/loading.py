@@ -94,7 +94,7 @@ def load_model(
                              f"{exc}") from exc
     if adapter is not None:
         adapter_dir = Path(resolve_source(adapter, base_dir))
-        model = _merge_adapter(model, adapter_dir)
+        model = merge_adapter(model, adapter_dir)
         name = name or adapter_dir.name
     model.to(device)
     model.eval()
@@ -123,7 +123,7 @@ def load_model(
     )
 
 
-def _merge_adapter(model: PreTrainedModel, adapter_dir: Path) -> PreTrainedModel:
+def merge_adapter(model: PreTrainedModel, adapter_dir: Path) -> PreTrainedModel:
     """The base with the peft adapter in ``adapter_dir`` merged into its weights."""
     from peft import PeftModel
 

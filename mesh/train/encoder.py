@@ -67,8 +67,9 @@ def _batch_targets(batch: Any, examples: list[Example], spec: EncoderSpec) -> An
     for row, example in enumerate(examples):
         offsets = batch["offset_mapping"][row].tolist()
         words = batch.word_ids(row)
+        spans = span_targets(example, spec.fields)
         for index, name in enumerate(spec.fields):
-            span = span_targets(example, spec.fields).get(name)
+            span = spans.get(name)
             if span is None:
                 continue
             a, z = span
@@ -142,6 +143,11 @@ def fit_encoder(task: Task, *, out_dir: Path, plan: EncoderPlan,
     wall = time.monotonic() - started
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
+    # peft records where the base was read from (a path of this machine); record its name.
+    config_file = out_dir / "adapter_config.json"
+    adapter_config = json.loads(config_file.read_text(encoding="utf-8"))
+    adapter_config["base_model_name_or_path"] = plan.base
+    config_file.write_text(json.dumps(adapter_config, indent=2) + "\n", encoding="utf-8")
     save_head(head, out_dir)
     spec.save(out_dir)
     (out_dir / "README.md").unlink(missing_ok=True)  # peft's model-card template

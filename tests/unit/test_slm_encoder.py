@@ -64,6 +64,9 @@ def test_training_writes_adapter_head_and_record(extractor_dir: Path) -> None:
     assert 0 < record["trained_parameters"] < record["parameters"]
     spec = EncoderSpec.load(extractor_dir)
     assert spec.task == "spans" and spec.fields[0] == "order_id"
+    # The adapter names its base as the plan does, never as a path of the training machine.
+    adapter = json.loads((extractor_dir / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == spec.base
 
 
 def test_span_targets_point_into_the_input_part_of_the_prompt() -> None:
