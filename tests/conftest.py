@@ -11,7 +11,7 @@ import pytest
 # Before any test module imports a2a-sdk: mesh.a2a switches the SDK's own spans off, which
 # a2a-sdk decides once, at its first import (the mesh's entry points import mesh.a2a first too).
 import mesh.a2a  # noqa: F401
-from tests.support.procs import ROOT, ServiceProcess, start_service
+from tests.support.procs import ROOT, ServiceProcess, died_unexpectedly, start_service
 
 ECHO_SERVICE = ROOT / "tests" / "support" / "echo_service"
 
@@ -29,3 +29,13 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     yield _spawn
     for proc in started:
         proc.kill()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failing test's report carries the logs of any service that died under it."""
+    report = yield
+    if report.failed:
+        for i, text in enumerate(died_unexpectedly()):
+            report.sections.append((f"service that died ({i + 1})", text))
+    return report

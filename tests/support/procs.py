@@ -9,12 +9,28 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+STARTED: list[ServiceProcess] = []  # every service process of this test session
+
+
+def died_unexpectedly(tail_lines: int = 60) -> list[str]:
+    """Log tails of service processes that exited while no test was stopping them: the
+    cause of a test's "connection refused" lives there, not in the test's traceback."""
+    reports = []
+    for proc in STARTED:
+        if not proc.stopped and proc.popen.poll() is not None:
+            proc.stopped = True  # reported once
+            tail = "\n".join(proc.output().splitlines()[-tail_lines:])
+            reports.append(f"{proc.log.name} (pid {proc.popen.pid}) exited with "
+                           f"{proc.popen.returncode}:\n{tail}")
+    return reports
 
 
 def free_port() -> int:
@@ -31,6 +47,10 @@ class ServiceProcess:
     http_port: int
     grpc_port: int
     log: Path
+    stopped: bool = field(default=False, init=False)  # a test stopped it (not a crash)
+
+    def __post_init__(self) -> None:
+        STARTED.append(self)
 
     @property
     def http_url(self) -> str:
@@ -45,6 +65,7 @@ class ServiceProcess:
 
     def terminate(self, timeout: float = 20.0) -> int:
         """SIGTERM (graceful drain), then SIGKILL the group if it does not exit in time."""
+        self.stopped = True
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
             try:
@@ -55,6 +76,7 @@ class ServiceProcess:
         return self.popen.wait()
 
     def kill(self) -> None:
+        self.stopped = True
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait()
