@@ -10,7 +10,13 @@ import os
 # environment, because no Settings object exists yet when a2a-sdk gets imported (any
 # import of mesh.a2a comes first); setdefault keeps an explicit
 # OTEL_INSTRUMENTATION_A2A_SDK_ENABLED=true for anyone who wants the SDK's spans back.
+# Off, the SDK still wraps those methods (around a no-op tracer, ~5% of an echo hop's
+# server CPU): mesh.a2a.sdk_spans takes the wrappers away too.
 os.environ.setdefault("OTEL_INSTRUMENTATION_A2A_SDK_ENABLED", "false")
+
+from mesh.a2a import sdk_spans  # noqa: E402 - before any other a2a-sdk module is imported
+
+sdk_spans.skip_wrappers_when_off()
 
 from mesh.a2a.cards import Endpoints, build_card
 from mesh.a2a.client import MeshClient, Replica, ReplicaSource, StaticReplicas
