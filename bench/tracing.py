@@ -424,7 +424,7 @@ def render(hops: dict[str, dict[str, list[dict[str, Any]]]], planner: dict[str, 
 
 
 NOTES = """
-Where a traced hop's extra CPU goes now (this machine, 2026-11-26: in-process timings of the
+Where a traced hop's extra CPU goes (an Intel Xeon 2-core machine, 2026-11-26: in-process timings of the
 tracing pieces, best of 7 repeats; an echo hop with client and agent in one process, off /
 lean / SDK interleaved, the collector timed with `gc.callbacks`; the agents' export-thread CPU
 from their shutdown log line). Spans: one per process per hop (client `SendMessage {agent}`,
@@ -453,13 +453,20 @@ hand, checked against the SDK's encoder), sent by the SDK's own OTLP exporters:
 
 In-process, both sides of an echo hop together cost +40-100 us of CPU with the lean tracer
 against +230-300 us with the SDK's (same runs; the spread is the machine's other load and
-when full collections fall). In separate processes the `drop` rows of the closed-loop table
-pay more than the sum of the pieces listed, at saturation and at a fixed rate alike (the
-fixed-rate table), so the extra is CPU spent per request, not an artefact of a slower mode
-serving fewer calls per event-loop iteration. Per thread (an AVX2 machine, 2026-11-26, from
-/proc): the agent's event-loop thread carries it, its export thread ~6 us/request, gRPC's
-event-engine threads nothing, the collector ~+30 us/request; profiles spread it over code
-that does no tracing (the handler, the store's save, the executor). Not pinned down further.
+when full collections fall). Those are best-of-7 timings of hot code. In the running agent
+the same code costs about ten times more: a sampling profile of the agent under the
+closed-loop echo JSONRPC load (py-spy, 400 Hz for 6 s, `drop` mode, an AMD EPYC 2-core
+machine, 2026-11-26) puts 6.7% of its Python samples in tracing code (extract and attach of
+the caller's context, the span's start and end, the state tap, the encoding), about 100 us
+of its ~1,500 us per request, spread over a dozen lines with none above 0.7%; the rest of
+the profile matches the untraced one line for line. So a traced hop pays for its tracing
+code run cache-cold between the handler's, and at saturation a little more: a slower mode
+serves fewer calls per event-loop iteration (the fixed-rate rows, same calls per second in
+every mode, show a smaller change than the closed loop). The same profile found a2a-sdk's
+span decorators taking ~5.5% of the untraced agent's CPU with its spans off (each handler,
+queue and transport method wrapped around a no-op tracer); the mesh now removes those
+wrappers (`mesh/a2a/sdk_spans.py`), which makes every hop cheaper, traced or not (and so
+tracing a slightly larger share of it).
 Whether the target is met at 100% sampling: see the verdicts; an agent doing real work
 dilutes the same absolute cost (tools, classifier rows).
 To keep busy trivial hops cheaper still, sample:
