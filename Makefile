@@ -33,7 +33,7 @@ down: install
 	$(SLMESH) down
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 protos: install
 	$(PY) -m mesh.proto._generate
