@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -14,6 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from mesh import telemetry
 from mesh.config import Settings
 from mesh.telemetry import genai, names
+from tests.support.procs import ROOT
 
 
 @pytest.fixture(params=["lean", "sdk"])
@@ -108,12 +112,6 @@ print(sum(m.__code__.co_filename.endswith("telemetry.py") for m in methods))  # 
 @pytest.mark.parametrize(("sdk_spans", "wrapped"), [(None, 0), ("false", 0), ("true", 3)])
 def test_a2a_sdk_span_wrappers_exist_only_when_its_spans_are_on(sdk_spans: str | None, wrapped: int) -> None:
     """Off (the mesh's default) a2a-sdk's methods run unwrapped; asked for, its spans stay."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.support.procs import ROOT
-
     env = {k: v for k, v in os.environ.items() if k != "OTEL_INSTRUMENTATION_A2A_SDK_ENABLED"}
     if sdk_spans is not None:
         env["OTEL_INSTRUMENTATION_A2A_SDK_ENABLED"] = sdk_spans
