@@ -86,7 +86,10 @@ def prepare_services(work: Path) -> Path:
         target.mkdir(parents=True, exist_ok=True)
         spec = yaml.safe_load((source / "agent.yaml").read_text(encoding="utf-8"))
         options = spec.get("options") or {}
-        for holder in (options, options.get("generator") or {}):  # an agent's model, the planner SLM's
+        for holder in (
+            options,
+            options.get("generator") or {},
+        ):  # an agent's model, the planner SLM's
             if "model" in holder and Path(holder["model"]).parts[0] in (".", ".."):
                 holder["model"] = str((source / holder["model"]).resolve())
         if name == "planner":
@@ -97,16 +100,30 @@ def prepare_services(work: Path) -> Path:
 
 
 def _plan(skills: tuple[str, ...], batch: list[str]) -> dict[str, Any]:
-    steps = [{"id": skill, "skill": skill, "input": "$input", "timeout_s": STEP_TIMEOUT_S} for skill in skills]
-    return {"plan": {"steps": [{"id": "each", "for_each": "$input.messages", "input": "$item",
-                                "plan": {"steps": steps, "output": {s: f"${s}" for s in skills}},
-                                "on_error": "continue"}],
-                     "output": "$each"},
-            "input": {"messages": batch}}
+    steps = [
+        {"id": skill, "skill": skill, "input": "$input", "timeout_s": STEP_TIMEOUT_S}
+        for skill in skills
+    ]
+    return {
+        "plan": {
+            "steps": [
+                {
+                    "id": "each",
+                    "for_each": "$input.messages",
+                    "input": "$item",
+                    "plan": {"steps": steps, "output": {s: f"${s}" for s in skills}},
+                    "on_error": "continue",
+                }
+            ],
+            "output": "$each",
+        },
+        "input": {"messages": batch},
+    }
 
 
-async def through_planner(registry: str, texts: list[str], skills: tuple[str, ...],
-                          console: Console, label: str) -> tuple[list[Any], list[dict[str, Any]]]:
+async def through_planner(
+    registry: str, texts: list[str], skills: tuple[str, ...], console: Console, label: str
+) -> tuple[list[Any], list[dict[str, Any]]]:
     """Each chunk of messages as one planner task; returns the per-message results and each
     task's result metadata (cost ledger, escalations, agent statistics)."""
     from a2a.types import a2a_pb2 as pb
@@ -114,20 +131,27 @@ async def through_planner(registry: str, texts: list[str], skills: tuple[str, ..
 
     from mesh.a2a.client import MeshClient, parts_value, plain
     from mesh.a2a.discovery import snapshot
+
     results: list[Any] = []
     metas: list[dict[str, Any]] = []
     async with MeshClient(await snapshot(registry, "planner")) as client:
         started = time.monotonic()
         for offset in range(0, len(texts), CHUNK):
-            batch = texts[offset:offset + CHUNK]
-            response = await client.send_message("planner", _data_request(_plan(skills, batch)), timeout=600)
+            batch = texts[offset : offset + CHUNK]
+            response = await client.send_message(
+                "planner", _data_request(_plan(skills, batch)), timeout=600
+            )
             task = response.task
             if task.status.state != pb.TaskState.TASK_STATE_COMPLETED:
-                raise RuntimeError(f"planner task {task.id} ended {pb.TaskState.Name(task.status.state)}")
+                raise RuntimeError(
+                    f"planner task {task.id} ended {pb.TaskState.Name(task.status.state)}"
+                )
             results.extend(parts_value(task.artifacts[-1].parts))
             metas.append(plain(MessageToDict(task.artifacts[-1].metadata)))
-            console.print(f"  {label}: {len(results)}/{len(texts)} messages "
-                          f"({len(results) / (time.monotonic() - started):.1f}/s)")
+            console.print(
+                f"  {label}: {len(results)}/{len(texts)} messages "
+                f"({len(results) / (time.monotonic() - started):.1f}/s)"
+            )
     return results, metas
 
 
@@ -137,11 +161,16 @@ def _data_request(body: dict[str, Any]) -> Any:
     from google.protobuf.json_format import ParseDict
 
     part = pb.Part(data=ParseDict(body, struct_pb2.Value()), media_type="application/json")
-    return pb.SendMessageRequest(message=pb.Message(role=pb.Role.ROLE_USER, message_id=f"demo-{time.time_ns()}",
-                                                    parts=[part]))
+    return pb.SendMessageRequest(
+        message=pb.Message(
+            role=pb.Role.ROLE_USER, message_id=f"demo-{time.time_ns()}", parts=[part]
+        )
+    )
 
 
-async def ask_directly(registry: str, agent: str, texts: list[str], concurrency: int = 32) -> list[Any]:
+async def ask_directly(
+    registry: str, agent: str, texts: list[str], concurrency: int = 32
+) -> list[Any]:
     """Each message straight to one agent (no planner, no router): the teacher's own answers."""
     from a2a.helpers.proto_helpers import new_text_message
     from a2a.types import a2a_pb2 as pb
@@ -152,17 +181,24 @@ async def ask_directly(registry: str, agent: str, texts: list[str], concurrency:
 
     gate = asyncio.Semaphore(concurrency)
     async with MeshClient(await snapshot(registry, agent)) as client:
+
         async def one(text: str) -> Any:
             async with gate:
-                response = await client.send_message(agent, pb.SendMessageRequest(message=new_text_message(text)),
-                                                     timeout=120)
+                response = await client.send_message(
+                    agent, pb.SendMessageRequest(message=new_text_message(text)), timeout=120
+                )
                 return task_result(response)[0]
 
         return list(await asyncio.gather(*(one(t) for t in texts)))
 
 
-def wait_recorded(db: Path, expected: dict[str, int], console: Console, quiet_s: float = 20.0,
-                  limit_s: float = 900.0) -> dict[str, int]:
+def wait_recorded(
+    db: Path,
+    expected: dict[str, int],
+    console: Console,
+    quiet_s: float = 20.0,
+    limit_s: float = 900.0,
+) -> dict[str, int]:
     """Waits for the agents' recorders to write what they served (they write in the background,
     after the reply; with name lookups, at the name source's pace): until each agent has its
     expected calls, or nothing new arrived for ``quiet_s`` (calls the recorder dropped never
@@ -176,11 +212,15 @@ def wait_recorded(db: Path, expected: dict[str, int], console: Console, quiet_s:
             counts = store.counts_by_agent()
             if counts != seen:
                 seen, last_change = counts, time.monotonic()
-                console.print("  written: " + ", ".join(f"{a} {n}" for a, n in sorted(counts.items())))
+                console.print(
+                    "  written: " + ", ".join(f"{a} {n}" for a, n in sorted(counts.items()))
+                )
             if all(seen.get(agent, 0) >= n for agent, n in expected.items()):
                 break
             if time.monotonic() - last_change > quiet_s:
-                console.print(f"  recorders quiet for {quiet_s:.0f} s: going on with what was written")
+                console.print(
+                    f"  recorders quiet for {quiet_s:.0f} s: going on with what was written"
+                )
                 break
             time.sleep(1.0)
     return seen
@@ -188,8 +228,13 @@ def wait_recorded(db: Path, expected: dict[str, int], console: Console, quiet_s:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     """A ``slmesh convert`` step as its own process, output shown (its progress bars too)."""
-    return subprocess.run([sys.executable, "-m", "mesh", "convert", *args], check=True, cwd=ROOT,
-                          stdout=subprocess.PIPE if "--json" in args else None, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "mesh", "convert", *args],
+        check=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE if "--json" in args else None,
+        text=True,
+    )
 
 
 def _label(value: Any) -> Any:
@@ -229,33 +274,71 @@ def main(options: DemoOptions, console: Console | None = None) -> dict[str, Any]
         recorded_texts = messages(options.record, options.seed)
         # The extractor's longer JSON answers cost ~10x a label: a share of the messages is
         # enough for it to show up as its own cluster.
-        asyncio.run(through_planner(state.registry, recorded_texts[:options.extract], ("extract_fields",),
-                                    console, "extractor calls recorded"))
-        asyncio.run(through_planner(state.registry, recorded_texts, ("classify_intent",),
-                                    console, "classifier calls recorded"))
-        wait_recorded(db, {"classifier": options.record, "extractor": min(options.extract, options.record)},
-                      console)
+        asyncio.run(
+            through_planner(
+                state.registry,
+                recorded_texts[: options.extract],
+                ("extract_fields",),
+                console,
+                "extractor calls recorded",
+            )
+        )
+        asyncio.run(
+            through_planner(
+                state.registry,
+                recorded_texts,
+                ("classify_intent",),
+                console,
+                "classifier calls recorded",
+            )
+        )
+        wait_recorded(
+            db,
+            {"classifier": options.record, "extractor": min(options.extract, options.record)},
+            console,
+        )
         timings["record_s"] = time.monotonic() - t0
 
         t0 = time.monotonic()
         console.rule("2. curate and cluster (S2/S3)")
         analysis = json.loads(_cli("analyze", "--db", str(db), "--json").stdout)
         cluster = _teacher_cluster(analysis, "classifier")
-        console.print(f"  {len(analysis['clusters'])} clusters; training on #{cluster['id']} "
-                      f"({cluster['name']}, {cluster['size']} calls)")
+        console.print(
+            f"  {len(analysis['clusters'])} clusters; training on #{cluster['id']} "
+            f"({cluster['name']}, {cluster['size']} calls)"
+        )
         timings["analyze_s"] = time.monotonic() - t0
 
         t0 = time.monotonic()
         console.rule("3. train a LoRA student (S4/S5)")
         student_dir = work / STUDENT
-        _cli("train", str(cluster["id"]), "--db", str(db), "--base", str(options.base), "--out", str(student_dir),
-             "--seed", str(options.seed), *options.train_args)
+        _cli(
+            "train",
+            str(cluster["id"]),
+            "--db",
+            str(db),
+            "--base",
+            str(options.base),
+            "--out",
+            str(student_dir),
+            "--seed",
+            str(options.seed),
+            *options.train_args,
+        )
         training = json.loads((student_dir / "training.json").read_text(encoding="utf-8"))
         timings["train_s"] = time.monotonic() - t0
 
         t0 = time.monotonic()
         console.rule("4. deploy the student")
-        _cli("deploy", str(student_dir), "--name", STUDENT, "--services-dir", str(services), "--force")
+        _cli(
+            "deploy",
+            str(student_dir),
+            "--name",
+            STUDENT,
+            "--services-dir",
+            str(services),
+            "--force",
+        )
         student_spec = ServiceSpec.load(services / STUDENT / "agent.yaml")
         report["escalate_below"] = student_spec.options.get("escalate_below")
         launcher.add(student_spec, timeout_s=120)
@@ -265,7 +348,9 @@ def main(options: DemoOptions, console: Console | None = None) -> dict[str, Any]
         t0 = time.monotonic()
         console.rule("5. route fresh messages: student first, teacher on escalation (S6)")
         fresh = messages(options.serve, options.seed + 1)
-        routed, metas = asyncio.run(through_planner(state.registry, fresh, ("classify_intent",), console, "routed"))
+        routed, metas = asyncio.run(
+            through_planner(state.registry, fresh, ("classify_intent",), console, "routed")
+        )
         teacher = asyncio.run(ask_directly(state.registry, "classifier", fresh))
         timings["route_s"] = time.monotonic() - t0
     finally:
@@ -274,14 +359,22 @@ def main(options: DemoOptions, console: Console | None = None) -> dict[str, Any]
     answers = [_label(r.get("classify_intent")) if isinstance(r, dict) else None for r in routed]
     agree = sum(a == _label(t) for a, t in zip(answers, teacher, strict=True))
     cost = merge_costs([meta.get("cost") or {} for meta in metas])
-    report.update({
-        "recorded_messages": options.record, "extracted_messages": min(options.extract, options.record),
-        "clusters": [{k: c[k] for k in ("id", "name", "size", "agents")} for c in analysis["clusters"]],
-        "cluster": cluster, "training": training,
-        "served_messages": options.serve, "agreement_routed": agree / len(fresh),
-        "student_share": cost.get("first_choice_share", 0.0),
-        "cost": cost, "timings": timings,
-    })
+    report.update(
+        {
+            "recorded_messages": options.record,
+            "extracted_messages": min(options.extract, options.record),
+            "clusters": [
+                {k: c[k] for k in ("id", "name", "size", "agents")} for c in analysis["clusters"]
+            ],
+            "cluster": cluster,
+            "training": training,
+            "served_messages": options.serve,
+            "agreement_routed": agree / len(fresh),
+            "student_share": cost.get("first_choice_share", 0.0),
+            "cost": cost,
+            "timings": timings,
+        }
+    )
     _print(report, console)
     if options.output is not None:
         write_section(options.output, SECTION, _markdown(report))
@@ -295,10 +388,15 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def _teacher_cluster(analysis: dict[str, Any], agent: str) -> dict[str, Any]:
     """The largest trainable cluster served mostly by ``agent``."""
-    candidates = [c for c in analysis["clusters"] if c.get("trainable", True)
-                  and max(c["agents"], key=lambda a: c["agents"][a]) == agent]
+    candidates = [
+        c
+        for c in analysis["clusters"]
+        if c.get("trainable", True) and max(c["agents"], key=lambda a: c["agents"][a]) == agent
+    ]
     if not candidates:
-        raise RuntimeError(f"no trainable cluster of {agent}'s calls: {json.dumps(analysis)[:2000]}")
+        raise RuntimeError(
+            f"no trainable cluster of {agent}'s calls: {json.dumps(analysis)[:2000]}"
+        )
     return max(candidates, key=lambda c: c["size"])
 
 
@@ -309,11 +407,15 @@ def _print(report: dict[str, Any], console: Console) -> None:
     cost = report["cost"]
     print_cost(cost, console)
     held = report["training"]["metrics"]["heldout"]
-    console.print(f"student served {report['student_share']:.1%} of {cost.get('routed_steps', 0)} routed calls "
-                  f"({cost['escalations']} escalated); routed answers agree with the teacher on "
-                  f"{report['agreement_routed']:.1%}; student alone on held-out calls: "
-                  f"{held['agreement']:.1%}; cost ratio {cost['ratio']:.1f}x; "
-                  f"total {report['timings']['total_s'] / 60:.1f} min", markup=False, highlight=False)
+    console.print(
+        f"student served {report['student_share']:.1%} of {cost.get('routed_steps', 0)} routed calls "
+        f"({cost['escalations']} escalated); routed answers agree with the teacher on "
+        f"{report['agreement_routed']:.1%}; student alone on held-out calls: "
+        f"{held['agreement']:.1%}; cost ratio {cost['ratio']:.1f}x; "
+        f"total {report['timings']['total_s'] / 60:.1f} min",
+        markup=False,
+        highlight=False,
+    )
 
 
 def _markdown(report: dict[str, Any]) -> str:
@@ -321,35 +423,40 @@ def _markdown(report: dict[str, Any]) -> str:
     cost, training, timings = report["cost"], report["training"], report["timings"]
     held = training["metrics"]["heldout"]
     size_ratio = training["teacher"]["parameters"] / training["parameters"]
-    clusters = "; ".join(f"#{c['id']} {c['name']}: {c['size']} calls ("
-                         + ", ".join(f"{a} {share:.0%}" for a, share in c["agents"].items()) + ")"
-                         for c in report["clusters"])
+    clusters = "; ".join(
+        f"#{c['id']} {c['name']}: {c['size']} calls ("
+        + ", ".join(f"{a} {share:.0%}" for a, share in c["agents"].items())
+        + ")"
+        for c in report["clusters"]
+    )
     rows = "\n".join(
         f"| {row['model']} | {row['parameters']:,} | {row['calls']} | {row['input_tokens'] + row['output_tokens']:,} "
-        f"| {row['flops'] / 1e9:.3f} |" for row in cost["models"])
+        f"| {row['flops'] / 1e9:.3f} |"
+        for row in cost["models"]
+    )
     return f"""{SECTION}
 
 Measured by `slmesh convert demo` (`make conversion`) on {dt.date.today().isoformat()}:
-{machine['cores']} cores ({machine['cpu']}), Python {machine['python']}, load {machine['load']}.
+{machine["cores"]} cores ({machine["cpu"]}), Python {machine["python"]}, load {machine["load"]}.
 
 | step | result |
 |---|---|
-| recorded workload | {report['recorded_messages']} messages through the planner to `classify_intent`, {report['extracted_messages']} of them also to `extract_fields` |
+| recorded workload | {report["recorded_messages"]} messages through the planner to `classify_intent`, {report["extracted_messages"]} of them also to `extract_fields` |
 | clusters found (S2/S3) | {clusters} |
-| cluster trained on | #{report['cluster']['id']} {report['cluster']['name']}: {report['cluster']['size']} calls |
-| student | LoRA (rank {training['lora']['rank']}, {training['adapter_parameters']:,} trained parameters) on `models/base`: {training['parameters']:,} parameters served vs the teacher's {training['teacher']['parameters']:,}; {training['calls']['train']} calls, {training['steps']} steps, {training['wall_time_s']:.0f} s |
-| student alone, held-out calls | {held['count']} calls: agreement with the teacher {held['agreement']:.1%} (base alone {held.get('base_agreement', float('nan')):.1%}), valid {held['valid']:.1%} |
-| escalation threshold | mean logprob {report['escalate_below']} (calibrated on the held-out calls for 95% agreement of the answers kept) |
-| routed (fresh messages) | {report['served_messages']} messages: student served {report['student_share']:.1%}, {cost['escalations']} escalated to the teacher |
-| routed answers vs the teacher | agree on {report['agreement_routed']:.1%} |
-| cost (estimated FLOPs) | {cost['flops'] / 1e9:.3f} GFLOP routed vs {cost['baseline_flops'] / 1e9:.3f} GFLOP all on the teacher: **{cost['ratio']:.1f}x** cheaper |
-| time | record {timings['record_s']:.0f} s, analyze {timings['analyze_s']:.0f} s, train {timings['train_s']:.0f} s, deploy {timings['deploy_s']:.0f} s, route {timings['route_s']:.0f} s; total {timings['total_s'] / 60:.1f} min |
+| cluster trained on | #{report["cluster"]["id"]} {report["cluster"]["name"]}: {report["cluster"]["size"]} calls |
+| student | LoRA (rank {training["lora"]["rank"]}, {training["adapter_parameters"]:,} trained parameters) on `models/base`: {training["parameters"]:,} parameters served vs the teacher's {training["teacher"]["parameters"]:,}; {training["calls"]["train"]} calls, {training["steps"]} steps, {training["wall_time_s"]:.0f} s |
+| student alone, held-out calls | {held["count"]} calls: agreement with the teacher {held["agreement"]:.1%} (base alone {held.get("base_agreement", float("nan")):.1%}), valid {held["valid"]:.1%} |
+| escalation threshold | mean logprob {report["escalate_below"]} (calibrated on the held-out calls for 95% agreement of the answers kept) |
+| routed (fresh messages) | {report["served_messages"]} messages: student served {report["student_share"]:.1%}, {cost["escalations"]} escalated to the teacher |
+| routed answers vs the teacher | agree on {report["agreement_routed"]:.1%} |
+| cost (estimated FLOPs) | {cost["flops"] / 1e9:.3f} GFLOP routed vs {cost["baseline_flops"] / 1e9:.3f} GFLOP all on the teacher: **{cost["ratio"]:.1f}x** cheaper |
+| time | record {timings["record_s"]:.0f} s, analyze {timings["analyze_s"]:.0f} s, train {timings["train_s"]:.0f} s, deploy {timings["deploy_s"]:.0f} s, route {timings["route_s"]:.0f} s; total {timings["total_s"] / 60:.1f} min |
 
-Reading it: {report['student_share']:.0%} of the routed calls never reached the teacher (the paper
+Reading it: {report["student_share"]:.0%} of the routed calls never reached the teacher (the paper
 estimates 40-70% of an agent's calls replaceable by SLMs); the routed answers matched the
-teacher's on {report['agreement_routed']:.1%}, the rest being the student's confident
+teacher's on {report["agreement_routed"]:.1%}, the rest being the student's confident
 disagreements (the calibration trades them against escalations: `convert deploy
---target-agreement`). The cost ratio, {cost['ratio']:.1f}x, stays under the {size_ratio:.1f}x size ratio
+--target-agreement`). The cost ratio, {cost["ratio"]:.1f}x, stays under the {size_ratio:.1f}x size ratio
 because each escalated call pays for the student's attempt and the teacher's answer; and the
 "large model" here is itself a micro-SLM, so the gap — and the possible saving — is much
 smaller than between a small model and a frontier LLM (the paper's 10-30x).

@@ -74,7 +74,9 @@ class Row:
 
     @property
     def label(self) -> str:
-        return {"raw": "raw grpc.aio echo", "plain": "plain a2a-sdk", "mesh": "slmesh runtime"}[self.setup]
+        return {"raw": "raw grpc.aio echo", "plain": "plain a2a-sdk", "mesh": "slmesh runtime"}[
+            self.setup
+        ]
 
 
 def _free_port() -> int:
@@ -97,8 +99,15 @@ class Child:
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
         with open(log, "wb") as out:
-            self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, start_new_session=True)
+            self.popen = subprocess.Popen(
+                args,
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     @property
     def pid(self) -> int:
@@ -151,19 +160,40 @@ def _start_server(setup: str, store: str, tmp: Path) -> tuple[Child, str, str]:
     log = tmp / f"{setup}-{store}-server.log"
     data = tmp / f"data-{setup}-{store}"
     if setup == "raw":
-        child = Child([sys.executable, "-m", "bench.hop", "raw-server", str(grpc_port)],
-                      _child_env(plain=True), log)
+        child = Child(
+            [sys.executable, "-m", "bench.hop", "raw-server", str(grpc_port)],
+            _child_env(plain=True),
+            log,
+        )
         _wait_tcp(child, grpc_port)
     elif setup == "plain":
-        child = Child([sys.executable, "-m", "bench.hop", "plain-server", str(http_port), str(grpc_port),
-                       store, str(data)], _child_env(plain=True), log)
+        child = Child(
+            [
+                sys.executable,
+                "-m",
+                "bench.hop",
+                "plain-server",
+                str(http_port),
+                str(grpc_port),
+                store,
+                str(data),
+            ],
+            _child_env(plain=True),
+            log,
+        )
         _wait_http(child, f"http://127.0.0.1:{http_port}/.well-known/agent-card.json")
         _wait_tcp(child, grpc_port)
     else:
-        env = _child_env(plain=False, extra={
-            "SLMESH_HTTP_PORT": str(http_port), "SLMESH_GRPC_PORT": str(grpc_port),
-            "SLMESH_TASK_STORE": store, "SLMESH_DATA_DIR": str(data), "SLMESH_LOG_LEVEL": "WARNING",
-        })
+        env = _child_env(
+            plain=False,
+            extra={
+                "SLMESH_HTTP_PORT": str(http_port),
+                "SLMESH_GRPC_PORT": str(grpc_port),
+                "SLMESH_TASK_STORE": store,
+                "SLMESH_DATA_DIR": str(data),
+                "SLMESH_LOG_LEVEL": "WARNING",
+            },
+        )
         env.pop("SLMESH_REGISTRY", None)
         env.pop("SLMESH_API_TOKEN", None)
         child = Child([sys.executable, "-m", "mesh", "serve", str(ECHO_SERVICE)], env, log)
@@ -171,23 +201,51 @@ def _start_server(setup: str, store: str, tmp: Path) -> tuple[Child, str, str]:
     return child, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
 
 
-def _run_client(row: Row, server: Child, http_url: str, grpc_target: str, raw_target: str, tmp: Path,
-                requests: int, concurrency: int, duration: float) -> dict[str, Any]:
+def _run_client(
+    row: Row,
+    server: Child,
+    http_url: str,
+    grpc_target: str,
+    raw_target: str,
+    tmp: Path,
+    requests: int,
+    concurrency: int,
+    duration: float,
+) -> dict[str, Any]:
     log = tmp / f"{row.setup}-{row.store}-{row.binding}-client.log"
-    args = [sys.executable, "-m", "bench.hop", "client", row.setup, row.binding, http_url or "-",
-            grpc_target, raw_target, str(server.pid), str(requests), str(concurrency), str(duration)]
-    client = Child(args, _child_env(plain=row.setup != "mesh", extra={"SLMESH_LOG_LEVEL": "WARNING"}), log)
+    args = [
+        sys.executable,
+        "-m",
+        "bench.hop",
+        "client",
+        row.setup,
+        row.binding,
+        http_url or "-",
+        grpc_target,
+        raw_target,
+        str(server.pid),
+        str(requests),
+        str(concurrency),
+        str(duration),
+    ]
+    client = Child(
+        args, _child_env(plain=row.setup != "mesh", extra={"SLMESH_LOG_LEVEL": "WARNING"}), log
+    )
     try:
         client.popen.wait(timeout=120 + duration + requests * 0.05)
     except subprocess.TimeoutExpired:
         client.stop()
-        raise RuntimeError(f"{row.label} {row.binding} client timed out:\n{client.output()}") from None
+        raise RuntimeError(
+            f"{row.label} {row.binding} client timed out:\n{client.output()}"
+        ) from None
     finally:
         client.stop()
     out = client.output()
     if client.popen.returncode != 0 or "RESULT " not in out:
-        raise RuntimeError(f"{row.label} {row.binding} client failed ({client.popen.returncode}):\n{out}\n"
-                           f"server log:\n{server.output()[-4000:]}")
+        raise RuntimeError(
+            f"{row.label} {row.binding} client failed ({client.popen.returncode}):\n{out}\n"
+            f"server log:\n{server.output()[-4000:]}"
+        )
     return json.loads(out.rsplit("RESULT ", 1)[1].splitlines()[0])
 
 
@@ -200,8 +258,12 @@ def _plan() -> list[tuple[str, str, list[str]]]:
     return plan
 
 
-def main(requests: int = 2000, concurrency: int = 16, duration: float = 5.0,
-         output: Path = Path("docs/benchmarks.md")) -> list[Row]:
+def main(
+    requests: int = 2000,
+    concurrency: int = 16,
+    duration: float = 5.0,
+    output: Path = Path("docs/benchmarks.md"),
+) -> list[Row]:
     """Runs every row, prints the table and ratios, and rewrites the ``## A2A hop`` section."""
     rows: list[Row] = []
     started = time.monotonic()
@@ -212,19 +274,33 @@ def main(requests: int = 2000, concurrency: int = 16, duration: float = 5.0,
         raw, _, raw_target = _start_server("raw", "-", tmp)
         try:
             for setup, store, bindings in _plan():
-                server, http_url, grpc_target = (raw, "", raw_target) if setup == "raw" else \
-                    _start_server(setup, store, tmp)
+                server, http_url, grpc_target = (
+                    (raw, "", raw_target) if setup == "raw" else _start_server(setup, store, tmp)
+                )
                 try:
                     for binding in bindings:
-                        rows.append(_row(Row(setup, binding, store), server, http_url, grpc_target,
-                                         raw_target, tmp, requests, concurrency, duration))
+                        rows.append(
+                            _row(
+                                Row(setup, binding, store),
+                                server,
+                                http_url,
+                                grpc_target,
+                                raw_target,
+                                tmp,
+                                requests,
+                                concurrency,
+                                duration,
+                            )
+                        )
                 finally:
                     if server is not raw:
                         server.stop()
         finally:
             raw.stop()
     elapsed = time.monotonic() - started
-    text = render(rows, requests=requests, concurrency=concurrency, duration=duration, elapsed=elapsed)
+    text = render(
+        rows, requests=requests, concurrency=concurrency, duration=duration, elapsed=elapsed
+    )
     print()
     print(text)
     write_section(Path(output), SECTION, text)
@@ -232,14 +308,27 @@ def main(requests: int = 2000, concurrency: int = 16, duration: float = 5.0,
     return rows
 
 
-def _row(row: Row, server: Child, http_url: str, grpc_target: str, raw_target: str, tmp: Path,
-         requests: int, concurrency: int, duration: float) -> Row:
+def _row(
+    row: Row,
+    server: Child,
+    http_url: str,
+    grpc_target: str,
+    raw_target: str,
+    tmp: Path,
+    requests: int,
+    concurrency: int,
+    duration: float,
+) -> Row:
     print(f"  {row.label:<18} {row.binding:<8} store={row.store:<7} ...", end="", flush=True)
-    row.result = _run_client(row, server, http_url, grpc_target, raw_target, tmp,
-                             requests, concurrency, duration)
+    row.result = _run_client(
+        row, server, http_url, grpc_target, raw_target, tmp, requests, concurrency, duration
+    )
     r = row.result
-    print(f" p50 {r['p50_ms']:.3f} ms (raw alongside {r['raw_p50_ms']:.3f})  p99 {r['p99_ms']:.3f} ms  "
-          f"{r['rps']:,.0f} req/s  server {r['server_cpu_us']:.0f} us/req", flush=True)
+    print(
+        f" p50 {r['p50_ms']:.3f} ms (raw alongside {r['raw_p50_ms']:.3f})  p99 {r['p99_ms']:.3f} ms  "
+        f"{r['rps']:,.0f} req/s  server {r['server_cpu_us']:.0f} us/req",
+        flush=True,
+    )
     return row
 
 
@@ -293,22 +382,31 @@ def ratios(rows: list[Row]) -> list[str]:
                 continue
             m = mesh.result
             p50 = m["p50_ms"] / m["raw_p50_ms"]
-            line = (f"- mesh {binding}, {store} store: p50 {p50:.2f}x raw grpcio "
-                    f"(target <= {limit:.0f}x: {'met' if p50 <= limit else 'NOT met'})")
+            line = (
+                f"- mesh {binding}, {store} store: p50 {p50:.2f}x raw grpcio "
+                f"(target <= {limit:.0f}x: {'met' if p50 <= limit else 'NOT met'})"
+            )
             for plain_store in dict.fromkeys((store, "memory")):
                 plain = _find(rows, "plain", binding, plain_store)
                 if plain is None:
                     continue
                 tput = m["rps"] / plain.result["rps"]
-                target = (f" (target >= 2x: {'met' if tput >= 2 else 'NOT met'})"
-                          if binding == "GRPC" else "")
-                line += (f"; vs plain a2a-sdk on {plain_store}: throughput {tput:.2f}x{target}, "
-                         f"p50 {_x(m['p50_ms'], plain.result['p50_ms'])}")
+                target = (
+                    f" (target >= 2x: {'met' if tput >= 2 else 'NOT met'})"
+                    if binding == "GRPC"
+                    else ""
+                )
+                line += (
+                    f"; vs plain a2a-sdk on {plain_store}: throughput {tput:.2f}x{target}, "
+                    f"p50 {_x(m['p50_ms'], plain.result['p50_ms'])}"
+                )
             lines.append(line)
     return lines
 
 
-def render(rows: list[Row], *, requests: int, concurrency: int, duration: float, elapsed: float) -> str:
+def render(
+    rows: list[Row], *, requests: int, concurrency: int, duration: float, elapsed: float
+) -> str:
     m = _machine()
     raw = _find(rows, "raw", "GRPC", "-")
     tracing = {r.setup: r.result.get("a2a_sdk_tracing") for r in rows if r.setup != "raw"}
@@ -316,27 +414,37 @@ def render(rows: list[Row], *, requests: int, concurrency: int, duration: float,
     out = [
         SECTION,
         "",
-        (f"`slmesh bench hop`, {when}: one A2A `SendMessage` hop to an agent with a trivial "
-         "executor (`tests.support.echo:EchoExecutor`: one task, one artifact), each server and "
-         "each client in its own process, over 127.0.0.1."),
+        (
+            f"`slmesh bench hop`, {when}: one A2A `SendMessage` hop to an agent with a trivial "
+            "executor (`tests.support.echo:EchoExecutor`: one task, one artifact), each server and "
+            "each client in its own process, over 127.0.0.1."
+        ),
         "",
-        (f"- Machine: {m['cores']} cores ({m['cpu']}), {m['os']}; Python {m['python']}, "
-         f"a2a-sdk {m['a2a-sdk']}, grpcio {m['grpcio']}, uvloop {m['uvloop']} (not used: every "
-         "process runs the default asyncio loop). Load average (1/5/15 min) when the report "
-         f"was written: {m['load']}; other work on the machine shows up mostly in p99 and req/s."),
-        (f"- Sequential: p50/p99 over `calls` calls after a warm-up (up to {requests}; a row stops "
-         f"after {SEQUENTIAL_CAP_S:g} s), timed in blocks of {RAW_BLOCK} that alternate with "
-         "blocks of raw-echo calls; `raw p50` is the raw echo's p50 over those same seconds, and "
-         f"`p50 vs raw` divides by it. Throughput: {concurrency} calls in flight for "
-         f"{duration:g} s. CPU: server and client process CPU time (all threads) per request "
-         f"during the throughput phase. The whole run took {elapsed:.0f} s."),
-        (f"- a2a-sdk's tracing decorators: plain rows {'on' if tracing.get('plain') else 'off'} "
-         f"(a2a-sdk's default), mesh rows {'on' if tracing.get('mesh') else 'off'} "
-         "(the mesh's default)."),
+        (
+            f"- Machine: {m['cores']} cores ({m['cpu']}), {m['os']}; Python {m['python']}, "
+            f"a2a-sdk {m['a2a-sdk']}, grpcio {m['grpcio']}, uvloop {m['uvloop']} (not used: every "
+            "process runs the default asyncio loop). Load average (1/5/15 min) when the report "
+            f"was written: {m['load']}; other work on the machine shows up mostly in p99 and req/s."
+        ),
+        (
+            f"- Sequential: p50/p99 over `calls` calls after a warm-up (up to {requests}; a row stops "
+            f"after {SEQUENTIAL_CAP_S:g} s), timed in blocks of {RAW_BLOCK} that alternate with "
+            "blocks of raw-echo calls; `raw p50` is the raw echo's p50 over those same seconds, and "
+            f"`p50 vs raw` divides by it. Throughput: {concurrency} calls in flight for "
+            f"{duration:g} s. CPU: server and client process CPU time (all threads) per request "
+            f"during the throughput phase. The whole run took {elapsed:.0f} s."
+        ),
+        (
+            f"- a2a-sdk's tracing decorators: plain rows {'on' if tracing.get('plain') else 'off'} "
+            f"(a2a-sdk's default), mesh rows {'on' if tracing.get('mesh') else 'off'} "
+            "(the mesh's default)."
+        ),
         "",
-        ("| setup | binding | task store | calls | p50 ms | p99 ms | raw p50 ms | p50 vs raw "
-         "| req/s | req/s vs raw | req/s vs plain, same store | server CPU us/req "
-         "| client CPU us/req |"),
+        (
+            "| setup | binding | task store | calls | p50 ms | p99 ms | raw p50 ms | p50 vs raw "
+            "| req/s | req/s vs raw | req/s vs plain, same store | server CPU us/req "
+            "| client CPU us/req |"
+        ),
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
@@ -348,9 +456,18 @@ def render(rows: list[Row], *, requests: int, concurrency: int, duration: float,
         out.append(
             f"| {row.label} | {row.binding} | {row.store} | {r['requests']} | {r['p50_ms']:.3f} "
             f"| {r['p99_ms']:.3f} | {r['raw_p50_ms']:.3f} | {vs_raw_p50} | {r['rps']:,.0f} "
-            f"| {vs_raw_rps} | {vs_plain} | {r['server_cpu_us']:,.0f} | {r['client_cpu_us']:,.0f} |")
-    out += ["", ("Against the targets (gRPC: p50 <= 2x raw grpcio, throughput >= 2x plain "
-                 "a2a-sdk; JSON-RPC: p50 <= 3x raw grpcio):"), "", *ratios(rows), ""]
+            f"| {vs_raw_rps} | {vs_plain} | {r['server_cpu_us']:,.0f} | {r['client_cpu_us']:,.0f} |"
+        )
+    out += [
+        "",
+        (
+            "Against the targets (gRPC: p50 <= 2x raw grpcio, throughput >= 2x plain "
+            "a2a-sdk; JSON-RPC: p50 <= 3x raw grpcio):"
+        ),
+        "",
+        *ratios(rows),
+        "",
+    ]
     out += [NOTES.strip(), ""]
     return "\n".join(out)
 
@@ -409,9 +526,13 @@ def _serve_raw(port: int) -> None:
     async def run() -> None:
         server = grpc.aio.server()
         handler = grpc.unary_unary_rpc_method_handler(
-            echo, request_deserializer=pb.SendMessageRequest.FromString,
-            response_serializer=pb.SendMessageRequest.SerializeToString)
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Echo", {"Echo": handler}),))
+            echo,
+            request_deserializer=pb.SendMessageRequest.FromString,
+            response_serializer=pb.SendMessageRequest.SerializeToString,
+        )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("bench.Echo", {"Echo": handler}),)
+        )
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
         await _until_signalled()
@@ -456,13 +577,21 @@ def _serve_plain(http_port: int, grpc_port: int, store: str, data_dir: Path) -> 
     print(f"a2a-sdk tracing decorators enabled: {telemetry.otel_enabled}", flush=True)
     spec = ServiceSpec.load(ECHO_SERVICE)
     card = pb.AgentCard(
-        name="echo", description="echo", version="1.0",
+        name="echo",
+        description="echo",
+        version="1.0",
         capabilities=pb.AgentCapabilities(streaming=True),
-        default_input_modes=["text/plain"], default_output_modes=["text/plain"],
+        default_input_modes=["text/plain"],
+        default_output_modes=["text/plain"],
         supported_interfaces=[
-            pb.AgentInterface(url=f"http://127.0.0.1:{http_port}/", protocol_binding="JSONRPC",
-                              protocol_version="1.0"),
-            pb.AgentInterface(url=f"127.0.0.1:{grpc_port}", protocol_binding="GRPC", protocol_version="1.0"),
+            pb.AgentInterface(
+                url=f"http://127.0.0.1:{http_port}/",
+                protocol_binding="JSONRPC",
+                protocol_version="1.0",
+            ),
+            pb.AgentInterface(
+                url=f"127.0.0.1:{grpc_port}", protocol_binding="GRPC", protocol_version="1.0"
+            ),
         ],
         skills=[pb.AgentSkill(id="echo", name="Echo", description="echo", tags=["test"])],
     )
@@ -474,18 +603,28 @@ def _serve_plain(http_port: int, grpc_port: int, store: str, data_dir: Path) -> 
             from sqlalchemy.ext.asyncio import create_async_engine
 
             data_dir.mkdir(parents=True, exist_ok=True)
-            task_store = DatabaseTaskStore(create_async_engine(f"sqlite+aiosqlite:///{data_dir / 'tasks.sqlite'}"))
+            task_store = DatabaseTaskStore(
+                create_async_engine(f"sqlite+aiosqlite:///{data_dir / 'tasks.sqlite'}")
+            )
             await task_store.initialize()
-        handler = DefaultRequestHandler(agent_executor=EchoExecutor(spec), task_store=task_store, agent_card=card)
+        handler = DefaultRequestHandler(
+            agent_executor=EchoExecutor(spec), task_store=task_store, agent_card=card
+        )
         server = grpc.aio.server()
         a2a_pb2_grpc.add_A2AServiceServicer_to_server(GrpcHandler(handler), server)
         server.add_insecure_port(f"127.0.0.1:{grpc_port}")
         await server.start()
         app = FastAPI()
-        add_a2a_routes_to_fastapi(app, agent_card_routes=create_agent_card_routes(card),
-                                  jsonrpc_routes=create_jsonrpc_routes(handler, rpc_url="/"))
-        http = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=http_port, log_level="warning",
-                                             access_log=False))
+        add_a2a_routes_to_fastapi(
+            app,
+            agent_card_routes=create_agent_card_routes(card),
+            jsonrpc_routes=create_jsonrpc_routes(handler, rpc_url="/"),
+        )
+        http = uvicorn.Server(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=http_port, log_level="warning", access_log=False
+            )
+        )
         http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         serving = asyncio.create_task(http.serve())
         await _until_signalled()
@@ -507,8 +646,17 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _client(setup: str, binding: str, http_url: str, grpc_target: str, raw_target: str,
-            server_pid: int, requests: int, concurrency: int, duration: float) -> None:
+def _client(
+    setup: str,
+    binding: str,
+    http_url: str,
+    grpc_target: str,
+    raw_target: str,
+    server_pid: int,
+    requests: int,
+    concurrency: int,
+    duration: float,
+) -> None:
     import asyncio
 
     async def run() -> dict[str, Any]:
@@ -541,8 +689,11 @@ async def _make_call(setup: str, binding: str, http_url: str, grpc_target: str) 
 
     if setup == "raw":
         channel = grpc.aio.insecure_channel(grpc_target)
-        echo = channel.unary_unary(RAW_METHOD, request_serializer=pb.SendMessageRequest.SerializeToString,
-                                   response_deserializer=pb.SendMessageRequest.FromString)
+        echo = channel.unary_unary(
+            RAW_METHOD,
+            request_serializer=pb.SendMessageRequest.SerializeToString,
+            response_deserializer=pb.SendMessageRequest.FromString,
+        )
 
         async def raw_call(verify: bool = False) -> None:
             req = request()
@@ -557,8 +708,11 @@ async def _make_call(setup: str, binding: str, http_url: str, grpc_target: str) 
         from a2a.utils import telemetry
 
         print(f"a2a-sdk tracing decorators enabled: {telemetry.otel_enabled}", flush=True)
-        config = ClientConfig(streaming=False, supported_protocol_bindings=[binding],
-                              grpc_channel_factory=grpc.aio.insecure_channel)
+        config = ClientConfig(
+            streaming=False,
+            supported_protocol_bindings=[binding],
+            grpc_channel_factory=grpc.aio.insecure_channel,
+        )
         client = await create_client(http_url, config)
 
         async def plain_call(verify: bool = False) -> None:
@@ -594,8 +748,9 @@ async def _timed(call: Any, n: int, into: list[int]) -> int:
     return t1
 
 
-async def _measure(call: Any, raw_call: Any, server_pid: int, requests: int, concurrency: int,
-                   duration: float) -> dict[str, Any]:
+async def _measure(
+    call: Any, raw_call: Any, server_pid: int, requests: int, concurrency: int, duration: float
+) -> dict[str, Any]:
     import asyncio
 
     await call(verify=True)
@@ -645,11 +800,18 @@ async def _measure(call: Any, raw_call: Any, server_pid: int, requests: int, con
     from a2a.utils import telemetry
 
     return {
-        "requests": len(samples), "p50_ms": pct(0.50), "p99_ms": pct(0.99),
-        "raw_p50_ms": pct(0.50, raw_samples), "raw_p99_ms": pct(0.99, raw_samples),
-        "mean_ms": sum(samples) / len(samples) / 1e6, "a2a_sdk_tracing": telemetry.otel_enabled,
-        "rps": done / elapsed, "completed": done, "seconds": elapsed,
-        "server_cpu_us": server_cpu / done * 1e6, "client_cpu_us": client_cpu / done * 1e6,
+        "requests": len(samples),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "raw_p50_ms": pct(0.50, raw_samples),
+        "raw_p99_ms": pct(0.99, raw_samples),
+        "mean_ms": sum(samples) / len(samples) / 1e6,
+        "a2a_sdk_tracing": telemetry.otel_enabled,
+        "rps": done / elapsed,
+        "completed": done,
+        "seconds": elapsed,
+        "server_cpu_us": server_cpu / done * 1e6,
+        "client_cpu_us": client_cpu / done * 1e6,
     }
 
 
@@ -661,7 +823,17 @@ def _child_main(argv: list[str]) -> None:
         _serve_plain(int(args[0]), int(args[1]), args[2], Path(args[3]))
     elif role == "client":
         setup, binding, http_url, grpc_target, raw_target, pid, n, c, seconds = args
-        _client(setup, binding, http_url, grpc_target, raw_target, int(pid), int(n), int(c), float(seconds))
+        _client(
+            setup,
+            binding,
+            http_url,
+            grpc_target,
+            raw_target,
+            int(pid),
+            int(n),
+            int(c),
+            float(seconds),
+        )
     else:
         raise SystemExit(f"unknown role {role!r}")
 

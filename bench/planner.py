@@ -28,8 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from bench.hop import _machine
@@ -58,7 +58,10 @@ def ray_dispatch(ray: Any, calls: int = 500, parallel: int = 2000) -> dict[str, 
 
     actor = ray.remote(num_cpus=0, max_concurrency=1000)(Noop).remote()
     out: dict[str, dict[str, float]] = {}
-    for name, submit in (("task", lambda i: noop_task.remote(i)), ("actor", lambda i: actor.call.remote(i))):
+    for name, submit in (
+        ("task", lambda i: noop_task.remote(i)),
+        ("actor", lambda i: actor.call.remote(i)),
+    ):
         ray.get([submit(i) for i in range(50)])  # warm-up (worker start-up)
         times = []
         for i in range(calls):
@@ -73,10 +76,21 @@ def ray_dispatch(ray: Any, calls: int = 500, parallel: int = 2000) -> dict[str, 
     return out
 
 
-FAN_OUT = {"steps": [
-    {"id": "each", "for_each": "$input", "input": "$item",
-     "plan": {"steps": [{"id": "say", "skill": "echo", "input": "$input"}], "output": "$say"}},
-    {"id": "total", "fn": "identity", "input": "$each"}], "output": "$total"}
+FAN_OUT = {
+    "steps": [
+        {
+            "id": "each",
+            "for_each": "$input",
+            "input": "$item",
+            "plan": {
+                "steps": [{"id": "say", "skill": "echo", "input": "$input"}],
+                "output": "$say",
+            },
+        },
+        {"id": "total", "fn": "identity", "input": "$each"},
+    ],
+    "output": "$total",
+}
 """``steps`` items, one echo step each, then one fan-in step."""
 
 PlanRunner = Callable[..., Awaitable[Any]]
@@ -98,15 +112,27 @@ async def start_engine(registry: str) -> tuple[Any, PlanRunner]:
     runtime.start()
     await runtime.ready()
 
-    async def run(plan: dict[str, Any], value: Any, events: list[tuple[str, float]] | None = None,
-                  trace: dict[str, str] | None = None) -> Any:
+    async def run(
+        plan: dict[str, Any],
+        value: Any,
+        events: list[tuple[str, float]] | None = None,
+        trace: dict[str, str] | None = None,
+    ) -> Any:
         def on_event(kind: str, node: str, call: Any, outcome: Any) -> None:
             if events is not None and kind == "finished":
                 events.append((node, time.perf_counter()))
 
-        engine = PlanRun(runtime, f"bench-{time.time_ns()}", Plan.model_validate(plan), value,
-                         routes={"echo": (Provider("echo"),)}, workflows={}, on_event=on_event,
-                         record=lambda n, o: None, trace=trace)
+        engine = PlanRun(
+            runtime,
+            f"bench-{time.time_ns()}",
+            Plan.model_validate(plan),
+            value,
+            routes={"echo": (Provider("echo"),)},
+            workflows={},
+            on_event=on_event,
+            record=lambda n, o: None,
+            trace=trace,
+        )
         outcome = await engine.execute()
         assert outcome.ok, outcome.error
         return outcome.value
@@ -114,7 +140,9 @@ async def start_engine(registry: str) -> tuple[Any, PlanRunner]:
     return runtime, run
 
 
-async def fan_out_seconds(run: PlanRunner, items: list[str], trace: dict[str, str] | None = None) -> float:
+async def fan_out_seconds(
+    run: PlanRunner, items: list[str], trace: dict[str, str] | None = None
+) -> float:
     """Wall time of one :data:`FAN_OUT` run over ``items`` (checked: every item echoed)."""
     t0 = time.perf_counter()
     echoed = await run(FAN_OUT, items, trace=trace)
@@ -147,8 +175,12 @@ async def engine_rows(registry: str, steps: int, chain: int) -> dict[str, Any]:
             await client.send_text("echo", f"seq {i}")
             sequential.append((time.perf_counter() - t1) * 1000)
 
-    chain_plan = {"steps": [{"id": f"s{i}", "skill": "echo",
-                             "input": "$input" if i == 0 else f"$s{i - 1}"} for i in range(chain)]}
+    chain_plan = {
+        "steps": [
+            {"id": f"s{i}", "skill": "echo", "input": "$input" if i == 0 else f"$s{i - 1}"}
+            for i in range(chain)
+        ]
+    }
     events: list[tuple[str, float]] = []
     t0 = time.perf_counter()
     await run(chain_plan, "chain", events)
@@ -156,9 +188,16 @@ async def engine_rows(registry: str, steps: int, chain: int) -> dict[str, Any]:
     done = [t for _, t in sorted(events, key=lambda e: int(e[0][1:]))]
     gaps = [(b - a) * 1000 for a, b in zip(done, done[1:], strict=False)]
 
-    overlap = {"steps": [
-        {"id": "each", "for_each": "$input", "input": "$item",
-         "plan": {"steps": [{"id": "nap", "skill": "echo", "input": "$input"}]}}]}
+    overlap = {
+        "steps": [
+            {
+                "id": "each",
+                "for_each": "$input",
+                "input": "$item",
+                "plan": {"steps": [{"id": "nap", "skill": "echo", "input": "$input"}]},
+            }
+        ]
+    }
     await run(overlap, ["sleep:0.1"] * 10)
     t0 = time.perf_counter()
     await run(overlap, ["sleep:0.1"] * 10)
@@ -166,11 +205,15 @@ async def engine_rows(registry: str, steps: int, chain: int) -> dict[str, Any]:
     await runtime.stop()
 
     results.update(
-        steps=steps, chain=chain,
-        fan_steps_per_s=steps / fan_s, direct_calls_per_s=steps / direct_s,
-        chain_gap_p50_ms=statistics.median(gaps), chain_gap_p99_ms=_pct(gaps, 0.99),
+        steps=steps,
+        chain=chain,
+        fan_steps_per_s=steps / fan_s,
+        direct_calls_per_s=steps / direct_s,
+        chain_gap_p50_ms=statistics.median(gaps),
+        chain_gap_p99_ms=_pct(gaps, 0.99),
         chain_steps_per_s=chain / chain_s,
-        direct_p50_ms=statistics.median(sequential), direct_p99_ms=_pct(sequential, 0.99),
+        direct_p50_ms=statistics.median(sequential),
+        direct_p99_ms=_pct(sequential, 0.99),
         overlap_ms=overlap_s * 1000,
     )
     results["overhead_p50_ms"] = results["chain_gap_p50_ms"] - results["direct_p50_ms"]
@@ -187,7 +230,9 @@ def demo_rows(tmp: Path, concurrency: int) -> dict[str, Any]:
     env = {**os.environ, "SLMESH_DATA_DIR": str(tmp / "demo"), "SLMESH_UI": "false"}
     env.pop("SLMESH_REGISTRY", None)
     cli = [sys.executable, "-m", "mesh"]
-    subprocess.run([*cli, "up", "--detach"], env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [*cli, "up", "--detach"], env=env, cwd=ROOT, check=True, capture_output=True, timeout=300
+    )
     try:
         state = MeshState.load(tmp / "demo" / "mesh.json")
         assert state is not None
@@ -201,7 +246,9 @@ def demo_rows(tmp: Path, concurrency: int) -> dict[str, Any]:
                 async def one(text: str) -> None:
                     async with gate:
                         t1 = time.perf_counter()
-                        response = await client.send_message("planner", request_for(text), timeout=600)
+                        response = await client.send_message(
+                            "planner", request_for(text), timeout=600
+                        )
                         assert response.task.status.state == 3, response.task.status  # COMPLETED
                         latencies.append(time.perf_counter() - t1)
 
@@ -211,12 +258,18 @@ def demo_rows(tmp: Path, concurrency: int) -> dict[str, Any]:
                 await asyncio.gather(*(one(m) for m in messages))
                 wall = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                batch = await client.send_message("planner", request_for(messages=messages), timeout=900)
+                batch = await client.send_message(
+                    "planner", request_for(messages=messages), timeout=900
+                )
                 batch_s = time.perf_counter() - t0
                 assert batch.task.status.state == 3, batch.task.status
-            return {"tasks": len(messages), "tasks_per_s": len(messages) / wall,
-                    "p50_s": statistics.median(latencies), "p99_s": _pct(latencies, 0.99),
-                    "batch_s": batch_s}
+            return {
+                "tasks": len(messages),
+                "tasks_per_s": len(messages) / wall,
+                "p50_s": statistics.median(latencies),
+                "p99_s": _pct(latencies, 0.99),
+                "batch_s": batch_s,
+            }
 
         return asyncio.run(go())
     finally:
@@ -227,7 +280,8 @@ def render(r: dict[str, Any], demo: dict[str, Any] | None, concurrency: int, ela
     m = _machine()
     d = r["dispatch"]
     lines = [
-        SECTION, "",
+        SECTION,
+        "",
         f"`slmesh bench planner` on {dt.date.today().isoformat()}: {m['cores']} cores ({m['cpu']}), "
         f"Python {m['python']}, Ray {_ray_version()}, load average at the end {m['load']}; "
         f"{elapsed:.0f} s in all. Agents: `tests.support.echo` (returns at once) behind the "
@@ -273,8 +327,13 @@ def _ray_version() -> str:
     return ray.__version__
 
 
-def main(steps: int = 1000, chain: int = 200, demo: bool = True, concurrency: int = 4,
-         output: Path = ROOT / "docs" / "benchmarks.md") -> None:
+def main(
+    steps: int = 1000,
+    chain: int = 200,
+    demo: bool = True,
+    concurrency: int = 4,
+    output: Path = ROOT / "docs" / "benchmarks.md",
+) -> None:
     from tests.support.procs import start_registry, start_service
 
     started = time.monotonic()
@@ -282,8 +341,11 @@ def main(steps: int = 1000, chain: int = 200, demo: bool = True, concurrency: in
         tmp = Path(name)
         registry = start_registry(tmp)
         try:
-            echo = start_service(ROOT / "tests" / "support" / "echo_service", tmp,
-                                 env={"SLMESH_REGISTRY": registry.grpc_target, "SLMESH_TASK_STORE": "memory"})
+            echo = start_service(
+                ROOT / "tests" / "support" / "echo_service",
+                tmp,
+                env={"SLMESH_REGISTRY": registry.grpc_target, "SLMESH_TASK_STORE": "memory"},
+            )
             try:
                 time.sleep(1.0)  # registration
                 results = asyncio.run(engine_rows(registry.grpc_target, steps, chain))

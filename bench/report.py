@@ -22,7 +22,9 @@ def write_section(path: Path, section: str, text: str) -> None:
             lines.pop()
         lines += ["", *new]
     else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
         tail = lines[end:]
         lines = lines[:start] + new + ([""] + tail if tail else [])
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,9 +29,17 @@ from bench.report import write_section  # noqa: E402
 
 SECTION = "## Scaling one agent"
 BURN_SERVICE = ROOT / "bench" / "burn_service"
-FAN = {"steps": [{"id": "each", "for_each": "$input", "input": "$item",
-                  "plan": {"steps": [{"id": "b", "skill": "burn", "input": "$input"}], "output": "$b"}}],
-       "output": "$each"}
+FAN = {
+    "steps": [
+        {
+            "id": "each",
+            "for_each": "$input",
+            "input": "$item",
+            "plan": {"steps": [{"id": "b", "skill": "burn", "input": "$input"}], "output": "$b"},
+        }
+    ],
+    "output": "$each",
+}
 
 
 def _request(items: list[str]) -> Any:
@@ -57,7 +65,8 @@ async def _batch(planner: Any, tasks: int, per_task: int, tag: str) -> float:
         task = reply.task
         assert task.status.state == pb.TaskState.TASK_STATE_COMPLETED, task.status
         assert parts_value(task.artifacts[0].parts) == items or any(
-            parts_value(a.parts) == items for a in task.artifacts), "burn results missing"
+            parts_value(a.parts) == items for a in task.artifacts
+        ), "burn results missing"
 
     started = time.perf_counter()
     await asyncio.gather(*(one(t) for t in range(tasks)))
@@ -75,8 +84,14 @@ async def _wait_replicas(registry: str, count: int) -> None:
     raise RuntimeError(f"{count} burn replicas never registered")
 
 
-def main(replicas: tuple[int, ...] = (1, 2, 4), steps: int = 480, tasks: int = 8, cpu_ms: float = 20.0,
-         rounds: int = 2, output: Path = ROOT / "docs" / "benchmarks.md") -> dict[int, float]:
+def main(
+    replicas: tuple[int, ...] = (1, 2, 4),
+    steps: int = 480,
+    tasks: int = 8,
+    cpu_ms: float = 20.0,
+    rounds: int = 2,
+    output: Path = ROOT / "docs" / "benchmarks.md",
+) -> dict[int, float]:
     from mesh.a2a.client import MeshClient
     from mesh.a2a.discovery import snapshot
     from tests.support.procs import ServiceProcess, start_registry, start_service
@@ -90,7 +105,9 @@ def main(replicas: tuple[int, ...] = (1, 2, 4), steps: int = 480, tasks: int = 8
         service = tmp / "burn"
         service.mkdir()
         spec = (BURN_SERVICE / "agent.yaml").read_text(encoding="utf-8")
-        (service / "agent.yaml").write_text(spec.replace("cpu_ms: 20", f"cpu_ms: {cpu_ms:g}"), encoding="utf-8")
+        (service / "agent.yaml").write_text(
+            spec.replace("cpu_ms: 20", f"cpu_ms: {cpu_ms:g}"), encoding="utf-8"
+        )
         registry = start_registry(tmp)
         procs.append(registry)
         env = {"SLMESH_REGISTRY": registry.grpc_target, "SLMESH_TASK_STORE": "memory"}
@@ -104,33 +121,55 @@ def main(replicas: tuple[int, ...] = (1, 2, 4), steps: int = 480, tasks: int = 8
                 source = await snapshot(registry.grpc_target, "planner")
                 async with MeshClient(source) as client:
                     await _batch(client, tasks, max(1, per_task // 4), f"warm{count}")
-                    return [per_task * tasks / await _batch(client, tasks, per_task, f"r{count}-{r}")
-                            for r in range(rounds)]
+                    return [
+                        per_task * tasks / await _batch(client, tasks, per_task, f"r{count}-{r}")
+                        for r in range(rounds)
+                    ]
 
             for count in sorted(replicas):
                 while len(burns) < count:
-                    burns.append(start_service(service, tmp, env={**env, "SLMESH_REPLICA_ID": f"burn-{len(burns)}"}))
+                    burns.append(
+                        start_service(
+                            service, tmp, env={**env, "SLMESH_REPLICA_ID": f"burn-{len(burns)}"}
+                        )
+                    )
                     procs.append(burns[-1])
                 results[count] = asyncio.run(measure(count))
-                print(f"{count} replica(s): {', '.join(f'{x:.1f}' for x in results[count])} steps/s", flush=True)
+                print(
+                    f"{count} replica(s): {', '.join(f'{x:.1f}' for x in results[count])} steps/s",
+                    flush=True,
+                )
         finally:
             for proc in reversed(procs):
                 proc.terminate(timeout=30)
     best = {count: max(values) for count, values in results.items()}
-    text = render(best, results, steps=per_task * tasks, tasks=tasks, cpu_ms=cpu_ms,
-                  elapsed=time.monotonic() - started)
+    text = render(
+        best,
+        results,
+        steps=per_task * tasks,
+        tasks=tasks,
+        cpu_ms=cpu_ms,
+        elapsed=time.monotonic() - started,
+    )
     print(text)
     write_section(output, SECTION, text)
     return best
 
 
-def render(best: dict[int, float], all_rounds: dict[int, list[float]], steps: int, tasks: int,
-           cpu_ms: float, elapsed: float) -> str:
+def render(
+    best: dict[int, float],
+    all_rounds: dict[int, list[float]],
+    steps: int,
+    tasks: int,
+    cpu_ms: float,
+    elapsed: float,
+) -> str:
     machine = _machine()
     base = best[min(best)]
     ideal = 1000 / cpu_ms
     lines = [
-        SECTION, "",
+        SECTION,
+        "",
         f"`slmesh bench scale`, {datetime.now():%Y-%m-%d %H:%M}: throughput through the planner with "
         f"1, 2 and 4 replicas of one agent whose every request costs {cpu_ms:g} ms of CPU "
         f"(`bench/burn_service`; one replica can use one core, so one replica tops out near "
@@ -147,18 +186,26 @@ def render(best: dict[int, float], all_rounds: dict[int, list[float]], steps: in
         "|---:|---:|---:|---:|---|",
     ]
     for count in sorted(best):
-        lines.append(f"| {count} | {best[count]:.1f} | {best[count] / base:.2f}x | {best[count] / count:.1f} | "
-                     f"{', '.join(f'{x:.1f}' for x in all_rounds[count])} |")
+        lines.append(
+            f"| {count} | {best[count]:.1f} | {best[count] / base:.2f}x | {best[count] / count:.1f} | "
+            f"{', '.join(f'{x:.1f}' for x in all_rounds[count])} |"
+        )
     cores = os.cpu_count() or 1
-    lines += ["", f"With {cores} cores shared by the replicas, the planner, Ray and the client, throughput "
-              f"can grow with replicas only up to about {cores} busy replicas; beyond that the extra "
-              "replicas share the same cores (the spread of the rounds shows the machine's other load)."]
+    lines += [
+        "",
+        f"With {cores} cores shared by the replicas, the planner, Ray and the client, throughput "
+        f"can grow with replicas only up to about {cores} busy replicas; beyond that the extra "
+        "replicas share the same cores (the spread of the rounds shows the machine's other load).",
+    ]
     load = os.getloadavg()[0]
     if load > cores:
-        lines += ["", f"Caution: the machine's load average ({load:.1f}) exceeded its {cores} cores during this run. "
-                  "Each replica is a process that wins its own share of contended cores, so more replicas "
-                  "also take CPU from the machine's other work: ratios above the core count measure that, "
-                  "not the mesh. On an idle machine expect saturation near the core count."]
+        lines += [
+            "",
+            f"Caution: the machine's load average ({load:.1f}) exceeded its {cores} cores during this run. "
+            "Each replica is a process that wins its own share of contended cores, so more replicas "
+            "also take CPU from the machine's other work: ratios above the core count measure that, "
+            "not the mesh. On an idle machine expect saturation near the core count.",
+        ]
     if statistics.median(best.values()) <= 0:
         raise RuntimeError("no throughput measured")
     return "\n".join(lines) + "\n"

@@ -74,8 +74,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-async def _run_row(agent: str, backend: Any, requests: list[Any], concurrency: int,
-                   batching: bool) -> tuple[Row, list[str]]:
+async def _run_row(
+    agent: str, backend: Any, requests: list[Any], concurrency: int, batching: bool
+) -> tuple[Row, list[str]]:
     from mesh.slm import SLMError
 
     latencies = [0.0] * len(requests)
@@ -102,10 +103,16 @@ async def _run_row(agent: str, backend: Any, requests: list[Any], concurrency: i
     await asyncio.gather(*(client() for _ in range(concurrency)))
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     row = Row(
-        agent=agent, concurrency=concurrency, batching=batching, requests=len(requests),
-        output_tokens=sum(tokens), elapsed_s=elapsed,
-        p50_ms=statistics.median(latencies) * 1000, p99_ms=_percentile(latencies, 0.99) * 1000,
-        failures=failures, cpu_s=cpu,
+        agent=agent,
+        concurrency=concurrency,
+        batching=batching,
+        requests=len(requests),
+        output_tokens=sum(tokens),
+        elapsed_s=elapsed,
+        p50_ms=statistics.median(latencies) * 1000,
+        p99_ms=_percentile(latencies, 0.99) * 1000,
+        failures=failures,
+        cpu_s=cpu,
     )
     return row, texts
 
@@ -130,13 +137,19 @@ async def _measure(agent: str, requests: int, threads: int) -> tuple[list[Row], 
             output = Choice(contract.labels)
         elif contract.schema is not None:
             output = JsonOutput(contract.schema, example.input)
-        return GenerationRequest(prompt=example.prompt, max_new_tokens=contract.max_new_tokens,
-                                 stop=contract.stop, output=output)
+        return GenerationRequest(
+            prompt=example.prompt,
+            max_new_tokens=contract.max_new_tokens,
+            stop=contract.stop,
+            output=output,
+        )
 
-    off = local_backend(contract.backend, str(contract.model_dir), threads=threads,
-                        max_batch_size=1)
-    on = local_backend(contract.backend, str(contract.model_dir), threads=threads,
-                       max_batch_size=32, max_wait_ms=5)
+    off = local_backend(
+        contract.backend, str(contract.model_dir), threads=threads, max_batch_size=1
+    )
+    on = local_backend(
+        contract.backend, str(contract.model_dir), threads=threads, max_batch_size=32, max_wait_ms=5
+    )
     rows: list[Row] = []
     mismatches = 0
     try:
@@ -149,22 +162,31 @@ async def _measure(agent: str, requests: int, threads: int) -> tuple[list[Row], 
             row_on, texts_on = await _run_row(agent, on, batch, concurrency, batching=True)
             mismatches += sum(a != b for a, b in zip(texts_off, texts_on, strict=True))
             for row in (row_off, row_on):
-                print(f"  {agent} {concurrency:>2} concurrent, batching {'on ' if row.batching else 'off'}"
-                      f"  {row.rps:6.1f} req/s  {row.tps:7.0f} tok/s  p50 {row.p50_ms:6.0f} ms"
-                      f"  p99 {row.p99_ms:6.0f} ms  CPU {row.cpu_ms_per_request:5.0f} ms/req",
-                      flush=True)
+                print(
+                    f"  {agent} {concurrency:>2} concurrent, batching {'on ' if row.batching else 'off'}"
+                    f"  {row.rps:6.1f} req/s  {row.tps:7.0f} tok/s  p50 {row.p50_ms:6.0f} ms"
+                    f"  p99 {row.p99_ms:6.0f} ms  CPU {row.cpu_ms_per_request:5.0f} ms/req",
+                    flush=True,
+                )
             rows += [row_off, row_on]
-        info = {"parameters": on.parameters or 0, "model_dir": contract.model_dir,
-                "mismatches": mismatches}
+        info = {
+            "parameters": on.parameters or 0,
+            "model_dir": contract.model_dir,
+            "mismatches": mismatches,
+        }
     finally:
         await off.aclose()
         await on.aclose()
     return rows, info
 
 
-def main(requests: int = 16, tokens: int | None = None, threads: int = 1,
-         output: Path = Path("docs/benchmarks.md"),
-         agents: tuple[str, ...] = AGENTS) -> list[Row]:
+def main(
+    requests: int = 16,
+    tokens: int | None = None,
+    threads: int = 1,
+    output: Path = Path("docs/benchmarks.md"),
+    agents: tuple[str, ...] = AGENTS,
+) -> list[Row]:
     """Measures each agent at each concurrency level, prints the table, rewrites the section.
 
     Each row sends ``max(requests, 4 x concurrency)`` requests. ``tokens`` is not used: the
@@ -180,8 +202,13 @@ def main(requests: int = 16, tokens: int | None = None, threads: int = 1,
     for agent in agents:
         agent_rows, infos[agent] = asyncio.run(_measure(agent, requests, threads))
         rows += agent_rows
-    text = render(rows, threads=threads, infos=infos, elapsed=time.monotonic() - started,
-                  load=(load_before, os.getloadavg()))
+    text = render(
+        rows,
+        threads=threads,
+        infos=infos,
+        elapsed=time.monotonic() - started,
+        load=(load_before, os.getloadavg()),
+    )
     print()
     print(text)
     write_section(Path(output), SECTION, text)
@@ -189,8 +216,14 @@ def main(requests: int = 16, tokens: int | None = None, threads: int = 1,
     return rows
 
 
-def render(rows: list[Row], *, threads: int, infos: dict[str, dict[str, Any]],
-           elapsed: float, load: tuple[tuple[float, ...], tuple[float, ...]]) -> str:
+def render(
+    rows: list[Row],
+    *,
+    threads: int,
+    infos: dict[str, dict[str, Any]],
+    elapsed: float,
+    load: tuple[tuple[float, ...], tuple[float, ...]],
+) -> str:
     import torch
 
     now = dt.datetime.now(dt.UTC)
@@ -208,7 +241,8 @@ def render(rows: list[Row], *, threads: int, infos: dict[str, dict[str, Any]],
         SECTION,
         "",
         f"`slmesh bench slm`, {now:%Y-%m-%d %H:%M} UTC: the shipped micro-SLMs of "
-        + " and ".join(models) + ", each served as its agent serves it (prompt, output "
+        + " and ".join(models)
+        + ", each served as its agent serves it (prompt, output "
         "constraint, stop strings and token budget from `services/<agent>/agent.yaml`: the "
         "extractor decodes under its JSON schema with grounded fields, the responder writes "
         "grounded text: free text whose numbers, emails and names are copied from its facts), "
@@ -257,11 +291,19 @@ def render(rows: list[Row], *, threads: int, infos: dict[str, dict[str, Any]],
         if {True, False} <= set(pair):
             ratio = pair[True].rps / pair[False].rps
             cpu_ratio = pair[False].cpu_ms_per_request / pair[True].cpu_ms_per_request
-            verdicts.append(f"{agent} {ratio:.2f}x ({'met' if ratio >= 5 else 'NOT met'}; "
-                            f"{cpu_ratio:.2f}x by CPU time per request)")
+            verdicts.append(
+                f"{agent} {ratio:.2f}x ({'met' if ratio >= 5 else 'NOT met'}; "
+                f"{cpu_ratio:.2f}x by CPU time per request)"
+            )
     if verdicts:
-        lines += ["", f"Target: batching on >= 5x the req/s of batching off at {top} concurrent: "
-                      + "; ".join(verdicts) + ".", "", WHY]
+        lines += [
+            "",
+            f"Target: batching on >= 5x the req/s of batching off at {top} concurrent: "
+            + "; ".join(verdicts)
+            + ".",
+            "",
+            WHY,
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -37,12 +37,27 @@ ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## SLM runtime on a GPU"
 CONCURRENCY = (1, 16, 64)
 NEW_TOKENS = 128
-QWEN25_05B = dict(vocab_size=151_936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                  num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32_768,
-                  rope_theta=1_000_000.0, tie_word_embeddings=True)
-TINY = dict(vocab_size=2048, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-            tie_word_embeddings=True)
+QWEN25_05B = dict(
+    vocab_size=151_936,
+    hidden_size=896,
+    intermediate_size=4864,
+    num_hidden_layers=24,
+    num_attention_heads=14,
+    num_key_value_heads=2,
+    max_position_embeddings=32_768,
+    rope_theta=1_000_000.0,
+    tie_word_embeddings=True,
+)
+TINY = dict(
+    vocab_size=2048,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=2048,
+    tie_word_embeddings=True,
+)
 
 
 @dataclass
@@ -72,8 +87,13 @@ def _tokenizer(vocab_size: int) -> Any:
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
     backend.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", pad_token="<pad>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+    )
 
 
 def build(folder: Path, shape: dict[str, Any]) -> None:
@@ -118,8 +138,9 @@ async def _runtime_rows(backend: Any, prompts: list[str]) -> tuple[list[Row], li
             nonlocal tokens
             for index, prompt in work:
                 begin = time.perf_counter()
-                generation = await backend.generate(GenerationRequest(
-                    prompt=prompt, max_new_tokens=NEW_TOKENS))
+                generation = await backend.generate(
+                    GenerationRequest(prompt=prompt, max_new_tokens=NEW_TOKENS)
+                )
                 latencies.append(time.perf_counter() - begin)
                 tokens += generation.usage.output_tokens
                 texts[index] = generation.text
@@ -127,8 +148,16 @@ async def _runtime_rows(backend: Any, prompts: list[str]) -> tuple[list[Row], li
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-        rows.append(Row("runtime", concurrency, len(batch), tokens, elapsed,
-                        statistics.median(latencies) * 1000))
+        rows.append(
+            Row(
+                "runtime",
+                concurrency,
+                len(batch),
+                tokens,
+                elapsed,
+                statistics.median(latencies) * 1000,
+            )
+        )
         print(f"  runtime  {concurrency:>2} concurrent  {tokens / elapsed:8.0f} tok/s", flush=True)
         if concurrency == 1:
             first = [texts[i] for i in range(len(batch))]
@@ -148,22 +177,28 @@ def _generate_rows(loaded: Any, prompts: list[str]) -> tuple[list[Row], list[str
         latencies: list[float] = []
         started = time.perf_counter()
         for at in range(0, len(batch), size):
-            chunk = batch[at:at + size]
+            chunk = batch[at : at + size]
             encoded = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
             begin = time.perf_counter()
             with torch.inference_mode():
-                out = model.generate(**encoded, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
-                                     do_sample=False, pad_token_id=loaded.pad_id)
+                out = model.generate(
+                    **encoded,
+                    max_new_tokens=NEW_TOKENS,
+                    min_new_tokens=NEW_TOKENS,
+                    do_sample=False,
+                    pad_token_id=loaded.pad_id,
+                )
             if device.type == "cuda":
                 torch.cuda.synchronize()
             latencies += [time.perf_counter() - begin] * len(chunk)
-            new = out[:, encoded["input_ids"].shape[1]:]
+            new = out[:, encoded["input_ids"].shape[1] :]
             tokens += int(new.numel())
             if size == 1:
                 first.append(tokenizer.decode(new[0], skip_special_tokens=True))
         elapsed = time.perf_counter() - started
-        rows.append(Row("generate", size, len(batch), tokens, elapsed,
-                        statistics.median(latencies) * 1000))
+        rows.append(
+            Row("generate", size, len(batch), tokens, elapsed, statistics.median(latencies) * 1000)
+        )
         print(f"  generate {size:>2} batch       {tokens / elapsed:8.0f} tok/s", flush=True)
     return rows, first
 
@@ -182,8 +217,15 @@ def _check_float32(folder: Path, device: str, prompts: list[str]) -> tuple[int, 
 
     async def batched() -> list[str]:
         try:
-            return [g.text for g in await asyncio.gather(*(
-                backend.generate(GenerationRequest(prompt=p, max_new_tokens=32)) for p in prompts))]
+            return [
+                g.text
+                for g in await asyncio.gather(
+                    *(
+                        backend.generate(GenerationRequest(prompt=p, max_new_tokens=32))
+                        for p in prompts
+                    )
+                )
+            ]
         finally:
             await backend.aclose()
 
@@ -192,14 +234,20 @@ def _check_float32(folder: Path, device: str, prompts: list[str]) -> tuple[int, 
     for prompt in prompts:
         encoded = loaded.tokenizer(prompt, return_tensors="pt").to(device)
         with torch.inference_mode():
-            out = loaded.model.generate(**encoded, max_new_tokens=32, do_sample=False,
-                                        pad_token_id=loaded.pad_id)
-        alone.append(loaded.tokenizer.decode(out[0, encoded["input_ids"].shape[1]:],
-                                             skip_special_tokens=True))
+            out = loaded.model.generate(
+                **encoded, max_new_tokens=32, do_sample=False, pad_token_id=loaded.pad_id
+            )
+        alone.append(
+            loaded.tokenizer.decode(
+                out[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True
+            )
+        )
     return sum(a == b for a, b in zip(served, alone, strict=True)), len(prompts)
 
 
-def run(shape: dict[str, Any], prompts_file: Path | None = None) -> tuple[list[Row], dict[str, Any]]:
+def run(
+    shape: dict[str, Any], prompts_file: Path | None = None
+) -> tuple[list[Row], dict[str, Any]]:
     import torch
     import transformers
 
@@ -212,7 +260,9 @@ def run(shape: dict[str, Any], prompts_file: Path | None = None) -> tuple[list[R
         folder = Path(tmp)
         begin = time.perf_counter()
         build(folder, shape)
-        loaded = load_model(str(folder), dtype=torch.bfloat16, device=device, name="qwen2.5-0.5b-shape")
+        loaded = load_model(
+            str(folder), dtype=torch.bfloat16, device=device, name="qwen2.5-0.5b-shape"
+        )
         load_s = time.perf_counter() - begin
         backend = TransformersBackend(loaded, max_batch_size=max(CONCURRENCY), max_wait_ms=5)
 
@@ -220,8 +270,12 @@ def run(shape: dict[str, Any], prompts_file: Path | None = None) -> tuple[list[R
             from mesh.slm import GenerationRequest
 
             try:  # warm-up: kernels, allocator, the vocabulary view
-                await asyncio.gather(*(backend.generate(GenerationRequest(prompt=p, max_new_tokens=8))
-                                       for p in prompts[:4]))
+                await asyncio.gather(
+                    *(
+                        backend.generate(GenerationRequest(prompt=p, max_new_tokens=8))
+                        for p in prompts[:4]
+                    )
+                )
                 return await _runtime_rows(backend, prompts)
             finally:
                 await backend.aclose()
@@ -236,16 +290,25 @@ def run(shape: dict[str, Any], prompts_file: Path | None = None) -> tuple[list[R
         loaded.tokenizer.padding_side = "left"  # generate pads on the left, as the runtime does
         with torch.inference_mode():  # warm-up for generate
             warm = loaded.tokenizer(prompts[:2], return_tensors="pt", padding=True).to(device)
-            loaded.model.generate(**warm, max_new_tokens=8, do_sample=False, pad_token_id=loaded.pad_id)
+            loaded.model.generate(
+                **warm, max_new_tokens=8, do_sample=False, pad_token_id=loaded.pad_id
+            )
         generate, generate_first = _generate_rows(loaded, prompts)
         same32, compared32 = _check_float32(folder, device, prompts[:8])
     same = sum(a == b for a, b in zip(runtime_first, generate_first, strict=False))
     info = {
-        "device": torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__, "transformers": transformers.__version__,
-        "python": platform.python_version(), "parameters": loaded.parameters, "load_s": load_s,
-        "same_greedy": same, "compared": min(len(runtime_first), len(generate_first)),
-        "same_fp32": same32, "compared_fp32": compared32,
+        "device": torch.cuda.get_device_name(0)
+        if device == "cuda"
+        else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "parameters": loaded.parameters,
+        "load_s": load_s,
+        "same_greedy": same,
+        "compared": min(len(runtime_first), len(generate_first)),
+        "same_fp32": same32,
+        "compared_fp32": compared32,
     }
     return runtime + generate, info
 
@@ -254,7 +317,8 @@ def render(rows: list[Row], info: dict[str, Any], shape_name: str) -> str:
     now = dt.datetime.now(dt.UTC)
     by = {(r.engine, r.concurrency): r for r in rows}
     lines = [
-        SECTION, "",
+        SECTION,
+        "",
         f"`python -m bench.slm_gpu`, {now:%Y-%m-%d %H:%M} UTC, on {info['device']} (the `device` "
         f"tool's machine; torch {info['torch']}, transformers {info['transformers']}, Python "
         f"{info['python']}): a {shape_name} model ({info['parameters']:,} parameters, random "
@@ -275,13 +339,19 @@ def render(rows: list[Row], info: dict[str, Any], shape_name: str) -> str:
                 lines.append(f"| {engine} | {c} | failed (see the run's output) | | | |")
                 continue
             ratio = f"{r.tps / by[('generate', c)].tps:.2f}x" if engine == "runtime" else ""
-            lines.append(f"| {engine} | {c} | {r.requests} | {r.tps:,.0f} | {r.p50_ms:,.0f} | {ratio} |")
-    lines += ["", f"Greedy outputs, runtime at 1 concurrent vs generate at batch 1: {info['same_greedy']} of "
-              f"{info['compared']} identical (bfloat16 kernels may break near-ties differently; random "
-              "weights give near-uniform logits, so near-ties are everywhere). The same weights in "
-              f"float32, {info['compared_fp32']} prompts decoded together by the runtime against "
-              f"`generate` one at a time, 32 tokens each: {info['same_fp32']} of "
-              f"{info['compared_fp32']} identical.", ""]
+            lines.append(
+                f"| {engine} | {c} | {r.requests} | {r.tps:,.0f} | {r.p50_ms:,.0f} | {ratio} |"
+            )
+    lines += [
+        "",
+        f"Greedy outputs, runtime at 1 concurrent vs generate at batch 1: {info['same_greedy']} of "
+        f"{info['compared']} identical (bfloat16 kernels may break near-ties differently; random "
+        "weights give near-uniform logits, so near-ties are everywhere). The same weights in "
+        f"float32, {info['compared_fp32']} prompts decoded together by the runtime against "
+        f"`generate` one at a time, 32 tokens each: {info['same_fp32']} of "
+        f"{info['compared_fp32']} identical.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -290,8 +360,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--tiny", action="store_true", help="a tiny model (smoke test)")
     parser.add_argument("--prompts", type=Path, default=None, help="a JSON list of prompts")
-    parser.add_argument("--write-prompts", type=Path, default=None,
-                        help="write the prompts to this JSON file and stop")
+    parser.add_argument(
+        "--write-prompts",
+        type=Path,
+        default=None,
+        help="write the prompts to this JSON file and stop",
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     if args.write_prompts is not None:

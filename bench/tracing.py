@@ -46,12 +46,17 @@ from typing import Any
 from bench.report import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
-AGENTS = {"echo": ROOT / "tests" / "support" / "echo_service", "tools": ROOT / "services" / "tools",
-          "classifier": ROOT / "services" / "classifier"}
-ROLES = {"echo": "`echo` is a trivial executor, so its row is the hop's own cost",
-         "tools": "`tools` is the real tools agent doing a SQLite order lookup",
-         "classifier": "`classifier` is the shipped classifier agent (an encoder SLM: one batched "
-                       "forward pass and one label per request)"}
+AGENTS = {
+    "echo": ROOT / "tests" / "support" / "echo_service",
+    "tools": ROOT / "services" / "tools",
+    "classifier": ROOT / "services" / "classifier",
+}
+ROLES = {
+    "echo": "`echo` is a trivial executor, so its row is the hop's own cost",
+    "tools": "`tools` is the real tools agent doing a SQLite order lookup",
+    "classifier": "`classifier` is the shipped classifier agent (an encoder SLM: one batched "
+    "forward pass and one label per request)",
+}
 SECTION = "## Tracing overhead"
 BINDINGS = ("GRPC", "JSONRPC")
 MODES = ("off", "drop", "phoenix", "sdk")
@@ -70,10 +75,19 @@ def _free_port() -> int:
 
 
 def _base_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OTEL_", "SLMESH_OTEL", "SLMESH_REGISTRY", "SLMESH_API_TOKEN"))}
-    env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "SLMESH_LOG_LEVEL": "WARNING",
-                "SLMESH_PROMETHEUS": "false"})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OTEL_", "SLMESH_OTEL", "SLMESH_REGISTRY", "SLMESH_API_TOKEN"))
+    }
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+            "SLMESH_LOG_LEVEL": "WARNING",
+            "SLMESH_PROMETHEUS": "false",
+        }
+    )
     return env
 
 
@@ -113,8 +127,13 @@ def _serve(agent: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen
     http_port, grpc_port = _free_port(), _free_port()
     env = {**env, "SLMESH_HTTP_PORT": str(http_port), "SLMESH_GRPC_PORT": str(grpc_port)}
     with open(log, "ab") as out:
-        server = subprocess.Popen([sys.executable, "-m", "mesh", "serve", str(AGENTS[agent])], env=env,
-                                  stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mesh", "serve", str(AGENTS[agent])],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
     try:
         _wait(f"http://127.0.0.1:{http_port}/readyz", server, log)
     except BaseException:
@@ -125,47 +144,88 @@ def _serve(agent: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen
 
 def _child(args: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
     """Runs a child role of this module and returns its ``RESULT`` JSON."""
-    done = subprocess.run([sys.executable, "-m", "bench.tracing", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.tracing", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if done.returncode != 0 or "RESULT " not in done.stdout:
         raise RuntimeError(f"{args[0]} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
     return dict(json.loads(done.stdout.rsplit("RESULT ", 1)[1].splitlines()[0]))
 
 
-def _round(agent: str, binding: str, telemetry_env: dict[str, str], tmp: Path, tag: str,
-           concurrency: int, duration: float, store: str, rate: float = 0.0) -> dict[str, Any]:
+def _round(
+    agent: str,
+    binding: str,
+    telemetry_env: dict[str, str],
+    tmp: Path,
+    tag: str,
+    concurrency: int,
+    duration: float,
+    store: str,
+    rate: float = 0.0,
+) -> dict[str, Any]:
     """One hop round: a fresh agent and one client process, both with ``telemetry_env``."""
-    env = {**_base_env(), "SLMESH_TASK_STORE": store, "SLMESH_DATA_DIR": str(tmp / f"data-{agent}-{tag}"),
-           **telemetry_env}
+    env = {
+        **_base_env(),
+        "SLMESH_TASK_STORE": store,
+        "SLMESH_DATA_DIR": str(tmp / f"data-{agent}-{tag}"),
+        **telemetry_env,
+    }
     server, http_port, grpc_port = _serve(agent, env, tmp / f"server-{agent}-{tag}.log")
     try:
         cpu0 = _cpu_s(server.pid)
-        result = _child(["client", agent, binding, f"http://127.0.0.1:{http_port}",
-                         f"grpc://127.0.0.1:{grpc_port}", str(concurrency), str(duration), str(rate)],
-                        {**_base_env(), **telemetry_env}, 120 + duration)
+        result = _child(
+            [
+                "client",
+                agent,
+                binding,
+                f"http://127.0.0.1:{http_port}",
+                f"grpc://127.0.0.1:{grpc_port}",
+                str(concurrency),
+                str(duration),
+                str(rate),
+            ],
+            {**_base_env(), **telemetry_env},
+            120 + duration,
+        )
         # warm-up calls included; spans still queued at the end are exported after this reading
-        result["server_cpu_us"] = (_cpu_s(server.pid) - cpu0) / (result["requests"] + WARMUP[agent]) * 1e6
+        result["server_cpu_us"] = (
+            (_cpu_s(server.pid) - cpu0) / (result["requests"] + WARMUP[agent]) * 1e6
+        )
         return result
     finally:
         _stop(server)
 
 
-def _planner_round(telemetry_env: dict[str, str], tmp: Path, tag: str, steps: int,
-                   repeats: int) -> dict[str, Any]:
+def _planner_round(
+    telemetry_env: dict[str, str], tmp: Path, tag: str, steps: int, repeats: int
+) -> dict[str, Any]:
     """One planner round: registry, echo agent and the engine's process, all fresh."""
     from tests.support.procs import start_registry
 
     (tmp / f"registry-{tag}").mkdir()
     registry = start_registry(tmp / f"registry-{tag}", env=_base_env())
     try:
-        env = {**_base_env(), "SLMESH_TASK_STORE": "memory", "SLMESH_REGISTRY": registry.grpc_target,
-               "SLMESH_DATA_DIR": str(tmp / f"data-planner-{tag}"), **telemetry_env}
+        env = {
+            **_base_env(),
+            "SLMESH_TASK_STORE": "memory",
+            "SLMESH_REGISTRY": registry.grpc_target,
+            "SLMESH_DATA_DIR": str(tmp / f"data-planner-{tag}"),
+            **telemetry_env,
+        }
         echo, _, _ = _serve("echo", env, tmp / f"echo-planner-{tag}.log")
         try:
             time.sleep(1.0)  # registration
             cpu0 = _cpu_s(echo.pid)
-            result = _child(["planner", registry.grpc_target, str(steps), str(repeats)],
-                            {**_base_env(), **telemetry_env}, 600)
+            result = _child(
+                ["planner", registry.grpc_target, str(steps), str(repeats)],
+                {**_base_env(), **telemetry_env},
+                600,
+            )
             result["agent_cpu_us"] = (_cpu_s(echo.pid) - cpu0) / result["calls"] * 1e6
             return result
         finally:
@@ -186,18 +246,28 @@ def _rotation(i: int) -> tuple[str, ...]:
     return MODES[k:] + MODES[:k]
 
 
-def main(concurrency: int = 16, duration: float = 5.0, rounds: int = 3, store: str = "sqlite",
-         agents: tuple[str, ...] = ("echo", "tools", "classifier"), planner_steps: int = 1000,
-         planner_repeats: int = 3, output: Path = Path("docs/benchmarks.md")) -> dict[str, Any]:
+def main(
+    concurrency: int = 16,
+    duration: float = 5.0,
+    rounds: int = 3,
+    store: str = "sqlite",
+    agents: tuple[str, ...] = ("echo", "tools", "classifier"),
+    planner_steps: int = 1000,
+    planner_repeats: int = 3,
+    output: Path = Path("docs/benchmarks.md"),
+) -> dict[str, Any]:
     """Rotates off / drop / Phoenix / SDK rounds per row; prints and writes the overhead tables."""
     from mesh.telemetry import phoenix
 
     if not phoenix.available():
-        raise SystemExit("bench tracing exports to a local Phoenix: install the ui extra "
-                         "(pip install -e '.[ui]')")
+        raise SystemExit(
+            "bench tracing exports to a local Phoenix: install the ui extra "
+            "(pip install -e '.[ui]')"
+        )
     started = time.monotonic()
     hops: dict[str, dict[str, list[dict[str, Any]]]] = {
-        f"{a} {b}": {m: [] for m in MODES} for a in agents for b in BINDINGS}
+        f"{a} {b}": {m: [] for m in MODES} for a in agents for b in BINDINGS
+    }
     planner: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
     paced: dict[str, dict[str, list[dict[str, Any]]]] = {}
     loads: list[float] = []
@@ -207,37 +277,72 @@ def main(concurrency: int = 16, duration: float = 5.0, rounds: int = 3, store: s
         log = tmp / "phoenix.log"
         (tmp / "phoenix").mkdir()
         with open(log, "ab") as out:
-            ui = subprocess.Popen(phoenix.command(), cwd=tmp / "phoenix", stdout=out, stderr=subprocess.STDOUT,
-                                  env={**_base_env(), **phoenix.environment(tmp / "phoenix", "127.0.0.1",
-                                                                            ui_http, ui_grpc)})
-            sink = subprocess.Popen([sys.executable, "-m", "bench.tracing", "sink", str(sink_port)],
-                                    cwd=ROOT, env=_base_env(), stdout=subprocess.PIPE, stderr=out, text=True)
+            ui = subprocess.Popen(
+                phoenix.command(),
+                cwd=tmp / "phoenix",
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={
+                    **_base_env(),
+                    **phoenix.environment(tmp / "phoenix", "127.0.0.1", ui_http, ui_grpc),
+                },
+            )
+            sink = subprocess.Popen(
+                [sys.executable, "-m", "bench.tracing", "sink", str(sink_port)],
+                cwd=ROOT,
+                env=_base_env(),
+                stdout=subprocess.PIPE,
+                stderr=out,
+                text=True,
+            )
         try:
             _wait(f"http://127.0.0.1:{ui_http}/healthz", ui, log, timeout=180)
             drop = phoenix.exporter_environment(sink_port, "slmesh-bench")
-            envs = {"off": {}, "drop": {**drop, "SLMESH_OTEL_TRACER": "lean"},
-                    "phoenix": {**phoenix.exporter_environment(ui_grpc, "slmesh-bench"), "SLMESH_OTEL_TRACER": "lean"},
-                    "sdk": {**drop, "SLMESH_OTEL_TRACER": "sdk"}}
+            envs = {
+                "off": {},
+                "drop": {**drop, "SLMESH_OTEL_TRACER": "lean"},
+                "phoenix": {
+                    **phoenix.exporter_environment(ui_grpc, "slmesh-bench"),
+                    "SLMESH_OTEL_TRACER": "lean",
+                },
+                "sdk": {**drop, "SLMESH_OTEL_TRACER": "sdk"},
+            }
             for i in range(rounds):
                 for mode in _rotation(i):
                     loads.append(os.getloadavg()[0])
-                    r = _planner_round(envs[mode], tmp, f"{mode}-{i}", planner_steps, planner_repeats)
+                    r = _planner_round(
+                        envs[mode], tmp, f"{mode}-{i}", planner_steps, planner_repeats
+                    )
                     planner[mode].append(r)
-                    print(f"  planner fan-out tracing {mode:<7} round {i + 1}: {r['steps_per_s']:,.0f} steps/s "
-                          f"(runs {', '.join(f'{x:,.0f}' for x in r['runs'])}); agent CPU/call "
-                          f"{r['agent_cpu_us']:.0f} us", flush=True)
+                    print(
+                        f"  planner fan-out tracing {mode:<7} round {i + 1}: {r['steps_per_s']:,.0f} steps/s "
+                        f"(runs {', '.join(f'{x:,.0f}' for x in r['runs'])}); agent CPU/call "
+                        f"{r['agent_cpu_us']:.0f} us",
+                        flush=True,
+                    )
             for agent in agents:
                 for binding in BINDINGS:
                     for i in range(rounds):
                         for mode in _rotation(i):
                             loads.append(os.getloadavg()[0])
-                            r = _round(agent, binding, envs[mode], tmp, f"{mode}-{binding}-{i}",
-                                       concurrency, duration, store)
+                            r = _round(
+                                agent,
+                                binding,
+                                envs[mode],
+                                tmp,
+                                f"{mode}-{binding}-{i}",
+                                concurrency,
+                                duration,
+                                store,
+                            )
                             hops[f"{agent} {binding}"][mode].append(r)
-                            print(f"  {agent:<6} {binding:<8} tracing {mode:<7} round {i + 1}: "
-                                  f"{r['rps']:,.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
-                                  f"CPU/req client {r['client_cpu_us']:.0f} us server "
-                                  f"{r['server_cpu_us']:.0f} us", flush=True)
+                            print(
+                                f"  {agent:<6} {binding:<8} tracing {mode:<7} round {i + 1}: "
+                                f"{r['rps']:,.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
+                                f"CPU/req client {r['client_cpu_us']:.0f} us server "
+                                f"{r['server_cpu_us']:.0f} us",
+                                flush=True,
+                            )
                     if agent != "echo":
                         continue
                     # The same hop at a fixed rate, half of what it sustains untraced: every mode
@@ -246,22 +351,46 @@ def main(concurrency: int = 16, duration: float = 5.0, rounds: int = 3, store: s
                     rows = paced[f"{agent} {binding}"] = {m: [] for m in MODES}
                     for i in range(rounds):
                         for mode in _rotation(i):
-                            r = _round(agent, binding, envs[mode], tmp, f"paced-{mode}-{binding}-{i}",
-                                       concurrency, duration, store, rate)
+                            r = _round(
+                                agent,
+                                binding,
+                                envs[mode],
+                                tmp,
+                                f"paced-{mode}-{binding}-{i}",
+                                concurrency,
+                                duration,
+                                store,
+                                rate,
+                            )
                             r["rate"] = rate
                             rows[mode].append(r)
-                            print(f"  {agent:<6} {binding:<8} at {rate:,.0f}/s tracing {mode:<7} round "
-                                  f"{i + 1}: CPU/req client {r['client_cpu_us']:.0f} us server "
-                                  f"{r['server_cpu_us']:.0f} us", flush=True)
+                            print(
+                                f"  {agent:<6} {binding:<8} at {rate:,.0f}/s tracing {mode:<7} round "
+                                f"{i + 1}: CPU/req client {r['client_cpu_us']:.0f} us server "
+                                f"{r['server_cpu_us']:.0f} us",
+                                flush=True,
+                            )
             spans = _count_spans(f"http://127.0.0.1:{ui_http}", "slmesh-bench")
         finally:
             _stop(ui)
             sink.terminate()
             dropped = sink.communicate(timeout=30)[0].strip()
     elapsed = time.monotonic() - started
-    text = render(hops, planner, paced, concurrency=concurrency, duration=duration, rounds=rounds, store=store,
-                  elapsed=elapsed, spans=spans, dropped=dropped, loads=loads, planner_steps=planner_steps,
-                  planner_repeats=planner_repeats)
+    text = render(
+        hops,
+        planner,
+        paced,
+        concurrency=concurrency,
+        duration=duration,
+        rounds=rounds,
+        store=store,
+        elapsed=elapsed,
+        spans=spans,
+        dropped=dropped,
+        loads=loads,
+        planner_steps=planner_steps,
+        planner_repeats=planner_repeats,
+    )
     print()
     print(text)
     write_section(Path(output), SECTION, text)
@@ -275,7 +404,9 @@ def _count_spans(url: str, project: str) -> int | None:
 
     time.sleep(2.0)  # the last batches are in flight
     try:
-        response = httpx.get(f"{url}/v1/projects/{project}/spans", params={"limit": 1000}, timeout=30)
+        response = httpx.get(
+            f"{url}/v1/projects/{project}/spans", params={"limit": 1000}, timeout=30
+        )
         return len(response.json().get("data", [])) if response.status_code == 200 else None
     except httpx.HTTPError:
         return None
@@ -305,45 +436,67 @@ def _against(mode: str, verdict: str) -> str:
     return "the SDK's tracer, for comparison" + verdict.removeprefix("met").removeprefix("NOT met")
 
 
-def render(hops: dict[str, dict[str, list[dict[str, Any]]]], planner: dict[str, list[dict[str, Any]]],
-           paced: dict[str, dict[str, list[dict[str, Any]]]], *,
-           concurrency: int, duration: float, rounds: int, store: str, elapsed: float, spans: int | None,
-           dropped: str, loads: list[float], planner_steps: int, planner_repeats: int) -> str:
+def render(
+    hops: dict[str, dict[str, list[dict[str, Any]]]],
+    planner: dict[str, list[dict[str, Any]]],
+    paced: dict[str, dict[str, list[dict[str, Any]]]],
+    *,
+    concurrency: int,
+    duration: float,
+    rounds: int,
+    store: str,
+    elapsed: float,
+    spans: int | None,
+    dropped: str,
+    loads: list[float],
+    planner_steps: int,
+    planner_repeats: int,
+) -> str:
     cpu = "unknown"
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     out = [
-        SECTION, "",
-        (f"`slmesh bench tracing`, {when}. Four modes, in rotating order within each of {rounds} "
-         "rounds (so other load on the machine hits all alike); medians of the rounds. "
-         "`off`: telemetry off. `drop`: `SLMESH_OTEL_ENABLED=true` in every process, 100% sampled "
-         "(parent-based always-on), the mesh's lean tracer (`SLMESH_OTEL_TRACER=lean`, the "
-         "default), OTLP/gRPC export to a receiver that drops what it gets: the mesh's own cost "
-         "(span work, propagation, encoding, sending). `phoenix`: the same export to a local "
-         "Phoenix on the same 2 cores, which parses and stores every span: the tracer's cost plus "
-         "the backend's ingest competing for the CPUs. `sdk`: `drop` with the OpenTelemetry "
-         "SDK's tracer provider and batch span processor (`SLMESH_OTEL_TRACER=sdk`), to compare "
-         "with in the same run; the target applies to `drop` and `phoenix`."),
+        SECTION,
         "",
-        (f"- Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
-         f"Python {platform.python_version()}; 1-min load average at the start of the rounds: median "
-         f"{statistics.median(loads):.2f}, range {min(loads):.2f}-{max(loads):.2f}; at the end "
-         f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())} (1/5/15 min). The run took {elapsed:.0f} s."),
+        (
+            f"`slmesh bench tracing`, {when}. Four modes, in rotating order within each of {rounds} "
+            "rounds (so other load on the machine hits all alike); medians of the rounds. "
+            "`off`: telemetry off. `drop`: `SLMESH_OTEL_ENABLED=true` in every process, 100% sampled "
+            "(parent-based always-on), the mesh's lean tracer (`SLMESH_OTEL_TRACER=lean`, the "
+            "default), OTLP/gRPC export to a receiver that drops what it gets: the mesh's own cost "
+            "(span work, propagation, encoding, sending). `phoenix`: the same export to a local "
+            "Phoenix on the same 2 cores, which parses and stores every span: the tracer's cost plus "
+            "the backend's ingest competing for the CPUs. `sdk`: `drop` with the OpenTelemetry "
+            "SDK's tracer provider and batch span processor (`SLMESH_OTEL_TRACER=sdk`), to compare "
+            "with in the same run; the target applies to `drop` and `phoenix`."
+        ),
+        "",
+        (
+            f"- Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}; 1-min load average at the start of the rounds: median "
+            f"{statistics.median(loads):.2f}, range {min(loads):.2f}-{max(loads):.2f}; at the end "
+            f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())} (1/5/15 min). The run took {elapsed:.0f} s."
+        ),
         f"- Spans stored by Phoenix for the run's project: {spans if spans is not None else 'unknown'}"
         f"{' (the API pages at 1000)' if spans == 1000 else ''}; the dropping receiver took {dropped}.",
         "",
         "### Planner steps/s",
         "",
-        (f"The fan-out plan of `bench/planner.py` ({planner_steps:,} echo steps, one per item, then a "
-         "fan-in step) run by the planner engine on a local Ray instance; registry, echo agent and "
-         "engine process fresh per round, each with the mode's telemetry (the Ray workers that run "
-         "the steps inherit it). Traced, each run is one trace: the `execute_plan` span, a "
-         "`step` span per step in the Ray workers, the client `SendMessage echo` and the agent's "
-         f"`invoke_agent echo` per step. A round's figure is the median of {planner_repeats} runs."),
+        (
+            f"The fan-out plan of `bench/planner.py` ({planner_steps:,} echo steps, one per item, then a "
+            "fan-in step) run by the planner engine on a local Ray instance; registry, echo agent and "
+            "engine process fresh per round, each with the mode's telemetry (the Ray workers that run "
+            "the steps inherit it). Traced, each run is one trace: the `execute_plan` span, a "
+            "`step` span per step in the Ray workers, the client `SendMessage echo` and the agent's "
+            f"`invoke_agent echo` per step. A round's figure is the median of {planner_repeats} runs."
+        ),
         "",
         "| tracing | steps/s (median) | rounds steps/s | echo agent CPU us/step | change |",
         "|---|---:|---|---:|---:|",
@@ -355,27 +508,39 @@ def render(hops: dict[str, dict[str, list[dict[str, Any]]]], planner: dict[str, 
         if not rows:
             continue
         values = [r["steps_per_s"] for r in rows]
-        change = "" if mode == "off" else f"{(statistics.median(values) - statistics.median(base)) / statistics.median(base) * 100:+.1f}%"
-        out.append(f"| {mode} | {statistics.median(values):,.0f} | {', '.join(f'{v:,.0f}' for v in values)} "
-                   f"| {_median(rows, 'agent_cpu_us'):,.0f} | {change} |")
+        change = (
+            ""
+            if mode == "off"
+            else f"{(statistics.median(values) - statistics.median(base)) / statistics.median(base) * 100:+.1f}%"
+        )
+        out.append(
+            f"| {mode} | {statistics.median(values):,.0f} | {', '.join(f'{v:,.0f}' for v in values)} "
+            f"| {_median(rows, 'agent_cpu_us'):,.0f} | {change} |"
+        )
         if mode != "off":
             loss, verdict = _verdict(base, values)
-            verdicts.append(f"- planner fan-out, {mode}: {loss:.1f}% fewer steps/s with tracing on "
-                            f"({_against(mode, verdict)})")
+            verdicts.append(
+                f"- planner fan-out, {mode}: {loss:.1f}% fewer steps/s with tracing on "
+                f"({_against(mode, verdict)})"
+            )
     out += [
         "",
         "### A2A hop",
         "",
-        (f"One A2A `SendMessage` hop (mesh client -> agent, `{store}` task store; "
-         f"{'; '.join(ROLES[a] for a in dict.fromkeys(b.split()[0] for b in hops))}) with {concurrency} "
-         f"calls in flight for {duration:g} s per round; a fresh agent and client process per round. "
-         "Traced, each request is one trace of two spans (client `SendMessage {agent}`, server "
-         "`invoke_agent {agent}`) plus an `execute_tool` span (tools) or a `text_completion` span "
-         "(classifier). CPU us/req: process CPU time (all threads, the export thread included) per "
-         "request, client + server = `hop CPU`."),
+        (
+            f"One A2A `SendMessage` hop (mesh client -> agent, `{store}` task store; "
+            f"{'; '.join(ROLES[a] for a in dict.fromkeys(b.split()[0] for b in hops))}) with {concurrency} "
+            f"calls in flight for {duration:g} s per round; a fresh agent and client process per round. "
+            "Traced, each request is one trace of two spans (client `SendMessage {agent}`, server "
+            "`invoke_agent {agent}`) plus an `execute_tool` span (tools) or a `text_completion` span "
+            "(classifier). CPU us/req: process CPU time (all threads, the export thread included) per "
+            "request, client + server = `hop CPU`."
+        ),
         "",
-        ("| agent, binding | tracing | req/s (median) | rounds req/s | p50 ms | client CPU us/req "
-         "| server CPU us/req | hop CPU change | throughput change |"),
+        (
+            "| agent, binding | tracing | req/s (median) | rounds req/s | p50 ms | client CPU us/req "
+            "| server CPU us/req | hop CPU change | throughput change |"
+        ),
         "|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for binding, modes in hops.items():
@@ -386,39 +551,61 @@ def render(hops: dict[str, dict[str, list[dict[str, Any]]]], planner: dict[str, 
             rows = modes[mode]
             each = ", ".join(f"{r['rps']:,.0f}" for r in rows)
             cpu_on = _median(rows, "client_cpu_us") + _median(rows, "server_cpu_us")
-            change = "" if mode == "off" else f"{(cpu_on - off_cpu) / off_cpu * 100:+.0f}% ({cpu_on - off_cpu:+,.0f} us)"
-            tput = "" if mode == "off" else f"{(_median(rows, 'rps') - off_rps) / off_rps * 100:+.1f}%"
-            out.append(f"| {binding} | {mode} | {_median(rows, 'rps'):,.0f} | {each} "
-                       f"| {_median(rows, 'p50_ms'):.2f} | {_median(rows, 'client_cpu_us'):,.0f} "
-                       f"| {_median(rows, 'server_cpu_us'):,.0f} | {change} | {tput} |")
+            change = (
+                ""
+                if mode == "off"
+                else f"{(cpu_on - off_cpu) / off_cpu * 100:+.0f}% ({cpu_on - off_cpu:+,.0f} us)"
+            )
+            tput = (
+                "" if mode == "off" else f"{(_median(rows, 'rps') - off_rps) / off_rps * 100:+.1f}%"
+            )
+            out.append(
+                f"| {binding} | {mode} | {_median(rows, 'rps'):,.0f} | {each} "
+                f"| {_median(rows, 'p50_ms'):.2f} | {_median(rows, 'client_cpu_us'):,.0f} "
+                f"| {_median(rows, 'server_cpu_us'):,.0f} | {change} | {tput} |"
+            )
             if mode != "off":
                 loss, verdict = _verdict([r["rps"] for r in off], [r["rps"] for r in rows])
-                verdicts.append(f"- {binding}, {mode}: {loss:.1f}% throughput loss with tracing on "
-                                f"({_against(mode, verdict)}); hop CPU {cpu_on - off_cpu:+,.0f} us")
+                verdicts.append(
+                    f"- {binding}, {mode}: {loss:.1f}% throughput loss with tracing on "
+                    f"({_against(mode, verdict)}); hop CPU {cpu_on - off_cpu:+,.0f} us"
+                )
     if paced:
         out += [
             "",
             "### A2A hop at a fixed rate",
             "",
-            ("The echo hop again, its client starting one call every 1/rate s (open loop) at half "
-             "the rate it sustains untraced, so that every mode does the same calls per second "
-             "and the CPU per request compares like with like (in the closed loop above, a "
-             "slower mode also serves fewer calls per event-loop iteration)."),
+            (
+                "The echo hop again, its client starting one call every 1/rate s (open loop) at half "
+                "the rate it sustains untraced, so that every mode does the same calls per second "
+                "and the CPU per request compares like with like (in the closed loop above, a "
+                "slower mode also serves fewer calls per event-loop iteration)."
+            ),
             "",
             "| agent, binding | rate/s | tracing | client CPU us/req | server CPU us/req | hop CPU change |",
             "|---|---:|---|---:|---:|---:|",
         ]
         for binding, modes in paced.items():
-            off_cpu = _median(modes["off"], "client_cpu_us") + _median(modes["off"], "server_cpu_us")
+            off_cpu = _median(modes["off"], "client_cpu_us") + _median(
+                modes["off"], "server_cpu_us"
+            )
             for mode in MODES:
                 rows = modes[mode]
                 cpu_on = _median(rows, "client_cpu_us") + _median(rows, "server_cpu_us")
-                change = "" if mode == "off" else f"{(cpu_on - off_cpu) / off_cpu * 100:+.0f}% ({cpu_on - off_cpu:+,.0f} us)"
-                out.append(f"| {binding} | {rows[0]['rate']:,.0f} | {mode} | {_median(rows, 'client_cpu_us'):,.0f} "
-                           f"| {_median(rows, 'server_cpu_us'):,.0f} | {change} |")
+                change = (
+                    ""
+                    if mode == "off"
+                    else f"{(cpu_on - off_cpu) / off_cpu * 100:+.0f}% ({cpu_on - off_cpu:+,.0f} us)"
+                )
+                out.append(
+                    f"| {binding} | {rows[0]['rate']:,.0f} | {mode} | {_median(rows, 'client_cpu_us'):,.0f} "
+                    f"| {_median(rows, 'server_cpu_us'):,.0f} | {change} |"
+                )
                 if mode != "off":
-                    verdicts.append(f"- {binding} at {rows[0]['rate']:,.0f} calls/s, {mode}: hop CPU "
-                                    f"{(cpu_on - off_cpu) / off_cpu * 100:+.0f}% ({cpu_on - off_cpu:+,.0f} us)")
+                    verdicts.append(
+                        f"- {binding} at {rows[0]['rate']:,.0f} calls/s, {mode}: hop CPU "
+                        f"{(cpu_on - off_cpu) / off_cpu * 100:+.0f}% ({cpu_on - off_cpu:+,.0f} us)"
+                    )
     out += ["", "### Verdicts", "", *verdicts, "", NOTES.strip(), ""]
     return "\n".join(out)
 
@@ -483,8 +670,15 @@ machines instead.
 # ---------------------------------------------------------------------------------------
 
 
-async def _load(agent: str, binding: str, http_url: str, grpc_url: str, concurrency: int,
-                seconds: float, rate: float = 0.0) -> dict[str, Any]:
+async def _load(
+    agent: str,
+    binding: str,
+    http_url: str,
+    grpc_url: str,
+    concurrency: int,
+    seconds: float,
+    rate: float = 0.0,
+) -> dict[str, Any]:
     """Closed loop (``concurrency`` calls in flight, as fast as they return) or, with ``rate``,
     open loop: one call started every ``1/rate`` s whatever the earlier ones do."""
     from a2a.helpers.proto_helpers import new_text_message
@@ -504,10 +698,13 @@ async def _load(agent: str, binding: str, http_url: str, grpc_url: str, concurre
         if agent == "tools":
             call = {"name": "get_order", "arguments": {"order_id": "ORD-621221"}}
             part = pb.Part(data=ParseDict(call, struct_pb2.Value()), media_type="application/json")
-            request = pb.SendMessageRequest(message=pb.Message(role=pb.Role.ROLE_USER, message_id="bench",
-                                                                parts=[part]))
+            request = pb.SendMessageRequest(
+                message=pb.Message(role=pb.Role.ROLE_USER, message_id="bench", parts=[part])
+            )
         elif agent == "classifier":
-            request = pb.SendMessageRequest(message=new_text_message("Where is my order ORD-621221? It never came."))
+            request = pb.SendMessageRequest(
+                message=new_text_message("Where is my order ORD-621221? It never came.")
+            )
         else:
             request = pb.SendMessageRequest(message=new_text_message("ping"))
         for _ in range(WARMUP[agent]):
@@ -545,8 +742,13 @@ async def _load(agent: str, binding: str, http_url: str, grpc_url: str, concurre
     telemetry.shutdown()
     total = sum(counts)
     latencies.sort()
-    return {"rps": total / wall, "requests": total, "p50_ms": latencies[len(latencies) // 2] * 1000,
-            "client_cpu_us": cpu / total * 1e6 if total else 0.0, "tracing": traced}
+    return {
+        "rps": total / wall,
+        "requests": total,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "client_cpu_us": cpu / total * 1e6 if total else 0.0,
+        "tracing": traced,
+    }
 
 
 async def _plan(registry: str, steps: int, repeats: int) -> dict[str, Any]:
@@ -564,13 +766,19 @@ async def _plan(registry: str, steps: int, repeats: int) -> dict[str, Any]:
         rates = []
         for _ in range(repeats):
             with tracer.start_as_current_span("execute_plan bench"):
-                rates.append(steps / await fan_out_seconds(run, items, trace=telemetry.carrier() or None))
+                rates.append(
+                    steps / await fan_out_seconds(run, items, trace=telemetry.carrier() or None)
+                )
     finally:
         await runtime.stop()
     traced = telemetry.enabled()
     telemetry.shutdown()
-    return {"steps_per_s": statistics.median(rates), "runs": rates, "tracing": traced,
-            "calls": PLANNER_WARMUP + steps * repeats}
+    return {
+        "steps_per_s": statistics.median(rates),
+        "runs": rates,
+        "tracing": traced,
+        "calls": PLANNER_WARMUP + steps * repeats,
+    }
 
 
 def _sink(port: int) -> None:
@@ -593,7 +801,9 @@ def _sink(port: int) -> None:
         return b""
 
     handler = grpc.method_handlers_generic_handler(
-        EXPORT_METHOD.split("/")[1], {EXPORT_METHOD.split("/")[2]: grpc.unary_unary_rpc_method_handler(export)})
+        EXPORT_METHOD.split("/")[1],
+        {EXPORT_METHOD.split("/")[2]: grpc.unary_unary_rpc_method_handler(export)},
+    )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=(handler,))
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
@@ -602,7 +812,9 @@ def _sink(port: int) -> None:
     while not stopped[0]:
         time.sleep(0.2)
     server.stop(1).wait()
-    print(f"{received['requests']:,} export requests, {received['bytes'] / 1e6:,.1f} MB", flush=True)
+    print(
+        f"{received['requests']:,} export requests, {received['bytes'] / 1e6:,.1f} MB", flush=True
+    )
 
 
 def _child_main(argv: list[str]) -> None:
@@ -616,8 +828,9 @@ def _child_main(argv: list[str]) -> None:
     elif role == "client":
         agent, binding, http_url, grpc_url, concurrency, seconds = argv[1:7]
         rate = float(argv[7]) if len(argv) > 7 else 0.0
-        result = asyncio.run(_load(agent, binding, http_url, grpc_url, int(concurrency), float(seconds),
-                                   rate))
+        result = asyncio.run(
+            _load(agent, binding, http_url, grpc_url, int(concurrency), float(seconds), rate)
+        )
     else:
         raise SystemExit(f"unknown role {role!r}")
     print("RESULT " + json.dumps(result), flush=True)

@@ -8,8 +8,8 @@ import logging
 import signal
 import sys
 import time
-from pathlib import Path
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -28,7 +28,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-bench_app = typer.Typer(help="Benchmarks; results are written to docs/benchmarks.md.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks; results are written to docs/benchmarks.md.", no_args_is_help=True
+)
 app.add_typer(bench_app, name="bench")
 app.add_typer(convert_app, name="convert")
 console = Console()
@@ -65,14 +67,18 @@ def _registry_address(settings: Settings, registry: str | None) -> str:
 
 @app.command()
 def serve(
-    service: Annotated[Path, typer.Argument(help="A service folder (services/<name>) or its agent.yaml.")],
+    service: Annotated[
+        Path, typer.Argument(help="A service folder (services/<name>) or its agent.yaml.")
+    ],
 ) -> None:
     """Run one service in the foreground (what a container runs) until SIGTERM/SIGINT.
 
     Ports, registry address, task store and token come from SLMESH_* variables.
     """
     settings = _settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         spec = ServiceSpec.load(service)
     except SpecError as exc:
@@ -108,8 +114,14 @@ def _trace_cli(settings: Settings) -> None:
         return
     state = MeshState.load(state_path(settings))
     if state is not None and state.ui is not None:
-        local = settings.model_copy(update={"otel_enabled": True, "otel_export": "traces",
-                                            "otlp_protocol": "grpc", "prometheus": False})
+        local = settings.model_copy(
+            update={
+                "otel_enabled": True,
+                "otel_export": "traces",
+                "otlp_protocol": "grpc",
+                "prometheus": False,
+            }
+        )
         telemetry.configure("slmesh-cli", local, endpoint=f"http://127.0.0.1:{state.ui.grpc_port}")
 
 
@@ -121,7 +133,7 @@ def _talk(settings: Settings, call: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(call)
     except MeshError as exc:
         raise _fail(str(exc)) from exc
-    except Exception as exc:  # noqa: BLE001 - the protocol error is the message for the user
+    except Exception as exc:
         raise _fail(f"{type(exc).__name__}: {exc}") from exc
     finally:
         _flush_telemetry()
@@ -145,10 +157,19 @@ def _parse_replicas(values: list[str]) -> dict[str, int]:
 
 @app.command()
 def up(
-    services: Annotated[Path, typer.Option(help="Folder holding one sub-folder per service.")] = Path("services"),
-    replicas: Annotated[list[str], typer.Option("--replicas", "-r", help="NAME=COUNT, repeatable.")] = [],  # noqa: B006
-    detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once healthy; stop later with `slmesh down`.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for every service to be healthy.")] = 120.0,
+    services: Annotated[
+        Path, typer.Option(help="Folder holding one sub-folder per service.")
+    ] = Path("services"),
+    replicas: Annotated[
+        list[str], typer.Option("--replicas", "-r", help="NAME=COUNT, repeatable.")
+    ] = [],  # noqa: B006
+    detach: Annotated[
+        bool,
+        typer.Option("--detach", "-d", help="Return once healthy; stop later with `slmesh down`."),
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for every service to be healthy.")
+    ] = 120.0,
 ) -> None:
     """Start the local mesh: the registry and every service as separate OS processes.
 
@@ -156,7 +177,7 @@ def up(
     SLMESH_DATA_DIR/mesh.json. Without --detach it stays in the foreground and stops
     the mesh on Ctrl-C.
     """
-    from mesh.launch import LaunchError, Launcher, state_path
+    from mesh.launch import Launcher, LaunchError, state_path
 
     settings = _settings()
     launcher = Launcher(settings, services, _parse_replicas(replicas))
@@ -174,8 +195,10 @@ def up(
     console.print(table)
     console.print(f"state: {state_path(settings)}  logs: {launcher.log_dir}")
     if state.ui_url:
-        console.print(f"traces: [bold]{state.ui_url}[/bold] (Phoenix, project {settings.otel_project}); "
-                      "`slmesh trace TASK_ID` prints one in the terminal")
+        console.print(
+            f"traces: [bold]{state.ui_url}[/bold] (Phoenix, project {settings.otel_project}); "
+            "`slmesh trace TASK_ID` prints one in the terminal"
+        )
     if detach:
         console.print("mesh running in the background; stop it with [bold]slmesh down[/bold]")
         return
@@ -195,7 +218,9 @@ def up(
 
 
 @app.command()
-def down(timeout: Annotated[float, typer.Option(help="Seconds to wait for a graceful drain.")] = 30.0) -> None:
+def down(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for a graceful drain.")] = 30.0,
+) -> None:
     """Stop exactly the processes `slmesh up` started (agents drain first, registry last)."""
     from mesh.launch import Launcher
 
@@ -211,7 +236,9 @@ def down(timeout: Annotated[float, typer.Option(help="Seconds to wait for a grac
 
 @app.command()
 def agents(
-    registry: Annotated[str | None, typer.Option(help="Registry HOST:PORT (default: the local mesh).")] = None,
+    registry: Annotated[
+        str | None, typer.Option(help="Registry HOST:PORT (default: the local mesh).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List agents and replicas from the registry, with their load and health."""
@@ -224,8 +251,9 @@ def agents(
     address = _registry_address(settings, registry)
 
     async def fetch() -> list[Any]:
-        async with RegistryClient(address, token=registry_credential(settings),
-                                  tls=TlsFiles.from_settings(settings)) as client:
+        async with RegistryClient(
+            address, token=registry_credential(settings), tls=TlsFiles.from_settings(settings)
+        ) as client:
             return await client.list()
 
     try:
@@ -233,7 +261,11 @@ def agents(
     except grpc.aio.AioRpcError as exc:
         raise _fail(f"registry {address} unreachable: {exc.code().name} {exc.details()}") from exc
     if as_json:
-        print(json.dumps([MessageToDict(e, preserving_proto_field_name=True) for e in entries], indent=2))
+        print(
+            json.dumps(
+                [MessageToDict(e, preserving_proto_field_name=True) for e in entries], indent=2
+            )
+        )
         return
     table = Table(title=f"agents in registry {address}")
     for column in ("agent", "replica", "gRPC", "JSON-RPC", "in-flight", "health", "beat"):
@@ -243,8 +275,15 @@ def agents(
         urls = {ep.transport: ep.url for ep in e.endpoints}
         age = now - e.last_heartbeat.ToSeconds() if e.HasField("last_heartbeat") else float("nan")
         health = "[yellow]draining[/yellow]" if e.draining else "[green]serving[/green]"
-        table.add_row(e.agent, e.replica_id, _hostport(urls.get("GRPC")),
-                      _hostport(urls.get("JSONRPC")), str(e.load.in_flight), health, f"{age:.1f}s")
+        table.add_row(
+            e.agent,
+            e.replica_id,
+            _hostport(urls.get("GRPC")),
+            _hostport(urls.get("JSONRPC")),
+            str(e.load.in_flight),
+            health,
+            f"{age:.1f}s",
+        )
     console.print(table)
     if not entries:
         console.print("no agents registered")
@@ -258,9 +297,13 @@ def _hostport(url: str | None) -> str:
 def send(
     agent: Annotated[str, typer.Argument(help="Agent name as registered (see `slmesh agents`).")],
     text: Annotated[str | None, typer.Argument(help="Message text.")] = None,
-    data: Annotated[str | None, typer.Option(help="JSON object sent as a data part instead of text.")] = None,
+    data: Annotated[
+        str | None, typer.Option(help="JSON object sent as a data part instead of text.")
+    ] = None,
     binding: Annotated[str, typer.Option(help="Transport: GRPC, JSONRPC or HTTP+JSON.")] = "GRPC",
-    registry: Annotated[str | None, typer.Option(help="Registry HOST:PORT (default: the local mesh).")] = None,
+    registry: Annotated[
+        str | None, typer.Option(help="Registry HOST:PORT (default: the local mesh).")
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Deadline in seconds.")] = 60.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print each event as JSON.")] = False,
 ) -> None:
@@ -292,7 +335,9 @@ def send(
     address = _registry_address(settings, registry)
 
     async def run() -> int:
-        source = await snapshot(address, agent, registry_credential(settings), TlsFiles.from_settings(settings))
+        source = await snapshot(
+            address, agent, registry_credential(settings), TlsFiles.from_settings(settings)
+        )
         final = pb.TaskState.TASK_STATE_UNSPECIFIED
         async with MeshClient(source, settings, bindings=[binding]) as client:
             async for event in client.send_streaming_message(agent, request, timeout=timeout):
@@ -314,11 +359,23 @@ def send(
 
 @app.command()
 def run(
-    text: Annotated[str | None, typer.Argument(help="One message; the planner routes it to a workflow.")] = None,
-    file: Annotated[Path | None, typer.Option(
-        "--file", "-f", help="Batch of messages: one per line (# comments), a .json list or .jsonl.")] = None,
-    workflow: Annotated[str | None, typer.Option(help="Run this workflow instead of letting the planner choose.")] = None,
-    registry: Annotated[str | None, typer.Option(help="Registry HOST:PORT (default: the local mesh).")] = None,
+    text: Annotated[
+        str | None, typer.Argument(help="One message; the planner routes it to a workflow.")
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            "-f",
+            help="Batch of messages: one per line (# comments), a .json list or .jsonl.",
+        ),
+    ] = None,
+    workflow: Annotated[
+        str | None, typer.Option(help="Run this workflow instead of letting the planner choose.")
+    ] = None,
+    registry: Annotated[
+        str | None, typer.Option(help="Registry HOST:PORT (default: the local mesh).")
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Deadline in seconds for the whole task.")] = 900.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON only.")] = False,
 ) -> None:
@@ -344,16 +401,33 @@ def run(
     out = Console(stderr=True) if as_json else console
 
     async def go() -> Any:
-        source = await snapshot(address, PLANNER, registry_credential(settings), TlsFiles.from_settings(settings))
+        source = await snapshot(
+            address, PLANNER, registry_credential(settings), TlsFiles.from_settings(settings)
+        )
         async with MeshClient(source, settings) as client:
-            return await run_task(client, request_for(text, messages, workflow), out, timeout,
-                                  show_progress=not as_json)
+            return await run_task(
+                client,
+                request_for(text, messages, workflow),
+                out,
+                timeout,
+                show_progress=not as_json,
+            )
 
     started = time.monotonic()
     result = _talk(settings, go())
     if as_json:
-        print(json.dumps({"task_id": result.task_id, "completed": result.completed, "result": result.result,
-                          "metadata": result.metadata, "error": result.error or None}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "task_id": result.task_id,
+                    "completed": result.completed,
+                    "result": result.result,
+                    "metadata": result.metadata,
+                    "error": result.error or None,
+                },
+                ensure_ascii=False,
+            )
+        )
     else:
         print_results(result, console)
         elapsed = time.monotonic() - started
@@ -365,8 +439,10 @@ def run(
 
         state = MeshState.load(state_path(settings))
         ui = state.ui_url if state is not None else None
-        console.print(f"trace: slmesh trace {result.task_id}"
-                      + (f"  (or open {ui}, project {settings.otel_project})" if ui else ""))
+        console.print(
+            f"trace: slmesh trace {result.task_id}"
+            + (f"  (or open {ui}, project {settings.otel_project})" if ui else "")
+        )
     raise typer.Exit(0 if result.completed else 1)
 
 
@@ -376,11 +452,14 @@ _stream_open: list[bool] = []
 
 def _print_event(event: Any) -> None:
     from a2a.types import a2a_pb2 as pb
+
     from mesh.a2a.client import parts_value
 
     kind = event.WhichOneof("payload")
     if kind == "task":
-        console.print(f"task id: {event.task.id}  [dim]{pb.TaskState.Name(event.task.status.state)}[/dim]")
+        console.print(
+            f"task id: {event.task.id}  [dim]{pb.TaskState.Name(event.task.status.state)}[/dim]"
+        )
     elif kind == "status_update":
         status = event.status_update.status
         note = " ".join(p.text for p in status.message.parts if p.HasField("text"))
@@ -388,9 +467,13 @@ def _print_event(event: Any) -> None:
     elif kind == "artifact_update":
         update = event.artifact_update
         artifact = update.artifact
-        if update.append or (not update.last_chunk and all(p.HasField("text") for p in artifact.parts)):
+        if update.append or (
+            not update.last_chunk and all(p.HasField("text") for p in artifact.parts)
+        ):
             # a streamed chunk: tokens as they are generated, on one line
-            console.print("".join(p.text for p in artifact.parts), end="", markup=False, highlight=False)
+            console.print(
+                "".join(p.text for p in artifact.parts), end="", markup=False, highlight=False
+            )
             _stream_open.append(True)
             return
         if _stream_open:
@@ -401,20 +484,51 @@ def _print_event(event: Any) -> None:
         console.print(f"[green]artifact {artifact.name}[/green]:")
         console.print(body, markup=False, highlight=False)
     elif kind == "message":
-        console.print(" ".join(p.text for p in event.message.parts if p.HasField("text")), markup=False)
+        console.print(
+            " ".join(p.text for p in event.message.parts if p.HasField("text")), markup=False
+        )
 
 
 @app.command()
 def train(
-    agent: Annotated[str, typer.Argument(help="classifier, extractor, tool-caller, responder, planner, or base (the conversion loop's student base).")],
-    minutes: Annotated[float | None, typer.Option(help="Train for this long instead of the recipe's steps.")] = None,
+    agent: Annotated[
+        str,
+        typer.Argument(
+            help="classifier, extractor, tool-caller, responder, planner, or base (the conversion loop's student base)."
+        ),
+    ],
+    minutes: Annotated[
+        float | None, typer.Option(help="Train for this long instead of the recipe's steps.")
+    ] = None,
     steps: Annotated[int | None, typer.Option(help="Train for this many steps.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (data and weights).")] = 0,
-    out: Annotated[Path | None, typer.Option(help="Model folder (default: the spec's model for the kind it serves, else models/AGENT for a micro-SLM or models/AGENT-encoder for an encoder).")] = None,
-    init_from: Annotated[Path | None, typer.Option(help="Continue training this saved model (e.g. models/AGENT) instead of random weights; its steps and time are added to the record.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default: the recipe's).")] = None,
-    precision: Annotated[str, typer.Option(help="auto (bf16 autocast where the CPU has native bf16, else float32), bf16 or fp32.")] = "auto",
-    kind: Annotated[str, typer.Option(help="auto (what the agent's spec serves), micro (a causal micro-SLM from scratch) or encoder (a LoRA adapter and head on the packaged all-MiniLM-L6-v2; classifier and extractor).")] = "auto",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Model folder (default: the spec's model for the kind it serves, else models/AGENT for a micro-SLM or models/AGENT-encoder for an encoder)."
+        ),
+    ] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue training this saved model (e.g. models/AGENT) instead of random weights; its steps and time are added to the record."
+        ),
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Peak learning rate (default: the recipe's).")
+    ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto (bf16 autocast where the CPU has native bf16, else float32), bf16 or fp32."
+        ),
+    ] = "auto",
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="auto (what the agent's spec serves), micro (a causal micro-SLM from scratch) or encoder (a LoRA adapter and head on the packaged all-MiniLM-L6-v2; classifier and extractor)."
+        ),
+    ] = "auto",
 ) -> None:
     """Train an agent's model on its synthetic task data (progress bar, fixed seed).
 
@@ -445,10 +559,20 @@ def train(
 
 @app.command("eval")
 def eval_models(
-    agents: Annotated[list[str] | None, typer.Argument(help="Agents to score (default: every SLM agent and the planner SLM).")] = None,
+    agents: Annotated[
+        list[str] | None,
+        typer.Argument(help="Agents to score (default: every SLM agent and the planner SLM)."),
+    ] = None,
     count: Annotated[int, typer.Option(help="Examples per split.")] = 200,
-    output: Annotated[Path | None, typer.Option(help="Write the table here (e.g. docs/models.md).")] = None,
-    kind: Annotated[str, typer.Option(help="auto (the model each agent's spec serves), micro (the causal micro-SLM) or encoder (the fine-tuned encoder).")] = "auto",
+    output: Annotated[
+        Path | None, typer.Option(help="Write the table here (e.g. docs/models.md).")
+    ] = None,
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="auto (the model each agent's spec serves), micro (the causal micro-SLM) or encoder (the fine-tuned encoder)."
+        ),
+    ] = "auto",
 ) -> None:
     """Score the shipped models on seen, validation and unseen (test) data, constraints on."""
     from mesh.train.models_doc import main as eval_main
@@ -466,13 +590,19 @@ def _bench_module(name: str) -> Any:
     try:
         return importlib.import_module(f"bench.{name}")
     except ImportError as exc:
-        raise _fail(f"bench/{name}.py not found: run benchmarks from a source checkout ({exc})") from exc
+        raise _fail(
+            f"bench/{name}.py not found: run benchmarks from a source checkout ({exc})"
+        ) from exc
 
 
 @app.command()
 def trace(
-    task_id: Annotated[str, typer.Argument(help="An A2A task id (as printed by `slmesh send` / `run`).")],
-    url: Annotated[str | None, typer.Option(help="Phoenix base URL (default: the local mesh's UI).")] = None,
+    task_id: Annotated[
+        str, typer.Argument(help="An A2A task id (as printed by `slmesh send` / `run`).")
+    ],
+    url: Annotated[
+        str | None, typer.Option(help="Phoenix base URL (default: the local mesh's UI).")
+    ] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for the trace to arrive.")] = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the spans as JSON.")] = False,
 ) -> None:
@@ -487,7 +617,9 @@ def trace(
         state = MeshState.load(state_path(settings))
         url = state.ui_url if state is not None else None
     if url is None:
-        raise _fail("no tracing UI: start the mesh with `slmesh up` (with the ui extra), or pass --url")
+        raise _fail(
+            "no tracing UI: start the mesh with `slmesh up` (with the ui extra), or pass --url"
+        )
     deadline = time.monotonic() + wait
     found = None
     while True:
@@ -507,11 +639,29 @@ def trace(
             break
         time.sleep(1.5 if found is not None else 0.5)
     if as_json:
-        spans = [{"name": s.name, "span_id": s.span_id, "parent_id": s.parent_id,
-                  "start": s.start.isoformat(), "duration_ms": round(s.duration_ms, 3),
-                  "status": s.status, "attributes": s.attributes} for s in found.spans]
-        print(json.dumps({"trace_id": found.trace_id, "url": f"{url.rstrip('/')}/redirects/traces/{found.trace_id}",
-                          "spans": spans}, indent=2, default=str))
+        spans = [
+            {
+                "name": s.name,
+                "span_id": s.span_id,
+                "parent_id": s.parent_id,
+                "start": s.start.isoformat(),
+                "duration_ms": round(s.duration_ms, 3),
+                "status": s.status,
+                "attributes": s.attributes,
+            }
+            for s in found.spans
+        ]
+        print(
+            json.dumps(
+                {
+                    "trace_id": found.trace_id,
+                    "url": f"{url.rstrip('/')}/redirects/traces/{found.trace_id}",
+                    "spans": spans,
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return
     console.print(phoenix.render_tree(found))
     console.print(f"{len(found.spans)} spans; open {url.rstrip('/')} to browse the trace")
@@ -522,7 +672,9 @@ def bench_slm(
     requests: Annotated[int, typer.Option(help="Concurrent requests per row.")] = 16,
     tokens: Annotated[int, typer.Option(help="New tokens per free-text request.")] = 48,
     threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
-    output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path("docs/benchmarks.md"),
+    output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path(
+        "docs/benchmarks.md"
+    ),
 ) -> None:
     """SLM runtime throughput and latency, dynamic batching on vs off, in one run."""
     _bench_module("slm").main(requests=requests, tokens=tokens, threads=threads, output=output)
@@ -533,52 +685,85 @@ def bench_tracing(
     concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 16,
     duration: Annotated[float, typer.Option(help="Seconds per round.")] = 5.0,
     rounds: Annotated[int, typer.Option(help="Rounds per mode (off / drop / phoenix rotate).")] = 3,
-    store: Annotated[str, typer.Option(help="The agents' task store: sqlite or memory.")] = "sqlite",
-    agent: Annotated[list[str], typer.Option("--agent", help="echo (trivial executor), tools, classifier (SLM).")] = ["echo", "tools", "classifier"],  # noqa: B006
+    store: Annotated[
+        str, typer.Option(help="The agents' task store: sqlite or memory.")
+    ] = "sqlite",
+    agent: Annotated[
+        list[str], typer.Option("--agent", help="echo (trivial executor), tools, classifier (SLM).")
+    ] = ["echo", "tools", "classifier"],  # noqa: B006
     planner_steps: Annotated[int, typer.Option(help="Steps of the planner's fan-out plan.")] = 1000,
     planner_repeats: Annotated[int, typer.Option(help="Timed plan runs per planner round.")] = 3,
-    output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path("docs/benchmarks.md"),
+    output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path(
+        "docs/benchmarks.md"
+    ),
 ) -> None:
     """Hop throughput and planner steps/s, tracing off vs on (100% sampled, OTLP to a dropping
     receiver and to a local Phoenix), in one run."""
-    _bench_module("tracing").main(concurrency=concurrency, duration=duration, rounds=rounds, store=store,
-                                  agents=tuple(agent), planner_steps=planner_steps,
-                                  planner_repeats=planner_repeats, output=output)
+    _bench_module("tracing").main(
+        concurrency=concurrency,
+        duration=duration,
+        rounds=rounds,
+        store=store,
+        agents=tuple(agent),
+        planner_steps=planner_steps,
+        planner_repeats=planner_repeats,
+        output=output,
+    )
 
 
 @bench_app.command("hop")
 def bench_hop(
     requests: Annotated[int, typer.Option(help="Sequential requests per transport.")] = 2000,
-    concurrency: Annotated[int, typer.Option(help="Requests in flight for the throughput phase.")] = 16,
-    duration: Annotated[float, typer.Option(help="Seconds of the throughput phase per transport.")] = 5.0,
-    output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path("docs/benchmarks.md"),
+    concurrency: Annotated[
+        int, typer.Option(help="Requests in flight for the throughput phase.")
+    ] = 16,
+    duration: Annotated[
+        float, typer.Option(help="Seconds of the throughput phase per transport.")
+    ] = 5.0,
+    output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path(
+        "docs/benchmarks.md"
+    ),
 ) -> None:
     """One A2A hop through the mesh client vs raw grpcio and plain a2a-sdk, in one run."""
-    _bench_module("hop").main(requests=requests, concurrency=concurrency, duration=duration, output=output)
+    _bench_module("hop").main(
+        requests=requests, concurrency=concurrency, duration=duration, output=output
+    )
 
 
 @bench_app.command("scale")
 def bench_scale(
-    steps: Annotated[int, typer.Option(help="Agent calls per configuration (split over --tasks).")] = 480,
+    steps: Annotated[
+        int, typer.Option(help="Agent calls per configuration (split over --tasks).")
+    ] = 480,
     tasks: Annotated[int, typer.Option(help="Planner tasks in flight.")] = 8,
     cpu_ms: Annotated[float, typer.Option(help="CPU milliseconds each agent call costs.")] = 20.0,
     rounds: Annotated[int, typer.Option(help="Measured rounds per replica count.")] = 2,
-    output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path("docs/benchmarks.md"),
+    output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path(
+        "docs/benchmarks.md"
+    ),
 ) -> None:
     """Throughput through the planner with 1, 2 and 4 replicas of a fixed-CPU-cost agent, in one run."""
-    _bench_module("scale").main(steps=steps, tasks=tasks, cpu_ms=cpu_ms, rounds=rounds, output=output)
+    _bench_module("scale").main(
+        steps=steps, tasks=tasks, cpu_ms=cpu_ms, rounds=rounds, output=output
+    )
 
 
 @bench_app.command("planner")
 def bench_planner(
     steps: Annotated[int, typer.Option(help="Width of the fan-out/fan-in plan.")] = 1000,
     chain: Annotated[int, typer.Option(help="Length of the chain of dependent steps.")] = 200,
-    demo: Annotated[bool, typer.Option(help="Also run the demo through the whole local mesh.")] = True,
+    demo: Annotated[
+        bool, typer.Option(help="Also run the demo through the whole local mesh.")
+    ] = True,
     concurrency: Annotated[int, typer.Option(help="Demo tasks in flight.")] = 4,
-    output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path("docs/benchmarks.md"),
+    output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path(
+        "docs/benchmarks.md"
+    ),
 ) -> None:
     """Planner overhead per step and steps/s vs direct calls; Ray task vs actor dispatch; the demo."""
-    _bench_module("planner").main(steps=steps, chain=chain, demo=demo, concurrency=concurrency, output=output)
+    _bench_module("planner").main(
+        steps=steps, chain=chain, demo=demo, concurrency=concurrency, output=output
+    )
 
 
 def main() -> None:

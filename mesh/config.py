@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, SecretStr, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SPEC_FILE = "agent.yaml"
@@ -30,7 +39,9 @@ class Settings(BaseSettings):
         description="Host name written into agent cards and registry entries "
         "(service DNS name in Kubernetes; never a raw private IP).",
     )
-    http_port: int = Field(0, ge=0, le=65535, description="JSON-RPC + REST port; 0 picks a free one.")
+    http_port: int = Field(
+        0, ge=0, le=65535, description="JSON-RPC + REST port; 0 picks a free one."
+    )
     grpc_port: int = Field(0, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     registry: str | None = Field(
         None, description="host:port of the registry; agents register there when set."
@@ -52,18 +63,21 @@ class Settings(BaseSettings):
         "live events in the process running it.",
     )
     task_lease_s: float = Field(
-        10.0, gt=0,
+        10.0,
+        gt=0,
         description="With task_events='database' on PostgreSQL: how long a replica's lease on a task it "
         "executes lasts without renewal. A replica killed mid-task is noticed this long after its last "
         "renewal; another replica then takes the task over and re-executes its request.",
     )
     task_lease_renew_s: float = Field(
-        2.0, gt=0,
+        2.0,
+        gt=0,
         description="How often a replica renews the leases of the tasks it executes and looks for expired "
         "leases to take over (below task_lease_s, so a pause of one beat does not lose a lease).",
     )
     task_max_takeovers: int = Field(
-        3, ge=0,
+        3,
+        ge=0,
         description="How many times one task may be taken over from a replica that died; past it the task "
         "fails with a reason naming the limit (a request that kills every replica that runs it stops there).",
     )
@@ -92,17 +106,20 @@ class Settings(BaseSettings):
         "unset falls back to api_token, and with neither the registry is open (local development only).",
     )
     max_in_flight: int = Field(
-        0, ge=0,
+        0,
+        ge=0,
         description="Requests one agent replica runs at once; beyond it new ones are shed with "
         "HTTP 503 / gRPC UNAVAILABLE and a retry hint (the client retries another replica). 0: no limit.",
     )
     tls_cert_file: Path | None = Field(
-        None, description="PEM certificate chain: with tls_key_file, serves HTTPS and gRPC over TLS and is the "
+        None,
+        description="PEM certificate chain: with tls_key_file, serves HTTPS and gRPC over TLS and is the "
         "client certificate on outbound calls (registry, agents).",
     )
     tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
     tls_ca_file: Path | None = Field(
-        None, description="PEM CA bundle: servers then require client certificates it signed (mutual TLS) "
+        None,
+        description="PEM CA bundle: servers then require client certificates it signed (mutual TLS) "
         "and clients verify servers against it.",
     )
     request_timeout_s: float = Field(60.0, gt=0, description="Default client deadline per call.")
@@ -137,7 +154,8 @@ class Settings(BaseSettings):
         "(Phoenix takes traces only: `slmesh up` sets 'traces').",
     )
     otel_project: str = Field(
-        "slmesh", description="Project the traces land in (openinference.project.name, for Phoenix)."
+        "slmesh",
+        description="Project the traces land in (openinference.project.name, for Phoenix).",
     )
     environment: str = Field("local", description="deployment.environment.name of every process.")
     trace_content: bool = Field(
@@ -176,15 +194,19 @@ class Settings(BaseSettings):
         signals = [s.strip() for s in value.split(",") if s.strip()]
         unknown = set(signals) - {"traces", "metrics", "logs"}
         if unknown:
-            raise ValueError(f"otel_export: unknown signals {sorted(unknown)}; use traces, metrics, logs")
+            raise ValueError(
+                f"otel_export: unknown signals {sorted(unknown)}; use traces, metrics, logs"
+            )
         return ",".join(signals)
 
     @model_validator(mode="after")
     def _lease_timing(self) -> Settings:
         if self.task_lease_renew_s >= self.task_lease_s:
-            raise ValueError(f"task_lease_renew_s ({self.task_lease_renew_s}) must be below task_lease_s "
-                             f"({self.task_lease_s}): a lease renewed less often than it lasts expires while "
-                             "its task still runs")
+            raise ValueError(
+                f"task_lease_renew_s ({self.task_lease_renew_s}) must be below task_lease_s "
+                f"({self.task_lease_s}): a lease renewed less often than it lasts expires while "
+                "its task still runs"
+            )
         return self
 
     @field_validator("registry")

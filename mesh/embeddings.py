@@ -25,5 +25,6 @@ def load_model(path: str | None = None) -> Any:
 
 def embed(model: Any, texts: Sequence[str]) -> Any:
     """Unit-length embeddings (a numpy matrix, one row per text): dot products are cosines."""
-    return model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True,
-                        show_progress_bar=False)
+    return model.encode(
+        list(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )

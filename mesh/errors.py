@@ -19,7 +19,9 @@ class NoReplicaError(MeshError):
 
     def __init__(self, agent: str, detail: str = "") -> None:
         hint = "is it started and registered? see `slmesh agents`"
-        super().__init__(f"no replica of agent {agent!r} is available{': ' + detail if detail else ''} ({hint})")
+        super().__init__(
+            f"no replica of agent {agent!r} is available{': ' + detail if detail else ''} ({hint})"
+        )
         self.agent = agent
 
 

@@ -71,9 +71,12 @@ class MeshState:
         if not path.is_file():
             return None
         raw = json.loads(path.read_text(encoding="utf-8"))
-        return cls(registry=raw["registry"], started_at=raw.get("started_at", 0.0),
-                   processes=[Process(**p) for p in raw["processes"]],
-                   ui=Process(**raw["ui"]) if raw.get("ui") else None)
+        return cls(
+            registry=raw["registry"],
+            started_at=raw.get("started_at", 0.0),
+            processes=[Process(**p) for p in raw["processes"]],
+            ui=Process(**raw["ui"]) if raw.get("ui") else None,
+        )
 
 
 def state_path(settings: Settings) -> Path:
@@ -94,8 +97,13 @@ class LaunchError(RuntimeError):
 class Launcher:
     """Starts and stops a local mesh."""
 
-    def __init__(self, settings: Settings, services_dir: Path, replicas: dict[str, int] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        services_dir: Path,
+        replicas: dict[str, int] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         self.services_dir = services_dir
         self.replicas = replicas or {}
@@ -117,9 +125,12 @@ class Launcher:
     def up(self, timeout_s: float = 60.0) -> MeshState:
         """Starts the registry, then every agent replica; returns once all are healthy."""
         existing = MeshState.load(state_path(self.settings))
-        if existing and any(_alive(p.pid) for p in existing.processes + ([existing.ui] if existing.ui else [])):
+        if existing and any(
+            _alive(p.pid) for p in existing.processes + ([existing.ui] if existing.ui else [])
+        ):
             raise LaunchError(
-                f"a mesh is already running (state in {state_path(self.settings)}); run `slmesh down` first")
+                f"a mesh is already running (state in {state_path(self.settings)}); run `slmesh down` first"
+            )
         specs = self.specs()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         registry_port = free_port(self.settings.host)
@@ -129,9 +140,16 @@ class Launcher:
                 self._spawn_ui()
             reg = self._spawn(specs[0], 0, grpc_port=registry_port, http_port=0)
             self._wait_grpc_health(reg, timeout_s)
-            started = [self._spawn(spec, i, grpc_port=free_port(self.settings.host),
-                                   http_port=free_port(self.settings.host))
-                       for spec in specs[1:] for i in range(self.replicas.get(spec.name, 1))]
+            started = [
+                self._spawn(
+                    spec,
+                    i,
+                    grpc_port=free_port(self.settings.host),
+                    http_port=free_port(self.settings.host),
+                )
+                for spec in specs[1:]
+                for i in range(self.replicas.get(spec.name, 1))
+            ]
             deadline = time.monotonic() + timeout_s
             for proc in started:
                 self._wait_http_ready(proc, deadline)
@@ -153,22 +171,37 @@ class Launcher:
         workdir.mkdir(parents=True, exist_ok=True)
         http_port, grpc_port = free_port(self.settings.host), free_port(self.settings.host)
         log = self.log_dir / "phoenix.log"
-        env = {**os.environ, **phoenix.environment(workdir, "127.0.0.1", http_port, grpc_port),
-               "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            **phoenix.environment(workdir, "127.0.0.1", http_port, grpc_port),
+            "PYTHONUNBUFFERED": "1",
+        }
         with open(log, "ab") as out:
-            popen = subprocess.Popen(phoenix.command(), stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env, cwd=workdir,
-                                     start_new_session=True)
+            popen = subprocess.Popen(
+                phoenix.command(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=workdir,
+                start_new_session=True,
+            )
         self.state.ui = Process("phoenix", "phoenix", popen.pid, str(log), http_port, grpc_port)
         self.state.save(state_path(self.settings))
-        self._service_env.update(phoenix.exporter_environment(grpc_port, self.settings.otel_project))
+        self._service_env.update(
+            phoenix.exporter_environment(grpc_port, self.settings.otel_project)
+        )
 
     def add(self, spec: ServiceSpec, timeout_s: float = 60.0) -> Process:
         """Starts one more agent replica in the running mesh (e.g. a freshly deployed student)."""
         assert self.state is not None, "add() needs a mesh started by up()"
         index = sum(p.service == spec.name for p in self.state.processes)
-        proc = self._spawn(spec, index, grpc_port=free_port(self.settings.host),
-                           http_port=free_port(self.settings.host))
+        proc = self._spawn(
+            spec,
+            index,
+            grpc_port=free_port(self.settings.host),
+            http_port=free_port(self.settings.host),
+        )
         self._wait_http_ready(proc, time.monotonic() + timeout_s)
         return proc
 
@@ -191,8 +224,11 @@ class Launcher:
         with open(log, "ab") as out:
             popen = subprocess.Popen(
                 [sys.executable, "-m", "mesh", "serve", str(spec.path)],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, start_new_session=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
             )
         proc = Process(spec.name, replica_id, popen.pid, str(log), http_port, grpc_port)
         self.state.processes.append(proc)
@@ -212,7 +248,11 @@ class Launcher:
 
         deadline = time.monotonic() + timeout_s
         target, tls = f"127.0.0.1:{proc.grpc_port}", TlsFiles.from_settings(self.settings)
-        with tls.probe_channel(target, self.settings.advertise_host) if tls else grpc.insecure_channel(target) as channel:
+        with (
+            tls.probe_channel(target, self.settings.advertise_host)
+            if tls
+            else grpc.insecure_channel(target) as channel
+        ):
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 self._check_alive(proc)
@@ -226,11 +266,17 @@ class Launcher:
     def _wait_http_ready(self, proc: Process, deadline: float, path: str = "/readyz") -> None:
         from mesh.tls import TlsFiles
 
-        tls = None if self.state is not None and proc is self.state.ui else TlsFiles.from_settings(self.settings)
+        tls = (
+            None
+            if self.state is not None and proc is self.state.ui
+            else TlsFiles.from_settings(self.settings)
+        )
         verify: ssl.SSLContext | bool = True
         if tls is not None:
             verify = tls.client_context()
-            verify.check_hostname = False  # a process we just started on loopback; the CA check stays
+            verify.check_hostname = (
+                False  # a process we just started on loopback; the CA check stays
+            )
         url = f"{'https' if tls else 'http'}://127.0.0.1:{proc.http_port}{path}"
         while time.monotonic() < deadline:
             self._check_alive(proc)

@@ -17,12 +17,15 @@ from mesh.config import Settings
 from mesh.tls import TlsFiles
 
 
-def check(target: str, timeout_s: float = 2.0, tls: TlsFiles | None = None, host: str = "localhost") -> bool:
+def check(
+    target: str, timeout_s: float = 2.0, tls: TlsFiles | None = None, host: str = "localhost"
+) -> bool:
     """Whether the gRPC server at ``target`` (host:port) reports SERVING (over TLS, as ``host``, with ``tls``)."""
     with tls.probe_channel(target, host) if tls else grpc.insecure_channel(target) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=timeout_s)
+                health_pb2.HealthCheckRequest(), timeout=timeout_s
+            )
         except grpc.RpcError:
             return False
     return reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -31,11 +34,17 @@ def check(target: str, timeout_s: float = 2.0, tls: TlsFiles | None = None, host
 def main() -> int:
     settings = Settings()
     if settings.grpc_port == 0:
-        print("SLMESH_GRPC_PORT is 0: a probe needs the fixed port the service listens on",
-              file=sys.stderr)
+        print(
+            "SLMESH_GRPC_PORT is 0: a probe needs the fixed port the service listens on",
+            file=sys.stderr,
+        )
         return 1
     target = f"127.0.0.1:{settings.grpc_port}"
-    return 0 if check(target, tls=TlsFiles.from_settings(settings), host=settings.advertise_host) else 1
+    return (
+        0
+        if check(target, tls=TlsFiles.from_settings(settings), host=settings.advertise_host)
+        else 1
+    )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,9 @@ class TlsFiles:
         cert, key, ca = settings.tls_cert_file, settings.tls_key_file, settings.tls_ca_file
         if cert is None and key is None:
             if ca is not None:
-                raise ValueError("SLMESH_TLS_CA_FILE needs SLMESH_TLS_CERT_FILE and SLMESH_TLS_KEY_FILE too")
+                raise ValueError(
+                    "SLMESH_TLS_CA_FILE needs SLMESH_TLS_CERT_FILE and SLMESH_TLS_KEY_FILE too"
+                )
             return None
         if cert is None or key is None:
             raise ValueError("TLS needs both SLMESH_TLS_CERT_FILE and SLMESH_TLS_KEY_FILE")
@@ -64,8 +66,11 @@ class TlsFiles:
     def probe_channel(self, target: str, host: str) -> grpc.Channel:
         """A blocking channel for local health probes: TLS, the server's name checked as ``host``
         (the name its certificate carries) rather than the loopback address dialled."""
-        return grpc.secure_channel(target, self.grpc_channel_credentials(),
-                                   options=[("grpc.ssl_target_name_override", host)])
+        return grpc.secure_channel(
+            target,
+            self.grpc_channel_credentials(),
+            options=[("grpc.ssl_target_name_override", host)],
+        )
 
     def client_context(self) -> ssl.SSLContext:
         """For outbound HTTPS: verify the server (against the CA when set), present our certificate."""

@@ -14,7 +14,7 @@ import os
 # server CPU): mesh.a2a.sdk_spans takes the wrappers away too.
 os.environ.setdefault("OTEL_INSTRUMENTATION_A2A_SDK_ENABLED", "false")
 
-from mesh.a2a import sdk_spans  # noqa: E402 - before any other a2a-sdk module is imported
+from mesh.a2a import sdk_spans
 
 sdk_spans.skip_wrappers_when_off()
 

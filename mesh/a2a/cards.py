@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from a2a.types import a2a_pb2 as pb
-from google.protobuf.struct_pb2 import Struct
 from a2a.utils.constants import PROTOCOL_VERSION_1_0, TransportProtocol
+from google.protobuf.struct_pb2 import Struct
 
 from mesh.config import ServiceSpec
 
@@ -34,11 +34,21 @@ class ModelFacts:
 
     def extension(self) -> pb.AgentExtension:
         params = Struct()
-        params.update({k: v for k, v in (("model", self.model), ("parameters", self.parameters),
-                                         ("backend", self.backend),
-                                         ("escalate_below", self.escalate_below)) if v is not None})
-        return pb.AgentExtension(uri=MODEL_EXTENSION, description="The model behind this agent.",
-                                 params=params)
+        params.update(
+            {
+                k: v
+                for k, v in (
+                    ("model", self.model),
+                    ("parameters", self.parameters),
+                    ("backend", self.backend),
+                    ("escalate_below", self.escalate_below),
+                )
+                if v is not None
+            }
+        )
+        return pb.AgentExtension(
+            uri=MODEL_EXTENSION, description="The model behind this agent.", params=params
+        )
 
     @classmethod
     def from_card_json(cls, card_json: str) -> ModelFacts | None:
@@ -55,10 +65,12 @@ class ModelFacts:
             params = extension.get("params") or {}
             parameters = params.get("parameters")
             below = params.get("escalate_below")
-            return cls(model=str(params.get("model", "")),
-                       parameters=int(parameters) if isinstance(parameters, (int, float)) else None,
-                       backend=params.get("backend"),
-                       escalate_below=float(below) if isinstance(below, (int, float)) else None)
+            return cls(
+                model=str(params.get("model", "")),
+                parameters=int(parameters) if isinstance(parameters, (int, float)) else None,
+                backend=params.get("backend"),
+                escalate_below=float(below) if isinstance(below, (int, float)) else None,
+            )
         return None
 
 
@@ -79,13 +91,20 @@ class Endpoints:
         ]
 
     @classmethod
-    def for_host(cls, host: str, http_port: int, grpc_port: int, *, https: bool = False) -> Endpoints:
+    def for_host(
+        cls, host: str, http_port: int, grpc_port: int, *, https: bool = False
+    ) -> Endpoints:
         base = f"{'https' if https else 'http'}://{host}:{http_port}"
         return cls(jsonrpc=f"{base}/", rest=base, grpc=f"grpc://{host}:{grpc_port}")
 
 
-def build_card(spec: ServiceSpec, endpoints: Endpoints, *, bearer_auth: bool,
-               extensions: Sequence[pb.AgentExtension] = ()) -> pb.AgentCard:
+def build_card(
+    spec: ServiceSpec,
+    endpoints: Endpoints,
+    *,
+    bearer_auth: bool,
+    extensions: Sequence[pb.AgentExtension] = (),
+) -> pb.AgentCard:
     """The public agent card of one replica: its three interfaces, skills, auth, and the
     extensions its executor declares (e.g. :data:`MODEL_EXTENSION`)."""
     card = pb.AgentCard(
@@ -100,7 +119,9 @@ def build_card(spec: ServiceSpec, endpoints: Endpoints, *, bearer_auth: bool,
     card.capabilities.extensions.extend(extensions)
     for binding, url in endpoints.as_pairs():
         card.supported_interfaces.append(
-            pb.AgentInterface(url=url, protocol_binding=binding, protocol_version=PROTOCOL_VERSION_1_0)
+            pb.AgentInterface(
+                url=url, protocol_binding=binding, protocol_version=PROTOCOL_VERSION_1_0
+            )
         )
     for skill in spec.skills:
         card.skills.append(

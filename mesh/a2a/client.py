@@ -27,9 +27,8 @@ from a2a.client.errors import A2AClientTimeoutError
 from a2a.client.transports import ClientTransport, GrpcTransport, JsonRpcTransport, RestTransport
 from a2a.helpers.proto_helpers import new_text_message
 from a2a.types import a2a_pb2 as pb
-from google.protobuf.json_format import MessageToDict
 from a2a.utils.constants import PROTOCOL_VERSION_1_0, VERSION_HEADER, TransportProtocol
-
+from google.protobuf.json_format import MessageToDict
 from opentelemetry import context as otel_context
 from opentelemetry.trace import set_span_in_context
 
@@ -43,8 +42,11 @@ from mesh.tls import TlsFiles
 
 T = TypeVar("T")
 
-GRPC, JSONRPC, REST = (TransportProtocol.GRPC.value, TransportProtocol.JSONRPC.value,
-                       TransportProtocol.HTTP_JSON.value)
+GRPC, JSONRPC, REST = (
+    TransportProtocol.GRPC.value,
+    TransportProtocol.JSONRPC.value,
+    TransportProtocol.HTTP_JSON.value,
+)
 DEFAULT_BINDINGS = (GRPC, JSONRPC, REST)
 """Order of preference inside the mesh: gRPC first."""
 
@@ -120,7 +122,9 @@ class _Lane:
 
     def context(self, timeout: float, trace: dict[str, str] | None = None) -> ClientCallContext:
         """The call's context; with telemetry on, its params carry the trace context too."""
-        return ClientCallContext(timeout=timeout, service_parameters=_with_trace(self.params, trace))
+        return ClientCallContext(
+            timeout=timeout, service_parameters=_with_trace(self.params, trace)
+        )
 
     async def release(self) -> None:
         self.in_flight -= 1
@@ -134,8 +138,9 @@ class _Lane:
             await self.transport.close()
 
 
-def _sdk_send(transport: ClientTransport, params: dict[str, str] | None
-              ) -> Callable[[pb.SendMessageRequest, float], Awaitable[pb.SendMessageResponse]]:
+def _sdk_send(
+    transport: ClientTransport, params: dict[str, str] | None
+) -> Callable[[pb.SendMessageRequest, float], Awaitable[pb.SendMessageResponse]]:
     """``SendMessage`` through the a2a-sdk transport itself (bindings without a lean path)."""
 
     async def send(request: pb.SendMessageRequest, timeout: float) -> pb.SendMessageResponse:
@@ -145,7 +150,9 @@ def _sdk_send(transport: ClientTransport, params: dict[str, str] | None
     return send
 
 
-def _with_trace(params: dict[str, str] | None, trace: dict[str, str] | None = None) -> dict[str, str] | None:
+def _with_trace(
+    params: dict[str, str] | None, trace: dict[str, str] | None = None
+) -> dict[str, str] | None:
     """``params`` plus the W3C trace headers (``trace``, else the current context's) when tracing."""
     if STATE.tracer is None:
         return params
@@ -198,8 +205,11 @@ class MeshClient:
         token = self.settings.api_token
         auth = {"authorization": f"Bearer {token.get_secret_value()}"} if token else {}
         # gRPC transports add the A2A-Version metadata themselves; HTTP ones leave it to us.
-        self._params = {GRPC: auth or None, JSONRPC: {VERSION_HEADER: PROTOCOL_VERSION_1_0, **auth},
-                        REST: {VERSION_HEADER: PROTOCOL_VERSION_1_0, **auth}}
+        self._params = {
+            GRPC: auth or None,
+            JSONRPC: {VERSION_HEADER: PROTOCOL_VERSION_1_0, **auth},
+            REST: {VERSION_HEADER: PROTOCOL_VERSION_1_0, **auth},
+        }
 
     async def __aenter__(self) -> MeshClient:
         return self
@@ -215,7 +225,9 @@ class MeshClient:
 
     # -- replica choice -----------------------------------------------------------
 
-    def pick(self, agent: str, exclude: set[str] = frozenset(), prefer: str | None = None) -> Replica:  # type: ignore[assignment]
+    def pick(
+        self, agent: str, exclude: set[str] = frozenset(), prefer: str | None = None
+    ) -> Replica:  # type: ignore[assignment]
         """Power of two choices on outstanding requests, skipping draining and tried replicas."""
         live = [r for r in self.source.replicas(agent) if not r.draining and self._reachable(r)]
         if not live:
@@ -224,7 +236,9 @@ class MeshClient:
         if self._slow_until:
             # A retry after a missed deadline goes to another replica when there is one.
             now = time.monotonic()
-            candidates = [r for r in candidates if self._slow_until.get(r.replica_id, 0.0) <= now] or candidates
+            candidates = [
+                r for r in candidates if self._slow_until.get(r.replica_id, 0.0) <= now
+            ] or candidates
         if prefer is not None:
             for replica in candidates:
                 if replica.replica_id == prefer:
@@ -252,10 +266,17 @@ class MeshClient:
         card = _interface_card(replica.agent, binding, url)
         params = self._params[binding]
         if binding == GRPC:
-            options = [("grpc.max_receive_message_length", self.settings.max_request_bytes),
-                       ("grpc.max_send_message_length", self.settings.max_request_bytes)]
-            channel = (grpc.aio.secure_channel(grpc_target(url), self._tls.grpc_channel_credentials(), options=options)
-                       if self._tls else grpc.aio.insecure_channel(grpc_target(url), options=options))
+            options = [
+                ("grpc.max_receive_message_length", self.settings.max_request_bytes),
+                ("grpc.max_send_message_length", self.settings.max_request_bytes),
+            ]
+            channel = (
+                grpc.aio.secure_channel(
+                    grpc_target(url), self._tls.grpc_channel_credentials(), options=options
+                )
+                if self._tls
+                else grpc.aio.insecure_channel(grpc_target(url), options=options)
+            )
             grpc_transport = GrpcTransport(channel, card)
             return _Lane(binding, grpc_transport, params, GrpcSend(grpc_transport, params))
         if binding == JSONRPC:
@@ -311,9 +332,18 @@ class MeshClient:
             raise
         finally:
             otel_context.detach(token)
-        task = result.task if isinstance(result, pb.SendMessageResponse) and result.HasField("task") else result
-        finish_client_span(span, replica=replica, binding=self._binding(replica),
-                           task=task if isinstance(task, pb.Task) else None, started=started)
+        task = (
+            result.task
+            if isinstance(result, pb.SendMessageResponse) and result.HasField("task")
+            else result
+        )
+        finish_client_span(
+            span,
+            replica=replica,
+            binding=self._binding(replica),
+            task=task if isinstance(task, pb.Task) else None,
+            started=started,
+        )
         return result, replica
 
     def _binding(self, replica: Replica) -> str | None:
@@ -345,52 +375,85 @@ class MeshClient:
             except Exception as exc:
                 if not is_retryable(exc) or attempt == self.max_attempts - 1:
                     if is_retryable(exc):
-                        raise NoReplicaError(agent, f"{len(tried)} replica(s) unavailable: {exc}") from exc
+                        raise NoReplicaError(
+                            agent, f"{len(tried)} replica(s) unavailable: {exc}"
+                        ) from exc
                     raise
                 await self._forget(replica)
             finally:
                 self._outstanding[rid] -= 1
                 await lane.release()
-            await asyncio.sleep(min(self.backoff_s * 2**attempt, max(0.0, deadline - time.monotonic())))
+            await asyncio.sleep(
+                min(self.backoff_s * 2**attempt, max(0.0, deadline - time.monotonic()))
+            )
         raise NoReplicaError(agent)  # pragma: no cover - loop always returns or raises
 
     async def send_message(
         self, agent: str, request: pb.SendMessageRequest, *, timeout: float | None = None
     ) -> pb.SendMessageResponse:
         """``SendMessage``; returns the task (or message) the agent answered with."""
-        response, replica = await self._unary("SendMessage", agent, lambda lane, left: lane.send(request, left),
-                                              timeout)
+        response, replica = await self._unary(
+            "SendMessage", agent, lambda lane, left: lane.send(request, left), timeout
+        )
         if response.HasField("task"):
             self._remember(response.task.id, replica.replica_id)
         return response
 
-    async def send_text(self, agent: str, text: str, *, timeout: float | None = None) -> pb.SendMessageResponse:
+    async def send_text(
+        self, agent: str, text: str, *, timeout: float | None = None
+    ) -> pb.SendMessageResponse:
         """Convenience: one user text message."""
-        return await self.send_message(agent, pb.SendMessageRequest(message=new_text_message(text)), timeout=timeout)
+        return await self.send_message(
+            agent, pb.SendMessageRequest(message=new_text_message(text)), timeout=timeout
+        )
 
-    async def get_task(self, agent: str, task_id: str, *, history_length: int | None = None,
-                       timeout: float | None = None) -> pb.Task:
+    async def get_task(
+        self,
+        agent: str,
+        task_id: str,
+        *,
+        history_length: int | None = None,
+        timeout: float | None = None,
+    ) -> pb.Task:
         request = pb.GetTaskRequest(id=task_id)
         if history_length is not None:
             request.history_length = history_length
         task, _ = await self._unary(
-            "GetTask", agent, lambda lane, left: lane.transport.get_task(request, context=lane.context(left)),
-            timeout, task_id)
+            "GetTask",
+            agent,
+            lambda lane, left: lane.transport.get_task(request, context=lane.context(left)),
+            timeout,
+            task_id,
+        )
         return task
 
-    async def list_tasks(self, agent: str, request: pb.ListTasksRequest | None = None, *,
-                         timeout: float | None = None) -> pb.ListTasksResponse:
+    async def list_tasks(
+        self,
+        agent: str,
+        request: pb.ListTasksRequest | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> pb.ListTasksResponse:
         req = request or pb.ListTasksRequest()
         response, _ = await self._unary(
-            "ListTasks", agent, lambda lane, left: lane.transport.list_tasks(req, context=lane.context(left)),
-            timeout)
+            "ListTasks",
+            agent,
+            lambda lane, left: lane.transport.list_tasks(req, context=lane.context(left)),
+            timeout,
+        )
         return response
 
-    async def cancel_task(self, agent: str, task_id: str, *, timeout: float | None = None) -> pb.Task:
+    async def cancel_task(
+        self, agent: str, task_id: str, *, timeout: float | None = None
+    ) -> pb.Task:
         req = pb.CancelTaskRequest(id=task_id)
         task, _ = await self._unary(
-            "CancelTask", agent, lambda lane, left: lane.transport.cancel_task(req, context=lane.context(left)),
-            timeout, task_id)
+            "CancelTask",
+            agent,
+            lambda lane, left: lane.transport.cancel_task(req, context=lane.context(left)),
+            timeout,
+            task_id,
+        )
         return task
 
     async def send_streaming_message(
@@ -398,20 +461,30 @@ class MeshClient:
     ) -> AsyncIterator[pb.StreamResponse]:
         """``SendStreamingMessage``; retried on another replica only before the first event."""
         async for event in self._stream(
-            "SendStreamingMessage", agent,
+            "SendStreamingMessage",
+            agent,
             lambda lane, left, trace: lane.transport.send_message_streaming(
-                request, context=lane.context(left, trace)),
-            timeout, None):
+                request, context=lane.context(left, trace)
+            ),
+            timeout,
+            None,
+        ):
             yield event
 
-    async def subscribe(self, agent: str, task_id: str, *, timeout: float | None = None
-                        ) -> AsyncIterator[pb.StreamResponse]:
+    async def subscribe(
+        self, agent: str, task_id: str, *, timeout: float | None = None
+    ) -> AsyncIterator[pb.StreamResponse]:
         """``SubscribeToTask``: the remaining events of a running task."""
         req = pb.SubscribeToTaskRequest(id=task_id)
         async for event in self._stream(
-            "SubscribeToTask", agent,
-            lambda lane, left, trace: lane.transport.subscribe(req, context=lane.context(left, trace)),
-            timeout, task_id):
+            "SubscribeToTask",
+            agent,
+            lambda lane, left, trace: lane.transport.subscribe(
+                req, context=lane.context(left, trace)
+            ),
+            timeout,
+            task_id,
+        ):
             yield event
 
     async def _stream(
@@ -448,8 +521,13 @@ class MeshClient:
             raise
         finally:
             replica = where[-1] if where else None
-            finish_client_span(span, replica=replica, task=task, started=started,
-                               binding=self._binding(replica) if replica else None)
+            finish_client_span(
+                span,
+                replica=replica,
+                task=task,
+                started=started,
+                binding=self._binding(replica) if replica else None,
+            )
 
     async def _stream_attempts(
         self,
@@ -486,7 +564,9 @@ class MeshClient:
             except Exception as exc:
                 if started or not is_retryable(exc) or attempt == self.max_attempts - 1:
                     if is_retryable(exc) and not started:
-                        raise NoReplicaError(agent, f"{len(tried)} replica(s) unavailable: {exc}") from exc
+                        raise NoReplicaError(
+                            agent, f"{len(tried)} replica(s) unavailable: {exc}"
+                        ) from exc
                     raise
                 await self._forget(replica)
             finally:
@@ -499,14 +579,20 @@ def _interface_card(agent: str, binding: str, url: str) -> pb.AgentCard:
     """The minimal card a2a-sdk transports need: just the interface being dialled."""
     return pb.AgentCard(
         name=agent,
-        supported_interfaces=[pb.AgentInterface(url=url, protocol_binding=binding, protocol_version="1.0")],
+        supported_interfaces=[
+            pb.AgentInterface(url=url, protocol_binding=binding, protocol_version="1.0")
+        ],
         capabilities=pb.AgentCapabilities(streaming=True),
     )
 
 
 def text_of(response: pb.SendMessageResponse | pb.Task) -> str:
     """All text parts of a task's artifacts (or a direct message), joined by newlines."""
-    task = response.task if isinstance(response, pb.SendMessageResponse) and response.HasField("task") else response
+    task = (
+        response.task
+        if isinstance(response, pb.SendMessageResponse) and response.HasField("task")
+        else response
+    )
     if isinstance(task, pb.Task):
         return "\n".join(p.text for a in task.artifacts for p in a.parts if p.HasField("text"))
     assert isinstance(response, pb.SendMessageResponse)

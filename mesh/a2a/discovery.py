@@ -24,8 +24,9 @@ def replica_from_registry(entry: rpb.Replica) -> Replica:
     )
 
 
-async def snapshot(registry: str, agent: str = "", token: str | None = None,
-                   tls: TlsFiles | None = None) -> StaticReplicas:
+async def snapshot(
+    registry: str, agent: str = "", token: str | None = None, tls: TlsFiles | None = None
+) -> StaticReplicas:
     """A one-shot view of the registry (``List``), for short-lived callers like the CLI."""
     async with RegistryClient(registry, token=token, tls=tls) as client:
         entries = await client.list(agent=agent)

@@ -49,10 +49,14 @@ class GrpcSend:
     def __init__(self, transport: GrpcTransport, params: dict[str, str] | None) -> None:
         self._call = transport.stub.SendMessage
         # What GrpcTransport._get_grpc_metadata builds on every call.
-        self._metadata = ((VERSION_HEADER.lower(), PROTOCOL_VERSION_CURRENT),
-                          *((k.lower(), v) for k, v in (params or {}).items()))
+        self._metadata = (
+            (VERSION_HEADER.lower(), PROTOCOL_VERSION_CURRENT),
+            *((k.lower(), v) for k, v in (params or {}).items()),
+        )
 
-    async def __call__(self, request: pb.SendMessageRequest, timeout: float) -> pb.SendMessageResponse:
+    async def __call__(
+        self, request: pb.SendMessageRequest, timeout: float
+    ) -> pb.SendMessageResponse:
         metadata = self._metadata
         if STATE.tracer is not None:  # the caller's span goes along (W3C traceparent, baggage)
             metadata = (*metadata, *carrier().items())
@@ -154,7 +158,9 @@ class _HttpPool:
             raise httpx.ConnectError(str(exc)) from exc
         return conn
 
-    async def post(self, data: bytes, timeout: float) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def post(
+        self, data: bytes, timeout: float
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         conn = None
         while self._idle:
             candidate = self._idle.pop()
@@ -191,8 +197,9 @@ class _HttpPool:
 class JsonRpcSend:
     """``SendMessage`` over JSON-RPC, byte-compatible with a2a-sdk's ``JsonRpcTransport``."""
 
-    def __init__(self, transport: JsonRpcTransport, url: str, headers: dict[str, str],
-                 connect_timeout: float) -> None:
+    def __init__(
+        self, transport: JsonRpcTransport, url: str, headers: dict[str, str], connect_timeout: float
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"the lean JSON-RPC path speaks plain http, not {url!r}")
@@ -200,25 +207,40 @@ class JsonRpcSend:
         self._url = url
         self._pool = _HttpPool(parts.hostname, parts.port or 80, connect_timeout)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        lines = [f"POST {target} HTTP/1.1", f"Host: {parts.netloc}", "Accept: */*",
-                 "Content-Type: application/json", "User-Agent: slmesh",
-                 *(f"{k}: {v}" for k, v in headers.items())]
+        lines = [
+            f"POST {target} HTTP/1.1",
+            f"Host: {parts.netloc}",
+            "Accept: */*",
+            "Content-Type: application/json",
+            "User-Agent: slmesh",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
         self._head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
         self._request_line, _, self._fields = self._head.partition(b"\r\n")
 
-    async def __call__(self, request: pb.SendMessageRequest, timeout: float) -> pb.SendMessageResponse:
+    async def __call__(
+        self, request: pb.SendMessageRequest, timeout: float
+    ) -> pb.SendMessageResponse:
         # The envelope JSONRPC20Request(...).data gives, serialized as httpx's json= does.
         body = json.dumps(
-            {"method": "SendMessage", "params": MessageToDict(request), "id": str(uuid.uuid4()),
-             "jsonrpc": "2.0"},
-            ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+            {
+                "method": "SendMessage",
+                "params": MessageToDict(request),
+                "id": str(uuid.uuid4()),
+                "jsonrpc": "2.0",
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+            allow_nan=False,
+        ).encode("utf-8")
         head = self._head
         if STATE.tracer is not None:  # the caller's span goes along (W3C traceparent, baggage)
             trace = "".join(f"{k}: {v}\r\n" for k, v in carrier().items()).encode("latin-1")
             head = self._request_line + b"\r\n" + trace + self._fields
         try:
             status, headers, content = await self._pool.post(
-                head + str(len(body)).encode() + b"\r\n\r\n" + body, timeout)
+                head + str(len(body)).encode() + b"\r\n\r\n" + body, timeout
+            )
         except httpx.TimeoutException as exc:
             raise A2AClientTimeoutError("Client Request timed out") from exc
         except httpx.RequestError as exc:
@@ -232,7 +254,9 @@ class JsonRpcSend:
         data = self._transport._check_jsonrpc_response(data)
         return parse_lenient(data["result"], pb.SendMessageResponse())
 
-    def _raise_status(self, status: int, headers: list[tuple[bytes, bytes]], content: bytes) -> None:
+    def _raise_status(
+        self, status: int, headers: list[tuple[bytes, bytes]], content: bytes
+    ) -> None:
         """What httpx's ``raise_for_status`` inside a2a-sdk's error handling raises."""
         request = httpx.Request("POST", self._url)
         response = httpx.Response(status, headers=headers, content=content, request=request)

@@ -35,7 +35,9 @@ MAX_JSON_DEPTH = 64
 class Admission:
     """In-flight accounting, drain state and credentials of one replica."""
 
-    def __init__(self, *, max_request_bytes: int, api_token: str | None, max_in_flight: int = 0) -> None:
+    def __init__(
+        self, *, max_request_bytes: int, api_token: str | None, max_in_flight: int = 0
+    ) -> None:
         self.max_request_bytes = max_request_bytes
         self.max_in_flight = max_in_flight
         """Above this many requests in flight new ones are shed (retryable); 0: no limit."""
@@ -97,13 +99,21 @@ class HttpGate:
             return
         adm = self.admission
         if adm.draining:
-            await _json_error(send, 503, "replica is draining; retry on another replica",
-                              headers=[(b"retry-after", b"1")])
+            await _json_error(
+                send,
+                503,
+                "replica is draining; retry on another replica",
+                headers=[(b"retry-after", b"1")],
+            )
             return
         headers = dict(scope["headers"])
         if not adm.authorized(headers.get(b"authorization")):
-            await _json_error(send, 401, "missing or invalid bearer token",
-                              headers=[(b"www-authenticate", b'Bearer realm="slmesh"')])
+            await _json_error(
+                send,
+                401,
+                "missing or invalid bearer token",
+                headers=[(b"www-authenticate", b'Bearer realm="slmesh"')],
+            )
             return
         if adm.saturated:
             await _json_error(send, 503, OVERLOADED, headers=[(b"retry-after", b"1")])
@@ -111,14 +121,19 @@ class HttpGate:
         declared = headers.get(b"content-length")
         limit = adm.max_request_bytes
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _json_error(send, 413, f"request body of {int(declared)} bytes exceeds the "
-                                         f"limit of {limit} bytes")
+            await _json_error(
+                send,
+                413,
+                f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes",
+            )
             return
         adm.enter()
         tel = adm.telemetry
         entered = tel.enter_http(headers) if tel is not None else None
         try:
-            body, more = await _read_body(receive, limit) if scope["method"] != "GET" else (b"", False)
+            body, more = (
+                await _read_body(receive, limit) if scope["method"] != "GET" else (b"", False)
+            )
             if more:
                 await _json_error(send, 413, f"request body exceeds the limit of {limit} bytes")
                 return
@@ -198,25 +213,38 @@ def _replay(body: bytes, receive: Any) -> Any:
 
 
 async def _json_error(
-    send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None,
+    send: Any,
+    status: int,
+    message: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
     code: int = JSONRPC_INVALID_REQUEST,
 ) -> None:
     """An error body readable both as JSON-RPC (``error.code``) and as plain HTTP JSON."""
     body = json.dumps(
-        {"jsonrpc": "2.0", "id": None,
-         "error": {"code": code, "message": message, "data": {"http_status": status}}}
+        {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {"code": code, "message": message, "data": {"http_status": status}},
+        }
     ).encode()
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()), *(headers or [])],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 DRAINING = "replica is draining; retry on another replica"
-OVERLOADED = "replica is at its concurrency limit (max_in_flight); retry on another replica or later"
+OVERLOADED = (
+    "replica is at its concurrency limit (max_in_flight); retry on another replica or later"
+)
 BAD_TOKEN = "missing or invalid bearer token"
 
 
@@ -224,8 +252,9 @@ def _bearer(context: grpc.aio.ServicerContext) -> str | bytes | None:
     return next((v for k, v in context.invocation_metadata() or () if k == "authorization"), None)
 
 
-def add_gated_service(server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor,
-                      admission: Admission) -> None:
+def add_gated_service(
+    server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor, admission: Admission
+) -> None:
     """Registers ``servicer``'s methods for ``service`` behind :class:`Admission`.
 
     Refuses while draining (UNAVAILABLE), checks the bearer token (UNAUTHENTICATED), answers
@@ -242,11 +271,15 @@ def add_gated_service(server: grpc.aio.Server, servicer: Any, service: ServiceDe
         behavior = getattr(servicer, method.name)
         if method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _gate_stream(behavior, admission, method.name), parse, serialize)
+                _gate_stream(behavior, admission, method.name), parse, serialize
+            )
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _gate_unary(behavior, admission, method.name), parse, serialize)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+                _gate_unary(behavior, admission, method.name), parse, serialize
+            )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
     server.add_registered_method_handlers(service.full_name, handlers)
 
 
@@ -260,12 +293,15 @@ async def _admit(request: Any, context: grpc.aio.ServicerContext, adm: Admission
         context.set_trailing_metadata((("retry-after", "1"),))
         await context.abort(grpc.StatusCode.UNAVAILABLE, OVERLOADED)
     if isinstance(request, _Undecodable):
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                            f"request is not a valid protobuf message: {request.error}")
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"request is not a valid protobuf message: {request.error}",
+        )
 
 
-def _gate_unary(inner: Callable[[Any, Any], Awaitable[Any]], adm: Admission,
-                method: str) -> Callable[..., Awaitable[Any]]:
+def _gate_unary(
+    inner: Callable[[Any, Any], Awaitable[Any]], adm: Admission, method: str
+) -> Callable[..., Awaitable[Any]]:
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
         await _admit(request, context, adm)
         adm.enter()
@@ -289,8 +325,9 @@ def _gate_unary(inner: Callable[[Any, Any], Awaitable[Any]], adm: Admission,
     return unary
 
 
-def _gate_stream(inner: Callable[[Any, Any], AsyncIterator[Any]], adm: Admission,
-                 method: str) -> Callable[..., AsyncIterator[Any]]:
+def _gate_stream(
+    inner: Callable[[Any, Any], AsyncIterator[Any]], adm: Admission, method: str
+) -> Callable[..., AsyncIterator[Any]]:
     async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         await _admit(request, context, adm)
         adm.enter()

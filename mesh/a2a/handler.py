@@ -91,8 +91,11 @@ def _plan(desc: Descriptor) -> tuple[tuple[FieldDescriptor, ...], tuple[tuple[st
     """Per message type, once: its REQUIRED fields and its message-typed fields."""
     plan = _PLANS.get(desc.full_name)
     if plan is None:
-        required = tuple(f for f in desc.fields
-                         if FieldBehavior.REQUIRED in f.GetOptions().Extensions[field_behavior])
+        required = tuple(
+            f
+            for f in desc.fields
+            if FieldBehavior.REQUIRED in f.GetOptions().Extensions[field_behavior]
+        )
         nested = []
         for f in desc.fields:
             if f.type != FieldDescriptor.TYPE_MESSAGE:
@@ -131,7 +134,9 @@ def _complete(msg: ProtoMessage) -> bool:
         elif kind == _REPEATED:
             if not all(_complete(item) for item in getattr(msg, name)):
                 return False
-        elif not all(_complete(v) for v in getattr(msg, name).values() if isinstance(v, ProtoMessage)):
+        elif not all(
+            _complete(v) for v in getattr(msg, name).values() if isinstance(v, ProtoMessage)
+        ):
             return False
     return True
 
@@ -154,8 +159,9 @@ class _Deferred(VersionedTaskStore):
     def __init__(self, run: _Run) -> None:
         self._run = run
 
-    async def save(self, task: Task, *, event: Any, prev: Any, prev_version: Any,
-                   context: ServerCallContext) -> TaskVersion:
+    async def save(
+        self, task: Task, *, event: Any, prev: Any, prev_version: Any, context: ServerCallContext
+    ) -> TaskVersion:
         self._run.changed()
         return TaskVersion.MISSING
 
@@ -175,15 +181,22 @@ class _Run(EventQueue):
     Mirrors a2a-sdk's ``ActiveTask`` + ``EventConsumer`` for a single request.
     """
 
-    def __init__(self, handler: MeshRequestHandler, request: RequestContext, context: ServerCallContext) -> None:
+    def __init__(
+        self, handler: MeshRequestHandler, request: RequestContext, context: ServerCallContext
+    ) -> None:
         assert request.task_id is not None and request.context_id is not None
         self.handler = handler
         self.request = request
         self.call_context = context
         self.task_id: str = request.task_id
         self.owner = handler.owner_of(context)
-        self.manager = TaskManager(task_store=_Deferred(self), context=context, task_id=request.task_id,
-                                   context_id=request.context_id, initial_message=request.message)
+        self.manager = TaskManager(
+            task_store=_Deferred(self),
+            context=context,
+            task_id=request.task_id,
+            context_id=request.context_id,
+            initial_message=request.message,
+        )
         self.task_mode: bool | None = None
         self.message_to_save: Message | None = request.message
         self.task_created = False
@@ -217,7 +230,8 @@ class _Run(EventQueue):
             if self.task_mode is True:
                 raise InvalidAgentResponseError(
                     "Received Message object in task mode. Use TaskStatusUpdateEvent or "
-                    "TaskArtifactUpdateEvent instead.")
+                    "TaskArtifactUpdateEvent instead."
+                )
             if self.task_mode is False:
                 raise InvalidAgentResponseError("Multiple Message objects received.")
             self.task_mode = False
@@ -231,7 +245,8 @@ class _Run(EventQueue):
         if self.task_mode is False:
             raise InvalidAgentResponseError(
                 f"Received {type(event).__name__} in message mode. Use Task with "
-                "TaskStatusUpdateEvent and TaskArtifactUpdateEvent instead.")
+                "TaskStatusUpdateEvent and TaskArtifactUpdateEvent instead."
+            )
         manager = self.manager
         if isinstance(event, Task):
             if manager._current_task is not None:
@@ -252,10 +267,14 @@ class _Run(EventQueue):
 
     async def _modify(self, event: TaskStatusUpdateEvent | TaskArtifactUpdateEvent) -> None:
         manager = self.manager
-        if (isinstance(event, TaskStatusUpdateEvent) and not self.task_created
-                and await manager.get_task() is None):
+        if (
+            isinstance(event, TaskStatusUpdateEvent)
+            and not self.task_created
+            and await manager.get_task() is None
+        ):
             raise InvalidAgentResponseError(
-                f"Agent should enqueue Task before {type(event).__name__} event")
+                f"Agent should enqueue Task before {type(event).__name__} event"
+            )
         task = await manager.ensure_task_id(self.task_id, event.context_id)
         pending = self.message_to_save
         if pending is not None:
@@ -366,7 +385,9 @@ class _Run(EventQueue):
                 return
             status = TaskStatus(state=TaskState.TASK_STATE_FAILED)
             status.timestamp.FromDatetime(now)
-            await self._modify(TaskStatusUpdateEvent(task_id=task.id, context_id=task.context_id, status=status))
+            await self._modify(
+                TaskStatusUpdateEvent(task_id=task.id, context_id=task.context_id, status=status)
+            )
         except Exception:
             log.exception("task %s: recording FAILED failed", self.task_id)
 
@@ -391,7 +412,9 @@ class _Run(EventQueue):
             return
         task = self.manager._current_task
         if task is None:
-            self.reply.set_exception(InternalError(message="agent produced neither a task nor a message"))
+            self.reply.set_exception(
+                InternalError(message="agent produced neither a task nor a message")
+            )
             return
         self.reply.set_result(_copy(task))
 
@@ -404,8 +427,12 @@ class _Run(EventQueue):
         task = self.current()
         if task is not None and task.status.state in TERMINAL_TASK_STATES:
             raise TaskNotCancelableError
-        request = RequestContext(call_context=context, task_id=self.task_id,
-                                 context_id=task.context_id if task else None, task=task)
+        request = RequestContext(
+            call_context=context,
+            task_id=self.task_id,
+            context_id=task.context_id if task else None,
+            task=task,
+        )
         driver = self.driver
         if not self.ended and driver is not None:
             self.cancel_requested = True
@@ -414,9 +441,13 @@ class _Run(EventQueue):
             except Exception:
                 log.exception("Cancel[%s]: Agent cancel failed", self.task_id)
                 if self.task_created and task is not None:
-                    await self.enqueue_event(TaskStatusUpdateEvent(
-                        task_id=task.id, context_id=task.context_id,
-                        status=TaskStatus(state=TaskState.TASK_STATE_FAILED)))
+                    await self.enqueue_event(
+                        TaskStatusUpdateEvent(
+                            task_id=task.id,
+                            context_id=task.context_id,
+                            status=TaskStatus(state=TaskState.TASK_STATE_FAILED),
+                        )
+                    )
                 raise
             finally:
                 driver.cancel()
@@ -478,8 +509,11 @@ class MeshRequestHandler(DefaultRequestHandler):
         self.takeover = takeover
         self.runs: dict[str, _Run] = {}
         self.background: set[asyncio.Task[None]] = set()
-        self._lean = (self._event_stream is None and self._push_sender is None
-                      and not isinstance(self.task_store, VersionedTaskStore))
+        self._lean = (
+            self._event_stream is None
+            and self._push_sender is None
+            and not isinstance(self.task_store, VersionedTaskStore)
+        )
 
     @staticmethod
     def owner_of(context: ServerCallContext) -> str:
@@ -493,10 +527,15 @@ class MeshRequestHandler(DefaultRequestHandler):
 
     def _takes(self, params: SendMessageRequest) -> bool:
         """Whether the lean path serves this message; anything unusual goes the default way."""
-        return (self._lean and not params.message.task_id
-                and not params.configuration.return_immediately
-                and not (self._push_config_store is not None
-                         and params.configuration.HasField("task_push_notification_config")))
+        return (
+            self._lean
+            and not params.message.task_id
+            and not params.configuration.return_immediately
+            and not (
+                self._push_config_store is not None
+                and params.configuration.HasField("task_push_notification_config")
+            )
+        )
 
     async def _adopt_context(self, params: SendMessageRequest, context: ServerCallContext) -> None:
         """A follow-up naming only its task joins that task's context.
@@ -528,10 +567,15 @@ class MeshRequestHandler(DefaultRequestHandler):
         message.CopyFrom(claim.request)
         message.task_id, message.context_id = claim.task_id, stored.task.context_id
         request = await self._request_context_builder.build(
-            params=SendMessageRequest(message=message), task_id=claim.task_id,
-            context_id=stored.task.context_id, task=None, context=context)
+            params=SendMessageRequest(message=message),
+            task_id=claim.task_id,
+            context_id=stored.task.context_id,
+            task=None,
+            context=context,
+        )
         active = await self._active_task_registry.get_or_create(
-            claim.task_id, call_context=context, create_task_if_missing=False)
+            claim.task_id, call_context=context, create_task_if_missing=False
+        )
         async for _ in active.subscribe(request=request):
             pass  # subscribers anywhere read the events from the shared store
 
@@ -541,15 +585,28 @@ class MeshRequestHandler(DefaultRequestHandler):
         if stored is None or stored.task.status.state in TERMINAL_TASK_STATES:
             return
         task = stored.task
-        status = TaskStatus(state=TaskState.TASK_STATE_FAILED, message=Message(
-            message_id=f"{task.id}-abandoned", role=Role.ROLE_AGENT, task_id=task.id,
-            context_id=task.context_id, parts=[Part(text=reason)]))
+        status = TaskStatus(
+            state=TaskState.TASK_STATE_FAILED,
+            message=Message(
+                message_id=f"{task.id}-abandoned",
+                role=Role.ROLE_AGENT,
+                task_id=task.id,
+                context_id=task.context_id,
+                parts=[Part(text=reason)],
+            ),
+        )
         status.timestamp.GetCurrentTime()
-        manager = TaskManager(task_store=self._versioned_store, context=context, task_id=task.id,
-                              context_id=task.context_id, initial_message=None)
+        manager = TaskManager(
+            task_store=self._versioned_store,
+            context=context,
+            task_id=task.id,
+            context_id=task.context_id,
+            initial_message=None,
+        )
         await manager.get_task()
-        await manager.save_task_event(TaskStatusUpdateEvent(task_id=task.id, context_id=task.context_id,
-                                                            status=status))
+        await manager.save_task_event(
+            TaskStatusUpdateEvent(task_id=task.id, context_id=task.context_id, status=status)
+        )
 
     async def _refuse_if_held(self, params: SendMessageRequest) -> None:
         """A follow-up for a task another live replica is executing would run it twice."""
@@ -562,7 +619,9 @@ class MeshRequestHandler(DefaultRequestHandler):
 
     # -- A2A methods --------------------------------------------------------------------------
 
-    async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Message | Task:
+    async def on_message_send(
+        self, params: SendMessageRequest, context: ServerCallContext
+    ) -> Message | Task:
         if not self._takes(params):
             await self._refuse_if_held(params)
             await self._adopt_context(params, context)
@@ -572,8 +631,12 @@ class MeshRequestHandler(DefaultRequestHandler):
         if self._validate_input_modes:
             validate_input_modes(params.message, self._agent_card)
         request = await self._request_context_builder.build(
-            params=params, task_id=None, context_id=params.message.context_id or None,
-            task=None, context=context)
+            params=params,
+            task_id=None,
+            context_id=params.message.context_id or None,
+            task=None,
+            context=context,
+        )
         run = _Run(self, request, context)
         self.runs[run.task_id] = run
         run.driver = run.loop.create_task(run.drive(), name=f"producer:{run.task_id}")
@@ -583,14 +646,17 @@ class MeshRequestHandler(DefaultRequestHandler):
             result = apply_history_length(result, params.configuration)
         return result
 
-    async def on_message_send_stream(self, params: SendMessageRequest,
-                                     context: ServerCallContext) -> AsyncGenerator[Event, None]:
+    async def on_message_send_stream(
+        self, params: SendMessageRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event, None]:
         await self._refuse_if_held(params)
         await self._adopt_context(params, context)
         async for event in super().on_message_send_stream(params, context):
             yield event
 
-    async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task | None:
+    async def on_cancel_task(
+        self, params: CancelTaskRequest, context: ServerCallContext
+    ) -> Task | None:
         run = self._owns(params.id, context)
         if run is None:
             return await super().on_cancel_task(params, context)
@@ -600,8 +666,9 @@ class MeshRequestHandler(DefaultRequestHandler):
         except UnsupportedOperationError as exc:  # as the default handler's _cancel_local
             raise TaskNotCancelableError from exc
 
-    async def on_subscribe_to_task(self, params: SubscribeToTaskRequest,
-                                   context: ServerCallContext) -> AsyncGenerator[Event, None]:
+    async def on_subscribe_to_task(
+        self, params: SubscribeToTaskRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event, None]:
         run = self._owns(params.id, context)
         if run is None or not self._agent_card.capabilities.streaming:
             if self.takeover is not None and params.id:
@@ -615,7 +682,8 @@ class MeshRequestHandler(DefaultRequestHandler):
         task = run.current()
         if task is not None and task.status.state in TERMINAL_TASK_STATES:
             raise UnsupportedOperationError(
-                message=f"Task {params.id} is in terminal state: {TaskState.Name(task.status.state)}")
+                message=f"Task {params.id} is in terminal state: {TaskState.Name(task.status.state)}"
+            )
         queue: asyncio.Queue[Any] = asyncio.Queue()
         run.subscribers.append(queue)
         async for event in run.follow(queue):
@@ -629,7 +697,9 @@ class MeshGrpcHandler(GrpcHandler):
         self, request: SendMessageRequest, context: grpc.aio.ServicerContext
     ) -> SendMessageResponse:
         try:
-            result = await self.request_handler.on_message_send(request, self._build_call_context(context, request))
+            result = await self.request_handler.on_message_send(
+                request, self._build_call_context(context, request)
+            )
         except A2AError as exc:
             await self.abort_context(exc, context)
             return SendMessageResponse()

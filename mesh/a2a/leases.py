@@ -54,7 +54,9 @@ RERUN_STATES = frozenset({TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_W
 """States in which a task whose lease expired is re-executed; any other state is left as it is."""
 
 _CLAIM_BATCH = 16
-_SCHEMA_LOCK = 0x51_6D_65_73_68  # pg_advisory_xact_lock key: replicas starting together create the table once
+_SCHEMA_LOCK = (
+    0x51_6D_65_73_68  # pg_advisory_xact_lock key: replicas starting together create the table once
+)
 
 _CREATE = [
     f"CREATE TABLE IF NOT EXISTS {TABLE} ("
@@ -69,7 +71,8 @@ _ACQUIRE = text(
     " ON CONFLICT (agent, task_id) DO UPDATE SET replica = EXCLUDED.replica, owner = EXCLUDED.owner,"
     " expires_at = EXCLUDED.expires_at, request = EXCLUDED.request"
     f" WHERE {TABLE}.replica = EXCLUDED.replica OR {TABLE}.expires_at < now()"
-    " RETURNING task_id")
+    " RETURNING task_id"
+)
 _RENEW = text(
     f"UPDATE {TABLE} SET expires_at = now() + make_interval(secs => :lease)"
     " WHERE agent = :agent AND replica = :me AND task_id IN :tasks RETURNING task_id",
@@ -80,13 +83,18 @@ _CLAIM = (
     f" FROM (SELECT agent, task_id, replica FROM {TABLE} WHERE agent = :agent AND expires_at < now() {{only}}"
     "       ORDER BY expires_at LIMIT :batch FOR UPDATE SKIP LOCKED) AS old"
     " WHERE l.agent = old.agent AND l.task_id = old.task_id"
-    " RETURNING l.task_id, l.owner, l.request, l.takeovers, old.replica")
+    " RETURNING l.task_id, l.owner, l.request, l.takeovers, old.replica"
+)
 _CLAIM_ANY = text(_CLAIM.format(only=""))
 _CLAIM_ONE = text(_CLAIM.format(only="AND task_id = :task"))
 _RELEASE = text(f"DELETE FROM {TABLE} WHERE agent = :agent AND task_id = :task AND replica = :me")
-_HOLDER = text(f"SELECT replica FROM {TABLE} WHERE agent = :agent AND task_id = :task AND expires_at >= now()")
-_EXPIRE_MINE = text(f"UPDATE {TABLE} SET expires_at = now() - interval '1 microsecond'"
-                    " WHERE agent = :agent AND replica = :me")
+_HOLDER = text(
+    f"SELECT replica FROM {TABLE} WHERE agent = :agent AND task_id = :task AND expires_at >= now()"
+)
+_EXPIRE_MINE = text(
+    f"UPDATE {TABLE} SET expires_at = now() - interval '1 microsecond'"
+    " WHERE agent = :agent AND replica = :me"
+)
 
 
 @dataclass(frozen=True)
@@ -104,8 +112,10 @@ class TaskHeldError(Exception):
     """The task is being executed under a live lease of another replica."""
 
     def __init__(self, task_id: str, replica: str) -> None:
-        super().__init__(f"task {task_id} is being executed by replica {replica}; send the follow-up "
-                         "message once the task is no longer working")
+        super().__init__(
+            f"task {task_id} is being executed by replica {replica}; send the follow-up "
+            "message once the task is no longer working"
+        )
         self.task_id = task_id
         self.replica = replica
 
@@ -131,8 +141,12 @@ class LeaseTable:
     async def acquire(self, task_id: str, owner: str, request: Message) -> bool:
         """Takes (or refreshes) the lease for a run starting here; False if another replica holds it live."""
         async with self.engine.begin() as conn:
-            row = (await conn.execute(_ACQUIRE, self._args(task=task_id, owner=owner,
-                                                           request=request.SerializeToString()))).first()
+            row = (
+                await conn.execute(
+                    _ACQUIRE,
+                    self._args(task=task_id, owner=owner, request=request.SerializeToString()),
+                )
+            ).first()
         return row is not None
 
     async def renew(self, task_ids: Iterable[str]) -> set[str]:
@@ -147,11 +161,21 @@ class LeaseTable:
     async def claim_expired(self, task_id: str | None = None) -> list[Claim]:
         """Wins expired leases (all of this agent's, up to a batch, or one task's) for this replica."""
         statement = _CLAIM_ANY if task_id is None else _CLAIM_ONE
-        args = self._args(batch=_CLAIM_BATCH) if task_id is None else self._args(batch=1, task=task_id)
+        args = (
+            self._args(batch=_CLAIM_BATCH) if task_id is None else self._args(batch=1, task=task_id)
+        )
         async with self.engine.begin() as conn:
             rows = (await conn.execute(statement, args)).all()
-        return [Claim(task_id=r[0], owner=r[1], request=Message.FromString(bytes(r[2])), takeovers=r[3],
-                      previous_replica=r[4]) for r in rows]
+        return [
+            Claim(
+                task_id=r[0],
+                owner=r[1],
+                request=Message.FromString(bytes(r[2])),
+                takeovers=r[3],
+                previous_replica=r[4],
+            )
+            for r in rows
+        ]
 
     async def release(self, task_id: str) -> None:
         """Drops the lease if this replica still holds it (a lost lease belongs to its new holder)."""
@@ -226,7 +250,7 @@ class TaskTakeover:
                 await self._take_over(await self.table.claim_expired())
             except (OSError, ConnectionError) as exc:
                 log.warning("task leases: database unreachable (%s); retrying", exc)
-            except Exception:  # noqa: BLE001 - one failed beat (SQL error) must not end the heartbeat
+            except Exception:
                 log.exception("task leases: heartbeat failed; retrying")
             await asyncio.sleep(self.renew_s)
 
@@ -235,7 +259,9 @@ class TaskTakeover:
         kept = await self.table.renew(held)
         for task_id, run in held.items():
             if task_id not in kept and self.running.get(task_id) is run:
-                log.warning("task %s: lease lost to another replica; stopping the run here", task_id)
+                log.warning(
+                    "task %s: lease lost to another replica; stopping the run here", task_id
+                )
                 del self.running[task_id]
                 run.cancel()
 
@@ -254,14 +280,21 @@ class TaskTakeover:
                 await self.table.release(claim.task_id)
                 continue
             if claim.takeovers > self.max_takeovers:
-                reason = (f"task abandoned: the replica executing it stopped {claim.takeovers} times "
-                          f"(last {claim.previous_replica}); task_max_takeovers is {self.max_takeovers}")
+                reason = (
+                    f"task abandoned: the replica executing it stopped {claim.takeovers} times "
+                    f"(last {claim.previous_replica}); task_max_takeovers is {self.max_takeovers}"
+                )
                 log.error("task %s: %s", claim.task_id, reason)
                 await self._runner.fail(claim, reason)
                 await self.table.release(claim.task_id)
                 continue
-            log.warning("task %s: taking over from replica %s (takeover %d of at most %d)",
-                        claim.task_id, claim.previous_replica, claim.takeovers, self.max_takeovers)
+            log.warning(
+                "task %s: taking over from replica %s (takeover %d of at most %d)",
+                claim.task_id,
+                claim.previous_replica,
+                claim.takeovers,
+                self.max_takeovers,
+            )
             self.claimed[claim.task_id] = claim
             task = asyncio.create_task(self._resume(claim), name=f"takeover:{claim.task_id}")
             self._background.add(task)
@@ -271,7 +304,7 @@ class TaskTakeover:
         assert self._runner is not None
         try:
             await self._runner.resume(claim)
-        except Exception:  # noqa: BLE001 - the run's own failure is recorded on the task by a2a-sdk
+        except Exception:
             log.exception("task %s: re-execution after takeover failed", claim.task_id)
         finally:
             self.claimed.pop(claim.task_id, None)
@@ -332,28 +365,51 @@ class LeasedExecutor(AgentExecutor):
         await self.inner.cancel(context, event_queue)
 
 
-def _takeover_event(context: RequestContext, claim: Claim, takeover: TaskTakeover) -> TaskStatusUpdateEvent:
+def _takeover_event(
+    context: RequestContext, claim: Claim, takeover: TaskTakeover
+) -> TaskStatusUpdateEvent:
     """The WORKING update that records a takeover on the task (status message and metadata)."""
     task = context.current_task
     assert task is not None
-    text_ = (f"taken over by replica {takeover.replica} from replica {claim.previous_replica}, which stopped "
-             f"renewing its lease (takeover {claim.takeovers} of at most {takeover.max_takeovers}); "
-             "re-executing the request")
+    text_ = (
+        f"taken over by replica {takeover.replica} from replica {claim.previous_replica}, which stopped "
+        f"renewing its lease (takeover {claim.takeovers} of at most {takeover.max_takeovers}); "
+        "re-executing the request"
+    )
     metadata = Struct()
-    metadata.update({TAKEOVER_METADATA: {"count": claim.takeovers, "replica": takeover.replica,
-                                         "from": claim.previous_replica}})
-    message = Message(message_id=f"{task.id}-takeover-{claim.takeovers}", role=Role.ROLE_AGENT,
-                      task_id=task.id, context_id=task.context_id, parts=[Part(text=text_)])
+    metadata.update(
+        {
+            TAKEOVER_METADATA: {
+                "count": claim.takeovers,
+                "replica": takeover.replica,
+                "from": claim.previous_replica,
+            }
+        }
+    )
+    message = Message(
+        message_id=f"{task.id}-takeover-{claim.takeovers}",
+        role=Role.ROLE_AGENT,
+        task_id=task.id,
+        context_id=task.context_id,
+        parts=[Part(text=text_)],
+    )
     status = TaskStatus(state=TaskState.TASK_STATE_WORKING, message=message)
     status.timestamp.GetCurrentTime()
-    return TaskStatusUpdateEvent(task_id=task.id, context_id=task.context_id, metadata=metadata, status=status)
+    return TaskStatusUpdateEvent(
+        task_id=task.id, context_id=task.context_id, metadata=metadata, status=status
+    )
 
 
-def build_takeover(engine: AsyncEngine, agent: str, replica: str, settings: Settings) -> TaskTakeover | None:
+def build_takeover(
+    engine: AsyncEngine, agent: str, replica: str, settings: Settings
+) -> TaskTakeover | None:
     """The takeover for a replica on a shared database: PostgreSQL only (row locks with SKIP LOCKED)."""
     if engine.dialect.name != "postgresql":
-        log.warning("task takeover needs PostgreSQL (task_store is %s): a task whose replica is killed "
-                    "stays unfinished", engine.dialect.name)
+        log.warning(
+            "task takeover needs PostgreSQL (task_store is %s): a task whose replica is killed "
+            "stays unfinished",
+            engine.dialect.name,
+        )
         return None
     table = LeaseTable(engine, agent, replica, settings.task_lease_s)
     return TaskTakeover(table, settings.task_lease_renew_s, settings.task_max_takeovers)

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING
 import grpc
 import uvicorn
 from a2a.server.agent_execution import AgentExecutor
+from a2a.server.cluster import TaskEventStream, VersionedTaskStore
 from a2a.server.routes import (
     add_a2a_routes_to_fastapi,
     create_agent_card_routes,
     create_jsonrpc_routes,
     create_rest_routes,
 )
-from a2a.server.cluster import TaskEventStream, VersionedTaskStore
 from a2a.server.tasks import DatabaseTaskStore, InMemoryTaskStore, TaskStore
 from a2a.types import a2a_pb2
 from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
@@ -64,7 +64,9 @@ def load_executor(spec: ServiceSpec, settings: Settings) -> AgentExecutor:
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:
-        raise SpecError(f"service {spec.name!r}: cannot import executor {spec.executor!r}: {exc}") from exc
+        raise SpecError(
+            f"service {spec.name!r}: cannot import executor {spec.executor!r}: {exc}"
+        ) from exc
     executor = cls(spec=spec, settings=settings)
     if not isinstance(executor, AgentExecutor):
         raise SpecError(f"service {spec.name!r}: {spec.executor} is not an a2a AgentExecutor")
@@ -82,8 +84,10 @@ def build_task_store(spec: ServiceSpec, settings: Settings) -> TaskStore | Versi
     """
     if settings.task_store in ("memory", "sqlite"):
         if settings.task_events == "database":
-            raise SpecError("SLMESH_TASK_EVENTS=database needs a shared database: set SLMESH_TASK_STORE "
-                            "to an SQLAlchemy URL such as postgresql+asyncpg://HOST/DB")
+            raise SpecError(
+                "SLMESH_TASK_EVENTS=database needs a shared database: set SLMESH_TASK_STORE "
+                "to an SQLAlchemy URL such as postgresql+asyncpg://HOST/DB"
+            )
         if settings.task_store == "memory":
             return InMemoryTaskStore()
         return SqliteTaskStore((settings.data_dir / f"tasks-{spec.name}.sqlite").resolve())
@@ -115,8 +119,9 @@ def build_event_stream(store: TaskStore | VersionedTaskStore) -> TaskEventStream
     return DatabaseTaskEventStream(store.as_task_store.engine)  # type: ignore[attr-defined]
 
 
-def build_task_takeover(spec: ServiceSpec, settings: Settings, store: TaskStore | VersionedTaskStore,
-                        replica_id: str) -> TaskTakeover | None:
+def build_task_takeover(
+    spec: ServiceSpec, settings: Settings, store: TaskStore | VersionedTaskStore, replica_id: str
+) -> TaskTakeover | None:
     """Task leases and takeover (:mod:`mesh.a2a.leases`) where tasks are replica-agnostic, else None."""
     from a2a.server.cluster import VersionedDatabaseTaskStore
 
@@ -151,7 +156,9 @@ def _fastapi_telemetry(on: bool) -> dict[str, object]:
         return {}
     if on:
         return {"telemetry": {"operation_spans": False}}
-    return {"telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}}
+    return {
+        "telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+    }
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -184,8 +191,11 @@ class AgentServer:
         self.task_store = task_store or build_task_store(spec, settings)
         self.event_stream = build_event_stream(self.task_store)
         token = settings.api_token.get_secret_value() if settings.api_token else None
-        self.admission = Admission(max_request_bytes=settings.max_request_bytes, api_token=token,
-                                   max_in_flight=settings.max_in_flight)
+        self.admission = Admission(
+            max_request_bytes=settings.max_request_bytes,
+            api_token=token,
+            max_in_flight=settings.max_in_flight,
+        )
         self.replica_id = settings.replica_id or f"{spec.name}-{socket.gethostname()}-{os.getpid()}"
         self.takeover = build_task_takeover(spec, settings, self.task_store, self.replica_id)
         self._http_sock = _bind(settings.host, settings.http_port)
@@ -197,16 +207,24 @@ class AgentServer:
         )
         self.tls = TlsFiles.from_settings(settings)
         address = f"{settings.host}:{settings.grpc_port}"
-        self.grpc_port = (self._grpc_server.add_secure_port(address, self.tls.grpc_server_credentials())
-                          if self.tls else self._grpc_server.add_insecure_port(address))
+        self.grpc_port = (
+            self._grpc_server.add_secure_port(address, self.tls.grpc_server_credentials())
+            if self.tls
+            else self._grpc_server.add_insecure_port(address)
+        )
         if self.grpc_port == 0:
             raise OSError(f"cannot bind gRPC port {settings.host}:{settings.grpc_port}")
         self.http_port = self._http_sock.getsockname()[1]
-        self.endpoints = Endpoints.for_host(settings.advertise_host, self.http_port, self.grpc_port,
-                                            https=self.tls is not None)
+        self.endpoints = Endpoints.for_host(
+            settings.advertise_host, self.http_port, self.grpc_port, https=self.tls is not None
+        )
         extensions = getattr(self.executor, "card_extensions", None)
-        self.card = build_card(spec, self.endpoints, bearer_auth=token is not None,
-                               extensions=extensions() if extensions is not None else ())
+        self.card = build_card(
+            spec,
+            self.endpoints,
+            bearer_auth=token is not None,
+            extensions=extensions() if extensions is not None else (),
+        )
         served = self.executor
         if telemetry_enabled():
             # The caller's trace context comes in at the gate; the executor runs in the
@@ -217,8 +235,11 @@ class AgentServer:
         if self.takeover is not None:
             served = LeasedExecutor(served, self.takeover)
         self.handler = MeshRequestHandler(
-            agent_executor=served, task_store=self.task_store, agent_card=self.card,
-            event_stream=self.event_stream, takeover=self.takeover,
+            agent_executor=served,
+            task_store=self.task_store,
+            agent_card=self.card,
+            event_stream=self.event_stream,
+            takeover=self.takeover,
         )
         self._health = health.aio.HealthServicer()
         self.app = self._build_app()
@@ -230,12 +251,17 @@ class AgentServer:
     # -- assembly -----------------------------------------------------------------
 
     def _build_app(self) -> FastAPI:
-        app = FastAPI(title=f"slmesh agent: {self.spec.name}", version=self.spec.version,
-                      **_fastapi_telemetry(self.settings.http_spans))
+        app = FastAPI(
+            title=f"slmesh agent: {self.spec.name}",
+            version=self.spec.version,
+            **_fastapi_telemetry(self.settings.http_spans),
+        )
         v03 = self.settings.accept_a2a_v03
         add_a2a_routes_to_fastapi(
             app,
-            agent_card_routes=create_agent_card_routes(self.card, card_url=AGENT_CARD_WELL_KNOWN_PATH),
+            agent_card_routes=create_agent_card_routes(
+                self.card, card_url=AGENT_CARD_WELL_KNOWN_PATH
+            ),
             jsonrpc_routes=create_jsonrpc_routes(self.handler, rpc_url="/", enable_v0_3_compat=v03),
         )
         app.add_api_route("/healthz", self._healthz, methods=["GET"], include_in_schema=False)
@@ -243,7 +269,9 @@ class AgentServer:
         if prometheus_text() is not None:
             app.add_api_route("/metrics", self._metrics, methods=["GET"], include_in_schema=False)
         # REST last: it mounts a catch-all.
-        add_a2a_routes_to_fastapi(app, rest_routes=create_rest_routes(self.handler, enable_v0_3_compat=v03))
+        add_a2a_routes_to_fastapi(
+            app, rest_routes=create_rest_routes(self.handler, enable_v0_3_compat=v03)
+        )
         return app
 
     async def _healthz(self) -> JSONResponse:
@@ -259,7 +287,11 @@ class AgentServer:
     async def _readyz(self) -> JSONResponse:
         ready = not self.admission.draining
         return JSONResponse(
-            {"ready": ready, "in_flight": self.admission.in_flight, "draining": self.admission.draining},
+            {
+                "ready": ready,
+                "in_flight": self.admission.in_flight,
+                "draining": self.admission.draining,
+            },
             status_code=200 if ready else 503,
         )
 
@@ -279,7 +311,9 @@ class AgentServer:
         if start_executor is not None:
             await start_executor(self.task_store, takeover=self.takeover is not None)
         # The admission gate wraps the A2A methods once here; health and reflection stay open.
-        add_gated_service(self._grpc_server, MeshGrpcHandler(self.handler), A2A_SERVICE, self.admission)
+        add_gated_service(
+            self._grpc_server, MeshGrpcHandler(self.handler), A2A_SERVICE, self.admission
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc_server)
         reflection.enable_server_reflection(
             (A2A_GRPC_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc_server
@@ -303,8 +337,12 @@ class AgentServer:
         for service in ("", A2A_GRPC_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         await self._start_registration()
-        log.info("agent %s replica %s serving: %s", self.spec.name, self.replica_id,
-                 ", ".join(f"{b} {u}" for b, u in self.endpoints.as_pairs()))
+        log.info(
+            "agent %s replica %s serving: %s",
+            self.spec.name,
+            self.replica_id,
+            ", ".join(f"{b} {u}" for b, u in self.endpoints.as_pairs()),
+        )
 
     async def _start_registration(self) -> None:
         """Registers this replica (card, endpoints, skills) and heartbeats its in-flight load."""
@@ -325,7 +363,8 @@ class AgentServer:
         )
         admission = self.admission
         self._registration = Registration(
-            self._registry_client, replica,
+            self._registry_client,
+            replica,
             load=lambda: Load(in_flight=admission.in_flight),
             heartbeat_interval_s=self.settings.heartbeat_interval_s,
         )

@@ -65,8 +65,12 @@ def _updated_ns(task: Task) -> int | None:
 class SqliteTaskStore(TaskStore):
     """A2A tasks in one SQLite file, as protobuf bytes plus the columns ``ListTasks`` needs."""
 
-    def __init__(self, path: str | Path, owner_resolver: OwnerResolver = resolve_user_scope,
-                 busy_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        owner_resolver: OwnerResolver = resolve_user_scope,
+        busy_timeout_ms: int = 5000,
+    ) -> None:
         self.path = Path(path)
         self.owner_resolver = owner_resolver
         self._busy_timeout_ms = busy_timeout_ms
@@ -85,10 +89,15 @@ class SqliteTaskStore(TaskStore):
             db.execute(
                 f"CREATE TABLE IF NOT EXISTS {TABLE} ("
                 " id TEXT PRIMARY KEY, owner TEXT NOT NULL, context_id TEXT NOT NULL,"
-                " state INTEGER NOT NULL, updated_ns INTEGER, task BLOB NOT NULL)")
-            db.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_by_time "
-                       f"ON {TABLE} (owner, updated_ns IS NULL, updated_ns DESC, id DESC)")
-            db.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_by_context ON {TABLE} (owner, context_id)")
+                " state INTEGER NOT NULL, updated_ns INTEGER, task BLOB NOT NULL)"
+            )
+            db.execute(
+                f"CREATE INDEX IF NOT EXISTS {TABLE}_by_time "
+                f"ON {TABLE} (owner, updated_ns IS NULL, updated_ns DESC, id DESC)"
+            )
+            db.execute(
+                f"CREATE INDEX IF NOT EXISTS {TABLE}_by_context ON {TABLE} (owner, context_id)"
+            )
             self._db = db
         return self._db
 
@@ -103,18 +112,32 @@ class SqliteTaskStore(TaskStore):
             f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
             "owner=excluded.owner, context_id=excluded.context_id, state=excluded.state, "
             "updated_ns=excluded.updated_ns, task=excluded.task",
-            (task.id, self.owner_resolver(context), task.context_id, int(task.status.state),
-             _updated_ns(task), task.SerializeToString()))
+            (
+                task.id,
+                self.owner_resolver(context),
+                task.context_id,
+                int(task.status.state),
+                _updated_ns(task),
+                task.SerializeToString(),
+            ),
+        )
 
     async def get(self, task_id: str, context: ServerCallContext) -> Task | None:
-        row = self._connect().execute(
-            f"SELECT task FROM {TABLE} WHERE id = ? AND owner = ?",
-            (task_id, self.owner_resolver(context))).fetchone()
+        row = (
+            self._connect()
+            .execute(
+                f"SELECT task FROM {TABLE} WHERE id = ? AND owner = ?",
+                (task_id, self.owner_resolver(context)),
+            )
+            .fetchone()
+        )
         return Task.FromString(row[0]) if row else None
 
     async def delete(self, task_id: str, context: ServerCallContext) -> None:
-        self._connect().execute(f"DELETE FROM {TABLE} WHERE id = ? AND owner = ?",
-                                (task_id, self.owner_resolver(context)))
+        self._connect().execute(
+            f"DELETE FROM {TABLE} WHERE id = ? AND owner = ?",
+            (task_id, self.owner_resolver(context)),
+        )
 
     async def list(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
         """Same filters, order and page tokens as a2a-sdk's in-memory and database stores."""
@@ -144,12 +167,20 @@ class SqliteTaskStore(TaskStore):
         page_size = params.page_size or DEFAULT_LIST_TASKS_PAGE_SIZE
         rows = db.execute(
             f"SELECT id, updated_ns, task FROM {TABLE} WHERE {' AND '.join(page_where)} {_ORDER} LIMIT ?",
-            [*page_args, page_size + 1]).fetchall()
+            [*page_args, page_size + 1],
+        ).fetchall()
         page = rows[:page_size]
-        next_token = (encode_list_tasks_cursor(ListTasksCursor(timestamp_ns=page[-1][1], task_id=page[-1][0]))
-                      if len(rows) > page_size else None)
-        return ListTasksResponse(tasks=[Task.FromString(r[2]) for r in page], total_size=total,
-                                 next_page_token=next_token, page_size=page_size)
+        next_token = (
+            encode_list_tasks_cursor(ListTasksCursor(timestamp_ns=page[-1][1], task_id=page[-1][0]))
+            if len(rows) > page_size
+            else None
+        )
+        return ListTasksResponse(
+            tasks=[Task.FromString(r[2]) for r in page],
+            total_size=total,
+            next_page_token=next_token,
+            page_size=page_size,
+        )
 
     @staticmethod
     def _after(cursor: ListTasksCursor) -> tuple[str, list[object]]:
@@ -157,21 +188,30 @@ class SqliteTaskStore(TaskStore):
         if cursor.timestamp_ns is None:
             return "(updated_ns IS NULL AND id < ?)", [cursor.task_id]
         ts = cursor.timestamp_ns
-        if ts != _clamp_ns(ts):  # never issued by this store: a forged token (as DatabaseTaskStore says)
+        if ts != _clamp_ns(
+            ts
+        ):  # never issued by this store: a forged token (as DatabaseTaskStore says)
             raise InvalidParamsError("Invalid page token")
-        return ("(updated_ns < ? OR (updated_ns = ? AND id < ?) OR updated_ns IS NULL)",
-                [ts, ts, cursor.task_id])
+        return (
+            "(updated_ns < ? OR (updated_ns = ? AND id < ?) OR updated_ns IS NULL)",
+            [ts, ts, cursor.task_id],
+        )
 
     @staticmethod
-    def _legacy_start(db: sqlite3.Connection, owner: str, page_token: str) -> tuple[str, list[object]]:
+    def _legacy_start(
+        db: sqlite3.Connection, owner: str, page_token: str
+    ) -> tuple[str, list[object]]:
         """A legacy page token names the first task of the page: rows from it on."""
         start_id = decode_page_token(page_token)
-        row = db.execute(f"SELECT updated_ns FROM {TABLE} WHERE id = ? AND owner = ?",
-                         (start_id, owner)).fetchone()
+        row = db.execute(
+            f"SELECT updated_ns FROM {TABLE} WHERE id = ? AND owner = ?", (start_id, owner)
+        ).fetchone()
         if row is None:
             raise InvalidParamsError(f"Invalid page token: {page_token}")
         ts = row[0]
         if ts is None:
             return "(updated_ns IS NULL AND id <= ?)", [start_id]
-        return ("((updated_ns = ? AND id <= ?) OR updated_ns < ? OR updated_ns IS NULL)",
-                [ts, start_id, ts])
+        return (
+            "((updated_ns = ? AND id <= ?) OR updated_ns < ? OR updated_ns IS NULL)",
+            [ts, start_id, ts],
+        )

@@ -13,12 +13,14 @@ from a2a.server.events import EventQueue
 from a2a.server.tasks import TaskUpdater
 from a2a.types import a2a_pb2 as pb
 
-FINISHED_STATES = frozenset({
-    pb.TaskState.TASK_STATE_COMPLETED,
-    pb.TaskState.TASK_STATE_CANCELED,
-    pb.TaskState.TASK_STATE_FAILED,
-    pb.TaskState.TASK_STATE_REJECTED,
-})
+FINISHED_STATES = frozenset(
+    {
+        pb.TaskState.TASK_STATE_COMPLETED,
+        pb.TaskState.TASK_STATE_CANCELED,
+        pb.TaskState.TASK_STATE_FAILED,
+        pb.TaskState.TASK_STATE_REJECTED,
+    }
+)
 """States after which a task takes no more events (a cancel of such a task changes nothing)."""
 
 
@@ -30,6 +32,8 @@ async def open_task(context: RequestContext, event_queue: EventQueue) -> TaskUpd
     assert context.task_id is not None and context.context_id is not None
     history = [context.message] if context.message is not None else []
     await event_queue.enqueue_event(
-        new_task(context.task_id, context.context_id, pb.TaskState.TASK_STATE_SUBMITTED, history=history)
+        new_task(
+            context.task_id, context.context_id, pb.TaskState.TASK_STATE_SUBMITTED, history=history
+        )
     )
     return TaskUpdater(event_queue, context.task_id, context.context_id)

@@ -48,8 +48,13 @@ class HopTelemetry:
     def enter_grpc(self, metadata: Iterable[tuple[str, Any]] | None) -> tuple[object, float]:
         return otel_context.attach(from_grpc(metadata)), time.perf_counter()
 
-    def leave(self, entered: tuple[object, float], transport: str, method: str | None = None,
-              error: BaseException | None = None) -> None:
+    def leave(
+        self,
+        entered: tuple[object, float],
+        transport: str,
+        method: str | None = None,
+        error: BaseException | None = None,
+    ) -> None:
         token, started = entered
         otel_context.detach(token)  # type: ignore[arg-type]
         if self._instruments is None:
@@ -115,7 +120,9 @@ class TracedExecutor(AgentExecutor):
             attributes[names.CONTEXT_ID] = context.context_id
             attributes[names.CONVERSATION_ID] = context.context_id
         tap = _StateTap(event_queue)
-        with tracer.start_as_current_span(self._name, kind=SpanKind.SERVER, attributes=attributes) as span:
+        with tracer.start_as_current_span(
+            self._name, kind=SpanKind.SERVER, attributes=attributes
+        ) as span:
             await self.inner.execute(context, tap)  # type: ignore[arg-type]
             if tap.state is not None:
                 span.set_attribute(names.TASK_STATE, TaskState.Name(tap.state))
@@ -137,15 +144,28 @@ def client_span(method: str, agent: str) -> Span | None:
         return None
     known = _CLIENT_SPANS.get((method, agent))
     if known is None:
-        known = _CLIENT_SPANS[method, agent] = (f"{method} {agent}", {
-            names.RPC_SYSTEM: "a2a", names.RPC_METHOD: method, names.AGENT_NAME: agent,
-            names.OPERATION: names.OP_INVOKE_AGENT})
+        known = _CLIENT_SPANS[method, agent] = (
+            f"{method} {agent}",
+            {
+                names.RPC_SYSTEM: "a2a",
+                names.RPC_METHOD: method,
+                names.AGENT_NAME: agent,
+                names.OPERATION: names.OP_INVOKE_AGENT,
+            },
+        )
     return tracer.start_span(known[0], kind=SpanKind.CLIENT, attributes=known[1])
 
 
-def finish_client_span(span: Span | None, *, replica: Any = None, binding: str | None = None,
-                       task: Any = None, error: BaseException | None = None, attempts: int = 1,
-                       started: float | None = None) -> None:
+def finish_client_span(
+    span: Span | None,
+    *,
+    replica: Any = None,
+    binding: str | None = None,
+    task: Any = None,
+    error: BaseException | None = None,
+    attempts: int = 1,
+    started: float | None = None,
+) -> None:
     """Ends a client span with where the call went and what came back."""
     if span is None:
         return
@@ -167,8 +187,10 @@ def finish_client_span(span: Span | None, *, replica: Any = None, binding: str |
         span.set_attribute(names.ERROR_TYPE, type(error).__name__)
     instruments = STATE.instruments
     if instruments is not None and started is not None:
-        labels = {names.AGENT_NAME: span.attributes.get(names.AGENT_NAME, ""),  # type: ignore[attr-defined]
-                  names.TRANSPORT: binding or ""}
+        labels = {
+            names.AGENT_NAME: span.attributes.get(names.AGENT_NAME, ""),  # type: ignore[attr-defined]
+            names.TRANSPORT: binding or "",
+        }
         if error is not None:
             labels[names.ERROR_TYPE] = type(error).__name__
         instruments.client_duration.record(time.perf_counter() - started, labels)

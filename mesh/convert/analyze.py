@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from mesh.convert.redact import SURROGATE_NAMES
-from mesh.convert.store import CallRecord, Cluster, CallStore
+from mesh.convert.store import CallRecord, CallStore, Cluster
 
 Embed = Callable[[Sequence[str]], Any]
 """Texts -> unit-length embeddings (one numpy row per text)."""
@@ -74,7 +74,9 @@ def output_kind(spec: dict[str, Any] | None) -> str:
     return "labels" if "labels" in spec else "schema"
 
 
-def task_groups(calls: Sequence[CallRecord], embed: Embed, similarity: float = 0.9) -> list[list[int]]:
+def task_groups(
+    calls: Sequence[CallRecord], embed: Embed, similarity: float = 0.9
+) -> list[list[int]]:
     """Indices of ``calls`` per task definition (template + output spec, near-identical merged)."""
     keys: dict[tuple[str, str], list[int]] = {}
     for i, call in enumerate(calls):
@@ -92,7 +94,9 @@ def task_groups(calls: Sequence[CallRecord], embed: Embed, similarity: float = 0
 
     for a in range(len(definitions)):
         for b in range(a + 1, len(definitions)):
-            same_kind = output_kind(json.loads(definitions[a][1])) == output_kind(json.loads(definitions[b][1]))
+            same_kind = output_kind(json.loads(definitions[a][1])) == output_kind(
+                json.loads(definitions[b][1])
+            )
             if same_kind and float(vectors[a] @ vectors[b]) >= similarity:
                 owner[root(b)] = root(a)
     groups: dict[int, list[int]] = {}
@@ -127,8 +131,13 @@ def input_clusters(vectors: Any, threshold: float) -> list[list[int]]:
     return list(clusters.values())
 
 
-def cluster_calls(calls: Sequence[CallRecord], embed: Embed, *, threshold: float = 0.85,
-                  template_similarity: float = 0.9) -> list[list[CallRecord]]:
+def cluster_calls(
+    calls: Sequence[CallRecord],
+    embed: Embed,
+    *,
+    threshold: float = 0.85,
+    template_similarity: float = 0.9,
+) -> list[list[CallRecord]]:
     """The curated calls in clusters, largest first."""
     if not calls:
         return []
@@ -140,8 +149,13 @@ def cluster_calls(calls: Sequence[CallRecord], embed: Embed, *, threshold: float
     return sorted(out, key=lambda members: (-len(members), members[0].created))
 
 
-def summarize(members: Sequence[CallRecord], everything: Sequence[CallRecord], *, min_size: int,
-              examples: int = 3) -> tuple[str, dict[str, Any]]:
+def summarize(
+    members: Sequence[CallRecord],
+    everything: Sequence[CallRecord],
+    *,
+    min_size: int,
+    examples: int = 3,
+) -> tuple[str, dict[str, Any]]:
     """A cluster's name and the summary ``convert analyze`` reports and stores."""
     size = len(members)
     skills = Counter(m.skill or m.agent for m in members)
@@ -178,7 +192,9 @@ def _keyword(members: Sequence[CallRecord], everything: Sequence[CallRecord]) ->
         return None
     overall = Counter(w for c in everything for w in _words(c.input))
     size, total = len(members), max(len(everything), 1)
-    return max(inside, key=lambda w: (inside[w] / size - overall[w] / total + inside[w] / size / 2, w))
+    return max(
+        inside, key=lambda w: (inside[w] / size - overall[w] / total + inside[w] / size / 2, w)
+    )
 
 
 @dataclass
@@ -196,17 +212,27 @@ class Analysis:
             "kept": self.calls - sum(self.dropped.values()),
             "dropped": self.dropped,
             "min_size": self.min_size,
-            "clusters": [{"id": c.id, "name": c.name, "size": c.size, **c.summary} for c in self.clusters],
+            "clusters": [
+                {"id": c.id, "name": c.name, "size": c.size, **c.summary} for c in self.clusters
+            ],
         }
 
 
-def analyze(store: CallStore, embed: Embed, *, min_size: int = 20, threshold: float = 0.85,
-            template_similarity: float = 0.9, examples: int = 3) -> Analysis:
+def analyze(
+    store: CallStore,
+    embed: Embed,
+    *,
+    min_size: int = 20,
+    threshold: float = 0.85,
+    template_similarity: float = 0.9,
+    examples: int = 3,
+) -> Analysis:
     """Curates the store's calls, clusters them and replaces the store's clusters."""
     calls = list(store.calls())
     curated = curate(calls)
-    clusters = cluster_calls(curated.kept, embed, threshold=threshold,
-                             template_similarity=template_similarity)
+    clusters = cluster_calls(
+        curated.kept, embed, threshold=threshold, template_similarity=template_similarity
+    )
     rows: list[tuple[str, dict[str, Any], list[str]]] = []
     names: Counter[str] = Counter()
     for members in clusters:

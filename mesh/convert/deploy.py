@@ -21,8 +21,9 @@ from mesh.convert.lora import TRAINING_RECORD, ConversionError, calibrate, relat
 EXECUTOR = "mesh.slm.executor:SLMExecutor"
 
 
-def student_spec(student_dir: Path, name: str, services_dir: Path,
-                 target_agreement: float | None = 0.95) -> dict[str, Any]:
+def student_spec(
+    student_dir: Path, name: str, services_dir: Path, target_agreement: float | None = 0.95
+) -> dict[str, Any]:
     """The ``agent.yaml`` content serving ``student_dir`` from ``services_dir/name``.
 
     With ``target_agreement``, the spec's ``escalate_below`` is calibrated on the held-out
@@ -31,8 +32,9 @@ def student_spec(student_dir: Path, name: str, services_dir: Path,
     """
     record_file = student_dir / TRAINING_RECORD
     if not record_file.is_file():
-        raise ConversionError(f"{student_dir} has no {TRAINING_RECORD}: train it with "
-                              "`slmesh convert train` first")
+        raise ConversionError(
+            f"{student_dir} has no {TRAINING_RECORD}: train it with `slmesh convert train` first"
+        )
     record = json.loads(record_file.read_text(encoding="utf-8"))
     serving = record["serving"]
     spec_dir = (services_dir / name).resolve()
@@ -41,8 +43,12 @@ def student_spec(student_dir: Path, name: str, services_dir: Path,
     model = relative_path(base_path, spec_dir) if base_path.exists() else base
     heldout = record.get("metrics", {}).get("heldout", {})
     teacher = record["teacher"]
-    measured = (f"agreement {heldout['agreement']:.1%} with the teacher and {heldout['valid']:.1%} "
-                f"valid on {heldout['count']} held-out calls" if heldout else "not evaluated")
+    measured = (
+        f"agreement {heldout['agreement']:.1%} with the teacher and {heldout['valid']:.1%} "
+        f"valid on {heldout['count']} held-out calls"
+        if heldout
+        else "not evaluated"
+    )
     options: dict[str, Any] = {
         "model": model,
         "adapter": relative_path(student_dir.resolve(), spec_dir),
@@ -60,8 +66,10 @@ def student_spec(student_dir: Path, name: str, services_dir: Path,
     if target_agreement is not None and heldout.get("confidence"):
         calibration = calibrate(heldout["confidence"], target_agreement)
         options["escalate_below"] = calibration["escalate_below"]
-        measured += (f"; escalates under mean logprob {calibration['escalate_below']} (held-out: keeps "
-                     f"{calibration['student_share']:.1%} of calls at {calibration['kept_agreement'] or 0:.1%} agreement)")
+        measured += (
+            f"; escalates under mean logprob {calibration['escalate_below']} (held-out: keeps "
+            f"{calibration['student_share']:.1%} of calls at {calibration['kept_agreement'] or 0:.1%} agreement)"
+        )
     teacher_size = f", {teacher['parameters']:,} parameters" if teacher.get("parameters") else ""
     return {
         "name": name,
@@ -70,30 +78,41 @@ def student_spec(student_dir: Path, name: str, services_dir: Path,
             f"LoRA student of the agent {teacher['agent']} (model {teacher.get('model')}"
             f"{teacher_size}), trained on its recorded calls of cluster "
             f"{record['cluster']['name']!r} over the base {Path(base).name} (LoRA rank {record['lora']['rank']}, "
-            f"{record['parameters']:,} parameters served); {measured}."),
+            f"{record['parameters']:,} parameters served); {measured}."
+        ),
         "executor": EXECUTOR,
-        "skills": [SkillSpec.model_validate(skill).model_dump(exclude_defaults=True)
-                   for skill in serving["skills"]],
+        "skills": [
+            SkillSpec.model_validate(skill).model_dump(exclude_defaults=True)
+            for skill in serving["skills"]
+        ],
         "input_modes": serving["input_modes"],
         "output_modes": serving["output_modes"],
         "options": options,
     }
 
 
-def deploy_student(student_dir: Path, name: str, services_dir: Path = Path("services"), *,
-                   force: bool = False, target_agreement: float | None = 0.95) -> ServiceSpec:
+def deploy_student(
+    student_dir: Path,
+    name: str,
+    services_dir: Path = Path("services"),
+    *,
+    force: bool = False,
+    target_agreement: float | None = 0.95,
+) -> ServiceSpec:
     """Writes ``services_dir/name/agent.yaml`` for the student, validated; returns the spec.
 
     Refuses an existing service folder unless ``force``: it may be a hand-written agent.
     """
     target = services_dir / name
     if target.exists() and not force:
-        raise ConversionError(f"{target} already exists; pick another --name or pass --force "
-                              "to overwrite its agent.yaml")
+        raise ConversionError(
+            f"{target} already exists; pick another --name or pass --force "
+            "to overwrite its agent.yaml"
+        )
     content = student_spec(student_dir, name, services_dir, target_agreement)
     ServiceSpec.model_validate(content)  # fail before writing anything
     target.mkdir(parents=True, exist_ok=True)
     (target / SPEC_FILE).write_text(
-        yaml.safe_dump(content, sort_keys=False, allow_unicode=True, width=100),
-        encoding="utf-8")
+        yaml.safe_dump(content, sort_keys=False, allow_unicode=True, width=100), encoding="utf-8"
+    )
     return ServiceSpec.load(target)

@@ -36,8 +36,8 @@ from rich.console import Console
 from mesh.config import ServiceSpec, SpecError
 from mesh.convert.store import CallRecord, CallStore, Cluster
 from mesh.slm.errors import GenerationFailedError, InputError, InvalidOutputError
-from mesh.slm.generation import GenerationRequest
 from mesh.slm.executor import OutputOptions
+from mesh.slm.generation import GenerationRequest
 from mesh.slm.grammar import OutputConstraint
 from mesh.slm.loading import LoadedModel, load_model, resolve_source
 from mesh.train.micro import CHECKPOINT, IGNORE, TRAINING_RECORD, training_progress
@@ -125,12 +125,17 @@ class ClusterCalls:
 
 def usable(call: CallRecord) -> bool:
     """A call worth imitating: valid, completed, not rejected downstream, with an output."""
-    return call.valid and call.state == "completed" and call.accepted is not False \
+    return (
+        call.valid
+        and call.state == "completed"
+        and call.accepted is not False
         and call.output is not None
+    )
 
 
-def load_cluster_calls(store: CallStore, key: int | str, *, holdout: float,
-                       seed: int) -> ClusterCalls:
+def load_cluster_calls(
+    store: CallStore, key: int | str, *, holdout: float, seed: int
+) -> ClusterCalls:
     """The cluster's usable calls of its main (prompt, output) pair, shuffled and split.
 
     A student learns one prompt and one output contract; calls a cluster holds under another
@@ -139,18 +144,23 @@ def load_cluster_calls(store: CallStore, key: int | str, *, holdout: float,
     cluster = store.cluster(key)
     if cluster is None:
         known = ", ".join(f"{c.id} ({c.name})" for c in store.clusters()) or "none"
-        raise ConversionError(f"no cluster {key!r} in {store.path} (clusters: {known}); run "
-                              "`slmesh convert analyze` first")
+        raise ConversionError(
+            f"no cluster {key!r} in {store.path} (clusters: {known}); run "
+            "`slmesh convert analyze` first"
+        )
     calls = store.cluster_calls(cluster.id)
     good = [c for c in calls if usable(c)]
     dropped = {"unusable": len(calls) - len(good)}
     contracts = Counter((c.prompt, json.dumps(c.output_spec, sort_keys=True)) for c in good)
     if not contracts:
-        raise ConversionError(f"cluster {cluster.name!r} has no valid completed calls to learn "
-                              f"from ({len(calls)} recorded)")
+        raise ConversionError(
+            f"cluster {cluster.name!r} has no valid completed calls to learn "
+            f"from ({len(calls)} recorded)"
+        )
     (prompt, spec), _ = contracts.most_common(1)[0]
-    kept = [c for c in good if (c.prompt, json.dumps(c.output_spec, sort_keys=True))
-            == (prompt, spec)]
+    kept = [
+        c for c in good if (c.prompt, json.dumps(c.output_spec, sort_keys=True)) == (prompt, spec)
+    ]
     dropped["other_prompt"] = len(good) - len(kept)
     kept.sort(key=lambda c: c.id)  # a seeded shuffle of a fixed order: the split is reproducible
     Random(f"convert/{seed}").shuffle(kept)
@@ -158,14 +168,17 @@ def load_cluster_calls(store: CallStore, key: int | str, *, holdout: float,
     if holdout > 0 and len(kept) >= 2:
         count = max(count, 1)
     if len(kept) - count < 1:
-        raise ConversionError(f"cluster {cluster.name!r}: {len(kept)} usable calls leave none to "
-                              "train on")
+        raise ConversionError(
+            f"cluster {cluster.name!r}: {len(kept)} usable calls leave none to train on"
+        )
     models = Counter(c.model for c in kept if c.model)
     teacher_model = models.most_common(1)[0][0] if models else None
-    parameters = next((c.parameters for c in kept if c.model == teacher_model and c.parameters),
-                      None)
-    return ClusterCalls(cluster, kept[count:], kept[:count], len(calls), dropped, teacher_model,
-                        parameters)
+    parameters = next(
+        (c.parameters for c in kept if c.model == teacher_model and c.parameters), None
+    )
+    return ClusterCalls(
+        cluster, kept[count:], kept[:count], len(calls), dropped, teacher_model, parameters
+    )
 
 
 def serving_spec(calls: list[CallRecord], teacher_spec: ServiceSpec | None) -> ServingSpec:
@@ -174,12 +187,20 @@ def serving_spec(calls: list[CallRecord], teacher_spec: ServiceSpec | None) -> S
     first = calls[0]
     skill_ids = sorted({c.skill for c in calls if c.skill})
     if not skill_ids:
-        raise ConversionError(f"the calls of {first.agent!r} record no skill id: a student must "
-                              "register its teacher's skill for the planner to route to it")
+        raise ConversionError(
+            f"the calls of {first.agent!r} record no skill id: a student must "
+            "register its teacher's skill for the planner to route to it"
+        )
     skills: list[dict[str, Any]] = []
     options: dict[str, Any] = {}
-    serving = ServingSpec(agent=first.agent, prompt=first.prompt, output=first.output_spec,
-                          skills=skills, max_new_tokens=0, stop=[])
+    serving = ServingSpec(
+        agent=first.agent,
+        prompt=first.prompt,
+        output=first.output_spec,
+        skills=skills,
+        max_new_tokens=0,
+        stop=[],
+    )
     if teacher_spec is not None:
         options = teacher_spec.options
         known = {s.id: s for s in teacher_spec.skills}
@@ -188,8 +209,13 @@ def serving_spec(calls: list[CallRecord], teacher_spec: ServiceSpec | None) -> S
         serving.output_modes = list(teacher_spec.output_modes)
     for skill_id in skill_ids:
         if not any(s["id"] == skill_id for s in skills):
-            skills.append({"id": skill_id, "name": skill_id.replace("_", " ").capitalize(),
-                           "description": f"{skill_id}, as the agent {first.agent} serves it."})
+            skills.append(
+                {
+                    "id": skill_id,
+                    "name": skill_id.replace("_", " ").capitalize(),
+                    "description": f"{skill_id}, as the agent {first.agent} serves it.",
+                }
+            )
     serving.max_new_tokens = int(options.get("max_new_tokens", 0))
     serving.stop = list(options.get("stop", []))
     serving.use_chat_template = bool(options.get("use_chat_template", True))
@@ -199,8 +225,9 @@ def serving_spec(calls: list[CallRecord], teacher_spec: ServiceSpec | None) -> S
 # -- examples -------------------------------------------------------------------------------
 
 
-def encode_call(loaded: LoadedModel, serving: ServingSpec, call: CallRecord
-                ) -> tuple[list[int], list[int]]:
+def encode_call(
+    loaded: LoadedModel, serving: ServingSpec, call: CallRecord
+) -> tuple[list[int], list[int]]:
     """Token ids of the served prompt + recorded output + end, and labels on the output only."""
     from mesh.slm.transformers_backend import render_prompt
 
@@ -270,15 +297,23 @@ def _lora_model(loaded: LoadedModel, plan: StudentPlan) -> Any:
 
     saved: list[str] | None = None
     if plan.train_embeddings:
-        saved = [name for name, module in loaded.model.named_modules()
-                 if module is loaded.model.get_input_embeddings()
-                 or module is loaded.model.get_output_embeddings()]
+        saved = [
+            name
+            for name, module in loaded.model.named_modules()
+            if module is loaded.model.get_input_embeddings()
+            or module is loaded.model.get_output_embeddings()
+        ]
         saved = sorted({name.rsplit(".", 1)[-1] for name in saved})
     # "all-linear": every Linear but the output layer. A LoRA on a head tied to the
     # embeddings cannot be merged (the merged delta would change the input embeddings too).
-    config = LoraConfig(r=plan.rank, lora_alpha=plan.alpha, lora_dropout=plan.dropout,
-                        target_modules="all-linear", modules_to_save=saved,
-                        task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=plan.rank,
+        lora_alpha=plan.alpha,
+        lora_dropout=plan.dropout,
+        target_modules="all-linear",
+        modules_to_save=saved,
+        task_type="CAUSAL_LM",
+    )
     torch.manual_seed(plan.seed)
     return get_peft_model(loaded.model, config)
 
@@ -314,20 +349,26 @@ def train_student(
     encoded = [encode_call(loaded, serving, call) for call in data.train]
     longest = max(len(ids) for ids, _ in encoded)
     if longest > loaded.context_length:
-        raise ConversionError(f"an example is {longest} tokens, over the base's context of "
-                              f"{loaded.context_length}")
+        raise ConversionError(
+            f"an example is {longest} tokens, over the base's context of {loaded.context_length}"
+        )
     targets = max(sum(1 for x in labels if x != IGNORE) for _, labels in encoded)
     serving.max_new_tokens = max(serving.max_new_tokens, targets + _MARGIN_TOKENS)
     model = _lora_model(loaded, plan)
     trainable = [p for p in model.parameters() if p.requires_grad]
     adapter_parameters = sum(p.numel() for p in trainable)
-    optimizer = torch.optim.AdamW(trainable, lr=plan.lr, betas=(0.9, 0.95),
-                                  weight_decay=plan.weight_decay)
+    optimizer = torch.optim.AdamW(
+        trainable, lr=plan.lr, betas=(0.9, 0.95), weight_decay=plan.weight_decay
+    )
     total = total_steps(plan, len(encoded))
     identity = {
-        "plan": {k: v for k, v in asdict(plan).items()
-                 if k not in ("threads", "checkpoint_every_s", "compare_base", "precision")},
-        "base": base_ref, "cluster": data.cluster.name,
+        "plan": {
+            k: v
+            for k, v in asdict(plan).items()
+            if k not in ("threads", "checkpoint_every_s", "compare_base", "precision")
+        },
+        "base": base_ref,
+        "cluster": data.cluster.name,
         "calls": hashlib.sha256("\n".join(c.id for c in data.train).encode()).hexdigest(),
     }
     checkpoint = out_dir / CHECKPOINT
@@ -345,15 +386,26 @@ def train_student(
 
     def save_checkpoint() -> None:
         tmp = checkpoint.with_suffix(".tmp")
-        torch.save({"identity": identity, "adapter": get_peft_model_state_dict(model),
-                    "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
-                    "step": step, "elapsed": elapsed, "losses": losses}, tmp)
+        torch.save(
+            {
+                "identity": identity,
+                "adapter": get_peft_model_state_dict(model),
+                "optimizer": optimizer.state_dict(),
+                "rng": torch.get_rng_state(),
+                "step": step,
+                "elapsed": elapsed,
+                "losses": losses,
+            },
+            tmp,
+        )
         tmp.replace(checkpoint)
 
-    console.log(f"student of {serving.agent} on cluster {data.cluster.name!r}: "
-                f"{len(data.train)} train / {len(data.heldout)} held-out calls, base {base_ref} "
-                f"({base_parameters:,} parameters), LoRA r={plan.rank}: "
-                f"{adapter_parameters:,} trainable, {total} steps")
+    console.log(
+        f"student of {serving.agent} on cluster {data.cluster.name!r}: "
+        f"{len(data.train)} train / {len(data.heldout)} held-out calls, base {base_ref} "
+        f"({base_parameters:,} parameters), LoRA r={plan.rank}: "
+        f"{adapter_parameters:,} trainable, {total} steps"
+    )
     progress = training_progress(console)
     pad = loaded.pad_id
     started = time.monotonic() - elapsed
@@ -362,14 +414,16 @@ def train_student(
     model.train()
     try:
         with progress:
-            bar = progress.add_task(f"LoRA {data.cluster.name}", total=total, completed=step,
-                                    info="")
+            bar = progress.add_task(
+                f"LoRA {data.cluster.name}", total=total, completed=step, info=""
+            )
             while step < total:
                 lr = _learning_rate(plan, step, total)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                ids, labels, mask = _batch([encoded[i] for i in batch_rows(step, len(encoded),
-                                                                           plan)], pad)
+                ids, labels, mask = _batch(
+                    [encoded[i] for i in batch_rows(step, len(encoded), plan)], pad
+                )
                 with autocast(precision):
                     loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
                 loss.backward()
@@ -386,8 +440,10 @@ def train_student(
                 progress.update(bar, completed=step, info=f"loss {ema:.4f} lr {lr:.1e}")
                 if on_step is not None:
                     on_step(step, value)
-                if plan.checkpoint_every_s and time.monotonic() - last_checkpoint \
-                        >= plan.checkpoint_every_s:
+                if (
+                    plan.checkpoint_every_s
+                    and time.monotonic() - last_checkpoint >= plan.checkpoint_every_s
+                ):
                     save_checkpoint()
                     last_checkpoint = time.monotonic()
     except BaseException:
@@ -397,7 +453,9 @@ def train_student(
         raise
     wall_s = elapsed
     model.save_pretrained(out_dir)
-    adapter_config = out_dir / "adapter_config.json"  # name the base portably, not by this machine's path
+    adapter_config = (
+        out_dir / "adapter_config.json"
+    )  # name the base portably, not by this machine's path
     config = json.loads(adapter_config.read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = base_ref
     adapter_config.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -405,19 +463,30 @@ def train_student(
     record: dict[str, Any] = {
         "student": out_dir.name,
         "cluster": {"id": data.cluster.id, "name": data.cluster.name, "size": data.cluster.size},
-        "teacher": {"agent": serving.agent, "model": data.teacher_model,
-                    "parameters": data.teacher_parameters},
+        "teacher": {
+            "agent": serving.agent,
+            "model": data.teacher_model,
+            "parameters": data.teacher_parameters,
+        },
         "base": base_ref,
         "base_parameters": base_parameters,
         "parameters": base_parameters,
         "adapter_parameters": adapter_parameters,
         "adapter_bytes": (out_dir / "adapter_model.safetensors").stat().st_size,
-        "lora": {"rank": plan.rank, "alpha": plan.alpha, "dropout": plan.dropout,
-                 "target_modules": "all-linear", "train_embeddings": plan.train_embeddings},
+        "lora": {
+            "rank": plan.rank,
+            "alpha": plan.alpha,
+            "dropout": plan.dropout,
+            "target_modules": "all-linear",
+            "train_embeddings": plan.train_embeddings,
+        },
         "plan": asdict(plan),
-        "calls": {"recorded": data.recorded, "train": len(data.train),
-                  "heldout": len(data.heldout), **{f"dropped_{k}": v for k, v in
-                                                    data.dropped.items()}},
+        "calls": {
+            "recorded": data.recorded,
+            "train": len(data.train),
+            "heldout": len(data.heldout),
+            **{f"dropped_{k}": v for k, v in data.dropped.items()},
+        },
         "steps": step,
         "wall_time_s": round(wall_s, 1),
         "first_loss": round(sum(losses[:10]) / len(losses[:10]), 5),
@@ -431,26 +500,32 @@ def train_student(
     del model, optimizer
     if data.heldout:
         eval_started = time.monotonic()
-        metrics = score_served(resolved, serving, data.heldout, adapter=out_dir,
-                               threads=plan.threads)
+        metrics = score_served(
+            resolved, serving, data.heldout, adapter=out_dir, threads=plan.threads
+        )
         metrics["eval_s"] = round(time.monotonic() - eval_started, 1)
         # What the runtime serves: trained embeddings untie a tied head, so count after merging.
         record["parameters"] = int(metrics.pop("parameters"))
         if plan.compare_base:
-            plain = score_served(resolved, serving, data.heldout, adapter=None,
-                                 threads=plan.threads)
+            plain = score_served(
+                resolved, serving, data.heldout, adapter=None, threads=plan.threads
+            )
             metrics["base_agreement"] = plain["agreement"]  # what LoRA added
             metrics["base_valid"] = plain["valid"]
         record["metrics"] = {"heldout": metrics}
-        console.log(f"held-out ({len(data.heldout)} calls, served): agreement "
-                    f"{metrics['agreement']:.3f}, valid {metrics['valid']:.3f}")
+        console.log(
+            f"held-out ({len(data.heldout)} calls, served): agreement "
+            f"{metrics['agreement']:.3f}, valid {metrics['valid']:.3f}"
+        )
     record["metrics_note"] = (
         "held-out calls scored through the serving runtime (base + merged adapter, the "
         "teacher's label/JSON constraint): agreement = same output as the recorded teacher "
         "output (JSON compared as values), valid = the runtime accepted the output; base_* = "
-        "the base alone under the same constraint")
-    (out_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2, ensure_ascii=False)
-                                           + "\n", encoding="utf-8")
+        "the base alone under the same constraint"
+    )
+    (out_dir / TRAINING_RECORD).write_text(
+        json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     checkpoint.unlink(missing_ok=True)
     return record
 
@@ -472,23 +547,35 @@ def agrees(serving: ServingSpec, output: str, reference: str) -> bool:
     return output.strip() == reference.strip()
 
 
-def score_served(base: str, serving: ServingSpec, calls: list[CallRecord], *,
-                 adapter: Path | None, threads: int = 1) -> dict[str, float]:
+def score_served(
+    base: str,
+    serving: ServingSpec,
+    calls: list[CallRecord],
+    *,
+    adapter: Path | None,
+    threads: int = 1,
+) -> dict[str, float]:
     """Serves ``calls`` through :class:`TransformersBackend` as the student agent would be
     served; returns ``agreement`` with the recorded outputs, ``valid`` and ``count``."""
     from mesh.slm.transformers_backend import TransformersBackend
 
-    backend = TransformersBackend(base, threads=threads, max_batch_size=32,
-                                  use_chat_template=serving.use_chat_template,
-                                  adapter=None if adapter is None else str(adapter))
+    backend = TransformersBackend(
+        base,
+        threads=threads,
+        max_batch_size=32,
+        use_chat_template=serving.use_chat_template,
+        adapter=None if adapter is None else str(adapter),
+    )
 
     confidence: list[float | None] = [None] * len(calls)
 
     async def one(index: int, call: CallRecord) -> str | None:
-        request = GenerationRequest(prompt=serving.prompt.format(input=call.input),
-                                    max_new_tokens=serving.max_new_tokens,
-                                    stop=tuple(serving.stop),
-                                    output=serving.constraint(call.input))
+        request = GenerationRequest(
+            prompt=serving.prompt.format(input=call.input),
+            max_new_tokens=serving.max_new_tokens,
+            stop=tuple(serving.stop),
+            output=serving.constraint(call.input),
+        )
         try:
             generation = await backend.generate(request)
         except (InputError, InvalidOutputError, GenerationFailedError):
@@ -506,14 +593,22 @@ def score_served(base: str, serving: ServingSpec, calls: list[CallRecord], *,
 
     outputs = asyncio.run(run())
     parameters = backend.parameters or 0
-    agreed = [out is not None and call.output is not None and agrees(serving, out, call.output)
-              for out, call in zip(outputs, calls, strict=True)]
+    agreed = [
+        out is not None and call.output is not None and agrees(serving, out, call.output)
+        for out, call in zip(outputs, calls, strict=True)
+    ]
     valid = sum(1 for out in outputs if out is not None)
-    return {"agreement": round(sum(agreed) / len(calls), 4), "valid": round(valid / len(calls), 4),
-            "count": len(calls), "parameters": parameters,
-            # (mean token logprob, agreed) per held-out call: what `convert deploy` calibrates
-            # the student's escalation threshold on. None: the call was refused or failed.
-            "confidence": [[None if c is None else round(c, 5), a] for c, a in zip(confidence, agreed, strict=True)]}
+    return {
+        "agreement": round(sum(agreed) / len(calls), 4),
+        "valid": round(valid / len(calls), 4),
+        "count": len(calls),
+        "parameters": parameters,
+        # (mean token logprob, agreed) per held-out call: what `convert deploy` calibrates
+        # the student's escalation threshold on. None: the call was refused or failed.
+        "confidence": [
+            [None if c is None else round(c, 5), a] for c, a in zip(confidence, agreed, strict=True)
+        ],
+    }
 
 
 def calibrate(confidence: list[list[Any]], target: float) -> dict[str, Any]:
@@ -536,9 +631,12 @@ def calibrate(confidence: list[list[Any]], target: float) -> dict[str, Any]:
         threshold = round(scored[-1][0] - 1.0, 5)  # everything the student answers is kept
     else:
         threshold = round((scored[best - 1][0] + scored[best][0]) / 2, 5)
-    return {"escalate_below": min(threshold, 0.0), "target_agreement": target,
-            "student_share": round(len(kept) / len(confidence), 4) if confidence else 0.0,
-            "kept_agreement": round(sum(a for _, a in kept) / len(kept), 4) if kept else None}
+    return {
+        "escalate_below": min(threshold, 0.0),
+        "target_agreement": target,
+        "student_share": round(len(kept) / len(confidence), 4) if confidence else 0.0,
+        "kept_agreement": round(sum(a for _, a in kept) / len(kept), 4) if kept else None,
+    }
 
 
 def load_teacher_spec(services_dir: Path, agent: str) -> ServiceSpec | None:

@@ -68,7 +68,9 @@ class MeshNames:
 
     def __init__(self, settings: Settings, agent: str, timeout_s: float = LOOKUP_TIMEOUT_S) -> None:
         if not settings.registry:
-            raise ValueError(f"SLMESH_RECORD_NAMES_FROM={agent} needs SLMESH_REGISTRY to find that agent")
+            raise ValueError(
+                f"SLMESH_RECORD_NAMES_FROM={agent} needs SLMESH_REGISTRY to find that agent"
+            )
         self.settings = settings
         self.agent = agent
         self.timeout_s = timeout_s
@@ -85,8 +87,9 @@ class MeshNames:
         response = await self._client.send_text(self.agent, text, timeout=self.timeout_s)
         task = response.task
         if task.status.state != pb.TaskState.TASK_STATE_COMPLETED or not task.artifacts:
-            raise LookupError(f"{self.agent} could not extract names: "
-                              f"{pb.TaskState.Name(task.status.state)}")
+            raise LookupError(
+                f"{self.agent} could not extract names: {pb.TaskState.Name(task.status.state)}"
+            )
         return name_fields(parts_value(task.artifacts[-1].parts))
 
     async def aclose(self) -> None:
@@ -99,9 +102,14 @@ class MeshNames:
 class Recorder:
     """Redacts and stores calls off the request path; one per agent process."""
 
-    def __init__(self, store: CallStore, names: NameFinder | None = None,
-                 close_names: Callable[[], Awaitable[None]] | None = None,
-                 *, names_from_output: bool = False) -> None:
+    def __init__(
+        self,
+        store: CallStore,
+        names: NameFinder | None = None,
+        close_names: Callable[[], Awaitable[None]] | None = None,
+        *,
+        names_from_output: bool = False,
+    ) -> None:
         self.store = store
         self.names = names
         self.names_from_output = names_from_output
@@ -124,8 +132,12 @@ class Recorder:
         if source is None or source == agent:
             # The extractor itself knows the names: they are its own output's name fields.
             if source is None:
-                log.warning("recording calls of %s to %s; names in inputs are not looked up "
-                            "(set SLMESH_RECORD_NAMES_FROM=extractor)", agent, settings.record_db)
+                log.warning(
+                    "recording calls of %s to %s; names in inputs are not looked up "
+                    "(set SLMESH_RECORD_NAMES_FROM=extractor)",
+                    agent,
+                    settings.record_db,
+                )
             return cls(store, names_from_output=source is not None)
         finder = MeshNames(settings, source)
         return cls(store, finder, finder.aclose)
@@ -168,8 +180,11 @@ class Recorder:
                 batch.append(queue.get_nowait())
             try:
                 names = await asyncio.gather(*(self._names(call) for call in batch))
-                ready = [(call, found) for call, found in zip(batch, names, strict=True)
-                         if found is not None]
+                ready = [
+                    (call, found)
+                    for call, found in zip(batch, names, strict=True)
+                    if found is not None
+                ]
                 if ready:  # regexes and SQLite in a thread: the event loop serves requests
                     self.written += await asyncio.to_thread(self._write, ready)
             except Exception:  # a full disk or locked file must not kill the agent
@@ -185,7 +200,11 @@ class Recorder:
     async def _names(self, call: PendingCall) -> list[str] | None:
         """The names to redact in the call; None when they cannot be known (drop the call)."""
         names = list(call.names)
-        if self.names_from_output and call.record.state != "completed" and call.record.input.strip():
+        if (
+            self.names_from_output
+            and call.record.state != "completed"
+            and call.record.input.strip()
+        ):
             self.dropped["names_unavailable"] += 1
             return None
         if self.names is not None and call.record.input.strip():
@@ -195,8 +214,10 @@ class Recorder:
             except Exception as exc:  # unreachable or failing name source: never write unredacted
                 self.dropped["names_unavailable"] += 1
                 if not self._names_down:
-                    log.warning("call recorder: cannot look up names (%s); dropping calls until "
-                                "it answers", exc)
+                    log.warning(
+                        "call recorder: cannot look up names (%s); dropping calls until it answers",
+                        exc,
+                    )
                     self._names_down = True
                 return None
             self._names_down = False
@@ -206,5 +227,9 @@ class Recorder:
 def redact_record(record: CallRecord, names: Iterable[str] = ()) -> CallRecord:
     """The record with PII replaced in input, output and error, consistently across the three."""
     redaction = Redaction(names)
-    return replace(record, input=redaction(record.input) or "", output=redaction(record.output),
-                   error=redaction(record.error))
+    return replace(
+        record,
+        input=redaction(record.input) or "",
+        output=redaction(record.output),
+        error=redaction(record.error),
+    )

@@ -15,16 +15,29 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
+EMAIL = re.compile(
+    r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])"
+)
 # Digits in groups separated by single spaces or dashes; not part of an id like ORD-123456.
 CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
 # Optional +country code, optional (area code), then digit groups split by space, dot or dash.
 PHONE = re.compile(
-    r"(?<![\w+.-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,5}(?:[ .-]?\d{1,5}){1,6}(?![\w-]|\.\d)")
+    r"(?<![\w+.-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,5}(?:[ .-]?\d{1,5}){1,6}(?![\w-]|\.\d)"
+)
 
 SURROGATE_NAMES = (
-    "Alex Morgan", "Sam Taylor", "Jordan Lee", "Casey Brooks", "Robin Hayes", "Drew Carter",
-    "Jamie Fox", "Riley Quinn", "Avery Stone", "Morgan Blake", "Taylor Reed", "Cameron Ellis",
+    "Alex Morgan",
+    "Sam Taylor",
+    "Jordan Lee",
+    "Casey Brooks",
+    "Robin Hayes",
+    "Drew Carter",
+    "Jamie Fox",
+    "Riley Quinn",
+    "Avery Stone",
+    "Morgan Blake",
+    "Taylor Reed",
+    "Cameron Ellis",
 )
 """Surrogate names, handed out in order within one call (then ``Person 13``, ...)."""
 
@@ -78,7 +91,9 @@ class Redaction:
         for name, surrogate in full:
             words, fake = name.split(), surrogate.split()
             if len(words) > 1:
-                patterns += [(w, fake[min(i, len(fake) - 1)]) for i, w in enumerate(words) if len(w) > 1]
+                patterns += [
+                    (w, fake[min(i, len(fake) - 1)]) for i, w in enumerate(words) if len(w) > 1
+                ]
         seen: set[str] = set()
         for value, surrogate in patterns:
             if value.casefold() not in seen:
@@ -145,4 +160,4 @@ class Redaction:
         separator = next((c for c in original if not c.isdigit()), "")
         if not separator:
             return number
-        return separator.join(number[i:i + 4] for i in range(0, len(number), 4))
+        return separator.join(number[i : i + 4] for i in range(0, len(number), 4))

@@ -114,8 +114,9 @@ class CallStore:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                   timeout=30.0)
+        self._db = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
@@ -160,10 +161,13 @@ class CallStore:
         marks = ", ".join("?" for _ in ids)
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.executemany("INSERT OR REPLACE INTO verdicts (task_id, accepted) VALUES (?, ?)",
-                                 [(task_id, int(accepted)) for task_id in ids])
+            self._db.executemany(
+                "INSERT OR REPLACE INTO verdicts (task_id, accepted) VALUES (?, ?)",
+                [(task_id, int(accepted)) for task_id in ids],
+            )
             cursor = self._db.execute(
-                f"UPDATE calls SET accepted = ? WHERE task_id IN ({marks})", [int(accepted), *ids])
+                f"UPDATE calls SET accepted = ? WHERE task_id IN ({marks})", [int(accepted), *ids]
+            )
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -184,19 +188,25 @@ class CallStore:
             where.append("valid = 1 AND state = 'completed' AND (accepted IS NULL OR accepted = 1)")
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         cursor = self._db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM calls{clause} ORDER BY created, id", args)
+            f"SELECT {', '.join(_COLUMNS)} FROM calls{clause} ORDER BY created, id", args
+        )
         for row in cursor:
             yield _record(row)
 
     def counts_by_agent(self) -> dict[str, int]:
-        return {agent: int(n) for agent, n in self._db.execute("SELECT agent, count(*) FROM calls GROUP BY agent")}
+        return {
+            agent: int(n)
+            for agent, n in self._db.execute("SELECT agent, count(*) FROM calls GROUP BY agent")
+        }
 
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM calls").fetchone()[0])
 
     # -- clusters --------------------------------------------------------------------------
 
-    def replace_clusters(self, clusters: list[tuple[str, dict[str, Any], list[str]]]) -> list[Cluster]:
+    def replace_clusters(
+        self, clusters: list[tuple[str, dict[str, Any], list[str]]]
+    ) -> list[Cluster]:
         """Replaces every cluster with ``(name, summary, call ids)``; ids are 1, 2, ... by order."""
         now = time.time()
         out: list[Cluster] = []
@@ -205,11 +215,15 @@ class CallStore:
             self._db.execute("DELETE FROM members")
             self._db.execute("DELETE FROM clusters")
             for number, (name, summary, call_ids) in enumerate(clusters, start=1):
-                self._db.execute("INSERT INTO clusters (id, name, size, summary, created) "
-                                 "VALUES (?, ?, ?, ?, ?)",
-                                 (number, name, len(call_ids), json.dumps(summary), now))
-                self._db.executemany("INSERT INTO members (call_id, cluster_id) VALUES (?, ?)",
-                                     [(call_id, number) for call_id in call_ids])
+                self._db.execute(
+                    "INSERT INTO clusters (id, name, size, summary, created) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (number, name, len(call_ids), json.dumps(summary), now),
+                )
+                self._db.executemany(
+                    "INSERT INTO members (call_id, cluster_id) VALUES (?, ?)",
+                    [(call_id, number) for call_id in call_ids],
+                )
                 out.append(Cluster(number, name, len(call_ids), summary))
             self._db.execute("COMMIT")
         except BaseException:
@@ -232,15 +246,22 @@ class CallStore:
         cursor = self._db.execute(
             f"SELECT {', '.join('c.' + c for c in _COLUMNS)} FROM calls c "
             "JOIN members m ON m.call_id = c.id WHERE m.cluster_id = ? ORDER BY c.created, c.id",
-            (cluster_id,))
+            (cluster_id,),
+        )
         return [_record(row) for row in cursor]
 
 
-_INSERT = (f"INSERT OR REPLACE INTO calls ({', '.join(_COLUMNS)}) VALUES ("
-           + ", ".join(f":{c}" if c != "accepted" else
-                       # a verdict the planner gave before the call was recorded
-                       "COALESCE(:accepted, (SELECT accepted FROM verdicts WHERE task_id = :task_id))"
-                       for c in _COLUMNS) + ")")
+_INSERT = (
+    f"INSERT OR REPLACE INTO calls ({', '.join(_COLUMNS)}) VALUES ("
+    + ", ".join(
+        f":{c}"
+        if c != "accepted"
+        # a verdict the planner gave before the call was recorded
+        else "COALESCE(:accepted, (SELECT accepted FROM verdicts WHERE task_id = :task_id))"
+        for c in _COLUMNS
+    )
+    + ")"
+)
 
 
 def _row(record: CallRecord) -> dict[str, Any]:

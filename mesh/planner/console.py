@@ -37,11 +37,16 @@ def read_messages(path: Path) -> list[str]:
         return value
     if path.suffix == ".jsonl":
         return [str(json.loads(line)["message"]) for line in text.splitlines() if line.strip()]
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
-def request_for(text: str | None = None, messages: Sequence[str] | None = None,
-                workflow: str | None = None) -> pb.SendMessageRequest:
+def request_for(
+    text: str | None = None, messages: Sequence[str] | None = None, workflow: str | None = None
+) -> pb.SendMessageRequest:
     """A text request (routed by meaning) or a batch ``{"messages": [...]}`` request."""
     if messages is not None:
         body: dict[str, Any] = {"messages": list(messages)}
@@ -72,13 +77,26 @@ class RunResult:
         return self.state == pb.TaskState.TASK_STATE_COMPLETED
 
 
-async def run_task(client: MeshClient, request: pb.SendMessageRequest, console: Console,
-                   timeout: float, *, show_progress: bool = True) -> RunResult:
+async def run_task(
+    client: MeshClient,
+    request: pb.SendMessageRequest,
+    console: Console,
+    timeout: float,
+    *,
+    show_progress: bool = True,
+) -> RunResult:
     """Streams the task from the planner with a live progress bar; returns how it ended."""
     out = RunResult()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("steps"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False, disable=not show_progress) as progress:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps"),
+        TimeElapsedColumn(),
+    )
+    with Progress(
+        *columns, console=console, transient=False, disable=not show_progress
+    ) as progress:
         bar = progress.add_task("planning", total=None)
         async for event in client.send_streaming_message(PLANNER, request, timeout=timeout):
             kind = event.WhichOneof("payload")
@@ -95,16 +113,24 @@ async def run_task(client: MeshClient, request: pb.SendMessageRequest, console: 
                     progress.update(bar, description=f"{name} ({out.plan.get('source')})")
                 counts = meta.get("progress")
                 if counts:
-                    progress.update(bar, total=max(counts["dispatched"], 1), completed=counts["finished"])
+                    progress.update(
+                        bar, total=max(counts["dispatched"], 1), completed=counts["finished"]
+                    )
                 if status.HasField("message"):
                     out.error = " ".join(p.text for p in status.message.parts if p.HasField("text"))
             elif kind == "artifact_update":
                 artifact = event.artifact_update.artifact
                 out.result = parts_value(artifact.parts)
-                out.metadata = plain(MessageToDict(artifact.metadata)) if artifact.HasField("metadata") else {}
+                out.metadata = (
+                    plain(MessageToDict(artifact.metadata)) if artifact.HasField("metadata") else {}
+                )
                 steps = out.metadata.get("steps", {})
                 if steps:
-                    progress.update(bar, total=max(steps.get("dispatched", 1), 1), completed=steps.get("finished"))
+                    progress.update(
+                        bar,
+                        total=max(steps.get("dispatched", 1), 1),
+                        completed=steps.get("finished"),
+                    )
             elif kind == "message":
                 out.result = parts_value(event.message.parts)
                 out.state = pb.TaskState.TASK_STATE_COMPLETED
@@ -141,25 +167,43 @@ def print_results(result: RunResult, console: Console) -> None:
         for i, ticket in enumerate(tickets, 1):
             if "error" in ticket:
                 error = ticket["error"]
-                table.add_row(str(i), "-", "[red]failed[/red]", _short(error.get("step"), 40),
-                              _short(error.get("message"), 80))
+                table.add_row(
+                    str(i),
+                    "-",
+                    "[red]failed[/red]",
+                    _short(error.get("step"), 40),
+                    _short(error.get("message"), 80),
+                )
                 continue
-            table.add_row(str(i), _short(ticket.get("message"), 60), str(ticket.get("intent")),
-                          _tool_cell(ticket), _short(ticket.get("reply"), 110))
+            table.add_row(
+                str(i),
+                _short(ticket.get("message"), 60),
+                str(ticket.get("intent")),
+                _tool_cell(ticket),
+                _short(ticket.get("reply"), 110),
+            )
         console.print(table)
         summary = value.get("summary") if isinstance(value, dict) else None
         if summary:
             console.print(f"summary: {json.dumps(summary, ensure_ascii=False)}", markup=False)
     elif value is not None:
-        console.print(json.dumps(value, indent=2, ensure_ascii=False), markup=False, highlight=False)
+        console.print(
+            json.dumps(value, indent=2, ensure_ascii=False), markup=False, highlight=False
+        )
     agents = result.metadata.get("agents") or {}
     if agents:
         table = Table(title="agent calls")
         for column in ("agent", "calls", "errors", "p50 ms", "p99 ms", "mean ms"):
             table.add_column(column, justify="right" if column != "agent" else "left")
         for agent, stats in agents.items():
-            table.add_row(agent, str(stats["calls"]), str(stats["errors"]), f"{stats['p50_ms']:.1f}",
-                          f"{stats['p99_ms']:.1f}", f"{stats['mean_ms']:.1f}")
+            table.add_row(
+                agent,
+                str(stats["calls"]),
+                str(stats["errors"]),
+                f"{stats['p50_ms']:.1f}",
+                f"{stats['p99_ms']:.1f}",
+                f"{stats['mean_ms']:.1f}",
+            )
         console.print(table)
     print_cost(result.metadata.get("cost") or {}, console)
 
@@ -181,14 +225,24 @@ def print_cost(cost: dict[str, Any], console: Console) -> None:
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in models:
         parameters = row.get("parameters")
-        table.add_row(str(row["model"]), f"{parameters:,}" if parameters else "?", str(row["calls"]),
-                      str(row["input_tokens"]), str(row["output_tokens"]), _flops(row["flops"]))
+        table.add_row(
+            str(row["model"]),
+            f"{parameters:,}" if parameters else "?",
+            str(row["calls"]),
+            str(row["input_tokens"]),
+            str(row["output_tokens"]),
+            _flops(row["flops"]),
+        )
     console.print(table)
     line = f"cost: {_flops(cost.get('flops') or 0)}"
     if cost.get("routed_steps"):
-        line += (f"; SLM-first routing: {cost['first_choice_share']:.0%} of {cost['routed_steps']} routed steps "
-                 f"answered by the smallest model, {cost['escalations']} escalated")
+        line += (
+            f"; SLM-first routing: {cost['first_choice_share']:.0%} of {cost['routed_steps']} routed steps "
+            f"answered by the smallest model, {cost['escalations']} escalated"
+        )
     if cost.get("ratio"):
-        line += (f"; all calls on the largest model offering each skill: {_flops(cost['baseline_flops'])} "
-                 f"({cost['ratio']:.1f}x)")
+        line += (
+            f"; all calls on the largest model offering each skill: {_flops(cost['baseline_flops'])} "
+            f"({cost['ratio']:.1f}x)"
+        )
     console.print(line, markup=False, highlight=False)

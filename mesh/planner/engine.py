@@ -112,7 +112,9 @@ class PlanRun:
         """Runs one plan (the run's, or a map item's); ``input_ref`` is an ObjectRef or an Outcome."""
         order = self._orders.get(id(plan))
         if order is None:
-            order = self._orders[id(plan)] = validate_plan(plan, skills=self.skills, workflows=self.workflows)
+            order = self._orders[id(plan)] = validate_plan(
+                plan, skills=self.skills, workflows=self.workflows
+            )
         loop = asyncio.get_running_loop()
         refs: dict[str, asyncio.Future[Any]] = {"input": loop.create_future()}
         refs["input"].set_result(input_ref)
@@ -136,13 +138,20 @@ class PlanRun:
             scope[step_id] = outcome.value
         if failure is not None:
             return Outcome("failed", error=failure.error, failed_step=failure.failed_step)
-        template = plan.output if plan.output is not None else {s.id: f"${s.id}" for s in plan.steps}
+        template = (
+            plan.output if plan.output is not None else {s.id: f"${s.id}" for s in plan.steps}
+        )
         return Outcome("ok", value=render(template, scope))
 
     # -- steps ---------------------------------------------------------------------------
 
-    async def _run_action(self, step: Any, node: str, refs: dict[str, asyncio.Future[Any]],
-                          result: asyncio.Future[Outcome]) -> None:
+    async def _run_action(
+        self,
+        step: Any,
+        node: str,
+        refs: dict[str, asyncio.Future[Any]],
+        result: asyncio.Future[Outcome],
+    ) -> None:
         ray = self.runtime.ray
         names = tuple(sorted(step_dependencies(step)))
         dep_refs = [await refs[name] for name in names]
@@ -189,27 +198,42 @@ class PlanRun:
         self.on_event("finished", node, call, outcome)
         result.set_result(outcome)
 
-    async def _run_map(self, step: Any, node: str, refs: dict[str, asyncio.Future[Any]],
-                       result: asyncio.Future[Outcome]) -> None:
+    async def _run_map(
+        self,
+        step: Any,
+        node: str,
+        refs: dict[str, asyncio.Future[Any]],
+        result: asyncio.Future[Outcome],
+    ) -> None:
         names = sorted(step_dependencies(step) - {"item"})
         scope: dict[str, Any] = {}
         for name in names:
             dep = await _resolved(await refs[name])
             if not dep.ok:
-                outcome = Outcome("failed", error=f"not run: {dep.failed_step or name} failed: {dep.error}",
-                                  failed_step=dep.failed_step or name)
+                outcome = Outcome(
+                    "failed",
+                    error=f"not run: {dep.failed_step or name} failed: {dep.error}",
+                    failed_step=dep.failed_step or name,
+                )
                 return self._settle(step, node, refs, result, outcome)
             scope[name] = dep.value
         items = render(step.for_each, scope)
         if not isinstance(items, list):
-            outcome = Outcome("failed", error=f"for_each gave {type(items).__name__}, not a list",
-                              failed_step=node)
+            outcome = Outcome(
+                "failed",
+                error=f"for_each gave {type(items).__name__}, not a list",
+                failed_step=node,
+            )
             return self._settle(step, node, refs, result, outcome)
         self._expanded += len(items)
         if self._expanded > self.limits.max_fan_out:
-            outcome = Outcome("failed", error=f"for_each gave {len(items)} items, {self._expanded} in this run: over "
-                              f"the planner's limit of {self.limits.max_fan_out} (options.max_fan_out); "
-                              "split the request", failed_step=node)
+            outcome = Outcome(
+                "failed",
+                error=f"for_each gave {len(items)} items, {self._expanded} in this run: over "
+                f"the planner's limit of {self.limits.max_fan_out} (options.max_fan_out); "
+                "split the request",
+                failed_step=node,
+            )
             return self._settle(step, node, refs, result, outcome)
         sub = step.plan or self.workflows.get(step.workflow or "")
         if sub is None:
@@ -217,8 +241,11 @@ class PlanRun:
         self.on_event("expanded", node, None, Outcome("ok", value=len(items)))
         item_runs = [
             # An item's input travels inline with its steps' calls (no object-store put per item).
-            self._run_plan(sub, Outcome("ok", value=render(step.input, {**scope, "item": item})),
-                           f"{node}[{i}].")
+            self._run_plan(
+                sub,
+                Outcome("ok", value=render(step.input, {**scope, "item": item})),
+                f"{node}[{i}].",
+            )
             for i, item in enumerate(items)
         ]
         values: list[Any] = []
@@ -228,15 +255,23 @@ class PlanRun:
                 values.append(item_outcome.value)
                 continue
             failure = failure or item_outcome
-            values.append({"error": {"step": item_outcome.failed_step, "message": item_outcome.error}})
+            values.append(
+                {"error": {"step": item_outcome.failed_step, "message": item_outcome.error}}
+            )
         if failure is not None and step.on_error == "fail":
             outcome = Outcome("failed", error=failure.error, failed_step=failure.failed_step)
         else:
             outcome = Outcome("ok", value=values)
         self._settle(step, node, refs, result, outcome)
 
-    def _settle(self, step: Any, node: str, refs: dict[str, asyncio.Future[Any]],
-                result: asyncio.Future[Outcome], outcome: Outcome) -> None:
+    def _settle(
+        self,
+        step: Any,
+        node: str,
+        refs: dict[str, asyncio.Future[Any]],
+        result: asyncio.Future[Outcome],
+        outcome: Outcome,
+    ) -> None:
         refs[step.id].set_result(self.runtime.ray.put(outcome))
         self.outcomes[node] = outcome
         self.on_event("mapped", node, None, outcome)

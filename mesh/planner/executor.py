@@ -43,15 +43,14 @@ from opentelemetry.trace import StatusCode
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mesh import telemetry
-
 from mesh.a2a.client import plain
 from mesh.a2a.tasks import FINISHED_STATES, open_task
 from mesh.config import ServiceSpec, Settings, SpecError
 from mesh.planner.engine import PlanRun, RunLimits
 from mesh.planner.functions import FUNCTIONS
 from mesh.planner.generate import PlanGenerator
-from mesh.planner.plan import Plan, PlanError, count_actions, validate_plan
 from mesh.planner.ledger import CostLedger
+from mesh.planner.plan import Plan, PlanError, count_actions, validate_plan
 from mesh.planner.routing import Route, build_routes
 from mesh.planner.runtime import RayOptions, RayRuntime
 from mesh.planner.steps import Outcome, StepCall
@@ -68,8 +67,12 @@ JSON_MEDIA_TYPE = "application/json"
 class RouterOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    threshold: float = Field(0.35, ge=-1, le=1, description="Least cosine similarity to accept a route.")
-    model: str | None = Field(None, description="Embedding model folder; default: the packaged all-MiniLM-L6-v2.")
+    threshold: float = Field(
+        0.35, ge=-1, le=1, description="Least cosine similarity to accept a route."
+    )
+    model: str | None = Field(
+        None, description="Embedding model folder; default: the packaged all-MiniLM-L6-v2."
+    )
 
 
 class PlannerOptions(BaseModel):
@@ -77,26 +80,43 @@ class PlannerOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    workflows: str = Field("workflows", description="Folder of workflow YAML files, relative to the spec.")
+    workflows: str = Field(
+        "workflows", description="Folder of workflow YAML files, relative to the spec."
+    )
     router: RouterOptions = Field(default_factory=RouterOptions)
-    step_timeout_s: float = Field(120.0, gt=0, description="Deadline of one step attempt unless the step says.")
-    progress_interval_ms: float = Field(100.0, ge=0, description="Coalescing window of progress updates.")
+    step_timeout_s: float = Field(
+        120.0, gt=0, description="Deadline of one step attempt unless the step says."
+    )
+    progress_interval_ms: float = Field(
+        100.0, ge=0, description="Coalescing window of progress updates."
+    )
     escalate_below: float | None = Field(
-        None, le=0, description="SLM-first routing: when several agents offer a skill, a step asks the "
+        None,
+        le=0,
+        description="SLM-first routing: when several agents offer a skill, a step asks the "
         "smallest model first and goes on to a larger one when the answer fails, breaks `expect`, or its "
         "mean token log-probability is under this (an agent's card may set its own). Unset: escalate "
-        "only failed or invalid answers.")
-    max_fan_out: int = Field(10_000, gt=0, description="Items the for_each maps of one task may expand to in "
-                             "total; beyond it the map step fails with a clear error.")
+        "only failed or invalid answers.",
+    )
+    max_fan_out: int = Field(
+        10_000,
+        gt=0,
+        description="Items the for_each maps of one task may expand to in "
+        "total; beyond it the map step fails with a clear error.",
+    )
     ray: RayOptions = Field(default_factory=RayOptions)
     generator: dict[str, Any] | None = Field(
-        None, description="The planner SLM (SLM agent options: model, backend, prompt, max_steps, "
+        None,
+        description="The planner SLM (SLM agent options: model, backend, prompt, max_steps, "
         "escalate_below, min_related): writes a plan when no workflow matches a text request; "
         "a plan it is unsure of, or for a request unrelated to the workflows, goes on to `llm` or "
-        "is rejected. Unset: no such source.")
+        "is rejected. Unset: no such source.",
+    )
     llm: dict[str, Any] | None = Field(
-        None, description="A large model over an OpenAI-compatible endpoint (backend: openai, base_url, "
-        "model_name, api_key_env), asked only when the router and the planner SLM fail. Off by default.")
+        None,
+        description="A large model over an OpenAI-compatible endpoint (backend: openai, base_url, "
+        "model_name, api_key_env), asked only when the router and the planner SLM fail. Off by default.",
+    )
 
 
 class RequestError(ValueError):
@@ -123,11 +143,16 @@ class PlannerExecutor(AgentExecutor):
         self.workflows: dict[str, Workflow] = load_workflows(folder)
         self.plans = {name: w.plan for name, w in self.workflows.items()}
         for name, workflow in self.workflows.items():
-            validate_plan(workflow.plan, functions=FUNCTIONS, workflows=self.plans, where=f"workflow {name}")
-        self.router = EmbeddingRouter(self.workflows, self.options.router.threshold, self.options.router.model)
+            validate_plan(
+                workflow.plan, functions=FUNCTIONS, workflows=self.plans, where=f"workflow {name}"
+            )
+        self.router = EmbeddingRouter(
+            self.workflows, self.options.router.threshold, self.options.router.model
+        )
         self.generators: list[PlanGenerator] = [
             PlanGenerator.from_options(source, raw, spec, settings)
-            for source, raw in (("planner_slm", self.options.generator), ("llm", self.options.llm)) if raw
+            for source, raw in (("planner_slm", self.options.generator), ("llm", self.options.llm))
+            if raw
         ]
         self.runtime = RayRuntime(settings, self.options.ray)
         self.store = PlanStore((settings.data_dir / f"planner-{spec.name}.sqlite").resolve())
@@ -199,8 +224,11 @@ class PlannerExecutor(AgentExecutor):
         view (a plan never calls the planner itself: no recursion through the mesh)."""
         if self._view is None:
             return {}
-        return build_routes(self._view.replicas(), exclude=self.name,
-                            default_escalate_below=self.options.escalate_below)
+        return build_routes(
+            self._view.replicas(),
+            exclude=self.name,
+            default_escalate_below=self.options.escalate_below,
+        )
 
     def skills(self) -> dict[str, str]:
         """Skill id -> the agent a step of that skill asks first."""
@@ -224,19 +252,27 @@ class PlannerExecutor(AgentExecutor):
             if "workflow" in body:
                 workflow = self.workflows.get(str(body["workflow"]))
                 if workflow is None:
-                    raise RequestError("unknown_workflow", f"no workflow named {body['workflow']!r} "
-                                       f"(known: {', '.join(sorted(self.workflows))})")
+                    raise RequestError(
+                        "unknown_workflow",
+                        f"no workflow named {body['workflow']!r} "
+                        f"(known: {', '.join(sorted(self.workflows))})",
+                    )
                 value = body.get("input")
                 if not workflow.accepts(value):
-                    raise RequestError("bad_input", f"input does not match workflow {workflow.name!r}'s schema")
+                    raise RequestError(
+                        "bad_input", f"input does not match workflow {workflow.name!r}'s schema"
+                    )
                 return workflow.plan, value, "workflow", workflow.name
             matches = [w for w in self.workflows.values() if w.accepts(body)]
             if len(matches) == 1:
                 return matches[0].plan, body, "workflow", matches[0].name
             if len(matches) > 1:
                 names = ", ".join(w.name for w in matches)
-                raise RequestError("ambiguous_input", f"several workflows accept this input ({names}); "
-                                   "name one with {'workflow': ..., 'input': ...}")
+                raise RequestError(
+                    "ambiguous_input",
+                    f"several workflows accept this input ({names}); "
+                    "name one with {'workflow': ..., 'input': ...}",
+                )
             raise RequestError("no_workflow", "no workflow accepts this input")
         text = get_message_text(message).strip()
         if not text:
@@ -244,11 +280,20 @@ class PlannerExecutor(AgentExecutor):
         route = await asyncio.to_thread(self.router.closest, text)
         if route is not None and route.score >= self.router.threshold:
             assert route.workflow.text_input is not None
-            return route.workflow.plan, {route.workflow.text_input: text}, "router", route.workflow.name
-        reasons = [f"no workflow matches this request closely enough (known: {', '.join(sorted(self.workflows))})"]
+            return (
+                route.workflow.plan,
+                {route.workflow.text_input: text},
+                "router",
+                route.workflow.name,
+            )
+        reasons = [
+            f"no workflow matches this request closely enough (known: {', '.join(sorted(self.workflows))})"
+        ]
         for generator in self.generators:  # SLM first; the large model only if it fails
             try:
-                plan = await generator.plan(text, self.skills(), related=route.score if route else None)
+                plan = await generator.plan(
+                    text, self.skills(), related=route.score if route else None
+                )
                 return plan, text, generator.source, ""
             except PlanError as exc:
                 reasons.append(str(exc))
@@ -266,50 +311,99 @@ class PlannerExecutor(AgentExecutor):
             return
         await updater.start_work()
         with telemetry.get_tracer().start_as_current_span(
-                "create_plan", attributes={names.OPENINFERENCE_KIND: "CHAIN"}) as span:
+            "create_plan", attributes={names.OPENINFERENCE_KIND: "CHAIN"}
+        ) as span:
             try:
                 plan, value, source, workflow = await self.make_plan(context.message)
                 routes = self.routes()
-                validate_plan(plan, skills={s: r[0].agent for s, r in routes.items()},
-                              functions=FUNCTIONS, workflows=self.plans)
+                validate_plan(
+                    plan,
+                    skills={s: r[0].agent for s, r in routes.items()},
+                    functions=FUNCTIONS,
+                    workflows=self.plans,
+                )
             except (RequestError, PlanError) as exc:
                 code = exc.code if isinstance(exc, RequestError) else "invalid_plan"
                 span.set_status(StatusCode.ERROR, code)
                 await updater.reject(_error_message(updater, code, str(exc)))
                 return
-            span.set_attributes({names.PLAN_SOURCE: source, names.PLAN_WORKFLOW: workflow,
-                                 names.PLAN_STEPS: count_actions(plan, self.plans)})
+            span.set_attributes(
+                {
+                    names.PLAN_SOURCE: source,
+                    names.PLAN_WORKFLOW: workflow,
+                    names.PLAN_STEPS: count_actions(plan, self.plans),
+                }
+            )
         plan_json = plan.model_dump(exclude_none=True)
-        self.store.create_run(updater.task_id, updater.context_id, source,
-                              {"workflow": workflow, "plan": plan_json}, value)
+        self.store.create_run(
+            updater.task_id,
+            updater.context_id,
+            source,
+            {"workflow": workflow, "plan": plan_json},
+            value,
+        )
         await self._run(updater, plan, value, source, workflow, routes, done={})
 
     async def _resume(self, record: Any, updater: TaskUpdater | None = None) -> None:
         """Finishes a run accepted before a crash; without a live request's updater its events
         go straight to the task store."""
         if updater is None:
-            updater = TaskUpdater(_StoreQueue(self.task_store, record.task_id, record.context_id),  # type: ignore[arg-type]
-                                  record.task_id, record.context_id)
+            updater = TaskUpdater(
+                _StoreQueue(self.task_store, record.task_id, record.context_id),  # type: ignore[arg-type]
+                record.task_id,
+                record.context_id,
+            )
         plan = Plan.model_validate(record.plan["plan"])
         done = self.store.outcomes(record.task_id)
         log.info("resuming task %s (%d steps already done)", record.task_id, len(done))
-        await self._run(updater, plan, record.input, record.source, record.plan.get("workflow", ""),
-                        self.routes(), done=done)
+        await self._run(
+            updater,
+            plan,
+            record.input,
+            record.source,
+            record.plan.get("workflow", ""),
+            self.routes(),
+            done=done,
+        )
 
-    async def _run(self, updater: TaskUpdater, plan: Plan, value: Any, source: str, workflow: str,
-                   routes: dict[str, Route], done: dict[str, Outcome]) -> None:
-        progress = _Progress(updater, self.options.progress_interval_ms / 1000,
-                             {"source": source, "workflow": workflow, "steps": count_actions(plan, self.plans)})
+    async def _run(
+        self,
+        updater: TaskUpdater,
+        plan: Plan,
+        value: Any,
+        source: str,
+        workflow: str,
+        routes: dict[str, Route],
+        done: dict[str, Outcome],
+    ) -> None:
+        progress = _Progress(
+            updater,
+            self.options.progress_interval_ms / 1000,
+            {"source": source, "workflow": workflow, "steps": count_actions(plan, self.plans)},
+        )
         span = telemetry.get_tracer().start_span(
             f"execute_plan {workflow or 'plan'}",
-            attributes={names.PLAN_SOURCE: source, names.PLAN_WORKFLOW: workflow, names.TASK_ID: updater.task_id,
-                        names.OPENINFERENCE_KIND: "CHAIN"})
+            attributes={
+                names.PLAN_SOURCE: source,
+                names.PLAN_WORKFLOW: workflow,
+                names.TASK_ID: updater.task_id,
+                names.OPENINFERENCE_KIND: "CHAIN",
+            },
+        )
         with trace.use_span(span, end_on_exit=True):
             run = PlanRun(
-                self.runtime, updater.task_id, plan, value, routes=routes, workflows=self.plans,
-                on_event=progress.event, record=lambda node, o: self.store.save_step(updater.task_id, node, o),
-                done=done, limits=RunLimits(step_timeout_s=self.options.step_timeout_s,
-                                             max_fan_out=self.options.max_fan_out),
+                self.runtime,
+                updater.task_id,
+                plan,
+                value,
+                routes=routes,
+                workflows=self.plans,
+                on_event=progress.event,
+                record=lambda node, o: self.store.save_step(updater.task_id, node, o),
+                done=done,
+                limits=RunLimits(
+                    step_timeout_s=self.options.step_timeout_s, max_fan_out=self.options.max_fan_out
+                ),
                 trace=telemetry.carrier(),
             )
             self._runs[updater.task_id] = (run, progress)
@@ -321,8 +415,13 @@ class PlannerExecutor(AgentExecutor):
                 await progress.stop()
             span.set_attribute(names.STEP_STATUS, "canceled" if run.cancelled else outcome.status)
             cost = progress.ledger.to_json()
-            span.set_attributes({names.COST_FLOPS: cost["flops"], names.COST_BASELINE_FLOPS: cost["baseline_flops"],
-                                 names.COST_ESCALATIONS: cost["escalations"]})
+            span.set_attributes(
+                {
+                    names.COST_FLOPS: cost["flops"],
+                    names.COST_BASELINE_FLOPS: cost["baseline_flops"],
+                    names.COST_ESCALATIONS: cost["escalations"],
+                }
+            )
             if cost["ratio"] is not None:
                 span.set_attribute(names.COST_RATIO, cost["ratio"])
             if not outcome.ok:
@@ -336,17 +435,29 @@ class PlannerExecutor(AgentExecutor):
         if outcome.ok:
             self.store.finish_run(updater.task_id, "completed")
             await updater.add_artifact(
-                [new_data_part(outcome.value, media_type=JSON_MEDIA_TYPE),
-                 new_text_part(json.dumps(outcome.value, ensure_ascii=False), media_type=JSON_MEDIA_TYPE)],
+                [
+                    new_data_part(outcome.value, media_type=JSON_MEDIA_TYPE),
+                    new_text_part(
+                        json.dumps(outcome.value, ensure_ascii=False), media_type=JSON_MEDIA_TYPE
+                    ),
+                ],
                 name=RESULT_ARTIFACT,
-                metadata={"source": source, "workflow": workflow, "agents": stats, "steps": progress.counts(),
-                          "cost": cost, "escalations": progress.ledger.escalations},
+                metadata={
+                    "source": source,
+                    "workflow": workflow,
+                    "agents": stats,
+                    "steps": progress.counts(),
+                    "cost": cost,
+                    "escalations": progress.ledger.escalations,
+                },
             )
             await updater.complete()
         else:
             self.store.finish_run(updater.task_id, "failed", outcome.error)
             message = f"step {outcome.failed_step} failed: {outcome.error}"
-            await updater.failed(_error_message(updater, "step_failed", message, step=outcome.failed_step))
+            await updater.failed(
+                _error_message(updater, "step_failed", message, step=outcome.failed_step)
+            )
 
     async def _mark_recorded(self, progress: _Progress) -> None:
         """With the call recorder on (SLMESH_RECORD_DB), tells the dataset store which agent
@@ -447,8 +558,12 @@ class _Progress:
             self.used.append(outcome.agent_task)
 
     def counts(self) -> dict[str, int]:
-        return {"dispatched": self.total, "finished": self.finished, "failed": self.failed,
-                "skipped": self.skipped}
+        return {
+            "dispatched": self.total,
+            "finished": self.finished,
+            "failed": self.failed,
+            "skipped": self.skipped,
+        }
 
     def agent_stats(self) -> dict[str, dict[str, float]]:
         stats: dict[str, dict[str, float]] = {}
@@ -511,7 +626,10 @@ class _StoreQueue:
 def _error_message(updater: TaskUpdater, code: str, text: str, **extra: Any) -> pb.Message:
     error = {"code": code, "message": text, **{k: v for k, v in extra.items() if v is not None}}
     return updater.new_agent_message(
-        [new_text_part(f"{code}: {text}"), new_data_part({"error": error}, media_type=JSON_MEDIA_TYPE)]
+        [
+            new_text_part(f"{code}: {text}"),
+            new_data_part({"error": error}, media_type=JSON_MEDIA_TYPE),
+        ]
     )
 
 

@@ -62,15 +62,19 @@ def support_reply_facts(value: Any) -> dict[str, Any] | None:
     call, result = case.get("call"), case.get("result")
     if not call or not isinstance(result, Mapping):
         return None
-    return reply_facts(str(case.get("intent") or "general_question"), call, result, case.get("customer"))
+    return reply_facts(
+        str(case.get("intent") or "general_question"), call, result, case.get("customer")
+    )
 
 
 _ASK = {
     "general_question": "Thanks for your message. Could you tell me your order number (ORD-123456) "
-                        "or the email address you ordered with, so I can look into it?",
+    "or the email address you ordered with, so I can look into it?",
 }
-_ASK_DEFAULT = ("I'd be glad to help. Please send me your order number (it looks like "
-                "ORD-123456) or the email address you ordered with.")
+_ASK_DEFAULT = (
+    "I'd be glad to help. Please send me your order number (it looks like "
+    "ORD-123456) or the email address you ordered with."
+)
 
 
 @planner_function("support.final_reply")
@@ -105,5 +109,10 @@ def support_summarize(value: Any) -> dict[str, Any]:
         result = ticket.get("tool_result")
         if isinstance(result, Mapping) and result.get("ok") is False:
             refused += 1
-    return {"tickets": len(tickets), "failed": failed, "tool_refused": refused,
-            "by_intent": dict(sorted(by_intent.items())), "by_tool": dict(sorted(by_tool.items()))}
+    return {
+        "tickets": len(tickets),
+        "failed": failed,
+        "tool_refused": refused,
+        "by_intent": dict(sorted(by_intent.items())),
+        "by_tool": dict(sorted(by_tool.items())),
+    }

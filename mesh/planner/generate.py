@@ -37,21 +37,29 @@ def plan_schema(skills: Sequence[str], max_steps: int) -> dict[str, Any]:
     for k in range(max_steps):
         # $input is the request text (no fields); earlier steps' values may be objects.
         earlier = "|".join(f"s{j}" for j in range(k))
-        pattern = (rf"^(\$input|\$({earlier})(\.[a-z_]{{1,24}}){{0,2}})$" if k else r"^\$input$")
-        steps.append({
-            "type": "object",
-            "properties": {
-                "skill": {"enum": sorted(skills)},
-                "input": {"type": "string", "pattern": pattern},
-            },
-            "required": ["skill", "input"],
-            "additionalProperties": False,
-        })
+        pattern = rf"^(\$input|\$({earlier})(\.[a-z_]{{1,24}}){{0,2}})$" if k else r"^\$input$"
+        steps.append(
+            {
+                "type": "object",
+                "properties": {
+                    "skill": {"enum": sorted(skills)},
+                    "input": {"type": "string", "pattern": pattern},
+                },
+                "required": ["skill", "input"],
+                "additionalProperties": False,
+            }
+        )
     branches = []
     for length in range(1, max_steps + 1):
         properties = {f"s{k}": steps[k] for k in range(length)}
-        branches.append({"type": "object", "properties": properties, "required": list(properties),
-                         "additionalProperties": False})
+        branches.append(
+            {
+                "type": "object",
+                "properties": properties,
+                "required": list(properties),
+                "additionalProperties": False,
+            }
+        )
     return {"anyOf": branches}
 
 
@@ -66,7 +74,9 @@ def plan_input(text: str, skills: Iterable[str]) -> str:
 
 def to_plan(value: Mapping[str, Any]) -> Plan:
     """A generated ``{"s0": {...}, ...}`` as a :class:`Plan` (every step's value in the output)."""
-    return Plan.model_validate({"steps": [{"id": step_id, **step} for step_id, step in value.items()]})
+    return Plan.model_validate(
+        {"steps": [{"id": step_id, **step} for step_id, step in value.items()]}
+    )
 
 
 @dataclass
@@ -89,20 +99,36 @@ class PlanGenerator:
     for it. None: every request is planned."""
 
     @classmethod
-    def from_options(cls, source: str, raw: Mapping[str, Any], spec: ServiceSpec, settings: Settings,
-                     api_key: str | None = None) -> PlanGenerator:
+    def from_options(
+        cls,
+        source: str,
+        raw: Mapping[str, Any],
+        spec: ServiceSpec,
+        settings: Settings,
+        api_key: str | None = None,
+    ) -> PlanGenerator:
         """Built from a planner spec's ``generator`` / ``llm`` block (SLM agent options)."""
         from mesh.slm.executor import SLMOptions, build_backend
 
         options = dict(raw)
         max_steps = int(options.pop("max_steps", DEFAULT_MAX_STEPS))
         min_related = options.pop("min_related", None)
-        slm = SLMOptions.model_validate({"prompt": DEFAULT_PROMPT, "max_new_tokens": 400, **options})
-        return cls(source, build_backend(slm, spec, settings, api_key), slm.prompt, max_steps,
-                   slm.max_new_tokens, slm.escalate_below,
-                   None if min_related is None else float(min_related))
+        slm = SLMOptions.model_validate(
+            {"prompt": DEFAULT_PROMPT, "max_new_tokens": 400, **options}
+        )
+        return cls(
+            source,
+            build_backend(slm, spec, settings, api_key),
+            slm.prompt,
+            max_steps,
+            slm.max_new_tokens,
+            slm.escalate_below,
+            None if min_related is None else float(min_related),
+        )
 
-    async def plan(self, text: str, skills: Mapping[str, str], related: float | None = None) -> Plan:
+    async def plan(
+        self, text: str, skills: Mapping[str, str], related: float | None = None
+    ) -> Plan:
         """A validated plan for ``text`` over the registered ``skills``, or :class:`PlanError`.
 
         ``related`` is how close the request came to a workflow (the router's score); under
@@ -111,8 +137,10 @@ class PlanGenerator:
         if not skills:
             raise PlanError(f"{self.source}: no skills are registered to plan with")
         if self.min_related is not None and related is not None and related < self.min_related:
-            raise PlanError(f"{self.source}: not asked, the request is unrelated to the mesh's work "
-                            f"(similarity {related:.2f} < {self.min_related})")
+            raise PlanError(
+                f"{self.source}: not asked, the request is unrelated to the mesh's work "
+                f"(similarity {related:.2f} < {self.min_related})"
+            )
         request = GenerationRequest(
             prompt=self.prompt.format(input=plan_input(text, skills)),
             max_new_tokens=self.max_new_tokens,
@@ -128,11 +156,22 @@ class PlanGenerator:
         except (ValueError, PlanError) as exc:
             raise PlanError(f"{self.source}: the generated plan is invalid: {exc}") from exc
         confidence = generation.usage.mean_logprob
-        if self.escalate_below is not None and confidence is not None and confidence < self.escalate_below:
-            raise PlanError(f"{self.source}: unsure of its plan (mean token log-probability "
-                            f"{confidence:.3f} < {self.escalate_below}), so it is not used")
-        log.info("%s planned %d step(s) for %r (mean logprob %s)", self.source, len(plan.steps),
-                 text[:60], confidence)
+        if (
+            self.escalate_below is not None
+            and confidence is not None
+            and confidence < self.escalate_below
+        ):
+            raise PlanError(
+                f"{self.source}: unsure of its plan (mean token log-probability "
+                f"{confidence:.3f} < {self.escalate_below}), so it is not used"
+            )
+        log.info(
+            "%s planned %d step(s) for %r (mean logprob %s)",
+            self.source,
+            len(plan.steps),
+            text[:60],
+            confidence,
+        )
         return plan
 
     async def aclose(self) -> None:

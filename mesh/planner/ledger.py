@@ -27,9 +27,14 @@ class ModelCost:
     flops: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"model": self.model, "parameters": self.parameters, "calls": self.calls,
-                "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-                "flops": self.flops}
+        return {
+            "model": self.model,
+            "parameters": self.parameters,
+            "calls": self.calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "flops": self.flops,
+        }
 
 
 def call_flops(call: dict[str, Any]) -> float:
@@ -60,7 +65,9 @@ class CostLedger:
             key = f"{call.get('agent') or '?'}:{call.get('model') or '?'}"
             cost = self.models.get(key)
             if cost is None:
-                cost = self.models[key] = ModelCost(call.get("model") or "?", call.get("parameters"))
+                cost = self.models[key] = ModelCost(
+                    call.get("model") or "?", call.get("parameters")
+                )
             cost.calls += 1
             cost.input_tokens += call.get("input_tokens") or 0
             cost.output_tokens += call.get("output_tokens") or 0
@@ -84,7 +91,9 @@ class CostLedger:
     def to_json(self) -> dict[str, Any]:
         actual = self.flops
         out: dict[str, Any] = {
-            "models": [cost.to_json() for cost in sorted(self.models.values(), key=lambda c: -c.flops)],
+            "models": [
+                cost.to_json() for cost in sorted(self.models.values(), key=lambda c: -c.flops)
+            ],
             "flops": actual,
             "baseline_flops": self.baseline_flops,
             "ratio": round(self.baseline_flops / actual, 3) if actual else None,
@@ -109,13 +118,17 @@ def merge_costs(costs: list[dict[str, Any]]) -> dict[str, Any]:
         routed += steps
         first += round((cost.get("first_choice_share") or 0) * steps)
         for row in cost.get("models") or []:
-            total = models.setdefault(row["model"], {**row, "calls": 0, "input_tokens": 0,
-                                                     "output_tokens": 0, "flops": 0.0})
+            total = models.setdefault(
+                row["model"],
+                {**row, "calls": 0, "input_tokens": 0, "output_tokens": 0, "flops": 0.0},
+            )
             for key in ("calls", "input_tokens", "output_tokens", "flops"):
                 total[key] += row[key]
     out: dict[str, Any] = {
-        "models": sorted(models.values(), key=lambda r: -r["flops"]), "flops": flops,
-        "baseline_flops": baseline, "ratio": round(baseline / flops, 3) if flops else None,
+        "models": sorted(models.values(), key=lambda r: -r["flops"]),
+        "flops": flops,
+        "baseline_flops": baseline,
+        "ratio": round(baseline / flops, 3) if flops else None,
         "escalations": escalations,
     }
     if routed:
@@ -126,5 +139,10 @@ def merge_costs(costs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _usage_call(outcome: Outcome) -> dict[str, Any]:
     usage = outcome.usage or {}
-    return {"agent": outcome.agent, "model": usage.get("model"), "parameters": usage.get("parameters"),
-            "input_tokens": usage.get("input_tokens"), "output_tokens": usage.get("output_tokens")}
+    return {
+        "agent": outcome.agent,
+        "model": usage.get("model"),
+        "parameters": usage.get("parameters"),
+        "input_tokens": usage.get("input_tokens"),
+        "output_tokens": usage.get("output_tokens"),
+    }

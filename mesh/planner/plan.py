@@ -44,23 +44,43 @@ class Step(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(pattern=STEP_ID, description="Unique within its plan; other steps bind to it as $id.")
-    skill: str | None = Field(None, description="A2A skill id; resolved to an agent through the registry.")
-    fn: str | None = Field(None, description="Name of a planner function (deterministic glue, no model).")
-    for_each: Any = Field(None, description="Binding to a list: the step runs its sub-plan once per item.")
+    id: str = Field(
+        pattern=STEP_ID, description="Unique within its plan; other steps bind to it as $id."
+    )
+    skill: str | None = Field(
+        None, description="A2A skill id; resolved to an agent through the registry."
+    )
+    fn: str | None = Field(
+        None, description="Name of a planner function (deterministic glue, no model)."
+    )
+    for_each: Any = Field(
+        None, description="Binding to a list: the step runs its sub-plan once per item."
+    )
     plan: Plan | None = Field(None, description="The sub-plan of a map step.")
-    workflow: str | None = Field(None, description="A map step's sub-plan taken from a named workflow.")
-    input: Any = Field("$input", description="Template of the step's input (the sub-plan's $input for a map).")
-    when: Any = Field(None, description="Condition; the step is skipped (value null) when it is false.")
+    workflow: str | None = Field(
+        None, description="A map step's sub-plan taken from a named workflow."
+    )
+    input: Any = Field(
+        "$input", description="Template of the step's input (the sub-plan's $input for a map)."
+    )
+    when: Any = Field(
+        None, description="Condition; the step is skipped (value null) when it is false."
+    )
     timeout_s: float | None = Field(None, gt=0, description="Deadline of one attempt.")
     retries: int = Field(2, ge=0, le=10, description="Further attempts after a retryable failure.")
     idempotency_key: bool = Field(
-        False, description="Add a key derived from task and step to the input (side-effecting tools).")
+        False,
+        description="Add a key derived from task and step to the input (side-effecting tools).",
+    )
     expect: dict[str, Any] | None = Field(
-        None, description="JSON schema the step's value must satisfy; an agent answer that does not "
-        "fails the attempt (retried like a failed task).")
+        None,
+        description="JSON schema the step's value must satisfy; an agent answer that does not "
+        "fails the attempt (retried like a failed task).",
+    )
     on_error: Literal["fail", "continue"] = Field(
-        "fail", description="Map steps: 'continue' keeps going when an item fails (its entry holds the error).")
+        "fail",
+        description="Map steps: 'continue' keeps going when an item fails (its entry holds the error).",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Step:
@@ -70,7 +90,9 @@ class Step(BaseModel):
             if kinds:
                 raise ValueError(f"step {self.id!r}: a for_each step runs a plan, not {kinds[0]}")
             if (self.plan is None) == (self.workflow is None):
-                raise ValueError(f"step {self.id!r}: for_each needs exactly one of plan or workflow")
+                raise ValueError(
+                    f"step {self.id!r}: for_each needs exactly one of plan or workflow"
+                )
         else:
             if len(kinds) != 1:
                 raise ValueError(f"step {self.id!r}: needs exactly one of skill, fn or for_each")
@@ -89,7 +111,9 @@ class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     steps: list[Step] = Field(min_length=1)
-    output: Any = Field(None, description="Template of the plan's result; default: every step's value.")
+    output: Any = Field(
+        None, description="Template of the plan's result; default: every step's value."
+    )
 
     def step(self, step_id: str) -> Step:
         return next(s for s in self.steps if s.id == step_id)
@@ -147,7 +171,7 @@ def holds(condition: Any, scope: Mapping[str, Any]) -> bool:
     if condition is None:
         return True
     if isinstance(condition, Mapping) and len(condition) == 1:
-        (op, arg), = condition.items()
+        ((op, arg),) = condition.items()
         if op == "any":
             return any(holds(c, scope) for c in arg)
         if op == "all":
@@ -161,7 +185,7 @@ def _condition_ok(condition: Any) -> bool:
     if condition is None or isinstance(condition, str):
         return True
     if isinstance(condition, Mapping) and len(condition) == 1:
-        (op, arg), = condition.items()
+        ((op, arg),) = condition.items()
         if op in ("any", "all"):
             return isinstance(arg, list) and bool(arg) and all(_condition_ok(c) for c in arg)
         if op == "not":
@@ -174,7 +198,9 @@ def _condition_ok(condition: Any) -> bool:
 
 def step_dependencies(step: Step) -> set[str]:
     """Names a step waits for: everything its input, condition and list refer to."""
-    names = set(references(step.input)) | set(references(step.when)) | set(references(step.for_each))
+    names = (
+        set(references(step.input)) | set(references(step.when)) | set(references(step.for_each))
+    )
     return names
 
 
@@ -214,22 +240,33 @@ def validate_plan(
         if "item" in set(references(step.for_each)) or "item" in set(references(step.when)):
             raise PlanError(f"{here}: $item is only bound in a for_each step's input")
         if not _condition_ok(step.when):
-            raise PlanError(f"{here}: 'when' must be a binding or {{any|all: [...]}} / {{not: ...}}")
+            raise PlanError(
+                f"{here}: 'when' must be a binding or {{any|all: [...]}} / {{not: ...}}"
+            )
         if step.skill is not None and skills is not None and step.skill not in skills:
             known = ", ".join(sorted(skills)) or "none registered"
             raise PlanError(f"{here}: unknown skill {step.skill!r} (known: {known})")
         if step.fn is not None and functions is not None and step.fn not in functions:
-            raise PlanError(f"{here}: unknown function {step.fn!r} (known: {', '.join(sorted(functions))})")
+            raise PlanError(
+                f"{here}: unknown function {step.fn!r} (known: {', '.join(sorted(functions))})"
+            )
         if step.expect is not None:
             try:
                 SchemaValidator.check_schema(step.expect)
             except jsonschema.SchemaError as exc:
-                raise PlanError(f"{here}: 'expect' is not a valid JSON schema: {exc.message}") from exc
+                raise PlanError(
+                    f"{here}: 'expect' is not a valid JSON schema: {exc.message}"
+                ) from exc
         if step.workflow is not None and workflows is not None and step.workflow not in workflows:
             raise PlanError(f"{here}: unknown workflow {step.workflow!r}")
         if step.plan is not None:
-            validate_plan(step.plan, skills=skills, functions=functions, workflows=workflows,
-                          where=f"{where}.{step.id}")
+            validate_plan(
+                step.plan,
+                skills=skills,
+                functions=functions,
+                workflows=workflows,
+                where=f"{where}.{step.id}",
+            )
         graph[step.id] = step_dependencies(step) - RESERVED
     for name in references(plan.output):
         if name not in seen | {"input"}:

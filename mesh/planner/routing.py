@@ -45,8 +45,12 @@ class RegisteredReplica(Protocol):
     draining: bool
 
 
-def build_routes(replicas: Iterable[RegisteredReplica], *, exclude: str = "",
-                 default_escalate_below: float | None = None) -> dict[str, Route]:
+def build_routes(
+    replicas: Iterable[RegisteredReplica],
+    *,
+    exclude: str = "",
+    default_escalate_below: float | None = None,
+) -> dict[str, Route]:
     """Skill id -> its providers, smallest model first, from live registry replicas.
 
     Draining replicas and ``exclude`` (the planner itself) are left out.
@@ -68,10 +72,22 @@ def build_routes(replicas: Iterable[RegisteredReplica], *, exclude: str = "",
         providers = []
         for agent in agents:
             known = facts.get(agent)
-            below = known.escalate_below if known and known.escalate_below is not None else default_escalate_below
-            providers.append(Provider(agent, known.model if known else None,
-                                      known.parameters if known else None, below))
-        providers.sort(key=lambda p: (p.parameters if p.parameters is not None else math.inf, p.agent))
+            below = (
+                known.escalate_below
+                if known and known.escalate_below is not None
+                else default_escalate_below
+            )
+            providers.append(
+                Provider(
+                    agent,
+                    known.model if known else None,
+                    known.parameters if known else None,
+                    below,
+                )
+            )
+        providers.sort(
+            key=lambda p: (p.parameters if p.parameters is not None else math.inf, p.agent)
+        )
         last = providers[-1]
         providers[-1] = Provider(last.agent, last.model, last.parameters, None)
         routes[skill] = tuple(providers)

@@ -27,9 +27,13 @@ class RayOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    runners: int = Field(1, ge=1, description="Step-runner actors; each runs many steps concurrently.")
+    runners: int = Field(
+        1, ge=1, description="Step-runner actors; each runs many steps concurrently."
+    )
     max_concurrency: int = Field(1000, ge=1, description="Steps one runner works on at once.")
-    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray instance (default: all).")
+    num_cpus: int | None = Field(
+        None, ge=1, description="CPUs of a local Ray instance (default: all)."
+    )
     object_store_mb: int = Field(256, ge=80, description="Object store of a local Ray instance.")
     namespace: str = "slmesh"
 
@@ -52,8 +56,11 @@ class RayRuntime:
         self.ray = ray
         if not ray.is_initialized():
             if self.settings.ray_address:
-                ray.init(address=self.settings.ray_address, namespace=self.options.namespace,
-                         log_to_driver=False)
+                ray.init(
+                    address=self.settings.ray_address,
+                    namespace=self.options.namespace,
+                    log_to_driver=False,
+                )
             else:
                 ray.init(
                     namespace=self.options.namespace,
@@ -64,7 +71,11 @@ class RayRuntime:
                     logging_level=logging.WARNING,
                 )
             self._started_local = True
-            log.info("ray %s connected (%s)", ray.__version__, self.settings.ray_address or "local instance")
+            log.info(
+                "ray %s connected (%s)",
+                ray.__version__,
+                self.settings.ray_address or "local instance",
+            )
         actor = ray.remote(num_cpus=0, max_concurrency=self.options.max_concurrency)(StepRunner)
         self._runners = [actor.remote(self.settings) for _ in range(self.options.runners)]
 

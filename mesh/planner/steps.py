@@ -75,7 +75,11 @@ class Outcome:
 
     def to_json(self) -> dict[str, Any]:
         """Status and value always (a value may be 0, false or null); the rest when set."""
-        return {k: v for k, v in asdict(self).items() if k in ("status", "value") or v not in (None, 0, 0.0)}
+        return {
+            k: v
+            for k, v in asdict(self).items()
+            if k in ("status", "value") or v not in (None, 0, 0.0)
+        }
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Outcome:
@@ -134,7 +138,9 @@ class StepRunner:
                     from mesh.a2a.discovery import watched_client
 
                     if not self.settings.registry:
-                        raise StepError("the planner needs SLMESH_REGISTRY to find agents", retryable=False)
+                        raise StepError(
+                            "the planner needs SLMESH_REGISTRY to find agents", retryable=False
+                        )
                     self._client, self._view = await watched_client(self.settings)
         return self._client
 
@@ -153,13 +159,24 @@ class StepRunner:
         if not telemetry.enabled():
             return await self._run(call, deps)
         kind = names.STEP_SKILL if call.kind == "skill" else names.STEP_FN
-        attributes = {names.STEP_ID: call.node, kind: call.target, names.OPENINFERENCE_KIND: "CHAIN"}
+        attributes = {
+            names.STEP_ID: call.node,
+            kind: call.target,
+            names.OPENINFERENCE_KIND: "CHAIN",
+        }
         if call.agent:
             attributes[names.AGENT_NAME] = call.agent
-        with telemetry.attached(call.trace), \
-                telemetry.get_tracer().start_as_current_span(f"step {call.node}", attributes=attributes) as span:
+        with (
+            telemetry.attached(call.trace),
+            telemetry.get_tracer().start_as_current_span(
+                f"step {call.node}", attributes=attributes
+            ) as span,
+        ):
             outcome = await self._run(call, deps)
-            ended: dict[str, Any] = {names.STEP_STATUS: outcome.status, names.STEP_ATTEMPTS: outcome.attempts}
+            ended: dict[str, Any] = {
+                names.STEP_STATUS: outcome.status,
+                names.STEP_ATTEMPTS: outcome.attempts,
+            }
             if outcome.escalations:
                 ended[names.STEP_ESCALATIONS] = len(outcome.escalations)
             if outcome.replica:
@@ -174,8 +191,11 @@ class StepRunner:
         scope: dict[str, Any] = {}
         for name, dep in zip(call.deps, deps, strict=True):
             if not dep.ok:
-                return Outcome("failed", error=f"not run: {dep.failed_step or name} failed: {dep.error}",
-                               failed_step=dep.failed_step or name)
+                return Outcome(
+                    "failed",
+                    error=f"not run: {dep.failed_step or name} failed: {dep.error}",
+                    failed_step=dep.failed_step or name,
+                )
             scope[name] = dep.value
         if not holds(call.when, scope):
             return Outcome("skipped")
@@ -186,8 +206,13 @@ class StepRunner:
             try:
                 result = FUNCTIONS[call.target](value)
             except Exception as exc:  # a function's bug or bad input fails the step, not the worker
-                return Outcome("failed", error=f"{call.target}: {exc}", failed_step=call.node,
-                               ms=_ms(started), attempts=1)
+                return Outcome(
+                    "failed",
+                    error=f"{call.target}: {exc}",
+                    failed_step=call.node,
+                    ms=_ms(started),
+                    attempts=1,
+                )
             return Outcome("ok", value=result, ms=_ms(started), attempts=1)
         return await self._call_agent(call, value, started)
 
@@ -218,9 +243,14 @@ class StepRunner:
                 return outcome
             escalation = {"from": provider.agent, "to": route[index + 1].agent, "reason": reason}
             escalations.append(escalation)
-            trace.get_current_span().add_event(names.ESCALATION, {
-                names.ESCALATION_FROM: provider.agent, names.ESCALATION_TO: route[index + 1].agent,
-                names.ESCALATION_REASON: reason})
+            trace.get_current_span().add_event(
+                names.ESCALATION,
+                {
+                    names.ESCALATION_FROM: provider.agent,
+                    names.ESCALATION_TO: route[index + 1].agent,
+                    names.ESCALATION_REASON: reason,
+                },
+            )
         raise AssertionError("unreachable: a route has at least one provider")
 
     async def _ask(self, call: StepCall, agent: str, value: Any, started: float) -> Outcome:
@@ -236,8 +266,16 @@ class StepRunner:
                 result, usage = task_result(response)
                 if call.expect is not None:
                     _check(result, call.expect)
-                return Outcome("ok", value=result, agent=agent, replica=replica, attempts=attempts,
-                               ms=_ms(started), usage=usage, agent_task=_task_id(response))
+                return Outcome(
+                    "ok",
+                    value=result,
+                    agent=agent,
+                    replica=replica,
+                    attempts=attempts,
+                    ms=_ms(started),
+                    usage=usage,
+                    agent_task=_task_id(response),
+                )
             except StepError as exc:
                 error = exc
             except (NoReplicaError, DeadlineExceededError) as exc:
@@ -245,8 +283,15 @@ class StepRunner:
             except Exception as exc:  # protocol errors from the agent: bad input, not retryable
                 error = StepError(f"{type(exc).__name__}: {exc}", retryable=False)
             if not error.retryable or attempts > call.retries:
-                return Outcome("failed", error=f"{agent} ({call.target}): {error}", failed_step=call.node,
-                               agent=agent, replica=replica, attempts=attempts, ms=_ms(started))
+                return Outcome(
+                    "failed",
+                    error=f"{agent} ({call.target}): {error}",
+                    failed_step=call.node,
+                    agent=agent,
+                    replica=replica,
+                    attempts=attempts,
+                    ms=_ms(started),
+                )
             await asyncio.sleep(self.backoff_s * 2 ** (attempts - 1))
 
     async def close(self) -> None:
@@ -262,17 +307,26 @@ def _escalation_reason(outcome: Outcome, provider: Provider) -> str | None:
     if not outcome.ok:
         return f"failed: {outcome.error}"
     confidence = (outcome.usage or {}).get("mean_logprob")
-    if provider.escalate_below is not None and isinstance(confidence, (int, float)) \
-            and confidence < provider.escalate_below:
+    if (
+        provider.escalate_below is not None
+        and isinstance(confidence, (int, float))
+        and confidence < provider.escalate_below
+    ):
         return f"low confidence: mean logprob {confidence:.3f} < {provider.escalate_below}"
     return None
 
 
 def _priced(agent: str, outcome: Outcome) -> dict[str, Any]:
     usage = outcome.usage or {}
-    return {"agent": agent, "model": usage.get("model"), "parameters": usage.get("parameters"),
-            "input_tokens": usage.get("input_tokens"), "output_tokens": usage.get("output_tokens"),
-            "mean_logprob": usage.get("mean_logprob"), "task_id": outcome.agent_task}
+    return {
+        "agent": agent,
+        "model": usage.get("model"),
+        "parameters": usage.get("parameters"),
+        "input_tokens": usage.get("input_tokens"),
+        "output_tokens": usage.get("output_tokens"),
+        "mean_logprob": usage.get("mean_logprob"),
+        "task_id": outcome.agent_task,
+    }
 
 
 def _ms(started: float) -> float:
@@ -284,8 +338,10 @@ def _request(value: Any) -> pb.SendMessageRequest:
     if isinstance(value, str):
         part = pb.Part(text=value)
     else:
-        part = pb.Part(text=json.dumps(value, separators=(",", ":"), ensure_ascii=False),
-                       media_type=JSON_MEDIA_TYPE)
+        part = pb.Part(
+            text=json.dumps(value, separators=(",", ":"), ensure_ascii=False),
+            media_type=JSON_MEDIA_TYPE,
+        )
     message = pb.Message(role=pb.Role.ROLE_USER, message_id=uuid.uuid4().hex, parts=[part])
     return pb.SendMessageRequest(message=message)
 
@@ -314,13 +370,20 @@ def task_result(response: pb.SendMessageResponse | pb.Task) -> tuple[Any, dict[s
         task = response
     state = task.status.state
     if state != pb.TaskState.TASK_STATE_COMPLETED:
-        reason = " ".join(p.text for p in task.status.message.parts if p.HasField("text")) or "no reason given"
+        reason = (
+            " ".join(p.text for p in task.status.message.parts if p.HasField("text"))
+            or "no reason given"
+        )
         name = pb.TaskState.Name(state).removeprefix("TASK_STATE_").lower()
         raise StepError(f"task {name}: {reason}", retryable=state == pb.TaskState.TASK_STATE_FAILED)
     if not task.artifacts:
         raise StepError("the agent completed without a result artifact", retryable=False)
     artifact = task.artifacts[-1]
-    usage = plain(MessageToDict(artifact.metadata)).get("usage") if artifact.HasField("metadata") else None
+    usage = (
+        plain(MessageToDict(artifact.metadata)).get("usage")
+        if artifact.HasField("metadata")
+        else None
+    )
     return parts_value(artifact.parts), usage
 
 

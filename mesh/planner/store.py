@@ -61,7 +61,9 @@ class PlanStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
 
-    def create_run(self, task_id: str, context_id: str, source: str, plan: dict[str, Any], input_: Any) -> None:
+    def create_run(
+        self, task_id: str, context_id: str, source: str, plan: dict[str, Any], input_: Any
+    ) -> None:
         now = time.time()
         self._db.execute(
             "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, 'working', NULL, ?, ?)",
@@ -69,28 +71,38 @@ class PlanStore:
         )
 
     def finish_run(self, task_id: str, state: str, error: str | None = None) -> None:
-        self._db.execute("UPDATE runs SET state = ?, error = ?, updated = ? WHERE task_id = ?",
-                         (state, error, time.time(), task_id))
+        self._db.execute(
+            "UPDATE runs SET state = ?, error = ?, updated = ? WHERE task_id = ?",
+            (state, error, time.time(), task_id),
+        )
 
     def save_step(self, task_id: str, node: str, outcome: Outcome) -> None:
-        self._db.execute("INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?)",
-                         (task_id, node, outcome.status, json.dumps(outcome.to_json())))
+        self._db.execute(
+            "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?)",
+            (task_id, node, outcome.status, json.dumps(outcome.to_json())),
+        )
 
     def outcomes(self, task_id: str) -> dict[str, Outcome]:
         """Finished (ok or skipped) steps of a run; failed ones are run again on resume."""
-        rows = self._db.execute("SELECT node, outcome FROM steps WHERE task_id = ? AND status != 'failed'",
-                                (task_id,))
+        rows = self._db.execute(
+            "SELECT node, outcome FROM steps WHERE task_id = ? AND status != 'failed'", (task_id,)
+        )
         return {node: Outcome.from_json(json.loads(raw)) for node, raw in rows}
 
     def run(self, task_id: str) -> RunRecord | None:
-        row = self._db.execute("SELECT task_id, context_id, source, plan, input, state, error FROM runs "
-                               "WHERE task_id = ?", (task_id,)).fetchone()
+        row = self._db.execute(
+            "SELECT task_id, context_id, source, plan, input, state, error FROM runs "
+            "WHERE task_id = ?",
+            (task_id,),
+        ).fetchone()
         return _record(row) if row else None
 
     def unfinished(self) -> list[RunRecord]:
         """Runs accepted but not finished, oldest first."""
-        rows = self._db.execute("SELECT task_id, context_id, source, plan, input, state, error FROM runs "
-                                "WHERE state = 'working' ORDER BY created")
+        rows = self._db.execute(
+            "SELECT task_id, context_id, source, plan, input, state, error FROM runs "
+            "WHERE state = 'working' ORDER BY created"
+        )
         return [_record(row) for row in rows]
 
     def close(self) -> None:
@@ -99,4 +111,6 @@ class PlanStore:
 
 def _record(row: tuple[Any, ...]) -> RunRecord:
     task_id, context_id, source, plan, input_, state, error = row
-    return RunRecord(task_id, context_id, source, json.loads(plan), json.loads(input_), state, error)
+    return RunRecord(
+        task_id, context_id, source, json.loads(plan), json.loads(input_), state, error
+    )

@@ -32,11 +32,16 @@ class Workflow(BaseModel):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     description: str
-    examples: list[str] = Field(default_factory=list, description="Requests it serves (routing by meaning).")
-    input: dict[str, Any] = Field(default_factory=lambda: {"type": "object"},
-                                  description="JSON schema of the workflow's input.")
+    examples: list[str] = Field(
+        default_factory=list, description="Requests it serves (routing by meaning)."
+    )
+    input: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object"},
+        description="JSON schema of the workflow's input.",
+    )
     text_input: str | None = Field(
-        None, description="A text request becomes {text_input: text}; unset: text is not accepted.")
+        None, description="A text request becomes {text_input: text}; unset: text is not accepted."
+    )
     plan: Plan
 
     def accepts(self, value: Any) -> bool:
@@ -66,9 +71,15 @@ class Route:
 class EmbeddingRouter:
     """Routes text to the workflow whose examples are closest in meaning."""
 
-    def __init__(self, workflows: Mapping[str, Workflow], threshold: float = 0.35,
-                 model_path: str | None = None) -> None:
-        self.workflows = [w for w in workflows.values() if w.text_input and (w.examples or w.description)]
+    def __init__(
+        self,
+        workflows: Mapping[str, Workflow],
+        threshold: float = 0.35,
+        model_path: str | None = None,
+    ) -> None:
+        self.workflows = [
+            w for w in workflows.values() if w.text_input and (w.examples or w.description)
+        ]
         self.threshold = threshold
         self._model_path = model_path
         self._model: Any = None

@@ -74,8 +74,12 @@ class RegistryClient:
         """A client of ``settings.registry``, with the mesh's message size limit and token."""
         if not settings.registry:
             raise ValueError("settings.registry is not set (SLMESH_REGISTRY=host:port)")
-        return cls(settings.registry, max_message_bytes=settings.max_request_bytes,
-                   token=registry_credential(settings), tls=TlsFiles.from_settings(settings))
+        return cls(
+            settings.registry,
+            max_message_bytes=settings.max_request_bytes,
+            token=registry_credential(settings),
+            tls=TlsFiles.from_settings(settings),
+        )
 
     @property
     def address(self) -> str:
@@ -86,14 +90,22 @@ class RegistryClient:
             raise RuntimeError(f"registry client for {self._address} is closed")
         if self._stub_ is None:
             self._channel = (
-                grpc.aio.secure_channel(self._address, self._tls.grpc_channel_credentials(), options=self._options)
-                if self._tls else grpc.aio.insecure_channel(self._address, options=self._options))
+                grpc.aio.secure_channel(
+                    self._address, self._tls.grpc_channel_credentials(), options=self._options
+                )
+                if self._tls
+                else grpc.aio.insecure_channel(self._address, options=self._options)
+            )
             self._stub_ = pb_grpc.RegistryStub(self._channel)
         return self._stub_
 
     def _call_options(self, timeout_s: float | None) -> dict[str, Any]:
         timeout = self._timeout_s if timeout_s is None else timeout_s
-        return {"timeout": timeout, "wait_for_ready": self._wait_for_ready, "metadata": self._metadata}
+        return {
+            "timeout": timeout,
+            "wait_for_ready": self._wait_for_ready,
+            "metadata": self._metadata,
+        }
 
     async def register(
         self, replica: pb.Replica, *, timeout_s: float | None = None

@@ -101,8 +101,14 @@ class RegistryServicer(pb_grpc.RegistryServicer):
     ``read_tokens`` when any is set: discovery is for mesh members, not for the network.
     """
 
-    def __init__(self, store: RegistryStore, heartbeat_interval_s: float, *,
-                 write_token: str | None = None, read_tokens: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        store: RegistryStore,
+        heartbeat_interval_s: float,
+        *,
+        write_token: str | None = None,
+        read_tokens: tuple[str, ...] = (),
+    ) -> None:
         self._store = store
         self._heartbeat_interval_s = heartbeat_interval_s
         self._watches: set[Subscription] = set()
@@ -110,16 +116,24 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         self._read_tokens = tuple(t.encode() for t in read_tokens if t)
 
     async def _require(self, context: grpc.aio.ServicerContext, write: bool) -> None:
-        allowed = (self._write_token,) if write and self._write_token else (() if write else self._read_tokens)
+        allowed = (
+            (self._write_token,)
+            if write and self._write_token
+            else (() if write else self._read_tokens)
+        )
         if not allowed:
             return
         token = _presented(context)
         # compare_digest against every allowed token: no early exit that would leak which one matched.
         if token is None or not any([hmac.compare_digest(token, t) for t in allowed]):
-            log.warning("refused %s from %s: bad or missing token",
-                        "a registry write" if write else "a registry read", context.peer())
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                BAD_REGISTRATION_TOKEN if write else BAD_READ_TOKEN)
+            log.warning(
+                "refused %s from %s: bad or missing token",
+                "a registry write" if write else "a registry read",
+                context.peer(),
+            )
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, BAD_REGISTRATION_TOKEN if write else BAD_READ_TOKEN
+            )
 
     async def Register(
         self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
@@ -258,8 +272,11 @@ async def start_registry_server(
     tls = TlsFiles.from_settings(settings)
     try:
         address = f"{_bracket(settings.host)}:{wanted}"
-        bound = (server.add_secure_port(address, tls.grpc_server_credentials()) if tls
-                 else server.add_insecure_port(address))
+        bound = (
+            server.add_secure_port(address, tls.grpc_server_credentials())
+            if tls
+            else server.add_insecure_port(address)
+        )
     except RuntimeError as exc:
         raise OSError(f"registry could not bind {settings.host}:{wanted}: {exc}") from exc
     await server.start()
@@ -283,9 +300,13 @@ def registry_tokens(settings: Settings) -> dict[str, Any]:
 
     Reads stay open while the mesh has no API token: agent cards are public then anyway.
     """
-    read = tuple(t.get_secret_value() for t in (settings.registration_token, settings.api_token) if t)
-    return {"write_token": registry_credential(settings),
-            "read_tokens": read if settings.api_token else ()}
+    read = tuple(
+        t.get_secret_value() for t in (settings.registration_token, settings.api_token) if t
+    )
+    return {
+        "write_token": registry_credential(settings),
+        "read_tokens": read if settings.api_token else (),
+    }
 
 
 async def _expire_forever(store: RegistryStore) -> None:

@@ -72,15 +72,20 @@ class EncoderSpec:
         return len(self.labels) if self.task == "labels" else 2 * len(self.fields)
 
     def save(self, folder: Path) -> None:
-        (folder / ENCODER_RECORD).write_text(json.dumps(asdict(self), indent=2) + "\n",
-                                             encoding="utf-8")
+        (folder / ENCODER_RECORD).write_text(
+            json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8"
+        )
 
     @classmethod
     def load(cls, folder: Path) -> EncoderSpec:
         data = json.loads((folder / ENCODER_RECORD).read_text(encoding="utf-8"))
-        return cls(task=data["task"], base=data["base"], labels=tuple(data.get("labels", ())),
-                   fields=tuple(data.get("fields", ())),
-                   max_span_tokens=int(data.get("max_span_tokens", 64)))
+        return cls(
+            task=data["task"],
+            base=data["base"],
+            labels=tuple(data.get("labels", ())),
+            fields=tuple(data.get("fields", ())),
+            max_span_tokens=int(data.get("max_span_tokens", 64)),
+        )
 
 
 def is_encoder_folder(path: Path) -> bool:
@@ -135,8 +140,9 @@ class EncoderModel:
     validators: dict[str, SchemaValidator] = field(default_factory=dict)
 
     def tokenize(self, texts: Sequence[str]) -> BatchEncoding:
-        return self.tokenizer(list(texts), padding=True, return_tensors="pt",
-                              return_offsets_mapping=True)
+        return self.tokenizer(
+            list(texts), padding=True, return_tensors="pt", return_offsets_mapping=True
+        )
 
     def token_count(self, text: str) -> int:
         return len(self.tokenizer(text)["input_ids"])
@@ -148,8 +154,9 @@ class EncoderModel:
 
     # -- decoding --------------------------------------------------------------------------
 
-    def choose_labels(self, logits: torch.Tensor, allowed: Sequence[Sequence[str]]
-                      ) -> list[tuple[str, float]]:
+    def choose_labels(
+        self, logits: torch.Tensor, allowed: Sequence[Sequence[str]]
+    ) -> list[tuple[str, float]]:
         """Per row, the best label of its allowed set and its log-probability in that set."""
         out = []
         for row, labels in zip(logits, allowed, strict=True):
@@ -159,9 +166,14 @@ class EncoderModel:
             out.append((labels[best], float(logprobs[best])))
         return out
 
-    def choose_spans(self, logits: tuple[torch.Tensor, torch.Tensor], batch: BatchEncoding,
-                     texts: Sequence[str], regions: Sequence[tuple[int, int]],
-                     schemas: Sequence[Mapping[str, Any]]) -> list[tuple[dict[str, Any], float]]:
+    def choose_spans(
+        self,
+        logits: tuple[torch.Tensor, torch.Tensor],
+        batch: BatchEncoding,
+        texts: Sequence[str],
+        regions: Sequence[tuple[int, int]],
+        schemas: Sequence[Mapping[str, Any]],
+    ) -> list[tuple[dict[str, Any], float]]:
         """Per row, each field's best word-aligned span inside ``regions[row]`` that its
         property schema accepts, or None; and the mean log-probability of those choices."""
         starts, ends = logits
@@ -187,12 +199,13 @@ class EncoderModel:
                     if score <= null_score:
                         break
                     a, z = divmod(flat, width)
-                    candidate = text[int(offsets[a][0]):int(offsets[z][1])]
+                    candidate = text[int(offsets[a][0]) : int(offsets[z][1])]
                     if self._accepts(name, schemas[row], candidate):
                         value[name], chosen = candidate, (a, z)
                         break
-                logprob += float(torch.log_softmax(start, -1)[chosen[0]]
-                                 + torch.log_softmax(end, -1)[chosen[1]])
+                logprob += float(
+                    torch.log_softmax(start, -1)[chosen[0]] + torch.log_softmax(end, -1)[chosen[1]]
+                )
             results.append((value, logprob / max(1, len(self.spec.fields))))
         return results
 
@@ -202,13 +215,18 @@ class EncoderModel:
         validator = self.validators.get(key)
         if validator is None:
             validator = self.validators[key] = SchemaValidator(
-                {k: v for k, v in prop.items() if not k.startswith("x-")})
-        return (bool(candidate.strip()) and not _SENTENCE_BREAK.search(candidate)
-                and validator.is_valid(candidate))
+                {k: v for k, v in prop.items() if not k.startswith("x-")}
+            )
+        return (
+            bool(candidate.strip())
+            and not _SENTENCE_BREAK.search(candidate)
+            and validator.is_valid(candidate)
+        )
 
 
-def _word_edges(text: str, words: Sequence[int | None], offsets: torch.Tensor,
-                region: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _word_edges(
+    text: str, words: Sequence[int | None], offsets: torch.Tensor, region: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Which tokens may start and end a span: word edges of real tokens inside ``region`` whose
     edge character is a letter or digit."""
     width = len(words)
@@ -238,17 +256,21 @@ def load_base(base: str) -> tuple[nn.Module, Any]:
 
 
 def save_head(head: EncoderHead, folder: Path) -> None:
-    save_file({k: v.detach().contiguous() for k, v in head.state_dict().items()},
-              str(folder / HEAD_FILE))
+    save_file(
+        {k: v.detach().contiguous() for k, v in head.state_dict().items()}, str(folder / HEAD_FILE)
+    )
 
 
-def load_encoder(source: str, *, base_dir: Path | None = None, name: str | None = None
-                 ) -> EncoderModel:
+def load_encoder(
+    source: str, *, base_dir: Path | None = None, name: str | None = None
+) -> EncoderModel:
     """Loads an encoder folder (see the module docstring); raises ModelLoadError."""
     folder = Path(resolve_source(source, base_dir))
     if not is_encoder_folder(folder):
-        raise ModelLoadError(f"cannot load the encoder {source!r}: no {ENCODER_RECORD} in "
-                             f"{folder} (`slmesh train AGENT` writes one)")
+        raise ModelLoadError(
+            f"cannot load the encoder {source!r}: no {ENCODER_RECORD} in "
+            f"{folder} (`slmesh train AGENT` writes one)"
+        )
     spec = EncoderSpec.load(folder)
     encoder, tokenizer = load_base(spec.base)
     if (folder / "adapter_config.json").is_file():
@@ -262,6 +284,6 @@ def load_encoder(source: str, *, base_dir: Path | None = None, name: str | None 
     head.eval()
     context = int(getattr(encoder.config, "max_position_embeddings", 512))
     parameters = sum(p.numel() for p in encoder.parameters()) + sum(
-        p.numel() for p in head.parameters())
-    return EncoderModel(spec, encoder, head, tokenizer, name or folder.name, parameters,
-                        context)
+        p.numel() for p in head.parameters()
+    )
+    return EncoderModel(spec, encoder, head, tokenizer, name or folder.name, parameters, context)

@@ -48,20 +48,31 @@ class _Job:
 class EncoderBackend:
     """Serves one encoder folder from this process (see the module docstring)."""
 
-    def __init__(self, model: str | EncoderModel, *, base_dir: Path | None = None,
-                 name: str | None = None, max_batch_size: int = 32, max_wait_ms: float = 5.0,
-                 threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: str | EncoderModel,
+        *,
+        base_dir: Path | None = None,
+        name: str | None = None,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        threads: int | None = None,
+    ) -> None:
         if max_batch_size < 1 or max_wait_ms < 0:
             raise ValueError("max_batch_size must be >= 1 and max_wait_ms >= 0")
-        self.loaded = model if isinstance(model, EncoderModel) else load_encoder(
-            model, base_dir=base_dir, name=name)
+        self.loaded = (
+            model
+            if isinstance(model, EncoderModel)
+            else load_encoder(model, base_dir=base_dir, name=name)
+        )
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
         self.threads = threads
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"encoder-{self.loaded.name}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"encoder-{self.loaded.name}", daemon=True
+        )
         self._thread.start()
 
     @property
@@ -87,31 +98,44 @@ class EncoderBackend:
         if isinstance(output, Choice):
             unknown = [label for label in output.labels if label not in spec.labels]
             if spec.task != "labels" or unknown:
-                raise SchemaError(f"the encoder {self.model_name} answers the labels "
-                                  f"{list(spec.labels)}, not {unknown or list(output.labels)}")
+                raise SchemaError(
+                    f"the encoder {self.model_name} answers the labels "
+                    f"{list(spec.labels)}, not {unknown or list(output.labels)}"
+                )
             return
         if not isinstance(output, JsonOutput) or spec.task != "spans":
-            raise SchemaError(f"the encoder {self.model_name} ({spec.task}) cannot produce "
-                              f"{type(output).__name__} output")
+            raise SchemaError(
+                f"the encoder {self.model_name} ({spec.task}) cannot produce "
+                f"{type(output).__name__} output"
+            )
         check_schema(output.schema)
         properties = output.schema.get("properties", {})
         if output.schema.get("type") != "object" or list(properties) != list(spec.fields):
-            raise SchemaError(f"the encoder {self.model_name} fills the fields "
-                              f"{list(spec.fields)}; the schema has {list(properties)}")
+            raise SchemaError(
+                f"the encoder {self.model_name} fills the fields "
+                f"{list(spec.fields)}; the schema has {list(properties)}"
+            )
         for name, prop in properties.items():
             types = prop.get("type")
             types = types if isinstance(types, list) else [types]
             if sorted(types) != ["null", "string"] or prop.get("x-grounded") is not True:
-                raise SchemaError(f"field {name!r}: an encoder fills only grounded "
-                                  "string-or-null fields (x-grounded: true)")
+                raise SchemaError(
+                    f"field {name!r}: an encoder fills only grounded "
+                    "string-or-null fields (x-grounded: true)"
+                )
 
     def stream(self, request: GenerationRequest) -> GenerationStream:
         """Queues a request; the stream yields the answer as one chunk. Needs a running loop."""
         stream = GenerationStream(lambda generation: finalize(request.output, generation))
         text, _ = render_prompt(self.loaded.tokenizer, request, use_chat_template=False)
         submitted = time.monotonic()
-        job = _Job(request, text, stream, submitted,
-                   None if request.timeout_s is None else submitted + request.timeout_s)
+        job = _Job(
+            request,
+            text,
+            stream,
+            submitted,
+            None if request.timeout_s is None else submitted + request.timeout_s,
+        )
 
         def cancel() -> None:
             job.cancelled = True
@@ -175,8 +199,11 @@ class EncoderBackend:
             if job.cancelled:
                 continue
             if job.deadline is not None and now >= job.deadline:
-                job.stream.send(GenerationFailedError(
-                    f"the deadline of {job.request.timeout_s} s passed before the model ran"))
+                job.stream.send(
+                    GenerationFailedError(
+                        f"the deadline of {job.request.timeout_s} s passed before the model ran"
+                    )
+                )
                 continue
             try:
                 self._check_input(job)
@@ -191,8 +218,10 @@ class EncoderBackend:
             raise InputError("the prompt is empty")
         count = self.loaded.token_count(job.text)
         if count > self.loaded.context_length:
-            raise InputTooLongError(f"the prompt is {count} tokens; it exceeds the model's "
-                                    f"context of {self.loaded.context_length} tokens")
+            raise InputTooLongError(
+                f"the prompt is {count} tokens; it exceeds the model's "
+                f"context of {self.loaded.context_length} tokens"
+            )
 
     def _read(self, jobs: list[_Job]) -> None:
         started = time.monotonic()
@@ -207,19 +236,25 @@ class EncoderBackend:
         done = time.monotonic()
         for job, row, (text, logprob) in zip(jobs, range(len(jobs)), answers, strict=True):
             usage = Usage(
-                input_tokens=int(batch["attention_mask"][row].sum()), output_tokens=0,
-                ttft_ms=(done - job.submitted) * 1000, tokens_per_s=None,
-                model=self.loaded.name, parameters=self.loaded.parameters,
-                mean_logprob=logprob, queue_ms=(started - job.submitted) * 1000,
-                batch_size=len(jobs))
+                input_tokens=int(batch["attention_mask"][row].sum()),
+                output_tokens=0,
+                ttft_ms=(done - job.submitted) * 1000,
+                tokens_per_s=None,
+                model=self.loaded.name,
+                parameters=self.loaded.parameters,
+                mean_logprob=logprob,
+                queue_ms=(started - job.submitted) * 1000,
+                batch_size=len(jobs),
+            )
             job.stream.send(text)
             job.stream.send(Generation(text, "stop", usage))
 
     def _answers(self, jobs: list[_Job], batch: Any, logits: Any) -> list[tuple[str, float]]:
         outputs = [job.request.output for job in jobs]
         if self.loaded.spec.task == "labels":
-            allowed = [o.labels if isinstance(o, Choice) else self.loaded.spec.labels
-                       for o in outputs]
+            allowed = [
+                o.labels if isinstance(o, Choice) else self.loaded.spec.labels for o in outputs
+            ]
             return self.loaded.choose_labels(logits, allowed)
         regions, schemas = [], []
         for job, output in zip(jobs, outputs, strict=True):
@@ -227,7 +262,10 @@ class EncoderBackend:
             at = job.text.find(source) if source else -1
             regions.append((at, at + len(source)) if at >= 0 else (0, len(job.text)))
             schemas.append(output.schema if isinstance(output, JsonOutput) else {})
-        chosen = self.loaded.choose_spans(logits, batch, [job.text for job in jobs], regions,
-                                          schemas)
-        return [(json.dumps(value, ensure_ascii=False, separators=(",", ":")), logprob)
-                for value, logprob in chosen]
+        chosen = self.loaded.choose_spans(
+            logits, batch, [job.text for job in jobs], regions, schemas
+        )
+        return [
+            (json.dumps(value, ensure_ascii=False, separators=(",", ":")), logprob)
+            for value, logprob in chosen
+        ]

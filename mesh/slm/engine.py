@@ -44,7 +44,6 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
@@ -72,8 +71,9 @@ from mesh.slm.slots import SlotCache
 logger = logging.getLogger(__name__)
 
 _CLOSE = object()
-_MASK_4D_MODELS = frozenset({"llama", "qwen2", "qwen3", "mistral", "phi3", "gemma", "smollm3",
-                             "olmo2", "granite"})
+_MASK_4D_MODELS = frozenset(
+    {"llama", "qwen2", "qwen3", "mistral", "phi3", "gemma", "smollm3", "olmo2", "granite"}
+)
 """Model types whose forward hands the attention mask only to transformers' mask builders,
 which take a ready 4D mask as is (others, e.g. ALiBi models, derive biases from the 2D mask)."""
 
@@ -150,8 +150,10 @@ class BatchEngine:
         # With SDPA attention a decode step's boolean [B, 1, 1, L] mask is exactly what
         # transformers would build from the 2D mask; passing it skips that work every step.
         config = loaded.model.config
-        self._mask_4d = (getattr(config, "_attn_implementation", None) == "sdpa"
-                         and getattr(config, "model_type", None) in _MASK_4D_MODELS)
+        self._mask_4d = (
+            getattr(config, "_attn_implementation", None) == "sdpa"
+            and getattr(config, "model_type", None) in _MASK_4D_MODELS
+        )
         self.steps = 0
         self._vocabulary: TokenVocabulary | None = None
         self._vocabulary_lock = threading.Lock()
@@ -284,8 +286,9 @@ class BatchEngine:
 
     def _prepare(self, submission: Submission) -> None:
         loaded = self.loaded
-        ids = loaded.tokenizer.encode(submission.prompt,
-                                      add_special_tokens=submission.add_special_tokens)
+        ids = loaded.tokenizer.encode(
+            submission.prompt, add_special_tokens=submission.add_special_tokens
+        )
         if not ids:
             raise InputError("the prompt is empty after tokenization")
         if len(ids) + submission.max_new_tokens > loaded.context_length:
@@ -296,8 +299,7 @@ class BatchEngine:
         submission.prompt_ids = ids
         if submission.output is not None:
             # The parser itself is built on the mask thread (see _prefetch_masks).
-            submission.grammar = compile_grammar(submission.output,
-                                                 self.vocabulary.representable)
+            submission.grammar = compile_grammar(submission.output, self.vocabulary.representable)
         if submission.temperature > 0:
             submission.generator = torch.Generator()
             if submission.seed is not None:
@@ -308,7 +310,8 @@ class BatchEngine:
     def _step(self) -> None:
         if self._batch is not None:
             self._batch = self._keep(
-                self._batch, [i for i, s in enumerate(self._batch.rows) if not s.cancelled])
+                self._batch, [i for i, s in enumerate(self._batch.rows) if not s.cancelled]
+            )
         admitted = self._admit()
         if self._batch is None and not admitted:
             self._drain_masks()  # the rows they were for were cancelled
@@ -350,7 +353,8 @@ class BatchEngine:
             return
         if self._mask_thread is None:
             self._mask_thread = ThreadPoolExecutor(
-                1, thread_name_prefix=f"slm-masks-{self.loaded.name}")
+                1, thread_name_prefix=f"slm-masks-{self.loaded.name}"
+            )
         job = self._mask_thread.submit(self._build_masks, constrained)
         self._mask_jobs.append(({id(s) for s in constrained}, job))
 
@@ -384,8 +388,13 @@ class BatchEngine:
             else:
                 found.update(future.result())
         self._mask_jobs = pending
-        guided = [i for i, s in enumerate(rows) if s.grammar is not None
-                  and s.guide_error is None and (s.guide is not None or self._build_guide(s))]
+        guided = [
+            i
+            for i, s in enumerate(rows)
+            if s.grammar is not None
+            and s.guide_error is None
+            and (s.guide is not None or self._build_guide(s))
+        ]
         if not guided:
             return [], None
         if all(id(rows[i]) in found for i in guided):
@@ -398,20 +407,25 @@ class BatchEngine:
         for _, future in self._mask_jobs:
             try:
                 future.result()
-            except Exception:  # noqa: BLE001 - the step that wanted them failed already
+            except Exception:
                 logger.debug("discarded grammar masks failed", exc_info=True)
         self._mask_jobs = []
 
     # -- forward passes -----------------------------------------------------------------
 
-    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
-                 cache: Any) -> torch.Tensor:
+    def _forward(
+        self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any
+    ) -> torch.Tensor:
         extra: dict[str, Any] = {self._cache_argument: cache}
         if self._logits_to_keep:
             extra["logits_to_keep"] = 1
-        output = self.loaded.model(input_ids=input_ids.to(self.device), attention_mask=mask,
-                                   position_ids=positions.to(self.device), use_cache=True,
-                                   **extra)
+        output = self.loaded.model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=mask,
+            position_ids=positions.to(self.device),
+            use_cache=True,
+            **extra,
+        )
         return output.logits[:, -1, :]  # on the model's device; _advance moves what it needs
 
     def _start(self, admitted: list[Submission]) -> _Batch | None:
@@ -422,8 +436,8 @@ class BatchEngine:
         mask = torch.zeros((rows, width), dtype=torch.long)
         for i, submission in enumerate(admitted):
             n = len(submission.prompt_ids)
-            ids[i, width - n:] = torch.tensor(submission.prompt_ids, dtype=torch.long)
-            mask[i, width - n:] = 1
+            ids[i, width - n :] = torch.tensor(submission.prompt_ids, dtype=torch.long)
+            mask[i, width - n :] = 1
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         mask = mask.to(self.device)
         cache = DynamicCache(config=self.loaded.model.config)
@@ -431,8 +445,10 @@ class BatchEngine:
         if self.merge_supported is None:
             self.merge_supported = all(type(layer) is DynamicLayer for layer in cache.layers)
             if not self.merge_supported:
-                logger.info("model %s: cache layers cannot be merged; batching whole batches",
-                            self.loaded.name)
+                logger.info(
+                    "model %s: cache layers cannot be merged; batching whole batches",
+                    self.loaded.name,
+                )
         fresh = _Batch(admitted, torch.zeros(rows, dtype=torch.long), cache=cache, mask=mask)
         keep = self._advance(fresh, logits)
         if not self.merge_supported:
@@ -460,8 +476,7 @@ class BatchEngine:
         if batch.slots is None:
             assert batch.mask is not None
             positions = batch.mask.sum(dim=1, keepdim=True)
-            batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.rows), 1))],
-                                   dim=1)
+            batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.rows), 1))], dim=1)
             return self._forward(batch.next_tokens[:, None], batch.mask, positions, batch.cache)
         slots = batch.slots
         slots.reserve_decode()
@@ -478,8 +493,7 @@ class BatchEngine:
         returns the indices of the rows going on."""
         rows = batch.rows
         guided, masks = self._masks(rows)
-        if masks is None and logits.device.type != "cpu" and all(
-                s.temperature == 0 for s in rows):
+        if masks is None and logits.device.type != "cpu" and all(s.temperature == 0 for s in rows):
             # Greedy rows without grammar on an accelerator: choose there and bring back two
             # numbers per row, not a vocabulary of logits (151,936 floats a row for Qwen).
             logits = logits.float()
@@ -501,11 +515,13 @@ class BatchEngine:
         for i, submission in enumerate(rows):
             if submission.temperature > 0 and not (blocked and blocked[i]):
                 tokens[i] = self._sample(submission, logits[i])
-        return self._take(batch, tokens, logprobs.gather(1, tokens[:, None])[:, 0].tolist(),
-                          blocked)
+        return self._take(
+            batch, tokens, logprobs.gather(1, tokens[:, None])[:, 0].tolist(), blocked
+        )
 
-    def _take(self, batch: _Batch, tokens: torch.Tensor, chosen: list[float],
-              blocked: list[bool]) -> list[int]:
+    def _take(
+        self, batch: _Batch, tokens: torch.Tensor, chosen: list[float], blocked: list[bool]
+    ) -> list[int]:
         """Records each row's chosen token; returns the indices of the rows going on."""
         rows = batch.rows
         batch.next_tokens = tokens
@@ -515,9 +531,13 @@ class BatchEngine:
                 self._send(submission, submission.guide_error)
                 continue
             if blocked and blocked[i]:
-                self._send(submission, GenerationFailedError(
-                    "constrained decoding reached a state no token of this vocabulary can "
-                    "continue"))
+                self._send(
+                    submission,
+                    GenerationFailedError(
+                        "constrained decoding reached a state no token of this vocabulary can "
+                        "continue"
+                    ),
+                )
                 continue
             if self._accept(submission, token, chosen[i]):
                 keep.append(i)
@@ -543,9 +563,13 @@ class BatchEngine:
             return False
         if token in self.loaded.eos_ids:
             if submission.guide is not None and not submission.guide.accepting:
-                self._send(submission, GenerationFailedError(
-                    "constrained decoding reached a dead end (the output declaration and this "
-                    f"input leave no way to finish): {submission.text[-80:]!r}"))
+                self._send(
+                    submission,
+                    GenerationFailedError(
+                        "constrained decoding reached a dead end (the output declaration and this "
+                        f"input leave no way to finish): {submission.text[-80:]!r}"
+                    ),
+                )
             else:
                 self._finish(submission, "stop")
             return False
@@ -584,7 +608,7 @@ class BatchEngine:
             if submission.stop and submission.guide is None:
                 end = min(end, len(submission.text) - (max(map(len, submission.stop)) - 1))
         if end > submission.emitted:
-            self._send(submission, submission.text[submission.emitted:end])
+            self._send(submission, submission.text[submission.emitted : end])
             submission.emitted = end
 
     def _token_text(self, token: int) -> str:
@@ -601,15 +625,18 @@ class BatchEngine:
         usage = Usage(
             input_tokens=len(submission.prompt_ids),
             output_tokens=tokens,
-            ttft_ms=None if submission.first_token_at is None else round(
-                (submission.first_token_at - submission.submitted) * 1000, 3),
+            ttft_ms=None
+            if submission.first_token_at is None
+            else round((submission.first_token_at - submission.submitted) * 1000, 3),
             tokens_per_s=round(tokens / elapsed, 3) if tokens and elapsed > 0 else None,
             model=self.loaded.name,
             parameters=self.loaded.parameters,
-            mean_logprob=(sum(submission.logprobs) / len(submission.logprobs)
-                          if submission.logprobs else None),
-            queue_ms=None if submission.admitted_at is None else round(
-                (submission.admitted_at - submission.submitted) * 1000, 3),
+            mean_logprob=(
+                sum(submission.logprobs) / len(submission.logprobs) if submission.logprobs else None
+            ),
+            queue_ms=None
+            if submission.admitted_at is None
+            else round((submission.admitted_at - submission.submitted) * 1000, 3),
             batch_size=submission.batch_size or None,
         )
         logprobs = tuple(
@@ -641,8 +668,12 @@ class BatchEngine:
         index = torch.tensor(keep, dtype=torch.long)
         on_device = index.to(batch.mask.device)
         batch.cache.batch_select_indices(on_device)
-        return _Batch([batch.rows[i] for i in keep], batch.next_tokens[index],
-                      cache=batch.cache, mask=batch.mask[on_device])
+        return _Batch(
+            [batch.rows[i] for i in keep],
+            batch.next_tokens[index],
+            cache=batch.cache,
+            mask=batch.mask[on_device],
+        )
 
 
 def _decoder(tokenizer: Any) -> Callable[[list[int]], str]:

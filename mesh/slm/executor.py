@@ -79,8 +79,9 @@ class GroundedTextOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     names: bool = True
-    allow: list[str] = Field(default_factory=list,
-                             description="Words always allowed as facts (the agent's constants).")
+    allow: list[str] = Field(
+        default_factory=list, description="Words always allowed as facts (the agent's constants)."
+    )
 
 
 class OutputOptions(BaseModel):
@@ -103,8 +104,9 @@ class OutputOptions(BaseModel):
         if self.labels is not None:
             return Choice(tuple(self.labels))
         if self.grounded_text is not None:
-            return GroundedText(names=self.grounded_text.names,
-                                allow=tuple(self.grounded_text.allow))
+            return GroundedText(
+                names=self.grounded_text.names, allow=tuple(self.grounded_text.allow)
+            )
         assert self.schema_ is not None
         return JsonOutput(self.schema_)
 
@@ -115,23 +117,35 @@ class SLMOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backend: Literal["transformers", "openai", "encoder"] = Field(
-        "transformers", description="transformers: a causal LM; openai: an OpenAI-compatible "
-        "server; encoder: a fine-tuned encoder with a label or span head (mesh.slm.encoder).")
+        "transformers",
+        description="transformers: a causal LM; openai: an OpenAI-compatible "
+        "server; encoder: a fine-tuned encoder with a label or span head (mesh.slm.encoder).",
+    )
     model: str | None = Field(None, description="Folder (relative to the spec) or model id.")
     adapter: str | None = Field(
-        None, description="transformers backend: a LoRA adapter folder (relative to the spec) "
-        "merged into options.model at load; the agent is then named after it in usage.")
+        None,
+        description="transformers backend: a LoRA adapter folder (relative to the spec) "
+        "merged into options.model at load; the agent is then named after it in usage.",
+    )
     base_url: str | None = Field(None, description="openai backend: server URL ending in /v1.")
     model_name: str | None = Field(None, description="openai backend: the served model's name.")
     api_key_env: str | None = Field(
-        None, description="openai backend: environment variable holding the API key (read when "
-        "the backend is built, unless the caller passes api_key).")
+        None,
+        description="openai backend: environment variable holding the API key (read when "
+        "the backend is built, unless the caller passes api_key).",
+    )
     parameters: int | None = Field(
-        None, ge=1, description="Parameter count of the model, for a remote one the mesh cannot "
-        "count (a local model's is counted): usage, the agent card and the planner's cost ledger.")
+        None,
+        ge=1,
+        description="Parameter count of the model, for a remote one the mesh cannot "
+        "count (a local model's is counted): usage, the agent card and the planner's cost ledger.",
+    )
     escalate_below: float | None = Field(
-        None, le=0, description="Mean token log-probability under which the planner should send "
-        "this skill's call on to a larger model offering it (published on the agent card).")
+        None,
+        le=0,
+        description="Mean token log-probability under which the planner should send "
+        "this skill's call on to a larger model offering it (published on the agent card).",
+    )
     prompt: str = "{input}"
     system: str | None = None
     use_chat_template: bool = True
@@ -143,27 +157,35 @@ class SLMOptions(BaseModel):
     batching: BatchingOptions = Field(default_factory=BatchingOptions)
     threads: int | None = Field(None, ge=1)
     stream_interval_ms: float = Field(
-        50.0, ge=0, description="Streamed chunks are coalesced to at most one event per interval.")
+        50.0, ge=0, description="Streamed chunks are coalesced to at most one event per interval."
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> SLMOptions:
         if self.backend in ("transformers", "encoder") and not self.model:
             raise ValueError(f"the {self.backend} backend needs options.model")
-        if self.backend == "encoder" and (self.adapter or self.output is None
-                                          or self.output.grounded_text is not None):
-            raise ValueError("the encoder backend answers labels or a JSON object of grounded "
-                             "spans (options.output.labels or .schema); its folder holds its "
-                             "own adapter")
+        if self.backend == "encoder" and (
+            self.adapter or self.output is None or self.output.grounded_text is not None
+        ):
+            raise ValueError(
+                "the encoder backend answers labels or a JSON object of grounded "
+                "spans (options.output.labels or .schema); its folder holds its "
+                "own adapter"
+            )
         if self.backend == "openai" and not (self.base_url and self.model_name):
             raise ValueError("the openai backend needs options.base_url and options.model_name")
         if self.backend == "openai" and self.adapter:
-            raise ValueError("options.adapter needs the transformers backend (an OpenAI-"
-                             "compatible server loads its adapters itself)")
+            raise ValueError(
+                "options.adapter needs the transformers backend (an OpenAI-"
+                "compatible server loads its adapters itself)"
+            )
         try:
             self.prompt.format(input="")
         except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"prompt must be a str.format template with only {{input}} "
-                             f"(double other braces): {exc}") from exc
+            raise ValueError(
+                f"prompt must be a str.format template with only {{input}} "
+                f"(double other braces): {exc}"
+            ) from exc
         return self
 
 
@@ -196,17 +218,26 @@ class SLMExecutor(AgentExecutor):
                 raise SpecError(f"service {spec.name!r}: options.output: {exc}") from exc
         self._running: dict[str, GenerationStream] = {}
         self.recorder = Recorder.from_settings(settings, spec.name)
-        self._output_spec = (self.options.output.model_dump(by_alias=True, exclude_none=True)
-                             if self.options.output else None)
+        self._output_spec = (
+            self.options.output.model_dump(by_alias=True, exclude_none=True)
+            if self.options.output
+            else None
+        )
 
     def card_extensions(self) -> list[Any]:
         """The model behind this agent, on its card: the planner routes and prices by it."""
-        return [ModelFacts(model=self.backend.model_name, parameters=self.backend.parameters,
-                           backend=self.options.backend,
-                           escalate_below=self.options.escalate_below).extension()]
+        return [
+            ModelFacts(
+                model=self.backend.model_name,
+                parameters=self.backend.parameters,
+                backend=self.options.backend,
+                escalate_below=self.options.escalate_below,
+            ).extension()
+        ]
 
-    def _build_backend(self, spec: ServiceSpec, settings: Settings,
-                       api_key: str | None) -> SLMBackend:
+    def _build_backend(
+        self, spec: ServiceSpec, settings: Settings, api_key: str | None
+    ) -> SLMBackend:
         return build_backend(self.options, spec, settings, api_key)
 
     def request_for(self, text: str) -> GenerationRequest:
@@ -215,12 +246,20 @@ class SLMExecutor(AgentExecutor):
         prompt = options.prompt.format(input=text)
         output = self.output.with_source(text) if self.output is not None else None
         common: dict[str, Any] = dict(
-            max_new_tokens=options.max_new_tokens, stop=tuple(options.stop),
-            timeout_s=options.timeout_s, output=output, temperature=options.temperature,
+            max_new_tokens=options.max_new_tokens,
+            stop=tuple(options.stop),
+            timeout_s=options.timeout_s,
+            output=output,
+            temperature=options.temperature,
         )
         if options.system is not None:
-            return GenerationRequest(messages=[{"role": "system", "content": options.system},
-                                               {"role": "user", "content": prompt}], **common)
+            return GenerationRequest(
+                messages=[
+                    {"role": "system", "content": options.system},
+                    {"role": "user", "content": prompt},
+                ],
+                **common,
+            )
         return GenerationRequest(prompt=prompt, **common)
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
@@ -240,10 +279,16 @@ class SLMExecutor(AgentExecutor):
             return _Outcome("rejected", error=f"empty_input: {reason}")
         request = self.request_for(text)
         span = genai.start_generation(
-            self.backend.model_name, provider=self.options.backend, messages=request.messages,
-            prompt=request.prompt, max_tokens=request.max_new_tokens,
-            temperature=request.temperature, top_p=request.top_p, seed=request.seed,
-            output_type="json" if isinstance(self.output, JsonOutput) else "text")
+            self.backend.model_name,
+            provider=self.options.backend,
+            messages=request.messages,
+            prompt=request.prompt,
+            max_tokens=request.max_new_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            output_type="json" if isinstance(self.output, JsonOutput) else "text",
+        )
         with genai.current(span):  # a remote backend's request task carries the span on
             stream = self.backend.stream(request)
         self._running[updater.task_id] = stream
@@ -269,13 +314,22 @@ class SLMExecutor(AgentExecutor):
             raise
         finally:
             self._running.pop(updater.task_id, None)
-        genai.end_generation(span, usage=generation.usage, finish_reason=generation.finish_reason,
-                             text=generation.text)
+        genai.end_generation(
+            span,
+            usage=generation.usage,
+            finish_reason=generation.finish_reason,
+            text=generation.text,
+        )
         await updater.add_artifact(
-            self._final_parts(generation), artifact_id=artifact_id, name=OUTPUT_ARTIFACT,
-            metadata={"usage": generation.usage.to_dict(),
-                      "finish_reason": generation.finish_reason},
-            append=False if started else None, last_chunk=True,
+            self._final_parts(generation),
+            artifact_id=artifact_id,
+            name=OUTPUT_ARTIFACT,
+            metadata={
+                "usage": generation.usage.to_dict(),
+                "finish_reason": generation.finish_reason,
+            },
+            append=False if started else None,
+            last_chunk=True,
         )
         await updater.complete()
         return _Outcome("completed", generation, valid=True)
@@ -291,13 +345,20 @@ class SLMExecutor(AgentExecutor):
         else:
             answer = generation.text
         record = CallRecord(
-            id=task_id, task_id=task_id, agent=self.spec.name,
+            id=task_id,
+            task_id=task_id,
+            agent=self.spec.name,
             skill=self.spec.skills[0].id if self.spec.skills else None,
-            prompt=self.options.prompt, input=text, output=answer, state=outcome.state,
-            valid=outcome.valid, error=outcome.error,
+            prompt=self.options.prompt,
+            input=text,
+            output=answer,
+            state=outcome.state,
+            valid=outcome.valid,
+            error=outcome.error,
             output_spec=self._output_spec,
             model=usage.model if usage else self.backend.model_name,
-            parameters=usage.parameters if usage else None, backend=self.options.backend,
+            parameters=usage.parameters if usage else None,
+            backend=self.options.backend,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
             input_tokens=usage.input_tokens if usage else None,
             output_tokens=usage.output_tokens if usage else None,
@@ -306,8 +367,9 @@ class SLMExecutor(AgentExecutor):
         names = name_fields(generation.value) if generation and outcome.valid else []
         return PendingCall(record, tuple(names))
 
-    async def _stream_chunks(self, stream: GenerationStream, updater: TaskUpdater,
-                             artifact_id: str) -> bool:
+    async def _stream_chunks(
+        self, stream: GenerationStream, updater: TaskUpdater, artifact_id: str
+    ) -> bool:
         """Forwards text chunks as artifact updates, coalesced; returns whether any went out."""
         interval = self.options.stream_interval_ms / 1000
         pending: list[str] = []
@@ -317,20 +379,28 @@ class SLMExecutor(AgentExecutor):
             pending.append(chunk)
             now = time.monotonic()
             if now - last >= interval:
-                await updater.add_artifact([new_text_part("".join(pending))],
-                                           artifact_id=artifact_id, name=OUTPUT_ARTIFACT,
-                                           append=started or None, last_chunk=False)
+                await updater.add_artifact(
+                    [new_text_part("".join(pending))],
+                    artifact_id=artifact_id,
+                    name=OUTPUT_ARTIFACT,
+                    append=started or None,
+                    last_chunk=False,
+                )
                 started, pending, last = True, [], now
         return started
 
     def _final_parts(self, generation: Generation) -> list[Part]:
         if isinstance(self.output, Choice):
-            return [new_data_part({"label": generation.value}, media_type=JSON_MEDIA_TYPE),
-                    new_text_part(str(generation.value))]
+            return [
+                new_data_part({"label": generation.value}, media_type=JSON_MEDIA_TYPE),
+                new_text_part(str(generation.value)),
+            ]
         if isinstance(self.output, JsonOutput):
             # The text part keeps the schema's key order, which a protobuf Struct loses.
-            return [new_data_part(generation.value, media_type=JSON_MEDIA_TYPE),
-                    new_text_part(self._output_text(generation), media_type=JSON_MEDIA_TYPE)]
+            return [
+                new_data_part(generation.value, media_type=JSON_MEDIA_TYPE),
+                new_text_part(self._output_text(generation), media_type=JSON_MEDIA_TYPE),
+            ]
         return [new_text_part(generation.text)]
 
     def _output_text(self, generation: Generation) -> str:
@@ -368,8 +438,9 @@ class _Outcome:
     error: str | None = None
 
 
-def build_backend(options: SLMOptions, spec: ServiceSpec, settings: Settings,
-                  api_key: str | None = None) -> SLMBackend:
+def build_backend(
+    options: SLMOptions, spec: ServiceSpec, settings: Settings, api_key: str | None = None
+) -> SLMBackend:
     """The backend ``options`` name: a local causal LM or encoder, or an OpenAI-compatible
     server."""
     if options.backend == "openai":
@@ -380,20 +451,34 @@ def build_backend(options: SLMOptions, spec: ServiceSpec, settings: Settings,
             # the variable (like OPENAI_API_KEY), the value never appears in config or logs.
             api_key = os.environ.get(options.api_key_env)
             if api_key is None:
-                logger.warning("service %s: options.api_key_env=%s is not set; calls go without "
-                               "a key", spec.name, options.api_key_env)
+                logger.warning(
+                    "service %s: options.api_key_env=%s is not set; calls go without a key",
+                    spec.name,
+                    options.api_key_env,
+                )
         assert options.base_url and options.model_name
-        return OpenAIBackend(options.base_url, options.model_name, api_key=api_key,
-                             timeout_s=options.timeout_s or settings.request_timeout_s,
-                             parameters=options.parameters)
+        return OpenAIBackend(
+            options.base_url,
+            options.model_name,
+            api_key=api_key,
+            timeout_s=options.timeout_s or settings.request_timeout_s,
+            parameters=options.parameters,
+        )
     assert options.model
     try:
-        causal = ({} if options.backend == "encoder" else
-                  {"use_chat_template": options.use_chat_template, "adapter": options.adapter})
+        causal = (
+            {}
+            if options.backend == "encoder"
+            else {"use_chat_template": options.use_chat_template, "adapter": options.adapter}
+        )
         return local_backend(
-            options.backend, options.model, base_dir=spec.path,
+            options.backend,
+            options.model,
+            base_dir=spec.path,
             max_batch_size=options.batching.max_batch_size,
-            max_wait_ms=options.batching.max_wait_ms, threads=options.threads, **causal,
+            max_wait_ms=options.batching.max_wait_ms,
+            threads=options.threads,
+            **causal,
         )
     except ModelLoadError as exc:
         raise SpecError(f"service {spec.name!r}: {exc}") from exc
@@ -412,6 +497,8 @@ def input_text(message: Message | None) -> str:
 
 def _message(updater: TaskUpdater, code: str, text: str) -> Message:
     return updater.new_agent_message(
-        [new_text_part(f"{code}: {text}"),
-         new_data_part({"error": {"code": code, "message": text}}, media_type=JSON_MEDIA_TYPE)]
+        [
+            new_text_part(f"{code}: {text}"),
+            new_data_part({"error": {"code": code, "message": text}}, media_type=JSON_MEDIA_TYPE),
+        ]
     )

@@ -115,8 +115,9 @@ def finalize(output: OutputConstraint | None, generation: Generation) -> Generat
             ) from exc
         exc.generation = generation
         raise
-    return Generation(generation.text, generation.finish_reason, generation.usage, value,
-                      generation.logprobs)
+    return Generation(
+        generation.text, generation.finish_reason, generation.usage, value, generation.logprobs
+    )
 
 
 class GenerationStream:

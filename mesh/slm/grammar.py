@@ -81,22 +81,28 @@ _KEYWORDS: dict[str, frozenset[str]] = {
     "object": frozenset({"properties", "required", "additionalProperties"}),
     "array": frozenset({"items", "minItems", "maxItems"}),
     "string": frozenset({"minLength", "maxLength", "pattern", GROUNDED}),
-    "integer": frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
-                          "multipleOf", GROUNDED}),
-    "number": frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
-                         "multipleOf", GROUNDED}),
+    "integer": frozenset(
+        {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", GROUNDED}
+    ),
+    "number": frozenset(
+        {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", GROUNDED}
+    ),
     "boolean": frozenset(),
     "null": frozenset(),
 }
 _COMBINATORS = frozenset({"anyOf", "oneOf"})
 
 # One character of JSON string content: a plain character or an escape (no lone surrogates).
-_UNIT = (r'(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]'
-         r'|\\u(?:[0-9a-cA-Ce-fE-F][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F]{2}))')
+_UNIT = (
+    r'(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]'
+    r"|\\u(?:[0-9a-cA-Ce-fE-F][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F]{2}))"
+)
 _SAFE = r'[^"\\\x00-\x1f]'
 # A unit that is not whitespace: grounded spans start and end with one.
-_EDGE = (r'(?:[^"\\\x00-\x1f\s]|\\["\\/]'
-         r'|\\u(?:[0-9a-cA-Ce-fE-F][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F]{2}))')
+_EDGE = (
+    r'(?:[^"\\\x00-\x1f\s]|\\["\\/]'
+    r"|\\u(?:[0-9a-cA-Ce-fE-F][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F]{2}))"
+)
 _CHUNK = re.compile(r"\s+|\w+|[^\s\w]", re.UNICODE)
 # What a patterned string never contains (see ``_SAFE``).
 _UNSAFE = re.compile(r'["\\\x00-\x1f]')
@@ -162,7 +168,7 @@ OutputConstraint = Choice | JsonOutput | GroundedText
 
 _FACT_MARK = re.compile(r"[0-9@]")
 _SENTENCE_END = ".!?"
-_MID_SEPARATORS = " ()[]{},;:\"$€£#"
+_MID_SEPARATORS = ' ()[]{},;:"$€£#'
 """What may stand between the words and facts of grounded text (no newline: one line)."""
 _SEPARATORS = _MID_SEPARATORS + _SENTENCE_END
 _SEPARATOR_RUN = re.compile("([" + re.escape(_SEPARATORS) + "]+)")
@@ -229,23 +235,34 @@ def invented_facts(constraint: GroundedText, text: str) -> list[str]:
             head = head or any(ch in _SENTENCE_END for ch in separators.group())
             at = separators.end()
             continue
-        fact = next((f for f in facts if text.startswith(f, at)
-                     and (at + len(f) == len(text) or text[at + len(f)] in _SEPARATORS)), None)
+        fact = next(
+            (
+                f
+                for f in facts
+                if text.startswith(f, at)
+                and (at + len(f) == len(text) or text[at + len(f)] in _SEPARATORS)
+            ),
+            None,
+        )
         if fact is not None:
             at += len(fact)
         else:
             word = _WORD_RUN.match(text, at).group()  # type: ignore[union-attr]
             at += len(word)
             if _FACT_MARK.search(word) or (
-                    constraint.names and not head and word[:1].isupper()
-                    and word not in _FREE_CAPITALISED):
+                constraint.names
+                and not head
+                and word[:1].isupper()
+                and word not in _FREE_CAPITALISED
+            ):
                 invented.append(word)
         head = False
     return invented
 
 
-def _grounded_text_grammar(constraint: GroundedText,
-                           representable: Callable[[str], bool] | None) -> str:
+def _grounded_text_grammar(
+    constraint: GroundedText, representable: Callable[[str], bool] | None
+) -> str:
     def chars(text: str) -> str:
         return "".join("\\" + ch if ch in "[]\\^-/" else ch for ch in text)
 
@@ -308,9 +325,9 @@ def compile_grammar(
     return "\n".join([f"start: {top}", *compiler.lines]) + "\n"
 
 
-def grounded_values(schema: Mapping[str, Any], value: Any,
-                    is_valid: Callable[[Mapping[str, Any], Any], bool]
-                    ) -> Iterator[tuple[str | int | float, bool | str]]:
+def grounded_values(
+    schema: Mapping[str, Any], value: Any, is_valid: Callable[[Mapping[str, Any], Any], bool]
+) -> Iterator[tuple[str | int | float, bool | str]]:
     """The string and number values in ``value`` that ``schema`` marks grounded, each with
     its grounding (``True``: a span of the input; a string: a JSON Pointer into it)."""
     for branch_key in _COMBINATORS:
@@ -320,8 +337,11 @@ def grounded_values(schema: Mapping[str, Any], value: Any,
                     yield from grounded_values(branch, value, is_valid)
                     break
     grounding = schema.get(GROUNDED)
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool) and (
-            grounding is True or isinstance(grounding, str)):
+    if (
+        isinstance(value, (str, int, float))
+        and not isinstance(value, bool)
+        and (grounding is True or isinstance(grounding, str))
+    ):
         yield value, grounding
     elif isinstance(value, dict):
         for name, sub in (schema.get("properties") or {}).items():
@@ -386,8 +406,9 @@ class _Compiler:
 
     def expr(self, schema: Any, where: str) -> str | None:
         if schema is True or (isinstance(schema, Mapping) and not schema):
-            raise SchemaError(f"{where}: an unconstrained value ({{}} or true) is not supported; "
-                              "give it a type")
+            raise SchemaError(
+                f"{where}: an unconstrained value ({{}} or true) is not supported; give it a type"
+            )
         if not isinstance(schema, Mapping):
             raise SchemaError(f"{where}: a schema must be an object, got {schema!r}")
         for key in schema:
@@ -396,8 +417,9 @@ class _Compiler:
             if key in {"type", "enum", "const"} | _COMBINATORS:
                 continue
             if not any(key in allowed for allowed in _KEYWORDS.values()):
-                raise SchemaError(f"{where}: keyword {key!r} is not supported by constrained "
-                                  "decoding")
+                raise SchemaError(
+                    f"{where}: keyword {key!r} is not supported by constrained decoding"
+                )
         if "const" in schema:
             return _literal(_compact(schema["const"]))
         if "enum" in schema:
@@ -477,8 +499,11 @@ class _Compiler:
         if not isinstance(items, Mapping):
             raise SchemaError(f"{where}: an array needs one items schema")
         low, high = schema.get("minItems", 0), schema.get("maxItems")
-        if not isinstance(low, int) or low < 0 or (high is not None and
-                                                    (not isinstance(high, int) or high < low)):
+        if (
+            not isinstance(low, int)
+            or low < 0
+            or (high is not None and (not isinstance(high, int) or high < low))
+        ):
             raise SchemaError(f"{where}: minItems/maxItems must be integers, min <= max")
         item = self.expr(items, f"{where}/items")
         if item is None or high == 0:
@@ -492,8 +517,11 @@ class _Compiler:
 
     def _string(self, schema: Mapping[str, Any], where: str) -> str | None:
         low, high = schema.get("minLength", 0), schema.get("maxLength")
-        if not isinstance(low, int) or low < 0 or (high is not None and
-                                                    (not isinstance(high, int) or high < low)):
+        if (
+            not isinstance(low, int)
+            or low < 0
+            or (high is not None and (not isinstance(high, int) or high < low))
+        ):
             raise SchemaError(f"{where}: minLength/maxLength must be integers, min <= max")
         grounded = _grounding(schema, where)
         pattern = schema.get("pattern")
@@ -505,8 +533,9 @@ class _Compiler:
         length = f"{{{low},{'' if high is None else high}}}"
         if pattern_regex is None:
             return self._terminal(_regex(f'"{_UNIT}{length}"'))
-        body = self._terminal(" & ".join([_regex(f"{_UNIT}{length}"), _regex(f"{_SAFE}*"),
-                                          _regex(pattern_regex)]))
+        body = self._terminal(
+            " & ".join([_regex(f"{_UNIT}{length}"), _regex(f"{_SAFE}*"), _regex(pattern_regex)])
+        )
         return self._terminal(f'"\\"" {body} "\\""')
 
     def _grounded_number(self, regex: str, where: str) -> str | None:
@@ -531,13 +560,16 @@ class _Compiler:
             return None
         return self._union([_literal(text) for text in found])
 
-    def _whole_string(self, pointer: str, low: int, high: int | None, pattern: str | None,
-                      where: str) -> str | None:
+    def _whole_string(
+        self, pointer: str, low: int, high: int | None, pattern: str | None, where: str
+    ) -> str | None:
         """One of the strings at or under ``pointer`` of the JSON input, whole."""
         compiled = None if pattern is None else re.compile(pattern)
         found = [
-            text for text in value_strings(self.source, pointer)
-            if low <= len(text) and (high is None or len(text) <= high)
+            text
+            for text in value_strings(self.source, pointer)
+            if low <= len(text)
+            and (high is None or len(text) <= high)
             and (compiled is None or compiled.search(text))
             and (self.representable is None or all(map(self.representable, text)))
         ]
@@ -546,8 +578,9 @@ class _Compiler:
             return None
         return self._union([_literal(_compact(text)) for text in found])
 
-    def _grounded(self, low: int, high: int | None, pattern: str | None,
-                  pattern_regex: str | None, where: str) -> str | None:
+    def _grounded(
+        self, low: int, high: int | None, pattern: str | None, pattern_regex: str | None, where: str
+    ) -> str | None:
         """A span of the source: any chunk-aligned one, or the listed ones that fit the limits.
 
         With length limits or a pattern, the fitting spans of at most ``MAX_LISTED_CHUNKS``
@@ -568,11 +601,13 @@ class _Compiler:
         patterned = pattern is not None
         if patterned not in self._segments:
             self._segments[patterned] = _segments(
-                self.source, self.representable, json_safe=patterned)
+                self.source, self.representable, json_safe=patterned
+            )
         segments = self._segments[patterned]
         if low > 1 or high is not None or pattern is not None:
-            listed = _fitting_spans(segments, low, high,
-                                    None if pattern is None else re.compile(pattern))
+            listed = _fitting_spans(
+                segments, low, high, None if pattern is None else re.compile(pattern)
+            )
             if listed is not None:
                 if not listed:
                     self.ungrounded.add(where)
@@ -582,19 +617,25 @@ class _Compiler:
             self.ungrounded.add(where)
             return None
         options = [
-            self._terminal("%regex " + json.dumps(
-                {"substring_chunks": [_compact(c)[1:-1] for c in chunks]}, ensure_ascii=False))
+            self._terminal(
+                "%regex "
+                + json.dumps(
+                    {"substring_chunks": [_compact(c)[1:-1] for c in chunks]}, ensure_ascii=False
+                )
+            )
             for chunks in segments
         ]
-        spans = options[0] if len(options) == 1 else self._terminal(
-            "(" + " | ".join(options) + ")")
+        spans = options[0] if len(options) == 1 else self._terminal("(" + " | ".join(options) + ")")
         if high is not None and high >= _longest_span(segments):
             high = None
         bodies = [spans, _regex(f"{_EDGE}(?:{_UNIT}*{_EDGE})?")]
         if low > 1 or high is not None:
             bodies.append(_regex(f"{_UNIT}{{{low},{'' if high is None else high}}}"))
-        if pattern is not None and pattern_regex is not None and not _every_span_matches(
-                pattern, segments):
+        if (
+            pattern is not None
+            and pattern_regex is not None
+            and not _every_span_matches(pattern, segments)
+        ):
             bodies.append(_regex(pattern_regex))
         body = self._terminal(" & ".join(bodies))
         return self._terminal(f'"\\"" {body} "\\""')
@@ -605,8 +646,9 @@ def _grounding(schema: Mapping[str, Any], where: str) -> bool | str:
     grounded = schema.get(GROUNDED, False)
     if isinstance(grounded, str):
         if grounded and not grounded.startswith("/"):
-            raise SchemaError(f"{where}: {GROUNDED} pointer {grounded!r} must be \"\" or start "
-                              "with /")
+            raise SchemaError(
+                f'{where}: {GROUNDED} pointer {grounded!r} must be "" or start with /'
+            )
         return grounded
     if not isinstance(grounded, bool):
         raise SchemaError(f"{where}: {GROUNDED} must be true, false or a JSON Pointer")
@@ -684,8 +726,9 @@ MAX_LISTED_CHUNKS = 48
 """A listed span (length limits or pattern) covers at most this many chunks (~20 words)."""
 
 
-def _fitting_spans(segments: list[list[str]], low: int, high: int | None,
-                   pattern: re.Pattern[str] | None) -> list[str] | None:
+def _fitting_spans(
+    segments: list[list[str]], low: int, high: int | None, pattern: re.Pattern[str] | None
+) -> list[str] | None:
     """The distinct chunk-aligned spans within the limits (None: too many to list)."""
     found: dict[str, None] = {}
     for chunks in segments:
@@ -693,7 +736,7 @@ def _fitting_spans(segments: list[list[str]], low: int, high: int | None,
             if first.isspace():
                 continue
             text = ""
-            for chunk in chunks[start:start + MAX_LISTED_CHUNKS]:
+            for chunk in chunks[start : start + MAX_LISTED_CHUNKS]:
                 text += chunk
                 if high is not None and len(text) > high:
                     break
@@ -706,8 +749,9 @@ def _fitting_spans(segments: list[list[str]], low: int, high: int | None,
     return list(found)
 
 
-def _segments(source: str, representable: Callable[[str], bool] | None, *,
-              json_safe: bool = False) -> list[list[str]]:
+def _segments(
+    source: str, representable: Callable[[str], bool] | None, *, json_safe: bool = False
+) -> list[list[str]]:
     """The source split at characters spans never cross, each piece as chunks.
 
     Spans never cross a character the tokenizer cannot produce; with ``json_safe`` (a
@@ -716,7 +760,8 @@ def _segments(source: str, representable: Callable[[str], bool] | None, *,
     pieces, current = [], []
     for ch in source:
         if (representable is not None and not representable(ch)) or (
-                json_safe and _UNSAFE.match(ch)):
+            json_safe and _UNSAFE.match(ch)
+        ):
             pieces.append("".join(current))
             current = []
         else:
@@ -768,10 +813,14 @@ def _search_pattern(pattern: Any, where: str) -> str:
     if anchored_end:
         body = body[:-1]
     if (anchored_start or anchored_end) and _has_top_level_bar(body):
-        raise SchemaError(f"{where}: pattern {pattern!r}: wrap alternatives in a group when "
-                          "anchoring")
-    return ("" if anchored_start else f"{_SAFE}*") + f"(?:{body})" + (
-        "" if anchored_end else f"{_SAFE}*")
+        raise SchemaError(
+            f"{where}: pattern {pattern!r}: wrap alternatives in a group when anchoring"
+        )
+    return (
+        ("" if anchored_start else f"{_SAFE}*")
+        + f"(?:{body})"
+        + ("" if anchored_end else f"{_SAFE}*")
+    )
 
 
 def _has_top_level_bar(pattern: str) -> bool:
@@ -807,7 +856,7 @@ def _integer_regex(schema: Mapping[str, Any], where: str) -> str:
     multiple = schema.get("multipleOf")
     if multiple is not None and multiple != 1:
         raise SchemaError(f"{where}: multipleOf is only supported as 1 for integers")
-    limit = 10 ** MAX_INT_DIGITS - 1
+    limit = 10**MAX_INT_DIGITS - 1
     low, high = -limit, limit
     for key, pick in (("minimum", math.ceil), ("exclusiveMinimum", lambda v: math.floor(v) + 1)):
         bound = _number_bound(schema, key, where)
@@ -828,8 +877,11 @@ def _int_range(low: int, high: int) -> list[str]:
     """Regex alternatives matching exactly the integers ``low..high`` in canonical form."""
     options: list[str] = []
     if low < 0:
-        options += ["-" + alt for alt in _natural_range(max(1, -high), -low)] if high < 0 else \
-            ["-" + alt for alt in _natural_range(1, -low)]
+        options += (
+            ["-" + alt for alt in _natural_range(max(1, -high), -low)]
+            if high < 0
+            else ["-" + alt for alt in _natural_range(1, -low)]
+        )
     if high >= 0:
         options += _natural_range(max(0, low), high)
     return options
@@ -868,8 +920,12 @@ def _number_regex(schema: Mapping[str, Any], where: str) -> str:
     multiple = schema.get("multipleOf")
     if multiple is not None:
         exponent = Decimal(str(multiple)).normalize().as_tuple()
-        if (isinstance(multiple, bool) or exponent.digits != (1,) or exponent.exponent > 0
-                or not isinstance(exponent.exponent, int)):
+        if (
+            isinstance(multiple, bool)
+            or exponent.digits != (1,)
+            or exponent.exponent > 0
+            or not isinstance(exponent.exponent, int)
+        ):
             raise SchemaError(f"{where}: multipleOf is only supported as a power of ten <= 1")
         fraction = -exponent.exponent
     digits = MAX_INT_DIGITS

@@ -50,7 +50,9 @@ class TokenVocabulary:
         words = (self.vocab_size + 31) // 32
         bitmask = np.zeros((len(guides), words), dtype=np.int32)
         self._executor.unsafe_compute_mask_ptr(
-            [(g.matcher, i) for i, g in enumerate(guides)], bitmask.ctypes.data, words * 4,
+            [(g.matcher, i) for i, g in enumerate(guides)],
+            bitmask.ctypes.data,
+            words * 4,
             len(guides),
         )
         bits = np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little")
@@ -92,8 +94,9 @@ class Guide:
 
 def validate_grammar(vocabulary: TokenVocabulary, grammar: str) -> None:
     """Raises :class:`SchemaError` if llguidance refuses ``grammar`` (checked at start-up)."""
-    is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar,
-                                                                             vocabulary.llg)
+    is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(
+        grammar, vocabulary.llg
+    )
     if is_error:
         raise SchemaError(f"the output grammar was refused: {'; '.join(messages)}")
 
@@ -106,8 +109,11 @@ def _llg_tokenizer(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> llgui
         return llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=eos)
     except ValueError as exc:
         logger.debug("llguidance cannot read the tokenizer directly (%s); using a text table", exc)
-    return llguidance.LLTokenizer(llguidance.TokenizerWrapper(_TextTable(tokenizer, vocab_size)),
-                                  n_vocab=vocab_size, eos_token=eos)
+    return llguidance.LLTokenizer(
+        llguidance.TokenizerWrapper(_TextTable(tokenizer, vocab_size)),
+        n_vocab=vocab_size,
+        eos_token=eos,
+    )
 
 
 class _TextTable:

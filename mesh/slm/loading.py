@@ -90,8 +90,9 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(resolved)
         model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype)
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot load the model {source!r} (resolved to {resolved!r}): "
-                             f"{exc}") from exc
+        raise ModelLoadError(
+            f"cannot load the model {source!r} (resolved to {resolved!r}): {exc}"
+        ) from exc
     if adapter is not None:
         adapter_dir = Path(resolve_source(adapter, base_dir))
         model = merge_adapter(model, adapter_dir)
@@ -117,9 +118,14 @@ def load_model(
         pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     label = name or (Path(resolved).name if Path(resolved).exists() else source)
     return LoadedModel(
-        model=model, tokenizer=tokenizer, name=label,
+        model=model,
+        tokenizer=tokenizer,
+        name=label,
         parameters=sum(p.numel() for p in model.parameters()),
-        context_length=int(context), vocab_size=vocab_size, eos_ids=frozenset(eos), pad_id=pad,
+        context_length=int(context),
+        vocab_size=vocab_size,
+        eos_ids=frozenset(eos),
+        pad_id=pad,
     )
 
 
@@ -128,8 +134,10 @@ def merge_adapter(model: PreTrainedModel, adapter_dir: Path) -> PreTrainedModel:
     from peft import PeftModel
 
     if not (adapter_dir / "adapter_config.json").is_file():
-        raise ModelLoadError(f"no adapter at {adapter_dir} (expected adapter_config.json, as "
-                             "`slmesh convert train` writes)")
+        raise ModelLoadError(
+            f"no adapter at {adapter_dir} (expected adapter_config.json, as "
+            "`slmesh convert train` writes)"
+        )
     try:
         peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
     except (OSError, ValueError, RuntimeError) as exc:

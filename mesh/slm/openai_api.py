@@ -104,15 +104,29 @@ class ChatCompletionRequest(BaseModel):
 
 
 class _ApiError(Exception):
-    def __init__(self, status: int, message: str, *, param: str | None = None,
-                 code: str | None = None, kind: str = "invalid_request_error") -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.kind = (
-            status, message, param, code, kind)
+            status,
+            message,
+            param,
+            code,
+            kind,
+        )
 
     def response(self) -> JSONResponse:
-        return JSONResponse(status_code=self.status, content=_error_body(
-            self.message, self.kind, self.param, self.code))
+        return JSONResponse(
+            status_code=self.status,
+            content=_error_body(self.message, self.kind, self.param, self.code),
+        )
 
 
 def _error_body(message: str, kind: str, param: str | None, code: str | None) -> dict[str, Any]:
@@ -127,15 +141,19 @@ def create_openai_app(backend: SLMBackend) -> FastAPI:
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = f"{where}: {first.get('msg', 'invalid request')}" if where else str(
-            first.get("msg", "invalid request"))
+        message = (
+            f"{where}: {first.get('msg', 'invalid request')}"
+            if where
+            else str(first.get("msg", "invalid request"))
+        )
         return _ApiError(400, message, param=where or None).response()
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        return JSONResponse(status_code=exc.status_code,
-                            content=_error_body(str(exc.detail), kind, None, None))
+        return JSONResponse(
+            status_code=exc.status_code, content=_error_body(str(exc.detail), kind, None, None)
+        )
 
     @app.exception_handler(_ApiError)
     async def _api(_: Request, exc: _ApiError) -> JSONResponse:
@@ -143,8 +161,12 @@ def create_openai_app(backend: SLMBackend) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [
-            {"id": backend.model_name, "object": "model", "created": 0, "owned_by": "slmesh"}]}
+        return {
+            "object": "list",
+            "data": [
+                {"id": backend.model_name, "object": "model", "created": 0, "owned_by": "slmesh"}
+            ],
+        }
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> JSONResponse | StreamingResponse:
@@ -154,8 +176,12 @@ def create_openai_app(backend: SLMBackend) -> FastAPI:
         except ValidationError as exc:
             raise RequestValidationError(exc.errors()) from exc
         if chat.model and chat.model != backend.model_name:
-            raise _ApiError(404, f"the model {chat.model!r} does not exist; this server has "
-                            f"{backend.model_name!r}", param="model", code="model_not_found")
+            raise _ApiError(
+                404,
+                f"the model {chat.model!r} does not exist; this server has {backend.model_name!r}",
+                param="model",
+                code="model_not_found",
+            )
         generation_request = _generation_request(chat)
         span = _server_span(request, generation_request, backend.model_name)
         with genai.current(span):  # a remote backend behind this server carries the trace on
@@ -184,15 +210,24 @@ async def _result(stream: GenerationStream) -> Generation:
         raise _api_error(exc) from exc
 
 
-def _server_span(request: Request, generation: GenerationRequest, model: str) -> genai.GenerationSpan | None:
+def _server_span(
+    request: Request, generation: GenerationRequest, model: str
+) -> genai.GenerationSpan | None:
     """The completion's SERVER span, a child of the caller's W3C context when it sent one."""
     if STATE.tracer is None:
         return None
     return genai.start_generation(
-        model, provider=PROVIDER, messages=generation.messages, max_tokens=generation.max_new_tokens,
-        temperature=generation.temperature, top_p=generation.top_p, seed=generation.seed,
-        output_type="text" if generation.output is None else "json", kind=SpanKind.SERVER,
-        parent=from_asgi(dict(request.scope["headers"])))
+        model,
+        provider=PROVIDER,
+        messages=generation.messages,
+        max_tokens=generation.max_new_tokens,
+        temperature=generation.temperature,
+        top_p=generation.top_p,
+        seed=generation.seed,
+        output_type="text" if generation.output is None else "json",
+        kind=SpanKind.SERVER,
+        parent=from_asgi(dict(request.scope["headers"])),
+    )
 
 
 async def _json_body(request: Request) -> Any:
@@ -207,12 +242,19 @@ def _generation_request(chat: ChatCompletionRequest) -> GenerationRequest:
     output = None
     response_format = chat.response_format
     if response_format is not None and response_format.type == "json_object":
-        raise _ApiError(400, "response_format json_object is not supported; send a json_schema",
-                        param="response_format", code="unsupported_response_format")
+        raise _ApiError(
+            400,
+            "response_format json_object is not supported; send a json_schema",
+            param="response_format",
+            code="unsupported_response_format",
+        )
     if response_format is not None and response_format.type == "json_schema":
         if response_format.json_schema is None:
-            raise _ApiError(400, "response_format.json_schema is required for type json_schema",
-                            param="response_format")
+            raise _ApiError(
+                400,
+                "response_format.json_schema is required for type json_schema",
+                param="response_format",
+            )
         schema = response_format.json_schema.schema_
         try:
             check_schema(schema)
@@ -224,8 +266,11 @@ def _generation_request(chat: ChatCompletionRequest) -> GenerationRequest:
     return GenerationRequest(
         messages=[{"role": m.role, "content": m.text()} for m in chat.messages],
         max_new_tokens=chat.max_completion_tokens or chat.max_tokens or DEFAULT_MAX_TOKENS,
-        stop=stop, output=output, temperature=chat.temperature or 0.0,
-        top_p=chat.top_p or 1.0, seed=chat.seed,
+        stop=stop,
+        output=output,
+        temperature=chat.temperature or 0.0,
+        top_p=chat.top_p or 1.0,
+        seed=chat.seed,
     )
 
 
@@ -252,38 +297,54 @@ def _finish_reason(generation: Generation) -> str:
 
 def _usage(generation: Generation) -> dict[str, int]:
     usage = generation.usage
-    return {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
-            "total_tokens": usage.input_tokens + usage.output_tokens}
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+    }
 
 
 def _logprobs(generation: Generation) -> dict[str, Any]:
-    return {"content": [
-        {"token": t.token, "logprob": t.logprob, "bytes": list(t.token.encode("utf-8")),
-         "top_logprobs": []}
-        for t in generation.logprobs
-    ]}
+    return {
+        "content": [
+            {
+                "token": t.token,
+                "logprob": t.logprob,
+                "bytes": list(t.token.encode("utf-8")),
+                "top_logprobs": [],
+            }
+            for t in generation.logprobs
+        ]
+    }
 
 
-def _completion(generation: Generation, chat: ChatCompletionRequest, completion_id: str,
-                model: str) -> dict[str, Any]:
+def _completion(
+    generation: Generation, chat: ChatCompletionRequest, completion_id: str, model: str
+) -> dict[str, Any]:
     return {
         "id": completion_id,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": generation.text},
-            "finish_reason": _finish_reason(generation),
-            "logprobs": _logprobs(generation) if chat.logprobs else None,
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": generation.text},
+                "finish_reason": _finish_reason(generation),
+                "logprobs": _logprobs(generation) if chat.logprobs else None,
+            }
+        ],
         "usage": _usage(generation),
     }
 
 
-async def _streaming_response(stream: GenerationStream, chat: ChatCompletionRequest,
-                              completion_id: str, model: str,
-                              span: genai.GenerationSpan | None) -> StreamingResponse:
+async def _streaming_response(
+    stream: GenerationStream,
+    chat: ChatCompletionRequest,
+    completion_id: str,
+    model: str,
+    span: genai.GenerationSpan | None,
+) -> StreamingResponse:
     """SSE response; errors before the first chunk still get a proper HTTP status.
 
     ``span`` ends with the stream (its usage once known, or its error).
@@ -300,11 +361,14 @@ async def _streaming_response(stream: GenerationStream, chat: ChatCompletionRequ
         raise _api_error(exc) from exc
     created = int(time.time())
 
-    def chunk(delta: dict[str, Any], finish: str | None = None,
-              **extra: Any) -> bytes:
-        payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                   "model": model, "choices": [{"index": 0, "delta": delta,
-                                                "finish_reason": finish, **extra}]}
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        payload = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, **extra}],
+        }
         return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
     async def events() -> AsyncIterator[bytes]:
@@ -337,20 +401,28 @@ async def _streaming_response(stream: GenerationStream, chat: ChatCompletionRequ
         finally:
             stream.cancel()
             if generation is not None and failure is None:
-                genai.end_generation(span, usage=generation.usage, finish_reason=generation.finish_reason)
+                genai.end_generation(
+                    span, usage=generation.usage, finish_reason=generation.finish_reason
+                )
             else:
                 genai.end_generation(span, error=failure)
         extra = {"logprobs": _logprobs(generation)} if chat.logprobs else {}
         yield chunk({}, _finish_reason(generation), **extra)
         if chat.stream_options is not None and chat.stream_options.include_usage:
-            payload = {"id": completion_id, "object": "chat.completion.chunk",
-                       "created": created, "model": model, "choices": [],
-                       "usage": _usage(generation)}
+            payload = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": _usage(generation),
+            }
             yield f"data: {json.dumps(payload)}\n\n".encode()
         yield b"data: [DONE]\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
 
 
 def _sse_error(error: _ApiError) -> bytes:

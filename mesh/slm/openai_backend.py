@@ -98,12 +98,23 @@ class OpenAIBackend:
         if self.logprobs:
             body["logprobs"] = True
         if isinstance(request.output, JsonOutput):
-            body["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "output", "schema": dict(request.output.schema), "strict": True}}
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "output",
+                    "schema": dict(request.output.schema),
+                    "strict": True,
+                },
+            }
         elif isinstance(request.output, Choice):
-            body["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "label", "schema": {"type": "string", "enum": list(request.output.labels)},
-                "strict": True}}
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "label",
+                    "schema": {"type": "string", "enum": list(request.output.labels)},
+                    "strict": True,
+                },
+            }
         return body
 
     def stream(self, request: GenerationRequest) -> GenerationStream:
@@ -125,11 +136,11 @@ class OpenAIBackend:
 
     async def _run(self, request: GenerationRequest, stream: GenerationStream) -> None:
         try:
-            stream.send(await asyncio.wait_for(self._generate(request, stream),
-                                               request.timeout_s))
+            stream.send(await asyncio.wait_for(self._generate(request, stream), request.timeout_s))
         except TimeoutError:
-            stream.send(GenerationFailedError(
-                f"{self.base_url} did not finish within {request.timeout_s}s"))
+            stream.send(
+                GenerationFailedError(f"{self.base_url} did not finish within {request.timeout_s}s")
+            )
         except SLMError as exc:
             stream.send(exc)
 
@@ -144,8 +155,9 @@ class OpenAIBackend:
         try:
             # The generation's span goes along (W3C traceparent): vLLM, SGLang and NIM join it.
             headers = {**self._headers, **carrier()} if telemetry_enabled() else self._headers
-            async with self._http.stream("POST", url, json=self.payload(request),
-                                         headers=headers) as response:
+            async with self._http.stream(
+                "POST", url, json=self.payload(request), headers=headers
+            ) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     raise _status_error(response)
@@ -159,9 +171,10 @@ class OpenAIBackend:
                             first_at = first_at or time.monotonic()
                             parts.append(text)
                             stream.send(text)
-                        for item in ((choice.get("logprobs") or {}).get("content") or []):
-                            logprobs.append(TokenLogprob(str(item.get("token", "")),
-                                                         float(item["logprob"])))
+                        for item in (choice.get("logprobs") or {}).get("content") or []:
+                            logprobs.append(
+                                TokenLogprob(str(item.get("token", "")), float(item["logprob"]))
+                            )
                         if choice.get("finish_reason") == "length":
                             finish = "length"
         except httpx.HTTPError as exc:
@@ -178,8 +191,9 @@ class OpenAIBackend:
                 tokens_per_s=round(output_tokens / elapsed, 3) if elapsed > 0 else None,
                 model=self.model,
                 parameters=self._parameters,
-                mean_logprob=(sum(t.logprob for t in logprobs) / len(logprobs)
-                              if logprobs else None),
+                mean_logprob=(
+                    sum(t.logprob for t in logprobs) / len(logprobs) if logprobs else None
+                ),
             ),
             logprobs=tuple(logprobs),
         )
@@ -196,8 +210,9 @@ async def _sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]
         try:
             yield json.loads(data)
         except json.JSONDecodeError as exc:
-            raise GenerationFailedError(f"the server sent an unreadable event: {data[:120]!r}") \
-                from exc
+            raise GenerationFailedError(
+                f"the server sent an unreadable event: {data[:120]!r}"
+            ) from exc
 
 
 def _message(error: Any) -> str:
@@ -212,10 +227,12 @@ def _status_error(response: httpx.Response) -> SLMError:
     except (json.JSONDecodeError, AttributeError):
         error = {"message": response.text[:200]}
     message = f"{response.request.url} answered {response.status_code}: {_message(error)}"
-    if response.status_code == 400 and isinstance(error, dict) and \
-            error.get("code") == "context_length_exceeded":
+    if (
+        response.status_code == 400
+        and isinstance(error, dict)
+        and error.get("code") == "context_length_exceeded"
+    ):
         return InputTooLongError(message)
-    if 400 <= response.status_code < 500 and response.status_code not in (401, 403, 404, 408,
-                                                                           429):
+    if 400 <= response.status_code < 500 and response.status_code not in (401, 403, 404, 408, 429):
         return InputError(message)
     return GenerationFailedError(message)

@@ -82,14 +82,14 @@ class SlotCache:
             raise ValueError("more rows than slots")
         width = prefilled.layers[0].keys.shape[2]
         if not self.keys:
-            self._allocate(prefilled, min(self.slots, max(count, _FIRST_SLOTS)),
-                           width + _HEADROOM)
+            self._allocate(prefilled, min(self.slots, max(count, _FIRST_SLOTS)), width + _HEADROOM)
         if self.rows == 0:
             self.start = self.end = 0
         allocated = self.keys[0].shape[0]
         if self.rows + count > allocated:
-            self._resize(min(self.slots, max(2 * allocated, self.rows + count)), self.capacity,
-                         self.end)
+            self._resize(
+                min(self.slots, max(2 * allocated, self.rows + count)), self.capacity, self.end
+            )
         if self.end < width:
             self._relocate(width)
         rows = slice(self.rows, self.rows + count)
@@ -132,10 +132,14 @@ class SlotCache:
     # -- layout -------------------------------------------------------------------------
 
     def _allocate(self, like: DynamicCache, slots: int, capacity: int) -> None:
-        self.keys = [layer.keys.new_zeros((slots, layer.keys.shape[1], capacity,
-                                           layer.keys.shape[3])) for layer in like.layers]
-        self.values = [layer.values.new_zeros((slots, layer.values.shape[1], capacity,
-                                               layer.values.shape[3])) for layer in like.layers]
+        self.keys = [
+            layer.keys.new_zeros((slots, layer.keys.shape[1], capacity, layer.keys.shape[3]))
+            for layer in like.layers
+        ]
+        self.values = [
+            layer.values.new_zeros((slots, layer.values.shape[1], capacity, layer.values.shape[3]))
+            for layer in like.layers
+        ]
         self.capacity = capacity
         for layer in self.cache.layers:
             layer.bind()
@@ -192,8 +196,9 @@ class _SlotLayer(CacheLayerMixin):
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         """Buffers are allocated by the owner from the first prefill; nothing to do here."""
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
-               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         owner = self.owner
         rows, end = owner.rows, owner.end
         if key_states.shape[2] != 1:
@@ -201,7 +206,7 @@ class _SlotLayer(CacheLayerMixin):
         keys, values = owner.keys[self.index], owner.values[self.index]
         keys[:rows, :, end] = key_states[:, :, 0]
         values[:rows, :, end] = value_states[:, :, 0]
-        return keys[:rows, :, owner.start:end + 1], values[:rows, :, owner.start:end + 1]
+        return keys[:rows, :, owner.start : end + 1], values[:rows, :, owner.start : end + 1]
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         return self.owner.width + query_length, 0

@@ -17,16 +17,18 @@ from mesh.slm.guide import validate_grammar
 from mesh.slm.loading import LoadedModel, load_model
 
 
-def render_prompt(tokenizer: PreTrainedTokenizerBase, request: GenerationRequest,
-                  use_chat_template: bool = True) -> tuple[str, bool]:
+def render_prompt(
+    tokenizer: PreTrainedTokenizerBase, request: GenerationRequest, use_chat_template: bool = True
+) -> tuple[str, bool]:
     """The text the model reads for ``request``, and whether to add special tokens.
 
     Training (:mod:`mesh.convert.lora`) renders its examples with this too, so a student
     learns exactly the token sequence it is served.
     """
     if use_chat_template and getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(request.chat(), tokenize=False,
-                                             add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(
+            request.chat(), tokenize=False, add_generation_prompt=True
+        )
         return str(text), False
     if request.prompt is not None:
         return request.prompt, True
@@ -55,11 +57,15 @@ class TransformersBackend:
         dtype: torch.dtype = torch.float32,
         adapter: str | None = None,
     ) -> None:
-        self.loaded = model if isinstance(model, LoadedModel) else load_model(
-            model, base_dir=base_dir, name=name, dtype=dtype, adapter=adapter)
+        self.loaded = (
+            model
+            if isinstance(model, LoadedModel)
+            else load_model(model, base_dir=base_dir, name=name, dtype=dtype, adapter=adapter)
+        )
         self.use_chat_template = use_chat_template
-        self.engine = BatchEngine(self.loaded, max_batch_size=max_batch_size,
-                                  max_wait_ms=max_wait_ms, threads=threads)
+        self.engine = BatchEngine(
+            self.loaded, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, threads=threads
+        )
 
     @property
     def model_name(self) -> str:
@@ -93,10 +99,16 @@ class TransformersBackend:
         prompt, special = self.render(request)
         submitted = time.monotonic()
         submission = Submission(
-            prompt=prompt, add_special_tokens=special, max_new_tokens=request.max_new_tokens,
-            stream=stream, output=request.output, stop=tuple(s for s in request.stop if s),
+            prompt=prompt,
+            add_special_tokens=special,
+            max_new_tokens=request.max_new_tokens,
+            stream=stream,
+            output=request.output,
+            stop=tuple(s for s in request.stop if s),
             deadline=None if request.timeout_s is None else submitted + request.timeout_s,
-            temperature=request.temperature, top_p=request.top_p, seed=request.seed,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
             submitted=submitted,
         )
 

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-
 from mesh.schema import SchemaValidator
 from mesh.slm.errors import InvalidOutputError
 from mesh.slm.grammar import (
@@ -26,7 +25,6 @@ from mesh.slm.grammar import (
     value_strings,
     written_numbers,
 )
-
 
 OutputValidator = SchemaValidator
 """The validator outputs are checked with (the mesh's one, :mod:`mesh.schema`)."""
@@ -48,8 +46,9 @@ def parse_output(constraint: OutputConstraint | None, text: str) -> Any:
             except json.JSONDecodeError:
                 pass
         if label not in constraint.labels:
-            raise InvalidOutputError(f"the output {text[:80]!r} is not one of the labels "
-                                     f"{list(constraint.labels)}")
+            raise InvalidOutputError(
+                f"the output {text[:80]!r} is not one of the labels {list(constraint.labels)}"
+            )
         return label
     if isinstance(constraint, GroundedText):
         return _check_text(constraint, text)
@@ -61,8 +60,9 @@ def _check_text(constraint: GroundedText, text: str) -> str:
         raise InvalidOutputError("the output must be one non-empty line of text")
     invented = invented_facts(constraint, text)
     if invented:
-        raise InvalidOutputError(f"the output states {invented[0][:80]!r}, which is not one of "
-                                 f"the facts in the input")
+        raise InvalidOutputError(
+            f"the output states {invented[0][:80]!r}, which is not one of the facts in the input"
+        )
     return text
 
 
@@ -70,8 +70,9 @@ def _parse_json(constraint: JsonOutput, text: str) -> Any:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidOutputError(f"the output is not JSON ({exc.msg} at {exc.pos}): "
-                                 f"{text[:120]!r}") from exc
+        raise InvalidOutputError(
+            f"the output is not JSON ({exc.msg} at {exc.pos}): {text[:120]!r}"
+        ) from exc
     validator = OutputValidator(constraint.schema)
     error = next(iter(validator.iter_errors(value)), None)
     if error is not None:
@@ -87,7 +88,8 @@ def _parse_json(constraint: JsonOutput, text: str) -> Any:
         elif isinstance(span, str):
             if span not in constraint.source:
                 raise InvalidOutputError(
-                    f"the grounded value {span[:80]!r} is not part of the input")
+                    f"the grounded value {span[:80]!r} is not part of the input"
+                )
         elif not _number_in(span, constraint.source):
             raise InvalidOutputError(f"the grounded number {span!r} is not written in the input")
     return value
@@ -97,13 +99,16 @@ def _check_whole(value: str | int | float, pointer: str, source: str) -> None:
     """``value`` must be one of the input's values under ``pointer``, whole."""
     if isinstance(value, str):
         if value not in value_strings(source, pointer):
-            raise InvalidOutputError(f"the grounded value {value[:80]!r} is not one of the "
-                                     f"input's values at {pointer or '/'}")
+            raise InvalidOutputError(
+                f"the grounded value {value[:80]!r} is not one of the "
+                f"input's values at {pointer or '/'}"
+            )
         return
     wanted = Decimal(str(value))
     if not any(Decimal(text) == wanted for text in value_numbers(source, pointer)):
-        raise InvalidOutputError(f"the grounded number {value!r} is not one of the input's "
-                                 f"values at {pointer or '/'}")
+        raise InvalidOutputError(
+            f"the grounded number {value!r} is not one of the input's values at {pointer or '/'}"
+        )
 
 
 def _number_in(number: int | float, source: str) -> bool:

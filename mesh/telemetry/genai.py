@@ -73,11 +73,24 @@ def start_generation(
     if seed is not None:
         attributes[names.REQUEST_SEED] = seed
     if STATE.content:
-        chat = [dict(m) for m in messages] if messages is not None else [{"role": "user", "content": prompt or ""}]
+        chat = (
+            [dict(m) for m in messages]
+            if messages is not None
+            else [{"role": "user", "content": prompt or ""}]
+        )
         attributes[names.INPUT_MESSAGES] = json.dumps(
-            [{"role": m.get("role", "user"), "parts": [{"type": "text", "content": m.get("content", "")}]}
-             for m in chat], ensure_ascii=False)
-    span = tracer.start_span(f"{operation} {model}", context=parent, kind=kind, attributes=attributes)
+            [
+                {
+                    "role": m.get("role", "user"),
+                    "parts": [{"type": "text", "content": m.get("content", "")}],
+                }
+                for m in chat
+            ],
+            ensure_ascii=False,
+        )
+    span = tracer.start_span(
+        f"{operation} {model}", context=parent, kind=kind, attributes=attributes
+    )
     return GenerationSpan(span, model, operation)
 
 
@@ -117,16 +130,23 @@ def end_generation(
         }
         if usage.ttft_ms is not None:
             attributes[names.TIME_TO_FIRST_CHUNK] = usage.ttft_ms / 1000
-        optional = ((names.TOKENS_PER_S, usage.tokens_per_s), (names.PARAMETERS, usage.parameters),
-                    (names.MEAN_LOGPROB, usage.mean_logprob),
-                    (names.BATCH_SIZE, getattr(usage, "batch_size", None)),
-                    (names.QUEUE_WAIT, None if getattr(usage, "queue_ms", None) is None
-                     else usage.queue_ms / 1000))
+        optional = (
+            (names.TOKENS_PER_S, usage.tokens_per_s),
+            (names.PARAMETERS, usage.parameters),
+            (names.MEAN_LOGPROB, usage.mean_logprob),
+            (names.BATCH_SIZE, getattr(usage, "batch_size", None)),
+            (
+                names.QUEUE_WAIT,
+                None if getattr(usage, "queue_ms", None) is None else usage.queue_ms / 1000,
+            ),
+        )
         attributes.update({k: v for k, v in optional if v is not None})
         span.set_attributes(attributes)
         if instruments is not None:
             instruments.genai_tokens.record(usage.input_tokens, {**base, names.TOKEN_TYPE: "input"})
-            instruments.genai_tokens.record(usage.output_tokens, {**base, names.TOKEN_TYPE: "output"})
+            instruments.genai_tokens.record(
+                usage.output_tokens, {**base, names.TOKEN_TYPE: "output"}
+            )
             if usage.ttft_ms is not None:
                 instruments.genai_ttft.record(usage.ttft_ms / 1000, base)
             if usage.tokens_per_s is not None:
@@ -138,9 +158,19 @@ def end_generation(
     if finish_reason is not None:
         span.set_attribute(names.FINISH_REASONS, [finish_reason])
     if STATE.content and text is not None:
-        span.set_attribute(names.OUTPUT_MESSAGES, json.dumps(
-            [{"role": "assistant", "parts": [{"type": "text", "content": text}],
-              "finish_reason": finish_reason or "stop"}], ensure_ascii=False))
+        span.set_attribute(
+            names.OUTPUT_MESSAGES,
+            json.dumps(
+                [
+                    {
+                        "role": "assistant",
+                        "parts": [{"type": "text", "content": text}],
+                        "finish_reason": finish_reason or "stop",
+                    }
+                ],
+                ensure_ascii=False,
+            ),
+        )
     if error is not None:
         _fail(span, error)
         base = {**base, names.ERROR_TYPE: type(error).__name__}
@@ -160,8 +190,9 @@ class ToolSpan:
         self.started = time.monotonic()
 
 
-def start_tool(name: str, call_id: str | None, arguments: Any = None,
-               description: str | None = None) -> ToolSpan | None:
+def start_tool(
+    name: str, call_id: str | None, arguments: Any = None, description: str | None = None
+) -> ToolSpan | None:
     """Opens the ``execute_tool {name}`` span of one tool call."""
     tracer = STATE.tracer
     if tracer is None:
@@ -177,14 +208,23 @@ def start_tool(name: str, call_id: str | None, arguments: Any = None,
     if description:
         attributes["gen_ai.tool.description"] = description
     if STATE.content and arguments is not None:
-        attributes[names.TOOL_CALL_ARGUMENTS] = json.dumps(arguments, ensure_ascii=False, default=str)
-    span = tracer.start_span(f"{names.OP_EXECUTE_TOOL} {name}", kind=SpanKind.INTERNAL,
-                             attributes=attributes)
+        attributes[names.TOOL_CALL_ARGUMENTS] = json.dumps(
+            arguments, ensure_ascii=False, default=str
+        )
+    span = tracer.start_span(
+        f"{names.OP_EXECUTE_TOOL} {name}", kind=SpanKind.INTERNAL, attributes=attributes
+    )
     return ToolSpan(span, name)
 
 
-def end_tool(handle: ToolSpan | None, *, outcome: str, result: Any = None,
-             replayed: bool | None = None, error: BaseException | None = None) -> None:
+def end_tool(
+    handle: ToolSpan | None,
+    *,
+    outcome: str,
+    result: Any = None,
+    replayed: bool | None = None,
+    error: BaseException | None = None,
+) -> None:
     """Closes a tool span: ``outcome`` is ok, refused (business rule), rejected or failed."""
     if handle is None:
         return
@@ -193,15 +233,19 @@ def end_tool(handle: ToolSpan | None, *, outcome: str, result: Any = None,
     if replayed is not None:
         span.set_attribute(names.TOOL_REPLAYED, replayed)
     if STATE.content and result is not None:
-        span.set_attribute(names.TOOL_CALL_RESULT, json.dumps(result, ensure_ascii=False, default=str))
+        span.set_attribute(
+            names.TOOL_CALL_RESULT, json.dumps(result, ensure_ascii=False, default=str)
+        )
     if error is not None:
         _fail(span, error)
     elif outcome in ("rejected", "failed"):
         span.set_status(Status(StatusCode.ERROR, outcome))
     instruments = STATE.instruments
     if instruments is not None:
-        instruments.tool_duration.record(time.monotonic() - handle.started,
-                                         {names.TOOL_NAME: handle.name, names.TOOL_OUTCOME: outcome})
+        instruments.tool_duration.record(
+            time.monotonic() - handle.started,
+            {names.TOOL_NAME: handle.name, names.TOOL_OUTCOME: outcome},
+        )
     span.end()
 
 

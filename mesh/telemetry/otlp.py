@@ -29,8 +29,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as _SdkGrpcExporter
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as _SdkHttpExporter
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+    OTLPSpanExporter as _SdkGrpcExporter,
+)
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    OTLPSpanExporter as _SdkHttpExporter,
+)
 from opentelemetry.sdk.trace import Event as SdkEvent
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -133,8 +137,12 @@ def _key_value(tag: bytes, key: str, value: Any) -> bytes | None:
     return _field(tag, _string(b"\x0a", key) + _field(b"\x12", encoded))
 
 
-def encode_attributes(tag: bytes, attributes: Mapping[str, Any] | None, limit: int = sys.maxsize,
-                      length: int | None = None) -> tuple[bytes, int]:
+def encode_attributes(
+    tag: bytes,
+    attributes: Mapping[str, Any] | None,
+    limit: int = sys.maxsize,
+    length: int | None = None,
+) -> tuple[bytes, int]:
     """Repeated ``KeyValue`` fields ``tag`` and how many attributes were dropped: the last
     ``limit`` of them (as the SDK keeps), string values cut to ``length`` characters."""
     if not attributes:
@@ -151,7 +159,7 @@ def encode_attributes(tag: bytes, attributes: Mapping[str, Any] | None, limit: i
             out.append(encoded)
     if len(out) > limit:  # the SDK keeps the latest ones
         dropped += len(out) - limit
-        out = out[len(out) - limit:]
+        out = out[len(out) - limit :]
     return b"".join(out), dropped
 
 
@@ -176,7 +184,9 @@ class Encoder:
         attributes, dropped = encode_attributes(b"\x0a", resource.attributes)
         body = attributes + (b"\x10" + _varint(dropped) if dropped else b"")
         self._resource = _field(b"\x0a", body)
-        self._resource_schema = _string(b"\x1a", resource.schema_url) if resource.schema_url else b""
+        self._resource_schema = (
+            _string(b"\x1a", resource.schema_url) if resource.schema_url else b""
+        )
         self._scopes: dict[int, tuple[Scope, bytes]] = {}
         # key -> value -> encoded attribute: dicts of str and bytes only, which the garbage
         # collector does not track (a (key, value) tuple key would be one more tracked object
@@ -188,7 +198,9 @@ class Encoder:
     def _scope(self, scope: Scope) -> bytes:
         known = self._scopes.get(id(scope))
         if known is None or known[0] is not scope:
-            body = _string(b"\x0a", scope.name) + (_string(b"\x12", scope.version) if scope.version else b"")
+            body = _string(b"\x0a", scope.name) + (
+                _string(b"\x12", scope.version) if scope.version else b""
+            )
             attributes, dropped = encode_attributes(b"\x1a", scope.attributes)
             body += attributes + (b"\x20" + _varint(dropped) if dropped else b"")
             known = self._scopes[id(scope)] = (scope, _field(b"\x0a", body))
@@ -205,7 +217,18 @@ class Encoder:
         n = len(data)
         size = len(prefix) + n + 4  # key field, value field tag and length, AnyValue tag and length
         if size < 0x80:
-            return b"".join((b"\x4a", _ONE_BYTE[size], prefix, b"\x12", _ONE_BYTE[n + 2], b"\x0a", _ONE_BYTE[n], data))
+            return b"".join(
+                (
+                    b"\x4a",
+                    _ONE_BYTE[size],
+                    prefix,
+                    b"\x12",
+                    _ONE_BYTE[n + 2],
+                    b"\x0a",
+                    _ONE_BYTE[n],
+                    data,
+                )
+            )
         return _field(b"\x4a", prefix + _field(b"\x12", _field(b"\x0a", data)))
 
     def _span_attributes(self, attributes: Mapping[str, Any]) -> tuple[list[bytes], int]:
@@ -223,18 +246,21 @@ class Encoder:
                     if len(known) >= _STRING_CACHE_SIZE:
                         known.clear()  # a key whose values never repeat (ids) churns only itself
                     encoded = known[value] = self._string_attribute(
-                        key, value if length is None else value[:length])
+                        key, value if length is None else value[:length]
+                    )
             elif value is None:
                 continue
             else:
-                encoded = _key_value(b"\x4a", key, value if length is None else _truncated(value, length))
+                encoded = _key_value(
+                    b"\x4a", key, value if length is None else _truncated(value, length)
+                )
                 if encoded is None:
                     dropped += 1
                     continue
             out.append(encoded)
         if len(out) > limit:  # the SDK keeps the latest ones
             dropped += len(out) - limit
-            out = out[len(out) - limit:]
+            out = out[len(out) - limit :]
         return out, dropped
 
     def span(self, span: LeanSpan) -> bytes:
@@ -243,7 +269,12 @@ class Encoder:
 
     def _span(self, span: LeanSpan) -> bytes:
         context = span.span_context
-        parts = [b"\x0a\x10", context.trace_id.to_bytes(16, "big"), b"\x12\x08", context.span_id.to_bytes(8, "big")]
+        parts = [
+            b"\x0a\x10",
+            context.trace_id.to_bytes(16, "big"),
+            b"\x12\x08",
+            context.span_id.to_bytes(8, "big"),
+        ]
         if context.trace_state:
             parts.append(_trace_state(b"\x1a", context.trace_state))
         parent = span.parent
@@ -254,8 +285,14 @@ class Encoder:
             if len(self._names) >= _STRING_CACHE_SIZE:
                 self._names.clear()
             name = self._names[span.name] = _string(b"\x2a", span.name)
-        parts += (name, _KIND[span.kind.value], b"\x39", _pack_fixed64(span.start_time),
-                  b"\x41", _pack_fixed64(span.end_time or span.start_time))
+        parts += (
+            name,
+            _KIND[span.kind.value],
+            b"\x39",
+            _pack_fixed64(span.start_time),
+            b"\x41",
+            _pack_fixed64(span.end_time or span.start_time),
+        )
         if span.attributes:
             attributes, dropped = self._span_attributes(span.attributes)
             parts += attributes
@@ -273,25 +310,48 @@ class Encoder:
         if status is None or status.status_code is StatusCode.UNSET:
             parts.append(_STATUS_UNSET)
         else:
-            parts.append(_field(b"\x7a", (_string(b"\x12", status.description) if status.description else b"")
-                                + b"\x18" + _ONE_BYTE[status.status_code.value]))
+            parts.append(
+                _field(
+                    b"\x7a",
+                    (_string(b"\x12", status.description) if status.description else b"")
+                    + b"\x18"
+                    + _ONE_BYTE[status.status_code.value],
+                )
+            )
         parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
         return b"".join(parts)
 
     def _event(self, event: Any) -> bytes:
-        attributes, dropped = encode_attributes(b"\x1a", event.attributes, self._limits.event_attributes,
-                                                self._limits.other_value_length)
-        return (b"\x09" + _pack_fixed64(event.timestamp) + _string(b"\x12", event.name) + attributes
-                + (b"\x20" + _varint(dropped) if dropped else b""))
+        attributes, dropped = encode_attributes(
+            b"\x1a",
+            event.attributes,
+            self._limits.event_attributes,
+            self._limits.other_value_length,
+        )
+        return (
+            b"\x09"
+            + _pack_fixed64(event.timestamp)
+            + _string(b"\x12", event.name)
+            + attributes
+            + (b"\x20" + _varint(dropped) if dropped else b"")
+        )
 
     def _link(self, link: Any) -> bytes:
         context = link.context
-        attributes, dropped = encode_attributes(b"\x22", link.attributes, self._limits.link_attributes,
-                                                self._limits.other_value_length)
-        return (b"\x0a\x10" + context.trace_id.to_bytes(16, "big") + b"\x12\x08" + context.span_id.to_bytes(8, "big")
-                + _trace_state(b"\x1a", context.trace_state) + attributes
-                + (b"\x28" + _varint(dropped) if dropped else b"")
-                + b"\x35" + _pack_fixed32(0x300 if context.is_remote else 0x100))
+        attributes, dropped = encode_attributes(
+            b"\x22", link.attributes, self._limits.link_attributes, self._limits.other_value_length
+        )
+        return (
+            b"\x0a\x10"
+            + context.trace_id.to_bytes(16, "big")
+            + b"\x12\x08"
+            + context.span_id.to_bytes(8, "big")
+            + _trace_state(b"\x1a", context.trace_state)
+            + attributes
+            + (b"\x28" + _varint(dropped) if dropped else b"")
+            + b"\x35"
+            + _pack_fixed32(0x300 if context.is_remote else 0x100)
+        )
 
     def request(self, spans: Iterable[tuple[Scope, bytes]]) -> bytes:
         """The ``ExportTraceServiceRequest`` carrying spans encoded by :meth:`span`, with their scopes."""
@@ -302,9 +362,14 @@ class Encoder:
                 group = by_scope[id(scope)] = (scope, [])
             group[1].append(encoded)
         scope_spans = b"".join(
-            _field(b"\x12", self._scope(scope) + b"".join(encoded)
-                   + (_string(b"\x1a", scope.schema_url) if scope.schema_url else b""))
-            for scope, encoded in by_scope.values())
+            _field(
+                b"\x12",
+                self._scope(scope)
+                + b"".join(encoded)
+                + (_string(b"\x1a", scope.schema_url) if scope.schema_url else b""),
+            )
+            for scope, encoded in by_scope.values()
+        )
         return _field(b"\x0a", self._resource + scope_spans + self._resource_schema)
 
     def spans(self, spans: Iterable[LeanSpan]) -> bytes:
@@ -324,7 +389,7 @@ class _BytesStub:
     """``TraceServiceStub`` whose ``Export`` takes and returns raw bytes (no protobuf objects)."""
 
     def __init__(self, channel: grpc.Channel) -> None:
-        self.Export = channel.unary_unary(EXPORT_METHOD)  # noqa: N815 - the stub's method name
+        self.Export = channel.unary_unary(EXPORT_METHOD)
 
 
 class GrpcBytesExporter(_SdkGrpcExporter):
@@ -457,7 +522,9 @@ class BatchExporter:
             log.error("%d spans could not be encoded (left out) so far", self.unencodable)
             self._reported_unencodable = self.unencodable
         if self.dropped != self._reported_drops:
-            log.warning("span buffer full (%d): %d spans dropped so far", self._max_queue, self.dropped)
+            log.warning(
+                "span buffer full (%d): %d spans dropped so far", self._max_queue, self.dropped
+            )
             self._reported_drops = self.dropped
 
     def force_flush(self, timeout_s: float) -> bool:
@@ -472,9 +539,15 @@ class BatchExporter:
         self._wake.set()
         self._thread.join(BatchSpanProcessor._default_export_timeout_millis() / 1000)  # noqa: SLF001
         self._exporter.shutdown()
-        log.info("OTLP export: %d spans sent in %d requests, %d dropped; export thread CPU %.3f s "
-                 "(%.1f us per span)", self.exported, self.requests, self.dropped, self.cpu_s,
-                 self.cpu_s / self.exported * 1e6 if self.exported else 0.0)
+        log.info(
+            "OTLP export: %d spans sent in %d requests, %d dropped; export thread CPU %.3f s "
+            "(%.1f us per span)",
+            self.exported,
+            self.requests,
+            self.dropped,
+            self.cpu_s,
+            self.cpu_s / self.exported * 1e6 if self.exported else 0.0,
+        )
 
 
 class DroppingSink:
@@ -513,10 +586,22 @@ class SdkExporterSink:
 def to_readable(span: LeanSpan, resource: Resource) -> ReadableSpan:
     """The SDK's view of one ended span (what an SDK span processor would have been given)."""
     scope = span.scope
-    events: Sequence[SdkEvent] = [SdkEvent(e.name, e.attributes, e.timestamp) for e in span.events or ()]
+    events: Sequence[SdkEvent] = [
+        SdkEvent(e.name, e.attributes, e.timestamp) for e in span.events or ()
+    ]
     return ReadableSpan(
-        name=span.name, context=span.span_context, parent=span.parent, resource=resource,
-        attributes=dict(span.attributes), events=events, links=tuple(span.links or ()), kind=span.kind,
-        status=span.status or Status(StatusCode.UNSET), start_time=span.start_time, end_time=span.end_time,
-        instrumentation_scope=InstrumentationScope(scope.name, scope.version or None, scope.schema_url or None,
-                                                   scope.attributes or None))
+        name=span.name,
+        context=span.span_context,
+        parent=span.parent,
+        resource=resource,
+        attributes=dict(span.attributes),
+        events=events,
+        links=tuple(span.links or ()),
+        kind=span.kind,
+        status=span.status or Status(StatusCode.UNSET),
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=InstrumentationScope(
+            scope.name, scope.version or None, scope.schema_url or None, scope.attributes or None
+        ),
+    )

@@ -159,8 +159,14 @@ def build_tree(trace_id: str, spans: list[SpanNode]) -> Trace:
     return Trace(trace_id, roots, spans)
 
 
-_DETAIL_KEYS = (names.TRANSPORT, names.TASK_STATE, names.USAGE_INPUT_TOKENS, names.USAGE_OUTPUT_TOKENS,
-                names.BATCH_SIZE, names.TOOL_OUTCOME)
+_DETAIL_KEYS = (
+    names.TRANSPORT,
+    names.TASK_STATE,
+    names.USAGE_INPUT_TOKENS,
+    names.USAGE_OUTPUT_TOKENS,
+    names.BATCH_SIZE,
+    names.TOOL_OUTCOME,
+)
 
 
 def render_tree(trace: Trace, width: int = 40) -> Any:
@@ -182,8 +188,11 @@ def render_tree(trace: Trace, width: int = 40) -> Any:
         length = max(1, int(node.duration_ms / 1000 / total * width))
         bar = Text(" " * offset + "█" * min(length, width - offset))
         bar.stylize("red" if node.status == "ERROR" else "cyan")
-        details = " ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key in _DETAIL_KEYS
-                           if (value := node.attribute(key)) is not None)
+        details = " ".join(
+            f"{key.rsplit('.', 1)[-1]}={value}"
+            for key in _DETAIL_KEYS
+            if (value := node.attribute(key)) is not None
+        )
         label = Text("  " * depth + node.name, style="red" if node.status == "ERROR" else "")
         table.add_row(label, bar, f"{node.duration_ms:.1f}", details)
         for child in node.children:

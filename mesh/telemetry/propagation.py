@@ -24,7 +24,13 @@ from opentelemetry.context import Context
 from opentelemetry.propagate import extract, inject
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter, TextMapPropagator
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, get_current_span, set_span_in_context
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    TraceFlags,
+    get_current_span,
+    set_span_in_context,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
@@ -39,9 +45,15 @@ def _is_default() -> bool:
     global _default
     current = propagate.get_global_textmap()
     if _default[0] is not current:
-        inner = getattr(current, "_propagators", None) if isinstance(current, CompositePropagator) else None
-        standard = inner is not None and [type(p) for p in inner] == [TraceContextTextMapPropagator,
-                                                                       W3CBaggagePropagator]
+        inner = (
+            getattr(current, "_propagators", None)
+            if isinstance(current, CompositePropagator)
+            else None
+        )
+        standard = inner is not None and [type(p) for p in inner] == [
+            TraceContextTextMapPropagator,
+            W3CBaggagePropagator,
+        ]
         _default = (current, standard)
     return _default[1]
 
@@ -81,7 +93,9 @@ def carrier(ctx: Context | None = None) -> dict[str, str]:
         return out
     span_context = get_current_span(ctx).get_span_context()
     if span_context.is_valid:
-        out["traceparent"] = f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{span_context.trace_flags:02x}"
+        out["traceparent"] = (
+            f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{span_context.trace_flags:02x}"
+        )
         if span_context.trace_state:
             out["tracestate"] = span_context.trace_state.to_header()
     if otel_baggage.get_all(ctx):

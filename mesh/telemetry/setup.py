@@ -94,25 +94,36 @@ def configure(
     return True
 
 
-def _resource(service_name: str, settings: Settings, replica_id: str | None,
-              version: str | None) -> Any:
+def _resource(
+    service_name: str, settings: Settings, replica_id: str | None, version: str | None
+) -> Any:
     from opentelemetry.sdk.resources import Resource
 
     from mesh import __version__
 
-    instance = replica_id or settings.replica_id or f"{service_name}-{socket.gethostname()}-{os.getpid()}"
-    return Resource.create({
-        "service.name": service_name,
-        "service.namespace": "slmesh",
-        "service.instance.id": instance,
-        "service.version": version or __version__,
-        names.DEPLOYMENT_ENVIRONMENT: settings.environment,
-        names.OPENINFERENCE_PROJECT: settings.otel_project,
-    })
+    instance = (
+        replica_id or settings.replica_id or f"{service_name}-{socket.gethostname()}-{os.getpid()}"
+    )
+    return Resource.create(
+        {
+            "service.name": service_name,
+            "service.namespace": "slmesh",
+            "service.instance.id": instance,
+            "service.version": version or __version__,
+            names.DEPLOYMENT_ENVIRONMENT: settings.environment,
+            names.OPENINFERENCE_PROJECT: settings.otel_project,
+        }
+    )
 
 
-def _install(service_name: str, settings: Settings, replica_id: str | None, version: str | None,
-             span_exporter: SpanExporter | None, endpoint: str | None) -> None:
+def _install(
+    service_name: str,
+    settings: Settings,
+    replica_id: str | None,
+    version: str | None,
+    span_exporter: SpanExporter | None,
+    endpoint: str | None,
+) -> None:
     from mesh.telemetry.instruments import Instruments
 
     resource = _resource(service_name, settings, replica_id, version)
@@ -134,12 +145,22 @@ def _install(service_name: str, settings: Settings, replica_id: str | None, vers
     # Recording costs a few microseconds per measurement; skip it when nothing reads metrics.
     STATE.instruments = Instruments(STATE.meter) if STATE.metric_readers else None
     STATE.tracer = tracer_provider.get_tracer(SCOPE)
-    log.info("telemetry on for %s (%s); exporting %s over OTLP/%s", service_name, STATE.instance,
-             ",".join(sorted(signals)) or "nothing", settings.otlp_protocol)
+    log.info(
+        "telemetry on for %s (%s); exporting %s over OTLP/%s",
+        service_name,
+        STATE.instance,
+        ",".join(sorted(signals)) or "nothing",
+        settings.otlp_protocol,
+    )
 
 
-def _tracer_provider(resource: Any, settings: Settings, signals: set[str], span_exporter: SpanExporter | None,
-                     endpoint: str | None) -> trace.TracerProvider:
+def _tracer_provider(
+    resource: Any,
+    settings: Settings,
+    signals: set[str],
+    span_exporter: SpanExporter | None,
+    endpoint: str | None,
+) -> trace.TracerProvider:
     """The lean provider (default) or the SDK's; both sample per OTEL_TRACES_SAMPLER(_ARG)."""
     if settings.otel_tracer == "sdk":
         from opentelemetry.sdk.trace import TracerProvider
@@ -159,14 +180,17 @@ def _tracer_provider(resource: Any, settings: Settings, signals: set[str], span_
     if span_exporter is not None:
         sink = otlp.SdkExporterSink(span_exporter, resource)
     elif "traces" in signals:
-        sink = otlp.BatchExporter(otlp.Encoder(resource, limits),
-                                  _otlp("trace", settings, endpoint, encoded=True))
+        sink = otlp.BatchExporter(
+            otlp.Encoder(resource, limits), _otlp("trace", settings, endpoint, encoded=True)
+        )
     else:
         sink = otlp.DroppingSink()
     return LeanTracerProvider(resource, sink, limits=limits)
 
 
-def _otlp(signal: str, settings: Settings, endpoint: str | None = None, *, encoded: bool = False) -> Any:
+def _otlp(
+    signal: str, settings: Settings, endpoint: str | None = None, *, encoded: bool = False
+) -> Any:
     """The OTLP exporter for one signal; it reads its endpoint etc. from OTEL_EXPORTER_OTLP_*.
 
     ``encoded``: the trace exporter sends requests the lean tracer encoded (same settings).
@@ -177,22 +201,36 @@ def _otlp(signal: str, settings: Settings, endpoint: str | None = None, *, encod
                 from mesh.telemetry.otlp import GrpcBytesExporter as OTLPSpanExporter
             else:
                 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-            return OTLPSpanExporter(endpoint=endpoint, insecure=True) if endpoint else OTLPSpanExporter()
+            return (
+                OTLPSpanExporter(endpoint=endpoint, insecure=True)
+                if endpoint
+                else OTLPSpanExporter()
+            )
         if signal == "metric":
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
             return OTLPMetricExporter()
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+
         return OTLPLogExporter()
     if signal == "trace":
         if encoded:
             from mesh.telemetry.otlp import HttpBytesExporter
+
             return HttpBytesExporter()
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HttpSpans,
+        )
+
         return HttpSpans()
     if signal == "metric":
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetrics
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter as HttpMetrics,
+        )
+
         return HttpMetrics()
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogs
+
     return HttpLogs()
 
 
@@ -202,7 +240,9 @@ def _meter_provider(resource: Any, settings: Settings, signals: set[str]) -> Met
 
     readers: list[MetricReader] = []
     if "metrics" in signals:
-        readers.append(PeriodicExportingMetricReader(_otlp("metric", settings)))  # OTEL_METRIC_EXPORT_INTERVAL
+        readers.append(
+            PeriodicExportingMetricReader(_otlp("metric", settings))
+        )  # OTEL_METRIC_EXPORT_INTERVAL
     if settings.prometheus:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from prometheus_client import CollectorRegistry

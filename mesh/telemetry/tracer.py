@@ -25,8 +25,8 @@ import atexit
 import functools
 import inspect
 import random
-import threading
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
@@ -85,9 +85,16 @@ class Limits:
         def count(value: int | None) -> int:
             return _UNLIMITED if value is None else value
 
-        return cls(count(sdk.max_span_attributes), count(sdk.max_events), count(sdk.max_links),
-                   count(sdk.max_event_attributes), count(sdk.max_link_attributes),
-                   sdk.max_span_attribute_length, sdk.max_attribute_length)
+        return cls(
+            count(sdk.max_span_attributes),
+            count(sdk.max_events),
+            count(sdk.max_links),
+            count(sdk.max_event_attributes),
+            count(sdk.max_link_attributes),
+            sdk.max_span_attribute_length,
+            sdk.max_attribute_length,
+        )
+
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
@@ -110,7 +117,9 @@ class Scope:
 
     __slots__ = ("attributes", "name", "schema_url", "version")
 
-    def __init__(self, name: str, version: str | None, schema_url: str | None, attributes: Attributes) -> None:
+    def __init__(
+        self, name: str, version: str | None, schema_url: str | None, attributes: Attributes
+    ) -> None:
         self.name = name
         self.version = version or ""
         self.schema_url = schema_url or ""
@@ -131,13 +140,37 @@ class Event:
 class LeanSpan(trace.Span):
     """A recording span: what :class:`LeanTracer` hands out for a sampled trace."""
 
-    __slots__ = ("_attributes", "_name", "dropped_events", "dropped_links", "end_time", "events",
-                 "kind", "limits", "links", "parent", "scope", "sink", "span_context", "start_time",
-                 "status")
+    __slots__ = (
+        "_attributes",
+        "_name",
+        "dropped_events",
+        "dropped_links",
+        "end_time",
+        "events",
+        "kind",
+        "limits",
+        "links",
+        "parent",
+        "scope",
+        "sink",
+        "span_context",
+        "start_time",
+        "status",
+    )
 
-    def __init__(self, name: str, span_context: SpanContext, parent: SpanContext | None, kind: SpanKind,
-                 attributes: dict[str, Any], links: list[Link] | None, scope: Scope, sink: SpanSink,
-                 start_time: int, limits: Limits = Limits()) -> None:
+    def __init__(
+        self,
+        name: str,
+        span_context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        links: list[Link] | None,
+        scope: Scope,
+        sink: SpanSink,
+        start_time: int,
+        limits: Limits = Limits(),
+    ) -> None:
         self._name = name
         self.limits = limits
         self.span_context = span_context
@@ -178,7 +211,9 @@ class LeanSpan(trace.Span):
             for key, value in attributes.items():
                 own[key] = tuple(value) if value.__class__ is list else value
 
-    def add_event(self, name: str, attributes: Attributes = None, timestamp: int | None = None) -> None:
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
         if self.end_time is not None:
             return
         if self.events is None:
@@ -188,8 +223,13 @@ class LeanSpan(trace.Span):
             if not self.events:
                 return
             del self.events[0]
-        self.events.append(Event(name, dict(attributes) if attributes else None,
-                                 timestamp if timestamp is not None else time.time_ns()))
+        self.events.append(
+            Event(
+                name,
+                dict(attributes) if attributes else None,
+                timestamp if timestamp is not None else time.time_ns(),
+            )
+        )
 
     def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
         if self.end_time is not None or not context.is_valid:
@@ -209,7 +249,9 @@ class LeanSpan(trace.Span):
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
         # The SDK's rules: OK is final, UNSET changes nothing.
-        if self.end_time is not None or (self.status is not None and self.status.status_code is StatusCode.OK):
+        if self.end_time is not None or (
+            self.status is not None and self.status.status_code is StatusCode.OK
+        ):
             return
         if isinstance(status, Status):
             if status.status_code is not StatusCode.UNSET:
@@ -217,12 +259,19 @@ class LeanSpan(trace.Span):
         elif status is not StatusCode.UNSET:
             self.status = Status(status, description)
 
-    def record_exception(self, exception: BaseException, attributes: Attributes = None,
-                         timestamp: int | None = None, escaped: bool = False) -> None:
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
         module = type(exception).__module__
         qualname = type(exception).__qualname__
         recorded: dict[str, Any] = {
-            "exception.type": f"{module}.{qualname}" if module and module != "builtins" else qualname,
+            "exception.type": f"{module}.{qualname}"
+            if module and module != "builtins"
+            else qualname,
             "exception.message": str(exception),
             "exception.stacktrace": "".join(traceback.format_exception(exception)),
             "exception.escaped": str(escaped),
@@ -237,8 +286,12 @@ class LeanSpan(trace.Span):
         self.end_time = end_time if end_time is not None else time.time_ns()
         self.sink.add(self)
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc_val: BaseException | None,
-                 exc_tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
         if exc_val is not None and self.end_time is None:
             self.record_exception(exc_val, escaped=True)
             self.set_status(Status(StatusCode.ERROR, f"{exc_type.__name__}: {exc_val}"))  # type: ignore[union-attr]
@@ -251,10 +304,24 @@ class LeanSpan(trace.Span):
 class _CurrentSpan:
     """``start_as_current_span``'s context manager (and decorator): ``use_span`` without a generator."""
 
-    __slots__ = ("_args", "_end_on_exit", "_record_exception", "_set_status", "_span", "_token", "_tracer")
+    __slots__ = (
+        "_args",
+        "_end_on_exit",
+        "_record_exception",
+        "_set_status",
+        "_span",
+        "_token",
+        "_tracer",
+    )
 
-    def __init__(self, tracer: LeanTracer, args: tuple[Any, ...], end_on_exit: bool, record_exception: bool,
-                 set_status: bool) -> None:
+    def __init__(
+        self,
+        tracer: LeanTracer,
+        args: tuple[Any, ...],
+        end_on_exit: bool,
+        record_exception: bool,
+        set_status: bool,
+    ) -> None:
         self._tracer = tracer
         self._args = args
         self._end_on_exit = end_on_exit
@@ -266,8 +333,12 @@ class _CurrentSpan:
         self._token = context_api.attach(trace.set_span_in_context(span))
         return span
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc_val: BaseException | None,
-                 exc_tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
         context_api.detach(self._token)
         span = self._span
         # Like use_span: only Exception subclasses are errors (not GeneratorExit, CancelledError).
@@ -280,21 +351,26 @@ class _CurrentSpan:
             span.end()
 
     def _again(self) -> _CurrentSpan:
-        return _CurrentSpan(self._tracer, self._args, self._end_on_exit, self._record_exception, self._set_status)
+        return _CurrentSpan(
+            self._tracer, self._args, self._end_on_exit, self._record_exception, self._set_status
+        )
 
     def __call__(self, func: Any) -> Any:
         """As a decorator (the API allows it): every call runs in a span of its own."""
         if inspect.iscoroutinefunction(func):
+
             @functools.wraps(func)
             async def traced_async(*args: Any, **kwargs: Any) -> Any:
                 with self._again():
                     return await func(*args, **kwargs)
+
             return traced_async
 
         @functools.wraps(func)
         def traced(*args: Any, **kwargs: Any) -> Any:
             with self._again():
                 return func(*args, **kwargs)
+
         return traced
 
 
@@ -318,9 +394,16 @@ class _Sampler:
             self.root = (False, root.bound)
         self.inline = self.root is not None and (self.parent_based or root is sampler)
 
-    def decide(self, parent: SpanContext | None, context: context_api.Context | None, trace_id: int,
-               name: str, kind: SpanKind, attributes: Attributes, links: Sequence[Link] | None
-               ) -> tuple[bool, Attributes, TraceState | None]:
+    def decide(
+        self,
+        parent: SpanContext | None,
+        context: context_api.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind,
+        attributes: Attributes,
+        links: Sequence[Link] | None,
+    ) -> tuple[bool, Attributes, TraceState | None]:
         """Sampled or not, the sampler's extra attributes, the new span's trace state."""
         if self.inline:
             if parent is not None and self.parent_based:
@@ -334,10 +417,12 @@ class _Sampler:
 
 def _default_delegates(sampler: sampling.ParentBased) -> bool:
     """Whether a parent's own sampled flag decides (the standard ``parentbased_*`` samplers)."""
-    return (sampler._remote_parent_sampled is sampling.ALWAYS_ON  # noqa: SLF001
-            and sampler._local_parent_sampled is sampling.ALWAYS_ON  # noqa: SLF001
-            and sampler._remote_parent_not_sampled is sampling.ALWAYS_OFF  # noqa: SLF001
-            and sampler._local_parent_not_sampled is sampling.ALWAYS_OFF)  # noqa: SLF001
+    return (
+        sampler._remote_parent_sampled is sampling.ALWAYS_ON  # noqa: SLF001
+        and sampler._local_parent_sampled is sampling.ALWAYS_ON  # noqa: SLF001
+        and sampler._remote_parent_not_sampled is sampling.ALWAYS_OFF  # noqa: SLF001
+        and sampler._local_parent_not_sampled is sampling.ALWAYS_OFF
+    )  # noqa: SLF001
 
 
 class LeanTracer(trace.Tracer):
@@ -347,10 +432,17 @@ class LeanTracer(trace.Tracer):
         self._provider = provider
         self.scope = scope
 
-    def start_span(self, name: str, context: context_api.Context | None = None,
-                   kind: SpanKind = SpanKind.INTERNAL, attributes: Attributes = None,
-                   links: Sequence[Link] | None = None, start_time: int | None = None,
-                   record_exception: bool = True, set_status_on_exception: bool = True) -> trace.Span:
+    def start_span(
+        self,
+        name: str,
+        context: context_api.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
         provider = self._provider
         if provider.sink is None:  # shut down
             return INVALID_SPAN
@@ -360,10 +452,16 @@ class LeanTracer(trace.Tracer):
             trace_id = _random_bits(128)
         else:
             trace_id = parent.trace_id
-        sampled, extra, trace_state = provider.sampler.decide(parent, context, trace_id, name, kind,
-                                                              attributes, links)
-        span_context = SpanContext(trace_id, _random_bits(64), False,
-                                   _SAMPLED if sampled else _NOT_SAMPLED, trace_state or _EMPTY_STATE)
+        sampled, extra, trace_state = provider.sampler.decide(
+            parent, context, trace_id, name, kind, attributes, links
+        )
+        span_context = SpanContext(
+            trace_id,
+            _random_bits(64),
+            False,
+            _SAMPLED if sampled else _NOT_SAMPLED,
+            trace_state or _EMPTY_STATE,
+        )
         if not sampled:
             return NonRecordingSpan(span_context)
         own: dict[str, Any] = {}
@@ -377,25 +475,52 @@ class LeanTracer(trace.Tracer):
         limits = provider.limits
         valid = [link for link in links if link.context.is_valid] if links else []
         dropped = max(len(valid) - limits.links, 0)  # the SDK keeps the latest ones
-        span = LeanSpan(name, span_context, parent, kind, own, valid[dropped:] or None, self.scope,
-                        provider.sink, start_time if start_time is not None else time.time_ns(), limits)
+        span = LeanSpan(
+            name,
+            span_context,
+            parent,
+            kind,
+            own,
+            valid[dropped:] or None,
+            self.scope,
+            provider.sink,
+            start_time if start_time is not None else time.time_ns(),
+            limits,
+        )
         span.dropped_links = dropped
         return span
 
-    def start_as_current_span(self, name: str, context: context_api.Context | None = None,
-                              kind: SpanKind = SpanKind.INTERNAL, attributes: Attributes = None,
-                              links: Sequence[Link] | None = None, start_time: int | None = None,
-                              record_exception: bool = True, set_status_on_exception: bool = True,
-                              end_on_exit: bool = True) -> Iterator[trace.Span]:
-        return _CurrentSpan(self, (name, context, kind, attributes, links, start_time),  # type: ignore[return-value]
-                            end_on_exit, record_exception, set_status_on_exception)
+    def start_as_current_span(
+        self,
+        name: str,
+        context: context_api.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[trace.Span]:
+        return _CurrentSpan(
+            self,
+            (name, context, kind, attributes, links, start_time),  # type: ignore[return-value]
+            end_on_exit,
+            record_exception,
+            set_status_on_exception,
+        )
 
 
 class LeanTracerProvider(trace.TracerProvider):
     """The mesh's tracer provider: one resource, one sampler, one sink for ended spans."""
 
-    def __init__(self, resource: Resource, sink: SpanSink, sampler: sampling.Sampler | None = None,
-                 limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        resource: Resource,
+        sink: SpanSink,
+        sampler: sampling.Sampler | None = None,
+        limits: Limits | None = None,
+    ) -> None:
         self.resource = resource
         self.limits = limits or Limits.from_environment()
         self.sink: SpanSink | None = sink
@@ -404,14 +529,29 @@ class LeanTracerProvider(trace.TracerProvider):
         self._lock = threading.Lock()
         atexit.register(self.shutdown)  # like the SDK's provider: what is buffered goes out at exit
 
-    def get_tracer(self, instrumenting_module_name: str, instrumenting_library_version: str | None = None,
-                   schema_url: str | None = None, attributes: Attributes = None) -> trace.Tracer:
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Attributes = None,
+    ) -> trace.Tracer:
         key = (instrumenting_module_name, instrumenting_library_version, schema_url)
         tracer = self._tracers.get(key)
         if tracer is None:
             with self._lock:
-                tracer = self._tracers.setdefault(key, LeanTracer(self, Scope(
-                    instrumenting_module_name, instrumenting_library_version, schema_url, attributes)))
+                tracer = self._tracers.setdefault(
+                    key,
+                    LeanTracer(
+                        self,
+                        Scope(
+                            instrumenting_module_name,
+                            instrumenting_library_version,
+                            schema_url,
+                            attributes,
+                        ),
+                    ),
+                )
         return tracer
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:

@@ -26,9 +26,9 @@ from a2a.types import Message
 
 from mesh.a2a.tasks import FINISHED_STATES, open_task
 from mesh.config import ServiceSpec, Settings
+from mesh.telemetry import genai
 from mesh.tools.catalog import MalformedCallError, ToolCallError, execute_call, parse_call
 from mesh.tools.orders import create_demo_database
-from mesh.telemetry import genai
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +67,11 @@ class ToolsExecutor(AgentExecutor):
         span = None
         try:
             payload = _call_payload(context.message)
-            span = genai.start_tool(_tool_name(payload), _call_id(payload, updater.task_id),
-                                    arguments=payload.get("arguments") if isinstance(payload, dict) else None)
+            span = genai.start_tool(
+                _tool_name(payload),
+                _call_id(payload, updater.task_id),
+                arguments=payload.get("arguments") if isinstance(payload, dict) else None,
+            )
             call = parse_call(payload)
             await self._ensure_database()
             execution = await asyncio.to_thread(execute_call, self.database, call)
@@ -85,8 +88,12 @@ class ToolsExecutor(AgentExecutor):
             }
             await updater.failed(_error_message(updater, error))
             return
-        genai.end_tool(span, outcome="ok" if execution.result.get("ok", True) else "refused",
-                       result=execution.result, replayed=execution.replayed)
+        genai.end_tool(
+            span,
+            outcome="ok" if execution.result.get("ok", True) else "refused",
+            result=execution.result,
+            replayed=execution.replayed,
+        )
         await updater.add_artifact(
             [new_data_part(execution.result, media_type=JSON_MEDIA_TYPE)],
             name=RESULT_ARTIFACT,

@@ -32,14 +32,24 @@ BASE = "base"
 """Name of the recipe, of its folder under ``models/`` and of its ``training.json`` agent."""
 
 BASE_CONFIG = MicroConfig(
-    hidden=64, layers=2, heads=4, intermediate=176, context=512, tokenizer="words",
+    hidden=64,
+    layers=2,
+    heads=4,
+    intermediate=176,
+    context=512,
+    tokenizer="words",
     word_vocab=2048,
 )
 """About 0.23M parameters, 60% of them the (tied) embeddings of the 2048-word vocabulary."""
 
 BASE_PLAN = TrainPlan(
-    steps=3000, batch_size=16, lr=3e-3, warmup_steps=100, eval_every_s=0,
-    checkpoint_every_s=60.0, final_eval_count=0,
+    steps=3000,
+    batch_size=16,
+    lr=3e-3,
+    warmup_steps=100,
+    eval_every_s=0,
+    checkpoint_every_s=60.0,
+    final_eval_count=0,
 )
 """Plain next-token training; held-out loss is measured once at the end."""
 
@@ -53,21 +63,35 @@ class MessagesTask(Task):
 
     def __init__(self) -> None:
         # No service, no prompt, no output contract: the model just continues text.
-        self.contract = Contract(agent=BASE, prompt="{input}", labels=None, schema=None,
-                                 max_new_tokens=96, stop=(), model_dir=Path(BASE))
+        self.contract = Contract(
+            agent=BASE,
+            prompt="{input}",
+            labels=None,
+            schema=None,
+            max_new_tokens=96,
+            stop=(),
+            model_dir=Path(BASE),
+        )
 
     def make(self, rng: Random, stream: Stream) -> Example:
         message = compose(rng, stream.split, invented=stream.invented)
-        return Example(input=message.text, prompt="", target=message.text, expected=None,
-                       templates=message.templates, entities=message.entities)
+        return Example(
+            input=message.text,
+            prompt="",
+            target=message.text,
+            expected=None,
+            templates=message.templates,
+            entities=message.entities,
+        )
 
     def judge(self, example: Example, output: str) -> dict[str, float]:
         return {"exact": float(output == example.target)}
 
 
 @torch.inference_mode()
-def heldout_loss(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
-                 examples: list[Example]) -> float:
+def heldout_loss(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, examples: list[Example]
+) -> float:
     """Mean per-token cross-entropy on ``examples`` (messages never trained on)."""
     model.eval()
     total, tokens = 0.0, 0
@@ -80,8 +104,14 @@ def heldout_loss(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
     return total / tokens
 
 
-def train_base(out_dir: Path, *, steps: int | None = None, minutes: float | None = None,
-               seed: int = 0, precision: Precision = "auto") -> dict[str, Any]:
+def train_base(
+    out_dir: Path,
+    *,
+    steps: int | None = None,
+    minutes: float | None = None,
+    seed: int = 0,
+    precision: Precision = "auto",
+) -> dict[str, Any]:
     """Pretrains the base into ``out_dir`` (resumable) and returns its ``training.json``."""
     task = MessagesTask()
     plan = replace(BASE_PLAN, seed=seed, precision=precision)
@@ -91,12 +121,15 @@ def train_base(out_dir: Path, *, steps: int | None = None, minutes: float | None
     model = LlamaForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(out_dir))
     loss = heldout_loss(model, tokenizer, task.examples(VALIDATION, seed + 1, _HELDOUT))
-    record["metrics"] = {VALIDATION.name: {"loss": round(loss, 4),
-                                           "perplexity": round(math.exp(loss), 2)}}
+    record["metrics"] = {
+        VALIDATION.name: {"loss": round(loss, 4), "perplexity": round(math.exp(loss), 2)}
+    }
     record["metrics_note"] = (
         "per-token loss on validation-split messages (unseen values and phrasings); the base "
-        "never saw an intent, a prompt or an output: it is a domain language model, not an agent")
+        "never saw an intent, a prompt or an output: it is a domain language model, not an agent"
+    )
     record["data"] = f"unlabelled customer messages of the {TRAIN.split} split, plain text"
     (out_dir / TRAINING_RECORD).write_text(
-        json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     return record

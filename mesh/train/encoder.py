@@ -73,8 +73,11 @@ def _batch_targets(batch: Any, examples: list[Example], spec: EncoderSpec) -> An
             if span is None:
                 continue
             a, z = span
-            tokens = [t for t, (lo, hi) in enumerate(offsets)
-                      if words[t] is not None and lo < z and hi > a]
+            tokens = [
+                t
+                for t, (lo, hi) in enumerate(offsets)
+                if words[t] is not None and lo < z and hi > a
+            ]
             starts[row, index], ends[row, index] = tokens[0], tokens[-1]
     return starts, ends
 
@@ -82,13 +85,15 @@ def _batch_targets(batch: Any, examples: list[Example], spec: EncoderSpec) -> An
 def _loss(output: Any, targets: Any) -> torch.Tensor:
     if isinstance(output, tuple):
         (starts, ends), (start_t, end_t) = output, targets
-        return (nn.functional.cross_entropy(starts.flatten(0, 1), start_t.flatten())
-                + nn.functional.cross_entropy(ends.flatten(0, 1), end_t.flatten()))
+        return nn.functional.cross_entropy(
+            starts.flatten(0, 1), start_t.flatten()
+        ) + nn.functional.cross_entropy(ends.flatten(0, 1), end_t.flatten())
     return nn.functional.cross_entropy(output, targets)
 
 
-def fit_encoder(task: Task, *, out_dir: Path, plan: EncoderPlan,
-                progress: bool = True) -> dict[str, Any]:
+def fit_encoder(
+    task: Task, *, out_dir: Path, plan: EncoderPlan, progress: bool = True
+) -> dict[str, Any]:
     """Trains and saves ``task``'s encoder into ``out_dir``; returns its training record."""
     from peft import LoraConfig, get_peft_model
     from rich.progress import Progress
@@ -105,19 +110,29 @@ def fit_encoder(task: Task, *, out_dir: Path, plan: EncoderPlan,
         spec = EncoderSpec("spans", plan.base, fields=fields)
     encoder, tokenizer = load_base(plan.base)
     head = new_head(encoder, spec)
-    model = get_peft_model(encoder, LoraConfig(
-        r=plan.lora_rank, lora_alpha=2 * plan.lora_rank, lora_dropout=plan.lora_dropout,
-        target_modules=["query", "key", "value", "dense"]))
+    model = get_peft_model(
+        encoder,
+        LoraConfig(
+            r=plan.lora_rank,
+            lora_alpha=2 * plan.lora_rank,
+            lora_dropout=plan.lora_dropout,
+            target_modules=["query", "key", "value", "dense"],
+        ),
+    )
     wrapped = EncoderModel(spec, model, head, tokenizer, task.agent, 0, 512)
-    optimizer = torch.optim.AdamW([
-        {"params": [p for p in model.parameters() if p.requires_grad], "lr": plan.lr},
-        {"params": head.parameters(), "lr": plan.head_lr},
-    ], weight_decay=0.01)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for p in model.parameters() if p.requires_grad], "lr": plan.lr},
+            {"params": head.parameters(), "lr": plan.head_lr},
+        ],
+        weight_decay=0.01,
+    )
     examples = task.examples(TRAIN, plan.seed, plan.examples)
     steps_per_epoch = -(-len(examples) // plan.batch_size)
     total = steps_per_epoch * plan.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / 50) * max(0.0, 1 - step / total))
+        optimizer, lambda step: min(1.0, (step + 1) / 50) * max(0.0, 1 - step / total)
+    )
     started = time.monotonic()
     step = 0
     losses: list[float] = []
@@ -129,7 +144,7 @@ def fit_encoder(task: Task, *, out_dir: Path, plan: EncoderPlan,
             order = list(range(len(examples)))
             Random(f"{plan.seed}/{epoch}").shuffle(order)
             for at in range(0, len(order), plan.batch_size):
-                chunk = [examples[i] for i in order[at:at + plan.batch_size]]
+                chunk = [examples[i] for i in order[at : at + plan.batch_size]]
                 batch = wrapped.tokenize([e.prompt for e in chunk])
                 loss = _loss(wrapped.forward(batch), _batch_targets(batch, chunk, spec))
                 optimizer.zero_grad()
@@ -138,8 +153,11 @@ def fit_encoder(task: Task, *, out_dir: Path, plan: EncoderPlan,
                 scheduler.step()
                 step += 1
                 losses.append(loss.item())
-                bar.update(job, advance=1,
-                           description=f"fine-tuning {task.agent} loss {sum(losses[-20:]) / len(losses[-20:]):.3f}")
+                bar.update(
+                    job,
+                    advance=1,
+                    description=f"fine-tuning {task.agent} loss {sum(losses[-20:]) / len(losses[-20:]):.3f}",
+                )
     wall = time.monotonic() - started
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
@@ -151,17 +169,21 @@ def fit_encoder(task: Task, *, out_dir: Path, plan: EncoderPlan,
     save_head(head, out_dir)
     spec.save(out_dir)
     (out_dir / "README.md").unlink(missing_ok=True)  # peft's model-card template
-    size = sum(f.stat().st_size for f in out_dir.iterdir()
-               if f.is_file() and f.suffix in {".safetensors", ".json"})
+    size = sum(
+        f.stat().st_size
+        for f in out_dir.iterdir()
+        if f.is_file() and f.suffix in {".safetensors", ".json"}
+    )
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad) + sum(
-        p.numel() for p in head.parameters())
+        p.numel() for p in head.parameters()
+    )
     merged = model.merge_and_unload()
     record: dict[str, Any] = {
         "agent": task.agent,
         "kind": "encoder",
         "base": plan.base,
-        "parameters": sum(p.numel() for p in merged.parameters()) + sum(
-            p.numel() for p in head.parameters()),
+        "parameters": sum(p.numel() for p in merged.parameters())
+        + sum(p.numel() for p in head.parameters()),
         "trained_parameters": trained,
         "size_bytes": size,
         "steps": step,
@@ -169,7 +191,6 @@ def fit_encoder(task: Task, *, out_dir: Path, plan: EncoderPlan,
         "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
         "plan": asdict(plan),
     }
-    (out_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n",
-                                           encoding="utf-8")
+    (out_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     logger.info("trained %s in %.0f s (%d steps)", task.agent, wall, step)
     return record

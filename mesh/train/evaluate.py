@@ -129,10 +129,10 @@ def score_served(
         OutputConstraint,
     )
     from mesh.slm.local import local_backend
+
     contract = task.contract
     failures: list[str] = []
-    backend = local_backend(contract.backend, str(model_dir), threads=threads,
-                            max_batch_size=32)
+    backend = local_backend(contract.backend, str(model_dir), threads=threads, max_batch_size=32)
     if contract.labels is not None:
         backend.check_output(Choice(contract.labels))
     elif contract.schema is not None:

@@ -256,8 +256,12 @@ def fit(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=plan.lr, betas=(0.9, 0.95), weight_decay=plan.weight_decay
     )
-    identity = {"agent": task.agent, "plan": asdict(plan), "config": asdict(config),
-                "init": earlier}
+    identity = {
+        "agent": task.agent,
+        "plan": asdict(plan),
+        "config": asdict(config),
+        "init": earlier,
+    }
     offset = earlier["total_steps"] if earlier else 0
     state = _resume(out_dir / CHECKPOINT, identity, model, optimizer, console)
     batches = Batches(task, tokenizer, plan, config.context)
@@ -384,8 +388,10 @@ def _initialise(model: LlamaForCausalLM, config: MicroConfig, source: Path) -> d
     """Loads ``source``'s weights into ``model``; returns what its record says it cost."""
     record = json.loads((source / TRAINING_RECORD).read_text(encoding="utf-8"))
     if record.get("config") != asdict(config):
-        raise ValueError(f"{source.name}: trained with config {record.get('config')}, this "
-                         f"recipe has {asdict(config)}; train from scratch instead")
+        raise ValueError(
+            f"{source.name}: trained with config {record.get('config')}, this "
+            f"recipe has {asdict(config)}; train from scratch instead"
+        )
     weights = LlamaForCausalLM.from_pretrained(str(source), dtype=torch.float32)
     model.load_state_dict(weights.state_dict())
     return {

@@ -146,14 +146,23 @@ def read_rows(text: str) -> list[ModelRow]:
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         agent, parameters, size, training, split = cells[:5]
         minutes, steps = training.removesuffix(" steps").split(" min, ")
-        row = rows.setdefault(agent, ModelRow(agent, int(parameters.replace(",", "")), float(size),
-                                              float(minutes), int(steps), {}))
-        row.scores[split.strip("*")] = {m: float(v) for m, v in zip(metrics, cells[5:], strict=True) if v}
+        row = rows.setdefault(
+            agent,
+            ModelRow(
+                agent, int(parameters.replace(",", "")), float(size), float(minutes), int(steps), {}
+            ),
+        )
+        row.scores[split.strip("*")] = {
+            m: float(v) for m, v in zip(metrics, cells[5:], strict=True) if v
+        }
     return list(rows.values())
 
 
 def main(
-    agents: list[str] | None = None, *, count: int = 200, output: Path | None = None,
+    agents: list[str] | None = None,
+    *,
+    count: int = 200,
+    output: Path | None = None,
     kind: str = "auto",
 ) -> list[ModelRow]:
     """Scores ``agents`` (default: all) and writes the table to ``output``, keeping the rows
@@ -161,7 +170,9 @@ def main(
     rows = [evaluate(agent, count=count, kind=kind) for agent in (agents or list(AGENTS))]
     if output is not None and output.is_file():
         fresh = {row.agent for row in rows}
-        rows += [row for row in read_rows(output.read_text(encoding="utf-8")) if row.agent not in fresh]
+        rows += [
+            row for row in read_rows(output.read_text(encoding="utf-8")) if row.agent not in fresh
+        ]
 
         def order(row: ModelRow) -> tuple[int, str]:
             agent = row.agent.split(" (")[0]

@@ -75,15 +75,22 @@ def train(
     fine-tuned encoder, :mod:`mesh.train.encoder`) or ``auto``: what the agent's spec serves.
     """
     if agent == BASE:
-        return train_base(Path(out_dir or SERVICES_DIR.parent / "models" / BASE),
-                          steps=steps, minutes=minutes, seed=seed, precision=precision)
+        return train_base(
+            Path(out_dir or SERVICES_DIR.parent / "models" / BASE),
+            steps=steps,
+            minutes=minutes,
+            seed=seed,
+            precision=precision,
+        )
     task = load_task(agent)
     task.contract = task.contract.as_kind(kind)
     if task.contract.backend == "encoder":
         if minutes is not None or steps is not None or init_from is not None:
-            raise ValueError("--minutes, --steps and --init-from apply to micro-SLMs; an "
-                             "encoder is fine-tuned from its base for its plan's epochs "
-                             "(use --kind micro for the agent's micro-SLM)")
+            raise ValueError(
+                "--minutes, --steps and --init-from apply to micro-SLMs; an "
+                "encoder is fine-tuned from its base for its plan's epochs "
+                "(use --kind micro for the agent's micro-SLM)"
+            )
         return _train_encoder(task, out_dir=out_dir, seed=seed, served=served, lr=lr)
     recipe = RECIPES[task.agent]
     plan = recipe.plan
@@ -103,8 +110,9 @@ def train(
     return record
 
 
-def _train_encoder(task: Task, *, out_dir: Path | None, seed: int, served: bool,
-                   lr: float | None) -> dict[str, Any]:
+def _train_encoder(
+    task: Task, *, out_dir: Path | None, seed: int, served: bool, lr: float | None
+) -> dict[str, Any]:
     if task.agent not in ENCODER_PLANS:
         raise ValueError(f"{task.agent} has no encoder plan (encoders: {sorted(ENCODER_PLANS)})")
     plan = replace(ENCODER_PLANS[task.agent], seed=seed)
@@ -113,10 +121,12 @@ def _train_encoder(task: Task, *, out_dir: Path | None, seed: int, served: bool,
     record = fit_encoder(task, out_dir=target, plan=plan)
     if served:
         examples = task.examples(TEST, plan.seed + 1, 300)
-        record["metrics_served"] = {TEST.name: score_served(target, task, examples,
-                                                            threads=plan.threads)}
+        record["metrics_served"] = {
+            TEST.name: score_served(target, task, examples, threads=plan.threads)
+        }
         (target / TRAINING_RECORD).write_text(
-            json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
     return record
 
 
@@ -127,28 +137,45 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=float, default=None, help="train for this long")
     parser.add_argument("--steps", type=int, default=None, help="train for this many steps")
     parser.add_argument(
-        "--out", type=Path, default=None,
-        help="model folder (default: the agent's spec's, models/base for base)"
+        "--out",
+        type=Path,
+        default=None,
+        help="model folder (default: the agent's spec's, models/base for base)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--precision", choices=["auto", "bf16", "fp32"], default="auto",
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
         help="bf16 autocast or float32 (auto: bf16 where the CPU has native bf16)",
     )
     parser.add_argument(
-        "--kind", choices=["auto", "micro", "encoder"], default="auto",
+        "--kind",
+        choices=["auto", "micro", "encoder"],
+        default="auto",
         help="micro: the causal micro-SLM; encoder: a LoRA-tuned encoder (classifier, "
         "extractor); auto: what the agent's spec serves",
     )
-    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
     parser.add_argument(
-        "--init-from", type=Path, default=None,
+        "--lr", type=float, default=None, help="peak learning rate (default: the recipe's)"
+    )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
         help="continue training this saved model (e.g. models/AGENT) instead of random weights",
     )
     args = parser.parse_args(argv)
     record = train(
-        args.agent, out_dir=args.out, minutes=args.minutes, steps=args.steps, seed=args.seed,
-        init_from=args.init_from, lr=args.lr, precision=args.precision, kind=args.kind,
+        args.agent,
+        out_dir=args.out,
+        minutes=args.minutes,
+        steps=args.steps,
+        seed=args.seed,
+        init_from=args.init_from,
+        lr=args.lr,
+        precision=args.precision,
+        kind=args.kind,
     )
     print(
         f"{record['agent']}: {record['parameters']:,} parameters, "

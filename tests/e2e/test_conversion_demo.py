@@ -30,9 +30,29 @@ def test_the_conversion_loop_end_to_end(tmp_path: Path) -> None:
     env.pop("SLMESH_REGISTRY", None)
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "mesh", "convert", "demo", "--work", str(work), "--record", "150",
-             "--extract", "30", "--serve", "40", "--output", str(report)],
-            cwd=ROOT, env=env, text=True, capture_output=True, timeout=900)
+            [
+                sys.executable,
+                "-m",
+                "mesh",
+                "convert",
+                "demo",
+                "--work",
+                str(work),
+                "--record",
+                "150",
+                "--extract",
+                "30",
+                "--serve",
+                "40",
+                "--output",
+                str(report),
+            ],
+            cwd=ROOT,
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=900,
+        )
     finally:
         state = MeshState.load(work / "mesh" / "mesh.json")
         if state is not None:  # the demo died before its own clean-up: stop its mesh by PID
@@ -65,5 +85,7 @@ def test_the_conversion_loop_end_to_end(tmp_path: Path) -> None:
 
     # S6: the report says how the routed traffic was served and what it cost.
     text = report.read_text()
-    assert "## Demonstration" in text and "cheaper" in text and "40 messages: student served" in text
+    assert (
+        "## Demonstration" in text and "cheaper" in text and "40 messages: student served" in text
+    )
     assert "cost ratio" in done.stdout

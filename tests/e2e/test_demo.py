@@ -20,14 +20,27 @@ pytestmark = pytest.mark.integration
 DEMO = ROOT / "demo" / "support_messages.txt"
 
 
-def slmesh(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mesh", *args], cwd=ROOT, env=env, text=True,
-                          capture_output=True, timeout=timeout)
+def slmesh(
+    env: dict[str, str], *args: str, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mesh", *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
 def mesh_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    env = {**os.environ, "SLMESH_DATA_DIR": str(tmp_path / "mesh"), "COLUMNS": "200", "SLMESH_UI": "false"}
+    env = {
+        **os.environ,
+        "SLMESH_DATA_DIR": str(tmp_path / "mesh"),
+        "COLUMNS": "200",
+        "SLMESH_UI": "false",
+    }
     env.pop("SLMESH_REGISTRY", None)
     yield env
     state = MeshState.load(tmp_path / "mesh" / "mesh.json")
@@ -41,17 +54,29 @@ def test_demo_batch_runs_through_every_agent(mesh_env: dict[str, str], tmp_path:
     state = MeshState.load(tmp_path / "mesh" / "mesh.json")
     assert state is not None
     assert {p.service for p in state.processes} >= {
-        "registry", "planner", "classifier", "extractor", "tool-caller", "tools", "responder"}
+        "registry",
+        "planner",
+        "classifier",
+        "extractor",
+        "tool-caller",
+        "tools",
+        "responder",
+    }
 
     ran = slmesh(mesh_env, "run", "--file", str(DEMO), "--json")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     out = json.loads(ran.stdout)
     assert out["completed"] and out["task_id"]
-    messages = [line for line in DEMO.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    messages = [
+        line for line in DEMO.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
     tickets = out["result"]["tickets"]
     assert [t["message"] for t in tickets] == messages
-    labels = set(yaml.safe_load((ROOT / "services" / "classifier" / "agent.yaml").read_text())
-                 ["options"]["output"]["labels"])
+    labels = set(
+        yaml.safe_load((ROOT / "services" / "classifier" / "agent.yaml").read_text())["options"][
+            "output"
+        ]["labels"]
+    )
     for ticket in tickets:
         assert "error" not in ticket, ticket
         assert ticket["intent"] in labels
@@ -63,7 +88,9 @@ def test_demo_batch_runs_through_every_agent(mesh_env: dict[str, str], tmp_path:
     assert out["result"]["summary"]["failed"] == 0
     agents = out["metadata"]["agents"]
     assert agents["classifier"]["calls"] == len(messages) == agents["extractor"]["calls"]
-    assert out["metadata"]["workflow"] == "support_batch" and out["metadata"]["source"] == "workflow"
+    assert (
+        out["metadata"]["workflow"] == "support_batch" and out["metadata"]["source"] == "workflow"
+    )
 
     # The table view a user sees, and one message routed by meaning.
     one = slmesh(mesh_env, "run", "Where is my order ORD-317970? It still hasn't arrived.")

@@ -22,14 +22,24 @@ from mesh.launch import MeshState, stop_processes
 from mesh.telemetry import phoenix
 from tests.support.procs import ROOT
 
-pytestmark = pytest.mark.skipif(not phoenix.available(), reason="the ui extra (arize-phoenix) is not installed")
+pytestmark = pytest.mark.skipif(
+    not phoenix.available(), reason="the ui extra (arize-phoenix) is not installed"
+)
 
 CALL = '{"name": "get_order", "arguments": {"order_id": "ORD-621221"}}'
 
 
-def slmesh(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mesh", *args], cwd=ROOT, env=env, text=True,
-                          capture_output=True, timeout=timeout)
+def slmesh(
+    env: dict[str, str], *args: str, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mesh", *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 @dataclass
@@ -45,7 +55,12 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     services = tmp / "services"
     for name in ("registry", "tools"):
         shutil.copytree(ROOT / "services" / name, services / name)
-    env = {**os.environ, "SLMESH_DATA_DIR": str(tmp / "mesh"), "SLMESH_UI": "true", "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "SLMESH_DATA_DIR": str(tmp / "mesh"),
+        "SLMESH_UI": "true",
+        "COLUMNS": "200",
+    }
     for name in ("SLMESH_REGISTRY", "SLMESH_OTEL_ENABLED", "OTEL_EXPORTER_OTLP_ENDPOINT"):
         env.pop(name, None)
     up = slmesh(env, "up", "--detach", "--services", str(services))
@@ -55,10 +70,14 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         assert state is not None and state.ui is not None and state.ui_url in up.stdout
         sent = slmesh(env, "send", "tools", "--data", CALL)
         assert sent.returncode == 0, sent.stdout + sent.stderr
-        task_id = next(line.split()[2] for line in sent.stdout.splitlines() if line.startswith("task id:"))
+        task_id = next(
+            line.split()[2] for line in sent.stdout.splitlines() if line.startswith("task id:")
+        )
         yield Mesh(env, state, task_id)
         down = slmesh(env, "down")
-        assert down.returncode == 0 and "stopped the tracing UI" in down.stdout, down.stdout + down.stderr
+        assert down.returncode == 0 and "stopped the tracing UI" in down.stdout, (
+            down.stdout + down.stderr
+        )
     finally:
         state = MeshState.load(tmp / "mesh" / "mesh.json")
         if state is not None:  # failed before `down`: stop what `up` started, by PID
@@ -86,24 +105,39 @@ def test_slmesh_trace_prints_the_task_tree(mesh: Mesh) -> None:
 
 
 def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    return (
+        shutil.which("chromium")
+        or shutil.which("chromium-browser")
+        or shutil.which("google-chrome")
+    )
 
 
-@pytest.mark.skipif(_chromium() is None, reason="no headless Chromium (Debian: apt-get install chromium)")
+@pytest.mark.skipif(
+    _chromium() is None, reason="no headless Chromium (Debian: apt-get install chromium)"
+)
 def test_the_ui_shows_the_trace_in_a_real_browser(mesh: Mesh, tmp_path: Path) -> None:
     shown = slmesh(mesh.env, "trace", mesh.task_id, "--json", "--wait", "30")
     assert shown.returncode == 0, shown.stdout + shown.stderr
     url = json.loads(shown.stdout)["url"]
-    browser = [_chromium() or "chromium", "--headless", "--no-sandbox", "--disable-gpu",
-               "--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=1600,1000",
-               "--virtual-time-budget=20000", f"--user-data-dir={tmp_path / 'profile'}"]
+    browser = [
+        _chromium() or "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        "--window-size=1600,1000",
+        "--virtual-time-budget=20000",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     dom = subprocess.run([*browser, "--dump-dom", url], capture_output=True, text=True, timeout=180)
     assert dom.returncode == 0, dom.stderr[-2000:]
     for name in ("SendStreamingMessage tools", "invoke_agent tools", "execute_tool get_order"):
         assert name in dom.stdout, f"{name!r} is not on the trace page"
     shot = tmp_path / "trace-ui.png"
-    taken = subprocess.run([*browser, f"--screenshot={shot}", url], capture_output=True, text=True,
-                           timeout=180)
+    taken = subprocess.run(
+        [*browser, f"--screenshot={shot}", url], capture_output=True, text=True, timeout=180
+    )
     assert taken.returncode == 0 and shot.stat().st_size > 10_000, taken.stderr[-2000:]
     if os.environ.get("SLMESH_DOCS_SCREENSHOTS") == "1":
         (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)

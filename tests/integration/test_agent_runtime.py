@@ -25,8 +25,11 @@ def _config(binding: str, **headers: str) -> ClientConfig:
     def channel(url: str) -> grpc.aio.Channel:
         return grpc.aio.insecure_channel(url.split("://", 1)[-1])
 
-    return ClientConfig(supported_protocol_bindings=[binding], grpc_channel_factory=channel,
-                        httpx_client=httpx.AsyncClient(headers=headers) if headers else None)
+    return ClientConfig(
+        supported_protocol_bindings=[binding],
+        grpc_channel_factory=channel,
+        httpx_client=httpx.AsyncClient(headers=headers) if headers else None,
+    )
 
 
 @pytest.fixture
@@ -47,7 +50,9 @@ async def test_official_client_full_task_lifecycle(echo: ServiceProcess, binding
         assert {i.protocol_binding for i in card.supported_interfaces} == set(BINDINGS)
         assert card.capabilities.streaming and [s.id for s in card.skills] == ["echo"]
 
-        events = await _events(client, pb.SendMessageRequest(message=new_text_message(f"hi {binding}")))
+        events = await _events(
+            client, pb.SendMessageRequest(message=new_text_message(f"hi {binding}"))
+        )
         kinds = [e.WhichOneof("payload") for e in events]
         assert kinds[0] == "task" and "artifact_update" in kinds
         assert events[-1].status_update.status.state == pb.TaskState.TASK_STATE_COMPLETED
@@ -73,8 +78,9 @@ async def test_official_client_full_task_lifecycle(echo: ServiceProcess, binding
         assert canceled.status.state == pb.TaskState.TASK_STATE_CANCELED
         await stream.aclose()
         await subscription.aclose()
-        assert (await client.get_task(pb.GetTaskRequest(id=slow_id))).status.state == \
-            pb.TaskState.TASK_STATE_CANCELED
+        assert (
+            await client.get_task(pb.GetTaskRequest(id=slow_id))
+        ).status.state == pb.TaskState.TASK_STATE_CANCELED
     finally:
         await client.close()
 
@@ -104,11 +110,14 @@ async def test_card_and_health_endpoints(echo: ServiceProcess) -> None:
 
     async with grpc.aio.insecure_channel(echo.grpc_target) as channel:
         reply = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service="lf.a2a.v1.A2AService"), timeout=5)
+            health_pb2.HealthCheckRequest(service="lf.a2a.v1.A2AService"), timeout=5
+        )
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-async def test_tasks_survive_a_restart_in_the_sqlite_store(spawn: Callable[..., ServiceProcess]) -> None:
+async def test_tasks_survive_a_restart_in_the_sqlite_store(
+    spawn: Callable[..., ServiceProcess],
+) -> None:
     first = spawn(ECHO_SERVICE)
     client = await create_client(first.http_url, _config("JSONRPC"))
     events = await _events(client, pb.SendMessageRequest(message=new_text_message("keep me")))

@@ -45,16 +45,22 @@ async def test_http_requires_the_token(guarded: ServiceProcess, auth: str | None
 
 async def test_grpc_requires_the_token(guarded: ServiceProcess) -> None:
     async with grpc.aio.insecure_channel(guarded.grpc_target) as channel:
-        list_tasks = channel.unary_unary("/lf.a2a.v1.A2AService/ListTasks",
-                                         request_serializer=pb.ListTasksRequest.SerializeToString,
-                                         response_deserializer=pb.ListTasksResponse.FromString)
+        list_tasks = channel.unary_unary(
+            "/lf.a2a.v1.A2AService/ListTasks",
+            request_serializer=pb.ListTasksRequest.SerializeToString,
+            response_deserializer=pb.ListTasksResponse.FromString,
+        )
         for metadata in ((), (("authorization", "Bearer nope"),)):
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await list_tasks(pb.ListTasksRequest(), metadata=metadata, timeout=5)
             assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        ok = await list_tasks(pb.ListTasksRequest(), metadata=(("authorization", f"Bearer {TOKEN}"),), timeout=5)
+        ok = await list_tasks(
+            pb.ListTasksRequest(), metadata=(("authorization", f"Bearer {TOKEN}"),), timeout=5
+        )
         assert isinstance(ok, pb.ListTasksResponse)
-        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        health = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
         assert health.status == health_pb2.HealthCheckResponse.SERVING
 
 

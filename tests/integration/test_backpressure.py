@@ -20,12 +20,20 @@ V1 = {"A2A-Version": "1.0", "content-type": "application/json"}
 
 
 def _limited(spawn: Callable[..., ServiceProcess], limit: int = LIMIT) -> ServiceProcess:
-    return spawn(ECHO_SERVICE, env={"SLMESH_MAX_IN_FLIGHT": str(limit), "SLMESH_TASK_STORE": "memory"})
+    return spawn(
+        ECHO_SERVICE, env={"SLMESH_MAX_IN_FLIGHT": str(limit), "SLMESH_TASK_STORE": "memory"}
+    )
 
 
 def _send(i: int, text: str) -> dict:  # type: ignore[type-arg]
-    return {"jsonrpc": "2.0", "id": i, "method": "SendMessage",
-            "params": {"message": {"messageId": f"m{i}", "role": "ROLE_USER", "parts": [{"text": text}]}}}
+    return {
+        "jsonrpc": "2.0",
+        "id": i,
+        "method": "SendMessage",
+        "params": {
+            "message": {"messageId": f"m{i}", "role": "ROLE_USER", "parts": [{"text": text}]}
+        },
+    }
 
 
 def _rss_kib(pid: int) -> int:
@@ -44,24 +52,33 @@ async def _busy(proc: ServiceProcess, count: int) -> None:
 
 
 async def test_a_burst_is_shed_with_503_and_every_accepted_request_completes(
-        spawn: Callable[..., ServiceProcess]) -> None:
+    spawn: Callable[..., ServiceProcess],
+) -> None:
     proc = _limited(spawn)
     burst = 300
     pad = "x" * 16_000  # 16 KB per request: a queue of bodies would show in the RSS
     before = _rss_kib(proc.popen.pid)
     limits = httpx.Limits(max_connections=burst, max_keepalive_connections=0)
-    async with httpx.AsyncClient(base_url=proc.http_url, headers=V1, limits=limits, timeout=60) as http:
-        replies = await asyncio.gather(*(http.post("/", json=_send(i, f"sleep:0.5 n{i} {pad}"))
-                                         for i in range(burst)))
+    async with httpx.AsyncClient(
+        base_url=proc.http_url, headers=V1, limits=limits, timeout=60
+    ) as http:
+        replies = await asyncio.gather(
+            *(http.post("/", json=_send(i, f"sleep:0.5 n{i} {pad}")) for i in range(burst))
+        )
     after = _rss_kib(proc.popen.pid)
     ok = [(i, r) for i, r in enumerate(replies) if r.status_code == 200]
     shed = [r for r in replies if r.status_code == 503]
-    print(f"\nBACKPRESSURE burst={burst} limit={LIMIT} completed={len(ok)} shed={len(shed)} "
-          f"rss_kib before={before} after={after}")
+    print(
+        f"\nBACKPRESSURE burst={burst} limit={LIMIT} completed={len(ok)} shed={len(shed)} "
+        f"rss_kib before={before} after={after}"
+    )
     assert len(ok) + len(shed) == burst
     assert LIMIT <= len(ok) < burst and shed
     for i, reply in ok:
-        assert reply.json()["result"]["task"]["artifacts"][0]["parts"][0]["text"] == f"SLEEP:0.5 N{i} {pad.upper()}"
+        assert (
+            reply.json()["result"]["task"]["artifacts"][0]["parts"][0]["text"]
+            == f"SLEEP:0.5 N{i} {pad.upper()}"
+        )
     for reply in shed:
         assert reply.headers["retry-after"] == "1"
         assert "concurrency limit" in reply.json()["error"]["message"]
@@ -70,17 +87,24 @@ async def test_a_burst_is_shed_with_503_and_every_accepted_request_completes(
     assert httpx.get(proc.http_url + "/readyz").json()["in_flight"] == 0
 
 
-async def test_grpc_sheds_with_unavailable_and_a_retry_hint(spawn: Callable[..., ServiceProcess]) -> None:
+async def test_grpc_sheds_with_unavailable_and_a_retry_hint(
+    spawn: Callable[..., ServiceProcess],
+) -> None:
     proc = _limited(spawn, limit=1)
     async with httpx.AsyncClient(base_url=proc.http_url, headers=V1, timeout=30) as http:
         hold = asyncio.create_task(http.post("/", json=_send(1, "sleep:2 hold")))
         await _busy(proc, 1)
         async with grpc.aio.insecure_channel(proc.grpc_target) as channel:
-            send = channel.unary_unary("/lf.a2a.v1.A2AService/SendMessage",
-                                       request_serializer=pb.SendMessageRequest.SerializeToString,
-                                       response_deserializer=pb.SendMessageResponse.FromString)
-            request = pb.SendMessageRequest(message=pb.Message(message_id="g1", role=pb.Role.ROLE_USER,
-                                                               parts=[pb.Part(text="refused")]))
+            send = channel.unary_unary(
+                "/lf.a2a.v1.A2AService/SendMessage",
+                request_serializer=pb.SendMessageRequest.SerializeToString,
+                response_deserializer=pb.SendMessageResponse.FromString,
+            )
+            request = pb.SendMessageRequest(
+                message=pb.Message(
+                    message_id="g1", role=pb.Role.ROLE_USER, parts=[pb.Part(text="refused")]
+                )
+            )
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await send(request, timeout=10)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -90,14 +114,23 @@ async def test_grpc_sheds_with_unavailable_and_a_retry_hint(spawn: Callable[...,
 
 
 @pytest.mark.parametrize("binding", ["JSONRPC", "HTTP+JSON", "GRPC"])
-async def test_the_client_retries_a_shedding_replica_elsewhere(spawn: Callable[..., ServiceProcess],
-                                                               binding: str) -> None:
+async def test_the_client_retries_a_shedding_replica_elsewhere(
+    spawn: Callable[..., ServiceProcess], binding: str
+) -> None:
     full, free = _limited(spawn, limit=1), _limited(spawn, limit=1)
     source = StaticReplicas()
     for proc in (full, free):
-        source.add(Replica(agent="echo", replica_id=proc.http_url,
-                           urls={"JSONRPC": proc.http_url + "/", "HTTP+JSON": proc.http_url,
-                                 "GRPC": f"grpc://{proc.grpc_target}"}))
+        source.add(
+            Replica(
+                agent="echo",
+                replica_id=proc.http_url,
+                urls={
+                    "JSONRPC": proc.http_url + "/",
+                    "HTTP+JSON": proc.http_url,
+                    "GRPC": f"grpc://{proc.grpc_target}",
+                },
+            )
+        )
     async with httpx.AsyncClient(base_url=full.http_url, headers=V1, timeout=30) as http:
         hold = asyncio.create_task(http.post("/", json=_send(1, "sleep:3 hold")))
         await _busy(full, 1)

@@ -31,15 +31,30 @@ async def _still_serves(proc: ServiceProcess) -> None:
 
 JSONRPC_CASES = [
     pytest.param(b"{bad", -32700, id="not-json"),
-    pytest.param(b'{"jsonrpc": "1.0", "id": 1, "method": "GetTask", "params": {"id": "x"}}', -32600, id="wrong-version"),
+    pytest.param(
+        b'{"jsonrpc": "1.0", "id": 1, "method": "GetTask", "params": {"id": "x"}}',
+        -32600,
+        id="wrong-version",
+    ),
     pytest.param(b"[1, 2]", -32600, id="array-of-non-objects"),
-    pytest.param(b'{"jsonrpc": "2.0", "id": 1, "method": "Nope", "params": {}}', -32601, id="unknown-method"),
-    pytest.param(b'{"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": 5}}', -32602,
-                 id="wrong-params"),
-    pytest.param(b'{"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "missing"}}', -32001,
-                 id="unknown-task"),
-    pytest.param(b'{"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "\xff\xfe"}}', -32700,
-                 id="invalid-utf8"),
+    pytest.param(
+        b'{"jsonrpc": "2.0", "id": 1, "method": "Nope", "params": {}}', -32601, id="unknown-method"
+    ),
+    pytest.param(
+        b'{"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": 5}}',
+        -32602,
+        id="wrong-params",
+    ),
+    pytest.param(
+        b'{"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "missing"}}',
+        -32001,
+        id="unknown-task",
+    ),
+    pytest.param(
+        b'{"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "\xff\xfe"}}',
+        -32700,
+        id="invalid-utf8",
+    ),
     pytest.param(b'{"a":' * 5000 + b"1" + b"}" * 5000, -32600, id="deep-nesting"),
 ]
 
@@ -61,9 +76,19 @@ async def test_missing_version_header_is_rejected_by_default(echo: ServiceProces
 
 async def test_v03_requests_accepted_when_enabled(spawn: Callable[..., ServiceProcess]) -> None:
     proc = spawn(ECHO_SERVICE, env={"SLMESH_ACCEPT_A2A_V03": "true"})
-    legacy = {"jsonrpc": "2.0", "id": "1", "method": "message/send",
-              "params": {"message": {"kind": "message", "messageId": "m1", "role": "user",
-                                     "parts": [{"kind": "text", "text": "old client"}]}}}
+    legacy = {
+        "jsonrpc": "2.0",
+        "id": "1",
+        "method": "message/send",
+        "params": {
+            "message": {
+                "kind": "message",
+                "messageId": "m1",
+                "role": "user",
+                "parts": [{"kind": "text", "text": "old client"}],
+            }
+        },
+    }
     async with httpx.AsyncClient(base_url=proc.http_url) as http:
         reply = (await http.post("/", json=legacy)).json()
     assert "error" not in reply, reply
@@ -72,11 +97,15 @@ async def test_v03_requests_accepted_when_enabled(spawn: Callable[..., ServicePr
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 async def test_oversized_body_is_413(echo: ServiceProcess, chunked: bool) -> None:
-    big = b'{"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"x": "' + b"a" * (2 * LIMIT) + b'"}}'
+    big = (
+        b'{"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"x": "'
+        + b"a" * (2 * LIMIT)
+        + b'"}}'
+    )
 
     async def stream():  # type: ignore[no-untyped-def]
         for i in range(0, len(big), 8192):
-            yield big[i:i + 8192]
+            yield big[i : i + 8192]
 
     async with httpx.AsyncClient(base_url=echo.http_url) as http:
         reply = await http.post("/", content=stream() if chunked else big, headers=V1)
@@ -98,18 +127,26 @@ async def test_rest_errors(echo: ServiceProcess) -> None:
 
 async def test_grpc_garbage_and_oversize(echo: ServiceProcess) -> None:
     async with grpc.aio.insecure_channel(echo.grpc_target) as channel:
-        raw = channel.unary_unary("/lf.a2a.v1.A2AService/SendMessage",
-                                  request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        raw = channel.unary_unary(
+            "/lf.a2a.v1.A2AService/SendMessage",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
         for payload in (os.urandom(64), b"\xff" * 16):
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await raw(payload, timeout=5)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await raw(pb.SendMessageRequest(metadata={"x": "a" * (2 * LIMIT)}).SerializeToString(), timeout=5)
+            await raw(
+                pb.SendMessageRequest(metadata={"x": "a" * (2 * LIMIT)}).SerializeToString(),
+                timeout=5,
+            )
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        get_task = channel.unary_unary("/lf.a2a.v1.A2AService/GetTask",
-                                       request_serializer=pb.GetTaskRequest.SerializeToString,
-                                       response_deserializer=pb.Task.FromString)
+        get_task = channel.unary_unary(
+            "/lf.a2a.v1.A2AService/GetTask",
+            request_serializer=pb.GetTaskRequest.SerializeToString,
+            response_deserializer=pb.Task.FromString,
+        )
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await get_task(pb.GetTaskRequest(id="nope"), timeout=5)
         assert info.value.code() == grpc.StatusCode.NOT_FOUND

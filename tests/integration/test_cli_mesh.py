@@ -18,9 +18,17 @@ from tests.support.procs import ROOT
 ORDER = '{"name": "get_order", "arguments": {"order_id": "ORD-621221"}}'
 
 
-def slmesh(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mesh", *args], cwd=ROOT, env=env, text=True,
-                          capture_output=True, timeout=timeout)
+def slmesh(
+    env: dict[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mesh", *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -35,7 +43,12 @@ def services(tmp_path: Path) -> Path:
 @pytest.fixture
 def mesh_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     # The tracing UI has its own end-to-end test (tests/e2e/test_tracing_ui.py).
-    env = {**os.environ, "SLMESH_DATA_DIR": str(tmp_path / "mesh"), "COLUMNS": "200", "SLMESH_UI": "false"}
+    env = {
+        **os.environ,
+        "SLMESH_DATA_DIR": str(tmp_path / "mesh"),
+        "COLUMNS": "200",
+        "SLMESH_UI": "false",
+    }
     env.pop("SLMESH_REGISTRY", None)
     yield env
     state = MeshState.load(tmp_path / "mesh" / "mesh.json")
@@ -90,4 +103,7 @@ def test_cli_errors_are_clear(mesh_env: dict[str, str]) -> None:
     assert bad_replicas.returncode == 2 and "NAME=COUNT" in bad_replicas.stderr
     missing = slmesh(mesh_env, "serve", "services/does-not-exist")
     assert missing.returncode == 2 and "no service spec" in missing.stderr
-    assert "Run one service" in slmesh(mesh_env, "--help").stdout + slmesh(mesh_env, "serve", "--help").stdout
+    assert (
+        "Run one service"
+        in slmesh(mesh_env, "--help").stdout + slmesh(mesh_env, "serve", "--help").stdout
+    )

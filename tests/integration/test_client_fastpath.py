@@ -65,7 +65,9 @@ def sdk_transport(server: AgentServer, binding: str, http: httpx.AsyncClient) ->
     card = pb.AgentCard(name=AGENT, capabilities=pb.AgentCapabilities(streaming=True))
     if binding == GRPC:
         return GrpcTransport(grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}"), card)
-    return JsonRpcTransport(http, card, f"http://127.0.0.1:{server.http_port}/", is_shared_httpx=True)
+    return JsonRpcTransport(
+        http, card, f"http://127.0.0.1:{server.http_port}/", is_shared_httpx=True
+    )
 
 
 def sdk_params(binding: str, token: str | None) -> dict[str, str]:
@@ -102,7 +104,10 @@ async def test_a_timeout_is_deadline_exceeded(mesh: AgentServer, binding: str) -
             await bounded(client.send_message(AGENT, text("delay 1.0 slow"), timeout=0.2))
         assert time.monotonic() - started < 0.9  # the deadline, not the executor, ended the call
         # The timed-out request left nothing broken behind: the next call on the client works.
-        assert text_of(await bounded(client.send_message(AGENT, text("echo next"), timeout=3))) == "NEXT"
+        assert (
+            text_of(await bounded(client.send_message(AGENT, text("echo next"), timeout=3)))
+            == "NEXT"
+        )
 
 
 # -- failover -------------------------------------------------------------------------------------
@@ -117,21 +122,34 @@ class DeadFirst(random.Random):
 
 def dead_replica() -> Replica:
     """A replica whose ports nothing listens on: every connection is refused."""
-    return Replica(AGENT, "dead", {GRPC: f"grpc://127.0.0.1:{free_port()}",
-                                   JSONRPC: f"http://127.0.0.1:{free_port()}/",
-                                   REST: f"http://127.0.0.1:{free_port()}"})
+    return Replica(
+        AGENT,
+        "dead",
+        {
+            GRPC: f"grpc://127.0.0.1:{free_port()}",
+            JSONRPC: f"http://127.0.0.1:{free_port()}/",
+            REST: f"http://127.0.0.1:{free_port()}",
+        },
+    )
 
 
 @BINDINGS
-async def test_connection_refused_is_retried_on_another_replica(mesh: AgentServer, binding: str) -> None:
+async def test_connection_refused_is_retried_on_another_replica(
+    mesh: AgentServer, binding: str
+) -> None:
     live = replicas(mesh.http_port, mesh.grpc_port).replicas(AGENT)[0]
     source = StaticReplicas([dead_replica(), live])
     async with MeshClient(source, bindings=[binding], rng=DeadFirst(), backoff_s=0.01) as client:
         assert client.pick(AGENT).replica_id == "dead"
-        replies = [await bounded(client.send_message(AGENT, text(f"echo m{i}"), timeout=3)) for i in range(5)]
+        replies = [
+            await bounded(client.send_message(AGENT, text(f"echo m{i}"), timeout=3))
+            for i in range(5)
+        ]
         assert [text_of(r) for r in replies] == [f"M{i}" for i in range(5)]
     # With no other replica to go to, the refusal is a NoReplicaError naming the agent.
-    async with MeshClient(StaticReplicas([dead_replica()]), bindings=[binding], backoff_s=0.01) as client:
+    async with MeshClient(
+        StaticReplicas([dead_replica()]), bindings=[binding], backoff_s=0.01
+    ) as client:
         with pytest.raises(NoReplicaError, match=AGENT):
             await bounded(client.send_message(AGENT, text("echo x"), timeout=3))
 
@@ -145,14 +163,25 @@ async def test_a_missing_or_wrong_token_is_refused(guarded: AgentServer, binding
         sdk = sdk_transport(guarded, binding, http)
         try:
             for token in (None, "wrong"):
-                async with client_for(guarded, binding, settings=Settings(api_token=token)) as client:
+                async with client_for(
+                    guarded, binding, settings=Settings(api_token=token)
+                ) as client:
                     ours = await raised(client.send_message(AGENT, text("echo x"), timeout=3))
-                theirs = await raised(sdk.send_message(text("echo x"), context=ClientCallContext(
-                    timeout=3, service_parameters=sdk_params(binding, token))))
+                theirs = await raised(
+                    sdk.send_message(
+                        text("echo x"),
+                        context=ClientCallContext(
+                            timeout=3, service_parameters=sdk_params(binding, token)
+                        ),
+                    )
+                )
                 same_error(ours, theirs)
                 assert ("401" if binding == JSONRPC else "UNAUTHENTICATED") in str(ours)
             async with client_for(guarded, binding, settings=Settings(api_token=TOKEN)) as client:
-                assert text_of(await bounded(client.send_message(AGENT, text("echo ok"), timeout=3))) == "OK"
+                assert (
+                    text_of(await bounded(client.send_message(AGENT, text("echo ok"), timeout=3)))
+                    == "OK"
+                )
         finally:
             await sdk.close()
 
@@ -165,20 +194,29 @@ async def test_invalid_params_is_the_sdk_error_type(mesh: AgentServer, binding: 
         sdk = sdk_transport(mesh, binding, http)
         try:
             ours = await raised(client.send_message(AGENT, bad, timeout=3))
-            theirs = await raised(sdk.send_message(bad, context=ClientCallContext(
-                timeout=3, service_parameters=sdk_params(binding, None))))
+            theirs = await raised(
+                sdk.send_message(
+                    bad,
+                    context=ClientCallContext(
+                        timeout=3, service_parameters=sdk_params(binding, None)
+                    ),
+                )
+            )
         finally:
             await sdk.close()
     assert isinstance(ours, InvalidParamsError)
     same_error(ours, theirs)
-    assert ours.data == {"errors": [{"field": "message.message_id", "message": "Field is required."}]}
+    assert ours.data == {
+        "errors": [{"field": "message.message_id", "message": "Field is required."}]
+    }
 
 
 # -- the JSON-RPC connection pool -----------------------------------------------------------------
 
 
 async def test_keep_alive_connections_are_reused_and_survive_the_server_closing_them(
-        mesh: AgentServer) -> None:
+    mesh: AgentServer,
+) -> None:
     """The proxy stands in for the server's side of the connection: it closes idle keep-alive
     connections on demand, as uvicorn does after ``timeout_keep_alive`` (5 s, not configurable
     in the mesh; waiting for it would make the test slow)."""
@@ -187,7 +225,9 @@ async def test_keep_alive_connections_are_reused_and_survive_the_server_closing_
         source = StaticReplicas([Replica(AGENT, "via-proxy", {JSONRPC: proxy.url + "/"})])
         async with MeshClient(source, bindings=[JSONRPC]) as client:
             for i in range(5):
-                assert text_of(await bounded(client.send_message(AGENT, text(f"echo {i}")))) == str(i)
+                assert text_of(await bounded(client.send_message(AGENT, text(f"echo {i}")))) == str(
+                    i
+                )
             assert proxy.accepted == 1  # one connection, kept alive and reused
 
             proxy.close_all()  # the server closes the idle connection...
@@ -200,18 +240,27 @@ async def test_keep_alive_connections_are_reused_and_survive_the_server_closing_
             for i in range(10):
                 proxy.close_all()
                 await asyncio.sleep(0)
-                assert text_of(await bounded(client.send_message(AGENT, text(f"echo again{i}")))) == f"AGAIN{i}"
+                assert (
+                    text_of(await bounded(client.send_message(AGENT, text(f"echo again{i}"))))
+                    == f"AGAIN{i}"
+                )
             assert proxy.accepted == 12
 
             # Concurrent calls take the idle connection and open the rest; the pool keeps all
             # of them, and the next burst reuses them without connecting again.
             assert proxy.open_connections == 1
-            replies = await bounded(asyncio.gather(*(client.send_message(AGENT, text(f"delay 0.2 c{i}"))
-                                                     for i in range(16))))
+            replies = await bounded(
+                asyncio.gather(
+                    *(client.send_message(AGENT, text(f"delay 0.2 c{i}")) for i in range(16))
+                )
+            )
             assert sorted(text_of(r) for r in replies) == sorted(f"C{i}" for i in range(16))
             assert proxy.accepted == 12 + 15 and proxy.open_connections == 16
-            replies = await bounded(asyncio.gather(*(client.send_message(AGENT, text(f"delay 0.2 d{i}"))
-                                                     for i in range(16))))
+            replies = await bounded(
+                asyncio.gather(
+                    *(client.send_message(AGENT, text(f"delay 0.2 d{i}")) for i in range(16))
+                )
+            )
             assert sorted(text_of(r) for r in replies) == sorted(f"D{i}" for i in range(16))
             assert proxy.accepted == 12 + 15
     finally:
@@ -235,7 +284,9 @@ async def test_a_one_megabyte_artifact_and_request(mesh: AgentServer, binding: s
 
 
 @BINDINGS
-async def test_64_requests_in_flight_each_get_their_own_reply(mesh: AgentServer, binding: str) -> None:
+async def test_64_requests_in_flight_each_get_their_own_reply(
+    mesh: AgentServer, binding: str
+) -> None:
     peak = 0
 
     async def watch() -> None:
@@ -249,8 +300,12 @@ async def test_64_requests_in_flight_each_get_their_own_reply(mesh: AgentServer,
         try:
             # Each request waits 2 s: on a loaded machine admitting all 64 can take longer
             # than 0.5 s (a clean-clone CI run saw a peak of 58 with 0.5 s).
-            replies = await bounded(asyncio.gather(
-                *(client.send_message(AGENT, text(f"delay 2 r{i}")) for i in range(64))), 10)
+            replies = await bounded(
+                asyncio.gather(
+                    *(client.send_message(AGENT, text(f"delay 2 r{i}")) for i in range(64))
+                ),
+                10,
+            )
         finally:
             watcher.cancel()
     assert [text_of(r) for r in replies] == [f"R{i}" for i in range(64)]

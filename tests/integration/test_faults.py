@@ -21,13 +21,25 @@ from mesh.a2a.client import MeshClient, StaticReplicas
 from mesh.registry import RegistryClient
 from mesh.tools.orders import create_demo_database
 from tests.conftest import ECHO_SERVICE
-from tests.integration.test_planner import FAST, PLANNER, Mesh, data_request, error_of, fan_out, result_of
+from tests.integration.test_planner import (
+    FAST,
+    PLANNER,
+    Mesh,
+    data_request,
+    error_of,
+    fan_out,
+    result_of,
+)
 from tests.support.procs import ServiceProcess, start_registry
 
 pytestmark = pytest.mark.integration
 
-FINAL = (pb.TaskState.TASK_STATE_COMPLETED, pb.TaskState.TASK_STATE_FAILED,
-         pb.TaskState.TASK_STATE_REJECTED, pb.TaskState.TASK_STATE_CANCELED)
+FINAL = (
+    pb.TaskState.TASK_STATE_COMPLETED,
+    pb.TaskState.TASK_STATE_FAILED,
+    pb.TaskState.TASK_STATE_REJECTED,
+    pb.TaskState.TASK_STATE_CANCELED,
+)
 
 
 class FaultMesh(Mesh):
@@ -43,11 +55,17 @@ class FaultMesh(Mesh):
         self.tools = self.agent(PLANNER.parent / "tools", SLMESH_DATA_DIR=str(self.tools_db.parent))
         lag = self.tmp / "lag"
         lag.mkdir()
-        (lag / "agent.yaml").write_text((ECHO_SERVICE / "agent.yaml").read_text()
-                                        .replace("name: echo", "name: lag").replace("- id: echo", "- id: lag"))
+        (lag / "agent.yaml").write_text(
+            (ECHO_SERVICE / "agent.yaml")
+            .read_text()
+            .replace("name: echo", "name: lag")
+            .replace("- id: echo", "- id: lag")
+        )
         slow = self.tmp / "lag-slow"
         slow.mkdir()
-        (slow / "agent.yaml").write_text((lag / "agent.yaml").read_text() + "options:\n  delay_s: 30\n")
+        (slow / "agent.yaml").write_text(
+            (lag / "agent.yaml").read_text() + "options:\n  delay_s: 30\n"
+        )
         self.lag_fast = self.agent(lag, SLMESH_REPLICA_ID="lag-fast", SLMESH_TASK_STORE="memory")
         self.lag_slow = self.agent(slow, SLMESH_REPLICA_ID="lag-slow", SLMESH_TASK_STORE="memory")
         self.planner_dir = self.tmp / "planner-data"
@@ -70,10 +88,14 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultMesh]:
 
 
 def planner_source(mesh: FaultMesh) -> StaticReplicas:
-    return StaticReplicas.from_urls("planner", mesh.planner.http_url, f"grpc://{mesh.planner.grpc_target}")
+    return StaticReplicas.from_urls(
+        "planner", mesh.planner.http_url, f"grpc://{mesh.planner.grpc_target}"
+    )
 
 
-async def test_killing_a_replica_every_few_seconds_under_steady_load_loses_no_task(mesh: FaultMesh) -> None:
+async def test_killing_a_replica_every_few_seconds_under_steady_load_loses_no_task(
+    mesh: FaultMesh,
+) -> None:
     """kill -9 one of three echo replicas every ~3 s (a fresh one takes its place) while tasks
     keep arriving: every accepted task completes with its exact result."""
     sent = completed = failed = 0
@@ -117,11 +139,21 @@ async def test_killing_a_replica_every_few_seconds_under_steady_load_loses_no_ta
 async def test_a_slow_replica_times_out_and_the_retry_goes_to_another(mesh: FaultMesh) -> None:
     """One 'lag' replica never answers in time: deadlines fire, the retry lands on the fast one;
     with only the slow one left the caller gets a clear deadline error naming the step."""
-    plan = {"plan": {"steps": [{"id": "hop", "skill": "lag", "input": "$input", "timeout_s": 1.0,
-                                "retries": 2}], "output": "$hop"}}
+    plan = {
+        "plan": {
+            "steps": [
+                {"id": "hop", "skill": "lag", "input": "$input", "timeout_s": 1.0, "retries": 2}
+            ],
+            "output": "$hop",
+        }
+    }
     async with MeshClient(planner_source(mesh)) as client:
-        replies = await asyncio.gather(*(client.send_message(
-            "planner", data_request({**plan, "input": f"m{i}"}), timeout=60) for i in range(8)))
+        replies = await asyncio.gather(
+            *(
+                client.send_message("planner", data_request({**plan, "input": f"m{i}"}), timeout=60)
+                for i in range(8)
+            )
+        )
     for i, reply in enumerate(replies):
         assert reply.task.status.state == pb.TaskState.TASK_STATE_COMPLETED, error_of(reply.task)
         assert result_of(reply.task) == f"M{i}"
@@ -136,7 +168,9 @@ async def test_a_slow_replica_times_out_and_the_retry_goes_to_another(mesh: Faul
             assert time.monotonic() < deadline, "the killed replica never expired"
             await asyncio.sleep(0.2)
     async with MeshClient(planner_source(mesh)) as client:
-        reply = await client.send_message("planner", data_request({**plan, "input": "doomed"}), timeout=60)
+        reply = await client.send_message(
+            "planner", data_request({**plan, "input": "doomed"}), timeout=60
+        )
     assert reply.task.status.state == pb.TaskState.TASK_STATE_FAILED
     message = error_of(reply.task)
     assert "step hop failed" in message and "deadline" in message, message
@@ -155,20 +189,26 @@ async def _all_listed(address: str, expected: int, timeout: float = 60.0) -> int
             await asyncio.sleep(0.2)
 
 
-async def test_with_the_registry_down_the_mesh_serves_known_peers_and_re_registers(mesh: FaultMesh) -> None:
+async def test_with_the_registry_down_the_mesh_serves_known_peers_and_re_registers(
+    mesh: FaultMesh,
+) -> None:
     async with RegistryClient(mesh.address) as registry:
         before = len(await registry.list())
     port = mesh.registry.grpc_port
     mesh.registry.kill()
     async with MeshClient(planner_source(mesh)) as client:
-        down = await client.send_message("planner", data_request(fan_out(["registry", "is", "down"])), timeout=60)
+        down = await client.send_message(
+            "planner", data_request(fan_out(["registry", "is", "down"])), timeout=60
+        )
     assert down.task.status.state == pb.TaskState.TASK_STATE_COMPLETED, error_of(down.task)
     assert result_of(down.task)["echoed"] == ["REGISTRY", "IS", "DOWN"]
 
     mesh.registry = start_registry(mesh.tmp, env=FAST, grpc_port=port)
     mesh.procs.append(mesh.registry)
     after = await _all_listed(mesh.address, before)
-    print(f"\nFAULT registry-down: replicas before={before} re-registered={after}; task while down completed")
+    print(
+        f"\nFAULT registry-down: replicas before={before} re-registered={after}; task while down completed"
+    )
     assert after == before
     async with MeshClient(planner_source(mesh)) as client:
         back = await client.send_message("planner", data_request(fan_out(["back"])), timeout=60)
@@ -177,23 +217,63 @@ async def test_with_the_registry_down_the_mesh_serves_known_peers_and_re_registe
 
 def _tool_plan(i: int, placed: str, delivered: str) -> dict[str, Any]:
     """wait -> cancel an order -> wait -> refund 1.00 of another -> wait (a chain)."""
-    return {"plan": {"steps": [
-        {"id": "w0", "skill": "echo", "input": f"sleep:0.5 task {i} begins"},
-        {"id": "cancel", "skill": "execute_tool", "idempotency_key": True, "when": "$w0",
-         "input": {"name": "cancel_order", "arguments": {"order_id": placed, "reason": "Ordered twice"}}},
-        {"id": "w1", "skill": "echo", "input": f"sleep:0.5 task {i} middle", "when": "$cancel"},
-        {"id": "refund", "skill": "execute_tool", "idempotency_key": True, "when": "$w1",
-         "input": {"name": "refund_order",
-                   "arguments": {"order_id": delivered, "amount": 1.0, "reason": "Box was damaged"}}},
-        {"id": "w2", "skill": "echo", "input": f"sleep:0.5 task {i} ends", "when": "$refund"},
-        {"id": "out", "fn": "identity", "input": {"cancel": "$cancel", "refund": "$refund", "end": "$w2"}},
-    ], "output": "$out"}}
+    return {
+        "plan": {
+            "steps": [
+                {"id": "w0", "skill": "echo", "input": f"sleep:0.5 task {i} begins"},
+                {
+                    "id": "cancel",
+                    "skill": "execute_tool",
+                    "idempotency_key": True,
+                    "when": "$w0",
+                    "input": {
+                        "name": "cancel_order",
+                        "arguments": {"order_id": placed, "reason": "Ordered twice"},
+                    },
+                },
+                {
+                    "id": "w1",
+                    "skill": "echo",
+                    "input": f"sleep:0.5 task {i} middle",
+                    "when": "$cancel",
+                },
+                {
+                    "id": "refund",
+                    "skill": "execute_tool",
+                    "idempotency_key": True,
+                    "when": "$w1",
+                    "input": {
+                        "name": "refund_order",
+                        "arguments": {
+                            "order_id": delivered,
+                            "amount": 1.0,
+                            "reason": "Box was damaged",
+                        },
+                    },
+                },
+                {
+                    "id": "w2",
+                    "skill": "echo",
+                    "input": f"sleep:0.5 task {i} ends",
+                    "when": "$refund",
+                },
+                {
+                    "id": "out",
+                    "fn": "identity",
+                    "input": {"cancel": "$cancel", "refund": "$refund", "end": "$w2"},
+                },
+            ],
+            "output": "$out",
+        }
+    }
 
 
 def _orders(db: Path, status: str, count: int) -> list[str]:
     with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT order_id FROM orders WHERE status = ? ORDER BY order_id LIMIT ?",
-                            (status, count)).fetchall()
+        rows = conn.execute(
+            "SELECT order_id FROM orders WHERE status = ? ORDER BY order_id LIMIT ?",
+            (status, count),
+        ).fetchall()
     return [r[0] for r in rows]
 
 
@@ -205,9 +285,13 @@ def _done_steps(db: Path) -> int:
 
 
 async def test_killing_the_planner_mid_run_completes_every_task_and_applies_each_tool_call_once(
-        mesh: FaultMesh) -> None:
+    mesh: FaultMesh,
+) -> None:
     tasks = 4
-    placed, delivered = _orders(mesh.tools_db, "placed", tasks), _orders(mesh.tools_db, "delivered", tasks)
+    placed, delivered = (
+        _orders(mesh.tools_db, "placed", tasks),
+        _orders(mesh.tools_db, "delivered", tasks),
+    )
     assert len(placed) == len(delivered) == tasks
     accepted = []
     db = mesh.planner_dir / "planner-planner.sqlite"
@@ -243,16 +327,26 @@ async def test_killing_the_planner_mid_run_completes_every_task_and_applies_each
         assert result["cancel"]["ok"] is True and result["refund"]["ok"] is True, result
 
     with sqlite3.connect(mesh.tools_db) as conn:
-        refunds = dict(conn.execute(
-            "SELECT order_id, count(*) FROM refunds WHERE order_id IN ({}) GROUP BY order_id".format(
-                ",".join("?" * tasks)), delivered).fetchall())
+        refunds = dict(
+            conn.execute(
+                "SELECT order_id, count(*) FROM refunds WHERE order_id IN ({}) GROUP BY order_id".format(
+                    ",".join("?" * tasks)
+                ),
+                delivered,
+            ).fetchall()
+        )
         cancelled = conn.execute(
             "SELECT count(*) FROM orders WHERE status = 'cancelled' AND order_id IN ({})".format(
-                ",".join("?" * tasks)), placed).fetchone()[0]
+                ",".join("?" * tasks)
+            ),
+            placed,
+        ).fetchone()[0]
         keys = [k for (k,) in conn.execute("SELECT idempotency_key FROM tool_calls").fetchall()]
     mine = [k for k in keys if k.split("/")[0] in accepted]
-    print(f"\nFAULT planner-kill: accepted={tasks} completed={completed} steps-done-at-kill={done_at_kill}/{total} "
-          f"refund-rows={sum(refunds.values())} cancelled={cancelled} tool-call-keys={len(mine)}")
+    print(
+        f"\nFAULT planner-kill: accepted={tasks} completed={completed} steps-done-at-kill={done_at_kill}/{total} "
+        f"refund-rows={sum(refunds.values())} cancelled={cancelled} tool-call-keys={len(mine)}"
+    )
     assert refunds == dict.fromkeys(delivered, 1)  # each refund applied exactly once
     assert cancelled == tasks
     assert sorted(mine) == sorted(f"{t}/{step}" for t in accepted for step in ("cancel", "refund"))

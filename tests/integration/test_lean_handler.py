@@ -50,7 +50,9 @@ class Side:
 @pytest.fixture
 async def mesh(tmp_path: Path) -> AsyncIterator[AgentServer]:
     server = await start_mesh(tmp_path / "mesh")
-    assert isinstance(server.handler, MeshRequestHandler) and isinstance(server.task_store, SqliteTaskStore)
+    assert isinstance(server.handler, MeshRequestHandler) and isinstance(
+        server.task_store, SqliteTaskStore
+    )
     yield server
     await asyncio.wait_for(server.stop(), 10)
 
@@ -64,10 +66,20 @@ async def stock() -> AsyncIterator[StockServer]:
 
 @pytest.fixture
 async def sides(mesh: AgentServer, stock: StockServer) -> AsyncIterator[tuple[Side, Side]]:
-    lean = Side("lean", {b: MeshClient(replicas(mesh.http_port, mesh.grpc_port), bindings=[b])
-                         for b in (GRPC, JSONRPC)})
-    ref = Side("stock", {b: MeshClient(replicas(stock.http_port, stock.grpc_port), bindings=[b])
-                         for b in (GRPC, JSONRPC)})
+    lean = Side(
+        "lean",
+        {
+            b: MeshClient(replicas(mesh.http_port, mesh.grpc_port), bindings=[b])
+            for b in (GRPC, JSONRPC)
+        },
+    )
+    ref = Side(
+        "stock",
+        {
+            b: MeshClient(replicas(stock.http_port, stock.grpc_port), bindings=[b])
+            for b in (GRPC, JSONRPC)
+        },
+    )
     yield lean, ref
     for side in (lean, ref):
         for client in side.clients.values():
@@ -117,8 +129,12 @@ async def collect(stream: AsyncIterator[Any]) -> list[Any]:
     return [event async for event in stream]
 
 
-def request(text: str, context_id: str | None = None, task_id: str | None = None,
-            history_length: int | None = None) -> pb.SendMessageRequest:
+def request(
+    text: str,
+    context_id: str | None = None,
+    task_id: str | None = None,
+    history_length: int | None = None,
+) -> pb.SendMessageRequest:
     message = new_text_message(text, role=pb.Role.ROLE_USER, context_id=context_id, task_id=task_id)
     req = pb.SendMessageRequest(message=message)
     if history_length is not None:
@@ -127,13 +143,17 @@ def request(text: str, context_id: str | None = None, task_id: str | None = None
 
 
 async def tasks_in(client: MeshClient, context_id: str) -> list[pb.Task]:
-    listed = await bounded(client.list_tasks(AGENT, pb.ListTasksRequest(context_id=context_id,
-                                                                        include_artifacts=True)))
+    listed = await bounded(
+        client.list_tasks(AGENT, pb.ListTasksRequest(context_id=context_id, include_artifacts=True))
+    )
     return list(listed.tasks)
 
 
-async def task_when(client: MeshClient, context_id: str, ready: Callable[[pb.Task], bool]) -> pb.Task:
+async def task_when(
+    client: MeshClient, context_id: str, ready: Callable[[pb.Task], bool]
+) -> pb.Task:
     """Polls ListTasks until the context's one task satisfies ``ready``."""
+
     async def poll() -> pb.Task:
         while True:
             found = await tasks_in(client, context_id)
@@ -148,8 +168,11 @@ def started(task: pb.Task) -> bool:
     return task.status.state == S.TASK_STATE_WORKING and len(task.artifacts) == 1
 
 
-async def both(sides: tuple[Side, Side], scenario: Callable[[Side], Awaitable[Any]],
-               comparable: Callable[[Any], Any] = lambda result: result) -> Any:
+async def both(
+    sides: tuple[Side, Side],
+    scenario: Callable[[Side], Awaitable[Any]],
+    comparable: Callable[[Any], Any] = lambda result: result,
+) -> Any:
     """Runs the scenario on both servers; asserts the same observable result; returns the lean one.
 
     ``comparable`` takes out of each result what is known to differ on purpose.
@@ -172,11 +195,13 @@ async def test_unary_send_that_completes(sides: tuple[Side, Side], binding: str)
         client = side.clients[binding]
         reply = await bounded(client.send_message(AGENT, request("echo hello there")))
         task_id = reply.task.id
-        return [reply,
-                await bounded(client.get_task(AGENT, task_id)),
-                await tasks_in(client, reply.task.context_id),
-                await outcome(client.cancel_task(AGENT, task_id)),
-                await outcome(collect(client.subscribe(AGENT, task_id)))]
+        return [
+            reply,
+            await bounded(client.get_task(AGENT, task_id)),
+            await tasks_in(client, reply.task.context_id),
+            await outcome(client.cancel_task(AGENT, task_id)),
+            await outcome(collect(client.subscribe(AGENT, task_id))),
+        ]
 
     reply, got, listed, cancel, resubscribe = await both(sides, scenario)
     task = reply.task
@@ -194,7 +219,9 @@ async def test_executor_that_raises_fails_the_task(sides: tuple[Side, Side], bin
         client = side.clients[binding]
         context_id = str(uuid.uuid4())
         error = await outcome(client.send_message(AGENT, request("raise", context_id=context_id)))
-        failed = await task_when(client, context_id, lambda t: t.status.state == S.TASK_STATE_FAILED)
+        failed = await task_when(
+            client, context_id, lambda t: t.status.state == S.TASK_STATE_FAILED
+        )
         return [error, failed]
 
     error, failed = await both(sides, scenario)
@@ -203,11 +230,15 @@ async def test_executor_that_raises_fails_the_task(sides: tuple[Side, Side], bin
 
 
 @BINDINGS
-async def test_executor_that_replies_with_a_direct_message(sides: tuple[Side, Side], binding: str) -> None:
+async def test_executor_that_replies_with_a_direct_message(
+    sides: tuple[Side, Side], binding: str
+) -> None:
     async def scenario(side: Side) -> list[Any]:
         client = side.clients[binding]
         context_id = str(uuid.uuid4())
-        reply = await bounded(client.send_message(AGENT, request("reply hi", context_id=context_id)))
+        reply = await bounded(
+            client.send_message(AGENT, request("reply hi", context_id=context_id))
+        )
         return [reply, await tasks_in(client, context_id)]
 
     reply, stored = await both(sides, scenario)
@@ -218,23 +249,36 @@ async def test_executor_that_replies_with_a_direct_message(sides: tuple[Side, Si
 
 @BINDINGS
 async def test_cancel_from_another_transport_during_a_unary_call(
-        sides: tuple[Side, Side], mesh: AgentServer, binding: str) -> None:
+    sides: tuple[Side, Side], mesh: AgentServer, binding: str
+) -> None:
     async def scenario(side: Side) -> list[Any]:
         client, other = side.clients[binding], side.clients[OTHER[binding]]
         context_id = str(uuid.uuid4())
-        send = asyncio.create_task(client.send_message(AGENT, request(f"wait {uuid.uuid4()}", context_id)))
+        send = asyncio.create_task(
+            client.send_message(AGENT, request(f"wait {uuid.uuid4()}", context_id))
+        )
         running = await task_when(other, context_id, started)
         if side.name == "lean":
             assert running.id in mesh.handler.runs  # the lean path is the one serving this call
         canceled = await bounded(other.cancel_task(AGENT, running.id))
         reply = await bounded(send)
-        return [running, canceled, reply, await bounded(other.get_task(AGENT, running.id)),
-                await outcome(other.cancel_task(AGENT, running.id))]
+        return [
+            running,
+            canceled,
+            reply,
+            await bounded(other.get_task(AGENT, running.id)),
+            await outcome(other.cancel_task(AGENT, running.id)),
+        ]
 
     running, canceled, reply, stored, again = await both(sides, scenario)
     assert running.status.state == S.TASK_STATE_WORKING
     assert canceled.id == reply.task.id == stored.id == running.id
-    assert canceled.status.state == reply.task.status.state == stored.status.state == S.TASK_STATE_CANCELED
+    assert (
+        canceled.status.state
+        == reply.task.status.state
+        == stored.status.state
+        == S.TASK_STATE_CANCELED
+    )
     assert [a.name for a in stored.artifacts] == ["started"]
     assert type(again).__name__ == "TaskNotCancelableError"
     assert mesh.handler.runs == {}
@@ -242,26 +286,36 @@ async def test_cancel_from_another_transport_during_a_unary_call(
 
 @BINDINGS
 async def test_cancel_of_an_executor_whose_cancel_emits_nothing(
-        sides: tuple[Side, Side], mesh: AgentServer, binding: str) -> None:
+    sides: tuple[Side, Side], mesh: AgentServer, binding: str
+) -> None:
     """The executor's cancel only cleans up: the handler closes the task as CANCELED itself,
     and the unary caller is answered with that CANCELED task, not the WORKING one."""
+
     async def scenario(side: Side) -> list[Any]:
         client, other = side.clients[binding], side.clients[OTHER[binding]]
         context_id = str(uuid.uuid4())
-        send = asyncio.create_task(client.send_message(AGENT, request(f"linger {uuid.uuid4()}", context_id)))
+        send = asyncio.create_task(
+            client.send_message(AGENT, request(f"linger {uuid.uuid4()}", context_id))
+        )
         running = await task_when(other, context_id, started)
         canceled = await bounded(other.cancel_task(AGENT, running.id))
         reply = await bounded(send)
         return [canceled, reply, await bounded(other.get_task(AGENT, running.id))]
 
     canceled, reply, stored = await both(sides, scenario)
-    assert canceled.status.state == reply.task.status.state == stored.status.state == S.TASK_STATE_CANCELED
+    assert (
+        canceled.status.state
+        == reply.task.status.state
+        == stored.status.state
+        == S.TASK_STATE_CANCELED
+    )
     assert mesh.handler.runs == {}
 
 
 @BINDINGS
 async def test_subscribe_from_another_transport_during_a_unary_call(
-        sides: tuple[Side, Side], mesh: AgentServer, binding: str) -> None:
+    sides: tuple[Side, Side], mesh: AgentServer, binding: str
+) -> None:
     async def scenario(side: Side) -> list[Any]:
         client, other = side.clients[binding], side.clients[OTHER[binding]]
         context_id, gate = str(uuid.uuid4()), str(uuid.uuid4())
@@ -276,7 +330,9 @@ async def test_subscribe_from_another_transport_during_a_unary_call(
         return [first, rest, await bounded(send)]
 
     first, rest, reply = await both(sides, scenario)
-    assert first.task.status.state == S.TASK_STATE_WORKING and [a.name for a in first.task.artifacts] == ["started"]
+    assert first.task.status.state == S.TASK_STATE_WORKING and [
+        a.name for a in first.task.artifacts
+    ] == ["started"]
     assert [e.WhichOneof("payload") for e in rest] == ["artifact_update", "status_update"]
     assert rest[-1].status_update.status.state == S.TASK_STATE_COMPLETED
     assert reply.task.status.state == S.TASK_STATE_COMPLETED
@@ -285,7 +341,8 @@ async def test_subscribe_from_another_transport_during_a_unary_call(
 
 @BINDINGS
 async def test_follow_up_with_only_task_id_on_an_input_required_task(
-        sides: tuple[Side, Side], binding: str) -> None:
+    sides: tuple[Side, Side], binding: str
+) -> None:
     async def scenario(side: Side) -> list[Any]:
         client = side.clients[binding]
         asked = await bounded(client.send_message(AGENT, request("ask")))
@@ -325,10 +382,19 @@ async def test_follow_up_after_a_restart_continues_the_task(tmp_path: Path) -> N
     await bounded(first.stop(), 10)
     second = await start_mesh(tmp_path / "data")
     try:
-        async with MeshClient(replicas(second.http_port, second.grpc_port), bindings=[JSONRPC]) as client:
-            answered = await bounded(client.send_message(AGENT, request("green", task_id=asked.task.id)))
-        assert answered.task.id == asked.task.id and answered.task.context_id == asked.task.context_id
-        assert answered.task.status.state == S.TASK_STATE_COMPLETED and text_of(answered) == "got: green"
+        async with MeshClient(
+            replicas(second.http_port, second.grpc_port), bindings=[JSONRPC]
+        ) as client:
+            answered = await bounded(
+                client.send_message(AGENT, request("green", task_id=asked.task.id))
+            )
+        assert (
+            answered.task.id == asked.task.id and answered.task.context_id == asked.task.context_id
+        )
+        assert (
+            answered.task.status.state == S.TASK_STATE_COMPLETED
+            and text_of(answered) == "got: green"
+        )
     finally:
         await bounded(second.stop(), 10)
 
@@ -337,11 +403,17 @@ async def test_follow_up_after_a_restart_continues_the_task(tmp_path: Path) -> N
 async def test_history_length(sides: tuple[Side, Side], binding: str) -> None:
     async def scenario(side: Side) -> list[Any]:
         client = side.clients[binding]
-        replies = [await bounded(client.send_message(AGENT, request("echo x", history_length=n)))
-                   for n in (0, 1, 2, 5)]
+        replies = [
+            await bounded(client.send_message(AGENT, request("echo x", history_length=n)))
+            for n in (0, 1, 2, 5)
+        ]
         full = replies[-1].task.id
         reads = [await bounded(client.get_task(AGENT, full, history_length=n)) for n in (0, 1)]
-        return [*replies, *reads, await outcome(client.send_message(AGENT, request("echo x", history_length=-1)))]
+        return [
+            *replies,
+            *reads,
+            await outcome(client.send_message(AGENT, request("echo x", history_length=-1))),
+        ]
 
     *replies, read0, read1, negative = await both(sides, scenario)
     assert [len(r.task.history) for r in replies] == [0, 1, 2, 2]
@@ -352,7 +424,8 @@ async def test_history_length(sides: tuple[Side, Side], binding: str) -> None:
 
 @BINDINGS
 async def test_executor_that_emits_nothing_is_an_internal_error_not_a_hang(
-        sides: tuple[Side, Side], mesh: AgentServer, binding: str) -> None:
+    sides: tuple[Side, Side], mesh: AgentServer, binding: str
+) -> None:
     """a2a-sdk's default handler waits forever here, so only the lean path is checked."""
     lean, _ = sides
     client = lean.clients[binding]
@@ -361,4 +434,7 @@ async def test_executor_that_emits_nothing_is_an_internal_error_not_a_hang(
         await bounded(client.send_message(AGENT, request("nothing", context_id=context_id)))
     assert await tasks_in(client, context_id) == []
     assert mesh.handler.runs == {}
-    assert text_of(await bounded(client.send_message(AGENT, request("echo still here")))) == "STILL HERE"
+    assert (
+        text_of(await bounded(client.send_message(AGENT, request("echo still here"))))
+        == "STILL HERE"
+    )

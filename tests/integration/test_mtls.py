@@ -34,38 +34,64 @@ from mesh.launch import MeshState, stop_processes
 from mesh.registry import RegistryClient
 from mesh.tls import TlsFiles
 from tests.conftest import ECHO_SERVICE
-from tests.support.procs import ROOT, ServiceProcess, start_service
+from tests.support.procs import ROOT, ServiceProcess
 
 
 def _name(common: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
 
-def _issue(folder: Path, name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
-           ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _issue(
+    folder: Path,
+    name: str,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A CA (no issuer) or a leaf for localhost/127.0.0.1 (server and client use), as PEM files."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
-    builder = (x509.CertificateBuilder().subject_name(_name(name)).public_key(key.public_key())
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1)))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+    )
     if issuer is None:
-        builder = builder.issuer_name(_name(name)).add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
+        builder = builder.issuer_name(_name(name)).add_extension(
+            x509.BasicConstraints(ca=True, path_length=0), True
+        )
         signer = key
     else:
-        builder = (builder.issuer_name(issuer[0].subject)
-                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-                   .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                               x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                                  False)
-                   .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
-                                                         x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), False))
+        builder = (
+            builder.issuer_name(issuer[0].subject)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                False,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [
+                        x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
+                        x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH,
+                    ]
+                ),
+                False,
+            )
+        )
         signer = issuer[1]
     cert = builder.sign(signer, hashes.SHA256())
     (folder / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / f"{name}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                           serialization.PrivateFormat.PKCS8,
-                                                           serialization.NoEncryption()))
+    (folder / f"{name}.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert, key
 
 
@@ -81,22 +107,35 @@ def pki(tmp_path: Path) -> Path:
 
 
 def _tls_env(pki: Path, name: str = "mesh") -> dict[str, str]:
-    return {"SLMESH_TLS_CERT_FILE": str(pki / f"{name}.pem"), "SLMESH_TLS_KEY_FILE": str(pki / f"{name}.key"),
-            "SLMESH_TLS_CA_FILE": str(pki / "ca.pem")}
+    return {
+        "SLMESH_TLS_CERT_FILE": str(pki / f"{name}.pem"),
+        "SLMESH_TLS_KEY_FILE": str(pki / f"{name}.key"),
+        "SLMESH_TLS_CA_FILE": str(pki / "ca.pem"),
+    }
 
 
 def _settings(pki: Path, name: str = "mesh") -> Settings:
-    return Settings(tls_cert_file=pki / f"{name}.pem", tls_key_file=pki / f"{name}.key", tls_ca_file=pki / "ca.pem")
+    return Settings(
+        tls_cert_file=pki / f"{name}.pem",
+        tls_key_file=pki / f"{name}.key",
+        tls_ca_file=pki / "ca.pem",
+    )
 
 
-def _wait_grpc(proc: ServiceProcess, credentials: grpc.ChannelCredentials, timeout: float = 30.0) -> None:
+def _wait_grpc(
+    proc: ServiceProcess, credentials: grpc.ChannelCredentials, timeout: float = 30.0
+) -> None:
     deadline = time.monotonic() + timeout
     with grpc.secure_channel(proc.grpc_target, credentials) as channel:
         while True:
             assert proc.popen.poll() is None, proc.output()
             try:
-                if health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
-                        health_pb2.HealthCheckResponse.SERVING:
+                if (
+                    health_pb2_grpc.HealthStub(channel)
+                    .Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    .status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
                     return
             except grpc.RpcError:
                 pass
@@ -104,13 +143,23 @@ def _wait_grpc(proc: ServiceProcess, credentials: grpc.ChannelCredentials, timeo
             time.sleep(0.05)
 
 
-async def test_a_mutual_tls_mesh(tmp_path: Path, pki: Path, spawn: Callable[..., ServiceProcess]) -> None:
+async def test_a_mutual_tls_mesh(
+    tmp_path: Path, pki: Path, spawn: Callable[..., ServiceProcess]
+) -> None:
     tls = TlsFiles.from_settings(_settings(pki))
     assert tls is not None
     registry = spawn(ROOT / "services" / "registry", env=_tls_env(pki), wait=False)
     _wait_grpc(registry, tls.grpc_channel_credentials())
-    agent = spawn(ECHO_SERVICE, wait=False, env={**_tls_env(pki), "SLMESH_REGISTRY": registry.grpc_target,
-                                                 "SLMESH_TASK_STORE": "memory", "SLMESH_REPLICA_ID": "echo-tls"})
+    agent = spawn(
+        ECHO_SERVICE,
+        wait=False,
+        env={
+            **_tls_env(pki),
+            "SLMESH_REGISTRY": registry.grpc_target,
+            "SLMESH_TASK_STORE": "memory",
+            "SLMESH_REPLICA_ID": "echo-tls",
+        },
+    )
     _wait_grpc(agent, tls.grpc_channel_credentials())
     https = f"https://127.0.0.1:{agent.http_port}"
 
@@ -125,7 +174,10 @@ async def test_a_mutual_tls_mesh(tmp_path: Path, pki: Path, spawn: Callable[...,
     source = await snapshot(registry.grpc_target, "echo", tls=tls)
     for binding in DEFAULT_BINDINGS:
         async with MeshClient(source, _settings(pki), bindings=[binding]) as client:
-            assert text_of(await client.send_text("echo", f"over {binding}")) == f"OVER {binding}".upper()
+            assert (
+                text_of(await client.send_text("echo", f"over {binding}"))
+                == f"OVER {binding}".upper()
+            )
 
     # Strangers: no client certificate, or one from another CA, are refused at the handshake.
     no_cert = ssl.create_default_context(cafile=str(pki / "ca.pem"))
@@ -137,13 +189,20 @@ async def test_a_mutual_tls_mesh(tmp_path: Path, pki: Path, spawn: Callable[...,
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{agent.http_port}/readyz", timeout=5).raise_for_status()
     server_only = grpc.ssl_channel_credentials(root_certificates=(pki / "ca.pem").read_bytes())
-    rogue_grpc = grpc.ssl_channel_credentials(root_certificates=(pki / "ca.pem").read_bytes(),
-                                              private_key=(pki / "rogue.key").read_bytes(),
-                                              certificate_chain=(pki / "rogue.pem").read_bytes())
+    rogue_grpc = grpc.ssl_channel_credentials(
+        root_certificates=(pki / "ca.pem").read_bytes(),
+        private_key=(pki / "rogue.key").read_bytes(),
+        certificate_chain=(pki / "rogue.pem").read_bytes(),
+    )
     for target in (registry.grpc_target, agent.grpc_target):
         for credentials in (server_only, rogue_grpc):
-            with grpc.secure_channel(target, credentials) as channel, pytest.raises(grpc.RpcError) as info:
-                health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            with (
+                grpc.secure_channel(target, credentials) as channel,
+                pytest.raises(grpc.RpcError) as info,
+            ):
+                health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=5
+                )
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError):
             health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
@@ -160,13 +219,25 @@ def test_slmesh_up_agents_send_down_with_mutual_tls_and_tokens(tmp_path: Path, p
     services = tmp_path / "services"
     for name in ("registry", "tools"):
         shutil.copytree(ROOT / "services" / name, services / name)
-    env = {**os.environ, **_tls_env(pki), "SLMESH_DATA_DIR": str(tmp_path / "mesh"), "SLMESH_UI": "false",
-           "SLMESH_API_TOKEN": "cli-api-token", "SLMESH_REGISTRATION_TOKEN": "cli-registration-token"}
+    env = {
+        **os.environ,
+        **_tls_env(pki),
+        "SLMESH_DATA_DIR": str(tmp_path / "mesh"),
+        "SLMESH_UI": "false",
+        "SLMESH_API_TOKEN": "cli-api-token",
+        "SLMESH_REGISTRATION_TOKEN": "cli-registration-token",
+    }
     env.pop("SLMESH_REGISTRY", None)
 
     def slmesh(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "mesh", *args], cwd=ROOT, env=env, text=True,
-                              capture_output=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "mesh", *args],
+            cwd=ROOT,
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=120,
+        )
 
     try:
         up = slmesh("up", "--detach", "--services", str(services))
@@ -175,9 +246,17 @@ def test_slmesh_up_agents_send_down_with_mutual_tls_and_tokens(tmp_path: Path, p
         assert listed.returncode == 0, listed.stderr
         assert [e["agent"] for e in json.loads(listed.stdout)] == ["tools"]
         for binding in DEFAULT_BINDINGS:
-            sent = slmesh("send", "tools", "--binding", binding, "--data",
-                          '{"name": "get_order", "arguments": {"order_id": "ORD-621221"}}')
-            assert sent.returncode == 0 and "Fitness Tracker" in sent.stdout, sent.stdout + sent.stderr
+            sent = slmesh(
+                "send",
+                "tools",
+                "--binding",
+                binding,
+                "--data",
+                '{"name": "get_order", "arguments": {"order_id": "ORD-621221"}}',
+            )
+            assert sent.returncode == 0 and "Fitness Tracker" in sent.stdout, (
+                sent.stdout + sent.stderr
+            )
         down = slmesh("down")
         assert down.returncode == 0, down.stderr
     finally:

@@ -29,15 +29,26 @@ class GrpcReceiver:
         self.http = OtlpReceiver()  # reuses its request-to-spans reading
         self.metadata: list[dict[str, str]] = []
 
-        def export(request: ExportTraceServiceRequest, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
-            self.metadata.append({k: v for k, v in context.invocation_metadata() if isinstance(v, str)})
+        def export(
+            request: ExportTraceServiceRequest, context: grpc.ServicerContext
+        ) -> ExportTraceServiceResponse:
+            self.metadata.append(
+                {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+            )
             self.http._add(request)  # noqa: SLF001
             return ExportTraceServiceResponse()
 
         service, method = EXPORT_METHOD.split("/")[1:]
-        handler = grpc.method_handlers_generic_handler(service, {method: grpc.unary_unary_rpc_method_handler(
-            export, request_deserializer=ExportTraceServiceRequest.FromString,
-            response_serializer=ExportTraceServiceResponse.SerializeToString)})
+        handler = grpc.method_handlers_generic_handler(
+            service,
+            {
+                method: grpc.unary_unary_rpc_method_handler(
+                    export,
+                    request_deserializer=ExportTraceServiceRequest.FromString,
+                    response_serializer=ExportTraceServiceResponse.SerializeToString,
+                )
+            },
+        )
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=(handler,))
         self.endpoint = f"http://127.0.0.1:{self._server.add_insecure_port('127.0.0.1:0')}"
         self._server.start()
@@ -55,9 +66,14 @@ def grpc_receiver() -> Iterator[GrpcReceiver]:
 
 def _one_trace() -> None:
     tracer = telemetry.get_tracer()
-    with tracer.start_as_current_span("invoke_agent echo", kind=SpanKind.SERVER,
-                                      attributes={"gen_ai.agent.name": "echo", "mesh.slm.batch_size": 4}):
-        tracer.start_span("execute_tool get_order", attributes={"gen_ai.tool.name": "get_order"}).end()
+    with tracer.start_as_current_span(
+        "invoke_agent echo",
+        kind=SpanKind.SERVER,
+        attributes={"gen_ai.agent.name": "echo", "mesh.slm.batch_size": 4},
+    ):
+        tracer.start_span(
+            "execute_tool get_order", attributes={"gen_ai.tool.name": "get_order"}
+        ).end()
     telemetry.force_flush()
 
 
@@ -65,33 +81,50 @@ def _check(spans: list[ReceivedSpan]) -> None:
     by_name = {s.name: s for s in spans}
     server, tool = by_name["invoke_agent echo"], by_name["execute_tool get_order"]
     assert server.service == tool.service == "exporter-test"
-    assert tool.parent_id == server.span_id and tool.trace_id == server.trace_id and server.parent_id == ""
+    assert (
+        tool.parent_id == server.span_id
+        and tool.trace_id == server.trace_id
+        and server.parent_id == ""
+    )
     assert server.attributes == {"gen_ai.agent.name": "echo", "mesh.slm.batch_size": 4}
 
 
 @pytest.mark.parametrize("tracer", ["lean", "sdk"])
 def test_otlp_grpc_export_sends_the_spans_with_the_configured_headers(
-        grpc_receiver: GrpcReceiver, monkeypatch: pytest.MonkeyPatch, tracer: str) -> None:
+    grpc_receiver: GrpcReceiver, monkeypatch: pytest.MonkeyPatch, tracer: str
+) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", grpc_receiver.endpoint)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=acme")
-    settings: Any = Settings(otel_enabled=True, otel_export="traces", otlp_protocol="grpc", otel_tracer=tracer,
-                             prometheus=False)
+    settings: Any = Settings(
+        otel_enabled=True,
+        otel_export="traces",
+        otlp_protocol="grpc",
+        otel_tracer=tracer,
+        prometheus=False,
+    )
     assert telemetry.configure("exporter-test", settings)
     try:
         _one_trace()
     finally:
         telemetry.shutdown()
     _check(grpc_receiver.http.snapshot())
-    assert grpc_receiver.metadata and all(m.get("x-tenant") == "acme" for m in grpc_receiver.metadata)
+    assert grpc_receiver.metadata and all(
+        m.get("x-tenant") == "acme" for m in grpc_receiver.metadata
+    )
 
 
 @pytest.mark.parametrize("tracer", ["lean", "sdk"])
 def test_otlp_http_export_posts_the_spans(monkeypatch: pytest.MonkeyPatch, tracer: str) -> None:
     with OtlpReceiver() as receiver:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
-        settings: Any = Settings(otel_enabled=True, otel_export="traces", otlp_protocol="http/protobuf",
-                                 otel_tracer=tracer, prometheus=False)
+        settings: Any = Settings(
+            otel_enabled=True,
+            otel_export="traces",
+            otlp_protocol="http/protobuf",
+            otel_tracer=tracer,
+            prometheus=False,
+        )
         assert telemetry.configure("exporter-test", settings)
         try:
             _one_trace()

@@ -82,8 +82,9 @@ def _config(binding: str) -> ClientConfig:
 
 def data_request(body: dict[str, Any]) -> pb.SendMessageRequest:
     part = pb.Part(data=ParseDict(body, struct_pb2.Value()), media_type="application/json")
-    return pb.SendMessageRequest(message=pb.Message(role=pb.Role.ROLE_USER, message_id=str(time.time_ns()),
-                                                    parts=[part]))
+    return pb.SendMessageRequest(
+        message=pb.Message(role=pb.Role.ROLE_USER, message_id=str(time.time_ns()), parts=[part])
+    )
 
 
 def fan_out(items: list[str], **step: Any) -> dict[str, Any]:
@@ -91,9 +92,15 @@ def fan_out(items: list[str], **step: Any) -> dict[str, Any]:
     return {
         "plan": {
             "steps": [
-                {"id": "each", "for_each": "$input.items", "input": "$item",
-                 "plan": {"steps": [{"id": "say", "skill": "echo", "input": "$input", **step}],
-                          "output": "$say"}},
+                {
+                    "id": "each",
+                    "for_each": "$input.items",
+                    "input": "$item",
+                    "plan": {
+                        "steps": [{"id": "say", "skill": "echo", "input": "$input", **step}],
+                        "output": "$say",
+                    },
+                },
                 {"id": "count", "fn": "identity", "input": {"n": "$input.n", "echoed": "$each"}},
             ],
             "output": "$count",
@@ -126,8 +133,11 @@ async def test_official_client_runs_an_explicit_plan(mesh: Mesh, binding: str) -
         kinds = [e.WhichOneof("payload") for e in events]
         assert kinds[0] == "task"
         assert events[-1].status_update.status.state == pb.TaskState.TASK_STATE_COMPLETED
-        progress = [plain(MessageToDict(e.status_update.metadata)).get("slmesh")
-                    for e in events if e.HasField("status_update") and e.status_update.HasField("metadata")]
+        progress = [
+            plain(MessageToDict(e.status_update.metadata)).get("slmesh")
+            for e in events
+            if e.HasField("status_update") and e.status_update.HasField("metadata")
+        ]
         assert progress[0]["plan"]["source"] == "request"
         step_events = [ev for p in progress for ev in p["events"]]
         finished = {ev["step"] for ev in step_events if ev["event"] == "finished"}
@@ -144,14 +154,19 @@ async def test_official_client_runs_an_explicit_plan(mesh: Mesh, binding: str) -
 
 
 @pytest.mark.parametrize("binding", BINDINGS)
-async def test_official_client_subscribes_to_and_cancels_a_running_plan(mesh: Mesh, binding: str) -> None:
+async def test_official_client_subscribes_to_and_cancels_a_running_plan(
+    mesh: Mesh, binding: str
+) -> None:
     client = await create_client(mesh.planner.http_url, _config(binding))
     try:
         stream = client.send_message(data_request(fan_out(["sleep:20"] * 3)))
         first = await anext(stream)
         task_id = first.task.id
         subscription = client.subscribe(pb.SubscribeToTaskRequest(id=task_id))
-        assert (await asyncio.wait_for(anext(subscription), 10)).WhichOneof("payload") in {"task", "status_update"}
+        assert (await asyncio.wait_for(anext(subscription), 10)).WhichOneof("payload") in {
+            "task",
+            "status_update",
+        }
         canceled = await client.cancel_task(pb.CancelTaskRequest(id=task_id))
         assert canceled.status.state == pb.TaskState.TASK_STATE_CANCELED
         await stream.aclose()
@@ -171,16 +186,30 @@ async def test_steps_are_spread_over_replicas_and_results_keep_their_order(mesh:
     per_replica = []
     for echo in mesh.echoes:
         async with MeshClient(StaticReplicas.from_urls("echo", echo.http_url)) as client:
-            per_replica.append(len((await client.list_tasks("echo", pb.ListTasksRequest(page_size=100))).tasks))
+            per_replica.append(
+                len((await client.list_tasks("echo", pb.ListTasksRequest(page_size=100))).tasks)
+            )
     assert all(n > 0 for n in per_replica), per_replica
 
 
 @pytest.mark.parametrize(
     ("body", "code"),
     [
-        ({"plan": {"steps": [{"id": "a", "skill": "no_such_skill"}]}}, "unknown skill 'no_such_skill'"),
-        ({"plan": {"steps": [{"id": "a", "fn": "identity", "input": "$b"},
-                             {"id": "b", "fn": "identity", "input": "$a"}]}}, "cycle"),
+        (
+            {"plan": {"steps": [{"id": "a", "skill": "no_such_skill"}]}},
+            "unknown skill 'no_such_skill'",
+        ),
+        (
+            {
+                "plan": {
+                    "steps": [
+                        {"id": "a", "fn": "identity", "input": "$b"},
+                        {"id": "b", "fn": "identity", "input": "$a"},
+                    ]
+                }
+            },
+            "cycle",
+        ),
         ({"plan": {"steps": [{"id": "a"}]}}, "invalid_plan"),
         ({"plan": {"steps": [{"id": "a", "fn": "__import__"}]}}, "unknown function"),
         ({"workflow": "nope", "input": {}}, "unknown_workflow"),
@@ -188,8 +217,9 @@ async def test_steps_are_spread_over_replicas_and_results_keep_their_order(mesh:
         ({"unrelated": True}, "no_workflow"),
     ],
 )
-async def test_bad_plans_are_rejected_and_the_planner_keeps_serving(mesh: Mesh, body: dict[str, Any],
-                                                                   code: str) -> None:
+async def test_bad_plans_are_rejected_and_the_planner_keeps_serving(
+    mesh: Mesh, body: dict[str, Any], code: str
+) -> None:
     async with await planner_client(mesh) as client:
         response = await client.send_message("planner", data_request(body), timeout=30)
         assert response.task.status.state == pb.TaskState.TASK_STATE_REJECTED
@@ -201,8 +231,10 @@ async def test_bad_plans_are_rejected_and_the_planner_keeps_serving(mesh: Mesh, 
 async def test_text_is_routed_by_meaning_or_rejected(mesh: Mesh) -> None:
     async with await planner_client(mesh) as client:
         unrelated = await client.send_message(
-            "planner", pb.SendMessageRequest(message=new_text_message("Integrate x squared from zero to one")),
-            timeout=30)
+            "planner",
+            pb.SendMessageRequest(message=new_text_message("Integrate x squared from zero to one")),
+            timeout=30,
+        )
         assert unrelated.task.status.state == pb.TaskState.TASK_STATE_REJECTED
         assert "no_workflow" in error_of(unrelated.task)
         # The spec's planner SLM is not asked about text this far from every workflow.
@@ -210,17 +242,23 @@ async def test_text_is_routed_by_meaning_or_rejected(mesh: Mesh) -> None:
         # A support message routes to support_ticket, whose skills are not in this mesh: the
         # plan is refused before anything runs, naming the missing skill.
         support = await client.send_message(
-            "planner", pb.SendMessageRequest(message=new_text_message("Where is my parcel ORD-123456?")),
-            timeout=30)
+            "planner",
+            pb.SendMessageRequest(message=new_text_message("Where is my parcel ORD-123456?")),
+            timeout=30,
+        )
     assert support.task.status.state == pb.TaskState.TASK_STATE_REJECTED
     assert "unknown skill 'classify_intent'" in error_of(support.task)
 
 
 async def test_a_failing_step_fails_the_task_and_names_the_step(mesh: Mesh) -> None:
-    plan = {"plan": {"steps": [
-        {"id": "slow", "skill": "echo", "input": "sleep:3", "timeout_s": 0.5, "retries": 1},
-        {"id": "after", "fn": "identity", "input": "$slow"},
-    ]}}
+    plan = {
+        "plan": {
+            "steps": [
+                {"id": "slow", "skill": "echo", "input": "sleep:3", "timeout_s": 0.5, "retries": 1},
+                {"id": "after", "fn": "identity", "input": "$slow"},
+            ]
+        }
+    }
     async with await planner_client(mesh) as client:
         response = await client.send_message("planner", data_request(plan), timeout=60)
     assert response.task.status.state == pb.TaskState.TASK_STATE_FAILED
@@ -229,12 +267,25 @@ async def test_a_failing_step_fails_the_task_and_names_the_step(mesh: Mesh) -> N
 
 
 async def test_an_answer_that_breaks_the_expected_schema_fails_the_step(mesh: Mesh) -> None:
-    plan = {"plan": {"steps": [{"id": "ask", "skill": "echo", "input": "not json", "retries": 1,
-                                "expect": {"type": "object", "required": ["label"]}}]}}
+    plan = {
+        "plan": {
+            "steps": [
+                {
+                    "id": "ask",
+                    "skill": "echo",
+                    "input": "not json",
+                    "retries": 1,
+                    "expect": {"type": "object", "required": ["label"]},
+                }
+            ]
+        }
+    }
     async with await planner_client(mesh) as client:
         response = await client.send_message("planner", data_request(plan), timeout=60)
     assert response.task.status.state == pb.TaskState.TASK_STATE_FAILED
-    assert "step ask failed" in error_of(response.task) and "invalid output" in error_of(response.task)
+    assert "step ask failed" in error_of(response.task) and "invalid output" in error_of(
+        response.task
+    )
 
 
 async def test_a_map_with_continue_keeps_going_past_failed_items(mesh: Mesh) -> None:
@@ -250,7 +301,9 @@ async def test_a_map_with_continue_keeps_going_past_failed_items(mesh: Mesh) -> 
 
 async def test_cancel_stops_a_running_plan(mesh: Mesh) -> None:
     async with await planner_client(mesh) as client:
-        stream = client.send_streaming_message("planner", data_request(fan_out(["sleep:20"] * 4)), timeout=60)
+        stream = client.send_streaming_message(
+            "planner", data_request(fan_out(["sleep:20"] * 4)), timeout=60
+        )
         first = await anext(stream)
         task_id = first.task.id
         canceled = await client.cancel_task("planner", task_id, timeout=10)
@@ -258,7 +311,9 @@ async def test_cancel_stops_a_running_plan(mesh: Mesh) -> None:
         await stream.aclose()
         task = await client.get_task("planner", task_id)
         assert task.status.state == pb.TaskState.TASK_STATE_CANCELED
-        ok = await client.send_message("planner", data_request(fan_out(["after cancel"])), timeout=30)
+        ok = await client.send_message(
+            "planner", data_request(fan_out(["after cancel"])), timeout=30
+        )
     assert result_of(ok.task)["echoed"] == ["AFTER CANCEL"]
 
 
@@ -266,7 +321,9 @@ async def test_killing_an_agent_replica_mid_run_loses_no_step(mesh: Mesh) -> Non
     """kill -9 one echo replica while a fan-out runs: every item still completes."""
     items = [f"sleep:0.4 n{i}" for i in range(24)]
     async with await planner_client(mesh) as client:
-        run = asyncio.create_task(client.send_message("planner", data_request(fan_out(items)), timeout=180))
+        run = asyncio.create_task(
+            client.send_message("planner", data_request(fan_out(items)), timeout=180)
+        )
         await asyncio.sleep(1.0)
         victim = mesh.echoes.pop(0)
         victim.kill()
@@ -276,13 +333,17 @@ async def test_killing_an_agent_replica_mid_run_loses_no_step(mesh: Mesh) -> Non
 
 
 async def test_a_restarted_planner_resumes_without_rerunning_finished_steps(
-        tmp_path: Path, mesh: Mesh) -> None:
+    tmp_path: Path, mesh: Mesh
+) -> None:
     """kill -9 the planner mid-plan; a new one on the same data dir finishes the accepted task."""
     tally = tmp_path / "tally"
     tally.mkdir()
     (tally / "agent.yaml").write_text(
-        (ECHO_SERVICE / "agent.yaml").read_text().replace("name: echo", "name: tally")
-        .replace("- id: echo", "- id: tally"))
+        (ECHO_SERVICE / "agent.yaml")
+        .read_text()
+        .replace("name: echo", "name: tally")
+        .replace("- id: echo", "- id: tally")
+    )
     tally_proc = mesh.agent(tally, SLMESH_DATA_DIR=str(tmp_path / "tally-data"))
     data_dir = tmp_path / "planner-data"
     planner = mesh.start_planner(data_dir)
@@ -292,9 +353,13 @@ async def test_a_restarted_planner_resumes_without_rerunning_finished_steps(
     body = {"plan": {"steps": steps, "output": "$s5"}}
     async with MeshClient(StaticReplicas.from_urls("planner", planner.http_url)) as client:
         first = await client.send_message(
-            "planner", pb.SendMessageRequest(message=data_request(body).message,
-                                             configuration=pb.SendMessageConfiguration(return_immediately=True)),
-            timeout=30)
+            "planner",
+            pb.SendMessageRequest(
+                message=data_request(body).message,
+                configuration=pb.SendMessageConfiguration(return_immediately=True),
+            ),
+            timeout=30,
+        )
         task_id = first.task.id
     db = data_dir / "planner-planner.sqlite"
     deadline = time.monotonic() + 60
@@ -308,9 +373,14 @@ async def test_a_restarted_planner_resumes_without_rerunning_finished_steps(
         deadline = time.monotonic() + 90
         while True:
             task = await client.get_task("planner", task_id)
-            if task.status.state in (pb.TaskState.TASK_STATE_COMPLETED, pb.TaskState.TASK_STATE_FAILED):
+            if task.status.state in (
+                pb.TaskState.TASK_STATE_COMPLETED,
+                pb.TaskState.TASK_STATE_FAILED,
+            ):
                 break
-            assert time.monotonic() < deadline, f"not resumed: {pb.TaskState.Name(task.status.state)}"
+            assert time.monotonic() < deadline, (
+                f"not resumed: {pb.TaskState.Name(task.status.state)}"
+            )
             await asyncio.sleep(0.2)
     assert task.status.state == pb.TaskState.TASK_STATE_COMPLETED, error_of(task)
     assert result_of(task) == "SLEEP:0.8 STEP 5"
@@ -324,11 +394,14 @@ def _done_steps(db: Path, task_id: str) -> int:
     if not db.exists():
         return 0
     with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT count(*) FROM steps WHERE task_id = ? AND status = 'ok'",
-                            (task_id,)).fetchone()[0]
+        return conn.execute(
+            "SELECT count(*) FROM steps WHERE task_id = ? AND status = 'ok'", (task_id,)
+        ).fetchone()[0]
 
 
-async def test_the_planner_slm_writes_a_plan_when_no_workflow_matches(tmp_path: Path, mesh: Mesh) -> None:
+async def test_the_planner_slm_writes_a_plan_when_no_workflow_matches(
+    tmp_path: Path, mesh: Mesh
+) -> None:
     """A planner whose spec names a planner SLM (here a tiny random model): its plan is
     constrained to the registered skills, so even an untrained model's plan runs."""
     from tests.support.tiny_slm import save_tiny_model
@@ -336,26 +409,40 @@ async def test_the_planner_slm_writes_a_plan_when_no_workflow_matches(tmp_path: 
     service = tmp_path / "planner"
     shutil.copytree(PLANNER, service)
     spec = yaml.safe_load((service / "agent.yaml").read_text())
-    spec["options"]["generator"] = {"model": str(save_tiny_model(tmp_path / "model", context=1024)),
-                                    "max_steps": 3}
+    spec["options"]["generator"] = {
+        "model": str(save_tiny_model(tmp_path / "model", context=1024)),
+        "max_steps": 3,
+    }
     (service / "agent.yaml").write_text(yaml.safe_dump(spec))
     planner = mesh.agent(service, SLMESH_DATA_DIR=str(tmp_path / "data"))
     text = "Integrate x squared from zero to one"
     async with MeshClient(StaticReplicas.from_urls("planner", planner.http_url)) as client:
-        events = [e async for e in client.send_streaming_message(
-            "planner", pb.SendMessageRequest(message=new_text_message(text)), timeout=120)]
+        events = [
+            e
+            async for e in client.send_streaming_message(
+                "planner", pb.SendMessageRequest(message=new_text_message(text)), timeout=120
+            )
+        ]
     final = events[-1].status_update.status
     assert final.state == pb.TaskState.TASK_STATE_COMPLETED, [p.text for p in final.message.parts]
-    plan_info = next(plain(MessageToDict(e.status_update.metadata))["slmesh"]["plan"] for e in events
-                     if e.HasField("status_update") and "plan" in str(e.status_update.metadata))
+    plan_info = next(
+        plain(MessageToDict(e.status_update.metadata))["slmesh"]["plan"]
+        for e in events
+        if e.HasField("status_update") and "plan" in str(e.status_update.metadata)
+    )
     assert plan_info["source"] == "planner_slm"
     artifact = next(e.artifact_update.artifact for e in events if e.HasField("artifact_update"))
     result = parts_value(artifact.parts)
     assert result["s0"] == text.upper()  # step 0 may only bind to the request text
-    assert set(plain(MessageToDict(artifact.metadata))["agents"]) <= {"echo", "tally"}  # what is registered
+    assert set(plain(MessageToDict(artifact.metadata))["agents"]) <= {
+        "echo",
+        "tally",
+    }  # what is registered
 
 
-async def test_a_planner_task_is_taken_over_by_another_planner_replica(tmp_path: Path, mesh: Mesh) -> None:
+async def test_a_planner_task_is_taken_over_by_another_planner_replica(
+    tmp_path: Path, mesh: Mesh
+) -> None:
     """Two planner replicas share a PostgreSQL task store; the one running a chain is killed;
     the other claims the expired lease and runs the plan again from the request (its own
     run store is empty), and a subscriber on it gets the completed result."""
@@ -366,21 +453,32 @@ async def test_a_planner_task_is_taken_over_by_another_planner_replica(tmp_path:
     spec["name"] = name
     spec["options"]["workflows"] = str(PLANNER / spec["options"]["workflows"])
     if spec["options"].get("generator"):  # the planner SLM's folder, relative to the real spec
-        spec["options"]["generator"]["model"] = str((PLANNER / spec["options"]["generator"]["model"]).resolve())
+        spec["options"]["generator"]["model"] = str(
+            (PLANNER / spec["options"]["generator"]["model"]).resolve()
+        )
     folder = tmp_path / name
     folder.mkdir()
     (folder / "agent.yaml").write_text(yaml.safe_dump(spec))
     try:
-        first, second = (mesh.agent(folder, SLMESH_DATA_DIR=str(tmp_path / f"data-{i}"), **FAST_LEASES)
-                         for i in range(2))
+        first, second = (
+            mesh.agent(folder, SLMESH_DATA_DIR=str(tmp_path / f"data-{i}"), **FAST_LEASES)
+            for i in range(2)
+        )
         steps = [{"id": f"s{i}", "skill": "echo", "input": f"sleep:0.6 step {i}"} for i in range(5)]
         for i in range(1, 5):
             steps[i]["when"] = f"$s{i - 1}"
         body = {"plan": {"steps": steps, "output": "$s4"}}
         async with MeshClient(StaticReplicas.from_urls(name, first.http_url)) as client:
-            task_id = (await client.send_message(name, pb.SendMessageRequest(
-                message=data_request(body).message,
-                configuration=pb.SendMessageConfiguration(return_immediately=True)), timeout=30)).task.id
+            task_id = (
+                await client.send_message(
+                    name,
+                    pb.SendMessageRequest(
+                        message=data_request(body).message,
+                        configuration=pb.SendMessageConfiguration(return_immediately=True),
+                    ),
+                    timeout=30,
+                )
+            ).task.id
             deadline = time.monotonic() + 60
             while _done_steps(tmp_path / "data-0" / f"planner-{name}.sqlite", task_id) < 2:
                 assert time.monotonic() < deadline, "the plan made no progress"

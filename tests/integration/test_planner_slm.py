@@ -46,24 +46,39 @@ def planner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
 
 async def _run(planner: ServiceProcess, text: str) -> list[Any]:
     async with MeshClient(StaticReplicas.from_urls("planner", planner.http_url)) as client:
-        return [e async for e in client.send_streaming_message(
-            "planner", pb.SendMessageRequest(message=new_text_message(text)), timeout=120)]
+        return [
+            e
+            async for e in client.send_streaming_message(
+                "planner", pb.SendMessageRequest(message=new_text_message(text)), timeout=120
+            )
+        ]
 
 
-async def test_a_held_out_staff_request_gets_a_planner_slm_plan_that_runs(planner: ServiceProcess) -> None:
+async def test_a_held_out_staff_request_gets_a_planner_slm_plan_that_runs(
+    planner: ServiceProcess,
+) -> None:
     email = "aisha.nakamura@example.org"  # a customer of the demo database: a test-split value
     # Test-split frame and clauses (never trained on), far enough from every workflow
     # example (similarity 0.31) that the router leaves it to the planner SLM.
-    frame, lookup, answer = "Quick one: {a} and {b}.", "bring up everything on {ref}", "compose an answer"
+    frame, lookup, answer = (
+        "Quick one: {a} and {b}.",
+        "bring up everything on {ref}",
+        "compose an answer",
+    )
     assert frame in templates_of("frame:lookup_reply", "test")
-    assert lookup in templates_of("clause:lookup", "test") and answer in templates_of("clause:answer", "test")
+    assert lookup in templates_of("clause:lookup", "test") and answer in templates_of(
+        "clause:answer", "test"
+    )
     assert email in demo_values().emails
     text = frame.format(a=lookup.format(ref=email), b=answer)
     events = await _run(planner, text)
     final = events[-1].status_update.status
     assert final.state == pb.TaskState.TASK_STATE_COMPLETED, [p.text for p in final.message.parts]
-    plan_info = next(plain(MessageToDict(e.status_update.metadata))["slmesh"]["plan"] for e in events
-                     if e.HasField("status_update") and "plan" in str(e.status_update.metadata))
+    plan_info = next(
+        plain(MessageToDict(e.status_update.metadata))["slmesh"]["plan"]
+        for e in events
+        if e.HasField("status_update") and "plan" in str(e.status_update.metadata)
+    )
     assert plan_info == {"source": "planner_slm", "workflow": "", "steps": 4}, text
     artifact = next(e.artifact_update.artifact for e in events if e.HasField("artifact_update"))
     result = parts_value(artifact.parts)
@@ -72,20 +87,33 @@ async def test_a_held_out_staff_request_gets_a_planner_slm_plan_that_runs(planne
     # is measured in docs/models.md, not here):
     fields, call, outcome, reply = result["s0"], result["s1"], result["s2"], result["s3"]
     assert fields["email"] and fields["email"] in email  # extract_fields on the request text
-    assert call == {"name": "find_orders", "arguments": {"email": fields["email"]}}  # propose_tool_call on $s0
+    assert call == {
+        "name": "find_orders",
+        "arguments": {"email": fields["email"]},
+    }  # propose_tool_call on $s0
     assert "ok" in outcome  # execute_tool ran $s1 against the order database
     if outcome["ok"]:
         assert outcome["customer"]["email"] == email
     else:
         assert outcome["error"]["code"] == "customer_not_found"
     assert isinstance(reply, str) and reply.strip()  # draft_reply on $s2
-    assert set(plain(MessageToDict(artifact.metadata))["agents"]) == {"extractor", "tool-caller", "tools",
-                                                                       "responder"}
+    assert set(plain(MessageToDict(artifact.metadata))["agents"]) == {
+        "extractor",
+        "tool-caller",
+        "tools",
+        "responder",
+    }
 
 
-async def test_a_request_unrelated_to_the_mesh_is_rejected_without_a_plan(planner: ServiceProcess) -> None:
+async def test_a_request_unrelated_to_the_mesh_is_rejected_without_a_plan(
+    planner: ServiceProcess,
+) -> None:
     events = await _run(planner, "Integrate x squared from zero to one")
-    final = events[-1].status_update.status if events[-1].HasField("status_update") else events[-1].task.status
+    final = (
+        events[-1].status_update.status
+        if events[-1].HasField("status_update")
+        else events[-1].task.status
+    )
     assert final.state == pb.TaskState.TASK_STATE_REJECTED
     reason = " ".join(p.text for p in final.message.parts if p.HasField("text"))
     assert reason.startswith("no_workflow:")

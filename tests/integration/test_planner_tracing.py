@@ -26,14 +26,20 @@ def otlp() -> Iterator[OtlpReceiver]:
 
 
 def _traced(otlp: OtlpReceiver, tracer: str) -> dict[str, str]:
-    return {"SLMESH_OTEL_ENABLED": "true", "SLMESH_OTEL_TRACER": tracer, "SLMESH_OTLP_PROTOCOL": "http/protobuf",
-            "SLMESH_OTEL_EXPORT": "traces", "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
-            "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    return {
+        "SLMESH_OTEL_ENABLED": "true",
+        "SLMESH_OTEL_TRACER": tracer,
+        "SLMESH_OTLP_PROTOCOL": "http/protobuf",
+        "SLMESH_OTEL_EXPORT": "traces",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
 
 
 @pytest.mark.parametrize("tracer", ["lean", "sdk"])
-async def test_a_planner_task_is_one_trace_through_ray_and_agents(tmp_path: Path, otlp: OtlpReceiver,
-                                                                   tracer: str) -> None:
+async def test_a_planner_task_is_one_trace_through_ray_and_agents(
+    tmp_path: Path, otlp: OtlpReceiver, tracer: str
+) -> None:
     procs: list[ServiceProcess] = []
     try:
         registry = start_registry(tmp_path)
@@ -42,23 +48,38 @@ async def test_a_planner_task_is_one_trace_through_ray_and_agents(tmp_path: Path
         procs.append(start_service(ECHO_SERVICE, tmp_path, env=env))
         planner = start_service(PLANNER, tmp_path, env=env, ready_timeout=90.0)
         procs.append(planner)
-        body = {"plan": {"steps": [{"id": "first", "skill": "echo", "input": "hello"},
-                                   {"id": "second", "skill": "echo", "input": "$first"},
-                                   {"id": "shout", "fn": "identity", "input": {"said": "$second"}}],
-                         "output": "$shout"}}
+        body = {
+            "plan": {
+                "steps": [
+                    {"id": "first", "skill": "echo", "input": "hello"},
+                    {"id": "second", "skill": "echo", "input": "$first"},
+                    {"id": "shout", "fn": "identity", "input": {"said": "$second"}},
+                ],
+                "output": "$shout",
+            }
+        }
         async with MeshClient(StaticReplicas.from_urls("planner", planner.http_url)) as client:
             response = await client.send_message("planner", data_request(body), timeout=60)
         assert response.task.status.state == pb.TaskState.TASK_STATE_COMPLETED
         assert result_of(response.task) == {"said": "HELLO"}
         task_id = response.task.id
-        spans = await _wait_for(otlp, lambda got: {"step first", "step second", "step shout",
-                                                     "execute_plan plan", "create_plan"} <= {s.name for s in got}
-                                and sum(s.name == "invoke_agent echo" for s in got) >= 2)
+        spans = await _wait_for(
+            otlp,
+            lambda got: (
+                {"step first", "step second", "step shout", "execute_plan plan", "create_plan"}
+                <= {s.name for s in got}
+                and sum(s.name == "invoke_agent echo" for s in got) >= 2
+            ),
+        )
     finally:
         for proc in procs:
             proc.kill()
 
-    root = next(s for s in spans if s.name == "invoke_agent planner" and s.attributes.get("a2a.task.id") == task_id)
+    root = next(
+        s
+        for s in spans
+        if s.name == "invoke_agent planner" and s.attributes.get("a2a.task.id") == task_id
+    )
     trace = [s for s in spans if s.trace_id == root.trace_id]
     by_id = {s.span_id: s for s in trace}
     named = {s.name: s for s in trace}

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.integration
 
 def _probe(port: int) -> int:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SLMESH_GRPC_PORT": str(port)}
-    return subprocess.run([sys.executable, "-m", "mesh.probe"], env=env, check=False, timeout=60).returncode
+    return subprocess.run(
+        [sys.executable, "-m", "mesh.probe"], env=env, check=False, timeout=60
+    ).returncode
 
 
 def test_probe_follows_the_grpc_health_service(spawn: Callable[..., ServiceProcess]) -> None:

@@ -29,25 +29,35 @@ MESSAGES = [
 
 
 def test_agent_records_redacted_calls_and_analyze_clusters_them(
-        spawn: Callable[..., ServiceProcess], tmp_path: Path) -> None:
+    spawn: Callable[..., ServiceProcess], tmp_path: Path
+) -> None:
     service = tmp_path / "classifier"
     save_tiny_model(service / "model", "llama", "char")
     spec = {
-        "name": "classifier", "description": "Intent of a message (test model).",
+        "name": "classifier",
+        "description": "Intent of a message (test model).",
         "executor": "mesh.slm.executor:SLMExecutor",
         "skills": [{"id": "classify_intent", "name": "Classify", "description": "Intent."}],
-        "options": {"model": "./model", "prompt": "Classify the message.\nMessage: {input}\nIntent: ",
-                    "output": {"labels": LABELS}, "threads": 1},
+        "options": {
+            "model": "./model",
+            "prompt": "Classify the message.\nMessage: {input}\nIntent: ",
+            "output": {"labels": LABELS},
+            "threads": 1,
+        },
     }
     (service / "agent.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
     db = tmp_path / "calls.db"
     agent = spawn(service, env={"SLMESH_TASK_STORE": "memory", "SLMESH_RECORD_DB": str(db)})
 
     async def talk() -> list[str]:
-        replicas = StaticReplicas.from_urls("classifier", agent.http_url, f"grpc://{agent.grpc_target}")
+        replicas = StaticReplicas.from_urls(
+            "classifier", agent.http_url, f"grpc://{agent.grpc_target}"
+        )
         async with MeshClient(replicas) as client:
             sent = [await client.send_text("classifier", text, timeout=30) for text in MESSAGES]
-            sent.append(await client.send_text("classifier", MESSAGES[0], timeout=30))  # a duplicate
+            sent.append(
+                await client.send_text("classifier", MESSAGES[0], timeout=30)
+            )  # a duplicate
         return [r.task.id for r in sent]
 
     task_ids = asyncio.run(talk())
@@ -67,14 +77,30 @@ def test_agent_records_redacted_calls_and_analyze_clusters_them(
         assert row.agent == "classifier" and row.skill == "classify_intent"
         assert row.model == "model" and row.parameters and row.input_tokens and row.output_tokens
         assert row.latency_ms is not None and row.latency_ms > 0
-    raw = db.read_bytes() + (db.with_name("calls.db-wal").read_bytes()
-                             if db.with_name("calls.db-wal").exists() else b"")
+    raw = db.read_bytes() + (
+        db.with_name("calls.db-wal").read_bytes() if db.with_name("calls.db-wal").exists() else b""
+    )
     for secret in (b"jane.doe", b"7946", b"4111"):
         assert secret not in raw
 
-    done = subprocess.run([sys.executable, "-m", "mesh", "convert", "analyze", "--db", str(db),
-                           "--json", "--min-size", "2"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mesh",
+            "convert",
+            "analyze",
+            "--db",
+            str(db),
+            "--json",
+            "--min-size",
+            "2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["calls"] == 4 and report["kept"] == 3 and report["dropped"]["duplicate"] == 1

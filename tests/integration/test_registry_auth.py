@@ -32,19 +32,32 @@ FAST = {"SLMESH_HEARTBEAT_INTERVAL_S": "0.3", "SLMESH_REGISTRY_TTL_S": "30"}
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Iterator[ServiceProcess]:
-    proc = start_registry(tmp_path, env={**FAST, "SLMESH_REGISTRATION_TOKEN": REGISTRATION,
-                                         "SLMESH_API_TOKEN": API})
+    proc = start_registry(
+        tmp_path, env={**FAST, "SLMESH_REGISTRATION_TOKEN": REGISTRATION, "SLMESH_API_TOKEN": API}
+    )
     try:
         yield proc
     finally:
         proc.kill()
 
 
-def _agent(spawn: Callable[..., ServiceProcess], registry: ServiceProcess, replica: str,
-           registration_token: str) -> ServiceProcess:
-    return spawn(ECHO_SERVICE, env={**FAST, "SLMESH_REGISTRY": registry.grpc_target, "SLMESH_REPLICA_ID": replica,
-                                    "SLMESH_REGISTRATION_TOKEN": registration_token,
-                                    "SLMESH_API_TOKEN": API, "SLMESH_TASK_STORE": "memory"})
+def _agent(
+    spawn: Callable[..., ServiceProcess],
+    registry: ServiceProcess,
+    replica: str,
+    registration_token: str,
+) -> ServiceProcess:
+    return spawn(
+        ECHO_SERVICE,
+        env={
+            **FAST,
+            "SLMESH_REGISTRY": registry.grpc_target,
+            "SLMESH_REPLICA_ID": replica,
+            "SLMESH_REGISTRATION_TOKEN": registration_token,
+            "SLMESH_API_TOKEN": API,
+            "SLMESH_TASK_STORE": "memory",
+        },
+    )
 
 
 async def _listed(address: str, timeout: float = 20.0) -> dict[str, list[str]]:
@@ -58,13 +71,21 @@ async def _listed(address: str, timeout: float = 20.0) -> dict[str, list[str]]:
 
 
 def _spoof(address: str, victim: str, token: str | None) -> dict[str, str]:
-    args = [sys.executable, "-m", "tests.support.spoof", address, victim, *([token] if token else [])]
+    args = [
+        sys.executable,
+        "-m",
+        "tests.support.spoof",
+        address,
+        victim,
+        *([token] if token else []),
+    ]
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
     return json.loads(done.stdout)
 
 
 async def test_a_stranger_cannot_register_replace_drain_or_remove_an_agent(
-        spawn: Callable[..., ServiceProcess], registry: ServiceProcess) -> None:
+    spawn: Callable[..., ServiceProcess], registry: ServiceProcess
+) -> None:
     real = _agent(spawn, registry, "echo-real", REGISTRATION)
     before = await _listed(registry.grpc_target)
     assert list(before) == ["echo-real"]
@@ -95,8 +116,9 @@ async def test_a_stranger_cannot_register_replace_drain_or_remove_an_agent(
     assert real.popen.poll() is None
 
 
-async def test_the_token_holder_can_deregister(spawn: Callable[..., ServiceProcess],
-                                               registry: ServiceProcess) -> None:
+async def test_the_token_holder_can_deregister(
+    spawn: Callable[..., ServiceProcess], registry: ServiceProcess
+) -> None:
     _agent(spawn, registry, "echo-own", REGISTRATION)
     assert list(await _listed(registry.grpc_target)) == ["echo-own"]
     async with RegistryClient(registry.grpc_target, token=REGISTRATION) as client:

@@ -34,12 +34,22 @@ async def _registered(address: str, count: int, timeout: float = 15.0) -> list[s
     raise AssertionError(f"expected {count} echo replicas in the registry")
 
 
-def _replica(spawn: Callable[..., ServiceProcess], registry: RegistryServer, name: str) -> ServiceProcess:
-    return spawn(ECHO_SERVICE, env={"SLMESH_REGISTRY": registry.address, "SLMESH_REPLICA_ID": name,
-                                    "SLMESH_TASK_STORE": "memory"})
+def _replica(
+    spawn: Callable[..., ServiceProcess], registry: RegistryServer, name: str
+) -> ServiceProcess:
+    return spawn(
+        ECHO_SERVICE,
+        env={
+            "SLMESH_REGISTRY": registry.address,
+            "SLMESH_REPLICA_ID": name,
+            "SLMESH_TASK_STORE": "memory",
+        },
+    )
 
 
-async def test_balances_and_fails_over(spawn: Callable[..., ServiceProcess], registry: RegistryServer) -> None:
+async def test_balances_and_fails_over(
+    spawn: Callable[..., ServiceProcess], registry: RegistryServer
+) -> None:
     a, b = _replica(spawn, registry, "echo-a"), _replica(spawn, registry, "echo-b")
     assert await _registered(registry.address, 2) == ["echo-a", "echo-b"]
     view = RegistryView(RegistryClient(registry.address))
@@ -63,8 +73,9 @@ async def test_balances_and_fails_over(spawn: Callable[..., ServiceProcess], reg
     await view.stop()
 
 
-async def test_sigterm_drains_in_flight_and_deregisters(spawn: Callable[..., ServiceProcess],
-                                                        registry: RegistryServer) -> None:
+async def test_sigterm_drains_in_flight_and_deregisters(
+    spawn: Callable[..., ServiceProcess], registry: RegistryServer
+) -> None:
     proc = _replica(spawn, registry, "echo-drain")
     await _registered(registry.address, 1)
     async with RegistryClient(registry.address) as reg:
@@ -80,8 +91,11 @@ async def test_sigterm_drains_in_flight_and_deregisters(spawn: Callable[..., Ser
         proc.popen.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.2)
         assert httpx.get(proc.http_url + "/readyz").status_code == 503
-        refused = httpx.post(proc.http_url + "/", json={"jsonrpc": "2.0", "id": 1, "method": "ListTasks",
-                                                        "params": {}}, headers={"A2A-Version": "1.0"})
+        refused = httpx.post(
+            proc.http_url + "/",
+            json={"jsonrpc": "2.0", "id": 1, "method": "ListTasks", "params": {}},
+            headers={"A2A-Version": "1.0"},
+        )
         assert refused.status_code == 503  # new work goes elsewhere (retryable)
         assert text_of(await slow) == "SLEEP:1.5"  # the accepted request still finished
     assert await asyncio.to_thread(proc.popen.wait, 15) == 0

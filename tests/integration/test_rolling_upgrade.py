@@ -46,12 +46,21 @@ async def _until(predicate: Callable[[], object], what: str, polls: int = 600) -
 
 
 async def test_replacing_replicas_one_by_one_loses_no_request(
-        spawn: Callable[..., ServiceProcess], registry: RegistryServer) -> None:
+    spawn: Callable[..., ServiceProcess], registry: RegistryServer
+) -> None:
     def start(name: str) -> ServiceProcess:
-        return spawn(ECHO_SERVICE, env={"SLMESH_REGISTRY": registry.address, "SLMESH_REPLICA_ID": name,
-                                        "SLMESH_TASK_STORE": "memory", "SLMESH_HEARTBEAT_INTERVAL_S": "0.5"})
+        return spawn(
+            ECHO_SERVICE,
+            env={
+                "SLMESH_REGISTRY": registry.address,
+                "SLMESH_REPLICA_ID": name,
+                "SLMESH_TASK_STORE": "memory",
+                "SLMESH_HEARTBEAT_INTERVAL_S": "0.5",
+            },
+        )
 
     old = [start("echo-v1-a"), start("echo-v1-b")]
+
     async def both_registered() -> bool:
         return await _replica_ids(registry.address) == {"echo-v1-a", "echo-v1-b"}
 
@@ -83,8 +92,12 @@ async def test_replacing_replicas_one_by_one_loses_no_request(
                 before = answered
                 new_id = f"echo-v2-{'ab'[n]}"
                 start(new_id)
-                await _until(lambda: new_id in {r.replica_id for r in RegistryReplicas(view).replicas("echo")},
-                             f"{new_id} in the client's view")
+                await _until(
+                    lambda: (
+                        new_id in {r.replica_id for r in RegistryReplicas(view).replicas("echo")}
+                    ),
+                    f"{new_id} in the client's view",
+                )
                 # SIGTERM: drain in-flight work, deregister, exit 0; the load never pauses.
                 assert await asyncio.to_thread(proc.terminate, 30.0) == 0
                 await _until(lambda: answered > before + 20, "traffic after the swap")

@@ -40,19 +40,25 @@ def ticker_service(tmp_path: Path) -> Iterator[Path]:
     (folder / "agent.yaml").write_text(
         f"name: {name}\nkind: agent\nexecutor: tests.support.ticker:TickerExecutor\n"
         "skills:\n  - {id: tick, name: Tick, description: Streams ticks.}\n"
-        "input_modes: [text/plain]\noutput_modes: [text/plain]\n", encoding="utf-8")
+        "input_modes: [text/plain]\noutput_modes: [text/plain]\n",
+        encoding="utf-8",
+    )
     yield folder
     asyncio.run(drop_agent_tasks(name))
 
 
 @pytest.fixture
-def replicas(spawn: Callable[..., ServiceProcess], ticker_service: Path) -> tuple[ServiceProcess, ServiceProcess]:
+def replicas(
+    spawn: Callable[..., ServiceProcess], ticker_service: Path
+) -> tuple[ServiceProcess, ServiceProcess]:
     return spawn(ticker_service, env=SHARED), spawn(ticker_service, env=SHARED)
 
 
 @contextlib.asynccontextmanager
 async def _client(proc: ServiceProcess, agent: str) -> AsyncIterator[MeshClient]:
-    async with MeshClient(StaticReplicas.from_urls(agent, proc.http_url, f"grpc://{proc.grpc_target}")) as c:
+    async with MeshClient(
+        StaticReplicas.from_urls(agent, proc.http_url, f"grpc://{proc.grpc_target}")
+    ) as c:
         yield c
 
 
@@ -60,20 +66,24 @@ async def _start(client: MeshClient, agent: str, text: str) -> tuple[str, list[p
     """Starts a streaming task and leaves its stream after the first tick (the caller's
     connection to that replica is gone); returns the task id and what it saw."""
     seen: list[pb.StreamResponse] = []
-    stream = client.send_streaming_message(agent, pb.SendMessageRequest(message=new_text_message(text)))
+    stream = client.send_streaming_message(
+        agent, pb.SendMessageRequest(message=new_text_message(text))
+    )
     async for event in stream:
         seen.append(event)
         if event.HasField("status_update") and "tick 0" in str(event.status_update.status.message):
             break
     await stream.aclose()
     task_ids = {e.task.id for e in seen if e.HasField("task")} | {
-        e.status_update.task_id for e in seen if e.HasField("status_update")}
+        e.status_update.task_id for e in seen if e.HasField("status_update")
+    }
     assert len(task_ids) == 1, seen
     return task_ids.pop(), seen
 
 
 async def test_task_on_a_is_read_listed_and_followed_on_b(
-        replicas: tuple[ServiceProcess, ServiceProcess], ticker_service: Path) -> None:
+    replicas: tuple[ServiceProcess, ServiceProcess], ticker_service: Path
+) -> None:
     a, b = replicas
     agent = ticker_service.name
     async with _client(a, agent) as on_a, _client(b, agent) as on_b:
@@ -100,7 +110,8 @@ async def test_task_on_a_is_read_listed_and_followed_on_b(
 
 
 async def test_task_on_a_is_cancelled_through_b(
-        replicas: tuple[ServiceProcess, ServiceProcess], ticker_service: Path) -> None:
+    replicas: tuple[ServiceProcess, ServiceProcess], ticker_service: Path
+) -> None:
     a, b = replicas
     agent = ticker_service.name
     async with _client(a, agent) as on_a, _client(b, agent) as on_b:
@@ -109,12 +120,16 @@ async def test_task_on_a_is_cancelled_through_b(
         assert cancelled.status.state == pb.TaskState.TASK_STATE_CANCELED
         # A sees the cancel on its next write and stops; every replica reports it cancelled.
         for client in (on_a, on_b):
-            assert (await client.get_task(agent, task_id)).status.state == pb.TaskState.TASK_STATE_CANCELED
+            assert (
+                await client.get_task(agent, task_id)
+            ).status.state == pb.TaskState.TASK_STATE_CANCELED
 
 
 async def test_a_follower_killed_mid_stream_resubscribes_on_another_replica(
-        spawn: Callable[..., ServiceProcess], replicas: tuple[ServiceProcess, ServiceProcess],
-        ticker_service: Path) -> None:
+    spawn: Callable[..., ServiceProcess],
+    replicas: tuple[ServiceProcess, ServiceProcess],
+    ticker_service: Path,
+) -> None:
     """The task runs on A; its events are followed through B; B is killed (SIGKILL) mid-stream;
     the caller resubscribes through C and gets the remaining events and the final result."""
     a, b = replicas
@@ -150,11 +165,14 @@ async def test_a_follower_killed_mid_stream_resubscribes_on_another_replica(
 @contextlib.asynccontextmanager
 async def _official(proc: ServiceProcess) -> AsyncIterator[Client]:
     """a2a-sdk's own client on one replica, over gRPC (an idle stream has no HTTP read timeout)."""
+
     def channel(url: str) -> grpc.aio.Channel:
         return grpc.aio.insecure_channel(url.split("://", 1)[-1])
 
-    client = await create_client(proc.http_url, ClientConfig(supported_protocol_bindings=["GRPC"],
-                                                             grpc_channel_factory=channel))
+    client = await create_client(
+        proc.http_url,
+        ClientConfig(supported_protocol_bindings=["GRPC"], grpc_channel_factory=channel),
+    )
     try:
         yield client
     finally:
@@ -168,14 +186,18 @@ def _text(status: pb.TaskStatus) -> str:
 async def _lease_rows(task_id: str) -> list[asyncpg.Record]:
     conn = await connect()
     try:
-        return await conn.fetch(f"SELECT replica, takeovers, expires_at < now() AS expired FROM {LEASES} "
-                                "WHERE task_id = $1", task_id)
+        return await conn.fetch(
+            f"SELECT replica, takeovers, expires_at < now() AS expired FROM {LEASES} "
+            "WHERE task_id = $1",
+            task_id,
+        )
     finally:
         await conn.close()
 
 
 async def test_a_task_whose_replica_is_killed_is_taken_over_and_finished(
-        spawn: Callable[..., ServiceProcess], ticker_service: Path) -> None:
+    spawn: Callable[..., ServiceProcess], ticker_service: Path
+) -> None:
     """A streams a task; A is SIGKILLed after its first ticks; a subscriber on B (official
     client) gets the ticks A never sent, one takeover notice and the completed task."""
     a, b = spawn(ticker_service, env=FAST_LEASES), spawn(ticker_service, env=FAST_LEASES)
@@ -186,7 +208,9 @@ async def test_a_task_whose_replica_is_killed_is_taken_over_and_finished(
         assert lease["takeovers"] == 0 and not lease["expired"]
         a.kill()
         killed = time.monotonic()
-        assert (await on_b.get_task(pb.GetTaskRequest(id=task_id))).status.state == pb.TaskState.TASK_STATE_WORKING
+        assert (
+            await on_b.get_task(pb.GetTaskRequest(id=task_id))
+        ).status.state == pb.TaskState.TASK_STATE_WORKING
 
         snapshot: pb.Task | None = None
         ticks: list[int] = []
@@ -209,8 +233,10 @@ async def test_a_task_whose_replica_is_killed_is_taken_over_and_finished(
                         states_at_notice.append(task.status.state)
                     final = event.status_update.status
 
-        print(f"\ntakeover: notice on B {taken_after:.2f} s after SIGKILL, completed {time.monotonic() - killed:.2f} s "
-              f"after (lease 2 s, renew 0.4 s, remaining ticks {len(ticks)} x 0.5 s)")
+        print(
+            f"\ntakeover: notice on B {taken_after:.2f} s after SIGKILL, completed {time.monotonic() - killed:.2f} s "
+            f"after (lease 2 s, renew 0.4 s, remaining ticks {len(ticks)} x 0.5 s)"
+        )
         assert snapshot is not None and _text(snapshot.status).startswith("tick ")
         last_by_a = int(_text(snapshot.status).split()[1])
         assert last_by_a < 7
@@ -233,13 +259,16 @@ async def test_a_task_whose_replica_is_killed_is_taken_over_and_finished(
 
 
 async def test_a_task_finished_before_its_replica_died_is_never_rerun(
-        spawn: Callable[..., ServiceProcess], ticker_service: Path) -> None:
+    spawn: Callable[..., ServiceProcess], ticker_service: Path
+) -> None:
     """A task completed on A whose lease outlived A (killed before dropping it) is not run again:
     the takeover finds it completed, drops the lease, and the task keeps its version."""
     a, b = spawn(ticker_service, env=FAST_LEASES), spawn(ticker_service, env=FAST_LEASES)
     agent = ticker_service.name
     async with _client(a, agent) as on_a:
-        stream = on_a.send_streaming_message(agent, pb.SendMessageRequest(message=new_text_message("ticks:1:0")))
+        stream = on_a.send_streaming_message(
+            agent, pb.SendMessageRequest(message=new_text_message("ticks:1:0"))
+        )
         task_id = [e async for e in stream][0].task.id
     a.kill()
     conn = await connect()
@@ -249,8 +278,13 @@ async def test_a_task_finished_before_its_replica_died_is_never_rerun(
             f"INSERT INTO {LEASES} (agent, task_id, owner, replica, expires_at, request) "
             "VALUES ($1, $2, '', 'dead-replica', now() - interval '1 second', $3) "
             "ON CONFLICT (agent, task_id) DO UPDATE SET replica = EXCLUDED.replica, expires_at = EXCLUDED.expires_at",
-            agent, task_id, new_text_message("ticks:1:0").SerializeToString())
-        version = await conn.fetchval("SELECT version FROM task_versions WHERE task_id = $1", task_id)
+            agent,
+            task_id,
+            new_text_message("ticks:1:0").SerializeToString(),
+        )
+        version = await conn.fetchval(
+            "SELECT version FROM task_versions WHERE task_id = $1", task_id
+        )
         async with _official(b) as on_b:
             with pytest.raises(UnsupportedOperationError, match="terminal state"):
                 async for _ in on_b.subscribe(pb.SubscribeToTaskRequest(id=task_id)):
@@ -258,14 +292,18 @@ async def test_a_task_finished_before_its_replica_died_is_never_rerun(
             task = await on_b.get_task(pb.GetTaskRequest(id=task_id))
         assert task.status.state == pb.TaskState.TASK_STATE_COMPLETED
         assert TAKEOVER_METADATA not in MessageToDict(task.metadata)
-        assert await conn.fetchval("SELECT version FROM task_versions WHERE task_id = $1", task_id) == version
+        assert (
+            await conn.fetchval("SELECT version FROM task_versions WHERE task_id = $1", task_id)
+            == version
+        )
         assert await _lease_rows(task_id) == []
     finally:
         await conn.close()
 
 
 async def test_a_task_past_its_takeover_limit_fails_with_the_reason(
-        spawn: Callable[..., ServiceProcess], ticker_service: Path) -> None:
+    spawn: Callable[..., ServiceProcess], ticker_service: Path
+) -> None:
     env = {**FAST_LEASES, "SLMESH_TASK_MAX_TAKEOVERS": "0"}
     a, b = spawn(ticker_service, env=env), spawn(ticker_service, env=env)
     agent = ticker_service.name
@@ -279,4 +317,6 @@ async def test_a_task_past_its_takeover_limit_fails_with_the_reason(
                     final = event.status_update.status
         assert final is not None and final.state == pb.TaskState.TASK_STATE_FAILED
         assert "task_max_takeovers is 0" in _text(final), _text(final)
-        assert (await on_b.get_task(pb.GetTaskRequest(id=task_id))).status.state == pb.TaskState.TASK_STATE_FAILED
+        assert (
+            await on_b.get_task(pb.GetTaskRequest(id=task_id))
+        ).status.state == pb.TaskState.TASK_STATE_FAILED

@@ -25,8 +25,12 @@ SCHEMA = {
     "properties": {
         "intent": {"enum": ["refund_request", "order_status", "other"]},
         "order_id": {"type": ["string", "null"], "x-grounded": True, "maxLength": 12},
-        "email": {"anyOf": [{"type": "string", "x-grounded": True,
-                             "pattern": r"^[^@\s]+@[^@\s]+\.[^@\s]+$"}, {"type": "null"}]},
+        "email": {
+            "anyOf": [
+                {"type": "string", "x-grounded": True, "pattern": r"^[^@\s]+@[^@\s]+\.[^@\s]+$"},
+                {"type": "null"},
+            ]
+        },
         "urgent": {"type": "boolean"},
     },
     "required": ["intent", "order_id", "email", "urgent"],
@@ -82,21 +86,26 @@ async def test_agent_answers_schema_valid_data_with_usage(agent: ServiceProcess)
     source = StaticReplicas.from_urls("extractor", agent.http_url, f"grpc://{agent.grpc_target}")
     async with MeshClient(source) as client:
         # Concurrent requests share the agent's batches; each gets its own valid answer.
-        responses = await asyncio.gather(*(client.send_text("extractor", m, timeout=60)
-                                           for m in MESSAGES))
+        responses = await asyncio.gather(
+            *(client.send_text("extractor", m, timeout=60) for m in MESSAGES)
+        )
         for message, response in zip(MESSAGES, responses, strict=True):
             _check_output(response.task, message)
 
         # A data part is the input as compact JSON; chunks stream before the final artifact.
         data = {"customer": "jane@example.com", "order": "ORD-104233", "amount": 19}
-        request = pb.SendMessageRequest(message=pb.Message(
-            role=pb.Role.ROLE_USER, message_id="m-data", parts=[new_data_part(data)]))
+        request = pb.SendMessageRequest(
+            message=pb.Message(
+                role=pb.Role.ROLE_USER, message_id="m-data", parts=[new_data_part(data)]
+            )
+        )
         events = [e async for e in client.send_streaming_message("extractor", request, timeout=60)]
         chunks = [e.artifact_update for e in events if e.HasField("artifact_update")]
         assert len(chunks) > 1 and chunks[-1].last_chunk
         task = await client.get_task("extractor", events[0].task.id)
-        value = _check_output(task, '{"customer":"jane@example.com","order":"ORD-104233",'
-                                    '"amount":19}')
+        value = _check_output(
+            task, '{"customer":"jane@example.com","order":"ORD-104233","amount":19}'
+        )
         streamed = "".join(p.text for c in chunks[:-1] for p in c.artifact.parts)
         assert streamed.startswith('{"intent":') and value
 
@@ -104,7 +113,8 @@ async def test_agent_answers_schema_valid_data_with_usage(agent: ServiceProcess)
         assert empty.task.status.state == pb.TaskState.TASK_STATE_REJECTED
         assert "empty_input" in empty.task.status.message.parts[0].text
 
-        too_long = await client.send_message("extractor", pb.SendMessageRequest(
-            message=new_text_message("x" * 600)), timeout=30)
+        too_long = await client.send_message(
+            "extractor", pb.SendMessageRequest(message=new_text_message("x" * 600)), timeout=30
+        )
         assert too_long.task.status.state == pb.TaskState.TASK_STATE_REJECTED
         assert "context" in too_long.task.status.message.parts[0].text

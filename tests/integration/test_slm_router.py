@@ -31,21 +31,39 @@ from tests.support.tiny_slm import save_tiny_model
 pytestmark = pytest.mark.integration
 
 FAST = {"SLMESH_HEARTBEAT_INTERVAL_S": "0.5", "SLMESH_REGISTRY_TTL_S": "3"}
-LABELS = ["order_status", "track_shipment", "cancel_order", "refund_request", "change_address",
-          "general_question"]
-MESSAGES = ["Where is my order ORD-100231?", "Please cancel ORD-100232.", "Do you ship to Canada?",
-            "Refund 19.99 for the broken mug"]
+LABELS = [
+    "order_status",
+    "track_shipment",
+    "cancel_order",
+    "refund_request",
+    "change_address",
+    "general_question",
+]
+MESSAGES = [
+    "Where is my order ORD-100231?",
+    "Please cancel ORD-100232.",
+    "Do you ship to Canada?",
+    "Refund 19.99 for the broken mug",
+]
 
 
 def _agent_spec(folder: Path, name: str, model: Path, escalate_below: float | None) -> Path:
-    options: dict[str, Any] = {"model": str(model), "prompt": "Classify.\nMessage: {input}\nIntent: ",
-                               "output": {"labels": LABELS}, "max_new_tokens": 24}
+    options: dict[str, Any] = {
+        "model": str(model),
+        "prompt": "Classify.\nMessage: {input}\nIntent: ",
+        "output": {"labels": LABELS},
+        "max_new_tokens": 24,
+    }
     if escalate_below is not None:
         options["escalate_below"] = escalate_below
-    spec = {"name": name, "kind": "agent", "description": f"{name} (test)",
-            "executor": "mesh.slm.executor:SLMExecutor",
-            "skills": [{"id": "classify_intent", "name": "Classify intent", "description": "intent"}],
-            "options": options}
+    spec = {
+        "name": name,
+        "kind": "agent",
+        "description": f"{name} (test)",
+        "executor": "mesh.slm.executor:SLMExecutor",
+        "skills": [{"id": "classify_intent", "name": "Classify intent", "description": "intent"}],
+        "options": options,
+    }
     folder.mkdir(parents=True)
     (folder / "agent.yaml").write_text(yaml.safe_dump(spec))
     return folder
@@ -58,8 +76,12 @@ class RouterMesh:
         self.record_db = tmp / "calls.sqlite"
 
     def start(self, service: Path, **env: str) -> ServiceProcess:
-        proc = start_service(service, self.tmp, env={**FAST, "SLMESH_REGISTRY": self.address, **env},
-                             ready_timeout=90.0)
+        proc = start_service(
+            service,
+            self.tmp,
+            env={**FAST, "SLMESH_REGISTRY": self.address, **env},
+            ready_timeout=90.0,
+        )
         self.procs.append(proc)
         return proc
 
@@ -70,8 +92,11 @@ class RouterMesh:
         self.small_model = save_tiny_model(self.tmp / "small", hidden_size=32, seed=1)
         large_model = save_tiny_model(self.tmp / "large", hidden_size=64, seed=2)
         self.start(_agent_spec(self.tmp / "svc-large", "intent-large", large_model, None))
-        self.planner = self.start(ROOT / "services" / "planner", SLMESH_DATA_DIR=str(self.tmp / "planner"),
-                                  SLMESH_RECORD_DB=str(self.record_db))
+        self.planner = self.start(
+            ROOT / "services" / "planner",
+            SLMESH_DATA_DIR=str(self.tmp / "planner"),
+            SLMESH_RECORD_DB=str(self.record_db),
+        )
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -89,13 +114,27 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterMesh]:
 
 
 def _classify_all() -> pb.SendMessageRequest:
-    return data_request({
-        "plan": {"steps": [{"id": "each", "for_each": "$input.messages", "input": "$item",
-                            "plan": {"steps": [{"id": "intent", "skill": "classify_intent", "input": "$input"}],
-                                     "output": "$intent"}}],
-                 "output": "$each"},
-        "input": {"messages": MESSAGES},
-    })
+    return data_request(
+        {
+            "plan": {
+                "steps": [
+                    {
+                        "id": "each",
+                        "for_each": "$input.messages",
+                        "input": "$item",
+                        "plan": {
+                            "steps": [
+                                {"id": "intent", "skill": "classify_intent", "input": "$input"}
+                            ],
+                            "output": "$intent",
+                        },
+                    }
+                ],
+                "output": "$each",
+            },
+            "input": {"messages": MESSAGES},
+        }
+    )
 
 
 async def _run(mesh: RouterMesh) -> tuple[list[Any], dict[str, Any]]:
@@ -155,8 +194,13 @@ async def test_an_unsure_small_model_escalates_to_the_larger_one(mesh: RouterMes
     escalations = meta["escalations"]
     assert {(e["from"], e["to"]) for e in escalations} == {("intent-strict", "intent-large")}
     assert all(e["reason"].startswith("low confidence: mean logprob") for e in escalations)
-    assert sorted(e["step"] for e in escalations) == [f"each[{i}].intent" for i in range(len(MESSAGES))]
-    assert {row["parameters"] for row in cost["models"]} == {_params(mesh, "small"), _params(mesh, "large")}
+    assert sorted(e["step"] for e in escalations) == [
+        f"each[{i}].intent" for i in range(len(MESSAGES))
+    ]
+    assert {row["parameters"] for row in cost["models"]} == {
+        _params(mesh, "small"),
+        _params(mesh, "large"),
+    }
     assert cost["ratio"] < 1  # every step paid for both models: escalation is not free
     # The dataset store learns which answers were used (the large model's) and which were passed over.
     with CallStore(mesh.record_db) as store:

@@ -30,7 +30,9 @@ def _spec(agent: str) -> dict:  # type: ignore[type-arg]
 def _needs_model(agent: str) -> Path:
     model = (ROOT / "services" / agent / _spec(agent)["options"]["model"]).resolve()
     if not ((model / "config.json").is_file() or (model / "encoder.json").is_file()):
-        pytest.fail(f"the shipped model for {agent} is missing at {model}: run `slmesh train {agent}`")
+        pytest.fail(
+            f"the shipped model for {agent} is missing at {model}: run `slmesh train {agent}`"
+        )
     return model
 
 
@@ -51,7 +53,8 @@ def _data(task: pb.Task) -> dict:  # type: ignore[type-arg]
 
 
 async def test_classifier_answers_a_label_even_under_prompt_injection(
-        spawn: Callable[..., ServiceProcess]) -> None:
+    spawn: Callable[..., ServiceProcess],
+) -> None:
     _needs_model("classifier")
     labels = _spec("classifier")["options"]["output"]["labels"]
     proc = spawn(ROOT / "services" / "classifier", env={"SLMESH_TASK_STORE": "memory"})
@@ -64,7 +67,9 @@ async def test_classifier_answers_a_label_even_under_prompt_injection(
         assert usage["model"] == "classifier-encoder" and usage["mean_logprob"] <= 0
 
 
-async def test_extractor_returns_schema_valid_grounded_json(spawn: Callable[..., ServiceProcess]) -> None:
+async def test_extractor_returns_schema_valid_grounded_json(
+    spawn: Callable[..., ServiceProcess],
+) -> None:
     _needs_model("extractor")
     schema = _spec("extractor")["options"]["output"]["schema"]
     proc = spawn(ROOT / "services" / "extractor", env={"SLMESH_TASK_STORE": "memory"})
@@ -81,23 +86,42 @@ async def test_extractor_returns_schema_valid_grounded_json(spawn: Callable[...,
 
 
 FACTS = [
-    {"intent": "track_shipment", "tool": "track_shipment", "ok": True, "customer": "Aisha Okafor",
-     "order_id": "ORD-317970", "status": "shipped", "carrier": "UPS",
-     "tracking_number": "1Z123456789012", "shipped_on": "2024-05-01", "delivered_on": None,
-     "estimated_delivery": "2024-05-06"},
-    {"intent": "order_status", "tool": "find_orders", "ok": True, "customer": "Zofia Kowalczyk",
-     "email": "zofia.k@example.org", "count": 2, "latest_order_id": "ORD-482913",
-     "latest_status": "placed", "latest_product": "Trail Runner Shoes"},
+    {
+        "intent": "track_shipment",
+        "tool": "track_shipment",
+        "ok": True,
+        "customer": "Aisha Okafor",
+        "order_id": "ORD-317970",
+        "status": "shipped",
+        "carrier": "UPS",
+        "tracking_number": "1Z123456789012",
+        "shipped_on": "2024-05-01",
+        "delivered_on": None,
+        "estimated_delivery": "2024-05-06",
+    },
+    {
+        "intent": "order_status",
+        "tool": "find_orders",
+        "ok": True,
+        "customer": "Zofia Kowalczyk",
+        "email": "zofia.k@example.org",
+        "count": 2,
+        "latest_order_id": "ORD-482913",
+        "latest_status": "placed",
+        "latest_product": "Trail Runner Shoes",
+    },
 ]
 
 
 def _text(task: pb.Task) -> str:
-    return "".join(part.text for artifact in task.artifacts for part in artifact.parts
-                   if part.HasField("text"))
+    return "".join(
+        part.text for artifact in task.artifacts for part in artifact.parts if part.HasField("text")
+    )
 
 
 async def test_responder_reply_states_only_facts_it_was_given(
-        spawn: Callable[..., ServiceProcess]) -> None:
+    spawn: Callable[..., ServiceProcess],
+) -> None:
     """Grounded text: every number, email and name in the reply is copied from the facts."""
     _needs_model("responder")
     proc = spawn(ROOT / "services" / "responder", env={"SLMESH_TASK_STORE": "memory"})
@@ -107,7 +131,7 @@ async def test_responder_reply_states_only_facts_it_was_given(
         assert task.status.state == pb.TaskState.TASK_STATE_COMPLETED
         reply = _text(task)
         assert reply.strip() and "\n" not in reply
-        words = (word.strip("()[]{},;:\"$€£#.!?") for word in reply.split())
+        words = (word.strip('()[]{},;:"$€£#.!?') for word in reply.split())
         for word in words:
             if re.search(r"[0-9@]", word):
                 assert word in source, f"{word!r} in {reply!r} is not in the facts"

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from a2a.helpers.proto_helpers import new_text_message
 from a2a.types import a2a_pb2 as pb
 from google.protobuf import struct_pb2
 from google.protobuf.json_format import ParseDict
@@ -36,23 +35,33 @@ from tests.support.relay import RelayExecutor
 def spans(request: pytest.FixtureRequest) -> Iterator[InMemorySpanExporter]:
     """Every test here runs on the mesh's lean tracer and on the SDK's (SLMESH_OTEL_TRACER)."""
     exporter = InMemorySpanExporter()
-    assert telemetry.configure("test-mesh", Settings(otel_tracer=request.param), span_exporter=exporter)
+    assert telemetry.configure(
+        "test-mesh", Settings(otel_tracer=request.param), span_exporter=exporter
+    )
     yield exporter
     telemetry.shutdown()
 
 
 def _spec(name: str) -> ServiceSpec:
-    return ServiceSpec(name=name, description=f"{name} test agent",
-                       skills=[SkillSpec(id=name, name=name, description=name)])
+    return ServiceSpec(
+        name=name,
+        description=f"{name} test agent",
+        skills=[SkillSpec(id=name, name=name, description=name)],
+    )
 
 
 def _replicas(server: AgentServer) -> StaticReplicas:
-    return StaticReplicas.from_urls(server.spec.name, f"http://127.0.0.1:{server.http_port}",
-                                    f"grpc://127.0.0.1:{server.grpc_port}")
+    return StaticReplicas.from_urls(
+        server.spec.name,
+        f"http://127.0.0.1:{server.http_port}",
+        f"grpc://127.0.0.1:{server.grpc_port}",
+    )
 
 
 async def _serve(tmp: Path, name: str, executor: Any) -> AgentServer:
-    server = AgentServer(_spec(name), Settings(data_dir=tmp, task_store="memory"), executor=executor)
+    server = AgentServer(
+        _spec(name), Settings(data_dir=tmp, task_store="memory"), executor=executor
+    )
     await server.start()
     return server
 
@@ -63,12 +72,16 @@ async def _finished(exporter: InMemorySpanExporter, count: int) -> list[Readable
         finished = exporter.get_finished_spans()
         ids = {s.context.span_id for s in finished}
         mesh = [s for s in finished if s.instrumentation_scope.name == telemetry.SCOPE]
-        if len(mesh) >= count and all(s.parent is None or s.parent.span_id in ids for s in finished):
+        if len(mesh) >= count and all(
+            s.parent is None or s.parent.span_id in ids for s in finished
+        ):
             break
         await asyncio.sleep(0.01)
     _ALL.clear()
     _ALL.update({s.context.span_id: s for s in exporter.get_finished_spans()})
-    return [s for s in exporter.get_finished_spans() if s.instrumentation_scope.name == telemetry.SCOPE]
+    return [
+        s for s in exporter.get_finished_spans() if s.instrumentation_scope.name == telemetry.SCOPE
+    ]
 
 
 def _sample(exposition: str, metric: str, **labels: str) -> float | None:
@@ -98,20 +111,27 @@ def _parent(span: ReadableSpan) -> int | None:
     ``mesh.a2a`` switched them off (they are decided at import); they are not the mesh's.
     """
     parent = span.parent.span_id if span.parent is not None else None
-    while parent is not None and parent in _ALL and _ALL[parent].instrumentation_scope.name != telemetry.SCOPE:
+    while (
+        parent is not None
+        and parent in _ALL
+        and _ALL[parent].instrumentation_scope.name != telemetry.SCOPE
+    ):
         above = _ALL[parent].parent
         parent = above.span_id if above is not None else None
     return parent
 
 
 @pytest.fixture
-async def two_hops(tmp_path: Path, request: pytest.FixtureRequest
-                   ) -> AsyncIterator[tuple[MeshClient, AgentServer, AgentServer]]:
+async def two_hops(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[MeshClient, AgentServer, AgentServer]]:
     """client -(first binding)-> relay -(second binding)-> echo."""
     first, second, streaming = request.param
     echo = await _serve(tmp_path / "echo", "echo", EchoExecutor())
     inner = MeshClient(_replicas(echo), Settings(), bindings=[second])
-    relay = await _serve(tmp_path / "relay", "relay", RelayExecutor(inner, "echo", streaming=streaming))
+    relay = await _serve(
+        tmp_path / "relay", "relay", RelayExecutor(inner, "echo", streaming=streaming)
+    )
     outer = MeshClient(_replicas(relay), Settings(), bindings=[first])
     try:
         yield outer, relay, echo
@@ -122,14 +142,24 @@ async def two_hops(tmp_path: Path, request: pytest.FixtureRequest
         await echo.stop()
 
 
-HOPS = [(GRPC, JSONRPC, False), (JSONRPC, REST, False), (REST, GRPC, False), (GRPC, GRPC, True),
-        (JSONRPC, JSONRPC, True)]
+HOPS = [
+    (GRPC, JSONRPC, False),
+    (JSONRPC, REST, False),
+    (REST, GRPC, False),
+    (GRPC, GRPC, True),
+    (JSONRPC, JSONRPC, True),
+]
 
 
-@pytest.mark.parametrize("two_hops", HOPS, indirect=True,
-                         ids=[f"{a}-then-{b}{'-stream' if s else ''}" for a, b, s in HOPS])
+@pytest.mark.parametrize(
+    "two_hops",
+    HOPS,
+    indirect=True,
+    ids=[f"{a}-then-{b}{'-stream' if s else ''}" for a, b, s in HOPS],
+)
 async def test_two_hops_over_different_transports_make_one_trace(
-        spans: InMemorySpanExporter, two_hops: tuple[MeshClient, AgentServer, AgentServer]) -> None:
+    spans: InMemorySpanExporter, two_hops: tuple[MeshClient, AgentServer, AgentServer]
+) -> None:
     client, relay, echo = two_hops
     tracer = telemetry.get_tracer()
     token = attach(set_baggage("tenant", "acme", get_current()))
@@ -144,10 +174,17 @@ async def test_two_hops_over_different_transports_make_one_trace(
     assert trace_ids == {root.get_span_context().trace_id}, [s.name for s in done]
 
     by_name = _by_name(done)
-    assert set(by_name) >= {"caller", "SendMessage relay", "invoke_agent relay", "invoke_agent echo"}
+    assert set(by_name) >= {
+        "caller",
+        "SendMessage relay",
+        "invoke_agent relay",
+        "invoke_agent echo",
+    }
     outer_call = by_name["SendMessage relay"]
     relay_span = by_name["invoke_agent relay"]
-    inner_call = next(s for n, s in by_name.items() if n.endswith(" echo") and s.kind == SpanKind.CLIENT)
+    inner_call = next(
+        s for n, s in by_name.items() if n.endswith(" echo") and s.kind == SpanKind.CLIENT
+    )
     echo_span = by_name["invoke_agent echo"]
     # caller -> client span -> relay's server span -> relay's client span -> echo's server span
     assert _parent(outer_call) == root.get_span_context().span_id
@@ -171,9 +208,11 @@ async def test_two_hops_over_different_transports_make_one_trace(
 
 
 @pytest.mark.parametrize("two_hops", [(GRPC, JSONRPC, False)], indirect=True)
-async def test_baggage_crosses_both_hops(spans: InMemorySpanExporter,
-                                         two_hops: tuple[MeshClient, AgentServer, AgentServer],
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_baggage_crosses_both_hops(
+    spans: InMemorySpanExporter,
+    two_hops: tuple[MeshClient, AgentServer, AgentServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     client, _, _ = two_hops
     seen: list[str | None] = []
     original = EchoExecutor.execute
@@ -192,7 +231,8 @@ async def test_baggage_crosses_both_hops(spans: InMemorySpanExporter,
 
 
 async def test_a_call_without_a_caller_span_starts_the_trace(
-        spans: InMemorySpanExporter, tmp_path: Path) -> None:
+    spans: InMemorySpanExporter, tmp_path: Path
+) -> None:
     echo = await _serve(tmp_path, "echo", EchoExecutor())
     try:
         async with MeshClient(_replicas(echo), Settings(), bindings=[GRPC]) as client:
@@ -205,9 +245,25 @@ async def test_a_call_without_a_caller_span_starts_the_trace(
         await echo.stop()
     # Prometheus exposition on the agent's HTTP port: requests per agent, transport and method
     served = "mesh_agent_request_duration_seconds_count"
-    assert _sample(metrics, served, gen_ai_agent_name="echo", mesh_transport="GRPC", rpc_method="SendMessage") == 2
-    assert _sample(metrics, served, gen_ai_agent_name="echo", mesh_transport="GRPC", rpc_method="GetTask") == 1
-    assert _sample(metrics, "mesh_client_request_duration_seconds_count", mesh_transport="GRPC") == 3
+    assert (
+        _sample(
+            metrics,
+            served,
+            gen_ai_agent_name="echo",
+            mesh_transport="GRPC",
+            rpc_method="SendMessage",
+        )
+        == 2
+    )
+    assert (
+        _sample(
+            metrics, served, gen_ai_agent_name="echo", mesh_transport="GRPC", rpc_method="GetTask"
+        )
+        == 1
+    )
+    assert (
+        _sample(metrics, "mesh_client_request_duration_seconds_count", mesh_transport="GRPC") == 3
+    )
     assert _sample(metrics, "mesh_agent_requests_in_flight", gen_ai_agent_name="echo") == 0
     done = await _finished(spans, 5)
     calls = [s for s in done if s.kind == SpanKind.CLIENT]
@@ -215,11 +271,15 @@ async def test_a_call_without_a_caller_span_starts_the_trace(
     assert all(s.parent is None for s in calls)
     assert len({s.context.trace_id for s in calls}) == 3
     for call in calls[:2]:
-        (server,) = [s for s in done if s.parent is not None and s.parent.span_id == call.context.span_id]
+        (server,) = [
+            s for s in done if s.parent is not None and s.parent.span_id == call.context.span_id
+        ]
         assert server.name == "invoke_agent echo"
 
 
-async def test_tool_call_gets_an_execute_tool_span(spans: InMemorySpanExporter, tmp_path: Path) -> None:
+async def test_tool_call_gets_an_execute_tool_span(
+    spans: InMemorySpanExporter, tmp_path: Path
+) -> None:
     from mesh.tools.executor import ToolsExecutor
 
     spec = _spec("tools")
@@ -231,8 +291,11 @@ async def test_tool_call_gets_an_execute_tool_span(spans: InMemorySpanExporter, 
     try:
         async with MeshClient(_replicas(server), Settings(), bindings=[JSONRPC]) as client:
             response = await client.send_message(
-                "tools", pb.SendMessageRequest(message=pb.Message(
-                    role=pb.Role.ROLE_USER, message_id="m-1", parts=[part])))
+                "tools",
+                pb.SendMessageRequest(
+                    message=pb.Message(role=pb.Role.ROLE_USER, message_id="m-1", parts=[part])
+                ),
+            )
     finally:
         await server.stop()
     assert response.task.status.state == pb.TaskState.TASK_STATE_COMPLETED
@@ -247,15 +310,24 @@ async def test_tool_call_gets_an_execute_tool_span(spans: InMemorySpanExporter, 
     assert names.TOOL_CALL_ARGUMENTS not in tool.attributes  # content capture is off by default
 
 
-async def test_generation_gets_a_genai_span_with_usage(spans: InMemorySpanExporter, tmp_path: Path) -> None:
+async def test_generation_gets_a_genai_span_with_usage(
+    spans: InMemorySpanExporter, tmp_path: Path
+) -> None:
     from mesh.slm import SLMExecutor, TransformersBackend
     from tests.support.tiny_slm import save_tiny_model
 
     model = save_tiny_model(tmp_path / "model", "llama", "char")
     backend = TransformersBackend(str(model), max_wait_ms=1, threads=1)
-    spec = ServiceSpec(name="classifier", executor="mesh.slm.executor:SLMExecutor",
-                       options={"model": str(model), "max_new_tokens": 8, "prompt": "Intent: {input}\n",
-                                "output": {"labels": ["refund", "status"]}})
+    spec = ServiceSpec(
+        name="classifier",
+        executor="mesh.slm.executor:SLMExecutor",
+        options={
+            "model": str(model),
+            "max_new_tokens": 8,
+            "prompt": "Intent: {input}\n",
+            "output": {"labels": ["refund", "status"]},
+        },
+    )
     settings = Settings(data_dir=tmp_path, task_store="memory")
     server = AgentServer(spec, settings, executor=SLMExecutor(spec, settings, backend=backend))
     await server.start()
@@ -283,15 +355,17 @@ async def test_generation_gets_a_genai_span_with_usage(spans: InMemorySpanExport
     assert names.INPUT_MESSAGES not in attributes  # content capture is off by default
 
 
-async def test_a_remote_model_call_carries_the_generation_span(spans: InMemorySpanExporter,
-                                                              tmp_path: Path) -> None:
+async def test_a_remote_model_call_carries_the_generation_span(
+    spans: InMemorySpanExporter, tmp_path: Path
+) -> None:
     """An agent fronting an OpenAI-compatible server (vLLM, NIM, ...) sends the chat span along."""
     from mesh.slm import SLMExecutor, TransformersBackend, create_openai_app
     from mesh.slm.openai_backend import OpenAIBackend
     from tests.support.tiny_slm import save_tiny_model
 
-    local = TransformersBackend(str(save_tiny_model(tmp_path / "model", "llama", "char")), max_wait_ms=1,
-                                threads=1)
+    local = TransformersBackend(
+        str(save_tiny_model(tmp_path / "model", "llama", "char")), max_wait_ms=1, threads=1
+    )
     seen: list[str | None] = []
     app = create_openai_app(local)
 
@@ -302,10 +376,17 @@ async def test_a_remote_model_call_carries_the_generation_span(spans: InMemorySp
 
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://model")
     remote = OpenAIBackend("http://model/v1", local.model_name, http=http)
-    spec = ServiceSpec(name="remote", executor="mesh.slm.executor:SLMExecutor",
-                       options={"backend": "openai", "base_url": "http://model/v1",
-                                "model_name": local.model_name, "max_new_tokens": 4,
-                                "system": "Answer briefly."})
+    spec = ServiceSpec(
+        name="remote",
+        executor="mesh.slm.executor:SLMExecutor",
+        options={
+            "backend": "openai",
+            "base_url": "http://model/v1",
+            "model_name": local.model_name,
+            "max_new_tokens": 4,
+            "system": "Answer briefly.",
+        },
+    )
     settings = Settings(data_dir=tmp_path, task_store="memory")
     server = AgentServer(spec, settings, executor=SLMExecutor(spec, settings, backend=remote))
     await server.start()
@@ -318,7 +399,9 @@ async def test_a_remote_model_call_carries_the_generation_span(spans: InMemorySp
         local.engine.close()
     assert response.task.status.state == pb.TaskState.TASK_STATE_COMPLETED
     finished = await _finished(spans, 4)
-    chats = {s.kind: s for s in finished if s.name == f"chat {local.model_name}"}  # system + user: a chat
+    chats = {
+        s.kind: s for s in finished if s.name == f"chat {local.model_name}"
+    }  # system + user: a chat
     chat = chats[SpanKind.CLIENT]
     assert chat.attributes[names.PROVIDER] == "openai"
     assert seen and seen[0] is not None
@@ -327,8 +410,9 @@ async def test_a_remote_model_call_carries_the_generation_span(spans: InMemorySp
     assert _parent(chats[SpanKind.SERVER]) == chat.context.span_id  # the model server's own span
 
 
-async def test_the_openai_server_continues_the_callers_trace(spans: InMemorySpanExporter,
-                                                            tmp_path: Path) -> None:
+async def test_the_openai_server_continues_the_callers_trace(
+    spans: InMemorySpanExporter, tmp_path: Path
+) -> None:
     """A remote caller's traceparent makes the OpenAI-compatible server's chat span its child,
     streaming or not; a request without one starts a trace of its own."""
     import uvicorn
@@ -338,11 +422,19 @@ async def test_the_openai_server_continues_the_callers_trace(spans: InMemorySpan
     from tests.support.procs import free_port
     from tests.support.tiny_slm import save_tiny_model
 
-    local = TransformersBackend(str(save_tiny_model(tmp_path / "model", "llama", "char")), max_wait_ms=1,
-                                threads=1)
+    local = TransformersBackend(
+        str(save_tiny_model(tmp_path / "model", "llama", "char")), max_wait_ms=1, threads=1
+    )
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_openai_app(local), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_openai_app(local),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+        )
+    )
     serving = asyncio.create_task(server.serve())  # created before any span: no context leaks in
     chat = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
     try:
@@ -352,7 +444,9 @@ async def test_the_openai_server_continues_the_callers_trace(spans: InMemorySpan
         traceparent = telemetry.carrier(set_span_in_context(caller))
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/v1", timeout=60) as http:
             plain = await http.post("/chat/completions", json=chat, headers=traceparent)
-            streamed = await http.post("/chat/completions", json={**chat, "stream": True}, headers=traceparent)
+            streamed = await http.post(
+                "/chat/completions", json={**chat, "stream": True}, headers=traceparent
+            )
             caller.end()
             untraced = await http.post("/chat/completions", json=chat)
     finally:

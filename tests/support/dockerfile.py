@@ -17,7 +17,9 @@ class Instruction:
 
     def flags(self) -> dict[str, str]:
         """``--from=build``-style flags at the start of the value."""
-        return dict(m.groups() for m in re.finditer(r"--([\w-]+)=(\S+)", self.value.split(" /", 1)[0]))
+        return dict(
+            m.groups() for m in re.finditer(r"--([\w-]+)=(\S+)", self.value.split(" /", 1)[0])
+        )
 
     def args(self) -> list[str]:
         """Words after the flags (JSON form decoded)."""
@@ -59,7 +61,9 @@ def parse(path: Path) -> tuple[dict[str, str], list[Stage]]:
         keyword = keyword.upper()
         if keyword == "FROM":
             parts = value.split()
-            stages.append(Stage(parts[0], parts[2] if len(parts) > 2 and parts[1].upper() == "AS" else None))
+            stages.append(
+                Stage(parts[0], parts[2] if len(parts) > 2 and parts[1].upper() == "AS" else None)
+            )
         elif not stages:
             if keyword == "ARG":
                 name, _, default = value.partition("=")
@@ -71,7 +75,11 @@ def parse(path: Path) -> tuple[dict[str, str], list[Stage]]:
 
 def expand(text: str, values: dict[str, str]) -> str:
     """``${NAME}`` / ``$NAME`` substitution as the builder does for COPY, ENV and FROM."""
-    return re.sub(r"\$\{(\w+)(?::[-?][^}]*)?\}|\$(\w+)", lambda m: values.get(m.group(1) or m.group(2), m.group(0)), text)
+    return re.sub(
+        r"\$\{(\w+)(?::[-?][^}]*)?\}|\$(\w+)",
+        lambda m: values.get(m.group(1) or m.group(2), m.group(0)),
+        text,
+    )
 
 
 def ignored(path: str, patterns: list[str]) -> bool:
@@ -82,7 +90,10 @@ def ignored(path: str, patterns: list[str]) -> bool:
         pattern = pattern.lstrip("!").rstrip("/")
         parts = path.split("/")
         prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        if any(fnmatch.fnmatch(p, pattern) or fnmatch.fnmatch(p, pattern.replace("**/", "")) for p in prefixes):
+        if any(
+            fnmatch.fnmatch(p, pattern) or fnmatch.fnmatch(p, pattern.replace("**/", ""))
+            for p in prefixes
+        ):
             excluded = not negate
     return excluded
 

@@ -43,14 +43,19 @@ SPEC = ServiceSpec(
 
 async def start_mesh(data_dir: Path, **settings: Any) -> AgentServer:
     """A started mesh replica on free ports (``settings`` override the defaults)."""
-    server = AgentServer(SPEC, Settings(data_dir=data_dir, http_port=0, grpc_port=0, **settings),
-                         executor=ScriptedExecutor())
+    server = AgentServer(
+        SPEC,
+        Settings(data_dir=data_dir, http_port=0, grpc_port=0, **settings),
+        executor=ScriptedExecutor(),
+    )
     await server.start()
     return server
 
 
 def replicas(http_port: int, grpc_port: int) -> StaticReplicas:
-    return StaticReplicas.from_urls(AGENT, f"http://127.0.0.1:{http_port}", f"grpc://127.0.0.1:{grpc_port}")
+    return StaticReplicas.from_urls(
+        AGENT, f"http://127.0.0.1:{http_port}", f"grpc://127.0.0.1:{grpc_port}"
+    )
 
 
 class _QuietUvicorn(uvicorn.Server):
@@ -72,15 +77,21 @@ class StockServer:
         self.http_port = self._sock.getsockname()[1]
         self._grpc = grpc.aio.server()
         self.grpc_port = self._grpc.add_insecure_port("127.0.0.1:0")
-        self.card = build_card(SPEC, Endpoints.for_host("127.0.0.1", self.http_port, self.grpc_port),
-                               bearer_auth=False)
+        self.card = build_card(
+            SPEC, Endpoints.for_host("127.0.0.1", self.http_port, self.grpc_port), bearer_auth=False
+        )
         self.task_store = InMemoryTaskStore()
-        self.handler = DefaultRequestHandler(agent_executor=ScriptedExecutor(), task_store=self.task_store,
-                                             agent_card=self.card)
+        self.handler = DefaultRequestHandler(
+            agent_executor=ScriptedExecutor(), task_store=self.task_store, agent_card=self.card
+        )
         a2a_pb2_grpc.add_A2AServiceServicer_to_server(GrpcHandler(self.handler), self._grpc)
         app = FastAPI()
-        add_a2a_routes_to_fastapi(app, jsonrpc_routes=create_jsonrpc_routes(self.handler, rpc_url="/"))
-        self._http = _QuietUvicorn(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+        add_a2a_routes_to_fastapi(
+            app, jsonrpc_routes=create_jsonrpc_routes(self.handler, rpc_url="/")
+        )
+        self._http = _QuietUvicorn(
+            uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        )
         self._serving: asyncio.Task[None] | None = None
 
     async def start(self) -> StockServer:

@@ -20,10 +20,26 @@ import yaml
 
 Resource = dict[str, Any]
 
-_KNOWN = {"apiVersion", "kind", "resources", "namespace", "labels", "configMapGenerator",
-          "secretGenerator", "generatorOptions", "images", "patches"}
-_CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
-                   "PersistentVolume", "StorageClass"}
+_KNOWN = {
+    "apiVersion",
+    "kind",
+    "resources",
+    "namespace",
+    "labels",
+    "configMapGenerator",
+    "secretGenerator",
+    "generatorOptions",
+    "images",
+    "patches",
+}
+_CLUSTER_SCOPED = {
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "PersistentVolume",
+    "StorageClass",
+}
 
 
 class UnsupportedError(ValueError):
@@ -37,7 +53,8 @@ def render(folder: Path) -> list[Resource]:
     if unknown:
         raise UnsupportedError(f"{folder}: unsupported kustomization fields {sorted(unknown)}")
     if not spec.get("generatorOptions", {}).get("disableNameSuffixHash", False) and (
-            spec.get("configMapGenerator") or spec.get("secretGenerator")):
+        spec.get("configMapGenerator") or spec.get("secretGenerator")
+    ):
         raise UnsupportedError(f"{folder}: generators need generatorOptions.disableNameSuffixHash")
     resources: list[Resource] = []
     for entry in spec.get("resources", []):
@@ -58,7 +75,9 @@ def render(folder: Path) -> list[Resource]:
                 res.setdefault("metadata", {})["namespace"] = spec["namespace"]
     for label in spec.get("labels", []):
         if label.get("includeSelectors") or label.get("includeTemplates"):
-            raise UnsupportedError("labels: only metadata labels (no selectors/templates) are supported")
+            raise UnsupportedError(
+                "labels: only metadata labels (no selectors/templates) are supported"
+            )
         for res in resources:
             res.setdefault("metadata", {}).setdefault("labels", {}).update(label["pairs"])
     for image in spec.get("images", []):
@@ -67,7 +86,9 @@ def render(folder: Path) -> list[Resource]:
     return resources
 
 
-def _generate(folder: Path, resources: list[Resource], generator: dict[str, Any], kind: str) -> None:
+def _generate(
+    folder: Path, resources: list[Resource], generator: dict[str, Any], kind: str
+) -> None:
     data: dict[str, str] = {}
     for literal in generator.get("literals", []):
         key, _, value = literal.partition("=")
@@ -77,7 +98,9 @@ def _generate(folder: Path, resources: list[Resource], generator: dict[str, Any]
     behavior = generator.get("behavior", "create")
     if kind == "Secret":
         data = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
-    existing = [r for r in resources if r["kind"] == kind and r["metadata"]["name"] == generator["name"]]
+    existing = [
+        r for r in resources if r["kind"] == kind and r["metadata"]["name"] == generator["name"]
+    ]
     if behavior == "merge":
         if len(existing) != 1:
             raise UnsupportedError(f"merge into missing {kind} {generator['name']}")
@@ -85,7 +108,12 @@ def _generate(folder: Path, resources: list[Resource], generator: dict[str, Any]
         return
     if behavior != "create" or existing:
         raise UnsupportedError(f"{kind} generator {generator['name']}: behavior {behavior}")
-    resource: Resource = {"apiVersion": "v1", "kind": kind, "metadata": {"name": generator["name"]}, "data": data}
+    resource: Resource = {
+        "apiVersion": "v1",
+        "kind": kind,
+        "metadata": {"name": generator["name"]},
+        "data": data,
+    }
     if kind == "Secret":
         resource["type"] = generator.get("type", "Opaque")
     resources.append(resource)
@@ -120,7 +148,9 @@ def _patch(resources: list[Resource], patch: dict[str, Any]) -> None:
 
 
 def _apply(doc: Any, op: dict[str, Any]) -> None:
-    *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].lstrip("/").split("/")]
+    *parents, last = [
+        p.replace("~1", "/").replace("~0", "~") for p in op["path"].lstrip("/").split("/")
+    ]
     node = doc
     for part in parents:
         node = node[int(part)] if isinstance(node, list) else node[part]

@@ -37,7 +37,7 @@ class OtlpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 request = ExportTraceServiceRequest.FromString(body)
                 receiver._add(request)
@@ -58,13 +58,27 @@ class OtlpReceiver:
     def _add(self, request: ExportTraceServiceRequest) -> None:
         found = []
         for resource_spans in request.resource_spans:
-            service = next((a.value.string_value for a in resource_spans.resource.attributes
-                            if a.key == "service.name"), "")
+            service = next(
+                (
+                    a.value.string_value
+                    for a in resource_spans.resource.attributes
+                    if a.key == "service.name"
+                ),
+                "",
+            )
             for scope in resource_spans.scope_spans:
                 for span in scope.spans:
                     attributes = {a.key: _value(a.value) for a in span.attributes}
-                    found.append(ReceivedSpan(service, span.name, span.trace_id.hex(), span.span_id.hex(),
-                                              span.parent_span_id.hex(), attributes))
+                    found.append(
+                        ReceivedSpan(
+                            service,
+                            span.name,
+                            span.trace_id.hex(),
+                            span.span_id.hex(),
+                            span.parent_span_id.hex(),
+                            attributes,
+                        )
+                    )
         with self._lock:
             self.spans.extend(found)
 

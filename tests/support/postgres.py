@@ -35,7 +35,9 @@ async def drop_agent_tasks(agent: str) -> None:
         if await conn.fetchval("SELECT to_regclass($1)", table) is not None:
             # a2a-sdk's version and event tables are shared by all agents: only our rows go.
             for shared in ("task_events", "task_versions"):
-                await conn.execute(f'DELETE FROM {shared} WHERE task_id IN (SELECT id FROM "{table}")')
+                await conn.execute(
+                    f'DELETE FROM {shared} WHERE task_id IN (SELECT id FROM "{table}")'
+                )
             await conn.execute(f'DROP TABLE "{table}"')
         if await conn.fetchval("SELECT to_regclass($1)", LEASES) is not None:
             await conn.execute(f"DELETE FROM {LEASES} WHERE agent = $1", agent)

@@ -28,8 +28,10 @@ def died_unexpectedly(tail_lines: int = 60) -> list[str]:
         if not proc.stopped and proc.popen.poll() is not None:
             proc.stopped = True  # reported once
             tail = "\n".join(proc.output().splitlines()[-tail_lines:])
-            reports.append(f"{proc.log.name} (pid {proc.popen.pid}) exited with "
-                           f"{proc.popen.returncode}:\n{tail}")
+            reports.append(
+                f"{proc.log.name} (pid {proc.popen.pid}) exited with "
+                f"{proc.popen.returncode}:\n{tail}"
+            )
     return reports
 
 
@@ -82,9 +84,14 @@ class ServiceProcess:
         self.popen.wait()
 
 
-def start_service(service: str | Path, tmp: Path, env: dict[str, str] | None = None,
-                  wait: bool = True, grpc_port: int | None = None,
-                  ready_timeout: float = 30.0) -> ServiceProcess:
+def start_service(
+    service: str | Path,
+    tmp: Path,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+    grpc_port: int | None = None,
+    ready_timeout: float = 30.0,
+) -> ServiceProcess:
     """Starts ``slmesh serve SERVICE`` with its own ports and data dir under ``tmp``."""
     http_port, grpc = free_port(), grpc_port or free_port()
     log = tmp / f"{Path(service).name}-{http_port}.log"
@@ -98,9 +105,14 @@ def start_service(service: str | Path, tmp: Path, env: dict[str, str] | None = N
         **(env or {}),
     }
     with open(log, "wb") as out:
-        popen = subprocess.Popen([sys.executable, "-m", "mesh", "serve", str(service)], cwd=ROOT,
-                                 env=full_env, stdout=out, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "mesh", "serve", str(service)],
+            cwd=ROOT,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     proc = ServiceProcess(popen, http_port, grpc, log)
     if wait:
         try:
@@ -123,23 +135,33 @@ def wait_ready(proc: ServiceProcess, timeout: float = 30.0) -> None:
     raise TimeoutError(f"service not ready in {timeout}s:\n{proc.output()}")
 
 
-def start_registry(tmp: Path, env: dict[str, str] | None = None, timeout: float = 30.0,
-                   grpc_port: int | None = None) -> ServiceProcess:
+def start_registry(
+    tmp: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 30.0,
+    grpc_port: int | None = None,
+) -> ServiceProcess:
     """``slmesh serve services/registry`` (gRPC only), ready once its health service answers;
     ``grpc_port`` restarts one where a killed one listened."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    proc = start_service(ROOT / "services" / "registry", tmp, env=env, wait=False, grpc_port=grpc_port)
+    proc = start_service(
+        ROOT / "services" / "registry", tmp, env=env, wait=False, grpc_port=grpc_port
+    )
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(proc.grpc_target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if proc.popen.poll() is not None:
-                raise RuntimeError(f"registry exited with {proc.popen.returncode}:\n{proc.output()}")
+                raise RuntimeError(
+                    f"registry exited with {proc.popen.returncode}:\n{proc.output()}"
+                )
             try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
-                        health_pb2.HealthCheckResponse.SERVING:
+                if (
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
                     return proc
             except grpc.RpcError:
                 pass

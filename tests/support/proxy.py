@@ -36,8 +36,10 @@ class Proxy:
         upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", self.target_port)
         pair = (client_w, upstream_w)
         self._open.add(pair)
-        pipes = [asyncio.create_task(self._pipe(client_r, upstream_w)),
-                 asyncio.create_task(self._pipe(upstream_r, client_w))]
+        pipes = [
+            asyncio.create_task(self._pipe(client_r, upstream_w)),
+            asyncio.create_task(self._pipe(upstream_r, client_w)),
+        ]
         self._pipes.update(pipes)
         try:
             await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)

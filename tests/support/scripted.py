@@ -59,7 +59,9 @@ class ScriptedExecutor(AgentExecutor):
         if word == "nothing":
             return
         if word == "reply":
-            await event_queue.enqueue_event(new_text_message(f"direct: {rest}", context_id=context.context_id))
+            await event_queue.enqueue_event(
+                new_text_message(f"direct: {rest}", context_id=context.context_id)
+            )
             return
         updater = await open_task(context, event_queue)
         if word == "ask":
@@ -86,7 +88,11 @@ class ScriptedExecutor(AgentExecutor):
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         task = context.current_task
-        if task is not None and task.history and get_message_text(task.history[0]).startswith("linger "):
+        if (
+            task is not None
+            and task.history
+            and get_message_text(task.history[0]).startswith("linger ")
+        ):
             return  # cleanup only: no terminal state from the executor
         updater = await open_task(context, event_queue)
         await updater.cancel()

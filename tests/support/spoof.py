@@ -16,12 +16,16 @@ from mesh.registry import Endpoint, RegistryClient, Replica
 
 
 async def attempts(address: str, victim: str, token: str | None) -> dict[str, str]:
-    fake = Replica(agent="echo", replica_id=victim,
-                   endpoints=[Endpoint(transport="JSONRPC", url="http://127.0.0.1:9/")])
+    fake = Replica(
+        agent="echo",
+        replica_id=victim,
+        endpoints=[Endpoint(transport="JSONRPC", url="http://127.0.0.1:9/")],
+    )
     calls = {
         "register_victim_id": lambda c: c.register(fake),
-        "register_new_replica": lambda c: c.register(Replica(agent="echo", replica_id="intruder",
-                                                            endpoints=fake.endpoints)),
+        "register_new_replica": lambda c: c.register(
+            Replica(agent="echo", replica_id="intruder", endpoints=fake.endpoints)
+        ),
         "heartbeat_draining": lambda c: c.heartbeat(victim, draining=True),
         "deregister": lambda c: c.deregister(victim),
         "list": lambda c: c.list(),

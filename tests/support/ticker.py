@@ -47,7 +47,12 @@ def _recorded_ticks(task: Task | None) -> int:
     """How many ticks the stored task already shows (its status message and history)."""
     if task is None:
         return 0
-    messages = [*task.history, task.status.message] if task.status.HasField("message") else list(task.history)
-    ticks = [int(text.split()[1]) for m in messages
-             if (text := get_message_text(m)).startswith("tick ")]
+    messages = (
+        [*task.history, task.status.message]
+        if task.status.HasField("message")
+        else list(task.history)
+    )
+    ticks = [
+        int(text.split()[1]) for m in messages if (text := get_message_text(m)).startswith("tick ")
+    ]
     return max(ticks) + 1 if ticks else 0

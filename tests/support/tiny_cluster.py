@@ -16,8 +16,13 @@ LABELS = ["refund_request", "order_status", "cancel_order"]
 PROMPT = "Classify.\nMessage: {input}\nIntent: "
 SKILL = "classify_intent"
 _KEYWORDS = {"refund": "refund_request", "where": "order_status", "cancel": "cancel_order"}
-_FRAMES = ["please {k} order ORD-{n}", "{k} ORD-{n} now", "hi, {k} my parcel {n}",
-           "{k}? order {n}", "I want to {k} it, ref {n}"]
+_FRAMES = [
+    "please {k} order ORD-{n}",
+    "{k} ORD-{n} now",
+    "hi, {k} my parcel {n}",
+    "{k}? order {n}",
+    "I want to {k} it, ref {n}",
+]
 
 
 def messages(count: int, offset: int = 0) -> list[tuple[str, str]]:
@@ -36,17 +41,50 @@ def record_cluster(db: Path, count: int = 40, name: str = "intents") -> CallStor
     store = CallStore(db)
     ids = []
     for i, (text, label) in enumerate(messages(count)):
-        store.add(CallRecord(id=f"call-{i:04d}", agent="teacher", prompt=PROMPT, input=text,
-                             output=label, state="completed", valid=True, skill=SKILL,
-                             model="teacher-model", parameters=999_999,
-                             output_spec={"labels": LABELS}, created=1000.0 + i))
+        store.add(
+            CallRecord(
+                id=f"call-{i:04d}",
+                agent="teacher",
+                prompt=PROMPT,
+                input=text,
+                output=label,
+                state="completed",
+                valid=True,
+                skill=SKILL,
+                model="teacher-model",
+                parameters=999_999,
+                output_spec={"labels": LABELS},
+                created=1000.0 + i,
+            )
+        )
         ids.append(f"call-{i:04d}")
-    store.add(CallRecord(id="bad-1", agent="teacher", prompt=PROMPT, input="cancel x",
-                         output="order_status", state="completed", valid=True, skill=SKILL,
-                         output_spec={"labels": LABELS}, accepted=False))
-    store.add(CallRecord(id="bad-2", agent="teacher", prompt=PROMPT, input="refund y",
-                         output="nonsense", state="completed", valid=False, skill=SKILL,
-                         output_spec={"labels": LABELS}))
+    store.add(
+        CallRecord(
+            id="bad-1",
+            agent="teacher",
+            prompt=PROMPT,
+            input="cancel x",
+            output="order_status",
+            state="completed",
+            valid=True,
+            skill=SKILL,
+            output_spec={"labels": LABELS},
+            accepted=False,
+        )
+    )
+    store.add(
+        CallRecord(
+            id="bad-2",
+            agent="teacher",
+            prompt=PROMPT,
+            input="refund y",
+            output="nonsense",
+            state="completed",
+            valid=False,
+            skill=SKILL,
+            output_spec={"labels": LABELS},
+        )
+    )
     store.replace_clusters([(name, {"agents": ["teacher"]}, [*ids, "bad-1", "bad-2"])])
     return store
 
@@ -56,12 +94,25 @@ def write_teacher_spec(services: Path) -> Path:
     folder = services / "teacher"
     folder.mkdir(parents=True, exist_ok=True)
     spec = {
-        "name": "teacher", "executor": "mesh.slm.executor:SLMExecutor",
-        "skills": [{"id": SKILL, "name": "Classify intent", "description": "Labels a message.",
-                    "tags": ["classification"]}],
-        "input_modes": ["text/plain"], "output_modes": ["text/plain"],
-        "options": {"model": "../../nowhere", "prompt": PROMPT, "output": {"labels": LABELS},
-                    "max_new_tokens": 24, "stop": ["\n"]},
+        "name": "teacher",
+        "executor": "mesh.slm.executor:SLMExecutor",
+        "skills": [
+            {
+                "id": SKILL,
+                "name": "Classify intent",
+                "description": "Labels a message.",
+                "tags": ["classification"],
+            }
+        ],
+        "input_modes": ["text/plain"],
+        "output_modes": ["text/plain"],
+        "options": {
+            "model": "../../nowhere",
+            "prompt": PROMPT,
+            "output": {"labels": LABELS},
+            "max_new_tokens": 24,
+            "stop": ["\n"],
+        },
     }
     (folder / "agent.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return folder

@@ -29,7 +29,9 @@ def test_ill_typed_env_fails_at_boot(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings()
 
 
-def test_a_lease_renewed_less_often_than_it_lasts_fails_at_boot(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_lease_renewed_less_often_than_it_lasts_fails_at_boot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("SLMESH_TASK_LEASE_S", "2")
     monkeypatch.setenv("SLMESH_TASK_LEASE_RENEW_S", "2")
     with pytest.raises(ValueError, match="task_lease_renew_s .* must be below task_lease_s"):

@@ -15,9 +15,12 @@ from mesh.convert.store import CallRecord, CallStore
 CLASSIFY = "Classify the support message.\nMessage: {input}\nIntent: "
 EXTRACT = "Extract the fields as JSON.\nMessage: {input}\nJSON: "
 MESSAGES = [
-    "Where is my parcel ORD-100001, it has not arrived", "Please refund my broken mug",
-    "Cancel ORD-100002, wrong colour ordered", "My parcel is late again, where is it",
-    "Refund the strap, it snapped after a day", "Change the delivery address of ORD-100003",
+    "Where is my parcel ORD-100001, it has not arrived",
+    "Please refund my broken mug",
+    "Cancel ORD-100002, wrong colour ordered",
+    "My parcel is late again, where is it",
+    "Refund the strap, it snapped after a day",
+    "Change the delivery address of ORD-100003",
 ]
 
 
@@ -31,11 +34,33 @@ def bag_of_words(texts: Sequence[str]) -> np.ndarray:
     return out / np.where(norms == 0, 1, norms)
 
 
-def record(n: int, agent: str, prompt: str, text: str, output: str, *, state: str = "completed",
-           valid: bool = True, accepted: bool | None = None, spec: dict | None = None) -> CallRecord:  # type: ignore[type-arg]
-    return CallRecord(id=f"{agent}-{n}", task_id=f"{agent}-{n}", agent=agent, prompt=prompt,
-                      input=text, output=output, state=state, valid=valid, accepted=accepted,
-                      skill=f"{agent}_skill", model=f"{agent}-model", output_spec=spec, created=n)
+def record(
+    n: int,
+    agent: str,
+    prompt: str,
+    text: str,
+    output: str,
+    *,
+    state: str = "completed",
+    valid: bool = True,
+    accepted: bool | None = None,
+    spec: dict | None = None,
+) -> CallRecord:  # type: ignore[type-arg]
+    return CallRecord(
+        id=f"{agent}-{n}",
+        task_id=f"{agent}-{n}",
+        agent=agent,
+        prompt=prompt,
+        input=text,
+        output=output,
+        state=state,
+        valid=valid,
+        accepted=accepted,
+        skill=f"{agent}_skill",
+        model=f"{agent}-model",
+        output_spec=spec,
+        created=n,
+    )
 
 
 def test_two_agents_on_the_same_messages_are_two_clusters(tmp_path: Path) -> None:
@@ -48,8 +73,12 @@ def test_two_agents_on_the_same_messages_are_two_clusters(tmp_path: Path) -> Non
     result = analyze(store, bag_of_words, min_size=3, threshold=0.95)
     assert [c.size for c in result.clusters] == [6, 6]
     by_agent = {next(iter(c.summary["agents"])): c for c in result.clusters}
-    assert {m.id for m in store.cluster_calls(by_agent["classifier"].id)} == {f"classifier-{n}" for n in range(6)}
-    assert {m.id for m in store.cluster_calls(by_agent["extractor"].id)} == {f"extractor-{n}" for n in range(6)}
+    assert {m.id for m in store.cluster_calls(by_agent["classifier"].id)} == {
+        f"classifier-{n}" for n in range(6)
+    }
+    assert {m.id for m in store.cluster_calls(by_agent["extractor"].id)} == {
+        f"extractor-{n}" for n in range(6)
+    }
     assert by_agent["classifier"].summary["output_kind"] == "labels"
     assert by_agent["extractor"].summary["output_kind"] == "schema"
     assert by_agent["classifier"].summary["models"] == {"classifier-model": 1.0}
@@ -59,7 +88,9 @@ def test_two_agents_on_the_same_messages_are_two_clusters(tmp_path: Path) -> Non
 
 def test_a_generic_prompt_splits_by_the_kind_of_input(tmp_path: Path) -> None:
     store = CallStore(tmp_path / "calls.db")
-    translate = [f"translate to french the sentence number {w}" for w in ("one", "two", "three", "four")]
+    translate = [
+        f"translate to french the sentence number {w}" for w in ("one", "two", "three", "four")
+    ]
     weather = [f"weather forecast rain wind tomorrow in {c}" for c in ("Paris", "Oslo", "Rome")]
     for n, text in enumerate(translate + weather):
         store.add(record(n, "llm", "{input}", text, "ok"))
@@ -86,12 +117,12 @@ def test_one_task_served_by_two_models_is_one_cluster_with_shares(tmp_path: Path
 def test_failures_rejects_and_duplicates_are_filtered_and_counted(tmp_path: Path) -> None:
     calls = [
         record(1, "a", "{input}", "x", "y"),
-        record(2, "a", "{input}", "x", "y"),                        # duplicate of 1
-        record(3, "b", "{input}", "x", "y"),                        # other agent: kept
+        record(2, "a", "{input}", "x", "y"),  # duplicate of 1
+        record(3, "b", "{input}", "x", "y"),  # other agent: kept
         record(4, "a", "{input}", "z", "y", state="failed", valid=False),
         record(5, "a", "{input}", "w", "y", state="rejected", valid=False),
-        record(6, "a", "{input}", "v", "not json", valid=False),    # completed, invalid
-        record(7, "a", "{input}", "u", "y", accepted=False),        # the planner rejected it
+        record(6, "a", "{input}", "v", "not json", valid=False),  # completed, invalid
+        record(7, "a", "{input}", "u", "y", accepted=False),  # the planner rejected it
         record(8, "a", "{input}", "t", "y", accepted=True),
     ]
     curated = curate(calls)

@@ -23,17 +23,29 @@ from mesh.convert.lora import (
     load_teacher_spec,
     train_student,
 )
-from mesh.convert.store import CallStore
 from mesh.slm import GenerationRequest
 from mesh.slm.executor import SLMExecutor
 from mesh.slm.loading import load_model
 from mesh.slm.transformers_backend import TransformersBackend
-from tests.support.tiny_cluster import LABELS, PROMPT, SKILL, messages, record_cluster, \
-    write_teacher_spec
+from tests.support.tiny_cluster import (
+    LABELS,
+    PROMPT,
+    SKILL,
+    messages,
+    record_cluster,
+    write_teacher_spec,
+)
 from tests.support.tiny_slm import save_tiny_model
 
-PLAN = StudentPlan(steps=40, batch_size=8, lr=1e-2, warmup_steps=4, holdout=0.25,
-                   checkpoint_every_s=0, compare_base=False)
+PLAN = StudentPlan(
+    steps=40,
+    batch_size=8,
+    lr=1e-2,
+    warmup_steps=4,
+    holdout=0.25,
+    checkpoint_every_s=0,
+    compare_base=False,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -48,8 +60,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]
     base = save_tiny_model(root / "base", "llama", "char", hidden_size=32)
     store = record_cluster(root / "calls.db")
     teacher = load_teacher_spec(write_teacher_spec(root / "services").parent, "teacher")
-    record = train_student(store, "intents", str(base), root / "models" / "intents",
-                           plan=PLAN, teacher_spec=teacher)
+    record = train_student(
+        store, "intents", str(base), root / "models" / "intents", plan=PLAN, teacher_spec=teacher
+    )
     store.close()
     return base, root / "models" / "intents", record
 
@@ -70,7 +83,8 @@ def test_split_keeps_only_usable_calls_and_is_seeded(tmp_path: Path) -> None:
 
 
 def test_training_lowers_the_loss_saves_the_adapter_and_scores_it_served(
-        trained: tuple[Path, Path, dict]) -> None:
+    trained: tuple[Path, Path, dict],
+) -> None:
     base, student, record = trained
     assert (student / "adapter_model.safetensors").is_file()
     adapter_config = json.loads((student / "adapter_config.json").read_text())
@@ -83,8 +97,11 @@ def test_training_lowers_the_loss_saves_the_adapter_and_scores_it_served(
     assert 0.0 <= heldout["agreement"] <= 1.0
     on_disk = json.loads((student / "training.json").read_text())
     assert on_disk["metrics"] == record["metrics"] and on_disk["lora"]["rank"] == 16
-    assert on_disk["teacher"] == {"agent": "teacher", "model": "teacher-model",
-                                  "parameters": 999_999}
+    assert on_disk["teacher"] == {
+        "agent": "teacher",
+        "model": "teacher-model",
+        "parameters": 999_999,
+    }
     serving = on_disk["serving"]
     assert serving["prompt"] == PROMPT and serving["output"] == {"labels": LABELS}
     assert serving["stop"] == ["\n"] and serving["max_new_tokens"] >= 24
@@ -93,7 +110,8 @@ def test_training_lowers_the_loss_saves_the_adapter_and_scores_it_served(
 
 
 def test_an_interrupted_run_resumes_at_its_step_and_ends_like_an_uninterrupted_one(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     base = save_tiny_model(tmp_path / "base", "llama", "char", hidden_size=32)
     store = record_cluster(tmp_path / "calls.db", count=24)
     plan = replace(PLAN, steps=10, holdout=0.0)
@@ -111,8 +129,14 @@ def test_an_interrupted_run_resumes_at_its_step_and_ends_like_an_uninterrupted_o
     saved = torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=False)
     assert saved["step"] == 4
     seen: list[int] = []
-    resumed = train_student(store, "intents", str(base), tmp_path / "cut", plan=plan,
-                            on_step=lambda step, loss: seen.append(step))
+    resumed = train_student(
+        store,
+        "intents",
+        str(base),
+        tmp_path / "cut",
+        plan=plan,
+        on_step=lambda step, loss: seen.append(step),
+    )
     assert seen == list(range(5, 11)) and resumed["steps"] == 10
     a = load_file(tmp_path / "whole" / "adapter_model.safetensors")
     b = load_file(tmp_path / "cut" / "adapter_model.safetensors")
@@ -124,13 +148,15 @@ def test_an_interrupted_run_resumes_at_its_step_and_ends_like_an_uninterrupted_o
 def _greedy(model: torch.nn.Module, tokenizer, prompt: str, tokens: int = 12) -> str:
     ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
     with torch.inference_mode():
-        out = model.generate(ids, max_new_tokens=tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        out = model.generate(
+            ids, max_new_tokens=tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
 def test_the_runtime_serves_base_plus_adapter_as_the_trained_peft_model(
-        trained: tuple[Path, Path, dict]) -> None:
+    trained: tuple[Path, Path, dict],
+) -> None:
     base, student, _ = trained
     prompts = [PROMPT.format(input=text) for text, _ in messages(4, offset=50)]
     reference = load_model(str(base))
@@ -144,8 +170,14 @@ def test_the_runtime_serves_base_plus_adapter_as_the_trained_peft_model(
 
     async def serve() -> list:
         try:
-            return list(await asyncio.gather(*(backend.generate(
-                GenerationRequest(prompt=p, max_new_tokens=12)) for p in prompts)))
+            return list(
+                await asyncio.gather(
+                    *(
+                        backend.generate(GenerationRequest(prompt=p, max_new_tokens=12))
+                        for p in prompts
+                    )
+                )
+            )
         finally:
             await backend.aclose()
 
@@ -165,7 +197,8 @@ def test_a_missing_adapter_is_a_clear_load_error(tmp_path: Path) -> None:
 
 
 def test_deploy_writes_a_spec_the_runtime_serves_under_the_teachers_skill(
-        trained: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    trained: tuple[Path, Path, dict], tmp_path: Path
+) -> None:
     _, student, record = trained
     services = tmp_path / "services"
     spec = deploy_student(student, "intents-student", services)
@@ -190,7 +223,8 @@ def test_deploy_writes_a_spec_the_runtime_serves_under_the_teachers_skill(
 
 
 def test_deploy_refuses_to_overwrite_a_service_without_force(
-        trained: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    trained: tuple[Path, Path, dict], tmp_path: Path
+) -> None:
     _, student, _ = trained
     services = tmp_path / "services"
     (services / "busy").mkdir(parents=True)
@@ -206,8 +240,17 @@ def test_calibration_keeps_the_confident_calls_that_meet_the_target() -> None:
     from mesh.convert.lora import calibrate
 
     # Confident calls agree, unsure ones mostly do not; one refused call (None).
-    confidence = [[-0.01, True], [-0.02, True], [-0.05, True], [-0.1, True], [-0.3, False],
-                  [-0.4, True], [-0.9, False], [-1.2, False], [None, False]]
+    confidence = [
+        [-0.01, True],
+        [-0.02, True],
+        [-0.05, True],
+        [-0.1, True],
+        [-0.3, False],
+        [-0.4, True],
+        [-0.9, False],
+        [-1.2, False],
+        [None, False],
+    ]
     result = calibrate(confidence, 0.95)
     assert result["escalate_below"] == -0.2  # between -0.1 (kept) and -0.3 (escalated)
     assert result["student_share"] == round(4 / 9, 4) and result["kept_agreement"] == 1.0

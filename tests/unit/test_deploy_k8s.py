@@ -18,7 +18,9 @@ import yaml
 from mesh.config import Settings, discover_services
 from tests.support.kustomize import render
 
-kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (dev extra)")
+kubernetes_validate = pytest.importorskip(
+    "kubernetes_validate", reason="kubernetes-validate (dev extra)"
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -57,8 +59,12 @@ def test_renderer_matches_kubectl_kustomize(overlay: str) -> None:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl (with its built-in kustomize) is not installed here")
-    out = subprocess.run([kubectl, "kustomize", str(K8S / "overlays" / overlay)], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [kubectl, "kustomize", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     theirs = {_key(r): _normal(r) for r in yaml.safe_load_all(out) if r}
     mine = {_key(r): _normal(r) for r in _rendered(overlay)}
     assert mine == theirs
@@ -73,8 +79,10 @@ def test_every_manifest_validates_against_the_kubernetes_schema(overlay: str, ve
         try:
             kubernetes_validate.validate(res, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{overlay} {res['kind']}/{res['metadata']['name']} on {version}: {exc.message} "
-                        f"at {'/'.join(map(str, exc.path))}")
+            pytest.fail(
+                f"{overlay} {res['kind']}/{res['metadata']['name']} on {version}: {exc.message} "
+                f"at {'/'.join(map(str, exc.path))}"
+            )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -83,7 +91,9 @@ def test_ray_cluster_is_a_valid_kuberay_cluster(overlay: str) -> None:
     ray = _one(resources, "RayCluster", "slmesh-ray")
     assert ray["apiVersion"] == "ray.io/v1"
     spec = ray["spec"]
-    pin = re.search(r'"ray==([\d.]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8")).group(1)  # type: ignore[union-attr]
+    pin = re.search(
+        r'"ray==([\d.]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    ).group(1)  # type: ignore[union-attr]
     assert spec["rayVersion"] == pin
     # Required by the KubeRay v1 CRD: headGroupSpec.template; each worker group's groupName,
     # template and maxReplicas; rayStartParams values are strings.
@@ -91,21 +101,37 @@ def test_ray_cluster_is_a_valid_kuberay_cluster(overlay: str) -> None:
     for group in spec["workerGroupSpecs"]:
         assert group["groupName"] and isinstance(group["maxReplicas"], int)
         assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
-    planner_image = _one(resources, "Deployment", "planner")["spec"]["template"]["spec"]["containers"][0]["image"]
+    planner_image = _one(resources, "Deployment", "planner")["spec"]["template"]["spec"][
+        "containers"
+    ][0]["image"]
     for group in groups:
         assert all(isinstance(v, str) for v in group["rayStartParams"].values())
-        template = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "ray"},
-                    "template": group["template"]}
+        template = {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": "ray"},
+            "template": group["template"],
+        }
         kubernetes_validate.validate(template, K8S_VERSIONS[-1], strict=True)
         # Step runners import the planner's code: same image (same Ray, same Python).
         assert [c["image"] for c in group["template"]["spec"]["containers"]] == [planner_image]
-    head_ports = {p["name"]: p["containerPort"] for p in spec["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]}
+    head_ports = {
+        p["name"]: p["containerPort"]
+        for p in spec["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]
+    }
     assert head_ports["client"] == 10001
-    env = {e["name"]: e.get("value") for e in
-           _one(resources, "Deployment", "planner")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {
+        e["name"]: e.get("value")
+        for e in _one(resources, "Deployment", "planner")["spec"]["template"]["spec"]["containers"][
+            0
+        ]["env"]
+    }
     # KubeRay names the head Service <cluster>-head-svc; the planner joins it as a Ray client.
     assert env["RAY_ADDRESS"] == f"ray://{ray['metadata']['name']}-head-svc:10001"
-    assert Settings.model_validate({"ray_address": env["RAY_ADDRESS"]}).ray_address == env["RAY_ADDRESS"]
+    assert (
+        Settings.model_validate({"ray_address": env["RAY_ADDRESS"]}).ray_address
+        == env["RAY_ADDRESS"]
+    )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -134,7 +160,11 @@ def test_each_agent_has_deployment_service_hpa_and_pdb(overlay: str, agent: str)
     assert {p["targetPort"] for p in service["spec"]["ports"]} == set(ports)
 
     hpa = _one(resources, "HorizontalPodAutoscaler", agent)
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": agent}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": agent,
+    }
     assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
 
@@ -148,7 +178,10 @@ def test_registry_and_planner_are_deployed(overlay: str) -> None:
     resources = _rendered(overlay)
     for name in ("registry", "planner"):
         deployment = _one(resources, "Deployment", name)
-        assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+        assert (
+            deployment["spec"]["replicas"] == 1
+            and deployment["spec"]["strategy"]["type"] == "Recreate"
+        )
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         assert container["image"].startswith(f"slmesh/{name}:")
         assert container["readinessProbe"]["grpc"]["port"] == 50051
@@ -165,7 +198,8 @@ def test_references_resolve_and_settings_are_real(overlay: str) -> None:
     names = {(r["kind"], r["metadata"]["name"]) for r in resources}
     text = yaml.safe_dump_all(resources)
     config_maps = set(re.findall(r"configMapRef:\n\s+name: (\S+)", text)) | set(
-        re.findall(r"configMap:\n\s+name: (\S+)", text))
+        re.findall(r"configMap:\n\s+name: (\S+)", text)
+    )
     assert config_maps and all(("ConfigMap", n) in names for n in config_maps)
     secret_keys = set(re.findall(r"secretKeyRef:\n\s+key: (\S+)\n\s+name: (\S+)", text))
     assert {name for _, name in secret_keys} == {"slmesh-secrets"}
@@ -175,7 +209,9 @@ def test_references_resolve_and_settings_are_real(overlay: str) -> None:
     else:  # created by the operator, never committed: the overlay's instructions name every key
         assert not secret
         howto = (K8S / "overlays" / overlay / "kustomization.yaml").read_text(encoding="utf-8")
-        assert all(f"--from-literal={k}=" in howto for k, _ in secret_keys if k != "postgres-password")
+        assert all(
+            f"--from-literal={k}=" in howto for k, _ in secret_keys if k != "postgres-password"
+        )
     known = {f"SLMESH_{f.upper()}" for f in Settings.model_fields}
     for key in _one(resources, "ConfigMap", "slmesh-mesh")["data"]:
         assert key in known or key.startswith(("OTEL_", "XDG_")), key
@@ -189,7 +225,9 @@ def test_references_resolve_and_settings_are_real(overlay: str) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_collector_pipeline_reaches_jaeger(overlay: str) -> None:
     resources = _rendered(overlay)
-    config = yaml.safe_load(_one(resources, "ConfigMap", "otel-collector")["data"]["collector.yaml"])
+    config = yaml.safe_load(
+        _one(resources, "ConfigMap", "otel-collector")["data"]["collector.yaml"]
+    )
     host, port = config["exporters"]["otlp/jaeger"]["endpoint"].split(":")
     assert int(port) in {p["port"] for p in _one(resources, "Service", host)["spec"]["ports"]}
     endpoint = _one(resources, "ConfigMap", "slmesh-mesh")["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"]

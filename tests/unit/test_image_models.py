@@ -21,8 +21,12 @@ def _checkout(tmp_path: Path) -> Path:
 def _spec(root: Path, name: str, options: dict[str, object]) -> Path:
     folder = root / "services" / name
     folder.mkdir(parents=True)
-    spec = {"name": name, "kind": "agent", "executor": "mesh.slm.executor:SLMExecutor",
-            "options": options}
+    spec = {
+        "name": name,
+        "kind": "agent",
+        "executor": "mesh.slm.executor:SLMExecutor",
+        "options": options,
+    }
     (folder / "agent.yaml").write_text(yaml.safe_dump(spec))
     return folder
 
@@ -33,12 +37,18 @@ def _left(root: Path) -> set[str]:
 
 def test_a_student_image_keeps_the_base_and_its_adapter_only(tmp_path: Path) -> None:
     root = _checkout(tmp_path)
-    service = _spec(root, "refunds", {"model": "../../models/base",
-                                      "adapter": "../../models/students/refunds"})
+    service = _spec(
+        root, "refunds", {"model": "../../models/base", "adapter": "../../models/students/refunds"}
+    )
     assert model_dirs(service, root / "models") == [Path("base"), Path("students/refunds")]
     assert main([str(service), str(root / "models")]) == 0
-    assert _left(root) == {"base", "base/model.safetensors", "students", "students/refunds",
-                           "students/refunds/model.safetensors"}
+    assert _left(root) == {
+        "base",
+        "base/model.safetensors",
+        "students",
+        "students/refunds",
+        "students/refunds/model.safetensors",
+    }
 
 
 def test_an_agent_image_keeps_its_own_model_and_a_remote_agent_none(tmp_path: Path) -> None:
@@ -46,8 +56,11 @@ def test_an_agent_image_keeps_its_own_model_and_a_remote_agent_none(tmp_path: Pa
     service = _spec(root, "extractor", {"model": "../../models/extractor"})
     assert main([str(service), str(root / "models")]) == 0
     assert _left(root) == {"extractor", "extractor/model.safetensors"}
-    remote = _spec(root, "remote", {"backend": "openai", "model": "qwen2.5-7b-instruct",
-                                    "base_url": "http://127.0.0.1:9/v1"})
+    remote = _spec(
+        root,
+        "remote",
+        {"backend": "openai", "model": "qwen2.5-7b-instruct", "base_url": "http://127.0.0.1:9/v1"},
+    )
     assert model_dirs(remote, root / "models") == []
     assert main([str(remote), str(root / "models")]) == 0
     assert _left(root) == set()

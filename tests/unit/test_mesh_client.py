@@ -40,7 +40,9 @@ def test_only_failures_that_ran_nothing_are_retryable() -> None:
     request = httpx.Request("POST", "http://x/")
 
     def status(code: int) -> httpx.HTTPStatusError:
-        return httpx.HTTPStatusError("x", request=request, response=httpx.Response(code, request=request))
+        return httpx.HTTPStatusError(
+            "x", request=request, response=httpx.Response(code, request=request)
+        )
 
     def wrapped(cause: BaseException) -> Exception:
         try:
@@ -58,5 +60,8 @@ def test_only_failures_that_ran_nothing_are_retryable() -> None:
 
 
 def test_plain_turns_whole_doubles_back_into_ints() -> None:
-    assert plain({"count": 2.0, "amount": "19.99", "xs": [1.0, 1.5]}) == {"count": 2, "amount": "19.99",
-                                                                         "xs": [1, 1.5]}
+    assert plain({"count": 2.0, "amount": "19.99", "xs": [1.0, 1.5]}) == {
+        "count": 2,
+        "amount": "19.99",
+        "xs": [1, 1.5],
+    }

@@ -181,16 +181,23 @@ def test_training_continues_from_a_saved_model_and_counts_its_cost(tmp_path: Pat
     fit(task, out_dir=first, plan=_plan(4), config=TINY, final_streams=())
     start = LlamaForCausalLM.from_pretrained(first).state_dict()
     second = tmp_path / "second"
-    record = fit(task, out_dir=second, plan=_plan(3, lr=0.0), config=TINY, final_streams=(),
-                 init_from=first)
+    record = fit(
+        task, out_dir=second, plan=_plan(3, lr=0.0), config=TINY, final_streams=(), init_from=first
+    )
     assert record["steps"] == 3 and record["total_steps"] == 7
     assert record["init_from"]["model"] == "first" and record["init_from"]["steps"] == 4
     assert record["total_wall_time_s"] >= record["wall_time_s"]
     after = LlamaForCausalLM.from_pretrained(second).state_dict()  # lr 0: unchanged weights
     assert all(torch.equal(start[name], after[name]) for name in start)
     with pytest.raises(ValueError, match="train from scratch"):
-        fit(task, out_dir=tmp_path / "third", plan=_plan(1), final_streams=(),
-            config=replace(TINY, tokenizer="words"), init_from=first)
+        fit(
+            task,
+            out_dir=tmp_path / "third",
+            plan=_plan(1),
+            final_streams=(),
+            config=replace(TINY, tokenizer="words"),
+            init_from=first,
+        )
 
 
 def test_precision_picks_bf16_only_where_the_cpu_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -211,6 +218,11 @@ def test_precision_picks_bf16_only_where_the_cpu_has_it(monkeypatch: pytest.Monk
 
 
 def test_training_record_names_the_precision_used(tmp_path: Path) -> None:
-    record = fit(load_task("classifier"), out_dir=tmp_path, plan=_plan(2, precision="fp32"),
-                 config=TINY, final_streams=())
+    record = fit(
+        load_task("classifier"),
+        out_dir=tmp_path,
+        plan=_plan(2, precision="fp32"),
+        config=TINY,
+        final_streams=(),
+    )
     assert record["precision"] == "fp32"

@@ -20,8 +20,13 @@ from mesh.planner.plan import (
 from mesh.planner.workflows import load_workflows
 
 ROOT = Path(__file__).resolve().parents[2]
-SKILLS = {"classify_intent": "classifier", "extract_fields": "extractor", "propose_tool_call": "tool-caller",
-          "execute_tool": "tools", "draft_reply": "responder"}
+SKILLS = {
+    "classify_intent": "classifier",
+    "extract_fields": "extractor",
+    "propose_tool_call": "tool-caller",
+    "execute_tool": "tools",
+    "draft_reply": "responder",
+}
 
 
 def plan(*steps: dict, output: object = None) -> Plan:
@@ -29,13 +34,31 @@ def plan(*steps: dict, output: object = None) -> Plan:
 
 
 def test_render_replaces_bindings_and_paths() -> None:
-    scope = {"input": {"message": "hi"}, "fields": {"order_id": "ORD-1", "tags": ["a", "b"]}, "intent": None}
-    template = {"m": "$input.message", "id": "$fields.order_id", "second": "$fields.tags.1",
-                "missing": "$fields.nope.deeper", "null": "$intent.label", "lit": "$$input", "n": 3,
-                "list": ["$input", "plain $text"]}
+    scope = {
+        "input": {"message": "hi"},
+        "fields": {"order_id": "ORD-1", "tags": ["a", "b"]},
+        "intent": None,
+    }
+    template = {
+        "m": "$input.message",
+        "id": "$fields.order_id",
+        "second": "$fields.tags.1",
+        "missing": "$fields.nope.deeper",
+        "null": "$intent.label",
+        "lit": "$$input",
+        "n": 3,
+        "list": ["$input", "plain $text"],
+    }
     assert render(template, scope) == {
-        "m": "hi", "id": "ORD-1", "second": "b", "missing": None, "null": None, "lit": "$input", "n": 3,
-        "list": [{"message": "hi"}, "plain $text"]}
+        "m": "hi",
+        "id": "ORD-1",
+        "second": "b",
+        "missing": None,
+        "null": None,
+        "lit": "$input",
+        "n": 3,
+        "list": [{"message": "hi"}, "plain $text"],
+    }
 
 
 def test_conditions() -> None:
@@ -48,8 +71,11 @@ def test_conditions() -> None:
 
 
 def test_validation_orders_steps_by_dependency() -> None:
-    p = plan({"id": "b", "fn": "identity", "input": "$a"}, {"id": "a", "skill": "classify_intent"},
-             {"id": "c", "fn": "identity", "input": ["$a", "$b"]})
+    p = plan(
+        {"id": "b", "fn": "identity", "input": "$a"},
+        {"id": "a", "skill": "classify_intent"},
+        {"id": "c", "fn": "identity", "input": ["$a", "$b"]},
+    )
     order = validate_plan(p, skills=SKILLS, functions=FUNCTIONS)
     assert order.index("a") < order.index("b") < order.index("c")
 
@@ -60,18 +86,28 @@ def test_validation_orders_steps_by_dependency() -> None:
         ([{"id": "a", "skill": "summarize"}], "unknown skill 'summarize'"),
         ([{"id": "a", "fn": "os.system"}], "unknown function 'os.system'"),
         ([{"id": "a", "fn": "identity", "input": "$nope"}], "binds to $nope"),
-        ([{"id": "a", "fn": "identity", "input": "$b"}, {"id": "b", "fn": "identity", "input": "$a"}], "cycle"),
+        (
+            [
+                {"id": "a", "fn": "identity", "input": "$b"},
+                {"id": "b", "fn": "identity", "input": "$a"},
+            ],
+            "cycle",
+        ),
         ([{"id": "a", "fn": "identity", "input": "$a"}], "refers to itself"),
         ([{"id": "a", "fn": "identity"}, {"id": "a", "fn": "identity"}], "duplicate step id"),
         ([{"id": "input", "fn": "identity"}], "reserved"),
         ([{"id": "a", "fn": "identity", "input": "$item"}], "$item is only bound"),
         ([{"id": "a", "fn": "identity", "when": {"maybe": "$input"}}], "'when' must be"),
         ([{"id": "m", "for_each": "$input", "workflow": "nowhere"}], "unknown workflow"),
-        ([{"id": "m", "for_each": "$input", "plan": {"steps": [{"id": "x", "skill": "nope"}]}}],
-         "plan.m: step 'x': unknown skill"),
+        (
+            [{"id": "m", "for_each": "$input", "plan": {"steps": [{"id": "x", "skill": "nope"}]}}],
+            "plan.m: step 'x': unknown skill",
+        ),
     ],
 )
-def test_invalid_plans_are_rejected_with_the_step_and_reason(steps: list[dict], message: str) -> None:
+def test_invalid_plans_are_rejected_with_the_step_and_reason(
+    steps: list[dict], message: str
+) -> None:
     with pytest.raises(PlanError) as info:
         validate_plan(plan(*steps), skills=SKILLS, functions=FUNCTIONS, workflows={})
     assert message in str(info.value)
@@ -101,9 +137,23 @@ def test_output_must_bind_to_known_steps() -> None:
 
 def test_proto_mirror_round_trips() -> None:
     original = plan(
-        {"id": "intent", "skill": "classify_intent", "input": "$input.message", "timeout_s": 5, "retries": 0},
-        {"id": "each", "for_each": "$input.items", "input": {"message": "$item"}, "on_error": "continue",
-         "plan": {"steps": [{"id": "x", "fn": "identity", "when": {"not": "$input.skip"}}], "output": "$x"}},
+        {
+            "id": "intent",
+            "skill": "classify_intent",
+            "input": "$input.message",
+            "timeout_s": 5,
+            "retries": 0,
+        },
+        {
+            "id": "each",
+            "for_each": "$input.items",
+            "input": {"message": "$item"},
+            "on_error": "continue",
+            "plan": {
+                "steps": [{"id": "x", "fn": "identity", "when": {"not": "$input.skip"}}],
+                "output": "$x",
+            },
+        },
         output={"intent": "$intent.label", "all": "$each"},
     )
     message = plan_to_proto(original)
@@ -123,17 +173,34 @@ def test_shipped_workflows_are_valid_against_the_demo_skills() -> None:
 
 
 def test_support_functions() -> None:
-    assert FUNCTIONS["support.reply_facts"]({"intent": "track_shipment", "call": None, "result": None}) is None
-    reply = FUNCTIONS["support.final_reply"]({"reply": None, "intent": "refund_request", "customer": "Ana Lima"})
+    assert (
+        FUNCTIONS["support.reply_facts"]({"intent": "track_shipment", "call": None, "result": None})
+        is None
+    )
+    reply = FUNCTIONS["support.final_reply"](
+        {"reply": None, "intent": "refund_request", "customer": "Ana Lima"}
+    )
     assert reply.startswith("Hi Ana,") and "order number" in reply
-    summary = FUNCTIONS["support.summarize"]({"tickets": [
-        {"intent": "cancel_order", "tool_call": {"name": "cancel_order"}, "tool_result": {"ok": False}},
-        {"intent": "general_question", "tool_call": None},
-        {"error": {"step": "tickets[2].intent", "message": "boom"}},
-    ]})
-    assert summary == {"tickets": 3, "failed": 1, "tool_refused": 1,
-                       "by_intent": {"cancel_order": 1, "general_question": 1},
-                       "by_tool": {"cancel_order": 1, "none": 1}}
+    summary = FUNCTIONS["support.summarize"](
+        {
+            "tickets": [
+                {
+                    "intent": "cancel_order",
+                    "tool_call": {"name": "cancel_order"},
+                    "tool_result": {"ok": False},
+                },
+                {"intent": "general_question", "tool_call": None},
+                {"error": {"step": "tickets[2].intent", "message": "boom"}},
+            ]
+        }
+    )
+    assert summary == {
+        "tickets": 3,
+        "failed": 1,
+        "tool_refused": 1,
+        "by_intent": {"cancel_order": 1, "general_question": 1},
+        "by_tool": {"cancel_order": 1, "none": 1},
+    }
 
 
 def test_generated_plan_schema_allows_only_registered_skills_and_backward_bindings() -> None:
@@ -143,27 +210,39 @@ def test_generated_plan_schema_allows_only_registered_skills_and_backward_bindin
 
     schema = plan_schema(["echo", "extract_fields"], max_steps=3)
     check = jsonschema.Draft202012Validator(schema)
-    good = {"s0": {"skill": "extract_fields", "input": "$input"},
-            "s1": {"skill": "echo", "input": "$s0.order_id"}}
+    good = {
+        "s0": {"skill": "extract_fields", "input": "$input"},
+        "s1": {"skill": "echo", "input": "$s0.order_id"},
+    }
     assert check.is_valid(good)
     validate_plan(to_plan(good), skills={"echo": "echo", "extract_fields": "extractor"})
     assert not check.is_valid({"s0": {"skill": "rm_rf", "input": "$input"}})
-    assert not check.is_valid({"s0": {"skill": "echo", "input": "$s1"},
-                               "s1": {"skill": "echo", "input": "$input"}})  # forward binding
-    assert not check.is_valid({"s0": {"skill": "echo", "input": "$input.field"}})  # the text has no fields
-    assert not check.is_valid({f"s{k}": {"skill": "echo", "input": "$input"} for k in range(4)})  # too long
+    assert not check.is_valid(
+        {"s0": {"skill": "echo", "input": "$s1"}, "s1": {"skill": "echo", "input": "$input"}}
+    )  # forward binding
+    assert not check.is_valid(
+        {"s0": {"skill": "echo", "input": "$input.field"}}
+    )  # the text has no fields
+    assert not check.is_valid(
+        {f"s{k}": {"skill": "echo", "input": "$input"} for k in range(4)}
+    )  # too long
 
 
 def test_the_router_sends_every_demo_message_to_support_and_refuses_unrelated_text() -> None:
     from mesh.planner.console import read_messages
     from mesh.planner.workflows import EmbeddingRouter
 
-    router = EmbeddingRouter(load_workflows(ROOT / "services" / "planner" / "workflows"), threshold=0.35)
+    router = EmbeddingRouter(
+        load_workflows(ROOT / "services" / "planner" / "workflows"), threshold=0.35
+    )
     for message in read_messages(ROOT / "demo" / "support_messages.txt"):
         route = router.route(message)
         assert route is not None and route.workflow.name == "support_ticket", message
-    for text in ("Integrate x squared from zero to one", "What's the weather in Paris?",
-                 "Write me a poem about the sea"):
+    for text in (
+        "Integrate x squared from zero to one",
+        "What's the weather in Paris?",
+        "Write me a poem about the sea",
+    ):
         assert router.route(text) is None, text
 
 

@@ -27,7 +27,13 @@ from mesh.train.data.planner import (
 from tests.support.tiny_slm import bpe_tokenizer
 
 COUNT = 200
-MESH_SKILLS = {"classify_intent", "extract_fields", "propose_tool_call", "execute_tool", "draft_reply"}
+MESH_SKILLS = {
+    "classify_intent",
+    "extract_fields",
+    "propose_tool_call",
+    "execute_tool",
+    "draft_reply",
+}
 
 
 @cache
@@ -49,7 +55,11 @@ def test_request_phrasings_are_split_three_ways_and_held_out_ones_never_trained(
     for group in all_groups():
         per_split = [set(templates_of(group, split)) for split in SPLITS]
         assert all(per_split), group
-        assert not (per_split[0] & per_split[1] or per_split[0] & per_split[2] or per_split[1] & per_split[2])
+        assert not (
+            per_split[0] & per_split[1]
+            or per_split[0] & per_split[2]
+            or per_split[1] & per_split[2]
+        )
     train = set().union(*(e.templates for e in _examples(TRAIN) + _examples(SEEN)))
     for held_out in (VALIDATION, TEST):
         used = set().union(*(e.templates for e in _examples(held_out)))
@@ -59,9 +69,11 @@ def test_request_phrasings_are_split_three_ways_and_held_out_ones_never_trained(
 def test_every_kind_of_request_is_drawn_and_every_target_is_its_kinds_plan() -> None:
     targets = {e.target for e in _examples(TRAIN)}
     assert targets == {plan_text(kind) for kind in PLANS}
-    assert plan_text("lookup") == ('{"s0":{"skill":"extract_fields","input":"$input"},'
-                                   '"s1":{"skill":"propose_tool_call","input":"$s0"},'
-                                   '"s2":{"skill":"execute_tool","input":"$s1"}}')
+    assert plan_text("lookup") == (
+        '{"s0":{"skill":"extract_fields","input":"$input"},'
+        '"s1":{"skill":"propose_tool_call","input":"$s0"},'
+        '"s2":{"skill":"execute_tool","input":"$s1"}}'
+    )
 
 
 @pytest.mark.parametrize("stream", [TRAIN, TEST])
@@ -81,7 +93,9 @@ def test_every_target_is_accepted_token_by_token_by_the_decoders_grammar() -> No
     vocab = TokenVocabulary(tokenizer, len(tokenizer))
     task = _task()
     for example in _examples(TEST)[:60]:
-        guide = vocab.guide(compile_grammar(JsonOutput(task.output_schema(example)), vocab.representable))
+        guide = vocab.guide(
+            compile_grammar(JsonOutput(task.output_schema(example)), vocab.representable)
+        )
         for token in tokenizer.encode(example.target, add_special_tokens=False):
             assert vocab.allowed([guide])[0][token], (example.target, tokenizer.decode([token]))
             guide.consume(token)
@@ -90,8 +104,14 @@ def test_every_target_is_accepted_token_by_token_by_the_decoders_grammar() -> No
 
 def test_a_target_that_names_an_unlisted_skill_is_refused() -> None:
     example = next(e for e in _examples(TRAIN) if "execute_tool" in e.target)
-    narrowed = Example(example.input.replace("execute_tool, ", ""), example.prompt, example.target,
-                       example.expected, example.templates, example.entities)
+    narrowed = Example(
+        example.input.replace("execute_tool, ", ""),
+        example.prompt,
+        example.target,
+        example.expected,
+        example.templates,
+        example.entities,
+    )
     with pytest.raises(ValueError, match="execute_tool"):
         _task().verify(narrowed)
     with pytest.raises(PlanError):
@@ -128,8 +148,9 @@ def test_the_prompt_is_exactly_what_the_plan_generator_renders() -> None:
     text = example.input.split("\nRequest: ", 1)[1]
     backend = _Recorder(example.target, -0.01)
     contract = load_contract("planner")
-    generator = PlanGenerator("planner_slm", backend, contract.prompt,
-                              len(contract.schema["anyOf"]))  # type: ignore[index]
+    generator = PlanGenerator(
+        "planner_slm", backend, contract.prompt, len(contract.schema["anyOf"])
+    )  # type: ignore[index]
     plan = asyncio.run(generator.plan(text, {skill: "agent" for skill in MESH_SKILLS}))
     request = backend.requests[0]
     assert request.prompt == example.prompt

@@ -25,8 +25,12 @@ class FakeReplica:
 
 def _card(agent: str, facts: ModelFacts | None) -> str:
     spec = ServiceSpec(name=agent, skills=[SkillSpec(id="classify", name="c", description="c")])
-    card = build_card(spec, Endpoints.for_host("127.0.0.1", 1, 2), bearer_auth=False,
-                      extensions=[facts.extension()] if facts else ())
+    card = build_card(
+        spec,
+        Endpoints.for_host("127.0.0.1", 1, 2),
+        bearer_auth=False,
+        extensions=[facts.extension()] if facts else (),
+    )
     return MessageToJson(card)
 
 
@@ -40,8 +44,12 @@ def test_card_round_trip_of_model_facts() -> None:
 def test_routes_put_the_smallest_model_first_and_unknown_sizes_last() -> None:
     replicas = [
         FakeReplica("llm", ["classify"], _card("llm", None)),
-        FakeReplica("teacher", ["classify", "extract"], _card("teacher", ModelFacts("t", 2_000_000))),
-        FakeReplica("student", ["classify"], _card("student", ModelFacts("s", 200_000, escalate_below=-0.3))),
+        FakeReplica(
+            "teacher", ["classify", "extract"], _card("teacher", ModelFacts("t", 2_000_000))
+        ),
+        FakeReplica(
+            "student", ["classify"], _card("student", ModelFacts("s", 200_000, escalate_below=-0.3))
+        ),
         FakeReplica("gone", ["classify"], _card("gone", ModelFacts("g", 1)), draining=True),
         FakeReplica("planner", ["classify"], _card("planner", ModelFacts("p", 1))),
     ]
@@ -62,34 +70,61 @@ def test_escalation_reasons() -> None:
     assert failed == "failed: invalid output: label"
     # No usage (a non-model agent) or no threshold: the answer stands.
     assert _escalation_reason(Outcome("ok", value=1), unsure) is None
-    assert _escalation_reason(Outcome("ok", value=1, usage={"mean_logprob": -9.0}), Provider("s")) is None
+    assert (
+        _escalation_reason(Outcome("ok", value=1, usage={"mean_logprob": -9.0}), Provider("s"))
+        is None
+    )
 
 
 def _call(agent: str, params: int, tokens: tuple[int, int]) -> dict[str, object]:
-    return {"agent": agent, "model": agent, "parameters": params, "input_tokens": tokens[0],
-            "output_tokens": tokens[1]}
+    return {
+        "agent": agent,
+        "model": agent,
+        "parameters": params,
+        "input_tokens": tokens[0],
+        "output_tokens": tokens[1],
+    }
 
 
 def test_ledger_prices_calls_and_the_all_largest_baseline() -> None:
     ledger = CostLedger()
     # Answered by the student (100 params), teacher 1000: baseline prices the same tokens at 1000.
-    ledger.add("a", Outcome("ok", value=1, baseline_parameters=1000,
-                            calls=[_call("student", 100, (8, 2))]))
+    ledger.add(
+        "a", Outcome("ok", value=1, baseline_parameters=1000, calls=[_call("student", 100, (8, 2))])
+    )
     # Escalated: both calls are paid, the baseline only the teacher's.
-    ledger.add("b", Outcome("ok", value=1, baseline_parameters=1000,
-                            calls=[_call("student", 100, (8, 2)), _call("teacher", 1000, (8, 3))],
-                            escalations=[{"from": "student", "to": "teacher", "reason": "low confidence"}]))
+    ledger.add(
+        "b",
+        Outcome(
+            "ok",
+            value=1,
+            baseline_parameters=1000,
+            calls=[_call("student", 100, (8, 2)), _call("teacher", 1000, (8, 3))],
+            escalations=[{"from": "student", "to": "teacher", "reason": "low confidence"}],
+        ),
+    )
     # A skill with one provider: its usage is priced and is its own baseline.
-    ledger.add("c", Outcome("ok", value=1, agent="extractor",
-                            usage={"model": "x", "parameters": 500, "input_tokens": 4, "output_tokens": 6}))
+    ledger.add(
+        "c",
+        Outcome(
+            "ok",
+            value=1,
+            agent="extractor",
+            usage={"model": "x", "parameters": 500, "input_tokens": 4, "output_tokens": 6},
+        ),
+    )
     ledger.add("d", Outcome("skipped"))
     cost = ledger.to_json()
     actual = 2 * 100 * 10 + 2 * 100 * 10 + 2 * 1000 * 11 + 2 * 500 * 10
     baseline = 2 * 1000 * 10 + 2 * 1000 * 11 + 2 * 500 * 10
     assert cost["flops"] == actual and cost["baseline_flops"] == baseline
     assert cost["ratio"] == round(baseline / actual, 3)
-    assert cost["routed_steps"] == 2 and cost["first_choice_share"] == 0.5 and cost["escalations"] == 1
-    assert ledger.escalations == [{"step": "b", "from": "student", "to": "teacher", "reason": "low confidence"}]
+    assert (
+        cost["routed_steps"] == 2 and cost["first_choice_share"] == 0.5 and cost["escalations"] == 1
+    )
+    assert ledger.escalations == [
+        {"step": "b", "from": "student", "to": "teacher", "reason": "low confidence"}
+    ]
     by_model = {row["model"]: row for row in cost["models"]}
     assert by_model["student"]["calls"] == 2 and by_model["teacher"]["output_tokens"] == 3
 
@@ -104,11 +139,24 @@ def test_merged_ledgers_equal_one_ledger_of_all_steps() -> None:
     from mesh.planner.ledger import merge_costs
 
     steps = [
-        ("a", Outcome("ok", value=1, baseline_parameters=1000, calls=[_call("student", 100, (8, 2))])),
-        ("b", Outcome("ok", value=1, baseline_parameters=1000,
-                      calls=[_call("student", 100, (8, 2)), _call("teacher", 1000, (8, 3))],
-                      escalations=[{"from": "student", "to": "teacher", "reason": "low confidence"}])),
-        ("c", Outcome("ok", value=1, baseline_parameters=1000, calls=[_call("student", 100, (9, 1))])),
+        (
+            "a",
+            Outcome("ok", value=1, baseline_parameters=1000, calls=[_call("student", 100, (8, 2))]),
+        ),
+        (
+            "b",
+            Outcome(
+                "ok",
+                value=1,
+                baseline_parameters=1000,
+                calls=[_call("student", 100, (8, 2)), _call("teacher", 1000, (8, 3))],
+                escalations=[{"from": "student", "to": "teacher", "reason": "low confidence"}],
+            ),
+        ),
+        (
+            "c",
+            Outcome("ok", value=1, baseline_parameters=1000, calls=[_call("student", 100, (9, 1))]),
+        ),
     ]
     whole, first, second = CostLedger(), CostLedger(), CostLedger()
     for i, (node, outcome) in enumerate(steps):

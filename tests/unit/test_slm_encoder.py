@@ -31,8 +31,14 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(resolve_base("all-MiniLM-L6-v2"))
     tokenizer.save_pretrained(folder)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     BertModel(config).save_pretrained(folder)
     return folder
 
@@ -57,8 +63,13 @@ def classifier_dir(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_training_writes_adapter_head_and_record(extractor_dir: Path) -> None:
     names = {p.name for p in extractor_dir.iterdir()}
-    assert {"adapter_config.json", "adapter_model.safetensors", "head.safetensors",
-            "encoder.json", TRAINING_RECORD} <= names
+    assert {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "head.safetensors",
+        "encoder.json",
+        TRAINING_RECORD,
+    } <= names
     record = json.loads((extractor_dir / TRAINING_RECORD).read_text())
     assert record["kind"] == "encoder" and record["steps"] == 4
     assert 0 < record["trained_parameters"] < record["parameters"]
@@ -80,23 +91,28 @@ def test_span_targets_point_into_the_input_part_of_the_prompt() -> None:
 def _run(backend: EncoderBackend, requests: list[GenerationRequest]) -> list[object]:
     async def go() -> list[object]:
         try:
-            return list(await asyncio.gather(*(backend.generate(r) for r in requests),
-                                              return_exceptions=True))
+            return list(
+                await asyncio.gather(
+                    *(backend.generate(r) for r in requests), return_exceptions=True
+                )
+            )
         finally:
             await backend.aclose()
+
     return asyncio.run(go())
 
 
 def test_extraction_is_schema_valid_grounded_and_the_same_batched_or_alone(
-        extractor_dir: Path) -> None:
+    extractor_dir: Path,
+) -> None:
     task = load_task("extractor")
     schema = task.contract.schema
     assert schema is not None
     examples = task.examples(TEST, 1, 12)
-    requests = [GenerationRequest(prompt=e.prompt, output=JsonOutput(schema, e.input))
-                for e in examples]
-    batched = _run(EncoderBackend(str(extractor_dir), max_batch_size=16, max_wait_ms=50),
-                   requests)
+    requests = [
+        GenerationRequest(prompt=e.prompt, output=JsonOutput(schema, e.input)) for e in examples
+    ]
+    batched = _run(EncoderBackend(str(extractor_dir), max_batch_size=16, max_wait_ms=50), requests)
     alone = _run(EncoderBackend(str(extractor_dir), max_batch_size=1), requests)
     for example, one, other in zip(examples, batched, alone, strict=True):
         assert not isinstance(one, BaseException), one
@@ -114,15 +130,19 @@ def test_labels_come_from_the_requested_set(classifier_dir: Path) -> None:
     full = Choice(load_task("classifier").contract.labels or ())
     narrow = Choice(("cancel_order", "general_question"))
     backend.check_output(narrow)
-    out = _run(backend, [GenerationRequest(prompt="Where is ORD-123456?", output=full),
-                         GenerationRequest(prompt="Where is ORD-123456?", output=narrow)])
+    out = _run(
+        backend,
+        [
+            GenerationRequest(prompt="Where is ORD-123456?", output=full),
+            GenerationRequest(prompt="Where is ORD-123456?", output=narrow),
+        ],
+    )
     assert out[0].value in full.labels  # type: ignore[union-attr]
     assert out[1].value in narrow.labels  # type: ignore[union-attr]
     assert -20 < out[1].usage.mean_logprob <= 0  # type: ignore[union-attr]
 
 
-def test_a_head_refuses_outputs_it_cannot_answer(classifier_dir: Path,
-                                                 extractor_dir: Path) -> None:
+def test_a_head_refuses_outputs_it_cannot_answer(classifier_dir: Path, extractor_dir: Path) -> None:
     labels = EncoderBackend(str(classifier_dir))
     spans = EncoderBackend(str(extractor_dir))
     schema = load_task("extractor").contract.schema
@@ -132,8 +152,11 @@ def test_a_head_refuses_outputs_it_cannot_answer(classifier_dir: Path,
             labels.check_output(Choice(("order_status", "weather")))
         with pytest.raises(SchemaError, match="cannot produce"):
             labels.check_output(JsonOutput(schema))
-        fewer = {**schema, "properties": dict(list(schema["properties"].items())[:3]),
-                 "required": list(schema["properties"])[:3]}
+        fewer = {
+            **schema,
+            "properties": dict(list(schema["properties"].items())[:3]),
+            "required": list(schema["properties"])[:3],
+        }
         with pytest.raises(SchemaError, match="fills the fields"):
             spans.check_output(JsonOutput(fewer))
         ungrounded = json.loads(json.dumps(schema))
@@ -149,12 +172,15 @@ def test_a_head_refuses_outputs_it_cannot_answer(classifier_dir: Path,
 def test_bad_input_is_refused_and_the_backend_keeps_serving(classifier_dir: Path) -> None:
     backend = EncoderBackend(str(classifier_dir))
     labels = Choice(load_task("classifier").contract.labels or ())
-    out = _run(backend, [
-        GenerationRequest(prompt="   ", output=labels),
-        GenerationRequest(prompt="word " * 400, output=labels),
-        GenerationRequest(prompt="Cancel ORD-100001 please", output=labels, timeout_s=1e-9),
-        GenerationRequest(prompt="Cancel ORD-100001 please", output=labels),
-    ])
+    out = _run(
+        backend,
+        [
+            GenerationRequest(prompt="   ", output=labels),
+            GenerationRequest(prompt="word " * 400, output=labels),
+            GenerationRequest(prompt="Cancel ORD-100001 please", output=labels, timeout_s=1e-9),
+            GenerationRequest(prompt="Cancel ORD-100001 please", output=labels),
+        ],
+    )
     assert isinstance(out[0], InputError)
     assert isinstance(out[1], InputError) and "context" in str(out[1])
     assert isinstance(out[2], GenerationFailedError) and "deadline" in str(out[2])

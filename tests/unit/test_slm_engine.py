@@ -53,15 +53,19 @@ MODELS = [("llama", "char"), ("qwen2", "bpe")]
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("slm-models")
-    return {f"{arch}-{tok}": save_tiny_model(root / f"{arch}-{tok}", arch, tok)  # type: ignore[arg-type]
-            for arch, tok in MODELS}
+    return {
+        f"{arch}-{tok}": save_tiny_model(root / f"{arch}-{tok}", arch, tok)  # type: ignore[arg-type]
+        for arch, tok in MODELS
+    }
 
 
 @pytest.fixture(scope="module", params=[f"{a}-{t}" for a, t in MODELS])
-def backend(request: pytest.FixtureRequest,
-            model_dirs: dict[str, Path]) -> Iterator[TransformersBackend]:
-    served = TransformersBackend(str(model_dirs[request.param]), max_batch_size=8,
-                                 max_wait_ms=20, threads=1)
+def backend(
+    request: pytest.FixtureRequest, model_dirs: dict[str, Path]
+) -> Iterator[TransformersBackend]:
+    served = TransformersBackend(
+        str(model_dirs[request.param]), max_batch_size=8, max_wait_ms=20, threads=1
+    )
     yield served
     served.engine.close()
 
@@ -76,8 +80,7 @@ def test_load_model_reports_what_usage_needs(model_dirs: dict[str, Path]) -> Non
     assert resolve_source("./models/x", Path("/srv/svc")) == "/srv/svc/models/x"
 
 
-async def _one_by_one(backend: TransformersBackend,
-                      requests: list[GenerationRequest]) -> list[str]:
+async def _one_by_one(backend: TransformersBackend, requests: list[GenerationRequest]) -> list[str]:
     return [(await backend.generate(r)).text for r in requests]
 
 
@@ -91,7 +94,8 @@ async def test_batched_greedy_equals_unbatched(backend: TransformersBackend) -> 
 
 
 async def test_requests_joining_a_running_batch_match_unbatched(
-        backend: TransformersBackend) -> None:
+    backend: TransformersBackend,
+) -> None:
     requests = [GenerationRequest(prompt=p, max_new_tokens=12) for p in PROMPTS]
     alone = await _one_by_one(backend, requests)
 
@@ -104,14 +108,16 @@ async def test_requests_joining_a_running_batch_match_unbatched(
     assert backend.engine.merge_supported
 
 
-
 async def test_rows_joining_and_leaving_a_long_running_batch_match_unbatched(
-        backend: TransformersBackend) -> None:
+    backend: TransformersBackend,
+) -> None:
     """More requests than rows, each with its own budget and start: rows leave at different
     steps (their slots refilled by the last row and by newcomers), and generations long enough
     that the slot cache's window moves and grows several times."""
-    requests = [GenerationRequest(prompt=PROMPTS[i % len(PROMPTS)], max_new_tokens=budget)
-                for i, budget in enumerate((150, 3, 40, 220, 9, 1, 75, 130, 17, 260, 5, 60))]
+    requests = [
+        GenerationRequest(prompt=PROMPTS[i % len(PROMPTS)], max_new_tokens=budget)
+        for i, budget in enumerate((150, 3, 40, 220, 9, 1, 75, 130, 17, 260, 5, 60))
+    ]
     alone = await _one_by_one(backend, requests)
 
     async def later(request: GenerationRequest, delay: float) -> str:
@@ -122,35 +128,42 @@ async def test_rows_joining_and_leaving_a_long_running_batch_match_unbatched(
     assert list(mixed) == alone
 
 
-
-
 async def test_decoding_with_a_2d_mask_matches_the_4d_mask(model_dirs: dict[str, Path]) -> None:
     """Model types not known to take a ready 4D mask get the 2D one, which transformers turns
     into the same mask over the slot cache's window."""
-    requests = [GenerationRequest(prompt=p, max_new_tokens=budget)
-                for p, budget in zip(PROMPTS, (30, 5, 12, 40, 20), strict=True)]
+    requests = [
+        GenerationRequest(prompt=p, max_new_tokens=budget)
+        for p, budget in zip(PROMPTS, (30, 5, 12, 40, 20), strict=True)
+    ]
     texts = []
     for mask_4d in (True, False):
-        served = TransformersBackend(str(model_dirs["llama-char"]), max_batch_size=8,
-                                     max_wait_ms=20, threads=1)
+        served = TransformersBackend(
+            str(model_dirs["llama-char"]), max_batch_size=8, max_wait_ms=20, threads=1
+        )
         served.engine._mask_4d = mask_4d
         try:
-            texts.append([g.text for g in await asyncio.gather(
-                *(served.generate(r) for r in requests))])
+            texts.append(
+                [g.text for g in await asyncio.gather(*(served.generate(r) for r in requests))]
+            )
         finally:
             served.engine.close()
     assert texts[0] == texts[1]
 
 
 async def test_a_sliding_window_model_batches_whole_batches_matching_unbatched(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     folder = save_tiny_model(tmp_path / "mistral", "mistral", "char")
     served = TransformersBackend(str(folder), max_batch_size=8, max_wait_ms=20, threads=1)
     try:
-        requests = [GenerationRequest(prompt=p, max_new_tokens=budget)
-                    for p, budget in zip(PROMPTS, (30, 5, 12, 40, 20), strict=True)]
-        requests += [GenerationRequest(prompt=p, max_new_tokens=120,
-                                       output=JsonOutput(SCHEMA, p)) for p in PROMPTS[:2]]
+        requests = [
+            GenerationRequest(prompt=p, max_new_tokens=budget)
+            for p, budget in zip(PROMPTS, (30, 5, 12, 40, 20), strict=True)
+        ]
+        requests += [
+            GenerationRequest(prompt=p, max_new_tokens=120, output=JsonOutput(SCHEMA, p))
+            for p in PROMPTS[:2]
+        ]
         alone = await _one_by_one(served, requests)
         together = await asyncio.gather(*(served.generate(r) for r in requests))
         assert [g.text for g in together] == alone  # rows left at different steps
@@ -160,11 +173,16 @@ async def test_a_sliding_window_model_batches_whole_batches_matching_unbatched(
 
 
 async def test_constrained_batched_equals_unbatched_and_valid(backend: TransformersBackend) -> None:
-    requests = [GenerationRequest(prompt=p, max_new_tokens=120, output=JsonOutput(SCHEMA, p))
-                for p in PROMPTS]
-    requests += [GenerationRequest(prompt=p, max_new_tokens=20,
-                                   output=Choice(("refund_request", "order_status", "other")))
-                 for p in PROMPTS[:3]]
+    requests = [
+        GenerationRequest(prompt=p, max_new_tokens=120, output=JsonOutput(SCHEMA, p))
+        for p in PROMPTS
+    ]
+    requests += [
+        GenerationRequest(
+            prompt=p, max_new_tokens=20, output=Choice(("refund_request", "order_status", "other"))
+        )
+        for p in PROMPTS[:3]
+    ]
     alone = [(await backend.generate(r)).value for r in requests]
     together = [g.value for g in await asyncio.gather(*(backend.generate(r) for r in requests))]
     assert together == alone
@@ -180,17 +198,18 @@ async def test_random_schemas_greedy_model_output_is_valid(backend: Transformers
     requests = []
     for prompt in [SOURCE, PROMPTS[1] + " " + SOURCE] * 4:
         schema = {"type": "object", "properties": {"v": random_schema(rng)}, "required": ["v"]}
-        requests.append(GenerationRequest(prompt=prompt, max_new_tokens=360,
-                                          output=JsonOutput(schema, prompt)))
+        requests.append(
+            GenerationRequest(prompt=prompt, max_new_tokens=360, output=JsonOutput(schema, prompt))
+        )
     generations = await asyncio.gather(*(backend.generate(r) for r in requests))
     for request, generation in zip(requests, generations, strict=True):
         assert generation.finish_reason == "stop"
         assert parse_output(request.output, generation.text) == generation.value
 
 
-
 async def test_a_grammar_the_parser_refuses_fails_only_its_request(
-        backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Parsers are built on the mask thread after admission: a refused one fails its row with
     the parser's error, while the rows beside it decode on."""
     vocabulary = backend.engine.vocabulary
@@ -202,22 +221,28 @@ async def test_a_grammar_the_parser_refuses_fails_only_its_request(
         return build(grammar)
 
     monkeypatch.setattr(vocabulary, "guide", guide)
-    refused = GenerationRequest(prompt=PROMPTS[1], max_new_tokens=20,
-                                output=Choice(("refund_request", "other")))
+    refused = GenerationRequest(
+        prompt=PROMPTS[1], max_new_tokens=20, output=Choice(("refund_request", "other"))
+    )
     fine = [GenerationRequest(prompt=p, max_new_tokens=8) for p in PROMPTS[:3]]
-    fine.append(GenerationRequest(prompt=PROMPTS[0], max_new_tokens=20,
-                                  output=Choice(("yes", "no"))))
-    results = await asyncio.gather(*(backend.generate(r) for r in [refused, *fine]),
-                                   return_exceptions=True)
+    fine.append(
+        GenerationRequest(prompt=PROMPTS[0], max_new_tokens=20, output=Choice(("yes", "no")))
+    )
+    results = await asyncio.gather(
+        *(backend.generate(r) for r in [refused, *fine]), return_exceptions=True
+    )
     assert isinstance(results[0], SchemaError) and "test" in str(results[0])
     assert all(isinstance(g, Generation) for g in results[1:])
     assert results[-1].value in {"yes", "no"}  # type: ignore[union-attr]
 
 
 async def test_stream_chunks_join_to_the_final_text(backend: TransformersBackend) -> None:
-    for request in (GenerationRequest(prompt=PROMPTS[1], max_new_tokens=24),
-                    GenerationRequest(prompt=PROMPTS[3], max_new_tokens=120,
-                                      output=JsonOutput(SCHEMA, PROMPTS[3]))):
+    for request in (
+        GenerationRequest(prompt=PROMPTS[1], max_new_tokens=24),
+        GenerationRequest(
+            prompt=PROMPTS[3], max_new_tokens=120, output=JsonOutput(SCHEMA, PROMPTS[3])
+        ),
+    ):
         stream = backend.stream(request)
         chunks = [chunk async for chunk in stream]
         generation = await stream.result()
@@ -225,11 +250,13 @@ async def test_stream_chunks_join_to_the_final_text(backend: TransformersBackend
 
 
 async def test_stop_strings_cut_the_text_and_never_stream_past_it(
-        backend: TransformersBackend) -> None:
+    backend: TransformersBackend,
+) -> None:
     full = (await backend.generate(GenerationRequest(prompt=PROMPTS[0], max_new_tokens=20))).text
     stop = full[6:8]
-    stream = backend.stream(GenerationRequest(prompt=PROMPTS[0], max_new_tokens=20,
-                                              stop=["never-there", stop]))
+    stream = backend.stream(
+        GenerationRequest(prompt=PROMPTS[0], max_new_tokens=20, stop=["never-there", stop])
+    )
     chunks = [chunk async for chunk in stream]
     generation = await stream.result()
     assert generation.finish_reason == "stop"
@@ -239,12 +266,16 @@ async def test_stop_strings_cut_the_text_and_never_stream_past_it(
 async def test_max_new_tokens_and_deadline(backend: TransformersBackend) -> None:
     limited = await backend.generate(GenerationRequest(prompt=PROMPTS[2], max_new_tokens=7))
     assert limited.finish_reason == "length" and limited.usage.output_tokens == 7
-    late = await backend.generate(GenerationRequest(prompt=PROMPTS[2], max_new_tokens=480,
-                                                    timeout_s=0.05))
+    late = await backend.generate(
+        GenerationRequest(prompt=PROMPTS[2], max_new_tokens=480, timeout_s=0.05)
+    )
     assert late.finish_reason == "deadline" and late.usage.output_tokens < 480
     with pytest.raises(IncompleteOutputError, match="cut off"):
-        await backend.generate(GenerationRequest(prompt=PROMPTS[2], max_new_tokens=3,
-                                                 output=JsonOutput(SCHEMA, PROMPTS[2])))
+        await backend.generate(
+            GenerationRequest(
+                prompt=PROMPTS[2], max_new_tokens=3, output=JsonOutput(SCHEMA, PROMPTS[2])
+            )
+        )
 
 
 async def test_usage_accounting(backend: TransformersBackend) -> None:
@@ -276,15 +307,18 @@ async def test_cancel_frees_the_slot(backend: TransformersBackend) -> None:
 
 
 async def test_sampling_is_seeded(backend: TransformersBackend) -> None:
-    request = GenerationRequest(prompt=PROMPTS[1], max_new_tokens=12, temperature=1.0,
-                                top_p=0.9, seed=7)
+    request = GenerationRequest(
+        prompt=PROMPTS[1], max_new_tokens=12, temperature=1.0, top_p=0.9, seed=7
+    )
     first, second = await asyncio.gather(backend.generate(request), backend.generate(request))
     assert first.text == second.text
 
 
 async def test_chat_template_switch(tmp_path: Path) -> None:
-    template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
-                "{% if add_generation_prompt %}<assistant>{% endif %}")
+    template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
     folder = save_tiny_model(tmp_path / "chat", "llama", "char", chat_template=template)
     loaded = load_model(str(folder))
     templated = TransformersBackend(loaded, max_wait_ms=0, threads=1)

@@ -48,8 +48,15 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TransformersBack
 @pytest.fixture
 async def base_url(local: TransformersBackend) -> AsyncIterator[str]:
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_openai_app(local), host="127.0.0.1",
-                                           port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_openai_app(local),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+        )
+    )
     task = asyncio.create_task(server.serve())
     for _ in range(200):
         if server.started:
@@ -61,8 +68,12 @@ async def base_url(local: TransformersBackend) -> AsyncIterator[str]:
 
 
 def chat(**extra: Any) -> dict[str, Any]:
-    return {"model": "tiny-qwen2", "messages": [{"role": "user", "content": MESSAGE}],
-            "max_tokens": 12, **extra}
+    return {
+        "model": "tiny-qwen2",
+        "messages": [{"role": "user", "content": MESSAGE}],
+        "max_tokens": 12,
+        **extra,
+    }
 
 
 async def test_models_and_plain_completion(base_url: str) -> None:
@@ -76,16 +87,21 @@ async def test_models_and_plain_completion(base_url: str) -> None:
     assert body["object"] == "chat.completion" and choice["message"]["role"] == "assistant"
     assert choice["finish_reason"] in {"stop", "length"}
     assert body["usage"]["completion_tokens"] == len(choice["logprobs"]["content"]) > 0
-    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + \
-        body["usage"]["completion_tokens"]
+    assert (
+        body["usage"]["total_tokens"]
+        == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    )
 
 
 async def test_streaming_matches_non_streaming(base_url: str) -> None:
     async with httpx.AsyncClient() as http:
         whole = (await http.post(f"{base_url}/chat/completions", json=chat())).json()
         events = []
-        async with http.stream("POST", f"{base_url}/chat/completions",
-                               json=chat(stream=True, stream_options={"include_usage": True})) as r:
+        async with http.stream(
+            "POST",
+            f"{base_url}/chat/completions",
+            json=chat(stream=True, stream_options={"include_usage": True}),
+        ) as r:
             assert r.headers["content-type"].startswith("text/event-stream")
             async for line in r.aiter_lines():
                 if line.startswith("data: "):
@@ -100,8 +116,13 @@ async def test_streaming_matches_non_streaming(base_url: str) -> None:
 
 
 async def test_json_schema_response_format_is_enforced(base_url: str) -> None:
-    body = chat(max_tokens=80, response_format={
-        "type": "json_schema", "json_schema": {"name": "triage", "schema": SCHEMA, "strict": True}})
+    body = chat(
+        max_tokens=80,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "triage", "schema": SCHEMA, "strict": True},
+        },
+    )
     async with httpx.AsyncClient() as http:
         response = await http.post(f"{base_url}/chat/completions", json=body)
     value = json.loads(response.json()["choices"][0]["message"]["content"])
@@ -109,21 +130,43 @@ async def test_json_schema_response_format_is_enforced(base_url: str) -> None:
     assert value["order_id"] is None or value["order_id"] in MESSAGE
 
 
-@pytest.mark.parametrize(("body", "status", "param"), [
-    (b"{not json", 400, None),
-    ({"messages": []}, 400, "messages"),
-    ({"messages": [{"role": "user", "content": "hi"}], "n": 2}, 400, "n"),
-    ({"messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages.0.role"),
-    ({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}},
-     400, "response_format"),
-    ({"messages": [{"role": "user", "content": "hi"}], "response_format": {
-        "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "date"}}}},
-     400, "response_format"),
-    ({"messages": [{"role": "user", "content": "hi " * 300}], "max_tokens": 200}, 400, "messages"),
-    ({"messages": [{"role": "user", "content": "hi"}], "model": "gpt-9"}, 404, "model"),
-])
-async def test_bad_requests_get_openai_errors(base_url: str, body: Any, status: int,
-                                              param: str | None) -> None:
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        (b"{not json", 400, None),
+        ({"messages": []}, 400, "messages"),
+        ({"messages": [{"role": "user", "content": "hi"}], "n": 2}, 400, "n"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages.0.role"),
+        (
+            {
+                "messages": [{"role": "user", "content": "hi"}],
+                "response_format": {"type": "json_object"},
+            },
+            400,
+            "response_format",
+        ),
+        (
+            {
+                "messages": [{"role": "user", "content": "hi"}],
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"type": "date"}},
+                },
+            },
+            400,
+            "response_format",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "hi " * 300}], "max_tokens": 200},
+            400,
+            "messages",
+        ),
+        ({"messages": [{"role": "user", "content": "hi"}], "model": "gpt-9"}, 404, "model"),
+    ],
+)
+async def test_bad_requests_get_openai_errors(
+    base_url: str, body: Any, status: int, param: str | None
+) -> None:
     async with httpx.AsyncClient() as http:
         if isinstance(body, bytes):
             response = await http.post(f"{base_url}/chat/completions", content=body)
@@ -135,12 +178,14 @@ async def test_bad_requests_get_openai_errors(base_url: str, body: Any, status: 
     assert error["param"] == param
 
 
-async def test_backend_round_trip_against_the_server(base_url: str,
-                                                     local: TransformersBackend) -> None:
+async def test_backend_round_trip_against_the_server(
+    base_url: str, local: TransformersBackend
+) -> None:
     remote = OpenAIBackend(base_url, "tiny-qwen2", api_key="secret", parameters=local.parameters)
     try:
-        request = GenerationRequest(prompt=MESSAGE, max_new_tokens=80,
-                                    output=JsonOutput(SCHEMA, MESSAGE))
+        request = GenerationRequest(
+            prompt=MESSAGE, max_new_tokens=80, output=JsonOutput(SCHEMA, MESSAGE)
+        )
         stream = remote.stream(request)
         chunks = [c async for c in stream]
         generation = await stream.result()
@@ -152,8 +197,9 @@ async def test_backend_round_trip_against_the_server(base_url: str,
         assert usage.model == "tiny-qwen2" and usage.parameters == local.parameters
 
         labels = Choice(("refund_request", "order_status"))
-        label = await remote.generate(GenerationRequest(prompt=MESSAGE, max_new_tokens=20,
-                                                        output=labels))
+        label = await remote.generate(
+            GenerationRequest(prompt=MESSAGE, max_new_tokens=20, output=labels)
+        )
         assert label.value in labels.labels and label.text.startswith('"')
 
         with pytest.raises(InputTooLongError):
@@ -174,8 +220,14 @@ def fake_server(content: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.MockTransport(handler))
 
 
-@pytest.mark.parametrize("content", ['{"intent": "refund_request"', '{"intent":"cancel",'
-                                     '"order_id":null}', '{"intent":"other","order_id":"ORD-9"}'])
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"intent": "refund_request"',
+        '{"intent":"cancel","order_id":null}',
+        '{"intent":"other","order_id":"ORD-9"}',
+    ],
+)
 async def test_remote_output_is_validated_never_passed_through(content: str) -> None:
     remote = OpenAIBackend("http://fake/v1", "big", http=fake_server(content))
     with pytest.raises(InvalidOutputError):
@@ -185,8 +237,9 @@ async def test_remote_output_is_validated_never_passed_through(content: str) -> 
 async def test_payload_carries_schema_and_key() -> None:
     remote = OpenAIBackend("http://x/v1/", "m", api_key="k")
     await remote.aclose()
-    body = remote.payload(GenerationRequest(prompt="p", max_new_tokens=5, stop=["\n"],
-                                            output=JsonOutput(SCHEMA)))
+    body = remote.payload(
+        GenerationRequest(prompt="p", max_new_tokens=5, stop=["\n"], output=JsonOutput(SCHEMA))
+    )
     assert body["response_format"]["json_schema"]["schema"] == SCHEMA
     assert body["max_tokens"] == 5 and "stop" not in body and body["stream"] is True
     assert remote._headers == {"Authorization": "Bearer k"}

@@ -15,16 +15,21 @@ LAYERS, HEADS, DIM = 2, 2, 3
 def _prefill(lengths: list[int], rng: random.Random) -> tuple[DynamicCache, list[torch.Tensor]]:
     """A left-padded prefill cache, and each row's real keys ([HEADS, length, DIM], layer 0)."""
     width = max(lengths)
-    config = LlamaConfig(num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                         num_key_value_heads=HEADS, hidden_size=HEADS * DIM)
+    config = LlamaConfig(
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=HEADS,
+        hidden_size=HEADS * DIM,
+    )
     cache = DynamicCache(config=config)
     keys = torch.full((len(lengths), HEADS, width, DIM), float("nan"))  # padding: never read
     for i, n in enumerate(lengths):
-        keys[i, :, width - n:] = torch.tensor(
-            [[[rng.random() for _ in range(DIM)] for _ in range(n)] for _ in range(HEADS)])
+        keys[i, :, width - n :] = torch.tensor(
+            [[[rng.random() for _ in range(DIM)] for _ in range(n)] for _ in range(HEADS)]
+        )
     for layer in range(LAYERS):
         cache.update(keys + layer, -(keys + layer), layer)
-    return cache, [keys[i, :, width - n:] for i, n in enumerate(lengths)]
+    return cache, [keys[i, :, width - n :] for i, n in enumerate(lengths)]
 
 
 def _check(slots: SlotCache, expected: list[torch.Tensor]) -> None:
@@ -39,8 +44,8 @@ def _check(slots: SlotCache, expected: list[torch.Tensor]) -> None:
         assert int(slots.positions()[row, 0]) == keys.shape[1]
         assert mask[row].tolist() == [c >= first for c in range(slots.start, slots.end + 1)]
         for layer in range(LAYERS):
-            assert torch.equal(slots.keys[layer][row, :, first:slots.end], keys + layer)
-            assert torch.equal(slots.values[layer][row, :, first:slots.end], -(keys + layer))
+            assert torch.equal(slots.keys[layer][row, :, first : slots.end], keys + layer)
+            assert torch.equal(slots.values[layer][row, :, first : slots.end], -(keys + layer))
 
 
 def test_rows_keep_their_columns_through_joins_leaves_and_moves() -> None:
@@ -58,8 +63,12 @@ def test_rows_keep_their_columns_through_joins_leaves_and_moves() -> None:
             expected += rows
         elif slots.rows:
             slots.reserve_decode()
-            new = torch.tensor([[[[rng.random() for _ in range(DIM)]] for _ in range(HEADS)]
-                                for _ in range(slots.rows)])
+            new = torch.tensor(
+                [
+                    [[[rng.random() for _ in range(DIM)]] for _ in range(HEADS)]
+                    for _ in range(slots.rows)
+                ]
+            )
             for layer, cache_layer in enumerate(slots.cache.layers):
                 keys, values = cache_layer.update(new + layer, -(new + layer))
                 assert keys.shape[2] == slots.width + 1 == values.shape[2]

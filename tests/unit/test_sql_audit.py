@@ -23,8 +23,12 @@ AUDITED = sorted((ROOT / "mesh" / "tools").glob("*.py"))
 def _constant_loop_vars(tree: ast.AST) -> set[str]:
     names = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.For) and isinstance(node.iter, ast.Name) and CONSTANT.match(node.iter.id) \
-                and isinstance(node.target, ast.Name):
+        if (
+            isinstance(node, ast.For)
+            and isinstance(node.iter, ast.Name)
+            and CONSTANT.match(node.iter.id)
+            and isinstance(node.target, ast.Name)
+        ):
             names.add(node.target.id)
     return names
 
@@ -35,8 +39,15 @@ def _fixed(arg: ast.expr, loop_vars: set[str]) -> bool:
     if isinstance(arg, ast.Name):
         return bool(CONSTANT.match(arg.id)) or arg.id in loop_vars
     if isinstance(arg, ast.JoinedStr):
-        return all(isinstance(v, ast.Constant) or (isinstance(v, ast.FormattedValue)
-                   and isinstance(v.value, ast.Name) and CONSTANT.match(v.value.id)) for v in arg.values)
+        return all(
+            isinstance(v, ast.Constant)
+            or (
+                isinstance(v, ast.FormattedValue)
+                and isinstance(v.value, ast.Name)
+                and CONSTANT.match(v.value.id)
+            )
+            for v in arg.values
+        )
     if isinstance(arg, ast.BinOp) and isinstance(arg.op, ast.Add):
         return _fixed(arg.left, loop_vars) and _fixed(arg.right, loop_vars)
     return False
@@ -47,9 +58,13 @@ def sql_calls(path: Path) -> list[tuple[int, bool]]:
     loop_vars = _constant_loop_vars(tree)
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in SQL_METHODS \
-                and node.args and not (isinstance(node.func.value, ast.Attribute)
-                                       and node.func.value.attr == "inner"):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in SQL_METHODS
+            and node.args
+            and not (isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "inner")
+        ):
             found.append((node.lineno, _fixed(node.args[0], loop_vars)))
     return found
 
@@ -57,7 +72,9 @@ def sql_calls(path: Path) -> list[tuple[int, bool]]:
 @pytest.mark.parametrize("path", AUDITED, ids=lambda p: p.name)
 def test_tool_sql_is_fixed_text(path: Path) -> None:
     dynamic = [line for line, fixed in sql_calls(path) if not fixed]
-    assert not dynamic, f"{path.name}: SQL built from runtime values at lines {dynamic}; bind them as parameters"
+    assert not dynamic, (
+        f"{path.name}: SQL built from runtime values at lines {dynamic}; bind them as parameters"
+    )
 
 
 def test_the_audit_sees_the_order_database_statements() -> None:
@@ -66,6 +83,8 @@ def test_the_audit_sees_the_order_database_statements() -> None:
 
 def test_the_audit_catches_formatted_sql(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("def f(conn, order_id):\n    conn.execute(f\"SELECT * FROM orders WHERE id = '{order_id}'\")\n"
-                   "    conn.execute('SELECT 1 WHERE x = ' + order_id)\n    conn.execute('SELECT ?', (order_id,))\n")
+    bad.write_text(
+        "def f(conn, order_id):\n    conn.execute(f\"SELECT * FROM orders WHERE id = '{order_id}'\")\n"
+        "    conn.execute('SELECT 1 WHERE x = ' + order_id)\n    conn.execute('SELECT ?', (order_id,))\n"
+    )
     assert sql_calls(bad) == [(2, False), (3, False), (4, True)]

@@ -20,14 +20,26 @@ from a2a.utils.task import ListTasksCursor, encode_list_tasks_cursor, encode_pag
 from mesh.a2a.store import SqliteTaskStore
 
 S = pb.TaskState
-STATES = (S.TASK_STATE_SUBMITTED, S.TASK_STATE_WORKING, S.TASK_STATE_COMPLETED, S.TASK_STATE_FAILED,
-          S.TASK_STATE_INPUT_REQUIRED)
+STATES = (
+    S.TASK_STATE_SUBMITTED,
+    S.TASK_STATE_WORKING,
+    S.TASK_STATE_COMPLETED,
+    S.TASK_STATE_FAILED,
+    S.TASK_STATE_INPUT_REQUIRED,
+)
 CONTEXTS = ("ctx-a", "ctx-b", "ctx-c")
 BASE_NS = 1_700_000_000_000_000_000
 TIMESTAMPS: tuple[int | None, ...] = (
-    None, None,  # tasks without a status timestamp sort last
-    0, -86_400_000_000_123,  # the epoch itself and a time before it still count as "has a timestamp"
-    BASE_NS, BASE_NS, BASE_NS + 1, BASE_NS + 999, BASE_NS + 1_000_000_000, BASE_NS + 7_000_000_000,
+    None,
+    None,  # tasks without a status timestamp sort last
+    0,
+    -86_400_000_000_123,  # the epoch itself and a time before it still count as "has a timestamp"
+    BASE_NS,
+    BASE_NS,
+    BASE_NS + 1,
+    BASE_NS + 999,
+    BASE_NS + 1_000_000_000,
+    BASE_NS + 7_000_000_000,
 )
 """Few distinct values on purpose: many ties, so the id tie-break and nanosecond order both matter."""
 INT64_MAX = 2**63 - 1
@@ -54,13 +66,19 @@ def as_user(name: str) -> ServerCallContext:
 ANON, ALICE, BOB = as_user(""), as_user("alice"), as_user("bob")
 
 
-def make_task(task_id: str, context_id: str = "ctx-a", state: int = S.TASK_STATE_WORKING,
-              ts_ns: int | None = BASE_NS, text: str = "hi") -> pb.Task:
+def make_task(
+    task_id: str,
+    context_id: str = "ctx-a",
+    state: int = S.TASK_STATE_WORKING,
+    ts_ns: int | None = BASE_NS,
+    text: str = "hi",
+) -> pb.Task:
     task = pb.Task(id=task_id, context_id=context_id, status=pb.TaskStatus(state=state))
     if ts_ns is not None:
         task.status.timestamp.FromNanoseconds(ts_ns)
-    message = task.history.add(message_id=f"m-{task_id}", role=pb.Role.ROLE_USER, task_id=task_id,
-                               context_id=context_id)
+    message = task.history.add(
+        message_id=f"m-{task_id}", role=pb.Role.ROLE_USER, task_id=task_id, context_id=context_id
+    )
     message.parts.add(text=text)
     task.artifacts.add(artifact_id=f"a-{task_id}", name="out").parts.add(text=text.upper())
     task.metadata.update({"n": len(text)})
@@ -135,7 +153,10 @@ async def test_tasks_are_scoped_to_their_owner(store: SqliteTaskStore) -> None:
 
     assert await store.get("alice-1", BOB) is None
     assert await store.get("alice-1", ANON) is None
-    assert [t.id for t in (await store.list(pb.ListTasksRequest(), ALICE)).tasks] == ["alice-2", "alice-1"]
+    assert [t.id for t in (await store.list(pb.ListTasksRequest(), ALICE)).tasks] == [
+        "alice-2",
+        "alice-1",
+    ]
     assert [t.id for t in (await store.list(pb.ListTasksRequest(), BOB)).tasks] == ["bob-1"]
     assert (await store.list(pb.ListTasksRequest(), as_user("carol"))).total_size == 0
 
@@ -146,14 +167,21 @@ async def test_tasks_are_scoped_to_their_owner(store: SqliteTaskStore) -> None:
         await store.list(pb.ListTasksRequest(page_token=encode_page_token("alice-1")), BOB)
 
 
-@pytest.mark.parametrize("token", [
-    pytest.param("not base64 at all!!", id="not-base64"),
-    pytest.param(encode_page_token("no-such-task"), id="unknown-task-id"),
-    pytest.param(base64.b64encode(b"\xff\xfe\xfd").decode(), id="not-utf8"),
-    pytest.param(base64.urlsafe_b64encode(b'{"ts": "x", "id": "t1"}').decode(), id="cursor-wrong-types"),
-    pytest.param(base64.urlsafe_b64encode(b'{"id": "t1"}').decode(), id="cursor-missing-ts"),
-])
-async def test_a_bad_page_token_is_invalid_params_like_the_sdk_store(store: SqliteTaskStore, token: str) -> None:
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param("not base64 at all!!", id="not-base64"),
+        pytest.param(encode_page_token("no-such-task"), id="unknown-task-id"),
+        pytest.param(base64.b64encode(b"\xff\xfe\xfd").decode(), id="not-utf8"),
+        pytest.param(
+            base64.urlsafe_b64encode(b'{"ts": "x", "id": "t1"}').decode(), id="cursor-wrong-types"
+        ),
+        pytest.param(base64.urlsafe_b64encode(b'{"id": "t1"}').decode(), id="cursor-missing-ts"),
+    ],
+)
+async def test_a_bad_page_token_is_invalid_params_like_the_sdk_store(
+    store: SqliteTaskStore, token: str
+) -> None:
     reference = InMemoryTaskStore()
     for s in (store, reference):
         await s.save(make_task("t1"), ANON)
@@ -176,7 +204,9 @@ async def test_a_cursor_outside_the_64_bit_range_is_invalid_params(store: Sqlite
             await store.list(pb.ListTasksRequest(page_token=token), ANON)
 
 
-async def test_status_timestamp_after_far_from_now_filters_like_the_sdk_store(store: SqliteTaskStore) -> None:
+async def test_status_timestamp_after_far_from_now_filters_like_the_sdk_store(
+    store: SqliteTaskStore,
+) -> None:
     """``statusTimestampAfter`` is client input; any valid Timestamp (years 1..9999) must work,
     including ones whose nanoseconds do not fit SQLite's 64-bit integers."""
     reference = InMemoryTaskStore()
@@ -184,14 +214,21 @@ async def test_status_timestamp_after_far_from_now_filters_like_the_sdk_store(st
         await s.save(make_task("old", ts_ns=-(10**18)), ANON)
         await s.save(make_task("now", ts_ns=BASE_NS), ANON)
         await s.save(make_task("untimed", ts_ns=None), ANON)
-    for when in ("9999-12-31T23:59:59Z", "2262-04-12T00:00:00Z", "0001-01-01T00:00:00Z",
-                 "1677-09-21T00:00:00Z", "2000-01-01T00:00:00Z"):
+    for when in (
+        "9999-12-31T23:59:59Z",
+        "2262-04-12T00:00:00Z",
+        "0001-01-01T00:00:00Z",
+        "1677-09-21T00:00:00Z",
+        "2000-01-01T00:00:00Z",
+    ):
         request = pb.ListTasksRequest()
         request.status_timestamp_after.FromJsonString(when)
         assert await store.list(request, ANON) == await reference.list(request, ANON), when
 
 
-async def test_a_status_timestamp_beyond_2262_can_be_saved_and_listed(store: SqliteTaskStore) -> None:
+async def test_a_status_timestamp_beyond_2262_can_be_saved_and_listed(
+    store: SqliteTaskStore,
+) -> None:
     """Nanoseconds since the epoch overflow 64 bits after 2262-04-11; a Timestamp goes to 9999."""
     far = make_task("far")
     far.status.timestamp.FromJsonString("3000-01-01T00:00:00Z")
@@ -201,7 +238,9 @@ async def test_a_status_timestamp_beyond_2262_can_be_saved_and_listed(store: Sql
     listed = await store.list(pb.ListTasksRequest(), ANON)
     assert [t.id for t in listed.tasks] == ["far", "now"]  # newest first, as the SDK orders it
     first = await store.list(pb.ListTasksRequest(page_size=1), ANON)
-    second = await store.list(pb.ListTasksRequest(page_size=1, page_token=first.next_page_token), ANON)
+    second = await store.list(
+        pb.ListTasksRequest(page_size=1, page_token=first.next_page_token), ANON
+    )
     assert [t.id for t in first.tasks] == ["far"] and [t.id for t in second.tasks] == ["now"]
 
 
@@ -214,15 +253,21 @@ def _random_id(rnd: random.Random, n: int) -> str:
     return rnd.choice(["t", "T", "task-", "z", "é", "任务"]) + f"{n:03d}"
 
 
-async def _populate(rnd: random.Random, ours: SqliteTaskStore, reference: InMemoryTaskStore,
-                    owners: dict[str, ServerCallContext]) -> list[str]:
+async def _populate(
+    rnd: random.Random,
+    ours: SqliteTaskStore,
+    reference: InMemoryTaskStore,
+    owners: dict[str, ServerCallContext],
+) -> list[str]:
     ids = [_random_id(rnd, n) for n in range(rnd.randint(0, 60))]
     owner_of = {task_id: rnd.choice(list(owners)) for task_id in ids}
     for step in range(len(ids) * 3):
         if not ids:
             break
         task_id = rnd.choice(ids)
-        context = owners[owner_of[task_id]]  # an id belongs to one owner (ids are server-made uuids)
+        context = owners[
+            owner_of[task_id]
+        ]  # an id belongs to one owner (ids are server-made uuids)
         if rnd.random() < 0.1:
             await ours.delete(task_id, context)
             await reference.delete(task_id, context)
@@ -263,7 +308,10 @@ async def test_list_tasks_matches_the_in_memory_store(tmp_path: Path, seed: int)
                 listed: list[str] = []
                 expected_ids = None
                 while True:
-                    page, expected = await ours.list(request, context), await reference.list(request, context)
+                    page, expected = (
+                        await ours.list(request, context),
+                        await reference.list(request, context),
+                    )
                     assert page == expected, (request, page, expected)
                     compared += 1
                     listed += [t.id for t in page.tasks]
@@ -312,4 +360,6 @@ async def test_default_page_size_and_total(store: SqliteTaskStore) -> None:
             await s.save(make_task(f"t{i:03d}", ts_ns=BASE_NS + i % 7), ANON)
     page = await store.list(pb.ListTasksRequest(), ANON)
     assert page == await reference.list(pb.ListTasksRequest(), ANON)
-    assert page.total_size == 120 and len(page.tasks) == page.page_size == 50 and page.next_page_token
+    assert (
+        page.total_size == 120 and len(page.tasks) == page.page_size == 50 and page.next_page_token
+    )

@@ -24,8 +24,12 @@ from tests.support.procs import ROOT
 def spans(request: pytest.FixtureRequest) -> Iterator[InMemorySpanExporter]:
     """Each test runs on the mesh's lean tracer and on the SDK's (SLMESH_OTEL_TRACER)."""
     exporter = InMemorySpanExporter()
-    assert telemetry.configure("unit", Settings(replica_id="unit-7", environment="test", otel_tracer=request.param),
-                               version="9.9.9", span_exporter=exporter)
+    assert telemetry.configure(
+        "unit",
+        Settings(replica_id="unit-7", environment="test", otel_tracer=request.param),
+        version="9.9.9",
+        span_exporter=exporter,
+    )
     yield exporter
     telemetry.shutdown()
 
@@ -58,7 +62,9 @@ def test_configure_is_idempotent_and_sets_the_resource(spans: InMemorySpanExport
     assert resource[names.OPENINFERENCE_PROJECT] == "slmesh"
 
 
-def test_carrier_and_attached_carry_a_trace_into_another_worker(spans: InMemorySpanExporter) -> None:
+def test_carrier_and_attached_carry_a_trace_into_another_worker(
+    spans: InMemorySpanExporter,
+) -> None:
     """What the planner does for a Ray task: carrier() in the caller, attached() in the worker."""
     tracer = telemetry.get_tracer()
     token = attach(set_baggage("tenant", "acme"))
@@ -110,11 +116,20 @@ print(sum(m.__code__.co_filename.endswith("telemetry.py") for m in methods))  # 
 
 
 @pytest.mark.parametrize(("sdk_spans", "wrapped"), [(None, 0), ("false", 0), ("true", 3)])
-def test_a2a_sdk_span_wrappers_exist_only_when_its_spans_are_on(sdk_spans: str | None, wrapped: int) -> None:
+def test_a2a_sdk_span_wrappers_exist_only_when_its_spans_are_on(
+    sdk_spans: str | None, wrapped: int
+) -> None:
     """Off (the mesh's default) a2a-sdk's methods run unwrapped; asked for, its spans stay."""
     env = {k: v for k, v in os.environ.items() if k != "OTEL_INSTRUMENTATION_A2A_SDK_ENABLED"}
     if sdk_spans is not None:
         env["OTEL_INSTRUMENTATION_A2A_SDK_ENABLED"] = sdk_spans
-    out = subprocess.run([sys.executable, "-c", _WRAPPED], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
-                         capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _WRAPPED],
+        cwd=ROOT,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert int(out.stdout.strip()) == wrapped

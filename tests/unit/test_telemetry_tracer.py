@@ -38,7 +38,9 @@ def kept() -> Kept:
 
 
 def _tracer(kept: Kept, sampler: sampling.Sampler | None = None) -> trace.Tracer:
-    return LeanTracerProvider(Resource.create({"service.name": "unit"}), kept, sampler).get_tracer("unit")
+    return LeanTracerProvider(Resource.create({"service.name": "unit"}), kept, sampler).get_tracer(
+        "unit"
+    )
 
 
 def test_children_share_the_trace_and_name_their_parent(kept: Kept) -> None:
@@ -125,7 +127,9 @@ def test_root_sampling_decides_like_the_sdk_sampler(kept: Kept, ratio: float) ->
 def test_a_remote_parent_decides_for_its_children(kept: Kept, sampled: bool) -> None:
     tracer = _tracer(kept, sampling.ParentBasedTraceIdRatio(0.0 if sampled else 1.0))
     flags = "01" if sampled else "00"
-    token = attach(extract({"traceparent": f"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-{flags}"}))
+    token = attach(
+        extract({"traceparent": f"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-{flags}"})
+    )
     try:
         span = tracer.start_span("hop")
     finally:
@@ -136,7 +140,9 @@ def test_a_remote_parent_decides_for_its_children(kept: Kept, sampled: bool) -> 
         assert span.parent.is_remote and span.parent.span_id == 0xB7AD6B7169203331  # type: ignore[attr-defined]
 
 
-def test_the_sampler_comes_from_otel_traces_sampler(kept: Kept, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_sampler_comes_from_otel_traces_sampler(
+    kept: Kept, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
     assert not _tracer(kept).start_span("root").is_recording()
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
@@ -146,9 +152,19 @@ def test_the_sampler_comes_from_otel_traces_sampler(kept: Kept, monkeypatch: pyt
 
 def test_a_custom_sampler_is_asked(kept: Kept) -> None:
     class Named(sampling.Sampler):
-        def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None,  # type: ignore[no-untyped-def]
-                          trace_state=None):
-            decision = sampling.Decision.RECORD_AND_SAMPLE if name == "keep" else sampling.Decision.DROP
+        def should_sample(
+            self,
+            parent_context,
+            trace_id,
+            name,
+            kind=None,
+            attributes=None,
+            links=None,  # type: ignore[no-untyped-def]
+            trace_state=None,
+        ):
+            decision = (
+                sampling.Decision.RECORD_AND_SAMPLE if name == "keep" else sampling.Decision.DROP
+            )
             return sampling.SamplingResult(decision, {"sampled.by": "name"})
 
         def get_description(self) -> str:
@@ -164,11 +180,21 @@ HEADERS = [
     {},
     {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
     {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"},
-    {"traceparent": "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01"},  # upper case: invalid
+    {
+        "traceparent": "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01"
+    },  # upper case: invalid
     {"traceparent": "00-00000000000000000000000000000000-b7ad6b7169203331-01"},  # zero trace id
-    {"traceparent": "cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-what-the-future-holds"},
-    {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": "vendor=x,other=y"},
-    {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "baggage": "tenant=acme"},
+    {
+        "traceparent": "cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-what-the-future-holds"
+    },
+    {
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "tracestate": "vendor=x,other=y",
+    },
+    {
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "baggage": "tenant=acme",
+    },
     {"traceparent": "garbage"},
 ]
 
@@ -177,10 +203,16 @@ HEADERS = [
 def test_the_inline_w3c_path_reads_what_the_propagators_read(headers: dict[str, str]) -> None:
     ours = propagation.from_grpc(headers.items())
     theirs = extract(headers)
-    assert trace.get_current_span(ours).get_span_context() == trace.get_current_span(theirs).get_span_context()
+    assert (
+        trace.get_current_span(ours).get_span_context()
+        == trace.get_current_span(theirs).get_span_context()
+    )
     assert baggage.get_all(ours) == baggage.get_all(theirs)
     asgi = propagation.from_asgi({k.encode(): v.encode() for k, v in headers.items()})
-    assert trace.get_current_span(asgi).get_span_context() == trace.get_current_span(theirs).get_span_context()
+    assert (
+        trace.get_current_span(asgi).get_span_context()
+        == trace.get_current_span(theirs).get_span_context()
+    )
     assert baggage.get_all(asgi) == baggage.get_all(theirs)
     expected: dict[str, str] = {}
     inject(expected, context=theirs)

@@ -176,8 +176,12 @@ def test_every_schema_problem_is_listed_with_its_json_pointer() -> None:
         ("refund_order", {"amount": 10.005}, "/amount", "10.005 is not a multiple of 0.01"),
         ("refund_order", {"amount": float("inf")}, "/amount", "inf is not a finite number"),
         ("cancel_order", {"reason": "   "}, "/reason", "'   ' does not match '\\\\S'"),
-        ("update_shipping_address", {"address": "x"}, "/address",
-         "'x' does not match '\\\\d.*,|,.*\\\\d'"),
+        (
+            "update_shipping_address",
+            {"address": "x"},
+            "/address",
+            "'x' does not match '\\\\d.*,|,.*\\\\d'",
+        ),
     ],
 )
 def test_schema_violations_point_at_the_offending_value(

@@ -169,7 +169,8 @@ def test_tool_calls_are_grounded_and_accepted_by_the_catalog() -> None:
             assert grounding == ""
             assert value in fields.values() or any(  # an amount: the customer's digits, as a number
                 isinstance(f, str) and f.replace(".", "").isdigit() and float(f) == value
-                for f in fields.values()), value
+                for f in fields.values()
+            ), value
     assert names == set(catalog.TOOLS)
 
 

@@ -22,6 +22,7 @@ from mesh.slm.validation import OutputValidator, parse_output
 SERVICES_DIR = Path(__file__).resolve().parents[3] / "services"
 """``services/`` of this checkout, where the agents' specs live."""
 
+
 class ContractError(ValueError):
     """A target or an output breaks the agent's contract."""
 
@@ -50,10 +51,10 @@ class Contract:
         if kind in ("auto", served):
             return self
         if kind == "encoder":
-            return replace(self, backend="encoder",
-                           model_dir=self.model_dir.with_name(f"{self.agent}-encoder"))
-        return replace(self, backend="transformers",
-                       model_dir=self.model_dir.with_name(self.agent))
+            return replace(
+                self, backend="encoder", model_dir=self.model_dir.with_name(f"{self.agent}-encoder")
+            )
+        return replace(self, backend="transformers", model_dir=self.model_dir.with_name(self.agent))
 
     def render(self, value: str) -> str:
         """The prompt with ``{input}`` filled in, exactly as the executor renders it."""
@@ -100,8 +101,7 @@ def load_contract(agent: str, services_dir: Path = SERVICES_DIR) -> Contract:
     schema = output.get("schema")
     if schema is not None:
         OutputValidator.check_schema(schema)
-    text = OutputOptions.model_validate(output).constraint() if "grounded_text" in output \
-        else None
+    text = OutputOptions.model_validate(output).constraint() if "grounded_text" in output else None
     assert spec.path is not None
     return Contract(
         agent=spec.name,
@@ -153,7 +153,9 @@ def _planner_contract(spec: ServiceSpec, services_dir: Path) -> Contract:
 
 
 def judged(
-    output: str, check: Callable[[str], Any], refusals: tuple[type[Exception], ...] = (ContractError,)
+    output: str,
+    check: Callable[[str], Any],
+    refusals: tuple[type[Exception], ...] = (ContractError,),
 ) -> tuple[Any, float]:
     """``(value, valid)`` of an output for a judge: what ``check`` returns and 1.0, or, when it
     refuses the output, the output as plain JSON (None if it is not) and 0.0, so a judge

@@ -40,7 +40,12 @@ from mesh.train.data.entities import Entities, Split
 from mesh.train.data.messages import INTENTS, Message, compose, held_out
 
 CLASSIFY, EXTRACT, PROPOSE, EXECUTE, REPLY = (
-    "classify_intent", "extract_fields", "propose_tool_call", "execute_tool", "draft_reply")
+    "classify_intent",
+    "extract_fields",
+    "propose_tool_call",
+    "execute_tool",
+    "draft_reply",
+)
 
 PLANS: Mapping[str, tuple[tuple[str, str], ...]] = {
     "classify": ((CLASSIFY, "$input"),),
@@ -61,82 +66,188 @@ PLANS: Mapping[str, tuple[tuple[str, str], ...]] = {
 # is step order: "extract ... then classify" plans extract_fields first.
 _CLAUSES: Mapping[str, tuple[str, ...]] = {
     "classify": (
-        "classify it", "label its intent", "tag the intent", "give me the intent",
-        "work out the intent", "categorise it", "find its intent", "tell me the intent",
-        "identify the intent", "sort it by intent", "name the intent", "decide the intent",
-        "triage it by intent", "put an intent on it", "classify the request", "get the intent label",
-        "say which intent it is", "figure out the intent", "pick the intent category",
-        "assign an intent", "determine what kind of request it is",
+        "classify it",
+        "label its intent",
+        "tag the intent",
+        "give me the intent",
+        "work out the intent",
+        "categorise it",
+        "find its intent",
+        "tell me the intent",
+        "identify the intent",
+        "sort it by intent",
+        "name the intent",
+        "decide the intent",
+        "triage it by intent",
+        "put an intent on it",
+        "classify the request",
+        "get the intent label",
+        "say which intent it is",
+        "figure out the intent",
+        "pick the intent category",
+        "assign an intent",
+        "determine what kind of request it is",
     ),
     "extract": (
-        "extract its fields", "pull out the details", "list the facts it states",
-        "get the order id and contact details", "parse it into fields", "extract the order details",
-        "capture the fields", "read out the fields", "grab the customer's details",
-        "turn it into JSON fields", "pull the order number and email out", "extract the entities",
-        "fill in the ticket fields", "get the structured fields", "collect the details it gives",
-        "extract the data", "pick out the order id, name and amount", "copy out the key fields",
-        "find the order id and the other fields", "structure its details", "get me its fields",
+        "extract its fields",
+        "pull out the details",
+        "list the facts it states",
+        "get the order id and contact details",
+        "parse it into fields",
+        "extract the order details",
+        "capture the fields",
+        "read out the fields",
+        "grab the customer's details",
+        "turn it into JSON fields",
+        "pull the order number and email out",
+        "extract the entities",
+        "fill in the ticket fields",
+        "get the structured fields",
+        "collect the details it gives",
+        "extract the data",
+        "pick out the order id, name and amount",
+        "copy out the key fields",
+        "find the order id and the other fields",
+        "structure its details",
+        "get me its fields",
     ),
     "reply": (
-        "draft a reply", "write an answer", "respond to the customer", "compose a reply",
-        "write back to the customer", "prepare a response", "suggest a reply",
-        "answer the customer", "draft the customer reply", "write the response",
-        "reply politely", "draft an email back", "put together an answer", "write a short reply",
+        "draft a reply",
+        "write an answer",
+        "respond to the customer",
+        "compose a reply",
+        "write back to the customer",
+        "prepare a response",
+        "suggest a reply",
+        "answer the customer",
+        "draft the customer reply",
+        "write the response",
+        "reply politely",
+        "draft an email back",
+        "put together an answer",
+        "write a short reply",
     ),
     "propose": (
-        "propose the tool call, without running it", "suggest the order action but don't execute it",
-        "work out which tool call fits, no execution", "prepare the action for review only",
-        "tell me which call to make, but do not make it", "draft the tool call for me to check",
-        "propose an order action for approval", "set up the tool call without executing it",
-        "say which order operation would handle it, don't run it", "plan the order action, no execution",
-        "suggest the function call to review", "prepare, but don't perform, the change",
-        "propose the call we would run", "draft the action for a human to approve",
+        "propose the tool call, without running it",
+        "suggest the order action but don't execute it",
+        "work out which tool call fits, no execution",
+        "prepare the action for review only",
+        "tell me which call to make, but do not make it",
+        "draft the tool call for me to check",
+        "propose an order action for approval",
+        "set up the tool call without executing it",
+        "say which order operation would handle it, don't run it",
+        "plan the order action, no execution",
+        "suggest the function call to review",
+        "prepare, but don't perform, the change",
+        "propose the call we would run",
+        "draft the action for a human to approve",
     ),
     "lookup": (
-        "look up {ref}", "pull up the record for {ref}", "check the status of {ref}",
-        "find {ref} in the system", "fetch the details for {ref}", "show me {ref}",
-        "bring up everything on {ref}", "check {ref} in the database", "get the order info for {ref}",
-        "search our orders for {ref}", "look into {ref}", "query the order database for {ref}",
-        "run a lookup on {ref}", "retrieve {ref} from the order system", "check our records for {ref}",
-        "open the order file for {ref}", "see what we have on {ref}", "find the orders for {ref}",
-        "dig up {ref}", "look for {ref} in the orders", "pull {ref} from the database",
+        "look up {ref}",
+        "pull up the record for {ref}",
+        "check the status of {ref}",
+        "find {ref} in the system",
+        "fetch the details for {ref}",
+        "show me {ref}",
+        "bring up everything on {ref}",
+        "check {ref} in the database",
+        "get the order info for {ref}",
+        "search our orders for {ref}",
+        "look into {ref}",
+        "query the order database for {ref}",
+        "run a lookup on {ref}",
+        "retrieve {ref} from the order system",
+        "check our records for {ref}",
+        "open the order file for {ref}",
+        "see what we have on {ref}",
+        "find the orders for {ref}",
+        "dig up {ref}",
+        "look for {ref} in the orders",
+        "pull {ref} from the database",
     ),
     "answer": (
-        "draft a reply to the customer", "write the customer an answer", "respond to the customer about it",
-        "draft an email to the customer", "prepare a reply for the customer", "write back to the customer",
-        "compose an answer", "reply to the customer with what you find", "suggest a response to the customer",
-        "draft our reply", "get back to the customer", "write the reply", "let the customer know in a reply",
+        "draft a reply to the customer",
+        "write the customer an answer",
+        "respond to the customer about it",
+        "draft an email to the customer",
+        "prepare a reply for the customer",
+        "write back to the customer",
+        "compose an answer",
+        "reply to the customer with what you find",
+        "suggest a response to the customer",
+        "draft our reply",
+        "get back to the customer",
+        "write the reply",
+        "let the customer know in a reply",
         "put together a reply for them",
     ),
 }
 
 _FRAMES: Mapping[str, tuple[str, ...]] = {
     "one": (
-        "{a}: {message}", "Please {a}. {message}", "Could you {a}? {message}",
-        "{a} for this message: {message}", "I need you to {a}: {message}", "Can you {a} for me? {message}",
-        "{a}, please: {message}", "Here is a ticket, {a}: {message}", "Customer message below, {a}. {message}",
-        "For this email, {a}: {message}", "Task: {a}. Message: {message}", "{a} - {message}",
-        "New ticket. {a}: {message}", "{a} on this one: {message}",
+        "{a}: {message}",
+        "Please {a}. {message}",
+        "Could you {a}? {message}",
+        "{a} for this message: {message}",
+        "I need you to {a}: {message}",
+        "Can you {a} for me? {message}",
+        "{a}, please: {message}",
+        "Here is a ticket, {a}: {message}",
+        "Customer message below, {a}. {message}",
+        "For this email, {a}: {message}",
+        "Task: {a}. Message: {message}",
+        "{a} - {message}",
+        "New ticket. {a}: {message}",
+        "{a} on this one: {message}",
     ),
     "two": (
-        "{a} and {b}: {message}", "{a}, then {b}: {message}", "First {a}, then {b}. {message}",
-        "{a} and after that {b}: {message}", "Please {a} and then {b}. {message}",
-        "Could you {a} and {b}? {message}", "{a}; afterwards {b}: {message}",
-        "For this message, {a} and then {b}: {message}", "Two things: {a}, and {b}. {message}",
-        "Task: {a}, then {b}. Message: {message}", "{a} first and {b} second: {message}",
-        "I need you to {a} and {b}: {message}", "New ticket. {a}, and then {b}: {message}",
+        "{a} and {b}: {message}",
+        "{a}, then {b}: {message}",
+        "First {a}, then {b}. {message}",
+        "{a} and after that {b}: {message}",
+        "Please {a} and then {b}. {message}",
+        "Could you {a} and {b}? {message}",
+        "{a}; afterwards {b}: {message}",
+        "For this message, {a} and then {b}: {message}",
+        "Two things: {a}, and {b}. {message}",
+        "Task: {a}, then {b}. Message: {message}",
+        "{a} first and {b} second: {message}",
+        "I need you to {a} and {b}: {message}",
+        "New ticket. {a}, and then {b}: {message}",
         "Step one, {a}; step two, {b}. {message}",
     ),
     "lookup": (
-        "{a}", "{a}.", "Please {a}.", "Can you {a}?", "Staff request: {a}.", "Could you {a} for me?",
-        "I need you to {a}.", "Quick one: {a}.", "{a}, please.", "Hey, {a}.", "Internal: {a}.",
-        "{a} for me.", "Urgent: {a}.", "Would you {a}?",
+        "{a}",
+        "{a}.",
+        "Please {a}.",
+        "Can you {a}?",
+        "Staff request: {a}.",
+        "Could you {a} for me?",
+        "I need you to {a}.",
+        "Quick one: {a}.",
+        "{a}, please.",
+        "Hey, {a}.",
+        "Internal: {a}.",
+        "{a} for me.",
+        "Urgent: {a}.",
+        "Would you {a}?",
     ),
     "lookup_reply": (
-        "{a} and then {b}.", "{a}, then {b}.", "First {a}, then {b}.", "Please {a} and {b}.",
-        "{a}; afterwards {b}.", "Can you {a} and {b}?", "{a} and {b}.", "Staff request: {a}, then {b}.",
-        "{a} and after that {b}.", "Could you {a} and then {b}?", "I need you to {a} and {b}.",
-        "Two things: {a}, and {b}.", "{a}, and once you have it, {b}.", "Quick one: {a} and {b}.",
+        "{a} and then {b}.",
+        "{a}, then {b}.",
+        "First {a}, then {b}.",
+        "Please {a} and {b}.",
+        "{a}; afterwards {b}.",
+        "Can you {a} and {b}?",
+        "{a} and {b}.",
+        "Staff request: {a}, then {b}.",
+        "{a} and after that {b}.",
+        "Could you {a} and then {b}?",
+        "I need you to {a} and {b}.",
+        "Two things: {a}, and {b}.",
+        "{a}, and once you have it, {b}.",
+        "Quick one: {a} and {b}.",
     ),
 }
 
@@ -153,8 +264,16 @@ _KINDS: Mapping[str, tuple[str, tuple[str, ...]]] = {
 }
 """Request kind -> its frame list and clause lists."""
 
-_EXTRA_SKILLS = ("echo", "tally", "translate_text", "summarize_text", "detect_language",
-                 "score_sentiment", "search_docs", "send_email")
+_EXTRA_SKILLS = (
+    "echo",
+    "tally",
+    "translate_text",
+    "summarize_text",
+    "detect_language",
+    "score_sentiment",
+    "search_docs",
+    "send_email",
+)
 """Skills other meshes register: listed in some prompts, never in a target."""
 
 SKILL_VARIATION = 0.3
@@ -176,8 +295,12 @@ def all_groups() -> tuple[str, ...]:
 
 def plan_text(kind: str) -> str:
     """The target: the kind's plan as the constrained decoder writes it (compact, s0.. order)."""
-    return compact({f"s{k}": {"skill": skill, "input": binding}
-                    for k, (skill, binding) in enumerate(PLANS[kind])})
+    return compact(
+        {
+            f"s{k}": {"skill": skill, "input": binding}
+            for k, (skill, binding) in enumerate(PLANS[kind])
+        }
+    )
 
 
 class PlannerTask(Task):
@@ -190,8 +313,10 @@ class PlannerTask(Task):
         self.skills = mesh_skills()
         needed = {skill for plan in PLANS.values() for skill, _ in plan}
         if not needed <= set(self.skills):
-            raise ValueError(f"the planner's plans use skills no agent in services/ offers: "
-                             f"{sorted(needed - set(self.skills))}")
+            raise ValueError(
+                f"the planner's plans use skills no agent in services/ offers: "
+                f"{sorted(needed - set(self.skills))}"
+            )
         self.max_steps = len(self.contract.schema["anyOf"]) if self.contract.schema else 0
 
     def make(self, rng: Random, stream: Stream) -> Example:
@@ -199,7 +324,9 @@ class PlannerTask(Task):
         entities: dict[str, frozenset[str]] = {}
         frame_list, clause_lists = _KINDS[kind]
         frame = rng.choice(templates_of(f"frame:{frame_list}", stream.split))
-        clauses = [rng.choice(templates_of(f"clause:{name}", stream.split)) for name in clause_lists]
+        clauses = [
+            rng.choice(templates_of(f"clause:{name}", stream.split)) for name in clause_lists
+        ]
         templates = {frame, *clauses}
         values = dict(zip("ab", clauses, strict=False))
         if "{message}" in frame:
@@ -216,14 +343,16 @@ class PlannerTask(Task):
         text = text[0].upper() + text[1:]
         skills = self._listed(rng, kind)
         target = plan_text(kind)
-        return self.verify(Example(
-            input=plan_input(text, skills),
-            prompt=self.contract.render(plan_input(text, skills)),
-            target=target,
-            expected=json.loads(target),
-            templates=frozenset(f"planner:{t}" for t in templates),
-            entities=entities,
-        ))
+        return self.verify(
+            Example(
+                input=plan_input(text, skills),
+                prompt=self.contract.render(plan_input(text, skills)),
+                target=target,
+                expected=json.loads(target),
+                templates=frozenset(f"planner:{t}" for t in templates),
+                entities=entities,
+            )
+        )
 
     def _listed(self, rng: Random, kind: str) -> tuple[str, ...]:
         """The skills the prompt lists: the mesh's, or (sometimes) fewer or more."""
@@ -247,13 +376,20 @@ class PlannerTask(Task):
         return example
 
     def judge(self, example: Example, output: str) -> dict[str, float]:
-        value, valid = judged(output, lambda text: check_plan(text, listed_skills(example.input),
-                                                              self.max_steps))
+        value, valid = judged(
+            output, lambda text: check_plan(text, listed_skills(example.input), self.max_steps)
+        )
         expected = example.expected
-        skills = [step.get("skill") for step in value.values() if isinstance(step, dict)] \
-            if isinstance(value, dict) else []
-        return {"exact": float(value == expected), "valid": valid,
-                "skills": float(skills == [step["skill"] for step in expected.values()])}
+        skills = (
+            [step.get("skill") for step in value.values() if isinstance(step, dict)]
+            if isinstance(value, dict)
+            else []
+        )
+        return {
+            "exact": float(value == expected),
+            "valid": valid,
+            "skills": float(skills == [step["skill"] for step in expected.values()]),
+        }
 
 
 def listed_skills(value: str) -> list[str]:
