@@ -166,6 +166,12 @@ _PRODUCTS = (
     ("Air Purifier", 15999),
 )
 _CARRIERS = (("UPS", "1Z"), ("FedEx", "FX"), ("DHL", "JD"), ("Royal Mail", "RM"), ("DPD", "DP"))
+PRODUCTS = tuple(name for name, _ in _PRODUCTS)
+"""Every product the demo shop sells (the vocabulary a reply's product is checked against)."""
+CARRIERS = tuple(name for name, _ in _CARRIERS)
+"""Every carrier the demo shop ships with."""
+CURRENCIES = ("USD", "EUR", "GBP", "CAD", "CHF", "SEK", "NOK", "DKK", "PLN")
+"""Currencies an order may be in (the demo database uses EUR, GBP and USD)."""
 _STATUS_WEIGHTS = (
     ("placed", 20),
     ("shipped", 20),

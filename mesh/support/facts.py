@@ -1,0 +1,141 @@
+"""The facts of a case: what the reply may state, taken from the tool result and nothing else.
+
+:func:`reply_facts` turns one tool call and its result into the responder's input. The
+planner calls it on real results and training calls it on simulated ones, so the
+responder learns on exactly what it is later given. A fact of a kind the tool result
+holds (status, carrier, the customer's name on the order) always comes from the result;
+the customer's own message counts only for what the result does not hold (the name a
+customer signs with when the result carries none), so a reply never repeats a customer's
+wrong claim.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+_NAME_WORD = re.compile(r"^[A-ZÀ-Ý][a-zà-ÿ'’-]*[a-zà-ÿ]$")
+_NOT_NAMES = frozenset(
+    {
+        "Hi", "Hello", "Hey", "Dear", "Thanks", "Thank", "Please", "Order", "Regards", "Best",
+        "Cheers", "Customer", "Support", "Team", "Sir", "Madam", "Mr", "Mrs", "Ms", "Dr",
+        "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday",
+    }
+)  # fmt: skip
+
+
+def plausible_name(name: object, message: str | None = None) -> str | None:
+    """``name`` if it reads as a person's name (and appears in ``message`` when given).
+
+    One to three capitalised words of letters: "Olga Petrov", "José", "Anne-Marie Dubois".
+    Anything else the extractor may return ("with", "SSD", "Coffee Grinder" when the
+    words are a product's) is dropped, so a greeting never names a product or a stray word.
+    """
+    if not isinstance(name, str):
+        return None
+    words = name.strip().split()
+    if not 1 <= len(words) <= 3:
+        return None
+    if not all(_NAME_WORD.match(word) and word not in _NOT_NAMES for word in words):
+        return None
+    if message is not None and name.strip() not in message:
+        return None
+    return " ".join(words)
+
+
+def reply_facts(
+    intent: str,
+    call: Mapping[str, Any],
+    result: Mapping[str, Any],
+    customer: str | None = None,
+) -> dict[str, Any]:
+    """The responder's input for one case: what was asked, what ran, what came back.
+
+    ``customer`` is the name the customer gave (the extractor's ``name``, already checked
+    with :func:`plausible_name`); the name on the order or account wins when the result
+    has one.
+    """
+    name = call["name"]
+    arguments = call.get("arguments", {})
+    facts: dict[str, Any] = {
+        "intent": intent,
+        "tool": name,
+        "ok": bool(result.get("ok")),
+        "customer": _customer_name(result) or customer,
+    }
+    if not result.get("ok"):
+        error = result.get("error", {})
+        if "order_id" in arguments:
+            facts["order_id"] = arguments["order_id"]
+        elif "email" in arguments:
+            facts["email"] = arguments.get("email")
+        facts["error"] = error.get("code")
+        facts["message"] = error.get("message")
+        if error.get("code") in _HIDES_OWNER:
+            facts["customer"] = customer  # nothing of another customer's record
+        return facts
+    if result.get("limited"):
+        order = result.get("order", result)
+        facts.update(limited=True, order_id=order["order_id"], status=order["status"])
+        return facts
+    if name == "get_order":
+        order = result["order"]
+        facts.update(
+            order_id=order["order_id"],
+            status=order["status"],
+            product=order["product"],
+            amount=order["amount"],
+            currency=order["currency"],
+        )
+    elif name == "find_orders":
+        found = result["orders"]
+        latest = found[0] if found else {}
+        facts.update(
+            email=result["customer"]["email"],
+            count=result["count"],
+            latest_order_id=latest.get("order_id"),
+            latest_status=latest.get("status"),
+            latest_product=latest.get("product"),
+        )
+    elif name == "track_shipment":
+        facts.update(
+            order_id=result["order_id"],
+            status=result["status"],
+            carrier=result["carrier"],
+            tracking_number=result["tracking_number"],
+            shipped_on=_day(result["shipped_at"]),
+            delivered_on=_day(result["delivered_at"]),
+            estimated_delivery=result["estimated_delivery"],
+        )
+    elif name in ("cancel_order", "refund_order"):
+        facts.update(
+            order_id=result["order_id"], amount=result["amount"], currency=result["currency"]
+        )
+    elif name == "update_shipping_address":
+        facts.update(order_id=result["order_id"], shipping_address=result["shipping_address"])
+    elif name == "search_faq":
+        matches = result.get("matches") or []
+        best = matches[0] if matches else None
+        facts.update(
+            topic=best["topic"] if best else None,
+            answer=best["answer"] if best else None,
+        )
+    return facts
+
+
+_HIDES_OWNER = frozenset({"not_your_order", "not_your_account", "verification_required"})
+
+
+def _customer_name(result: Mapping[str, Any]) -> str | None:
+    order = result.get("order")
+    if isinstance(order, Mapping) and isinstance(order.get("customer"), Mapping):
+        return order["customer"].get("name")
+    customer = result.get("customer")
+    if isinstance(customer, Mapping):
+        return customer.get("name")
+    return None
+
+
+def _day(stamp: str | None) -> str | None:
+    return stamp[:10] if stamp else None

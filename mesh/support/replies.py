@@ -1,0 +1,199 @@
+"""The reply grammar: every form a reply may take, per intent and outcome, with slots for facts.
+
+A reply is one of a few sentence forms chosen by the case's tool, outcome and intent,
+whose slots are filled by copying a fact of the slot's own kind. :func:`reply_forms` lists
+the forms that fit one case with their slots filled: the responder SLM's output is
+constrained to that list (its ``choices_from`` option), so it cannot state a status,
+carrier, date or amount the tool did not return, nor run one phrase into another.
+:func:`write_reply` is the reference form: the responder's training target and the safe
+reply the planner falls back on when a draft fails the fact check.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+EXAMPLE_ORDER_ID = "ORD-123456"
+"""The placeholder replies use to show what an order number looks like."""
+REFUND_DAYS = "5"
+"""Business days a refund takes to arrive (the refund_time FAQ entry says the same)."""
+
+_FIND_NEXT = {
+    "order_status": "Let me know which one you would like details on.",
+    "track_shipment": "Reply with the order number you want to track and I will check it.",
+    "cancel_order": "Reply with the order number you want to cancel.",
+    "refund_request": "Reply with the order number and the amount you would like refunded.",
+    "change_address": "Reply with the order number and the full new address.",
+    "general_question": "Let me know which one you would like details on.",
+}
+_LOOKUP_NEXT = {
+    "refund_request": "To refund it, please tell me the amount you would like back.",
+    "change_address": "Please send me the full new address and I will update it.",
+}
+_ANYTHING_ELSE = "Is there anything else I can help with?"
+_ERROR_NEXT = {
+    "order_not_found": "Could you check the order number?",
+    "not_your_order": "Could you check the order number?",
+    "customer_not_found": "Could you check the email address or send me your order number?",
+    "not_your_account": "Could you check the email address or send me your order number?",
+    "confirmation_required": 'Reply "yes" to confirm and I will go ahead.',
+}
+_LIMITED_NEXT = (
+    "For more details, please write to us from the email address you placed the order with."
+)
+_ASK_REFERENCE = {
+    "general_question": "Could you tell me your order number (it looks like "
+    f"{EXAMPLE_ORDER_ID}) or the email address you ordered with, so I can look into it?",
+}
+_ASK_DEFAULT = (
+    "I'd be glad to help. Please send me your order number (it looks like "
+    f"{EXAMPLE_ORDER_ID}) or the email address you ordered with."
+)
+_FAQ_ORDER_NEXT = (
+    f"If you send me your order number (it looks like {EXAMPLE_ORDER_ID}), I can check your "
+    "order too."
+)
+NON_ENGLISH_REPLY = (
+    "Hello, thank you for your message. Our support desk answers in English only. Please "
+    f"write to us in English with your order number (it looks like {EXAMPLE_ORDER_ID}) or "
+    "the email address you ordered with, and we will gladly help with orders, deliveries, "
+    "cancellations, refunds and address changes."
+)
+"""The whole reply to a message in another language: what the desk can do, in English."""
+
+
+@cache
+def faq_entries() -> dict[str, dict[str, Any]]:
+    """The shop's FAQ entries by topic (the search_faq tool's source)."""
+    text = resources.files("mesh.tools").joinpath("faq.yaml").read_text(encoding="utf-8")
+    return {entry["topic"]: entry for entry in yaml.safe_load(text)}
+
+
+def unknown_question_answer() -> str:
+    """What the desk says when the FAQ has no answer: how to reach a person, and when."""
+    entries = faq_entries()
+    return f"{entries['contact']['answer']} {entries['opening_hours']['answer']}"
+
+
+def greeting(customer: object, word: str = "Hi") -> str:
+    """``Hi Olga,`` (first name only) or ``Hello,`` when there is no name."""
+    if isinstance(customer, str) and customer.strip():
+        return f"{word} {customer.split()[0]},"
+    return "Hello,"
+
+
+def write_reply(facts: Mapping[str, Any]) -> str:
+    """The reference reply for these facts (the first of :func:`reply_forms`)."""
+    return _body(facts, greeting(facts.get("customer")))
+
+
+def reply_forms(facts: Mapping[str, Any]) -> list[str]:
+    """Every reply the responder may give for these facts, the reference first.
+
+    The forms differ only in wording around the facts (the greeting's word), never in
+    which facts they state or where.
+    """
+    forms = [write_reply(facts)]
+    if facts.get("customer"):
+        forms.append(_body(facts, greeting(facts.get("customer"), "Hello")))
+    return forms
+
+
+def reply_choices(text: str) -> list[str]:
+    """:func:`reply_forms` of the responder's JSON input (its ``choices_from`` hook)."""
+    facts = json.loads(text)
+    if not isinstance(facts, Mapping) or "tool" not in facts or "ok" not in facts:
+        raise ValueError("the responder's input must be a JSON object of case facts")
+    return reply_forms(facts)
+
+
+@cache
+def fixed_sentences() -> tuple[str, ...]:
+    """The grammar's sentences without slots: each belongs to some intents and outcomes only."""
+    sentences = {_ANYTHING_ELSE, _LIMITED_NEXT, _FAQ_ORDER_NEXT}
+    for table in (_FIND_NEXT, _LOOKUP_NEXT, _ERROR_NEXT):
+        sentences.update(table.values())
+    return tuple(sorted(sentences))
+
+
+def ask_reference_reply(customer: str | None, intent: str | None) -> str:
+    """The reply when no tool could run: ask for an order number or email."""
+    return f"{greeting(customer)} {_ASK_REFERENCE.get(str(intent), _ASK_DEFAULT)}"
+
+
+def _body(facts: Mapping[str, Any], greet: str) -> str:
+    tool = facts["tool"]
+    if not facts["ok"]:
+        after = _ERROR_NEXT.get(str(facts.get("error")), "")
+        if facts.get("error") == "confirmation_required":
+            return f"{greet} {facts['message']} {after}"
+        return " ".join(part for part in (f"{greet} I'm sorry.", facts["message"], after) if part)
+    if facts.get("limited"):
+        return f"{greet} order {facts['order_id']} is {facts['status']}. {_LIMITED_NEXT}"
+    if tool == "get_order":
+        after = _LOOKUP_NEXT.get(facts["intent"], _ANYTHING_ELSE)
+        return (
+            f"{greet} your order {facts['order_id']} ({facts['product']}, {facts['amount']} "
+            f"{facts['currency']}) is {facts['status']}. {after}"
+        )
+    if tool == "find_orders":
+        if not facts["count"]:
+            return (
+                f"{greet} I could not find any orders for {facts['email']}. "
+                "Could you send me your order number?"
+            )
+        count = "1 order" if facts["count"] == 1 else f"{facts['count']} orders"
+        return (
+            f"{greet} I found {count} for {facts['email']}. The latest is "
+            f"{facts['latest_order_id']} ({facts['latest_product']}), which is "
+            f"{facts['latest_status']}. {_FIND_NEXT[facts['intent']]}"
+        )
+    if tool == "track_shipment":
+        if facts["status"] == "shipped":
+            return (
+                f"{greet} your order {facts['order_id']} is on its way with {facts['carrier']}. "
+                f"The tracking number is {facts['tracking_number']} and it should arrive by "
+                f"{facts['estimated_delivery']}."
+            )
+        if facts.get("delivered_on"):
+            since = (
+                "" if facts["status"] == "delivered" else f" It has since been {facts['status']}."
+            )
+            return (
+                f"{greet} your order {facts['order_id']} was delivered on "
+                f"{facts['delivered_on']} by {facts['carrier']} (tracking number "
+                f"{facts['tracking_number']}).{since}"
+            )
+        return (
+            f"{greet} your order {facts['order_id']} is {facts['status']}. It went out with "
+            f"{facts['carrier']} (tracking number {facts['tracking_number']})."
+        )
+    if tool == "cancel_order":
+        return (
+            f"{greet} your order {facts['order_id']} is now cancelled and the "
+            f"{facts['amount']} {facts['currency']} will be returned to you."
+        )
+    if tool == "refund_order":
+        return (
+            f"{greet} I have refunded {facts['amount']} {facts['currency']} for order "
+            f"{facts['order_id']}. It should reach your account within {REFUND_DAYS} business "
+            "days."
+        )
+    if tool == "search_faq":
+        if not facts.get("answer"):
+            return (
+                f"{greet} I'm sorry, I don't know the answer to that question. A person from "
+                f"our team can help: {unknown_question_answer()}"
+            )
+        after = "" if facts["intent"] == "general_question" else f" {_FAQ_ORDER_NEXT}"
+        return f"{greet} thanks for asking. {facts['answer']}{after}"
+    return (
+        f"{greet} your order {facts['order_id']} will now be delivered to "
+        f"{facts['shipping_address']}."
+    )
