@@ -373,6 +373,13 @@ def run(
     workflow: Annotated[
         str | None, typer.Option(help="Run this workflow instead of letting the planner choose.")
     ] = None,
+    sender: Annotated[
+        str | None,
+        typer.Option(
+            help="TEXT's sender as your channel verified it (an email): lookups and changes "
+            "then act on that customer's orders only; without it, lookups show the status only."
+        ),
+    ] = None,
     registry: Annotated[
         str | None, typer.Option(help="Registry HOST:PORT (default: the local mesh).")
     ] = None,
@@ -396,6 +403,8 @@ def run(
             raise _fail(f"{file} holds no messages", 2)
     elif not (text or "").strip():
         raise _fail("the message is empty", 2)
+    if sender is not None and file is not None:
+        raise _fail("--sender goes with TEXT; in a --file, write 'EMAIL | message' lines", 2)
     settings = _settings()
     address = _registry_address(settings, registry)
     out = Console(stderr=True) if as_json else console
@@ -407,7 +416,7 @@ def run(
         async with MeshClient(source, settings) as client:
             return await run_task(
                 client,
-                request_for(text, messages, workflow),
+                request_for(text, messages, workflow, sender),
                 out,
                 timeout,
                 show_progress=not as_json,

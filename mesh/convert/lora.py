@@ -38,7 +38,7 @@ from mesh.convert.store import CallRecord, CallStore, Cluster
 from mesh.slm.errors import GenerationFailedError, InputError, InvalidOutputError
 from mesh.slm.executor import OutputOptions
 from mesh.slm.generation import GenerationRequest
-from mesh.slm.grammar import OutputConstraint
+from mesh.slm.grammar import Choice, OutputConstraint
 from mesh.slm.loading import LoadedModel, load_model, resolve_source
 from mesh.train.micro import CHECKPOINT, IGNORE, TRAINING_RECORD, training_progress
 from mesh.train.precision import Precision, autocast
@@ -107,7 +107,12 @@ class ServingSpec:
         """The output constraint of one call, as the executor builds it."""
         if self.output is None:
             return None
-        return OutputOptions.model_validate(self.output).constraint().with_source(source)
+        declared = OutputOptions.model_validate(self.output)
+        choices = declared.choices()
+        if choices is not None:
+            return Choice(tuple(choices(source)))
+        constraint = declared.constraint()
+        return constraint.with_source(source) if constraint is not None else None
 
 
 @dataclass

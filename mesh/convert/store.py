@@ -47,6 +47,11 @@ CREATE TABLE IF NOT EXISTS verdicts (
     task_id  TEXT PRIMARY KEY,
     accepted INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rejections (
+    task_id   TEXT PRIMARY KEY,
+    reason    TEXT NOT NULL,
+    corrected TEXT
+);
 CREATE TABLE IF NOT EXISTS clusters (
     id      INTEGER PRIMARY KEY,
     name    TEXT NOT NULL,
@@ -173,6 +178,23 @@ class CallStore:
             self._db.execute("ROLLBACK")
             raise
         return cursor.rowcount
+
+    def reject(self, task_id: str, reason: str, corrected: str | None = None) -> None:
+        """Marks one answer as rejected downstream, with why and what was sent instead.
+
+        A negative example for the conversion loop: ``convert analyze`` filters it out of
+        the training data (``not_accepted``), and the reason says what was wrong with it.
+        """
+        self.mark_accepted([task_id], False)
+        self._db.execute(
+            "INSERT OR REPLACE INTO rejections (task_id, reason, corrected) VALUES (?, ?, ?)",
+            (task_id, reason, corrected),
+        )
+
+    def rejections(self) -> dict[str, tuple[str, str | None]]:
+        """A2A task id -> (reason, the value sent instead) of every rejected answer."""
+        rows = self._db.execute("SELECT task_id, reason, corrected FROM rejections")
+        return {task_id: (reason, corrected) for task_id, reason, corrected in rows}
 
     def verdicts(self) -> dict[str, bool]:
         """A2A task id -> whether the planner used that answer (False: escalated past it)."""

@@ -8,6 +8,7 @@ artifact) and renders the results table and per-agent statistics with rich.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +23,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mesh.a2a.client import MeshClient, parts_value, plain
+from mesh.support import SENDER_METADATA_KEY
 
 PLANNER = "planner"
 
 
-def read_messages(path: Path) -> list[str]:
-    """Messages from a file: one per line (``#`` comments and blank lines skipped), or a JSON
-    list of strings (``.json``), or JSON lines with a ``message`` field (``.jsonl``)."""
+Message = str | dict[str, Any]
+"""A message's text, or ``{"text", "sender": {"email"}}`` with its verified sender."""
+
+_SENDER_LINE = re.compile(r"^(?P<email>[^\s@|]+@[^\s@|]+\.[A-Za-z0-9-]+)\s*\|\s*(?P<text>.+)$")
+
+
+def read_messages(path: Path) -> list[Message]:
+    """Messages from a file: one per line (``#`` comments and blank lines skipped; a line
+    ``EMAIL | text`` carries its sender), or a JSON list of strings (``.json``), or JSON
+    lines with a ``message`` field and an optional ``sender`` email (``.jsonl``)."""
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
         value = json.loads(text)
@@ -36,18 +45,43 @@ def read_messages(path: Path) -> list[str]:
             raise ValueError(f"{path}: expected a JSON list of strings")
         return value
     if path.suffix == ".jsonl":
-        return [str(json.loads(line)["message"]) for line in text.splitlines() if line.strip()]
-    return [
-        line.strip()
-        for line in text.splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
+        return [
+            _message(str(row["message"]), row.get("sender"))
+            for row in map(json.loads, filter(str.strip, text.splitlines()))
+        ]
+    messages: list[Message] = []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _SENDER_LINE.match(line.strip())
+        if match:
+            messages.append(_message(match["text"].strip(), match["email"]))
+        else:
+            messages.append(line.strip())
+    return messages
+
+
+def _message(text: str, sender: object) -> Message:
+    if isinstance(sender, str) and sender:
+        return {"text": text, "sender": {"email": sender}}
+    return text
+
+
+def message_text(message: Message) -> str:
+    """The text of a message as :func:`read_messages` returns it."""
+    return message if isinstance(message, str) else str(message["text"])
 
 
 def request_for(
-    text: str | None = None, messages: Sequence[str] | None = None, workflow: str | None = None
+    text: str | None = None,
+    messages: Sequence[Message] | None = None,
+    workflow: str | None = None,
+    sender: str | None = None,
 ) -> pb.SendMessageRequest:
-    """A text request (routed by meaning) or a batch ``{"messages": [...]}`` request."""
+    """A text request (routed by meaning) or a batch ``{"messages": [...]}`` request.
+
+    ``sender`` is the text's sender as the channel verified it, sent as message metadata.
+    """
     if messages is not None:
         body: dict[str, Any] = {"messages": list(messages)}
         if workflow:
@@ -55,10 +89,15 @@ def request_for(
         part = pb.Part(data=ParseDict(body, struct_pb2.Value()), media_type="application/json")
     elif workflow:
         body = {"workflow": workflow, "input": {"message": text}}
+        if sender:
+            body["input"]["sender"] = {"email": sender}
         part = pb.Part(data=ParseDict(body, struct_pb2.Value()), media_type="application/json")
     else:
         part = pb.Part(text=text or "")
-    return pb.SendMessageRequest(message=new_message([part]))
+    message = new_message([part])
+    if sender and not workflow:
+        message.metadata.update({SENDER_METADATA_KEY: {"email": sender}})
+    return pb.SendMessageRequest(message=message)
 
 
 @dataclass

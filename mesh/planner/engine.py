@@ -177,6 +177,8 @@ class PlanRun:
             retries=step.retries,
             idempotency_key=f"{self.task_id}/{node}" if step.idempotency_key else None,
             expect=step.expect,
+            check=step.check,
+            fallback=step.fallback,
             trace=self.trace,
             route=route if len(route) > 1 else (),
         )

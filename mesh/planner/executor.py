@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -38,6 +39,7 @@ from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
 from a2a.server.tasks import TaskManager, TaskStore, TaskUpdater
 from a2a.types import a2a_pb2 as pb
+from google.protobuf.json_format import MessageToDict
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -56,6 +58,8 @@ from mesh.planner.runtime import RayOptions, RayRuntime
 from mesh.planner.steps import Outcome, StepCall
 from mesh.planner.store import PlanStore
 from mesh.planner.workflows import EmbeddingRouter, Workflow, load_workflows
+from mesh.support import SENDER_METADATA_KEY
+from mesh.support.policy import language_of
 from mesh.telemetry import names
 
 log = logging.getLogger(__name__)
@@ -73,6 +77,30 @@ class RouterOptions(BaseModel):
     model: str | None = Field(
         None, description="Embedding model folder; default: the packaged all-MiniLM-L6-v2."
     )
+    fallback: str | None = Field(
+        None,
+        description="Workflow for text the desk must answer although no workflow matches it: "
+        "a message in another language, or one naming an order id or an email that no "
+        "plan source could plan (it is then never rejected).",
+    )
+
+
+_CUSTOMER_REFERENCE = re.compile(r"\bORD-\d+\b|[^\s@]+@[^\s@]+\.[A-Za-z]{2,}", re.IGNORECASE)
+
+
+def _names_a_customer_reference(text: str) -> bool:
+    """An order id or an email: a customer's message the desk must answer, never reject."""
+    return _CUSTOMER_REFERENCE.search(text) is not None
+
+
+def _sender(message: pb.Message) -> dict[str, Any] | None:
+    """The sender as the channel verified it (message metadata ``slmesh/sender``)."""
+    if not message.HasField("metadata"):
+        return None
+    sender = plain(MessageToDict(message.metadata)).get(SENDER_METADATA_KEY)
+    if isinstance(sender, dict) and isinstance(sender.get("email"), str) and sender["email"]:
+        return {"email": sender["email"]}
+    return None
 
 
 class PlannerOptions(BaseModel):
@@ -145,6 +173,14 @@ class PlannerExecutor(AgentExecutor):
         for name, workflow in self.workflows.items():
             validate_plan(
                 workflow.plan, functions=FUNCTIONS, workflows=self.plans, where=f"workflow {name}"
+            )
+        fallback = self.options.router.fallback
+        if fallback is not None and (
+            fallback not in self.workflows or self.workflows[fallback].text_input is None
+        ):
+            raise SpecError(
+                f"service {spec.name!r}: options.router.fallback {fallback!r} must name a "
+                f"workflow that takes text (known: {', '.join(sorted(self.workflows))})"
             )
         self.router = EmbeddingRouter(
             self.workflows, self.options.router.threshold, self.options.router.model
@@ -277,18 +313,15 @@ class PlannerExecutor(AgentExecutor):
         text = get_message_text(message).strip()
         if not text:
             raise RequestError("empty_request", "the message has no text and no data")
+        sender = _sender(message)
         route = await asyncio.to_thread(self.router.closest, text)
         if route is not None and route.score >= self.router.threshold:
-            assert route.workflow.text_input is not None
-            return (
-                route.workflow.plan,
-                {route.workflow.text_input: text},
-                "router",
-                route.workflow.name,
-            )
-        reasons = [
-            f"no workflow matches this request closely enough (known: {', '.join(sorted(self.workflows))})"
-        ]
+            return self._routed(route.workflow, text, sender)
+        fallback = self.workflows.get(self.options.router.fallback or "")
+        if fallback is not None and language_of(text) != "en":
+            return self._routed(fallback, text, sender)  # answered, in English, never planned
+        known = ", ".join(sorted(self.workflows))
+        reasons = [f"no workflow matches this request closely enough (known: {known})"]
         for generator in self.generators:  # SLM first; the large model only if it fails
             try:
                 plan = await generator.plan(
@@ -297,7 +330,20 @@ class PlannerExecutor(AgentExecutor):
                 return plan, text, generator.source, ""
             except PlanError as exc:
                 reasons.append(str(exc))
+        if fallback is not None and _names_a_customer_reference(text):
+            return self._routed(fallback, text, sender)
         raise RequestError("no_workflow", "; ".join(reasons))
+
+    @staticmethod
+    def _routed(
+        workflow: Workflow, text: str, sender: dict[str, Any] | None
+    ) -> tuple[Plan, Any, str, str]:
+        """A text request as ``workflow``'s input (with its sender where the workflow takes one)."""
+        assert workflow.text_input is not None
+        value: dict[str, Any] = {workflow.text_input: text}
+        if sender is not None and "sender" in workflow.input.get("properties", {}):
+            value["sender"] = sender
+        return workflow.plan, value, "router", workflow.name
 
     # -- running -----------------------------------------------------------------------------
 
@@ -466,7 +512,9 @@ class PlannerExecutor(AgentExecutor):
         In a worker thread, one run at a time: the file is shared with every recording agent,
         and a write may wait on their locks (busy timeout), which the event loop must not.
         """
-        if self.settings.record_db is None or not (progress.used or progress.passed_over):
+        if self.settings.record_db is None or not (
+            progress.used or progress.passed_over or progress.rejected
+        ):
             return
         from mesh.convert.store import CallStore
 
@@ -478,6 +526,8 @@ class PlannerExecutor(AgentExecutor):
             def write() -> None:
                 calls.mark_accepted(progress.used, True)
                 calls.mark_accepted(progress.passed_over, False)
+                for task_id, reason, corrected in progress.rejected:
+                    calls.reject(task_id, reason, corrected)
 
             await asyncio.to_thread(write)
 
@@ -515,6 +565,8 @@ class _Progress:
         """Agent task ids of answers the run used (the conversion loop's "accepted downstream")."""
         self.passed_over: list[str] = []
         """Agent task ids of answers escalated past (rejected downstream)."""
+        self.rejected: list[tuple[str, str, str | None]] = []
+        """(agent task id, reason, value used instead) of answers that failed a step's check."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._first = True
@@ -556,6 +608,12 @@ class _Progress:
         self.passed_over.extend(c["task_id"] for c in calls[:-1] if c.get("task_id"))
         if outcome.status == "ok" and outcome.agent_task:
             self.used.append(outcome.agent_task)
+        for rejection in outcome.rejected or ():
+            if rejection.get("task_id"):
+                instead = outcome.value if outcome.status == "ok" else None
+                self.rejected.append(
+                    (rejection["task_id"], rejection["reason"], None if instead is None else str(instead))
+                )
 
     def counts(self) -> dict[str, int]:
         return {

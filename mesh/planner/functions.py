@@ -10,6 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from mesh.support import policy
+from mesh.support.factcheck import check_reply
+from mesh.support.facts import plausible_name, reply_facts
+from mesh.support.replies import NON_ENGLISH_REPLY, ask_reference_reply, write_reply
+
 PlannerFunction = Callable[[Any], Any]
 
 FUNCTIONS: dict[str, PlannerFunction] = {}
@@ -49,43 +54,111 @@ def first(value: Any) -> Any:
     return next((v for v in value if v is not None), None)
 
 
+@planner_function("support.prepare")
+def support_prepare(value: Any) -> dict[str, Any]:
+    """A message as the models will see it: bounded, its language, who sent it."""
+    case = _mapping(value, "support.prepare")
+    message = case.get("message")
+    if not isinstance(message, str) or not message.strip():
+        raise FunctionInputError("support.prepare needs a non-empty 'message'")
+    text, truncated = policy.bounded_message(message)
+    language = policy.language_of(text)
+    sender = case.get("sender")
+    return {
+        "text": text,
+        "truncated": truncated,
+        "language": language,
+        "english": language == "en",
+        "sender": sender if isinstance(sender, Mapping) and sender.get("email") else None,
+    }
+
+
+@planner_function("support.principal")
+def support_principal(value: Any) -> dict[str, Any]:
+    """Who tool calls act for: ``{"customer": email}`` of a verified sender, else anonymous."""
+    return policy.principal_of(value)
+
+
+@planner_function("support.authorize_call")
+def support_authorize_call(value: Any) -> dict[str, Any] | None:
+    """The tool call as the tools agent receives it: consent checked, principal attached.
+
+    A side-effecting call the message does not ask for in plain words becomes a lookup
+    of the same order; every call acts for the verified sender, or for nobody.
+    """
+    case = _mapping(value, "support.authorize_call")
+    call = case.get("call")
+    if not isinstance(call, Mapping) or not isinstance(call.get("name"), str):
+        return None
+    name, arguments = call["name"], dict(call.get("arguments") or {})
+    if not policy.asks_for(str(case.get("message") or ""), name) and "order_id" in arguments:
+        name, arguments = "get_order", {"order_id": arguments["order_id"]}
+    principal = policy.principal_of(case.get("sender"))
+    return {"name": name, "arguments": arguments, "principal": principal}
+
+
 @planner_function("support.reply_facts")
 def support_reply_facts(value: Any) -> dict[str, Any] | None:
     """The responder's input from a case: intent, the tool call, its result, the customer.
 
-    ``None`` when no tool ran (no order id or email to act on). Built by the same
-    function the responder was trained on.
+    ``None`` when no tool ran (no order id, email or question to act on).
     """
-    from mesh.train.data.responder import reply_facts
-
     case = _mapping(value, "support.reply_facts")
     call, result = case.get("call"), case.get("result")
     if not call or not isinstance(result, Mapping):
         return None
-    return reply_facts(
-        str(case.get("intent") or "general_question"), call, result, case.get("customer")
-    )
+    customer = plausible_name(case.get("customer"), case.get("message"))
+    return reply_facts(str(case.get("intent") or "general_question"), call, result, customer)
 
 
-_ASK = {
-    "general_question": "Thanks for your message. Could you tell me your order number (ORD-123456) "
-    "or the email address you ordered with, so I can look into it?",
-}
-_ASK_DEFAULT = (
-    "I'd be glad to help. Please send me your order number (it looks like "
-    "ORD-123456) or the email address you ordered with."
-)
+@planner_function("support.check_reply")
+def support_check_reply(value: Any) -> list[str]:
+    """The fact check of a drafted reply (a ``check:`` of the draft step): its problems."""
+    case = _mapping(value, "support.check_reply")
+    facts, draft = case.get("input"), case.get("value")
+    if not isinstance(facts, Mapping):
+        raise FunctionInputError("support.check_reply needs the facts as the step's input")
+    if not isinstance(draft, str):
+        return [f"the draft is {type(draft).__name__}, not text"]
+    return check_reply(facts, draft)
+
+
+@planner_function("support.safe_reply")
+def support_safe_reply(value: Any) -> str:
+    """The reply built from the facts alone, when no draft passes the fact check."""
+    return write_reply(_mapping(value, "support.safe_reply"))
 
 
 @planner_function("support.final_reply")
 def support_final_reply(value: Any) -> str:
-    """The drafted reply, or the request for an order number when no tool could run."""
+    """The reply the customer gets: the checked draft, or the desk's fixed answers.
+
+    A message in another language gets the English notice; a message with nothing to
+    act on gets the request for an order number or email.
+    """
     case = _mapping(value, "support.final_reply")
+    prepared = case.get("case")
+    if isinstance(prepared, Mapping) and not prepared.get("english", True):
+        return NON_ENGLISH_REPLY
     if case.get("reply"):
         return str(case["reply"])
-    customer = case.get("customer")
-    greet = f"Hi {str(customer).split()[0]}," if customer else "Hello,"
-    return f"{greet} {_ASK.get(str(case.get('intent')), _ASK_DEFAULT)}"
+    message = prepared.get("text") if isinstance(prepared, Mapping) else None
+    customer = plausible_name(case.get("customer"), message)
+    return ask_reference_reply(customer, case.get("intent"))
+
+
+@planner_function("support.batch_items")
+def support_batch_items(value: Any) -> list[dict[str, Any]]:
+    """A batch's messages as support_ticket inputs: ``{message, sender}`` each."""
+    if not isinstance(value, list):
+        raise FunctionInputError("support.batch_items needs a list of messages")
+    items = []
+    for item in value:
+        if isinstance(item, Mapping):
+            items.append({"message": item.get("text"), "sender": item.get("sender")})
+        else:
+            items.append({"message": item, "sender": None})
+    return items
 
 
 @planner_function("support.summarize")

@@ -77,6 +77,17 @@ class Step(BaseModel):
         description="JSON schema the step's value must satisfy; an agent answer that does not "
         "fails the attempt (retried like a failed task).",
     )
+    check: str | None = Field(
+        None,
+        description="Skill steps: a planner function reading {'input', 'value'} that returns "
+        "the answer's problems (empty: usable); an answer with problems goes on to the next, "
+        "larger provider of the skill like a failed one.",
+    )
+    fallback: str | None = Field(
+        None,
+        description="Skill steps with a check: a planner function building the step's value "
+        "from its input when no provider's answer passes the check.",
+    )
     on_error: Literal["fail", "continue"] = Field(
         "fail",
         description="Map steps: 'continue' keeps going when an item fails (its entry holds the error).",
@@ -98,6 +109,10 @@ class Step(BaseModel):
                 raise ValueError(f"step {self.id!r}: needs exactly one of skill, fn or for_each")
             if self.plan is not None or self.workflow is not None:
                 raise ValueError(f"step {self.id!r}: plan/workflow belong to for_each steps")
+        if (self.check is not None or self.fallback is not None) and self.skill is None:
+            raise ValueError(f"step {self.id!r}: check and fallback belong to skill steps")
+        if self.fallback is not None and self.check is None:
+            raise ValueError(f"step {self.id!r}: a fallback needs a check to fall back from")
         return self
 
     @property
@@ -246,10 +261,10 @@ def validate_plan(
         if step.skill is not None and skills is not None and step.skill not in skills:
             known = ", ".join(sorted(skills)) or "none registered"
             raise PlanError(f"{here}: unknown skill {step.skill!r} (known: {known})")
-        if step.fn is not None and functions is not None and step.fn not in functions:
-            raise PlanError(
-                f"{here}: unknown function {step.fn!r} (known: {', '.join(sorted(functions))})"
-            )
+        for name in (step.fn, step.check, step.fallback):
+            if name is not None and functions is not None and name not in functions:
+                known = ", ".join(sorted(functions))
+                raise PlanError(f"{here}: unknown function {name!r} (known: {known})")
         if step.expect is not None:
             try:
                 SchemaValidator.check_schema(step.expect)

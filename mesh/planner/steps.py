@@ -63,6 +63,9 @@ class Outcome:
     """The largest model offering the step's skill: the cost ledger's baseline."""
     agent_task: str | None = None
     """The A2A task id of the answer at its agent (the conversion loop's recorded call)."""
+    rejected: list[dict[str, Any]] | None = None
+    """Answers that failed the step's check: ``{"agent", "task_id", "value", "reason"}``
+    (the conversion loop stores them as rejected examples)."""
 
     @property
     def ok(self) -> bool:
@@ -104,6 +107,10 @@ class StepCall:
     idempotency_key: str | None = None
     expect: dict[str, Any] | None = None
     """JSON schema the agent's answer must satisfy."""
+    check: str | None = None
+    """Planner function listing an answer's problems; an answer with problems escalates."""
+    fallback: str | None = None
+    """Planner function building the value when no provider's answer passes ``check``."""
     trace: dict[str, str] = field(default_factory=dict)
     """W3C trace context of the planner's span for this run."""
     route: Route = ()
@@ -227,30 +234,32 @@ class StepRunner:
         calls: list[dict[str, Any]] = []
         escalations: list[dict[str, Any]] = []
         attempts = 0
+        rejected: list[dict[str, Any]] = []
         for index, provider in enumerate(route):
             outcome = await self._ask(call, provider.agent, value, started)
             attempts += outcome.attempts
             if outcome.usage:
                 calls.append(_priced(provider.agent, outcome))
             reason = _escalation_reason(outcome, provider)
-            if reason is None or index == len(route) - 1:
+            if reason is None and call.check is not None:
+                reason = _check_reason(call, value, outcome)
+                if reason is not None:
+                    rejected.append(_rejection(provider.agent, outcome, reason))
+            last = index == len(route) - 1
+            if reason is not None and last and rejected and call.fallback is not None:
+                _escalate(escalations, provider.agent, f"fn:{call.fallback}", reason)
+                outcome = _fallback(call, value, outcome)
+                reason = None
+            if reason is None or last:
                 outcome.attempts = attempts
                 outcome.ms = _ms(started)
-                if len(route) > 1:
+                outcome.rejected = rejected or None
+                if len(route) > 1 or escalations:
                     outcome.calls = calls
                     outcome.escalations = escalations or None
                     outcome.baseline_parameters = largest_parameters(route)
                 return outcome
-            escalation = {"from": provider.agent, "to": route[index + 1].agent, "reason": reason}
-            escalations.append(escalation)
-            trace.get_current_span().add_event(
-                names.ESCALATION,
-                {
-                    names.ESCALATION_FROM: provider.agent,
-                    names.ESCALATION_TO: route[index + 1].agent,
-                    names.ESCALATION_REASON: reason,
-                },
-            )
+            _escalate(escalations, provider.agent, route[index + 1].agent, reason)
         raise AssertionError("unreachable: a route has at least one provider")
 
     async def _ask(self, call: StepCall, agent: str, value: Any, started: float) -> Outcome:
@@ -300,6 +309,44 @@ class StepRunner:
             await self._client.close()
         if self._view is not None:
             await self._view.stop()
+
+
+def _escalate(escalations: list[dict[str, Any]], source: str, target: str, reason: str) -> None:
+    """Records one hand-over on the outcome and as an event of the step's span."""
+    escalations.append({"from": source, "to": target, "reason": reason})
+    trace.get_current_span().add_event(
+        names.ESCALATION,
+        {names.ESCALATION_FROM: source, names.ESCALATION_TO: target, names.ESCALATION_REASON: reason},
+    )
+
+
+def _check_reason(call: StepCall, value: Any, outcome: Outcome) -> str | None:
+    """Why the step's check refuses the answer, or None when it passes."""
+    assert call.check is not None
+    try:
+        problems = FUNCTIONS[call.check]({"input": value, "value": outcome.value})
+    except Exception as exc:  # a check that cannot read the answer refuses it
+        return f"check {call.check} failed: {exc}"
+    if not problems:
+        return None
+    listed = problems if isinstance(problems, list) else [problems]
+    return f"check {call.check}: " + "; ".join(str(problem) for problem in listed)
+
+
+def _rejection(agent: str, outcome: Outcome, reason: str) -> dict[str, Any]:
+    return {"agent": agent, "task_id": outcome.agent_task, "value": outcome.value, "reason": reason}
+
+
+def _fallback(call: StepCall, value: Any, answered: Outcome) -> Outcome:
+    """The fallback function's value in place of answers that all failed the check."""
+    assert call.fallback is not None
+    try:
+        result = FUNCTIONS[call.fallback](value)
+    except Exception as exc:  # a broken fallback fails the step, never the worker
+        return Outcome(
+            "failed", error=f"{call.fallback}: {exc}", failed_step=call.node, agent=answered.agent
+        )
+    return Outcome("ok", value=result, agent=answered.agent, replica=answered.replica)
 
 
 def _escalation_reason(outcome: Outcome, provider: Provider) -> str | None:

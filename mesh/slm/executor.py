@@ -27,13 +27,15 @@ and as JSON text (in schema order), or the text; ``usage`` goes into the artifac
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -85,22 +87,47 @@ class GroundedTextOptions(BaseModel):
 
 
 class OutputOptions(BaseModel):
-    """A choice set (``labels``), a JSON ``schema`` or ``grounded_text``."""
+    """A choice set (``labels``, or ``choices_from`` each input), a JSON ``schema`` or
+    ``grounded_text``."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     labels: list[str] | None = None
+    choices_from: str | None = Field(
+        None,
+        description="'module:function' mapping the task's input text to the texts the "
+        "output may be (a grammar of whole answers per input, e.g. replies rendered from "
+        "facts); it raises ValueError for input it cannot use.",
+    )
     schema_: dict[str, Any] | None = Field(None, alias="schema")
     grounded_text: GroundedTextOptions | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> OutputOptions:
-        kinds = (self.labels, self.schema_, self.grounded_text)
+        kinds = (self.labels, self.choices_from, self.schema_, self.grounded_text)
         if sum(kind is not None for kind in kinds) != 1:
-            raise ValueError("output needs exactly one of labels, schema or grounded_text")
+            raise ValueError(
+                "output needs exactly one of labels, choices_from, schema or grounded_text"
+            )
         return self
 
-    def constraint(self) -> OutputConstraint:
+    def choices(self) -> Callable[[str], Sequence[str]] | None:
+        """The ``choices_from`` function, imported; None without one."""
+        if self.choices_from is None:
+            return None
+        module, _, name = self.choices_from.partition(":")
+        try:
+            function = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"output.choices_from {self.choices_from!r}: {exc}") from exc
+        if not callable(function):
+            raise ValueError(f"output.choices_from {self.choices_from!r} is not callable")
+        return cast("Callable[[str], Sequence[str]]", function)
+
+    def constraint(self) -> OutputConstraint | None:
+        """The fixed constraint; None for ``choices_from`` (one per input)."""
+        if self.choices_from is not None:
+            return None
         if self.labels is not None:
             return Choice(tuple(self.labels))
         if self.grounded_text is not None:
@@ -210,6 +237,10 @@ class SLMExecutor(AgentExecutor):
             raise SpecError(f"service {spec.name!r}: invalid SLM options: {exc}") from exc
         self.spec = spec
         self.output = self.options.output.constraint() if self.options.output else None
+        try:
+            self._choices = self.options.output.choices() if self.options.output else None
+        except ValueError as exc:
+            raise SpecError(f"service {spec.name!r}: {exc}") from exc
         self.backend = backend or self._build_backend(spec, settings, api_key)
         if self.output is not None:
             try:
@@ -245,6 +276,11 @@ class SLMExecutor(AgentExecutor):
         options = self.options
         prompt = options.prompt.format(input=text)
         output = self.output.with_source(text) if self.output is not None else None
+        if self._choices is not None:
+            try:
+                output = Choice(tuple(self._choices(text)))
+            except (ValueError, KeyError, TypeError, SchemaError) as exc:
+                raise InputError(f"no answer fits this input: {exc}") from exc
         common: dict[str, Any] = dict(
             max_new_tokens=options.max_new_tokens,
             stop=tuple(options.stop),
@@ -277,7 +313,11 @@ class SLMExecutor(AgentExecutor):
             reason = "the message has no text and no data to work on"
             await updater.reject(_message(updater, "empty_input", reason))
             return _Outcome("rejected", error=f"empty_input: {reason}")
-        request = self.request_for(text)
+        try:
+            request = self.request_for(text)
+        except InputError as exc:
+            await updater.reject(_message(updater, "bad_input", str(exc)))
+            return _Outcome("rejected", error=f"bad_input: {exc}")
         span = genai.start_generation(
             self.backend.model_name,
             provider=self.options.backend,

@@ -124,6 +124,32 @@ def reply_facts(
     return facts
 
 
+def facts_of_result(result: Mapping[str, Any], intent: str = "order_status") -> dict[str, Any]:
+    """The facts of a bare tool result (a plan that drafts a reply straight from one).
+
+    The tool is recognised by the result's shape; a refusal keeps its own message.
+    """
+    if "matches" in result:
+        tool = "search_faq"
+    elif "orders" in result:
+        tool = "find_orders"
+    elif "order" in result:
+        tool = "get_order"
+    elif "carrier" in result or "tracking_number" in result:
+        tool = "track_shipment"
+    elif "refund_id" in result:
+        tool = "refund_order"
+    elif "previous_address" in result:
+        tool = "update_shipping_address"
+    elif "previous_status" in result:
+        tool = "cancel_order"
+    elif result.get("ok") is False:
+        tool = "get_order"
+    else:
+        raise ValueError("not a support-desk tool result")
+    return reply_facts(intent, {"name": tool, "arguments": {}}, result)
+
+
 _HIDES_OWNER = frozenset({"not_your_order", "not_your_account", "verification_required"})
 
 

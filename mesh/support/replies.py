@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from mesh.support.facts import facts_of_result
+
 EXAMPLE_ORDER_ID = "ORD-123456"
 """The placeholder replies use to show what an order number looks like."""
 REFUND_DAYS = "5"
@@ -107,9 +109,10 @@ def reply_forms(facts: Mapping[str, Any]) -> list[str]:
 
 def reply_choices(text: str) -> list[str]:
     """:func:`reply_forms` of the responder's JSON input (its ``choices_from`` hook)."""
-    facts = json.loads(text)
-    if not isinstance(facts, Mapping) or "tool" not in facts or "ok" not in facts:
-        raise ValueError("the responder's input must be a JSON object of case facts")
+    value = json.loads(text)
+    if not isinstance(value, Mapping) or "ok" not in value:
+        raise ValueError("the responder's input must be the facts of a case or a tool result")
+    facts = value if "tool" in value else facts_of_result(value)
     return reply_forms(facts)
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from mesh.support.facts import reply_facts
 from mesh.support.factcheck import check_reply, form_problems
+from mesh.support.facts import reply_facts
 from mesh.support.replies import fixed_sentences, reply_forms, write_reply
 from mesh.tools import orders
 from mesh.tools.catalog import run_tool_call

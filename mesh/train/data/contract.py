@@ -8,7 +8,7 @@ checks every target against the same labels or schema, so the two cannot drift a
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,8 @@ class Contract:
     """Free text whose facts are copied from the input (``output.grounded_text``)."""
     backend: str = "transformers"
     """``options.backend``: ``encoder`` agents are fine-tuned encoders, not micro-SLMs."""
+    choices: Callable[[str], Sequence[str]] | None = None
+    """``output.choices_from``: the answers allowed for each input (the responder's forms)."""
 
     def as_kind(self, kind: str) -> Contract:
         """This contract served by its ``micro`` causal SLM or its ``encoder``: an agent served
@@ -64,6 +66,8 @@ class Contract:
         """The runtime's output constraint for one input (None: free text, unconstrained)."""
         if self.labels is not None:
             return Choice(self.labels)
+        if self.choices is not None:
+            return Choice(tuple(self.choices(source)))
         if self.schema is not None:
             return JsonOutput(self.schema, source)
         if self.text is not None:
@@ -101,7 +105,8 @@ def load_contract(agent: str, services_dir: Path = SERVICES_DIR) -> Contract:
     schema = output.get("schema")
     if schema is not None:
         OutputValidator.check_schema(schema)
-    text = OutputOptions.model_validate(output).constraint() if "grounded_text" in output else None
+    declared = OutputOptions.model_validate(output) if output else None
+    text = declared.constraint() if declared and "grounded_text" in output else None
     assert spec.path is not None
     return Contract(
         agent=spec.name,
@@ -113,6 +118,7 @@ def load_contract(agent: str, services_dir: Path = SERVICES_DIR) -> Contract:
         model_dir=(spec.path / options["model"]).resolve(),
         text=text if isinstance(text, GroundedText) else None,
         backend=str(options.get("backend", "transformers")),
+        choices=declared.choices() if declared else None,
     )
 
 

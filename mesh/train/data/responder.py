@@ -1,7 +1,8 @@
 """Responder data: the facts of a case as compact JSON in, the reply to the customer out.
 
-:func:`reply_facts` is how a tool result becomes the responder's input; the planner
-calls it on real results, and training calls it on simulated ones. :func:`simulate`
+:func:`~mesh.support.facts.reply_facts` is how a tool result becomes the responder's input
+(the planner calls it on real results, training on simulated ones) and
+:func:`~mesh.support.replies.write_reply` the reply the responder learns to write. :func:`simulate`
 reproduces the tools agent's results (same keys, same refusal messages; a unit test
 compares it with the real catalog) for orders made of entity values of one split, so
 the responder is never trained on the test split's names, products or order ids.
@@ -18,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 from random import Random
 from typing import Any
 
+from mesh.support.facts import reply_facts
+from mesh.support.replies import write_reply
 from mesh.tools import orders
 from mesh.tools.catalog import order_view, shipment_view
 from mesh.tools.orders import Order
@@ -46,141 +49,6 @@ _REFUND_WHY = {
     "cancelled": "it was cancelled and never charged for shipping",
     "refunded": "it has already been fully refunded",
 }
-_FIND_NEXT = {
-    "order_status": "Let me know which one you would like details on.",
-    "track_shipment": "Reply with the order number you want to track and I will check it.",
-    "cancel_order": "Reply with the order number you want to cancel.",
-    "refund_request": "Reply with the order number and the amount you would like refunded.",
-    "change_address": "Reply with the order number and the full new address.",
-    "general_question": "Let me know which one you would like details on.",
-}
-_LOOKUP_NEXT = {
-    "refund_request": "To refund it, please tell me the amount you would like back.",
-    "change_address": "Please send me the full new address and I will update it.",
-}
-_ERROR_NEXT = {
-    "order_not_found": "Could you check the order number?",
-    "customer_not_found": "Could you check the email address or send me your order number?",
-}
-
-
-def reply_facts(
-    intent: str,
-    call: Mapping[str, Any],
-    result: Mapping[str, Any],
-    customer: str | None = None,
-) -> dict[str, Any]:
-    """The responder's input for one case: what was asked, what ran, what came back.
-
-    ``customer`` is the name the customer gave (the extractor's ``name``); without it
-    the name on the order or account is used when the result has one.
-    """
-    name = call["name"]
-    arguments = call.get("arguments", {})
-    facts: dict[str, Any] = {
-        "intent": intent,
-        "tool": name,
-        "ok": bool(result.get("ok")),
-        "customer": customer or _customer_name(result),
-    }
-    if not result.get("ok"):
-        error = result.get("error", {})
-        if "order_id" in arguments:
-            facts["order_id"] = arguments["order_id"]
-        else:
-            facts["email"] = arguments.get("email")
-        facts["error"] = error.get("code")
-        facts["message"] = error.get("message")
-        return facts
-    if name == "get_order":
-        order = result["order"]
-        facts.update(
-            order_id=order["order_id"],
-            status=order["status"],
-            product=order["product"],
-            amount=order["amount"],
-            currency=order["currency"],
-        )
-    elif name == "find_orders":
-        found = result["orders"]
-        latest = found[0] if found else {}
-        facts.update(
-            email=result["customer"]["email"],
-            count=result["count"],
-            latest_order_id=latest.get("order_id"),
-            latest_status=latest.get("status"),
-            latest_product=latest.get("product"),
-        )
-    elif name == "track_shipment":
-        facts.update(
-            order_id=result["order_id"],
-            status=result["status"],
-            carrier=result["carrier"],
-            tracking_number=result["tracking_number"],
-            shipped_on=_day(result["shipped_at"]),
-            delivered_on=_day(result["delivered_at"]),
-            estimated_delivery=result["estimated_delivery"],
-        )
-    elif name in ("cancel_order", "refund_order"):
-        facts.update(
-            order_id=result["order_id"], amount=result["amount"], currency=result["currency"]
-        )
-    elif name == "update_shipping_address":
-        facts.update(order_id=result["order_id"], shipping_address=result["shipping_address"])
-    return facts
-
-
-def write_reply(facts: Mapping[str, Any]) -> str:
-    """The reply a perfect responder writes for these facts."""
-    customer = facts.get("customer")
-    greet = f"Hi {customer.split()[0]}," if customer else "Hello,"
-    tool = facts["tool"]
-    if not facts["ok"]:
-        after = _ERROR_NEXT.get(facts["error"], "Let me know if there is anything else I can do.")
-        return f"{greet} I'm sorry. {facts['message']} {after}"
-    if tool == "get_order":
-        after = _LOOKUP_NEXT.get(facts["intent"], "Is there anything else I can help with?")
-        return (
-            f"{greet} your order {facts['order_id']} ({facts['product']}, {facts['amount']} "
-            f"{facts['currency']}) is {facts['status']}. {after}"
-        )
-    if tool == "find_orders":
-        if not facts["count"]:
-            return (
-                f"{greet} I could not find any orders for {facts['email']}. "
-                "Could you send me your order number?"
-            )
-        count = "1 order" if facts["count"] == 1 else f"{facts['count']} orders"
-        return (
-            f"{greet} I found {count} for {facts['email']}. The latest is "
-            f"{facts['latest_order_id']} ({facts['latest_product']}), which is "
-            f"{facts['latest_status']}. {_FIND_NEXT[facts['intent']]}"
-        )
-    if tool == "track_shipment":
-        if facts["status"] == "shipped":
-            return (
-                f"{greet} your order {facts['order_id']} is on its way with {facts['carrier']}. "
-                f"The tracking number is {facts['tracking_number']} and it should arrive by "
-                f"{facts['estimated_delivery']}."
-            )
-        return (
-            f"{greet} your order {facts['order_id']} was delivered on {facts['delivered_on']} "
-            f"by {facts['carrier']} (tracking number {facts['tracking_number']})."
-        )
-    if tool == "cancel_order":
-        return (
-            f"{greet} your order {facts['order_id']} is now cancelled and the "
-            f"{facts['amount']} {facts['currency']} will be returned to you."
-        )
-    if tool == "refund_order":
-        return (
-            f"{greet} I have refunded {facts['amount']} {facts['currency']} for order "
-            f"{facts['order_id']}. It should reach your account within 5 business days."
-        )
-    return (
-        f"{greet} your order {facts['order_id']} will now be delivered to "
-        f"{facts['shipping_address']}."
-    )
 
 
 def key_facts(facts: Mapping[str, Any]) -> list[str]:
@@ -412,18 +280,6 @@ def _order(
 
 def _refused(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"code": code, "message": message}}
-
-
-def _customer_name(result: Mapping[str, Any]) -> str | None:
-    if "order" in result:
-        return result["order"]["customer"]["name"]
-    if "customer" in result:
-        return result["customer"]["name"]
-    return None
-
-
-def _day(stamp: str | None) -> str | None:
-    return stamp[:10] if stamp else None
 
 
 def _stamp(moment: datetime) -> str:

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cslmesh/planner/v1/plan.proto\x12\x11slmesh.planner.v1\x1a\x1cgoogle/protobuf/struct.proto\"V\n\x04Plan\x12&\n\x05steps\x18\x01 \x03(\x0b\x32\x17.slmesh.planner.v1.Step\x12&\n\x06output\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\"\xb8\x03\n\x04Step\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\x05skill\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x0f\n\x02\x66n\x18\x03 \x01(\tH\x01\x88\x01\x01\x12(\n\x08\x66or_each\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12%\n\x04plan\x18\x05 \x01(\x0b\x32\x17.slmesh.planner.v1.Plan\x12\x15\n\x08workflow\x18\x06 \x01(\tH\x02\x88\x01\x01\x12%\n\x05input\x18\x07 \x01(\x0b\x32\x16.google.protobuf.Value\x12$\n\x04when\x18\x08 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x16\n\ttimeout_s\x18\t \x01(\x01H\x03\x88\x01\x01\x12\x14\n\x07retries\x18\n \x01(\x05H\x04\x88\x01\x01\x12\x17\n\x0fidempotency_key\x18\x0b \x01(\x08\x12\x15\n\x08on_error\x18\x0c \x01(\tH\x05\x88\x01\x01\x12\'\n\x06\x65xpect\x18\r \x01(\x0b\x32\x17.google.protobuf.StructB\x08\n\x06_skillB\x05\n\x03_fnB\x0b\n\t_workflowB\x0c\n\n_timeout_sB\n\n\x08_retriesB\x0b\n\t_on_error*\xa6\x01\n\nPlanSource\x12\x1b\n\x17PLAN_SOURCE_UNSPECIFIED\x10\x00\x12\x17\n\x13PLAN_SOURCE_REQUEST\x10\x01\x12\x18\n\x14PLAN_SOURCE_WORKFLOW\x10\x02\x12\x16\n\x12PLAN_SOURCE_ROUTER\x10\x03\x12\x1b\n\x17PLAN_SOURCE_PLANNER_SLM\x10\x04\x12\x13\n\x0fPLAN_SOURCE_LLM\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cslmesh/planner/v1/plan.proto\x12\x11slmesh.planner.v1\x1a\x1cgoogle/protobuf/struct.proto\"V\n\x04Plan\x12&\n\x05steps\x18\x01 \x03(\x0b\x32\x17.slmesh.planner.v1.Step\x12&\n\x06output\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\"\xfa\x03\n\x04Step\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\x05skill\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x0f\n\x02\x66n\x18\x03 \x01(\tH\x01\x88\x01\x01\x12(\n\x08\x66or_each\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12%\n\x04plan\x18\x05 \x01(\x0b\x32\x17.slmesh.planner.v1.Plan\x12\x15\n\x08workflow\x18\x06 \x01(\tH\x02\x88\x01\x01\x12%\n\x05input\x18\x07 \x01(\x0b\x32\x16.google.protobuf.Value\x12$\n\x04when\x18\x08 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x16\n\ttimeout_s\x18\t \x01(\x01H\x03\x88\x01\x01\x12\x14\n\x07retries\x18\n \x01(\x05H\x04\x88\x01\x01\x12\x17\n\x0fidempotency_key\x18\x0b \x01(\x08\x12\x15\n\x08on_error\x18\x0c \x01(\tH\x05\x88\x01\x01\x12\'\n\x06\x65xpect\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\x05\x63heck\x18\x0e \x01(\tH\x06\x88\x01\x01\x12\x15\n\x08\x66\x61llback\x18\x0f \x01(\tH\x07\x88\x01\x01\x42\x08\n\x06_skillB\x05\n\x03_fnB\x0b\n\t_workflowB\x0c\n\n_timeout_sB\n\n\x08_retriesB\x0b\n\t_on_errorB\x08\n\x06_checkB\x0b\n\t_fallback*\xa6\x01\n\nPlanSource\x12\x1b\n\x17PLAN_SOURCE_UNSPECIFIED\x10\x00\x12\x17\n\x13PLAN_SOURCE_REQUEST\x10\x01\x12\x18\n\x14PLAN_SOURCE_WORKFLOW\x10\x02\x12\x16\n\x12PLAN_SOURCE_ROUTER\x10\x03\x12\x1b\n\x17PLAN_SOURCE_PLANNER_SLM\x10\x04\x12\x13\n\x0fPLAN_SOURCE_LLM\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mesh.proto.slmesh.planner.v1.plan_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PLANSOURCE']._serialized_start=613
-  _globals['_PLANSOURCE']._serialized_end=779
+  _globals['_PLANSOURCE']._serialized_start=679
+  _globals['_PLANSOURCE']._serialized_end=845
   _globals['_PLAN']._serialized_start=81
   _globals['_PLAN']._serialized_end=167
   _globals['_STEP']._serialized_start=170
-  _globals['_STEP']._serialized_end=610
+  _globals['_STEP']._serialized_end=676
 # @@protoc_insertion_point(module_scope)

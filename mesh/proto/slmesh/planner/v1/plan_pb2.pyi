@@ -32,7 +32,7 @@ class Plan(_message.Message):
     def __init__(self, steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
 
 class Step(_message.Message):
-    __slots__ = ("id", "skill", "fn", "for_each", "plan", "workflow", "input", "when", "timeout_s", "retries", "idempotency_key", "on_error", "expect")
+    __slots__ = ("id", "skill", "fn", "for_each", "plan", "workflow", "input", "when", "timeout_s", "retries", "idempotency_key", "on_error", "expect", "check", "fallback")
     ID_FIELD_NUMBER: _ClassVar[int]
     SKILL_FIELD_NUMBER: _ClassVar[int]
     FN_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,8 @@ class Step(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     ON_ERROR_FIELD_NUMBER: _ClassVar[int]
     EXPECT_FIELD_NUMBER: _ClassVar[int]
+    CHECK_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
     id: str
     skill: str
     fn: str
@@ -59,4 +61,6 @@ class Step(_message.Message):
     idempotency_key: bool
     on_error: str
     expect: _struct_pb2.Struct
-    def __init__(self, id: _Optional[str] = ..., skill: _Optional[str] = ..., fn: _Optional[str] = ..., for_each: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., workflow: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., when: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., timeout_s: _Optional[float] = ..., retries: _Optional[int] = ..., idempotency_key: _Optional[bool] = ..., on_error: _Optional[str] = ..., expect: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    check: str
+    fallback: str
+    def __init__(self, id: _Optional[str] = ..., skill: _Optional[str] = ..., fn: _Optional[str] = ..., for_each: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., workflow: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., when: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., timeout_s: _Optional[float] = ..., retries: _Optional[int] = ..., idempotency_key: _Optional[bool] = ..., on_error: _Optional[str] = ..., expect: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., check: _Optional[str] = ..., fallback: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,138 @@
+"""What the desk does with a message before and after the models: size, language, consent.
+
+- :func:`bounded_message`: the documented truncation rule, applied before any model sees
+  a message.
+- :func:`language_of`: English is the desk's language; another language gets a polite
+  English answer and nothing else happens.
+- :func:`asks_for`: a side-effecting tool runs only when the message asks for that action
+  in plain words; a question about it ("is it really cancelled?") becomes a lookup.
+- :func:`principal_of`: who a tool call acts for, as the channel verified the sender.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+MAX_MESSAGE_CHARS = 600
+"""A message is cut to this many characters (at a word boundary) before any model sees it."""
+MAX_TAIL_CHARS = 200
+"""...plus, when the cut dropped it, the first sentence naming an order id or an email."""
+
+_REFERENCE = re.compile(r"\bORD-\d+\b|[^\s@]+@[^\s@]+\.[A-Za-z]{2,}", re.IGNORECASE)
+_WORDS = re.compile(r"[a-zà-ÿß]+")
+
+# Function words that tell languages apart in short messages; English's list wins ties.
+_FUNCTION_WORDS = {
+    "en": {
+        "the", "my", "is", "it", "you", "and", "to", "of", "i", "what", "where", "when", "can",
+        "please", "order", "with", "for", "have", "has", "this", "that", "was", "not", "how",
+        "do", "does", "your", "me", "would", "could", "hi", "hello", "thanks", "yet", "still",
+        "want", "need", "from", "get", "be", "did", "will", "why", "just", "about", "an",
+    },
+    "es": {
+        "el", "la", "los", "las", "mi", "es", "y", "que", "qué", "dónde", "donde", "cuándo",
+        "pedido", "por", "favor", "hola", "gracias", "quiero", "está", "esta", "todavía",
+        "con", "para", "un", "una", "del", "al", "se", "no", "lo", "mis", "ha", "llegado",
+    },
+    "de": {
+        "der", "die", "das", "ist", "und", "ich", "mein", "meine", "nicht", "bitte", "wo",
+        "wann", "bestellung", "hallo", "danke", "mit", "für", "noch", "ein", "eine", "zu",
+        "stornieren", "sie", "wie", "ihr", "mir", "habe", "auf", "den", "dem",
+    },
+    "fr": {
+        "le", "les", "mon", "ma", "mes", "est", "et", "je", "où", "quand", "commande",
+        "bonjour", "merci", "avec", "pour", "pas", "encore", "une", "des", "vous", "colis",
+        "annuler", "s'il", "plaît", "au", "du", "ne", "suis", "j'ai", "remboursement",
+    },
+    "it": {
+        "il", "gli", "mio", "mia", "è", "ed", "dove", "quando", "ordine", "ciao", "grazie",
+        "per", "ancora", "non", "sono", "vorrei", "annullare", "rimborso", "della", "che",
+    },
+    "pt": {
+        "o", "os", "meu", "minha", "é", "onde", "quando", "encomenda", "olá", "obrigado",
+        "obrigada", "para", "ainda", "não", "pedido", "quero", "cancelar", "reembolso", "da",
+    },
+    "nl": {
+        "de", "het", "mijn", "en", "ik", "waar", "wanneer", "bestelling", "hallo",
+        "bedankt", "met", "voor", "nog", "niet", "een", "graag", "annuleren", "pakket",
+    },
+}  # fmt: skip
+
+_ACTIONS = {
+    "cancel_order": (
+        re.compile(r"\bcancel(?!l?ed\b|l?ing\b)|\bcancellation\b|\bcall off\b|\bstop (the|my) order"),
+        re.compile(r"\b(don'?t|do not|not|never) (want to )?cancel\b"),
+    ),
+    "refund_order": (
+        re.compile(r"\brefund(?!ed\b)|\bmoney back\b|\breimburse(?!d\b)"),
+        re.compile(r"\b(don'?t|do not|not|never) (want (a|to) )?refund\b"),
+    ),
+    "update_shipping_address": (
+        re.compile(
+            r"\b(change|update|correct|new|different)\b.{0,40}\baddress\b"
+            r"|\b(send|ship|deliver|redirect)\b.{0,60}\b(to|instead)\b"
+        ),
+        re.compile(r"\b(don'?t|do not) (change|update)\b"),
+    ),
+}
+
+
+def bounded_message(message: str) -> tuple[str, bool]:
+    """The message as the models see it, and whether it was cut.
+
+    At most :data:`MAX_MESSAGE_CHARS` characters, cut at a word boundary; when the cut
+    drops the first order id or email, the sentence holding it is kept too (at most
+    :data:`MAX_TAIL_CHARS`), so a long message with its order number at the end still
+    gets a lookup.
+    """
+    text = " ".join(message.split())
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text, False
+    head = text[:MAX_MESSAGE_CHARS].rsplit(" ", 1)[0]
+    if _REFERENCE.search(head) is None:
+        found = _REFERENCE.search(text, len(head))
+        if found is not None:
+            start = max(text.rfind(". ", 0, found.start()) + 2, found.start() - MAX_TAIL_CHARS // 2)
+            tail = text[start : start + MAX_TAIL_CHARS].rsplit(" ", 1)[0]
+            if found.group() not in tail:
+                tail = found.group()
+            return f"{head} ... {tail}", True
+    return head, True
+
+
+def language_of(message: str) -> str:
+    """``en`` or the code of the language whose function words the message uses most.
+
+    Short or ambiguous messages count as English: the desk answers them rather than
+    turning a customer away.
+    """
+    words = _WORDS.findall(_REFERENCE.sub(" ", message.lower()))
+    scores = {lang: sum(word in vocab for word in words) for lang, vocab in _FUNCTION_WORDS.items()}
+    best = max(scores, key=lambda lang: scores[lang])
+    if best != "en" and scores[best] >= 2 and scores[best] > 1.5 * scores["en"]:
+        return best
+    return "en"
+
+
+def asks_for(message: str, tool: str) -> bool:
+    """Whether ``message`` asks, in plain words, for the side effect ``tool`` performs.
+
+    The action's own verb in its base form ("cancel", "refund", "change the address",
+    "send it to") counts; the past participle ("cancelled", "refunded": a question about
+    the state) and a negated verb do not.
+    """
+    patterns = _ACTIONS.get(tool)
+    if patterns is None:
+        return True
+    asked, negated = patterns
+    lowered = message.lower()
+    return bool(asked.search(lowered)) and not negated.search(lowered)
+
+
+def principal_of(sender: object) -> dict[str, Any]:
+    """The ``principal`` of tool calls made for this sender (see mesh.support)."""
+    if isinstance(sender, Mapping) and isinstance(sender.get("email"), str) and sender["email"]:
+        return {"customer": sender["email"].strip()}
+    return {"anonymous": True}
