@@ -9,6 +9,7 @@ a2a-sdk request handler backed by a real task store.
 from __future__ import annotations
 
 import asyncio
+import time
 import contextlib
 import importlib
 import inspect
@@ -334,6 +335,13 @@ class AgentServer:
                 await self._uvicorn_task
                 raise RuntimeError("HTTP server exited during start-up")
             await asyncio.sleep(0.01)
+        # Warm-up before the agent reports ready: whatever a first request would otherwise pay
+        # (model kernels, grammar compilation, a database created on first use) is paid here.
+        warm_up = getattr(self.executor, "warm_up", None)
+        if warm_up is not None:
+            started = time.perf_counter()
+            await warm_up()
+            log.info("agent %s warmed up in %.2f s", self.spec.name, time.perf_counter() - started)
         for service in ("", A2A_GRPC_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         await self._start_registration()

@@ -226,6 +226,7 @@ class PlannerExecutor(AgentExecutor):
             await self._view.wait_synced(timeout=10.0)
         await self.runtime.ready()
         await asyncio.to_thread(self.router.load)
+        await asyncio.to_thread(self.router.closest, "warm up")  # the first encode is the slow one
         if takeover:
             return
         for record in self.store.unfinished():

@@ -84,14 +84,18 @@ def support_authorize_call(value: Any) -> dict[str, Any] | None:
     """The tool call as the tools agent receives it: consent checked, principal attached.
 
     A side-effecting call the message does not ask for in plain words becomes a lookup
-    of the same order; every call acts for the verified sender, or for nobody.
+    of the same order; an English message with no call (no order id or email) becomes an
+    FAQ search; every call acts for the verified sender, or for nobody.
     """
     case = _mapping(value, "support.authorize_call")
-    call = case.get("call")
+    call, message = case.get("call"), str(case.get("message") or "")
     if not isinstance(call, Mapping) or not isinstance(call.get("name"), str):
-        return None
+        if not case.get("english") or len(message.strip()) < 3:
+            return None
+        # No order id or email to act on: the question goes to the shop's FAQ.
+        call = {"name": "search_faq", "arguments": {"query": message}}
     name, arguments = call["name"], dict(call.get("arguments") or {})
-    if not policy.asks_for(str(case.get("message") or ""), name) and "order_id" in arguments:
+    if not policy.asks_for(message, name) and "order_id" in arguments:
         name, arguments = "get_order", {"order_id": arguments["order_id"]}
     principal = policy.principal_of(case.get("sender"))
     return {"name": name, "arguments": arguments, "principal": principal}

@@ -255,6 +255,21 @@ class SLMExecutor(AgentExecutor):
             else None
         )
 
+    async def warm_up(self, rounds: int = 2) -> None:
+        """Answers the skills' own examples before the agent reports ready.
+
+        The first generations pay for kernel selection, memory pools and grammar
+        compilation; paid here, they do not land on the first customers. An example the
+        model cannot answer is logged and skipped: warm-up never keeps an agent down.
+        """
+        examples = [text for skill in self.spec.skills for text in skill.examples][:4]
+        for _ in range(rounds):
+            for text in examples:
+                try:
+                    await self.backend.generate(self.request_for(text))
+                except (SLMError, ValueError) as exc:
+                    logger.warning("warm-up example %r failed: %s", text[:60], exc)
+
     def card_extensions(self) -> list[Any]:
         """The model behind this agent, on its card: the planner routes and prices by it."""
         return [

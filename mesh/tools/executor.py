@@ -101,6 +101,10 @@ class ToolsExecutor(AgentExecutor):
         )
         await updater.complete()
 
+    async def warm_up(self) -> None:
+        """Creates the demo database before the agent reports ready (not on a first call)."""
+        await self._ensure_database()
+
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Marks the task canceled.
 

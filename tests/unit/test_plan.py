@@ -229,13 +229,13 @@ def test_generated_plan_schema_allows_only_registered_skills_and_backward_bindin
 
 
 def test_the_router_sends_every_demo_message_to_support_and_refuses_unrelated_text() -> None:
-    from mesh.planner.console import read_messages
+    from mesh.planner.console import message_text, read_messages
     from mesh.planner.workflows import EmbeddingRouter
 
     router = EmbeddingRouter(
         load_workflows(ROOT / "services" / "planner" / "workflows"), threshold=0.35
     )
-    for message in read_messages(ROOT / "demo" / "support_messages.txt"):
+    for message in map(message_text, read_messages(ROOT / "demo" / "support_messages.txt")):
         route = router.route(message)
         assert route is not None and route.workflow.name == "support_ticket", message
     for text in (
