@@ -45,7 +45,7 @@ from opentelemetry.trace import StatusCode
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mesh import telemetry
-from mesh.a2a.client import plain
+from mesh.a2a.client import parts_value, plain
 from mesh.a2a.tasks import FINISHED_STATES, open_task
 from mesh.config import ServiceSpec, Settings, SpecError
 from mesh.planner.engine import PlanRun, RunLimits
@@ -86,6 +86,34 @@ class RouterOptions(BaseModel):
 
 
 _CUSTOMER_REFERENCE = re.compile(r"\bORD-\d+\b|[^\s@]+@[^\s@]+\.[A-Za-z]{2,}", re.IGNORECASE)
+
+
+CONFIRMATION_WORKFLOW = "support_confirmation"
+"""Runs a customer's answer on a ticket that waits in input-required."""
+
+
+def _confirmation_question(value: Any) -> str | None:
+    """The reply asking the customer to confirm, when a ticket's call waits for a yes."""
+    if not isinstance(value, dict):
+        return None
+    result = value.get("tool_result")
+    if isinstance(result, dict) and (result.get("error") or {}).get("code") == (
+        "confirmation_required"
+    ):
+        return str(value.get("reply") or "Please confirm.")
+    return None
+
+
+def _waiting_ticket(task: pb.Task | None) -> dict[str, Any] | None:
+    """The ticket of a task that waits for the customer's answer, from its result artifact."""
+    if task is None or task.status.state != pb.TaskState.TASK_STATE_INPUT_REQUIRED:
+        return None
+    for artifact in reversed(task.artifacts):
+        if artifact.name == RESULT_ARTIFACT:
+            value = parts_value(artifact.parts)
+            if isinstance(value, dict) and _confirmation_question(value):
+                return value
+    return None
 
 
 def _names_a_customer_reference(text: str) -> bool:
@@ -335,6 +363,20 @@ class PlannerExecutor(AgentExecutor):
             return self._routed(fallback, text, sender)
         raise RequestError("no_workflow", "; ".join(reasons))
 
+    def _confirmation(
+        self, ticket: dict[str, Any], message: pb.Message | None
+    ) -> tuple[Plan, Any, str, str]:
+        """The customer's answer on a task that waited for it: the confirmation workflow."""
+        workflow = self.workflows.get(CONFIRMATION_WORKFLOW)
+        if workflow is None:
+            raise RequestError(
+                "no_workflow", f"this planner has no {CONFIRMATION_WORKFLOW} workflow"
+            )
+        answer = get_message_text(message).strip() if message is not None else ""
+        if not answer:
+            raise RequestError("empty_request", "the answer has no text")
+        return workflow.plan, {"ticket": ticket, "answer": answer}, "workflow", workflow.name
+
     @staticmethod
     def _routed(
         workflow: Workflow, text: str, sender: dict[str, Any] | None
@@ -357,11 +399,15 @@ class PlannerExecutor(AgentExecutor):
             await self._resume(record, updater)
             return
         await updater.start_work()
+        waiting = _waiting_ticket(context.current_task)
         with telemetry.get_tracer().start_as_current_span(
             "create_plan", attributes={names.OPENINFERENCE_KIND: "CHAIN"}
         ) as span:
             try:
-                plan, value, source, workflow = await self.make_plan(context.message)
+                if waiting is not None:
+                    plan, value, source, workflow = self._confirmation(waiting, context.message)
+                else:
+                    plan, value, source, workflow = await self.make_plan(context.message)
                 routes = self.routes()
                 validate_plan(
                     plan,
@@ -480,7 +526,10 @@ class PlannerExecutor(AgentExecutor):
         stats = progress.agent_stats()
         await self._mark_recorded(progress)
         if outcome.ok:
-            self.store.finish_run(updater.task_id, "completed")
+            question = _confirmation_question(outcome.value)
+            self.store.finish_run(
+                updater.task_id, "input_required" if question else "completed"
+            )
             await updater.add_artifact(
                 [
                     new_data_part(outcome.value, media_type=JSON_MEDIA_TYPE),
@@ -498,7 +547,13 @@ class PlannerExecutor(AgentExecutor):
                     "escalations": progress.ledger.escalations,
                 },
             )
-            await updater.complete()
+            if question:
+                # The side effect waits for the customer's yes on this same task.
+                await updater.requires_input(
+                    updater.new_agent_message([new_text_part(question)])
+                )
+            else:
+                await updater.complete()
         else:
             self.store.finish_run(updater.task_id, "failed", outcome.error)
             message = f"step {outcome.failed_step} failed: {outcome.error}"

@@ -13,7 +13,12 @@ from typing import Any
 from mesh.support import policy
 from mesh.support.factcheck import check_reply
 from mesh.support.facts import plausible_name, reply_facts
-from mesh.support.replies import NON_ENGLISH_REPLY, ask_reference_reply, write_reply
+from mesh.support.replies import (
+    NON_ENGLISH_REPLY,
+    ask_reference_reply,
+    declined_reply,
+    write_reply,
+)
 
 PlannerFunction = Callable[[Any], Any]
 
@@ -163,6 +168,31 @@ def support_batch_items(value: Any) -> list[dict[str, Any]]:
         else:
             items.append({"message": item, "sender": None})
     return items
+
+
+@planner_function("support.confirmed_call")
+def support_confirmed_call(value: Any) -> dict[str, Any] | None:
+    """The call a ticket held back for confirmation, confirmed; None unless the answer is yes."""
+    case = _mapping(value, "support.confirmed_call")
+    ticket = _mapping(case.get("ticket"), "support.confirmed_call")
+    call = ticket.get("tool_call")
+    if not isinstance(call, Mapping) or not policy.is_yes(str(case.get("answer") or "")):
+        return None
+    return {**call, "confirmed": True}
+
+
+@planner_function("support.confirmation_reply")
+def support_confirmation_reply(value: Any) -> str:
+    """The checked reply to a confirmed call, or what the desk says when it was declined."""
+    case = _mapping(value, "support.confirmation_reply")
+    if case.get("reply"):
+        return str(case["reply"])
+    ticket = _mapping(case.get("ticket"), "support.confirmation_reply")
+    call = ticket.get("tool_call") if isinstance(ticket.get("tool_call"), Mapping) else {}
+    order_id = (call.get("arguments") or {}).get("order_id") if call else None
+    fields = ticket.get("fields") if isinstance(ticket.get("fields"), Mapping) else {}
+    customer = plausible_name(fields.get("name"), str(ticket.get("message") or ""))
+    return declined_reply(customer, order_id)
 
 
 @planner_function("support.summarize")

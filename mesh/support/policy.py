@@ -136,3 +136,15 @@ def principal_of(sender: object) -> dict[str, Any]:
     if isinstance(sender, Mapping) and isinstance(sender.get("email"), str) and sender["email"]:
         return {"customer": sender["email"].strip()}
     return {"anonymous": True}
+
+
+_YES = re.compile(
+    r"^\W*(yes|yeah|yep|y|ok|okay|sure|confirm(ed)?|i confirm|go ahead|please do|do it)\b",
+    re.IGNORECASE,
+)
+_NO = re.compile(r"\b(no|not|don'?t|cancel|stop|wait)\b", re.IGNORECASE)
+
+
+def is_yes(answer: str) -> bool:
+    """Whether the customer's answer to a confirmation question is an unambiguous yes."""
+    return bool(_YES.match(answer)) and not _NO.search(answer)

@@ -116,6 +116,12 @@ def reply_choices(text: str) -> list[str]:
     return reply_forms(facts)
 
 
+def declined_reply(customer: object, order_id: object) -> str:
+    """The reply when a customer does not confirm: nothing was changed."""
+    what = f"order {order_id}" if isinstance(order_id, str) and order_id else "your order"
+    return f"{greeting(customer)} all right, I have not made any change to {what}."
+
+
 @cache
 def fixed_sentences() -> tuple[str, ...]:
     """The grammar's sentences without slots: each belongs to some intents and outcomes only."""
