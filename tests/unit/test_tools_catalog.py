@@ -61,7 +61,7 @@ def call(db: Path, name: str, key: str | None = None, **arguments: Any) -> dict[
 # --- definitions ---------------------------------------------------------------------
 
 
-def test_catalog_has_the_six_support_tools() -> None:
+def test_catalog_has_the_seven_support_tools() -> None:
     assert list(TOOLS) == [
         "get_order",
         "find_orders",
@@ -69,6 +69,7 @@ def test_catalog_has_the_six_support_tools() -> None:
         "cancel_order",
         "refund_order",
         "update_shipping_address",
+        "search_faq",
     ]
     assert {name for name, tool in TOOLS.items() if tool.side_effects} == {
         "cancel_order",
