@@ -267,10 +267,9 @@ def _keywords_held(entry: FaqEntry, wanted: Iterable[str]) -> int:
 
 def _fts_scores(conn: sqlite3.Connection, wanted: list[str]) -> dict[int, float]:
     match = " OR ".join(f'"{term}"' for term in wanted)  # terms are [a-z0-9]+: safe to quote
-    weights = ", ".join(str(w) for w in COLUMN_WEIGHTS)
     rows = conn.execute(
-        f"SELECT rowid, -bm25(faq_terms, {weights}) FROM faq_terms WHERE faq_terms MATCH ?",
-        (match,),
+        "SELECT rowid, -bm25(faq_terms, ?, ?, ?) FROM faq_terms WHERE faq_terms MATCH ?",
+        (*COLUMN_WEIGHTS, match),
     )
     return {int(rowid): float(score) for rowid, score in rows}
 

@@ -228,6 +228,13 @@ def test_simulated_tool_results_match_the_real_catalog(tmp_path: Path) -> None:
     assert simulate(find, None, customer=account, customer_orders=history) == expected
     nobody = {"name": "find_orders", "arguments": {"email": "nobody@example.com"}}
     assert simulate(nobody, None) == catalog.run_tool_call(database, nobody).result
+    for question in (
+        "Can I pay with PayPal?",
+        "How long does delivery and a refund take?",
+        "Is the French Press dishwasher safe?",
+    ):
+        ask = {"name": "search_faq", "arguments": {"query": question}}
+        assert simulate(ask, None) == catalog.run_tool_call(database, ask).result
 
 
 def _calls_on(order_id: str, order: orders.Order | None, n: int) -> list[dict[str, object]]:
