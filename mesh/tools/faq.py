@@ -11,10 +11,10 @@ Keywords help twice. An entry is a candidate only if the query holds one of its 
 (every term of it, in any order: "send it back" holds "send back") or a term of its
 question; words only its answer holds ("card", "order", "days") turn up in unrelated
 questions too often to count on their own. And an entry whose keyword the query holds
-gets :data:`KEYWORD_BONUS` added to its BM25 score (once, however many it holds),
-because in a table this small a word such as "ship" sits in several entries and BM25's
-IDF gives it almost no weight. A candidate scoring under :data:`MIN_SCORE` is no match:
-"Is the French Press dishwasher safe?" finds nothing.
+gets :data:`KEYWORD_BONUS` per term of the longest such keyword added to its BM25 score
+("credit card" outweighs "credit"), because in a table this small a word such as "ship"
+sits in several entries and BM25's IDF gives it almost no weight. A candidate scoring
+under :data:`MIN_SCORE` is no match: "Is the French Press dishwasher safe?" finds nothing.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ MIN_SCORE = 1.0
 """The lowest BM25 score (FTS5's ``-bm25()``) an entry needs to count as a match."""
 
 KEYWORD_BONUS = 1.0
-"""Added to the score of an entry that has a keyword the query holds."""
+"""Added to an entry's score per term of its longest keyword that the query holds."""
 
 RELATIVE_CUTOFF = 0.5
 """A runner-up is returned only if it scores at least this share of the best entry."""
@@ -233,7 +233,7 @@ def search(
         entry = stored[rowid]
         keywords = _keywords_held(entry, wanted)
         if keywords or not set(wanted).isdisjoint(terms(entry.question)):
-            candidates.append(FaqMatch(entry, score + (KEYWORD_BONUS if keywords else 0.0)))
+            candidates.append(FaqMatch(entry, score + KEYWORD_BONUS * keywords))
     ranked = sorted(
         (match for match in candidates if match.score >= MIN_SCORE),
         key=lambda match: -match.score,
@@ -260,9 +260,12 @@ def scores(
 
 
 def _keywords_held(entry: FaqEntry, wanted: Iterable[str]) -> int:
-    """How many of the entry's keywords have every one of their terms in the query."""
+    """Terms of the longest keyword of the entry whose every term the query holds (0: none)."""
     held = set(wanted)
-    return sum(1 for keyword in entry.keywords if (kt := terms(keyword)) and set(kt) <= held)
+    sizes = [
+        len(set(kt)) for keyword in entry.keywords if (kt := terms(keyword)) and set(kt) <= held
+    ]
+    return max(sizes, default=0)
 
 
 def _fts_scores(conn: sqlite3.Connection, wanted: list[str]) -> dict[int, float]:

@@ -73,6 +73,35 @@ QUESTIONS: list[tuple[str, str | None]] = [
 ]
 
 
+# Written after the ranking was tuned on QUESTIONS and never tuned against: recall on
+# phrasings the keywords were not chosen for. 15/20 before the longest-keyword bonus,
+# 16/20 after it (misses: "pay for return shipping" ranks payment_methods first,
+# "broke" is not "broken", "email address for complaints" ranks order_changes first,
+# "order by phone" finds contact).
+LATER_QUESTIONS: list[tuple[str, str | None]] = [
+    ("Do you deliver to Norway?", "shipping_countries"),
+    ("international shipping available?", "shipping_countries"),
+    ("how fast is delivery to the US", "delivery_times"),
+    ("My refund was issued yesterday, when do I see the money?", "refund_time"),
+    ("Which credit cards do you take?", "payment_methods"),
+    ("can i pay by bank transfer", "payment_methods"),
+    ("Is your support team available on public holidays?", "opening_hours"),
+    ("what are your hours", "opening_hours"),
+    ("What is your return policy?", "returns"),
+    ("Do I have to pay for return shipping?", "returns"),
+    ("I ordered the wrong size, can I still change the order?", "order_changes"),
+    ("How much is postage to Ireland?", "shipping_cost"),
+    ("The fitness tracker broke after a year, what can I do?", "warranty"),
+    ("Can I get an email address for complaints?", "contact"),
+    ("Do you price match?", None),
+    ("Is the office chair easy to assemble?", None),
+    ("What is the battery life of the wireless earbuds?", None),
+    ("Are you hiring?", None),
+    ("Do you have a loyalty programme?", None),
+    ("Can I order by phone?", None),
+]
+
+
 @pytest.fixture(scope="module")
 def conn() -> sqlite3.Connection:
     memory = sqlite3.connect(":memory:")
@@ -100,9 +129,20 @@ def test_every_hand_written_question_finds_its_topic_or_nothing(
     assert wrong == []
 
 
+def test_recall_on_questions_written_after_tuning_does_not_drop(
+    conn: sqlite3.Connection,
+) -> None:
+    right = sum(
+        top_topic(conn, question, use_fts=True) == expected
+        for question, expected in LATER_QUESTIONS
+    )
+
+    assert right >= 16
+
+
 def test_the_python_fallback_scores_exactly_as_fts5_bm25(conn: sqlite3.Connection) -> None:
     compared = 0
-    for question, _ in QUESTIONS:
+    for question, _ in QUESTIONS + LATER_QUESTIONS:
         wanted = list(dict.fromkeys(faq.terms(question)))
         if not wanted:
             continue
