@@ -440,7 +440,7 @@ def _authorize(conn: sqlite3.Connection, call: ToolCall, policy: Policy) -> dict
     request to confirm a large refund.
     """
     principal = call.principal
-    if principal is None:
+    if principal is None or call.name in _PUBLIC_TOOLS:
         return None
     if "email" in call.arguments:
         if principal.customer is None:
@@ -452,7 +452,8 @@ def _authorize(conn: sqlite3.Connection, call: ToolCall, policy: Policy) -> dict
             )
         return None
     if "order_id" not in call.arguments:
-        return None  # about no order or account (search_faq)
+        # A tool about neither an order nor an account that is not public: fail closed.
+        return _refused("verification_required", _VERIFY)
     order_id = call.arguments["order_id"]
     limited = _LIMITED_VIEWS.get(call.name)
     if principal.customer is None:
@@ -499,6 +500,9 @@ _LIMITED_VIEWS: Mapping[str, Callable[[orders.Order], dict[str, Any]]] = {
     "track_shipment": _limited_shipment,
 }
 """What an anonymous sender may see of an order, per read-only tool: its status."""
+
+_PUBLIC_TOOLS = frozenset({"search_faq"})
+"""Tools about no order or account, which any sender may call."""
 
 _REFUNDABLE = ("shipped", "delivered")
 
