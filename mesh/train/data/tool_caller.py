@@ -71,9 +71,12 @@ class ToolCallerTask(Task):
         super().__init__()
         assert self.contract.schema is not None
         names = [branch["properties"]["name"]["const"] for branch in self.contract.schema["oneOf"]]
-        if names != list(TOOLS):
+        # The tool-caller proposes catalog tools in catalog order; a tool the catalog has
+        # gained (search_faq) joins its contract together with training data for it.
+        if names != [name for name in TOOLS if name in names]:
             raise ValueError(
-                f"services/tool-caller tools {names} differ from the catalog {list(TOOLS)}"
+                f"services/tool-caller tools {names} are not catalog tools in catalog "
+                f"order {list(TOOLS)}"
             )
 
     def make(self, rng: Random, stream: Stream) -> Example:
