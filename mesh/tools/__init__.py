@@ -7,6 +7,7 @@ that building SLM prompts from :func:`tool_specs` does not import the A2A server
 from __future__ import annotations
 
 from mesh.tools.catalog import (
+    FACT_KINDS,
     TOOLS,
     ArgumentProblem,
     Execution,
@@ -14,18 +15,23 @@ from mesh.tools.catalog import (
     InvalidArgumentsError,
     MalformedCallError,
     MissingIdempotencyKeyError,
+    Policy,
+    Principal,
     Tool,
     ToolCall,
     ToolCallError,
     UnknownToolError,
     execute_call,
+    fact_kinds,
     parse_call,
+    result_facts,
     run_tool_call,
     tool_specs,
 )
 from mesh.tools.orders import create_demo_database, is_initialized
 
 __all__ = [
+    "FACT_KINDS",
     "TOOLS",
     "ArgumentProblem",
     "Execution",
@@ -33,14 +39,18 @@ __all__ = [
     "InvalidArgumentsError",
     "MalformedCallError",
     "MissingIdempotencyKeyError",
+    "Policy",
+    "Principal",
     "Tool",
     "ToolCall",
     "ToolCallError",
     "UnknownToolError",
     "create_demo_database",
     "execute_call",
+    "fact_kinds",
     "is_initialized",
     "parse_call",
+    "result_facts",
     "run_tool_call",
     "tool_specs",
 ]

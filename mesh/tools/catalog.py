@@ -11,6 +11,17 @@ to the customer.
 Side-effecting tools run in one SQLite write transaction together with the lookup and
 store of their idempotency key, so a retried call replays the first result and changes
 nothing twice.
+
+A call may name the customer it acts for (``principal``, see :class:`Principal`); the
+tools then answer only about that customer's orders and account, an anonymous sender
+sees an order's status and nothing else, and a refund above :class:`Policy`'s limit waits
+for the customer's confirmation. A call without ``principal`` is a trusted mesh-internal
+call (staff tooling holding the mesh's API token, explicit plans) with full access.
+Refusals for someone else's order read the same whether or not the order exists.
+
+Every tool also declares the JSON schema of its result (:attr:`Tool.result_schema`,
+refusals included); properties that carry a fact a reply may state are marked
+``"x-fact": KIND`` (one of :data:`FACT_KINDS`), which :func:`fact_kinds` lists per tool.
 """
 
 from __future__ import annotations
@@ -19,25 +30,45 @@ import copy
 import difflib
 import json
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, ClassVar
 
 from jsonschema import Draft202012Validator
 
 from mesh.schema import SchemaValidator
-from mesh.tools import orders
+from mesh.tools import faq, orders
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 ORDER_ID_PATTERN = r"^ORD-\d{6}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,128}$"
 """1-128 printable ASCII characters without spaces: UUIDs, ``task-id:step`` and the like."""
 
-_ENVELOPE_KEYS = frozenset({"name", "arguments", "idempotency_key"})
+_ENVELOPE_KEYS = ("name", "arguments", "idempotency_key", "principal", "confirmed")
 _MAX_REASON_CHARS = 300
+
+FACT_KINDS = (
+    "order_id",
+    "status",
+    "carrier",
+    "tracking_number",
+    "date",
+    "amount",
+    "currency",
+    "product",
+    "email",
+    "name",
+    "address",
+    "faq_answer",
+)
+"""The kinds of fact a result property may carry (its ``x-fact``)."""
+
+DEFAULT_CONFIRM_REFUND_ABOVE = Decimal("100.00")
+"""A customer's refund above this amount (in the order's currency) needs confirmation."""
 
 Handler = Callable[[sqlite3.Connection, Mapping[str, Any]], dict[str, Any]]
 
@@ -53,7 +84,8 @@ class ToolCallError(ValueError):
 
 
 class MalformedCallError(ToolCallError):
-    """The call is not an object of ``name``, ``arguments`` and ``idempotency_key``."""
+    """The call's envelope (``name``, ``arguments``, ``idempotency_key``, ``principal``,
+    ``confirmed``) is not what it must be."""
 
     code = "malformed_call"
 
@@ -109,16 +141,21 @@ class InvalidArgumentsError(ToolCallError):
 
 @dataclass(frozen=True)
 class Tool:
-    """A tool the SLM can call: what it does, its argument schema, and its handler."""
+    """A tool the SLM can call: what it does, its argument and result schemas, its handler."""
 
     name: str
     description: str
     parameters: dict[str, Any]
     handler: Handler = field(repr=False, compare=False)
+    result_schema: dict[str, Any] = field(repr=False)
     side_effects: bool = False
 
     def __post_init__(self) -> None:
         _Validator.check_schema(self.parameters)
+        _Validator.check_schema(self.result_schema)
+        unknown = {kind for _, kind in _facts(self.result_schema, "")} - set(FACT_KINDS)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown x-fact kind(s) {sorted(unknown)}")
 
     def spec(self) -> dict[str, Any]:
         """The tool in OpenAI function-calling form, for SLM prompts."""
@@ -134,12 +171,69 @@ class Tool:
 
 
 @dataclass(frozen=True)
+class Principal:
+    """Whom a call acts for: a verified customer's email (lower case), or None: anonymous.
+
+    On the wire: ``{"customer": "<email>"}`` or ``{"anonymous": true}``.
+    """
+
+    customer: str | None = None
+
+    @property
+    def anonymous(self) -> bool:
+        """Whether the sender is not verified."""
+        return self.customer is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form."""
+        return {"anonymous": True} if self.customer is None else {"customer": self.customer}
+
+    @classmethod
+    def parse(cls, value: object) -> Principal:
+        """The principal of a call envelope; raises :class:`MalformedCallError`."""
+        if isinstance(value, Mapping) and set(value) == {"customer"}:
+            email = value["customer"]
+            if isinstance(email, str) and _EMAIL_VALIDATOR.is_valid(email.strip()):
+                return cls(customer=email.strip().lower())
+        elif isinstance(value, Mapping) and set(value) == {"anonymous"}:
+            if value["anonymous"] is True:
+                return cls()
+        raise MalformedCallError(
+            "'principal' must be {'customer': '<email address>'} or {'anonymous': true} "
+            "(leave it out for a trusted mesh-internal call)"
+        )
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The tools agent's limits on what a customer may do without confirming it."""
+
+    confirm_refund_above: Decimal = DEFAULT_CONFIRM_REFUND_ABOVE
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Policy:
+        """From the tools agent's spec options (``confirm_refund_above``: an amount >= 0)."""
+        value = options.get("confirm_refund_above", DEFAULT_CONFIRM_REFUND_ABOVE)
+        amount = None
+        if isinstance(value, (int, float, str, Decimal)) and not isinstance(value, bool):
+            try:
+                amount = Decimal(str(value))
+            except InvalidOperation:
+                amount = None
+        if amount is None or not amount.is_finite() or amount < 0:
+            raise ValueError(f"options.confirm_refund_above must be an amount >= 0, got {value!r}")
+        return cls(confirm_refund_above=amount)
+
+
+@dataclass(frozen=True)
 class ToolCall:
     """A call that passed :func:`parse_call`: a known tool with schema-valid arguments."""
 
     tool: Tool
     arguments: dict[str, Any]
     idempotency_key: str | None = None
+    principal: Principal | None = None
+    confirmed: bool = False
 
     @property
     def name(self) -> str:
@@ -160,8 +254,47 @@ def tool_specs() -> list[dict[str, Any]]:
     return [tool.spec() for tool in TOOLS.values()]
 
 
+def fact_kinds(tool_name: str) -> dict[str, str]:
+    """``{pointer: kind}`` of every fact-bearing property of a tool's result.
+
+    Pointers are JSON Pointers into the result with ``*`` for any array item, e.g.
+    ``/order/status`` -> ``status``, ``/orders/*/order_id`` -> ``order_id``,
+    ``/matches/*/answer`` -> ``faq_answer``. Raises KeyError for an unknown tool.
+    """
+    return dict(_facts(TOOLS[tool_name].result_schema, ""))
+
+
+def result_facts(tool_name: str, result: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
+    """``(pointer, kind, value)`` of every fact a real result holds, nulls left out.
+
+    Pointers here are concrete (``/orders/0/status``); their patterns are the keys of
+    :func:`fact_kinds`.
+    """
+    found = []
+    for pattern, kind in fact_kinds(tool_name).items():
+        for pointer, value in _resolve(result, pattern.split("/")[1:], ""):
+            if value is not None:
+                found.append((pointer, kind, value))
+    return found
+
+
+def _resolve(value: object, tokens: list[str], pointer: str) -> Iterator[tuple[str, object]]:
+    if not tokens:
+        yield pointer, value
+        return
+    token, rest = tokens[0], tokens[1:]
+    if token == "*" and isinstance(value, list):
+        for n, item in enumerate(value):
+            yield from _resolve(item, rest, f"{pointer}/{n}")
+        return
+    name = token.replace("~1", "/").replace("~0", "~")
+    if isinstance(value, Mapping) and name in value:
+        yield from _resolve(value[name], rest, f"{pointer}/{token}")
+
+
 def parse_call(payload: object) -> ToolCall:
-    """Checks a proposed call ``{"name", "arguments", "idempotency_key"?}``.
+    """Checks a proposed call ``{"name", "arguments", "idempotency_key"?, "principal"?,
+    "confirmed"?}``.
 
     ``arguments`` may also be a JSON string, as OpenAI-style function calls emit it.
     Whole-number floats become ints first, because A2A data parts carry every number
@@ -173,11 +306,11 @@ def parse_call(payload: object) -> ToolCall:
             "a tool call must be a JSON object with 'name' and 'arguments', "
             f"got {_json_type(payload)}"
         )
-    unexpected = sorted(set(payload) - _ENVELOPE_KEYS)
+    unexpected = sorted(set(payload) - set(_ENVELOPE_KEYS))
     if unexpected:
         raise MalformedCallError(
             f"unexpected field(s) {', '.join(map(repr, unexpected))} in tool call; "
-            "allowed: 'name', 'arguments', 'idempotency_key'"
+            f"allowed: {', '.join(map(repr, _ENVELOPE_KEYS))}"
         )
     name = payload.get("name")
     if not isinstance(name, str) or not name:
@@ -196,38 +329,57 @@ def parse_call(payload: object) -> ToolCall:
         raise MalformedCallError(
             "'idempotency_key' must be 1-128 printable ASCII characters without spaces"
         )
+    principal = Principal.parse(payload["principal"]) if "principal" in payload else None
+    confirmed = payload.get("confirmed", False)
+    if not isinstance(confirmed, bool):
+        raise MalformedCallError(f"'confirmed' must be true or false, got {_json_type(confirmed)}")
     if tool.side_effects and key is None:
         raise MissingIdempotencyKeyError(
             f"{tool.name} changes the order, so it needs an 'idempotency_key' beside "
             "'arguments'; a retry with the same key is then applied only once"
         )
-    return ToolCall(tool=tool, arguments=dict(arguments), idempotency_key=key)
+    return ToolCall(
+        tool=tool,
+        arguments=dict(arguments),
+        idempotency_key=key,
+        principal=principal,
+        confirmed=confirmed,
+    )
 
 
-def execute_call(database: str | Path, call: ToolCall) -> Execution:
+def execute_call(
+    database: str | Path, call: ToolCall, *, policy: Policy | None = None
+) -> Execution:
     """Runs a parsed call against the order database (blocking: use a worker thread).
 
     A side-effecting call first looks up its idempotency key: a recorded result is
     returned as is (``replayed``), a key recorded for a different call raises
     :class:`IdempotencyConflictError`, and otherwise the call runs and its result is
     recorded in the same transaction. Read-only calls ignore the key.
+
+    The principal is part of what a key identifies: a key first used for one customer
+    (or for a trusted call) replays for nobody else. ``confirmed`` is not: once a
+    confirmed refund ran, its retry replays it. A call the principal may not make, or
+    one awaiting confirmation, changes nothing and is not recorded, so the same key
+    can carry the verified or confirmed call that follows.
     """
+    policy = policy or Policy()
     with closing(orders.connect(database)) as conn:
         if not call.tool.side_effects:
-            return Execution(call.tool.handler(conn, call.arguments))
+            decided = _authorize(conn, call, policy)
+            return Execution(decided or call.tool.handler(conn, call.arguments))
         if call.idempotency_key is None:
             raise MissingIdempotencyKeyError(f"{call.name} needs an 'idempotency_key'")
-        fingerprint = _canonical_json(call.arguments)
+        fingerprint = _fingerprint(call)
         with orders.write_transaction(conn):
             recorded = orders.recorded_call(conn, call.idempotency_key)
             if recorded is not None:
                 if recorded.tool != call.name or recorded.arguments != fingerprint:
-                    raise IdempotencyConflictError(
-                        f"idempotency key {call.idempotency_key!r} was already used for "
-                        f"{recorded.tool} with arguments {recorded.arguments}; "
-                        "use a new key for a different call"
-                    )
+                    raise _conflict(call, recorded)
                 return Execution(recorded.result, replayed=True)
+            decided = _authorize(conn, call, policy)
+            if decided is not None:
+                return Execution(decided)
             result = call.tool.handler(conn, call.arguments)
             orders.record_call(
                 conn, call.idempotency_key, call.name, fingerprint, result, at=orders.utc_now()
@@ -235,9 +387,124 @@ def execute_call(database: str | Path, call: ToolCall) -> Execution:
         return Execution(result)
 
 
-def run_tool_call(database: str | Path, payload: object) -> Execution:
+def run_tool_call(
+    database: str | Path, payload: object, *, policy: Policy | None = None
+) -> Execution:
     """:func:`parse_call` then :func:`execute_call`."""
-    return execute_call(database, parse_call(payload))
+    return execute_call(database, parse_call(payload), policy=policy)
+
+
+def _fingerprint(call: ToolCall) -> str:
+    """What a recorded key stands for; a trusted call's keeps its original form."""
+    if call.principal is None:
+        return _canonical_json(call.arguments)
+    return _canonical_json({"arguments": call.arguments, "principal": call.principal.to_dict()})
+
+
+def _conflict(call: ToolCall, recorded: orders.RecordedCall) -> IdempotencyConflictError:
+    if call.principal is not None:
+        # The recorded call may be another customer's: say nothing about it.
+        return IdempotencyConflictError(
+            f"idempotency key {call.idempotency_key!r} was already used for a different "
+            "call; use a new key for a different call"
+        )
+    return IdempotencyConflictError(
+        f"idempotency key {call.idempotency_key!r} was already used for "
+        f"{recorded.tool} with arguments {recorded.arguments}; "
+        "use a new key for a different call"
+    )
+
+
+# --- authorization -------------------------------------------------------------------------
+
+_VERIFY = (
+    "To protect our customers' orders I can only do this for a verified sender: please "
+    "write to us from the email address the order was placed with."
+)
+
+
+def _not_your_order(order_id: str) -> dict[str, Any]:
+    # The same words whether or not the order exists, and nothing about it.
+    return _refused(
+        "not_your_order",
+        f"Order {order_id} is not among the orders placed with the email address you are "
+        "writing from, so I cannot look it up or change it.",
+    )
+
+
+def _authorize(conn: sqlite3.Connection, call: ToolCall, policy: Policy) -> dict[str, Any] | None:
+    """The result a principal gets instead of running the call, or None to run it.
+
+    For an anonymous sender that is a status-only view of an order (get_order,
+    track_shipment) or a refusal; for a customer, a refusal of what is not theirs or a
+    request to confirm a large refund.
+    """
+    principal = call.principal
+    if principal is None or call.name in _PUBLIC_TOOLS:
+        return None
+    if "email" in call.arguments:
+        if principal.customer is None:
+            return _refused("verification_required", _VERIFY)
+        if call.arguments["email"].strip().lower() != principal.customer:
+            return _refused(
+                "not_your_account",
+                "I can only list the orders of the email address you are writing from.",
+            )
+        return None
+    if "order_id" not in call.arguments:
+        # A tool about neither an order nor an account that is not public: fail closed.
+        return _refused("verification_required", _VERIFY)
+    order_id = call.arguments["order_id"]
+    limited = _LIMITED_VIEWS.get(call.name)
+    if principal.customer is None:
+        if limited is None:
+            return _refused("verification_required", _VERIFY)
+        order = orders.get_order(conn, order_id)
+        return limited(order) if order is not None else _order_not_found(order_id)
+    order = orders.get_order(conn, order_id)
+    if order is None or order.customer_email.lower() != principal.customer:
+        return _not_your_order(order_id)
+    if call.name == "refund_order" and not call.confirmed:
+        return _unconfirmed_refund(order, call.arguments, policy)
+    return None
+
+
+def _unconfirmed_refund(
+    order: orders.Order, args: Mapping[str, Any], policy: Policy
+) -> dict[str, Any] | None:
+    """``confirmation_required`` for a refund of everything left or above the limit."""
+    cents = orders.to_cents(args["amount"])
+    if order.status not in _REFUNDABLE or cents > order.refundable_cents:
+        return None  # the business rules refuse it anyway
+    if cents < order.refundable_cents and cents <= orders.to_cents(policy.confirm_refund_above):
+        return None
+    return _refused(
+        "confirmation_required",
+        f"A refund of {orders.format_money(cents)} {order.currency} on order "
+        f"{order.order_id} needs the customer's confirmation; once they confirm, send the "
+        'call again with "confirmed": true.',
+    )
+
+
+def _limited_order(order: orders.Order) -> dict[str, Any]:
+    view = {"order_id": order.order_id, "status": order.status}
+    return {"ok": True, "limited": True, "order": view}
+
+
+def _limited_shipment(order: orders.Order) -> dict[str, Any]:
+    return {"ok": True, "limited": True, "order_id": order.order_id, "status": order.status}
+
+
+_LIMITED_VIEWS: Mapping[str, Callable[[orders.Order], dict[str, Any]]] = {
+    "get_order": _limited_order,
+    "track_shipment": _limited_shipment,
+}
+"""What an anonymous sender may see of an order, per read-only tool: its status."""
+
+_PUBLIC_TOOLS = frozenset({"search_faq"})
+"""Tools about no order or account, which any sender may call."""
+
+_REFUNDABLE = ("shipped", "delivered")
 
 
 def _refused(code: str, message: str) -> dict[str, Any]:
@@ -361,7 +628,7 @@ def _refund_order(conn: sqlite3.Connection, args: Mapping[str, Any]) -> dict[str
     order = orders.get_order(conn, args["order_id"])
     if order is None:
         return _order_not_found(args["order_id"])
-    if order.status not in ("shipped", "delivered"):
+    if order.status not in _REFUNDABLE:
         why = {
             "placed": "it has not shipped yet; cancel it instead",
             "cancelled": "it was cancelled and never charged for shipping",
@@ -413,8 +680,21 @@ def _update_shipping_address(conn: sqlite3.Connection, args: Mapping[str, Any]) 
     }
 
 
+def _search_faq(conn: sqlite3.Connection, args: Mapping[str, Any]) -> dict[str, Any]:
+    matches = faq.search(conn, args["query"])
+    return {"ok": True, "count": len(matches), "matches": [match.view() for match in matches]}
+
+
 _Validator = SchemaValidator
 _KEY_VALIDATOR = _Validator({"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN})
+_EMAIL = {
+    "type": "string",
+    "format": "email",
+    "pattern": r"^[^@\s]+@[^@\s]+\.[A-Za-z0-9-]*[A-Za-z0-9]$",
+    "maxLength": 254,
+    "description": "The customer's email address.",
+}
+_EMAIL_VALIDATOR = _Validator(_EMAIL, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
 def _object_schema(properties: dict[str, Any]) -> dict[str, Any]:
@@ -426,6 +706,133 @@ def _object_schema(properties: dict[str, Any]) -> dict[str, Any]:
         "additionalProperties": False,
     }
 
+
+# --- result schemas ---------------------------------------------------------------------
+
+
+def _fact(kind: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "x-fact": kind}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+def _closed(properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+def _success(properties: dict[str, Any]) -> dict[str, Any]:
+    return _closed({"ok": {"const": True}, **properties})
+
+
+def _refusal(codes: tuple[str, ...]) -> dict[str, Any]:
+    return _closed(
+        {
+            "ok": {"const": False},
+            "error": _closed(
+                {"code": {"enum": list(codes)}, "message": {"type": "string", "minLength": 1}}
+            ),
+        }
+    )
+
+
+def _result(*successes: dict[str, Any], refusals: tuple[str, ...] = ()) -> dict[str, Any]:
+    branches = [*successes, _refusal(refusals)] if refusals else list(successes)
+    return {"$schema": SCHEMA_DIALECT, "oneOf": branches}
+
+
+def _facts(schema: Mapping[str, Any], pointer: str) -> Iterator[tuple[str, str]]:
+    """``(pointer, kind)`` of every ``x-fact`` under ``schema``, branches merged."""
+    if "x-fact" in schema:
+        yield pointer, schema["x-fact"]
+    for name, sub in schema.get("properties", {}).items():
+        yield from _facts(sub, f"{pointer}/{name.replace('~', '~0').replace('/', '~1')}")
+    if isinstance(schema.get("items"), Mapping):
+        yield from _facts(schema["items"], f"{pointer}/*")
+    for keyword in ("oneOf", "anyOf", "allOf"):
+        for sub in schema.get(keyword, ()):
+            yield from _facts(sub, pointer)
+
+
+_MONEY = {"type": "string", "pattern": r"^-?\d+\.\d{2}$"}
+_TIMESTAMP = {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"}
+_FACT_ORDER_ID = _fact("order_id", {"type": "string", "pattern": r"^ORD-\d{6}$"})
+_FACT_STATUS = _fact("status", {"enum": list(orders.ORDER_STATUSES)})
+_FACT_AMOUNT = _fact("amount", _MONEY)
+_FACT_CURRENCY = _fact("currency", {"type": "string", "pattern": "^[A-Z]{3}$"})
+_FACT_PRODUCT = _fact("product", {"type": "string", "minLength": 1})
+_FACT_ADDRESS = _fact("address", {"type": "string", "minLength": 1})
+_FACT_DATE = _fact("date", _TIMESTAMP)
+_FACT_MAYBE_DATE = _fact("date", _nullable(_TIMESTAMP))
+_FACT_CUSTOMER = _closed(
+    {
+        "name": _fact("name", {"type": "string", "minLength": 1}),
+        "email": _fact("email", {"type": "string", "minLength": 3}),
+    }
+)
+_ORDER_VIEW = _closed(
+    {
+        "order_id": _FACT_ORDER_ID,
+        "status": _FACT_STATUS,
+        "product": _FACT_PRODUCT,
+        "quantity": {"type": "integer", "minimum": 1},
+        "amount": _FACT_AMOUNT,
+        "currency": _FACT_CURRENCY,
+        "ordered_at": _FACT_DATE,
+        "shipping_address": _FACT_ADDRESS,
+        "carrier": _fact("carrier", {"type": ["string", "null"]}),
+        "tracking_number": _fact("tracking_number", {"type": ["string", "null"]}),
+        "shipped_at": _FACT_MAYBE_DATE,
+        "delivered_at": _FACT_MAYBE_DATE,
+        "cancelled_at": _FACT_MAYBE_DATE,
+        "refunded_amount": _FACT_AMOUNT,
+        "refundable_amount": _FACT_AMOUNT,
+        "customer": _FACT_CUSTOMER,
+    }
+)
+_LIMITED_ORDER = _closed({"order_id": _FACT_ORDER_ID, "status": _FACT_STATUS})
+_FIND_ORDERS_RESULT = _success(
+    {
+        "customer": _FACT_CUSTOMER,
+        "count": {"type": "integer", "minimum": 0},
+        "orders": {
+            "type": "array",
+            "items": _closed(
+                {
+                    "order_id": _FACT_ORDER_ID,
+                    "status": _FACT_STATUS,
+                    "product": _FACT_PRODUCT,
+                    "quantity": {"type": "integer", "minimum": 1},
+                    "amount": _FACT_AMOUNT,
+                    "currency": _FACT_CURRENCY,
+                    "ordered_at": _FACT_DATE,
+                }
+            ),
+        },
+    }
+)
+_SHIPMENT_RESULT = _success(
+    {
+        "order_id": _FACT_ORDER_ID,
+        "status": _FACT_STATUS,
+        "carrier": _fact("carrier", {"type": "string", "minLength": 1}),
+        "tracking_number": _fact("tracking_number", {"type": "string", "minLength": 1}),
+        "shipped_at": _FACT_DATE,
+        "delivered_at": _FACT_MAYBE_DATE,
+        "estimated_delivery": _fact(
+            "date", {"type": ["string", "null"], "pattern": r"^\d{4}-\d{2}-\d{2}$"}
+        ),
+        "shipping_address": _FACT_ADDRESS,
+    }
+)
+
+# --- argument schemas -------------------------------------------------------------------
 
 _ORDER_ID = {
     "type": "string",
@@ -449,35 +856,56 @@ TOOLS: Mapping[str, Tool] = {
             "tracking and how much has been refunded.",
             parameters=_object_schema({"order_id": _ORDER_ID}),
             handler=_get_order,
+            result_schema=_result(
+                _success({"order": _ORDER_VIEW}),
+                _success({"limited": {"const": True}, "order": _LIMITED_ORDER}),
+                refusals=("order_not_found", "not_your_order"),
+            ),
         ),
         Tool(
             name="find_orders",
             description="List a customer's orders, newest first, by the email address "
             "they ordered with. Use when the customer gives no order id.",
-            parameters=_object_schema(
-                {
-                    "email": {
-                        "type": "string",
-                        "format": "email",
-                        "pattern": r"^[^@\s]+@[^@\s]+\.[A-Za-z0-9-]*[A-Za-z0-9]$",
-                        "maxLength": 254,
-                        "description": "The customer's email address.",
-                    }
-                }
-            ),
+            parameters=_object_schema({"email": _EMAIL}),
             handler=_find_orders,
+            result_schema=_result(
+                _FIND_ORDERS_RESULT,
+                refusals=("customer_not_found", "not_your_account", "verification_required"),
+            ),
         ),
         Tool(
             name="track_shipment",
             description="Carrier, tracking number and delivery dates of a shipped order.",
             parameters=_object_schema({"order_id": _ORDER_ID}),
             handler=_track_shipment,
+            result_schema=_result(
+                _SHIPMENT_RESULT,
+                _success({"limited": {"const": True}, **_LIMITED_ORDER["properties"]}),
+                refusals=("order_not_found", "not_shipped", "not_your_order"),
+            ),
         ),
         Tool(
             name="cancel_order",
             description="Cancel an order that has not shipped yet (status 'placed').",
             parameters=_object_schema({"order_id": _ORDER_ID, "reason": _REASON}),
             handler=_cancel_order,
+            result_schema=_result(
+                _success(
+                    {
+                        "order_id": _FACT_ORDER_ID,
+                        "status": _FACT_STATUS,
+                        "previous_status": _FACT_STATUS,
+                        "amount": _FACT_AMOUNT,
+                        "currency": _FACT_CURRENCY,
+                    }
+                ),
+                refusals=(
+                    "order_not_found",
+                    "not_cancellable",
+                    "not_your_order",
+                    "verification_required",
+                ),
+            ),
             side_effects=True,
         ),
         Tool(
@@ -498,6 +926,27 @@ TOOLS: Mapping[str, Tool] = {
                 }
             ),
             handler=_refund_order,
+            result_schema=_result(
+                _success(
+                    {
+                        "order_id": _FACT_ORDER_ID,
+                        "refund_id": {"type": "integer", "minimum": 1},
+                        "amount": _FACT_AMOUNT,
+                        "currency": _FACT_CURRENCY,
+                        "refunded_amount": _FACT_AMOUNT,
+                        "refundable_amount": _FACT_AMOUNT,
+                        "status": _FACT_STATUS,
+                    }
+                ),
+                refusals=(
+                    "order_not_found",
+                    "not_refundable",
+                    "amount_exceeds_refundable",
+                    "not_your_order",
+                    "verification_required",
+                    "confirmation_required",
+                ),
+            ),
             side_effects=True,
         ),
         Tool(
@@ -519,7 +968,58 @@ TOOLS: Mapping[str, Tool] = {
                 }
             ),
             handler=_update_shipping_address,
+            result_schema=_result(
+                _success(
+                    {
+                        "order_id": _FACT_ORDER_ID,
+                        "previous_address": _FACT_ADDRESS,
+                        "shipping_address": _FACT_ADDRESS,
+                    }
+                ),
+                refusals=(
+                    "order_not_found",
+                    "address_not_updatable",
+                    "not_your_order",
+                    "verification_required",
+                ),
+            ),
             side_effects=True,
+        ),
+        Tool(
+            name="search_faq",
+            description="Search the shop's policies and FAQ (shipping countries, delivery "
+            "and refund times, payment methods, opening hours, returns, warranty, contact). "
+            "Use for a general question that names no order.",
+            parameters=_object_schema(
+                {
+                    "query": {
+                        "type": "string",
+                        "minLength": 3,
+                        "maxLength": 500,
+                        "pattern": r"\S",
+                        "description": "The customer's question, in their words.",
+                    }
+                }
+            ),
+            handler=_search_faq,
+            result_schema=_result(
+                _success(
+                    {
+                        "count": {"type": "integer", "minimum": 0, "maximum": faq.MAX_MATCHES},
+                        "matches": {
+                            "type": "array",
+                            "maxItems": faq.MAX_MATCHES,
+                            "items": _closed(
+                                {
+                                    "topic": {"type": "string", "minLength": 1},
+                                    "question": {"type": "string", "minLength": 1},
+                                    "answer": _fact("faq_answer", {"type": "string"}),
+                                }
+                            ),
+                        },
+                    }
+                )
+            ),
         ),
     )
 }

@@ -27,7 +27,13 @@ from a2a.types import Message
 from mesh.a2a.tasks import FINISHED_STATES, open_task
 from mesh.config import ServiceSpec, Settings
 from mesh.telemetry import genai
-from mesh.tools.catalog import MalformedCallError, ToolCallError, execute_call, parse_call
+from mesh.tools.catalog import (
+    MalformedCallError,
+    Policy,
+    ToolCallError,
+    execute_call,
+    parse_call,
+)
 from mesh.tools.orders import create_demo_database
 
 logger = logging.getLogger(__name__)
@@ -51,12 +57,18 @@ def database_path(spec: ServiceSpec, settings: Settings) -> Path:
 class ToolsExecutor(AgentExecutor):
     """Validates and executes one tool call per task against the order database.
 
-    The demo database is created on the first request if the file is missing, in a
-    worker thread like every other database access, so the event loop never blocks.
+    The demo database is created on the first request if the file is missing (an older
+    file is migrated), in a worker thread like every other database access, so the event
+    loop never blocks. ``options.confirm_refund_above`` sets the amount above which a
+    customer's refund needs confirmation (:class:`~mesh.tools.catalog.Policy`).
     """
 
     def __init__(self, spec: ServiceSpec, settings: Settings) -> None:
         self.database = database_path(spec, settings)
+        try:
+            self.policy = Policy.from_options(spec.options)
+        except ValueError as exc:
+            raise ValueError(f"service {spec.name!r}: {exc}") from exc
         self._database_ready = False
         self._database_lock = asyncio.Lock()
 
@@ -74,7 +86,9 @@ class ToolsExecutor(AgentExecutor):
             )
             call = parse_call(payload)
             await self._ensure_database()
-            execution = await asyncio.to_thread(execute_call, self.database, call)
+            execution = await asyncio.to_thread(
+                execute_call, self.database, call, policy=self.policy
+            )
         except ToolCallError as exc:
             genai.end_tool(span, outcome="rejected", result=exc.to_dict())
             await updater.reject(_error_message(updater, exc.to_dict()))
@@ -138,7 +152,7 @@ def _call_payload(message: Message | None) -> object:
     if not text:
         raise MalformedCallError(
             "the message has no data part and no text; send the tool call as a JSON "
-            "object {'name', 'arguments', 'idempotency_key'}"
+            "object {'name', 'arguments', 'idempotency_key'?, 'principal'?, 'confirmed'?}"
         )
     try:
         return json.loads(text)

@@ -24,10 +24,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
-"""Bumped when the tables change; stored in ``meta`` by :func:`create_demo_database`."""
+from mesh.tools import faq
+
+SCHEMA_VERSION = 2
+"""Bumped when the tables change; stored in ``meta`` by :func:`create_demo_database`.
+
+Version 2 added the ``faq`` table (and its FTS5 index ``faq_terms``); an older file is
+migrated in place when it is opened by :func:`create_demo_database`.
+"""
 
 ORDER_STATUSES = ("placed", "shipped", "delivered", "cancelled", "refunded")
+"""Every status an order can have, in lifecycle order."""
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS meta (
@@ -166,10 +173,13 @@ _PRODUCTS = (
     ("Air Purifier", 15999),
 )
 _CARRIERS = (("UPS", "1Z"), ("FedEx", "FX"), ("DHL", "JD"), ("Royal Mail", "RM"), ("DPD", "DP"))
+
 PRODUCTS = tuple(name for name, _ in _PRODUCTS)
-"""Every product the demo shop sells (the vocabulary a reply's product is checked against)."""
+"""Every product the demo shop sells, as the ``product`` column spells it."""
+
 CARRIERS = tuple(name for name, _ in _CARRIERS)
-"""Every carrier the demo shop ships with."""
+"""Every carrier a demo order ships with, as the ``carrier`` column spells it."""
+
 CURRENCIES = ("USD", "EUR", "GBP", "CAD", "CHF", "SEK", "NOK", "DKK", "PLN")
 """Currencies an order may be in (the demo database uses EUR, GBP and USD)."""
 _STATUS_WEIGHTS = (
@@ -311,6 +321,9 @@ def create_demo_database(
     The same ``seed`` and sizes always give the same rows, so demos and tests can name
     real order ids. Creation happens in one transaction holding SQLite's write lock, so
     replicas starting together neither double-fill nor see a half-filled file.
+
+    An existing file keeps its orders; it is migrated to :data:`SCHEMA_VERSION` and its
+    ``faq`` table is re-seeded when the packaged FAQ entries changed.
     """
     if customers < 1:
         raise ValueError("customers must be at least 1")
@@ -322,7 +335,9 @@ def create_demo_database(
     with closing(conn):
         _use_wal(conn)
         with write_transaction(conn):
-            if _schema_version(conn) is not None:
+            version = _schema_version(conn)
+            if version is not None:
+                _upgrade(conn, version)
                 return False
             for statement in _SCHEMA:
                 conn.execute(statement)
@@ -336,7 +351,37 @@ def create_demo_database(
                     ("orders", str(orders)),
                 ],
             )
+            _seed_faq(conn)
     return True
+
+
+def _upgrade(conn: sqlite3.Connection, version: int) -> None:
+    """Brings an existing file to :data:`SCHEMA_VERSION` and its FAQ up to date."""
+    if version > SCHEMA_VERSION:
+        return  # written by newer code (a rolling upgrade): that code owns its tables
+    if version < SCHEMA_VERSION:
+        # 1 -> 2 adds the faq table, which _seed_faq creates; nothing else changed.
+        _set_meta(conn, "schema_version", str(SCHEMA_VERSION))
+    if _meta(conn, "faq_digest") != faq.digest():
+        _seed_faq(conn)
+
+
+def _seed_faq(conn: sqlite3.Connection) -> None:
+    faq.seed(conn)
+    _set_meta(conn, "faq_digest", faq.digest())
+
+
+def _meta(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def _set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
 
 
 def find_customer(conn: sqlite3.Connection, email: str) -> Customer | None:

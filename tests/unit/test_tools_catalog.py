@@ -12,7 +12,9 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from mesh.config import ServiceSpec
+from mesh.schema import SchemaValidator
 from mesh.tools import (
+    FACT_KINDS,
     TOOLS,
     IdempotencyConflictError,
     InvalidArgumentsError,
@@ -20,7 +22,10 @@ from mesh.tools import (
     MissingIdempotencyKeyError,
     UnknownToolError,
     create_demo_database,
+    fact_kinds,
+    orders,
     parse_call,
+    result_facts,
     run_tool_call,
     tool_specs,
 )
@@ -61,7 +66,7 @@ def call(db: Path, name: str, key: str | None = None, **arguments: Any) -> dict[
 # --- definitions ---------------------------------------------------------------------
 
 
-def test_catalog_has_the_six_support_tools() -> None:
+def test_catalog_has_the_seven_support_tools() -> None:
     assert list(TOOLS) == [
         "get_order",
         "find_orders",
@@ -69,6 +74,7 @@ def test_catalog_has_the_six_support_tools() -> None:
         "cancel_order",
         "refund_order",
         "update_shipping_address",
+        "search_faq",
     ]
     assert {name for name, tool in TOOLS.items() if tool.side_effects} == {
         "cancel_order",
@@ -550,3 +556,151 @@ def test_agent_yaml_examples_succeed_on_the_default_demo_database(tmp_path: Path
     assert {example["name"] for example in examples} >= {"get_order", "cancel_order"}
     for example in examples:
         assert run_tool_call(path, example).result["ok"] is True, example
+
+
+# --- result schemas --------------------------------------------------------------------
+
+
+def test_every_real_result_matches_its_tools_result_schema_and_every_branch_occurs(
+    db: Path,
+) -> None:
+    owners = dict(
+        query(
+            db, "SELECT o.order_id, c.email FROM orders o JOIN customers c ON c.id = o.customer_id"
+        )
+    )
+    stranger = {"customer": "nobody@example.com"}
+    seen: dict[str, set[str]] = {name: set() for name in TOOLS}
+    checked = 0
+
+    def check(payload: dict[str, Any]) -> None:
+        nonlocal checked
+        result = run_tool_call(db, payload).result
+        schema = TOOLS[payload["name"]].result_schema
+        errors = [e.message for e in SchemaValidator(schema).iter_errors(result)]
+        assert errors == [], (payload, result)
+        outcome = (
+            result["error"]["code"]
+            if not result["ok"]
+            else ("limited" if result.get("limited") else "ok")
+        )
+        seen[payload["name"]].add(outcome)
+        checked += 1
+
+    for n, status in enumerate(orders.ORDER_STATUSES):
+        order_id = order_with(db, status)
+        mine = {"customer": owners[order_id]}
+        for p, principal in enumerate((mine, stranger, {"anonymous": True}, None)):
+            extra = {} if principal is None else {"principal": principal}
+            for name in ("get_order", "track_shipment"):
+                check({"name": name, "arguments": {"order_id": order_id}, **extra})
+            refundable = query(
+                db,
+                "SELECT amount_cents - COALESCE((SELECT SUM(amount_cents) FROM refunds r "
+                "WHERE r.order_id = o.order_id), 0) FROM orders o WHERE order_id = ?",
+                order_id,
+            )[0][0]
+            side_effects = [
+                ("refund_order", {"amount": refundable / 100 + 1, "reason": "Too much"}),
+                ("refund_order", {"amount": max(refundable, 100) / 100, "reason": "All of it"}),
+                ("refund_order", {"amount": 0.5, "reason": "A little"}),
+                ("update_shipping_address", {"address": "2 Elm Avenue, Austin 73301, USA"}),
+                ("cancel_order", {"reason": "No longer needed"}),
+            ]
+            for m, (name, arguments) in enumerate(side_effects):
+                check(
+                    {
+                        "name": name,
+                        "arguments": {"order_id": order_id, **arguments},
+                        "idempotency_key": f"{n}-{p}-{m}",
+                        **extra,
+                    }
+                )
+    for principal in (
+        None,
+        {"customer": owners[order_with(db, "placed")]},
+        stranger,
+        {"anonymous": True},
+    ):
+        extra = {} if principal is None else {"principal": principal}
+        check(
+            {
+                "name": "find_orders",
+                "arguments": {"email": owners[order_with(db, "placed")]},
+                **extra,
+            }
+        )
+    check({"name": "find_orders", "arguments": {"email": "nobody@example.com"}})
+    missing = {"order_id": unused_order_id(db)}
+    for name in ("get_order", "track_shipment"):
+        check({"name": name, "arguments": missing})
+    for m, (name, arguments) in enumerate(side_effects):
+        check({"name": name, "arguments": {**arguments, **missing}, "idempotency_key": f"m{m}"})
+    for question in (
+        "Which countries do you ship to?",
+        "How long is delivery and refund?",
+        "Is the French Press dishwasher safe?",
+    ):
+        check({"name": "search_faq", "arguments": {"query": question}})
+
+    for name, tool in TOOLS.items():
+        branches = tool.result_schema["oneOf"]
+        codes = {
+            code
+            for b in branches
+            if "error" in b["properties"]
+            for code in b["properties"]["error"]["properties"]["code"]["enum"]
+        }
+        expected = codes | {"ok"} | ({"limited"} if len(branches) - bool(codes) > 1 else set())
+        assert seen[name] == expected, name
+    assert checked > 100
+
+
+def test_fact_kinds_name_the_fact_of_each_property() -> None:
+    assert fact_kinds("get_order")["/order/status"] == "status"
+    assert fact_kinds("get_order")["/order/customer/name"] == "name"
+    assert fact_kinds("find_orders")["/orders/*/order_id"] == "order_id"
+    assert fact_kinds("track_shipment")["/estimated_delivery"] == "date"
+    assert fact_kinds("track_shipment")["/carrier"] == "carrier"
+    assert fact_kinds("refund_order")["/refundable_amount"] == "amount"
+    assert fact_kinds("search_faq") == {"/matches/*/answer": "faq_answer"}
+    assert "/order/quantity" not in fact_kinds("get_order")
+    used = {kind for name in TOOLS for kind in fact_kinds(name).values()}
+    assert used == set(FACT_KINDS)
+    with pytest.raises(KeyError):
+        fact_kinds("delete_everything")
+
+
+def test_result_facts_lists_the_values_of_a_real_result(db: Path) -> None:
+    order_id = order_with(db, "shipped")
+    result = call(db, "get_order", order_id=order_id)
+    email = result["order"]["customer"]["email"]
+    listing = call(db, "find_orders", email=email)
+
+    facts = result_facts("get_order", result)
+    listed = result_facts("find_orders", listing)
+
+    assert ("/order/order_id", "order_id", order_id) in facts
+    assert ("/order/carrier", "carrier", result["order"]["carrier"]) in facts
+    assert result["order"]["carrier"] in orders.CARRIERS
+    assert result["order"]["product"] in orders.PRODUCTS
+    assert not any(pointer == "/order/cancelled_at" for pointer, _, _ in facts)  # null
+    assert ("/orders/0/order_id", "order_id", listing["orders"][0]["order_id"]) in listed
+    assert ("/customer/email", "email", email) in listed
+
+
+def test_search_faq_result_and_argument_schema(db: Path) -> None:
+    found = call(db, "search_faq", query="Do you accept PayPal?")
+    none = call(db, "search_faq", query="Is the French Press dishwasher safe?")
+
+    assert found["ok"] is True
+    assert found["count"] == len(found["matches"]) >= 1
+    assert found["matches"][0] == {
+        "topic": "payment_methods",
+        "question": "Which payment methods do you accept?",
+        "answer": "We accept Visa, Mastercard, American Express, PayPal and Apple Pay.",
+    }
+    assert none == {"ok": True, "count": 0, "matches": []}
+    with pytest.raises(InvalidArgumentsError):
+        parse_call({"name": "search_faq", "arguments": {"query": "hi"}})
+    assert not TOOLS["search_faq"].side_effects

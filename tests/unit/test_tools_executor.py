@@ -337,3 +337,56 @@ async def test_cancel_publishes_canceled_for_the_task(settings: Settings) -> Non
     assert isinstance(event, TaskStatusUpdateEvent)
     assert (event.task_id, event.context_id) == ("task-2", "ctx-2")
     assert event.status.state == TaskState.TASK_STATE_CANCELED
+
+
+async def test_principal_and_confirmation_travel_in_the_call_and_the_limit_is_a_spec_option(
+    settings: Settings,
+) -> None:
+    spec = SPEC.model_copy(update={"options": {**SPEC.options, "confirm_refund_above": 5}})
+    executor = ToolsExecutor(spec, settings)
+    queue = RecordingQueue()
+
+    async def run(payload: dict[str, Any]) -> Any:
+        queue.events.clear()
+        message = Message(
+            role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=[new_data_part(payload)]
+        )
+        context = RequestContext(ServerCallContext(), request=SendMessageRequest(message=message))
+        await executor.execute(context, queue)  # type: ignore[arg-type]
+        return queue.events[-1].status
+
+    assert (await run({"name": "search_faq", "arguments": {"query": "opening hours?"}})).state == (
+        TaskState.TASK_STATE_COMPLETED
+    )
+    order_id, email = query(
+        database(settings),
+        "SELECT o.order_id, c.email FROM orders o JOIN customers c ON c.id = o.customer_id "
+        "WHERE o.status = 'delivered' AND o.amount_cents > 1000 LIMIT 1",
+    )[0]
+    refund = {
+        "name": "refund_order",
+        "arguments": {"order_id": order_id, "amount": 6, "reason": "Box was crushed"},
+        "idempotency_key": "refund-6",
+        "principal": {"customer": email},
+    }
+
+    asked = await run(refund)
+    artifacts = [e for e in queue.events if getattr(e, "artifact", None) is not None]
+    assert get_data_parts(artifacts[-1].artifact.parts)[0]["error"]["code"] == (
+        "confirmation_required"
+    )
+    done = await run({**refund, "confirmed": True})
+    artifacts = [e for e in queue.events if getattr(e, "artifact", None) is not None]
+    malformed = await run({**refund, "principal": {"customer": "someone"}})
+
+    assert (asked.state, done.state) == (TaskState.TASK_STATE_COMPLETED,) * 2
+    assert get_data_parts(artifacts[-1].artifact.parts)[0]["amount"] == "6.00"
+    assert malformed.state == TaskState.TASK_STATE_REJECTED
+    assert get_data_parts(malformed.message.parts)[0]["error"]["code"] == "malformed_call"
+
+
+def test_a_bad_refund_limit_stops_the_executor_at_start(settings: Settings) -> None:
+    spec = SPEC.model_copy(update={"options": {"confirm_refund_above": "lots"}})
+
+    with pytest.raises(ValueError, match=r"service 'tools': options\.confirm_refund_above"):
+        ToolsExecutor(spec, settings)

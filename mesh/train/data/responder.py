@@ -14,14 +14,16 @@ them consistent for customers and makes exact match a meaningful score.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from random import Random
 from typing import Any
 
 from mesh.support.facts import reply_facts
 from mesh.support.replies import write_reply
-from mesh.tools import orders
+from mesh.tools import faq, orders
 from mesh.tools.catalog import order_view, shipment_view
 from mesh.tools.orders import Order
 from mesh.train.data.contract import compact
@@ -82,9 +84,14 @@ def simulate(
     """The tools agent's result for ``call`` when the database holds ``order``.
 
     For ``find_orders``, ``customer`` is ``(name, email)`` of the account (None: no
-    such customer) and ``customer_orders`` its orders, newest first.
+    such customer) and ``customer_orders`` its orders, newest first. ``search_faq``
+    needs no order: it searches the packaged FAQ entries. Calls without a principal
+    (trusted) are simulated; the tools' authorization is not.
     """
     name, args = call["name"], call["arguments"]
+    if name == "search_faq":
+        matches = faq.search(_faq_table(), args["query"])
+        return {"ok": True, "count": len(matches), "matches": [m.view() for m in matches]}
     if name == "find_orders":
         if customer is None:
             return _refused(
@@ -167,6 +174,14 @@ def simulate(
         "previous_address": order.shipping_address,
         "shipping_address": args["address"].strip(),
     }
+
+
+@cache
+def _faq_table() -> sqlite3.Connection:
+    """The packaged FAQ entries in an in-memory table, searched as the tools agent does."""
+    conn = sqlite3.connect(":memory:", check_same_thread=False)
+    faq.seed(conn)
+    return conn
 
 
 class ResponderTask(Task):

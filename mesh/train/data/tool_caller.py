@@ -75,7 +75,9 @@ class ToolCallerTask(Task):
         # call for a message with no order id or email (never the model's choice).
         expected = [name for name in TOOLS if name != "search_faq"]
         if names != expected:
-            raise ValueError(f"services/tool-caller tools {names} differ from the catalog {expected}")
+            raise ValueError(
+                f"services/tool-caller tools {names} differ from the catalog {expected}"
+            )
 
     def make(self, rng: Random, stream: Stream) -> Example:
         intent = rng.choice(INTENTS)
