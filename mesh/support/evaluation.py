@@ -124,10 +124,8 @@ _COMMON_CAPITALISED = frozenset(
     bonjour servus merci gracias danke saludos grüße system admin mode ignore override
     instructions previous all reply print change send deliver ship""".split()
 )
-_DANGLING = frozenset(
-    """a an the of to with for and or but by at on in from is are was were be your my our
-    its their this that as""".split()
-)
+_DANGLING = frozenset("a an the and or but is are was were be your my our its their of as".split())
+"""Words a statement cannot end on (prepositions can: "the address you ordered with.")."""
 _TERMINAL = re.compile(r"[.!?][\"')\]]*\s*$")
 _WORD = re.compile(r"[\w@.+'-]+", re.UNICODE)
 

@@ -169,7 +169,7 @@ def test_well_formed_rules() -> None:
     assert any(
         "incomplete" in p
         for p in well_formed_problems(
-            "Your order is on its way with DHL, tracking number is on. Thanks.",
+            "Your order is on its way with DHL, tracking number is. Thanks.",
             intent="track_shipment",
             message="",
         )
@@ -189,7 +189,7 @@ def test_well_formed_rules() -> None:
         )
     )
     assert well_formed_problems("", intent="x", message="") == ["no reply"]
-    question = "Your order is placed. Is there anything else I can help with?"
+    question = "Send the email address you ordered with. Anything else I can help with?"
     assert well_formed_problems(question, intent="order_status", message="") == []
     assert repeated_run("2 2.") == "2"
     assert repeated_run("one two three") is None
