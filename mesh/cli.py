@@ -570,11 +570,18 @@ def train(
 def eval_models(
     agents: Annotated[
         list[str] | None,
-        typer.Argument(help="Agents to score (default: every SLM agent and the planner SLM)."),
+        typer.Argument(
+            help="Agents to score (default: every SLM agent and the planner SLM), or `support`: "
+            "the whole support desk on the hand-written set (eval/support/) through a mesh."
+        ),
     ] = None,
     count: Annotated[int, typer.Option(help="Examples per split.")] = 200,
     output: Annotated[
-        Path | None, typer.Option(help="Write the table here (e.g. docs/models.md).")
+        Path | None,
+        typer.Option(
+            help="Write the table here (e.g. docs/models.md); `support` replaces only its "
+            "marked section."
+        ),
     ] = None,
     kind: Annotated[
         str,
@@ -582,13 +589,90 @@ def eval_models(
             help="auto (the model each agent's spec serves), micro (the causal micro-SLM) or encoder (the fine-tuned encoder)."
         ),
     ] = "auto",
+    planner: Annotated[
+        str | None,
+        typer.Option(help="support: the planner's HTTP URL (e.g. http://localhost:8000)."),
+    ] = None,
+    registry: Annotated[
+        str | None,
+        typer.Option(help="support: registry HOST:PORT (default: the local mesh of `slmesh up`)."),
+    ] = None,
+    start: Annotated[
+        bool,
+        typer.Option(
+            "--start",
+            help="support: start a private mesh with a fresh data dir (a fresh order database), "
+            "run the set, stop it.",
+        ),
+    ] = False,
+    concurrency: Annotated[int, typer.Option(min=1, help="support: items in flight at once.")] = 8,
+    timeout: Annotated[float, typer.Option(help="support: seconds per item.")] = 180.0,
 ) -> None:
-    """Score the shipped models on seen, validation and unseen (test) data, constraints on."""
+    """Score the shipped models on seen, validation and unseen (test) data, constraints on;
+    or, with `support`, the support desk end to end on the hand-written evaluation set."""
+    if agents == ["support"]:
+        _eval_support(planner, registry, start, concurrency, timeout, output)
+        return
     from mesh.train.models_doc import main as eval_main
 
     if kind not in ("auto", "micro", "encoder"):
         raise _fail(f"--kind must be auto, micro or encoder, not {kind!r}")
     eval_main(agents, count=count, output=output, kind=kind)
+
+
+def _eval_support(
+    planner: str | None,
+    registry: str | None,
+    start: bool,
+    concurrency: int,
+    timeout: float,
+    output: Path | None,
+) -> None:
+    """`slmesh eval support`: the set through a planner; failures of the open part, the table."""
+    from mesh.support import evaluation
+
+    try:
+        items = evaluation.load_set()
+    except (OSError, ValueError) as exc:
+        raise _fail(f"cannot read the evaluation set: {exc}", 2) from exc
+    if sum(bool(x) for x in (planner, registry, start)) > 1:
+        raise _fail("give at most one of --planner, --registry and --start", 2)
+    done = [0]
+
+    def progress(item: Any, outcome: Any) -> None:
+        done[0] += 1
+        if done[0] % 25 == 0 or done[0] == len(items):
+            err.print(f"{done[0]}/{len(items)} items")
+
+    def go(registry_address: str | None) -> Any:
+        return asyncio.run(
+            evaluation.evaluate(
+                items,
+                planner_url=planner,
+                registry=registry_address,
+                concurrency=concurrency,
+                timeout_s=timeout,
+                progress=progress,
+            )
+        )
+
+    if start:
+        err.print("starting a private mesh…")
+        with evaluation.private_mesh() as address:
+            run = go(address)
+    else:
+        address = None if planner else _registry_address(_settings(), registry)
+        run = go(address)
+    evaluation.print_report(run, console)
+    if output is not None:
+        block = evaluation.render_block(
+            run.summaries,
+            when=run.when,
+            machine=evaluation.machine_description(),
+            seconds=run.seconds,
+        )
+        evaluation.write_block(output, block)
+        console.print(f"wrote the support-eval section of {output}")
 
 
 def _bench_module(name: str) -> Any:

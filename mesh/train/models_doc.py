@@ -167,12 +167,14 @@ def main(
 ) -> list[ModelRow]:
     """Scores ``agents`` (default: all) and writes the table to ``output``, keeping the rows
     already there for agents not scored this time."""
+    from mesh.support.evaluation import split_block
+
     rows = [evaluate(agent, count=count, kind=kind) for agent in (agents or list(AGENTS))]
+    kept_block = ""  # `slmesh eval support`'s section of the same file stays as it is
     if output is not None and output.is_file():
+        existing, kept_block = split_block(output.read_text(encoding="utf-8"))
         fresh = {row.agent for row in rows}
-        rows += [
-            row for row in read_rows(output.read_text(encoding="utf-8")) if row.agent not in fresh
-        ]
+        rows += [row for row in read_rows(existing) if row.agent not in fresh]
 
         def order(row: ModelRow) -> tuple[int, str]:
             agent = row.agent.split(" (")[0]
@@ -182,5 +184,7 @@ def main(
     text = render(rows, count)
     print(text)
     if output is not None:
+        if kept_block:
+            text = text.rstrip("\n") + "\n\n" + kept_block + "\n"
         output.write_text(text, encoding="utf-8")
     return rows
