@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -79,13 +78,10 @@ class RouterOptions(BaseModel):
     )
     fallback: str | None = Field(
         None,
-        description="Workflow for text the desk must answer although no workflow matches it: "
-        "a message in another language, or one naming an order id or an email that no "
-        "plan source could plan (it is then never rejected).",
+        description="Workflow for text no other plan source takes, when the skills it needs "
+        "are registered: a message in another language goes straight to it, any other after "
+        "the planner SLM declined (a customer is answered, never left without a reply).",
     )
-
-
-_CUSTOMER_REFERENCE = re.compile(r"\bORD-\d+\b|[^\s@]+@[^\s@]+\.[A-Za-z]{2,}", re.IGNORECASE)
 
 
 CONFIRMATION_WORKFLOW = "support_confirmation"
@@ -114,11 +110,6 @@ def _waiting_ticket(task: pb.Task | None) -> dict[str, Any] | None:
             if isinstance(value, dict) and _confirmation_question(value):
                 return value
     return None
-
-
-def _names_a_customer_reference(text: str) -> bool:
-    """An order id or an email: a customer's message the desk must answer, never reject."""
-    return _CUSTOMER_REFERENCE.search(text) is not None
 
 
 def _sender(message: pb.Message) -> dict[str, Any] | None:
@@ -347,7 +338,7 @@ class PlannerExecutor(AgentExecutor):
         if route is not None and route.score >= self.router.threshold:
             return self._routed(route.workflow, text, sender)
         fallback = self.workflows.get(self.options.router.fallback or "")
-        if fallback is not None and language_of(text) != "en":
+        if fallback is not None and language_of(text) != "en" and self._runnable(fallback):
             return self._routed(fallback, text, sender)  # answered, in English, never planned
         known = ", ".join(sorted(self.workflows))
         reasons = [f"no workflow matches this request closely enough (known: {known})"]
@@ -359,9 +350,22 @@ class PlannerExecutor(AgentExecutor):
                 return plan, text, generator.source, ""
             except PlanError as exc:
                 reasons.append(str(exc))
-        if fallback is not None and _names_a_customer_reference(text):
-            return self._routed(fallback, text, sender)
+        if fallback is not None and self._runnable(fallback):
+            return self._routed(fallback, text, sender)  # never silence: the desk answers
         raise RequestError("no_workflow", "; ".join(reasons))
+
+    def _runnable(self, workflow: Workflow) -> bool:
+        """Every skill the workflow needs is registered now."""
+        try:
+            validate_plan(
+                workflow.plan,
+                skills={s: r[0].agent for s, r in self.routes().items()},
+                functions=FUNCTIONS,
+                workflows=self.plans,
+            )
+        except PlanError:
+            return False
+        return True
 
     def _confirmation(
         self, ticket: dict[str, Any], message: pb.Message | None

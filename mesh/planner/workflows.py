@@ -42,6 +42,11 @@ class Workflow(BaseModel):
     text_input: str | None = Field(
         None, description="A text request becomes {text_input: text}; unset: text is not accepted."
     )
+    routed: bool = Field(
+        True,
+        description="Text may be routed here by meaning; false: only a request naming the "
+        "workflow runs it.",
+    )
     plan: Plan
 
     def accepts(self, value: Any) -> bool:
@@ -78,7 +83,7 @@ class EmbeddingRouter:
         model_path: str | None = None,
     ) -> None:
         self.workflows = [
-            w for w in workflows.values() if w.text_input and (w.examples or w.description)
+            w for w in workflows.values() if w.text_input and w.routed and (w.examples or w.description)
         ]
         self.threshold = threshold
         self._model_path = model_path
