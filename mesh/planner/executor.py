@@ -78,9 +78,9 @@ class RouterOptions(BaseModel):
     )
     fallback: str | None = Field(
         None,
-        description="Workflow for text no other plan source takes, when the skills it needs "
-        "are registered: a message in another language goes straight to it, any other after "
-        "the planner SLM declined (a customer is answered, never left without a reply).",
+        description="Workflow for text the router does not match, when the skills it needs "
+        "are registered: a message in another language or a question goes straight to it, "
+        "any other text after the planner SLM declined (a customer is always answered).",
     )
 
 
@@ -338,8 +338,14 @@ class PlannerExecutor(AgentExecutor):
         if route is not None and route.score >= self.router.threshold:
             return self._routed(route.workflow, text, sender)
         fallback = self.workflows.get(self.options.router.fallback or "")
-        if fallback is not None and language_of(text) != "en" and self._runnable(fallback):
-            return self._routed(fallback, text, sender)  # answered, in English, never planned
+        if (
+            fallback is not None
+            and (language_of(text) != "en" or "?" in text)
+            and self._runnable(fallback)
+        ):
+            # Another language is answered in English; a question is a customer's (staff
+            # requests to the planner SLM are instructions), answered rather than planned.
+            return self._routed(fallback, text, sender)
         known = ", ".join(sorted(self.workflows))
         reasons = [f"no workflow matches this request closely enough (known: {known})"]
         for generator in self.generators:  # SLM first; the large model only if it fails

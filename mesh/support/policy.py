@@ -60,20 +60,22 @@ _FUNCTION_WORDS = {
     },
 }  # fmt: skip
 
+# Per side-effecting tool: words that ask for the action, words that only ask about its
+# state (the past participle: "is it really cancelled?"), and a negated request.
 _ACTIONS = {
     "cancel_order": (
-        re.compile(r"\bcancel(?!l?ed\b|l?ing\b)|\bcancellation\b|\bcall off\b|\bstop (the|my) order"),
+        re.compile(r"\bcanc?[ea]?l(?!l?ed\b)|\bcancellation\b|\bcall off\b|\bstop\b"),
+        re.compile(r"\bcancell?ed\b"),
         re.compile(r"\b(don'?t|do not|not|never) (want to )?cancel\b"),
     ),
     "refund_order": (
-        re.compile(r"\brefund(?!ed\b)|\bmoney back\b|\breimburse(?!d\b)"),
+        re.compile(r"\brefund(?!ed\b)|\bback\b|\breimburse(?!d\b)|\breturn\b"),
+        re.compile(r"\brefunded\b|\breimbursed\b"),
         re.compile(r"\b(don'?t|do not|not|never) (want (a|to) )?refund\b"),
     ),
     "update_shipping_address": (
-        re.compile(
-            r"\b(change|update|correct|new|different)\b.{0,40}\baddress\b"
-            r"|\b(send|ship|deliver|redirect)\b.{0,60}\b(to|instead)\b"
-        ),
+        re.compile(r"."),
+        re.compile(r"$^"),
         re.compile(r"\b(don'?t|do not) (change|update)\b"),
     ),
 }
@@ -117,18 +119,21 @@ def language_of(message: str) -> str:
 
 
 def asks_for(message: str, tool: str) -> bool:
-    """Whether ``message`` asks, in plain words, for the side effect ``tool`` performs.
+    """Whether ``message`` asks for the side effect ``tool`` performs (the classifier and
+    tool-caller already read it as that request).
 
-    The action's own verb in its base form ("cancel", "refund", "change the address",
-    "send it to") counts; the past participle ("cancelled", "refunded": a question about
-    the state) and a negated verb do not.
+    No when the action is only named in its past participle ("I cancelled it, is it really
+    cancelled?", "has it been refunded?": a question about the state, answered by a
+    lookup) or the request is negated ("don't cancel it"); yes otherwise, typos included.
     """
     patterns = _ACTIONS.get(tool)
     if patterns is None:
         return True
-    asked, negated = patterns
+    asked, about_state, negated = patterns
     lowered = message.lower()
-    return bool(asked.search(lowered)) and not negated.search(lowered)
+    if negated.search(lowered):
+        return False
+    return not (about_state.search(lowered) and not asked.search(lowered))
 
 
 def principal_of(sender: object) -> dict[str, Any]:
