@@ -243,20 +243,28 @@ def _date_problems(facts: Mapping[str, Any], text: str) -> list[str]:
 
 
 def _digit_problems(facts: Mapping[str, Any], text: str) -> list[str]:
-    """Any other token with a digit must be copied from a fact (or be a reply constant)."""
-    sources = " ".join(str(value) for value in facts.values() if value is not None)
-    allowed = {replies.REFUND_DAYS, replies.EXAMPLE_ORDER_ID}
-    count = facts.get("count")
-    if isinstance(count, int):
-        allowed.add(str(count))
+    """Any other token with a digit must be one of the facts' own (or a reply constant)."""
+    tokens = {
+        token.rstrip(".!?")
+        for value in facts.values()
+        if value is not None and not isinstance(value, bool)
+        for token in _DIGITS.findall(str(value))
+    }
+    allowed = {replies.EXAMPLE_ORDER_ID}
+    if facts.get("ok") and facts.get("tool") == "refund_order":
+        allowed.add(replies.REFUND_DAYS)
     problems = []
+    count = facts.get("count")
+    for stated in re.findall(r"\b(\d+) orders?\b", text):
+        if str(count) != stated:
+            problems.append(f"{stated} orders stated, the case has {count}")
     for token in _DIGITS.findall(text):
         token = token.rstrip(".!?")
         if not token or token in allowed or _DATE.fullmatch(token) or _AMOUNT.fullmatch(token):
             continue
         if _ORDER_ID.fullmatch(token) or _EMAIL.fullmatch(token):
             continue
-        if token not in sources:
+        if token not in tokens:
             problems.append(f"{token!r} is not copied from the facts")
     return problems
 
@@ -313,7 +321,7 @@ def _capitalised_problems(facts: Mapping[str, Any], text: str) -> list[str]:
     problems = []
     for sentence in re.split(r"(?<=[.!?,])\s+", text.strip()):
         words = _WORD.findall(sentence)
-        for word in words[1:]:
+        for word in (w.rstrip("-'’") for w in words[1:]):
             if word[0].isupper() and word not in _ALWAYS_ALLOWED_WORDS and word not in sources:
                 problems.append(f"{word!r} is not a word of the facts")
     return problems

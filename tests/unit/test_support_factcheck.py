@@ -62,7 +62,20 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
         else:
             call = {"order_id": order_id, "address": "14 Rue des Lilas, 75011 Paris, France"}
             found.append(_facts(database, "change_address", "update_shipping_address", call, key))
+    for question in _FAQ_QUESTIONS:
+        found.append(_facts(database, "general_question", "search_faq", {"query": question}))
+        found.append(_facts(database, "refund_request", "search_faq", {"query": question}))
     return found
+
+
+_FAQ_QUESTIONS = (
+    "Do you ship to Canada?",
+    "How long does a refund take to reach my card?",
+    "Can I pay with PayPal?",
+    "When is customer service open on Saturday?",
+    "How much does shipping cost?",
+    "Is the French Press dishwasher safe?",
+)
 
 
 def _facts(
@@ -237,7 +250,17 @@ def _order_id(facts: dict[str, Any], reply: str, rng: Random) -> str | None:
     return reply.replace(value, f"ORD-{rng.randint(100000, 999999)}")
 
 
+def _number(facts: dict[str, Any], reply: str, rng: Random) -> str | None:
+    """Any number the reply states (days, hours, a price in a policy) changed."""
+    match = re.search(r"(?<![\w.-])(\d+)(?![\w-])", reply)
+    if match is None:
+        return None
+    changed = str(int(match.group(1)) + rng.randint(1, 9))
+    return reply[: match.start()] + changed + reply[match.end() :]
+
+
 _CORRUPTIONS: dict[str, Corruption] = {
+    "number": _number,
     "status": _status,
     "paraphrase": _paraphrase,
     "carrier": _swap_value("carrier", lambda f, rng: _other(orders.CARRIERS, f["carrier"], rng)),
