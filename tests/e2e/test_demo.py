@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -67,11 +69,16 @@ def test_demo_batch_runs_through_every_agent(mesh_env: dict[str, str], tmp_path:
     assert ran.returncode == 0, ran.stdout + ran.stderr
     out = json.loads(ran.stdout)
     assert out["completed"] and out["task_id"]
-    messages = [
+    lines = [
         line for line in DEMO.read_text().splitlines() if line.strip() and not line.startswith("#")
     ]
+    senders = [line.split(" | ", 1)[0] if " | " in line else None for line in lines]
+    messages = [line.split(" | ", 1)[-1] for line in lines]
     tickets = out["result"]["tickets"]
     assert [t["message"] for t in tickets] == messages
+    for ticket, sender in zip(tickets, senders, strict=True):
+        assert_reply_states_the_tool_result(ticket, sender)
+    assert_readme_shows_these_replies(tickets)
     labels = set(
         yaml.safe_load((ROOT / "services" / "classifier" / "agent.yaml").read_text())["options"][
             "output"
@@ -100,3 +107,95 @@ def test_demo_batch_runs_through_every_agent(mesh_env: dict[str, str], tmp_path:
     down = slmesh(mesh_env, "down", timeout=120)
     assert down.returncode == 0, down.stderr
     assert MeshState.load(tmp_path / "mesh" / "mesh.json") is None
+
+
+_STATUS_WORDS = ("placed", "shipped", "delivered", "cancelled", "refunded", "on its way")
+_SIDE_EFFECTS = ("cancel_order", "refund_order", "update_shipping_address")
+
+
+def assert_reply_states_the_tool_result(ticket: dict[str, Any], sender: str | None) -> None:
+    """The reply states the tool result's facts, no other status, and acts for its sender.
+
+    Independent of the product's own fact check: what each outcome must say is spelled out
+    here from the tool result itself.
+    """
+    reply, call, result = ticket["reply"], ticket["tool_call"], ticket["tool_result"]
+    assert reply.rstrip()[-1] in ".!?", reply
+    assert not re.search(r"(?<![\w.-])([\w.@-]+)\s+\1(?![\w-]|\.\w)", reply), reply
+    if call is None:  # nothing to act on: a question for the order number
+        assert "order number" in reply, reply
+        return
+    expected = {"customer": sender} if sender else {"anonymous": True}
+    assert call["principal"] == expected, ticket
+    if call["name"] in _SIDE_EFFECTS:
+        assert any(
+            word in ticket["message"].lower() for word in ("cancel", "refund", "address", "send")
+        ), ticket
+    if not result["ok"]:
+        assert result["error"]["message"] in reply, ticket
+        return
+    if call["name"] == "search_faq":
+        answer = result["matches"][0]["answer"] if result["matches"] else "support@example.com"
+        assert answer in reply, ticket
+        return
+    if result.get("limited"):
+        order = result["order"]
+        wanted = [order["order_id"], order["status"]]
+        assert not any(v in reply for v in ("EUR", "USD", "GBP", "@")), reply
+        status = order["status"]
+    elif call["name"] == "get_order":
+        order = result["order"]
+        wanted = [
+            order["order_id"],
+            order["status"],
+            order["product"],
+            f"{order['amount']} {order['currency']}",
+        ]
+        status = order["status"]
+        first = order["customer"]["name"].split()[0]
+        assert reply.startswith((f"Hi {first},", "Hello,")), reply
+    elif call["name"] == "track_shipment":
+        wanted = [result["order_id"], result["carrier"], result["tracking_number"]]
+        if result["status"] == "shipped":
+            wanted.append(result["estimated_delivery"])
+            status = "on its way"
+        else:
+            wanted.append(result["delivered_at"][:10])
+            status = "delivered"
+    elif call["name"] == "find_orders":
+        latest = result["orders"][0]
+        wanted = [
+            result["customer"]["email"],
+            latest["order_id"],
+            latest["status"],
+            f"{result['count']} order",
+        ]
+        status = latest["status"]
+    elif call["name"] == "cancel_order":
+        wanted = [result["order_id"], "cancelled", f"{result['amount']} {result['currency']}"]
+        status = "cancelled"
+    elif call["name"] == "refund_order":
+        wanted = [result["order_id"], f"{result['amount']} {result['currency']}", "refunded"]
+        status = "refunded"
+    else:
+        wanted = [result["order_id"], result["shipping_address"]]
+        status = ""
+    missing = [value for value in wanted if value not in reply]
+    assert not missing, (missing, ticket)
+    said = reply.replace("placed the order", "")  # "the email address you placed the order with"
+    others = [w for w in _STATUS_WORDS if w != status and re.search(rf"\b{w}\b", said)]
+    assert not others, (others, ticket)
+
+
+def assert_readme_shows_these_replies(tickets: list[dict[str, Any]]) -> None:
+    """The README's demo replies are what the demo prints, next to their real tool results."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- demo-replies:begin -->", 1)[1].split("<!-- demo-replies:end -->")[0]
+    shown = re.findall(r"^> (.+)\n>\n> tool result: `(.+)`\n>\n> reply: (.+)$", block, re.M)
+    assert len(shown) == 3, block
+    by_message = {ticket["message"]: ticket for ticket in tickets}
+    for message, result, reply in shown:
+        ticket = by_message[message.split(" | ", 1)[-1]]
+        assert ticket["reply"] == reply
+        for key, value in json.loads(result).items():
+            assert ticket["tool_result"][key] == value, (key, ticket["tool_result"])
