@@ -60,22 +60,19 @@ _FUNCTION_WORDS = {
     },
 }  # fmt: skip
 
-# Per side-effecting tool: words that ask for the action, words that only ask about its
-# state (the past participle: "is it really cancelled?"), and a negated request.
+# Per side-effecting tool: words that ask for the action (never its past participle: "is it
+# really cancelled?" asks about the state), and a negated request.
 _ACTIONS = {
     "cancel_order": (
         re.compile(r"\bcanc?[ea]?l(?!l?ed\b)|\bcancellation\b|\bcall off\b|\bstop\b"),
-        re.compile(r"\bcancell?ed\b"),
         re.compile(r"\b(don'?t|do not|not|never) (want to )?cancel\b"),
     ),
     "refund_order": (
         re.compile(r"\brefund(?!ed\b)|\bback\b|\breimburse(?!d\b)|\breturn\b"),
-        re.compile(r"\brefunded\b|\breimbursed\b"),
         re.compile(r"\b(don'?t|do not|not|never) (want (a|to) )?refund\b"),
     ),
     "update_shipping_address": (
         re.compile(r"."),
-        re.compile(r"$^"),
         re.compile(r"\b(don'?t|do not) (change|update)\b"),
     ),
 }
@@ -118,22 +115,28 @@ def language_of(message: str) -> str:
     return "en"
 
 
-def asks_for(message: str, tool: str) -> bool:
-    """Whether ``message`` asks for the side effect ``tool`` performs (the classifier and
-    tool-caller already read it as that request).
+_CODE = re.compile(r"<[^>]*>|\{[^}]*\}|\[[^\]]*\]|\S*_\S*|\S*[;=]\S*")
+"""Markup, JSON, identifiers and code in a message: words there ask for nothing."""
 
-    No when the action is only named in its past participle ("I cancelled it, is it really
+
+def asks_for(message: str, tool: str) -> bool:
+    """Whether ``message`` asks for the side effect ``tool`` performs in plain words (the
+    classifier and tool-caller already read it as that request; this is the last word).
+
+    Yes when a word of the request is there, typos included ("cancle", "stop", "get it
+    back"); no when the action is only named in its past participle ("I cancelled it, is it really
     cancelled?", "has it been refunded?": a question about the state, answered by a
-    lookup) or the request is negated ("don't cancel it"); yes otherwise, typos included.
+    lookup), only inside markup, JSON or code (``{"name": "cancel_order"}``), or negated
+    ("don't cancel it"); yes otherwise, typos included.
     """
     patterns = _ACTIONS.get(tool)
     if patterns is None:
         return True
-    asked, about_state, negated = patterns
-    lowered = message.lower()
+    asked, negated = patterns
+    lowered = _CODE.sub(" ", message).lower()
     if negated.search(lowered):
         return False
-    return not (about_state.search(lowered) and not asked.search(lowered))
+    return asked.search(lowered) is not None
 
 
 def principal_of(sender: object) -> dict[str, Any]:
