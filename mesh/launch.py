@@ -129,7 +129,8 @@ class Launcher:
             _alive(p.pid) for p in existing.processes + ([existing.ui] if existing.ui else [])
         ):
             raise LaunchError(
-                f"a mesh is already running (state in {state_path(self.settings)}); run `slmesh down` first"
+                f"a mesh is already running (state in {state_path(self.settings)}); run `slmesh "
+                "down` first"
             )
         specs = self.specs()
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -206,7 +207,8 @@ class Launcher:
         return proc
 
     def _spawn(self, spec: ServiceSpec, index: int, *, grpc_port: int, http_port: int) -> Process:
-        assert self.state is not None and spec.path is not None
+        assert self.state is not None
+        assert spec.path is not None
         replica_id = f"{spec.name}-{index}"
         log = self.log_dir / f"{replica_id}.log"
         env = {

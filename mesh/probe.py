@@ -20,7 +20,8 @@ from mesh.tls import TlsFiles
 def check(
     target: str, timeout_s: float = 2.0, tls: TlsFiles | None = None, host: str = "localhost"
 ) -> bool:
-    """Whether the gRPC server at ``target`` (host:port) reports SERVING (over TLS, as ``host``, with ``tls``)."""
+    """Whether the gRPC server at ``target`` (host:port) reports SERVING (over TLS, as ``host``,
+    with ``tls``)."""
     with tls.probe_channel(target, host) if tls else grpc.insecure_channel(target) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(

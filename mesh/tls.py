@@ -73,13 +73,15 @@ class TlsFiles:
         )
 
     def client_context(self) -> ssl.SSLContext:
-        """For outbound HTTPS: verify the server (against the CA when set), present our certificate."""
+        """For outbound HTTPS: verify the server (against the CA when set), present our
+        certificate."""
         context = ssl.create_default_context(cafile=str(self.ca) if self.ca else None)
         context.load_cert_chain(str(self.cert), str(self.key))
         return context
 
     def uvicorn_options(self) -> dict[str, object]:
-        """``uvicorn.Config`` keyword arguments serving HTTPS (requiring client certificates with a CA)."""
+        """``uvicorn.Config`` keyword arguments serving HTTPS (requiring client certificates with a
+        CA)."""
         options: dict[str, object] = {"ssl_certfile": str(self.cert), "ssl_keyfile": str(self.key)}
         if self.ca is not None:
             options |= {"ssl_ca_certs": str(self.ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}

@@ -153,7 +153,8 @@ def _sdk_send(
 def _with_trace(
     params: dict[str, str] | None, trace: dict[str, str] | None = None
 ) -> dict[str, str] | None:
-    """``params`` plus the W3C trace headers (``trace``, else the current context's) when tracing."""
+    """``params`` plus the W3C trace headers (``trace``, else the current context's) when
+    tracing."""
     if STATE.tracer is None:
         return params
     trace = carrier() if trace is None else trace

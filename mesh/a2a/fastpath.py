@@ -251,7 +251,8 @@ class JsonRpcSend:
             data = json.loads(content)
         except json.JSONDecodeError as exc:
             raise A2AClientError(f"JSON Decode Error: {exc}") from exc
-        data = self._transport._check_jsonrpc_response(data)
+        # The SDK's own JSON-RPC error mapping, so errors match its transport's exactly.
+        data = self._transport._check_jsonrpc_response(data)  # noqa: SLF001 - no public form
         return parse_lenient(data["result"], pb.SendMessageResponse())
 
     def _raise_status(

@@ -199,7 +199,8 @@ async def _read_body(receive: Any, limit: int) -> tuple[bytes, bool]:
 
 
 def _replay(body: bytes, receive: Any) -> Any:
-    """A receive callable that yields the buffered body once, then the real channel (disconnects)."""
+    """A receive callable that yields the buffered body once, then the real channel
+    (disconnects)."""
     pending = True
 
     async def replayed() -> dict[str, Any]:
@@ -352,7 +353,8 @@ class _Undecodable:
 
 
 def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
-    """grpc turns a deserializer exception into UNKNOWN; the gate answers INVALID_ARGUMENT instead."""
+    """grpc turns a deserializer exception into UNKNOWN; the gate answers INVALID_ARGUMENT
+    instead."""
 
     def parse(data: bytes) -> Any:
         try:

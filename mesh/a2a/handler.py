@@ -80,7 +80,8 @@ _END = object()
 """Subscriber-queue sentinel: the run is over."""
 
 _EARLY_STATES = (TERMINAL_TASK_STATES | INTERRUPTED_TASK_STATES) - {TaskState.TASK_STATE_FAILED}
-"""States at which the default handler answers a unary SendMessage without waiting for the executor."""
+"""States at which the default handler answers a unary SendMessage without waiting for the
+executor."""
 
 
 _PLANS: dict[str, tuple[tuple[FieldDescriptor, ...], tuple[tuple[str, int], ...]]] = {}
@@ -142,7 +143,8 @@ def _complete(msg: ProtoMessage) -> bool:
 
 
 def validate_required(msg: ProtoMessage) -> None:
-    """``validate_proto_required_fields``, fast when the message is valid (the SDK reports the rest)."""
+    """``validate_proto_required_fields``, fast when the message is valid (the SDK reports the
+    rest)."""
     if not _complete(msg):
         validate_proto_required_fields(msg)
 
@@ -184,7 +186,8 @@ class _Run(EventQueue):
     def __init__(
         self, handler: MeshRequestHandler, request: RequestContext, context: ServerCallContext
     ) -> None:
-        assert request.task_id is not None and request.context_id is not None
+        assert request.task_id is not None
+        assert request.context_id is not None
         self.handler = handler
         self.request = request
         self.call_context = context
@@ -249,7 +252,7 @@ class _Run(EventQueue):
             )
         manager = self.manager
         if isinstance(event, Task):
-            if manager._current_task is not None:
+            if manager._current_task is not None:  # noqa: SLF001 - in memory only; get_task() reads the store
                 log.error("Task %s already exists. Ignoring task replacement.", self.task_id)
             else:
                 await manager.save_task_event(event)
@@ -327,7 +330,7 @@ class _Run(EventQueue):
             if not self.dirty:
                 return
             self.dirty = False
-            task = self.manager._current_task
+            task = self.manager._current_task  # noqa: SLF001 - in memory only; get_task() reads the store
             if task is None:
                 return
             await self.handler.task_store.save(_copy(task), self.call_context)
@@ -363,7 +366,7 @@ class _Run(EventQueue):
     def _close_canceled(self) -> None:
         """As ``ActiveTask.cancel``: a cancel whose executor wrote no terminal state (a
         cleanup-only ``cancel``) closes the task as CANCELED, before the reply is sent."""
-        task = self.manager._current_task
+        task = self.manager._current_task  # noqa: SLF001 - in memory only; get_task() reads the store
         if task is not None and task.status.state not in TERMINAL_TASK_STATES:
             task.status.state = TaskState.TASK_STATE_CANCELED
             self.dirty = True
@@ -371,7 +374,7 @@ class _Run(EventQueue):
     async def _write_failed(self) -> None:
         """FAILED once the run ends in an error, as a2a-sdk's consumer records it."""
         manager = self.manager
-        task = manager._current_task
+        task = manager._current_task  # noqa: SLF001 - in memory only; get_task() reads the store
         now = datetime.now(UTC)
         try:
             if task is None and self.producer_failed:
@@ -410,7 +413,7 @@ class _Run(EventQueue):
         if self.message is not None:
             self.reply.set_result(self.message)
             return
-        task = self.manager._current_task
+        task = self.manager._current_task  # noqa: SLF001 - in memory only; get_task() reads the store
         if task is None:
             self.reply.set_exception(
                 InternalError(message="agent produced neither a task nor a message")
@@ -419,7 +422,7 @@ class _Run(EventQueue):
         self.reply.set_result(_copy(task))
 
     def current(self) -> Task | None:
-        task = self.manager._current_task
+        task = self.manager._current_task  # noqa: SLF001 - in memory only; get_task() reads the store
         return _copy(task) if task is not None else None
 
     async def cancel(self, context: ServerCallContext) -> Task:
@@ -486,7 +489,8 @@ class _Run(EventQueue):
 
 
 class _Owner(User):
-    """The owner scope a task was started under, for work this replica does on its own (a takeover)."""
+    """The owner scope a task was started under, for work this replica does on its own (a
+    takeover)."""
 
     def __init__(self, name: str) -> None:
         self._name = name
@@ -682,7 +686,9 @@ class MeshRequestHandler(DefaultRequestHandler):
         task = run.current()
         if task is not None and task.status.state in TERMINAL_TASK_STATES:
             raise UnsupportedOperationError(
-                message=f"Task {params.id} is in terminal state: {TaskState.Name(task.status.state)}"
+                message=(
+                    f"Task {params.id} is in terminal state: {TaskState.Name(task.status.state)}"
+                )
             )
         queue: asyncio.Queue[Any] = asyncio.Queue()
         run.subscribers.append(queue)

@@ -122,7 +122,8 @@ def build_event_stream(store: TaskStore | VersionedTaskStore) -> TaskEventStream
 def build_task_takeover(
     spec: ServiceSpec, settings: Settings, store: TaskStore | VersionedTaskStore, replica_id: str
 ) -> TaskTakeover | None:
-    """Task leases and takeover (:mod:`mesh.a2a.leases`) where tasks are replica-agnostic, else None."""
+    """Task leases and takeover (:mod:`mesh.a2a.leases`) where tasks are replica-agnostic, else
+    None."""
     from a2a.server.cluster import VersionedDatabaseTaskStore
 
     if not isinstance(store, VersionedDatabaseTaskStore):

@@ -109,8 +109,8 @@ class SqliteTaskStore(TaskStore):
     async def save(self, task: Task, context: ServerCallContext) -> None:
         """Inserts or replaces the task (by id) for the caller's owner scope."""
         self._connect().execute(
-            f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-            "owner=excluded.owner, context_id=excluded.context_id, state=excluded.state, "
+            f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
+            "SET owner=excluded.owner, context_id=excluded.context_id, state=excluded.state, "
             "updated_ns=excluded.updated_ns, task=excluded.task",
             (
                 task.id,
@@ -166,7 +166,8 @@ class SqliteTaskStore(TaskStore):
             page_args += clause_args
         page_size = params.page_size or DEFAULT_LIST_TASKS_PAGE_SIZE
         rows = db.execute(
-            f"SELECT id, updated_ns, task FROM {TABLE} WHERE {' AND '.join(page_where)} {_ORDER} LIMIT ?",
+            f"SELECT id, updated_ns, task FROM {TABLE} WHERE {' AND '.join(page_where)} {_ORDER} "
+            "LIMIT ?",
             [*page_args, page_size + 1],
         ).fetchall()
         page = rows[:page_size]

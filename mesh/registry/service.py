@@ -124,7 +124,8 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         if not allowed:
             return
         token = _presented(context)
-        # compare_digest against every allowed token: no early exit that would leak which one matched.
+        # compare_digest against every allowed token: no early exit that would leak which one
+        # matched.
         if token is None or not any([hmac.compare_digest(token, t) for t in allowed]):
             log.warning(
                 "refused %s from %s: bad or missing token",
@@ -289,8 +290,8 @@ async def start_registry_server(
         store=store,
         health=health_servicer,
         servicer=servicer,
+        _expiry=asyncio.create_task(_expire_forever(store), name="registry-expiry"),
     )
-    running._expiry = asyncio.create_task(_expire_forever(store), name="registry-expiry")
     log.info("registry serving on %s:%d (ttl %.1fs)", settings.host, bound, store.ttl_s)
     return running
 

@@ -664,7 +664,8 @@ class BatchEngine:
         # transformers' cache (batch-at-a-time): its layers select the rows. Columns are not
         # trimmed: a sliding-window layer holds fewer columns than the mask, which must keep
         # covering every position for transformers to place the window.
-        assert batch.mask is not None and batch.cache is not None
+        assert batch.mask is not None
+        assert batch.cache is not None
         index = torch.tensor(keep, dtype=torch.long)
         on_device = index.to(batch.mask.device)
         batch.cache.batch_select_indices(on_device)

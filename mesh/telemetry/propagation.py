@@ -105,7 +105,9 @@ def carrier(ctx: Context | None = None) -> dict[str, str]:
 
 @contextlib.contextmanager
 def attached(carrier: Mapping[str, str] | None) -> Iterator[Context]:
-    """Makes the context in ``carrier`` current for the block (spans started inside are its children).
+    """Makes the context in ``carrier`` current for the block.
+
+    Spans started inside the block are its children.
 
     ``None`` or an empty carrier leaves the current context as it is.
     """

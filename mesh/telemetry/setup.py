@@ -4,10 +4,11 @@ Off (the default) installs nothing: the API's no-op providers stay in place and 
 own hooks are skipped by one attribute check, so a request pays nothing. On, it installs a
 tracer provider (sampler from ``OTEL_TRACES_SAMPLER``, parent-based always-on unless set;
 the mesh's lean provider and OTLP encoder, :mod:`mesh.telemetry.tracer`, or with
-``SLMESH_OTEL_TRACER=sdk`` the SDK's with its batch span processor), a meter provider (periodic OTLP reader and/or a Prometheus registry)
-and a logger provider (a ``logging`` handler, so log records carry trace ids), each with the
-same resource. Exporter endpoint, headers, timeouts and compression are read by the OTLP
-exporters themselves from the standard ``OTEL_EXPORTER_OTLP_*`` variables.
+``SLMESH_OTEL_TRACER=sdk`` the SDK's with its batch span processor), a meter provider
+(periodic OTLP reader and/or a Prometheus registry) and a logger provider (a ``logging`` handler, so
+log records carry trace ids), each with the same resource. Exporter endpoint, headers, timeouts and
+compression are read by the OTLP exporters themselves from the standard ``OTEL_EXPORTER_OTLP_*``
+variables.
 """
 
 from __future__ import annotations
@@ -284,7 +285,8 @@ def force_flush(timeout_s: float = 5.0) -> None:
 
 
 def shutdown() -> None:
-    """Flushes and stops the providers; telemetry is off afterwards (a new configure() may follow)."""
+    """Flushes and stops the providers; telemetry is off afterwards (a new configure() may
+    follow)."""
     with _lock:
         state = STATE
         if state.log_handler is not None:

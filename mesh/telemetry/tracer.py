@@ -54,7 +54,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
 
 MAX_EVENTS = 128
-"""Events kept per span by default (the SDK's ``OTEL_SPAN_EVENT_COUNT_LIMIT``); later ones are counted."""
+"""Events kept per span by default (the SDK's ``OTEL_SPAN_EVENT_COUNT_LIMIT``); later ones are
+counted."""
 
 _UNLIMITED = sys.maxsize
 
@@ -302,7 +303,8 @@ class LeanSpan(trace.Span):
 
 
 class _CurrentSpan:
-    """``start_as_current_span``'s context manager (and decorator): ``use_span`` without a generator."""
+    """``start_as_current_span``'s context manager (and decorator): ``use_span`` without a
+    generator."""
 
     __slots__ = (
         "_args",
@@ -418,11 +420,12 @@ class _Sampler:
 def _default_delegates(sampler: sampling.ParentBased) -> bool:
     """Whether a parent's own sampled flag decides (the standard ``parentbased_*`` samplers)."""
     return (
-        sampler._remote_parent_sampled is sampling.ALWAYS_ON  # noqa: SLF001
-        and sampler._local_parent_sampled is sampling.ALWAYS_ON  # noqa: SLF001
-        and sampler._remote_parent_not_sampled is sampling.ALWAYS_OFF  # noqa: SLF001
-        and sampler._local_parent_not_sampled is sampling.ALWAYS_OFF
-    )  # noqa: SLF001
+        # The SDK keeps ParentBased's delegates private and offers no accessor for them.
+        sampler._remote_parent_sampled is sampling.ALWAYS_ON  # noqa: SLF001 - no public accessor
+        and sampler._local_parent_sampled is sampling.ALWAYS_ON  # noqa: SLF001 - no public accessor
+        and sampler._remote_parent_not_sampled is sampling.ALWAYS_OFF  # noqa: SLF001 - as above
+        and sampler._local_parent_not_sampled is sampling.ALWAYS_OFF  # noqa: SLF001 - as above
+    )
 
 
 class LeanTracer(trace.Tracer):

@@ -1,8 +1,8 @@
 """The micro-SLM: a few-million-parameter Llama trained from scratch on one task, on CPU.
 
 Why these choices: the tokenizers never merge across words, so any input span can be
-copied (see :mod:`mesh.train.tokenizer`); the loss covers only the target and end-of-sequence, so the
-capacity goes to the answer, not to modelling customer prose; bf16 autocast is about
+copied (see :mod:`mesh.train.tokenizer`); the loss covers only the target and end-of-sequence,
+so the capacity goes to the answer, not to modelling customer prose; bf16 autocast is about
 twice as fast as fp32 on a CPU with native bf16 (and seven times slower on one without:
 :mod:`mesh.train.precision` picks); batches are bucketed by length (from a seeded chunk of
 examples) so little compute goes into padding, and a batch never mixes two examples in
