@@ -170,6 +170,25 @@ SLOW_REPLICA_PENALTY_S = 10.0
 """A replica that let a call pass its deadline is picked only when no other is live, this long."""
 
 
+class Outstanding:
+    """Calls in flight per replica id, as counted by the client (what ``pick`` balances)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    def get(self, replica_id: str) -> int:
+        """Calls to ``replica_id`` in flight now (0 if none was ever sent)."""
+        return self._counts.get(replica_id, 0)
+
+    def add(self, replica_id: str) -> None:
+        """A call to ``replica_id`` starts."""
+        self._counts[replica_id] = self._counts.get(replica_id, 0) + 1
+
+    def remove(self, replica_id: str) -> None:
+        """A call to ``replica_id`` ended (answered, failed or cancelled)."""
+        self._counts[replica_id] -= 1
+
+
 class MeshClient:
     """Typed async A2A client with replica balancing, deadlines and safe retries.
 
@@ -200,7 +219,7 @@ class MeshClient:
             verify=self._tls.client_context() if self._tls else True,
         )
         self._lanes: dict[tuple[str, str], _Lane] = {}
-        self._outstanding: dict[str, int] = {}
+        self._outstanding = Outstanding()
         self._slow_until: dict[str, float] = {}
         self._task_home: OrderedDict[str, str] = OrderedDict()
         token = self.settings.api_token
@@ -211,6 +230,11 @@ class MeshClient:
             JSONRPC: {VERSION_HEADER: PROTOCOL_VERSION_1_0, **auth},
             REST: {VERSION_HEADER: PROTOCOL_VERSION_1_0, **auth},
         }
+
+    @property
+    def outstanding(self) -> Outstanding:
+        """Calls in flight per replica, as :meth:`pick` sees them."""
+        return self._outstanding
 
     async def __aenter__(self) -> MeshClient:
         return self
@@ -248,7 +272,7 @@ class MeshClient:
             return candidates[0]
         a, b = self._rng.sample(candidates, 2)
         load = self._outstanding
-        return a if load.get(a.replica_id, 0) <= load.get(b.replica_id, 0) else b
+        return a if load.get(a.replica_id) <= load.get(b.replica_id) else b
 
     def _reachable(self, replica: Replica) -> bool:
         return any(b in replica.urls for b in self.bindings)
@@ -365,7 +389,7 @@ class MeshClient:
             prefer = None
             tried.add(replica.replica_id)
             rid = replica.replica_id
-            self._outstanding[rid] = self._outstanding.get(rid, 0) + 1
+            self._outstanding.add(rid)
             lane = self._lane(replica)
             lane.in_flight += 1
             try:
@@ -382,7 +406,7 @@ class MeshClient:
                     raise
                 await self._forget(replica)
             finally:
-                self._outstanding[rid] -= 1
+                self._outstanding.remove(rid)
                 await lane.release()
             await asyncio.sleep(
                 min(self.backoff_s * 2**attempt, max(0.0, deadline - time.monotonic()))
@@ -547,7 +571,7 @@ class MeshClient:
             prefer = None
             tried.add(replica.replica_id)
             rid = replica.replica_id
-            self._outstanding[rid] = self._outstanding.get(rid, 0) + 1
+            self._outstanding.add(rid)
             started = False
             lane = self._lane(replica)
             lane.in_flight += 1
@@ -571,7 +595,7 @@ class MeshClient:
                     raise
                 await self._forget(replica)
             finally:
-                self._outstanding[rid] -= 1
+                self._outstanding.remove(rid)
                 await lane.release()
             await asyncio.sleep(self.backoff_s * 2**attempt)
 

@@ -233,7 +233,7 @@ class StepRunner:
             attempts += outcome.attempts
             if outcome.usage:
                 calls.append(_priced(provider.agent, outcome))
-            reason = _escalation_reason(outcome, provider)
+            reason = escalation_reason(outcome, provider)
             if reason is None or index == len(route) - 1:
                 outcome.attempts = attempts
                 outcome.ms = _ms(started)
@@ -303,7 +303,7 @@ class StepRunner:
             await self._view.stop()
 
 
-def _escalation_reason(outcome: Outcome, provider: Provider) -> str | None:
+def escalation_reason(outcome: Outcome, provider: Provider) -> str | None:
     """Why this provider's answer should go to a larger model, or None to keep it."""
     if not outcome.ok:
         return f"failed: {outcome.error}"

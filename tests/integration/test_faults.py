@@ -160,7 +160,15 @@ async def test_a_slow_replica_times_out_and_the_retry_goes_to_another(mesh: Faul
         assert result_of(reply.task) == f"M{i}"
     async with MeshClient(StaticReplicas.from_urls("lag", mesh.lag_slow.http_url)) as direct:
         timed_out = len((await direct.list_tasks("lag")).tasks)
+    listing = pb.ListTasksRequest(include_artifacts=True)
+    async with MeshClient(StaticReplicas.from_urls("lag", mesh.lag_fast.http_url)) as direct:
+        served = (await direct.list_tasks("lag", listing)).tasks
     print(f"\nFAULT slow-replica: sent=8 completed=8 attempts-that-hit-the-deadline={timed_out}")
+    # Deadlines fired: the slow replica got attempts (it answers none in time) ...
+    assert timed_out >= 1
+    # ... and the retries landed on the fast one: it completed every one of the 8 requests.
+    completed = [t for t in served if t.status.state == pb.TaskState.TASK_STATE_COMPLETED]
+    assert sorted(result_of(t) for t in completed) == sorted(f"M{i}" for i in range(8))
 
     mesh.lag_fast.kill()
     async with RegistryClient(mesh.address) as registry:

@@ -10,7 +10,7 @@ from mesh.a2a.cards import Endpoints, ModelFacts, build_card
 from mesh.config import ServiceSpec, SkillSpec
 from mesh.planner.ledger import CostLedger
 from mesh.planner.routing import Provider, build_routes, largest_parameters
-from mesh.planner.steps import Outcome, _escalation_reason
+from mesh.planner.steps import Outcome, escalation_reason
 
 
 @dataclass
@@ -63,16 +63,16 @@ def test_routes_put_the_smallest_model_first_and_unknown_sizes_last() -> None:
 
 def test_escalation_reasons() -> None:
     unsure = Provider("s", parameters=10, escalate_below=-0.5)
-    assert _escalation_reason(Outcome("ok", value=1, usage={"mean_logprob": -0.2}), unsure) is None
-    reason = _escalation_reason(Outcome("ok", value=1, usage={"mean_logprob": -0.9}), unsure)
+    assert escalation_reason(Outcome("ok", value=1, usage={"mean_logprob": -0.2}), unsure) is None
+    reason = escalation_reason(Outcome("ok", value=1, usage={"mean_logprob": -0.9}), unsure)
     assert reason is not None
     assert reason.startswith("low confidence")
-    failed = _escalation_reason(Outcome("failed", error="invalid output: label"), Provider("s"))
+    failed = escalation_reason(Outcome("failed", error="invalid output: label"), Provider("s"))
     assert failed == "failed: invalid output: label"
     # No usage (a non-model agent) or no threshold: the answer stands.
-    assert _escalation_reason(Outcome("ok", value=1), unsure) is None
+    assert escalation_reason(Outcome("ok", value=1), unsure) is None
     assert (
-        _escalation_reason(Outcome("ok", value=1, usage={"mean_logprob": -9.0}), Provider("s"))
+        escalation_reason(Outcome("ok", value=1, usage={"mean_logprob": -9.0}), Provider("s"))
         is None
     )
 
