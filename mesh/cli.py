@@ -437,8 +437,8 @@ def run(
             err.print(f"[red]{result.error}[/red]")
         from mesh.launch import MeshState, state_path
 
-        state = MeshState.load(state_path(settings))
-        ui = state.ui_url if state is not None else None
+        mesh_state = MeshState.load(state_path(settings))
+        ui = mesh_state.ui_url if mesh_state is not None else None
         console.print(
             f"trace: slmesh trace {result.task_id}"
             + (f"  (or open {ui}, project {settings.otel_project})" if ui else "")
@@ -637,12 +637,12 @@ def trace(
             "no tracing UI: start the mesh with `slmesh up` (with the ui extra), or pass --url"
         )
     deadline = time.monotonic() + wait
-    found = None
+    found: phoenix.Trace | None = None
     while True:
         # Each process exports its spans in batches about every second, so a trace arrives in
         # pieces: wait until it stops growing across one export interval (or the deadline).
         try:
-            latest = phoenix.task_trace(url, settings.otel_project, task_id)
+            latest: phoenix.Trace | None = phoenix.task_trace(url, settings.otel_project, task_id)
         except phoenix.TraceNotFoundError as exc:
             if found is None and time.monotonic() >= deadline:
                 raise _fail(str(exc)) from exc

@@ -259,7 +259,10 @@ class Launcher:
             while time.monotonic() < deadline:
                 self._check_alive(proc)
                 with contextlib.suppress(grpc.RpcError):
-                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                    # types-grpcio-health-checking's HealthStub declares none of its methods.
+                    reply = stub.Check(  # type: ignore[attr-defined]  # see above
+                        health_pb2.HealthCheckRequest(), timeout=1.0
+                    )
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
                         return
                 time.sleep(0.1)

@@ -24,7 +24,8 @@ def check(
     with ``tls``)."""
     with tls.probe_channel(target, host) if tls else grpc.insecure_channel(target) as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
+            # types-grpcio-health-checking's HealthStub declares none of its methods.
+            reply = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]  # see above
                 health_pb2.HealthCheckRequest(), timeout=timeout_s
             )
         except grpc.RpcError:

@@ -17,6 +17,7 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -251,8 +252,8 @@ class MeshClient:
     # -- replica choice -----------------------------------------------------------
 
     def pick(
-        self, agent: str, exclude: set[str] = frozenset(), prefer: str | None = None
-    ) -> Replica:  # type: ignore[assignment]
+        self, agent: str, exclude: AbstractSet[str] = frozenset(), prefer: str | None = None
+    ) -> Replica:
         """Power of two choices on outstanding requests, skipping draining and tried replicas."""
         live = [r for r in self.source.replicas(agent) if not r.draining and self._reachable(r)]
         if not live:

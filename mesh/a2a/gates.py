@@ -208,7 +208,8 @@ def _replay(body: bytes, receive: Any) -> Any:
         if pending:
             pending = False
             return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
+        message: dict[str, Any] = await receive()
+        return message
 
     return replayed
 
@@ -249,7 +250,7 @@ OVERLOADED = (
 BAD_TOKEN = "missing or invalid bearer token"
 
 
-def _bearer(context: grpc.aio.ServicerContext) -> str | bytes | None:
+def _bearer(context: grpc.aio.ServicerContext[Any, Any]) -> str | bytes | None:
     return next((v for k, v in context.invocation_metadata() or () if k == "authorization"), None)
 
 
@@ -284,7 +285,7 @@ def add_gated_service(
     server.add_registered_method_handlers(service.full_name, handlers)
 
 
-async def _admit(request: Any, context: grpc.aio.ServicerContext, adm: Admission) -> None:
+async def _admit(request: Any, context: grpc.aio.ServicerContext[Any, Any], adm: Admission) -> None:
     """Aborts the call unless the replica takes work, the token matches and the bytes parsed."""
     if adm.draining:
         await context.abort(grpc.StatusCode.UNAVAILABLE, DRAINING)
@@ -303,7 +304,7 @@ async def _admit(request: Any, context: grpc.aio.ServicerContext, adm: Admission
 def _gate_unary(
     inner: Callable[[Any, Any], Awaitable[Any]], adm: Admission, method: str
 ) -> Callable[..., Awaitable[Any]]:
-    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await _admit(request, context, adm)
         adm.enter()
         tel = adm.telemetry
@@ -329,7 +330,9 @@ def _gate_unary(
 def _gate_stream(
     inner: Callable[[Any, Any], AsyncIterator[Any]], adm: Admission, method: str
 ) -> Callable[..., AsyncIterator[Any]]:
-    async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def stream(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
         await _admit(request, context, adm)
         adm.enter()
         tel = adm.telemetry

@@ -29,19 +29,19 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from a2a.auth.user import User
 from a2a.server.agent_execution import RequestContext
 from a2a.server.agent_execution.active_task import INTERRUPTED_TASK_STATES, TERMINAL_TASK_STATES
-from a2a.server.cluster.task_store import VersionedTaskStore
+from a2a.server.cluster.task_store import StoredTask, VersionedTaskStore
 from a2a.server.cluster.version import TaskVersion
 from a2a.server.context import ServerCallContext
 from a2a.server.events import Event, EventQueue
 from a2a.server.owner_resolver import resolve_user_scope
 from a2a.server.request_handlers import DefaultRequestHandler, GrpcHandler
-from a2a.server.tasks import TaskManager
+from a2a.server.tasks import TaskManager, TaskStore
 from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
     ListTasksRequest,
@@ -117,7 +117,8 @@ def _complete(msg: ProtoMessage) -> bool:
     The SDK re-reads every field's options on every request; this walks a plan cached per
     message type.
     """
-    required, nested = _plan(msg.DESCRIPTOR)
+    # The stubs type DESCRIPTOR as the pure-Python or the upb class; both have these fields.
+    required, nested = _plan(cast(Descriptor, msg.DESCRIPTOR))
     for field in required:
         value = getattr(msg, field.name)
         if field.is_repeated:
@@ -333,7 +334,7 @@ class _Run(EventQueue):
             task = self.manager._current_task  # noqa: SLF001 - in memory only; get_task() reads the store
             if task is None:
                 return
-            await self.handler.task_store.save(_copy(task), self.call_context)
+            await self.handler.plain_store.save(_copy(task), self.call_context)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -461,7 +462,7 @@ class _Run(EventQueue):
             raise RuntimeError("Task should have been created")
         if task.status.state not in TERMINAL_TASK_STATES:
             task.status.state = TaskState.TASK_STATE_CANCELED
-            await self.handler.task_store.save(task, context)
+            await self.handler.plain_store.save(task, context)
         return task
 
     async def follow(self, queue: asyncio.Queue[Any]) -> AsyncGenerator[Any, None]:
@@ -519,6 +520,11 @@ class MeshRequestHandler(DefaultRequestHandler):
             and not isinstance(self.task_store, VersionedTaskStore)
         )
 
+    @property
+    def plain_store(self) -> TaskStore:
+        """The task store as lean runs use it: they exist only over a plain (unversioned) one."""
+        return cast(TaskStore, self.task_store)
+
     @staticmethod
     def owner_of(context: ServerCallContext) -> str:
         return resolve_user_scope(context)
@@ -551,6 +557,8 @@ class MeshRequestHandler(DefaultRequestHandler):
         message = params.message
         if message.task_id and not message.context_id:
             stored = await self.task_store.get(message.task_id, context)
+            if isinstance(stored, StoredTask):  # a versioned store wraps the task
+                stored = stored.task
             if stored is not None:
                 message.context_id = stored.context_id
 
@@ -629,7 +637,9 @@ class MeshRequestHandler(DefaultRequestHandler):
         if not self._takes(params):
             await self._refuse_if_held(params)
             await self._adopt_context(params, context)
-            return await super().on_message_send(params, context)
+            # The SDK's telemetry decorator leaves its methods untyped.
+            result: Message | Task = await super().on_message_send(params, context)
+            return result
         validate_required(params)
         validate_history_length(params.configuration)
         if self._validate_input_modes:
@@ -663,7 +673,8 @@ class MeshRequestHandler(DefaultRequestHandler):
     ) -> Task | None:
         run = self._owns(params.id, context)
         if run is None:
-            return await super().on_cancel_task(params, context)
+            task: Task | None = await super().on_cancel_task(params, context)
+            return task
         validate_required(params)
         try:
             return await run.cancel(context)
@@ -700,7 +711,7 @@ class MeshGrpcHandler(GrpcHandler):
     """a2a-sdk's ``GrpcHandler`` with a direct unary ``SendMessage`` (same context, same errors)."""
 
     async def SendMessage(
-        self, request: SendMessageRequest, context: grpc.aio.ServicerContext
+        self, request: SendMessageRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> SendMessageResponse:
         try:
             result = await self.request_handler.on_message_send(

@@ -22,6 +22,7 @@ Any SQLAlchemy URL in ``SLMESH_TASK_STORE`` still selects a2a-sdk's ``DatabaseTa
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 from pathlib import Path
 
@@ -143,7 +144,8 @@ class SqliteTaskStore(TaskStore):
         """Same filters, order and page tokens as a2a-sdk's in-memory and database stores."""
         db = self._connect()
         owner = self.owner_resolver(context)
-        where, args = ["owner = ?"], [owner]
+        where: builtins.list[str] = ["owner = ?"]
+        args: builtins.list[object] = [owner]
         if params.context_id:
             where.append("context_id = ?")
             args.append(params.context_id)
@@ -184,7 +186,7 @@ class SqliteTaskStore(TaskStore):
         )
 
     @staticmethod
-    def _after(cursor: ListTasksCursor) -> tuple[str, list[object]]:
+    def _after(cursor: ListTasksCursor) -> tuple[str, builtins.list[object]]:
         """Rows strictly after ``cursor`` in the list order."""
         if cursor.timestamp_ns is None:
             return "(updated_ns IS NULL AND id < ?)", [cursor.task_id]
@@ -201,7 +203,7 @@ class SqliteTaskStore(TaskStore):
     @staticmethod
     def _legacy_start(
         db: sqlite3.Connection, owner: str, page_token: str
-    ) -> tuple[str, list[object]]:
+    ) -> tuple[str, builtins.list[object]]:
         """A legacy page token names the first task of the page: rows from it on."""
         start_id = decode_page_token(page_token)
         row = db.execute(

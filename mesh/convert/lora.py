@@ -557,7 +557,7 @@ def score_served(
     *,
     adapter: Path | None,
     threads: int = 1,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Serves ``calls`` through :class:`TransformersBackend` as the student agent would be
     served; returns ``agreement`` with the recorded outputs, ``valid`` and ``count``."""
     from mesh.slm.transformers_backend import TransformersBackend

@@ -186,7 +186,7 @@ class PlanRun:
         self._inflight[node] = ref
         self.on_event("started", node, call, None)
         try:
-            outcome: Outcome = await ref
+            outcome = await ref
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the worker died or Ray lost the object
@@ -283,4 +283,5 @@ async def _resolved(ref_or_outcome: Any) -> Outcome:
     """The outcome behind an ObjectRef, or the outcome itself when it travels inline."""
     if isinstance(ref_or_outcome, Outcome):
         return ref_or_outcome
-    return await ref_or_outcome
+    outcome: Outcome = await ref_or_outcome
+    return outcome

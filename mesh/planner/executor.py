@@ -352,7 +352,7 @@ class PlannerExecutor(AgentExecutor):
         go straight to the task store."""
         if updater is None:
             updater = TaskUpdater(
-                _StoreQueue(self.task_store, record.task_id, record.context_id),  # type: ignore[arg-type]
+                _StoreQueue(self.task_store, record.task_id, record.context_id),  # type: ignore[arg-type]  # duck-typed EventQueue
                 record.task_id,
                 record.context_id,
             )

@@ -135,7 +135,7 @@ class GenerationStream:
         self._result: Generation | None = None
         self._error: BaseException | None = None
         self._done = False
-        self._cancel_hooks: list[Callable[[], None]] = []
+        self._cancel_hooks: list[Callable[[], object]] = []
         self.cancelled = False
 
     # -- producer side ------------------------------------------------------------------
@@ -150,7 +150,7 @@ class GenerationStream:
         except RuntimeError:
             self.cancelled = True  # the consumer's loop is gone: nobody is listening
 
-    def on_cancel(self, hook: Callable[[], None]) -> None:
+    def on_cancel(self, hook: Callable[[], object]) -> None:
         self._cancel_hooks.append(hook)
 
     # -- consumer side ------------------------------------------------------------------

@@ -143,7 +143,7 @@ def from_asgi(headers: Mapping[bytes, bytes]) -> Context:
         context = _remote(None if traceparent is None else traceparent.decode("latin-1"))
         if context is not None:
             return context
-    return extract(headers, getter=ASGI_HEADERS)  # type: ignore[arg-type]
+    return extract(headers, getter=ASGI_HEADERS)
 
 
 def from_grpc(metadata: Iterable[tuple[str, str | bytes]] | None) -> Context:

@@ -198,15 +198,14 @@ def _otlp(
     """
     if settings.otlp_protocol == "grpc":
         if signal == "trace":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            exporter: type[OTLPSpanExporter] = OTLPSpanExporter
             if encoded:
-                from mesh.telemetry.otlp import GrpcBytesExporter as OTLPSpanExporter
-            else:
-                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-            return (
-                OTLPSpanExporter(endpoint=endpoint, insecure=True)
-                if endpoint
-                else OTLPSpanExporter()
-            )
+                from mesh.telemetry.otlp import GrpcBytesExporter
+
+                exporter = GrpcBytesExporter
+            return exporter(endpoint=endpoint, insecure=True) if endpoint else exporter()
         if signal == "metric":
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
@@ -294,4 +293,4 @@ def shutdown() -> None:
         for provider in (state.tracer_provider, state.meter_provider, state.logger_provider):
             if provider is not None:
                 provider.shutdown()
-        state.__init__()  # type: ignore[misc]
+        state.__init__()  # type: ignore[misc]  # reset in place: modules hold this object
