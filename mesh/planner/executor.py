@@ -94,9 +94,9 @@ class PlannerOptions(BaseModel):
         None,
         le=0,
         description="SLM-first routing: when several agents offer a skill, a step asks the "
-        "smallest model first and goes on to a larger one when the answer fails, breaks `expect`, or its "
-        "mean token log-probability is under this (an agent's card may set its own). Unset: escalate "
-        "only failed or invalid answers.",
+        "smallest model first and goes on to a larger one when the answer fails, breaks `expect`, "
+        "or its mean token log-probability is under this (an agent's card may set its own). Unset: "
+        "escalate only failed or invalid answers.",
     )
     max_fan_out: int = Field(
         10_000,
@@ -115,7 +115,8 @@ class PlannerOptions(BaseModel):
     llm: dict[str, Any] | None = Field(
         None,
         description="A large model over an OpenAI-compatible endpoint (backend: openai, base_url, "
-        "model_name, api_key_env), asked only when the router and the planner SLM fail. Off by default.",
+        "model_name, api_key_env), asked only when the router and the planner SLM fail. Off by "
+        "default.",
     )
 
 
@@ -235,7 +236,8 @@ class PlannerExecutor(AgentExecutor):
         return {skill: route[0].agent for skill, route in self.routes().items()}
 
     async def make_plan(self, message: pb.Message | None) -> tuple[Plan, Any, str, str]:
-        """``(plan, input, source, workflow name or '')`` for a request, or :class:`RequestError`."""
+        """``(plan, input, source, workflow name or '')`` for a request, or
+        :class:`RequestError`."""
         if message is None:
             raise RequestError("empty_request", "the request carries no message")
         data = get_data_parts(message.parts)
@@ -287,7 +289,8 @@ class PlannerExecutor(AgentExecutor):
                 route.workflow.name,
             )
         reasons = [
-            f"no workflow matches this request closely enough (known: {', '.join(sorted(self.workflows))})"
+            "no workflow matches this request closely enough (known: "
+            f"{', '.join(sorted(self.workflows))})"
         ]
         for generator in self.generators:  # SLM first; the large model only if it fails
             try:
@@ -349,7 +352,7 @@ class PlannerExecutor(AgentExecutor):
         go straight to the task store."""
         if updater is None:
             updater = TaskUpdater(
-                _StoreQueue(self.task_store, record.task_id, record.context_id),  # type: ignore[arg-type]
+                _StoreQueue(self.task_store, record.task_id, record.context_id),  # type: ignore[arg-type]  # duck-typed EventQueue
                 record.task_id,
                 record.context_id,
             )
