@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SLMESH := $(VENV)/bin/slmesh
 STAMP := $(VENV)/.installed
 
-.PHONY: install run down test protos protos-check bench conversion clean
+.PHONY: install run down test lint typecheck protos protos-check bench conversion clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,15 @@ down: install
 test: install
 	$(PY) -m pytest -q --durations=15
 
+## Static checks, CI's gates before the tests: ruff's rules and formatting, mypy over mesh/
+## (strict for mesh/a2a, mesh/registry, mesh/planner, mesh/config.py; see pyproject.toml).
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: install
+	$(PY) -m mypy
+
 protos: install
 	$(PY) -m mesh.proto._generate
 
@@ -45,4 +54,4 @@ bench: install
 	$(SLMESH) bench hop
 
 clean:
-	rm -rf $(VENV) .slmesh .pytest_cache
+	rm -rf $(VENV) .slmesh .pytest_cache .mypy_cache .ruff_cache

@@ -408,11 +408,11 @@ def _print(report: dict[str, Any], console: Console) -> None:
     print_cost(cost, console)
     held = report["training"]["metrics"]["heldout"]
     console.print(
-        f"student served {report['student_share']:.1%} of {cost.get('routed_steps', 0)} routed calls "
-        f"({cost['escalations']} escalated); routed answers agree with the teacher on "
+        f"student served {report['student_share']:.1%} of {cost.get('routed_steps', 0)} routed "
+        f"calls ({cost['escalations']} escalated); routed answers agree with the teacher on "
         f"{report['agreement_routed']:.1%}; student alone on held-out calls: "
-        f"{held['agreement']:.1%}; cost ratio {cost['ratio']:.1f}x; "
-        f"total {report['timings']['total_s'] / 60:.1f} min",
+        f"{held['agreement']:.1%}; cost ratio {cost['ratio']:.1f}x; total "
+        f"{report['timings']['total_s'] / 60:.1f} min",
         markup=False,
         highlight=False,
     )
@@ -430,10 +430,40 @@ def _markdown(report: dict[str, Any]) -> str:
         for c in report["clusters"]
     )
     rows = "\n".join(
-        f"| {row['model']} | {row['parameters']:,} | {row['calls']} | {row['input_tokens'] + row['output_tokens']:,} "
-        f"| {row['flops'] / 1e9:.3f} |"
+        f"| {row['model']} | {row['parameters']:,} | {row['calls']} | "
+        f"{row['input_tokens'] + row['output_tokens']:,} | {row['flops'] / 1e9:.3f} |"
         for row in cost["models"]
     )
+    steps = "\n".join(
+        (
+            f"| recorded workload | {report['recorded_messages']} messages through the planner "
+            f"to `classify_intent`, {report['extracted_messages']} of them also to "
+            "`extract_fields` |",
+            f"| clusters found (S2/S3) | {clusters} |",
+            f"| cluster trained on | #{report['cluster']['id']} {report['cluster']['name']}: "
+            f"{report['cluster']['size']} calls |",
+            f"| student | LoRA (rank {training['lora']['rank']}, "
+            f"{training['adapter_parameters']:,} trained parameters) on `models/base`: "
+            f"{training['parameters']:,} parameters served vs the teacher's "
+            f"{training['teacher']['parameters']:,}; {training['calls']['train']} calls, "
+            f"{training['steps']} steps, {training['wall_time_s']:.0f} s |",
+            f"| student alone, held-out calls | {held['count']} calls: agreement with the "
+            f"teacher {held['agreement']:.1%} (base alone "
+            f"{held.get('base_agreement', float('nan')):.1%}), valid {held['valid']:.1%} |",
+            f"| escalation threshold | mean logprob {report['escalate_below']} (calibrated on "
+            "the held-out calls for 95% agreement of the answers kept) |",
+            f"| routed (fresh messages) | {report['served_messages']} messages: student served "
+            f"{report['student_share']:.1%}, {cost['escalations']} escalated to the teacher |",
+            f"| routed answers vs the teacher | agree on {report['agreement_routed']:.1%} |",
+            f"| cost (estimated FLOPs) | {cost['flops'] / 1e9:.3f} GFLOP routed vs "
+            f"{cost['baseline_flops'] / 1e9:.3f} GFLOP all on the teacher: "
+            f"**{cost['ratio']:.1f}x** cheaper |",
+            f"| time | record {timings['record_s']:.0f} s, analyze {timings['analyze_s']:.0f} s, "
+            f"train {timings['train_s']:.0f} s, deploy {timings['deploy_s']:.0f} s, route "
+            f"{timings['route_s']:.0f} s; total {timings['total_s'] / 60:.1f} min |",
+        )
+    )
+    ratios = f"The cost ratio, {cost['ratio']:.1f}x, stays under the {size_ratio:.1f}x size ratio"
     return f"""{SECTION}
 
 Measured by `slmesh convert demo` (`make conversion`) on {dt.date.today().isoformat()}:
@@ -441,22 +471,13 @@ Measured by `slmesh convert demo` (`make conversion`) on {dt.date.today().isofor
 
 | step | result |
 |---|---|
-| recorded workload | {report["recorded_messages"]} messages through the planner to `classify_intent`, {report["extracted_messages"]} of them also to `extract_fields` |
-| clusters found (S2/S3) | {clusters} |
-| cluster trained on | #{report["cluster"]["id"]} {report["cluster"]["name"]}: {report["cluster"]["size"]} calls |
-| student | LoRA (rank {training["lora"]["rank"]}, {training["adapter_parameters"]:,} trained parameters) on `models/base`: {training["parameters"]:,} parameters served vs the teacher's {training["teacher"]["parameters"]:,}; {training["calls"]["train"]} calls, {training["steps"]} steps, {training["wall_time_s"]:.0f} s |
-| student alone, held-out calls | {held["count"]} calls: agreement with the teacher {held["agreement"]:.1%} (base alone {held.get("base_agreement", float("nan")):.1%}), valid {held["valid"]:.1%} |
-| escalation threshold | mean logprob {report["escalate_below"]} (calibrated on the held-out calls for 95% agreement of the answers kept) |
-| routed (fresh messages) | {report["served_messages"]} messages: student served {report["student_share"]:.1%}, {cost["escalations"]} escalated to the teacher |
-| routed answers vs the teacher | agree on {report["agreement_routed"]:.1%} |
-| cost (estimated FLOPs) | {cost["flops"] / 1e9:.3f} GFLOP routed vs {cost["baseline_flops"] / 1e9:.3f} GFLOP all on the teacher: **{cost["ratio"]:.1f}x** cheaper |
-| time | record {timings["record_s"]:.0f} s, analyze {timings["analyze_s"]:.0f} s, train {timings["train_s"]:.0f} s, deploy {timings["deploy_s"]:.0f} s, route {timings["route_s"]:.0f} s; total {timings["total_s"] / 60:.1f} min |
+{steps}
 
 Reading it: {report["student_share"]:.0%} of the routed calls never reached the teacher (the paper
 estimates 40-70% of an agent's calls replaceable by SLMs); the routed answers matched the
 teacher's on {report["agreement_routed"]:.1%}, the rest being the student's confident
 disagreements (the calibration trades them against escalations: `convert deploy
---target-agreement`). The cost ratio, {cost["ratio"]:.1f}x, stays under the {size_ratio:.1f}x size ratio
+--target-agreement`). {ratios}
 because each escalated call pays for the student's attempt and the teacher's answer; and the
 "large model" here is itself a micro-SLM, so the gap — and the possible saving — is much
 smaller than between a small model and a frontier LLM (the paper's 10-30x).

@@ -325,8 +325,8 @@ def _row(
     )
     r = row.result
     print(
-        f" p50 {r['p50_ms']:.3f} ms (raw alongside {r['raw_p50_ms']:.3f})  p99 {r['p99_ms']:.3f} ms  "
-        f"{r['rps']:,.0f} req/s  server {r['server_cpu_us']:.0f} us/req",
+        f" p50 {r['p50_ms']:.3f} ms (raw alongside {r['raw_p50_ms']:.3f})  p99 {r['p99_ms']:.3f} "
+        f"ms  {r['rps']:,.0f} req/s  server {r['server_cpu_us']:.0f} us/req",
         flush=True,
     )
     return row
@@ -427,23 +427,23 @@ def render(
             f"was written: {m['load']}; other work on the machine shows up mostly in p99 and req/s."
         ),
         (
-            f"- Sequential: p50/p99 over `calls` calls after a warm-up (up to {requests}; a row stops "
-            f"after {SEQUENTIAL_CAP_S:g} s), timed in blocks of {RAW_BLOCK} that alternate with "
-            "blocks of raw-echo calls; `raw p50` is the raw echo's p50 over those same seconds, and "
-            f"`p50 vs raw` divides by it. Throughput: {concurrency} calls in flight for "
-            f"{duration:g} s. CPU: server and client process CPU time (all threads) per request "
-            f"during the throughput phase. The whole run took {elapsed:.0f} s."
+            f"- Sequential: p50/p99 over `calls` calls after a warm-up (up to {requests}; a row "
+            f"stops after {SEQUENTIAL_CAP_S:g} s), timed in blocks of {RAW_BLOCK} that alternate "
+            "with blocks of raw-echo calls; `raw p50` is the raw echo's p50 over those same "
+            f"seconds, and `p50 vs raw` divides by it. Throughput: {concurrency} calls in flight "
+            f"for {duration:g} s. CPU: server and client process CPU time (all threads) per "
+            f"request during the throughput phase. The whole run took {elapsed:.0f} s."
         ),
         (
             f"- a2a-sdk's tracing decorators: plain rows {'on' if tracing.get('plain') else 'off'} "
-            f"(a2a-sdk's default), mesh rows {'on' if tracing.get('mesh') else 'off'} "
-            "(the mesh's default)."
+            f"(a2a-sdk's default), mesh rows {'on' if tracing.get('mesh') else 'off'} (the mesh's "
+            "default)."
         ),
         "",
         (
-            "| setup | binding | task store | calls | p50 ms | p99 ms | raw p50 ms | p50 vs raw "
-            "| req/s | req/s vs raw | req/s vs plain, same store | server CPU us/req "
-            "| client CPU us/req |"
+            "| setup | binding | task store | calls | p50 ms | p99 ms | raw p50 ms | p50 vs raw | "
+            "req/s | req/s vs raw | req/s vs plain, same store | server CPU us/req | client CPU "
+            "us/req |"
         ),
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -510,7 +510,7 @@ What the mesh runtime changed, and why (measured with py-spy and in-process timi
 
 
 # ---------------------------------------------------------------------------------------
-# child: servers
+# The child process that serves
 # ---------------------------------------------------------------------------------------
 
 
@@ -602,7 +602,7 @@ def _serve_plain(http_port: int, grpc_port: int, store: str, data_dir: Path) -> 
         else:
             from sqlalchemy.ext.asyncio import create_async_engine
 
-            data_dir.mkdir(parents=True, exist_ok=True)
+            data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before serving
             task_store = DatabaseTaskStore(
                 create_async_engine(f"sqlite+aiosqlite:///{data_dir / 'tasks.sqlite'}")
             )
@@ -636,7 +636,7 @@ def _serve_plain(http_port: int, grpc_port: int, store: str, data_dir: Path) -> 
 
 
 # ---------------------------------------------------------------------------------------
-# child: client
+# The child process that calls
 # ---------------------------------------------------------------------------------------
 
 
@@ -737,7 +737,8 @@ async def _make_call(setup: str, binding: str, http_url: str, grpc_target: str) 
 
 
 async def _timed(call: Any, n: int, into: list[int]) -> int:
-    """``n`` sequential calls, each one's latency appended to ``into``; returns the last end time."""
+    """``n`` sequential calls, each one's latency appended to ``into``; returns the last end
+    time."""
     clock = time.perf_counter_ns
     t1 = clock()
     for _ in range(n):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import os
 import statistics
 import subprocess
@@ -186,7 +187,7 @@ async def engine_rows(registry: str, steps: int, chain: int) -> dict[str, Any]:
     await run(chain_plan, "chain", events)
     chain_s = time.perf_counter() - t0
     done = [t for _, t in sorted(events, key=lambda e: int(e[0][1:]))]
-    gaps = [(b - a) * 1000 for a, b in zip(done, done[1:], strict=False)]
+    gaps = [(b - a) * 1000 for a, b in itertools.pairwise(done)]
 
     overlap = {
         "steps": [
@@ -282,40 +283,49 @@ def render(r: dict[str, Any], demo: dict[str, Any] | None, concurrency: int, ela
     lines = [
         SECTION,
         "",
-        f"`slmesh bench planner` on {dt.date.today().isoformat()}: {m['cores']} cores ({m['cpu']}), "
-        f"Python {m['python']}, Ray {_ray_version()}, load average at the end {m['load']}; "
-        f"{elapsed:.0f} s in all. Agents: `tests.support.echo` (returns at once) behind the "
-        "registry, one replica, gRPC; the planner engine on a local Ray instance in the "
-        "benchmark process.",
+        f"`slmesh bench planner` on {dt.date.today().isoformat()}: {m['cores']} cores "
+        f"({m['cpu']}), Python {m['python']}, Ray {_ray_version()}, load average at the end "
+        f"{m['load']}; {elapsed:.0f} s in all. Agents: `tests.support.echo` (returns at once) "
+        "behind the registry, one replica, gRPC; the planner engine on a local Ray instance in "
+        "the benchmark process.",
         "",
         "| measurement | value |",
         "| --- | --- |",
-        f"| Ray task round trip p50 / parallel | {d['task']['p50_ms']:.2f} ms / {d['task']['per_s']:,.0f} calls/s |",
-        f"| Ray async-actor call p50 / parallel | {d['actor']['p50_ms']:.2f} ms / {d['actor']['per_s']:,.0f} calls/s |",
-        f"| fan-out/fan-in of {r['steps']:,} steps through the planner | {r['fan_steps_per_s']:,.0f} steps/s |",
-        f"| the same {r['steps']:,} calls direct from one MeshClient | {r['direct_calls_per_s']:,.0f} calls/s |",
+        f"| Ray task round trip p50 / parallel | {d['task']['p50_ms']:.2f} ms / "
+        f"{d['task']['per_s']:,.0f} calls/s |",
+        f"| Ray async-actor call p50 / parallel | {d['actor']['p50_ms']:.2f} ms / "
+        f"{d['actor']['per_s']:,.0f} calls/s |",
+        f"| fan-out/fan-in of {r['steps']:,} steps through the planner | "
+        f"{r['fan_steps_per_s']:,.0f} steps/s |",
+        f"| the same {r['steps']:,} calls direct from one MeshClient | "
+        f"{r['direct_calls_per_s']:,.0f} calls/s |",
         f"| chain of {r['chain']} dependent steps: completion gap p50 / p99 | "
-        f"{r['chain_gap_p50_ms']:.2f} / {r['chain_gap_p99_ms']:.2f} ms ({r['chain_steps_per_s']:.0f} steps/s) |",
-        f"| sequential direct call p50 / p99 | {r['direct_p50_ms']:.2f} / {r['direct_p99_ms']:.2f} ms |",
+        f"{r['chain_gap_p50_ms']:.2f} / {r['chain_gap_p99_ms']:.2f} ms "
+        f"({r['chain_steps_per_s']:.0f} steps/s) |",
+        f"| sequential direct call p50 / p99 | {r['direct_p50_ms']:.2f} / {r['direct_p99_ms']:.2f} "
+        "ms |",
         f"| **planner overhead per step, p50** | **{r['overhead_p50_ms']:.2f} ms** |",
         f"| 10-wide fan-out of 100 ms steps (1,000 ms if serial) | {r['overlap_ms']:.0f} ms |",
     ]
     if demo:
         lines += [
             f"| demo: {demo['tasks']} messages as separate tasks, {concurrency} at a time | "
-            f"{demo['tasks_per_s']:.2f} tasks/s, p50 {demo['p50_s']:.2f} s, p99 {demo['p99_s']:.2f} s |",
+            f"{demo['tasks_per_s']:.2f} tasks/s, p50 {demo['p50_s']:.2f} s, p99 "
+            f"{demo['p99_s']:.2f} s |",
             f"| demo: the {demo['tasks']} messages as one batch task | {demo['batch_s']:.1f} s |",
         ]
     faster = "actor" if d["actor"]["p50_ms"] <= d["task"]["p50_ms"] else "task"
     lines += [
         "",
-        f"- Dispatch: an async-actor call is {d['task']['p50_ms'] / d['actor']['p50_ms']:.1f}x faster "
-        f"than a task round trip here ({faster} is faster), so the planner runs steps as actor "
-        "calls; the actor also keeps its pooled mesh client and registry view between steps.",
+        f"- Dispatch: an async-actor call is {d['task']['p50_ms'] / d['actor']['p50_ms']:.1f}x "
+        f"faster than a task round trip here ({faster} is faster), so the planner runs steps as "
+        "actor calls; the actor also keeps its pooled mesh client and registry view between "
+        "steps.",
         f"- Planner overhead per step: {r['overhead_p50_ms']:.2f} ms p50 (target <= 2 ms: "
         f"{'met' if r['overhead_p50_ms'] <= 2 else 'NOT met'}).",
-        f"- Throughput: the planner ran {r['fan_steps_per_s'] / r['direct_calls_per_s']:.2f}x the steps/s of "
-        "direct calls (the same agent, the same machine, each step one Ray actor call plus one A2A hop).",
+        f"- Throughput: the planner ran {r['fan_steps_per_s'] / r['direct_calls_per_s']:.2f}x the "
+        "steps/s of direct calls (the same agent, the same machine, each step one Ray actor call "
+        "plus one A2A hop).",
         f"- Overlap: independent steps run in parallel ({r['overlap_ms']:.0f} ms for 10 x 100 ms).",
     ]
     return "\n".join(lines) + "\n"

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.hop import _machine  # noqa: E402
-from bench.report import write_section  # noqa: E402
+from bench.hop import _machine  # noqa: E402 - after the sys.path entry above
+from bench.report import write_section  # noqa: E402 - as above
 
 SECTION = "## Scaling one agent"
 BURN_SERVICE = ROOT / "bench" / "burn_service"
@@ -170,25 +170,26 @@ def render(
     lines = [
         SECTION,
         "",
-        f"`slmesh bench scale`, {datetime.now():%Y-%m-%d %H:%M}: throughput through the planner with "
-        f"1, 2 and 4 replicas of one agent whose every request costs {cpu_ms:g} ms of CPU "
-        f"(`bench/burn_service`; one replica can use one core, so one replica tops out near "
-        f"{ideal:.0f} steps/s). Registry, planner (local Ray) and replicas are separate processes on "
-        "127.0.0.1; replicas join the running mesh through the registry. Each configuration runs "
-        f"{tasks} planner tasks at once, each fanning out to {steps // tasks} steps ({steps} steps), "
-        f"{len(next(iter(all_rounds.values())))} rounds after a warm-up; the table shows the best round.",
+        f"`slmesh bench scale`, {datetime.now():%Y-%m-%d %H:%M}: throughput through the planner "
+        f"with 1, 2 and 4 replicas of one agent whose every request costs {cpu_ms:g} ms of CPU "
+        "(`bench/burn_service`; one replica can use one core, so one replica tops out near "
+        f"{ideal:.0f} steps/s). Registry, planner (local Ray) and replicas are separate processes "
+        "on 127.0.0.1; replicas join the running mesh through the registry. Each configuration "
+        f"runs {tasks} planner tasks at once, each fanning out to {steps // tasks} steps ({steps} "
+        f"steps), {len(next(iter(all_rounds.values())))} rounds after a warm-up; the table shows "
+        "the best round.",
         "",
-        f"- Machine: {machine['cores']} cores ({machine['cpu']}), {machine['os']}; Python {machine['python']}. "
-        f"Load average when written: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}. The whole run took "
-        f"{elapsed:.0f} s.",
+        f"- Machine: {machine['cores']} cores ({machine['cpu']}), {machine['os']}; Python "
+        f"{machine['python']}. Load average when written: "
+        f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())}. The whole run took {elapsed:.0f} s.",
         "",
         "| replicas | steps/s | vs 1 replica | per replica | rounds (steps/s) |",
         "|---:|---:|---:|---:|---|",
     ]
     for count in sorted(best):
         lines.append(
-            f"| {count} | {best[count]:.1f} | {best[count] / base:.2f}x | {best[count] / count:.1f} | "
-            f"{', '.join(f'{x:.1f}' for x in all_rounds[count])} |"
+            f"| {count} | {best[count]:.1f} | {best[count] / base:.2f}x | "
+            f"{best[count] / count:.1f} | {', '.join(f'{x:.1f}' for x in all_rounds[count])} |"
         )
     cores = os.cpu_count() or 1
     lines += [
@@ -201,10 +202,11 @@ def render(
     if load > cores:
         lines += [
             "",
-            f"Caution: the machine's load average ({load:.1f}) exceeded its {cores} cores during this run. "
-            "Each replica is a process that wins its own share of contended cores, so more replicas "
-            "also take CPU from the machine's other work: ratios above the core count measure that, "
-            "not the mesh. On an idle machine expect saturation near the core count.",
+            f"Caution: the machine's load average ({load:.1f}) exceeded its {cores} cores during "
+            "this run. Each replica is a process that wins its own share of contended cores, so "
+            "more replicas also take CPU from the machine's other work: ratios above the core "
+            "count measure that, not the mesh. On an idle machine expect saturation near the core "
+            "count.",
         ]
     if statistics.median(best.values()) <= 0:
         raise RuntimeError("no throughput measured")

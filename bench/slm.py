@@ -1,8 +1,8 @@
 """SLM agents under load: dynamic batching on vs off at 1, 8 and 32 concurrent requests.
 
 ``slmesh bench slm`` (or ``python -m bench.slm``) loads each measured agent's shipped
-micro-SLM the way the agent serves it (``services/<agent>/agent.yaml``: model folder, prompt, output constraint,
-token budget) into :class:`mesh.slm.TransformersBackend` twice: batching off
+micro-SLM the way the agent serves it (``services/<agent>/agent.yaml``: model folder, prompt,
+output constraint, token budget) into :class:`mesh.slm.TransformersBackend` twice: batching off
 (``max_batch_size=1``: one request decodes at a time, the others queue) and batching on
 (continuous batching, up to 32 rows). For each concurrency level ``c`` a closed loop of ``c``
 clients sends the agent's held-out test inputs, each client its next request as soon as the
@@ -35,10 +35,10 @@ SECTION = "## SLM runtime"
 CONCURRENCY = (1, 8, 32)
 AGENTS = ("extractor", "responder")
 """The agents measured, each by its causal micro-SLM (the extractor agent itself is served by an
-encoder now; its micro-SLM keeps the same contract): the extractor decodes under a JSON schema with grounded fields (a
-grammar compiled per request, a token mask per step), the responder writes grounded text
-(free text whose facts are copied from its input: a smaller grammar, a mask per step); both
-write ~70-100 tokens per request, so decoding, not the prompt, is the bulk of the work."""
+encoder now; its micro-SLM keeps the same contract): the extractor decodes under a JSON schema
+with grounded fields (a grammar compiled per request, a token mask per step), the responder writes
+grounded text (free text whose facts are copied from its input: a smaller grammar, a mask per step);
+both write ~70-100 tokens per request, so decoding, not the prompt, is the bulk of the work."""
 
 
 @dataclass
@@ -163,7 +163,8 @@ async def _measure(agent: str, requests: int, threads: int) -> tuple[list[Row], 
             mismatches += sum(a != b for a, b in zip(texts_off, texts_on, strict=True))
             for row in (row_off, row_on):
                 print(
-                    f"  {agent} {concurrency:>2} concurrent, batching {'on ' if row.batching else 'off'}"
+                    f"  {agent} {concurrency:>2} concurrent, batching "
+                    f"{'on ' if row.batching else 'off'}"
                     f"  {row.rps:6.1f} req/s  {row.tps:7.0f} tok/s  p50 {row.p50_ms:6.0f} ms"
                     f"  p99 {row.p99_ms:6.0f} ms  CPU {row.cpu_ms_per_request:5.0f} ms/req",
                     flush=True,
@@ -307,7 +308,8 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-WHY = """The ratio depends on the CPU as much as on the runtime. The same engine and weights measured
+WHY = """\
+The ratio depends on the CPU as much as on the runtime. The same engine and weights measured
 3.37x (extractor) and 2.95x (responder) at 32 concurrent on 2026-11-26 01:38, on a 2-core
 machine with AVX-512, and 5.60x / 5.35x and 5.40x / 5.26x in two runs at 06:56 the same day on
 this AVX2-only 2-core machine (by CPU time per request 4.86x / 5.40x and 4.56x / 5.29x).

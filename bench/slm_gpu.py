@@ -1,9 +1,9 @@
 """The SLM runtime on a GPU: a Qwen2.5-0.5B-shaped model next to plain ``model.generate``.
 
-``python -m bench.slm_gpu [--out FILE] [--tiny] [--prompts FILE]`` builds a Qwen2 model with Qwen2.5-0.5B's
-shape (24 layers, hidden 896, 14 query / 2 key-value heads, a 151,936-token vocabulary, tied
-embeddings: 494M parameters) from random weights in bfloat16 (no hub is reachable; throughput
-does not depend on the weights' values), saves it with a character-level tokenizer whose
+``python -m bench.slm_gpu [--out FILE] [--tiny] [--prompts FILE]`` builds a Qwen2 model with
+Qwen2.5-0.5B's shape (24 layers, hidden 896, 14 query / 2 key-value heads, a 151,936-token
+vocabulary, tied embeddings: 494M parameters) from random weights in bfloat16 (no hub is reachable;
+throughput does not depend on the weights' values), saves it with a character-level tokenizer whose
 vocabulary fills the model's (so every sampled id decodes), and loads it back through
 :func:`mesh.slm.loading.load_model`. Then, in one run on one device:
 
@@ -134,7 +134,9 @@ async def _runtime_rows(backend: Any, prompts: list[str]) -> tuple[list[Row], li
         tokens = 0
         work = iter(enumerate(batch))
 
-        async def client() -> None:
+        async def client(
+            work: Any = work, latencies: list[float] = latencies, texts: dict[int, str] = texts
+        ) -> None:
             nonlocal tokens
             for index, prompt in work:
                 begin = time.perf_counter()
@@ -282,7 +284,7 @@ def run(
 
         try:
             runtime, runtime_first = asyncio.run(serve())
-        except Exception:  # still measure generate, and show what broke
+        except Exception:  # noqa: BLE001 - still measure generate, and show what broke
             import traceback
 
             traceback.print_exc()
@@ -329,7 +331,8 @@ def render(rows: list[Row], info: dict[str, Any], shape_name: str) -> str:
         f"same run. Every request: {NEW_TOKENS} new tokens, greedy. Runtime rows: a closed loop "
         "of `concurrent` clients; generate rows: static batches of that size, one after another.",
         "",
-        "| engine | concurrent / batch | requests | tokens/s | p50 ms per request | runtime vs generate |",
+        "| engine | concurrent / batch | requests | tokens/s | p50 ms per request | runtime vs "
+        "generate |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for engine in ("runtime", "generate"):

@@ -261,8 +261,8 @@ def main(
 
     if not phoenix.available():
         raise SystemExit(
-            "bench tracing exports to a local Phoenix: install the ui extra "
-            "(pip install -e '.[ui]')"
+            "bench tracing exports to a local Phoenix: install the ui extra (pip install -e "
+            "'.[ui]')"
         )
     started = time.monotonic()
     hops: dict[str, dict[str, list[dict[str, Any]]]] = {
@@ -315,8 +315,9 @@ def main(
                     )
                     planner[mode].append(r)
                     print(
-                        f"  planner fan-out tracing {mode:<7} round {i + 1}: {r['steps_per_s']:,.0f} steps/s "
-                        f"(runs {', '.join(f'{x:,.0f}' for x in r['runs'])}); agent CPU/call "
+                        f"  planner fan-out tracing {mode:<7} round {i + 1}: "
+                        f"{r['steps_per_s']:,.0f} steps/s (runs "
+                        f"{', '.join(f'{x:,.0f}' for x in r['runs'])}); agent CPU/call "
                         f"{r['agent_cpu_us']:.0f} us",
                         flush=True,
                     )
@@ -338,9 +339,8 @@ def main(
                             hops[f"{agent} {binding}"][mode].append(r)
                             print(
                                 f"  {agent:<6} {binding:<8} tracing {mode:<7} round {i + 1}: "
-                                f"{r['rps']:,.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
-                                f"CPU/req client {r['client_cpu_us']:.0f} us server "
-                                f"{r['server_cpu_us']:.0f} us",
+                                f"{r['rps']:,.0f} req/s  p50 {r['p50_ms']:.2f} ms  CPU/req client "
+                                f"{r['client_cpu_us']:.0f} us server {r['server_cpu_us']:.0f} us",
                                 flush=True,
                             )
                     if agent != "echo":
@@ -365,8 +365,8 @@ def main(
                             r["rate"] = rate
                             rows[mode].append(r)
                             print(
-                                f"  {agent:<6} {binding:<8} at {rate:,.0f}/s tracing {mode:<7} round "
-                                f"{i + 1}: CPU/req client {r['client_cpu_us']:.0f} us server "
+                                f"  {agent:<6} {binding:<8} at {rate:,.0f}/s tracing {mode:<7} "
+                                f"round {i + 1}: CPU/req client {r['client_cpu_us']:.0f} us server "
                                 f"{r['server_cpu_us']:.0f} us",
                                 flush=True,
                             )
@@ -466,36 +466,41 @@ def render(
         SECTION,
         "",
         (
-            f"`slmesh bench tracing`, {when}. Four modes, in rotating order within each of {rounds} "
-            "rounds (so other load on the machine hits all alike); medians of the rounds. "
-            "`off`: telemetry off. `drop`: `SLMESH_OTEL_ENABLED=true` in every process, 100% sampled "
-            "(parent-based always-on), the mesh's lean tracer (`SLMESH_OTEL_TRACER=lean`, the "
-            "default), OTLP/gRPC export to a receiver that drops what it gets: the mesh's own cost "
-            "(span work, propagation, encoding, sending). `phoenix`: the same export to a local "
-            "Phoenix on the same 2 cores, which parses and stores every span: the tracer's cost plus "
-            "the backend's ingest competing for the CPUs. `sdk`: `drop` with the OpenTelemetry "
-            "SDK's tracer provider and batch span processor (`SLMESH_OTEL_TRACER=sdk`), to compare "
-            "with in the same run; the target applies to `drop` and `phoenix`."
+            f"`slmesh bench tracing`, {when}. Four modes, in rotating order within each of "
+            f"{rounds} rounds (so other load on the machine hits all alike); medians of the "
+            "rounds. `off`: telemetry off. `drop`: `SLMESH_OTEL_ENABLED=true` in every process, "
+            "100% sampled (parent-based always-on), the mesh's lean tracer "
+            "(`SLMESH_OTEL_TRACER=lean`, the default), OTLP/gRPC export to a receiver that drops "
+            "what it gets: the mesh's own cost (span work, propagation, encoding, sending). "
+            "`phoenix`: the same export to a local Phoenix on the same 2 cores, which parses and "
+            "stores every span: the tracer's cost plus the backend's ingest competing for the "
+            "CPUs. `sdk`: `drop` with the OpenTelemetry SDK's tracer provider and batch span "
+            "processor (`SLMESH_OTEL_TRACER=sdk`), to compare with in the same run; the target "
+            "applies to `drop` and `phoenix`."
         ),
         "",
         (
             f"- Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}; 1-min load average at the start of the rounds: median "
-            f"{statistics.median(loads):.2f}, range {min(loads):.2f}-{max(loads):.2f}; at the end "
-            f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())} (1/5/15 min). The run took {elapsed:.0f} s."
+            f"Python {platform.python_version()}; 1-min load average at the start of the rounds: "
+            f"median {statistics.median(loads):.2f}, range {min(loads):.2f}-{max(loads):.2f}; at "
+            f"the end {' / '.join(f'{x:.2f}' for x in os.getloadavg())} (1/5/15 min). The run took "
+            f"{elapsed:.0f} s."
         ),
-        f"- Spans stored by Phoenix for the run's project: {spans if spans is not None else 'unknown'}"
-        f"{' (the API pages at 1000)' if spans == 1000 else ''}; the dropping receiver took {dropped}.",
+        "- Spans stored by Phoenix for the run's project: "
+        f"{spans if spans is not None else 'unknown'}"
+        f"{' (the API pages at 1000)' if spans == 1000 else ''}; the dropping receiver took "
+        f"{dropped}.",
         "",
         "### Planner steps/s",
         "",
         (
-            f"The fan-out plan of `bench/planner.py` ({planner_steps:,} echo steps, one per item, then a "
-            "fan-in step) run by the planner engine on a local Ray instance; registry, echo agent and "
-            "engine process fresh per round, each with the mode's telemetry (the Ray workers that run "
-            "the steps inherit it). Traced, each run is one trace: the `execute_plan` span, a "
-            "`step` span per step in the Ray workers, the client `SendMessage echo` and the agent's "
-            f"`invoke_agent echo` per step. A round's figure is the median of {planner_repeats} runs."
+            f"The fan-out plan of `bench/planner.py` ({planner_steps:,} echo steps, one per item, "
+            "then a fan-in step) run by the planner engine on a local Ray instance; registry, "
+            "echo agent and engine process fresh per round, each with the mode's telemetry (the "
+            "Ray workers that run the steps inherit it). Traced, each run is one trace: the "
+            "`execute_plan` span, a `step` span per step in the Ray workers, the client "
+            "`SendMessage echo` and the agent's `invoke_agent echo` per step. A round's figure is "
+            f"the median of {planner_repeats} runs."
         ),
         "",
         "| tracing | steps/s (median) | rounds steps/s | echo agent CPU us/step | change |",
@@ -508,13 +513,15 @@ def render(
         if not rows:
             continue
         values = [r["steps_per_s"] for r in rows]
+        median = statistics.median(values)
         change = (
             ""
             if mode == "off"
-            else f"{(statistics.median(values) - statistics.median(base)) / statistics.median(base) * 100:+.1f}%"
+            else f"{(median - statistics.median(base)) / statistics.median(base) * 100:+.1f}%"
         )
         out.append(
-            f"| {mode} | {statistics.median(values):,.0f} | {', '.join(f'{v:,.0f}' for v in values)} "
+            f"| {mode} | {statistics.median(values):,.0f} | "
+            f"{', '.join(f'{v:,.0f}' for v in values)} "
             f"| {_median(rows, 'agent_cpu_us'):,.0f} | {change} |"
         )
         if mode != "off":
@@ -529,17 +536,17 @@ def render(
         "",
         (
             f"One A2A `SendMessage` hop (mesh client -> agent, `{store}` task store; "
-            f"{'; '.join(ROLES[a] for a in dict.fromkeys(b.split()[0] for b in hops))}) with {concurrency} "
-            f"calls in flight for {duration:g} s per round; a fresh agent and client process per round. "
-            "Traced, each request is one trace of two spans (client `SendMessage {agent}`, server "
-            "`invoke_agent {agent}`) plus an `execute_tool` span (tools) or a `text_completion` span "
-            "(classifier). CPU us/req: process CPU time (all threads, the export thread included) per "
-            "request, client + server = `hop CPU`."
+            f"{'; '.join(ROLES[a] for a in dict.fromkeys(b.split()[0] for b in hops))}) with "
+            f"{concurrency} calls in flight for {duration:g} s per round; a fresh agent and client "
+            "process per round. Traced, each request is one trace of two spans (client "
+            f"`SendMessage {{agent}}`, server `invoke_agent {{agent}}`) plus an `execute_tool` "
+            "span (tools) or a `text_completion` span (classifier). CPU us/req: process CPU time "
+            "(all threads, the export thread included) per request, client + server = `hop CPU`."
         ),
         "",
         (
-            "| agent, binding | tracing | req/s (median) | rounds req/s | p50 ms | client CPU us/req "
-            "| server CPU us/req | hop CPU change | throughput change |"
+            "| agent, binding | tracing | req/s (median) | rounds req/s | p50 ms | client CPU "
+            "us/req | server CPU us/req | hop CPU change | throughput change |"
         ),
         "|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
@@ -576,13 +583,14 @@ def render(
             "### A2A hop at a fixed rate",
             "",
             (
-                "The echo hop again, its client starting one call every 1/rate s (open loop) at half "
-                "the rate it sustains untraced, so that every mode does the same calls per second "
-                "and the CPU per request compares like with like (in the closed loop above, a "
-                "slower mode also serves fewer calls per event-loop iteration)."
+                "The echo hop again, its client starting one call every 1/rate s (open loop) at "
+                "half the rate it sustains untraced, so that every mode does the same calls per "
+                "second and the CPU per request compares like with like (in the closed loop above, "
+                "a slower mode also serves fewer calls per event-loop iteration)."
             ),
             "",
-            "| agent, binding | rate/s | tracing | client CPU us/req | server CPU us/req | hop CPU change |",
+            "| agent, binding | rate/s | tracing | client CPU us/req | server CPU us/req | hop CPU "
+            "change |",
             "|---|---:|---|---:|---:|---:|",
         ]
         for binding, modes in paced.items():
@@ -598,7 +606,8 @@ def render(
                     else f"{(cpu_on - off_cpu) / off_cpu * 100:+.0f}% ({cpu_on - off_cpu:+,.0f} us)"
                 )
                 out.append(
-                    f"| {binding} | {rows[0]['rate']:,.0f} | {mode} | {_median(rows, 'client_cpu_us'):,.0f} "
+                    f"| {binding} | {rows[0]['rate']:,.0f} | {mode} | "
+                    f"{_median(rows, 'client_cpu_us'):,.0f} "
                     f"| {_median(rows, 'server_cpu_us'):,.0f} | {change} |"
                 )
                 if mode != "off":
@@ -611,8 +620,8 @@ def render(
 
 
 NOTES = """
-Where a traced hop's extra CPU goes (an Intel Xeon 2-core machine, 2026-11-26: in-process timings of the
-tracing pieces, best of 7 repeats; an echo hop with client and agent in one process, off /
+Where a traced hop's extra CPU goes (an Intel Xeon 2-core machine, 2026-11-26: in-process timings \
+of the tracing pieces, best of 7 repeats; an echo hop with client and agent in one process, off /
 lean / SDK interleaved, the collector timed with `gc.callbacks`; the agents' export-thread CPU
 from their shutdown log line). Spans: one per process per hop (client `SendMessage {agent}`,
 agent `invoke_agent {agent}`); a2a-sdk's span decorators, FastAPI's request spans and contrib

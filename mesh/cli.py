@@ -162,7 +162,7 @@ def up(
     ] = Path("services"),
     replicas: Annotated[
         list[str], typer.Option("--replicas", "-r", help="NAME=COUNT, repeatable.")
-    ] = [],  # noqa: B006
+    ] = [],  # noqa: B006 - typer needs the literal default; nothing mutates it
     detach: Annotated[
         bool,
         typer.Option("--detach", "-d", help="Return once healthy; stop later with `slmesh down`."),
@@ -446,8 +446,8 @@ def run(
             err.print(f"[red]{result.error}[/red]")
         from mesh.launch import MeshState, state_path
 
-        state = MeshState.load(state_path(settings))
-        ui = state.ui_url if state is not None else None
+        mesh_state = MeshState.load(state_path(settings))
+        ui = mesh_state.ui_url if mesh_state is not None else None
         console.print(
             f"trace: slmesh trace {result.task_id}"
             + (f"  (or open {ui}, project {settings.otel_project})" if ui else "")
@@ -503,7 +503,10 @@ def train(
     agent: Annotated[
         str,
         typer.Argument(
-            help="classifier, extractor, tool-caller, responder, planner, or base (the conversion loop's student base)."
+            help=(
+                "classifier, extractor, tool-caller, responder, planner, or base (the conversion "
+                "loop's student base)."
+            )
         ),
     ],
     minutes: Annotated[
@@ -514,13 +517,19 @@ def train(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Model folder (default: the spec's model for the kind it serves, else models/AGENT for a micro-SLM or models/AGENT-encoder for an encoder)."
+            help=(
+                "Model folder (default: the spec's model for the kind it serves, else models/AGENT "
+                "for a micro-SLM or models/AGENT-encoder for an encoder)."
+            )
         ),
     ] = None,
     init_from: Annotated[
         Path | None,
         typer.Option(
-            help="Continue training this saved model (e.g. models/AGENT) instead of random weights; its steps and time are added to the record."
+            help=(
+                "Continue training this saved model (e.g. models/AGENT) instead of random weights; "
+                "its steps and time are added to the record."
+            )
         ),
     ] = None,
     lr: Annotated[
@@ -535,7 +544,11 @@ def train(
     kind: Annotated[
         str,
         typer.Option(
-            help="auto (what the agent's spec serves), micro (a causal micro-SLM from scratch) or encoder (a LoRA adapter and head on the packaged all-MiniLM-L6-v2; classifier and extractor)."
+            help=(
+                "auto (what the agent's spec serves), micro (a causal micro-SLM from scratch) or "
+                "encoder (a LoRA adapter and head on the packaged all-MiniLM-L6-v2; classifier and "
+                "extractor)."
+            )
         ),
     ] = "auto",
 ) -> None:
@@ -586,7 +599,10 @@ def eval_models(
     kind: Annotated[
         str,
         typer.Option(
-            help="auto (the model each agent's spec serves), micro (the causal micro-SLM) or encoder (the fine-tuned encoder)."
+            help=(
+                "auto (the model each agent's spec serves), micro (the causal micro-SLM) or "
+                "encoder (the fine-tuned encoder)."
+            )
         ),
     ] = "auto",
     planner: Annotated[
@@ -714,12 +730,12 @@ def trace(
             "no tracing UI: start the mesh with `slmesh up` (with the ui extra), or pass --url"
         )
     deadline = time.monotonic() + wait
-    found = None
+    found: phoenix.Trace | None = None
     while True:
         # Each process exports its spans in batches about every second, so a trace arrives in
         # pieces: wait until it stops growing across one export interval (or the deadline).
         try:
-            latest = phoenix.task_trace(url, settings.otel_project, task_id)
+            latest: phoenix.Trace | None = phoenix.task_trace(url, settings.otel_project, task_id)
         except phoenix.TraceNotFoundError as exc:
             if found is None and time.monotonic() >= deadline:
                 raise _fail(str(exc)) from exc
@@ -783,7 +799,7 @@ def bench_tracing(
     ] = "sqlite",
     agent: Annotated[
         list[str], typer.Option("--agent", help="echo (trivial executor), tools, classifier (SLM).")
-    ] = ["echo", "tools", "classifier"],  # noqa: B006
+    ] = ["echo", "tools", "classifier"],  # noqa: B006 - typer's literal default; never mutated
     planner_steps: Annotated[int, typer.Option(help="Steps of the planner's fan-out plan.")] = 1000,
     planner_repeats: Annotated[int, typer.Option(help="Timed plan runs per planner round.")] = 3,
     output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path(
@@ -835,7 +851,8 @@ def bench_scale(
         "docs/benchmarks.md"
     ),
 ) -> None:
-    """Throughput through the planner with 1, 2 and 4 replicas of a fixed-CPU-cost agent, in one run."""
+    """Throughput through the planner with 1, 2 and 4 replicas of a fixed-CPU-cost agent, in one
+    run."""
     _bench_module("scale").main(
         steps=steps, tasks=tasks, cpu_ms=cpu_ms, rounds=rounds, output=output
     )
@@ -853,7 +870,8 @@ def bench_planner(
         "docs/benchmarks.md"
     ),
 ) -> None:
-    """Planner overhead per step and steps/s vs direct calls; Ray task vs actor dispatch; the demo."""
+    """Planner overhead per step and steps/s vs direct calls; Ray task vs actor dispatch; the
+    demo."""
     _bench_module("planner").main(
         steps=steps, chain=chain, demo=demo, concurrency=concurrency, output=output
     )

@@ -65,21 +65,24 @@ class Settings(BaseSettings):
     task_lease_s: float = Field(
         10.0,
         gt=0,
-        description="With task_events='database' on PostgreSQL: how long a replica's lease on a task it "
-        "executes lasts without renewal. A replica killed mid-task is noticed this long after its last "
-        "renewal; another replica then takes the task over and re-executes its request.",
+        description="With task_events='database' on PostgreSQL: how long a replica's lease on a "
+        "task it executes lasts without renewal. A replica killed mid-task is noticed this long "
+        "after its last renewal; another replica then takes the task over and re-executes its "
+        "request.",
     )
     task_lease_renew_s: float = Field(
         2.0,
         gt=0,
-        description="How often a replica renews the leases of the tasks it executes and looks for expired "
-        "leases to take over (below task_lease_s, so a pause of one beat does not lose a lease).",
+        description="How often a replica renews the leases of the tasks it executes and looks for "
+        "expired leases to take over (below task_lease_s, so a pause of one beat does not lose a "
+        "lease).",
     )
     task_max_takeovers: int = Field(
         3,
         ge=0,
-        description="How many times one task may be taken over from a replica that died; past it the task "
-        "fails with a reason naming the limit (a request that kills every replica that runs it stops there).",
+        description="How many times one task may be taken over from a replica that died; past it "
+        "the task fails with a reason naming the limit (a request that kills every replica that "
+        "runs it stops there).",
     )
     max_request_bytes: int = Field(
         4 * 1024 * 1024, gt=0, description="Largest accepted request body / gRPC message."
@@ -102,25 +105,27 @@ class Settings(BaseSettings):
     )
     registration_token: SecretStr | None = Field(
         None,
-        description="Token the registry requires on Register/Heartbeat/Deregister (agents send it); "
-        "unset falls back to api_token, and with neither the registry is open (local development only).",
+        description="Token the registry requires on Register/Heartbeat/Deregister (agents send "
+        "it); unset falls back to api_token, and with neither the registry is open (local "
+        "development only).",
     )
     max_in_flight: int = Field(
         0,
         ge=0,
         description="Requests one agent replica runs at once; beyond it new ones are shed with "
-        "HTTP 503 / gRPC UNAVAILABLE and a retry hint (the client retries another replica). 0: no limit.",
+        "HTTP 503 / gRPC UNAVAILABLE and a retry hint (the client retries another replica). 0: no "
+        "limit.",
     )
     tls_cert_file: Path | None = Field(
         None,
-        description="PEM certificate chain: with tls_key_file, serves HTTPS and gRPC over TLS and is the "
-        "client certificate on outbound calls (registry, agents).",
+        description="PEM certificate chain: with tls_key_file, serves HTTPS and gRPC over TLS and "
+        "is the client certificate on outbound calls (registry, agents).",
     )
     tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
     tls_ca_file: Path | None = Field(
         None,
-        description="PEM CA bundle: servers then require client certificates it signed (mutual TLS) "
-        "and clients verify servers against it.",
+        description="PEM CA bundle: servers then require client certificates it signed (mutual "
+        "TLS) and clients verify servers against it.",
     )
     request_timeout_s: float = Field(60.0, gt=0, description="Default client deadline per call.")
     log_level: str = Field("INFO", description="Python logging level.")
@@ -133,17 +138,17 @@ class Settings(BaseSettings):
     otel_enabled: bool = Field(
         False,
         description="Install the OpenTelemetry SDK (traces, metrics, logs) in each process. "
-        "Endpoint, headers, sampler (e.g. OTEL_TRACES_SAMPLER=parentbased_traceidratio) and "
-        "extra resource attributes come from the SDK's standard OTEL_* variables; off costs "
-        "nothing per request.",
+        "Endpoint, headers, sampler (e.g. OTEL_TRACES_SAMPLER=parentbased_traceidratio) and extra "
+        "resource attributes come from the SDK's standard OTEL_* variables; off costs nothing per "
+        "request.",
     )
     otel_tracer: Literal["lean", "sdk"] = Field(
         "lean",
-        description="Tracer provider when telemetry is on. 'lean': the mesh's own implementation of the "
-        "OpenTelemetry tracing API with a hand-written OTLP encoder (same spans, sampler, OTEL_BSP_* and "
-        "OTEL_EXPORTER_OTLP_* settings; a fraction of the SDK's CPU per span, docs/benchmarks.md). "
-        "'sdk': the OpenTelemetry SDK's TracerProvider and batch span processor. Metrics and logs use "
-        "the SDK either way.",
+        description="Tracer provider when telemetry is on. 'lean': the mesh's own implementation "
+        "of the OpenTelemetry tracing API with a hand-written OTLP encoder (same spans, sampler, "
+        "OTEL_BSP_* and OTEL_EXPORTER_OTLP_* settings; a fraction of the SDK's CPU per span, "
+        "docs/benchmarks.md). 'sdk': the OpenTelemetry SDK's TracerProvider and batch span "
+        "processor. Metrics and logs use the SDK either way.",
     )
     otlp_protocol: Literal["grpc", "http/protobuf"] = Field(
         "grpc", description="OTLP exporter transport (its endpoint: OTEL_EXPORTER_OTLP_ENDPOINT)."
@@ -174,8 +179,8 @@ class Settings(BaseSettings):
     record_db: Path | None = Field(
         None,
         description="Opt-in call recorder of the conversion loop: SQLite file where SLM agents "
-        "store each call, redacted (input, output, skill, model, latency, outcome); unset "
-        "records nothing.",
+        "store each call, redacted (input, output, skill, model, latency, outcome); unset records "
+        "nothing.",
     )
     record_names_from: str | None = Field(
         None,

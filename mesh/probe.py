@@ -20,10 +20,12 @@ from mesh.tls import TlsFiles
 def check(
     target: str, timeout_s: float = 2.0, tls: TlsFiles | None = None, host: str = "localhost"
 ) -> bool:
-    """Whether the gRPC server at ``target`` (host:port) reports SERVING (over TLS, as ``host``, with ``tls``)."""
+    """Whether the gRPC server at ``target`` (host:port) reports SERVING (over TLS, as ``host``,
+    with ``tls``)."""
     with tls.probe_channel(target, host) if tls else grpc.insecure_channel(target) as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
+            # types-grpcio-health-checking's HealthStub declares none of its methods.
+            reply = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]  # see above
                 health_pb2.HealthCheckRequest(), timeout=timeout_s
             )
         except grpc.RpcError:

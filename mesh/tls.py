@@ -12,7 +12,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -73,14 +73,16 @@ class TlsFiles:
         )
 
     def client_context(self) -> ssl.SSLContext:
-        """For outbound HTTPS: verify the server (against the CA when set), present our certificate."""
+        """For outbound HTTPS: verify the server (against the CA when set), present our
+        certificate."""
         context = ssl.create_default_context(cafile=str(self.ca) if self.ca else None)
         context.load_cert_chain(str(self.cert), str(self.key))
         return context
 
-    def uvicorn_options(self) -> dict[str, object]:
-        """``uvicorn.Config`` keyword arguments serving HTTPS (requiring client certificates with a CA)."""
-        options: dict[str, object] = {"ssl_certfile": str(self.cert), "ssl_keyfile": str(self.key)}
+    def uvicorn_options(self) -> dict[str, Any]:
+        """``uvicorn.Config`` keyword arguments serving HTTPS (requiring client certificates with a
+        CA)."""
+        options: dict[str, Any] = {"ssl_certfile": str(self.cert), "ssl_keyfile": str(self.key)}
         if self.ca is not None:
             options |= {"ssl_ca_certs": str(self.ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
         return options

@@ -18,10 +18,10 @@ from mesh.a2a import sdk_spans
 
 sdk_spans.skip_wrappers_when_off()
 
-from mesh.a2a.cards import Endpoints, build_card
-from mesh.a2a.client import MeshClient, Replica, ReplicaSource, StaticReplicas
-from mesh.a2a.server import AgentServer
-from mesh.a2a.tasks import open_task
+from mesh.a2a.cards import Endpoints, build_card  # noqa: E402 - after the SDK spans switch
+from mesh.a2a.client import MeshClient, Replica, ReplicaSource, StaticReplicas  # noqa: E402 - after the SDK spans switch
+from mesh.a2a.server import AgentServer  # noqa: E402 - after the SDK spans switch
+from mesh.a2a.tasks import open_task  # noqa: E402 - after the SDK spans switch
 
 __all__ = [
     "AgentServer",

@@ -17,6 +17,7 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -153,7 +154,8 @@ def _sdk_send(
 def _with_trace(
     params: dict[str, str] | None, trace: dict[str, str] | None = None
 ) -> dict[str, str] | None:
-    """``params`` plus the W3C trace headers (``trace``, else the current context's) when tracing."""
+    """``params`` plus the W3C trace headers (``trace``, else the current context's) when
+    tracing."""
     if STATE.tracer is None:
         return params
     trace = carrier() if trace is None else trace
@@ -167,6 +169,25 @@ def grpc_target(url: str) -> str:
 
 SLOW_REPLICA_PENALTY_S = 10.0
 """A replica that let a call pass its deadline is picked only when no other is live, this long."""
+
+
+class Outstanding:
+    """Calls in flight per replica id, as counted by the client (what ``pick`` balances)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    def get(self, replica_id: str) -> int:
+        """Calls to ``replica_id`` in flight now (0 if none was ever sent)."""
+        return self._counts.get(replica_id, 0)
+
+    def add(self, replica_id: str) -> None:
+        """A call to ``replica_id`` starts."""
+        self._counts[replica_id] = self._counts.get(replica_id, 0) + 1
+
+    def remove(self, replica_id: str) -> None:
+        """A call to ``replica_id`` ended (answered, failed or cancelled)."""
+        self._counts[replica_id] -= 1
 
 
 class MeshClient:
@@ -199,7 +220,7 @@ class MeshClient:
             verify=self._tls.client_context() if self._tls else True,
         )
         self._lanes: dict[tuple[str, str], _Lane] = {}
-        self._outstanding: dict[str, int] = {}
+        self._outstanding = Outstanding()
         self._slow_until: dict[str, float] = {}
         self._task_home: OrderedDict[str, str] = OrderedDict()
         token = self.settings.api_token
@@ -210,6 +231,11 @@ class MeshClient:
             JSONRPC: {VERSION_HEADER: PROTOCOL_VERSION_1_0, **auth},
             REST: {VERSION_HEADER: PROTOCOL_VERSION_1_0, **auth},
         }
+
+    @property
+    def outstanding(self) -> Outstanding:
+        """Calls in flight per replica, as :meth:`pick` sees them."""
+        return self._outstanding
 
     async def __aenter__(self) -> MeshClient:
         return self
@@ -226,8 +252,8 @@ class MeshClient:
     # -- replica choice -----------------------------------------------------------
 
     def pick(
-        self, agent: str, exclude: set[str] = frozenset(), prefer: str | None = None
-    ) -> Replica:  # type: ignore[assignment]
+        self, agent: str, exclude: AbstractSet[str] = frozenset(), prefer: str | None = None
+    ) -> Replica:
         """Power of two choices on outstanding requests, skipping draining and tried replicas."""
         live = [r for r in self.source.replicas(agent) if not r.draining and self._reachable(r)]
         if not live:
@@ -247,7 +273,7 @@ class MeshClient:
             return candidates[0]
         a, b = self._rng.sample(candidates, 2)
         load = self._outstanding
-        return a if load.get(a.replica_id, 0) <= load.get(b.replica_id, 0) else b
+        return a if load.get(a.replica_id) <= load.get(b.replica_id) else b
 
     def _reachable(self, replica: Replica) -> bool:
         return any(b in replica.urls for b in self.bindings)
@@ -364,7 +390,7 @@ class MeshClient:
             prefer = None
             tried.add(replica.replica_id)
             rid = replica.replica_id
-            self._outstanding[rid] = self._outstanding.get(rid, 0) + 1
+            self._outstanding.add(rid)
             lane = self._lane(replica)
             lane.in_flight += 1
             try:
@@ -381,7 +407,7 @@ class MeshClient:
                     raise
                 await self._forget(replica)
             finally:
-                self._outstanding[rid] -= 1
+                self._outstanding.remove(rid)
                 await lane.release()
             await asyncio.sleep(
                 min(self.backoff_s * 2**attempt, max(0.0, deadline - time.monotonic()))
@@ -546,7 +572,7 @@ class MeshClient:
             prefer = None
             tried.add(replica.replica_id)
             rid = replica.replica_id
-            self._outstanding[rid] = self._outstanding.get(rid, 0) + 1
+            self._outstanding.add(rid)
             started = False
             lane = self._lane(replica)
             lane.in_flight += 1
@@ -570,7 +596,7 @@ class MeshClient:
                     raise
                 await self._forget(replica)
             finally:
-                self._outstanding[rid] -= 1
+                self._outstanding.remove(rid)
                 await lane.release()
             await asyncio.sleep(self.backoff_s * 2**attempt)
 

@@ -61,7 +61,10 @@ class GrpcSend:
         if STATE.tracer is not None:  # the caller's span goes along (W3C traceparent, baggage)
             metadata = (*metadata, *carrier().items())
         try:
-            return await self._call(request, metadata=metadata, timeout=timeout)
+            response: pb.SendMessageResponse = await self._call(
+                request, metadata=metadata, timeout=timeout
+            )
+            return response
         except grpc.aio.AioRpcError as exc:
             _map_grpc_error(exc)
 
@@ -78,7 +81,7 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a TCP connection: a Transport
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -179,7 +182,7 @@ class _HttpPool:
         conn.transport.write(data)
         timer = loop.call_later(timeout, _expire, waiter)
         try:
-            result = await waiter
+            result: tuple[int, list[tuple[bytes, bytes]], bytes] = await waiter
         except BaseException:
             conn.close()  # a response may still be on its way: the connection is spent
             raise
@@ -251,7 +254,8 @@ class JsonRpcSend:
             data = json.loads(content)
         except json.JSONDecodeError as exc:
             raise A2AClientError(f"JSON Decode Error: {exc}") from exc
-        data = self._transport._check_jsonrpc_response(data)
+        # The SDK's own JSON-RPC error mapping, so errors match its transport's exactly.
+        data = self._transport._check_jsonrpc_response(data)  # noqa: SLF001 - no public form
         return parse_lenient(data["result"], pb.SendMessageResponse())
 
     def _raise_status(

@@ -199,7 +199,8 @@ async def _read_body(receive: Any, limit: int) -> tuple[bytes, bool]:
 
 
 def _replay(body: bytes, receive: Any) -> Any:
-    """A receive callable that yields the buffered body once, then the real channel (disconnects)."""
+    """A receive callable that yields the buffered body once, then the real channel
+    (disconnects)."""
     pending = True
 
     async def replayed() -> dict[str, Any]:
@@ -207,7 +208,8 @@ def _replay(body: bytes, receive: Any) -> Any:
         if pending:
             pending = False
             return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
+        message: dict[str, Any] = await receive()
+        return message
 
     return replayed
 
@@ -248,7 +250,7 @@ OVERLOADED = (
 BAD_TOKEN = "missing or invalid bearer token"
 
 
-def _bearer(context: grpc.aio.ServicerContext) -> str | bytes | None:
+def _bearer(context: grpc.aio.ServicerContext[Any, Any]) -> str | bytes | None:
     return next((v for k, v in context.invocation_metadata() or () if k == "authorization"), None)
 
 
@@ -283,7 +285,7 @@ def add_gated_service(
     server.add_registered_method_handlers(service.full_name, handlers)
 
 
-async def _admit(request: Any, context: grpc.aio.ServicerContext, adm: Admission) -> None:
+async def _admit(request: Any, context: grpc.aio.ServicerContext[Any, Any], adm: Admission) -> None:
     """Aborts the call unless the replica takes work, the token matches and the bytes parsed."""
     if adm.draining:
         await context.abort(grpc.StatusCode.UNAVAILABLE, DRAINING)
@@ -302,7 +304,7 @@ async def _admit(request: Any, context: grpc.aio.ServicerContext, adm: Admission
 def _gate_unary(
     inner: Callable[[Any, Any], Awaitable[Any]], adm: Admission, method: str
 ) -> Callable[..., Awaitable[Any]]:
-    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await _admit(request, context, adm)
         adm.enter()
         tel = adm.telemetry
@@ -328,7 +330,9 @@ def _gate_unary(
 def _gate_stream(
     inner: Callable[[Any, Any], AsyncIterator[Any]], adm: Admission, method: str
 ) -> Callable[..., AsyncIterator[Any]]:
-    async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def stream(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
         await _admit(request, context, adm)
         adm.enter()
         tel = adm.telemetry
@@ -352,7 +356,8 @@ class _Undecodable:
 
 
 def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
-    """grpc turns a deserializer exception into UNKNOWN; the gate answers INVALID_ARGUMENT instead."""
+    """grpc turns a deserializer exception into UNKNOWN; the gate answers INVALID_ARGUMENT
+    instead."""
 
     def parse(data: bytes) -> Any:
         try:

@@ -29,19 +29,19 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from a2a.auth.user import User
 from a2a.server.agent_execution import RequestContext
 from a2a.server.agent_execution.active_task import INTERRUPTED_TASK_STATES, TERMINAL_TASK_STATES
-from a2a.server.cluster.task_store import VersionedTaskStore
+from a2a.server.cluster.task_store import StoredTask, VersionedTaskStore
 from a2a.server.cluster.version import TaskVersion
 from a2a.server.context import ServerCallContext
 from a2a.server.events import Event, EventQueue
 from a2a.server.owner_resolver import resolve_user_scope
 from a2a.server.request_handlers import DefaultRequestHandler, GrpcHandler
-from a2a.server.tasks import TaskManager
+from a2a.server.tasks import TaskManager, TaskStore
 from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
     ListTasksRequest,
@@ -80,7 +80,8 @@ _END = object()
 """Subscriber-queue sentinel: the run is over."""
 
 _EARLY_STATES = (TERMINAL_TASK_STATES | INTERRUPTED_TASK_STATES) - {TaskState.TASK_STATE_FAILED}
-"""States at which the default handler answers a unary SendMessage without waiting for the executor."""
+"""States at which the default handler answers a unary SendMessage without waiting for the
+executor."""
 
 
 _PLANS: dict[str, tuple[tuple[FieldDescriptor, ...], tuple[tuple[str, int], ...]]] = {}
@@ -116,7 +117,8 @@ def _complete(msg: ProtoMessage) -> bool:
     The SDK re-reads every field's options on every request; this walks a plan cached per
     message type.
     """
-    required, nested = _plan(msg.DESCRIPTOR)
+    # The stubs type DESCRIPTOR as the pure-Python or the upb class; both have these fields.
+    required, nested = _plan(cast(Descriptor, msg.DESCRIPTOR))
     for field in required:
         value = getattr(msg, field.name)
         if field.is_repeated:
@@ -142,7 +144,8 @@ def _complete(msg: ProtoMessage) -> bool:
 
 
 def validate_required(msg: ProtoMessage) -> None:
-    """``validate_proto_required_fields``, fast when the message is valid (the SDK reports the rest)."""
+    """``validate_proto_required_fields``, fast when the message is valid (the SDK reports the
+    rest)."""
     if not _complete(msg):
         validate_proto_required_fields(msg)
 
@@ -184,7 +187,8 @@ class _Run(EventQueue):
     def __init__(
         self, handler: MeshRequestHandler, request: RequestContext, context: ServerCallContext
     ) -> None:
-        assert request.task_id is not None and request.context_id is not None
+        assert request.task_id is not None
+        assert request.context_id is not None
         self.handler = handler
         self.request = request
         self.call_context = context
@@ -249,7 +253,7 @@ class _Run(EventQueue):
             )
         manager = self.manager
         if isinstance(event, Task):
-            if manager._current_task is not None:
+            if manager._current_task is not None:  # noqa: SLF001 - in memory only; get_task() reads the store
                 log.error("Task %s already exists. Ignoring task replacement.", self.task_id)
             else:
                 await manager.save_task_event(event)
@@ -327,10 +331,10 @@ class _Run(EventQueue):
             if not self.dirty:
                 return
             self.dirty = False
-            task = self.manager._current_task
+            task = self.manager._current_task  # noqa: SLF001 - in memory only; get_task() reads the store
             if task is None:
                 return
-            await self.handler.task_store.save(_copy(task), self.call_context)
+            await self.handler.plain_store.save(_copy(task), self.call_context)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -363,7 +367,7 @@ class _Run(EventQueue):
     def _close_canceled(self) -> None:
         """As ``ActiveTask.cancel``: a cancel whose executor wrote no terminal state (a
         cleanup-only ``cancel``) closes the task as CANCELED, before the reply is sent."""
-        task = self.manager._current_task
+        task = self.manager._current_task  # noqa: SLF001 - in memory only; get_task() reads the store
         if task is not None and task.status.state not in TERMINAL_TASK_STATES:
             task.status.state = TaskState.TASK_STATE_CANCELED
             self.dirty = True
@@ -371,7 +375,7 @@ class _Run(EventQueue):
     async def _write_failed(self) -> None:
         """FAILED once the run ends in an error, as a2a-sdk's consumer records it."""
         manager = self.manager
-        task = manager._current_task
+        task = manager._current_task  # noqa: SLF001 - in memory only; get_task() reads the store
         now = datetime.now(UTC)
         try:
             if task is None and self.producer_failed:
@@ -410,7 +414,7 @@ class _Run(EventQueue):
         if self.message is not None:
             self.reply.set_result(self.message)
             return
-        task = self.manager._current_task
+        task = self.manager._current_task  # noqa: SLF001 - in memory only; get_task() reads the store
         if task is None:
             self.reply.set_exception(
                 InternalError(message="agent produced neither a task nor a message")
@@ -419,7 +423,7 @@ class _Run(EventQueue):
         self.reply.set_result(_copy(task))
 
     def current(self) -> Task | None:
-        task = self.manager._current_task
+        task = self.manager._current_task  # noqa: SLF001 - in memory only; get_task() reads the store
         return _copy(task) if task is not None else None
 
     async def cancel(self, context: ServerCallContext) -> Task:
@@ -458,7 +462,7 @@ class _Run(EventQueue):
             raise RuntimeError("Task should have been created")
         if task.status.state not in TERMINAL_TASK_STATES:
             task.status.state = TaskState.TASK_STATE_CANCELED
-            await self.handler.task_store.save(task, context)
+            await self.handler.plain_store.save(task, context)
         return task
 
     async def follow(self, queue: asyncio.Queue[Any]) -> AsyncGenerator[Any, None]:
@@ -486,7 +490,8 @@ class _Run(EventQueue):
 
 
 class _Owner(User):
-    """The owner scope a task was started under, for work this replica does on its own (a takeover)."""
+    """The owner scope a task was started under, for work this replica does on its own (a
+    takeover)."""
 
     def __init__(self, name: str) -> None:
         self._name = name
@@ -514,6 +519,11 @@ class MeshRequestHandler(DefaultRequestHandler):
             and self._push_sender is None
             and not isinstance(self.task_store, VersionedTaskStore)
         )
+
+    @property
+    def plain_store(self) -> TaskStore:
+        """The task store as lean runs use it: they exist only over a plain (unversioned) one."""
+        return cast(TaskStore, self.task_store)
 
     @staticmethod
     def owner_of(context: ServerCallContext) -> str:
@@ -547,6 +557,8 @@ class MeshRequestHandler(DefaultRequestHandler):
         message = params.message
         if message.task_id and not message.context_id:
             stored = await self.task_store.get(message.task_id, context)
+            if isinstance(stored, StoredTask):  # a versioned store wraps the task
+                stored = stored.task
             if stored is not None:
                 message.context_id = stored.context_id
 
@@ -625,7 +637,9 @@ class MeshRequestHandler(DefaultRequestHandler):
         if not self._takes(params):
             await self._refuse_if_held(params)
             await self._adopt_context(params, context)
-            return await super().on_message_send(params, context)
+            # The SDK's telemetry decorator leaves its methods untyped.
+            result: Message | Task = await super().on_message_send(params, context)
+            return result
         validate_required(params)
         validate_history_length(params.configuration)
         if self._validate_input_modes:
@@ -659,7 +673,8 @@ class MeshRequestHandler(DefaultRequestHandler):
     ) -> Task | None:
         run = self._owns(params.id, context)
         if run is None:
-            return await super().on_cancel_task(params, context)
+            task: Task | None = await super().on_cancel_task(params, context)
+            return task
         validate_required(params)
         try:
             return await run.cancel(context)
@@ -682,7 +697,9 @@ class MeshRequestHandler(DefaultRequestHandler):
         task = run.current()
         if task is not None and task.status.state in TERMINAL_TASK_STATES:
             raise UnsupportedOperationError(
-                message=f"Task {params.id} is in terminal state: {TaskState.Name(task.status.state)}"
+                message=(
+                    f"Task {params.id} is in terminal state: {TaskState.Name(task.status.state)}"
+                )
             )
         queue: asyncio.Queue[Any] = asyncio.Queue()
         run.subscribers.append(queue)
@@ -694,7 +711,7 @@ class MeshGrpcHandler(GrpcHandler):
     """a2a-sdk's ``GrpcHandler`` with a direct unary ``SendMessage`` (same context, same errors)."""
 
     async def SendMessage(
-        self, request: SendMessageRequest, context: grpc.aio.ServicerContext
+        self, request: SendMessageRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> SendMessageResponse:
         try:
             result = await self.request_handler.on_message_send(

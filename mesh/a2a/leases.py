@@ -59,31 +59,28 @@ _SCHEMA_LOCK = (
 )
 
 _CREATE = [
-    f"CREATE TABLE IF NOT EXISTS {TABLE} ("
-    " agent TEXT NOT NULL, task_id TEXT NOT NULL, owner TEXT NOT NULL, replica TEXT NOT NULL,"
-    " expires_at TIMESTAMPTZ NOT NULL, takeovers INTEGER NOT NULL DEFAULT 0, request BYTEA NOT NULL,"
-    " PRIMARY KEY (agent, task_id))",
+    f"CREATE TABLE IF NOT EXISTS {TABLE} ( agent TEXT NOT NULL, task_id TEXT NOT NULL, owner TEXT "
+    "NOT NULL, replica TEXT NOT NULL, expires_at TIMESTAMPTZ NOT NULL, takeovers INTEGER NOT NULL "
+    "DEFAULT 0, request BYTEA NOT NULL, PRIMARY KEY (agent, task_id))",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_expiry ON {TABLE} (agent, expires_at)",
 ]
 _ACQUIRE = text(
-    f"INSERT INTO {TABLE} (agent, task_id, owner, replica, expires_at, request)"
-    " VALUES (:agent, :task, :owner, :me, now() + make_interval(secs => :lease), :request)"
-    " ON CONFLICT (agent, task_id) DO UPDATE SET replica = EXCLUDED.replica, owner = EXCLUDED.owner,"
-    " expires_at = EXCLUDED.expires_at, request = EXCLUDED.request"
-    f" WHERE {TABLE}.replica = EXCLUDED.replica OR {TABLE}.expires_at < now()"
-    " RETURNING task_id"
+    f"INSERT INTO {TABLE} (agent, task_id, owner, replica, expires_at, request) VALUES (:agent, "
+    ":task, :owner, :me, now() + make_interval(secs => :lease), :request) ON CONFLICT (agent, "
+    "task_id) DO UPDATE SET replica = EXCLUDED.replica, owner = EXCLUDED.owner, expires_at = "
+    f"EXCLUDED.expires_at, request = EXCLUDED.request WHERE {TABLE}.replica = EXCLUDED.replica OR "
+    f"{TABLE}.expires_at < now() RETURNING task_id"
 )
 _RENEW = text(
     f"UPDATE {TABLE} SET expires_at = now() + make_interval(secs => :lease)"
     " WHERE agent = :agent AND replica = :me AND task_id IN :tasks RETURNING task_id",
 ).bindparams(bindparam("tasks", expanding=True))
 _CLAIM = (
-    f"UPDATE {TABLE} AS l SET replica = :me, expires_at = now() + make_interval(secs => :lease),"
-    " takeovers = l.takeovers + 1"
-    f" FROM (SELECT agent, task_id, replica FROM {TABLE} WHERE agent = :agent AND expires_at < now() {{only}}"
-    "       ORDER BY expires_at LIMIT :batch FOR UPDATE SKIP LOCKED) AS old"
-    " WHERE l.agent = old.agent AND l.task_id = old.task_id"
-    " RETURNING l.task_id, l.owner, l.request, l.takeovers, old.replica"
+    f"UPDATE {TABLE} AS l SET replica = :me, expires_at = now() + make_interval(secs => :lease), "
+    f"takeovers = l.takeovers + 1 FROM (SELECT agent, task_id, replica FROM {TABLE} WHERE agent = "
+    f":agent AND expires_at < now() {{only}}       ORDER BY expires_at LIMIT :batch FOR UPDATE "
+    "SKIP LOCKED) AS old WHERE l.agent = old.agent AND l.task_id = old.task_id RETURNING "
+    "l.task_id, l.owner, l.request, l.takeovers, old.replica"
 )
 _CLAIM_ANY = text(_CLAIM.format(only=""))
 _CLAIM_ONE = text(_CLAIM.format(only="AND task_id = :task"))
@@ -139,7 +136,8 @@ class LeaseTable:
                 await conn.execute(text(statement))
 
     async def acquire(self, task_id: str, owner: str, request: Message) -> bool:
-        """Takes (or refreshes) the lease for a run starting here; False if another replica holds it live."""
+        """Takes (or refreshes) the lease for a run starting here; False if another replica holds it
+        live."""
         async with self.engine.begin() as conn:
             row = (
                 await conn.execute(
@@ -159,7 +157,8 @@ class LeaseTable:
         return {row[0] for row in rows}
 
     async def claim_expired(self, task_id: str | None = None) -> list[Claim]:
-        """Wins expired leases (all of this agent's, up to a batch, or one task's) for this replica."""
+        """Wins expired leases (all of this agent's, up to a batch, or one task's) for this
+        replica."""
         statement = _CLAIM_ANY if task_id is None else _CLAIM_ONE
         args = (
             self._args(batch=_CLAIM_BATCH) if task_id is None else self._args(batch=1, task=task_id)
@@ -178,7 +177,8 @@ class LeaseTable:
         ]
 
     async def release(self, task_id: str) -> None:
-        """Drops the lease if this replica still holds it (a lost lease belongs to its new holder)."""
+        """Drops the lease if this replica still holds it (a lost lease belongs to its new
+        holder)."""
         async with self.engine.begin() as conn:
             await conn.execute(_RELEASE, self._args(task=task_id))
 
@@ -189,7 +189,8 @@ class LeaseTable:
         return row[0] if row else None
 
     async def expire_mine(self) -> None:
-        """Hands this replica's leases over at once (it is stopping): the next heartbeat elsewhere claims them."""
+        """Hands this replica's leases over at once (it is stopping): the next heartbeat elsewhere
+        claims them."""
         async with self.engine.begin() as conn:
             await conn.execute(_EXPIRE_MINE, self._args())
 
@@ -266,7 +267,8 @@ class TaskTakeover:
                 run.cancel()
 
     async def claim(self, task_id: str) -> bool:
-        """Takes one task over now if its lease expired (a caller is waiting on it); whether it did."""
+        """Takes one task over now if its lease expired (a caller is waiting on it); whether it
+        did."""
         claims = await self.table.claim_expired(task_id)
         await self._take_over(claims)
         return bool(claims)
@@ -296,9 +298,12 @@ class TaskTakeover:
                 self.max_takeovers,
             )
             self.claimed[claim.task_id] = claim
-            task = asyncio.create_task(self._resume(claim), name=f"takeover:{claim.task_id}")
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self.keep(asyncio.create_task(self._resume(claim), name=f"takeover:{claim.task_id}"))
+
+    def keep(self, task: asyncio.Task[None]) -> None:
+        """Holds a background task until it ends; :meth:`stop` cancels what is still running."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _resume(self, claim: Claim) -> None:
         assert self._runner is not None
@@ -357,9 +362,9 @@ class LeasedExecutor(AgentExecutor):
         finally:
             if takeover.running.get(task_id) is run:
                 del takeover.running[task_id]
-            settle = asyncio.create_task(takeover.settle(task_id, owner), name=f"settle:{task_id}")
-            takeover._background.add(settle)
-            settle.add_done_callback(takeover._background.discard)
+            takeover.keep(
+                asyncio.create_task(takeover.settle(task_id, owner), name=f"settle:{task_id}")
+            )
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         await self.inner.cancel(context, event_queue)
@@ -372,9 +377,9 @@ def _takeover_event(
     task = context.current_task
     assert task is not None
     text_ = (
-        f"taken over by replica {takeover.replica} from replica {claim.previous_replica}, which stopped "
-        f"renewing its lease (takeover {claim.takeovers} of at most {takeover.max_takeovers}); "
-        "re-executing the request"
+        f"taken over by replica {takeover.replica} from replica {claim.previous_replica}, which "
+        f"stopped renewing its lease (takeover {claim.takeovers} of at most "
+        f"{takeover.max_takeovers}); re-executing the request"
     )
     metadata = Struct()
     metadata.update(
@@ -403,7 +408,8 @@ def _takeover_event(
 def build_takeover(
     engine: AsyncEngine, agent: str, replica: str, settings: Settings
 ) -> TaskTakeover | None:
-    """The takeover for a replica on a shared database: PostgreSQL only (row locks with SKIP LOCKED)."""
+    """The takeover for a replica on a shared database: PostgreSQL only (row locks with SKIP
+    LOCKED)."""
     if engine.dialect.name != "postgresql":
         log.warning(
             "task takeover needs PostgreSQL (task_store is %s): a task whose replica is killed "

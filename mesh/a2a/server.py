@@ -18,7 +18,7 @@ import os
 import signal
 import socket
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import uvicorn
@@ -117,18 +117,19 @@ def build_event_stream(store: TaskStore | VersionedTaskStore) -> TaskEventStream
         return None
     from a2a.server.cluster import DatabaseTaskEventStream
 
-    return DatabaseTaskEventStream(store.as_task_store.engine)  # type: ignore[attr-defined]
+    return DatabaseTaskEventStream(store.as_task_store.engine)  # type: ignore[attr-defined]  # SQL store
 
 
 def build_task_takeover(
     spec: ServiceSpec, settings: Settings, store: TaskStore | VersionedTaskStore, replica_id: str
 ) -> TaskTakeover | None:
-    """Task leases and takeover (:mod:`mesh.a2a.leases`) where tasks are replica-agnostic, else None."""
+    """Task leases and takeover (:mod:`mesh.a2a.leases`) where tasks are replica-agnostic, else
+    None."""
     from a2a.server.cluster import VersionedDatabaseTaskStore
 
     if not isinstance(store, VersionedDatabaseTaskStore):
         return None
-    engine = store.as_task_store.engine  # type: ignore[attr-defined]
+    engine = store.as_task_store.engine  # type: ignore[attr-defined]  # a database store: has an engine
     return build_takeover(engine, spec.name, replica_id, settings)
 
 
@@ -148,7 +149,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _fastapi_telemetry(on: bool) -> dict[str, object]:
+def _fastapi_telemetry(on: bool) -> dict[str, Any]:
     """FastAPI (>= 0.160) traces every request by itself once a tracer provider is set: an
     HTTP server span plus spans for dependencies, endpoint and serialization. The hop
     already has its server span (``invoke_agent``, on every transport alike), so FastAPI's

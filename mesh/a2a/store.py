@@ -22,6 +22,7 @@ Any SQLAlchemy URL in ``SLMESH_TASK_STORE`` still selects a2a-sdk's ``DatabaseTa
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 from pathlib import Path
 
@@ -109,8 +110,8 @@ class SqliteTaskStore(TaskStore):
     async def save(self, task: Task, context: ServerCallContext) -> None:
         """Inserts or replaces the task (by id) for the caller's owner scope."""
         self._connect().execute(
-            f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-            "owner=excluded.owner, context_id=excluded.context_id, state=excluded.state, "
+            f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
+            "SET owner=excluded.owner, context_id=excluded.context_id, state=excluded.state, "
             "updated_ns=excluded.updated_ns, task=excluded.task",
             (
                 task.id,
@@ -143,7 +144,8 @@ class SqliteTaskStore(TaskStore):
         """Same filters, order and page tokens as a2a-sdk's in-memory and database stores."""
         db = self._connect()
         owner = self.owner_resolver(context)
-        where, args = ["owner = ?"], [owner]
+        where: builtins.list[str] = ["owner = ?"]
+        args: builtins.list[object] = [owner]
         if params.context_id:
             where.append("context_id = ?")
             args.append(params.context_id)
@@ -166,7 +168,8 @@ class SqliteTaskStore(TaskStore):
             page_args += clause_args
         page_size = params.page_size or DEFAULT_LIST_TASKS_PAGE_SIZE
         rows = db.execute(
-            f"SELECT id, updated_ns, task FROM {TABLE} WHERE {' AND '.join(page_where)} {_ORDER} LIMIT ?",
+            f"SELECT id, updated_ns, task FROM {TABLE} WHERE {' AND '.join(page_where)} {_ORDER} "
+            "LIMIT ?",
             [*page_args, page_size + 1],
         ).fetchall()
         page = rows[:page_size]
@@ -183,7 +186,7 @@ class SqliteTaskStore(TaskStore):
         )
 
     @staticmethod
-    def _after(cursor: ListTasksCursor) -> tuple[str, list[object]]:
+    def _after(cursor: ListTasksCursor) -> tuple[str, builtins.list[object]]:
         """Rows strictly after ``cursor`` in the list order."""
         if cursor.timestamp_ns is None:
             return "(updated_ns IS NULL AND id < ?)", [cursor.task_id]
@@ -200,7 +203,7 @@ class SqliteTaskStore(TaskStore):
     @staticmethod
     def _legacy_start(
         db: sqlite3.Connection, owner: str, page_token: str
-    ) -> tuple[str, list[object]]:
+    ) -> tuple[str, builtins.list[object]]:
         """A legacy page token names the first task of the page: rows from it on."""
         start_id = decode_page_token(page_token)
         row = db.execute(

@@ -29,7 +29,8 @@ async def open_task(context: RequestContext, event_queue: EventQueue) -> TaskUpd
     task = context.current_task
     if task is not None:
         return TaskUpdater(event_queue, task.id, task.context_id)
-    assert context.task_id is not None and context.context_id is not None
+    assert context.task_id is not None
+    assert context.context_id is not None
     history = [context.message] if context.message is not None else []
     await event_queue.enqueue_event(
         new_task(

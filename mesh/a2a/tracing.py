@@ -56,7 +56,7 @@ class HopTelemetry:
         error: BaseException | None = None,
     ) -> None:
         token, started = entered
-        otel_context.detach(token)  # type: ignore[arg-type]
+        otel_context.detach(token)  # type: ignore[arg-type]  # entered: the token attach() gave
         if self._instruments is None:
             return
         attributes = {names.AGENT_NAME: self.agent, names.TRANSPORT: transport}
@@ -123,7 +123,7 @@ class TracedExecutor(AgentExecutor):
         with tracer.start_as_current_span(
             self._name, kind=SpanKind.SERVER, attributes=attributes
         ) as span:
-            await self.inner.execute(context, tap)  # type: ignore[arg-type]
+            await self.inner.execute(context, tap)  # type: ignore[arg-type]  # a duck-typed EventQueue
             if tap.state is not None:
                 span.set_attribute(names.TASK_STATE, TaskState.Name(tap.state))
                 if tap.state in _FAILED:
@@ -176,7 +176,7 @@ def finish_client_span(
         attributes[names.TRANSPORT] = binding
     if attempts > 1:
         attributes[names.RETRIES] = attempts - 1
-    if task is not None and getattr(task, "id", ""):
+    if task is not None and getattr(task, "id", None):
         attributes[names.TASK_ID] = task.id
         attributes[names.CONTEXT_ID] = task.context_id
         attributes[names.TASK_STATE] = TaskState.Name(task.status.state)
@@ -188,7 +188,7 @@ def finish_client_span(
     instruments = STATE.instruments
     if instruments is not None and started is not None:
         labels = {
-            names.AGENT_NAME: span.attributes.get(names.AGENT_NAME, ""),  # type: ignore[attr-defined]
+            names.AGENT_NAME: span.attributes.get(names.AGENT_NAME, ""),  # type: ignore[attr-defined]  # a recording span
             names.TRANSPORT: binding or "",
         }
         if error is not None:

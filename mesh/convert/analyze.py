@@ -116,7 +116,8 @@ def _definition_text(prompt: str, spec: dict[str, Any] | None) -> str:
 
 
 def input_clusters(vectors: Any, threshold: float) -> list[list[int]]:
-    """Average-linkage clusters of unit vectors, merged while their mean cosine distance <= threshold."""
+    """Average-linkage clusters of unit vectors, merged while their mean cosine distance <=
+    threshold."""
     n = len(vectors)
     if n < 2:
         return [list(range(n))]

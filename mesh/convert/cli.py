@@ -27,7 +27,8 @@ DbOption = Annotated[
 
 
 def store_path(db: Path | None) -> Path:
-    """--db, else SLMESH_RECORD_DB; exits 2 with how to fix it when neither names an existing file."""
+    """--db, else SLMESH_RECORD_DB; exits 2 with how to fix it when neither names an existing
+    file."""
     try:
         path = db or Settings().record_db
     except ValueError as exc:
@@ -59,7 +60,10 @@ def analyze(
         typer.Option(
             min=0.0,
             max=2.0,
-            help="Within one task, inputs whose mean cosine distance is at most this form one cluster.",
+            help=(
+                "Within one task, inputs whose mean cosine distance is at most this form one "
+                "cluster."
+            ),
         ),
     ] = 0.85,
     template_similarity: Annotated[

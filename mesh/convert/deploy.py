@@ -68,17 +68,18 @@ def student_spec(
         options["escalate_below"] = calibration["escalate_below"]
         measured += (
             f"; escalates under mean logprob {calibration['escalate_below']} (held-out: keeps "
-            f"{calibration['student_share']:.1%} of calls at {calibration['kept_agreement'] or 0:.1%} agreement)"
+            f"{calibration['student_share']:.1%} of calls at "
+            f"{calibration['kept_agreement'] or 0:.1%} agreement)"
         )
     teacher_size = f", {teacher['parameters']:,} parameters" if teacher.get("parameters") else ""
     return {
         "name": name,
         "kind": "agent",
         "description": (
-            f"LoRA student of the agent {teacher['agent']} (model {teacher.get('model')}"
-            f"{teacher_size}), trained on its recorded calls of cluster "
-            f"{record['cluster']['name']!r} over the base {Path(base).name} (LoRA rank {record['lora']['rank']}, "
-            f"{record['parameters']:,} parameters served); {measured}."
+            f"LoRA student of the agent {teacher['agent']} (model "
+            f"{teacher.get('model')}{teacher_size}), trained on its recorded calls of cluster "
+            f"{record['cluster']['name']!r} over the base {Path(base).name} (LoRA rank "
+            f"{record['lora']['rank']}, {record['parameters']:,} parameters served); {measured}."
         ),
         "executor": EXECUTOR,
         "skills": [
@@ -106,8 +107,8 @@ def deploy_student(
     target = services_dir / name
     if target.exists() and not force:
         raise ConversionError(
-            f"{target} already exists; pick another --name or pass --force "
-            "to overwrite its agent.yaml"
+            f"{target} already exists; pick another --name or pass --force to overwrite its "
+            "agent.yaml"
         )
     content = student_spec(student_dir, name, services_dir, target_agreement)
     ServiceSpec.model_validate(content)  # fail before writing anything

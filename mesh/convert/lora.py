@@ -53,7 +53,9 @@ class ConversionError(ValueError):
 
 @dataclass(frozen=True)
 class StudentPlan:
-    """How to fine-tune: LoRA shape, schedule and split. Defaults: see docs/conversion.md (Training a student).
+    """How to fine-tune: LoRA shape, schedule and split.
+
+    Defaults: see docs/conversion.md (Training a student).
 
     ``steps`` wins over ``epochs`` (passes over the train split). ``train_embeddings`` also
     trains the (tied) embedding matrix in full (peft ``modules_to_save``): a base that never
@@ -394,8 +396,9 @@ def train_student(
         torch.save(
             {
                 "identity": identity,
-                "adapter": get_peft_model_state_dict(model),
-                "optimizer": optimizer.state_dict(),
+                # Deleted (to free training memory) only after the last checkpoint is written.
+                "adapter": get_peft_model_state_dict(model),  # noqa: F821 - deleted after last use
+                "optimizer": optimizer.state_dict(),  # noqa: F821 - deleted after last use
                 "rng": torch.get_rng_state(),
                 "step": step,
                 "elapsed": elapsed,
@@ -559,7 +562,7 @@ def score_served(
     *,
     adapter: Path | None,
     threads: int = 1,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Serves ``calls`` through :class:`TransformersBackend` as the student agent would be
     served; returns ``agreement`` with the recorded outputs, ``valid`` and ``count``."""
     from mesh.slm.transformers_backend import TransformersBackend
@@ -584,7 +587,8 @@ def score_served(
         try:
             generation = await backend.generate(request)
         except (InputError, InvalidOutputError, GenerationFailedError):
-            return None  # refused (too long, cut off, no span to copy) or failed: neither valid nor agreeing
+            # Refused (too long, cut off, no span to copy) or failed: neither valid nor agreeing.
+            return None
         confidence[index] = generation.usage.mean_logprob
         if generation.value is not None and serving.output and "schema" in serving.output:
             return json.dumps(generation.value, ensure_ascii=False, separators=(",", ":"))

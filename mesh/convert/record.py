@@ -113,7 +113,8 @@ class Recorder:
         self.store = store
         self.names = names
         self.names_from_output = names_from_output
-        """The agent is the name source: only its completed calls name the names, others are dropped."""
+        """The agent is the name source: only its completed calls name the names, others are
+        dropped."""
         self._close_names = close_names
         self._queue: asyncio.Queue[PendingCall] | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -211,7 +212,8 @@ class Recorder:
             try:
                 async with self._lookups:
                     names += await self.names(call.record.input)
-            except Exception as exc:  # unreachable or failing name source: never write unredacted
+            # Unreachable or failing name source (any error): never write unredacted.
+            except Exception as exc:  # noqa: BLE001 - any failure drops the call, logged below
                 self.dropped["names_unavailable"] += 1
                 if not self._names_down:
                     log.warning(

@@ -22,7 +22,8 @@ EMAIL = re.compile(
 CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
 # Optional +country code, optional (area code), then digit groups split by space, dot or dash.
 PHONE = re.compile(
-    r"(?<![\w+.-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,5}(?:[ .-]?\d{1,5}){1,6}(?![\w-]|\.\d)"
+    r"(?<![\w+.-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,5}(?:[ "
+    r".-]?\d{1,5}){1,6}(?![\w-]|\.\d)"
 )
 
 SURROGATE_NAMES = (

@@ -109,7 +109,7 @@ class Cluster:
     """What ``convert analyze`` reports: agents/models serving it, examples, skill."""
 
 
-_COLUMNS = [f.name for f in CallRecord.__dataclass_fields__.values()]  # type: ignore[attr-defined]
+_COLUMNS = [f.name for f in CallRecord.__dataclass_fields__.values()]
 
 
 class CallStore:

@@ -276,12 +276,12 @@ def print_cost(cost: dict[str, Any], console: Console) -> None:
     line = f"cost: {_flops(cost.get('flops') or 0)}"
     if cost.get("routed_steps"):
         line += (
-            f"; SLM-first routing: {cost['first_choice_share']:.0%} of {cost['routed_steps']} routed steps "
-            f"answered by the smallest model, {cost['escalations']} escalated"
+            f"; SLM-first routing: {cost['first_choice_share']:.0%} of {cost['routed_steps']} "
+            f"routed steps answered by the smallest model, {cost['escalations']} escalated"
         )
     if cost.get("ratio"):
         line += (
-            f"; all calls on the largest model offering each skill: {_flops(cost['baseline_flops'])} "
-            f"({cost['ratio']:.1f}x)"
+            "; all calls on the largest model offering each skill: "
+            f"{_flops(cost['baseline_flops'])} ({cost['ratio']:.1f}x)"
         )
     console.print(line, markup=False, highlight=False)

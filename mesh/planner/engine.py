@@ -109,7 +109,8 @@ class PlanRun:
     # -- plans -----------------------------------------------------------------------
 
     async def _run_plan(self, plan: Plan, input_ref: Any, prefix: str) -> Outcome:
-        """Runs one plan (the run's, or a map item's); ``input_ref`` is an ObjectRef or an Outcome."""
+        """Runs one plan (the run's, or a map item's); ``input_ref`` is an ObjectRef or an
+        Outcome."""
         order = self._orders.get(id(plan))
         if order is None:
             order = self._orders[id(plan)] = validate_plan(
@@ -187,10 +188,10 @@ class PlanRun:
         self._inflight[node] = ref
         self.on_event("started", node, call, None)
         try:
-            outcome: Outcome = await ref
+            outcome = await ref
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the worker died or Ray lost the object
+        except Exception as exc:  # noqa: BLE001 - the worker died or Ray lost the object
             outcome = Outcome("failed", error=f"step worker error: {exc}", failed_step=node)
         finally:
             self._inflight.pop(node, None)
@@ -231,9 +232,9 @@ class PlanRun:
         if self._expanded > self.limits.max_fan_out:
             outcome = Outcome(
                 "failed",
-                error=f"for_each gave {len(items)} items, {self._expanded} in this run: over "
-                f"the planner's limit of {self.limits.max_fan_out} (options.max_fan_out); "
-                "split the request",
+                error=f"for_each gave {len(items)} items, {self._expanded} in this run: over the "
+                f"planner's limit of {self.limits.max_fan_out} (options.max_fan_out); split the "
+                "request",
                 failed_step=node,
             )
             return self._settle(step, node, refs, result, outcome)
@@ -284,4 +285,5 @@ async def _resolved(ref_or_outcome: Any) -> Outcome:
     """The outcome behind an ObjectRef, or the outcome itself when it travels inline."""
     if isinstance(ref_or_outcome, Outcome):
         return ref_or_outcome
-    return await ref_or_outcome
+    outcome: Outcome = await ref_or_outcome
+    return outcome

@@ -141,9 +141,9 @@ class PlannerOptions(BaseModel):
         None,
         le=0,
         description="SLM-first routing: when several agents offer a skill, a step asks the "
-        "smallest model first and goes on to a larger one when the answer fails, breaks `expect`, or its "
-        "mean token log-probability is under this (an agent's card may set its own). Unset: escalate "
-        "only failed or invalid answers.",
+        "smallest model first and goes on to a larger one when the answer fails, breaks `expect`, "
+        "or its mean token log-probability is under this (an agent's card may set its own). Unset: "
+        "escalate only failed or invalid answers.",
     )
     max_fan_out: int = Field(
         10_000,
@@ -162,7 +162,8 @@ class PlannerOptions(BaseModel):
     llm: dict[str, Any] | None = Field(
         None,
         description="A large model over an OpenAI-compatible endpoint (backend: openai, base_url, "
-        "model_name, api_key_env), asked only when the router and the planner SLM fail. Off by default.",
+        "model_name, api_key_env), asked only when the router and the planner SLM fail. Off by "
+        "default.",
     )
 
 
@@ -291,7 +292,8 @@ class PlannerExecutor(AgentExecutor):
         return {skill: route[0].agent for skill, route in self.routes().items()}
 
     async def make_plan(self, message: pb.Message | None) -> tuple[Plan, Any, str, str]:
-        """``(plan, input, source, workflow name or '')`` for a request, or :class:`RequestError`."""
+        """``(plan, input, source, workflow name or '')`` for a request, or
+        :class:`RequestError`."""
         if message is None:
             raise RequestError("empty_request", "the request carries no message")
         data = get_data_parts(message.parts)
@@ -336,6 +338,7 @@ class PlannerExecutor(AgentExecutor):
         sender = _sender(message)
         route = await asyncio.to_thread(self.router.closest, text)
         if route is not None and route.score >= self.router.threshold:
+<<<<<<< HEAD
             return self._routed(route.workflow, text, sender)
         fallback = self.workflows.get(self.options.router.fallback or "")
         if (
@@ -348,6 +351,19 @@ class PlannerExecutor(AgentExecutor):
             return self._routed(fallback, text, sender)
         known = ", ".join(sorted(self.workflows))
         reasons = [f"no workflow matches this request closely enough (known: {known})"]
+=======
+            assert route.workflow.text_input is not None
+            return (
+                route.workflow.plan,
+                {route.workflow.text_input: text},
+                "router",
+                route.workflow.name,
+            )
+        reasons = [
+            "no workflow matches this request closely enough (known: "
+            f"{', '.join(sorted(self.workflows))})"
+        ]
+>>>>>>> main
         for generator in self.generators:  # SLM first; the large model only if it fails
             try:
                 plan = await generator.plan(
@@ -452,7 +468,7 @@ class PlannerExecutor(AgentExecutor):
         go straight to the task store."""
         if updater is None:
             updater = TaskUpdater(
-                _StoreQueue(self.task_store, record.task_id, record.context_id),  # type: ignore[arg-type]
+                _StoreQueue(self.task_store, record.task_id, record.context_id),  # type: ignore[arg-type]  # duck-typed EventQueue
                 record.task_id,
                 record.context_id,
             )

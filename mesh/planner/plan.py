@@ -90,7 +90,9 @@ class Step(BaseModel):
     )
     on_error: Literal["fail", "continue"] = Field(
         "fail",
-        description="Map steps: 'continue' keeps going when an item fails (its entry holds the error).",
+        description=(
+            "Map steps: 'continue' keeps going when an item fails (its entry holds the error)."
+        ),
     )
 
     @model_validator(mode="after")
@@ -294,7 +296,8 @@ def validate_plan(
 
 
 def count_actions(plan: Plan, workflows: Mapping[str, Plan] | None = None) -> int:
-    """Action steps of a plan, counting a map's sub-plan once (its size is known only at run time)."""
+    """Action steps of a plan, counting a map's sub-plan once (its size is known only at run
+    time)."""
     total = 0
     for step in plan.steps:
         if step.is_map:

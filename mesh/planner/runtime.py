@@ -76,7 +76,10 @@ class RayRuntime:
                 ray.__version__,
                 self.settings.ray_address or "local instance",
             )
-        actor = ray.remote(num_cpus=0, max_concurrency=self.options.max_concurrency)(StepRunner)
+        # Ray's overloads of remote() omit actor options such as max_concurrency.
+        actor = ray.remote(  # type: ignore[call-overload]  # see above
+            num_cpus=0, max_concurrency=self.options.max_concurrency
+        )(StepRunner)
         self._runners = [actor.remote(self.settings) for _ in range(self.options.runners)]
 
     async def ready(self) -> None:

@@ -114,7 +114,8 @@ class StepCall:
     trace: dict[str, str] = field(default_factory=dict)
     """W3C trace context of the planner's span for this run."""
     route: Route = ()
-    """Providers of the skill, smallest model first (``agent`` is the first); empty: just ``agent``."""
+    """Providers of the skill, smallest model first (``agent`` is the first); empty: just
+    ``agent``."""
 
 
 class StepError(Exception):
@@ -212,7 +213,7 @@ class StepRunner:
         if call.kind == "fn":
             try:
                 result = FUNCTIONS[call.target](value)
-            except Exception as exc:  # a function's bug or bad input fails the step, not the worker
+            except Exception as exc:  # noqa: BLE001 - a function's bug fails the step, not the worker
                 return Outcome(
                     "failed",
                     error=f"{call.target}: {exc}",
@@ -240,7 +241,7 @@ class StepRunner:
             attempts += outcome.attempts
             if outcome.usage:
                 calls.append(_priced(provider.agent, outcome))
-            reason = _escalation_reason(outcome, provider)
+            reason = escalation_reason(outcome, provider)
             if reason is None and call.check is not None:
                 reason = _check_reason(call, value, outcome)
                 if reason is not None:
@@ -289,7 +290,7 @@ class StepRunner:
                 error = exc
             except (NoReplicaError, DeadlineExceededError) as exc:
                 error = StepError(str(exc), retryable=True)
-            except Exception as exc:  # protocol errors from the agent: bad input, not retryable
+            except Exception as exc:  # noqa: BLE001 - agent protocol errors: bad input, not retryable
                 error = StepError(f"{type(exc).__name__}: {exc}", retryable=False)
             if not error.retryable or attempts > call.retries:
                 return Outcome(
@@ -349,7 +350,7 @@ def _fallback(call: StepCall, value: Any, answered: Outcome) -> Outcome:
     return Outcome("ok", value=result, agent=answered.agent, replica=answered.replica)
 
 
-def _escalation_reason(outcome: Outcome, provider: Provider) -> str | None:
+def escalation_reason(outcome: Outcome, provider: Provider) -> str | None:
     """Why this provider's answer should go to a larger model, or None to keep it."""
     if not outcome.ok:
         return f"failed: {outcome.error}"

@@ -50,7 +50,8 @@ class Workflow(BaseModel):
     plan: Plan
 
     def accepts(self, value: Any) -> bool:
-        return SchemaValidator(self.input).is_valid(value)
+        valid: bool = SchemaValidator(self.input).is_valid(value)
+        return valid
 
 
 def load_workflows(folder: Path) -> dict[str, Workflow]:

@@ -83,7 +83,7 @@ BAD_REGISTRATION_TOKEN = "missing or invalid registration token (SLMESH_REGISTRA
 BAD_READ_TOKEN = "missing or invalid bearer token (SLMESH_API_TOKEN or SLMESH_REGISTRATION_TOKEN)"
 
 
-def _presented(context: grpc.aio.ServicerContext) -> bytes | None:
+def _presented(context: grpc.aio.ServicerContext[Any, Any]) -> bytes | None:
     """The bearer token in the call's ``authorization`` metadata, if any."""
     header = next((v for k, v in context.invocation_metadata() or () if k == "authorization"), None)
     if not header:
@@ -115,7 +115,7 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         self._write_token = write_token.encode() if write_token else None
         self._read_tokens = tuple(t.encode() for t in read_tokens if t)
 
-    async def _require(self, context: grpc.aio.ServicerContext, write: bool) -> None:
+    async def _require(self, context: grpc.aio.ServicerContext[Any, Any], write: bool) -> None:
         allowed = (
             (self._write_token,)
             if write and self._write_token
@@ -124,7 +124,8 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         if not allowed:
             return
         token = _presented(context)
-        # compare_digest against every allowed token: no early exit that would leak which one matched.
+        # compare_digest against every allowed token: no early exit that would leak which one
+        # matched.
         if token is None or not any([hmac.compare_digest(token, t) for t in allowed]):
             log.warning(
                 "refused %s from %s: bad or missing token",
@@ -136,7 +137,7 @@ class RegistryServicer(pb_grpc.RegistryServicer):
             )
 
     async def Register(
-        self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
+        self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RegisterResponse:
         await self._require(context, write=True)
         if not request.HasField("replica"):
@@ -153,7 +154,7 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         )
 
     async def Heartbeat(
-        self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext
+        self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.HeartbeatResponse:
         await self._require(context, write=True)
         if not request.replica_id:
@@ -165,7 +166,7 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         return pb.HeartbeatResponse(known=known)
 
     async def Deregister(
-        self, request: pb.DeregisterRequest, context: grpc.aio.ServicerContext
+        self, request: pb.DeregisterRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeregisterResponse:
         await self._require(context, write=True)
         if not request.replica_id:
@@ -176,13 +177,13 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         return pb.DeregisterResponse(removed=removed)
 
     async def List(
-        self, request: pb.ListRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListResponse:
         await self._require(context, write=False)
         return pb.ListResponse(replicas=await self._store.list(request.agent, request.skill))
 
     async def Watch(
-        self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
+        self, request: pb.WatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchEvent]:
         await self._require(context, write=False)
         watch = await self._store.watch(request.agent)
@@ -289,8 +290,8 @@ async def start_registry_server(
         store=store,
         health=health_servicer,
         servicer=servicer,
+        _expiry=asyncio.create_task(_expire_forever(store), name="registry-expiry"),
     )
-    running._expiry = asyncio.create_task(_expire_forever(store), name="registry-expiry")
     log.info("registry serving on %s:%d (ttl %.1fs)", settings.host, bound, store.ttl_s)
     return running
 

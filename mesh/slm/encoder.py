@@ -243,7 +243,8 @@ def _word_edges(
 
 
 def new_head(encoder: nn.Module, spec: EncoderSpec) -> EncoderHead:
-    return EncoderHead(int(encoder.config.hidden_size), spec)
+    config: Any = encoder.config  # a transformers model's config (nn.Module types it a tensor)
+    return EncoderHead(int(config.hidden_size), spec)
 
 
 def load_base(base: str) -> tuple[nn.Module, Any]:
@@ -274,7 +275,8 @@ def load_encoder(
     spec = EncoderSpec.load(folder)
     encoder, tokenizer = load_base(spec.base)
     if (folder / "adapter_config.json").is_file():
-        encoder = merge_adapter(encoder, folder)
+        # load_base returns the transformers model as an nn.Module.
+        encoder = merge_adapter(encoder, folder)  # type: ignore[arg-type]  # see above
     head = new_head(encoder, spec)
     try:
         head.load_state_dict(load_file(str(folder / HEAD_FILE)))

@@ -41,7 +41,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -66,7 +66,7 @@ from mesh.slm.generation import (
 from mesh.slm.grammar import OutputConstraint, compile_grammar
 from mesh.slm.guide import Guide, TokenVocabulary
 from mesh.slm.loading import LoadedModel
-from mesh.slm.slots import SlotCache
+from mesh.slm.slots import SlotCache, kv_layers
 
 logger = logging.getLogger(__name__)
 
@@ -363,7 +363,7 @@ class BatchEngine:
         guided = [s for s in rows if s.guide is not None or self._build_guide(s)]
         if not guided:
             return {}
-        masks = self.vocabulary.allowed([s.guide for s in guided])  # type: ignore[misc]
+        masks = self.vocabulary.allowed([s.guide for s in guided])  # type: ignore[misc]  # guided rows have guides
         return {id(s): masks[i] for i, s in enumerate(guided)}
 
     def _build_guide(self, submission: Submission) -> bool:
@@ -400,7 +400,7 @@ class BatchEngine:
         if all(id(rows[i]) in found for i in guided):
             return guided, np.stack([found[id(rows[i])] for i in guided])
         guides = [rows[i].guide for i in guided]
-        return guided, self.vocabulary.allowed(guides)  # type: ignore[arg-type]
+        return guided, self.vocabulary.allowed(guides)  # type: ignore[arg-type]  # guided: guide is set
 
     def _drain_masks(self) -> None:
         """Waits for masks nobody collected (a failed step), so no parser is still busy."""
@@ -458,7 +458,7 @@ class BatchEngine:
             return running
         if len(keep) < rows:
             index = torch.tensor(keep, dtype=torch.long).to(self.device)
-            for layer in cache.layers:
+            for layer in kv_layers(cache):
                 layer.keys = layer.keys[index]
                 layer.values = layer.values[index]
         if self._slots is None:
@@ -614,7 +614,8 @@ class BatchEngine:
     def _token_text(self, token: int) -> str:
         text = self._token_texts.get(token)
         if text is None:
-            text = self._token_texts[token] = self.loaded.tokenizer.decode([token])
+            # One token id in, one string out (decode types a batch's list of strings too).
+            text = self._token_texts[token] = cast(str, self.loaded.tokenizer.decode([token]))
         return text
 
     def _finish(self, submission: Submission, reason: FinishReason) -> None:
@@ -664,7 +665,8 @@ class BatchEngine:
         # transformers' cache (batch-at-a-time): its layers select the rows. Columns are not
         # trimmed: a sliding-window layer holds fewer columns than the mask, which must keep
         # covering every position for transformers to place the window.
-        assert batch.mask is not None and batch.cache is not None
+        assert batch.mask is not None
+        assert batch.cache is not None
         index = torch.tensor(keep, dtype=torch.long)
         on_device = index.to(batch.mask.device)
         batch.cache.batch_select_indices(on_device)

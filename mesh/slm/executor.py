@@ -195,9 +195,8 @@ class SLMOptions(BaseModel):
             self.adapter or self.output is None or self.output.grounded_text is not None
         ):
             raise ValueError(
-                "the encoder backend answers labels or a JSON object of grounded "
-                "spans (options.output.labels or .schema); its folder holds its "
-                "own adapter"
+                "the encoder backend answers labels or a JSON object of grounded spans "
+                "(options.output.labels or .schema); its folder holds its own adapter"
             )
         if self.backend == "openai" and not (self.base_url and self.model_name):
             raise ValueError("the openai backend needs options.base_url and options.model_name")
@@ -210,8 +209,8 @@ class SLMOptions(BaseModel):
             self.prompt.format(input="")
         except (KeyError, IndexError, ValueError) as exc:
             raise ValueError(
-                f"prompt must be a str.format template with only {{input}} "
-                f"(double other braces): {exc}"
+                f"prompt must be a str.format template with only {{input}} (double other braces): "
+                f"{exc}"
             ) from exc
         return self
 
@@ -511,7 +510,8 @@ def build_backend(
                     spec.name,
                     options.api_key_env,
                 )
-        assert options.base_url and options.model_name
+        assert options.base_url
+        assert options.model_name
         return OpenAIBackend(
             options.base_url,
             options.model_name,

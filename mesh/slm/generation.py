@@ -135,7 +135,7 @@ class GenerationStream:
         self._result: Generation | None = None
         self._error: BaseException | None = None
         self._done = False
-        self._cancel_hooks: list[Callable[[], None]] = []
+        self._cancel_hooks: list[Callable[[], object]] = []
         self.cancelled = False
 
     # -- producer side ------------------------------------------------------------------
@@ -150,7 +150,7 @@ class GenerationStream:
         except RuntimeError:
             self.cancelled = True  # the consumer's loop is gone: nobody is listening
 
-    def on_cancel(self, hook: Callable[[], None]) -> None:
+    def on_cancel(self, hook: Callable[[], object]) -> None:
         self._cancel_hooks.append(hook)
 
     # -- consumer side ------------------------------------------------------------------
@@ -208,10 +208,11 @@ def send_all(items: Sequence[tuple[GenerationStream, StreamItem]]) -> None:
     here = threading.get_ident()
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[GenerationStream, StreamItem]]] = {}
     for stream, item in items:
-        if stream._loop_thread == here:
-            stream._items.put_nowait(item)
+        # GenerationStream's batch sender: this module's own class, its fields read as send() does.
+        if stream._loop_thread == here:  # noqa: SLF001 - GenerationStream's own module
+            stream._items.put_nowait(item)  # noqa: SLF001 - GenerationStream's own module
         else:
-            by_loop.setdefault(stream._loop, []).append((stream, item))
+            by_loop.setdefault(stream._loop, []).append((stream, item))  # noqa: SLF001 - same
     for loop, batch in by_loop.items():
         try:
             loop.call_soon_threadsafe(_deliver, batch)
@@ -222,7 +223,7 @@ def send_all(items: Sequence[tuple[GenerationStream, StreamItem]]) -> None:
 
 def _deliver(batch: list[tuple[GenerationStream, StreamItem]]) -> None:
     for stream, item in batch:
-        stream._items.put_nowait(item)
+        stream._items.put_nowait(item)  # noqa: SLF001 - GenerationStream's own module
 
 
 class SLMBackend(Protocol):

@@ -247,7 +247,7 @@ def invented_facts(constraint: GroundedText, text: str) -> list[str]:
         if fact is not None:
             at += len(fact)
         else:
-            word = _WORD_RUN.match(text, at).group()  # type: ignore[union-attr]
+            word = _WORD_RUN.match(text, at).group()  # type: ignore[union-attr]  # matches any char
             at += len(word)
             if _FACT_MARK.search(word) or (
                 constraint.names
@@ -757,7 +757,8 @@ def _segments(
     Spans never cross a character the tokenizer cannot produce; with ``json_safe`` (a
     patterned string) nor a quote, a backslash or a control character.
     """
-    pieces, current = [], []
+    pieces: list[str] = []
+    current: list[str] = []
     for ch in source:
         if (representable is not None and not representable(ch)) or (
             json_safe and _UNSAFE.match(ch)
@@ -923,8 +924,8 @@ def _number_regex(schema: Mapping[str, Any], where: str) -> str:
         if (
             isinstance(multiple, bool)
             or exponent.digits != (1,)
-            or exponent.exponent > 0
             or not isinstance(exponent.exponent, int)
+            or exponent.exponent > 0
         ):
             raise SchemaError(f"{where}: multipleOf is only supported as a power of ten <= 1")
         fraction = -exponent.exponent

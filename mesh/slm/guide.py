@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import cast
 
 import llguidance
 import numpy as np
@@ -106,7 +107,12 @@ def _llg_tokenizer(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> llgui
     try:
         import llguidance.hf
 
-        return llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=eos)
+        # Typed for a fast tokenizer; any other raises ValueError, handled below.
+        return llguidance.hf.from_tokenizer(
+            tokenizer,  # type: ignore[arg-type]  # see above
+            n_vocab=vocab_size,
+            eos_token=eos,
+        )
     except ValueError as exc:
         logger.debug("llguidance cannot read the tokenizer directly (%s); using a text table", exc)
     return llguidance.LLTokenizer(
@@ -127,7 +133,7 @@ class _TextTable:
         self.bos_token_id = tokenizer.bos_token_id
         self.special_token_ids = sorted(special | set(range(known, vocab_size)))
         self.tokens = [
-            b"" if i in special or i >= known else tokenizer.decode([i]).encode("utf-8")
+            b"" if i in special or i >= known else cast(str, tokenizer.decode([i])).encode("utf-8")
             for i in range(vocab_size)
         ]
 

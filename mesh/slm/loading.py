@@ -88,7 +88,7 @@ def load_model(
         raise ModelLoadError(f"cannot load the model {source!r}: no folder at {resolved}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved)
-        model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype)
+        model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
             f"cannot load the model {source!r} (resolved to {resolved!r}): {exc}"
@@ -97,7 +97,8 @@ def load_model(
         adapter_dir = Path(resolve_source(adapter, base_dir))
         model = merge_adapter(model, adapter_dir)
         name = name or adapter_dir.name
-    model.to(device)
+    # transformers' to() is typed through a decorator that loses its parameters.
+    model.to(device)  # type: ignore[arg-type]  # see above
     model.eval()
     config = model.config
     context = getattr(config, "max_position_embeddings", None)

@@ -80,7 +80,7 @@ class SlotCache:
         count = len(lengths)
         if self.rows + count > self.slots:
             raise ValueError("more rows than slots")
-        width = prefilled.layers[0].keys.shape[2]
+        width = kv_layers(prefilled)[0].keys.shape[2]
         if not self.keys:
             self._allocate(prefilled, min(self.slots, max(count, _FIRST_SLOTS)), width + _HEADROOM)
         if self.rows == 0:
@@ -94,7 +94,7 @@ class SlotCache:
             self._relocate(width)
         rows = slice(self.rows, self.rows + count)
         columns = slice(self.end - width, self.end)
-        for keys, values, layer in zip(self.keys, self.values, prefilled.layers, strict=True):
+        for keys, values, layer in zip(self.keys, self.values, kv_layers(prefilled), strict=True):
             keys[rows, :, columns] = layer.keys
             values[rows, :, columns] = layer.values
         self.row_start[rows] = self.end - torch.tensor(lengths, dtype=torch.long)
@@ -134,14 +134,14 @@ class SlotCache:
     def _allocate(self, like: DynamicCache, slots: int, capacity: int) -> None:
         self.keys = [
             layer.keys.new_zeros((slots, layer.keys.shape[1], capacity, layer.keys.shape[3]))
-            for layer in like.layers
+            for layer in kv_layers(like)
         ]
         self.values = [
             layer.values.new_zeros((slots, layer.values.shape[1], capacity, layer.values.shape[3]))
-            for layer in like.layers
+            for layer in kv_layers(like)
         ]
         self.capacity = capacity
-        for layer in self.cache.layers:
+        for layer in kv_layers(self.cache):
             layer.bind()
 
     def _relocate(self, end: int) -> None:
@@ -172,10 +172,16 @@ class SlotCache:
         self.keys = [grown(buffer) for buffer in self.keys]
         self.values = [grown(buffer) for buffer in self.values]
         self.capacity = capacity
-        for layer in self.cache.layers:
+        for layer in kv_layers(self.cache):
             layer.bind()
         self.row_start[:rows] += end - self.end
         self.start, self.end = end - width, end
+
+
+def kv_layers(cache: Cache) -> list[Any]:
+    """``cache.layers``, untyped: transformers types a layer as any kind it has (linear
+    attention, dummy), while the caches here hold only attention layers with keys and values."""
+    return cache.layers
 
 
 class _SlotLayer(CacheLayerMixin):

@@ -11,7 +11,8 @@ Public API::
               span_exporter: SpanExporter | None = None) -> bool
         Installs tracer, meter and logger providers (idempotent); returns whether telemetry
         is on. The tracer provider is the mesh's lean one (:mod:`mesh.telemetry.tracer`,
-        OTLP encoded by :mod:`mesh.telemetry.otlp`) unless SLMESH_OTEL_TRACER=sdk. Resource: service.name, service.instance.id (replica id), service.version,
+        OTLP encoded by :mod:`mesh.telemetry.otlp`) unless SLMESH_OTEL_TRACER=sdk. Resource:
+        service.name, service.instance.id (replica id), service.version,
         deployment.environment.name, openinference.project.name. OTLP over gRPC or HTTP
         (SLMESH_OTLP_PROTOCOL); endpoint, headers and sampler from the standard OTEL_*
         variables (e.g. OTEL_TRACES_SAMPLER=parentbased_traceidratio,

@@ -43,7 +43,9 @@ class Instruments:
             names.M_CLIENT_DURATION,
             unit="s",
             explicit_bucket_boundaries_advisory=_LATENCY_BUCKETS,
-            description="A2A calls made by the mesh client (retries included), by agent and transport.",
+            description=(
+                "A2A calls made by the mesh client (retries included), by agent and transport."
+            ),
         )
         self.genai_duration = meter.create_histogram(
             names.M_GENAI_DURATION,

@@ -65,7 +65,8 @@ _FLAGS_LOCAL = b"\x85\x01" + _pack_fixed32(0x100)
 _FLAGS_REMOTE = b"\x85\x01" + _pack_fixed32(0x300)
 _STATUS_UNSET = b"\x7a\x00"
 _STRING_CACHE_SIZE = 1024
-"""Encoded string attributes kept per key (and span names, attribute keys); a full one starts over."""
+"""Encoded string attributes kept per key (and span names, attribute keys); a full one starts
+over."""
 
 
 def _varint(n: int) -> bytes:
@@ -354,7 +355,8 @@ class Encoder:
         )
 
     def request(self, spans: Iterable[tuple[Scope, bytes]]) -> bytes:
-        """The ``ExportTraceServiceRequest`` carrying spans encoded by :meth:`span`, with their scopes."""
+        """The ``ExportTraceServiceRequest`` carrying spans encoded by :meth:`span`, with their
+        scopes."""
         by_scope: dict[int, tuple[Scope, list[bytes]]] = {}
         for scope, encoded in spans:
             group = by_scope.get(id(scope))
@@ -389,25 +391,28 @@ class _BytesStub:
     """``TraceServiceStub`` whose ``Export`` takes and returns raw bytes (no protobuf objects)."""
 
     def __init__(self, channel: grpc.Channel) -> None:
-        self.Export = channel.unary_unary(EXPORT_METHOD)
+        self.Export: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(EXPORT_METHOD)
 
 
 class GrpcBytesExporter(_SdkGrpcExporter):
-    """The SDK's OTLP/gRPC span exporter (settings, channel, retries, reconnects) sending our bytes."""
+    """The SDK's OTLP/gRPC span exporter (settings, channel, retries, reconnects) sending our
+    bytes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._stub = _BytesStub  # also used when the SDK re-creates the channel after UNAVAILABLE
-        self._client = _BytesStub(self._channel)  # type: ignore[arg-type]
+        # The SDK types its channel and client slots None (set in its __init__), and the client
+        # as the generated TraceServiceStub; ours has the same Export.
+        self._client = _BytesStub(self._channel)  # type: ignore[arg-type, assignment]  # see above
 
-    def _translate_data(self, data: Encoded) -> bytes:  # type: ignore[override]
+    def _translate_data(self, data: Encoded) -> bytes:  # type: ignore[override]  # our bytes, not spans
         return data.payload
 
-    def _count_data(self, data: Encoded) -> int:  # type: ignore[override]
+    def _count_data(self, data: Encoded) -> int:  # type: ignore[override]  # counts our encoded spans
         return data.count
 
     def send(self, data: Encoded) -> bool:
-        return self._export(data) is SpanExportResult.SUCCESS  # type: ignore[arg-type]
+        return self._export(data) is SpanExportResult.SUCCESS  # type: ignore[arg-type]  # encoded spans
 
 
 class HttpBytesExporter(_SdkHttpExporter):
@@ -436,10 +441,11 @@ class BatchExporter:
     def __init__(self, encoder: Encoder, exporter: BytesExporter) -> None:
         self._encoder = encoder
         self._exporter = exporter
-        # The SDK's OTEL_BSP_* settings, through its own readers.
-        self._max_queue = BatchSpanProcessor._default_max_queue_size()  # noqa: SLF001
-        self._max_batch = BatchSpanProcessor._default_max_export_batch_size()  # noqa: SLF001
-        self._delay_s = BatchSpanProcessor._default_schedule_delay_millis() / 1000  # noqa: SLF001
+        # The SDK's OTEL_BSP_* settings, through its own readers: they are private, and reading
+        # the variables here instead would drift from the SDK's defaults and validation.
+        self._max_queue = BatchSpanProcessor._default_max_queue_size()  # noqa: SLF001 - SDK reader
+        self._max_batch = BatchSpanProcessor._default_max_export_batch_size()  # noqa: SLF001 - as above
+        self._delay_s = BatchSpanProcessor._default_schedule_delay_millis() / 1000  # noqa: SLF001 - above
         self._queues: dict[Scope, collections.deque[bytes]] = {}
         self.dropped = 0
         self.unencodable = 0
@@ -478,7 +484,7 @@ class BatchExporter:
             return
         try:
             encoded = self._encoder.span(span)
-        except Exception:  # a span that cannot be written must not fail the request ending it
+        except Exception:  # noqa: BLE001 - an unwritable span must not fail the request ending it
             self.unencodable += 1
             return
         queue.append(encoded)
@@ -537,11 +543,11 @@ class BatchExporter:
     def shutdown(self) -> None:
         self._stopping = True
         self._wake.set()
-        self._thread.join(BatchSpanProcessor._default_export_timeout_millis() / 1000)  # noqa: SLF001
+        self._thread.join(BatchSpanProcessor._default_export_timeout_millis() / 1000)  # noqa: SLF001 - SDK
         self._exporter.shutdown()
         log.info(
-            "OTLP export: %d spans sent in %d requests, %d dropped; export thread CPU %.3f s "
-            "(%.1f us per span)",
+            "OTLP export: %d spans sent in %d requests, %d dropped; export thread CPU %.3f s (%.1f "
+            "us per span)",
             self.exported,
             self.requests,
             self.dropped,
@@ -551,7 +557,8 @@ class BatchExporter:
 
 
 class DroppingSink:
-    """Telemetry on without trace export (metrics or logs only): spans exist for context, then go."""
+    """Telemetry on without trace export (metrics or logs only): spans exist for context, then
+    go."""
 
     def add(self, span: LeanSpan) -> None:
         pass

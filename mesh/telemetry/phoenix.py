@@ -122,7 +122,11 @@ def _spans(http: httpx.Client, project: str, params: list[tuple[str, str]]) -> l
     out: list[dict[str, Any]] = []
     cursor: str | None = None
     while True:
-        query = [*params, ("limit", "1000"), *([("cursor", cursor)] if cursor else [])]
+        query: list[tuple[str, str | int | float | bool | None]] = [
+            *params,
+            ("limit", "1000"),
+            *([("cursor", cursor)] if cursor else []),
+        ]
         response = http.get(f"/v1/projects/{project}/spans", params=query)
         if response.status_code == 404:
             raise TraceNotFoundError(f"no project {project!r} in the tracing backend yet")

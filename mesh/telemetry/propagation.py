@@ -105,7 +105,9 @@ def carrier(ctx: Context | None = None) -> dict[str, str]:
 
 @contextlib.contextmanager
 def attached(carrier: Mapping[str, str] | None) -> Iterator[Context]:
-    """Makes the context in ``carrier`` current for the block (spans started inside are its children).
+    """Makes the context in ``carrier`` current for the block.
+
+    Spans started inside the block are its children.
 
     ``None`` or an empty carrier leaves the current context as it is.
     """
@@ -141,7 +143,7 @@ def from_asgi(headers: Mapping[bytes, bytes]) -> Context:
         context = _remote(None if traceparent is None else traceparent.decode("latin-1"))
         if context is not None:
             return context
-    return extract(headers, getter=ASGI_HEADERS)  # type: ignore[arg-type]
+    return extract(headers, getter=ASGI_HEADERS)
 
 
 def from_grpc(metadata: Iterable[tuple[str, str | bytes]] | None) -> Context:

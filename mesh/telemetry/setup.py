@@ -4,10 +4,11 @@ Off (the default) installs nothing: the API's no-op providers stay in place and 
 own hooks are skipped by one attribute check, so a request pays nothing. On, it installs a
 tracer provider (sampler from ``OTEL_TRACES_SAMPLER``, parent-based always-on unless set;
 the mesh's lean provider and OTLP encoder, :mod:`mesh.telemetry.tracer`, or with
-``SLMESH_OTEL_TRACER=sdk`` the SDK's with its batch span processor), a meter provider (periodic OTLP reader and/or a Prometheus registry)
-and a logger provider (a ``logging`` handler, so log records carry trace ids), each with the
-same resource. Exporter endpoint, headers, timeouts and compression are read by the OTLP
-exporters themselves from the standard ``OTEL_EXPORTER_OTLP_*`` variables.
+``SLMESH_OTEL_TRACER=sdk`` the SDK's with its batch span processor), a meter provider
+(periodic OTLP reader and/or a Prometheus registry) and a logger provider (a ``logging`` handler, so
+log records carry trace ids), each with the same resource. Exporter endpoint, headers, timeouts and
+compression are read by the OTLP exporters themselves from the standard ``OTEL_EXPORTER_OTLP_*``
+variables.
 """
 
 from __future__ import annotations
@@ -197,15 +198,14 @@ def _otlp(
     """
     if settings.otlp_protocol == "grpc":
         if signal == "trace":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            exporter: type[OTLPSpanExporter] = OTLPSpanExporter
             if encoded:
-                from mesh.telemetry.otlp import GrpcBytesExporter as OTLPSpanExporter
-            else:
-                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-            return (
-                OTLPSpanExporter(endpoint=endpoint, insecure=True)
-                if endpoint
-                else OTLPSpanExporter()
-            )
+                from mesh.telemetry.otlp import GrpcBytesExporter
+
+                exporter = GrpcBytesExporter
+            return exporter(endpoint=endpoint, insecure=True) if endpoint else exporter()
         if signal == "metric":
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
@@ -284,7 +284,8 @@ def force_flush(timeout_s: float = 5.0) -> None:
 
 
 def shutdown() -> None:
-    """Flushes and stops the providers; telemetry is off afterwards (a new configure() may follow)."""
+    """Flushes and stops the providers; telemetry is off afterwards (a new configure() may
+    follow)."""
     with _lock:
         state = STATE
         if state.log_handler is not None:
@@ -292,4 +293,4 @@ def shutdown() -> None:
         for provider in (state.tracer_provider, state.meter_provider, state.logger_provider):
             if provider is not None:
                 provider.shutdown()
-        state.__init__()  # type: ignore[misc]
+        state.__init__()  # type: ignore[misc]  # reset in place: modules hold this object

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -54,7 +54,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
 
 MAX_EVENTS = 128
-"""Events kept per span by default (the SDK's ``OTEL_SPAN_EVENT_COUNT_LIMIT``); later ones are counted."""
+"""Events kept per span by default (the SDK's ``OTEL_SPAN_EVENT_COUNT_LIMIT``); later ones are
+counted."""
 
 _UNLIMITED = sys.maxsize
 
@@ -294,7 +295,7 @@ class LeanSpan(trace.Span):
     ) -> None:
         if exc_val is not None and self.end_time is None:
             self.record_exception(exc_val, escaped=True)
-            self.set_status(Status(StatusCode.ERROR, f"{exc_type.__name__}: {exc_val}"))  # type: ignore[union-attr]
+            self.set_status(Status(StatusCode.ERROR, f"{exc_type.__name__}: {exc_val}"))  # type: ignore[union-attr]  # exc_val set: so is exc_type
         self.end()
 
     def __repr__(self) -> str:
@@ -302,7 +303,8 @@ class LeanSpan(trace.Span):
 
 
 class _CurrentSpan:
-    """``start_as_current_span``'s context manager (and decorator): ``use_span`` without a generator."""
+    """``start_as_current_span``'s context manager (and decorator): ``use_span`` without a
+    generator."""
 
     __slots__ = (
         "_args",
@@ -408,7 +410,7 @@ class _Sampler:
         if self.inline:
             if parent is not None and self.parent_based:
                 return parent.trace_flags.sampled, None, parent.trace_state
-            always, bound = self.root  # type: ignore[misc]
+            always, bound = self.root  # type: ignore[misc]  # inline: root is the (always, bound) pair
             sampled = always or (trace_id & sampling.TraceIdRatioBased.TRACE_ID_LIMIT) < bound
             return sampled, None, parent.trace_state if parent is not None else None
         result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
@@ -418,11 +420,12 @@ class _Sampler:
 def _default_delegates(sampler: sampling.ParentBased) -> bool:
     """Whether a parent's own sampled flag decides (the standard ``parentbased_*`` samplers)."""
     return (
-        sampler._remote_parent_sampled is sampling.ALWAYS_ON  # noqa: SLF001
-        and sampler._local_parent_sampled is sampling.ALWAYS_ON  # noqa: SLF001
-        and sampler._remote_parent_not_sampled is sampling.ALWAYS_OFF  # noqa: SLF001
-        and sampler._local_parent_not_sampled is sampling.ALWAYS_OFF
-    )  # noqa: SLF001
+        # The SDK keeps ParentBased's delegates private and offers no accessor for them.
+        sampler._remote_parent_sampled is sampling.ALWAYS_ON  # noqa: SLF001 - no public accessor
+        and sampler._local_parent_sampled is sampling.ALWAYS_ON  # noqa: SLF001 - no public accessor
+        and sampler._remote_parent_not_sampled is sampling.ALWAYS_OFF  # noqa: SLF001 - as above
+        and sampler._local_parent_not_sampled is sampling.ALWAYS_OFF  # noqa: SLF001 - as above
+    )
 
 
 class LeanTracer(trace.Tracer):
@@ -446,12 +449,14 @@ class LeanTracer(trace.Tracer):
         provider = self._provider
         if provider.sink is None:  # shut down
             return INVALID_SPAN
-        parent = trace.get_current_span(context).get_span_context()
-        if not parent.is_valid:
+        current = trace.get_current_span(context).get_span_context()
+        parent: SpanContext | None
+        if not current.is_valid:
             parent = None
             trace_id = _random_bits(128)
         else:
-            trace_id = parent.trace_id
+            parent = current
+            trace_id = current.trace_id
         sampled, extra, trace_state = provider.sampler.decide(
             parent, context, trace_id, name, kind, attributes, links
         )
@@ -490,7 +495,8 @@ class LeanTracer(trace.Tracer):
         span.dropped_links = dropped
         return span
 
-    def start_as_current_span(
+    # The API's return type is its private _AgnosticContextManager; _CurrentSpan is one in kind.
+    def start_as_current_span(  # type: ignore[override]  # the API's type is its private class
         self,
         name: str,
         context: context_api.Context | None = None,
@@ -501,10 +507,10 @@ class LeanTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
         end_on_exit: bool = True,
-    ) -> Iterator[trace.Span]:
+    ) -> _CurrentSpan:
         return _CurrentSpan(
             self,
-            (name, context, kind, attributes, links, start_time),  # type: ignore[return-value]
+            (name, context, kind, attributes, links, start_time),
             end_on_exit,
             record_exception,
             set_status_on_exception,

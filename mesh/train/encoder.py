@@ -153,10 +153,11 @@ def fit_encoder(
                 scheduler.step()
                 step += 1
                 losses.append(loss.item())
+                recent = losses[-20:]
                 bar.update(
                     job,
                     advance=1,
-                    description=f"fine-tuning {task.agent} loss {sum(losses[-20:]) / len(losses[-20:]):.3f}",
+                    description=f"fine-tuning {task.agent} loss {sum(recent) / len(recent):.3f}",
                 )
     wall = time.monotonic() - started
     out_dir.mkdir(parents=True, exist_ok=True)

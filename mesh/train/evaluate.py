@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import cast
 
 import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
@@ -66,7 +67,7 @@ def generate(
         for i, ids in zip(chunk, new_tokens.tolist(), strict=True):
             if eos in ids:
                 ids = ids[: ids.index(eos)]
-            text = tokenizer.decode(ids, skip_special_tokens=True)
+            text = cast(str, tokenizer.decode(ids, skip_special_tokens=True))
             for marker in stop:
                 text = text.split(marker, 1)[0]
             outputs[i] = text

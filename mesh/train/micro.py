@@ -1,8 +1,8 @@
 """The micro-SLM: a few-million-parameter Llama trained from scratch on one task, on CPU.
 
 Why these choices: the tokenizers never merge across words, so any input span can be
-copied (see :mod:`mesh.train.tokenizer`); the loss covers only the target and end-of-sequence, so the
-capacity goes to the answer, not to modelling customer prose; bf16 autocast is about
+copied (see :mod:`mesh.train.tokenizer`); the loss covers only the target and end-of-sequence,
+so the capacity goes to the answer, not to modelling customer prose; bf16 autocast is about
 twice as fast as fp32 on a CPU with native bf16 (and seven times slower on one without:
 :mod:`mesh.train.precision` picks); batches are bucketed by length (from a seeded chunk of
 examples) so little compute goes into padding, and a batch never mixes two examples in
@@ -71,7 +71,8 @@ class MicroConfig:
 
     def llama(self, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
         """The transformers config for these dimensions and this tokenizer."""
-        return LlamaConfig(
+        # rope_theta is not in LlamaConfig's typed signature; it goes through its **kwargs.
+        return LlamaConfig(  # type: ignore[call-arg]  # see above
             vocab_size=len(tokenizer),
             hidden_size=self.hidden,
             intermediate_size=self.intermediate,
@@ -206,7 +207,7 @@ class Batches:
 
     def _make_chunk(self, chunk_id: int) -> list[list[tuple[list[int], list[int]]]]:
         size = self.plan.batch_size * _CHUNK_BATCHES
-        encoded = []
+        encoded: list[tuple[list[int], list[int]]] = []
         index = chunk_id * size
         while len(encoded) < size:
             ids, labels = encode(self.task.example(TRAIN, self.plan.seed, index), self.tokenizer)
@@ -348,12 +349,12 @@ def fit(
     wall_s = state.elapsed
     save(model, tokenizer, out_dir)
     model = LlamaForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
-    metrics = {}
+    final_metrics: dict[str, dict[str, float]] = {}
     for stream in final_streams:
-        metrics[stream.name] = score_stream(
+        final_metrics[stream.name] = score_stream(
             model, tokenizer, task, stream, seed=plan.seed + 1, count=plan.final_eval_count
         )
-        console.log(f"final {stream.name}: {_fmt(metrics[stream.name])}")
+        console.log(f"final {stream.name}: {_fmt(final_metrics[stream.name])}")
     record = {
         "agent": task.agent,
         "parameters": params,
@@ -368,7 +369,7 @@ def fit(
         "threads": plan.threads,
         "precision": precision,
         "torch": torch.__version__,
-        "metrics": metrics,
+        "metrics": final_metrics,
         "metrics_note": "plain greedy decoding, no constraints; seen = train-pool values and "
         "phrasings in fresh combinations, validation/test = values and phrasings never in training",
         "history": state.history,
@@ -409,7 +410,8 @@ def save(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out_dir: P
     out_dir.mkdir(parents=True, exist_ok=True)
     half = LlamaForCausalLM(model.config)
     half.load_state_dict(model.state_dict())
-    half.to(torch.bfloat16).save_pretrained(out_dir)
+    # transformers types to() for devices only; a dtype is as valid (torch.nn.Module.to).
+    half.to(torch.bfloat16).save_pretrained(out_dir)  # type: ignore[arg-type]  # see above
     tokenizer.save_pretrained(out_dir)
 
 

@@ -70,9 +70,10 @@ def train(
     Without ``minutes`` or ``steps`` the recipe's step count is used; ``minutes`` alone
     trains for that long (the step count reached is recorded). With ``served`` the test
     split is also scored through the serving runtime (constrained decoding), as
-    ``metrics_served``. ``init_from`` continues from a saved model (see :func:`fit`). ``precision``: see
-    :mod:`mesh.train.precision`. ``kind``: ``micro`` (the causal micro-SLM), ``encoder`` (a
-    fine-tuned encoder, :mod:`mesh.train.encoder`) or ``auto``: what the agent's spec serves.
+    ``metrics_served``. ``init_from`` continues from a saved model (see :func:`fit`).
+    ``precision``: see :mod:`mesh.train.precision`. ``kind``: ``micro`` (the causal micro-SLM),
+    ``encoder`` (a fine-tuned encoder, :mod:`mesh.train.encoder`) or ``auto``: what the agent's spec
+    serves.
     """
     if agent == BASE:
         return train_base(

@@ -1,4 +1,5 @@
-"""The main job as `make run` runs it: the whole mesh as processes, the demo batch through the planner."""
+"""The main job as `make run` runs it: the whole mesh as processes, the demo batch through the
+planner."""
 
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def test_demo_batch_runs_through_every_agent(mesh_env: dict[str, str], tmp_path:
     ran = slmesh(mesh_env, "run", "--file", str(DEMO), "--json")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     out = json.loads(ran.stdout)
-    assert out["completed"] and out["task_id"]
+    assert out["completed"]
+    assert out["task_id"]
     lines = [
         line for line in DEMO.read_text().splitlines() if line.strip() and not line.startswith("#")
     ]
@@ -87,22 +89,25 @@ def test_demo_batch_runs_through_every_agent(mesh_env: dict[str, str], tmp_path:
     for ticket in tickets:
         assert "error" not in ticket, ticket
         assert ticket["intent"] in labels
-        assert isinstance(ticket["fields"], dict) and "order_id" in ticket["fields"]
+        assert isinstance(ticket["fields"], dict)
+        assert "order_id" in ticket["fields"]
         assert ticket["reply"].strip()
         if ticket["tool_call"] is not None:
-            assert isinstance(ticket["tool_result"], dict) and "ok" in ticket["tool_result"]
+            assert isinstance(ticket["tool_result"], dict)
+            assert "ok" in ticket["tool_result"]
     assert out["result"]["summary"]["tickets"] == len(messages)
     assert out["result"]["summary"]["failed"] == 0
     agents = out["metadata"]["agents"]
     assert agents["classifier"]["calls"] == len(messages) == agents["extractor"]["calls"]
-    assert (
-        out["metadata"]["workflow"] == "support_batch" and out["metadata"]["source"] == "workflow"
-    )
+    assert out["metadata"]["workflow"] == "support_batch"
+    assert out["metadata"]["source"] == "workflow"
 
     # The table view a user sees, and one message routed by meaning.
     one = slmesh(mesh_env, "run", "Where is my order ORD-317970? It still hasn't arrived.")
     assert one.returncode == 0, one.stdout + one.stderr
-    assert "task id: " in one.stdout and "agent calls" in one.stdout and "classifier" in one.stdout
+    assert "task id: " in one.stdout
+    assert "agent calls" in one.stdout
+    assert "classifier" in one.stdout
 
     down = slmesh(mesh_env, "down", timeout=120)
     assert down.returncode == 0, down.stderr

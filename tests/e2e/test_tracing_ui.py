@@ -67,7 +67,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     state = MeshState.load(tmp / "mesh" / "mesh.json")
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        assert state is not None and state.ui is not None and state.ui_url in up.stdout
+        assert state is not None
+        assert state.ui is not None
+        assert state.ui_url in up.stdout
         sent = slmesh(env, "send", "tools", "--data", CALL)
         assert sent.returncode == 0, sent.stdout + sent.stderr
         task_id = next(
@@ -75,9 +77,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         )
         yield Mesh(env, state, task_id)
         down = slmesh(env, "down")
-        assert down.returncode == 0 and "stopped the tracing UI" in down.stdout, (
-            down.stdout + down.stderr
-        )
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert "stopped the tracing UI" in down.stdout, down.stdout + down.stderr
     finally:
         state = MeshState.load(tmp / "mesh" / "mesh.json")
         if state is not None:  # failed before `down`: stop what `up` started, by PID
@@ -93,14 +94,16 @@ def test_slmesh_trace_prints_the_task_tree(mesh: Mesh) -> None:
     agent = spans["invoke_agent tools"]
     tool = spans["execute_tool get_order"]
     assert client["parent_id"] is None
-    assert agent["parent_id"] == client["span_id"] and tool["parent_id"] == agent["span_id"]
+    assert agent["parent_id"] == client["span_id"]
+    assert tool["parent_id"] == agent["span_id"]
     assert agent["attributes"]["a2a.task.id"] == mesh.task_id
     assert agent["attributes"]["gen_ai.agent.name"] == "tools"
     assert tool["attributes"]["gen_ai.tool.name"] == "get_order"
 
     table = slmesh(mesh.env, "trace", mesh.task_id)
     assert table.returncode == 0, table.stderr
-    assert "invoke_agent tools" in table.stdout and "execute_tool get_order" in table.stdout
+    assert "invoke_agent tools" in table.stdout
+    assert "execute_tool get_order" in table.stdout
     assert found["trace_id"] in table.stdout
 
 
@@ -138,7 +141,8 @@ def test_the_ui_shows_the_trace_in_a_real_browser(mesh: Mesh, tmp_path: Path) ->
     taken = subprocess.run(
         [*browser, f"--screenshot={shot}", url], capture_output=True, text=True, timeout=180
     )
-    assert taken.returncode == 0 and shot.stat().st_size > 10_000, taken.stderr[-2000:]
+    assert taken.returncode == 0, taken.stderr[-2000:]
+    assert shot.stat().st_size > 10_000, taken.stderr[-2000:]
     if os.environ.get("SLMESH_DOCS_SCREENSHOTS") == "1":
         (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, ROOT / "docs" / "img" / "trace-ui.png")

@@ -20,7 +20,8 @@ V1 = {"A2A-Version": "1.0"}
 
 
 def _config(binding: str, **headers: str) -> ClientConfig:
-    """Official client config: only the channel factory (the card's grpc:// scheme is ours to strip)."""
+    """Official client config: only the channel factory (the card's grpc:// scheme is ours to
+    strip)."""
 
     def channel(url: str) -> grpc.aio.Channel:
         return grpc.aio.insecure_channel(url.split("://", 1)[-1])
@@ -48,13 +49,15 @@ async def test_official_client_full_task_lifecycle(echo: ServiceProcess, binding
     client = await create_client(card, _config(binding))
     try:
         assert {i.protocol_binding for i in card.supported_interfaces} == set(BINDINGS)
-        assert card.capabilities.streaming and [s.id for s in card.skills] == ["echo"]
+        assert card.capabilities.streaming
+        assert [s.id for s in card.skills] == ["echo"]
 
         events = await _events(
             client, pb.SendMessageRequest(message=new_text_message(f"hi {binding}"))
         )
         kinds = [e.WhichOneof("payload") for e in events]
-        assert kinds[0] == "task" and "artifact_update" in kinds
+        assert kinds[0] == "task"
+        assert "artifact_update" in kinds
         assert events[-1].status_update.status.state == pb.TaskState.TASK_STATE_COMPLETED
         task_id = events[0].task.id
         artifact = next(e.artifact_update.artifact for e in events if e.HasField("artifact_update"))

@@ -117,9 +117,11 @@ async def test_oversized_body_is_413(echo: ServiceProcess, chunked: bool) -> Non
 async def test_rest_errors(echo: ServiceProcess) -> None:
     async with httpx.AsyncClient(base_url=echo.http_url, headers=V1) as http:
         bad = await http.post("/message:send", content=b'{"message": 7}')
-        assert bad.status_code == 400 and bad.json()["error"]["status"] == "INVALID_ARGUMENT"
+        assert bad.status_code == 400
+        assert bad.json()["error"]["status"] == "INVALID_ARGUMENT"
         missing = await http.get("/tasks/nope")
-        assert missing.status_code == 404 and missing.json()["error"]["status"] == "NOT_FOUND"
+        assert missing.status_code == 404
+        assert missing.json()["error"]["status"] == "NOT_FOUND"
         not_json = await http.post("/message:send", content=b"\x00\x01garbage")
         assert not_json.status_code == 400
     await _still_serves(echo)

@@ -73,16 +73,20 @@ def test_up_agents_send_down(mesh_env: dict[str, str], services: Path, tmp_path:
     for binding in ("GRPC", "JSONRPC", "HTTP+JSON"):
         sent = slmesh(mesh_env, "send", "tools", "--binding", binding, "--data", ORDER)
         assert sent.returncode == 0, sent.stdout + sent.stderr
-        assert "task id:" in sent.stdout and "Fitness Tracker" in sent.stdout
+        assert "task id:" in sent.stdout
+        assert "Fitness Tracker" in sent.stdout
 
     rejected = slmesh(mesh_env, "send", "tools", "--data", '{"name": "get_order", "arguments": {}}')
-    assert rejected.returncode == 1 and "TASK_STATE_REJECTED" in rejected.stdout
+    assert rejected.returncode == 1
+    assert "TASK_STATE_REJECTED" in rejected.stdout
 
     again = slmesh(mesh_env, "up", "--detach", "--services", str(services))
-    assert again.returncode == 1 and "already running" in again.stderr
+    assert again.returncode == 1
+    assert "already running" in again.stderr
 
     down = slmesh(mesh_env, "down")
-    assert down.returncode == 0 and "stopped 3 processes" in down.stdout
+    assert down.returncode == 0
+    assert "stopped 3 processes" in down.stdout
     assert not any(Path(f"/proc/{p.pid}").exists() and _not_zombie(p) for p in state.processes)
     assert not (tmp_path / "mesh" / "mesh.json").exists()
 
@@ -96,13 +100,17 @@ def _not_zombie(proc: Process) -> bool:
 
 def test_cli_errors_are_clear(mesh_env: dict[str, str]) -> None:
     no_mesh = slmesh(mesh_env, "agents")
-    assert no_mesh.returncode == 1 and "slmesh up" in no_mesh.stderr
+    assert no_mesh.returncode == 1
+    assert "slmesh up" in no_mesh.stderr
     bad_json = slmesh(mesh_env, "send", "tools", "--registry", "127.0.0.1:1", "--data", "{nope")
-    assert bad_json.returncode == 2 and "not valid JSON" in bad_json.stderr
+    assert bad_json.returncode == 2
+    assert "not valid JSON" in bad_json.stderr
     bad_replicas = slmesh(mesh_env, "up", "--replicas", "tools=zero")
-    assert bad_replicas.returncode == 2 and "NAME=COUNT" in bad_replicas.stderr
+    assert bad_replicas.returncode == 2
+    assert "NAME=COUNT" in bad_replicas.stderr
     missing = slmesh(mesh_env, "serve", "services/does-not-exist")
-    assert missing.returncode == 2 and "no service spec" in missing.stderr
+    assert missing.returncode == 2
+    assert "no service spec" in missing.stderr
     assert (
         "Run one service"
         in slmesh(mesh_env, "--help").stdout + slmesh(mesh_env, "serve", "--help").stdout

@@ -255,7 +255,8 @@ async def test_keep_alive_connections_are_reused_and_survive_the_server_closing_
                 )
             )
             assert sorted(text_of(r) for r in replies) == sorted(f"C{i}" for i in range(16))
-            assert proxy.accepted == 12 + 15 and proxy.open_connections == 16
+            assert proxy.accepted == 12 + 15
+            assert proxy.open_connections == 16
             replies = await bounded(
                 asyncio.gather(
                     *(client.send_message(AGENT, text(f"delay 0.2 d{i}")) for i in range(16))

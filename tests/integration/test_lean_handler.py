@@ -50,9 +50,8 @@ class Side:
 @pytest.fixture
 async def mesh(tmp_path: Path) -> AsyncIterator[AgentServer]:
     server = await start_mesh(tmp_path / "mesh")
-    assert isinstance(server.handler, MeshRequestHandler) and isinstance(
-        server.task_store, SqliteTaskStore
-    )
+    assert isinstance(server.handler, MeshRequestHandler)
+    assert isinstance(server.task_store, SqliteTaskStore)
     yield server
     await asyncio.wait_for(server.stop(), 10)
 
@@ -205,10 +204,12 @@ async def test_unary_send_that_completes(sides: tuple[Side, Side], binding: str)
 
     reply, got, listed, cancel, resubscribe = await both(sides, scenario)
     task = reply.task
-    assert task.status.state == S.TASK_STATE_COMPLETED and text_of(reply) == "HELLO THERE"
+    assert task.status.state == S.TASK_STATE_COMPLETED
+    assert text_of(reply) == "HELLO THERE"
     assert [m.parts[0].text for m in task.history] == ["echo hello there", "on it"]
     assert [m.role for m in task.history] == [pb.Role.ROLE_USER, pb.Role.ROLE_AGENT]
-    assert got == task and listed == [task]  # what the client saw is what the store holds
+    assert got == task
+    assert listed == [task]
     assert type(cancel).__name__ == "TaskNotCancelableError"
     assert type(resubscribe).__name__ == "UnsupportedOperationError"
 
@@ -225,7 +226,8 @@ async def test_executor_that_raises_fails_the_task(sides: tuple[Side, Side], bin
         return [error, failed]
 
     error, failed = await both(sides, scenario)
-    assert isinstance(error, Exception) and "scripted failure" in str(error)
+    assert isinstance(error, Exception)
+    assert "scripted failure" in str(error)
     assert [m.parts[0].text for m in failed.history] == ["raise", "on it"]
 
 
@@ -242,8 +244,10 @@ async def test_executor_that_replies_with_a_direct_message(
         return [reply, await tasks_in(client, context_id)]
 
     reply, stored = await both(sides, scenario)
-    assert reply.HasField("message") and not reply.HasField("task")
-    assert reply.message.parts[0].text == "direct: hi" and reply.message.role == pb.Role.ROLE_AGENT
+    assert reply.HasField("message")
+    assert not reply.HasField("task")
+    assert reply.message.parts[0].text == "direct: hi"
+    assert reply.message.role == pb.Role.ROLE_AGENT
     assert stored == []  # a direct message opens no task
 
 
@@ -330,9 +334,8 @@ async def test_subscribe_from_another_transport_during_a_unary_call(
         return [first, rest, await bounded(send)]
 
     first, rest, reply = await both(sides, scenario)
-    assert first.task.status.state == S.TASK_STATE_WORKING and [
-        a.name for a in first.task.artifacts
-    ] == ["started"]
+    assert first.task.status.state == S.TASK_STATE_WORKING
+    assert [a.name for a in first.task.artifacts] == ["started"]
     assert [e.WhichOneof("payload") for e in rest] == ["artifact_update", "status_update"]
     assert rest[-1].status_update.status.state == S.TASK_STATE_COMPLETED
     assert reply.task.status.state == S.TASK_STATE_COMPLETED
@@ -367,8 +370,10 @@ async def test_follow_up_with_only_task_id_on_an_input_required_task(
     asked, answered, stored = await both(sides, scenario, without_follow_up_context)
     assert asked.task.status.state == S.TASK_STATE_INPUT_REQUIRED
     assert asked.task.status.message.parts[0].text == "what else?"
-    assert answered.task.id == asked.task.id and answered.task.context_id == asked.task.context_id
-    assert answered.task.status.state == S.TASK_STATE_COMPLETED and text_of(answered) == "got: blue"
+    assert answered.task.id == asked.task.id
+    assert answered.task.context_id == asked.task.context_id
+    assert answered.task.status.state == S.TASK_STATE_COMPLETED
+    assert text_of(answered) == "got: blue"
     assert [m.parts[0].text for m in stored.history] == ["ask", "what else?", "blue"]
     assert {m.context_id for m in stored.history} == {stored.context_id}
 
@@ -388,13 +393,10 @@ async def test_follow_up_after_a_restart_continues_the_task(tmp_path: Path) -> N
             answered = await bounded(
                 client.send_message(AGENT, request("green", task_id=asked.task.id))
             )
-        assert (
-            answered.task.id == asked.task.id and answered.task.context_id == asked.task.context_id
-        )
-        assert (
-            answered.task.status.state == S.TASK_STATE_COMPLETED
-            and text_of(answered) == "got: green"
-        )
+        assert answered.task.id == asked.task.id
+        assert answered.task.context_id == asked.task.context_id
+        assert answered.task.status.state == S.TASK_STATE_COMPLETED
+        assert text_of(answered) == "got: green"
     finally:
         await bounded(second.stop(), 10)
 
@@ -418,7 +420,8 @@ async def test_history_length(sides: tuple[Side, Side], binding: str) -> None:
     *replies, read0, read1, negative = await both(sides, scenario)
     assert [len(r.task.history) for r in replies] == [0, 1, 2, 2]
     assert replies[1].task.history[0].parts[0].text == "on it"  # the most recent message is kept
-    assert len(read0.history) == 0 and len(read1.history) == 1
+    assert len(read0.history) == 0
+    assert len(read1.history) == 1
     assert type(negative).__name__ == "InvalidParamsError"
 
 

@@ -169,7 +169,8 @@ async def test_a_mutual_tls_mesh(
             assert time.monotonic() < deadline, agent.output()
             await asyncio.sleep(0.05)
     urls = {e.transport: e.url for e in entries[0].endpoints}
-    assert urls["JSONRPC"].startswith("https://") and urls["HTTP+JSON"].startswith("https://")
+    assert urls["JSONRPC"].startswith("https://")
+    assert urls["HTTP+JSON"].startswith("https://")
 
     source = await snapshot(registry.grpc_target, "echo", tls=tls)
     for binding in DEFAULT_BINDINGS:
@@ -254,9 +255,8 @@ def test_slmesh_up_agents_send_down_with_mutual_tls_and_tokens(tmp_path: Path, p
                 "--data",
                 '{"name": "get_order", "arguments": {"order_id": "ORD-621221"}}',
             )
-            assert sent.returncode == 0 and "Fitness Tracker" in sent.stdout, (
-                sent.stdout + sent.stderr
-            )
+            assert sent.returncode == 0, sent.stdout + sent.stderr
+            assert "Fitness Tracker" in sent.stdout, sent.stdout + sent.stderr
         down = slmesh("down")
         assert down.returncode == 0, down.stderr
     finally:

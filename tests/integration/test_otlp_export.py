@@ -1,4 +1,5 @@
-"""OTLP export over real sockets, lean tracer and SDK alike: same endpoint, headers, protocol settings."""
+"""OTLP export over real sockets, lean tracer and SDK alike: same endpoint, headers, protocol
+settings."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class GrpcReceiver:
             self.metadata.append(
                 {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
             )
-            self.http._add(request)  # noqa: SLF001
+            self.http._add(request)  # noqa: SLF001 - a test helper's own recorder, shared
             return ExportTraceServiceResponse()
 
         service, method = EXPORT_METHOD.split("/")[1:]
@@ -81,11 +82,9 @@ def _check(spans: list[ReceivedSpan]) -> None:
     by_name = {s.name: s for s in spans}
     server, tool = by_name["invoke_agent echo"], by_name["execute_tool get_order"]
     assert server.service == tool.service == "exporter-test"
-    assert (
-        tool.parent_id == server.span_id
-        and tool.trace_id == server.trace_id
-        and server.parent_id == ""
-    )
+    assert tool.parent_id == server.span_id
+    assert tool.trace_id == server.trace_id
+    assert server.parent_id == ""
     assert server.attributes == {"gen_ai.agent.name": "echo", "mesh.slm.batch_size": 4}
 
 
@@ -109,9 +108,8 @@ def test_otlp_grpc_export_sends_the_spans_with_the_configured_headers(
     finally:
         telemetry.shutdown()
     _check(grpc_receiver.http.snapshot())
-    assert grpc_receiver.metadata and all(
-        m.get("x-tenant") == "acme" for m in grpc_receiver.metadata
-    )
+    assert grpc_receiver.metadata
+    assert all(m.get("x-tenant") == "acme" for m in grpc_receiver.metadata)
 
 
 @pytest.mark.parametrize("tracer", ["lean", "sdk"])

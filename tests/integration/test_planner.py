@@ -146,7 +146,8 @@ async def test_official_client_runs_an_explicit_plan(mesh: Mesh, binding: str) -
         assert task.status.state == pb.TaskState.TASK_STATE_COMPLETED
         assert result_of(task) == {"n": 3, "echoed": ["A", "B", "C"]}
         stats = plain(MessageToDict(task.artifacts[-1].metadata))["agents"]
-        assert stats["echo"]["calls"] == 3 and stats["echo"]["errors"] == 0
+        assert stats["echo"]["calls"] == 3
+        assert stats["echo"]["errors"] == 0
         listed = await client.list_tasks(pb.ListTasksRequest())
         assert task.id in {t.id for t in listed.tasks}
     finally:
@@ -263,7 +264,8 @@ async def test_a_failing_step_fails_the_task_and_names_the_step(mesh: Mesh) -> N
         response = await client.send_message("planner", data_request(plan), timeout=60)
     assert response.task.status.state == pb.TaskState.TASK_STATE_FAILED
     message = error_of(response.task)
-    assert "step slow failed" in message and "deadline" in message
+    assert "step slow failed" in message
+    assert "deadline" in message
 
 
 async def test_an_answer_that_breaks_the_expected_schema_fails_the_step(mesh: Mesh) -> None:
@@ -283,9 +285,8 @@ async def test_an_answer_that_breaks_the_expected_schema_fails_the_step(mesh: Me
     async with await planner_client(mesh) as client:
         response = await client.send_message("planner", data_request(plan), timeout=60)
     assert response.task.status.state == pb.TaskState.TASK_STATE_FAILED
-    assert "step ask failed" in error_of(response.task) and "invalid output" in error_of(
-        response.task
-    )
+    assert "step ask failed" in error_of(response.task)
+    assert "invalid output" in error_of(response.task)
 
 
 async def test_a_map_with_continue_keeps_going_past_failed_items(mesh: Mesh) -> None:
@@ -295,7 +296,8 @@ async def test_a_map_with_continue_keeps_going_past_failed_items(mesh: Mesh) -> 
         response = await client.send_message("planner", data_request(body), timeout=60)
     assert response.task.status.state == pb.TaskState.TASK_STATE_COMPLETED
     echoed = result_of(response.task)["echoed"]
-    assert echoed[0] == "OK" and echoed[2] == "FINE"
+    assert echoed[0] == "OK"
+    assert echoed[2] == "FINE"
     assert echoed[1]["error"]["step"] == "each[1].say"
 
 
@@ -387,7 +389,8 @@ async def test_a_restarted_planner_resumes_without_rerunning_finished_steps(
     async with MeshClient(StaticReplicas.from_urls("tally", tally_proc.http_url)) as client:
         calls = (await client.list_tasks("tally", pb.ListTasksRequest(page_size=100))).tasks
     # Steps recorded before the crash ran once; at most the one in flight at the kill ran twice.
-    assert done_before >= 2 and 6 <= len(calls) <= 7
+    assert done_before >= 2
+    assert 6 <= len(calls) <= 7
 
 
 def _done_steps(db: Path, task_id: str) -> int:
@@ -494,7 +497,8 @@ async def test_a_planner_task_is_taken_over_by_another_planner_replica(
                         if status_text(final).startswith("taken over"):
                             notices.append(final)
             assert len(notices) == 1
-            assert final is not None and final.state == pb.TaskState.TASK_STATE_COMPLETED
+            assert final is not None
+            assert final.state == pb.TaskState.TASK_STATE_COMPLETED
             task = await client.get_task(pb.GetTaskRequest(id=task_id))
             assert result_of(task) == "SLEEP:0.6 STEP 4"
             assert MessageToDict(task.metadata)["slmesh.takeover"]["count"] == 1

@@ -85,13 +85,15 @@ async def test_a_planner_task_is_one_trace_through_ray_and_agents(
     named = {s.name: s for s in trace}
     assert root.parent_id == ""  # the caller had no trace: the planner's server span starts it
     execute = named["execute_plan plan"]
-    assert by_id[execute.parent_id] is root and execute.attributes["mesh.plan.source"] == "request"
+    assert by_id[execute.parent_id] is root
+    assert execute.attributes["mesh.plan.source"] == "request"
     assert named["create_plan"].parent_id == root.span_id
     for step in ("first", "second", "shout"):  # spans made in the Ray worker process
         assert named[f"step {step}"].parent_id == execute.span_id
     assert named["step first"].attributes["gen_ai.agent.name"] == "echo"
     agent_hops = [s for s in trace if s.name == "invoke_agent echo"]
-    assert len(agent_hops) == 2 and all(s.service == "echo" for s in agent_hops)
+    assert len(agent_hops) == 2
+    assert all(s.service == "echo" for s in agent_hops)
     for hop in agent_hops:  # agent span <- client span <- step span
         client_span = by_id[hop.parent_id]
         assert client_span.service == "planner"

@@ -1,4 +1,5 @@
-"""A real SLM agent process records its calls (SLMESH_RECORD_DB); `slmesh convert analyze` reads them."""
+"""A real SLM agent process records its calls (SLMESH_RECORD_DB); `slmesh convert analyze` reads
+them."""
 
 from __future__ import annotations
 
@@ -73,10 +74,17 @@ def test_agent_records_redacted_calls_and_analyze_clusters_them(
         "Card 4000-0000-0000-0010 was charged twice for ORD-100002",
     ]
     for row in rows.values():
-        assert row.state == "completed" and row.valid and row.output in LABELS
-        assert row.agent == "classifier" and row.skill == "classify_intent"
-        assert row.model == "model" and row.parameters and row.input_tokens and row.output_tokens
-        assert row.latency_ms is not None and row.latency_ms > 0
+        assert row.state == "completed"
+        assert row.valid
+        assert row.output in LABELS
+        assert row.agent == "classifier"
+        assert row.skill == "classify_intent"
+        assert row.model == "model"
+        assert row.parameters
+        assert row.input_tokens
+        assert row.output_tokens
+        assert row.latency_ms is not None
+        assert row.latency_ms > 0
     raw = db.read_bytes() + (
         db.with_name("calls.db-wal").read_bytes() if db.with_name("calls.db-wal").exists() else b""
     )
@@ -103,9 +111,14 @@ def test_agent_records_redacted_calls_and_analyze_clusters_them(
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["calls"] == 4 and report["kept"] == 3 and report["dropped"]["duplicate"] == 1
+    assert report["calls"] == 4
+    assert report["kept"] == 3
+    assert report["dropped"]["duplicate"] == 1
     (cluster,) = report["clusters"]
-    assert cluster["size"] == 3 and cluster["trainable"] and cluster["output_kind"] == "labels"
-    assert cluster["agents"] == {"classifier": 1.0} and cluster["models"] == {"model": 1.0}
+    assert cluster["size"] == 3
+    assert cluster["trainable"]
+    assert cluster["output_kind"] == "labels"
+    assert cluster["agents"] == {"classifier": 1.0}
+    assert cluster["models"] == {"model": 1.0}
     assert cluster["name"].startswith("classify_intent")
     assert len(CallStore(db).cluster_calls(cluster["id"])) == 3

@@ -380,7 +380,8 @@ async def test_view_without_a_registry_stays_empty_and_unsynced(server: Registry
         view.start()
         try:
             assert not await view.wait_synced(0.2)
-            assert view.replicas() == [] and view.agents() == []
+            assert view.replicas() == []
+            assert view.agents() == []
         finally:
             await view.stop()
 

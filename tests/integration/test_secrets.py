@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import httpx
+import pytest
 from a2a.types import a2a_pb2 as pb
 
 from mesh.a2a.client import MeshClient, text_of
@@ -74,14 +75,13 @@ async def test_no_token_appears_in_any_log(
                     request_serializer=pb.ListTasksRequest.SerializeToString,
                     response_deserializer=pb.ListTasksResponse.FromString,
                 )
-                try:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
                     await call(
                         pb.ListTasksRequest(),
                         metadata=(("authorization", f"Bearer {token}"),),
                         timeout=5,
                     )
-                except grpc.aio.AioRpcError as exc:
-                    assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         spoof = subprocess.run(
             [sys.executable, "-m", "tests.support.spoof", registry.grpc_target, "x", GUESSES[1]],
             cwd=ROOT,
@@ -96,7 +96,8 @@ async def test_no_token_appears_in_any_log(
     finally:
         registry.terminate()
     logs = {log.name: log.read_text(errors="replace") for log in tmp_path.glob("*.log")}
-    assert len(logs) == 3 and all("DEBUG" in text for text in logs.values())  # the chattiest level
+    assert len(logs) == 3
+    assert all("DEBUG" in text for text in logs.values())
     for name, text in logs.items():
         for secret in (API, REGISTRATION, *GUESSES):
             assert secret not in text, f"{secret!r} logged in {name}"

@@ -31,7 +31,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def ticker_service(tmp_path: Path) -> Iterator[Path]:
-    """A ticker agent with a unique name, so its task table is its own; its rows are removed after."""
+    """A ticker agent with a unique name, so its task table is its own; its rows are removed
+    after."""
     if not postgres_up():
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     name = f"ticker-{uuid.uuid4().hex[:8]}"
@@ -102,7 +103,8 @@ async def test_task_on_a_is_read_listed_and_followed_on_b(
                     ticks.append(text)
                 final = event.status_update.status.state
         # B's stream carries what A's executor emitted after the caller left A, up to the end.
-        assert ticks and ticks[-1] == "tick 4"
+        assert ticks
+        assert ticks[-1] == "tick 4"
         assert final == pb.TaskState.TASK_STATE_COMPLETED
         done = await on_b.get_task(agent, task_id)
         assert done.status.state == pb.TaskState.TASK_STATE_COMPLETED
@@ -153,7 +155,9 @@ async def test_a_follower_killed_mid_stream_resubscribes_on_another_replica(
                 after.append("".join(p.text for p in event.status_update.status.message.parts))
                 final = event.status_update.status.state
         ticks = [int(t.split()[1]) for t in after if t.startswith("tick ")]
-        assert ticks and ticks[-1] == 7 and min(ticks) > seen, after
+        assert ticks, after
+        assert ticks[-1] == 7, after
+        assert min(ticks) > seen, after
         assert final == pb.TaskState.TASK_STATE_COMPLETED
         done = await on_c.get_task(agent, task_id)
         assert [p.text for art in done.artifacts for p in art.parts] == ["done after 8 ticks"]
@@ -187,8 +191,8 @@ async def _lease_rows(task_id: str) -> list[asyncpg.Record]:
     conn = await connect()
     try:
         return await conn.fetch(
-            f"SELECT replica, takeovers, expires_at < now() AS expired FROM {LEASES} "
-            "WHERE task_id = $1",
+            f"SELECT replica, takeovers, expires_at < now() AS expired FROM {LEASES} WHERE task_id "
+            "= $1",
             task_id,
         )
     finally:
@@ -205,7 +209,8 @@ async def test_a_task_whose_replica_is_killed_is_taken_over_and_finished(
     async with _client(a, agent) as on_a, _official(b) as on_b:
         task_id, _ = await _start(on_a, agent, "ticks:8:0.5")
         [lease] = await _lease_rows(task_id)
-        assert lease["takeovers"] == 0 and not lease["expired"]
+        assert lease["takeovers"] == 0
+        assert not lease["expired"]
         a.kill()
         killed = time.monotonic()
         assert (
@@ -234,23 +239,28 @@ async def test_a_task_whose_replica_is_killed_is_taken_over_and_finished(
                     final = event.status_update.status
 
         print(
-            f"\ntakeover: notice on B {taken_after:.2f} s after SIGKILL, completed {time.monotonic() - killed:.2f} s "
+            f"\ntakeover: notice on B {taken_after:.2f} s after SIGKILL, completed "
+            f"{time.monotonic() - killed:.2f} s "
             f"after (lease 2 s, renew 0.4 s, remaining ticks {len(ticks)} x 0.5 s)"
         )
-        assert snapshot is not None and _text(snapshot.status).startswith("tick ")
+        assert snapshot is not None
+        assert _text(snapshot.status).startswith("tick ")
         last_by_a = int(_text(snapshot.status).split()[1])
         assert last_by_a < 7
         # Every tick A did not record, once, in order, then the end.
         assert ticks == list(range(last_by_a + 1, 8)), (last_by_a, ticks)
-        assert len(notices) == 1 and "takeover 1 of at most 3" in notices[0]
+        assert len(notices) == 1
+        assert "takeover 1 of at most 3" in notices[0]
         assert states_at_notice == [pb.TaskState.TASK_STATE_WORKING]
-        assert final is not None and final.state == pb.TaskState.TASK_STATE_COMPLETED
+        assert final is not None
+        assert final.state == pb.TaskState.TASK_STATE_COMPLETED
 
         done = await on_b.get_task(pb.GetTaskRequest(id=task_id))
         assert done.status.state == pb.TaskState.TASK_STATE_COMPLETED
         assert [p.text for art in done.artifacts for p in art.parts] == ["done after 8 ticks"]
         takeover = MessageToDict(done.metadata)[TAKEOVER_METADATA]
-        assert takeover["count"] == 1 and takeover["from"] != takeover["replica"]
+        assert takeover["count"] == 1
+        assert takeover["from"] != takeover["replica"]
         assert takeover["replica"].endswith(f"-{b.popen.pid}")
         # The finished task's lease is dropped: nothing is left to take over.
         async with asyncio.timeout(10):
@@ -269,15 +279,15 @@ async def test_a_task_finished_before_its_replica_died_is_never_rerun(
         stream = on_a.send_streaming_message(
             agent, pb.SendMessageRequest(message=new_text_message("ticks:1:0"))
         )
-        task_id = [e async for e in stream][0].task.id
+        task_id = next(iter([e async for e in stream])).task.id
     a.kill()
     conn = await connect()
     try:
         # A's lease as it would be had A died between storing the result and dropping the lease.
         await conn.execute(
-            f"INSERT INTO {LEASES} (agent, task_id, owner, replica, expires_at, request) "
-            "VALUES ($1, $2, '', 'dead-replica', now() - interval '1 second', $3) "
-            "ON CONFLICT (agent, task_id) DO UPDATE SET replica = EXCLUDED.replica, expires_at = EXCLUDED.expires_at",
+            f"INSERT INTO {LEASES} (agent, task_id, owner, replica, expires_at, request) VALUES "
+            "($1, $2, '', 'dead-replica', now() - interval '1 second', $3) ON CONFLICT (agent, "
+            "task_id) DO UPDATE SET replica = EXCLUDED.replica, expires_at = EXCLUDED.expires_at",
             agent,
             task_id,
             new_text_message("ticks:1:0").SerializeToString(),
@@ -315,7 +325,8 @@ async def test_a_task_past_its_takeover_limit_fails_with_the_reason(
             async for event in on_b.subscribe(pb.SubscribeToTaskRequest(id=task_id)):
                 if event.HasField("status_update"):
                     final = event.status_update.status
-        assert final is not None and final.state == pb.TaskState.TASK_STATE_FAILED
+        assert final is not None
+        assert final.state == pb.TaskState.TASK_STATE_FAILED
         assert "task_max_takeovers is 0" in _text(final), _text(final)
         assert (
             await on_b.get_task(pb.GetTaskRequest(id=task_id))

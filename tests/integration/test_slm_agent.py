@@ -76,9 +76,13 @@ def _check_output(task: pb.Task, source: str) -> dict[str, object]:
     for field in ("order_id", "email"):
         assert value[field] is None or value[field] in source
     usage = MessageToDict(artifact.metadata)["usage"]
-    assert usage["model"] == "model" and usage["parameters"] > 0
-    assert usage["output_tokens"] > 0 and usage["input_tokens"] > len(source)
-    assert usage["ttft_ms"] > 0 and usage["tokens_per_s"] > 0 and usage["mean_logprob"] <= 0
+    assert usage["model"] == "model"
+    assert usage["parameters"] > 0
+    assert usage["output_tokens"] > 0
+    assert usage["input_tokens"] > len(source)
+    assert usage["ttft_ms"] > 0
+    assert usage["tokens_per_s"] > 0
+    assert usage["mean_logprob"] <= 0
     return value
 
 
@@ -101,13 +105,15 @@ async def test_agent_answers_schema_valid_data_with_usage(agent: ServiceProcess)
         )
         events = [e async for e in client.send_streaming_message("extractor", request, timeout=60)]
         chunks = [e.artifact_update for e in events if e.HasField("artifact_update")]
-        assert len(chunks) > 1 and chunks[-1].last_chunk
+        assert len(chunks) > 1
+        assert chunks[-1].last_chunk
         task = await client.get_task("extractor", events[0].task.id)
         value = _check_output(
             task, '{"customer":"jane@example.com","order":"ORD-104233","amount":19}'
         )
         streamed = "".join(p.text for c in chunks[:-1] for p in c.artifact.parts)
-        assert streamed.startswith('{"intent":') and value
+        assert streamed.startswith('{"intent":')
+        assert value
 
         empty = await client.send_text("extractor", "   ", timeout=30)
         assert empty.task.status.state == pb.TaskState.TASK_STATE_REJECTED

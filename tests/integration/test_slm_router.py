@@ -172,14 +172,18 @@ async def _small_agent(mesh: RouterMesh, name: str, escalate_below: float) -> As
 async def test_a_confident_small_model_answers_every_step(mesh: RouterMesh) -> None:
     async with _small_agent(mesh, "intent-small", -50.0):
         labels, meta = await _run(mesh)
-    assert len(labels) == len(MESSAGES) and all(label["label"] in LABELS for label in labels)
+    assert len(labels) == len(MESSAGES)
+    assert all(label["label"] in LABELS for label in labels)
     assert set(meta["agents"]) == {"intent-small"}
     cost = meta["cost"]
-    assert cost["routed_steps"] == len(MESSAGES) and cost["first_choice_share"] == 1.0
-    assert cost["escalations"] == 0 and meta["escalations"] == []
+    assert cost["routed_steps"] == len(MESSAGES)
+    assert cost["first_choice_share"] == 1.0
+    assert cost["escalations"] == 0
+    assert meta["escalations"] == []
     [row] = cost["models"]
     small_params, large_params = _params(mesh, "small"), _params(mesh, "large")
-    assert row["parameters"] == small_params and row["calls"] == len(MESSAGES)
+    assert row["parameters"] == small_params
+    assert row["calls"] == len(MESSAGES)
     assert row["flops"] == 2 * small_params * (row["input_tokens"] + row["output_tokens"])
     # Same tokenizer and prompt: the baseline prices the same tokens with the larger model.
     assert cost["ratio"] == pytest.approx(large_params / small_params, rel=1e-3)
@@ -190,7 +194,8 @@ async def test_an_unsure_small_model_escalates_to_the_larger_one(mesh: RouterMes
         labels, meta = await _run(mesh)
     assert all(label["label"] in LABELS for label in labels)
     cost = meta["cost"]
-    assert cost["escalations"] == len(MESSAGES) and cost["first_choice_share"] == 0.0
+    assert cost["escalations"] == len(MESSAGES)
+    assert cost["first_choice_share"] == 0.0
     escalations = meta["escalations"]
     assert {(e["from"], e["to"]) for e in escalations} == {("intent-strict", "intent-large")}
     assert all(e["reason"].startswith("low confidence: mean logprob") for e in escalations)
@@ -202,7 +207,8 @@ async def test_an_unsure_small_model_escalates_to_the_larger_one(mesh: RouterMes
         _params(mesh, "large"),
     }
     assert cost["ratio"] < 1  # every step paid for both models: escalation is not free
-    # The dataset store learns which answers were used (the large model's) and which were passed over.
+    # The dataset store learns which answers were used (the large model's) and which were passed
+    # over.
     with CallStore(mesh.record_db) as store:
         verdicts = store.verdicts()
     assert sorted(verdicts.values()).count(False) >= len(MESSAGES)

@@ -63,8 +63,10 @@ async def test_classifier_answers_a_label_even_under_prompt_injection(
         assert task.status.state == pb.TaskState.TASK_STATE_COMPLETED
         assert _data(task)["label"] in labels
         usage = plain(MessageToDict(task.artifacts[0].metadata))["usage"]
-        assert usage["input_tokens"] > 5 and usage["parameters"] > 1_000_000
-        assert usage["model"] == "classifier-encoder" and usage["mean_logprob"] <= 0
+        assert usage["input_tokens"] > 5
+        assert usage["parameters"] > 1_000_000
+        assert usage["model"] == "classifier-encoder"
+        assert usage["mean_logprob"] <= 0
 
 
 async def test_extractor_returns_schema_valid_grounded_json(
@@ -130,7 +132,8 @@ async def test_responder_reply_states_only_facts_it_was_given(
         task = await _ask(proc, "responder", source)
         assert task.status.state == pb.TaskState.TASK_STATE_COMPLETED
         reply = _text(task)
-        assert reply.strip() and "\n" not in reply
+        assert reply.strip()
+        assert "\n" not in reply
         words = (word.strip('()[]{},;:"$€£#.!?') for word in reply.split())
         for word in words:
             if re.search(r"[0-9@]", word):

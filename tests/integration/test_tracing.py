@@ -160,7 +160,7 @@ HOPS = [
 async def test_two_hops_over_different_transports_make_one_trace(
     spans: InMemorySpanExporter, two_hops: tuple[MeshClient, AgentServer, AgentServer]
 ) -> None:
-    client, relay, echo = two_hops
+    client, relay, _echo = two_hops
     tracer = telemetry.get_tracer()
     token = attach(set_baggage("tenant", "acme", get_current()))
     try:
@@ -191,7 +191,8 @@ async def test_two_hops_over_different_transports_make_one_trace(
     assert _parent(relay_span) == outer_call.context.span_id
     assert _parent(inner_call) == relay_span.context.span_id
     assert _parent(echo_span) == inner_call.context.span_id
-    assert relay_span.kind == SpanKind.SERVER and outer_call.kind == SpanKind.CLIENT
+    assert relay_span.kind == SpanKind.SERVER
+    assert outer_call.kind == SpanKind.CLIENT
 
     # GenAI agent attributes; the task id finds the trace from either side of the hop
     task_id = response.task.id
@@ -348,9 +349,11 @@ async def test_generation_gets_a_genai_span_with_usage(
     assert attributes[names.REQUEST_MODEL] == backend.model_name
     assert attributes[names.REQUEST_MAX_TOKENS] == 8
     assert attributes[names.REQUEST_TEMPERATURE] == 0.0
-    assert attributes[names.USAGE_INPUT_TOKENS] > 0 and attributes[names.USAGE_OUTPUT_TOKENS] > 0
+    assert attributes[names.USAGE_INPUT_TOKENS] > 0
+    assert attributes[names.USAGE_OUTPUT_TOKENS] > 0
     assert attributes[names.TIME_TO_FIRST_CHUNK] > 0
-    assert attributes[names.BATCH_SIZE] >= 1 and attributes[names.QUEUE_WAIT] >= 0
+    assert attributes[names.BATCH_SIZE] >= 1
+    assert attributes[names.QUEUE_WAIT] >= 0
     assert attributes[names.FINISH_REASONS] == ("stop",)
     assert names.INPUT_MESSAGES not in attributes  # content capture is off by default
 
@@ -404,7 +407,8 @@ async def test_a_remote_model_call_carries_the_generation_span(
     }  # system + user: a chat
     chat = chats[SpanKind.CLIENT]
     assert chat.attributes[names.PROVIDER] == "openai"
-    assert seen and seen[0] is not None
+    assert seen
+    assert seen[0] is not None
     assert seen[0].split("-")[1] == f"{chat.context.trace_id:032x}"
     assert seen[0].split("-")[2] == f"{chat.context.span_id:016x}"
     assert _parent(chats[SpanKind.SERVER]) == chat.context.span_id  # the model server's own span
@@ -460,7 +464,9 @@ async def test_the_openai_server_continues_the_callers_trace(
     joined, alone = served[:2], served[2]
     for span in joined:
         assert span.context.trace_id == caller.get_span_context().trace_id
-        assert span.parent is not None and span.parent.span_id == caller.get_span_context().span_id
+        assert span.parent is not None
+        assert span.parent.span_id == caller.get_span_context().span_id
         assert span.parent.is_remote  # read from the request's headers, not inherited in-process
         assert span.attributes[names.USAGE_OUTPUT_TOKENS] > 0
-    assert alone.parent is None and alone.context.trace_id != caller.get_span_context().trace_id
+    assert alone.parent is None
+    assert alone.context.trace_id != caller.get_span_context().trace_id

@@ -38,7 +38,8 @@ class Stage:
 
 
 def parse(path: Path) -> tuple[dict[str, str], list[Stage]]:
-    """Global ARG defaults and the stages of a Dockerfile (continuations joined, comments dropped)."""
+    """Global ARG defaults and the stages of a Dockerfile (continuations joined, comments
+    dropped)."""
     logical: list[tuple[int, str]] = []
     buffer, start = "", 0
     for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):

@@ -29,7 +29,8 @@ class ReceivedSpan:
 
 
 class OtlpReceiver:
-    """``with OtlpReceiver() as otlp:`` then point OTEL_EXPORTER_OTLP_ENDPOINT at ``otlp.endpoint``."""
+    """``with OtlpReceiver() as otlp:`` then point OTEL_EXPORTER_OTLP_ENDPOINT at
+    ``otlp.endpoint``."""
 
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []

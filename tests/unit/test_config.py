@@ -19,7 +19,8 @@ def test_env_vars_are_read_with_the_prefix(monkeypatch: pytest.MonkeyPatch) -> N
     settings = Settings()
     assert settings.grpc_port == 5555
     assert settings.registry == "registry:7000"  # scheme stripped: grpc dials host:port
-    assert settings.api_token is not None and settings.api_token.get_secret_value() == "t0k"
+    assert settings.api_token is not None
+    assert settings.api_token.get_secret_value() == "t0k"
     assert "t0k" not in repr(settings)  # secrets never printed
 
 
@@ -34,7 +35,7 @@ def test_a_lease_renewed_less_often_than_it_lasts_fails_at_boot(
 ) -> None:
     monkeypatch.setenv("SLMESH_TASK_LEASE_S", "2")
     monkeypatch.setenv("SLMESH_TASK_LEASE_RENEW_S", "2")
-    with pytest.raises(ValueError, match="task_lease_renew_s .* must be below task_lease_s"):
+    with pytest.raises(ValueError, match=r"task_lease_renew_s .* must be below task_lease_s"):
         Settings()
 
 
@@ -42,10 +43,12 @@ def test_every_service_spec_in_the_repo_loads() -> None:
     specs = discover_services(ROOT / "services")
     assert specs[0].kind == "registry"
     names = [s.name for s in specs]
-    assert "tools" in names and len(names) == len(set(names))
+    assert "tools" in names
+    assert len(names) == len(set(names))
     for spec in specs:
         if spec.kind == "agent":
-            assert spec.executor and spec.skills
+            assert spec.executor
+            assert spec.skills
 
 
 def test_spec_errors_name_the_file_and_field(tmp_path: Path) -> None:

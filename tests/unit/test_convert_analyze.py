@@ -99,9 +99,11 @@ def test_a_generic_prompt_splits_by_the_kind_of_input(tmp_path: Path) -> None:
     first, second = result.clusters
     assert {m.input for m in store.cluster_calls(first.id)} == set(translate)
     assert {m.input for m in store.cluster_calls(second.id)} == set(weather)
-    assert first.summary["trainable"] and not second.summary["trainable"]
+    assert first.summary["trainable"]
+    assert not second.summary["trainable"]
     assert first.summary["output_kind"] == "text"
-    assert first.name != second.name and second.summary["keyword"] in second.name
+    assert first.name != second.name
+    assert second.summary["keyword"] in second.name
 
 
 def test_one_task_served_by_two_models_is_one_cluster_with_shares(tmp_path: Path) -> None:
@@ -132,7 +134,8 @@ def test_failures_rejects_and_duplicates_are_filtered_and_counted(tmp_path: Path
     for call in calls:
         store.add(call)
     report = analyze(store, bag_of_words, min_size=1).to_dict()
-    assert report["calls"] == 8 and report["kept"] == 3
+    assert report["calls"] == 8
+    assert report["kept"] == 3
     assert report["dropped"] == curated.dropped
     assert sum(c["size"] for c in report["clusters"]) == 3
 
@@ -140,4 +143,6 @@ def test_failures_rejects_and_duplicates_are_filtered_and_counted(tmp_path: Path
 def test_an_empty_store_gives_no_clusters(tmp_path: Path) -> None:
     store = CallStore(tmp_path / "calls.db")
     report = analyze(store, bag_of_words).to_dict()
-    assert report["clusters"] == [] and report["calls"] == 0 and store.clusters() == []
+    assert report["clusters"] == []
+    assert report["calls"] == 0
+    assert store.clusters() == []

@@ -73,11 +73,13 @@ def test_split_keeps_only_usable_calls_and_is_seeded(tmp_path: Path) -> None:
     again = load_cluster_calls(store, 1, holdout=0.25, seed=3)
     other = load_cluster_calls(store, "intents", holdout=0.25, seed=4)
     assert (len(first.train), len(first.heldout)) == (30, 10)
-    assert first.dropped == {"unusable": 2, "other_prompt": 0} and first.recorded == 42
+    assert first.dropped == {"unusable": 2, "other_prompt": 0}
+    assert first.recorded == 42
     assert [c.id for c in first.heldout] == [c.id for c in again.heldout]
     assert [c.id for c in first.heldout] != [c.id for c in other.heldout]
     assert not {c.id for c in first.train} & {c.id for c in first.heldout}
-    assert first.teacher_model == "teacher-model" and first.teacher_parameters == 999_999
+    assert first.teacher_model == "teacher-model"
+    assert first.teacher_parameters == 999_999
     with pytest.raises(ConversionError, match="convert analyze"):
         load_cluster_calls(store, "nope", holdout=0.2, seed=0)
 
@@ -91,20 +93,25 @@ def test_training_lowers_the_loss_saves_the_adapter_and_scores_it_served(
     assert adapter_config["base_model_name_or_path"] == "../../base"  # portable, not a machine path
     assert not (student / CHECKPOINT).exists()
     assert record["final_loss"] < 0.5 * record["first_loss"]
-    assert record["steps"] == 40 and record["calls"]["train"] == 30
+    assert record["steps"] == 40
+    assert record["calls"]["train"] == 30
     heldout = record["metrics"]["heldout"]
-    assert heldout["count"] == 10 and heldout["valid"] == 1.0
+    assert heldout["count"] == 10
+    assert heldout["valid"] == 1.0
     assert 0.0 <= heldout["agreement"] <= 1.0
     on_disk = json.loads((student / "training.json").read_text())
-    assert on_disk["metrics"] == record["metrics"] and on_disk["lora"]["rank"] == 16
+    assert on_disk["metrics"] == record["metrics"]
+    assert on_disk["lora"]["rank"] == 16
     assert on_disk["teacher"] == {
         "agent": "teacher",
         "model": "teacher-model",
         "parameters": 999_999,
     }
     serving = on_disk["serving"]
-    assert serving["prompt"] == PROMPT and serving["output"] == {"labels": LABELS}
-    assert serving["stop"] == ["\n"] and serving["max_new_tokens"] >= 24
+    assert serving["prompt"] == PROMPT
+    assert serving["output"] == {"labels": LABELS}
+    assert serving["stop"] == ["\n"]
+    assert serving["max_new_tokens"] >= 24
     assert [s["id"] for s in serving["skills"]] == [SKILL]
     assert on_disk["parameters"] == load_model(str(base)).parameters
 
@@ -137,10 +144,12 @@ def test_an_interrupted_run_resumes_at_its_step_and_ends_like_an_uninterrupted_o
         plan=plan,
         on_step=lambda step, loss: seen.append(step),
     )
-    assert seen == list(range(5, 11)) and resumed["steps"] == 10
+    assert seen == list(range(5, 11))
+    assert resumed["steps"] == 10
     a = load_file(tmp_path / "whole" / "adapter_model.safetensors")
     b = load_file(tmp_path / "cut" / "adapter_model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["final_loss"] == whole["final_loss"]
     store.close()
 
@@ -184,7 +193,8 @@ def test_the_runtime_serves_base_plus_adapter_as_the_trained_peft_model(
     served = asyncio.run(serve())
     assert [g.text for g in served] == expected
     usage = served[0].usage
-    assert usage.model == "intents" and usage.parameters == plain.parameters
+    assert usage.model == "intents"
+    assert usage.parameters == plain.parameters
     assert not isinstance(backend.loaded.model, PeftModel)  # merged: the engine sees a plain model
 
 
@@ -192,7 +202,7 @@ def test_a_missing_adapter_is_a_clear_load_error(tmp_path: Path) -> None:
     from mesh.slm.loading import ModelLoadError
 
     base = save_tiny_model(tmp_path / "base", "llama", "char")
-    with pytest.raises(ModelLoadError, match="adapter_config.json"):
+    with pytest.raises(ModelLoadError, match=r"adapter_config\.json"):
         load_model(str(base), adapter=str(tmp_path / "none"))
 
 
@@ -204,12 +214,15 @@ def test_deploy_writes_a_spec_the_runtime_serves_under_the_teachers_skill(
     spec = deploy_student(student, "intents-student", services)
     again = ServiceSpec.load(services / "intents-student")
     assert again.model_dump() == spec.model_dump()
-    assert [s.id for s in spec.skills] == [SKILL] and spec.skills[0].name == "Classify intent"
+    assert [s.id for s in spec.skills] == [SKILL]
+    assert spec.skills[0].name == "Classify intent"
     options = spec.options
     assert (again.path / options["adapter"]).resolve() == student.resolve()
     assert (again.path / options["model"]).resolve() == (student / record["base"]).resolve()
-    assert options["output"] == {"labels": LABELS} and options["stop"] == ["\n"]
-    assert "teacher" in spec.description and "agreement" in spec.description
+    assert options["output"] == {"labels": LABELS}
+    assert options["stop"] == ["\n"]
+    assert "teacher" in spec.description
+    assert "agreement" in spec.description
     executor = SLMExecutor(spec, Settings())
 
     async def ask() -> str:
@@ -253,7 +266,8 @@ def test_calibration_keeps_the_confident_calls_that_meet_the_target() -> None:
     ]
     result = calibrate(confidence, 0.95)
     assert result["escalate_below"] == -0.2  # between -0.1 (kept) and -0.3 (escalated)
-    assert result["student_share"] == round(4 / 9, 4) and result["kept_agreement"] == 1.0
+    assert result["student_share"] == round(4 / 9, 4)
+    assert result["kept_agreement"] == 1.0
     # A looser target keeps more: 5 of the first 6 agree (0.83).
     assert calibrate(confidence, 0.8)["escalate_below"] == -0.65
     # Nothing meets an impossible target: everything escalates.

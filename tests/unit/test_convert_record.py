@@ -47,7 +47,8 @@ def call(text: str, output: str | None = None, state: str = "completed", n: int 
 
 
 async def test_executor_calls_are_stored_redacted_with_usage(
-    tmp_path: Path, local: TransformersBackend
+    tmp_path: Path,
+    local: TransformersBackend,  # noqa: F811 - the shared fixture imported above
 ) -> None:
     db = tmp_path / "calls.db"
     executor = classifier(db, local)
@@ -66,25 +67,35 @@ async def test_executor_calls_are_stored_redacted_with_usage(
     assert second.input == "Call me at +1-202-555-0001 about ORD-100001"
     for task, row in zip(tasks, (first, second), strict=True):
         assert task.status.state == TaskState.TASK_STATE_COMPLETED
-        assert row.output == task.artifacts[0].parts[1].text and row.output in LABELS
+        assert row.output == task.artifacts[0].parts[1].text
+        assert row.output in LABELS
         assert (row.state, row.valid, row.agent, row.skill) == (
             "completed",
             True,
             "classifier",
             "classify_intent",
         )
-        assert row.prompt == "Intent of: {input}\n" and row.output_spec == {"labels": LABELS}
-        assert row.model == "model" and row.backend == "transformers" and row.parameters > 0
-        assert row.input_tokens > len(row.input) and row.output_tokens >= 1
-        assert row.mean_logprob is not None and row.mean_logprob <= 0
-        assert row.latency_ms is not None and row.latency_ms > 0
+        assert row.prompt == "Intent of: {input}\n"
+        assert row.output_spec == {"labels": LABELS}
+        assert row.model == "model"
+        assert row.backend == "transformers"
+        assert row.parameters > 0
+        assert row.input_tokens > len(row.input)
+        assert row.output_tokens >= 1
+        assert row.mean_logprob is not None
+        assert row.mean_logprob <= 0
+        assert row.latency_ms is not None
+        assert row.latency_ms > 0
     rejected = rows[empty.id]
     assert (rejected.state, rejected.valid, rejected.output) == ("rejected", False, None)
-    assert rejected.error is not None and rejected.error.startswith("empty_input")
+    assert rejected.error is not None
+    assert rejected.error.startswith("empty_input")
     await executor.recorder.aclose()
 
 
-async def test_recording_off_without_the_setting(local: TransformersBackend) -> None:
+async def test_recording_off_without_the_setting(
+    local: TransformersBackend,  # noqa: F811 - the shared fixture imported above
+) -> None:
     executor = SLMExecutor(
         ServiceSpec(
             name="c",
@@ -117,7 +128,8 @@ async def test_names_from_the_finder_are_redacted_in_input_and_output(tmp_path: 
     (row,) = recorder.store.calls()
     assert row.input == "Hi, Alex Morgan here (user1@example.com)"
     assert json.loads(row.output or "") == {"name": "Alex Morgan", "email": "user1@example.com"}
-    assert asked == ["Hi, Olga Petrov here (olga@mail.ru)"] and recorder.written == 1
+    assert asked == ["Hi, Olga Petrov here (olga@mail.ru)"]
+    assert recorder.written == 1
     await recorder.aclose()
 
 
@@ -130,7 +142,8 @@ async def test_calls_are_dropped_not_written_when_names_cannot_be_looked_up(tmp_
         recorder.submit(PendingCall(call(f"I am Olga Petrov, #{n}", n=n)))
     await recorder.flush()
     assert recorder.store.count() == 0
-    assert recorder.dropped == {"names_unavailable": 3} and recorder.written == 0
+    assert recorder.dropped == {"names_unavailable": 3}
+    assert recorder.written == 0
     await recorder.aclose()
 
 

@@ -61,7 +61,8 @@ def test_image_is_multi_stage_slim_non_root_and_healthchecked() -> None:
     base = expand(final.base, args)
     assert re.fullmatch(r"python:3\.\d+-slim(-\w+)?", base), base
     users = final.all("USER")
-    assert users and users[-1].value.split(":")[0] not in ("0", "root")
+    assert users
+    assert users[-1].value.split(":")[0] not in ("0", "root")
     assert final.all("HEALTHCHECK")[0].value.endswith('CMD ["python", "-m", "mesh.probe"]')
     # No compilers or package installs in the final stage: only the built venv comes across.
     runs = " ".join(i.value for i in final.all("RUN"))

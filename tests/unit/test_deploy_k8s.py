@@ -25,7 +25,8 @@ kubernetes_validate = pytest.importorskip(
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("dev", "prod")
-#: Oldest Kubernetes the manifests target (grpc probes GA 1.27, preStop sleep 1.30) and the newest schema shipped.
+#: Oldest Kubernetes the manifests target (grpc probes GA 1.27, preStop sleep 1.30) and the newest
+#: schema shipped.
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 SERVICES = {spec.name: spec for spec in discover_services(ROOT / "services")}
 AGENTS = sorted(n for n, s in SERVICES.items() if s.kind == "agent" and n != "planner")
@@ -99,7 +100,8 @@ def test_ray_cluster_is_a_valid_kuberay_cluster(overlay: str) -> None:
     # template and maxReplicas; rayStartParams values are strings.
     groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
     for group in spec["workerGroupSpecs"]:
-        assert group["groupName"] and isinstance(group["maxReplicas"], int)
+        assert group["groupName"]
+        assert isinstance(group["maxReplicas"], int)
         assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
     planner_image = _one(resources, "Deployment", "planner")["spec"]["template"]["spec"][
         "containers"
@@ -178,10 +180,8 @@ def test_registry_and_planner_are_deployed(overlay: str) -> None:
     resources = _rendered(overlay)
     for name in ("registry", "planner"):
         deployment = _one(resources, "Deployment", name)
-        assert (
-            deployment["spec"]["replicas"] == 1
-            and deployment["spec"]["strategy"]["type"] == "Recreate"
-        )
+        assert deployment["spec"]["replicas"] == 1
+        assert deployment["spec"]["strategy"]["type"] == "Recreate"
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         assert container["image"].startswith(f"slmesh/{name}:")
         assert container["readinessProbe"]["grpc"]["port"] == 50051
@@ -200,7 +200,8 @@ def test_references_resolve_and_settings_are_real(overlay: str) -> None:
     config_maps = set(re.findall(r"configMapRef:\n\s+name: (\S+)", text)) | set(
         re.findall(r"configMap:\n\s+name: (\S+)", text)
     )
-    assert config_maps and all(("ConfigMap", n) in names for n in config_maps)
+    assert config_maps
+    assert all(("ConfigMap", n) in names for n in config_maps)
     secret_keys = set(re.findall(r"secretKeyRef:\n\s+key: (\S+)\n\s+name: (\S+)", text))
     assert {name for _, name in secret_keys} == {"slmesh-secrets"}
     secret = [r for r in resources if r["kind"] == "Secret"]

@@ -18,7 +18,9 @@ def _replica(name: str, draining: bool = False) -> Replica:
 
 async def test_pick_prefers_the_less_loaded_of_two() -> None:
     client = MeshClient(StaticReplicas([_replica("a"), _replica("b")]), rng=random.Random(0))
-    client._outstanding.update({"a": 5, "b": 0})
+    for _ in range(5):
+        client.outstanding.add("a")
+    assert (client.outstanding.get("a"), client.outstanding.get("b")) == (5, 0)
     assert {client.pick("agent").replica_id for _ in range(50)} == {"b"}
     await client.close()
 
@@ -56,7 +58,8 @@ def test_only_failures_that_ran_nothing_are_retryable() -> None:
     assert not is_retryable(wrapped(httpx.ReadTimeout("slow")))
     unavailable = grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, None, None)
     internal = grpc.aio.AioRpcError(grpc.StatusCode.INTERNAL, None, None)
-    assert is_retryable(wrapped(unavailable)) and not is_retryable(wrapped(internal))
+    assert is_retryable(wrapped(unavailable))
+    assert not is_retryable(wrapped(internal))
 
 
 def test_plain_turns_whole_doubles_back_into_ints() -> None:

@@ -43,7 +43,8 @@ def test_tokenizer_round_trips_accented_text_one_token_per_character() -> None:
     tokenizer = build_tokenizer()
     text = 'Hélène Nguyễn, Łódź — Ærø Øyvind Ó Súilleabháin {"amount":19.99}\n€42'
     ids = tokenizer(text)["input_ids"]
-    assert ids[0] == tokenizer.bos_token_id and len(ids) == len(text) + 1
+    assert ids[0] == tokenizer.bos_token_id
+    assert len(ids) == len(text) + 1
     assert tokenizer.unk_token_id not in ids
     assert tokenizer.decode(ids, skip_special_tokens=True) == text
 
@@ -51,7 +52,8 @@ def test_tokenizer_round_trips_accented_text_one_token_per_character() -> None:
 def test_tokenizer_maps_unknown_characters_to_unk() -> None:
     tokenizer = build_tokenizer()
     ids = tokenizer("a😀中b", add_special_tokens=False)["input_ids"]
-    assert ids[1:3] == [tokenizer.unk_token_id] * 2 and len(ids) == 4
+    assert ids[1:3] == [tokenizer.unk_token_id] * 2
+    assert len(ids) == 4
     assert tokenizer.decode(ids, skip_special_tokens=True) == "ab"
 
 
@@ -83,7 +85,8 @@ def test_word_tokenizer_is_deterministic_and_never_loses_text(copy_safe: bool) -
     assert (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id) == (0, 1, 2)
     text = "Zsófia Ødegård wants ORD-123456 refunded: 42.50 €"
     ids = tokenizer(text)["input_ids"]
-    assert tokenizer.unk_token_id not in ids and len(ids) < len(text)
+    assert tokenizer.unk_token_id not in ids
+    assert len(ids) < len(text)
     assert tokenizer.decode(ids, skip_special_tokens=True) == text
     assert tokenizer("a😀b", add_special_tokens=False)["input_ids"][1] == tokenizer.unk_token_id
 
@@ -123,10 +126,12 @@ def test_tiny_model_learns_and_saves(tmp_path: Path, tokenizer: str) -> None:
         final_streams=(),
         on_step=lambda step, loss: losses.append(loss),
     )
-    assert len(losses) == 20 and record["steps"] == 20
+    assert len(losses) == 20
+    assert record["steps"] == 20
     assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4
     saved = json.loads((tmp_path / TRAINING_RECORD).read_text())
-    assert saved["parameters"] == record["parameters"] > 0 and saved["seed"] == 0
+    assert saved["parameters"] == record["parameters"] > 0
+    assert saved["seed"] == 0
     files = {p.name for p in tmp_path.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= files
     assert not (tmp_path / CHECKPOINT).exists()
@@ -184,8 +189,10 @@ def test_training_continues_from_a_saved_model_and_counts_its_cost(tmp_path: Pat
     record = fit(
         task, out_dir=second, plan=_plan(3, lr=0.0), config=TINY, final_streams=(), init_from=first
     )
-    assert record["steps"] == 3 and record["total_steps"] == 7
-    assert record["init_from"]["model"] == "first" and record["init_from"]["steps"] == 4
+    assert record["steps"] == 3
+    assert record["total_steps"] == 7
+    assert record["init_from"]["model"] == "first"
+    assert record["init_from"]["steps"] == 4
     assert record["total_wall_time_s"] >= record["wall_time_s"]
     after = LlamaForCausalLM.from_pretrained(second).state_dict()  # lr 0: unchanged weights
     assert all(torch.equal(start[name], after[name]) for name in start)
@@ -207,7 +214,8 @@ def test_precision_picks_bf16_only_where_the_cpu_has_it(monkeypatch: pytest.Monk
     assert precision.resolve("auto") == "fp32"
     monkeypatch.setattr(precision, "native_bf16", lambda: True)
     assert precision.resolve("auto") == "bf16"
-    assert precision.resolve("fp32") == "fp32" and precision.resolve("bf16") == "bf16"
+    assert precision.resolve("fp32") == "fp32"
+    assert precision.resolve("bf16") == "bf16"
     with pytest.raises(ValueError, match="precision"):
         precision.resolve("fp16")  # type: ignore[arg-type]
     layer = torch.nn.Linear(4, 4)

@@ -157,7 +157,8 @@ def test_proto_mirror_round_trips() -> None:
         output={"intent": "$intent.label", "all": "$each"},
     )
     message = plan_to_proto(original)
-    assert message.steps[0].retries == 0 and message.steps[0].HasField("retries")
+    assert message.steps[0].retries == 0
+    assert message.steps[0].HasField("retries")
     assert plan_from_proto(message) == original
 
 
@@ -180,7 +181,8 @@ def test_support_functions() -> None:
     reply = FUNCTIONS["support.final_reply"](
         {"reply": None, "intent": "refund_request", "customer": "Ana Lima"}
     )
-    assert reply.startswith("Hi Ana,") and "order number" in reply
+    assert reply.startswith("Hi Ana,")
+    assert "order number" in reply
     summary = FUNCTIONS["support.summarize"](
         {
             "tickets": [
@@ -237,7 +239,8 @@ def test_the_router_sends_every_demo_message_to_support_and_refuses_unrelated_te
     )
     for message in map(message_text, read_messages(ROOT / "demo" / "support_messages.txt")):
         route = router.route(message)
-        assert route is not None and route.workflow.name == "support_ticket", message
+        assert route is not None, message
+        assert route.workflow.name == "support_ticket", message
     for text in (
         "Integrate x squared from zero to one",
         "What's the weather in Paris?",

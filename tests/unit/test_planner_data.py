@@ -1,4 +1,5 @@
-"""The planner SLM's data: targets the constrained decoder can write, prompts the runtime renders."""
+"""The planner SLM's data: targets the constrained decoder can write, prompts the runtime
+renders."""
 
 from __future__ import annotations
 
@@ -55,15 +56,14 @@ def test_request_phrasings_are_split_three_ways_and_held_out_ones_never_trained(
     for group in all_groups():
         per_split = [set(templates_of(group, split)) for split in SPLITS]
         assert all(per_split), group
-        assert not (
-            per_split[0] & per_split[1]
-            or per_split[0] & per_split[2]
-            or per_split[1] & per_split[2]
-        )
+        assert not (per_split[0] & per_split[1])
+        assert not (per_split[0] & per_split[2])
+        assert not (per_split[1] & per_split[2])
     train = set().union(*(e.templates for e in _examples(TRAIN) + _examples(SEEN)))
     for held_out in (VALIDATION, TEST):
         used = set().union(*(e.templates for e in _examples(held_out)))
-        assert used and not used & train, held_out.name
+        assert used, held_out.name
+        assert not used & train, held_out.name
 
 
 def test_every_kind_of_request_is_drawn_and_every_target_is_its_kinds_plan() -> None:

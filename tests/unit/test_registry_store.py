@@ -187,7 +187,8 @@ async def test_watch_sends_snapshot_then_synced_then_changes(
         (REMOVED, "a-1"),
         (REMOVED, "c-1"),
     ]
-    assert events[1].replica.load.in_flight == 1 and not events[1].replica.draining
+    assert events[1].replica.load.in_flight == 1
+    assert not events[1].replica.draining
     assert events[2].replica.draining
 
 
@@ -229,7 +230,8 @@ async def test_slow_watcher_is_dropped_without_holding_back_others(clock: FakeCl
         seen.append(summary(await next_event(fast)))
 
     assert seen == [(ADDED, f"r-{i}") for i in range(6)]
-    assert slow.closed and not fast.closed
+    assert slow.closed
+    assert not fast.closed
     assert store.watcher_count == 1
     with pytest.raises(WatcherOverflow, match="fell behind: 3 events were pending"):
         async for _ in slow:

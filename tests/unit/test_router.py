@@ -10,7 +10,7 @@ from mesh.a2a.cards import Endpoints, ModelFacts, build_card
 from mesh.config import ServiceSpec, SkillSpec
 from mesh.planner.ledger import CostLedger
 from mesh.planner.routing import Provider, build_routes, largest_parameters
-from mesh.planner.steps import Outcome, _escalation_reason
+from mesh.planner.steps import Outcome, escalation_reason
 
 
 @dataclass
@@ -63,15 +63,16 @@ def test_routes_put_the_smallest_model_first_and_unknown_sizes_last() -> None:
 
 def test_escalation_reasons() -> None:
     unsure = Provider("s", parameters=10, escalate_below=-0.5)
-    assert _escalation_reason(Outcome("ok", value=1, usage={"mean_logprob": -0.2}), unsure) is None
-    reason = _escalation_reason(Outcome("ok", value=1, usage={"mean_logprob": -0.9}), unsure)
-    assert reason is not None and reason.startswith("low confidence")
-    failed = _escalation_reason(Outcome("failed", error="invalid output: label"), Provider("s"))
+    assert escalation_reason(Outcome("ok", value=1, usage={"mean_logprob": -0.2}), unsure) is None
+    reason = escalation_reason(Outcome("ok", value=1, usage={"mean_logprob": -0.9}), unsure)
+    assert reason is not None
+    assert reason.startswith("low confidence")
+    failed = escalation_reason(Outcome("failed", error="invalid output: label"), Provider("s"))
     assert failed == "failed: invalid output: label"
     # No usage (a non-model agent) or no threshold: the answer stands.
-    assert _escalation_reason(Outcome("ok", value=1), unsure) is None
+    assert escalation_reason(Outcome("ok", value=1), unsure) is None
     assert (
-        _escalation_reason(Outcome("ok", value=1, usage={"mean_logprob": -9.0}), Provider("s"))
+        escalation_reason(Outcome("ok", value=1, usage={"mean_logprob": -9.0}), Provider("s"))
         is None
     )
 
@@ -117,22 +118,25 @@ def test_ledger_prices_calls_and_the_all_largest_baseline() -> None:
     cost = ledger.to_json()
     actual = 2 * 100 * 10 + 2 * 100 * 10 + 2 * 1000 * 11 + 2 * 500 * 10
     baseline = 2 * 1000 * 10 + 2 * 1000 * 11 + 2 * 500 * 10
-    assert cost["flops"] == actual and cost["baseline_flops"] == baseline
+    assert cost["flops"] == actual
+    assert cost["baseline_flops"] == baseline
     assert cost["ratio"] == round(baseline / actual, 3)
-    assert (
-        cost["routed_steps"] == 2 and cost["first_choice_share"] == 0.5 and cost["escalations"] == 1
-    )
+    assert cost["routed_steps"] == 2
+    assert cost["first_choice_share"] == 0.5
+    assert cost["escalations"] == 1
     assert ledger.escalations == [
         {"step": "b", "from": "student", "to": "teacher", "reason": "low confidence"}
     ]
     by_model = {row["model"]: row for row in cost["models"]}
-    assert by_model["student"]["calls"] == 2 and by_model["teacher"]["output_tokens"] == 3
+    assert by_model["student"]["calls"] == 2
+    assert by_model["teacher"]["output_tokens"] == 3
 
 
 def test_ledger_without_model_calls_has_no_ratio() -> None:
     ledger = CostLedger()
     ledger.add("f", Outcome("ok", value=1))
-    assert ledger.to_json()["ratio"] is None and ledger.to_json()["models"] == []
+    assert ledger.to_json()["ratio"] is None
+    assert ledger.to_json()["models"] == []
 
 
 def test_merged_ledgers_equal_one_ledger_of_all_steps() -> None:

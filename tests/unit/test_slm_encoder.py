@@ -71,10 +71,12 @@ def test_training_writes_adapter_head_and_record(extractor_dir: Path) -> None:
         TRAINING_RECORD,
     } <= names
     record = json.loads((extractor_dir / TRAINING_RECORD).read_text())
-    assert record["kind"] == "encoder" and record["steps"] == 4
+    assert record["kind"] == "encoder"
+    assert record["steps"] == 4
     assert 0 < record["trained_parameters"] < record["parameters"]
     spec = EncoderSpec.load(extractor_dir)
-    assert spec.task == "spans" and spec.fields[0] == "order_id"
+    assert spec.task == "spans"
+    assert spec.fields[0] == "order_id"
     # The adapter names its base as the plan does, never as a path of the training machine.
     adapter = json.loads((extractor_dir / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == spec.base
@@ -121,7 +123,8 @@ def test_extraction_is_schema_valid_grounded_and_the_same_batched_or_alone(
         assert list(value) == list(schema["properties"])
         assert all(v is None or v in example.input for v in value.values())
         assert one.value == other.value  # type: ignore[attr-defined]
-        assert one.usage.batch_size >= 1 and one.usage.input_tokens > 0  # type: ignore[attr-defined]
+        assert one.usage.batch_size >= 1
+        assert one.usage.input_tokens > 0
     assert max(g.usage.batch_size for g in batched) > 1  # type: ignore[union-attr]
 
 
@@ -182,13 +185,15 @@ def test_bad_input_is_refused_and_the_backend_keeps_serving(classifier_dir: Path
         ],
     )
     assert isinstance(out[0], InputError)
-    assert isinstance(out[1], InputError) and "context" in str(out[1])
-    assert isinstance(out[2], GenerationFailedError) and "deadline" in str(out[2])
+    assert isinstance(out[1], InputError)
+    assert "context" in str(out[1])
+    assert isinstance(out[2], GenerationFailedError)
+    assert "deadline" in str(out[2])
     assert out[3].value in labels.labels  # type: ignore[union-attr]
 
 
 def test_missing_or_broken_folders_are_clear_errors(tmp_path: Path, classifier_dir: Path) -> None:
-    with pytest.raises(ModelLoadError, match="encoder.json"):
+    with pytest.raises(ModelLoadError, match=r"encoder\.json"):
         load_encoder(str(tmp_path))
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -204,9 +209,11 @@ def test_missing_or_broken_folders_are_clear_errors(tmp_path: Path, classifier_d
 def test_each_agent_keeps_both_kinds_of_model_apart() -> None:
     """The classifier is served by its encoder; its micro-SLM trains into its own folder."""
     contract = load_task("classifier").contract
-    assert contract.backend == "encoder" and contract.model_dir.name == "classifier-encoder"
+    assert contract.backend == "encoder"
+    assert contract.model_dir.name == "classifier-encoder"
     micro = contract.as_kind("micro")
-    assert micro.backend == "transformers" and micro.model_dir.name == "classifier"
+    assert micro.backend == "transformers"
+    assert micro.model_dir.name == "classifier"
     assert micro.as_kind("encoder").model_dir == contract.model_dir
     assert contract.as_kind("auto") is contract
 

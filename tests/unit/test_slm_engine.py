@@ -73,8 +73,10 @@ def backend(
 def test_load_model_reports_what_usage_needs(model_dirs: dict[str, Path]) -> None:
     for key, folder in model_dirs.items():
         loaded = load_model(folder.name, base_dir=folder.parent)
-        assert loaded.name == key and loaded.parameters > 1000
-        assert loaded.context_length == 512 and loaded.vocab_size >= len(loaded.tokenizer)
+        assert loaded.name == key
+        assert loaded.parameters > 1000
+        assert loaded.context_length == 512
+        assert loaded.vocab_size >= len(loaded.tokenizer)
         assert loaded.tokenizer.eos_token_id in loaded.eos_ids
     assert resolve_source("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"
     assert resolve_source("./models/x", Path("/srv/svc")) == "/srv/svc/models/x"
@@ -140,7 +142,8 @@ async def test_decoding_with_a_2d_mask_matches_the_4d_mask(model_dirs: dict[str,
         served = TransformersBackend(
             str(model_dirs["llama-char"]), max_batch_size=8, max_wait_ms=20, threads=1
         )
-        served.engine._mask_4d = mask_4d
+        # Forces the 2D-mask path other model types take: the engine has no public switch.
+        served.engine._mask_4d = mask_4d  # noqa: SLF001 - see above
         try:
             texts.append(
                 [g.text for g in await asyncio.gather(*(served.generate(r) for r in requests))]
@@ -231,7 +234,8 @@ async def test_a_grammar_the_parser_refuses_fails_only_its_request(
     results = await asyncio.gather(
         *(backend.generate(r) for r in [refused, *fine]), return_exceptions=True
     )
-    assert isinstance(results[0], SchemaError) and "test" in str(results[0])
+    assert isinstance(results[0], SchemaError)
+    assert "test" in str(results[0])
     assert all(isinstance(g, Generation) for g in results[1:])
     assert results[-1].value in {"yes", "no"}  # type: ignore[union-attr]
 
@@ -246,7 +250,8 @@ async def test_stream_chunks_join_to_the_final_text(backend: TransformersBackend
         stream = backend.stream(request)
         chunks = [chunk async for chunk in stream]
         generation = await stream.result()
-        assert len(chunks) > 1 and "".join(chunks) == generation.text
+        assert len(chunks) > 1
+        assert "".join(chunks) == generation.text
 
 
 async def test_stop_strings_cut_the_text_and_never_stream_past_it(
@@ -265,11 +270,13 @@ async def test_stop_strings_cut_the_text_and_never_stream_past_it(
 
 async def test_max_new_tokens_and_deadline(backend: TransformersBackend) -> None:
     limited = await backend.generate(GenerationRequest(prompt=PROMPTS[2], max_new_tokens=7))
-    assert limited.finish_reason == "length" and limited.usage.output_tokens == 7
+    assert limited.finish_reason == "length"
+    assert limited.usage.output_tokens == 7
     late = await backend.generate(
         GenerationRequest(prompt=PROMPTS[2], max_new_tokens=480, timeout_s=0.05)
     )
-    assert late.finish_reason == "deadline" and late.usage.output_tokens < 480
+    assert late.finish_reason == "deadline"
+    assert late.usage.output_tokens < 480
     with pytest.raises(IncompleteOutputError, match="cut off"):
         await backend.generate(
             GenerationRequest(
@@ -282,18 +289,24 @@ async def test_usage_accounting(backend: TransformersBackend) -> None:
     generation = await backend.generate(GenerationRequest(prompt=PROMPTS[1], max_new_tokens=8))
     usage = generation.usage
     assert usage.input_tokens == len(backend.loaded.tokenizer.encode(PROMPTS[1]))
-    assert usage.output_tokens == 8 and len(generation.logprobs) == 8
-    assert usage.ttft_ms is not None and usage.ttft_ms > 0
-    assert usage.tokens_per_s is not None and usage.tokens_per_s > 0
-    assert usage.model == backend.model_name and usage.parameters == backend.parameters
-    assert usage.mean_logprob is not None and usage.mean_logprob <= 0
+    assert usage.output_tokens == 8
+    assert len(generation.logprobs) == 8
+    assert usage.ttft_ms is not None
+    assert usage.ttft_ms > 0
+    assert usage.tokens_per_s is not None
+    assert usage.tokens_per_s > 0
+    assert usage.model == backend.model_name
+    assert usage.parameters == backend.parameters
+    assert usage.mean_logprob is not None
+    assert usage.mean_logprob <= 0
 
 
 async def test_too_long_input_and_odd_characters(backend: TransformersBackend) -> None:
     with pytest.raises(InputTooLongError, match="context of 512"):
         await backend.generate(GenerationRequest(prompt="word " * 200, max_new_tokens=300))
     odd = await backend.generate(GenerationRequest(prompt="☃ \x00 \U0001f600 ü", max_new_tokens=4))
-    assert odd.finish_reason in {"stop", "length"} and odd.usage.input_tokens >= 7
+    assert odd.finish_reason in {"stop", "length"}
+    assert odd.usage.input_tokens >= 7
 
 
 async def test_cancel_frees_the_slot(backend: TransformersBackend) -> None:
@@ -337,5 +350,5 @@ async def test_chat_template_switch(tmp_path: Path) -> None:
 def test_a_missing_model_folder_is_named_in_the_error(tmp_path: Path) -> None:
     from mesh.slm.loading import ModelLoadError
 
-    with pytest.raises(ModelLoadError, match="no folder at .*models/absent"):
+    with pytest.raises(ModelLoadError, match=r"no folder at .*models/absent"):
         load_model("../models/absent", base_dir=tmp_path / "spec")

@@ -95,16 +95,19 @@ async def test_labels_output_is_a_label_data_part_and_text(local: TransformersBa
     assert task.status.state == TaskState.TASK_STATE_COMPLETED
     (artifact,) = task.artifacts
     (data,) = get_data_parts(artifact.parts)
-    assert data["label"] in LABELS and artifact.parts[1].text == data["label"]
+    assert data["label"] in LABELS
+    assert artifact.parts[1].text == data["label"]
     usage = dict(artifact.metadata["usage"])
-    assert usage["model"] == "model" and usage["output_tokens"] >= 1
+    assert usage["model"] == "model"
+    assert usage["output_tokens"] >= 1
 
 
 async def test_free_text_with_stop_and_budget(local: TransformersBackend) -> None:
     executor = SLMExecutor(spec(max_new_tokens=5, stop=["\n"]), Settings(), backend=local)
     task = await send(executor, new_text_part("hello"))
     (artifact,) = task.artifacts
-    assert artifact.parts[-1].text is not None and "\n" not in artifact.parts[-1].text
+    assert artifact.parts[-1].text is not None
+    assert "\n" not in artifact.parts[-1].text
     assert artifact.metadata["finish_reason"] in {"stop", "length"}
 
 
@@ -194,7 +197,8 @@ async def test_whole_value_grounding_copies_a_value_of_the_data_input(
     task = await send(executor, new_data_part(data))
     assert task.status.state == TaskState.TASK_STATE_COMPLETED, task.status.message
     (value,) = [v for artifact in task.artifacts for v in get_data_parts(artifact.parts)]
-    assert value["order_id"] == "ORD-104233" and value["reason"] in (None, "wrong size")
+    assert value["order_id"] == "ORD-104233"
+    assert value["reason"] in (None, "wrong size")
     # plain text is not JSON: there is no value to copy, so the task is refused, not guessed
     task = await send(executor, new_text_part("cancel ORD-104233 please"))
     assert task.status.state == TaskState.TASK_STATE_REJECTED
@@ -235,7 +239,9 @@ def test_input_text_renders_data_as_compact_json() -> None:
     )
     rendered = input_text(message)  # protobuf Struct: key order is the map's, not the sender's
     assert json.loads(rendered) == {"order": "ORD-1", "amount": 19, "note": "é"}
-    assert " " not in rendered and '"amount":19' in rendered and "é" in rendered
+    assert " " not in rendered
+    assert '"amount":19' in rendered
+    assert "é" in rendered
     text = Message(
         role=Role.ROLE_USER, message_id="t", parts=[new_text_part("a"), new_text_part("b")]
     )

@@ -177,7 +177,9 @@ def test_random_schemas_random_logits_always_valid(vocab: TokenVocabulary) -> No
             for span, _ in grounded_values(
                 schema, value, lambda s, v: OutputValidator(s).is_valid(v)
             ):
-                assert span and span in SOURCE and span == span.strip()
+                assert span
+                assert span in SOURCE
+                assert span == span.strip()
             outputs += 1
     assert outputs == 160
 
@@ -241,7 +243,8 @@ def test_grounded_rejects_invented_or_misaligned_spans(vocab: TokenVocabulary, s
 
 def test_grounded_never_crosses_unknown_characters() -> None:
     vocab = TokenVocabulary(char_tokenizer(), 110)
-    assert not vocab.representable("☃") and vocab.representable("a")
+    assert not vocab.representable("☃")
+    assert vocab.representable("a")
     grammar = compile_grammar(JsonOutput(GROUNDED_SCHEMA, "left ☃ right"), vocab.representable)
     rng = random.Random(3)
     for _ in range(30):
@@ -266,7 +269,8 @@ def test_choice_set_is_bare_labels(vocab: TokenVocabulary) -> None:
     grammar = compile_grammar(Choice(labels))
     rng = random.Random(5)
     seen = {walk(vocab, vocab.guide(grammar), rng) for _ in range(40)}
-    assert seen <= set(labels) and len(seen) >= 3
+    assert seen <= set(labels)
+    assert len(seen) >= 3
     assert parse_output(Choice(labels), '"other"') == "other"
     with pytest.raises(InvalidOutputError):
         parse_output(Choice(labels), "refund")
@@ -285,7 +289,8 @@ def test_prompt_injection_text_is_just_input(vocab: TokenVocabulary) -> None:
     rng = random.Random(11)
     for _ in range(20):
         value = parse_output(JsonOutput(schema, source), walk(vocab, vocab.guide(grammar), rng))
-        assert set(value) == {"intent", "quote"} and value["quote"] in source
+        assert set(value) == {"intent", "quote"}
+        assert value["quote"] in source
 
 
 @pytest.mark.parametrize(
@@ -324,7 +329,8 @@ def test_integer_ranges_match_exactly() -> None:
         regex = re.compile("(?:" + "|".join(_int_range(low, high)) + ")")
         for value in range(low - 30, high + 31, max(1, (high - low) // 200)):
             assert bool(regex.fullmatch(str(value))) == (low <= value <= high), (low, high, value)
-        assert regex.fullmatch(str(low)) and regex.fullmatch(str(high))
+        assert regex.fullmatch(str(low))
+        assert regex.fullmatch(str(high))
         if high > 0:
             assert not regex.fullmatch("0" + str(high))  # canonical: no leading zeros
 
@@ -410,7 +416,8 @@ def test_grounded_span_with_limits_on_a_long_input_never_dead_ends(
     for _ in range(30):
         value = parse_output(output, walk(vocab, vocab.guide(grammar), rng))
         address = value["address"]
-        assert address in LONG_SOURCE and len(address) <= 300
+        assert address in LONG_SOURCE
+        assert len(address) <= 300
         assert OutputValidator(schema).is_valid(value)
         assert not set(address) & {'"', "\\"}
 
@@ -434,7 +441,8 @@ def test_grounded_length_limit_still_holds_when_the_input_is_longer(vocab: Token
     rng = random.Random(6)
     for _ in range(30):
         value = parse_output(output, walk(vocab, vocab.guide(grammar), rng))["q"]
-        assert value in source and 4 <= len(value) <= 12
+        assert value in source
+        assert 4 <= len(value) <= 12
 
 
 def test_grounded_number_is_copied_as_the_customer_wrote_it(vocab: TokenVocabulary) -> None:
@@ -560,7 +568,8 @@ def test_grounded_text_facts_of_json_and_of_plain_text() -> None:
         "Mechanical Keyboard",
         "Keyboard",
     } <= facts
-    assert "True" not in facts and "None" not in facts
+    assert "True" not in facts
+    assert "None" not in facts
     plain_facts = set(GroundedText(TEXT_SOURCES[1], names=False).facts())
     assert plain_facts == {"25.50", "ORD-111222", "z@k.pl"}
 
@@ -570,11 +579,13 @@ def test_grounded_text_leaves_out_facts_the_tokenizer_cannot_write() -> None:
     vocab = TokenVocabulary(char_tokenizer(), 110)
     output = GroundedText(json.dumps({"customer": "Sn☃w Lee", "order_id": "ORD-123456"}))
     grammar = compile_grammar(output, vocab.representable)
-    assert "Sn☃w" not in grammar and '"ORD-123456"' in grammar
+    assert "Sn☃w" not in grammar
+    assert '"ORD-123456"' in grammar
     rng = random.Random(5)
     for _ in range(10):
         text = walk(vocab, vocab.guide(grammar), rng, limit=200)
-        assert "☃" not in text and not invented_facts(output, text)
+        assert "☃" not in text
+        assert not invented_facts(output, text)
 
 
 @pytest.mark.parametrize(
@@ -594,7 +605,9 @@ def test_written_numbers_are_quantities_not_digits_of_ids_or_dates(
 
 CALL_INPUT = json.dumps(
     {
-        "message": "Refund 42.50 on ORD-104233, it was the wrong size. Ship to 9 Elm St, Oslo 0150.",
+        "message": (
+            "Refund 42.50 on ORD-104233, it was the wrong size. Ship to 9 Elm St, Oslo 0150."
+        ),
         "intent": "refund_request",
         "fields": {
             "order_id": "ORD-104233",
@@ -637,10 +650,12 @@ def test_pointer_grounding_copies_whole_values_from_under_the_pointer_only(
     for _ in range(60):
         text = walk(vocab, vocab.guide(grammar), rng)
         value = parse_output(output, text)
-        assert value["order_id"] == "ORD-104233" and value["amount"] == 42.5
+        assert value["order_id"] == "ORD-104233"
+        assert value["amount"] == 42.5
         assert value["reason"] is None or value["reason"] in whole, text
         seen.add(value["reason"])
-    assert fields["reason"] in seen and None in seen
+    assert fields["reason"] in seen
+    assert None in seen
     # never a piece of a value, never the message around the fields
     for reason in ("wrong size", "it was the wrong size", "Refund 42.50 on ORD-104233"):
         bad = json.dumps({"order_id": "ORD-104233", "amount": 42.5, "reason": reason})

@@ -84,7 +84,9 @@ def test_the_audit_sees_the_order_database_statements() -> None:
 def test_the_audit_catches_formatted_sql(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text(
-        "def f(conn, order_id):\n    conn.execute(f\"SELECT * FROM orders WHERE id = '{order_id}'\")\n"
-        "    conn.execute('SELECT 1 WHERE x = ' + order_id)\n    conn.execute('SELECT ?', (order_id,))\n"
+        'def f(conn, order_id):\n    conn.execute(f"SELECT * FROM orders WHERE id = '
+        "'{order_id}'\")\n"
+        "    conn.execute('SELECT 1 WHERE x = ' + order_id)\n    conn.execute('SELECT ?', "
+        "(order_id,))\n"
     )
     assert sql_calls(bad) == [(2, False), (3, False), (4, True)]

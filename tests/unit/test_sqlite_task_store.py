@@ -41,7 +41,8 @@ TIMESTAMPS: tuple[int | None, ...] = (
     BASE_NS + 1_000_000_000,
     BASE_NS + 7_000_000_000,
 )
-"""Few distinct values on purpose: many ties, so the id tie-break and nanosecond order both matter."""
+"""Few distinct values on purpose: many ties, so the id tie-break and nanosecond order both
+matter."""
 INT64_MAX = 2**63 - 1
 
 
@@ -97,7 +98,8 @@ async def test_save_get_delete_round_trip(store: SqliteTaskStore, tmp_path: Path
     task = make_task("t1", text="round trip é ✓")
     await store.save(task, ANON)
     got = await store.get("t1", ANON)
-    assert got == task and got is not task
+    assert got == task
+    assert got is not task
     assert got.SerializeToString(deterministic=True) == task.SerializeToString(deterministic=True)
 
     updated = make_task("t1", context_id="ctx-b", state=S.TASK_STATE_COMPLETED, ts_ns=BASE_NS + 5)
@@ -241,7 +243,8 @@ async def test_a_status_timestamp_beyond_2262_can_be_saved_and_listed(
     second = await store.list(
         pb.ListTasksRequest(page_size=1, page_token=first.next_page_token), ANON
     )
-    assert [t.id for t in first.tasks] == ["far"] and [t.id for t in second.tasks] == ["now"]
+    assert [t.id for t in first.tasks] == ["far"]
+    assert [t.id for t in second.tasks] == ["now"]
 
 
 # -- ListTasks against a2a-sdk's InMemoryTaskStore on random task sets -------------------------
@@ -323,7 +326,8 @@ async def test_list_tasks_matches_the_in_memory_store(tmp_path: Path, seed: int)
                 # Walking every page returns each matching task exactly once.
                 assert len(listed) == len(set(listed)) == expected_ids
                 if listed:
-                    # A legacy page token (base64 task id) for a task on the list starts the page there.
+                    # A legacy page token (base64 task id) for a task on the list starts the
+                    # page there.
                     legacy = pb.ListTasksRequest()
                     legacy.CopyFrom(request)
                     legacy.page_token = encode_page_token(rnd.choice(listed))
@@ -350,7 +354,8 @@ async def test_a_page_token_stays_valid_after_its_task_changes(store: SqliteTask
     request = pb.ListTasksRequest(page_size=2, page_token=first.next_page_token)
     second = await store.list(request, ANON)
     assert second == await reference.list(request, ANON)
-    assert [t.id for t in second.tasks] == ["t2", "t1"] and second.total_size == 5
+    assert [t.id for t in second.tasks] == ["t2", "t1"]
+    assert second.total_size == 5
 
 
 async def test_default_page_size_and_total(store: SqliteTaskStore) -> None:
@@ -360,6 +365,6 @@ async def test_default_page_size_and_total(store: SqliteTaskStore) -> None:
             await s.save(make_task(f"t{i:03d}", ts_ns=BASE_NS + i % 7), ANON)
     page = await store.list(pb.ListTasksRequest(), ANON)
     assert page == await reference.list(pb.ListTasksRequest(), ANON)
-    assert (
-        page.total_size == 120 and len(page.tasks) == page.page_size == 50 and page.next_page_token
-    )
+    assert page.total_size == 120
+    assert len(page.tasks) == page.page_size == 50
+    assert page.next_page_token

@@ -73,7 +73,8 @@ def test_carrier_and_attached_carry_a_trace_into_another_worker(
             carried = pickle.loads(pickle.dumps(telemetry.carrier()))
     finally:
         detach(token)
-    assert "traceparent" in carried and "baggage" in carried
+    assert "traceparent" in carried
+    assert "baggage" in carried
     seen: dict[str, object] = {}
 
     def worker() -> None:  # a fresh thread has an empty context, like a Ray worker
@@ -87,7 +88,8 @@ def test_carrier_and_attached_carry_a_trace_into_another_worker(
     thread.join()
     step = next(s for s in spans.get_finished_spans() if s.name == "step")
     assert step.context.trace_id == parent.get_span_context().trace_id
-    assert step.parent is not None and step.parent.span_id == parent.get_span_context().span_id
+    assert step.parent is not None
+    assert step.parent.span_id == parent.get_span_context().span_id
     assert seen["tenant"] == "acme"
     with telemetry.attached({}):  # nothing carried: the block runs in the current context
         pass
@@ -99,7 +101,8 @@ def test_prometheus_exposition_has_the_mesh_metrics(spans: InMemorySpanExporter)
     exposition = telemetry.prometheus_text()
     assert exposition is not None
     body, media_type = exposition
-    assert b"mesh_tool_duration" in body and media_type.startswith("text/plain")
+    assert b"mesh_tool_duration" in body
+    assert media_type.startswith("text/plain")
     (span,) = spans.get_finished_spans()
     assert span.name == "execute_tool get_order"
     assert span.attributes[names.TOOL_CALL_ID] == "call-1"
@@ -110,8 +113,13 @@ import mesh.a2a
 from a2a.client.transports.grpc import GrpcTransport
 from a2a.server.events.event_queue import EventQueueLegacy
 from a2a.server.request_handlers.default_request_handler_v2 import DefaultRequestHandlerV2
-methods = (DefaultRequestHandlerV2.on_message_send, EventQueueLegacy.enqueue_event, GrpcTransport.send_message)
-print(sum(m.__code__.co_filename.endswith("telemetry.py") for m in methods))  # a2a.utils.telemetry's wrapper
+methods = (
+    DefaultRequestHandlerV2.on_message_send,
+    EventQueueLegacy.enqueue_event,
+    GrpcTransport.send_message,
+)
+# a2a.utils.telemetry's wrapper
+print(sum(m.__code__.co_filename.endswith("telemetry.py") for m in methods))
 """
 
 

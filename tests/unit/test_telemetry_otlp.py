@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from opentelemetry.context import attach, detach
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -101,8 +99,8 @@ def _made(kept: Kept) -> list[LeanSpan]:
 
 
 @pytest.fixture
-def spans() -> Iterator[list[LeanSpan]]:
-    yield _made(Kept())
+def spans() -> list[LeanSpan]:
+    return _made(Kept())
 
 
 def test_the_request_decodes_to_what_the_sdk_encoder_builds(spans: list[LeanSpan]) -> None:
@@ -113,9 +111,8 @@ def test_the_request_decodes_to_what_the_sdk_encoder_builds(spans: list[LeanSpan
     (resource_spans,) = ours.resource_spans
     assert [s.scope.name for s in resource_spans.scope_spans] == ["slmesh", "other.scope"]
     server = next(s for s in resource_spans.scope_spans[0].spans if s.name == "invoke_agent echo")
-    assert (
-        server.parent_span_id == bytes.fromhex("b7ad6b7169203331") and server.flags == 0x300
-    )  # remote parent
+    assert server.parent_span_id == bytes.fromhex("b7ad6b7169203331")
+    assert server.flags == 0x300
     assert server.trace_state == "vendor=abc,other=1"
     assert {
         a.key: a.value.int_value for a in server.attributes if a.key in ("negative", "big")
@@ -183,7 +180,8 @@ def test_the_batch_exporter_drops_and_counts_beyond_its_queue(
     ]
     assert names[:4] == ["s0", "s1", "s2", "s3"]
     assert [r.count for r in sent.requests][:2] == [3, 1]  # batches of at most 3
-    assert len(names) + exporter.dropped == 10 and exporter.exported == len(names)
+    assert len(names) + exporter.dropped == 10
+    assert exporter.exported == len(names)
     exporter.shutdown()
     assert sent.closed
 
@@ -202,8 +200,11 @@ def test_shutdown_exports_what_is_left() -> None:
 
 
 def test_trace_state_is_written_as_its_header() -> None:
-    assert otlp._trace_state(b"\x1a", TraceState([("a", "1"), ("b", "2")])) == b"\x1a\x07a=1,b=2"  # noqa: SLF001
-    assert otlp._trace_state(b"\x1a", TraceState()) == b""  # noqa: SLF001
+    # The encoder's field writer, checked alone: a span carrying trace state needs a full
+    # protobuf decode to read it back, which the exporter tests do.
+    header = otlp._trace_state(b"\x1a", TraceState([("a", "1"), ("b", "2")]))  # noqa: SLF001 - see above
+    assert header == b"\x1a\x07a=1,b=2"
+    assert otlp._trace_state(b"\x1a", TraceState()) == b""  # noqa: SLF001 - see above
 
 
 def _limited_span(tracer: object) -> None:
@@ -253,19 +254,16 @@ def test_otel_limit_variables_apply_as_in_the_sdk(monkeypatch: pytest.MonkeyPatc
     assert [(a.key, a.value) for a in ours.attributes] == [
         (a.key, a.value) for a in theirs.attributes
     ]
-    assert [a.key for a in ours.attributes] == ["a", "b"] and ours.attributes[
-        0
-    ].value.string_value == "xxxxx"
+    assert [a.key for a in ours.attributes] == ["a", "b"]
+    assert ours.attributes[0].value.string_value == "xxxxx"
     assert [v.string_value for v in ours.attributes[1].value.array_value.values] == ["yyyyy", "q"]
     assert ours.dropped_attributes_count == theirs.dropped_attributes_count == 2
     assert [(e.name, list(e.attributes), e.dropped_attributes_count) for e in ours.events] == [
         (e.name, list(e.attributes), e.dropped_attributes_count) for e in theirs.events
     ]
     assert [e.name for e in ours.events] == ["e1", "e2"]
-    assert (
-        ours.events[0].attributes[0].value.int_value == 2
-        and ours.events[0].dropped_attributes_count == 2
-    )
+    assert ours.events[0].attributes[0].value.int_value == 2
+    assert ours.events[0].dropped_attributes_count == 2
     assert ours.dropped_events_count == theirs.dropped_events_count == 1
     assert [(list(link.attributes), link.dropped_attributes_count) for link in ours.links] == [
         (list(link.attributes), link.dropped_attributes_count) for link in theirs.links

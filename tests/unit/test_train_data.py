@@ -71,7 +71,9 @@ def test_every_entity_kind_a_message_uses_is_recorded() -> None:
 
 def test_demo_database_values_are_reserved_for_test() -> None:
     demo = entities.demo_values()
-    assert len(demo.order_ids) == 600 and demo.first_names and demo.products
+    assert len(demo.order_ids) == 600
+    assert demo.first_names
+    assert demo.products
     for kind in (
         "first_name",
         "last_name",
@@ -98,14 +100,16 @@ def test_held_out_splits_use_phrasings_never_trained_on(agent: str) -> None:
     train = set().union(*(example.templates for example in _examples(agent, TRAIN)))
     for held_out in (VALIDATION, TEST):
         used = set().union(*(example.templates for example in _examples(agent, held_out)))
-        assert used and not used & train, (agent, held_out.name, used & train)
+        assert used, (agent, held_out.name)
+        assert not used & train, (agent, held_out.name, used & train)
 
 
 def test_template_lists_split_without_duplicates() -> None:
     for group in all_template_groups():
         per_split = [set(templates_of(group, split)) for split in entities.SPLITS]
         assert all(per_split), f"{group} has a split without templates"
-        assert not per_split[0] & per_split[1] and not per_split[0] & per_split[2], group
+        assert not per_split[0] & per_split[1], group
+        assert not per_split[0] & per_split[2], group
         assert not per_split[1] & per_split[2], group
 
 
@@ -148,7 +152,8 @@ def test_extractor_grounded_values_are_spans_of_the_message() -> None:
         assert target == example.expected
         assert list(target) == list(schema["properties"])
         for value, grounding in grounded_values(schema, target):
-            assert grounding is True and value in example.input, (value, example.input)
+            assert grounding is True, (value, example.input)
+            assert value in example.input, (value, example.input)
             copied += 1
     assert copied > COUNT
 
@@ -274,7 +279,8 @@ def test_replies_state_the_key_facts_of_real_results(tmp_path: Path) -> None:
             if name == "get_order":
                 assert reply.startswith(f"Hi {facts['customer'].split()[0]},")
             else:
-                assert facts["customer"] is None and reply.startswith("Hello,")
+                assert facts["customer"] is None
+                assert reply.startswith("Hello,")
             assert json.loads(compact(facts)) == facts
 
 

@@ -29,6 +29,8 @@ from typing import Literal
 
 from mesh.tools import orders
 
+_Day = date  # the class below has a date() method, which shadows the name in its body
+
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")
 
@@ -397,7 +399,7 @@ class Entities:
             return _format_date(self.rng, year, day.month, day.day)
         raise RuntimeError("no date of this split could be drawn")
 
-    def day(self) -> date:
+    def day(self) -> _Day:
         """A calendar day of 2024-2025 whose month and day belong to this split."""
         for _ in range(_MAX_DRAWS):
             day = date(2024, 1, 1) + timedelta(days=self.rng.randrange(730))

@@ -896,7 +896,7 @@ def _reference(
 
 
 def _ref_fields(ref: str, facts: Mapping[str, str | None]) -> set[str]:
-    return {name for name in ("order_id", "email") if facts[name] and facts[name] in ref}
+    return {name for name in ("order_id", "email") if (fact := facts[name]) and fact in ref}
 
 
 def _slots(template: str) -> tuple[str, ...]:

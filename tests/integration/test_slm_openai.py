@@ -84,7 +84,8 @@ async def test_models_and_plain_completion(base_url: str) -> None:
     assert response.status_code == 200
     body = response.json()
     choice = body["choices"][0]
-    assert body["object"] == "chat.completion" and choice["message"]["role"] == "assistant"
+    assert body["object"] == "chat.completion"
+    assert choice["message"]["role"] == "assistant"
     assert choice["finish_reason"] in {"stop", "length"}
     assert body["usage"]["completion_tokens"] == len(choice["logprobs"]["content"]) > 0
     assert (
@@ -174,7 +175,8 @@ async def test_bad_requests_get_openai_errors(
             response = await http.post(f"{base_url}/chat/completions", json=body)
     assert response.status_code == status
     error = response.json()["error"]
-    assert error["message"] and error["type"] == "invalid_request_error"
+    assert error["message"]
+    assert error["type"] == "invalid_request_error"
     assert error["param"] == param
 
 
@@ -192,15 +194,19 @@ async def test_backend_round_trip_against_the_server(
         assert "".join(chunks) == generation.text
         assert generation.value == (await local.generate(request)).value
         usage = generation.usage
-        assert usage.output_tokens > 0 and usage.input_tokens > 0
-        assert usage.ttft_ms is not None and usage.mean_logprob is not None
-        assert usage.model == "tiny-qwen2" and usage.parameters == local.parameters
+        assert usage.output_tokens > 0
+        assert usage.input_tokens > 0
+        assert usage.ttft_ms is not None
+        assert usage.mean_logprob is not None
+        assert usage.model == "tiny-qwen2"
+        assert usage.parameters == local.parameters
 
         labels = Choice(("refund_request", "order_status"))
         label = await remote.generate(
             GenerationRequest(prompt=MESSAGE, max_new_tokens=20, output=labels)
         )
-        assert label.value in labels.labels and label.text.startswith('"')
+        assert label.value in labels.labels
+        assert label.text.startswith('"')
 
         with pytest.raises(InputTooLongError):
             await remote.generate(GenerationRequest(prompt="hi " * 300, max_new_tokens=200))
@@ -241,5 +247,24 @@ async def test_payload_carries_schema_and_key() -> None:
         GenerationRequest(prompt="p", max_new_tokens=5, stop=["\n"], output=JsonOutput(SCHEMA))
     )
     assert body["response_format"]["json_schema"]["schema"] == SCHEMA
-    assert body["max_tokens"] == 5 and "stop" not in body and body["stream"] is True
-    assert remote._headers == {"Authorization": "Bearer k"}
+    assert body["max_tokens"] == 5
+    assert "stop" not in body
+    assert body["stream"] is True
+
+
+async def test_the_api_key_is_sent_as_a_bearer_token() -> None:
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("authorization"))
+        chunk = {"choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]}
+        body = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n"
+        return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    remote = OpenAIBackend("http://x/v1/", "m", api_key="k", http=http)
+    try:
+        await remote.generate(GenerationRequest(prompt="p", max_new_tokens=5))
+    finally:
+        await remote.aclose()
+    assert seen == ["Bearer k"]
