@@ -674,11 +674,10 @@ def _eval_support(
 
     if start:
         err.print("starting a private mesh…")
-        with evaluation.private_mesh() as address:
-            run = go(address)
+        with evaluation.private_mesh() as private:
+            run = go(private)
     else:
-        address = None if planner else _registry_address(_settings(), registry)
-        run = go(address)
+        run = go(None if planner else _registry_address(_settings(), registry))
     evaluation.print_report(run, console)
     if output is not None:
         block = evaluation.render_block(

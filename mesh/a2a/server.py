@@ -9,7 +9,6 @@ a2a-sdk request handler backed by a real task store.
 from __future__ import annotations
 
 import asyncio
-import time
 import contextlib
 import importlib
 import inspect
@@ -17,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 

@@ -338,7 +338,6 @@ class PlannerExecutor(AgentExecutor):
         sender = _sender(message)
         route = await asyncio.to_thread(self.router.closest, text)
         if route is not None and route.score >= self.router.threshold:
-<<<<<<< HEAD
             return self._routed(route.workflow, text, sender)
         fallback = self.workflows.get(self.options.router.fallback or "")
         if (
@@ -351,19 +350,6 @@ class PlannerExecutor(AgentExecutor):
             return self._routed(fallback, text, sender)
         known = ", ".join(sorted(self.workflows))
         reasons = [f"no workflow matches this request closely enough (known: {known})"]
-=======
-            assert route.workflow.text_input is not None
-            return (
-                route.workflow.plan,
-                {route.workflow.text_input: text},
-                "router",
-                route.workflow.name,
-            )
-        reasons = [
-            "no workflow matches this request closely enough (known: "
-            f"{', '.join(sorted(self.workflows))})"
-        ]
->>>>>>> main
         for generator in self.generators:  # SLM first; the large model only if it fails
             try:
                 plan = await generator.plan(
@@ -553,9 +539,7 @@ class PlannerExecutor(AgentExecutor):
         await self._mark_recorded(progress)
         if outcome.ok:
             question = _confirmation_question(outcome.value)
-            self.store.finish_run(
-                updater.task_id, "input_required" if question else "completed"
-            )
+            self.store.finish_run(updater.task_id, "input_required" if question else "completed")
             await updater.add_artifact(
                 [
                     new_data_part(outcome.value, media_type=JSON_MEDIA_TYPE),
@@ -575,9 +559,7 @@ class PlannerExecutor(AgentExecutor):
             )
             if question:
                 # The side effect waits for the customer's yes on this same task.
-                await updater.requires_input(
-                    updater.new_agent_message([new_text_part(question)])
-                )
+                await updater.requires_input(updater.new_agent_message([new_text_part(question)]))
             else:
                 await updater.complete()
         else:
@@ -694,7 +676,11 @@ class _Progress:
             if rejection.get("task_id"):
                 instead = outcome.value if outcome.status == "ok" else None
                 self.rejected.append(
-                    (rejection["task_id"], rejection["reason"], None if instead is None else str(instead))
+                    (
+                        rejection["task_id"],
+                        rejection["reason"],
+                        None if instead is None else str(instead),
+                    )
                 )
 
     def counts(self) -> dict[str, int]:

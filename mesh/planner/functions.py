@@ -188,9 +188,10 @@ def support_confirmation_reply(value: Any) -> str:
     if case.get("reply"):
         return str(case["reply"])
     ticket = _mapping(case.get("ticket"), "support.confirmation_reply")
-    call = ticket.get("tool_call") if isinstance(ticket.get("tool_call"), Mapping) else {}
-    order_id = (call.get("arguments") or {}).get("order_id") if call else None
-    fields = ticket.get("fields") if isinstance(ticket.get("fields"), Mapping) else {}
+    raw_call, raw_fields = ticket.get("tool_call"), ticket.get("fields")
+    call: Mapping[str, Any] = raw_call if isinstance(raw_call, Mapping) else {}
+    order_id = (call.get("arguments") or {}).get("order_id")
+    fields: Mapping[str, Any] = raw_fields if isinstance(raw_fields, Mapping) else {}
     customer = plausible_name(fields.get("name"), str(ticket.get("message") or ""))
     return declined_reply(customer, order_id)
 

@@ -263,10 +263,10 @@ def validate_plan(
         if step.skill is not None and skills is not None and step.skill not in skills:
             known = ", ".join(sorted(skills)) or "none registered"
             raise PlanError(f"{here}: unknown skill {step.skill!r} (known: {known})")
-        for name in (step.fn, step.check, step.fallback):
-            if name is not None and functions is not None and name not in functions:
+        for function in (step.fn, step.check, step.fallback):
+            if function is not None and functions is not None and function not in functions:
                 known = ", ".join(sorted(functions))
-                raise PlanError(f"{here}: unknown function {name!r} (known: {known})")
+                raise PlanError(f"{here}: unknown function {function!r} (known: {known})")
         if step.expect is not None:
             try:
                 SchemaValidator.check_schema(step.expect)

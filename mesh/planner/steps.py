@@ -317,7 +317,11 @@ def _escalate(escalations: list[dict[str, Any]], source: str, target: str, reaso
     escalations.append({"from": source, "to": target, "reason": reason})
     trace.get_current_span().add_event(
         names.ESCALATION,
-        {names.ESCALATION_FROM: source, names.ESCALATION_TO: target, names.ESCALATION_REASON: reason},
+        {
+            names.ESCALATION_FROM: source,
+            names.ESCALATION_TO: target,
+            names.ESCALATION_REASON: reason,
+        },
     )
 
 
@@ -326,7 +330,7 @@ def _check_reason(call: StepCall, value: Any, outcome: Outcome) -> str | None:
     assert call.check is not None
     try:
         problems = FUNCTIONS[call.check]({"input": value, "value": outcome.value})
-    except Exception as exc:  # a check that cannot read the answer refuses it
+    except Exception as exc:  # noqa: BLE001  a check that cannot read the answer refuses it
         return f"check {call.check} failed: {exc}"
     if not problems:
         return None
@@ -343,7 +347,7 @@ def _fallback(call: StepCall, value: Any, answered: Outcome) -> Outcome:
     assert call.fallback is not None
     try:
         result = FUNCTIONS[call.fallback](value)
-    except Exception as exc:  # a broken fallback fails the step, never the worker
+    except Exception as exc:  # noqa: BLE001  a broken fallback fails the step, never the worker
         return Outcome(
             "failed", error=f"{call.fallback}: {exc}", failed_step=call.node, agent=answered.agent
         )

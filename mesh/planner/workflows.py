@@ -84,7 +84,9 @@ class EmbeddingRouter:
         model_path: str | None = None,
     ) -> None:
         self.workflows = [
-            w for w in workflows.values() if w.text_input and w.routed and (w.examples or w.description)
+            w
+            for w in workflows.values()
+            if w.text_input and w.routed and (w.examples or w.description)
         ]
         self.threshold = threshold
         self._model_path = model_path

@@ -273,7 +273,7 @@ def _same_value(key: str, expected: Any, actual: Any) -> bool:
 
 
 def score_intent(item: Item, output: Mapping[str, Any] | None) -> bool:
-    return bool(output) and _label(output.get("intent")) == item.intent
+    return output is not None and _label(output.get("intent")) == item.intent
 
 
 def _label(value: Any) -> Any:
@@ -557,7 +557,8 @@ class ItemScore:
         if not self.intent:
             out.append(f"intent {_label(output.get('intent'))!r}, expected {self.item.intent!r}")
         if not self.fields:
-            got = output.get("fields") if isinstance(output.get("fields"), dict) else {}
+            raw = (output or {}).get("fields")
+            got = raw if isinstance(raw, dict) else {}
             wrong = {
                 k: got.get(k)
                 for k, v in self.item.fields.items()

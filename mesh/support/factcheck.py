@@ -28,7 +28,7 @@ _EMAIL = re.compile(r"[^\s@(),;:]+@[^\s@(),;:]+\.[A-Za-z0-9-]*[A-Za-z0-9]")
 _DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 _AMOUNT = re.compile(r"(?<![\w.-])(\d+\.\d{2})(?:\s+([A-Z]{3}))?\b")
 _DIGITS = re.compile(r"[^\s,;:()\"']*\d[^\s,;:()\"']*")
-_WORD = re.compile(r"[A-Za-zÀ-ÿ][A-Za-zÀ-ÿ'’-]*")
+_WORD = re.compile(r"[A-Za-zÀ-ÿ][A-Za-zÀ-ÿ'\u2019-]*")
 _SENTENCE_END = re.compile(r"[.!?][\"')]?$")
 _GREETING = re.compile(r"^(Hi|Hello|Hey|Dear)\b\s*([^,.!?]*)([,.!?])")
 _REPEAT = re.compile(r"(?<![\w.-])([\w.@-]+)\s+\1(?![\w-]|\.\w)", re.IGNORECASE)
@@ -321,7 +321,7 @@ def _capitalised_problems(facts: Mapping[str, Any], text: str) -> list[str]:
     problems = []
     for sentence in re.split(r"(?<=[.!?,])\s+", text.strip()):
         words = _WORD.findall(sentence)
-        for word in (w.rstrip("-'’") for w in words[1:]):
+        for word in (w.rstrip("-'\u2019") for w in words[1:]):
             if word[0].isupper() and word not in _ALWAYS_ALLOWED_WORDS and word not in sources:
                 problems.append(f"{word!r} is not a word of the facts")
     return problems

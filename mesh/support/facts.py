@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-_NAME_WORD = re.compile(r"^[A-ZÀ-Ý][a-zà-ÿ'’-]*[a-zà-ÿ]$")
+_NAME_WORD = re.compile(r"^[A-ZÀ-Ý][a-zà-ÿ'\u2019-]*[a-zà-ÿ]$")
 _NOT_NAMES = frozenset(
     {
         "Hi", "Hello", "Hey", "Dear", "Thanks", "Thank", "Please", "Order", "Regards", "Best",
