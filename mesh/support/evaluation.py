@@ -914,6 +914,15 @@ def outcome_of_task(task: Any, seconds: float) -> Outcome:
         note = " ".join(p.text for p in task.status.message.parts if p.HasField("text"))
     if output is None and state == "input_required" and note:
         output = {"reply": note}
+    if output is not None and output.get("tool_result") is not None:
+        # A drafted reply: the task's result metadata lists the drafts that failed the
+        # fact check and were replaced (escalated to a larger model or the safe reply).
+        escalated = any(
+            str(e.get("step", "")).rsplit(".", 1)[-1] in ("draft", "confirmed_draft")
+            for e in _result_metadata(task).get("escalations") or []
+        )
+        output.setdefault("escalated", escalated)
+        output.setdefault("draft_passed_check", not escalated)
     return Outcome(
         state=state, output=output, error=note if state != "completed" else "", seconds=seconds
     )
@@ -964,6 +973,18 @@ async def run_items(
             return outcome
 
     return list(await asyncio.gather(*(one(item) for item in items)))
+
+
+def _result_metadata(task: Any) -> dict[str, Any]:
+    """The metadata of the task's last artifact (the planner's result: agents, cost, ...)."""
+    from google.protobuf.json_format import MessageToDict
+
+    from mesh.a2a.client import plain
+
+    if not task.artifacts:
+        return {}
+    value = plain(MessageToDict(task.artifacts[-1].metadata))
+    return value if isinstance(value, dict) else {}
 
 
 def _state_name(task: Any) -> str:

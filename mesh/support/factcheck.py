@@ -7,10 +7,10 @@ name) that is not the case's fact of that kind, a fact the outcome requires that
 (a cut-off reply), a phrase that belongs to another intent's or outcome's reply, and the
 well-formedness rules of :func:`form_problems`. An empty list means the reply may be sent.
 
-What the check knows of each kind comes from the tools' result schemas (``x-fact``
-annotations, :func:`mesh.tools.catalog.fact_kinds`) and from the order data's own
-vocabularies (statuses, carriers, products, currencies), plus the paraphrases replies use
-for a status ("on its way" = shipped). Text the case trusts as a whole (the tools agent's
+What the check knows of each kind comes from the tools' result schemas (the statuses: the
+``enum`` of every ``x-fact: status`` property) and from the order data's own vocabularies
+(carriers, products, currencies), plus the paraphrases replies use for a status ("on its
+way" = shipped). Text the case trusts as a whole (the tools agent's
 own refusal message, an FAQ answer) must appear verbatim and is not read word by word.
 """
 
@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from functools import cache
 from typing import Any
 
 from mesh.support import replies
 from mesh.tools import orders
+from mesh.tools.catalog import TOOLS
 
 _ORDER_ID = re.compile(r"\bORD-\d+\b")
 _EMAIL = re.compile(r"[^\s@(),;:]+@[^\s@(),;:]+\.[A-Za-z0-9-]*[A-Za-z0-9]")
@@ -36,8 +38,9 @@ _CURRENCY_WORDS = {
     "dollars": "USD", "dollar": "USD", "euros": "EUR", "euro": "EUR", "pounds": "GBP",
     "pound": "GBP", "francs": "CHF", "kronor": "SEK", "kroner": "DKK", "zloty": "PLN",
 }  # fmt: skip
-# Status claims, longest first; each maps a phrase to the status it asserts.
-_STATUS_PHRASES = (
+# The paraphrases replies use for a status, longest first (each status's own word is added
+# from the tools' result schemas, :func:`statuses`).
+_STATUS_PARAPHRASES = (
     ("has not shipped yet", "placed"),
     ("has not shipped", "placed"),
     ("not shipped yet", "placed"),
@@ -47,17 +50,44 @@ _STATUS_PHRASES = (
     ("in transit", "shipped"),
     ("has shipped", "shipped"),
     ("was shipped", "shipped"),
-    ("shipped", "shipped"),
     ("was delivered", "delivered"),
     ("has been delivered", "delivered"),
     ("has arrived", "delivered"),
-    ("delivered", "delivered"),
     ("canceled", "cancelled"),
-    ("cancelled", "cancelled"),
-    ("refunded", "refunded"),
-    ("placed", "placed"),
     ("processing", "placed"),
 )
+
+
+@cache
+def statuses() -> frozenset[str]:
+    """Every status a tool result may state: the ``enum`` of each ``x-fact: status`` property
+    of the tools' result schemas."""
+    found: set[str] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, Mapping):
+            if node.get("x-fact") == "status" and isinstance(node.get("enum"), list):
+                found.update(str(value) for value in node["enum"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for tool in TOOLS.values():
+        walk(tool.result_schema)
+    unknown = {status for _, status in _STATUS_PARAPHRASES} - found
+    if unknown:
+        raise RuntimeError(f"paraphrases name statuses no tool returns: {sorted(unknown)}")
+    return frozenset(found)
+
+
+@cache
+def _status_phrases() -> tuple[tuple[str, str], ...]:
+    """Status claims, the paraphrases first, then each status's own word."""
+    return (*_STATUS_PARAPHRASES, *((status, status) for status in sorted(statuses())))
+
+
 _NOT_A_STATUS = (
     "will now be delivered to",
     "be delivered to",
@@ -294,7 +324,7 @@ def _status_problems(facts: Mapping[str, Any], text: str) -> list[str]:
     lowered = text.lower()
     for phrase in _NOT_A_STATUS:
         lowered = lowered.replace(phrase, " ")
-    for phrase, status in _STATUS_PHRASES:
+    for phrase, status in _status_phrases():
         pattern = rf"\b{re.escape(phrase)}\b"
         if re.search(pattern, lowered):
             if status not in allowed:

@@ -506,3 +506,53 @@ async def test_a_planner_task_is_taken_over_by_another_planner_replica(
             await client.close()
     finally:
         await drop_agent_tasks(name)
+
+
+async def test_an_answer_that_fails_its_check_is_replaced_by_the_fallback(mesh: Mesh) -> None:
+    """A skill step's ``check`` refuses the agent's answer; with one provider the ``fallback``
+    builds the value, and the escalation is on the result (agent answer, reason, target)."""
+    from mesh.support.replies import write_reply
+
+    facts = {
+        "intent": "order_status", "tool": "get_order", "ok": True, "customer": "Ana Ruiz",
+        "order_id": "ORD-123456", "status": "shipped", "product": "Desk Lamp",
+        "amount": "34.50", "currency": "EUR",
+    }  # fmt: skip
+    plan = {
+        "plan": {
+            "steps": [
+                {
+                    "id": "draft",
+                    "skill": "echo",
+                    "input": "$input",
+                    "check": "support.check_reply",
+                    "fallback": "support.safe_reply",
+                }
+            ],
+            "output": "$draft",
+        },
+        "input": facts,
+    }
+    async with await planner_client(mesh) as client:
+        response = await client.send_message("planner", data_request(plan), timeout=60)
+    task = response.task
+    assert task.status.state == pb.TaskState.TASK_STATE_COMPLETED, error_of(task)
+    assert result_of(task) == write_reply(facts)
+    metadata = plain(MessageToDict(task.artifacts[-1].metadata))
+    [escalation] = metadata["escalations"]
+    assert escalation["step"] == "draft"
+    assert escalation["from"] == "echo"
+    assert escalation["to"] == "fn:support.safe_reply"
+    assert "check support.check_reply" in escalation["reason"]
+    assert metadata["cost"]["escalations"] == 1
+
+
+async def test_a_check_or_fallback_naming_no_planner_function_is_refused(mesh: Mesh) -> None:
+    body = {
+        "plan": {"steps": [{"id": "a", "skill": "echo", "check": "os.system"}]},
+        "input": "x",
+    }
+    async with await planner_client(mesh) as client:
+        response = await client.send_message("planner", data_request(body), timeout=30)
+    assert response.task.status.state == pb.TaskState.TASK_STATE_REJECTED
+    assert "unknown function 'os.system'" in error_of(response.task)
