@@ -38,6 +38,26 @@ T = TypeVar("T")
 err = Console(stderr=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from mesh import __version__
+
+        console.print(f"slmesh {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+        ),
+    ] = False,
+) -> None:
+    """slmesh: a mesh of specialized small-language-model agents behind A2A."""
+
+
 def _settings() -> Settings:
     try:
         return Settings()
