@@ -67,7 +67,7 @@ def _settings() -> Settings:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(f"[red]error:[/red] {message}", soft_wrap=True)  # one line, whatever the width
     return typer.Exit(code)
 
 
@@ -121,6 +121,8 @@ def serve(
         asyncio.run(main())
     except SpecError as exc:
         raise _fail(str(exc), 2) from exc
+    except MeshError as exc:
+        raise _fail(str(exc)) from exc
 
 
 def _trace_cli(settings: Settings) -> None:
