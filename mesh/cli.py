@@ -199,13 +199,15 @@ def up(
     SLMESH_DATA_DIR/mesh.json. Without --detach it stays in the foreground and stops
     the mesh on Ctrl-C.
     """
-    from mesh.launch import Launcher, LaunchError, state_path
+    from mesh.launch import Launcher, LaunchError, LaunchInterrupted, state_path
 
     settings = _settings()
     launcher = Launcher(settings, services, _parse_replicas(replicas))
     try:
         with console.status("starting the mesh…"):
             state = launcher.up(timeout_s=timeout)
+    except LaunchInterrupted as exc:
+        raise _fail(str(exc), 128 + exc.signum) from exc
     except (LaunchError, SpecError) as exc:
         raise _fail(str(exc)) from exc
     table = Table(title=f"slmesh up — registry {state.registry}")
