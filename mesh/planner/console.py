@@ -201,7 +201,7 @@ def print_results(result: RunResult, console: Console) -> None:
         )
     agents = result.metadata.get("agents") or {}
     if agents:
-        rows = [
+        calls = [
             (
                 agent,
                 str(stats["calls"]),
@@ -222,7 +222,7 @@ def print_results(result: RunResult, console: Console) -> None:
                 ("mean ms", 1),
             )
         ]
-        print_table(console, columns, rows, "agent calls")
+        print_table(console, columns, calls, "agent calls")
     print_cost(result.metadata.get("cost") or {}, console)
 
 

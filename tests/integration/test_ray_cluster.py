@@ -21,13 +21,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from a2a.types import a2a_pb2 as pb
+from google.protobuf import struct_pb2
+from google.protobuf.json_format import ParseDict
 
 from mesh.a2a.client import MeshClient, parts_value
 from mesh.a2a.discovery import snapshot
-from tests.integration.test_planner import data_request
 from tests.support.procs import ROOT, ServiceProcess, free_port, start_registry, start_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -101,6 +103,12 @@ def ray_head() -> Iterator[RayHead]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _data_request(body: dict[str, Any]) -> pb.SendMessageRequest:
+    part = pb.Part(data=ParseDict(body, struct_pb2.Value()), media_type="application/json")
+    message = pb.Message(role=pb.Role.ROLE_USER, message_id=secrets.token_hex(8), parts=[part])
+    return pb.SendMessageRequest(message=message)
+
+
 def _planner_env(head: RayHead, registry: str, **extra: str) -> dict[str, str]:
     """What the README tells a user to export, plus the test's loopback and HOME."""
     return {
@@ -164,7 +172,7 @@ async def test_the_planner_runs_a_ticket_on_an_existing_token_cluster(
             "input": {"id": "ORD-621221"},
         }
         async with MeshClient(await snapshot(registry.grpc_target, "planner")) as client:
-            task = (await client.send_message("planner", data_request(lookup), timeout=90)).task
+            task = (await client.send_message("planner", _data_request(lookup), timeout=90)).task
         assert task.status.state == pb.TaskState.TASK_STATE_COMPLETED, task.status
         result = parts_value(task.artifacts[-1].parts)
         assert result["ok"] is True, result
