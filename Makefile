@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SLMESH := $(VENV)/bin/slmesh
 STAMP := $(VENV)/.installed
 
-.PHONY: install run down test lint typecheck protos protos-check bench conversion clean
+.PHONY: install run down test lint typecheck protos protos-check bench conversion lock clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,25 @@ protos: install
 
 protos-check: install
 	$(PY) -m mesh.proto._generate --check
+
+## The images' hash-pinned dependency sets, deploy/requirements/{base,slm,planner}.txt (pip-tools),
+## torch left out: the image installs it in its own step from TORCH_INDEX_URL. Kept pins stay
+## (UPGRADE=1 moves every one to the newest allowed); TORCH_INDEX_URL=<the CPU wheel index> locks
+## torch's own dependencies for its CPU build (PyPI's torch is the CUDA one, with nvidia-* wheels).
+LOCKS := deploy/requirements
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" \
+	$(if $(TORCH_INDEX_URL),PIP_EXTRA_INDEX_URL="$(TORCH_INDEX_URL)") \
+	$(PY) -m piptools compile --quiet --generate-hashes --strip-extras --no-emit-index-url \
+	--no-emit-find-links --unsafe-package torch --unsafe-package slmesh $(if $(UPGRADE),--upgrade) \
+	pyproject.toml
+
+lock: install
+	mkdir -p $(LOCKS)
+	$(PIP_COMPILE) --output-file $(LOCKS)/base.txt
+	$(PIP_COMPILE) --extra slm --output-file $(LOCKS)/slm.txt
+	$(PIP_COMPILE) --extra planner --output-file $(LOCKS)/planner.txt
+	# torch and slmesh itself, listed as unpinned at the end by pip-compile: dropped.
+	sed -i '/^# WARNING: The following packages were not pinned/,$$d' $(LOCKS)/*.txt
 
 bench: install
 	$(SLMESH) bench hop

@@ -357,7 +357,6 @@ def _machine() -> dict[str, str]:
         "python": platform.python_version(),
         "a2a-sdk": version("a2a-sdk"),
         "grpcio": version("grpcio"),
-        "uvloop": version("uvloop"),
         "os": f"{platform.system()} {platform.release()}",
         "load": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
@@ -422,8 +421,8 @@ def render(
         "",
         (
             f"- Machine: {m['cores']} cores ({m['cpu']}), {m['os']}; Python {m['python']}, "
-            f"a2a-sdk {m['a2a-sdk']}, grpcio {m['grpcio']}, uvloop {m['uvloop']} (not used: every "
-            "process runs the default asyncio loop). Load average (1/5/15 min) when the report "
+            f"a2a-sdk {m['a2a-sdk']}, grpcio {m['grpcio']}; every process runs the default "
+            "asyncio loop. Load average (1/5/15 min) when the report "
             f"was written: {m['load']}; other work on the machine shows up mostly in p99 and req/s."
         ),
         (

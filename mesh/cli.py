@@ -14,11 +14,11 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from mesh.config import ServiceSpec, Settings, SpecError, registry_credential
 from mesh.convert.cli import convert_app
 from mesh.errors import MeshError
+from mesh.tables import Column, print_table
 from mesh.tls import TlsFiles
 
 app = typer.Typer(
@@ -38,6 +38,26 @@ T = TypeVar("T")
 err = Console(stderr=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from mesh import __version__
+
+        console.print(f"slmesh {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+        ),
+    ] = False,
+) -> None:
+    """slmesh: a mesh of specialized small-language-model agents behind A2A."""
+
+
 def _settings() -> Settings:
     try:
         return Settings()
@@ -47,7 +67,7 @@ def _settings() -> Settings:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(f"[red]error:[/red] {message}", soft_wrap=True)  # one line, whatever the width
     return typer.Exit(code)
 
 
@@ -101,6 +121,8 @@ def serve(
         asyncio.run(main())
     except SpecError as exc:
         raise _fail(str(exc), 2) from exc
+    except MeshError as exc:
+        raise _fail(str(exc)) from exc
 
 
 def _trace_cli(settings: Settings) -> None:
@@ -177,22 +199,18 @@ def up(
     SLMESH_DATA_DIR/mesh.json. Without --detach it stays in the foreground and stops
     the mesh on Ctrl-C.
     """
-    from mesh.launch import Launcher, LaunchError, state_path
+    from mesh.launch import Launcher, LaunchError, LaunchInterrupted, state_path
 
     settings = _settings()
     launcher = Launcher(settings, services, _parse_replicas(replicas))
     try:
         with console.status("starting the mesh…"):
             state = launcher.up(timeout_s=timeout)
+    except LaunchInterrupted as exc:
+        raise _fail(str(exc), 128 + exc.signum) from exc
     except (LaunchError, SpecError) as exc:
         raise _fail(str(exc)) from exc
-    table = Table(title=f"slmesh up — registry {state.registry}")
-    for column in ("replica", "pid", "JSON-RPC + REST", "gRPC"):
-        table.add_column(column, no_wrap=True)
-    for proc in state.processes:
-        http = proc.http_url if proc.http_port else "-"
-        table.add_row(proc.replica_id, str(proc.pid), http, proc.grpc_url)
-    console.print(table)
+    print_up(console, state)
     console.print(f"state: {state_path(settings)}  logs: {launcher.log_dir}")
     if state.ui_url:
         console.print(
@@ -267,26 +285,53 @@ def agents(
             )
         )
         return
-    table = Table(title=f"agents in registry {address}")
-    for column in ("agent", "replica", "gRPC", "JSON-RPC", "in-flight", "health", "beat"):
-        table.add_column(column, no_wrap=True)
-    now = time.time()
+    print_agents(console, address, entries, time.time())
+    if not entries:
+        console.print("no agents registered")
+
+
+def print_up(out: Console, state: Any) -> None:
+    """`slmesh up`'s table of started replicas (a :class:`mesh.launch.MeshState`)."""
+    rows = [
+        (p.replica_id, str(p.pid), p.http_url if p.http_port else "-", p.grpc_url)
+        for p in state.processes
+    ]
+    columns = [
+        Column("replica"),
+        Column("pid", give_way=2),
+        Column("JSON-RPC + REST", give_way=1),
+        Column("gRPC"),
+    ]
+    print_table(out, columns, rows, f"slmesh up — registry {state.registry}")
+
+
+def print_agents(out: Console, address: str, entries: list[Any], now: float) -> None:
+    """`slmesh agents`' table of registry entries; names and addresses are never cut."""
+    rows = []
     for e in sorted(entries, key=lambda e: (e.agent, e.replica_id)):
         urls = {ep.transport: ep.url for ep in e.endpoints}
         age = now - e.last_heartbeat.ToSeconds() if e.HasField("last_heartbeat") else float("nan")
-        health = "[yellow]draining[/yellow]" if e.draining else "[green]serving[/green]"
-        table.add_row(
-            e.agent,
-            e.replica_id,
-            _hostport(urls.get("GRPC")),
-            _hostport(urls.get("JSONRPC")),
-            str(e.load.in_flight),
-            health,
-            f"{age:.1f}s",
+        rows.append(
+            (
+                e.agent,
+                e.replica_id,
+                _hostport(urls.get("GRPC")),
+                _hostport(urls.get("JSONRPC")),
+                str(e.load.in_flight),
+                "[yellow]draining[/yellow]" if e.draining else "[green]serving[/green]",
+                f"{age:.1f}s",
+            )
         )
-    console.print(table)
-    if not entries:
-        console.print("no agents registered")
+    columns = [
+        Column("agent"),
+        Column("replica"),
+        Column("gRPC"),
+        Column("JSON-RPC", give_way=2),
+        Column("in-flight", give_way=1, justify="right"),
+        Column("health"),
+        Column("beat", give_way=3, justify="right"),
+    ]
+    print_table(out, columns, rows, f"agents in registry {address}")
 
 
 def _hostport(url: str | None) -> str:
@@ -771,7 +816,7 @@ def trace(
             )
         )
         return
-    console.print(phoenix.render_tree(found))
+    console.print(phoenix.render_tree(found, console.width))
     console.print(f"{len(found.spans)} spans; open {url.rstrip('/')} to browse the trace")
 
 

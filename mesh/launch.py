@@ -1,8 +1,10 @@
 """The local mesh: registry and every service as separate OS processes (``slmesh up``).
 
 The launcher picks free ports, starts each service with ``python -m mesh serve <dir>``,
-waits until each reports healthy, and writes a state file so ``slmesh down``, ``agents``
-and ``send`` find the mesh. ``down`` stops exactly the PIDs recorded there.
+records it in a state file as soon as it is started, and waits until each reports healthy;
+``slmesh down``, ``agents`` and ``send`` find the mesh there. ``down`` stops exactly the PIDs
+recorded there. Interrupted while starting (SIGINT, SIGTERM, a service that fails), ``up``
+stops what it started; killed outright, it leaves a state file that ``down`` stops.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -94,6 +98,37 @@ class LaunchError(RuntimeError):
     """A service did not come up; the message names it and points at its log."""
 
 
+class LaunchInterrupted(LaunchError):
+    """``up`` got SIGINT or SIGTERM while starting services (and stopped them)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(
+            f"interrupted by {signal.Signals(signum).name} while starting the mesh; "
+            "stopped every service it had started"
+        )
+
+
+@contextlib.contextmanager
+def _deferred_signals() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM only noted while the mesh starts (the list gets the signal), so
+    that ``up`` acts on them where its state file is consistent: never between starting a
+    process and recording it. Outside the main thread (no handlers there) a no-op."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {
+        sig: signal.signal(sig, lambda signum, _: received.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 class Launcher:
     """Starts and stops a local mesh."""
 
@@ -112,6 +147,8 @@ class Launcher:
         self._service_env: dict[str, str] = dict(env or {})
         """Extra environment of every service (the tracing UI's exporter settings, a caller's)."""
         self.stopped_ui = False
+        self._signals: list[int] = []
+        """SIGINT/SIGTERM received while ``up`` starts services (acted on between steps)."""
 
     def specs(self) -> list[ServiceSpec]:
         specs = discover_services(self.services_dir)
@@ -136,30 +173,38 @@ class Launcher:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         registry_port = free_port(self.settings.host)
         self.state = MeshState(registry=f"localhost:{registry_port}")
-        try:
-            if self.settings.ui:
-                self._spawn_ui()
-            reg = self._spawn(specs[0], 0, grpc_port=registry_port, http_port=0)
-            self._wait_grpc_health(reg, timeout_s)
-            started = [
-                self._spawn(
-                    spec,
-                    i,
-                    grpc_port=free_port(self.settings.host),
-                    http_port=free_port(self.settings.host),
-                )
-                for spec in specs[1:]
-                for i in range(self.replicas.get(spec.name, 1))
-            ]
-            deadline = time.monotonic() + timeout_s
-            for proc in started:
-                self._wait_http_ready(proc, deadline)
-            if self.state.ui is not None:
-                self._wait_http_ready(self.state.ui, deadline, path="/healthz")
-        except BaseException:
-            self.down()
-            raise
+        with _deferred_signals() as self._signals:
+            try:
+                if self.settings.ui:
+                    self._spawn_ui()
+                reg = self._spawn(specs[0], 0, grpc_port=registry_port, http_port=0)
+                self._wait_grpc_health(reg, timeout_s)
+                started = [
+                    self._spawn(
+                        spec,
+                        i,
+                        grpc_port=free_port(self.settings.host),
+                        http_port=free_port(self.settings.host),
+                    )
+                    for spec in specs[1:]
+                    for i in range(self.replicas.get(spec.name, 1))
+                ]
+                deadline = time.monotonic() + timeout_s
+                for proc in started:
+                    self._wait_http_ready(proc, deadline)
+                if self.state.ui is not None:
+                    self._wait_http_ready(self.state.ui, deadline, path="/healthz")
+                self._check_signals()
+            except BaseException:
+                self.down()  # a second Ctrl-C is only noted: the stop runs to its end
+                raise
+            finally:
+                self._signals = []
         return self.state
+
+    def _check_signals(self) -> None:
+        if self._signals:
+            raise LaunchInterrupted(self._signals[0])
 
     def _spawn_ui(self) -> None:
         """Starts the tracing UI first (it takes the longest) and points every service at it."""
@@ -189,6 +234,7 @@ class Launcher:
             )
         self.state.ui = Process("phoenix", "phoenix", popen.pid, str(log), http_port, grpc_port)
         self.state.save(state_path(self.settings))
+        self._check_signals()
         self._service_env.update(
             phoenix.exporter_environment(grpc_port, self.settings.otel_project)
         )
@@ -235,9 +281,11 @@ class Launcher:
         proc = Process(spec.name, replica_id, popen.pid, str(log), http_port, grpc_port)
         self.state.processes.append(proc)
         self.state.save(state_path(self.settings))
+        self._check_signals()
         return proc
 
     def _check_alive(self, proc: Process) -> None:
+        self._check_signals()
         if not _alive(proc.pid):
             tail = Path(proc.log).read_text(encoding="utf-8", errors="replace")[-2000:]
             raise LaunchError(f"{proc.replica_id} exited during start-up; log {proc.log}:\n{tail}")

@@ -8,6 +8,7 @@ uses its native ``grpc`` probe against the same service instead.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import grpc
@@ -33,7 +34,12 @@ def check(
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="python -m mesh.probe",
+        description="Exit 0 when the service on 127.0.0.1:$SLMESH_GRPC_PORT reports SERVING "
+        "on the gRPC health service, 1 otherwise (the container health check).",
+    ).parse_args(argv)
     settings = Settings()
     if settings.grpc_port == 0:
         print(

@@ -10,9 +10,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from mesh.config import Settings
+from mesh.tables import Column, print_table
 
 convert_app = typer.Typer(
     help="The LLM-to-SLM conversion loop: recorded calls -> tasks -> students.",
@@ -105,26 +105,37 @@ def analyze(
     _print_report(report)
 
 
-def _print_report(report: dict[str, Any]) -> None:
+def _print_report(report: dict[str, Any], out: Console = console) -> None:
     dropped = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report["dropped"].items())
-    console.print(f"{report['calls']} calls recorded, {report['kept']} kept (dropped: {dropped})")
-    table = Table(title="Clusters (candidate tasks for a specialized SLM)")
-    for column in ("id", "name", "size", "output", "agents", "models", "examples"):
-        table.add_column(column, overflow="fold")
+    out.print(f"{report['calls']} calls recorded, {report['kept']} kept (dropped: {dropped})")
+    rows = []
     for cluster in report["clusters"]:
         size = str(cluster["size"]) + (
             "" if cluster["trainable"] else f" (too small, < {report['min_size']})"
         )
-        table.add_row(
-            str(cluster["id"]),
-            cluster["name"],
-            size,
-            cluster["output_kind"],
-            _shares(cluster["agents"]),
-            _shares(cluster["models"]),
-            "\n".join(f"{e['input'][:60]} -> {str(e['output'])[:40]}" for e in cluster["examples"]),
+        rows.append(
+            (
+                str(cluster["id"]),
+                cluster["name"],
+                size,
+                cluster["output_kind"],
+                _shares(cluster["agents"]),
+                _shares(cluster["models"]),
+                "\n".join(
+                    f"{e['input'][:60]} -> {str(e['output'])[:40]}" for e in cluster["examples"]
+                ),
+            )
         )
-    console.print(table)
+    columns = [
+        Column("id", justify="right"),
+        Column("name"),
+        Column("size", fold=True, min_fold=6),
+        Column("output", give_way=2),
+        Column("agents", fold=True),
+        Column("models", fold=True, give_way=1),
+        Column("examples", fold=True, min_fold=20),
+    ]
+    print_table(out, columns, rows, "Clusters (candidate tasks for a specialized SLM)")
 
 
 def _shares(shares: dict[str, float]) -> str:

@@ -20,10 +20,10 @@ from google.protobuf import struct_pb2
 from google.protobuf.json_format import MessageToDict, ParseDict
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from mesh.a2a.client import MeshClient, parts_value, plain
 from mesh.support import SENDER_METADATA_KEY
+from mesh.tables import Column, print_table
 
 PLANNER = "planner"
 
@@ -200,28 +200,37 @@ def print_results(result: RunResult, console: Console) -> None:
     elif isinstance(value, dict) and "reply" in value and "intent" in value:
         tickets = [value]
     if tickets is not None:
-        table = Table(title="results", show_lines=True)
-        for column in ("#", "message", "intent", "tool call", "reply"):
-            table.add_column(column, overflow="fold")
+        rows = []
         for i, ticket in enumerate(tickets, 1):
             if "error" in ticket:
                 error = ticket["error"]
-                table.add_row(
-                    str(i),
-                    "-",
-                    "[red]failed[/red]",
-                    _short(error.get("step"), 40),
-                    _short(error.get("message"), 80),
+                rows.append(
+                    (
+                        str(i),
+                        "-",
+                        "[red]failed[/red]",
+                        _short(error.get("step"), 40),
+                        _short(error.get("message"), 80),
+                    )
                 )
                 continue
-            table.add_row(
-                str(i),
-                _short(ticket.get("message"), 60),
-                str(ticket.get("intent")),
-                _tool_cell(ticket),
-                _short(ticket.get("reply"), 110),
+            rows.append(
+                (
+                    str(i),
+                    _short(ticket.get("message"), 60),
+                    str(ticket.get("intent")),
+                    _tool_cell(ticket),
+                    _short(ticket.get("reply"), 110),
+                )
             )
-        console.print(table)
+        columns = [
+            Column("#", justify="right"),
+            Column("message", fold=True, min_fold=14),
+            Column("intent"),
+            Column("tool call", fold=True, min_fold=14),
+            Column("reply", fold=True, min_fold=14),
+        ]
+        print_table(console, columns, rows, "results", show_lines=True)
         summary = value.get("summary") if isinstance(value, dict) else None
         if summary:
             console.print(f"summary: {json.dumps(summary, ensure_ascii=False)}", markup=False)
@@ -231,11 +240,8 @@ def print_results(result: RunResult, console: Console) -> None:
         )
     agents = result.metadata.get("agents") or {}
     if agents:
-        table = Table(title="agent calls")
-        for column in ("agent", "calls", "errors", "p50 ms", "p99 ms", "mean ms"):
-            table.add_column(column, justify="right" if column != "agent" else "left")
-        for agent, stats in agents.items():
-            table.add_row(
+        calls = [
+            (
                 agent,
                 str(stats["calls"]),
                 str(stats["errors"]),
@@ -243,7 +249,19 @@ def print_results(result: RunResult, console: Console) -> None:
                 f"{stats['p99_ms']:.1f}",
                 f"{stats['mean_ms']:.1f}",
             )
-        console.print(table)
+            for agent, stats in agents.items()
+        ]
+        columns = [Column("agent")] + [
+            Column(header, justify="right", give_way=rank)
+            for header, rank in (
+                ("calls", 0),
+                ("errors", 0),
+                ("p50 ms", 0),
+                ("p99 ms", 0),
+                ("mean ms", 1),
+            )
+        ]
+        print_table(console, columns, calls, "agent calls")
     print_cost(result.metadata.get("cost") or {}, console)
 
 
@@ -259,20 +277,28 @@ def print_cost(cost: dict[str, Any], console: Console) -> None:
     models = cost.get("models") or []
     if not models:
         return
-    table = Table(title="model cost (estimated FLOPs = 2 x parameters x tokens)")
-    for column in ("model", "parameters", "calls", "input tok", "output tok", "FLOPs"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for row in models:
-        parameters = row.get("parameters")
-        table.add_row(
+    rows = [
+        (
             str(row["model"]),
-            f"{parameters:,}" if parameters else "?",
+            f"{row['parameters']:,}" if row.get("parameters") else "?",
             str(row["calls"]),
             str(row["input_tokens"]),
             str(row["output_tokens"]),
             _flops(row["flops"]),
         )
-    console.print(table)
+        for row in models
+    ]
+    columns = [Column("model")] + [
+        Column(header, justify="right", give_way=rank)
+        for header, rank in (
+            ("parameters", 0),
+            ("calls", 1),
+            ("input tok", 3),
+            ("output tok", 2),
+            ("FLOPs", 0),
+        )
+    ]
+    print_table(console, columns, rows, "model cost (estimated FLOPs = 2 x parameters x tokens)")
     line = f"cost: {_flops(cost.get('flops') or 0)}"
     if cost.get("routed_steps"):
         line += (

@@ -17,9 +17,21 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from mesh.config import Settings
+from mesh.errors import MeshError
 from mesh.planner.steps import StepCall, StepRunner
 
 log = logging.getLogger(__name__)
+
+#: What joining a cluster with token authentication takes: Ray's own variables (Ray sends a
+#: token to an explicit address only in token mode, never by default).
+TOKEN_SETTINGS = (
+    "set RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN, or in a file named by "
+    "RAY_AUTH_TOKEN_PATH (`ray get-auth-token` on the head node prints it)"
+)
+
+
+class RayClusterError(MeshError):
+    """The planner cannot join the Ray cluster at ``RAY_ADDRESS``."""
 
 
 class RayOptions(BaseModel):
@@ -56,11 +68,7 @@ class RayRuntime:
         self.ray = ray
         if not ray.is_initialized():
             if self.settings.ray_address:
-                ray.init(
-                    address=self.settings.ray_address,
-                    namespace=self.options.namespace,
-                    log_to_driver=False,
-                )
+                self._join(ray, self.settings.ray_address)
             else:
                 ray.init(
                     namespace=self.options.namespace,
@@ -81,6 +89,24 @@ class RayRuntime:
             num_cpus=0, max_concurrency=self.options.max_concurrency
         )(StepRunner)
         self._runners = [actor.remote(self.settings) for _ in range(self.options.runners)]
+
+    def _join(self, ray: Any, address: str) -> None:
+        """``ray.init`` on an existing cluster; a refusal becomes one line saying what to set."""
+        from ray.exceptions import AuthenticationError
+
+        try:
+            ray.init(address=address, namespace=self.options.namespace, log_to_driver=False)
+        except AuthenticationError as exc:
+            raise RayClusterError(
+                f"cannot join the Ray cluster at {address}: it needs a token the planner "
+                f"lacks; {TOKEN_SETTINGS}"
+            ) from exc
+        except ConnectionError as exc:
+            # Without RAY_AUTH_MODE=token, Ray reports a token cluster's refusal only as this.
+            raise RayClusterError(
+                f"cannot join the Ray cluster at {address} ({exc}): if it uses token "
+                f"authentication, {TOKEN_SETTINGS}; else check RAY_ADDRESS (the head's host:port)"
+            ) from exc
 
     async def ready(self) -> None:
         """Waits until every runner is up (and connected to the registry)."""

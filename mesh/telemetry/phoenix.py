@@ -173,35 +173,48 @@ _DETAIL_KEYS = (
 )
 
 
-def render_tree(trace: Trace, width: int = 40) -> Any:
-    """A rich Table: the span tree with a waterfall bar, duration and key attributes."""
-    from rich.table import Table
+def render_tree(trace: Trace, width: int = 120) -> Any:
+    """A rich Table for a ``width``-column terminal: the span tree (never cut), a waterfall
+    bar (up to 40 columns; left out where the terminal has no room for 10), the duration
+    and the key attributes (folded)."""
     from rich.text import Text
 
+    from mesh.tables import Column, fit_table
+
     start = min(s.start for s in trace.spans)
-    end = max(s.end for s in trace.spans)
-    total = max((end - start).total_seconds(), 1e-9)
-    table = Table(title=f"trace {trace.trace_id}", show_lines=False, expand=False)
-    table.add_column("span", no_wrap=True)
-    table.add_column("waterfall", no_wrap=True)
-    table.add_column("ms", justify="right", no_wrap=True)
-    table.add_column("details")
+    total = max((max(s.end for s in trace.spans) - start).total_seconds(), 1e-9)
+    shown: list[tuple[int, SpanNode]] = []
 
     def walk(node: SpanNode, depth: int) -> None:
-        offset = int((node.start - start).total_seconds() / total * width)
-        length = max(1, int(node.duration_ms / 1000 / total * width))
-        bar = Text(" " * offset + "█" * min(length, width - offset))
-        bar.stylize("red" if node.status == "ERROR" else "cyan")
-        details = " ".join(
-            f"{key.rsplit('.', 1)[-1]}={value}"
-            for key in _DETAIL_KEYS
-            if (value := node.attribute(key)) is not None
-        )
-        label = Text("  " * depth + node.name, style="red" if node.status == "ERROR" else "")
-        table.add_row(label, bar, f"{node.duration_ms:.1f}", details)
+        shown.append((depth, node))
         for child in node.children:
             walk(child, depth + 1)
 
     for root in trace.roots:
         walk(root, 0)
+    span_w = max(len("  " * depth + node.name) for depth, node in shown)
+    ms_w = max(len(f"{node.duration_ms:.1f}") for _, node in shown)
+    # The room the span, ms and details (24 wide, folded) columns leave, less the bar's rule.
+    bar_w = min(40, width - (span_w + ms_w + 24 + 3 * 3 + 1) - 3)
+    columns = [Column("span"), Column("waterfall"), Column("ms", justify="right")]
+    columns.append(Column("details", fold=True, min_fold=24))
+    if bar_w < 10:
+        del columns[1]
+    rows = []
+    for depth, node in shown:
+        style = "red" if node.status == "ERROR" else ""
+        details = " ".join(
+            f"{key.rsplit('.', 1)[-1]}={value}"
+            for key in _DETAIL_KEYS
+            if (value := node.attribute(key)) is not None
+        )
+        cells: list[Any] = [Text("  " * depth + node.name, style=style)]
+        if bar_w >= 10:
+            offset = int((node.start - start).total_seconds() / total * bar_w)
+            length = max(1, int(node.duration_ms / 1000 / total * bar_w))
+            cells.append(
+                Text(" " * offset + "█" * min(length, bar_w - offset), style=style or "cyan")
+            )
+        rows.append([*cells, f"{node.duration_ms:.1f}", details])
+    table, _ = fit_table(columns, rows, width, title=f"trace {trace.trace_id}")
     return table

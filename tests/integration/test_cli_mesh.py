@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,6 +91,88 @@ def test_up_agents_send_down(mesh_env: dict[str, str], services: Path, tmp_path:
     assert "stopped 3 processes" in down.stdout
     assert not any(Path(f"/proc/{p.pid}").exists() and _not_zombie(p) for p in state.processes)
     assert not (tmp_path / "mesh" / "mesh.json").exists()
+
+
+def _echo_agent(services: Path, name: str, **options: object) -> None:
+    """A test echo agent in ``services`` (``start_delay_s``: slow to start, like a big model)."""
+    (services / name).mkdir()
+    spec = {
+        "name": name,
+        "kind": "agent",
+        "description": "Test agent.",
+        "executor": "tests.support.echo:EchoExecutor",
+        "skills": [{"id": name, "name": name, "description": "Echo."}],
+        "options": options,
+    }
+    (services / name / "agent.yaml").write_text(json.dumps(spec), encoding="utf-8")
+
+
+def _start_up(env: dict[str, str], services: Path, state_file: Path) -> subprocess.Popen[str]:
+    """``slmesh up --detach`` in the background, once it has started (not readied) 3 services."""
+    up = subprocess.Popen(
+        [sys.executable, "-m", "mesh", "up", "--detach", "--services", str(services)],
+        cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while (state := MeshState.load(state_file)) is None or len(state.processes) < 3:
+        assert up.poll() is None, up.communicate()
+        assert time.monotonic() < deadline, "slmesh up did not start its services"
+        time.sleep(0.1)
+    return up
+
+
+def _running(state: MeshState) -> list[str]:
+    return [
+        p.replica_id for p in state.processes if Path(f"/proc/{p.pid}").exists() and _not_zombie(p)
+    ]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_up_interrupted_mid_start_stops_what_it_started(
+    mesh_env: dict[str, str], services: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    _echo_agent(services, "loading", start_delay_s=300)  # never ready while the test runs
+    state_file = tmp_path / "mesh" / "mesh.json"
+    up = _start_up(mesh_env, services, state_file)
+    state = MeshState.load(state_file)
+    assert state is not None
+    assert sorted(p.replica_id for p in state.processes) == ["loading-0", "registry-0", "tools-0"]
+    up.send_signal(sig)
+    _, err = up.communicate(timeout=60)
+    assert up.returncode == 128 + sig, err
+    assert f"interrupted by {sig.name} while starting the mesh" in err
+    assert _running(state) == []
+    assert not state_file.exists()
+    assert "no running mesh found" in slmesh(mesh_env, "down").stdout
+
+
+def test_up_killed_mid_start_leaves_a_state_that_down_stops(
+    mesh_env: dict[str, str], services: Path, tmp_path: Path
+) -> None:
+    _echo_agent(services, "loading", start_delay_s=300)
+    state_file = tmp_path / "mesh" / "mesh.json"
+    up = _start_up(mesh_env, services, state_file)
+    up.kill()
+    up.communicate(timeout=30)
+    state = MeshState.load(state_file)
+    assert state is not None
+    assert len(_running(state)) == 3
+    down = slmesh(mesh_env, "down")
+    assert "stopped 3 processes" in down.stdout, down.stdout + down.stderr
+    assert _running(state) == []
+
+
+def test_up_with_a_failing_service_stops_the_others(
+    mesh_env: dict[str, str], services: Path, tmp_path: Path
+) -> None:
+    _echo_agent(services, "broken", start_delay_s="not a number")
+    up = slmesh(mesh_env, "up", "--detach", "--services", str(services))
+    assert up.returncode == 1
+    assert "broken-0 exited during start-up" in up.stderr
+    assert not (tmp_path / "mesh" / "mesh.json").exists()
+    logs = {p.name for p in (tmp_path / "mesh" / "logs").iterdir()}
+    assert logs == {"registry-0.log", "broken-0.log", "tools-0.log"}
+    assert "no running mesh found" in slmesh(mesh_env, "down").stdout
 
 
 def _not_zombie(proc: Process) -> bool:

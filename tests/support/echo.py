@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from a2a.helpers.proto_helpers import get_message_text, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -20,7 +21,10 @@ class EchoExecutor(AgentExecutor):
     """
 
     def __init__(self, spec: ServiceSpec | None = None, settings: Settings | None = None) -> None:
-        self.delay = float((spec.options if spec else {}).get("delay_s", 0.0))
+        options = spec.options if spec else {}
+        self.delay = float(options.get("delay_s", 0.0))
+        # A service slow to start (a large model loading): `slmesh up` interrupted mid-start.
+        time.sleep(float(options.get("start_delay_s", 0.0)))
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         text = get_message_text(context.message) if context.message else ""

@@ -1,6 +1,7 @@
 """deploy/Dockerfile and deploy/compose, checked statically (no Docker engine on this machine):
 hadolint, a parse of the Dockerfile (stages, user, health check, entrypoint, COPY sources
-against the build context) and of the compose file (services, builds, env, ports, probes)."""
+against the build context), the lock files it installs from, and the compose file (services,
+builds, env, ports, probes)."""
 
 from __future__ import annotations
 
@@ -87,6 +88,56 @@ def test_torch_pin_matches_the_project() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     pin = re.search(r'"(torch==[\d.]+)"', pyproject).group(1)  # type: ignore[union-attr]
     assert pin in DOCKERFILE.read_text(encoding="utf-8")
+
+
+LOCKS = ROOT / "deploy" / "requirements"
+#: Each lock file and the extras it holds (`make lock`); torch is installed in its own step.
+LOCK_EXTRAS = {"base": (), "slm": ("slm",), "planner": ("slm", "planner")}
+
+
+def _pins(lock: Path) -> dict[str, tuple[str, int]]:
+    """``name -> (version, number of hashes)`` of a pip-compile output."""
+    pins: dict[str, tuple[str, int]] = {}
+    for block in re.split(r"\n(?=[A-Za-z0-9])", lock.read_text(encoding="utf-8")):
+        if block.startswith("#") or not block.strip():
+            continue
+        match = re.match(r"([A-Za-z0-9_.-]+)==(\S+)", block)
+        assert match, f"{lock.name}: not an exact pin: {block.splitlines()[0]}"
+        name = re.sub(r"[-_.]+", "-", match.group(1)).lower()
+        pins[name] = (match.group(2), block.count("--hash=sha256:"))
+    return pins
+
+
+@pytest.mark.parametrize("lock", sorted(LOCK_EXTRAS))
+def test_lock_pins_each_dependency_of_its_extras_with_hashes_but_torch(lock: str) -> None:
+    from packaging.requirements import Requirement
+
+    pins = _pins(LOCKS / f"{lock}.txt")
+    assert all(hashes for _, hashes in pins.values())
+    assert "torch" not in pins
+    assert not any(name.startswith("nvidia-") for name in pins), "a CUDA torch was locked"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    direct = list(project["dependencies"])
+    for extra in LOCK_EXTRAS[lock]:
+        direct += project["optional-dependencies"][extra]
+    for line in direct:
+        requirement = Requirement(line)
+        name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+        if name in ("torch", "slmesh"):
+            continue
+        assert name in pins, f"{lock}.txt lacks {name}"
+        assert requirement.specifier.contains(pins[name][0], prereleases=True), (
+            f"{lock}.txt pins {name}=={pins[name][0]}, pyproject asks {requirement.specifier}"
+        )
+    text = (LOCKS / f"{lock}.txt").read_text(encoding="utf-8")
+    assert "file:" not in text
+    assert "make lock" in text  # refreshed by `make lock`, not by hand
+
+
+def test_image_installs_from_the_lock_with_hashes() -> None:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert 'pip install --require-hashes --no-deps -r "deploy/requirements/${lock}.txt"' in text
+    assert 'pip install --no-deps ".${EXTRAS:+[$EXTRAS]}"' in text
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
