@@ -555,6 +555,7 @@ class PlannerExecutor(AgentExecutor):
                     "steps": progress.counts(),
                     "cost": cost,
                     "escalations": progress.ledger.escalations,
+                    "compute_ms": round(progress.compute_ms, 3),
                 },
             )
             if question:
@@ -625,6 +626,8 @@ class _Progress:
         self.latency: dict[str, list[float]] = defaultdict(list)
         self.errors: dict[str, int] = defaultdict(int)
         self.ledger = CostLedger()
+        self.compute_ms = 0.0
+        """Sum of the model compute the agents recorded for this run's calls (usage)."""
         self.used: list[str] = []
         """Agent task ids of answers the run used (the conversion loop's "accepted downstream")."""
         self.passed_over: list[str] = []
@@ -650,6 +653,9 @@ class _Progress:
                 self.latency[outcome.agent].append(outcome.ms)
                 self.errors[outcome.agent] += outcome.status == "failed"
             self.ledger.add(node, outcome)
+            compute = (outcome.usage or {}).get("compute_ms")
+            if kind == "finished" and isinstance(compute, (int, float)):
+                self.compute_ms += compute
             if kind == "finished":
                 self._verdicts(outcome)
         if outcome is not None:

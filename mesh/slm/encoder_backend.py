@@ -245,6 +245,7 @@ class EncoderBackend:
                 mean_logprob=logprob,
                 queue_ms=(started - job.submitted) * 1000,
                 batch_size=len(jobs),
+                compute_ms=(done - started) * 1000 / len(jobs),
             )
             job.stream.send(text)
             job.stream.send(Generation(text, "stop", usage))

@@ -107,6 +107,8 @@ class Submission:
     first_token_at: float | None = None
     admitted_at: float | None = None
     batch_size: int = 0
+    compute_s: float = 0.0
+    """This row's share of the forward passes it took part in (each pass split evenly)."""
 
 
 @dataclass
@@ -319,10 +321,14 @@ class BatchEngine:
         self._prefetch_masks(admitted)
         try:
             if self._batch is not None:
+                started = time.perf_counter()
                 logits = self._decode(self._batch)
+                _share_compute(self._batch.rows, time.perf_counter() - started)
                 self._batch = self._keep(self._batch, self._advance(self._batch, logits))
             if admitted:
+                started = time.perf_counter()
                 self._batch = self._start(admitted)
+                _share_compute(admitted, time.perf_counter() - started)
         except (RuntimeError, ValueError, IndexError) as exc:
             # A broken forward pass fails the rows it carried, not the engine.
             logger.exception("model step failed")
@@ -639,6 +645,7 @@ class BatchEngine:
             if submission.admitted_at is None
             else round((submission.admitted_at - submission.submitted) * 1000, 3),
             batch_size=submission.batch_size or None,
+            compute_ms=round(submission.compute_s * 1000, 3),
         )
         logprobs = tuple(
             TokenLogprob(self._token_text(t), lp)
@@ -676,6 +683,13 @@ class BatchEngine:
             cache=batch.cache,
             mask=batch.mask[on_device],
         )
+
+
+def _share_compute(rows: list[Submission], seconds: float) -> None:
+    """Splits one forward pass's time evenly over the rows it computed."""
+    if rows:
+        for submission in rows:
+            submission.compute_s += seconds / len(rows)
 
 
 def _decoder(tokenizer: Any) -> Callable[[list[int]], str]:

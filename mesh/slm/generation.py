@@ -75,6 +75,9 @@ class Usage:
     """Time from submission until the request joined the running batch (local backend)."""
     batch_size: int | None = None
     """Requests decoding together when this one joined the batch (local backend)."""
+    compute_ms: float | None = None
+    """This request's share of the forward passes it took part in (local backends): the
+    model compute a call costs, without queueing, grammar or transport."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
