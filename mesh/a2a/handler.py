@@ -58,19 +58,26 @@ from a2a.types.a2a_pb2 import (
     TaskStatus,
     TaskStatusUpdateEvent,
 )
+from a2a.utils.constants import PROTOCOL_VERSION_1_0, VERSION_HEADER
 from a2a.utils.errors import (
+    A2A_ERROR_REASONS,
     A2AError,
     InternalError,
     InvalidAgentResponseError,
+    PushNotificationNotSupportedError,
     TaskNotCancelableError,
     UnsupportedOperationError,
+    VersionNotSupportedError,
 )
+from a2a.utils.grpc_status import status_to_grpc
 from a2a.utils.input_mode_validator import validate_input_modes
 from a2a.utils.proto_utils import validate_proto_required_fields
 from a2a.utils.task import apply_history_length, validate_history_length
 from google.api.field_behavior_pb2 import FieldBehavior, field_behavior
+from google.protobuf import any_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message as ProtoMessage
+from google.rpc import error_details_pb2, status_pb2
 
 from mesh.a2a.leases import Claim, TaskHeldError, TaskTakeover
 
@@ -690,8 +697,61 @@ class MeshRequestHandler(DefaultRequestHandler):
             yield event
 
 
+_VERSION_METADATA = VERSION_HEADER.lower()
+
+
+def _speaks(version: str | bytes) -> bool:
+    raw = version.decode("ascii", "replace") if isinstance(version, bytes) else version
+    return raw.strip().split(".", 1)[0] == PROTOCOL_VERSION_1_0.split(".", 1)[0]
+
+
+SPEC_GRPC_CODES: dict[type[A2AError], grpc.StatusCode] = {
+    PushNotificationNotSupportedError: grpc.StatusCode.UNIMPLEMENTED,
+    UnsupportedOperationError: grpc.StatusCode.UNIMPLEMENTED,
+    VersionNotSupportedError: grpc.StatusCode.UNIMPLEMENTED,
+}
+"""A2A 1.0's gRPC codes (section 5.4) where a2a-sdk 1.3.0 answers FAILED_PRECONDITION."""
+
+
 class MeshGrpcHandler(GrpcHandler):
-    """a2a-sdk's ``GrpcHandler`` with a direct unary ``SendMessage`` (same context, same errors)."""
+    """a2a-sdk's ``GrpcHandler`` with a direct unary ``SendMessage`` (same context, same errors)
+    and the specification's status codes for the errors in :data:`SPEC_GRPC_CODES`."""
+
+    def _build_call_context(
+        self, context: grpc.aio.ServicerContext, request: ProtoMessage
+    ) -> ServerCallContext:
+        """a2a-sdk's, refusing an ``a2a-version`` of another major version as its HTTP
+        bindings do (its gRPC side does not look); a call without one is taken as 1.x."""
+        version = next(
+            (v for k, v in context.invocation_metadata() or () if k == _VERSION_METADATA), None
+        )
+        if version and not _speaks(version):
+            raise VersionNotSupportedError(
+                message=f"A2A version {version!r} is not supported; this agent speaks "
+                f"{PROTOCOL_VERSION_1_0}"
+            )
+        return super()._build_call_context(context, request)
+
+    async def abort_context(self, error: A2AError, context: grpc.aio.ServicerContext) -> None:
+        code = SPEC_GRPC_CODES.get(type(error))
+        if code is None:
+            await super().abort_context(error, context)
+            return
+        # As a2a-sdk builds it (ErrorInfo in the details), with the code in both places.
+        status = status_pb2.Status(code=code.value[0], message=error.message)
+        info = any_pb2.Any()
+        info.Pack(
+            error_details_pb2.ErrorInfo(
+                reason=A2A_ERROR_REASONS.get(type(error), "UNKNOWN_ERROR"),
+                domain="a2a-protocol.org",
+            )
+        )
+        status.details.append(info)
+        rich = status_to_grpc(status)
+        context.set_trailing_metadata(
+            (*(context.trailing_metadata() or ()), *rich.trailing_metadata)
+        )
+        await context.abort(rich.code, rich.details)
 
     async def SendMessage(
         self, request: SendMessageRequest, context: grpc.aio.ServicerContext
