@@ -35,7 +35,7 @@ import grpc
 from a2a.auth.user import User
 from a2a.server.agent_execution import RequestContext
 from a2a.server.agent_execution.active_task import INTERRUPTED_TASK_STATES, TERMINAL_TASK_STATES
-from a2a.server.cluster.task_store import VersionedTaskStore
+from a2a.server.cluster.task_store import StoredTask, VersionedTaskStore
 from a2a.server.cluster.version import TaskVersion
 from a2a.server.context import ServerCallContext
 from a2a.server.events import Event, EventQueue
@@ -554,6 +554,8 @@ class MeshRequestHandler(DefaultRequestHandler):
         message = params.message
         if message.task_id and not message.context_id:
             stored = await self.task_store.get(message.task_id, context)
+            if isinstance(stored, StoredTask):  # a versioned (replica-agnostic) store's answer
+                stored = stored.task
             if stored is not None:
                 message.context_id = stored.context_id
 
