@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +36,7 @@ import grpc
 from a2a.auth.user import User
 from a2a.server.agent_execution import RequestContext
 from a2a.server.agent_execution.active_task import INTERRUPTED_TASK_STATES, TERMINAL_TASK_STATES
+from a2a.server.cluster import TaskEventStream
 from a2a.server.cluster.task_store import StoredTask, VersionedTaskStore
 from a2a.server.cluster.version import TaskVersion
 from a2a.server.context import ServerCallContext
@@ -66,6 +68,7 @@ from a2a.utils.errors import (
     InvalidAgentResponseError,
     PushNotificationNotSupportedError,
     TaskNotCancelableError,
+    TaskNotFoundError,
     UnsupportedOperationError,
     VersionNotSupportedError,
 )
@@ -663,6 +666,58 @@ class MeshRequestHandler(DefaultRequestHandler):
         async for event in super().on_message_send_stream(params, context):
             yield event
 
+    # -- resubscription on shared stores: corrections to a2a-sdk 1.3.0 --------------------------
+
+    async def _parked_here(self, task_id: str) -> bool:
+        """Whether this replica holds the task's ``ActiveTask`` parked between turns (an
+        interrupted task) rather than running a request on it."""
+        local = await self._active_task_registry.get(task_id)
+        return local is not None and not local._request_lock.locked()  # noqa: SLF001
+
+    async def _subscribe_parked(
+        self, params: SubscribeToTaskRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event, None]:
+        """As a2a-sdk's shared-stream subscription, but tailing the shared event log where it
+        would tap the parked local ``ActiveTask``: the next turn may run on another replica,
+        and a parked local task never hears of it (the subscriber then waits forever)."""
+        validate_required(params)
+        stored = await self._versioned_store.get(params.id, context)
+        if stored is None:
+            raise TaskNotFoundError
+        if stored.task.status.state in TERMINAL_TASK_STATES:
+            raise UnsupportedOperationError(
+                message=f"Task {params.id} is in terminal state: "
+                f"{TaskState.Name(stored.task.status.state)}"
+            )
+        assert self._event_stream is not None
+        async for event in self._subscribe_remote(
+            params.id, stored.task, stored.version, self._event_stream
+        ):
+            yield event
+
+    async def _subscribe_remote(
+        self, task_id: str, task: Task, snapshot_version: TaskVersion, stream: TaskEventStream
+    ) -> AsyncGenerator[Event, None]:
+        """a2a-sdk's tail of the shared event log, which ends at the first event in a terminal
+        or interrupted state, except a ``Task`` still in an interrupted state: that is the
+        stored task a follow-up rewrites (its new message appended) before the next turn runs,
+        not the end of a turn (a turn ends with a status update)."""
+        yield task
+        async with aclosing(stream.subscribe(task_id, after=snapshot_version)) as subscription:
+            async for versioned in subscription:
+                if not versioned.version.is_after(snapshot_version):
+                    continue
+                event = versioned.event
+                yield event
+                if isinstance(event, Message):
+                    return
+                if isinstance(event, TaskStatusUpdateEvent) and event.status.state in (
+                    TERMINAL_TASK_STATES | INTERRUPTED_TASK_STATES
+                ):
+                    return
+                if isinstance(event, Task) and event.status.state in TERMINAL_TASK_STATES:
+                    return
+
     async def on_cancel_task(
         self, params: CancelTaskRequest, context: ServerCallContext
     ) -> Task | None:
@@ -684,7 +739,11 @@ class MeshRequestHandler(DefaultRequestHandler):
                 # A caller waits on this task: if its replica died, take it over now
                 # rather than at the next heartbeat.
                 await self.takeover.claim(params.id)
-            async for event in super().on_subscribe_to_task(params, context):
+            if self._event_stream is not None and await self._parked_here(params.id):
+                subscription = self._subscribe_parked(params, context)
+            else:
+                subscription = super().on_subscribe_to_task(params, context)
+            async for event in subscription:
                 yield event
             return
         validate_required(params)
