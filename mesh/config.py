@@ -52,6 +52,13 @@ class Settings(BaseSettings):
         description="gRPC URL the agent card advertises instead of its own (host:port, the form grpc "
         "clients dial, as the card's own).",
     )
+    grpc_max_connection_age_s: float = Field(
+        0.0,
+        ge=0,
+        description="After this long a gRPC connection is closed gracefully (GOAWAY; calls in flight "
+        "finish), so clients behind an L4 load balancer reconnect and spread over the replicas; 0: "
+        "a connection lives as long as its client keeps it.",
+    )
     card_max_age_s: int = Field(
         300,
         ge=0,

@@ -198,12 +198,15 @@ class AgentServer:
         self.replica_id = settings.replica_id or f"{spec.name}-{socket.gethostname()}-{os.getpid()}"
         self.takeover = build_task_takeover(spec, settings, self.task_store, self.replica_id)
         self._http_sock = _bind(settings.host, settings.http_port)
-        self._grpc_server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", settings.max_request_bytes),
-                ("grpc.so_reuseport", 0),
-            ],
-        )
+        options: list[tuple[str, int]] = [
+            ("grpc.max_receive_message_length", settings.max_request_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        if settings.grpc_max_connection_age_s:
+            options.append(
+                ("grpc.max_connection_age_ms", int(settings.grpc_max_connection_age_s * 1000))
+            )
+        self._grpc_server = grpc.aio.server(options=options)
         self.tls = TlsFiles.from_settings(settings)
         address = f"{settings.host}:{settings.grpc_port}"
         self.grpc_port = (
