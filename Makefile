@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SLMESH := $(VENV)/bin/slmesh
 STAMP := $(VENV)/.installed
 
-.PHONY: install run down test protos protos-check bench conversion clean
+.PHONY: install run down test conformance protos protos-check bench conversion clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ down: install
 
 test: install
 	$(PY) -m pytest -q --durations=15
+
+## The official A2A TCK (pinned at ../shared/a2a-tck; TCK=PATH for another copy) against the
+## mesh runtime, two replicas on PostgreSQL and stock a2a-sdk; fails on any MUST or SHOULD
+## failure of the mesh (docs/conformance.md: scores, waivers, skipped tests).
+TCK ?= ../shared/a2a-tck
+conformance: install
+	$(PY) -m tests.conformance.run --tck $(TCK)
 
 protos: install
 	$(PY) -m mesh.proto._generate
