@@ -205,7 +205,9 @@ async def replicas(tmp: Path) -> AsyncIterator[str]:
         await admin.execute(f'CREATE DATABASE "{database}"')
     finally:
         await admin.close()
-    http, grpc_ = await RoundRobinProxy().start(), await RoundRobinProxy().start()
+    http, grpc_ = RoundRobinProxy(), RoundRobinProxy()
+    for proxy in (http, grpc_):
+        await proxy.start()
     env = {
         "SLMESH_TASK_STORE": f"postgresql+asyncpg://127.0.0.1:5432/{database}",
         "SLMESH_TASK_EVENTS": "database",

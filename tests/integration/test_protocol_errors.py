@@ -71,8 +71,8 @@ def test_jsonrpc_accepts_the_a2a_media_type(echo: ServiceProcess) -> None:
 
 
 def _grpc_error(call: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
-    details = dict(call.trailing_metadata())["grpc-status-details-bin"]
-    status = status_pb2.Status.FromString(details)
+    details = next(m.value for m in call.trailing_metadata() if m.key == "grpc-status-details-bin")
+    status = status_pb2.Status.FromString(bytes(details))
     assert status.code == call.code().value[0]  # the rich status agrees with the call's
     info = error_details_pb2.ErrorInfo()
     status.details[0].Unpack(info)

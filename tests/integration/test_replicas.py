@@ -115,7 +115,8 @@ async def test_grpc_connections_age_out_so_a_balancer_spreads_one_channel(
     connections age out (SLMESH_GRPC_MAX_CONNECTION_AGE_S), and no call fails for it."""
     env = {"SLMESH_GRPC_MAX_CONNECTION_AGE_S": "0.3"}
     replicas = [spawn(ECHO_SERVICE, env=env), spawn(ECHO_SERVICE, env=env)]
-    proxy = await RoundRobinProxy([r.grpc_port for r in replicas]).start()
+    proxy = RoundRobinProxy([r.grpc_port for r in replicas])
+    await proxy.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{proxy.port}") as channel:
             stub = a2a_pb2_grpc.A2AServiceStub(channel)
