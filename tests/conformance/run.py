@@ -134,35 +134,36 @@ def prepare_tck(source: Path, work: Path) -> tuple[Path, Path, float]:
     return copy, venv / "bin" / "python", time.monotonic() - started
 
 
-async def run_tck(python: Path, tck: Path, target: str, sut: str, out: Path) -> Outcome:
+def run_tck(python: Path, tck: Path, target: str, sut: str, out: Path) -> Outcome:
+    """One TCK run against ``sut`` (blocking: run it in a thread), reports under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    command = [
+        str(python),
+        "run_tck.py",
+        "--sut-host",
+        sut,
+        "--",
+        f"--compatibility-report={out / 'compatibility'}",
+        f"--junitxml={out / 'junit.xml'}",
+        f"--html={out / 'tck.html'}",
+        "-p",
+        "no:cacheprovider",
+    ]
     with open(out / "tck.log", "wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            str(python),
-            "run_tck.py",
-            "--sut-host",
-            sut,
-            "--",
-            f"--compatibility-report={out / 'compatibility'}",
-            f"--junitxml={out / 'junit.xml'}",
-            f"--html={out / 'tck.html'}",
-            "-p",
-            "no:cacheprovider",
-            cwd=tck,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
         try:
-            returncode = await asyncio.wait_for(proc.wait(), TCK_TIMEOUT_S)
-        except TimeoutError:
-            os.killpg(proc.pid, 9)
-            returncode = await proc.wait()
-    outcome = Outcome(target, time.monotonic() - started, returncode)
-    report = out / "compatibility.json"
-    if report.is_file():
-        outcome.report = json.loads(report.read_text())
+            returncode = subprocess.run(
+                command, cwd=tck, stdout=log, stderr=subprocess.STDOUT, timeout=TCK_TIMEOUT_S
+            ).returncode
+        except subprocess.TimeoutExpired:
+            returncode = -9
+    return _outcome(target, time.monotonic() - started, returncode, out)
+
+
+def _outcome(target: str, seconds: float, returncode: int, out: Path, note: str = "") -> Outcome:
+    outcome = Outcome(target, seconds, returncode, note=note)
+    if (out / "compatibility.json").is_file():
+        outcome.report = json.loads((out / "compatibility.json").read_text())
     if (out / "junit.xml").is_file():
         outcome.cases = _cases(out / "junit.xml")
     return outcome
@@ -248,15 +249,7 @@ async def replicas(tmp: Path) -> AsyncIterator[str]:
 async def stock(tmp: Path) -> AsyncIterator[str]:
     http_port, grpc_port = free_port(), free_port()
     url = f"http://localhost:{http_port}"
-    with open(tmp / "stock.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.conformance.stock", str(http_port), str(grpc_port)],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = await asyncio.to_thread(_spawn_stock, http_port, grpc_port, tmp / "stock.log")
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -277,6 +270,18 @@ async def stock(tmp: Path) -> AsyncIterator[str]:
             proc.wait()
 
 
+def _spawn_stock(http_port: int, grpc_port: int, log_file: Path) -> subprocess.Popen[bytes]:
+    with open(log_file, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.conformance.stock", str(http_port), str(grpc_port)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 SYSTEMS = {"mesh": mesh, "replicas": replicas, "stock": stock}
 
 
@@ -286,7 +291,7 @@ async def run_target(target: str, python: Path, tck: Path, work: Path) -> Outcom
     (out / "sut").mkdir(parents=True)
     try:
         async with SYSTEMS[target](out / "sut") as url:
-            return await run_tck(python, tck, target, url, out)
+            return await asyncio.to_thread(run_tck, python, tck, target, url, out)
     except (OSError, RuntimeError, TimeoutError, asyncpg.PostgresError) as exc:
         return Outcome(target, 0.0, -1, note=f"could not run: {exc}")
 
@@ -431,14 +436,10 @@ def render(outcomes: dict[str, Outcome], install_s: float, wall_s: float) -> str
 def _load(work: Path) -> tuple[dict[str, Outcome], float, float]:
     """The outcomes of the last run in ``work`` (to render the report again)."""
     run = json.loads((work / "run.json").read_text())
-    outcomes = {}
-    for target, facts in run["targets"].items():
-        o = Outcome(target, facts["seconds"], facts["returncode"], note=facts["note"])
-        if (work / target / "compatibility.json").is_file():
-            o.report = json.loads((work / target / "compatibility.json").read_text())
-        if (work / target / "junit.xml").is_file():
-            o.cases = _cases(work / target / "junit.xml")
-        outcomes[target] = o
+    outcomes = {
+        target: _outcome(target, f["seconds"], f["returncode"], work / target, f["note"])
+        for target, f in run["targets"].items()
+    }
     return outcomes, run["install_s"], run["wall_s"]
 
 

@@ -43,7 +43,7 @@ def test_rest_unsupported_content_type_is_415(echo: ServiceProcess) -> None:
     reply = _post(echo, "/message:send", "text/plain", b"hello")
     assert reply.status_code == 415
     error = reply.json()["error"]
-    assert error["code"] == 415 and error["status"] == "INVALID_ARGUMENT"
+    assert (error["code"], error["status"]) == (415, "INVALID_ARGUMENT")
     assert error["details"][0]["reason"] == "CONTENT_TYPE_NOT_SUPPORTED"
 
 
@@ -56,9 +56,9 @@ def test_rest_answers_in_the_media_type_of_the_request(echo: ServiceProcess, med
     assert reply.headers["content-type"].split(";")[0] == media
     task_id = reply.json()["task"]["id"]
     got = httpx.get(f"{echo.http_url}/tasks/{task_id}", headers={**V1, "Accept": media})
-    assert got.status_code == 200 and got.headers["content-type"].split(";")[0] == media
+    assert (got.status_code, got.headers["content-type"].split(";")[0]) == (200, media)
     missing = httpx.get(f"{echo.http_url}/tasks/no-such-task", headers={**V1, "Accept": media})
-    assert missing.status_code == 404 and missing.headers["content-type"].split(";")[0] == media
+    assert (missing.status_code, missing.headers["content-type"].split(";")[0]) == (404, media)
 
 
 def test_jsonrpc_accepts_the_a2a_media_type(echo: ServiceProcess) -> None:

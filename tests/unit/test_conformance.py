@@ -46,4 +46,4 @@ def test_gate_fails_on_must_and_should_but_not_may_or_skips() -> None:
 def test_gate_accepts_only_the_waived_failures() -> None:
     waived = next(iter(WAIVED))
     outcome = _outcome(**{waived: ("SHOULD", "FAIL"), "X": ("SHOULD", "PASS")})
-    assert outcome.failures() == [] and outcome.waived() == [waived]
+    assert (outcome.failures(), outcome.waived()) == ([], [waived])
