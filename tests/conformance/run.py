@@ -234,10 +234,11 @@ async def replicas(tmp: Path) -> AsyncIterator[str]:
             await asyncio.to_thread(proc.terminate)
         for proxy in (http, grpc_):
             await proxy.stop()
-        print(
-            f"replicas: HTTP connections per replica {sorted(http.per_target.values())}, "
-            f"gRPC {sorted(grpc_.per_target.values())}"
+        SPREAD["replicas"] = (
+            f"TCP connections per replica through the proxies: HTTP "
+            f"{sorted(http.per_target.values())}, gRPC {sorted(grpc_.per_target.values())}"
         )
+        print(f"replicas: {SPREAD['replicas']}")
         admin = await asyncpg.connect(POSTGRES)
         try:
             await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
@@ -281,6 +282,9 @@ def _spawn_stock(http_port: int, grpc_port: int, log_file: Path) -> subprocess.P
             start_new_session=True,
         )
 
+
+SPREAD: dict[str, str] = {}
+"""How the replicated run's connections spread over its replicas (for the report)."""
 
 SYSTEMS = {"mesh": mesh, "replicas": replicas, "stock": stock}
 
@@ -363,7 +367,8 @@ def render(outcomes: dict[str, Outcome], install_s: float, wall_s: float) -> str
     lines += [
         "",
         f"The TCK's virtualenv took {install_s:.0f} s to install (0 when reused); the three runs "
-        f"ran side by side, {wall_s:.0f} s for everything.",
+        f"ran side by side, {wall_s:.0f} s for everything."
+        + (f" {SPREAD['replicas']}." if "replicas" in SPREAD else ""),
         "",
         "## Requirements per level and transport",
         "",
@@ -436,6 +441,7 @@ def render(outcomes: dict[str, Outcome], install_s: float, wall_s: float) -> str
 def _load(work: Path) -> tuple[dict[str, Outcome], float, float]:
     """The outcomes of the last run in ``work`` (to render the report again)."""
     run = json.loads((work / "run.json").read_text())
+    SPREAD.update(run.get("spread", {}))
     outcomes = {
         target: _outcome(target, f["seconds"], f["returncode"], work / target, f["note"])
         for target, f in run["targets"].items()
@@ -460,9 +466,8 @@ async def main_async(args: argparse.Namespace) -> int:
             t: {"seconds": o.seconds, "returncode": o.returncode, "note": o.note}
             for t, o in outcomes.items()
         }
-        (work / "run.json").write_text(
-            json.dumps({"install_s": install_s, "wall_s": wall_s, "targets": facts}, indent=1)
-        )
+        run = {"install_s": install_s, "wall_s": wall_s, "targets": facts, "spread": SPREAD}
+        (work / "run.json").write_text(json.dumps(run, indent=1))
     text = render(outcomes, install_s, wall_s)
     (work / "conformance.md").write_text(text)
     if args.doc:
