@@ -55,10 +55,12 @@ CARD = "/.well-known/agent-card.json"
 
 WAIVED = {
     "CORE-HIST-005": (
-        "the TCK sends every follow-up of a session with one messageId per prefix "
-        "(tck_id('input-required') is session-wide), so the two history messages repeat the "
-        "first message's id; a2a-sdk (stock and mesh alike) keeps a message once per messageId "
-        "(a retried message is not recorded twice), so they never reach the history"
+        "the TCK sends every message of a session with one messageId per prefix "
+        "(tck_id('input-required') is session-wide), so its two history messages repeat the "
+        "id of the message that opened the task, where A2A says a messageId is 'the unique "
+        "identifier of the message' (a2a.proto, Message.message_id); a2a-sdk, stock and mesh "
+        "alike, records a message once per messageId (a retried message is not recorded "
+        "twice), so the two never reach the history"
     ),
     "CORE-HIST-006": "same cause as CORE-HIST-005 (messageIds reused by the TCK)",
 }
