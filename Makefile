@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SLMESH := $(VENV)/bin/slmesh
 STAMP := $(VENV)/.installed
 
-.PHONY: install run down test lint typecheck protos protos-check bench conversion lock clean
+.PHONY: install run down test lint typecheck conformance protos protos-check bench conversion lock clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,13 @@ lint: install
 
 typecheck: install
 	$(PY) -m mypy
+
+## The official A2A TCK (pinned at ../shared/a2a-tck; TCK=PATH for another copy) against the
+## mesh runtime, two replicas on PostgreSQL and stock a2a-sdk; fails on any MUST or SHOULD
+## failure of the mesh (docs/conformance.md: scores, waivers, skipped tests).
+TCK ?= ../shared/a2a-tck
+conformance: install
+	$(PY) -m tests.conformance.run --tck $(TCK)
 
 protos: install
 	$(PY) -m mesh.proto._generate

@@ -47,7 +47,7 @@ class Process:
 
     @property
     def grpc_url(self) -> str:
-        return f"grpc://localhost:{self.grpc_port}"
+        return f"localhost:{self.grpc_port}"
 
 
 @dataclass

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
+from a2a.server.routes import create_agent_card_routes
 from a2a.types import a2a_pb2 as pb
-from a2a.utils.constants import PROTOCOL_VERSION_1_0, TransportProtocol
+from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH, PROTOCOL_VERSION_1_0, TransportProtocol
 from google.protobuf.struct_pb2 import Struct
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from mesh.config import ServiceSpec
 
@@ -94,8 +100,18 @@ class Endpoints:
     def for_host(
         cls, host: str, http_port: int, grpc_port: int, *, https: bool = False
     ) -> Endpoints:
+        """The gRPC URL is ``host:port``: a grpc target name as is, which every grpc client
+        (a2a-sdk's, the TCK's, ``grpc.insecure_channel``) dials; ``grpc://host:port`` is not."""
         base = f"{'https' if https else 'http'}://{host}:{http_port}"
-        return cls(jsonrpc=f"{base}/", rest=base, grpc=f"grpc://{host}:{grpc_port}")
+        return cls(jsonrpc=f"{base}/", rest=base, grpc=f"{host}:{grpc_port}")
+
+    def advertised(
+        self, *, jsonrpc: str | None = None, rest: str | None = None, grpc: str | None = None
+    ) -> Endpoints:
+        """These endpoints with the public URLs a proxy in front of the replica answers on."""
+        return replace(
+            self, jsonrpc=jsonrpc or self.jsonrpc, rest=rest or self.rest, grpc=grpc or self.grpc
+        )
 
 
 def build_card(
@@ -149,3 +165,41 @@ def build_card(
         requirement.schemes[BEARER_SCHEME].SetInParent()
         card.security_requirements.append(requirement)
     return card
+
+
+_REVALIDATION_HEADERS = ("etag", "cache-control", "last-modified")
+
+
+def card_routes(card: pb.AgentCard, *, max_age_s: int, last_modified: datetime) -> list[Route]:
+    """The card endpoint: a2a-sdk's (``ETag``, 304 on ``If-None-Match``) with ``Cache-Control``
+    ``max-age`` and ``Last-Modified`` added, and 304 on an ``If-Modified-Since`` the card is not
+    newer than (only without ``If-None-Match``, which takes precedence: RFC 9110 13.2.2)."""
+    [sdk_route] = create_agent_card_routes(
+        card, card_url=AGENT_CARD_WELL_KNOWN_PATH, cache_control=f"public, max-age={max_age_s}"
+    )
+    served = sdk_route.endpoint
+    modified = last_modified.replace(microsecond=0)
+    stamp = format_datetime(modified, usegmt=True)
+
+    async def endpoint(request: Request) -> Response:
+        response: Response = await served(request)
+        response.headers["Last-Modified"] = stamp
+        since = request.headers.get("if-modified-since")
+        if (
+            response.status_code == 200
+            and since
+            and "if-none-match" not in request.headers
+            and _not_newer(modified, since)
+        ):
+            kept = {k: response.headers[k] for k in _REVALIDATION_HEADERS if k in response.headers}
+            return Response(status_code=304, headers=kept)
+        return response
+
+    return [Route(AGENT_CARD_WELL_KNOWN_PATH, endpoint, methods=["GET"])]
+
+
+def _not_newer(modified: datetime, since: str) -> bool:
+    try:
+        return modified <= parsedate_to_datetime(since)
+    except (TypeError, ValueError):
+        return False  # an unparsable date is ignored (RFC 9110 13.1.3)

@@ -162,9 +162,23 @@ def _with_trace(
     return {**params, **trace} if params else trace or None
 
 
-def grpc_target(url: str) -> str:
-    """``grpc://host:port`` as written in cards -> ``host:port`` as grpc dials it."""
-    return url.split("://", 1)[1] if "://" in url else url
+_URL_SCHEMES = {"grpc": False, "http": False, "grpcs": True, "https": True}
+"""URL schemes a card's gRPC interface may use, and whether each means TLS. Anything else
+(``host:port``, grpc's own target names such as ``dns:///host:port``) goes to grpc unchanged."""
+
+
+def grpc_target(url: str) -> tuple[str, bool]:
+    """A card's gRPC interface URL -> (the target grpc dials, whether the URL asks for TLS).
+
+    Cards in the wild say ``host:port`` (the mesh's, a2a-sdk's and the TCK's own), ``grpc://``
+    or ``http://host:port``, ``grpcs://`` or ``https://host:port`` (TLS; grpc's default port
+    443 when none is given), or a grpc target name such as ``dns:///host:port``.
+    """
+    scheme, sep, rest = url.partition("://")
+    tls = _URL_SCHEMES.get(scheme.lower()) if sep else None
+    if tls is None:
+        return url, False
+    return rest.split("/", 1)[0], tls
 
 
 SLOW_REPLICA_PENALTY_S = 10.0
@@ -296,13 +310,17 @@ class MeshClient:
                 ("grpc.max_receive_message_length", self.settings.max_request_bytes),
                 ("grpc.max_send_message_length", self.settings.max_request_bytes),
             ]
-            channel = (
-                grpc.aio.secure_channel(
-                    grpc_target(url), self._tls.grpc_channel_credentials(), options=options
+            target, tls_url = grpc_target(url)
+            if self._tls or tls_url:
+                # A grpcs:// card without the mesh's TLS settings: verified against system roots.
+                credentials = (
+                    self._tls.grpc_channel_credentials()
+                    if self._tls
+                    else grpc.ssl_channel_credentials()
                 )
-                if self._tls
-                else grpc.aio.insecure_channel(grpc_target(url), options=options)
-            )
+                channel = grpc.aio.secure_channel(target, credentials, options=options)
+            else:
+                channel = grpc.aio.insecure_channel(target, options=options)
             grpc_transport = GrpcTransport(channel, card)
             return _Lane(binding, grpc_transport, params, GrpcSend(grpc_transport, params))
         if binding == JSONRPC:

@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from a2a.utils.error_handlers import build_rest_error_payload
+from a2a.utils.errors import ContentTypeNotSupportedError
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 from google.protobuf.message_factory import GetMessageClass
@@ -118,6 +120,15 @@ class HttpGate:
         if adm.saturated:
             await _json_error(send, 503, OVERLOADED, headers=[(b"retry-after", b"1")])
             return
+        media = _media_type(headers.get(b"content-type"))
+        jsonrpc = scope["path"] == "/"
+        if media is not None and media not in JSON_MEDIA_TYPES and scope["method"] != "GET":
+            await _unsupported_media(send, media, jsonrpc)
+            return
+        if not jsonrpc:
+            answer_as = media if media is not None else _accepted(headers.get(b"accept"))
+            if answer_as is not None:
+                send = _answering_as(send, answer_as)
         declared = headers.get(b"content-length")
         limit = adm.max_request_bytes
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -145,7 +156,69 @@ class HttpGate:
         finally:
             adm.leave()
             if tel is not None and entered is not None:
-                tel.leave(entered, "JSONRPC" if scope["path"] == "/" else "HTTP+JSON")
+                tel.leave(entered, "JSONRPC" if jsonrpc else "HTTP+JSON")
+
+
+JSON = b"application/json"
+A2A_JSON = b"application/a2a+json"
+JSON_MEDIA_TYPES = frozenset({JSON, A2A_JSON})
+"""Request bodies both bindings accept; HTTP+JSON answers in the one the request used."""
+JSONRPC_CONTENT_TYPE_NOT_SUPPORTED = -32005
+
+
+def _media_type(header: bytes | None) -> bytes | None:
+    if not header:
+        return None
+    return header.split(b";", 1)[0].strip().lower()
+
+
+def _accepted(accept: bytes | None) -> bytes | None:
+    """The JSON media type an ``Accept`` header asks for, when it names exactly one of the two."""
+    if not accept:
+        return None
+    named = JSON_MEDIA_TYPES.intersection(_media_type(item) for item in accept.split(b","))
+    return next(iter(named)) if len(named) == 1 else None
+
+
+def _answering_as(send: Any, media: bytes) -> Any:
+    """``send`` with a JSON response's Content-Type set to ``media`` (SSE and others untouched)."""
+
+    async def answer(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [
+                (k, media + v.partition(b";")[1] + v.partition(b";")[2])
+                if k.lower() == b"content-type" and _media_type(v) in JSON_MEDIA_TYPES
+                else (k, v)
+                for k, v in message.get("headers", ())
+            ]
+        await send(message)
+
+    return answer
+
+
+async def _unsupported_media(send: Any, media: bytes, jsonrpc: bool) -> None:
+    """415, ContentTypeNotSupportedError: -32005 on JSON-RPC, the A2A error body on HTTP+JSON."""
+    message = (
+        f"request Content-Type {media.decode('latin-1')!r} is not supported; "
+        "send application/json or application/a2a+json"
+    )
+    if jsonrpc:
+        await _json_error(send, 415, message, code=JSONRPC_CONTENT_TYPE_NOT_SUPPORTED)
+        return
+    payload = build_rest_error_payload(ContentTypeNotSupportedError(message=message))
+    payload["error"]["code"] = 415
+    body = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 415,
+            "headers": [
+                (b"content-type", JSON),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _body_problem(body: bytes) -> tuple[int, str] | None:

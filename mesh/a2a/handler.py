@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -35,6 +36,7 @@ import grpc
 from a2a.auth.user import User
 from a2a.server.agent_execution import RequestContext
 from a2a.server.agent_execution.active_task import INTERRUPTED_TASK_STATES, TERMINAL_TASK_STATES
+from a2a.server.cluster import TaskEventStream
 from a2a.server.cluster.task_store import StoredTask, VersionedTaskStore
 from a2a.server.cluster.version import TaskVersion
 from a2a.server.context import ServerCallContext
@@ -58,19 +60,27 @@ from a2a.types.a2a_pb2 import (
     TaskStatus,
     TaskStatusUpdateEvent,
 )
+from a2a.utils.constants import PROTOCOL_VERSION_1_0, VERSION_HEADER
 from a2a.utils.errors import (
+    A2A_ERROR_REASONS,
     A2AError,
     InternalError,
     InvalidAgentResponseError,
+    PushNotificationNotSupportedError,
     TaskNotCancelableError,
+    TaskNotFoundError,
     UnsupportedOperationError,
+    VersionNotSupportedError,
 )
+from a2a.utils.grpc_status import status_to_grpc
 from a2a.utils.input_mode_validator import validate_input_modes
 from a2a.utils.proto_utils import validate_proto_required_fields
 from a2a.utils.task import apply_history_length, validate_history_length
 from google.api.field_behavior_pb2 import FieldBehavior, field_behavior
+from google.protobuf import any_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message as ProtoMessage
+from google.rpc import error_details_pb2, status_pb2
 
 from mesh.a2a.leases import Claim, TaskHeldError, TaskTakeover
 
@@ -668,6 +678,58 @@ class MeshRequestHandler(DefaultRequestHandler):
         async for event in super().on_message_send_stream(params, context):
             yield event
 
+    # -- resubscription on shared stores: corrections to a2a-sdk 1.3.0 --------------------------
+
+    async def _parked_here(self, task_id: str) -> bool:
+        """Whether this replica holds the task's ``ActiveTask`` parked between turns (an
+        interrupted task) rather than running a request on it."""
+        local = await self._active_task_registry.get(task_id)
+        return local is not None and not local._request_lock.locked()  # noqa: SLF001
+
+    async def _subscribe_parked(
+        self, params: SubscribeToTaskRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event, None]:
+        """As a2a-sdk's shared-stream subscription, but tailing the shared event log where it
+        would tap the parked local ``ActiveTask``: the next turn may run on another replica,
+        and a parked local task never hears of it (the subscriber then waits forever)."""
+        validate_required(params)
+        stored = await self._versioned_store.get(params.id, context)
+        if stored is None:
+            raise TaskNotFoundError
+        if stored.task.status.state in TERMINAL_TASK_STATES:
+            raise UnsupportedOperationError(
+                message=f"Task {params.id} is in terminal state: "
+                f"{TaskState.Name(stored.task.status.state)}"
+            )
+        assert self._event_stream is not None
+        async for event in self._subscribe_remote(
+            params.id, stored.task, stored.version, self._event_stream
+        ):
+            yield event
+
+    async def _subscribe_remote(
+        self, task_id: str, task: Task, snapshot_version: TaskVersion, stream: TaskEventStream
+    ) -> AsyncGenerator[Event, None]:
+        """a2a-sdk's tail of the shared event log, which ends at the first event in a terminal
+        or interrupted state, except a ``Task`` still in an interrupted state: that is the
+        stored task a follow-up rewrites (its new message appended) before the next turn runs,
+        not the end of a turn (a turn ends with a status update)."""
+        yield task
+        async with aclosing(stream.subscribe(task_id, after=snapshot_version)) as subscription:
+            async for versioned in subscription:
+                if not versioned.version.is_after(snapshot_version):
+                    continue
+                event = versioned.event
+                yield event
+                if isinstance(event, Message):
+                    return
+                if isinstance(event, TaskStatusUpdateEvent) and event.status.state in (
+                    TERMINAL_TASK_STATES | INTERRUPTED_TASK_STATES
+                ):
+                    return
+                if isinstance(event, Task) and event.status.state in TERMINAL_TASK_STATES:
+                    return
+
     async def on_cancel_task(
         self, params: CancelTaskRequest, context: ServerCallContext
     ) -> Task | None:
@@ -690,7 +752,11 @@ class MeshRequestHandler(DefaultRequestHandler):
                 # A caller waits on this task: if its replica died, take it over now
                 # rather than at the next heartbeat.
                 await self.takeover.claim(params.id)
-            async for event in super().on_subscribe_to_task(params, context):
+            if self._event_stream is not None and await self._parked_here(params.id):
+                subscription = self._subscribe_parked(params, context)
+            else:
+                subscription = super().on_subscribe_to_task(params, context)
+            async for event in subscription:
                 yield event
             return
         validate_required(params)
@@ -707,8 +773,61 @@ class MeshRequestHandler(DefaultRequestHandler):
             yield event
 
 
+_VERSION_METADATA = VERSION_HEADER.lower()
+
+
+def _speaks(version: str | bytes) -> bool:
+    raw = version.decode("ascii", "replace") if isinstance(version, bytes) else version
+    return raw.strip().split(".", 1)[0] == PROTOCOL_VERSION_1_0.split(".", 1)[0]
+
+
+SPEC_GRPC_CODES: dict[type[A2AError], grpc.StatusCode] = {
+    PushNotificationNotSupportedError: grpc.StatusCode.UNIMPLEMENTED,
+    UnsupportedOperationError: grpc.StatusCode.UNIMPLEMENTED,
+    VersionNotSupportedError: grpc.StatusCode.UNIMPLEMENTED,
+}
+"""A2A 1.0's gRPC codes (section 5.4) where a2a-sdk 1.3.0 answers FAILED_PRECONDITION."""
+
+
 class MeshGrpcHandler(GrpcHandler):
-    """a2a-sdk's ``GrpcHandler`` with a direct unary ``SendMessage`` (same context, same errors)."""
+    """a2a-sdk's ``GrpcHandler`` with a direct unary ``SendMessage`` (same context, same errors)
+    and the specification's status codes for the errors in :data:`SPEC_GRPC_CODES`."""
+
+    def _build_call_context(
+        self, context: grpc.aio.ServicerContext, request: ProtoMessage
+    ) -> ServerCallContext:
+        """a2a-sdk's, refusing an ``a2a-version`` of another major version as its HTTP
+        bindings do (its gRPC side does not look); a call without one is taken as 1.x."""
+        version = next(
+            (v for k, v in context.invocation_metadata() or () if k == _VERSION_METADATA), None
+        )
+        if version and not _speaks(version):
+            raise VersionNotSupportedError(
+                message=f"A2A version {version!r} is not supported; this agent speaks "
+                f"{PROTOCOL_VERSION_1_0}"
+            )
+        return super()._build_call_context(context, request)
+
+    async def abort_context(self, error: A2AError, context: grpc.aio.ServicerContext) -> None:
+        code = SPEC_GRPC_CODES.get(type(error))
+        if code is None:
+            await super().abort_context(error, context)
+            return
+        # As a2a-sdk builds it (ErrorInfo in the details), with the code in both places.
+        status = status_pb2.Status(code=code.value[0], message=error.message)
+        info = any_pb2.Any()
+        info.Pack(
+            error_details_pb2.ErrorInfo(
+                reason=A2A_ERROR_REASONS.get(type(error), "UNKNOWN_ERROR"),
+                domain="a2a-protocol.org",
+            )
+        )
+        status.details.append(info)
+        rich = status_to_grpc(status)
+        context.set_trailing_metadata(
+            (*(context.trailing_metadata() or ()), *rich.trailing_metadata)
+        )
+        await context.abort(rich.code, rich.details)
 
     async def SendMessage(
         self, request: SendMessageRequest, context: grpc.aio.ServicerContext[Any, Any]

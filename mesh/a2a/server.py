@@ -18,6 +18,7 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -26,19 +27,17 @@ from a2a.server.agent_execution import AgentExecutor
 from a2a.server.cluster import TaskEventStream, VersionedTaskStore
 from a2a.server.routes import (
     add_a2a_routes_to_fastapi,
-    create_agent_card_routes,
     create_jsonrpc_routes,
     create_rest_routes,
 )
 from a2a.server.tasks import DatabaseTaskStore, InMemoryTaskStore, TaskStore
 from a2a.types import a2a_pb2
-from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from mesh.a2a.cards import Endpoints, build_card
+from mesh.a2a.cards import Endpoints, build_card, card_routes
 from mesh.a2a.gates import Admission, HttpGate, add_gated_service
 from mesh.a2a.handler import MeshGrpcHandler, MeshRequestHandler
 from mesh.a2a.leases import LeasedExecutor, TaskTakeover, build_takeover
@@ -201,12 +200,15 @@ class AgentServer:
         self.replica_id = settings.replica_id or f"{spec.name}-{socket.gethostname()}-{os.getpid()}"
         self.takeover = build_task_takeover(spec, settings, self.task_store, self.replica_id)
         self._http_sock = _bind(settings.host, settings.http_port)
-        self._grpc_server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", settings.max_request_bytes),
-                ("grpc.so_reuseport", 0),
-            ],
-        )
+        options: list[tuple[str, int]] = [
+            ("grpc.max_receive_message_length", settings.max_request_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        if settings.grpc_max_connection_age_s:
+            options.append(
+                ("grpc.max_connection_age_ms", int(settings.grpc_max_connection_age_s * 1000))
+            )
+        self._grpc_server = grpc.aio.server(options=options)
         self.tls = TlsFiles.from_settings(settings)
         address = f"{settings.host}:{settings.grpc_port}"
         self.grpc_port = (
@@ -223,10 +225,15 @@ class AgentServer:
         extensions = getattr(self.executor, "card_extensions", None)
         self.card = build_card(
             spec,
-            self.endpoints,
+            self.endpoints.advertised(
+                jsonrpc=settings.public_jsonrpc_url,
+                rest=settings.public_http_json_url,
+                grpc=settings.public_grpc_url,
+            ),
             bearer_auth=token is not None,
             extensions=extensions() if extensions is not None else (),
         )
+        self.card_built = datetime.now(UTC)
         served = self.executor
         if telemetry_enabled():
             # The caller's trace context comes in at the gate; the executor runs in the
@@ -261,8 +268,8 @@ class AgentServer:
         v03 = self.settings.accept_a2a_v03
         add_a2a_routes_to_fastapi(
             app,
-            agent_card_routes=create_agent_card_routes(
-                self.card, card_url=AGENT_CARD_WELL_KNOWN_PATH
+            agent_card_routes=card_routes(
+                self.card, max_age_s=self.settings.card_max_age_s, last_modified=self.card_built
             ),
             jsonrpc_routes=create_jsonrpc_routes(self.handler, rpc_url="/", enable_v0_3_compat=v03),
         )

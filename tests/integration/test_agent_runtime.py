@@ -20,15 +20,10 @@ V1 = {"A2A-Version": "1.0"}
 
 
 def _config(binding: str, **headers: str) -> ClientConfig:
-    """Official client config: only the channel factory (the card's grpc:// scheme is ours to
-    strip)."""
-
-    def channel(url: str) -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(url.split("://", 1)[-1])
-
+    """Official client config: a plain grpc channel factory dials the card's gRPC URL as it is."""
     return ClientConfig(
         supported_protocol_bindings=[binding],
-        grpc_channel_factory=channel,
+        grpc_channel_factory=grpc.aio.insecure_channel,
         httpx_client=httpx.AsyncClient(headers=headers) if headers else None,
     )
 
@@ -105,7 +100,7 @@ async def test_card_and_health_endpoints(echo: ServiceProcess) -> None:
         card = (await http.get("/.well-known/agent-card.json")).json()
         assert card["name"] == "echo"
         urls = {i["protocolBinding"]: i["url"] for i in card["supportedInterfaces"]}
-        assert urls["GRPC"] == f"grpc://localhost:{echo.grpc_port}"
+        assert urls["GRPC"] == f"localhost:{echo.grpc_port}"
         assert urls["JSONRPC"].startswith("http://localhost:")
         assert (await http.get("/healthz")).json()["status"] == "ok"
         assert (await http.get("/readyz")).json()["ready"] is True

@@ -27,7 +27,14 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mesh import probe
-from mesh.a2a.client import DEFAULT_BINDINGS, MeshClient, text_of
+from mesh.a2a.client import (
+    DEFAULT_BINDINGS,
+    GRPC,
+    MeshClient,
+    Replica,
+    StaticReplicas,
+    text_of,
+)
 from mesh.a2a.discovery import snapshot
 from mesh.config import Settings
 from mesh.launch import MeshState, stop_processes
@@ -179,6 +186,12 @@ async def test_a_mutual_tls_mesh(
                 text_of(await client.send_text("echo", f"over {binding}"))
                 == f"OVER {binding}".upper()
             )
+
+    # A card may say grpcs:// as well: the mesh client dials it with its TLS settings.
+    grpcs = f"grpcs://localhost:{agent.grpc_port}"
+    card_form = StaticReplicas([Replica(agent="echo", replica_id="tls", urls={GRPC: grpcs})])
+    async with MeshClient(card_form, _settings(pki), bindings=[GRPC]) as client:
+        assert text_of(await client.send_text("echo", "over grpcs")) == "OVER GRPCS"
 
     # Strangers: no client certificate, or one from another CA, are refused at the handshake.
     no_cert = ssl.create_default_context(cafile=str(pki / "ca.pem"))

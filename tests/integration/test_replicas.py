@@ -6,8 +6,12 @@ import asyncio
 import signal
 from collections.abc import AsyncIterator, Callable
 
+import grpc
 import httpx
 import pytest
+from a2a.helpers.proto_helpers import new_text_message
+from a2a.types import a2a_pb2 as pb
+from a2a.types import a2a_pb2_grpc
 
 from mesh.a2a.client import MeshClient, StaticReplicas, text_of
 from mesh.a2a.discovery import RegistryReplicas, replica_from_registry
@@ -15,6 +19,7 @@ from mesh.config import Settings
 from mesh.registry import RegistryClient, RegistryServer, RegistryView, start_registry_server
 from tests.conftest import ECHO_SERVICE
 from tests.support.procs import ServiceProcess
+from tests.support.proxy import RoundRobinProxy
 
 
 @pytest.fixture
@@ -101,3 +106,26 @@ async def test_sigterm_drains_in_flight_and_deregisters(
     assert await asyncio.to_thread(proc.popen.wait, 15) == 0
     async with RegistryClient(registry.address) as reg:
         assert await reg.list(agent="echo") == []  # deregistered, not left to expire
+
+
+async def test_grpc_connections_age_out_so_a_balancer_spreads_one_channel(
+    spawn: Callable[..., ServiceProcess],
+) -> None:
+    """A client keeps one gRPC channel; behind an L4 balancer it reaches both replicas when
+    connections age out (SLMESH_GRPC_MAX_CONNECTION_AGE_S), and no call fails for it."""
+    env = {"SLMESH_GRPC_MAX_CONNECTION_AGE_S": "0.3"}
+    replicas = [spawn(ECHO_SERVICE, env=env), spawn(ECHO_SERVICE, env=env)]
+    proxy = RoundRobinProxy([r.grpc_port for r in replicas])
+    await proxy.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{proxy.port}") as channel:
+            stub = a2a_pb2_grpc.A2AServiceStub(channel)
+            for i in range(20):
+                reply = await stub.SendMessage(
+                    pb.SendMessageRequest(message=new_text_message(f"call {i}")), timeout=10
+                )
+                assert reply.task.artifacts[0].parts[0].text == f"CALL {i}"
+                await asyncio.sleep(0.1)
+    finally:
+        await proxy.stop()
+    assert sorted(proxy.per_target) == sorted(r.grpc_port for r in replicas)  # both reached

@@ -331,3 +331,68 @@ async def test_a_task_past_its_takeover_limit_fails_with_the_reason(
         assert (
             await on_b.get_task(pb.GetTaskRequest(id=task_id))
         ).status.state == pb.TaskState.TASK_STATE_FAILED
+
+
+@pytest.fixture
+def conformance_service(tmp_path: Path) -> Iterator[Path]:
+    """The TCK's conformance agent under a unique name (its own task table, dropped after)."""
+    if not postgres_up():
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    name = f"tck-{uuid.uuid4().hex[:8]}"
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "agent.yaml").write_text(
+        f"name: {name}\nkind: agent\nexecutor: tests.conformance.executor:ConformanceExecutor\n"
+        "skills:\n  - {id: tck, name: TCK, description: TCK scenarios.}\n",
+        encoding="utf-8",
+    )
+    yield folder
+    asyncio.run(drop_agent_tasks(name))
+
+
+async def test_a_follow_up_naming_only_its_task_continues_it_on_another_replica(
+    spawn: Callable[..., ServiceProcess], conformance_service: Path
+) -> None:
+    agent = conformance_service.name
+    a, b = spawn(conformance_service, env=SHARED), spawn(conformance_service, env=SHARED)
+    async with _client(a, agent) as on_a:
+        first = await on_a.send_message(
+            agent, pb.SendMessageRequest(message=_message("tck-input-required-1", "start"))
+        )
+    assert first.task.status.state == pb.TaskState.TASK_STATE_INPUT_REQUIRED
+    follow_up = _message("tck-complete-task-2", "go on")
+    follow_up.task_id = first.task.id  # no context id: the replica reads it from the store
+    async with _client(b, agent) as on_b:
+        done = await on_b.send_message(agent, pb.SendMessageRequest(message=follow_up))
+    assert done.task.id == first.task.id and done.task.context_id == first.task.context_id
+    assert done.task.status.state == pb.TaskState.TASK_STATE_COMPLETED
+
+
+def _message(message_id: str, text: str) -> pb.Message:
+    return pb.Message(role=pb.Role.ROLE_USER, message_id=message_id, parts=[pb.Part(text=text)])
+
+
+@pytest.mark.parametrize(("follower", "sender"), [(0, 1), (1, 0), (0, 0)])
+async def test_a_subscriber_to_a_parked_task_sees_the_turn_that_ends_it_on_any_replica(
+    spawn: Callable[..., ServiceProcess], conformance_service: Path, follower: int, sender: int
+) -> None:
+    agent = conformance_service.name
+    procs = [spawn(conformance_service, env=SHARED) for _ in range(2)]
+    async with _client(procs[0], agent) as first, _client(procs[1], agent) as second:
+        clients = (first, second)
+        parked = await first.send_message(
+            agent, pb.SendMessageRequest(message=_message("tck-input-required-1", "start"))
+        )
+        task_id = parked.task.id
+
+        async def follow() -> list[pb.StreamResponse]:
+            return [e async for e in clients[follower].subscribe(agent, task_id, timeout=15)]
+
+        following = asyncio.create_task(follow())
+        await asyncio.sleep(0.5)
+        follow_up = _message("tck-complete-task-2", "go on")
+        follow_up.task_id = task_id
+        await clients[sender].send_message(agent, pb.SendMessageRequest(message=follow_up))
+        events = await following
+    assert events[0].task.status.state == pb.TaskState.TASK_STATE_INPUT_REQUIRED
+    assert events[-1].status_update.status.state == pb.TaskState.TASK_STATE_COMPLETED

@@ -33,7 +33,7 @@ class Proxy:
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.accepted += 1
-        upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", self._target())
         pair = (client_w, upstream_w)
         self._open.add(pair)
         pipes = [
@@ -48,6 +48,9 @@ class Proxy:
             for pipe in pipes:
                 pipe.cancel()
                 self._pipes.discard(pipe)
+
+    def _target(self) -> int:
+        return self.target_port
 
     @staticmethod
     async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -73,3 +76,18 @@ class Proxy:
             await self._server.wait_closed()
         for pipe in list(self._pipes):
             pipe.cancel()
+
+
+class RoundRobinProxy(Proxy):
+    """An L4 load balancer: each new connection goes to the next of ``target_ports`` (set them
+    after :meth:`start` when the targets must know the proxy's port first)."""
+
+    def __init__(self, target_ports: list[int] | None = None) -> None:
+        super().__init__(0)
+        self.target_ports = list(target_ports or [])
+        self.per_target: dict[int, int] = {}
+
+    def _target(self) -> int:
+        port = self.target_ports[(self.accepted - 1) % len(self.target_ports)]
+        self.per_target[port] = self.per_target.get(port, 0) + 1
+        return port

@@ -8,7 +8,15 @@ import grpc
 import httpx
 import pytest
 
-from mesh.a2a.client import GRPC, MeshClient, Replica, StaticReplicas, is_retryable, plain
+from mesh.a2a.client import (
+    GRPC,
+    MeshClient,
+    Replica,
+    StaticReplicas,
+    grpc_target,
+    is_retryable,
+    plain,
+)
 from mesh.errors import NoReplicaError
 
 
@@ -68,3 +76,19 @@ def test_plain_turns_whole_doubles_back_into_ints() -> None:
         "amount": "19.99",
         "xs": [1, 1.5],
     }
+
+
+@pytest.mark.parametrize(
+    ("url", "target", "tls"),
+    [
+        ("localhost:7000", "localhost:7000", False),
+        ("grpc://agent:7000", "agent:7000", False),
+        ("http://agent:7000/", "agent:7000", False),
+        ("grpcs://agent.example.com:443", "agent.example.com:443", True),
+        ("https://grpc.example.com/a2a", "grpc.example.com", True),
+        ("dns:///agent:7000", "dns:///agent:7000", False),
+        ("ipv4:10.0.0.1:7000,10.0.0.2:7000", "ipv4:10.0.0.1:7000,10.0.0.2:7000", False),
+    ],
+)
+def test_grpc_target_accepts_every_card_url_form(url: str, target: str, tls: bool) -> None:
+    assert grpc_target(url) == (target, tls)
