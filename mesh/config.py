@@ -41,29 +41,29 @@ class Settings(BaseSettings):
     )
     public_jsonrpc_url: str | None = Field(
         None,
-        description="JSON-RPC URL the agent card advertises instead of its own (a replica behind a proxy "
-        "or load balancer); the registry keeps the replica's own endpoints.",
+        description="JSON-RPC URL the agent card advertises instead of its own (a replica "
+        "behind a proxy or load balancer); the registry keeps the replica's own endpoints.",
     )
     public_http_json_url: str | None = Field(
         None, description="HTTP+JSON (REST) URL the agent card advertises instead of its own."
     )
     public_grpc_url: str | None = Field(
         None,
-        description="gRPC URL the agent card advertises instead of its own (host:port, the form grpc "
-        "clients dial, as the card's own).",
+        description="gRPC URL the agent card advertises instead of its own (host:port, the "
+        "form grpc clients dial, as the card's own).",
     )
     grpc_max_connection_age_s: float = Field(
         0.0,
         ge=0,
-        description="After this long a gRPC connection is closed gracefully (GOAWAY; calls in flight "
-        "finish), so clients behind an L4 load balancer reconnect and spread over the replicas; 0: "
-        "a connection lives as long as its client keeps it.",
+        description="After this long a gRPC connection is closed gracefully (GOAWAY; calls in "
+        "flight finish), so clients behind an L4 load balancer reconnect and spread over the "
+        "replicas; 0: a connection lives as long as its client keeps it.",
     )
     card_max_age_s: int = Field(
         300,
         ge=0,
-        description="Cache-Control max-age of the agent card (ETag and Last-Modified come with it; a "
-        "client revalidates with If-None-Match / If-Modified-Since and gets 304).",
+        description="Cache-Control max-age of the agent card (ETag and Last-Modified come with "
+        "it; a client revalidates with If-None-Match / If-Modified-Since and gets 304).",
     )
     http_port: int = Field(
         0, ge=0, le=65535, description="JSON-RPC + REST port; 0 picks a free one."

@@ -364,7 +364,8 @@ async def test_a_follow_up_naming_only_its_task_continues_it_on_another_replica(
     follow_up.task_id = first.task.id  # no context id: the replica reads it from the store
     async with _client(b, agent) as on_b:
         done = await on_b.send_message(agent, pb.SendMessageRequest(message=follow_up))
-    assert done.task.id == first.task.id and done.task.context_id == first.task.context_id
+    assert done.task.id == first.task.id
+    assert done.task.context_id == first.task.context_id
     assert done.task.status.state == pb.TaskState.TASK_STATE_COMPLETED
 
 
