@@ -794,7 +794,7 @@ class MeshGrpcHandler(GrpcHandler):
     and the specification's status codes for the errors in :data:`SPEC_GRPC_CODES`."""
 
     def _build_call_context(
-        self, context: grpc.aio.ServicerContext, request: ProtoMessage
+        self, context: grpc.aio.ServicerContext[Any, Any], request: ProtoMessage
     ) -> ServerCallContext:
         """a2a-sdk's, refusing an ``a2a-version`` of another major version as its HTTP
         bindings do (its gRPC side does not look); a call without one is taken as 1.x."""
@@ -808,7 +808,9 @@ class MeshGrpcHandler(GrpcHandler):
             )
         return super()._build_call_context(context, request)
 
-    async def abort_context(self, error: A2AError, context: grpc.aio.ServicerContext) -> None:
+    async def abort_context(
+        self, error: A2AError, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
         code = SPEC_GRPC_CODES.get(type(error))
         if code is None:
             await super().abort_context(error, context)
