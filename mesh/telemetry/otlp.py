@@ -4,7 +4,7 @@
 ``collector/trace/v1``) straight to bytes: the resource and each instrumentation scope are
 encoded once, an attribute whose value is a string is encoded once per (key, value) and
 reused, and nothing else is built per span but the bytes. It writes what the SDK's
-``encode_spans`` writes for the same spans (tests/unit/test_telemetry_otlp.py decodes both
+``encode_spans`` writes for the same spans (tests/unit/telemetry/test_otlp.py decodes both
 with opentelemetry-proto and compares them).
 
 :class:`BatchExporter` encodes each span as it ends, buffers the bytes and sends them in

@@ -21,7 +21,7 @@ from mesh.a2a.client import MeshClient, StaticReplicas
 from mesh.registry import RegistryClient
 from mesh.tools.orders import create_demo_database
 from tests.conftest import ECHO_SERVICE
-from tests.integration.test_planner import (
+from tests.integration.planner.test_planner import (
     FAST,
     PLANNER,
     Mesh,

@@ -10,7 +10,7 @@ hard-linked into the new virtualenv before the slm extra goes in rather than unp
 (~800 MB, about 30 s); pip then finds the extra's ``torch==2.13.0`` satisfied and still
 resolves torch's own dependencies.
 
-CI cost (issue 20 gave this test and tests/integration/test_ray_cluster.py three minutes
+CI cost (issue 20 gave this test and tests/integration/planner/test_ray_cluster.py three minutes
 together), measured on 2 cores with a load average of 9: wheel 7 s, venv 9 s, base install
 31 s, slm 19 s, planner 9 s, the import-surface checks 20 s each, about 2 minutes in all;
 on an idle machine about half that.

@@ -14,7 +14,7 @@ from mesh.config import ServiceSpec, Settings, SkillSpec
 from mesh.convert.record import PendingCall, Recorder, name_fields
 from mesh.convert.store import CallRecord, CallStore
 from mesh.slm import SLMExecutor, TransformersBackend
-from tests.unit.test_slm_executor import local, model_dir, send  # noqa: F401 - shared fixtures
+from tests.unit.slm.test_executor import local, model_dir, send  # noqa: F401 - shared fixtures
 
 LABELS = ["refund_request", "order_status", "other"]
 

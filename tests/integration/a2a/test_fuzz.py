@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
 from mesh.a2a.client import MeshClient, StaticReplicas
-from tests.integration.test_planner import Mesh, data_request, error_of
+from tests.integration.planner.test_planner import Mesh, data_request, error_of
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from a2a.types import a2a_pb2 as pb
 
 from mesh.a2a.client import MeshClient, StaticReplicas
 from tests.conftest import ECHO_SERVICE
-from tests.integration.test_planner import PLANNER, data_request, result_of
+from tests.integration.planner.test_planner import PLANNER, data_request, result_of
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
 from tests.support.procs import ServiceProcess, start_registry, start_service
 

@@ -12,7 +12,7 @@ from opentelemetry.trace import Link, SpanKind, StatusCode, TraceState
 
 from mesh.telemetry import otlp
 from mesh.telemetry.tracer import LeanSpan, LeanTracerProvider
-from tests.unit.test_telemetry_tracer import Kept
+from tests.unit.telemetry.test_tracer import Kept
 
 RESOURCE = Resource.create(
     {

@@ -19,7 +19,7 @@ from mesh.planner.plan import (
 )
 from mesh.planner.workflows import load_workflows
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SKILLS = {
     "classify_intent": "classifier",
     "extract_fields": "extractor",

@@ -27,7 +27,7 @@ from mesh.slm import (
 from mesh.slm.guide import Guide
 from mesh.slm.loading import resolve_source
 from tests.support.tiny_slm import save_tiny_model
-from tests.unit.test_slm_grammar import SOURCE, random_schema
+from tests.unit.slm.test_grammar import SOURCE, random_schema
 
 PROMPTS = [
     "Hello",

@@ -30,7 +30,7 @@ from mesh.tools import (
     tool_specs,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from google.protobuf.json_format import MessageToDict
 from mesh.a2a.client import MeshClient, StaticReplicas, plain
 from mesh.convert.store import CallStore
 from mesh.registry import RegistryClient
-from tests.integration.test_planner import data_request, result_of
+from tests.integration.planner.test_planner import data_request, result_of
 from tests.support.procs import ROOT, ServiceProcess, start_registry, start_service
 from tests.support.tiny_slm import save_tiny_model
 

@@ -17,7 +17,7 @@ from mesh.train.data.tasks import AGENTS, load_task
 N = 8
 GENERATED_PER_AGENT = 1500
 """Examples per agent and stream (train and validation, fixed seed): ~15,000 in all."""
-DATA_DIR = Path(__file__).resolve().parents[2] / "mesh" / "train" / "data"
+DATA_DIR = Path(__file__).resolve().parents[3] / "mesh" / "train" / "data"
 
 
 def normalise(text: str) -> list[str]:
