@@ -22,7 +22,7 @@ class ClassifierTask(Task):
             )
 
     def make(self, rng: Random, stream: Stream) -> Example:
-        message = compose(rng, stream.split, invented=stream.invented)
+        message = compose(rng, stream.split, invented=stream.invented, realistic=True)
         return self.render(
             message.text, message.intent, message.intent, message.templates, message.entities
         )

@@ -29,7 +29,7 @@ class ExtractorTask(Task):
             )
 
     def make(self, rng: Random, stream: Stream) -> Example:
-        message = compose(rng, stream.split, invented=stream.invented)
+        message = compose(rng, stream.split, invented=stream.invented, realistic=True)
         fields = {name: message.fields[name] for name in FIELDS}
         return self.render(
             message.text, compact(fields), fields, message.templates, message.entities

@@ -9,8 +9,9 @@ training never saw. The classifier, extractor and tool-caller data all start her
 
 from __future__ import annotations
 
+import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from random import Random
@@ -688,6 +689,372 @@ _MONEY_FORMATS = (
     "{amount} CAD",
 )
 
+# Real customer phrasing (``compose(..., realistic=True)``, the classifier's and the
+# extractor's data): what customers write that the tidy templates above lack. Indirect
+# requests, questions *about* an action (a lookup, so order_status), stories before the
+# request, a side question after it, sloppy writing, sign-offs with names, greetings in
+# another language, amounts and emails in odd places. Every list is split like the others.
+REALISTIC_SHARE = 0.5
+"""Share of a realistic stream's messages written in the real-phrasing style."""
+REALISTIC_MAX_CHARS = 440
+
+_REAL_CORES: Mapping[str, tuple[str, ...]] = {
+    "order_status": (
+        "I cancelled {ref} yesterday, can you check it actually went through?",
+        "Has my refund for {ref} been processed yet?",
+        "Did my address change for {ref} get saved?",
+        "I asked for {ref} to be cancelled last week. Is it cancelled now or not?",
+        "is {ref} still on or did the cancellation work",
+        "Just checking the refund on {ref} was approved?",
+        "I updated the delivery address on {ref}, is the new one showing on your side?",
+        "quick one: what's the current state of {ref}",
+        "did {ref} even go through? my bank shows nothing",
+        "can u look at {ref} and tell me if it's all ok",
+        "Was the cancellation of {ref} confirmed? I never got an email about it.",
+        "My refund request for {ref}, was it accepted?",
+        "So is {ref} placed or not??",
+        "I'm not sure {ref} was paid, could you have a look at it?",
+        "Could you tell me whether the refund on {ref} is done?",
+        "Status on {ref}?",
+        "Can you see if the new address I gave for {ref} was applied?",
+        "I got two confirmation mails for {ref}, which one is right?",
+        "what's happening with {ref}, is it still processing",
+        "Did you receive my cancellation for {ref}? Just want to be sure it's stopped.",
+        "Has the money for {ref} been sent back to me already?",
+    ),
+    "track_shipment": (
+        "tracking no for {ref} pls",
+        "Has it been delivered or not? It's {ref}.",
+        "re: {ref} / {product} / {carrier}??",
+        "{carrier} says nothing about {ref}, where is it?",
+        "any idea when {ref} turns up",
+        "The {product} from {ref} still isn't here.",
+        "When is {ref} getting here? I need it by the weekend.",
+        "can you send me the tracking link for {ref}",
+        "still no sign of {ref}...",
+        "Where's my {product}?? It's {ref}.",
+        "Is {ref} with {carrier} yet?",
+        "{ref} shows delivered but nothing came, where did it go?",
+        "wheres {ref}",
+        "Could someone check where {ref} is stuck?",
+        "How many more days for {ref}?",
+        "Tracking says {ref} is in transit for a week now, what's going on?",
+        "Do you have a tracking number for the {product}? ({ref})",
+        "Is {ref} coming today or tomorrow?",
+        "My {product} ({ref}) hasn't arrived, can you trace it?",
+        "need the delivery date for {ref}",
+        "has {ref} left your warehouse already",
+    ),
+    "cancel_order": (
+        "kindly stop {ref}",
+        "I don't want {ref} anymore, please don't ship it.",
+        "pls cancel {ref} asap",
+        "Can you make sure {ref} never ships? {reason_sentence}",
+        "I'd rather not go ahead with {ref}, please cancel.",
+        "don't send {ref}, {reason}",
+        "Please stop {ref} before it leaves, {reason}.",
+        "I need to back out of {ref}.",
+        "Cancel the {product} on {ref} please.",
+        "{ref} - please cancel, {reason}",
+        "Is there any way to still stop {ref}? I want it cancelled.",
+        "I want out of {ref}, cancel it please",
+        "please don't process {ref}, I changed my mind about it",
+        "I placed {ref} by accident, can you kill it?",
+        "Cancel it please, it's {ref}.",
+        "Please call {ref} off, {reason}.",
+        "I no longer need the {product}, please cancel {ref}.",
+        "stop the order {ref} please!!",
+        "Can {ref} be stopped and cancelled today?",
+        "I would like {ref} to be cancelled, {reason}.",
+        "{reason_sentence} So please cancel {ref}.",
+    ),
+    "refund_request": (
+        "could I get {amount} back for {ref}?",
+        "I want the full {amount} back for {ref}.",
+        "I'd like my {amount} back, it's {ref}.",
+        "Please send the money for {ref} back to my card, {reason}.",
+        "{reason_sentence} I want my money back for {ref}.",
+        "can i get refunded for {ref} pls",
+        "I expect {amount} back on {ref}.",
+        "Where do I get my money back? {ref}, {reason}.",
+        "I'm returning the {product} from {ref}, I want a refund.",
+        "refund {ref} please, {reason}",
+        "Please pay me back the {amount} for {ref}.",
+        "I should get {amount} back for {ref} since {reason}.",
+        "Can you give me back what I paid for {ref}?",
+        "I'd like a refund on the {product} ({ref}).",
+        "Please put {amount} back on my card for {ref}.",
+        "i want my money back for {ref} {reason}",
+        "Can I get a refund on {ref}? I paid {amount} and {reason}.",
+        "Refund the {product} please, {ref}.",
+        "I would like to be refunded {amount} for {ref}.",
+        "Please return the {amount} I was charged for {ref}.",
+        "Money back on {ref} please, {reason}.",
+    ),
+    "change_address": (
+        "the {product} on {ref} should go to {address}",
+        "deliver {ref} to {address} instead",
+        "pls send {ref} to {address}, not the old adress",
+        "Can {ref} go to {address}? I won't be home at the old one.",
+        "I gave the wrong address for {ref}. The right one is {address}.",
+        "new adress for {ref}: {address}",
+        "Please ship the {product} from {ref} to {address}.",
+        "{ref} needs to go to {address} now.",
+        "Could {ref} be delivered to {address} rather than my home?",
+        "I moved last month, so {ref} has to go to {address}.",
+        "please chnage the address on {ref} to {address}",
+        "Send it to {address} instead please, it's {ref}.",
+        "I'm at {address} now, can {ref} come there?",
+        "Change of address for {ref} -> {address}",
+        "Please have the courier bring {ref} to {address}.",
+        "{ref}: new delivery address is {address}",
+        "Can you update {ref} to deliver to {address}?",
+        "The address on {ref} is old, use {address} please.",
+        "I'd like {ref} to be shipped to {address} instead.",
+        "Can you redirect the parcel for {ref} to {address}?",
+        "Make {ref} go to {address} please, thanks",
+    ),
+    "general_question": (
+        "do u ship to {country}??",
+        "how long does delivery to {city} take",
+        "Is the {product} any good for travel?",
+        "Can I pay by bank transfer?",
+        "what's your returns policy",
+        "Do you still sell the {product}?",
+        "Is there a discount if I buy two?",
+        "Are there any sales coming up?",
+        "can i change my account email",
+        "Does the {product} come with batteries?",
+        "Do you ship on Saturdays?",
+        "How do I contact you by phone?",
+        "do you do gift wrap",
+        "Is shipping free over a certain amount?",
+        "What colours does the {product} come in?",
+        "Can I collect in store in {city}?",
+        "how do i delete my account",
+        "Do you have a newsletter with discount codes?",
+        "Is the {product} suitable for kids?",
+        "Do you deliver to {country} and how much is it?",
+        "Where can I find the size guide?",
+    ),
+}
+_STORIES = (
+    "I ordered this as a birthday present for my sister.",
+    "I've been a customer for years and this has never happened before.",
+    "We're moving flats next week and everything is a bit chaotic.",
+    "My partner placed the order on my account while I was away.",
+    "I'm travelling for work until the end of the month.",
+    "I tried calling but nobody picked up, so I'm writing instead.",
+    "I already wrote to you twice and got no answer.",
+    "A friend recommended your shop and this was my first order.",
+    "The chat on your website kept disconnecting.",
+    "I'm writing on behalf of my elderly father who doesn't use email.",
+    "I needed this for a trip and time is running out.",
+    "So I ordered last week and was really looking forward to it.",
+    "Sorry for the long message, it's been a frustrating week.",
+    "I've checked my account page and the spam folder already.",
+    "It was meant to be a surprise, so I'd like this sorted quietly.",
+    "I live in a shared building and parcels sometimes go missing.",
+    "My neighbour usually takes in deliveries for me.",
+    "I'm not very good with computers, sorry.",
+    "This is the second time I'm ordering from you.",
+    "I bought a few things from you this month.",
+    "I hope you can help me with this.",
+)
+_ALSO = (
+    "Also, do you sell gift cards?",
+    "And do you have a store I can visit?",
+    "btw can I pay with Klarna next time?",
+    "Also how long does your warranty last?",
+    "Oh and is there a student discount?",
+    "Also, what are your opening hours?",
+    "PS: do you ship to Norway?",
+    "And can I get the invoice by email?",
+    "Also, is the newsletter discount still valid?",
+    "One more thing, do you price match?",
+    "Also can you tell me if you restock soon?",
+    "And what payment methods do you take?",
+    "P.S. your website is a bit slow today.",
+    "Also: do you deliver on Sundays?",
+)
+_REAL_OPENERS = (
+    "Hola :)",
+    "Bonjour!",
+    "Servus,",
+    "Ciao,",
+    "Hallo zusammen,",
+    "Hej,",
+    "Olá,",
+    "Buongiorno,",
+    "Salut,",
+    "Moin,",
+    "Dzień dobry,",
+    "Goedemorgen,",
+    "Grüezi,",
+    "Hola!",
+    "Bonjour :)",
+    "hi",
+    "hello??",
+    "Hi there,",
+    "hey guys",
+    "Good day,",
+    "Dear all,",
+)
+_REAL_SIGNATURES = (
+    "Best,\n{name}",
+    "Thanks a lot,\n{name}",
+    "— {name}",
+    "{name}\nSent from my phone",
+    "thx {name}",
+    "Thank you!\n{name}",
+    "Cheers\n{name}",
+    "Kind regards\n{name}",
+    "Best regards,\n{name}",
+    "Thanks so much, {name}",
+    "ty, {name}",
+    "Regards\n{name}",
+    "Many thanks,\n{name}",
+    "-- {name}",
+    "Greetings,\n{name}",
+    "Thanks again\n{name}",
+    "Mit freundlichen Grüßen, {name}",
+    "Cordialement, {name}",
+    "Saludos, {name}",
+    "Bye, {name}",
+    "Thank you in advance,\n{name}",
+)
+_REAL_CONTEXTS: Mapping[str, tuple[str, ...]] = {
+    "order_id": (
+        "(order {order_id})",
+        "order nr: {order_id}",
+        "Order #: {order_id}",
+        "it's {order_id} btw",
+        "ref: {order_id}",
+        "the number is {order_id}",
+        "[{order_id}]",
+        "order id = {order_id}",
+        "{order_id} is the order",
+        "Order {order_id}",
+        "My order: {order_id}",
+        "orderd as {order_id}",
+        "(ref {order_id})",
+        "order no {order_id}",
+    ),
+    "email": (
+        "(my email is {email})",
+        "email: {email}",
+        "my account is under {email} btw",
+        "you can reach me on {email}",
+        "{email} is my account email",
+        "account email -> {email}",
+        "(account: {email})",
+        "I'm registered as {email}",
+        "email address {email}",
+        "Reply to {email} please",
+        "login {email}",
+        "Contact email: {email}",
+        "mail: {email}",
+        "my mail is {email}",
+    ),
+    "amount": (
+        "(I paid {amount})",
+        "paid: {amount}",
+        "the total was {amount} btw",
+        "charged {amount}",
+        "cost me {amount}",
+        "amount: {amount}",
+        "({amount} in total)",
+        "I paid {amount} for this",
+        "it was {amount}",
+        "price paid {amount}",
+        "Total charged: {amount}",
+        "that's {amount} I paid",
+        "(it was {amount})",
+        "paid {amount} for it",
+    ),
+    "product": (
+        "it's the {product}",
+        "(the {product})",
+        "item: {product}",
+        "the {product} I got",
+        "product - {product}",
+        "About the {product}.",
+        "I orderd the {product}",
+        "the one with the {product}",
+        "It's for the {product}.",
+        "{product} is the item",
+        "re the {product}",
+        "the {product} one",
+        "Item = {product}",
+        "it was a {product}",
+    ),
+}
+_REAL_MONEY_FORMATS = (
+    "US${amount}",
+    "$ {amount}",
+    "{amount}$",
+    "€ {amount}",
+    "{amount} eur",
+    "£ {amount}",
+    "{amount} bucks",
+    "{amount}£",
+    "{amount} usd",
+    "{amount} €",
+    "C${amount}",
+    "{amount} Euro",
+    "{amount} pounds",
+    "EUR{amount}",
+)
+_AMOUNT_WORDS = (
+    "fifty euros",
+    "twenty bucks",
+    "a hundred dollars",
+    "thirty pounds",
+    "forty quid",
+    "ninety euros",
+    "fifteen dollars",
+    "sixty euros",
+    "twelve pounds",
+    "seventy dollars",
+    "eighty quid",
+    "two hundred euros",
+    "twenty-five dollars",
+    "thirty-five euros",
+)
+"""Amounts written in words: not a number the schema can hold, so ``amount`` stays null."""
+AMOUNT_IN_WORDS = 0.1
+_TYPOS = (
+    "cancel>cancle",
+    "address>adress",
+    "change>chnage",
+    "please>plz",
+    "received>recieved",
+    "ordered>orderd",
+    "please>pls",
+    "refund>refnd",
+    "delivered>deliverd",
+    "package>pakage",
+    "tracking>traking",
+    "shipping>shiping",
+    "order>oder",
+    "you>u",
+    "your>ur",
+    "thanks>thx",
+    "because>bc",
+    "address>addres",
+    "cancel>cancell",
+    "delivery>delievery",
+    "status>staus",
+    "cancelled>canceled",
+    "receive>recieve",
+    "refund>refound",
+    "arrived>arived",
+    "where>were",
+    "already>allready",
+    "money>mony",
+)
+"""Sloppy spellings, ``word>typo``; each is a template of its own, split like the others."""
+
 # Per intent: probability of an order id, else of an email (the rest give neither), and of
 # each optional fact.
 _REF_ODDS: Mapping[str, tuple[float, float]] = {
@@ -741,39 +1108,62 @@ def all_template_groups() -> tuple[str, ...]:
 
 
 def compose(
-    rng: Random, split: Split, *, invented: float = 0.0, intent: str | None = None
+    rng: Random,
+    split: Split,
+    *,
+    invented: float = 0.0,
+    intent: str | None = None,
+    realistic: bool = False,
 ) -> Message:
     """One message of ``split``; ``intent`` is drawn uniformly when not given.
 
     ``invented`` is the share of made-up entity values (train only, see
-    :class:`~mesh.train.data.entities.Entities`).
+    :class:`~mesh.train.data.entities.Entities`). ``realistic`` writes
+    :data:`REALISTIC_SHARE` of the messages in real customers' style (the real-phrasing
+    lists: indirect requests, stories, typos, sign-offs); without it the draws are those of
+    the tidy generator alone.
     """
     for _ in range(100):
         entities = Entities(split, rng, invented=invented)
-        message = _compose_once(rng, entities, intent or rng.choice(INTENTS))
-        if len(message.text) <= MAX_MESSAGE_CHARS and _states_every_field(message):
+        real = realistic and rng.random() < REALISTIC_SHARE
+        message = _compose_once(rng, entities, intent or rng.choice(INTENTS), real=real)
+        limit = REALISTIC_MAX_CHARS if real else MAX_MESSAGE_CHARS
+        if len(message.text) <= limit and _states_every_field(message):
             return message
     raise RuntimeError("could not compose a message short enough")
 
 
-def _compose_once(rng: Random, entities: Entities, intent: str) -> Message:
+def _compose_once(rng: Random, entities: Entities, intent: str, *, real: bool = False) -> Message:
     split = entities.split
     used_templates: list[str] = []
+    rough = _Roughness(rng, split, used_templates) if real else None
 
-    def pick(group: str) -> str:
+    def pick(group: str, *, tidy: bool = False) -> str:
         template = rng.choice(templates_of(group, split))
         used_templates.append(template)
-        return template
+        return template if rough is None or tidy else rough(template)
 
-    if split == "train" and rng.random() < LEXICON_SHARE:
+    def either(group: str, real_group: str, odds: float = 0.5) -> str:
+        return pick(real_group if real and rng.random() < odds else group)
+
+    if real and rng.random() < 0.6:
+        core = pick(f"real:{intent}")
+    elif split == "train" and rng.random() < LEXICON_SHARE:
         core = _lexicon_request(rng, intent)
         used_templates.append(core)
+        core = rough(core) if rough else core
     else:
         core = pick(f"core:{intent}")
     core_slots = _slots(core)
     facts = _draw_facts(rng, entities, intent, required=core_slots)
-    money = pick("money").format(amount=facts["amount"]) if facts["amount"] else ""
-    ref = _reference(rng, facts, core_slots, split, used_templates)
+    in_words = bool(real and facts["amount"] and rng.random() < AMOUNT_IN_WORDS)
+    if in_words:
+        money = pick("amount_words", tidy=True)
+    elif facts["amount"]:
+        money = either("money", "real:money").format(amount=facts["amount"])
+    else:
+        money = ""
+    ref = _reference(rng, facts, core_slots, split, used_templates, rough)
     values = {
         "ref": ref,
         "amount": money,
@@ -782,6 +1172,7 @@ def _compose_once(rng: Random, entities: Entities, intent: str) -> Message:
         "product": facts["product"] or "",
         "city": entities.city() if "city" in core_slots else "",
         "country": entities.country() if "country" in core_slots else "",
+        "carrier": entities.carrier() if "carrier" in core_slots else "",
         "reason_sentence": "",
     }
     stated = set(core_slots) | _ref_fields(ref, facts)
@@ -798,9 +1189,17 @@ def _compose_once(rng: Random, entities: Entities, intent: str) -> Message:
     rng.shuffle(extra)
     for name in extra:
         value = money if name == "amount" else facts[name]
-        sentences.insert(
-            rng.randint(1, len(sentences)), pick(f"context:{name}").format(**{name: value})
-        )
+        group = f"context:{name}"
+        if real and name in _REAL_CONTEXTS and rng.random() < 0.5:
+            group = f"real:context:{name}"
+        # Real customers also give the facts before the request (which then comes last).
+        at = rng.randint(0 if real else 1, len(sentences))
+        sentences.insert(at, pick(group).format(**{name: value}))
+    if real and rng.random() < 0.2:
+        sentences.append(pick("also"))
+    if real and rng.random() < 0.35:
+        for _ in range(rng.choice((1, 1, 2))):
+            sentences.insert(0, pick("story"))
     if facts["name"] and rng.random() < 0.5:
         sentences.insert(0, pick("introduction").format(name=facts["name"]))
         if rng.random() < 0.5:
@@ -808,18 +1207,64 @@ def _compose_once(rng: Random, entities: Entities, intent: str) -> Message:
     elif facts["name"]:
         if rng.random() < 0.5:
             sentences.append(pick("closer"))
-        sentences.append(pick("signature").format(name=facts["name"]))
+        signature = either("signature", "real:signature", 0.6)
+        sentences.append(signature.format(name=facts["name"]))
     elif rng.random() < 0.5:
         sentences.append(pick("closer"))
-    if rng.random() < 0.6:
-        sentences.insert(0, pick("opener"))
+    if rng.random() < (0.75 if real else 0.6):
+        sentences.insert(0, either("opener", "real:opener"))
+    fields = dict(facts, amount=None) if in_words else facts
     return Message(
-        text=_join(rng, sentences),
+        text=_join(rng, sentences, newlines=0.25 if real else 0.08),
         intent=intent,
-        fields=facts,
+        fields=fields,
         templates=frozenset(used_templates),
         entities={kind: frozenset(found) for kind, found in entities.used.items()},
     )
+
+
+_SLOT = re.compile(r"(\{[^{}]*\})")
+
+
+class _Roughness:
+    """How sloppily one realistic message is written: typos (from the split's own list),
+    all lowercase, punctuation dropped, doubled question marks. Only the template text
+    changes, never a slot, so every entity value stays exactly as drawn."""
+
+    def __init__(self, rng: Random, split: Split, used: list[str]) -> None:
+        self.rng = rng
+        self.used = used
+        self.typo_rate = rng.choice((0.0, 0.0, 0.3, 0.6, 1.0))
+        self.typos = templates_of("typo", split)
+        self.lower = rng.random() < 0.3
+        self.bare = rng.random() < 0.25
+        self.doubled = rng.random() < 0.3
+
+    def __call__(self, template: str) -> str:
+        return "".join(
+            part if _SLOT.fullmatch(part) else self._text(part) for part in _SLOT.split(template)
+        )
+
+    def _text(self, text: str) -> str:
+        rng = self.rng
+        if self.typo_rate:
+            for entry in self.typos:
+                word, typo = entry.split(">")
+                pattern = re.compile(rf"\b{word}\b", re.IGNORECASE)
+                if pattern.search(text) and rng.random() < self.typo_rate:
+                    self.used.append(entry)
+                    text = pattern.sub(lambda m, t=typo: _like_case(m.group(0), t), text)
+        if self.lower:
+            text = text.lower()
+        if self.bare:
+            text = re.sub(r"[.,;!](?=\s|$)", "", text)
+        if self.doubled:
+            text = text.replace("?", rng.choice(("??", "???", "?!")))
+        return text
+
+
+def _like_case(word: str, typo: str) -> str:
+    return typo[:1].upper() + typo[1:] if word[:1].isupper() else typo
 
 
 def _lexicon_request(rng: Random, intent: str) -> str:
@@ -881,6 +1326,7 @@ def _reference(
     core_slots: Sequence[str],
     split: Split,
     used: list[str],
+    rough: Callable[[str], str] | None = None,
 ) -> str:
     if "ref" not in core_slots:
         return ""
@@ -892,7 +1338,7 @@ def _reference(
         group, value = "ref:bare", {}
     template = rng.choice(templates_of(group, split))
     used.append(template)
-    return template.format(**value)
+    return (rough(template) if rough else template).format(**value)
 
 
 def _ref_fields(ref: str, facts: Mapping[str, str | None]) -> set[str]:
@@ -903,13 +1349,13 @@ def _slots(template: str) -> tuple[str, ...]:
     return tuple(name for _, name, _, _ in string.Formatter().parse(template) if name)
 
 
-def _join(rng: Random, sentences: list[str]) -> str:
+def _join(rng: Random, sentences: list[str], *, newlines: float = 0.08) -> str:
     text = ""
     for sentence in sentences:
         if not text:
             text = sentence
         else:
-            text += ("\n" if rng.random() < 0.08 else " ") + sentence
+            text += ("\n" if rng.random() < newlines else " ") + sentence
     if rng.random() < 0.1:
         text = text.rstrip(".!")
     if rng.random() < 0.1:
@@ -928,4 +1374,13 @@ _GROUPS: Mapping[str, tuple[str, ...]] = {
     "signature": _SIGNATURES,
     "closer": _CLOSERS,
     "money": _MONEY_FORMATS,
+    **{f"real:{intent}": _REAL_CORES[intent] for intent in INTENTS},
+    **{f"real:context:{name}": templates for name, templates in _REAL_CONTEXTS.items()},
+    "real:opener": _REAL_OPENERS,
+    "real:signature": _REAL_SIGNATURES,
+    "real:money": _REAL_MONEY_FORMATS,
+    "story": _STORIES,
+    "also": _ALSO,
+    "amount_words": _AMOUNT_WORDS,
+    "typo": _TYPOS,
 }
