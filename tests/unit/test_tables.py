@@ -79,7 +79,7 @@ def test_up_keeps_every_replica_and_address_whole(width: int) -> None:
     text = _text(out)
     for i, name in enumerate(["registry", *AGENTS]):
         assert f"{name}-0" in text
-        assert f"grpc://localhost:{45200 + i}" in text
+        assert f"localhost:{45200 + i}" in text  # gRPC as grpc clients dial it: host:port
         assert f"http://localhost:{45100 + i}" in text
 
 
