@@ -141,7 +141,7 @@ def _body(facts: Mapping[str, Any], greet: str) -> str:
     if not facts["ok"]:
         after = _ERROR_NEXT.get(str(facts.get("error")), "")
         if facts.get("error") == "confirmation_required":
-            return f"{greet} {facts['message']} {after}"
+            return f"{greet} I can do that. {facts['message']} {after}"
         return " ".join(part for part in (f"{greet} I'm sorry.", facts["message"], after) if part)
     if facts.get("limited"):
         return f"{greet} order {facts['order_id']} is {facts['status']}. {_LIMITED_NEXT}"

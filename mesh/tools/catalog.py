@@ -480,9 +480,10 @@ def _unconfirmed_refund(
         return None
     return _refused(
         "confirmation_required",
+        # Customer-facing like every refusal message (the responder quotes it); the caller
+        # repeats the call with "confirmed": true once the customer has said yes.
         f"A refund of {orders.format_money(cents)} {order.currency} on order "
-        f"{order.order_id} needs the customer's confirmation; once they confirm, send the "
-        'call again with "confirmed": true.',
+        f"{order.order_id} needs your confirmation.",
     )
 
 
