@@ -13,7 +13,7 @@ import re
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from random import Random
 
 from mesh.train.data.entities import Entities, Split
@@ -1253,7 +1253,7 @@ class _Roughness:
                 pattern = re.compile(rf"\b{word}\b", re.IGNORECASE)
                 if pattern.search(text) and rng.random() < self.typo_rate:
                     self.used.append(entry)
-                    text = pattern.sub(lambda m, t=typo: _like_case(m.group(0), t), text)
+                    text = pattern.sub(partial(_typo_in_case, typo), text)
         if self.lower:
             text = text.lower()
         if self.bare:
@@ -1265,6 +1265,11 @@ class _Roughness:
 
 def _like_case(word: str, typo: str) -> str:
     return typo[:1].upper() + typo[1:] if word[:1].isupper() else typo
+
+
+def _typo_in_case(typo: str, match: re.Match[str]) -> str:
+    """``typo`` in the letter case of the word it replaces (a ``re.sub`` replacement)."""
+    return _like_case(match.group(0), typo)
 
 
 def _lexicon_request(rng: Random, intent: str) -> str:
