@@ -52,7 +52,7 @@ from typing import Any
 
 import yaml
 
-from mesh.support import SENDER_METADATA_KEY
+from mesh.support import FIELDS, INTENTS, SENDER_METADATA_KEY
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EVAL_DIR = REPO_ROOT / "eval" / "support"
@@ -60,15 +60,6 @@ OPEN_FILE = "handwritten.yaml"
 SEALED_FILE = "sealed.yaml"
 PARTS = ("open", "sealed")
 
-INTENTS = (
-    "order_status",
-    "track_shipment",
-    "cancel_order",
-    "refund_request",
-    "change_address",
-    "general_question",
-)
-FIELDS = ("order_id", "email", "name", "product", "amount", "date", "address", "reason")
 READ_TOOLS = ("get_order", "find_orders", "track_shipment", "search_faq")
 SIDE_EFFECT_TOOLS = ("cancel_order", "refund_order", "update_shipping_address")
 TOOLS = READ_TOOLS + SIDE_EFFECT_TOOLS

@@ -16,20 +16,8 @@ from dataclasses import dataclass
 from functools import cache, partial
 from random import Random
 
+from mesh.support import FIELDS, INTENTS
 from mesh.train.data.entities import Entities, Split
-
-INTENTS = (
-    "order_status",
-    "track_shipment",
-    "cancel_order",
-    "refund_request",
-    "change_address",
-    "general_question",
-)
-"""Every intent a message can have; the classifier's labels in ``services/classifier``."""
-
-FIELDS = ("order_id", "email", "name", "product", "amount", "date", "address", "reason")
-"""The extractor's fields, in output order."""
 
 MAX_MESSAGE_CHARS = 280
 
