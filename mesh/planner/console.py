@@ -220,7 +220,7 @@ def print_results(result: RunResult, console: Console) -> None:
                     _short(ticket.get("message"), 60),
                     str(ticket.get("intent")),
                     _tool_cell(ticket),
-                    _short(ticket.get("reply"), 110),
+                    str(ticket.get("reply") or ""),
                 )
             )
         columns = [

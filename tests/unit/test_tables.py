@@ -112,7 +112,9 @@ def test_run_results_keep_agent_and_model_names_whole(width: int) -> None:
         "intent": "track_shipment",
         "tool_call": {"name": "track_shipment", "arguments": {"order_id": "ORD-317970"}},
         "tool_result": {"ok": True},
-        "reply": "Your order ORD-317970 shipped with UPS and is on its way to you.",
+        "reply": "Your order ORD-317970 shipped with UPS and is on its way to you. The "
+        "tracking number is 1Z999AA10123456784 and it should arrive within three business "
+        "days, weather permitting.",
     }
     stats = {"calls": 4, "errors": 0, "p50_ms": 12.5, "p99_ms": 80.1, "mean_ms": 20.2}
     model = {"parameters": 22_700_000, "calls": 4, "input_tokens": 812, "output_tokens": 64}
@@ -134,6 +136,7 @@ def test_run_results_keep_agent_and_model_names_whole(width: int) -> None:
     print_results(result, out)
     text = _text(out)
     assert "track_shipment" in text
+    assert "permitting." in text  # the reply is the product: folded, never cut
     for agent in AGENTS:
         assert f" {agent} " in text
         assert f"models/{agent}-encoder" in text
