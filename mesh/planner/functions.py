@@ -22,6 +22,9 @@ from mesh.support.replies import (
 
 PlannerFunction = Callable[[Any], Any]
 
+FAQ_QUERY_CHARS = 500
+"""The longest query search_faq takes (its argument schema's maxLength)."""
+
 FUNCTIONS: dict[str, PlannerFunction] = {}
 
 
@@ -97,8 +100,14 @@ def support_authorize_call(value: Any) -> dict[str, Any] | None:
     if not isinstance(call, Mapping) or not isinstance(call.get("name"), str):
         if not case.get("english") or len(message.strip()) < 3:
             return None
-        # No order id or email to act on: the question goes to the shop's FAQ.
-        call = {"name": "search_faq", "arguments": {"query": message}}
+        # No order id or email to act on: the question goes to the shop's FAQ (the search
+        # takes at most FAQ_QUERY_CHARS: the message's start, cut at a word).
+        query = (
+            message
+            if len(message) <= FAQ_QUERY_CHARS
+            else (message[:FAQ_QUERY_CHARS].rsplit(" ", 1)[0])
+        )
+        call = {"name": "search_faq", "arguments": {"query": query}}
     name, arguments = call["name"], dict(call.get("arguments") or {})
     if not policy.asks_for(message, name) and "order_id" in arguments:
         name, arguments = "get_order", {"order_id": arguments["order_id"]}

@@ -255,3 +255,17 @@ def test_a_recorded_outcome_keeps_falsy_values(value: object) -> None:
 
     back = Outcome.from_json(Outcome("ok", value=value, agent="echo", ms=1.5).to_json())
     assert back == Outcome("ok", value=value, agent="echo", ms=1.5)
+
+
+def test_a_long_question_without_an_order_id_is_searched_within_the_faq_tools_limit() -> None:
+    from mesh.planner.functions import FAQ_QUERY_CHARS, FUNCTIONS
+    from mesh.tools.catalog import parse_call
+
+    message = "Do you deliver to the islands, and what does it cost? " * 11
+    call = FUNCTIONS["support.authorize_call"](
+        {"call": None, "message": message, "sender": None, "english": True}
+    )
+    assert call["name"] == "search_faq"
+    assert len(call["arguments"]["query"]) <= FAQ_QUERY_CHARS
+    assert message.startswith(call["arguments"]["query"])
+    parse_call(call)  # the tools agent accepts it
