@@ -84,31 +84,26 @@ class RouterOptions(BaseModel):
     )
 
 
-CONFIRMATION_WORKFLOW = "support_confirmation"
-"""Runs a customer's answer on a ticket that waits in input-required."""
+INPUT_REQUIRED = "input_required"
+"""Output key of a workflow with ``on_answer``: the question that makes its task wait."""
 
 
-def _confirmation_question(value: Any) -> str | None:
-    """The reply asking the customer to confirm, when a ticket's call waits for a yes."""
-    if not isinstance(value, dict):
-        return None
-    result = value.get("tool_result")
-    if isinstance(result, dict) and (result.get("error") or {}).get("code") == (
-        "confirmation_required"
-    ):
-        return str(value.get("reply") or "Please confirm.")
-    return None
+def _question(value: Any) -> str | None:
+    """The question a run's output asks before its task can go on, if any."""
+    question = value.get(INPUT_REQUIRED) if isinstance(value, dict) else None
+    return question if isinstance(question, str) and question else None
 
 
-def _waiting_ticket(task: pb.Task | None) -> dict[str, Any] | None:
-    """The ticket of a task that waits for the customer's answer, from its result artifact."""
+def _waiting(task: pb.Task | None) -> tuple[dict[str, Any], str] | None:
+    """``(output, workflow)`` of a task that waits for an answer, from its result artifact."""
     if task is None or task.status.state != pb.TaskState.TASK_STATE_INPUT_REQUIRED:
         return None
     for artifact in reversed(task.artifacts):
         if artifact.name == RESULT_ARTIFACT:
             value = parts_value(artifact.parts)
-            if isinstance(value, dict) and _confirmation_question(value):
-                return value
+            workflow = plain(MessageToDict(artifact.metadata)).get("workflow")
+            if _question(value) and isinstance(workflow, str):
+                return value, workflow
     return None
 
 
@@ -194,6 +189,12 @@ class PlannerExecutor(AgentExecutor):
             validate_plan(
                 workflow.plan, functions=FUNCTIONS, workflows=self.plans, where=f"workflow {name}"
             )
+        for name, workflow in self.workflows.items():
+            if workflow.on_answer is not None and workflow.on_answer not in self.workflows:
+                raise SpecError(
+                    f"service {spec.name!r}: workflow {name!r} answers go to unknown "
+                    f"workflow {workflow.on_answer!r}"
+                )
         fallback = self.options.router.fallback
         if fallback is not None and (
             fallback not in self.workflows or self.workflows[fallback].text_input is None
@@ -375,19 +376,19 @@ class PlannerExecutor(AgentExecutor):
             return False
         return True
 
-    def _confirmation(
-        self, ticket: dict[str, Any], message: pb.Message | None
+    def _answered(
+        self, waiting: tuple[dict[str, Any], str], message: pb.Message | None
     ) -> tuple[Plan, Any, str, str]:
-        """The customer's answer on a task that waited for it: the confirmation workflow."""
-        workflow = self.workflows.get(CONFIRMATION_WORKFLOW)
+        """The answer on a task that waited for it: the asking workflow's ``on_answer``."""
+        output, asked_by = waiting
+        asking = self.workflows.get(asked_by)
+        workflow = self.workflows.get(asking.on_answer or "") if asking else None
         if workflow is None:
-            raise RequestError(
-                "no_workflow", f"this planner has no {CONFIRMATION_WORKFLOW} workflow"
-            )
+            raise RequestError("no_workflow", f"workflow {asked_by!r} takes no answers here")
         answer = get_message_text(message).strip() if message is not None else ""
         if not answer:
             raise RequestError("empty_request", "the answer has no text")
-        return workflow.plan, {"ticket": ticket, "answer": answer}, "workflow", workflow.name
+        return workflow.plan, {"output": output, "answer": answer}, "workflow", workflow.name
 
     @staticmethod
     def _routed(
@@ -411,13 +412,13 @@ class PlannerExecutor(AgentExecutor):
             await self._resume(record, updater)
             return
         await updater.start_work()
-        waiting = _waiting_ticket(context.current_task)
+        waiting = _waiting(context.current_task)
         with telemetry.get_tracer().start_as_current_span(
             "create_plan", attributes={names.OPENINFERENCE_KIND: "CHAIN"}
         ) as span:
             try:
                 if waiting is not None:
-                    plan, value, source, workflow = self._confirmation(waiting, context.message)
+                    plan, value, source, workflow = self._answered(waiting, context.message)
                 else:
                     plan, value, source, workflow = await self.make_plan(context.message)
                 routes = self.routes()
@@ -538,7 +539,8 @@ class PlannerExecutor(AgentExecutor):
         stats = progress.agent_stats()
         await self._mark_recorded(progress)
         if outcome.ok:
-            question = _confirmation_question(outcome.value)
+            asking = self.workflows.get(workflow)
+            question = _question(outcome.value) if asking and asking.on_answer else None
             self.store.finish_run(updater.task_id, "input_required" if question else "completed")
             await updater.add_artifact(
                 [
@@ -559,7 +561,8 @@ class PlannerExecutor(AgentExecutor):
                 },
             )
             if question:
-                # The side effect waits for the customer's yes on this same task.
+                # The run asked a question (a side effect waiting for the customer's yes):
+                # the answer on this same task runs the workflow's on_answer.
                 await updater.requires_input(updater.new_agent_message([new_text_part(question)]))
             else:
                 await updater.complete()

@@ -165,6 +165,17 @@ def support_final_reply(value: Any) -> str:
     return ask_reference_reply(customer, case.get("intent"))
 
 
+@planner_function("support.confirmation_question")
+def support_confirmation_question(value: Any) -> str | None:
+    """The reply as a question when the ticket's side effect waits for the customer's yes."""
+    case = _mapping(value, "support.confirmation_question")
+    result = case.get("result")
+    error = result.get("error") if isinstance(result, Mapping) else None
+    if isinstance(error, Mapping) and error.get("code") == "confirmation_required":
+        return str(case.get("reply") or "")
+    return None
+
+
 @planner_function("support.batch_items")
 def support_batch_items(value: Any) -> list[dict[str, Any]]:
     """A batch's messages as support_ticket inputs: ``{message, sender}`` each."""

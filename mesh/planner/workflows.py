@@ -42,6 +42,12 @@ class Workflow(BaseModel):
     text_input: str | None = Field(
         None, description="A text request becomes {text_input: text}; unset: text is not accepted."
     )
+    on_answer: str | None = Field(
+        None,
+        description="A run whose output has a non-empty `input_required` (the question) ends "
+        "input-required; the answer sent on the same task runs this workflow with "
+        "{output, answer}.",
+    )
     routed: bool = Field(
         True,
         description="Text may be routed here by meaning; false: only a request naming the "
