@@ -247,9 +247,14 @@ class StepRunner:
                 if reason is not None:
                     rejected.append(_rejection(provider.agent, outcome, reason))
             last = index == len(route) - 1
-            if reason is not None and last and rejected and call.fallback is not None:
-                _escalate(escalations, provider.agent, f"fn:{call.fallback}", reason)
-                outcome = _fallback(call, value, outcome)
+            if reason is not None and last and rejected:
+                if call.fallback is None:  # nothing may replace an answer that failed its check
+                    outcome = Outcome(
+                        "failed", error=reason, failed_step=call.node, agent=provider.agent
+                    )
+                else:
+                    _escalate(escalations, provider.agent, f"fn:{call.fallback}", reason)
+                    outcome = _fallback(call, value, outcome)
                 reason = None
             if reason is None or last:
                 outcome.attempts = attempts

@@ -556,3 +556,19 @@ async def test_a_check_or_fallback_naming_no_planner_function_is_refused(mesh: M
         response = await client.send_message("planner", data_request(body), timeout=30)
     assert response.task.status.state == pb.TaskState.TASK_STATE_REJECTED
     assert "unknown function 'os.system'" in error_of(response.task)
+
+
+async def test_an_answer_that_fails_its_check_with_no_fallback_fails_the_step(mesh: Mesh) -> None:
+    plan = {
+        "plan": {
+            "steps": [
+                {"id": "draft", "skill": "echo", "input": "$input", "check": "support.check_reply"}
+            ],
+            "output": "$draft",
+        },
+        "input": {"intent": "order_status", "tool": "get_order", "ok": False},
+    }
+    async with await planner_client(mesh) as client:
+        response = await client.send_message("planner", data_request(plan), timeout=60)
+    assert response.task.status.state == pb.TaskState.TASK_STATE_FAILED
+    assert "check support.check_reply" in error_of(response.task)
