@@ -14,12 +14,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from functools import cache
-from importlib import resources
 from typing import Any
 
-import yaml
-
 from mesh.support.facts import facts_of_result
+from mesh.tools import faq
 
 EXAMPLE_ORDER_ID = "ORD-123456"
 """The placeholder replies use to show what an order number looks like."""
@@ -70,17 +68,10 @@ NON_ENGLISH_REPLY = (
 """The whole reply to a message in another language: what the desk can do, in English."""
 
 
-@cache
-def faq_entries() -> dict[str, dict[str, Any]]:
-    """The shop's FAQ entries by topic (the search_faq tool's source)."""
-    text = resources.files("mesh.tools").joinpath("faq.yaml").read_text(encoding="utf-8")
-    return {entry["topic"]: entry for entry in yaml.safe_load(text)}
-
-
 def unknown_question_answer() -> str:
     """What the desk says when the FAQ has no answer: how to reach a person, and when."""
-    entries = faq_entries()
-    return f"{entries['contact']['answer']} {entries['opening_hours']['answer']}"
+    answers = {entry.topic: entry.answer for entry in faq.entries()}
+    return f"{answers['contact']} {answers['opening_hours']}"
 
 
 def greeting(customer: object, word: str = "Hi") -> str:
