@@ -17,6 +17,7 @@ from mesh.support.replies import (
     NON_ENGLISH_REPLY,
     ask_reference_reply,
     declined_reply,
+    unreadable_order_reply,
     write_reply,
 )
 
@@ -91,15 +92,19 @@ def support_principal(value: Any) -> dict[str, Any]:
 def support_authorize_call(value: Any) -> dict[str, Any] | None:
     """The tool call as the tools agent receives it: consent checked, principal attached.
 
-    A side-effecting call the message does not ask for in plain words becomes a lookup
-    of the same order; an English message with no call (no order id or email) becomes an
-    FAQ search; every call acts for the verified sender, or for nobody.
+    The proposed tool must fit the classifier's intent and take its amount or address from
+    a plausible span (:func:`policy.agreed_call`); a side-effecting call the message does
+    not ask for in plain words becomes a lookup of the same order; an English message with
+    no call (no order id or email) becomes an FAQ search, unless it names an order number
+    we cannot read; every call acts for the verified sender, or for nobody.
     """
     case = _mapping(value, "support.authorize_call")
     call, message = case.get("call"), str(case.get("message") or "")
     if not isinstance(call, Mapping) or not isinstance(call.get("name"), str):
         if not case.get("english") or len(message.strip()) < 3:
             return None
+        if policy.malformed_order_reference(message):
+            return None  # an order number we cannot read: final_reply asks for it again
         # No order id or email to act on: the question goes to the shop's FAQ (the search
         # takes at most FAQ_QUERY_CHARS: the message's start, cut at a word).
         query = (
@@ -108,7 +113,10 @@ def support_authorize_call(value: Any) -> dict[str, Any] | None:
             else (message[:FAQ_QUERY_CHARS].rsplit(" ", 1)[0])
         )
         call = {"name": "search_faq", "arguments": {"query": query}}
-    name, arguments = call["name"], dict(call.get("arguments") or {})
+    raw_fields = case.get("fields")
+    fields: Mapping[str, Any] = raw_fields if isinstance(raw_fields, Mapping) else {}
+    agreed = policy.agreed_call(call, case.get("intent"), fields, message)
+    name, arguments = agreed["name"], agreed["arguments"]
     if not policy.asks_for(message, name) and "order_id" in arguments:
         name, arguments = "get_order", {"order_id": arguments["order_id"]}
     principal = policy.principal_of(case.get("sender"))
@@ -162,6 +170,8 @@ def support_final_reply(value: Any) -> str:
         return str(case["reply"])
     message = prepared.get("text") if isinstance(prepared, Mapping) else None
     customer = plausible_name(case.get("customer"), message)
+    if isinstance(message, str) and policy.malformed_order_reference(message):
+        return unreadable_order_reply(customer)
     return ask_reference_reply(customer, case.get("intent"))
 
 

@@ -7,7 +7,9 @@ message, with the verified sender in the A2A message metadata (``slmesh/sender``
 has one; the planner routes it to the ``support_ticket`` workflow, whose output (intent,
 fields, tool_call, tool_result, reply) is scored here:
 
-- **intent** (classifier): the label equals the item's intent;
+- **intent** (classifier): the label equals the item's intent; judged, like the fields,
+  on the messages the desk reads: a message in another language that the desk answers
+  with its English-only notice is not classified (its language is judged instead);
 - **fields** (extractor): every listed field equals, case-insensitive and trimmed (a
   listed null must be null; amounts compare as numbers);
 - **tool** (tool-caller and planner): the right tool with the listed arguments, no call
@@ -519,6 +521,10 @@ class ItemScore:
     side_effect_violation: bool
     escalated: bool | None = None
     draft_passed_check: bool | None = None
+    reads: bool = True
+    """Whether the desk read the message: English, or another language it did not notice.
+    A message the desk answers with its English-only notice is not classified or
+    extracted, so its intent and fields are not judged (its language is)."""
 
     @property
     def fields(self) -> bool:
@@ -538,16 +544,17 @@ class ItemScore:
 
     @property
     def end_to_end(self) -> bool:
-        return self.intent and self.fields and self.tool and self.reply and self.well_formed
+        understood = not self.reads or (self.intent and self.fields)
+        return understood and self.tool and self.reply and self.well_formed
 
     def failures(self) -> list[str]:
         out = []
         output = self.outcome.output or {}
-        if self.outcome.state != "completed":
+        if self.outcome.state not in ("completed", "input_required"):
             out.append(f"task {self.outcome.state}: {self.outcome.error}".strip())
-        if not self.intent:
+        if self.reads and not self.intent:
             out.append(f"intent {_label(output.get('intent'))!r}, expected {self.item.intent!r}")
-        if not self.fields:
+        if self.reads and not self.fields:
             raw = (output or {}).get("fields")
             got = raw if isinstance(raw, dict) else {}
             wrong = {
@@ -632,6 +639,7 @@ def score_item(
         side_effect_violation=unrequested_side_effect(item, output),
         escalated=escalated if isinstance(escalated, bool) else None,
         draft_passed_check=passed if isinstance(passed, bool) else None,
+        reads=item.english or not detected_non_english(output),
     )
 
 
@@ -672,8 +680,9 @@ def summarize(scores: Sequence[ItemScore]) -> Summary:
         return _rate(sum(flags), len(flags))
 
     counts: dict[str, tuple[int, int]] = {}
-    with_fields = [s for s in scores if s.fields_listed]
-    upstream = [s for s in scores if s.intent and s.fields]
+    read = [s for s in scores if s.reads]
+    with_fields = [s for s in read if s.fields_listed]
+    upstream = [s for s in read if s.intent and s.fields]
     tool_right = [s for s in scores if s.tool]
     non_english = [s for s in scores if not s.item.english]
     escalations = [s.escalated for s in scores if s.escalated is not None]
@@ -685,7 +694,7 @@ def summarize(scores: Sequence[ItemScore]) -> Summary:
         items=len(scores),
         ended=sum(s.outcome.ended for s in scores),
         completed=sum(s.outcome.state == "completed" for s in scores),
-        intent=count("intent", [s.intent for s in scores]),
+        intent=count("intent", [s.intent for s in read]),
         fields_items=count("fields", [s.fields for s in with_fields]),
         fields_values=_rate(right_values, listed_values),
         tool=count("tool", [s.tool for s in scores]),
@@ -789,7 +798,9 @@ def render_block(
         "The set (`eval/support/`) was written by hand and frozen before any tuning; the sealed "
         "third is scored but never printed per item. Targets (issue 17): intent >= 0.95, "
         "fields >= 0.97, tool call >= 0.95, reply >= 0.95 with zero contradicted facts, "
-        "well-formed >= 0.98. Rules: `mesh/support/evaluation.py`.",
+        "well-formed >= 0.98. Intent and fields are judged on the messages the desk reads "
+        "(a message in another language that gets the English-only notice is not classified; "
+        "its language is judged). Rules: `mesh/support/evaluation.py`.",
         "",
         f"| metric | open ({open_.items}) | sealed ({sealed.items}) |",
         "|---|---|---|",

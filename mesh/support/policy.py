@@ -156,3 +156,83 @@ _NO = re.compile(r"\b(no|not|don'?t|cancel|stop|wait)\b", re.IGNORECASE)
 def is_yes(answer: str) -> bool:
     """Whether the customer's answer to a confirmation question is an unambiguous yes."""
     return bool(_YES.match(answer)) and not _NO.search(answer)
+
+
+_VALID_ORDER_ID = re.compile(r"\bORD-\d{6}(?![\d-])")
+_ORDER_ID_ATTEMPT = re.compile(r"\bORD\b[\s#:._-]*\d[\d\s.-]*", re.IGNORECASE)
+
+
+def malformed_order_reference(message: str) -> bool:
+    """Whether the message tries to name an order but no order id in it is well-formed
+    ("ORD-12345", "ORD 2831 81"): the desk asks for the number again instead of searching
+    the FAQ or guessing an order."""
+    if _VALID_ORDER_ID.search(message):
+        return False
+    return _ORDER_ID_ATTEMPT.search(message) is not None
+
+
+MAX_ADDRESS_CHARS = 160
+"""The longest shipping address a tool call may write (longer: a sentence, not an address)."""
+_SENTENCE_BREAK = re.compile(r"[.!?]\s+\S|\n")
+
+
+def plausible_address(value: object, message: str) -> bool:
+    """Whether a proposed shipping address can be written to an order: a span of the
+    message, one line of at most :data:`MAX_ADDRESS_CHARS` characters holding a house
+    number and no sentence break or order id. A model that copied the wrong span (the
+    whole message, a phrase around the address) must not change where an order goes."""
+    if not isinstance(value, str):
+        return False
+    address = value.strip()
+    return (
+        10 <= len(address) <= MAX_ADDRESS_CHARS
+        and address in message
+        and any(ch.isdigit() for ch in address)
+        and _SENTENCE_BREAK.search(address) is None
+        and _REFERENCE.search(address) is None
+    )
+
+
+INTENT_TOOLS: Mapping[str, frozenset[str]] = {
+    "order_status": frozenset({"get_order", "find_orders"}),
+    "track_shipment": frozenset({"track_shipment", "find_orders"}),
+    "cancel_order": frozenset({"cancel_order", "get_order", "find_orders"}),
+    "refund_request": frozenset({"refund_order", "get_order", "find_orders"}),
+    "change_address": frozenset({"update_shipping_address", "get_order", "find_orders"}),
+}
+"""The tools that fit each intent (a side-effect intent's lookup fits too: the request may
+lack an amount or address). ``general_question`` fits any tool."""
+
+
+def agreed_call(
+    call: Mapping[str, Any], intent: object, fields: Mapping[str, Any], message: str
+) -> dict[str, Any]:
+    """The tool call once the classifier's intent and the extractor's fields have had their
+    say. A proposed tool that does not fit the intent gives way to the intent's lookup
+    (``track_shipment`` for a tracking question, else ``get_order``): two agents that
+    disagree never cause a side effect, and none is ever added here. An address to write
+    must be a plausible span of the message: the tool-caller's, else the extractor's, else
+    the call becomes the order's lookup (whose reply asks for the address).
+
+    Consent (:func:`asks_for`) is checked after this.
+    """
+    name = str(call.get("name") or "")
+    arguments = dict(call.get("arguments") or {})
+    order_id = arguments.get("order_id")
+    if (
+        isinstance(intent, str)
+        and intent in INTENT_TOOLS
+        and name not in INTENT_TOOLS[intent]
+        and isinstance(order_id, str)
+    ):
+        lookup = "track_shipment" if intent == "track_shipment" else "get_order"
+        return {"name": lookup, "arguments": {"order_id": order_id}}
+    if name == "update_shipping_address" and not plausible_address(
+        arguments.get("address"), message
+    ):
+        address = fields.get("address")
+        if plausible_address(address, message):
+            arguments["address"] = str(address).strip()
+        elif isinstance(order_id, str):
+            return {"name": "get_order", "arguments": {"order_id": order_id}}
+    return {"name": name, "arguments": arguments}

@@ -127,6 +127,15 @@ def ask_reference_reply(customer: str | None, intent: str | None) -> str:
     return f"{greeting(customer)} {_ASK_REFERENCE.get(str(intent), _ASK_DEFAULT)}"
 
 
+def unreadable_order_reply(customer: str | None) -> str:
+    """The reply when the message names an order number that is not one of ours."""
+    return (
+        f"{greeting(customer)} I could not read the order number in your message: our order "
+        f"numbers look like {EXAMPLE_ORDER_ID} (ORD- and six digits). Could you check it and "
+        "send it again, or send me the email address you ordered with?"
+    )
+
+
 def _body(facts: Mapping[str, Any], greet: str) -> str:
     tool = facts["tool"]
     if not facts["ok"]:

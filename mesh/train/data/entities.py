@@ -168,6 +168,8 @@ _CURATED: dict[str, tuple[str, ...]] = {
 """Hand-written values per entity kind; each value's split comes from :func:`split_of`."""
 
 # fmt: off
+CONTINENTAL_ADDRESS_SHARE = 0.4
+"""Share of addresses written street first, number after, postcode before the city."""
 _STREET_KINDS = ("Street", "Road", "Lane", "Avenue", "Way", "Close", "Drive", "Square")
 _STREET_PREFIXES = ("Rue", "Via", "Calle", "Rua", "Avenida", "Avenue")
 _STREET_SUFFIXES = ("straße", "gade", "gatan", "weg", "laan", "utca")
@@ -347,11 +349,17 @@ class Entities:
         return self._draw("street", self._pseudo_street)
 
     def address(self) -> str:
-        """``12 Street, City POSTCODE, Country`` (at least 10 characters, one line)."""
+        """One line, at least 10 characters: ``12 Street, City POSTCODE, Country`` or, as most
+        of continental Europe writes it, ``Street 12, POSTCODE City, Country`` (a span that
+        starts with the street's name, not its number)."""
         number = self.rng.randint(1, 299)
         suffix = self.rng.choice(("", "", "", "A", "B", "b"))
         postcode = self._postcode()
-        value = f"{number}{suffix} {self.street()}, {self.city()} {postcode}, {self.country()}"
+        street, city, country = self.street(), self.city(), self.country()
+        if self.rng.random() < CONTINENTAL_ADDRESS_SHARE:
+            value = f"{street} {number}{suffix}, {postcode} {city}, {country}"
+        else:
+            value = f"{number}{suffix} {street}, {city} {postcode}, {country}"
         return self._record("address", value)
 
     def product(self) -> str:

@@ -274,3 +274,38 @@ def test_summary_targets_block_and_failures(tmp_path: Path) -> None:
     assert BLOCK_BEGIN not in rest
     assert "| agent | x |" in rest
     assert kept.startswith(BLOCK_BEGIN)
+
+
+def test_a_message_the_desk_does_not_read_is_judged_on_its_language_not_its_intent() -> None:
+    german = item(
+        message="Hallo, bitte stornieren Sie meine Bestellung ORD-951261. Danke",
+        language="de",
+        intent="cancel_order",
+        fields={"order_id": "ORD-951261"},
+        tool=None,
+        must=["English"],
+        must_not=["cancelled"],
+    )
+    notice = output(
+        language="de",
+        intent=None,
+        fields=None,
+        tool_call=None,
+        tool_result=None,
+        reply="Hello, thank you for your message. Our support desk answers in English only.",
+    )
+    noticed = score_item(german, Outcome(state="completed", output=notice))
+    assert not noticed.reads
+    assert noticed.end_to_end
+    assert noticed.failures() == []
+    # Missed: the desk read it as English, so its intent and fields are judged.
+    missed = score_item(
+        german, Outcome(state="completed", output=output(language="en", intent="order_status"))
+    )
+    assert missed.reads
+    assert not missed.intent
+    assert not missed.end_to_end
+    english = score_item(item(), Outcome(state="completed", output=output()))
+    summary = summarize([noticed, english])
+    assert summary.counts["intent"] == (1, 1)  # over the messages the desk read
+    assert summary.end_to_end == 1.0

@@ -7,10 +7,13 @@ import pytest
 from mesh.support.policy import (
     MAX_MESSAGE_CHARS,
     MAX_TAIL_CHARS,
+    agreed_call,
     asks_for,
     bounded_message,
     is_yes,
     language_of,
+    malformed_order_reference,
+    plausible_address,
     principal_of,
 )
 
@@ -75,3 +78,94 @@ def test_the_principal_is_the_verified_sender_or_nobody() -> None:
     assert principal_of({"email": "a@example.com"}) == {"customer": "a@example.com"}
     assert principal_of(None) == {"anonymous": True}
     assert principal_of({"email": ""}) == {"anonymous": True}
+
+
+@pytest.mark.parametrize(
+    ("text", "malformed"),
+    [
+        ("where's ORD-12345? been waiting 3 weeks", True),
+        ("order number is ORD 2831 81 or something like that", True),
+        ("it's ord#4411, is it out?", True),
+        ("ORD-1234567 please", True),
+        ("Where is ORD-123456?", False),
+        ("ORD-123456 and not ORD-12", False),  # a readable id is there: it is used
+        ("Do you ship to Norway?", False),
+        ("I ordered 2 mugs", False),
+    ],
+)
+def test_an_order_number_we_cannot_read_is_noticed(text: str, malformed: bool) -> None:
+    assert malformed_order_reference(text) is malformed
+
+
+MOVING = (
+    "I'm moving on Friday. Can the SSD on ORD-587707 go to Via Torino 8, 20123 Milan, Italy? "
+    "That is the new flat."
+)
+
+
+@pytest.mark.parametrize(
+    ("address", "plausible"),
+    [
+        ("Via Torino 8, 20123 Milan, Italy", True),
+        ("Torino 8, 20123 Milan, Italy", True),  # a span, though not the whole address
+        (MOVING, False),  # the whole message
+        ("Friday. Can the SSD on ORD-587707 go to Via Torino 8", False),  # a sentence break
+        ("Via Roma 1, 00100 Rome, Italy", False),  # not in the message
+        ("Milan, Italy", False),  # no house number
+        (None, False),
+    ],
+)
+def test_only_a_plausible_span_is_written_as_an_address(
+    address: str | None, plausible: bool
+) -> None:
+    assert plausible_address(address, MOVING) is plausible
+
+
+def test_a_copied_message_as_address_gives_way_to_the_extracted_address() -> None:
+    call = {
+        "name": "update_shipping_address",
+        "arguments": {"order_id": "ORD-587707", "address": MOVING},
+    }
+    fields = {"order_id": "ORD-587707", "address": "Via Torino 8, 20123 Milan, Italy"}
+    agreed = agreed_call(call, "change_address", fields, MOVING)
+    assert agreed["arguments"]["address"] == "Via Torino 8, 20123 Milan, Italy"
+
+
+def test_an_implausible_address_with_no_better_one_becomes_a_lookup() -> None:
+    call = {
+        "name": "update_shipping_address",
+        "arguments": {"order_id": "ORD-587707", "address": MOVING},
+    }
+    agreed = agreed_call(call, "change_address", {"address": None}, MOVING)
+    assert agreed == {"name": "get_order", "arguments": {"order_id": "ORD-587707"}}
+
+
+def test_a_tool_that_does_not_fit_the_intent_gives_way_to_the_intents_lookup() -> None:
+    lookup = {"name": "get_order", "arguments": {"order_id": "ORD-454631"}}
+    message = "tracking no for ORD-454631 please"
+    assert agreed_call(lookup, "track_shipment", {}, message) == {
+        "name": "track_shipment",
+        "arguments": {"order_id": "ORD-454631"},
+    }
+    # A lookup fits a side-effect intent (the request may lack its amount): no side effect
+    # is ever added by the agreement rule.
+    refund = "refund 12,50 ORD-454631"
+    assert agreed_call(lookup, "refund_request", {"amount": "12,50"}, refund) == lookup
+
+
+def test_two_side_effects_in_disagreement_become_a_lookup() -> None:
+    cancel = {"name": "cancel_order", "arguments": {"order_id": "ORD-217579", "reason": "x y z"}}
+    agreed = agreed_call(cancel, "refund_request", {}, "cancel or refund ORD-217579")
+    assert agreed == {"name": "get_order", "arguments": {"order_id": "ORD-217579"}}
+
+
+def test_a_side_effect_against_the_intent_becomes_the_intents_lookup() -> None:
+    cancel = {"name": "cancel_order", "arguments": {"order_id": "ORD-217579", "reason": "x y z"}}
+    agreed = agreed_call(cancel, "order_status", {}, "did you cancel ORD-217579?")
+    assert agreed == {"name": "get_order", "arguments": {"order_id": "ORD-217579"}}
+
+
+def test_a_general_question_or_no_intent_keeps_the_proposed_call() -> None:
+    call = {"name": "get_order", "arguments": {"order_id": "ORD-217579"}}
+    assert agreed_call(call, "general_question", {}, "ORD-217579?") == call
+    assert agreed_call(call, None, {}, "ORD-217579?") == call
