@@ -153,6 +153,33 @@ class Settings(BaseSettings):
         description="PEM CA bundle: servers then require client certificates it signed (mutual "
         "TLS) and clients verify servers against it.",
     )
+    signing_keys: str = Field(
+        "",
+        description="Comma-separated PEM private key files (mounted secrets; Ed25519, EC P-256 "
+        "or RSA) this agent signs with: its card (one JWS per key, over the RFC 8785 canonical "
+        "form), its registry writes and its push notifications. Two keys rotate: verifiers "
+        "pinned to either accept. Key ids are RFC 7638 thumbprints.",
+    )
+    trust_bundle: Path | None = Field(
+        None,
+        description="JWK Set file of pinned public keys (each with 'agents': the names it may "
+        "speak for, optional 'exp'). The registry and the mesh client verify card signatures "
+        "against it, never against a key URL a card names (jku); `slmesh trust KEYFILE --agent "
+        "NAME` prints an entry.",
+    )
+    require_signed_cards: bool = Field(
+        False,
+        description="Refuse an agent card without a valid signature by a trust-bundle key bound "
+        "to its agent name: at registration (the registry) and before calling (the mesh client).",
+    )
+    registration_identity: Literal["token", "agent"] = Field(
+        "token",
+        description="Registry writes: 'token' takes any holder of the registration token; "
+        "'agent' also needs a credential bound to the replica's agent name: a registration proof "
+        "signed by a trust-bundle key bound to it, or a client certificate (mutual TLS) with the "
+        "URI SAN slmesh://agent/NAME. A replica may then register, heartbeat and deregister only "
+        "under its own agent's names.",
+    )
     request_timeout_s: float = Field(60.0, gt=0, description="Default client deadline per call.")
     log_level: str = Field("INFO", description="Python logging level.")
     ray_address: str | None = Field(
@@ -237,6 +264,19 @@ class Settings(BaseSettings):
                 f"task_lease_renew_s ({self.task_lease_renew_s}) must be below task_lease_s "
                 f"({self.task_lease_s}): a lease renewed less often than it lasts expires while "
                 "its task still runs"
+            )
+        return self
+
+    def signing_key_files(self) -> list[Path]:
+        """The files of ``signing_keys``, in order (the first signs registration proofs)."""
+        return [Path(p.strip()) for p in self.signing_keys.split(",") if p.strip()]
+
+    @model_validator(mode="after")
+    def _signed_cards_need_keys(self) -> Settings:
+        if self.require_signed_cards and self.trust_bundle is None:
+            raise ValueError(
+                "require_signed_cards needs trust_bundle (SLMESH_TRUST_BUNDLE: a JWK Set of the "
+                "public keys to verify cards with)"
             )
         return self
 

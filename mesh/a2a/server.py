@@ -41,6 +41,7 @@ from mesh.a2a.cards import Endpoints, build_card, card_routes
 from mesh.a2a.gates import Admission, HttpGate, add_gated_service
 from mesh.a2a.handler import MeshGrpcHandler, MeshRequestHandler
 from mesh.a2a.leases import LeasedExecutor, TaskTakeover, build_takeover
+from mesh.a2a.signing import card_signing_keys, sign_card
 from mesh.a2a.store import SqliteTaskStore
 from mesh.a2a.tracing import HopTelemetry, TracedExecutor
 from mesh.config import ServiceSpec, Settings, SpecError
@@ -55,6 +56,9 @@ log = logging.getLogger(__name__)
 
 A2A_SERVICE = a2a_pb2.DESCRIPTOR.services_by_name["A2AService"]
 A2A_GRPC_SERVICE = A2A_SERVICE.full_name
+
+JWKS_PATH = "/.well-known/jwks.json"
+"""Where an agent with signing keys publishes their public parts."""
 
 
 def load_executor(spec: ServiceSpec, settings: Settings) -> AgentExecutor:
@@ -233,6 +237,9 @@ class AgentServer:
             bearer_auth=token is not None,
             extensions=extensions() if extensions is not None else (),
         )
+        self.signing_keys = card_signing_keys(settings)
+        if self.signing_keys:
+            sign_card(self.card, self.signing_keys)
         self.card_built = datetime.now(UTC)
         served = self.executor
         if telemetry_enabled():
@@ -273,6 +280,8 @@ class AgentServer:
             ),
             jsonrpc_routes=create_jsonrpc_routes(self.handler, rpc_url="/", enable_v0_3_compat=v03),
         )
+        if self.signing_keys:
+            app.add_api_route(JWKS_PATH, self._jwks, methods=["GET"], include_in_schema=False)
         app.add_api_route("/healthz", self._healthz, methods=["GET"], include_in_schema=False)
         app.add_api_route("/readyz", self._readyz, methods=["GET"], include_in_schema=False)
         if prometheus_text() is not None:
@@ -282,6 +291,12 @@ class AgentServer:
             app, rest_routes=create_rest_routes(self.handler, enable_v0_3_compat=v03)
         )
         return app
+
+    async def _jwks(self) -> JSONResponse:
+        """The public parts of this agent's signing keys (what a trust bundle pins, and what a
+        push-notification receiver verifies with)."""
+        keys = [k.public_jwk([self.spec.name]) for k in self.signing_keys]
+        return JSONResponse({"keys": keys}, headers={"cache-control": "public, max-age=300"})
 
     async def _healthz(self) -> JSONResponse:
         return JSONResponse({"status": "ok", "agent": self.spec.name, "replica": self.replica_id})
@@ -368,7 +383,7 @@ class AgentServer:
 
         from mesh.registry import Endpoint, Load, Registration, RegistryClient, Replica
 
-        self._registry_client = RegistryClient.from_settings(self.settings)
+        self._registry_client = RegistryClient.from_settings(self.settings, agent=self.spec.name)
         replica = Replica(
             agent=self.spec.name,
             replica_id=self.replica_id,
