@@ -180,6 +180,31 @@ class Settings(BaseSettings):
         "URI SAN slmesh://agent/NAME. A replica may then register, heartbeat and deregister only "
         "under its own agent's names.",
     )
+    push_notifications: bool = Field(
+        False,
+        description="Offer A2A push notifications: configs (create, get, list, delete) on all "
+        "three transports, kept next to the task store, and delivery of task updates to their "
+        "HTTPS webhooks, signed with SLMESH_SIGNING_KEYS. Cards then say pushNotifications.",
+    )
+    push_allow: str = Field(
+        "",
+        description="Comma-separated addresses or CIDR networks push URLs may reach although "
+        "they are loopback, private, link-local or otherwise non-public (the SSRF guard refuses "
+        "those by default), e.g. 10.0.0.0/8 for in-cluster receivers.",
+    )
+    push_ca_file: Path | None = Field(
+        None, description="PEM CA bundle webhook receivers are verified with (default: system)."
+    )
+    push_timeout_s: float = Field(10.0, gt=0, description="Timeout of one push delivery try.")
+    push_max_attempts: int = Field(
+        5,
+        ge=1,
+        description="Tries per notification (retries on connection errors, timeouts, "
+        "429 and 5xx, with exponential backoff).",
+    )
+    push_backoff_s: float = Field(
+        0.5, gt=0, description="Wait before the first retry of a push; doubles per try."
+    )
     request_timeout_s: float = Field(60.0, gt=0, description="Default client deadline per call.")
     log_level: str = Field("INFO", description="Python logging level.")
     ray_address: str | None = Field(

@@ -30,7 +30,14 @@ from a2a.server.routes import (
     create_jsonrpc_routes,
     create_rest_routes,
 )
-from a2a.server.tasks import DatabaseTaskStore, InMemoryTaskStore, TaskStore
+from a2a.server.tasks import (
+    DatabasePushNotificationConfigStore,
+    DatabaseTaskStore,
+    InMemoryPushNotificationConfigStore,
+    InMemoryTaskStore,
+    PushNotificationConfigStore,
+    TaskStore,
+)
 from a2a.types import a2a_pb2
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
@@ -41,6 +48,7 @@ from mesh.a2a.cards import Endpoints, build_card, card_routes
 from mesh.a2a.gates import Admission, HttpGate, add_gated_service
 from mesh.a2a.handler import MeshGrpcHandler, MeshRequestHandler
 from mesh.a2a.leases import LeasedExecutor, TaskTakeover, build_takeover
+from mesh.a2a.push import PushSender
 from mesh.a2a.signing import card_signing_keys, sign_card
 from mesh.a2a.store import SqliteTaskStore
 from mesh.a2a.tracing import HopTelemetry, TracedExecutor
@@ -48,6 +56,7 @@ from mesh.config import ServiceSpec, Settings, SpecError
 from mesh.telemetry import enabled as telemetry_enabled
 from mesh.telemetry import prometheus_text
 from mesh.tls import TlsFiles
+from mesh.trust import SigningKey
 
 if TYPE_CHECKING:
     from mesh.registry import Registration, RegistryClient
@@ -134,6 +143,37 @@ def build_task_takeover(
         return None
     engine = store.as_task_store.engine  # type: ignore[attr-defined]  # a database store: has an engine
     return build_takeover(engine, spec.name, replica_id, settings)
+
+
+def build_push(
+    spec: ServiceSpec,
+    settings: Settings,
+    store: TaskStore | VersionedTaskStore,
+    keys: list[SigningKey],
+) -> tuple[PushNotificationConfigStore | None, PushSender | None]:
+    """Push config store and sender when ``settings.push_notifications``, else (None, None).
+
+    Configs live next to the tasks: in memory with a memory store, in an SQLite file beside
+    the SQLite task store, and in the task store's own database (shared by its replicas)
+    otherwise.
+    """
+    if not settings.push_notifications:
+        return None, None
+    config_store: PushNotificationConfigStore
+    if isinstance(store, InMemoryTaskStore):
+        config_store = InMemoryPushNotificationConfigStore()
+    else:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = getattr(getattr(store, "as_task_store", store), "engine", None)
+        if engine is None:  # the SQLite task store (sqlite3, no engine): a file beside it
+            path = (settings.data_dir / f"push-{spec.name}.sqlite").resolve()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+        config_store = DatabasePushNotificationConfigStore(
+            engine, table_name=f"push_configs_{spec.name.replace('-', '_')}"
+        )
+    return config_store, PushSender.from_settings(settings, config_store, keys)
 
 
 def _task_table(spec: ServiceSpec) -> str:
@@ -236,6 +276,7 @@ class AgentServer:
             ),
             bearer_auth=token is not None,
             extensions=extensions() if extensions is not None else (),
+            push=settings.push_notifications,
         )
         self.signing_keys = card_signing_keys(settings)
         if self.signing_keys:
@@ -250,12 +291,18 @@ class AgentServer:
             served = TracedExecutor(self.executor, spec.name, self.replica_id)
         if self.takeover is not None:
             served = LeasedExecutor(served, self.takeover)
+        self.push_store, self.push_sender = build_push(
+            spec, settings, self.task_store, self.signing_keys
+        )
         self.handler = MeshRequestHandler(
             agent_executor=served,
             task_store=self.task_store,
             agent_card=self.card,
             event_stream=self.event_stream,
             takeover=self.takeover,
+            push_config_store=self.push_store,
+            push_sender=self.push_sender,
+            push_url_validator=self.push_sender.policy.accepts if self.push_sender else None,
         )
         self._health = health.aio.HealthServicer()
         self.app = self._build_app()
@@ -326,6 +373,8 @@ class AgentServer:
         initialize = getattr(self.task_store, "initialize", None)
         if initialize is not None:
             await initialize()
+        if isinstance(self.push_store, DatabasePushNotificationConfigStore):
+            await self.push_store.initialize()
         if self.takeover is not None:
             await self.takeover.start(self.handler)
         # Executors with their own start-up (the planner: Ray, its run store) get the task
@@ -422,6 +471,10 @@ class AgentServer:
         close_executor = getattr(self.executor, "aclose", None)
         if close_executor is not None:
             await close_executor()
+        if self.push_sender is not None:
+            await self.push_sender.aclose()
+        if isinstance(self.push_store, DatabasePushNotificationConfigStore):
+            await self.push_store.engine.dispose()
         if self.takeover is not None:
             await self.takeover.stop()
         if isinstance(self.task_store, SqliteTaskStore):
