@@ -107,3 +107,20 @@ def test_an_old_proof_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(TrustError, match="expired"):
         verify_proof(stale, bundle, op="Register", body=b"")
+
+
+def test_slmesh_trust_prints_a_bundle_that_loads(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mesh.cli import app
+
+    path, key = new_key(tmp_path, "tools")
+    done = CliRunner().invoke(app, ["trust", str(path), "--agent", "tools"])
+    assert done.exit_code == 0, done.output
+    bundle = TrustBundle.from_jwks(json.loads(done.output))
+    assert bundle.key_for(key.kid, "tools").agents == frozenset({"tools"})
+    broken = tmp_path / "broken.pem"
+    broken.write_text("not a key")
+    refused = CliRunner().invoke(app, ["trust", str(broken), "--agent", "tools"])
+    assert refused.exit_code == 2
+    assert "not an unencrypted PEM key" in refused.output
