@@ -20,6 +20,7 @@ from mesh.convert.cli import convert_app
 from mesh.errors import MeshError
 from mesh.tables import Column, print_table
 from mesh.tls import TlsFiles
+from mesh.trust import TrustError
 
 app = typer.Typer(
     help="slmesh: a mesh of specialized small-language-model agents behind A2A.\n\n"
@@ -107,9 +108,14 @@ def serve(
 
     telemetry.configure(spec.name, settings, version=spec.version)
     if spec.kind == "registry":
+        from mesh.a2a.signing import CardTrust
         from mesh.registry.service import serve_registry
 
-        asyncio.run(serve_registry(settings))
+        try:
+            cards = CardTrust.from_settings(settings)
+        except TrustError as exc:
+            raise _fail(str(exc), 2) from exc
+        asyncio.run(serve_registry(settings, cards.check_json if cards.active else None))
         return
     from mesh.a2a.server import AgentServer
 
@@ -120,6 +126,8 @@ def serve(
     try:
         asyncio.run(main())
     except SpecError as exc:
+        raise _fail(str(exc), 2) from exc
+    except TrustError as exc:  # a signing key or trust bundle that cannot be used
         raise _fail(str(exc), 2) from exc
     except MeshError as exc:
         raise _fail(str(exc)) from exc
@@ -288,6 +296,27 @@ def agents(
     print_agents(console, address, entries, time.time())
     if not entries:
         console.print("no agents registered")
+
+
+@app.command()
+def trust(
+    key_files: Annotated[
+        list[Path], typer.Argument(help="PEM private key files (SLMESH_SIGNING_KEYS).")
+    ],
+    agent: Annotated[list[str], typer.Option(help="Agent name the keys speak for (repeatable).")],
+) -> None:
+    """Print a trust bundle (JWK Set) pinning the public parts of signing keys to agent names.
+
+    Merge the "keys" of several agents into one file for SLMESH_TRUST_BUNDLE. Make a key with
+    `openssl genpkey -algorithm ed25519 -out agent-key.pem`.
+    """
+    from mesh.trust import load_signing_keys
+
+    try:
+        keys = load_signing_keys(key_files)
+    except TrustError as exc:
+        raise _fail(str(exc), 2) from exc
+    print(json.dumps({"keys": [k.public_jwk(agent) for k in keys]}, indent=2))
 
 
 def print_up(out: Console, state: Any) -> None:

@@ -153,6 +153,58 @@ class Settings(BaseSettings):
         description="PEM CA bundle: servers then require client certificates it signed (mutual "
         "TLS) and clients verify servers against it.",
     )
+    signing_keys: str = Field(
+        "",
+        description="Comma-separated PEM private key files (mounted secrets; Ed25519, EC P-256 "
+        "or RSA) this agent signs with: its card (one JWS per key, over the RFC 8785 canonical "
+        "form), its registry writes and its push notifications. Two keys rotate: verifiers "
+        "pinned to either accept. Key ids are RFC 7638 thumbprints.",
+    )
+    trust_bundle: Path | None = Field(
+        None,
+        description="JWK Set file of pinned public keys (each with 'agents': the names it may "
+        "speak for, optional 'exp'). The registry and the mesh client verify card signatures "
+        "against it, never against a key URL a card names (jku); `slmesh trust KEYFILE --agent "
+        "NAME` prints an entry.",
+    )
+    require_signed_cards: bool = Field(
+        False,
+        description="Refuse an agent card without a valid signature by a trust-bundle key bound "
+        "to its agent name: at registration (the registry) and before calling (the mesh client).",
+    )
+    registration_identity: Literal["token", "agent"] = Field(
+        "token",
+        description="Registry writes: 'token' takes any holder of the registration token; "
+        "'agent' also needs a credential bound to the replica's agent name: a registration proof "
+        "signed by a trust-bundle key bound to it, or a client certificate (mutual TLS) with the "
+        "URI SAN slmesh://agent/NAME. A replica may then register, heartbeat and deregister only "
+        "under its own agent's names.",
+    )
+    push_notifications: bool = Field(
+        False,
+        description="Offer A2A push notifications: configs (create, get, list, delete) on all "
+        "three transports, kept next to the task store, and delivery of task updates to their "
+        "HTTPS webhooks, signed with SLMESH_SIGNING_KEYS. Cards then say pushNotifications.",
+    )
+    push_allow: str = Field(
+        "",
+        description="Comma-separated addresses or CIDR networks push URLs may reach although "
+        "they are loopback, private, link-local or otherwise non-public (the SSRF guard refuses "
+        "those by default), e.g. 10.0.0.0/8 for in-cluster receivers.",
+    )
+    push_ca_file: Path | None = Field(
+        None, description="PEM CA bundle webhook receivers are verified with (default: system)."
+    )
+    push_timeout_s: float = Field(10.0, gt=0, description="Timeout of one push delivery try.")
+    push_max_attempts: int = Field(
+        5,
+        ge=1,
+        description="Tries per notification (retries on connection errors, timeouts, "
+        "429 and 5xx, with exponential backoff).",
+    )
+    push_backoff_s: float = Field(
+        0.5, gt=0, description="Wait before the first retry of a push; doubles per try."
+    )
     request_timeout_s: float = Field(60.0, gt=0, description="Default client deadline per call.")
     log_level: str = Field("INFO", description="Python logging level.")
     ray_address: str | None = Field(
@@ -237,6 +289,19 @@ class Settings(BaseSettings):
                 f"task_lease_renew_s ({self.task_lease_renew_s}) must be below task_lease_s "
                 f"({self.task_lease_s}): a lease renewed less often than it lasts expires while "
                 "its task still runs"
+            )
+        return self
+
+    def signing_key_files(self) -> list[Path]:
+        """The files of ``signing_keys``, in order (the first signs registration proofs)."""
+        return [Path(p.strip()) for p in self.signing_keys.split(",") if p.strip()]
+
+    @model_validator(mode="after")
+    def _signed_cards_need_keys(self) -> Settings:
+        if self.require_signed_cards and self.trust_bundle is None:
+            raise ValueError(
+                "require_signed_cards needs trust_bundle (SLMESH_TRUST_BUNDLE: a JWK Set of the "
+                "public keys to verify cards with)"
             )
         return self
 

@@ -120,14 +120,16 @@ def build_card(
     *,
     bearer_auth: bool,
     extensions: Sequence[pb.AgentExtension] = (),
+    push: bool = False,
 ) -> pb.AgentCard:
-    """The public agent card of one replica: its three interfaces, skills, auth, and the
-    extensions its executor declares (e.g. :data:`MODEL_EXTENSION`)."""
+    """The public agent card of one replica: its three interfaces, skills, auth, the
+    extensions its executor declares (e.g. :data:`MODEL_EXTENSION`), and whether it offers
+    push notifications."""
     card = pb.AgentCard(
         name=spec.name,
         description=spec.description or spec.name,
         version=spec.version,
-        capabilities=pb.AgentCapabilities(streaming=True, push_notifications=False),
+        capabilities=pb.AgentCapabilities(streaming=True, push_notifications=push),
         default_input_modes=spec.input_modes,
         default_output_modes=spec.output_modes,
         provider=pb.AgentProvider(organization="slmesh", url="https://github.com/slmesh"),

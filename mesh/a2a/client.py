@@ -34,6 +34,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import set_span_in_context
 
 from mesh.a2a.fastpath import GrpcSend, JsonRpcSend
+from mesh.a2a.signing import CardTrust, UntrustedCardError
 from mesh.a2a.tracing import client_span, finish_client_span
 from mesh.config import Settings
 from mesh.errors import DeadlineExceededError, NoReplicaError
@@ -61,6 +62,8 @@ class Replica:
     urls: dict[str, str]
     draining: bool = False
     outstanding: int = field(default=0, compare=False)
+    card_json: str = field(default="", compare=False, repr=False)
+    """The replica's agent card as the registry holds it (checked against the trust bundle)."""
 
 
 class ReplicaSource(Protocol):
@@ -228,6 +231,8 @@ class MeshClient:
         self.backoff_s = backoff_s
         self._rng = rng or random.Random()
         self._tls = TlsFiles.from_settings(self.settings)
+        self._cards = CardTrust.from_settings(self.settings)
+        self._card_verdicts: dict[tuple[str, str], UntrustedCardError | None] = {}
         self._http = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
             timeout=httpx.Timeout(self.settings.request_timeout_s, connect=5.0),
@@ -270,6 +275,12 @@ class MeshClient:
     ) -> Replica:
         """Power of two choices on outstanding requests, skipping draining and tried replicas."""
         live = [r for r in self.source.replicas(agent) if not r.draining and self._reachable(r)]
+        if live and (self._cards.active or self._cards.require):
+            refused = [e for r in live if (e := self._card_refusal(r)) is not None]
+            if len(refused) == len(live):
+                raise refused[0]
+            if refused:
+                live = [r for r in live if self._card_refusal(r) is None]
         if not live:
             raise NoReplicaError(agent)
         candidates = [r for r in live if r.replica_id not in exclude] or live
@@ -288,6 +299,19 @@ class MeshClient:
         a, b = self._rng.sample(candidates, 2)
         load = self._outstanding
         return a if load.get(a.replica_id) <= load.get(b.replica_id) else b
+
+    def _card_refusal(self, replica: Replica) -> UntrustedCardError | None:
+        """Why the replica's card is not trusted (None when it is); remembered per card."""
+        key = (replica.replica_id, replica.card_json)
+        if key not in self._card_verdicts:
+            if len(self._card_verdicts) > 4096:
+                self._card_verdicts.clear()
+            try:
+                self._cards.check_json(replica.agent, replica.card_json)
+                self._card_verdicts[key] = None
+            except UntrustedCardError as exc:
+                self._card_verdicts[key] = exc
+        return self._card_verdicts[key]
 
     def _reachable(self, replica: Replica) -> bool:
         return any(b in replica.urls for b in self.bindings)

@@ -21,6 +21,7 @@ def replica_from_registry(entry: rpb.Replica) -> Replica:
         replica_id=entry.replica_id,
         urls={e.transport: e.url for e in entry.endpoints},
         draining=entry.draining,
+        card_json=entry.card_json,
     )
 
 

@@ -24,7 +24,9 @@ from google.protobuf.message_factory import GetMessageClass
 if TYPE_CHECKING:
     from mesh.a2a.tracing import HopTelemetry
 
-PUBLIC_HTTP_PATHS = frozenset({"/.well-known/agent-card.json", "/healthz", "/readyz", "/metrics"})
+PUBLIC_HTTP_PATHS = frozenset(
+    {"/.well-known/agent-card.json", "/.well-known/jwks.json", "/healthz", "/readyz", "/metrics"}
+)
 """Paths served without a token and outside the in-flight count."""
 
 

@@ -30,7 +30,14 @@ from a2a.server.routes import (
     create_jsonrpc_routes,
     create_rest_routes,
 )
-from a2a.server.tasks import DatabaseTaskStore, InMemoryTaskStore, TaskStore
+from a2a.server.tasks import (
+    DatabasePushNotificationConfigStore,
+    DatabaseTaskStore,
+    InMemoryPushNotificationConfigStore,
+    InMemoryTaskStore,
+    PushNotificationConfigStore,
+    TaskStore,
+)
 from a2a.types import a2a_pb2
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
@@ -41,12 +48,15 @@ from mesh.a2a.cards import Endpoints, build_card, card_routes
 from mesh.a2a.gates import Admission, HttpGate, add_gated_service
 from mesh.a2a.handler import MeshGrpcHandler, MeshRequestHandler
 from mesh.a2a.leases import LeasedExecutor, TaskTakeover, build_takeover
+from mesh.a2a.push import PushSender
+from mesh.a2a.signing import card_signing_keys, sign_card
 from mesh.a2a.store import SqliteTaskStore
 from mesh.a2a.tracing import HopTelemetry, TracedExecutor
 from mesh.config import ServiceSpec, Settings, SpecError
 from mesh.telemetry import enabled as telemetry_enabled
 from mesh.telemetry import prometheus_text
 from mesh.tls import TlsFiles
+from mesh.trust import SigningKey
 
 if TYPE_CHECKING:
     from mesh.registry import Registration, RegistryClient
@@ -55,6 +65,9 @@ log = logging.getLogger(__name__)
 
 A2A_SERVICE = a2a_pb2.DESCRIPTOR.services_by_name["A2AService"]
 A2A_GRPC_SERVICE = A2A_SERVICE.full_name
+
+JWKS_PATH = "/.well-known/jwks.json"
+"""Where an agent with signing keys publishes their public parts."""
 
 
 def load_executor(spec: ServiceSpec, settings: Settings) -> AgentExecutor:
@@ -130,6 +143,37 @@ def build_task_takeover(
         return None
     engine = store.as_task_store.engine  # type: ignore[attr-defined]  # a database store: has an engine
     return build_takeover(engine, spec.name, replica_id, settings)
+
+
+def build_push(
+    spec: ServiceSpec,
+    settings: Settings,
+    store: TaskStore | VersionedTaskStore,
+    keys: list[SigningKey],
+) -> tuple[PushNotificationConfigStore | None, PushSender | None]:
+    """Push config store and sender when ``settings.push_notifications``, else (None, None).
+
+    Configs live next to the tasks: in memory with a memory store, in an SQLite file beside
+    the SQLite task store, and in the task store's own database (shared by its replicas)
+    otherwise.
+    """
+    if not settings.push_notifications:
+        return None, None
+    config_store: PushNotificationConfigStore
+    if isinstance(store, InMemoryTaskStore):
+        config_store = InMemoryPushNotificationConfigStore()
+    else:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = getattr(getattr(store, "as_task_store", store), "engine", None)
+        if engine is None:  # the SQLite task store (sqlite3, no engine): a file beside it
+            path = (settings.data_dir / f"push-{spec.name}.sqlite").resolve()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+        config_store = DatabasePushNotificationConfigStore(
+            engine, table_name=f"push_configs_{spec.name.replace('-', '_')}"
+        )
+    return config_store, PushSender.from_settings(settings, config_store, keys)
 
 
 def _task_table(spec: ServiceSpec) -> str:
@@ -232,7 +276,11 @@ class AgentServer:
             ),
             bearer_auth=token is not None,
             extensions=extensions() if extensions is not None else (),
+            push=settings.push_notifications,
         )
+        self.signing_keys = card_signing_keys(settings)
+        if self.signing_keys:
+            sign_card(self.card, self.signing_keys)
         self.card_built = datetime.now(UTC)
         served = self.executor
         if telemetry_enabled():
@@ -243,12 +291,18 @@ class AgentServer:
             served = TracedExecutor(self.executor, spec.name, self.replica_id)
         if self.takeover is not None:
             served = LeasedExecutor(served, self.takeover)
+        self.push_store, self.push_sender = build_push(
+            spec, settings, self.task_store, self.signing_keys
+        )
         self.handler = MeshRequestHandler(
             agent_executor=served,
             task_store=self.task_store,
             agent_card=self.card,
             event_stream=self.event_stream,
             takeover=self.takeover,
+            push_config_store=self.push_store,
+            push_sender=self.push_sender,
+            push_url_validator=self.push_sender.policy.accepts if self.push_sender else None,
         )
         self._health = health.aio.HealthServicer()
         self.app = self._build_app()
@@ -273,6 +327,8 @@ class AgentServer:
             ),
             jsonrpc_routes=create_jsonrpc_routes(self.handler, rpc_url="/", enable_v0_3_compat=v03),
         )
+        if self.signing_keys:
+            app.add_api_route(JWKS_PATH, self._jwks, methods=["GET"], include_in_schema=False)
         app.add_api_route("/healthz", self._healthz, methods=["GET"], include_in_schema=False)
         app.add_api_route("/readyz", self._readyz, methods=["GET"], include_in_schema=False)
         if prometheus_text() is not None:
@@ -282,6 +338,12 @@ class AgentServer:
             app, rest_routes=create_rest_routes(self.handler, enable_v0_3_compat=v03)
         )
         return app
+
+    async def _jwks(self) -> JSONResponse:
+        """The public parts of this agent's signing keys (what a trust bundle pins, and what a
+        push-notification receiver verifies with)."""
+        keys = [k.public_jwk([self.spec.name]) for k in self.signing_keys]
+        return JSONResponse({"keys": keys}, headers={"cache-control": "public, max-age=300"})
 
     async def _healthz(self) -> JSONResponse:
         return JSONResponse({"status": "ok", "agent": self.spec.name, "replica": self.replica_id})
@@ -311,6 +373,8 @@ class AgentServer:
         initialize = getattr(self.task_store, "initialize", None)
         if initialize is not None:
             await initialize()
+        if isinstance(self.push_store, DatabasePushNotificationConfigStore):
+            await self.push_store.initialize()
         if self.takeover is not None:
             await self.takeover.start(self.handler)
         # Executors with their own start-up (the planner: Ray, its run store) get the task
@@ -368,7 +432,7 @@ class AgentServer:
 
         from mesh.registry import Endpoint, Load, Registration, RegistryClient, Replica
 
-        self._registry_client = RegistryClient.from_settings(self.settings)
+        self._registry_client = RegistryClient.from_settings(self.settings, agent=self.spec.name)
         replica = Replica(
             agent=self.spec.name,
             replica_id=self.replica_id,
@@ -407,6 +471,10 @@ class AgentServer:
         close_executor = getattr(self.executor, "aclose", None)
         if close_executor is not None:
             await close_executor()
+        if self.push_sender is not None:
+            await self.push_sender.aclose()
+        if isinstance(self.push_store, DatabasePushNotificationConfigStore):
+            await self.push_store.engine.dispose()
         if self.takeover is not None:
             await self.takeover.stop()
         if isinstance(self.task_store, SqliteTaskStore):

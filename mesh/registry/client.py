@@ -13,11 +13,13 @@ from types import TracebackType
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from mesh.config import Settings, registry_credential
 from mesh.proto.slmesh.registry.v1 import registry_pb2 as pb
 from mesh.proto.slmesh.registry.v1 import registry_pb2_grpc as pb_grpc
 from mesh.tls import TlsFiles
+from mesh.trust import PROOF_HEADER, SigningKey, load_signing_keys, make_proof
 
 DEFAULT_TIMEOUT_S = 5.0
 """Deadline of each unary call: registry calls are tiny, so a slow one means trouble."""
@@ -35,7 +37,9 @@ class RegistryClient:
     each call's deadline instead. ``token`` goes out as ``authorization: Bearer`` on every
     call: the registry needs it to register, heartbeat or deregister (and to list or watch
     when the mesh has an API token). ``tls`` makes the channel TLS (mutual with a client
-    certificate).
+    certificate). ``identity`` (a signing key and the agent it speaks for) adds a registration
+    proof (:func:`mesh.trust.make_proof`) to every write, for registries that bind writes to
+    agent names (``SLMESH_REGISTRATION_IDENTITY=agent``).
     """
 
     def __init__(
@@ -48,6 +52,7 @@ class RegistryClient:
         wait_for_ready: bool = False,
         token: str | None = None,
         tls: TlsFiles | None = None,
+        identity: tuple[SigningKey, str] | None = None,
     ) -> None:
         if not address:
             raise ValueError("registry address is required (host:port)")
@@ -56,6 +61,7 @@ class RegistryClient:
         self._wait_for_ready = wait_for_ready
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._tls = tls
+        self._identity = identity
         self._options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -70,15 +76,18 @@ class RegistryClient:
         self._closed = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RegistryClient:
-        """A client of ``settings.registry``, with the mesh's message size limit and token."""
+    def from_settings(cls, settings: Settings, agent: str | None = None) -> RegistryClient:
+        """A client of ``settings.registry``, with the mesh's message size limit and token; for
+        an ``agent`` with signing keys, its writes carry proofs signed with the first key."""
         if not settings.registry:
             raise ValueError("settings.registry is not set (SLMESH_REGISTRY=host:port)")
+        keys = load_signing_keys(settings.signing_key_files()) if agent else []
         return cls(
             settings.registry,
             max_message_bytes=settings.max_request_bytes,
             token=registry_credential(settings),
             tls=TlsFiles.from_settings(settings),
+            identity=(keys[0], agent) if keys and agent else None,
         )
 
     @property
@@ -99,20 +108,32 @@ class RegistryClient:
             self._stub_ = pb_grpc.RegistryStub(self._channel)
         return self._stub_
 
-    def _call_options(self, timeout_s: float | None) -> dict[str, Any]:
+    def _call_options(
+        self, timeout_s: float | None, write: tuple[str, str, Message] | None = None
+    ) -> dict[str, Any]:
+        """Per-call options; ``write`` (op, replica id, request) adds the registration proof."""
         timeout = self._timeout_s if timeout_s is None else timeout_s
-        return {
-            "timeout": timeout,
-            "wait_for_ready": self._wait_for_ready,
-            "metadata": self._metadata,
-        }
+        metadata = self._metadata
+        if write is not None and self._identity is not None:
+            key, agent = self._identity
+            op, replica, request = write
+            proof = make_proof(
+                key,
+                agent=agent,
+                replica=replica,
+                op=op,
+                body=request.SerializeToString(deterministic=True),
+            )
+            metadata = (*(metadata or ()), (PROOF_HEADER, proof))
+        return {"timeout": timeout, "wait_for_ready": self._wait_for_ready, "metadata": metadata}
 
     async def register(
         self, replica: pb.Replica, *, timeout_s: float | None = None
     ) -> pb.RegisterResponse:
         """Announces ``replica``; the answer says how often to heartbeat."""
+        request = pb.RegisterRequest(replica=replica)
         response: pb.RegisterResponse = await self._stub().Register(
-            pb.RegisterRequest(replica=replica), **self._call_options(timeout_s)
+            request, **self._call_options(timeout_s, ("Register", replica.replica_id, request))
         )
         return response
 
@@ -127,14 +148,15 @@ class RegistryClient:
         """Keeps a replica alive; False means the registry forgot it and it must register."""
         request = pb.HeartbeatRequest(replica_id=replica_id, load=load, draining=draining)
         response: pb.HeartbeatResponse = await self._stub().Heartbeat(
-            request, **self._call_options(timeout_s)
+            request, **self._call_options(timeout_s, ("Heartbeat", replica_id, request))
         )
         return response.known
 
     async def deregister(self, replica_id: str, *, timeout_s: float | None = None) -> bool:
         """Removes a replica; False when the registry did not know it."""
+        request = pb.DeregisterRequest(replica_id=replica_id)
         response: pb.DeregisterResponse = await self._stub().Deregister(
-            pb.DeregisterRequest(replica_id=replica_id), **self._call_options(timeout_s)
+            request, **self._call_options(timeout_s, ("Deregister", replica_id, request))
         )
         return response.removed
 

@@ -13,7 +13,7 @@ import hmac
 import json
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from mesh.config import Settings, registry_credential
 from mesh.proto.slmesh.registry.v1 import registry_pb2 as pb
 from mesh.proto.slmesh.registry.v1 import registry_pb2_grpc as pb_grpc
+from mesh.registry.identity import WriteIdentity
 from mesh.registry.store import (
     MemoryRegistryStore,
     RegistryStore,
@@ -32,6 +33,12 @@ from mesh.registry.store import (
     WatcherOverflow,
 )
 from mesh.tls import TlsFiles
+from mesh.trust import TrustBundle, TrustError
+
+CardCheck = Callable[[str, str], object]
+"""Checks a replica's card (agent name, card JSON) at registration, raising
+:class:`~mesh.trust.TrustError` to refuse it; the A2A layer supplies it (signed cards), so
+the registry does not import A2A code."""
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +106,10 @@ class RegistryServicer(pb_grpc.RegistryServicer):
     Writes (Register, Heartbeat, Deregister) need ``write_token`` when it is set, so no
     stranger can add, replace, drain or remove a replica. Reads (List, Watch) need one of
     ``read_tokens`` when any is set: discovery is for mesh members, not for the network.
+    With ``identity``, a write must also prove the agent names it speaks for
+    (:mod:`mesh.registry.identity`): a replica registers, heartbeats and deregisters only under
+    those. ``card_check`` refuses a registration whose card it does not trust (unsigned or
+    badly signed, with signed cards required).
     """
 
     def __init__(
@@ -108,8 +119,12 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         *,
         write_token: str | None = None,
         read_tokens: tuple[str, ...] = (),
+        identity: WriteIdentity | None = None,
+        card_check: CardCheck | None = None,
     ) -> None:
         self._store = store
+        self._identity = identity
+        self._card_check = card_check
         self._heartbeat_interval_s = heartbeat_interval_s
         self._watches: set[Subscription] = set()
         self._write_token = write_token.encode() if write_token else None
@@ -136,6 +151,42 @@ class RegistryServicer(pb_grpc.RegistryServicer):
                 grpc.StatusCode.UNAUTHENTICATED, BAD_REGISTRATION_TOKEN if write else BAD_READ_TOKEN
             )
 
+    async def _refuse(
+        self, context: grpc.aio.ServicerContext[Any, Any], op: str, replica_id: str, why: str
+    ) -> None:
+        log.warning("refused %s of replica %s from %s: %s", op, replica_id, context.peer(), why)
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{op} refused: {why}")
+
+    async def _stored_agent(self, replica_id: str) -> str | None:
+        """The agent a registered replica belongs to (None when it is not registered)."""
+        return next((r.agent for r in await self._store.list() if r.replica_id == replica_id), None)
+
+    async def _require_agent(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        op: str,
+        replica_id: str,
+        request: Any,
+        agent: str | None,
+    ) -> None:
+        """With identity on: the call's credential must be bound to ``agent`` (the replica's
+        agent as registered, or as announced for a new one)."""
+        if self._identity is None:
+            return
+        try:
+            names = self._identity.agents(context, op, replica_id, request)
+        except TrustError as exc:
+            await self._refuse(context, op, replica_id, str(exc))
+            return
+        if agent is not None and agent not in names:
+            await self._refuse(
+                context,
+                op,
+                replica_id,
+                f"replica {replica_id!r} belongs to agent {agent!r}; this credential speaks "
+                f"for {', '.join(sorted(names))}",
+            )
+
     async def Register(
         self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RegisterResponse:
@@ -147,6 +198,20 @@ class RegistryServicer(pb_grpc.RegistryServicer):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "invalid replica: " + "; ".join(problems)
             )
+        replica = request.replica
+        if self._identity is not None:
+            await self._require_agent(
+                context, "Register", replica.replica_id, request, replica.agent
+            )
+            # Re-registering an id under another agent would replace that agent's replica.
+            current = await self._stored_agent(replica.replica_id)
+            if current is not None:
+                await self._require_agent(context, "Register", replica.replica_id, request, current)
+        if self._card_check is not None:
+            try:
+                self._card_check(replica.agent, replica.card_json)
+            except TrustError as exc:
+                await self._refuse(context, "Register", replica.replica_id, str(exc))
         stored = await self._store.register(request.replica)
         log.info("registered %s replica %s", stored.agent, stored.replica_id)
         return pb.RegisterResponse(
@@ -159,6 +224,9 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         await self._require(context, write=True)
         if not request.replica_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "replica_id is required")
+        if self._identity is not None:
+            agent = await self._stored_agent(request.replica_id)
+            await self._require_agent(context, "Heartbeat", request.replica_id, request, agent)
         load = request.load if request.HasField("load") else None
         known = await self._store.heartbeat(request.replica_id, load, request.draining)
         if not known:
@@ -171,6 +239,9 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         await self._require(context, write=True)
         if not request.replica_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "replica_id is required")
+        if self._identity is not None:
+            agent = await self._stored_agent(request.replica_id)
+            await self._require_agent(context, "Deregister", request.replica_id, request, agent)
         removed = await self._store.deregister(request.replica_id)
         if removed:
             log.info("deregistered replica %s", request.replica_id)
@@ -248,10 +319,15 @@ class RegistryServer:
 
 
 async def start_registry_server(
-    settings: Settings, store: RegistryStore | None = None, port: int | None = None
+    settings: Settings,
+    store: RegistryStore | None = None,
+    port: int | None = None,
+    *,
+    card_check: CardCheck | None = None,
 ) -> RegistryServer:
     """Starts the registry on ``settings.host``; ``port`` overrides ``settings.grpc_port`` and
-    0 picks a free port (read it back from :attr:`RegistryServer.port`)."""
+    0 picks a free port (read it back from :attr:`RegistryServer.port`). ``card_check`` vets
+    each registered card (see :class:`RegistryServicer`)."""
     store = store if store is not None else MemoryRegistryStore(ttl_s=settings.registry_ttl_s)
     server = grpc.aio.server(
         options=[
@@ -262,7 +338,17 @@ async def start_registry_server(
             *_KEEPALIVE_OPTIONS,
         ]
     )
-    servicer = RegistryServicer(store, settings.heartbeat_interval_s, **registry_tokens(settings))
+    identity = None
+    if settings.registration_identity == "agent":
+        bundle = TrustBundle.load(settings.trust_bundle) if settings.trust_bundle else None
+        identity = WriteIdentity(bundle)
+    servicer = RegistryServicer(
+        store,
+        settings.heartbeat_interval_s,
+        **registry_tokens(settings),
+        identity=identity,
+        card_check=card_check,
+    )
     pb_grpc.add_RegistryServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -329,12 +415,12 @@ def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-async def serve_registry(settings: Settings) -> None:
+async def serve_registry(settings: Settings, card_check: CardCheck | None = None) -> None:
     """Runs the registry on ``settings.grpc_port`` until SIGTERM or SIGINT (``slmesh serve``)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    running = await start_registry_server(settings)
+    running = await start_registry_server(settings, card_check=card_check)
     await stop.wait()
     await running.stop(grace=1.0)

@@ -1,0 +1,374 @@
+"""Push notifications that cannot be turned into SSRF, delivered with retries and signed.
+
+a2a-sdk 1.3.0 stores push configs and hands every task event to a ``PushNotificationSender``;
+its ``BasePushNotificationSender`` posts once, inline, to whatever address the URL resolves to
+when it posts. :class:`PushSender` closes what that leaves open:
+
+- :class:`PushPolicy` is the SSRF guard: HTTPS only, no user info, a bounded length, and every
+  address the host resolves to must be public unicast (no loopback, link-local, private,
+  shared, metadata, multicast, reserved; IPv4-mapped IPv6 judged as IPv4) unless the
+  allow-list (``SLMESH_PUSH_ALLOW``) names it. It runs when a config is set (the SDK's
+  ``push_url_validator``) and again at each delivery.
+- The connection goes to the address that was validated (the request names the IP; TLS still
+  verifies the certificate for the host name through SNI), so a second DNS answer cannot
+  rebind it; redirects are not followed; connections are not pooled across host names.
+- Delivery runs off the task's path: one ordered queue per (task, config), a timeout per try,
+  retries with exponential backoff on connection errors, timeouts, 429 and 5xx; other answers
+  end it. Every event has one idempotency id (``Idempotency-Key``) kept across retries
+  (at-least-once: receivers drop repeats).
+- Receivers can check the sender: the config's token and authentication go out as the spec
+  says, and with signing keys each notification carries ``X-Slmesh-Signature``, a compact JWS
+  (the agent's key, published at ``/.well-known/jwks.json``) over the body's SHA-256, the
+  idempotency id and the task id.
+
+Not durable: queued deliveries live in this process (see docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import json
+import logging
+import socket
+import ssl
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+from a2a.server.tasks import PushNotificationConfigStore
+from a2a.server.tasks.push_notification_sender import (
+    PushNotificationEvent,
+    PushNotificationSender,
+)
+from a2a.types.a2a_pb2 import TaskPushNotificationConfig
+from a2a.utils.proto_utils import to_stream_response
+from google.protobuf.json_format import MessageToDict
+
+from mesh.config import Settings
+from mesh.trust import SigningKey
+
+log = logging.getLogger(__name__)
+
+MAX_URL_LENGTH = 2048
+"""Longest push URL accepted."""
+
+SIGNATURE_HEADER = "X-Slmesh-Signature"
+"""Header carrying the notification's JWS (``typ`` :data:`SIGNATURE_TYPE`)."""
+
+SIGNATURE_TYPE = "slmesh-push+jwt"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+TOKEN_HEADER = "X-A2A-Notification-Token"
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class PushUrlError(ValueError):
+    """A push URL the guard refuses; the message says why."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A validated push URL and the address the delivery connects to."""
+
+    url: str
+    host: str
+    port: int
+    address: IpAddress
+    path: str
+
+    @property
+    def pinned_url(self) -> str:
+        """The URL with the validated address in place of the host name."""
+        ip = f"[{self.address}]" if self.address.version == 6 else str(self.address)
+        return f"https://{ip}:{self.port}{self.path}"
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == 443 else f"{host}:{self.port}"
+
+
+def _blocked(address: IpAddress) -> bool:
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        address = mapped
+    return (
+        not address.is_global
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+        or address.is_private
+    )
+
+
+class PushPolicy:
+    """The SSRF guard of push URLs (see the module docstring)."""
+
+    def __init__(self, allow: Sequence[IpNetwork] = ()) -> None:
+        self.allow = tuple(allow)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PushPolicy:
+        return cls(parse_allow_list(settings.push_allow))
+
+    def _allowed(self, address: IpAddress) -> bool:
+        if any(address in net for net in self.allow if net.version == address.version):
+            return True
+        return not _blocked(address)
+
+    async def resolve(self, url: str) -> Target:
+        """The target of ``url`` if every address it resolves to is allowed; else
+        :class:`PushUrlError`."""
+        if len(url) > MAX_URL_LENGTH:
+            raise PushUrlError(f"push URL longer than {MAX_URL_LENGTH} characters")
+        try:
+            parts = urlsplit(url)
+            port = parts.port or 443
+        except ValueError as exc:
+            raise PushUrlError(f"malformed push URL: {exc}") from exc
+        if parts.scheme != "https":
+            raise PushUrlError(f"push URL must use https, not {parts.scheme or 'nothing'!r}")
+        if parts.username is not None or parts.password is not None:
+            raise PushUrlError("push URL may not carry user info")
+        host = parts.hostname
+        if not host:
+            raise PushUrlError("push URL has no host")
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
+        except (OSError, UnicodeError) as exc:
+            raise PushUrlError(f"push host {host!r} does not resolve") from exc
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+        refused = [a for a in addresses if not self._allowed(a)]
+        if refused or not addresses:
+            raise PushUrlError(
+                f"push host {host!r} resolves to a non-public address "
+                f"({refused[0] if refused else 'none'}); allow it with SLMESH_PUSH_ALLOW"
+            )
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        return Target(url=url, host=host, port=port, address=addresses[0], path=path)
+
+    async def accepts(self, url: str) -> bool:
+        """a2a-sdk's ``push_url_validator``: a refused URL is logged and answered as invalid
+        params."""
+        try:
+            await self.resolve(url)
+        except PushUrlError as exc:
+            log.warning("refused push URL %.200s: %s", url, exc)
+            return False
+        return True
+
+
+def parse_allow_list(value: str) -> list[IpNetwork]:
+    """``SLMESH_PUSH_ALLOW``: comma-separated addresses or CIDR networks."""
+    networks = []
+    for item in (v.strip() for v in value.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"SLMESH_PUSH_ALLOW: {item!r} is not an address or network") from exc
+    return networks
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One notification to one config: the same id and body on every try."""
+
+    task_id: str
+    config: TaskPushNotificationConfig
+    body: bytes
+    idempotency_id: str
+
+
+class _Retry(Exception):
+    """A try failed in a way another try may fix."""
+
+
+class PushSender(PushNotificationSender):
+    """Queues each event per (task, config) and delivers it off the task's path."""
+
+    def __init__(
+        self,
+        config_store: PushNotificationConfigStore,
+        policy: PushPolicy,
+        *,
+        keys: Sequence[SigningKey] = (),
+        timeout_s: float = 10.0,
+        max_attempts: int = 5,
+        backoff_s: float = 0.5,
+        ca_file: Path | None = None,
+    ) -> None:
+        self._store = config_store
+        self.policy = policy
+        self._key = keys[0] if keys else None
+        self._timeout_s = timeout_s
+        self._max_attempts = max_attempts
+        self._backoff_s = backoff_s
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        self._http = httpx.AsyncClient(
+            verify=context,
+            follow_redirects=False,
+            timeout=httpx.Timeout(timeout_s),
+            # A pooled connection was verified for one host name; another name on the same
+            # address must not reuse it.
+            limits=httpx.Limits(max_keepalive_connections=0),
+            trust_env=False,
+        )
+        self._queues: dict[tuple[str, str], asyncio.Queue[Delivery]] = {}
+        self._workers: set[asyncio.Task[None]] = set()
+        self.delivered = 0
+        self.failed = 0
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, store: PushNotificationConfigStore, keys: Sequence[SigningKey]
+    ) -> PushSender:
+        return cls(
+            store,
+            PushPolicy.from_settings(settings),
+            keys=keys,
+            timeout_s=settings.push_timeout_s,
+            max_attempts=settings.push_max_attempts,
+            backoff_s=settings.push_backoff_s,
+            ca_file=settings.push_ca_file,
+        )
+
+    async def send_notification(self, task_id: str, event: PushNotificationEvent) -> None:
+        try:
+            configs = await self._store.get_info_for_dispatch(task_id)
+        except Exception:  # the store failing must not fail the task (the SDK's contract)
+            log.exception("push configs of task %s unreadable; nothing sent", task_id)
+            return
+        if not configs:
+            return
+        body = json.dumps(MessageToDict(to_stream_response(event)), separators=(",", ":"))
+        for config in configs:
+            delivery = Delivery(task_id, config, body.encode(), uuid.uuid4().hex)
+            self._enqueue(delivery)
+
+    def _enqueue(self, delivery: Delivery) -> None:
+        key = (delivery.task_id, delivery.config.id or delivery.config.url)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = asyncio.Queue()
+            worker = asyncio.get_running_loop().create_task(self._drain(key, queue))
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
+        queue.put_nowait(delivery)
+
+    async def _drain(self, key: tuple[str, str], queue: asyncio.Queue[Delivery]) -> None:
+        """Delivers one config's notifications in order, then ends when none is left."""
+        while not queue.empty():
+            delivery = queue.get_nowait()
+            if await self.deliver(delivery):
+                self.delivered += 1
+            else:
+                self.failed += 1
+        del self._queues[key]
+
+    async def deliver(self, delivery: Delivery) -> bool:
+        """Tries one notification until it lands, is refused for good, or attempts run out."""
+        for attempt in range(self._max_attempts):
+            try:
+                await self._try(delivery)
+                return True
+            except PushUrlError as exc:
+                log.warning("push for task %s not sent: %s", delivery.task_id, exc)
+                return False
+            except _Retry as exc:
+                if attempt + 1 == self._max_attempts:
+                    log.warning(
+                        "push %s for task %s to %.200s failed after %d tries: %s",
+                        delivery.idempotency_id,
+                        delivery.task_id,
+                        delivery.config.url,
+                        self._max_attempts,
+                        exc,
+                    )
+                    return False
+                await asyncio.sleep(min(self._backoff_s * 2**attempt, 30.0))
+            except _GiveUp as exc:
+                log.warning(
+                    "push %s for task %s to %.200s refused: %s",
+                    delivery.idempotency_id,
+                    delivery.task_id,
+                    delivery.config.url,
+                    exc,
+                )
+                return False
+        return False
+
+    def _headers(self, delivery: Delivery, target: Target) -> dict[str, str]:
+        headers = {
+            "Host": target.host_header,
+            "Content-Type": "application/json",
+            IDEMPOTENCY_HEADER: delivery.idempotency_id,
+        }
+        config = delivery.config
+        if config.token:
+            headers[TOKEN_HEADER] = config.token
+        if config.HasField("authentication") and config.authentication.scheme:
+            auth = config.authentication
+            if auth.credentials:
+                headers["Authorization"] = f"{auth.scheme} {auth.credentials}"
+        if self._key is not None:
+            claims = {
+                "sha256": hashlib.sha256(delivery.body).hexdigest(),
+                "id": delivery.idempotency_id,
+                "task": delivery.task_id,
+                "iat": int(time.time()),
+            }
+            headers[SIGNATURE_HEADER] = self._key.sign(
+                json.dumps(claims, separators=(",", ":")).encode(), {"typ": SIGNATURE_TYPE}
+            )
+        return headers
+
+    async def _try(self, delivery: Delivery) -> None:
+        target = await self.policy.resolve(delivery.config.url)
+        try:
+            response = await self._http.post(
+                target.pinned_url,
+                content=delivery.body,
+                headers=self._headers(delivery, target),
+                extensions={"sni_hostname": target.host},
+            )
+        except (httpx.TransportError, ssl.SSLError) as exc:
+            raise _Retry(f"{type(exc).__name__}: {exc}") from exc
+        status = response.status_code
+        if status < 300:
+            return
+        if status == 429 or status >= 500:
+            raise _Retry(f"HTTP {status}")
+        if 300 <= status < 400:
+            raise _GiveUp(f"HTTP {status} redirect (not followed)")
+        raise _GiveUp(f"HTTP {status}")
+
+    async def aclose(self) -> None:
+        """Waits briefly for queued deliveries, then stops them and closes the client."""
+        if self._workers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*self._workers, return_exceptions=True), self._timeout_s
+                )
+        for worker in list(self._workers):
+            worker.cancel()
+        await self._http.aclose()
+
+
+class _GiveUp(Exception):
+    """A try failed in a way no retry fixes (a 4xx, a redirect)."""
