@@ -115,11 +115,11 @@ def reply_facts(
     elif name == "update_shipping_address":
         facts.update(order_id=result["order_id"], shipping_address=result["shipping_address"])
     elif name == "search_faq":
+        # Every entry returned answers a part of the question: the reply gives them all.
         matches = result.get("matches") or []
-        best = matches[0] if matches else None
         facts.update(
-            topic=best["topic"] if best else None,
-            answer=best["answer"] if best else None,
+            topic=matches[0]["topic"] if matches else None,
+            answer=" ".join(m["answer"] for m in matches) if matches else None,
         )
     return facts
 

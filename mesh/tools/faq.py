@@ -42,8 +42,10 @@ MIN_SCORE = 1.0
 KEYWORD_BONUS = 1.0
 """Added to an entry's score per term of its longest keyword that the query holds."""
 
-RELATIVE_CUTOFF = 0.5
-"""A runner-up is returned only if it scores at least this share of the best entry."""
+PART_CUTOFF = 0.25
+"""A runner-up is returned only if it answers another part of the question (a query term in
+its question or keywords that no better entry holds: "Do you ship to the UK, and how long
+does it take?") and scores at least this share of the best entry."""
 
 COLUMN_WEIGHTS = (1.0, 0.5, 2.0)
 """BM25 weights of the question, answer and keywords columns."""
@@ -240,8 +242,21 @@ def search(
     )
     if not ranked:
         return []
-    best = ranked[0].score
-    return [match for match in ranked if match.score >= RELATIVE_CUTOFF * best][:limit]
+    chosen, covered = [ranked[0]], _topic_terms(ranked[0].entry, wanted)
+    for match in ranked[1:]:
+        if len(chosen) >= limit or match.score < PART_CUTOFF * ranked[0].score:
+            break
+        answers_more = _topic_terms(match.entry, wanted) - covered
+        if answers_more:
+            chosen.append(match)
+            covered |= answers_more
+    return chosen
+
+
+def _topic_terms(entry: FaqEntry, wanted: Iterable[str]) -> set[str]:
+    """The query's terms that the entry's question or keywords hold (what it answers)."""
+    question, _, keyword_terms = _columns(entry)
+    return set(wanted) & (set(question) | set(keyword_terms))
 
 
 def scores(

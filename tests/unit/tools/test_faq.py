@@ -261,3 +261,26 @@ def test_without_fts5_the_entries_are_still_seeded_and_searched(tmp_path: Path) 
     assert not faq.has_fts(db)
     found = faq.search(db, "Can I pay with PayPal?")
     assert [m.entry.topic for m in found] == ["payment_methods"]
+
+
+@pytest.mark.parametrize(
+    ("question", "topics"),
+    [
+        (
+            "Do you ship to Canada and how much does shipping cost?",
+            {"shipping_cost", "shipping_countries"},
+        ),
+        (
+            "Can I pay with PayPal, and can I return things that don't fit?",
+            {"payment_methods", "returns"},
+        ),
+        ("How long does a refund take?", {"refund_time"}),
+        ("How long does delivery take to Spain?", {"delivery_times"}),
+    ],
+)
+def test_a_runner_up_is_returned_only_when_it_answers_another_part(
+    conn: sqlite3.Connection, question: str, topics: set[str]
+) -> None:
+    found = [m.entry.topic for m in faq.search(conn, question)]
+    assert set(found) == topics
+    assert len(found) == len(topics)
