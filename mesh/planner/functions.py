@@ -15,6 +15,7 @@ from mesh.support.factcheck import check_reply
 from mesh.support.facts import plausible_name, reply_facts
 from mesh.support.replies import (
     NON_ENGLISH_REPLY,
+    aside_reply,
     ask_reference_reply,
     declined_reply,
     unreadable_order_reply,
@@ -123,6 +124,24 @@ def support_authorize_call(value: Any) -> dict[str, Any] | None:
     return {"name": name, "arguments": arguments, "principal": principal}
 
 
+@planner_function("support.aside_call")
+def support_aside_call(value: Any) -> dict[str, Any] | None:
+    """An FAQ search for a general question asked beside the order request (the ticket
+    answers both); ``None`` when there is none or the ticket is an FAQ search already."""
+    case = _mapping(value, "support.aside_call")
+    call = case.get("call")
+    if not isinstance(call, Mapping) or call.get("name") in (None, "search_faq"):
+        return None
+    question = policy.aside_question(str(case.get("message") or ""))
+    if question is None:
+        return None
+    return {
+        "name": "search_faq",
+        "arguments": {"query": question[:FAQ_QUERY_CHARS]},
+        "principal": policy.principal_of(case.get("sender")),
+    }
+
+
 @planner_function("support.reply_facts")
 def support_reply_facts(value: Any) -> dict[str, Any] | None:
     """The responder's input from a case: intent, the tool call, its result, the customer.
@@ -160,13 +179,17 @@ def support_final_reply(value: Any) -> str:
     """The reply the customer gets: the checked draft, or the desk's fixed answers.
 
     A message in another language gets the English notice; a message with nothing to
-    act on gets the request for an order number or email.
+    act on gets the request for an order number or email; a side question's FAQ answer
+    (or the way to a person) follows the reply.
     """
     case = _mapping(value, "support.final_reply")
     prepared = case.get("case")
     if isinstance(prepared, Mapping) and not prepared.get("english", True):
         return NON_ENGLISH_REPLY
     if case.get("reply"):
+        aside = case.get("aside")
+        if isinstance(aside, Mapping):
+            return f"{case['reply']} {aside_reply(aside)}"
         return str(case["reply"])
     message = prepared.get("text") if isinstance(prepared, Mapping) else None
     customer = plausible_name(case.get("customer"), message)

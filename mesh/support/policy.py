@@ -236,3 +236,46 @@ def agreed_call(
         elif isinstance(order_id, str):
             return {"name": "get_order", "arguments": {"order_id": order_id}}
     return {"name": name, "arguments": arguments}
+
+
+_ASIDE_MARK = re.compile(
+    r"(?:(?<=[.?!])\s+|,?\s+)(?=(?:and also|also|btw|by the way|p\.?s\.?|plus|and)\b)"
+    r"|(?<=[.?!])\s+(?=one more thing|another question)",
+    re.IGNORECASE,
+)
+_MARK_WORDS = re.compile(
+    r"^(?:and also|also|btw|by the way|p\.?s\.?|plus|and|one more thing|another question)\b"
+    r"[\s,:\u2014\u2013-]*",
+    re.IGNORECASE,
+)
+MIN_ASIDE_TERMS = 2
+"""Topic words a side question needs ("and can you check?" is not one)."""
+
+
+def aside_question(message: str) -> str | None:
+    """A second, general question the customer marks as such beside the order request
+    ("Please cancel ORD-1. And how long does a refund take?", "..., and also: which payment
+    methods do you take?", "btw ...?"): after an "also", "and", "btw", "by the way", "P.S."
+    or "plus", ending in ``?``, naming no order id or email, with at least
+    :data:`MIN_ASIDE_TERMS` topic words. The desk answers it from the FAQ, or says it could
+    not; ``None`` when the message has no such question."""
+    from mesh.tools.faq import terms
+
+    # "and" only after a sentence's end counts ("Cancel it. And ..."), not inside one.
+    for found in _ASIDE_MARK.finditer(message):
+        before = message[: found.start()].rstrip()
+        rest = message[found.end() :]
+        mark = _MARK_WORDS.match(rest)
+        if mark is None or (
+            mark.group().strip().lower() == "and" and not before.endswith((".", "?", "!"))
+        ):
+            continue
+        clause = re.split(r"(?<=[.?!])\s", rest, maxsplit=1)[0].strip()
+        question = clause[mark.end() :].strip(" ,:\u2014\u2013-")
+        if (
+            clause.endswith("?")
+            and _REFERENCE.search(clause) is None
+            and len(terms(question)) >= MIN_ASIDE_TERMS
+        ):
+            return question
+    return None

@@ -127,6 +127,18 @@ def ask_reference_reply(customer: str | None, intent: str | None) -> str:
     return f"{greeting(customer)} {_ASK_REFERENCE.get(str(intent), _ASK_DEFAULT)}"
 
 
+def aside_reply(result: Mapping[str, Any]) -> str:
+    """The sentence answering a side question from its FAQ search result (verbatim entries),
+    or saying the desk could not answer it and how to reach a person."""
+    matches = result.get("matches") if result.get("ok") else None
+    if isinstance(matches, list) and matches:
+        return "About your other question: " + " ".join(str(m["answer"]) for m in matches)
+    return (
+        "I could not answer your other question here; a person from our team can help: "
+        f"{unknown_question_answer()}"
+    )
+
+
 def unreadable_order_reply(customer: str | None) -> str:
     """The reply when the message names an order number that is not one of ours."""
     return (
