@@ -27,7 +27,7 @@ class OrderDatabase(Protocol):
         returns whether this replica seeded it."""
         ...
 
-    async def execute(self, call: ToolCall, *, policy: Policy) -> Execution:
+    async def run(self, call: ToolCall, *, policy: Policy) -> Execution:
         """Runs one parsed call, side effects in one transaction."""
         ...
 
@@ -48,7 +48,7 @@ class SqliteOrders:
     async def prepare(self) -> bool:
         return await asyncio.to_thread(create_demo_database, self.path)
 
-    async def execute(self, call: ToolCall, *, policy: Policy) -> Execution:
+    async def run(self, call: ToolCall, *, policy: Policy) -> Execution:
         return await asyncio.to_thread(execute_call, self.path, call, policy=policy)
 
     async def aclose(self) -> None:

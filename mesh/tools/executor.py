@@ -86,7 +86,7 @@ class ToolsExecutor(AgentExecutor):
             )
             call = parse_call(payload)
             await self._ensure_database()
-            execution = await self.database.execute(call, policy=self.policy)
+            execution = await self.database.run(call, policy=self.policy)
         except ToolCallError as exc:
             genai.end_tool(span, outcome="rejected", result=exc.to_dict())
             await updater.reject(_error_message(updater, exc.to_dict()))

@@ -14,7 +14,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 from sqlalchemy.pool import NullPool
 
 from mesh.tools.postgres import VERSION_TABLE, create_engine
@@ -73,7 +73,7 @@ async def upgrade(url: str, revision: str = "head") -> Upgrade:
     engine = create_engine(url, poolclass=NullPool)
     try:
         async with engine.begin() as conn:
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": _MIGRATE_LOCK})
+            await conn.exec_driver_sql("SELECT pg_advisory_xact_lock($1)", (_MIGRATE_LOCK,))
             before = await conn.run_sync(_current)
             await conn.run_sync(_upgrade, revision)
             after = await conn.run_sync(_current)

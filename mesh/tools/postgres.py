@@ -255,7 +255,7 @@ class PostgresOrders:
         except (DBAPIError, PoolTimeoutError, OSError) as exc:
             raise OrderDatabaseError(f"the order database {self} is unreachable: {exc}") from exc
 
-    async def execute(self, call: ToolCall, *, policy: Policy) -> Execution:
+    async def run(self, call: ToolCall, *, policy: Policy) -> Execution:
         """Runs one call in one transaction; :class:`OrderDatabaseError` when the database
         failed under it (rolled back: nothing applied)."""
         try:
