@@ -57,6 +57,11 @@ APPLICATION_NAME = "slmesh-tools"
 
 UPGRADE_COMMAND = "slmesh db upgrade"
 
+LOCK_TIMEOUT = "15s"
+"""How long a replica's call waits for another transaction's lock on its key or order (or
+for the seeding lock) before it fails retryable: a transaction stuck on a half-dead
+connection then blocks callers for this long, not until TCP notices."""
+
 _KEY_LOCKS = 0x534C4D01
 """Advisory-lock class of idempotency keys (the second key is ``hashtext(key)``)."""
 _SEED_LOCK = 0x534C4D02
@@ -92,20 +97,22 @@ def describe(url: str) -> str:
 
 
 def create_engine(
-    url: str, *, pool_size: int = 5, poolclass: type[Pool] | None = None
+    url: str,
+    *,
+    pool_size: int = 5,
+    poolclass: type[Pool] | None = None,
+    lock_timeout: str = LOCK_TIMEOUT,
 ) -> AsyncEngine:
     """An engine of at most ``pool_size`` connections (no overflow: the bound is exact, so
     replicas x pool_size can be sized against the server's max_connections); ``poolclass``
     NullPool for a one-off command."""
-    pooling: dict[str, Any] = (
-        {"poolclass": poolclass}
-        if poolclass is not None
-        else {"pool_size": pool_size, "max_overflow": 0, "pool_pre_ping": True}
-    )
+    server_settings = {"application_name": APPLICATION_NAME}
+    pooling: dict[str, Any] = {"poolclass": poolclass}
+    if poolclass is None:  # a replica's pool; a one-off command (a migration) waits its turn
+        pooling = {"pool_size": pool_size, "max_overflow": 0, "pool_pre_ping": True}
+        server_settings["lock_timeout"] = lock_timeout
     return create_async_engine(
-        async_url(url),
-        connect_args={"server_settings": {"application_name": APPLICATION_NAME}},
-        **pooling,
+        async_url(url), connect_args={"server_settings": server_settings}, **pooling
     )
 
 
@@ -236,9 +243,9 @@ async def schema_problem(conn: AsyncConnection) -> str | None:
 class PostgresOrders:
     """The order database of a tools replica on PostgreSQL: a bounded pool and the calls."""
 
-    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5, lock_timeout: str = LOCK_TIMEOUT) -> None:
         self.url = async_url(url)
-        self.engine = create_engine(self.url, pool_size=pool_size)
+        self.engine = create_engine(self.url, pool_size=pool_size, lock_timeout=lock_timeout)
 
     def __str__(self) -> str:
         return describe(self.url)

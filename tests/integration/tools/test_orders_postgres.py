@@ -31,7 +31,7 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 from mesh.a2a.client import MeshClient, StaticReplicas
 from mesh.tools.catalog import Policy, execute_call, parse_call
 from mesh.tools.orders import create_demo_database
-from mesh.tools.postgres import APPLICATION_NAME, PostgresOrders
+from mesh.tools.postgres import APPLICATION_NAME, OrderDatabaseError, PostgresOrders
 from tests.support.postgres import postgres_up
 from tests.support.procs import ROOT, ServiceProcess, wait_ready
 
@@ -421,3 +421,31 @@ async def _refund_state(conn: asyncpg.Connection, order_id: str) -> tuple[int, i
         order_id,
     )
     return int(row["total"]), int(row["n"])
+
+
+async def test_a_call_waiting_too_long_for_a_lock_fails_retryable_and_applies_nothing(
+    migrated: str,
+) -> None:
+    db = PostgresOrders(migrated, lock_timeout="300ms")
+    try:
+        await db.prepare()
+        async with connected(migrated) as blocker:
+            order_id, refunded, count = await _delivered_order(blocker)
+            holding = blocker.transaction()
+            await holding.start()
+            await blocker.execute("SELECT 1 FROM orders WHERE order_id = $1 FOR UPDATE", order_id)
+            call = parse_call(
+                {
+                    "name": "refund_order",
+                    "arguments": {"order_id": order_id, "amount": 1.0, "reason": "lock timeout"},
+                    "idempotency_key": "waits-for-a-lock",
+                }
+            )
+            with pytest.raises(OrderDatabaseError, match="retry with the same idempotency_key"):
+                await db.run(call, policy=Policy())
+            await holding.rollback()
+            assert await _refund_state(blocker, order_id) == (refunded, count)
+            assert (await db.run(call, policy=Policy())).result["ok"]
+            assert await _refund_state(blocker, order_id) == (refunded + 100, count + 1)
+    finally:
+        await db.aclose()
