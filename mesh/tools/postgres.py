@@ -144,18 +144,19 @@ class _Row(tuple[Any, ...]):
 
 
 class _Cursor:
-    def __init__(self, result: CursorResult[Any]) -> None:
-        self._result = result
+    def __init__(self, result: CursorResult[Any] | None) -> None:
+        self._result = result if result is not None and result.returns_rows else None
         self._index = (
-            {name: n for n, name in enumerate(result.keys())} if result.returns_rows else {}
+            {name: n for n, name in enumerate(self._result.keys())} if self._result else {}
         )
 
     def fetchone(self) -> Any:
-        row = self._result.fetchone()
+        row = self._result.fetchone() if self._result else None
         return None if row is None else _Row(tuple(row), self._index)
 
     def fetchall(self) -> list[Any]:
-        return [_Row(tuple(row), self._index) for row in self._result.fetchall()]
+        rows = self._result.fetchall() if self._result else []
+        return [_Row(tuple(row), self._index) for row in rows]
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.fetchall())
@@ -172,7 +173,9 @@ class PgConnection:
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> _Cursor:
         rows = [tuple(row) for row in parameters]
-        return _Cursor(self.conn.exec_driver_sql(_numbered(sql), rows or [()]))
+        if not rows:
+            return _Cursor(None)  # as sqlite3: no rows, nothing executed
+        return _Cursor(self.conn.exec_driver_sql(_numbered(sql), rows))
 
     @contextmanager
     def transaction(

@@ -31,7 +31,13 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 from mesh.a2a.client import MeshClient, StaticReplicas
 from mesh.tools.catalog import Policy, execute_call, parse_call
 from mesh.tools.orders import create_demo_database
-from mesh.tools.postgres import APPLICATION_NAME, OrderDatabaseError, PostgresOrders
+from mesh.tools.postgres import (
+    APPLICATION_NAME,
+    OrderDatabaseError,
+    PgConnection,
+    PostgresOrders,
+    create_engine,
+)
 from tests.support.postgres import postgres_up
 from tests.support.procs import ROOT, ServiceProcess, wait_ready
 
@@ -449,3 +455,23 @@ async def test_a_call_waiting_too_long_for_a_lock_fails_retryable_and_applies_no
             assert await _refund_state(blocker, order_id) == (refunded + 100, count + 1)
     finally:
         await db.aclose()
+
+
+async def test_the_connection_adapter_reads_rows_as_sqlite3_does(database: str) -> None:
+    engine = create_engine(database)
+
+    def exercise(sync: Any) -> list[Any]:
+        pg = PgConnection(sync)
+        pg.execute("CREATE TABLE t (a INTEGER, b TEXT)")
+        assert pg.executemany("INSERT INTO t (a, b) VALUES (?, ?)", []).fetchall() == []
+        pg.executemany("INSERT INTO t (a, b) VALUES (?, ?)", [(1, "x"), (2, None)])
+        assert pg.execute("UPDATE t SET b = ? WHERE a = ?", ("y", 2)).fetchone() is None
+        rows = pg.execute("SELECT a, b FROM t WHERE a >= ? ORDER BY a", (1,)).fetchall()
+        return [(dict(row), row[0], row["b"]) for row in rows]
+
+    try:
+        async with engine.begin() as conn:
+            rows = await conn.run_sync(exercise)
+    finally:
+        await engine.dispose()
+    assert rows == [({"a": 1, "b": "x"}, 1, "x"), ({"a": 2, "b": "y"}, 2, "y")]
