@@ -32,8 +32,14 @@ app = typer.Typer(
 bench_app = typer.Typer(
     help="Benchmarks; results are written to docs/benchmarks.md.", no_args_is_help=True
 )
+db_app = typer.Typer(
+    help="The tools agent's order database on PostgreSQL (SLMESH_ORDERS_DATABASE): its "
+    "versioned schema migrations.",
+    no_args_is_help=True,
+)
 app.add_typer(bench_app, name="bench")
 app.add_typer(convert_app, name="convert")
+app.add_typer(db_app, name="db")
 console = Console()
 T = TypeVar("T")
 err = Console(stderr=True)
@@ -847,6 +853,85 @@ def trace(
         return
     console.print(phoenix.render_tree(found, console.width))
     console.print(f"{len(found.spans)} spans; open {url.rstrip('/')} to browse the trace")
+
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="PostgreSQL URL of the order database (default: SLMESH_ORDERS_DATABASE).",
+        show_default=False,
+    ),
+]
+
+
+def _orders_url(settings: Settings, url: str | None) -> str:
+    if url:
+        return url
+    if settings.orders_database is None:
+        raise _fail(
+            "no PostgreSQL order database: set SLMESH_ORDERS_DATABASE=postgresql://... or pass "
+            "--url (the SQLite order database needs no command: the tools agent creates and "
+            "migrates its file itself)",
+            2,
+        )
+    return settings.orders_database.get_secret_value()
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    url: DatabaseUrl = None,
+    revision: Annotated[str, typer.Option(help="Revision to migrate to.")] = "head",
+) -> None:
+    """Apply the order database's pending migrations (the migration Job / compose service).
+
+    Run it before tools replicas of a new version start; running it again, or from several
+    places at once, is safe."""
+    from sqlalchemy.exc import DBAPIError
+
+    from mesh.tools import migrate
+    from mesh.tools.postgres import describe
+
+    target = _orders_url(_settings(), url)
+    try:
+        done = asyncio.run(migrate.upgrade(target, revision))
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from exc
+    except (DBAPIError, OSError) as exc:
+        raise _fail(f"could not migrate {describe(target)}: {exc}") from exc
+    if done.before == done.after:
+        console.print(f"{describe(target)}: already at revision {done.after}", highlight=False)
+    else:
+        console.print(
+            f"{describe(target)}: migrated from {done.before or 'an empty schema'} to "
+            f"revision {done.after}",
+            highlight=False,
+        )
+
+
+@db_app.command("current")
+def db_current(url: DatabaseUrl = None) -> None:
+    """Print the order database's revision and the one this slmesh needs.
+
+    Exits 1 when the database needs `slmesh db upgrade`."""
+    from sqlalchemy.exc import DBAPIError
+
+    from mesh.tools import migrate
+    from mesh.tools.postgres import REVISION, describe
+
+    target = _orders_url(_settings(), url)
+    try:
+        found = asyncio.run(migrate.current(target))
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from exc
+    except (DBAPIError, OSError) as exc:
+        raise _fail(f"could not read {describe(target)}: {exc}") from exc
+    console.print(
+        f"{describe(target)}: revision {found or 'none (empty)'}; this slmesh needs {REVISION}",
+        highlight=False,
+    )
+    if found is None or (found.isdigit() and int(found) < int(REVISION)):
+        raise _fail("the order database is behind: run `slmesh db upgrade`")
 
 
 @bench_app.command("slm")

@@ -110,6 +110,21 @@ class Settings(BaseSettings):
         "the task fails with a reason naming the limit (a request that kills every replica that "
         "runs it stops there).",
     )
+    orders_database: SecretStr | None = Field(
+        None,
+        description="The tools agent's order database on PostgreSQL "
+        "(postgresql://USER:PASSWORD@HOST:5432/DB), shared by every tools replica; `slmesh db "
+        "upgrade` creates and migrates its schema, and a replica on an older schema refuses to "
+        "start. Unset: a SQLite file per options.database under data_dir (the embedded default, "
+        "one host only).",
+    )
+    orders_pool_size: int = Field(
+        5,
+        ge=1,
+        description="Connections one tools replica opens to the PostgreSQL order database at most "
+        "(calls beyond it wait for one); the HPA's maxReplicas times this must fit the server's "
+        "max_connections (docs/scaling.md).",
+    )
     max_request_bytes: int = Field(
         4 * 1024 * 1024, gt=0, description="Largest accepted request body / gRPC message."
     )
@@ -304,6 +319,19 @@ class Settings(BaseSettings):
                 "public keys to verify cards with)"
             )
         return self
+
+    @field_validator("orders_database")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        scheme = value.get_secret_value().split("://", 1)[0]
+        if scheme not in ("postgresql", "postgres", "postgresql+asyncpg"):
+            raise ValueError(
+                f"orders_database must be a PostgreSQL URL (postgresql://...), got {scheme}://; "
+                "leave it unset for the SQLite file of options.database"
+            )
+        return value
 
     @field_validator("registry")
     @classmethod

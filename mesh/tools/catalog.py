@@ -8,9 +8,11 @@ rules refuse (no such order, an order that has already shipped) is a normal resu
 ``{"ok": false, "error": {"code", "message"}}``, because the responder must explain it
 to the customer.
 
-Side-effecting tools run in one SQLite write transaction together with the lookup and
-store of their idempotency key, so a retried call replays the first result and changes
-nothing twice.
+Side-effecting tools run in one write transaction together with the lookup and store of
+their idempotency key, so a retried call replays the first result and changes nothing
+twice: on SQLite under the file's write lock, on PostgreSQL under a lock on the key and a
+row lock on the order, so replicas sharing the database apply each key once and never
+refund more than is refundable.
 
 A call may name the customer it acts for (``principal``, see :class:`Principal`); the
 tools then answer only about that customer's orders and account, an anonymous sender
@@ -29,7 +31,6 @@ from __future__ import annotations
 import copy
 import difflib
 import json
-import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from jsonschema import Draft202012Validator
 
 from mesh.schema import SchemaValidator
 from mesh.tools import faq, orders
+from mesh.tools.connection import Connection
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 ORDER_ID_PATTERN = r"^ORD-\d{6}$"
@@ -70,7 +72,7 @@ FACT_KINDS = (
 DEFAULT_CONFIRM_REFUND_ABOVE = Decimal("100.00")
 """A customer's refund above this amount (in the order's currency) needs confirmation."""
 
-Handler = Callable[[sqlite3.Connection, Mapping[str, Any]], dict[str, Any]]
+Handler = Callable[[Connection, Mapping[str, Any]], dict[str, Any]]
 
 
 class ToolCallError(ValueError):
@@ -350,7 +352,14 @@ def parse_call(payload: object) -> ToolCall:
 def execute_call(
     database: str | Path, call: ToolCall, *, policy: Policy | None = None
 ) -> Execution:
-    """Runs a parsed call against the order database (blocking: use a worker thread).
+    """Runs a parsed call against the SQLite order database at ``database`` (blocking: use a
+    worker thread); see :func:`execute_on`."""
+    with closing(orders.connect(database)) as conn:
+        return execute_on(conn, call, policy=policy)
+
+
+def execute_on(conn: Connection, call: ToolCall, *, policy: Policy | None = None) -> Execution:
+    """Runs a parsed call on an open order database connection (SQLite or PostgreSQL).
 
     A side-effecting call first looks up its idempotency key: a recorded result is
     returned as is (``replayed``), a key recorded for a different call raises
@@ -364,27 +373,31 @@ def execute_call(
     can carry the verified or confirmed call that follows.
     """
     policy = policy or Policy()
-    with closing(orders.connect(database)) as conn:
-        if not call.tool.side_effects:
-            decided = _authorize(conn, call, policy)
-            return Execution(decided or call.tool.handler(conn, call.arguments))
-        if call.idempotency_key is None:
-            raise MissingIdempotencyKeyError(f"{call.name} needs an 'idempotency_key'")
-        fingerprint = _fingerprint(call)
-        with orders.write_transaction(conn):
-            recorded = orders.recorded_call(conn, call.idempotency_key)
-            if recorded is not None:
-                if recorded.tool != call.name or recorded.arguments != fingerprint:
-                    raise _conflict(call, recorded)
-                return Execution(recorded.result, replayed=True)
-            decided = _authorize(conn, call, policy)
-            if decided is not None:
-                return Execution(decided)
-            result = call.tool.handler(conn, call.arguments)
-            orders.record_call(
-                conn, call.idempotency_key, call.name, fingerprint, result, at=orders.utc_now()
-            )
-        return Execution(result)
+    if not call.tool.side_effects:
+        decided = _authorize(conn, call, policy)
+        return Execution(decided or call.tool.handler(conn, call.arguments))
+    if call.idempotency_key is None:
+        raise MissingIdempotencyKeyError(f"{call.name} needs an 'idempotency_key'")
+    fingerprint = _fingerprint(call)
+    order_id = call.arguments.get("order_id")
+    with orders.write_transaction(
+        conn,
+        idempotency_key=call.idempotency_key,
+        order_id=order_id if isinstance(order_id, str) else None,
+    ):
+        recorded = orders.recorded_call(conn, call.idempotency_key)
+        if recorded is not None:
+            if recorded.tool != call.name or recorded.arguments != fingerprint:
+                raise _conflict(call, recorded)
+            return Execution(recorded.result, replayed=True)
+        decided = _authorize(conn, call, policy)
+        if decided is not None:
+            return Execution(decided)
+        result = call.tool.handler(conn, call.arguments)
+        orders.record_call(
+            conn, call.idempotency_key, call.name, fingerprint, result, at=orders.utc_now()
+        )
+    return Execution(result)
 
 
 def run_tool_call(
@@ -432,7 +445,7 @@ def _not_your_order(order_id: str) -> dict[str, Any]:
     )
 
 
-def _authorize(conn: sqlite3.Connection, call: ToolCall, policy: Policy) -> dict[str, Any] | None:
+def _authorize(conn: Connection, call: ToolCall, policy: Policy) -> dict[str, Any] | None:
     """The result a principal gets instead of running the call, or None to run it.
 
     For an anonymous sender that is a status-only view of an order (get_order,
@@ -538,14 +551,14 @@ def order_view(order: orders.Order) -> dict[str, Any]:
     }
 
 
-def _get_order(conn: sqlite3.Connection, args: Mapping[str, Any]) -> dict[str, Any]:
+def _get_order(conn: Connection, args: Mapping[str, Any]) -> dict[str, Any]:
     order = orders.get_order(conn, args["order_id"])
     if order is None:
         return _order_not_found(args["order_id"])
     return {"ok": True, "order": order_view(order)}
 
 
-def _find_orders(conn: sqlite3.Connection, args: Mapping[str, Any]) -> dict[str, Any]:
+def _find_orders(conn: Connection, args: Mapping[str, Any]) -> dict[str, Any]:
     customer = orders.find_customer(conn, args["email"])
     if customer is None:
         return _refused("customer_not_found", f"There is no customer with email {args['email']}.")
@@ -588,7 +601,7 @@ def shipment_view(order: orders.Order) -> dict[str, Any]:
     }
 
 
-def _track_shipment(conn: sqlite3.Connection, args: Mapping[str, Any]) -> dict[str, Any]:
+def _track_shipment(conn: Connection, args: Mapping[str, Any]) -> dict[str, Any]:
     order = orders.get_order(conn, args["order_id"])
     if order is None:
         return _order_not_found(args["order_id"])
@@ -602,7 +615,7 @@ def _track_shipment(conn: sqlite3.Connection, args: Mapping[str, Any]) -> dict[s
     return shipment_view(order)
 
 
-def _cancel_order(conn: sqlite3.Connection, args: Mapping[str, Any]) -> dict[str, Any]:
+def _cancel_order(conn: Connection, args: Mapping[str, Any]) -> dict[str, Any]:
     order = orders.get_order(conn, args["order_id"])
     if order is None:
         return _order_not_found(args["order_id"])
@@ -625,7 +638,7 @@ def _cancel_order(conn: sqlite3.Connection, args: Mapping[str, Any]) -> dict[str
     }
 
 
-def _refund_order(conn: sqlite3.Connection, args: Mapping[str, Any]) -> dict[str, Any]:
+def _refund_order(conn: Connection, args: Mapping[str, Any]) -> dict[str, Any]:
     order = orders.get_order(conn, args["order_id"])
     if order is None:
         return _order_not_found(args["order_id"])
@@ -661,7 +674,7 @@ def _refund_order(conn: sqlite3.Connection, args: Mapping[str, Any]) -> dict[str
     }
 
 
-def _update_shipping_address(conn: sqlite3.Connection, args: Mapping[str, Any]) -> dict[str, Any]:
+def _update_shipping_address(conn: Connection, args: Mapping[str, Any]) -> dict[str, Any]:
     order = orders.get_order(conn, args["order_id"])
     if order is None:
         return _order_not_found(args["order_id"])
@@ -681,7 +694,7 @@ def _update_shipping_address(conn: sqlite3.Connection, args: Mapping[str, Any]) 
     }
 
 
-def _search_faq(conn: sqlite3.Connection, args: Mapping[str, Any]) -> dict[str, Any]:
+def _search_faq(conn: Connection, args: Mapping[str, Any]) -> dict[str, Any]:
     matches = faq.search(conn, args["query"])
     return {"ok": True, "count": len(matches), "matches": [match.view() for match in matches]}
 

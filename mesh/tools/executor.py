@@ -5,8 +5,10 @@ the call ran, including calls the business rules refused (``ok: false`` in the r
 for the responder to explain). ``rejected`` when the call is malformed: per the A2A
 spec that is the agent deciding not to perform the task, nothing was attempted, and
 sending the same input again cannot succeed. ``failed`` when a well-formed call broke
-while running (the database file could not be opened or written), which a later
-retry may survive.
+while running (the database file could not be opened or written, the PostgreSQL
+connection dropped), which a later retry may survive: the error says so
+(``"retryable": true``), and nothing of the call was committed, or, if its commit
+went through, a retry with the same key replays it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import asyncio
 import json
 import logging
 import sqlite3
-from pathlib import Path
 from typing import Any
 
 from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_text_part
@@ -31,40 +32,39 @@ from mesh.tools.catalog import (
     MalformedCallError,
     Policy,
     ToolCallError,
-    execute_call,
     parse_call,
 )
-from mesh.tools.orders import create_demo_database
+from mesh.tools.database import DEFAULT_DATABASE, database_path, open_order_database
+from mesh.tools.postgres import OrderDatabaseError, SchemaError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DATABASE = "orders.sqlite"
+__all__ = [
+    "DEFAULT_DATABASE",
+    "JSON_MEDIA_TYPE",
+    "RESULT_ARTIFACT",
+    "ToolsExecutor",
+    "database_path",
+]
+
 RESULT_ARTIFACT = "tool_result"
 JSON_MEDIA_TYPE = "application/json"
-
-
-def database_path(spec: ServiceSpec, settings: Settings) -> Path:
-    """``options.database`` of the spec; a relative path lives under ``settings.data_dir``."""
-    option = spec.options.get("database", DEFAULT_DATABASE)
-    if not isinstance(option, str) or not option.strip():
-        raise ValueError(
-            f"service {spec.name!r}: options.database must be a file path, got {option!r}"
-        )
-    path = Path(option)
-    return path if path.is_absolute() else settings.data_dir / path
 
 
 class ToolsExecutor(AgentExecutor):
     """Validates and executes one tool call per task against the order database.
 
-    The demo database is created on the first request if the file is missing (an older
-    file is migrated), in a worker thread like every other database access, so the event
-    loop never blocks. ``options.confirm_refund_above`` sets the amount above which a
-    customer's refund needs confirmation (:class:`~mesh.tools.catalog.Policy`).
+    The database is PostgreSQL when ``SLMESH_ORDERS_DATABASE`` is set, else the SQLite
+    file of ``options.database`` (:mod:`mesh.tools.database`). It is made ready before the
+    agent reports ready (or on the first request): a missing SQLite file is created (an
+    older one migrated) in a worker thread, a PostgreSQL schema is checked (an older one
+    stops the replica, naming ``slmesh db upgrade``) and an empty database gets the demo
+    shop once. ``options.confirm_refund_above`` sets the amount above which a customer's
+    refund needs confirmation (:class:`~mesh.tools.catalog.Policy`).
     """
 
     def __init__(self, spec: ServiceSpec, settings: Settings) -> None:
-        self.database = database_path(spec, settings)
+        self.database = open_order_database(spec, settings)
         try:
             self.policy = Policy.from_options(spec.options)
         except ValueError as exc:
@@ -86,20 +86,25 @@ class ToolsExecutor(AgentExecutor):
             )
             call = parse_call(payload)
             await self._ensure_database()
-            execution = await asyncio.to_thread(
-                execute_call, self.database, call, policy=self.policy
-            )
+            execution = await self.database.run(call, policy=self.policy)
         except ToolCallError as exc:
             genai.end_tool(span, outcome="rejected", result=exc.to_dict())
             await updater.reject(_error_message(updater, exc.to_dict()))
             return
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError, OrderDatabaseError) as exc:
             genai.end_tool(span, outcome="failed", error=exc)
             logger.exception("tool call failed in the order database %s", self.database)
             error = {
                 "code": "database_error",
-                "message": "the order database could not run the call; it may be retried",
+                "message": "the order database could not run the call; it may be retried "
+                "(with the same idempotency_key)",
+                "retryable": True,
             }
+            await updater.failed(_error_message(updater, error))
+            return
+        except SchemaError as exc:
+            genai.end_tool(span, outcome="failed", error=exc)
+            error = {"code": "database_schema", "message": str(exc), "retryable": False}
             await updater.failed(_error_message(updater, error))
             return
         genai.end_tool(
@@ -116,14 +121,19 @@ class ToolsExecutor(AgentExecutor):
         await updater.complete()
 
     async def warm_up(self) -> None:
-        """Creates the demo database before the agent reports ready (not on a first call)."""
+        """Readies the order database before the agent reports ready (not on a first call);
+        a :class:`~mesh.tools.postgres.SchemaError` stops the replica's start-up."""
         await self._ensure_database()
+
+    async def aclose(self) -> None:
+        """Closes the order database's connections (the server's drain calls it)."""
+        await self.database.aclose()
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Marks the task canceled.
 
-        A database transaction already under way in its worker thread cannot be stopped;
-        SQLite commits it whole or not at all, and a retry with its key replays it.
+        A database transaction already under way cannot be stopped; the database commits
+        it whole or not at all, and a retry with its key replays it.
         """
         task = context.current_task
         if task is not None and task.status.state in FINISHED_STATES:
@@ -135,9 +145,8 @@ class ToolsExecutor(AgentExecutor):
             return
         async with self._database_lock:
             if not self._database_ready:
-                created = await asyncio.to_thread(create_demo_database, self.database)
-                if created:
-                    logger.info("created the demo order database at %s", self.database)
+                if await self.database.prepare():
+                    logger.info("seeded the demo order database %s", self.database)
                 self._database_ready = True
 
 

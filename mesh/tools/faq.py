@@ -5,7 +5,8 @@ The entries ship as package data (``faq.yaml``) and are seeded into the order da
 b 0.75) over three weighted columns: the entry's question, its answer and its keywords.
 Text is normalized here, in Python, before FTS5 sees it (lower case, accents folded,
 function words dropped, a light suffix stemmer), so the pure-Python fallback used where
-SQLite was built without FTS5 scores exactly as FTS5 does and one threshold serves both.
+SQLite was built without FTS5, and on PostgreSQL, scores exactly as FTS5 does and one
+threshold serves both.
 
 Keywords help twice. An entry is a candidate only if the query holds one of its keywords
 (every term of it, in any order: "send it back" holds "send back") or a term of its
@@ -32,6 +33,8 @@ from importlib import resources
 from typing import Any
 
 import yaml
+
+from mesh.tools.connection import Connection
 
 MAX_MATCHES = 3
 """At most this many entries are returned, best first."""
@@ -174,7 +177,7 @@ _FTS_TABLE = (
 )
 
 
-def seed(conn: sqlite3.Connection, items: Sequence[FaqEntry] | None = None) -> None:
+def seed(conn: Connection, items: Sequence[FaqEntry] | None = None) -> None:
     """Replaces the ``faq`` rows (and their FTS5 index, where FTS5 exists) with ``items``.
 
     Runs inside the caller's write transaction. ``items`` defaults to the packaged entries.
@@ -189,6 +192,8 @@ def seed(conn: sqlite3.Connection, items: Sequence[FaqEntry] | None = None) -> N
             for n, e in enumerate(items, start=1)
         ],
     )
+    if not isinstance(conn, sqlite3.Connection):
+        return  # FTS5 is SQLite's: elsewhere search() scores the same BM25 in Python
     try:
         conn.execute(_FTS_TABLE)
     except sqlite3.OperationalError as exc:
@@ -202,15 +207,17 @@ def seed(conn: sqlite3.Connection, items: Sequence[FaqEntry] | None = None) -> N
     )
 
 
-def has_fts(conn: sqlite3.Connection) -> bool:
-    """Whether the database holds the FTS5 index of the entries."""
+def has_fts(conn: Connection) -> bool:
+    """Whether the database holds the FTS5 index of the entries (never outside SQLite)."""
+    if not isinstance(conn, sqlite3.Connection):
+        return False
     row = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'faq_terms'"
     ).fetchone()
     return row is not None
 
 
-def stored_entries(conn: sqlite3.Connection) -> list[tuple[int, FaqEntry]]:
+def stored_entries(conn: Connection) -> list[tuple[int, FaqEntry]]:
     """The seeded entries with their row ids."""
     rows = conn.execute("SELECT id, topic, question, answer, keywords FROM faq ORDER BY id")
     return [(row[0], FaqEntry(row[1], row[2], row[3], tuple(json.loads(row[4])))) for row in rows]
@@ -220,7 +227,7 @@ def stored_entries(conn: sqlite3.Connection) -> list[tuple[int, FaqEntry]]:
 
 
 def search(
-    conn: sqlite3.Connection, query: str, *, limit: int = MAX_MATCHES, use_fts: bool | None = None
+    conn: Connection, query: str, *, limit: int = MAX_MATCHES, use_fts: bool | None = None
 ) -> list[FaqMatch]:
     """The entries that answer ``query``, best first; empty when none does.
 
@@ -260,7 +267,7 @@ def _topic_terms(entry: FaqEntry, wanted: Iterable[str]) -> set[str]:
 
 
 def scores(
-    conn: sqlite3.Connection, query_terms: Sequence[str], *, use_fts: bool | None = None
+    conn: Connection, query_terms: Sequence[str], *, use_fts: bool | None = None
 ) -> dict[int, float]:
     """BM25 score (FTS5's ``-bm25()``) of every entry holding a term, by row id.
 
@@ -283,7 +290,7 @@ def _keywords_held(entry: FaqEntry, wanted: Iterable[str]) -> int:
     return max(sizes, default=0)
 
 
-def _fts_scores(conn: sqlite3.Connection, wanted: list[str]) -> dict[int, float]:
+def _fts_scores(conn: Connection, wanted: list[str]) -> dict[int, float]:
     match = " OR ".join(f'"{term}"' for term in wanted)  # terms are [a-z0-9]+: safe to quote
     rows = conn.execute(
         "SELECT rowid, -bm25(faq_terms, ?, ?, ?) FROM faq_terms WHERE faq_terms MATCH ?",

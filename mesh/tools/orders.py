@@ -4,9 +4,11 @@ Money is stored as integer minor units (``*_cents`` columns) so sums and compari
 exact; it leaves this module as decimal strings (``"19.99"``, see :func:`format_money`)
 because A2A data parts carry every number as a double. Timestamps are ISO 8601 UTC text.
 
-Every function here is synchronous stdlib ``sqlite3`` and opens nothing on the event
-loop: callers run them in a worker thread (``asyncio.to_thread``). SQL always binds
-values as parameters.
+Every function here is synchronous and takes a :class:`Connection`: stdlib ``sqlite3``'s
+(the embedded default; callers run them in a worker thread, ``asyncio.to_thread``), or the
+PostgreSQL one of :mod:`mesh.tools.postgres`, which runs the same SQL inside SQLAlchemy's
+``run_sync`` on the event loop. SQL always binds values as ``?`` parameters and is written
+in the dialect both databases share.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mesh.tools import faq
+from mesh.tools.connection import Connection, ServerConnection
 
 SCHEMA_VERSION = 2
 """Bumped when the tables change; stored in ``meta`` by :func:`create_demo_database`.
@@ -272,13 +275,22 @@ def connect(path: str | Path) -> sqlite3.Connection:
 
 
 @contextmanager
-def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` ... commit, or roll back if the block raises.
+def write_transaction(
+    conn: Connection, *, idempotency_key: str | None = None, order_id: str | None = None
+) -> Iterator[Connection]:
+    """One transaction that commits, or rolls back if the block raises.
 
-    Taking the write lock up front serializes concurrent writers (other threads or
-    replicas sharing the file), so a check-then-write such as "is this key already
-    recorded?" cannot interleave with another writer.
+    On SQLite, ``BEGIN IMMEDIATE`` takes the write lock up front and serializes concurrent
+    writers (other threads or replicas sharing the file), so a check-then-write such as
+    "is this key already recorded?" cannot interleave with another writer. On a server
+    (:class:`ServerConnection`) the transaction locks the call's idempotency key and its
+    order row instead, which serializes exactly the calls that could interleave.
     """
+    if not isinstance(conn, sqlite3.Connection):
+        server: ServerConnection = conn  # type: ignore[assignment]  # the only other kind
+        with server.transaction(idempotency_key=idempotency_key, order_id=order_id):
+            yield conn
+        return
     conn.execute("BEGIN IMMEDIATE")
     with conn:
         yield conn
@@ -341,18 +353,30 @@ def create_demo_database(
                 return False
             for statement in _SCHEMA:
                 conn.execute(statement)
-            _fill(conn, random.Random(seed), customers, orders)
-            conn.executemany(
-                "INSERT INTO meta (key, value) VALUES (?, ?)",
-                [
-                    ("schema_version", str(SCHEMA_VERSION)),
-                    ("seed", str(seed)),
-                    ("customers", str(customers)),
-                    ("orders", str(orders)),
-                ],
-            )
-            _seed_faq(conn)
+            _set_meta(conn, "schema_version", str(SCHEMA_VERSION))
+            fill_demo(conn, seed=seed, customers=customers, orders=orders)
     return True
+
+
+def fill_demo(conn: Connection, *, seed: int = 7, customers: int = 200, orders: int = 600) -> None:
+    """Inserts the seeded demo shop (customers, orders, refunds, the FAQ) into empty tables,
+    recording ``seed`` and the sizes in ``meta``; runs in the caller's transaction."""
+    if customers < 1:
+        raise ValueError("customers must be at least 1")
+    if not 0 <= orders <= 900_000:
+        raise ValueError("orders must be between 0 and 900000 (the ORD-nnnnnn id space)")
+    _fill(conn, random.Random(seed), customers, orders)
+    conn.executemany(
+        "INSERT INTO meta (key, value) VALUES (?, ?)",
+        [("seed", str(seed)), ("customers", str(customers)), ("orders", str(orders))],
+    )
+    _seed_faq(conn)
+
+
+def refresh_faq(conn: Connection) -> None:
+    """Re-seeds the ``faq`` table when the packaged FAQ entries changed since it was seeded."""
+    if meta(conn, "faq_digest") != faq.digest():
+        _seed_faq(conn)
 
 
 def _upgrade(conn: sqlite3.Connection, version: int) -> None:
@@ -362,21 +386,21 @@ def _upgrade(conn: sqlite3.Connection, version: int) -> None:
     if version < SCHEMA_VERSION:
         # 1 -> 2 adds the faq table, which _seed_faq creates; nothing else changed.
         _set_meta(conn, "schema_version", str(SCHEMA_VERSION))
-    if _meta(conn, "faq_digest") != faq.digest():
-        _seed_faq(conn)
+    refresh_faq(conn)
 
 
-def _seed_faq(conn: sqlite3.Connection) -> None:
+def _seed_faq(conn: Connection) -> None:
     faq.seed(conn)
     _set_meta(conn, "faq_digest", faq.digest())
 
 
-def _meta(conn: sqlite3.Connection, key: str) -> str | None:
+def meta(conn: Connection, key: str) -> str | None:
+    """A value of the ``meta`` table, or None."""
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return str(row[0]) if row else None
 
 
-def _set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+def _set_meta(conn: Connection, key: str, value: str) -> None:
     conn.execute(
         "INSERT INTO meta (key, value) VALUES (?, ?) "
         "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -384,7 +408,7 @@ def _set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
     )
 
 
-def find_customer(conn: sqlite3.Connection, email: str) -> Customer | None:
+def find_customer(conn: Connection, email: str) -> Customer | None:
     """The customer with this email, compared case-insensitively."""
     row = conn.execute(
         "SELECT id, name, email, city FROM customers WHERE email = ?", (email.strip().lower(),)
@@ -392,13 +416,13 @@ def find_customer(conn: sqlite3.Connection, email: str) -> Customer | None:
     return Customer(**dict(row)) if row else None
 
 
-def get_order(conn: sqlite3.Connection, order_id: str) -> Order | None:
+def get_order(conn: Connection, order_id: str) -> Order | None:
     """One order, or None if there is no such id."""
     row = conn.execute(f"{_ORDER_SELECT} WHERE o.order_id = ?", (order_id,)).fetchone()
     return Order(**dict(row)) if row else None
 
 
-def orders_of_customer(conn: sqlite3.Connection, customer_id: int) -> list[Order]:
+def orders_of_customer(conn: Connection, customer_id: int) -> list[Order]:
     """A customer's orders, newest first."""
     rows = conn.execute(
         f"{_ORDER_SELECT} WHERE o.customer_id = ? ORDER BY o.ordered_at DESC, o.order_id",
@@ -407,7 +431,7 @@ def orders_of_customer(conn: sqlite3.Connection, customer_id: int) -> list[Order
     return [Order(**dict(row)) for row in rows]
 
 
-def cancel_order(conn: sqlite3.Connection, order_id: str, reason: str, *, at: str) -> None:
+def cancel_order(conn: Connection, order_id: str, reason: str, *, at: str) -> None:
     """Marks an order cancelled; the caller has checked that it may be."""
     conn.execute(
         "UPDATE orders SET status = 'cancelled', cancelled_at = ?, cancel_reason = ? "
@@ -416,25 +440,22 @@ def cancel_order(conn: sqlite3.Connection, order_id: str, reason: str, *, at: st
     )
 
 
-def add_refund(
-    conn: sqlite3.Connection, order_id: str, amount_cents: int, reason: str, *, at: str
-) -> int:
+def add_refund(conn: Connection, order_id: str, amount_cents: int, reason: str, *, at: str) -> int:
     """Records a refund and returns its id; a fully refunded order becomes ``refunded``."""
-    cursor = conn.execute(
-        "INSERT INTO refunds (order_id, amount_cents, reason, created_at) VALUES (?, ?, ?, ?)",
+    refund_id = conn.execute(
+        "INSERT INTO refunds (order_id, amount_cents, reason, created_at) VALUES (?, ?, ?, ?) "
+        "RETURNING id",
         (order_id, amount_cents, reason, at),
-    )
+    ).fetchall()[0][0]
     conn.execute(
         "UPDATE orders SET status = 'refunded' WHERE order_id = ? AND amount_cents <= "
         "(SELECT COALESCE(SUM(amount_cents), 0) FROM refunds WHERE order_id = ?)",
         (order_id, order_id),
     )
-    return int(cursor.lastrowid or 0)
+    return int(refund_id)
 
 
-def change_shipping_address(
-    conn: sqlite3.Connection, order_id: str, address: str, *, at: str
-) -> None:
+def change_shipping_address(conn: Connection, order_id: str, address: str, *, at: str) -> None:
     """Sets a new shipping address, keeping the old one in ``address_changes``."""
     conn.execute(
         "INSERT INTO address_changes (order_id, old_address, new_address, changed_at) "
@@ -444,7 +465,7 @@ def change_shipping_address(
     conn.execute("UPDATE orders SET shipping_address = ? WHERE order_id = ?", (address, order_id))
 
 
-def recorded_call(conn: sqlite3.Connection, idempotency_key: str) -> RecordedCall | None:
+def recorded_call(conn: Connection, idempotency_key: str) -> RecordedCall | None:
     """The first outcome stored under ``idempotency_key``, if any."""
     row = conn.execute(
         "SELECT tool, arguments, result FROM tool_calls WHERE idempotency_key = ?",
@@ -458,7 +479,7 @@ def recorded_call(conn: sqlite3.Connection, idempotency_key: str) -> RecordedCal
 
 
 def record_call(
-    conn: sqlite3.Connection,
+    conn: Connection,
     idempotency_key: str,
     tool: str,
     arguments: str,
@@ -504,7 +525,7 @@ def _ascii_slug(text: str) -> str:
     return "".join(ch for ch in folded.lower() if ch.isalnum())
 
 
-def _fill(conn: sqlite3.Connection, rng: random.Random, customers: int, orders: int) -> None:
+def _fill(conn: Connection, rng: random.Random, customers: int, orders: int) -> None:
     """Inserts seeded customers, orders and the refunds that refunded orders imply."""
     used_emails: set[str] = set()
     customer_rows = []

@@ -168,6 +168,8 @@ def test_registry_and_planner_are_deployed(overlay: str) -> None:
     resources = _rendered(overlay)
     for name in ("registry", "planner"):
         deployment = _one(resources, "Deployment", name)
+        # One replica each until their state is shared (issue 23: the planner's run store,
+        # point 2; the registry's in-memory store, point 3).
         assert deployment["spec"]["replicas"] == 1
         assert deployment["spec"]["strategy"]["type"] == "Recreate"
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -223,3 +225,67 @@ def test_collector_pipeline_reaches_jaeger(overlay: str) -> None:
     host, port = endpoint.removeprefix("http://").split(":")
     assert int(port) in {p["port"] for p in _one(resources, "Service", host)["spec"]["ports"]}
     assert config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].endswith(f":{port}")
+
+
+#: Where an emptyDir is scratch, not state: lost with the pod by design in any replica count.
+SCRATCH_MOUNTS = ("/tmp", "/dev/shm")
+
+
+def _scaled_pod_templates(resources: list[Resource]) -> list[tuple[str, int, Resource]]:
+    """``(workload, most replicas it may run, pod template)`` of every workload: the HPA's
+    maxReplicas where one scales it, else its replicas (a RayCluster worker group: its
+    maxReplicas)."""
+    hpa_max = {
+        (h["spec"]["scaleTargetRef"]["kind"], h["spec"]["scaleTargetRef"]["name"]): h["spec"][
+            "maxReplicas"
+        ]
+        for h in resources
+        if h["kind"] == "HorizontalPodAutoscaler"
+    }
+    found = []
+    for res in resources:
+        kind, name = res["kind"], res["metadata"]["name"]
+        if kind in ("Deployment", "StatefulSet", "ReplicaSet"):
+            most = hpa_max.get((kind, name), res["spec"].get("replicas", 1))
+            found.append((f"{kind}/{name}", most, res["spec"]["template"]))
+        elif kind == "RayCluster":
+            for group in res["spec"]["workerGroupSpecs"]:
+                most = max(group.get("maxReplicas", 1), group.get("replicas", 1))
+                found.append((f"{kind}/{name}/{group['groupName']}", most, group["template"]))
+    return found
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_workload_that_runs_several_replicas_keeps_no_state_in_empty_dir(overlay: str) -> None:
+    """Each replica's emptyDir is its own and dies with the pod: state kept there (an SQLite
+    file under the data dir) splits between replicas and answers differently per replica."""
+    templates = _scaled_pod_templates(_rendered(overlay))
+    assert any(most > 1 for _, most, _ in templates)  # the rule has something to check
+    for workload, most, template in templates:
+        if most <= 1:
+            continue
+        spec = template["spec"]
+        empty = {v["name"] for v in spec.get("volumes", []) if "emptyDir" in v}
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            for mount in container.get("volumeMounts", []):
+                if mount["name"] in empty:
+                    path = mount["mountPath"].rstrip("/")
+                    assert any(path == s or path.startswith(s + "/") for s in SCRATCH_MOUNTS), (
+                        f"{overlay} {workload} runs up to {most} replicas but keeps an emptyDir "
+                        f"at {path}: state there is per pod; use the shared database"
+                    )
+
+
+def test_the_tools_agent_and_its_migration_job_read_one_order_database_from_the_secret() -> None:
+    resources = _rendered("dev")
+    secret = {"name": "slmesh-secrets", "key": "orders-database-url"}
+    tools = _one(resources, "Deployment", "tools")["spec"]["template"]["spec"]
+    job = _one(resources, "Job", "tools-db-upgrade")["spec"]["template"]["spec"]
+    for pod in (tools, job):
+        (container,) = pod["containers"]
+        env = {e["name"]: e.get("valueFrom") for e in container["env"]}
+        assert env["SLMESH_ORDERS_DATABASE"] == {"secretKeyRef": secret}
+        assert container["image"].startswith("slmesh/tools:")
+    (upgrade,) = job["containers"]
+    assert upgrade["command"] == ["slmesh", "db", "upgrade"]
+    assert job["restartPolicy"] == "OnFailure"
