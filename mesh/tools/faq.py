@@ -65,7 +65,7 @@ _STOPWORDS = frozenset(
     have havent having hello hey hi how i id if im in into is isnt it its just know let like ll
     m may me
     might mine more most much must my need no not now of off ok on one or our ours out
-    please possible question re s same shall she should so some someone something t tell
+    please possible question re s same shall she should so some someone something t take tell
     thank thanks that the their them then there these they this those to too us ve very
     want was wasnt we were what whats when where which while who why will with wont would yes
     you your

@@ -8,6 +8,7 @@ from mesh.support.policy import (
     MAX_MESSAGE_CHARS,
     MAX_TAIL_CHARS,
     agreed_call,
+    aside_question,
     asks_for,
     bounded_message,
     is_yes,
@@ -169,3 +170,29 @@ def test_a_general_question_or_no_intent_keeps_the_proposed_call() -> None:
     call = {"name": "get_order", "arguments": {"order_id": "ORD-217579"}}
     assert agreed_call(call, "general_question", {}, "ORD-217579?") == call
     assert agreed_call(call, None, {}, "ORD-217579?") == call
+
+
+@pytest.mark.parametrize(
+    ("text", "aside"),
+    [
+        (
+            "Please cancel ORD-649911. And how many days until a refund is on my card?",
+            "how many days until a refund is on my card?",
+        ),
+        (
+            "Send ORD-480606 to Keizersgracht 1, 1015 CJ Amsterdam, and also: do you ship to Norway?",
+            "do you ship to Norway?",
+        ),
+        (
+            "Cancel ORD-123456 btw which payment methods do you take?",
+            "which payment methods do you take?",
+        ),
+        ("Where is ORD-123456? Can you check?", None),  # no second topic
+        ("Do you ship to Canada? My order ORD-123456 is late.", None),  # not marked as a second one
+        ("cancel ORD-123456 and refund me please?", None),  # "and" inside the request
+        ("Where is ORD-123456? And is ORD-654321 shipped?", None),  # about an order: not general
+        ("Where is my order ORD-123456?", None),
+    ],
+)
+def test_a_second_general_question_is_found_only_when_marked(text: str, aside: str | None) -> None:
+    assert aside_question(text) == aside
