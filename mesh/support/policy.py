@@ -68,7 +68,7 @@ _ACTIONS = {
         re.compile(r"\b(don'?t|do not|not|never) (want to )?cancel\b"),
     ),
     "refund_order": (
-        re.compile(r"\brefund(?!ed\b)|\bback\b|\breimburse(?!d\b)|\breturn\b"),
+        re.compile(r"\bre?fu?n?d(?!ed\b)|\bback\b|\breimburse(?!d\b)|\breturn\b"),
         re.compile(r"\b(don'?t|do not|not|never) (want (a|to) )?refund\b"),
     ),
     "update_shipping_address": (

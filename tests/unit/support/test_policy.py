@@ -58,6 +58,8 @@ def test_language(text: str, language: str) -> None:
         ("Could I get 29.99 back for ORD-123456?", "refund_order", True),
         ("Has my refund for ORD-123456 been refunded yet?", "refund_order", True),
         ("Has ORD-123456 been refunded yet?", "refund_order", False),
+        ("refnd 9.99 for ORD-123456 pls", "refund_order", True),
+        ("Was ORD-123456 refused?", "refund_order", False),
         ("Send ORD-123456 to 1 Main St, Springfield 12345", "update_shipping_address", True),
         ("Where is ORD-123456?", "get_order", True),
     ],
