@@ -223,6 +223,38 @@ def test_another_language_gets_the_english_notice_and_no_call(
     assert ticket["language"] != "en"
 
 
+def test_another_language_is_not_classified(
+    registry: str, demo_orders: dict[str, list[Order]]
+) -> None:
+    order = demo_orders["placed"][4]
+    text = f"Bonjour, où en est ma commande {order.order_id} ? Merci beaucoup."
+    _, ticket = ask(registry, text, sender=order.email)
+    assert ticket["reply"] == NON_ENGLISH_REPLY
+    assert ticket["intent"] is None  # the desk reads English: no model ran on it
+    assert ticket["fields"] is None
+
+
+def test_an_order_number_that_is_not_ours_gets_a_request_for_it(registry: str) -> None:
+    _, ticket = ask(registry, "where is ORD-12345?? been waiting ages", sender=None)
+    assert ticket["tool_call"] is None
+    assert "ORD- and six digits" in ticket["reply"]
+
+
+def test_a_side_question_beside_an_order_request_is_answered_too(
+    registry: str, demo_orders: dict[str, list[Order]]
+) -> None:
+    order = demo_orders["shipped"][2]
+    text = f"Where is my order {order.order_id}? And also, which payment methods do you accept?"
+    _, ticket = ask(registry, text, sender=order.email)
+    assert ticket["tool_call"]["name"] in ("track_shipment", "get_order")
+    assert order.order_id in ticket["reply"]
+    assert ticket["aside_result"]["matches"][0]["topic"] == "payment_methods"
+    assert ticket["reply"].endswith(
+        "About your other question: We accept Visa, Mastercard, American Express, PayPal and "
+        "Apple Pay."
+    )
+
+
 def test_a_very_long_message_is_bounded_and_still_answered(
     registry: str, demo_orders: dict[str, list[Order]]
 ) -> None:

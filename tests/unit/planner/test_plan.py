@@ -269,3 +269,48 @@ def test_a_long_question_without_an_order_id_is_searched_within_the_faq_tools_li
     assert len(call["arguments"]["query"]) <= FAQ_QUERY_CHARS
     assert message.startswith(call["arguments"]["query"])
     parse_call(call)  # the tools agent accepts it
+
+
+def test_a_side_question_is_searched_and_its_answer_follows_the_reply() -> None:
+    from mesh.planner.functions import FUNCTIONS
+    from mesh.tools.catalog import parse_call
+
+    message = "Please cancel ORD-123456. And also: which payment methods do you take?"
+    cancel = {"name": "cancel_order", "arguments": {"order_id": "ORD-123456", "reason": "x"}}
+    sender = {"email": "a@example.com"}
+    aside = FUNCTIONS["support.aside_call"]({"message": message, "call": cancel, "sender": sender})
+    assert aside == {
+        "name": "search_faq",
+        "arguments": {"query": "which payment methods do you take?"},
+        "principal": {"customer": "a@example.com"},
+    }
+    parse_call(aside)  # the tools agent accepts it
+    faq_call = {"name": "search_faq", "arguments": {"query": message}}
+    assert FUNCTIONS["support.aside_call"]({"message": message, "call": faq_call}) is None
+    assert FUNCTIONS["support.aside_call"]({"message": message, "call": None}) is None
+
+    case = {"english": True, "text": message}
+    found = {"ok": True, "matches": [{"topic": "payment_methods", "answer": "We accept Visa."}]}
+    reply = FUNCTIONS["support.final_reply"](
+        {"reply": "Hello, done.", "case": case, "aside": found}
+    )
+    assert reply == "Hello, done. About your other question: We accept Visa."
+    unanswered = FUNCTIONS["support.final_reply"](
+        {"reply": "Hello, done.", "case": case, "aside": {"ok": True, "matches": []}}
+    )
+    assert unanswered.startswith("Hello, done. I could not answer your other question here")
+    assert "support@example.com" in unanswered
+
+
+def test_an_unreadable_order_number_is_asked_for_not_searched() -> None:
+    from mesh.planner.functions import FUNCTIONS
+
+    message = "where's ORD-12345? been waiting 3 weeks"
+    call = FUNCTIONS["support.authorize_call"](
+        {"call": None, "message": message, "sender": None, "english": True}
+    )
+    assert call is None
+    reply = FUNCTIONS["support.final_reply"](
+        {"reply": None, "case": {"english": True, "text": message}, "intent": "track_shipment"}
+    )
+    assert "ORD- and six digits" in reply
