@@ -205,6 +205,14 @@ class Settings(BaseSettings):
     push_backoff_s: float = Field(
         0.5, gt=0, description="Wait before the first retry of a push; doubles per try."
     )
+    push_poll_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often a replica looks in the push outbox for notifications due again "
+        "or left by a replica that died (its own new events are delivered at once). A dead "
+        "replica's notifications are taken over once their lease (2 x SLMESH_PUSH_TIMEOUT_S "
+        "+ 1 s) ends.",
+    )
     request_timeout_s: float = Field(60.0, gt=0, description="Default client deadline per call.")
     log_level: str = Field("INFO", description="Python logging level.")
     ray_address: str | None = Field(

@@ -67,13 +67,17 @@ def receiver(tmp_path: Path) -> Iterator[tuple[int, Path, Path, Path]]:
 
 @pytest.fixture
 def agent(
-    spawn: Callable[..., ServiceProcess], receiver: tuple[int, Path, Path, Path]
+    request: pytest.FixtureRequest,
+    spawn: Callable[..., ServiceProcess],
+    receiver: tuple[int, Path, Path, Path],
 ) -> ServiceProcess:
+    """An echo agent with push on, on the default SQLite store (durable: its outbox) unless a
+    test asks for another (``memory``: in-process queues)."""
     _, _, ca, key_file = receiver
     return spawn(
         ECHO_SERVICE,
         env={
-            "SLMESH_TASK_STORE": "memory",
+            "SLMESH_TASK_STORE": getattr(request, "param", "sqlite"),
             "SLMESH_PUSH_NOTIFICATIONS": "true",
             "SLMESH_PUSH_ALLOW": "127.0.0.1",
             "SLMESH_PUSH_CA_FILE": str(ca),
@@ -186,6 +190,7 @@ async def test_push_configs_on_all_three_transports_and_hostile_urls_refused(
     assert "refused push URL https://169.254.169.254" in agent.output()
 
 
+@pytest.mark.parametrize("agent", ["sqlite", "memory"], indirect=True)
 async def test_notifications_arrive_signed_and_retried_while_bad_receivers_fail_alone(
     agent: ServiceProcess, receiver: tuple[int, Path, Path, Path]
 ) -> None:
