@@ -192,6 +192,12 @@ class Settings(BaseSettings):
         "they are loopback, private, link-local or otherwise non-public (the SSRF guard refuses "
         "those by default), e.g. 10.0.0.0/8 for in-cluster receivers.",
     )
+    push_allow_http: bool = Field(
+        False,
+        description="Also accept plain http push URLs, only to addresses SLMESH_PUSH_ALLOW "
+        "names (a receiver inside a network you trust; never a public address). Off: HTTPS "
+        "only.",
+    )
     push_ca_file: Path | None = Field(
         None, description="PEM CA bundle webhook receivers are verified with (default: system)."
     )

@@ -80,6 +80,10 @@ class PushUrlError(ValueError):
     """A push URL the guard refuses; the message says why."""
 
 
+class UnresolvedHostError(PushUrlError):
+    """The push URL's host name does not resolve (now)."""
+
+
 @dataclass(frozen=True)
 class Target:
     """A validated push URL and the address the delivery connects to."""
@@ -89,17 +93,19 @@ class Target:
     port: int
     address: IpAddress
     path: str
+    scheme: str = "https"
 
     @property
     def pinned_url(self) -> str:
         """The URL with the validated address in place of the host name."""
         ip = f"[{self.address}]" if self.address.version == 6 else str(self.address)
-        return f"https://{ip}:{self.port}{self.path}"
+        return f"{self.scheme}://{ip}:{self.port}{self.path}"
 
     @property
     def host_header(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == 443 else f"{host}:{self.port}"
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
 
 
 def _blocked(address: IpAddress) -> bool:
@@ -120,17 +126,19 @@ def _blocked(address: IpAddress) -> bool:
 class PushPolicy:
     """The SSRF guard of push URLs (see the module docstring)."""
 
-    def __init__(self, allow: Sequence[IpNetwork] = ()) -> None:
+    def __init__(self, allow: Sequence[IpNetwork] = (), *, allow_http: bool = False) -> None:
         self.allow = tuple(allow)
+        self.allow_http = allow_http
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PushPolicy:
-        return cls(parse_allow_list(settings.push_allow))
+        return cls(parse_allow_list(settings.push_allow), allow_http=settings.push_allow_http)
+
+    def _listed(self, address: IpAddress) -> bool:
+        return any(address in net for net in self.allow if net.version == address.version)
 
     def _allowed(self, address: IpAddress) -> bool:
-        if any(address in net for net in self.allow if net.version == address.version):
-            return True
-        return not _blocked(address)
+        return self._listed(address) or not _blocked(address)
 
     async def resolve(self, url: str) -> Target:
         """The target of ``url`` if every address it resolves to is allowed; else
@@ -139,10 +147,11 @@ class PushPolicy:
             raise PushUrlError(f"push URL longer than {MAX_URL_LENGTH} characters")
         try:
             parts = urlsplit(url)
-            port = parts.port or 443
+            port = parts.port or (80 if parts.scheme == "http" else 443)
         except ValueError as exc:
             raise PushUrlError(f"malformed push URL: {exc}") from exc
-        if parts.scheme != "https":
+        plain = parts.scheme == "http" and self.allow_http
+        if parts.scheme != "https" and not plain:
             raise PushUrlError(f"push URL must use https, not {parts.scheme or 'nothing'!r}")
         if parts.username is not None or parts.password is not None:
             raise PushUrlError("push URL may not carry user info")
@@ -154,7 +163,7 @@ class PushPolicy:
                 host, port, type=socket.SOCK_STREAM
             )
         except (OSError, UnicodeError) as exc:
-            raise PushUrlError(f"push host {host!r} does not resolve") from exc
+            raise UnresolvedHostError(f"push host {host!r} does not resolve") from exc
         addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
         refused = [a for a in addresses if not self._allowed(a)]
         if refused or not addresses:
@@ -162,16 +171,27 @@ class PushPolicy:
                 f"push host {host!r} resolves to a non-public address "
                 f"({refused[0] if refused else 'none'}); allow it with SLMESH_PUSH_ALLOW"
             )
+        if plain and not all(self._listed(a) for a in addresses):
+            raise PushUrlError(
+                f"plain http push URLs may only reach addresses SLMESH_PUSH_ALLOW names, "
+                f"not {host!r}"
+            )
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        return Target(url=url, host=host, port=port, address=addresses[0], path=path)
+        return Target(
+            url=url, host=host, port=port, address=addresses[0], path=path, scheme=parts.scheme
+        )
 
     async def accepts(self, url: str) -> bool:
         """a2a-sdk's ``push_url_validator``: a refused URL is logged and answered as invalid
-        params."""
+        params. A host name that does not resolve now is accepted (DNS down, a receiver not
+        deployed yet): every delivery resolves and checks it again, and the connection goes
+        only to an address that passed."""
         try:
             await self.resolve(url)
+        except UnresolvedHostError as exc:
+            log.info("push URL %.200s accepted unchecked for now: %s", url, exc)
         except PushUrlError as exc:
             log.warning("refused push URL %.200s: %s", url, exc)
             return False
