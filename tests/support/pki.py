@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.support.procs import ServiceProcess
 
 Issued = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
 
@@ -20,9 +25,15 @@ def _name(common: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
 
-def issue(folder: Path, name: str, issuer: Issued | None, uris: Sequence[str] = ()) -> Issued:
-    """A CA (no issuer) or a leaf for localhost/127.0.0.1 with ``uris`` as URI SANs, written
-    to ``folder/NAME.pem`` and ``folder/NAME.key``."""
+def issue(
+    folder: Path,
+    name: str,
+    issuer: Issued | None,
+    uris: Sequence[str] = (),
+    dns: Sequence[str] = (),
+) -> Issued:
+    """A CA (no issuer) or a leaf for localhost/127.0.0.1 with ``uris`` as URI SANs and
+    ``dns`` as further DNS SANs, written to ``folder/NAME.pem`` and ``folder/NAME.key``."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     builder = (
@@ -42,6 +53,7 @@ def issue(folder: Path, name: str, issuer: Issued | None, uris: Sequence[str] = 
         names: list[x509.GeneralName] = [
             x509.DNSName("localhost"),
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            *(x509.DNSName(d) for d in dns),
             *(x509.UniformResourceIdentifier(u) for u in uris),
         ]
         builder = (
@@ -69,3 +81,25 @@ def issue(folder: Path, name: str, issuer: Issued | None, uris: Sequence[str] = 
         )
     )
     return cert, key
+
+
+def wait_serving(
+    proc: ServiceProcess, credentials: grpc.ChannelCredentials, timeout: float = 30.0
+) -> None:
+    """Waits until a TLS service's gRPC health answers SERVING over ``credentials``."""
+    deadline = time.monotonic() + timeout
+    with grpc.secure_channel(proc.grpc_target, credentials) as channel:
+        while True:
+            assert proc.popen.poll() is None, proc.output()
+            try:
+                if (
+                    health_pb2_grpc.HealthStub(channel)
+                    .Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    .status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
+                    return
+            except grpc.RpcError:
+                pass
+            assert time.monotonic() < deadline, proc.output()
+            time.sleep(0.05)

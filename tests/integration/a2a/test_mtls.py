@@ -35,7 +35,7 @@ from mesh.launch import MeshState, stop_processes
 from mesh.registry import RegistryClient
 from mesh.tls import TlsFiles
 from tests.conftest import ECHO_SERVICE
-from tests.support.pki import issue
+from tests.support.pki import issue, wait_serving
 from tests.support.procs import ROOT, ServiceProcess
 
 
@@ -66,34 +66,13 @@ def _settings(pki: Path, name: str = "mesh") -> Settings:
     )
 
 
-def _wait_grpc(
-    proc: ServiceProcess, credentials: grpc.ChannelCredentials, timeout: float = 30.0
-) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.secure_channel(proc.grpc_target, credentials) as channel:
-        while True:
-            assert proc.popen.poll() is None, proc.output()
-            try:
-                if (
-                    health_pb2_grpc.HealthStub(channel)
-                    .Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    .status
-                    == health_pb2.HealthCheckResponse.SERVING
-                ):
-                    return
-            except grpc.RpcError:
-                pass
-            assert time.monotonic() < deadline, proc.output()
-            time.sleep(0.05)
-
-
 async def test_a_mutual_tls_mesh(
     tmp_path: Path, pki: Path, spawn: Callable[..., ServiceProcess]
 ) -> None:
     tls = TlsFiles.from_settings(_settings(pki))
     assert tls is not None
     registry = spawn(ROOT / "services" / "registry", env=_tls_env(pki), wait=False)
-    _wait_grpc(registry, tls.grpc_channel_credentials())
+    wait_serving(registry, tls.grpc_channel_credentials())
     agent = spawn(
         ECHO_SERVICE,
         wait=False,
@@ -104,7 +83,7 @@ async def test_a_mutual_tls_mesh(
             "SLMESH_REPLICA_ID": "echo-tls",
         },
     )
-    _wait_grpc(agent, tls.grpc_channel_credentials())
+    wait_serving(agent, tls.grpc_channel_credentials())
     https = f"https://127.0.0.1:{agent.http_port}"
 
     async with RegistryClient(registry.grpc_target, tls=tls) as reg:
