@@ -53,7 +53,7 @@ async def test_grpc_reports_uri_sans_apart_from_dns_ones(tmp_path: Path) -> None
     seen: dict[str, list[bytes]] = {}
 
     class Health(health_pb2_grpc.HealthServicer):
-        async def Check(  # noqa: N802 - gRPC's name
+        async def Check(
             self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
         ) -> health_pb2.HealthCheckResponse:
             seen.update(context.auth_context())
