@@ -1,4 +1,4 @@
-"""Fixtures of the A2A integration tests."""
+"""Fixtures shared by the integration tests."""
 
 from __future__ import annotations
 
