@@ -209,9 +209,11 @@ class SqlOutbox(Outbox):
                 f"CREATE INDEX IF NOT EXISTS {t}_by_group ON {t} (task_id, config_id, id)",
                 f"CREATE OR REPLACE FUNCTION {fill}() RETURNS trigger LANGUAGE plpgsql AS "
                 f"$fill$ BEGIN {select} RETURN NULL; END $fill$",
-                f"DROP TRIGGER IF EXISTS {fill} ON {self._events}",
+                # Created once: re-creating it would lock the event log at every start-up.
+                f"DO $make$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = "
+                f"'{fill}' AND tgrelid = '{self._events}'::regclass) THEN "
                 f"CREATE TRIGGER {fill} AFTER INSERT ON {self._events} "
-                f"FOR EACH ROW EXECUTE FUNCTION {fill}()",
+                f"FOR EACH ROW EXECUTE FUNCTION {fill}(); END IF; END $make$",
             ]
         else:
             statements = [
