@@ -1,13 +1,16 @@
-"""Durable push delivery across replicas: two echo replicas share a PostgreSQL task store with
+"""Durable push delivery. Across replicas: two echo replicas share a PostgreSQL task store with
 the event log (a database of this test's own), whose trigger writes each event's outbox rows
 in the event's transaction. The receiver hangs while replica A holds deliveries; A is killed
 with SIGKILL; the receiver recovers; B delivers every event A had not, and the receiver sees
-each event (by idempotency id) with nothing lost."""
+each event (by idempotency id) with nothing lost. On the default SQLite store: the same
+agent, killed and started again on its data directory, delivers what its outbox held."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -147,3 +150,64 @@ async def test_a_replica_killed_mid_delivery_leaves_its_outbox_to_another(
         }
         got = (await http.post(b.http_url + "/", json=again, headers=HEADERS)).json()
         assert got["result"]["status"]["state"] == "TASK_STATE_COMPLETED"
+
+
+async def test_the_sqlite_outbox_outlives_a_killed_agent(
+    spawn: Callable[..., ServiceProcess], receiver: tuple[int, Path, Path, Path], tmp_path: Path
+) -> None:
+    """The single-process default: the agent is killed with SIGKILL while the receiver hangs;
+    started again on the same data directory, it delivers every notification its outbox
+    held."""
+    port, log, ca, key_file = receiver
+    gate = log.with_name(log.name + ".closed")
+    gate.touch()
+    data = tmp_path / "agent-data"
+    env = {
+        "SLMESH_DATA_DIR": str(data),
+        "SLMESH_PUSH_NOTIFICATIONS": "true",
+        "SLMESH_PUSH_ALLOW": "127.0.0.1",
+        "SLMESH_PUSH_CA_FILE": str(ca),
+        "SLMESH_PUSH_TIMEOUT_S": "1",
+        "SLMESH_PUSH_MAX_ATTEMPTS": "50",
+        "SLMESH_PUSH_BACKOFF_S": "0.1",
+        "SLMESH_PUSH_POLL_S": "0.2",
+        "SLMESH_SIGNING_KEYS": str(key_file),
+    }
+    first = spawn(ECHO_SERVICE, env=env)
+    async with httpx.AsyncClient(timeout=10) as http:
+        for i in range(2):
+            params = {
+                "message": {
+                    "role": "ROLE_USER",
+                    "messageId": uuid.uuid4().hex,
+                    "parts": [{"text": f"task {i}"}],
+                },
+                "configuration": {
+                    "taskPushNotificationConfig": {"url": f"https://127.0.0.1:{port}/gated"}
+                },
+            }
+            body = {"jsonrpc": "2.0", "id": i, "method": "SendMessage", "params": params}
+            reply = (await http.post(first.http_url + "/", json=body, headers=HEADERS)).json()
+            assert reply["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED", reply
+
+    def outbox() -> list[str]:
+        with contextlib.closing(sqlite3.connect(data / "tasks-echo.sqlite")) as db:
+            return [r[0] for r in db.execute("SELECT event_key FROM a2a_push_outbox")]
+
+    async def attempted() -> bool:
+        return any(h["path"] == "/gated" for h in _hits(log))
+
+    await _until(attempted, 20, "a delivery to start")
+    held = set(outbox())
+    assert len(held) >= 6  # two tasks' events, none delivered
+    first.kill()
+    gate.unlink()
+    spawn(ECHO_SERVICE, env=env)
+
+    async def drained() -> bool:
+        return not outbox()
+
+    await _until(drained, 30, "the restarted agent to drain its outbox")
+    delivered = [h for h in _hits(log) if h["status"] == 204]
+    assert {h["id"] for h in delivered} == held
+    assert all(h["verified"] for h in delivered)
