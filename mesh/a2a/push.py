@@ -7,8 +7,10 @@ when it posts. :class:`PushSender` closes what that leaves open:
 - :class:`PushPolicy` is the SSRF guard: HTTPS only, no user info, a bounded length, and every
   address the host resolves to must be public unicast (no loopback, link-local, private,
   shared, metadata, multicast, reserved; IPv4-mapped IPv6 judged as IPv4) unless the
-  allow-list (``SLMESH_PUSH_ALLOW``) names it. It runs when a config is set (the SDK's
-  ``push_url_validator``) and again at each delivery.
+  allow-list (``SLMESH_PUSH_ALLOW``) names it; plain http only with ``SLMESH_PUSH_ALLOW_HTTP``
+  and only to addresses the allow-list names. It runs when a config is set (the SDK's
+  ``push_url_validator``; a name that does not resolve yet passes there) and again at each
+  delivery.
 - The connection goes to the address that was validated (the request names the IP; TLS still
   verifies the certificate for the host name through SNI), so a second DNS answer cannot
   rebind it; redirects are not followed; connections are not pooled across host names.
@@ -317,9 +319,9 @@ class PushSender(PushNotificationSender):
         if not configs:
             return
         body = json.dumps(MessageToDict(to_stream_response(event)), separators=(",", ":"))
+        event_key = uuid.uuid4().hex  # one per event, as the outbox's
         for config in configs:
-            delivery = Delivery(task_id, config, body.encode(), uuid.uuid4().hex)
-            self._enqueue(delivery)
+            self._enqueue(Delivery(task_id, config, body.encode(), event_key))
 
     # -- in-process queues (no outbox) ------------------------------------------------
 
