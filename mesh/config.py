@@ -207,6 +207,12 @@ class Settings(BaseSettings):
         "they are loopback, private, link-local or otherwise non-public (the SSRF guard refuses "
         "those by default), e.g. 10.0.0.0/8 for in-cluster receivers.",
     )
+    push_allow_http: bool = Field(
+        False,
+        description="Also accept plain http push URLs, only to addresses SLMESH_PUSH_ALLOW "
+        "names (a receiver inside a network you trust; never a public address). Off: HTTPS "
+        "only.",
+    )
     push_ca_file: Path | None = Field(
         None, description="PEM CA bundle webhook receivers are verified with (default: system)."
     )
@@ -219,6 +225,14 @@ class Settings(BaseSettings):
     )
     push_backoff_s: float = Field(
         0.5, gt=0, description="Wait before the first retry of a push; doubles per try."
+    )
+    push_poll_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often a replica looks in the push outbox for notifications due again "
+        "or left by a replica that died (its own new events are delivered at once). A dead "
+        "replica's notifications are taken over once their lease (2 x SLMESH_PUSH_TIMEOUT_S "
+        "+ 1 s) ends.",
     )
     request_timeout_s: float = Field(60.0, gt=0, description="Default client deadline per call.")
     log_level: str = Field("INFO", description="Python logging level.")

@@ -17,7 +17,9 @@ import os
 import signal
 import socket
 import time
+import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -48,9 +50,10 @@ from mesh.a2a.cards import Endpoints, build_card, card_routes
 from mesh.a2a.gates import Admission, HttpGate, add_gated_service
 from mesh.a2a.handler import MeshGrpcHandler, MeshRequestHandler
 from mesh.a2a.leases import LeasedExecutor, TaskTakeover, build_takeover
+from mesh.a2a.outbox import Outbox, OutboxTaskStore, SqliteOutbox, SqlOutbox, config_table
 from mesh.a2a.push import PushSender
 from mesh.a2a.signing import card_signing_keys, sign_card
-from mesh.a2a.store import SqliteTaskStore
+from mesh.a2a.store import SqlitePushConfigStore, SqliteTaskStore
 from mesh.a2a.tracing import HopTelemetry, TracedExecutor
 from mesh.config import ServiceSpec, Settings, SpecError
 from mesh.telemetry import enabled as telemetry_enabled
@@ -145,35 +148,83 @@ def build_task_takeover(
     return build_takeover(engine, spec.name, replica_id, settings)
 
 
+@dataclass
+class Push:
+    """What push notifications add to a replica: where configs live, the sender, and the task
+    store as the request handler must see it (the SQLite store hands events to its outbox)."""
+
+    config_store: PushNotificationConfigStore
+    sender: PushSender
+    handler_store: TaskStore | VersionedTaskStore
+
+
 def build_push(
     spec: ServiceSpec,
     settings: Settings,
     store: TaskStore | VersionedTaskStore,
     keys: list[SigningKey],
-) -> tuple[PushNotificationConfigStore | None, PushSender | None]:
-    """Push config store and sender when ``settings.push_notifications``, else (None, None).
+    replica_id: str,
+) -> Push | None:
+    """Push configs, sender and outbox when ``settings.push_notifications``, else None.
 
-    Configs live next to the tasks: in memory with a memory store, in an SQLite file beside
-    the SQLite task store, and in the task store's own database (shared by its replicas)
-    otherwise.
+    Configs live next to the tasks: in memory with a memory store, in the SQLite store's file,
+    and in the task store's own database (shared by its replicas) otherwise. Delivery is
+    durable (:mod:`mesh.a2a.outbox`) with the SQLite store and with a database store that keeps
+    the event log (``SLMESH_TASK_EVENTS=database``); with the memory store or a database store
+    without the event log, notifications queue in this process.
     """
     if not settings.push_notifications:
-        return None, None
-    config_store: PushNotificationConfigStore
-    if isinstance(store, InMemoryTaskStore):
-        config_store = InMemoryPushNotificationConfigStore()
-    else:
-        from sqlalchemy.ext.asyncio import create_async_engine
+        return None
+    from a2a.server.cluster import VersionedDatabaseTaskStore
 
-        engine = getattr(getattr(store, "as_task_store", store), "engine", None)
-        if engine is None:  # the SQLite task store (sqlite3, no engine): a file beside it
-            path = (settings.data_dir / f"push-{spec.name}.sqlite").resolve()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    config_store: PushNotificationConfigStore
+    outbox: Outbox | None = None
+    handler_store = store
+    if isinstance(store, SqliteTaskStore):
+        store.enable_push()
+        config_store = SqlitePushConfigStore(store)
+        outbox = SqliteOutbox(store)
+        handler_store = OutboxTaskStore(store)
+    elif isinstance(store, VersionedDatabaseTaskStore):
+        engine = store.as_task_store.engine  # type: ignore[attr-defined]  # a database store
         config_store = DatabasePushNotificationConfigStore(
-            engine, table_name=f"push_configs_{spec.name.replace('-', '_')}"
+            engine, table_name=config_table(spec.name)
         )
-    return config_store, PushSender.from_settings(settings, config_store, keys)
+        outbox = SqlOutbox(engine, spec.name)
+    elif isinstance(store, DatabaseTaskStore):
+        config_store = DatabasePushNotificationConfigStore(
+            store.engine, table_name=config_table(spec.name)
+        )
+        log.warning(
+            "push notifications of %s are not durable: they queue in this process "
+            "(SLMESH_TASK_EVENTS=database gives the database store its outbox)",
+            spec.name,
+        )
+    else:
+        config_store = InMemoryPushNotificationConfigStore()
+    sender = PushSender.from_settings(
+        settings, config_store, keys, outbox=outbox, replica_id=replica_id
+    )
+    return Push(config_store, sender, handler_store)
+
+
+@contextlib.contextmanager
+def _quiet_about_versioned_store(quiet: bool) -> Iterator[None]:
+    """a2a-sdk warns when its handler gets a versioned store without an event stream
+    ("cross-replica streaming is disabled"). The SQLite store with push on is such a store (it
+    only wants each save's event) on one process, so there is nothing to warn about."""
+    if not quiet:
+        yield
+        return
+    sdk = logging.getLogger("a2a.server.request_handlers.default_request_handler_v2")
+    level = sdk.level
+    sdk.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="A VersionedTaskStore was configured")
+            yield
+    finally:
+        sdk.setLevel(level)
 
 
 def _task_table(spec: ServiceSpec) -> str:
@@ -291,19 +342,20 @@ class AgentServer:
             served = TracedExecutor(self.executor, spec.name, self.replica_id)
         if self.takeover is not None:
             served = LeasedExecutor(served, self.takeover)
-        self.push_store, self.push_sender = build_push(
-            spec, settings, self.task_store, self.signing_keys
-        )
-        self.handler = MeshRequestHandler(
-            agent_executor=served,
-            task_store=self.task_store,
-            agent_card=self.card,
-            event_stream=self.event_stream,
-            takeover=self.takeover,
-            push_config_store=self.push_store,
-            push_sender=self.push_sender,
-            push_url_validator=self.push_sender.policy.accepts if self.push_sender else None,
-        )
+        push = build_push(spec, settings, self.task_store, self.signing_keys, self.replica_id)
+        self.push_store = push.config_store if push else None
+        self.push_sender = push.sender if push else None
+        with _quiet_about_versioned_store(push is not None and self.event_stream is None):
+            self.handler = MeshRequestHandler(
+                agent_executor=served,
+                task_store=push.handler_store if push else self.task_store,
+                agent_card=self.card,
+                event_stream=self.event_stream,
+                takeover=self.takeover,
+                push_config_store=self.push_store,
+                push_sender=self.push_sender,
+                push_url_validator=self.push_sender.policy.accepts if self.push_sender else None,
+            )
         self._health = health.aio.HealthServicer()
         self.app = self._build_app()
         self._uvicorn: uvicorn.Server | None = None
@@ -375,6 +427,8 @@ class AgentServer:
             await initialize()
         if isinstance(self.push_store, DatabasePushNotificationConfigStore):
             await self.push_store.initialize()
+        if self.push_sender is not None:
+            await self.push_sender.start()  # after both stores: the outbox joins their tables
         if self.takeover is not None:
             await self.takeover.start(self.handler)
         # Executors with their own start-up (the planner: Ray, its run store) get the task

@@ -17,19 +17,33 @@ last commits, in exchange for no fsync on the request path (an fsync per commit 
 share a data directory share the file; WAL lets readers run alongside the one writer, and
 a writer waits (``busy_timeout``) for the lock rather than failing.
 
+With push notifications on, the same file holds the push configs
+(:class:`SqlitePushConfigStore`) and the push outbox: :meth:`SqliteTaskStore.save_event` writes
+a task and one outbox row per config of the task in one transaction (see
+:mod:`mesh.a2a.outbox`). Everything here is sqlite3 on the event loop's thread: a second,
+asynchronous connection to the file (aiosqlite) would hold the write lock across awaits while
+this one waits for it on the loop, which is a deadlock until ``busy_timeout``.
+
 Any SQLAlchemy URL in ``SLMESH_TASK_STORE`` still selects a2a-sdk's ``DatabaseTaskStore``.
 """
 
 from __future__ import annotations
 
 import builtins
+import logging
 import sqlite3
 from pathlib import Path
 
 from a2a.server.context import ServerCallContext
 from a2a.server.owner_resolver import OwnerResolver, resolve_user_scope
-from a2a.server.tasks import TaskStore
-from a2a.types.a2a_pb2 import ListTasksRequest, ListTasksResponse, Task
+from a2a.server.tasks import PushNotificationConfigStore, TaskStore
+from a2a.server.tasks.push_notification_config_store import normalize_push_notification_config
+from a2a.types.a2a_pb2 import (
+    ListTasksRequest,
+    ListTasksResponse,
+    Task,
+    TaskPushNotificationConfig,
+)
 from a2a.utils.constants import DEFAULT_LIST_TASKS_PAGE_SIZE
 from a2a.utils.errors import InvalidParamsError
 from a2a.utils.task import (
@@ -39,7 +53,14 @@ from a2a.utils.task import (
     encode_list_tasks_cursor,
 )
 
+log = logging.getLogger(__name__)
+
 TABLE = "a2a_tasks"
+CONFIGS = "a2a_push_configs"
+"""Push configs, keyed like a2a-sdk's database config store: (task, config id)."""
+OUTBOX = "a2a_push_outbox"
+"""Push notifications not yet delivered: one row per (event, config); see mesh.a2a.outbox."""
+OUTBOX_COLUMNS = "event_key, task_id, config_id, event, attempts, next_at"
 _COLUMNS = "id, owner, context_id, state, updated_ns, task"
 _ORDER = "ORDER BY updated_ns IS NULL, updated_ns DESC, id DESC"
 """``ListTasks`` order: newest status timestamp first, tasks without one last, then id."""
@@ -71,10 +92,12 @@ class SqliteTaskStore(TaskStore):
         path: str | Path,
         owner_resolver: OwnerResolver = resolve_user_scope,
         busy_timeout_ms: int = 5000,
+        push: bool = False,
     ) -> None:
         self.path = Path(path)
         self.owner_resolver = owner_resolver
         self._busy_timeout_ms = busy_timeout_ms
+        self.push = push
         self._db: sqlite3.Connection | None = None
 
     async def initialize(self) -> None:
@@ -99,8 +122,21 @@ class SqliteTaskStore(TaskStore):
             db.execute(
                 f"CREATE INDEX IF NOT EXISTS {TABLE}_by_context ON {TABLE} (owner, context_id)"
             )
+            if self.push:
+                _create_push_tables(db)
             self._db = db
         return self._db
+
+    def enable_push(self) -> None:
+        """Adds the push config and outbox tables to the file (push notifications on)."""
+        self.push = True
+        if self._db is not None:
+            _create_push_tables(self._db)
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The store's one connection (the push config store and outbox share it)."""
+        return self._connect()
 
     def close(self) -> None:
         if self._db is not None:
@@ -109,7 +145,30 @@ class SqliteTaskStore(TaskStore):
 
     async def save(self, task: Task, context: ServerCallContext) -> None:
         """Inserts or replaces the task (by id) for the caller's owner scope."""
-        self._connect().execute(
+        self._upsert(self._connect(), task, context)
+
+    async def save_event(
+        self, task: Task, event_key: str, event: bytes, context: ServerCallContext
+    ) -> None:
+        """Saves the task and, in the same transaction, one outbox row per push config of the
+        task: the notification of ``event`` (a serialized ``StreamResponse``) under
+        ``event_key``. Either both are written or neither."""
+        db = self._connect()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self._upsert(db, task, context)
+            db.execute(
+                f"INSERT INTO {OUTBOX} ({OUTBOX_COLUMNS}) "
+                f"SELECT ?, task_id, config_id, ?, 0, 0 FROM {CONFIGS} WHERE task_id = ?",
+                (event_key, event, task.id),
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _upsert(self, db: sqlite3.Connection, task: Task, context: ServerCallContext) -> None:
+        db.execute(
             f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
             "SET owner=excluded.owner, context_id=excluded.context_id, state=excluded.state, "
             "updated_ns=excluded.updated_ns, task=excluded.task",
@@ -218,3 +277,81 @@ class SqliteTaskStore(TaskStore):
             "((updated_ns = ? AND id <= ?) OR updated_ns < ? OR updated_ns IS NULL)",
             [ts, start_id, ts],
         )
+
+
+def _create_push_tables(db: sqlite3.Connection) -> None:
+    db.execute(
+        f"CREATE TABLE IF NOT EXISTS {CONFIGS} ("
+        " task_id TEXT NOT NULL, config_id TEXT NOT NULL, owner TEXT NOT NULL,"
+        " config BLOB NOT NULL, PRIMARY KEY (task_id, config_id))"
+    )
+    db.execute(f"CREATE INDEX IF NOT EXISTS {CONFIGS}_by_owner ON {CONFIGS} (owner, task_id)")
+    # INTEGER PRIMARY KEY is the rowid: a new row's id is above every row's still there, so
+    # ids order each (task, config)'s notifications.
+    db.execute(
+        f"CREATE TABLE IF NOT EXISTS {OUTBOX} ("
+        " id INTEGER PRIMARY KEY, event_key TEXT NOT NULL, task_id TEXT NOT NULL,"
+        " config_id TEXT NOT NULL, event BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,"
+        " next_at REAL NOT NULL DEFAULT 0, lease_owner TEXT, lease_until REAL)"
+    )
+    db.execute(f"CREATE INDEX IF NOT EXISTS {OUTBOX}_by_group ON {OUTBOX} (task_id, config_id, id)")
+
+
+class SqlitePushConfigStore(PushNotificationConfigStore):
+    """Push configs in the SQLite task store's file, on its connection, so that
+    :meth:`SqliteTaskStore.save_event` can fan an event out to them in its transaction.
+
+    Same contract as a2a-sdk's database config store: a config is keyed by (task, id), reads
+    through the API are scoped to the caller, dispatch sees every owner's.
+    """
+
+    def __init__(
+        self, tasks: SqliteTaskStore, owner_resolver: OwnerResolver = resolve_user_scope
+    ) -> None:
+        if not tasks.push:
+            raise ValueError("the SQLite task store was opened without its push tables")
+        self._tasks = tasks
+        self.owner_resolver = owner_resolver
+
+    async def set_info(
+        self,
+        task_id: str,
+        notification_config: TaskPushNotificationConfig,
+        context: ServerCallContext,
+    ) -> TaskPushNotificationConfig:
+        stored = normalize_push_notification_config(task_id, notification_config)
+        self._tasks.connection.execute(
+            f"INSERT INTO {CONFIGS} (task_id, config_id, owner, config) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(task_id, config_id) DO UPDATE SET owner=excluded.owner, "
+            "config=excluded.config",
+            (task_id, stored.id, self.owner_resolver(context), stored.SerializeToString()),
+        )
+        return stored
+
+    async def get_info(
+        self, task_id: str, context: ServerCallContext
+    ) -> builtins.list[TaskPushNotificationConfig]:
+        rows = self._tasks.connection.execute(
+            f"SELECT config FROM {CONFIGS} WHERE task_id = ? AND owner = ? ORDER BY rowid",
+            (task_id, self.owner_resolver(context)),
+        ).fetchall()
+        return [TaskPushNotificationConfig.FromString(r[0]) for r in rows]
+
+    async def get_info_for_dispatch(
+        self, task_id: str
+    ) -> builtins.list[TaskPushNotificationConfig]:
+        rows = self._tasks.connection.execute(
+            f"SELECT config FROM {CONFIGS} WHERE task_id = ? ORDER BY rowid", (task_id,)
+        ).fetchall()
+        return [TaskPushNotificationConfig.FromString(r[0]) for r in rows]
+
+    async def delete_info(
+        self, task_id: str, context: ServerCallContext, config_id: str | None = None
+    ) -> None:
+        where, args = "task_id = ? AND owner = ?", [task_id, self.owner_resolver(context)]
+        if config_id is not None:
+            where += " AND config_id = ?"
+            args.append(config_id)
+        deleted = self._tasks.connection.execute(f"DELETE FROM {CONFIGS} WHERE {where}", args)
+        if deleted.rowcount == 0:
+            log.info("no push config %s of task %s to delete", config_id or "(any)", task_id)

@@ -24,11 +24,18 @@ SAN_PREFIX = "slmesh://agent/"
 """URI SAN form that binds a client certificate to an agent name."""
 
 
+URI_SAN_PROPERTY = "peer_uri"
+"""gRPC's auth-context property holding the peer certificate's URI SANs, and only those.
+(``x509_subject_alternative_name`` mixes every SAN type: a DNS SAN spelled
+``slmesh://agent/NAME``, which a careless CA may issue, would read as the identity there.)"""
+
+
 def certificate_agents(context: grpc.aio.ServicerContext[Any, Any]) -> set[str]:
-    """Agent names the peer's verified client certificate carries (mutual TLS only)."""
+    """Agent names the URI SANs of the peer's verified client certificate carry (mutual TLS
+    only)."""
     auth = context.auth_context() or {}
     names: set[str] = set()
-    for raw in auth.get("x509_subject_alternative_name", ()):
+    for raw in auth.get(URI_SAN_PROPERTY, ()):
         value = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         if value.startswith(SAN_PREFIX) and len(value) > len(SAN_PREFIX):
             names.add(value[len(SAN_PREFIX) :])

@@ -7,7 +7,8 @@ tested at once (the TCK's run time is mostly its own stream timeouts, not CPU):
 - ``replicas``: two replicas on a PostgreSQL database of their own (replica-agnostic tasks),
   behind round-robin TCP proxies this script owns, one for HTTP and one for gRPC; the cards
   advertise the proxies (``SLMESH_PUBLIC_*_URL``), so the TCK (which takes one host) reaches
-  either replica with every new connection;
+  either replica with every new connection; push notifications on (the TCK's push tests run
+  here, delivered through the shared outbox; ``mesh`` keeps the no-push path);
 - ``stock``: the same executor on stock a2a-sdk (:mod:`tests.conformance.stock`), the baseline.
 
 The TCK is the pinned snapshot beside the project (``../shared/a2a-tck``, read-only): it is
@@ -225,6 +226,12 @@ async def replicas(tmp: Path) -> AsyncIterator[str]:
         "SLMESH_PUBLIC_GRPC_URL": f"localhost:{grpc_.port}",
         # The TCK keeps one gRPC channel: reconnecting often spreads its calls over both.
         "SLMESH_GRPC_MAX_CONNECTION_AGE_S": "0.5",
+        # Push on: the TCK's webhook receiver is plain HTTP on localhost, so exactly that is
+        # allowed (the SSRF guard refuses both by default).
+        "SLMESH_PUSH_NOTIFICATIONS": "true",
+        "SLMESH_PUSH_ALLOW": "127.0.0.1,::1",
+        "SLMESH_PUSH_ALLOW_HTTP": "true",
+        "SLMESH_PUSH_TIMEOUT_S": "2",
     }
     procs: list[ServiceProcess] = []
     try:
@@ -337,14 +344,20 @@ refuses an `a2a-version` of another major version."""
 
 def render(outcomes: dict[str, Outcome], install_s: float, wall_s: float) -> str:
     names = [t for t in TARGETS if t in outcomes]
-    head = {"mesh": "mesh", "replicas": "mesh, 2 replicas", "stock": "stock a2a-sdk 1.3.0"}
+    head = {
+        "mesh": "mesh",
+        "replicas": "mesh, 2 replicas, push on",
+        "stock": "stock a2a-sdk 1.3.0",
+    }
     lines = [
         "# A2A conformance",
         "",
         "The official A2A TCK (a2aproject/a2a-tck, branch `1.0-dev`, commit 357c4a8, pinned beside "
         "the project) against the conformance agent (`tests/conformance`: the TCK's scenarios per "
         "messageId prefix) served by the mesh runtime (`slmesh serve`, SQLite store), by two mesh "
-        "replicas on a shared PostgreSQL store behind round-robin TCP proxies, and by stock "
+        "replicas on a shared PostgreSQL store behind round-robin TCP proxies with push "
+        "notifications on (delivered from the shared outbox to the TCK's webhook receiver; the "
+        "single mesh keeps the no-push path), and by stock "
         "a2a-sdk 1.3.0 (`DefaultRequestHandler`, in-memory store) serving the same executor and "
         "card. All three from the same run of `python -m tests.conformance.run --doc "
         "docs/conformance.md` (`make conformance` runs the same and gates on it).",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
 
@@ -43,3 +45,19 @@ async def drop_agent_tasks(agent: str) -> None:
             await conn.execute(f"DELETE FROM {LEASES} WHERE agent = $1", agent)
     finally:
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def own_database(prefix: str = "slmesh_test") -> AsyncIterator[str]:
+    """A database of the caller's own on the test server, dropped after (its sessions cut);
+    yields its SQLAlchemy URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = await connect()
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"postgresql+asyncpg://127.0.0.1:5432/{name}"
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()

@@ -4,7 +4,9 @@
 ``listening PORT``, and appends one JSON line per request to LOG, saying whether the
 ``X-Slmesh-Signature`` verified against the agent key pinned in BUNDLE (for agent ``echo``).
 Paths: ``/ok`` answers 204; ``/flaky`` answers 500 to the first two tries of each notification
-id, then 204; ``/slow`` never answers in time; ``/redirect`` answers 307 to ``/ok``.
+id, then 204; ``/slow`` never answers in time; ``/redirect`` answers 307 to ``/ok``;
+``/gated`` hangs while the file ``LOG.closed`` exists (a receiver that is stuck), then 204.
+Each record says the status answered.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 import json
 import socket
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -45,6 +48,7 @@ def _verified(bundle: TrustBundle, request: Request, body: bytes) -> bool:
 
 def app(bundle: TrustBundle, log: Path) -> Starlette:
     tries: Counter[str] = Counter()
+    gate = log.with_name(log.name + ".closed")
 
     async def receive(request: Request) -> Response:
         body = await request.body()
@@ -58,20 +62,27 @@ def app(bundle: TrustBundle, log: Path) -> Starlette:
             "authorization": request.headers.get("authorization"),
             "host": request.headers.get("host"),
             "verified": _verified(bundle, request, body),
+            "at": time.time(),
             "body": json.loads(body) if body else None,
         }
+        path = request.url.path
+        status = 204
+        if path == "/flaky" and tries[key] <= 2:
+            status = 500
+        if path == "/redirect":
+            status = 307
+        if path == "/gated" and gate.exists():
+            status = 0  # never answered: the sender gives up waiting
+        record["status"] = status
         with log.open("a", encoding="utf-8") as out:
             out.write(json.dumps(record) + "\n")
-        path = request.url.path
-        if path == "/flaky" and tries[key] <= 2:
-            return Response(status_code=500)
-        if path == "/slow":
+        if path == "/slow" or status == 0:
             await asyncio.sleep(3600)
-        if path == "/redirect":
+        if status == 307:
             return Response(status_code=307, headers={"location": "/ok"})
-        return Response(status_code=204)
+        return Response(status_code=status)
 
-    paths = ("/ok", "/flaky", "/slow", "/redirect")
+    paths = ("/ok", "/flaky", "/slow", "/redirect", "/gated")
     return Starlette(routes=[Route(p, receive, methods=["POST"]) for p in paths])
 
 

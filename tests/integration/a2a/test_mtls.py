@@ -5,8 +5,6 @@ that CA are refused at the handshake."""
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import json
 import os
 import shutil
@@ -20,10 +18,6 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mesh import probe
@@ -41,75 +35,18 @@ from mesh.launch import MeshState, stop_processes
 from mesh.registry import RegistryClient
 from mesh.tls import TlsFiles
 from tests.conftest import ECHO_SERVICE
+from tests.support.pki import issue, wait_serving
 from tests.support.procs import ROOT, ServiceProcess
-
-
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
-def _issue(
-    folder: Path,
-    name: str,
-    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A CA (no issuer) or a leaf for localhost/127.0.0.1 (server and client use), as PEM files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-    )
-    if issuer is None:
-        builder = builder.issuer_name(_name(name)).add_extension(
-            x509.BasicConstraints(ca=True, path_length=0), True
-        )
-        signer = key
-    else:
-        builder = (
-            builder.issuer_name(issuer[0].subject)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                False,
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [
-                        x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
-                        x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH,
-                    ]
-                ),
-                False,
-            )
-        )
-        signer = issuer[1]
-    cert = builder.sign(signer, hashes.SHA256())
-    (folder / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / f"{name}.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert, key
 
 
 @pytest.fixture
 def pki(tmp_path: Path) -> Path:
     folder = tmp_path / "pki"
     folder.mkdir()
-    ca = _issue(folder, "ca", None)
-    _issue(folder, "mesh", ca)
-    rogue = _issue(folder, "rogue-ca", None)
-    _issue(folder, "rogue", rogue)
+    ca = issue(folder, "ca", None)
+    issue(folder, "mesh", ca)
+    rogue = issue(folder, "rogue-ca", None)
+    issue(folder, "rogue", rogue)
     return folder
 
 
@@ -129,34 +66,13 @@ def _settings(pki: Path, name: str = "mesh") -> Settings:
     )
 
 
-def _wait_grpc(
-    proc: ServiceProcess, credentials: grpc.ChannelCredentials, timeout: float = 30.0
-) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.secure_channel(proc.grpc_target, credentials) as channel:
-        while True:
-            assert proc.popen.poll() is None, proc.output()
-            try:
-                if (
-                    health_pb2_grpc.HealthStub(channel)
-                    .Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    .status
-                    == health_pb2.HealthCheckResponse.SERVING
-                ):
-                    return
-            except grpc.RpcError:
-                pass
-            assert time.monotonic() < deadline, proc.output()
-            time.sleep(0.05)
-
-
 async def test_a_mutual_tls_mesh(
     tmp_path: Path, pki: Path, spawn: Callable[..., ServiceProcess]
 ) -> None:
     tls = TlsFiles.from_settings(_settings(pki))
     assert tls is not None
     registry = spawn(ROOT / "services" / "registry", env=_tls_env(pki), wait=False)
-    _wait_grpc(registry, tls.grpc_channel_credentials())
+    wait_serving(registry, tls.grpc_channel_credentials())
     agent = spawn(
         ECHO_SERVICE,
         wait=False,
@@ -167,7 +83,7 @@ async def test_a_mutual_tls_mesh(
             "SLMESH_REPLICA_ID": "echo-tls",
         },
     )
-    _wait_grpc(agent, tls.grpc_channel_credentials())
+    wait_serving(agent, tls.grpc_channel_credentials())
     https = f"https://127.0.0.1:{agent.http_port}"
 
     async with RegistryClient(registry.grpc_target, tls=tls) as reg:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,54 +24,24 @@ from a2a.types import a2a_pb2 as pb
 from a2a.types import a2a_pb2_grpc
 
 from tests.conftest import ECHO_SERVICE
-from tests.integration.a2a.test_mtls import _issue
-from tests.support.keys import new_key, write_bundle
-from tests.support.procs import ROOT, ServiceProcess, free_port
+from tests.support.procs import ServiceProcess, free_port
 
 HEADERS = {"A2A-Version": "1.0"}
 
 
 @pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[tuple[int, Path, Path, Path]]:
-    """(port, log, CA file, agent key file) of a running webhook receiver."""
-    ca = _issue(tmp_path, "push-ca", None)
-    _issue(tmp_path, "webhook", ca)
-    key_file, key = new_key(tmp_path, "echo-key")
-    bundle = write_bundle(tmp_path / "bundle.json", (key, ["echo"]))
-    log = tmp_path / "webhook.jsonl"
-    log.touch()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.support.webhook",
-            str(tmp_path / "webhook.pem"),
-            str(tmp_path / "webhook.key"),
-            str(bundle),
-            str(log),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline().split()[1])
-        yield port, log, tmp_path / "push-ca.pem", key_file
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-@pytest.fixture
 def agent(
-    spawn: Callable[..., ServiceProcess], receiver: tuple[int, Path, Path, Path]
+    request: pytest.FixtureRequest,
+    spawn: Callable[..., ServiceProcess],
+    receiver: tuple[int, Path, Path, Path],
 ) -> ServiceProcess:
+    """An echo agent with push on, on the default SQLite store (durable: its outbox) unless a
+    test asks for another (``memory``: in-process queues)."""
     _, _, ca, key_file = receiver
     return spawn(
         ECHO_SERVICE,
         env={
-            "SLMESH_TASK_STORE": "memory",
+            "SLMESH_TASK_STORE": getattr(request, "param", "sqlite"),
             "SLMESH_PUSH_NOTIFICATIONS": "true",
             "SLMESH_PUSH_ALLOW": "127.0.0.1",
             "SLMESH_PUSH_CA_FILE": str(ca),
@@ -186,6 +154,7 @@ async def test_push_configs_on_all_three_transports_and_hostile_urls_refused(
     assert "refused push URL https://169.254.169.254" in agent.output()
 
 
+@pytest.mark.parametrize("agent", ["sqlite", "memory"], indirect=True)
 async def test_notifications_arrive_signed_and_retried_while_bad_receivers_fail_alone(
     agent: ServiceProcess, receiver: tuple[int, Path, Path, Path]
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import sqlite3
 import time
@@ -393,6 +394,22 @@ async def test_a_restarted_planner_resumes_without_rerunning_finished_steps(
     assert 6 <= len(calls) <= 7
 
 
+def _planner_named(tmp_path: Path, name: str) -> Path:
+    """The planner's service folder under another agent name (its own tables, not listed as
+    ``planner``)."""
+    spec = yaml.safe_load((PLANNER / "agent.yaml").read_text())
+    spec["name"] = name
+    spec["options"]["workflows"] = str(PLANNER / spec["options"]["workflows"])
+    if spec["options"].get("generator"):  # the planner SLM's folder, relative to the real spec
+        spec["options"]["generator"]["model"] = str(
+            (PLANNER / spec["options"]["generator"]["model"]).resolve()
+        )
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "agent.yaml").write_text(yaml.safe_dump(spec))
+    return folder
+
+
 def _done_steps(db: Path, task_id: str) -> int:
     if not db.exists():
         return 0
@@ -452,16 +469,7 @@ async def test_a_planner_task_is_taken_over_by_another_planner_replica(
     if not postgres_up():
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     name = f"planner-{uuid.uuid4().hex[:8]}"
-    spec = yaml.safe_load((PLANNER / "agent.yaml").read_text())
-    spec["name"] = name
-    spec["options"]["workflows"] = str(PLANNER / spec["options"]["workflows"])
-    if spec["options"].get("generator"):  # the planner SLM's folder, relative to the real spec
-        spec["options"]["generator"]["model"] = str(
-            (PLANNER / spec["options"]["generator"]["model"]).resolve()
-        )
-    folder = tmp_path / name
-    folder.mkdir()
-    (folder / "agent.yaml").write_text(yaml.safe_dump(spec))
+    folder = _planner_named(tmp_path, name)
     try:
         first, second = (
             mesh.agent(folder, SLMESH_DATA_DIR=str(tmp_path / f"data-{i}"), **FAST_LEASES)
@@ -572,3 +580,40 @@ async def test_an_answer_that_fails_its_check_with_no_fallback_fails_the_step(me
         response = await client.send_message("planner", data_request(plan), timeout=60)
     assert response.task.status.state == pb.TaskState.TASK_STATE_FAILED
     assert "check support.check_reply" in error_of(response.task)
+
+
+async def test_a_planner_task_pushes_its_updates_to_a_webhook(
+    tmp_path: Path, mesh: Mesh, receiver: tuple[int, Path, Path, Path]
+) -> None:
+    """The planner is served by the shared agent server: with push on, a plan's task sends
+    its updates, signed, to the config given with the request (through its SQLite outbox)."""
+    port, log, ca, key_file = receiver
+    name = f"planner-{uuid.uuid4().hex[:8]}"
+    planner = mesh.agent(
+        _planner_named(tmp_path, name),
+        SLMESH_DATA_DIR=str(tmp_path / "data"),
+        SLMESH_PUSH_NOTIFICATIONS="true",
+        SLMESH_PUSH_ALLOW="127.0.0.1",
+        SLMESH_PUSH_CA_FILE=str(ca),
+        SLMESH_SIGNING_KEYS=str(key_file),
+    )
+    body = {"plan": {"steps": [{"id": "say", "skill": "echo", "input": "pushed"}]}}
+    request = data_request(body)
+    request.configuration.task_push_notification_config.url = f"https://127.0.0.1:{port}/ok"
+    request.configuration.task_push_notification_config.token = "planner-token"
+    async with MeshClient(StaticReplicas.from_urls(name, planner.http_url)) as client:
+        task = (await client.send_message(name, request, timeout=60)).task
+    assert task.status.state == pb.TaskState.TASK_STATE_COMPLETED, error_of(task)
+
+    def hits() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in log.read_text().splitlines() if line]
+
+    deadline = time.monotonic() + 20
+    while not any("TASK_STATE_COMPLETED" in json.dumps(h["body"]) for h in hits()):
+        assert time.monotonic() < deadline, hits()
+        await asyncio.sleep(0.1)
+    pushed = hits()
+    assert {h["token"] for h in pushed} == {"planner-token"}
+    assert all(h["verified"] for h in pushed)
+    assert task.id in json.dumps(pushed[-1]["body"])
+    assert "PUSHED" in json.dumps(pushed)  # the plan's result went out too

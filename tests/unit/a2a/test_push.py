@@ -60,3 +60,20 @@ async def test_only_what_the_allow_list_names_is_let_through() -> None:
             await policy.resolve(url)
     with pytest.raises(ValueError, match="not an address"):
         parse_allow_list("127.0.0.1,nonsense")
+
+
+async def test_plain_http_only_with_the_setting_and_only_to_listed_addresses() -> None:
+    assert not await PushPolicy(parse_allow_list("127.0.0.1")).accepts("http://127.0.0.1:9/h")
+    policy = PushPolicy(parse_allow_list("127.0.0.1"), allow_http=True)
+    target = await policy.resolve("http://127.0.0.1:9/h")
+    assert target.pinned_url == "http://127.0.0.1:9/h"
+    assert (await policy.resolve("http://127.0.0.1/h")).host_header == "127.0.0.1"
+    for url in ("http://8.8.8.8/h", "http://10.0.0.1/h", "ftp://127.0.0.1/h"):
+        assert not await policy.accepts(url), url
+
+
+async def test_a_name_that_does_not_resolve_is_accepted_now_and_checked_at_delivery() -> None:
+    url = "https://receiver.example.invalid/hook"
+    assert await PushPolicy().accepts(url)
+    with pytest.raises(PushUrlError, match="does not resolve"):
+        await PushPolicy().resolve(url)
