@@ -125,6 +125,14 @@ class Settings(BaseSettings):
         "(calls beyond it wait for one); the HPA's maxReplicas times this must fit the server's "
         "max_connections (docs/scaling.md).",
     )
+    planner_pool_size: int = Field(
+        3,
+        ge=1,
+        description="Connections one planner replica opens to the run store when runs are shared "
+        "(task_events='database' on a PostgreSQL task_store: runs and their finished steps live "
+        "there, so any planner replica resumes a run it takes over); beside the task store's own "
+        "pool (docs/scaling.md).",
+    )
     max_request_bytes: int = Field(
         4 * 1024 * 1024, gt=0, description="Largest accepted request body / gRPC message."
     )
