@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -70,7 +71,10 @@ class Settings(BaseSettings):
     )
     grpc_port: int = Field(0, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     registry: str | None = Field(
-        None, description="host:port of the registry; agents register there when set."
+        None,
+        description="host:port of the registry; agents register there when set. Several "
+        "registry replicas (on one registry_database): host1:port1,host2:port2, tried in turn "
+        "when one is unreachable.",
     )
     replica_id: str | None = Field(
         None, description="Replica id announced to the registry; defaults to name-host-pid."
@@ -124,6 +128,27 @@ class Settings(BaseSettings):
         description="Connections one tools replica opens to the PostgreSQL order database at most "
         "(calls beyond it wait for one); the HPA's maxReplicas times this must fit the server's "
         "max_connections (docs/scaling.md).",
+    )
+    planner_pool_size: int = Field(
+        3,
+        ge=1,
+        description="Connections one planner replica opens to the run store when runs are shared "
+        "(task_events='database' on a PostgreSQL task_store: runs and their finished steps live "
+        "there, so any planner replica resumes a run it takes over); beside the task store's own "
+        "pool (docs/scaling.md).",
+    )
+    registry_database: SecretStr | None = Field(
+        None,
+        description="The registry's replicas in PostgreSQL "
+        "(postgresql://USER:PASSWORD@HOST:5432/DB): registry processes on one database serve one "
+        "truth, and Watch is fed by LISTEN/NOTIFY on its change log, so several registry replicas "
+        "can run. The registry creates its tables. Unset: in memory, one registry process.",
+    )
+    registry_pool_size: int = Field(
+        5,
+        ge=1,
+        description="Connections one registry replica opens to registry_database at most, plus "
+        "one that listens for changes (docs/scaling.md).",
     )
     max_request_bytes: int = Field(
         4 * 1024 * 1024, gt=0, description="Largest accepted request body / gRPC message."
@@ -334,25 +359,31 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("orders_database")
+    @field_validator("orders_database", "registry_database")
     @classmethod
-    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+    def _postgres_url(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
             return None
         scheme = value.get_secret_value().split("://", 1)[0]
         if scheme not in ("postgresql", "postgres", "postgresql+asyncpg"):
+            unset = (
+                "the SQLite file of options.database"
+                if info.field_name == "orders_database"
+                else "the in-memory store"
+            )
             raise ValueError(
-                f"orders_database must be a PostgreSQL URL (postgresql://...), got {scheme}://; "
-                "leave it unset for the SQLite file of options.database"
+                f"{info.field_name} must be a PostgreSQL URL (postgresql://...), got {scheme}://; "
+                f"leave it unset for {unset}"
             )
         return value
 
     @field_validator("registry")
     @classmethod
     def _strip_scheme(cls, value: str | None) -> str | None:
-        if value and "://" in value:
-            value = value.split("://", 1)[1]
-        return value or None
+        if not value:
+            return None
+        addresses = [a.strip().split("://", 1)[-1] for a in value.split(",")]
+        return ",".join(a for a in addresses if a) or None
 
 
 class SkillSpec(BaseModel):

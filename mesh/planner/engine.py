@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,7 @@ class PlanRun:
         routes: Mapping[str, Route],
         workflows: Mapping[str, Plan],
         on_event: StepEvent,
-        record: Callable[[str, Outcome], None],
+        record: Callable[[str, Outcome], Awaitable[None]],
         done: Mapping[str, Outcome] | None = None,
         limits: RunLimits | None = None,
         trace: dict[str, str] | None = None,
@@ -196,7 +196,7 @@ class PlanRun:
         finally:
             self._inflight.pop(node, None)
         if outcome.ok:
-            self.record(node, outcome)
+            await self.record(node, outcome)
         self.outcomes[node] = outcome
         self.on_event("finished", node, call, outcome)
         result.set_result(outcome)

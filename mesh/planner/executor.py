@@ -17,9 +17,10 @@ While the plan runs, step events go out as ``working`` status updates whose meta
 carries the events since the last update and the progress counts (coalesced to one update
 per ``progress_interval_ms``, so a thousand-step plan does not mean thousands of task-store
 writes). The final ``result`` artifact holds the plan's output; its metadata holds per-agent
-call counts and latencies. Runs and step outcomes are recorded in ``planner.sqlite`` under
-the data dir; a planner started after a crash finishes every accepted run, without running
-recorded steps again.
+call counts and latencies. Runs and step outcomes are recorded (:mod:`mesh.planner.store`:
+``planner-NAME.sqlite`` under the data dir, or the shared task store's PostgreSQL database
+when tasks are shared); a planner started after a crash, or the replica that takes a task
+over, finishes every accepted run without running recorded steps again.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from mesh.planner.plan import Plan, PlanError, count_actions, validate_plan
 from mesh.planner.routing import Route, build_routes
 from mesh.planner.runtime import RayOptions, RayRuntime
 from mesh.planner.steps import Outcome, StepCall
-from mesh.planner.store import PlanStore
+from mesh.planner.store import PlanStore, open_plan_store
 from mesh.planner.workflows import EmbeddingRouter, Workflow, load_workflows
 from mesh.support import SENDER_METADATA_KEY
 from mesh.support.policy import language_of
@@ -212,12 +213,15 @@ class PlannerExecutor(AgentExecutor):
             if raw
         ]
         self.runtime = RayRuntime(settings, self.options.ray)
-        self.store = PlanStore((settings.data_dir / f"planner-{spec.name}.sqlite").resolve())
+        self.store: PlanStore = open_plan_store(spec.name, settings)
         self._view: Any = None
         self._registry_client: Any = None
         self._runs: dict[str, tuple[PlanRun, _Progress]] = {}
         self._resumed: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._started = asyncio.Event()
+        """Set once :meth:`start` is done: a task taken over by this replica's lease heartbeat,
+        which starts first, waits for the registry view and the run store."""
         self._calls: Any = None
         """The conversion loop's dataset store, opened on first use (SLMESH_RECORD_DB)."""
         self._calls_lock = asyncio.Lock()
@@ -238,6 +242,7 @@ class PlannerExecutor(AgentExecutor):
         from mesh.registry import RegistryClient, RegistryView
 
         self.task_store = task_store
+        await self.store.open()
         if self.runtime.ray is None:
             self.runtime.start()
         if self.settings.registry:
@@ -248,9 +253,10 @@ class PlannerExecutor(AgentExecutor):
         await self.runtime.ready()
         await asyncio.to_thread(self.router.load)
         await asyncio.to_thread(self.router.closest, "warm up")  # the first encode is the slow one
+        self._started.set()
         if takeover:
             return
-        for record in self.store.unfinished():
+        for record in await self.store.unfinished():
             task = asyncio.create_task(self._resume(record))
             self._resumed.add(task)
             task.add_done_callback(self._resumed.discard)
@@ -271,7 +277,7 @@ class PlannerExecutor(AgentExecutor):
             await self._view.stop()
         if self._registry_client is not None:
             await self._registry_client.close()
-        self.store.close()
+        await self.store.aclose()
         if self._calls is not None:
             self._calls.close()
 
@@ -404,11 +410,13 @@ class PlannerExecutor(AgentExecutor):
     # -- running -----------------------------------------------------------------------------
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        await self._started.wait()
         updater = await open_task(context, event_queue)
-        record = self.store.run(updater.task_id) if context.current_task is not None else None
+        record = await self.store.run(updater.task_id) if context.current_task is not None else None
         if record is not None and record.state == "working":
-            # A takeover of a run this data dir recorded (a replica restarted in place):
-            # the recorded plan, without its finished steps.
+            # A takeover of a recorded run (another replica's, in a shared run store, or
+            # this data dir's, by a replica restarted in place): the recorded plan, without
+            # its finished steps.
             await self._resume(record, updater)
             return
         await updater.start_work()
@@ -441,7 +449,7 @@ class PlannerExecutor(AgentExecutor):
                 }
             )
         plan_json = plan.model_dump(exclude_none=True)
-        self.store.create_run(
+        await self.store.create_run(
             updater.task_id,
             updater.context_id,
             source,
@@ -460,7 +468,7 @@ class PlannerExecutor(AgentExecutor):
                 record.context_id,
             )
         plan = Plan.model_validate(record.plan["plan"])
-        done = self.store.outcomes(record.task_id)
+        done = await self.store.outcomes(record.task_id)
         log.info("resuming task %s (%d steps already done)", record.task_id, len(done))
         await self._run(
             updater,
@@ -505,7 +513,7 @@ class PlannerExecutor(AgentExecutor):
                 routes=routes,
                 workflows=self.plans,
                 on_event=progress.event,
-                record=lambda node, o: self.store.save_step(updater.task_id, node, o),
+                record=lambda node, o: self._save_step(updater.task_id, node, o),
                 done=done,
                 limits=RunLimits(
                     step_timeout_s=self.options.step_timeout_s, max_fan_out=self.options.max_fan_out
@@ -534,14 +542,16 @@ class PlannerExecutor(AgentExecutor):
                 span.set_status(StatusCode.ERROR, outcome.error or "failed")
         if run.cancelled:
             if not self._closing:
-                self.store.finish_run(updater.task_id, "canceled")
+                await self.store.finish_run(updater.task_id, "canceled")
             return
         stats = progress.agent_stats()
         await self._mark_recorded(progress)
         if outcome.ok:
             asking = self.workflows.get(workflow)
             question = _question(outcome.value) if asking and asking.on_answer else None
-            self.store.finish_run(updater.task_id, "input_required" if question else "completed")
+            await self.store.finish_run(
+                updater.task_id, "input_required" if question else "completed"
+            )
             await updater.add_artifact(
                 [
                     new_data_part(outcome.value, media_type=JSON_MEDIA_TYPE),
@@ -567,11 +577,20 @@ class PlannerExecutor(AgentExecutor):
             else:
                 await updater.complete()
         else:
-            self.store.finish_run(updater.task_id, "failed", outcome.error)
+            await self.store.finish_run(updater.task_id, "failed", outcome.error)
             message = f"step {outcome.failed_step} failed: {outcome.error}"
             await updater.failed(
                 _error_message(updater, "step_failed", message, step=outcome.failed_step)
             )
+
+    async def _save_step(self, task_id: str, node: str, outcome: Outcome) -> None:
+        """Records a finished step; a store that fails here (a dropped connection) costs
+        only durability: the run goes on, and a resume would run that step again (a side
+        effect of it is keyed, so it applies once)."""
+        try:
+            await self.store.save_step(task_id, node, outcome)
+        except Exception as exc:  # noqa: BLE001 - any driver error: the run must not stop
+            log.warning("could not record step %s of task %s: %s", node, task_id, exc)
 
     async def _mark_recorded(self, progress: _Progress) -> None:
         """With the call recorder on (SLMESH_RECORD_DB), tells the dataset store which agent
@@ -613,7 +632,7 @@ class PlannerExecutor(AgentExecutor):
         updater = await open_task(context, event_queue)
         await updater.cancel()
         if task_id:
-            self.store.finish_run(task_id, "canceled")
+            await self.store.finish_run(task_id, "canceled")
 
 
 class _Progress:

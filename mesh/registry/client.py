@@ -1,6 +1,9 @@
 """Async client of the registry: one pooled channel, a deadline on every unary call.
 
-RPC failures surface as :class:`grpc.aio.AioRpcError`; the long-lived helpers
+Several registry replicas (sharing their state in PostgreSQL) are given as one address list,
+``host1:port1,host2:port2``: the client talks to one at a time and moves to the next when
+the one it talks to is unreachable, so a registry replica going down costs a call a retry,
+not an error. RPC failures surface as :class:`grpc.aio.AioRpcError`; the long-lived helpers
 (:class:`~mesh.registry.registration.Registration`, :class:`~mesh.registry.view.RegistryView`)
 turn them into retries.
 """
@@ -8,6 +11,7 @@ turn them into retries.
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import AsyncGenerator
 from types import TracebackType
 from typing import Any
@@ -21,6 +25,8 @@ from mesh.proto.slmesh.registry.v1 import registry_pb2_grpc as pb_grpc
 from mesh.tls import TlsFiles
 from mesh.trust import PROOF_HEADER, SigningKey, load_signing_keys, make_proof
 
+log = logging.getLogger(__name__)
+
 DEFAULT_TIMEOUT_S = 5.0
 """Deadline of each unary call: registry calls are tiny, so a slow one means trouble."""
 
@@ -28,7 +34,7 @@ DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 class RegistryClient:
-    """Talks to the registry at ``address`` (``host:port``).
+    """Talks to the registry at ``address`` (``host:port``, or several, comma-separated).
 
     The channel is opened on first use, so the client may be built outside an event loop,
     and reconnects by itself with a short capped backoff. Calls fail fast with UNAVAILABLE
@@ -54,9 +60,11 @@ class RegistryClient:
         tls: TlsFiles | None = None,
         identity: tuple[SigningKey, str] | None = None,
     ) -> None:
-        if not address:
+        addresses = [a.strip() for a in address.split(",") if a.strip()]
+        if not addresses:
             raise ValueError("registry address is required (host:port)")
-        self._address = address
+        self._addresses = addresses
+        self._current = 0
         self._timeout_s = timeout_s
         self._wait_for_ready = wait_for_ready
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
@@ -71,8 +79,11 @@ class RegistryClient:
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.http2.max_pings_without_data", 0),
         ]
-        self._channel: grpc.aio.Channel | None = None
-        self._stub_: pb_grpc.RegistryStub | None = None
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        """One channel per address, opened on first use and kept: closing one would cancel
+        the calls still on it (a heartbeat beside a failing watch), and a kept channel to a
+        dead registry only reconnects in the background."""
+        self._stubs: dict[str, pb_grpc.RegistryStub] = {}
         self._closed = False
 
     @classmethod
@@ -92,21 +103,55 @@ class RegistryClient:
 
     @property
     def address(self) -> str:
-        return self._address
+        """The registry address calls go to now."""
+        return self._addresses[self._current]
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return tuple(self._addresses)
 
     def _stub(self) -> pb_grpc.RegistryStub:
         if self._closed:
-            raise RuntimeError(f"registry client for {self._address} is closed")
-        if self._stub_ is None:
-            self._channel = (
+            raise RuntimeError(f"registry client for {','.join(self._addresses)} is closed")
+        address = self.address
+        stub = self._stubs.get(address)
+        if stub is None:
+            channel = (
                 grpc.aio.secure_channel(
-                    self._address, self._tls.grpc_channel_credentials(), options=self._options
+                    address, self._tls.grpc_channel_credentials(), options=self._options
                 )
                 if self._tls
-                else grpc.aio.insecure_channel(self._address, options=self._options)
+                else grpc.aio.insecure_channel(address, options=self._options)
             )
-            self._stub_ = pb_grpc.RegistryStub(self._channel)
-        return self._stub_
+            self._channels[address] = channel
+            stub = self._stubs[address] = pb_grpc.RegistryStub(channel)
+        return stub
+
+    def _fail_over(self, failed: int) -> bool:
+        """Moves on from address ``failed`` (unless a concurrent call already did); False when
+        there is no other address."""
+        if len(self._addresses) == 1:
+            return False
+        if self._current == failed:
+            self._current = (failed + 1) % len(self._addresses)
+            log.info("registry %s unreachable; trying %s", self._addresses[failed], self.address)
+        return True
+
+    async def _unary(self, method: str, request: Message, options: dict[str, Any]) -> Any:
+        """One unary call; UNAVAILABLE moves to the next address and tries it (each address
+        once), DEADLINE_EXCEEDED moves on for the next call (this one's time is spent)."""
+        for _ in range(len(self._addresses)):
+            used = self._current
+            try:
+                return await getattr(self._stub(), method)(request, **options)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    self._fail_over(used)
+                    raise
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or not self._fail_over(used):
+                    raise
+                last = exc
+        raise last
 
     def _call_options(
         self, timeout_s: float | None, write: tuple[str, str, Message] | None = None
@@ -132,8 +177,10 @@ class RegistryClient:
     ) -> pb.RegisterResponse:
         """Announces ``replica``; the answer says how often to heartbeat."""
         request = pb.RegisterRequest(replica=replica)
-        response: pb.RegisterResponse = await self._stub().Register(
-            request, **self._call_options(timeout_s, ("Register", replica.replica_id, request))
+        response: pb.RegisterResponse = await self._unary(
+            "Register",
+            request,
+            self._call_options(timeout_s, ("Register", replica.replica_id, request)),
         )
         return response
 
@@ -147,16 +194,18 @@ class RegistryClient:
     ) -> bool:
         """Keeps a replica alive; False means the registry forgot it and it must register."""
         request = pb.HeartbeatRequest(replica_id=replica_id, load=load, draining=draining)
-        response: pb.HeartbeatResponse = await self._stub().Heartbeat(
-            request, **self._call_options(timeout_s, ("Heartbeat", replica_id, request))
+        response: pb.HeartbeatResponse = await self._unary(
+            "Heartbeat", request, self._call_options(timeout_s, ("Heartbeat", replica_id, request))
         )
         return response.known
 
     async def deregister(self, replica_id: str, *, timeout_s: float | None = None) -> bool:
         """Removes a replica; False when the registry did not know it."""
         request = pb.DeregisterRequest(replica_id=replica_id)
-        response: pb.DeregisterResponse = await self._stub().Deregister(
-            request, **self._call_options(timeout_s, ("Deregister", replica_id, request))
+        response: pb.DeregisterResponse = await self._unary(
+            "Deregister",
+            request,
+            self._call_options(timeout_s, ("Deregister", replica_id, request)),
         )
         return response.removed
 
@@ -164,31 +213,41 @@ class RegistryClient:
         self, agent: str = "", skill: str = "", *, timeout_s: float | None = None
     ) -> builtins.list[pb.Replica]:
         """Live replicas, optionally only those of ``agent`` and/or offering ``skill``."""
-        response: pb.ListResponse = await self._stub().List(
-            pb.ListRequest(agent=agent, skill=skill), **self._call_options(timeout_s)
+        response: pb.ListResponse = await self._unary(
+            "List", pb.ListRequest(agent=agent, skill=skill), self._call_options(timeout_s)
         )
         return builtins.list(response.replicas)
 
-    async def watch(self, agent: str = "") -> AsyncGenerator[pb.WatchEvent, None]:
-        """Snapshot (ADDED..., SYNCED), then changes, until the stream fails or is closed.
+    async def watch(
+        self, agent: str = "", since_revision: int = 0
+    ) -> AsyncGenerator[pb.WatchEvent, None]:
+        """Snapshot (ADDED..., SYNCED), then changes, until the stream fails or is closed;
+        with ``since_revision``, the changes after it, SYNCED, then changes.
 
         The stream has no deadline. Close it with ``aclose()`` (e.g. via
-        :func:`contextlib.aclosing`) to cancel the call promptly.
+        :func:`contextlib.aclosing`) to cancel the call promptly. A stream that fails
+        UNAVAILABLE moves the client to the next registry address for the next watch.
         """
-        call = self._stub().Watch(pb.WatchRequest(agent=agent), metadata=self._metadata)
+        used = self._current
+        call = self._stub().Watch(
+            pb.WatchRequest(agent=agent, since_revision=since_revision), metadata=self._metadata
+        )
         try:
             async for event in call:
                 yield event
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                self._fail_over(used)
+            raise
         finally:
             call.cancel()
 
     async def close(self) -> None:
         """Closes the channel; the client cannot be used afterwards."""
         self._closed = True
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = None
-            self._stub_ = None
+        channels, self._channels, self._stubs = self._channels, {}, {}
+        for channel in channels.values():
+            await channel.close()
 
     async def __aenter__(self) -> RegistryClient:
         return self

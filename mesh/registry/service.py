@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,8 @@ from mesh.registry.identity import WriteIdentity
 from mesh.registry.store import (
     MemoryRegistryStore,
     RegistryStore,
+    RevisionUnavailable,
+    StoreUnavailable,
     Subscription,
     WatchClosed,
     WatcherOverflow,
@@ -98,6 +101,20 @@ def _presented(context: grpc.aio.ServicerContext[Any, Any]) -> bytes | None:
     raw = header.encode() if isinstance(header, str) else header
     scheme, _, value = raw.partition(b" ")
     return value.strip() if scheme.lower() == b"bearer" else None
+
+
+def _store_errors(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """A unary call whose store cannot reach its database answers UNAVAILABLE (retry, on
+    another registry replica), never a half-done write: the store's transaction rolled back."""
+
+    @functools.wraps(method)
+    async def call(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await method(self, request, context)
+        except StoreUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+
+    return call
 
 
 class RegistryServicer(pb_grpc.RegistryServicer):
@@ -187,6 +204,7 @@ class RegistryServicer(pb_grpc.RegistryServicer):
                 f"for {', '.join(sorted(names))}",
             )
 
+    @_store_errors
     async def Register(
         self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RegisterResponse:
@@ -218,6 +236,7 @@ class RegistryServicer(pb_grpc.RegistryServicer):
             ttl_seconds=self._store.ttl_s, heartbeat_interval_seconds=self._heartbeat_interval_s
         )
 
+    @_store_errors
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.HeartbeatResponse:
@@ -233,6 +252,7 @@ class RegistryServicer(pb_grpc.RegistryServicer):
             log.debug("heartbeat from unknown replica %s", request.replica_id)
         return pb.HeartbeatResponse(known=known)
 
+    @_store_errors
     async def Deregister(
         self, request: pb.DeregisterRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeregisterResponse:
@@ -247,6 +267,7 @@ class RegistryServicer(pb_grpc.RegistryServicer):
             log.info("deregistered replica %s", request.replica_id)
         return pb.DeregisterResponse(removed=removed)
 
+    @_store_errors
     async def List(
         self, request: pb.ListRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListResponse:
@@ -257,7 +278,12 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         self, request: pb.WatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchEvent]:
         await self._require(context, write=False)
-        watch = await self._store.watch(request.agent)
+        try:
+            watch = await self._store.watch(request.agent, request.since_revision)
+        except RevisionUnavailable as exc:
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
+        except StoreUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         self._watches.add(watch)
         try:
             async for event in watch:
@@ -315,6 +341,7 @@ class RegistryServer:
         await asyncio.sleep(0)
         self.servicer.close_watches("registry is shutting down; reconnect to resync")
         await stopping
+        await self.store.aclose()
         log.info("registry on port %d stopped", self.port)
 
 
@@ -328,7 +355,8 @@ async def start_registry_server(
     """Starts the registry on ``settings.host``; ``port`` overrides ``settings.grpc_port`` and
     0 picks a free port (read it back from :attr:`RegistryServer.port`). ``card_check`` vets
     each registered card (see :class:`RegistryServicer`)."""
-    store = store if store is not None else MemoryRegistryStore(ttl_s=settings.registry_ttl_s)
+    store = store if store is not None else registry_store(settings)
+    await store.start()
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", settings.max_request_bytes),
@@ -367,8 +395,7 @@ async def start_registry_server(
     except RuntimeError as exc:
         raise OSError(f"registry could not bind {settings.host}:{wanted}: {exc}") from exc
     await server.start()
-    for name in (health.OVERALL_HEALTH, SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await _set_health(health_servicer, serving=True)
     running = RegistryServer(
         server=server,
         port=bound,
@@ -376,7 +403,9 @@ async def start_registry_server(
         store=store,
         health=health_servicer,
         servicer=servicer,
-        _expiry=asyncio.create_task(_expire_forever(store), name="registry-expiry"),
+        _expiry=asyncio.create_task(
+            _expire_forever(store, health_servicer), name="registry-expiry"
+        ),
     )
     log.info("registry serving on %s:%d (ttl %.1fs)", settings.host, bound, store.ttl_s)
     return running
@@ -396,16 +425,55 @@ def registry_tokens(settings: Settings) -> dict[str, Any]:
     }
 
 
-async def _expire_forever(store: RegistryStore) -> None:
-    """Sweeps often enough that a replica is removed within about a quarter TTL of expiring."""
+def registry_store(settings: Settings) -> RegistryStore:
+    """PostgreSQL when ``settings.registry_database`` is set (registry replicas share it),
+    else the in-memory store of one registry process."""
+    if settings.registry_database is None:
+        return MemoryRegistryStore(ttl_s=settings.registry_ttl_s)
+    from mesh.registry.postgres import PostgresRegistryStore
+
+    return PostgresRegistryStore(
+        settings.registry_database.get_secret_value(),
+        ttl_s=settings.registry_ttl_s,
+        pool_size=settings.registry_pool_size,
+    )
+
+
+async def _set_health(servicer: health.aio.HealthServicer, *, serving: bool) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in (health.OVERALL_HEALTH, SERVICE_NAME):
+        await servicer.set(name, status)
+
+
+async def _expire_forever(store: RegistryStore, health_servicer: health.aio.HealthServicer) -> None:
+    """Sweeps often enough that a replica is removed within about a quarter TTL of expiring.
+
+    A sweep the store cannot run (its database is unreachable) reports the registry
+    NOT_SERVING until one succeeds again: a replica cut off from the shared state must not
+    look ready, so load balancers send clients to one that is not."""
     interval = min(max(store.ttl_s / 4, 0.01), 1.0)
+    serving = True
     while True:
         await asyncio.sleep(interval)
         try:
             expired = await store.expire()
+        except StoreUnavailable as exc:
+            if serving:
+                log.warning("registry store unavailable, reporting NOT_SERVING: %s", exc)
+                serving = False
+                await _set_health(health_servicer, serving=False)
+            continue
         except Exception:
             log.exception("registry expiry sweep failed; retrying in %.2fs", interval)
             continue
+        if not serving:
+            log.info("registry store reachable again, reporting SERVING")
+            serving = True
+            await _set_health(health_servicer, serving=True)
         for replica in expired:
             log.info("expired %s replica %s (no heartbeat)", replica.agent, replica.replica_id)
 

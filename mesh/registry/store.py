@@ -1,9 +1,13 @@
 """Where the registry keeps replicas, and how watchers learn about changes.
 
-The gRPC service is a thin shell over a :class:`RegistryStore`, so the storage can change
-(an embedded dict today, a shared database for a replicated registry later) without touching
-the wire protocol. :class:`MemoryRegistryStore` is the embedded default: the registry is soft
-state that agents rebuild by re-registering, so losing it on restart is acceptable.
+The gRPC service is a thin shell over a :class:`RegistryStore`, so the storage changes
+without touching the wire protocol. :class:`MemoryRegistryStore` is the embedded default: the
+registry is soft state that agents rebuild by re-registering, so losing it on restart is
+acceptable. :class:`mesh.registry.postgres.PostgresRegistryStore` keeps it in PostgreSQL,
+so several registry replicas serve one truth.
+
+Every change gets a *revision*, one more than the change before, so a watcher that lost its
+stream resumes after the last revision it received instead of starting over.
 """
 
 from __future__ import annotations
@@ -32,6 +36,16 @@ class WatcherOverflow(WatchClosed):
     """A watcher fell so far behind that its queue filled; it was dropped to protect the others."""
 
 
+class RevisionUnavailable(Exception):
+    """A watch cannot resume after this revision (pruned from the change log, newer than the
+    store, or another store's): watch again from a snapshot."""
+
+
+class StoreUnavailable(Exception):
+    """The store's database cannot be reached; nothing was changed, and the call may be
+    retried (on another registry replica)."""
+
+
 @dataclass(frozen=True)
 class _End:
     """Queue marker: the stream is over, normally (``error is None``) or with an error."""
@@ -40,29 +54,41 @@ class _End:
 
 
 class Subscription:
-    """One watcher's event stream: the snapshot, SYNCED, then changes, in order.
+    """One watcher's event stream: the snapshot (or the changes since the revision it resumes
+    after), SYNCED, then changes, in order.
 
     Iterate it with ``async for``. Each watcher has its own bounded queue, so a slow consumer
     only ever hurts itself: when its queue is full it is closed with :class:`WatcherOverflow`.
-    Events are shared between watchers; treat them as read-only.
+    Events are shared between watchers; treat them as read-only. Live changes at or below
+    ``after`` are dropped: the store put them in the backlog already (:meth:`prime`).
     """
 
     def __init__(
         self,
         agent: str,
-        snapshot: list[pb.Replica],
         max_pending: int,
         on_close: Callable[[Subscription], None],
+        *,
+        after: int = 0,
     ) -> None:
         self.agent = agent
         self._max_pending = max_pending
         self._on_close = on_close
-        self._snapshot: deque[pb.WatchEvent] = deque(
-            pb.WatchEvent(type=EventType.ADDED, replica=r) for r in snapshot
-        )
-        self._snapshot.append(pb.WatchEvent(type=EventType.SYNCED))
+        self._after = after
+        self._snapshot: deque[pb.WatchEvent] = deque()
         self._queue: asyncio.Queue[pb.WatchEvent | _End] = asyncio.Queue()
         self._closed = False
+
+    def prime(
+        self, snapshot: list[pb.Replica], backlog: list[pb.WatchEvent], revision: int
+    ) -> None:
+        """What the stream yields before live changes: ADDED per ``snapshot`` replica, the
+        ``backlog`` changes, then SYNCED at ``revision``."""
+        self._snapshot.extend(
+            pb.WatchEvent(type=EventType.ADDED, replica=r, revision=revision) for r in snapshot
+        )
+        self._snapshot.extend(e for e in backlog if self.matches(e.replica))
+        self._snapshot.append(pb.WatchEvent(type=EventType.SYNCED, revision=revision))
 
     @property
     def closed(self) -> bool:
@@ -77,6 +103,8 @@ class Subscription:
         """Queues a change without ever waiting; False (and closed) when the watcher is full."""
         if self._closed:
             return False
+        if event.revision and event.revision <= self._after:
+            return True
         if self._queue.qsize() >= self._max_pending:
             self.close(
                 WatcherOverflow(
@@ -128,8 +156,20 @@ class RegistryStore(ABC):
       or draining flag changes, REMOVED on deregistration or expiry), with nothing lost or
       repeated between snapshot and changes. Publishing never waits on a watcher; one that
       falls behind is closed with :class:`WatcherOverflow`.
+    - Every change carries a revision one above the change before it. ``watch(since_revision=N)``
+      yields no snapshot but every change after N, SYNCED, then live changes; a revision the
+      store cannot resume after raises :class:`RevisionUnavailable`.
+    - A store on a database raises :class:`StoreUnavailable` when it cannot reach it.
     - Methods are called from one asyncio event loop; implementations need not be thread-safe.
     """
+
+    async def start(self) -> None:
+        """Connects and prepares the store; called once before any other method."""
+        return None
+
+    async def aclose(self) -> None:
+        """Releases connections and ends open watches."""
+        return None
 
     @property
     @abstractmethod
@@ -157,15 +197,21 @@ class RegistryStore(ABC):
         """Removes replicas whose TTL has passed and returns them."""
 
     @abstractmethod
-    async def watch(self, agent: str = "") -> Subscription:
-        """Subscribes to replicas of ``agent`` (all when empty); close it when done."""
+    async def watch(self, agent: str = "", since_revision: int = 0) -> Subscription:
+        """Subscribes to replicas of ``agent`` (all when empty), from a snapshot or after
+        ``since_revision``; close it when done."""
 
 
 class MemoryRegistryStore(RegistryStore):
     """Replicas in a dict; the default store of a single registry process."""
 
     def __init__(
-        self, ttl_s: float, *, clock: Clock = time.time, watch_queue_size: int = 1024
+        self,
+        ttl_s: float,
+        *,
+        clock: Clock = time.time,
+        watch_queue_size: int = 1024,
+        change_log_size: int = 10_000,
     ) -> None:
         if ttl_s <= 0:
             raise ValueError(f"ttl_s must be positive, got {ttl_s}")
@@ -177,6 +223,11 @@ class MemoryRegistryStore(RegistryStore):
         self._replicas: dict[str, pb.Replica] = {}
         self._last_seen: dict[str, float] = {}
         self._watches: set[Subscription] = set()
+        # Revisions start at the creation time in microseconds, so a revision from an earlier
+        # registry process is below this one's log and resuming after it resyncs.
+        self._revision = round(clock() * 1_000_000)
+        self._floor = self._revision
+        self._log: deque[pb.WatchEvent] = deque(maxlen=change_log_size)
 
     @property
     def ttl_s(self) -> float:
@@ -243,10 +294,22 @@ class MemoryRegistryStore(RegistryStore):
     async def expire(self) -> builtins.list[pb.Replica]:
         return self._sweep()
 
-    async def watch(self, agent: str = "") -> Subscription:
+    async def watch(self, agent: str = "", since_revision: int = 0) -> Subscription:
         self._sweep()
-        snapshot = [_copy(r) for r in self._sorted() if not agent or r.agent == agent]
-        watch = Subscription(agent, snapshot, self._watch_queue_size, self._watches.discard)
+        if since_revision and not self._floor <= since_revision <= self._revision:
+            raise RevisionUnavailable(
+                f"cannot resume after revision {since_revision}: this registry holds changes "
+                f"after {self._floor} up to {self._revision}; watch again without a revision"
+            )
+        watch = Subscription(
+            agent, self._watch_queue_size, self._watches.discard, after=self._revision
+        )
+        if since_revision:
+            backlog = [e for e in self._log if e.revision > since_revision]
+            watch.prime([], backlog, self._revision)
+        else:
+            snapshot = [_copy(r) for r in self._sorted() if not agent or r.agent == agent]
+            watch.prime(snapshot, [], self._revision)
         self._watches.add(watch)
         return watch
 
@@ -267,7 +330,11 @@ class MemoryRegistryStore(RegistryStore):
         return sorted(self._replicas.values(), key=lambda r: (r.agent, r.replica_id))
 
     def _publish(self, type_: pb.WatchEvent.Type, replica: pb.Replica) -> None:
-        event = pb.WatchEvent(type=type_, replica=replica)
+        self._revision += 1
+        event = pb.WatchEvent(type=type_, replica=replica, revision=self._revision)
+        if len(self._log) == self._log.maxlen:
+            self._floor = self._log[0].revision
+        self._log.append(event)
         for watch in list(self._watches):
             if watch.matches(replica):
                 watch.offer(event)

@@ -2,7 +2,9 @@
 
 Routers read replicas from memory instead of asking the registry per request. When the
 registry is unreachable the view keeps what it last knew, so agents keep serving the peers
-they know, and it swaps in the fresh snapshot once a new Watch has synced.
+they know. It reconnects resuming after the last revision it applied (the changes it
+missed, nothing twice), or, when the registry cannot resume from there (another registry's
+revisions, a pruned change log), swaps in a fresh snapshot once a new Watch has synced.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class RegistryView:
         self._on_change = on_change
         self._backoff = backoff or Backoff()
         self._replicas: dict[str, pb.Replica] = {}
+        self._revision = 0
+        """The registry revision the view reflects; 0 until a stream told it one."""
         self._synced = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -62,6 +66,11 @@ class RegistryView:
             (r for r in self._replicas.values() if not agent or r.agent == agent),
             key=lambda r: (r.agent, r.replica_id),
         )
+
+    @property
+    def revision(self) -> int:
+        """The registry revision the view reflects (0 before the first snapshot)."""
+        return self._revision
 
     def agents(self) -> list[str]:
         """Names of the agents with at least one known replica, sorted."""
@@ -98,6 +107,10 @@ class RegistryView:
                 reason = "stream ended"
             except grpc.aio.AioRpcError as exc:
                 reason = f"{exc.code().name}: {exc.details()}"
+                if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
+                    self._revision = 0  # cannot resume there: a snapshot next, at once
+                    self._synced.clear()
+                    continue
             except Exception as exc:
                 log.exception("registry view failed while applying a watch stream")
                 reason = f"{type(exc).__name__}: {exc}"
@@ -118,15 +131,24 @@ class RegistryView:
 
     async def _follow(self) -> None:
         """Applies one Watch stream: collects the snapshot, swaps it in at SYNCED, then
-        applies changes until the stream ends."""
-        snapshot: dict[str, pb.Replica] | None = {}
-        async with contextlib.aclosing(self._client.watch(self._agent)) as events:
+        applies changes until the stream ends; resuming, applies the missed changes at once
+        and is live again at SYNCED."""
+        resume = self._revision
+        snapshot: dict[str, pb.Replica] | None = None if resume else {}
+        stream = self._client.watch(self._agent, since_revision=resume)
+        async with contextlib.aclosing(stream) as events:
             async for event in events:
-                if snapshot is None:
+                if event.type == EventType.SYNCED:
+                    if snapshot is not None:
+                        self._replace(snapshot)
+                        snapshot = None
+                    else:
+                        self._synced.set()
+                        self._notify(event)
+                    self._revision = max(self._revision, event.revision)
+                elif snapshot is None:
                     self._apply(event)
-                elif event.type == EventType.SYNCED:
-                    self._replace(snapshot)
-                    snapshot = None
+                    self._revision = max(self._revision, event.revision)
                 elif event.type == EventType.REMOVED:
                     snapshot.pop(event.replica.replica_id, None)
                 else:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 
 from mesh.a2a.leases import TABLE as LEASES
+from mesh.planner.store import RUNS_TABLE, STEPS_TABLE
 
 POSTGRES_URL = "postgresql+asyncpg://127.0.0.1:5432/test"
 SHARED = {"SLMESH_TASK_STORE": POSTGRES_URL, "SLMESH_TASK_EVENTS": "database"}
@@ -43,6 +44,9 @@ async def drop_agent_tasks(agent: str) -> None:
             await conn.execute(f'DROP TABLE "{table}"')
         if await conn.fetchval("SELECT to_regclass($1)", LEASES) is not None:
             await conn.execute(f"DELETE FROM {LEASES} WHERE agent = $1", agent)
+        for runs in (RUNS_TABLE, STEPS_TABLE):  # a planner's shared run store
+            if await conn.fetchval("SELECT to_regclass($1)", runs) is not None:
+                await conn.execute(f"DELETE FROM {runs} WHERE planner = $1", agent)
     finally:
         await conn.close()
 

@@ -83,6 +83,38 @@ class ServiceProcess:
             os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait()
 
+    def kill_tree(self) -> list[int]:
+        """kill -9 of the service and every process it started, each by PID (Ray's head and
+        workers leave the process group, so a group kill alone would let a worker finish the
+        step it runs); returns the PIDs killed besides the service's own."""
+        children = descendants(self.popen.pid)
+        self.kill()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return children
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of every living process below ``pid`` (Linux /proc), children first."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    queue = [pid]
+    while queue:
+        for child in parents.get(queue.pop(0), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
 
 def start_service(
     service: str | Path,

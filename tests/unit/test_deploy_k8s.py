@@ -168,10 +168,10 @@ def test_registry_and_planner_are_deployed(overlay: str) -> None:
     resources = _rendered(overlay)
     for name in ("registry", "planner"):
         deployment = _one(resources, "Deployment", name)
-        # One replica each until their state is shared (issue 23: the planner's run store,
-        # point 2; the registry's in-memory store, point 3).
-        assert deployment["spec"]["replicas"] == 1
-        assert deployment["spec"]["strategy"]["type"] == "Recreate"
+        # Several replicas, rolled one at a time: their state is shared in PostgreSQL (the
+        # registry's replicas, the planner's tasks and runs), none of it on the pod.
+        assert deployment["spec"]["replicas"] >= 2
+        assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         assert container["image"].startswith(f"slmesh/{name}:")
         assert container["readinessProbe"]["grpc"]["port"] == 50051
@@ -289,3 +289,19 @@ def test_the_tools_agent_and_its_migration_job_read_one_order_database_from_the_
     (upgrade,) = job["containers"]
     assert upgrade["command"] == ["slmesh", "db", "upgrade"]
     assert job["restartPolicy"] == "OnFailure"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_replicated_registry_and_planner_read_their_databases_from_the_secret(
+    overlay: str,
+) -> None:
+    resources = _rendered(overlay)
+    mesh = _one(resources, "ConfigMap", "slmesh-mesh")["data"]
+    assert mesh["SLMESH_TASK_EVENTS"] == "database"  # the planner's runs follow its tasks
+    for name, variable, key in (
+        ("registry", "SLMESH_REGISTRY_DATABASE", "registry-database-url"),
+        ("planner", "SLMESH_TASK_STORE", "task-store-url"),
+    ):
+        (container,) = _one(resources, "Deployment", name)["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("valueFrom") for e in container["env"]}
+        assert env[variable] == {"secretKeyRef": {"name": "slmesh-secrets", "key": key}}

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 import yaml
@@ -23,8 +24,9 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 
 from mesh.a2a.client import MeshClient, StaticReplicas, parts_value, plain
 from mesh.a2a.discovery import snapshot
+from mesh.planner.store import STEPS_TABLE
 from tests.conftest import ECHO_SERVICE
-from tests.support.postgres import FAST_LEASES, drop_agent_tasks, postgres_up
+from tests.support.postgres import FAST_LEASES, connect, drop_agent_tasks, postgres_up
 from tests.support.procs import ROOT, ServiceProcess, start_registry, start_service
 
 pytestmark = pytest.mark.integration
@@ -410,6 +412,23 @@ def _planner_named(tmp_path: Path, name: str) -> Path:
     return folder
 
 
+async def _shared_done_steps(planner: str, task_id: str) -> int:
+    """Steps of a run recorded in the shared run store (PostgreSQL database ``test``)."""
+    conn = await connect()
+    try:
+        found = await conn.fetchval(
+            f"SELECT count(*) FROM {STEPS_TABLE} WHERE planner = $1 AND task_id = $2 "
+            "AND status = 'ok'",
+            planner,
+            task_id,
+        )
+    except asyncpg.UndefinedTableError:
+        return 0
+    finally:
+        await conn.close()
+    return int(found)
+
+
 def _done_steps(db: Path, task_id: str) -> int:
     if not db.exists():
         return 0
@@ -463,9 +482,9 @@ async def test_the_planner_slm_writes_a_plan_when_no_workflow_matches(
 async def test_a_planner_task_is_taken_over_by_another_planner_replica(
     tmp_path: Path, mesh: Mesh
 ) -> None:
-    """Two planner replicas share a PostgreSQL task store; the one running a chain is killed;
-    the other claims the expired lease and runs the plan again from the request (its own
-    run store is empty), and a subscriber on it gets the completed result."""
+    """Two planner replicas share a PostgreSQL task store (and so their runs); the one running
+    a chain is killed; the other claims the expired lease and resumes the run from its
+    recorded steps, and a subscriber on it gets the completed result."""
     if not postgres_up():
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     name = f"planner-{uuid.uuid4().hex[:8]}"
@@ -491,10 +510,11 @@ async def test_a_planner_task_is_taken_over_by_another_planner_replica(
                 )
             ).task.id
             deadline = time.monotonic() + 60
-            while _done_steps(tmp_path / "data-0" / f"planner-{name}.sqlite", task_id) < 2:
+            while await _shared_done_steps(name, task_id) < 2:
                 assert time.monotonic() < deadline, "the plan made no progress"
                 await asyncio.sleep(0.1)
-        first.kill()
+        first.kill_tree()
+        recorded = await _shared_done_steps(name, task_id)
         client = await create_client(second.http_url, _config("GRPC"))
         try:
             notices, final = [], None
@@ -510,6 +530,7 @@ async def test_a_planner_task_is_taken_over_by_another_planner_replica(
             task = await client.get_task(pb.GetTaskRequest(id=task_id))
             assert result_of(task) == "SLEEP:0.6 STEP 4"
             assert MessageToDict(task.metadata)["slmesh.takeover"]["count"] == 1
+            assert f"resuming task {task_id} ({recorded} steps already done)" in second.output()
         finally:
             await client.close()
     finally:

@@ -109,13 +109,15 @@ class ListResponse(_message.Message):
     def __init__(self, replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
-    __slots__ = ("agent",)
+    __slots__ = ("agent", "since_revision")
     AGENT_FIELD_NUMBER: _ClassVar[int]
+    SINCE_REVISION_FIELD_NUMBER: _ClassVar[int]
     agent: str
-    def __init__(self, agent: _Optional[str] = ...) -> None: ...
+    since_revision: int
+    def __init__(self, agent: _Optional[str] = ..., since_revision: _Optional[int] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
-    __slots__ = ("type", "replica")
+    __slots__ = ("type", "replica", "revision")
     class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         TYPE_UNSPECIFIED: _ClassVar[WatchEvent.Type]
@@ -130,6 +132,8 @@ class WatchEvent(_message.Message):
     SYNCED: WatchEvent.Type
     TYPE_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     type: WatchEvent.Type
     replica: Replica
-    def __init__(self, type: _Optional[_Union[WatchEvent.Type, str]] = ..., replica: _Optional[_Union[Replica, _Mapping]] = ...) -> None: ...
+    revision: int
+    def __init__(self, type: _Optional[_Union[WatchEvent.Type, str]] = ..., replica: _Optional[_Union[Replica, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
