@@ -129,7 +129,7 @@ async def through_planner(
     from a2a.types import a2a_pb2 as pb
     from google.protobuf.json_format import MessageToDict
 
-    from mesh.a2a.client import MeshClient, parts_value, plain
+    from mesh.a2a.client import MeshClient, parts_value, restore_ints
     from mesh.a2a.discovery import snapshot
 
     results: list[Any] = []
@@ -147,7 +147,7 @@ async def through_planner(
                     f"planner task {task.id} ended {pb.TaskState.Name(task.status.state)}"
                 )
             results.extend(parts_value(task.artifacts[-1].parts))
-            metas.append(plain(MessageToDict(task.artifacts[-1].metadata)))
+            metas.append(restore_ints(MessageToDict(task.artifacts[-1].metadata)))
             console.print(
                 f"  {label}: {len(results)}/{len(texts)} messages "
                 f"({len(results) / (time.monotonic() - started):.1f}/s)"

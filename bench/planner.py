@@ -225,7 +225,7 @@ def demo_rows(tmp: Path, concurrency: int) -> dict[str, Any]:
     """The demo through the whole local mesh: per-message tasks, then the batch as one task."""
     from google.protobuf.json_format import MessageToDict
 
-    from mesh.a2a.client import MeshClient, plain
+    from mesh.a2a.client import MeshClient, restore_ints
     from mesh.a2a.discovery import snapshot
     from mesh.launch import MeshState
     from mesh.planner.console import message_text, read_messages, request_for
@@ -250,7 +250,7 @@ def demo_rows(tmp: Path, concurrency: int) -> dict[str, Any]:
                 )
                 batch_s = time.perf_counter() - t0
                 assert batch.task.status.state == 3, batch.task.status  # COMPLETED
-                meta = plain(MessageToDict(batch.task.artifacts[-1].metadata))
+                meta = restore_ints(MessageToDict(batch.task.artifacts[-1].metadata))
                 compute_s = float(meta.get("compute_ms") or 0.0) / 1000
                 gate = asyncio.Semaphore(concurrency)
                 latencies: list[float] = []

@@ -45,7 +45,7 @@ from a2a.types import Message, Part
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mesh.a2a.cards import ModelFacts
-from mesh.a2a.client import plain
+from mesh.a2a.client import restore_ints
 from mesh.a2a.tasks import FINISHED_STATES, open_task
 from mesh.config import ServiceSpec, Settings, SpecError
 from mesh.convert.record import PendingCall, Recorder, name_fields
@@ -546,7 +546,7 @@ def input_text(message: Message | None) -> str:
     data = get_data_parts(message.parts)
     if data:
         value = data[0] if len(data) == 1 else data
-        return json.dumps(plain(value), separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(restore_ints(value), separators=(",", ":"), ensure_ascii=False)
     return get_message_text(message)
 
 
