@@ -203,7 +203,7 @@ def wait_recorded(
     after the reply; with name lookups, at the name source's pace): until each agent has its
     expected calls, or nothing new arrived for ``quiet_s`` (calls the recorder dropped never
     arrive)."""
-    from mesh.convert.store import CallStore
+    from mesh.recording.store import CallStore
 
     started = last_change = time.monotonic()
     seen: dict[str, int] = {}

@@ -105,9 +105,9 @@ async def start_engine(registry: str) -> tuple[Any, PlanRunner]:
     """
     from mesh.config import Settings
     from mesh.planner.engine import PlanRun
-    from mesh.planner.plan import Plan
     from mesh.planner.routing import Provider
     from mesh.planner.runtime import RayOptions, RayRuntime
+    from mesh.plans.model import Plan
 
     runtime = RayRuntime(Settings(registry=registry), RayOptions(object_store_mb=256))
     runtime.start()

@@ -82,8 +82,8 @@ def analyze(
     Replaces the store's clusters; `convert train CLUSTER` reads them back.
     """
     from mesh.convert.analyze import analyze as run_analysis
-    from mesh.convert.store import CallStore
     from mesh.embeddings import embed, load_model
+    from mesh.recording.store import CallStore
 
     store = CallStore(store_path(db))
     try:
@@ -180,7 +180,7 @@ def train(
     Resumable: an interrupted run left a checkpoint in OUT; the same command continues it.
     """
     from mesh.convert.lora import ConversionError, StudentPlan, load_teacher_spec, train_student
-    from mesh.convert.store import CallStore
+    from mesh.recording.store import CallStore
 
     store = CallStore(store_path(db))
     try:

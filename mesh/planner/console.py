@@ -161,7 +161,9 @@ async def run_task(
                 artifact = event.artifact_update.artifact
                 out.result = parts_value(artifact.parts)
                 out.metadata = (
-                    restore_ints(MessageToDict(artifact.metadata)) if artifact.HasField("metadata") else {}
+                    restore_ints(MessageToDict(artifact.metadata))
+                    if artifact.HasField("metadata")
+                    else {}
                 )
                 steps = out.metadata.get("steps", {})
                 if steps:

@@ -51,12 +51,12 @@ from mesh.planner.engine import PlanRun, RunLimits
 from mesh.planner.functions import FUNCTIONS
 from mesh.planner.generate import PlanGenerator
 from mesh.planner.ledger import CostLedger
-from mesh.planner.plan import Plan, PlanError, count_actions, validate_plan
 from mesh.planner.routing import Route, build_routes
 from mesh.planner.runtime import RayOptions, RayRuntime
 from mesh.planner.steps import Outcome, StepCall
 from mesh.planner.store import PlanStore
 from mesh.planner.workflows import EmbeddingRouter, Workflow, load_workflows
+from mesh.plans.model import Plan, PlanError, count_actions, validate_plan
 from mesh.support import SENDER_METADATA_KEY
 from mesh.support.policy import language_of
 from mesh.telemetry import names
@@ -584,7 +584,7 @@ class PlannerExecutor(AgentExecutor):
             progress.used or progress.passed_over or progress.rejected
         ):
             return
-        from mesh.convert.store import CallStore
+        from mesh.recording.store import CallStore
 
         async with self._calls_lock:
             if self._calls is None:

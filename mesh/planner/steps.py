@@ -29,8 +29,8 @@ from mesh.a2a.client import MeshClient, parts_value, restore_ints
 from mesh.config import Settings
 from mesh.errors import DeadlineExceededError, NoReplicaError
 from mesh.planner.functions import FUNCTIONS
-from mesh.planner.plan import holds, render
 from mesh.planner.routing import Provider, Route, largest_parameters
+from mesh.plans.model import holds, render
 from mesh.schema import SchemaValidator
 from mesh.telemetry import names
 

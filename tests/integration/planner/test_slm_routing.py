@@ -22,7 +22,7 @@ from a2a.types import a2a_pb2 as pb
 from google.protobuf.json_format import MessageToDict
 
 from mesh.a2a.client import MeshClient, StaticReplicas, restore_ints
-from mesh.convert.store import CallStore
+from mesh.recording.store import CallStore
 from mesh.registry import RegistryClient
 from tests.integration.planner.test_planner import data_request, result_of
 from tests.support.procs import ROOT, ServiceProcess, start_registry, start_service
