@@ -33,8 +33,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench.hop import _machine
-from bench.report import write_section
+from mesh.reports import machine_facts, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Planner"
@@ -294,7 +293,7 @@ def demo_rows(tmp: Path, concurrency: int) -> dict[str, Any]:
 
 
 def render(r: dict[str, Any], demo: dict[str, Any] | None, concurrency: int, elapsed: float) -> str:
-    m = _machine()
+    m = machine_facts()
     d = r["dispatch"]
     lines = [
         SECTION,

@@ -2,10 +2,11 @@
 
 The recording wrapper (:mod:`mesh.recording.executor`) hands every finished call of an SLM
 agent (completed, failed or rejected) to :meth:`Recorder.submit`, which only appends to an
-in-memory queue: the reply never waits on recording. A background task takes the queue in batches, looks up the names in each call's
-input (from the agent named by ``SLMESH_RECORD_NAMES_FROM``, over the mesh), then
-redacts and writes the batch in one transaction in a worker thread. A call whose names cannot be
-looked up is dropped and counted, never written unredacted.
+in-memory queue: the reply never waits on recording. A background task takes the queue in
+batches, looks up the names in each call's input (from the agent named by
+``SLMESH_RECORD_NAMES_FROM``, over the mesh), then redacts and writes the batch in one
+transaction in a worker thread. A call whose names cannot be looked up is dropped and counted,
+never written unredacted.
 """
 
 from __future__ import annotations
