@@ -31,7 +31,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -39,11 +38,10 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.report import write_section
+from mesh.reports import machine_facts, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 ECHO_SERVICE = ROOT / "tests" / "support" / "echo_service"
@@ -337,31 +335,6 @@ def _row(
 # ---------------------------------------------------------------------------------------
 
 
-def _machine() -> dict[str, str]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-
-    def version(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
-    return {
-        "cores": str(os.cpu_count()),
-        "cpu": model,
-        "python": platform.python_version(),
-        "a2a-sdk": version("a2a-sdk"),
-        "grpcio": version("grpcio"),
-        "os": f"{platform.system()} {platform.release()}",
-        "load": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
-    }
-
-
 def _find(rows: list[Row], setup: str, binding: str, store: str) -> Row | None:
     return next((r for r in rows if (r.setup, r.binding, r.store) == (setup, binding, store)), None)
 
@@ -406,7 +379,7 @@ def ratios(rows: list[Row]) -> list[str]:
 def render(
     rows: list[Row], *, requests: int, concurrency: int, duration: float, elapsed: float
 ) -> str:
-    m = _machine()
+    m = machine_facts()
     raw = _find(rows, "raw", "GRPC", "-")
     tracing = {r.setup: r.result.get("a2a_sdk_tracing") for r in rows if r.setup != "raw"}
     when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")

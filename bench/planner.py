@@ -33,8 +33,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench.hop import _machine
-from bench.report import write_section
+from mesh.reports import machine_facts, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Planner"
@@ -105,9 +104,9 @@ async def start_engine(registry: str) -> tuple[Any, PlanRunner]:
     """
     from mesh.config import Settings
     from mesh.planner.engine import PlanRun
-    from mesh.planner.plan import Plan
     from mesh.planner.routing import Provider
     from mesh.planner.runtime import RayOptions, RayRuntime
+    from mesh.plans.model import Plan
 
     runtime = RayRuntime(Settings(registry=registry), RayOptions(object_store_mb=256))
     runtime.start()
@@ -225,7 +224,7 @@ def demo_rows(tmp: Path, concurrency: int) -> dict[str, Any]:
     """The demo through the whole local mesh: per-message tasks, then the batch as one task."""
     from google.protobuf.json_format import MessageToDict
 
-    from mesh.a2a.client import MeshClient, plain
+    from mesh.a2a.client import MeshClient, restore_ints
     from mesh.a2a.discovery import snapshot
     from mesh.launch import MeshState
     from mesh.planner.console import message_text, read_messages, request_for
@@ -250,7 +249,7 @@ def demo_rows(tmp: Path, concurrency: int) -> dict[str, Any]:
                 )
                 batch_s = time.perf_counter() - t0
                 assert batch.task.status.state == 3, batch.task.status  # COMPLETED
-                meta = plain(MessageToDict(batch.task.artifacts[-1].metadata))
+                meta = restore_ints(MessageToDict(batch.task.artifacts[-1].metadata))
                 compute_s = float(meta.get("compute_ms") or 0.0) / 1000
                 gate = asyncio.Semaphore(concurrency)
                 latencies: list[float] = []
@@ -294,7 +293,7 @@ def demo_rows(tmp: Path, concurrency: int) -> dict[str, Any]:
 
 
 def render(r: dict[str, Any], demo: dict[str, Any] | None, concurrency: int, elapsed: float) -> str:
-    m = _machine()
+    m = machine_facts()
     d = r["dispatch"]
     lines = [
         SECTION,

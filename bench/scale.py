@@ -24,8 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.hop import _machine  # noqa: E402 - after the sys.path entry above
-from bench.report import write_section  # noqa: E402 - as above
+from mesh.reports import machine_facts, write_section  # noqa: E402 - after the sys.path entry above
 
 SECTION = "## Scaling one agent"
 BURN_SERVICE = ROOT / "bench" / "burn_service"
@@ -164,7 +163,7 @@ def render(
     cpu_ms: float,
     elapsed: float,
 ) -> str:
-    machine = _machine()
+    machine = machine_facts()
     base = best[min(best)]
     ideal = 1000 / cpu_ms
     lines = [

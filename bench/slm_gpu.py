@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     rows, info = run(shape, args.prompts)
     text = render(rows, info, "tiny Qwen2" if args.tiny else "Qwen2.5-0.5B-shaped")
     print(text)
-    from bench.report import write_section
+    from mesh.reports import write_section
 
     write_section(args.out, SECTION, text)
 

@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.report import write_section
+from mesh.reports import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 AGENTS = {

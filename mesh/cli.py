@@ -123,10 +123,15 @@ def serve(
             raise _fail(str(exc), 2) from exc
         asyncio.run(serve_registry(settings, cards.check_json if cards.active else None))
         return
-    from mesh.a2a.server import AgentServer
+    from mesh.a2a.server import AgentServer, load_executor
 
     async def main() -> None:
-        server = AgentServer(spec, settings)
+        executor = load_executor(spec, settings)
+        if settings.record_db is not None:  # the conversion loop's call recorder, opt-in
+            from mesh.recording.executor import recorded
+
+            executor = recorded(executor, settings)
+        server = AgentServer(spec, settings, executor=executor)
         await server.run_until_signalled()
 
     try:

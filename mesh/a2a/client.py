@@ -667,14 +667,14 @@ def text_of(response: pb.SendMessageResponse | pb.Task) -> str:
     return "\n".join(p.text for p in response.message.parts if p.HasField("text"))
 
 
-def plain(value: Any) -> Any:
+def restore_ints(value: Any) -> Any:
     """JSON from a protobuf ``Value`` with whole numbers as ints (``Value`` stores doubles)."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
+        return {k: restore_ints(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [plain(v) for v in value]
+        return [restore_ints(v) for v in value]
     return value
 
 
@@ -689,5 +689,5 @@ def parts_value(parts: Sequence[pb.Part]) -> Any:
                 break
     for part in parts:
         if part.HasField("data"):
-            return plain(MessageToDict(part.data))
+            return restore_ints(MessageToDict(part.data))
     return "\n".join(p.text for p in parts if p.HasField("text"))

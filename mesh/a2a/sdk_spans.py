@@ -3,8 +3,8 @@
 With ``OTEL_INSTRUMENTATION_A2A_SDK_ENABLED=false`` a2a-sdk stops making spans, but its
 ``@trace_class`` / ``@trace_function`` still wrap every method of the request handler, the
 event queues, the consumers, the dispatchers and the client transports in a wrapper that
-calls a no-op tracer: about 5% of an echo hop's server CPU here (py-spy, 2026-11-26;
-docs/benchmarks.md). The decorators are applied when each a2a-sdk module is imported, and
+calls a no-op tracer, a share of every hop's server CPU (docs/benchmarks.md, "Tracing
+overhead"). The decorators are applied when each a2a-sdk module is imported, and
 those modules import them from :mod:`a2a.utils.telemetry`; so, before any of them is
 imported, the two decorators are swapped for ones that return what they decorate.
 """

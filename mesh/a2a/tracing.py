@@ -10,7 +10,8 @@
   headers / metadata, on the a2a-sdk transports and on the lean fast paths alike.
 
 a2a-sdk's own spans stay off (``OTEL_INSTRUMENTATION_A2A_SDK_ENABLED=false``, see
-``mesh/a2a/__init__.py``): they cost ~15% of a request's CPU and do not cross the wire.
+``mesh/a2a/__init__.py``): they cost a large share of a request's CPU (docs/benchmarks.md)
+and do not cross the wire.
 Everything here is installed only when :func:`mesh.telemetry.configure` turned telemetry on.
 """
 
@@ -77,7 +78,7 @@ class _StateTap:
 
     def enqueue_event(self, event: Any) -> Awaitable[None]:
         # A plain method handing back the queue's own awaitable: no coroutine frame of its
-        # own per event (measured ~10 us per echo request as an ``async def``).
+        # own per event (an ``async def`` here cost every echo request measurably).
         if isinstance(event, TaskStatusUpdateEvent):
             self.state = event.status.state
             if event.status.state in _FAILED:

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from mesh.convert.redact import SURROGATE_NAMES
-from mesh.convert.store import CallRecord, CallStore, Cluster
+from mesh.recording.redact import SURROGATE_NAMES
+from mesh.recording.store import CallRecord, CallStore, Cluster
 
 Embed = Callable[[Sequence[str]], Any]
 """Texts -> unit-length embeddings (one numpy row per text)."""

@@ -82,8 +82,8 @@ def analyze(
     Replaces the store's clusters; `convert train CLUSTER` reads them back.
     """
     from mesh.convert.analyze import analyze as run_analysis
-    from mesh.convert.store import CallStore
     from mesh.embeddings import embed, load_model
+    from mesh.recording.store import CallStore
 
     store = CallStore(store_path(db))
     try:
@@ -180,7 +180,7 @@ def train(
     Resumable: an interrupted run left a checkpoint in OUT; the same command continues it.
     """
     from mesh.convert.lora import ConversionError, StudentPlan, load_teacher_spec, train_student
-    from mesh.convert.store import CallStore
+    from mesh.recording.store import CallStore
 
     store = CallStore(store_path(db))
     try:
@@ -311,6 +311,9 @@ def demo(
         ),
     ] = "extractor",
     seed: Annotated[int, typer.Option(help="Seed of the workload and of training.")] = 0,
+    services_dir: Annotated[
+        Path, typer.Option(help="Where the registry, planner and teacher specs are.")
+    ] = Path("services"),
     output: Annotated[
         Path | None,
         typer.Option(
@@ -320,21 +323,22 @@ def demo(
 ) -> None:
     """The whole loop on this machine: serve and record a workload with the teacher agents,
     analyze, train a LoRA student, deploy it, route fresh traffic SLM-first; report the share
-    the student served, agreement with the teacher and the cost ratio."""
-    from mesh.cli import _bench_module  # the demo lives beside the benchmarks, in bench/
+    the student served, agreement with the teacher and the cost ratio. Run it in a checkout
+    (it reads services/ and models/base)."""
+    from mesh.convert.demo import DemoOptions, run_demo
 
-    conversion = _bench_module("conversion")
-    options = conversion.DemoOptions(
+    options = DemoOptions(
         work=work,
         record=record,
         serve=serve,
         extract=extract,
         seed=seed,
         names_from=names_from or None,
+        services=services_dir,
         output=output,
     )
     try:
-        conversion.main(options, console)
+        run_demo(options, console)
     except (RuntimeError, OSError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc

@@ -34,7 +34,7 @@ import torch
 from rich.console import Console
 
 from mesh.config import ServiceSpec, SpecError
-from mesh.convert.store import CallRecord, CallStore, Cluster
+from mesh.recording.store import CallRecord, CallStore, Cluster
 from mesh.slm.errors import GenerationFailedError, InputError, InvalidOutputError
 from mesh.slm.executor import OutputOptions
 from mesh.slm.generation import GenerationRequest

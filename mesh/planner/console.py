@@ -21,7 +21,7 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mesh.a2a.client import MeshClient, parts_value, plain
+from mesh.a2a.client import MeshClient, parts_value, restore_ints
 from mesh.support import SENDER_METADATA_KEY
 from mesh.tables import Column, print_table
 
@@ -145,7 +145,7 @@ async def run_task(
             elif kind == "status_update":
                 status = event.status_update.status
                 out.state = status.state
-                meta = plain(MessageToDict(event.status_update.metadata)).get("slmesh", {})
+                meta = restore_ints(MessageToDict(event.status_update.metadata)).get("slmesh", {})
                 if "plan" in meta:
                     out.plan = meta["plan"]
                     name = out.plan.get("workflow") or "plan"
@@ -161,7 +161,9 @@ async def run_task(
                 artifact = event.artifact_update.artifact
                 out.result = parts_value(artifact.parts)
                 out.metadata = (
-                    plain(MessageToDict(artifact.metadata)) if artifact.HasField("metadata") else {}
+                    restore_ints(MessageToDict(artifact.metadata))
+                    if artifact.HasField("metadata")
+                    else {}
                 )
                 steps = out.metadata.get("steps", {})
                 if steps:

@@ -18,9 +18,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mesh.planner.plan import Plan, PlanError, render, step_dependencies, validate_plan
 from mesh.planner.routing import Route
 from mesh.planner.steps import Outcome, StepCall
+from mesh.plans.model import Plan, PlanError, render, step_dependencies, validate_plan
 
 log = logging.getLogger(__name__)
 

@@ -45,19 +45,19 @@ from opentelemetry.trace import StatusCode
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mesh import telemetry
-from mesh.a2a.client import parts_value, plain
+from mesh.a2a.client import parts_value, restore_ints
 from mesh.a2a.tasks import FINISHED_STATES, open_task
 from mesh.config import ServiceSpec, Settings, SpecError
 from mesh.planner.engine import PlanRun, RunLimits
 from mesh.planner.functions import FUNCTIONS
 from mesh.planner.generate import PlanGenerator
 from mesh.planner.ledger import CostLedger
-from mesh.planner.plan import Plan, PlanError, count_actions, validate_plan
 from mesh.planner.routing import Route, build_routes
 from mesh.planner.runtime import RayOptions, RayRuntime
 from mesh.planner.steps import Outcome, StepCall
 from mesh.planner.store import PlanStore, open_plan_store
 from mesh.planner.workflows import EmbeddingRouter, Workflow, load_workflows
+from mesh.plans.model import Plan, PlanError, count_actions, validate_plan
 from mesh.support import SENDER_METADATA_KEY
 from mesh.support.policy import language_of
 from mesh.telemetry import names
@@ -102,7 +102,7 @@ def _waiting(task: pb.Task | None) -> tuple[dict[str, Any], str] | None:
     for artifact in reversed(task.artifacts):
         if artifact.name == RESULT_ARTIFACT:
             value = parts_value(artifact.parts)
-            workflow = plain(MessageToDict(artifact.metadata)).get("workflow")
+            workflow = restore_ints(MessageToDict(artifact.metadata)).get("workflow")
             if _question(value) and isinstance(workflow, str):
                 return value, workflow
     return None
@@ -112,7 +112,7 @@ def _sender(message: pb.Message) -> dict[str, Any] | None:
     """The sender as the channel verified it (message metadata ``slmesh/sender``)."""
     if not message.HasField("metadata"):
         return None
-    sender = plain(MessageToDict(message.metadata)).get(SENDER_METADATA_KEY)
+    sender = restore_ints(MessageToDict(message.metadata)).get(SENDER_METADATA_KEY)
     if isinstance(sender, dict) and isinstance(sender.get("email"), str) and sender["email"]:
         return {"email": sender["email"]}
     return None
@@ -305,7 +305,7 @@ class PlannerExecutor(AgentExecutor):
             raise RequestError("empty_request", "the request carries no message")
         data = get_data_parts(message.parts)
         if data:
-            body = plain(data[0])
+            body = restore_ints(data[0])
             if not isinstance(body, dict):
                 raise RequestError("bad_request", "the data part must be a JSON object")
             if "plan" in body:
@@ -603,7 +603,7 @@ class PlannerExecutor(AgentExecutor):
             progress.used or progress.passed_over or progress.rejected
         ):
             return
-        from mesh.convert.store import CallStore
+        from mesh.recording.store import CallStore
 
         async with self._calls_lock:
             if self._calls is None:

@@ -3,8 +3,8 @@
 Locally (the embedded default) ``ray.init()`` starts a private Ray instance for the
 planner process; with ``RAY_ADDRESS`` set (read by Ray itself) the planner joins that
 cluster instead, e.g. a KubeRay ``RayCluster``. Steps are calls on async actors hosting a
-:class:`~mesh.planner.steps.StepRunner`: measured here an actor call costs about half a
-task round trip (``bench/planner.py`` prints both), and an actor keeps its pooled mesh
+:class:`~mesh.planner.steps.StepRunner`: an actor call costs less than a task round trip
+(docs/benchmarks.md, "Planner"), and an actor keeps its pooled mesh
 client and registry view between steps.
 """
 

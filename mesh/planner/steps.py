@@ -25,12 +25,12 @@ from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
 from mesh import telemetry
-from mesh.a2a.client import MeshClient, parts_value, plain
+from mesh.a2a.client import MeshClient, parts_value, restore_ints
 from mesh.config import Settings
 from mesh.errors import DeadlineExceededError, NoReplicaError
 from mesh.planner.functions import FUNCTIONS
-from mesh.planner.plan import holds, render
 from mesh.planner.routing import Provider, Route, largest_parameters
+from mesh.plans.model import holds, render
 from mesh.schema import SchemaValidator
 from mesh.telemetry import names
 
@@ -437,7 +437,7 @@ def task_result(response: pb.SendMessageResponse | pb.Task) -> tuple[Any, dict[s
         raise StepError("the agent completed without a result artifact", retryable=False)
     artifact = task.artifacts[-1]
     usage = (
-        plain(MessageToDict(artifact.metadata)).get("usage")
+        restore_ints(MessageToDict(artifact.metadata)).get("usage")
         if artifact.HasField("metadata")
         else None
     )

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mesh.planner.plan import Plan, PlanError
+from mesh.plans.model import Plan, PlanError
 from mesh.schema import SchemaValidator
 
 log = logging.getLogger(__name__)

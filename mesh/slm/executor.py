@@ -45,18 +45,22 @@ from a2a.types import Message, Part
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mesh.a2a.cards import ModelFacts
-from mesh.a2a.client import plain
+from mesh.a2a.client import restore_ints
 from mesh.a2a.tasks import FINISHED_STATES, open_task
 from mesh.config import ServiceSpec, Settings, SpecError
-from mesh.convert.record import PendingCall, Recorder, name_fields
-from mesh.convert.store import CallRecord
 from mesh.slm.errors import (
     GenerationCancelledError,
     InputError,
     SchemaError,
     SLMError,
 )
-from mesh.slm.generation import Generation, GenerationRequest, GenerationStream, SLMBackend
+from mesh.slm.generation import (
+    Generation,
+    GenerationRequest,
+    GenerationStream,
+    SLMBackend,
+    Usage,
+)
 from mesh.slm.grammar import Choice, GroundedText, JsonOutput, OutputConstraint
 from mesh.slm.loading import ModelLoadError
 from mesh.slm.local import local_backend
@@ -247,8 +251,10 @@ class SLMExecutor(AgentExecutor):
             except SchemaError as exc:
                 raise SpecError(f"service {spec.name!r}: options.output: {exc}") from exc
         self._running: dict[str, GenerationStream] = {}
-        self.recorder = Recorder.from_settings(settings, spec.name)
-        self._output_spec = (
+        self.observers: list[Callable[[FinishedCall], None]] = []
+        """Called with every finished call, on the request path (so: quick, never raising):
+        the call recorder (:mod:`mesh.recording`) is one, installed by whoever builds the agent."""
+        self.output_spec = (
             self.options.output.model_dump(by_alias=True, exclude_none=True)
             if self.options.output
             else None
@@ -318,8 +324,10 @@ class SLMExecutor(AgentExecutor):
         await updater.start_work()
         text = input_text(context.message)
         outcome = await self._answer(text, updater)
-        if self.recorder is not None and outcome is not None:
-            self.recorder.submit(self._pending(updater.task_id, text, outcome, started))
+        if self.observers and outcome is not None:
+            call = self._finished(updater.task_id, text, outcome, started)
+            for observe in self.observers:
+                observe(call)
 
     async def _answer(self, text: str, updater: TaskUpdater) -> _Outcome | None:
         """Runs the task to its end state; the outcome to record, None when it was cancelled."""
@@ -388,38 +396,26 @@ class SLMExecutor(AgentExecutor):
         await updater.complete()
         return _Outcome("completed", generation, valid=True)
 
-    def _pending(self, task_id: str, text: str, outcome: _Outcome, started: float) -> PendingCall:
-        """What the recorder stores of one finished task (redacted later, off this path)."""
+    def _finished(self, task_id: str, text: str, outcome: _Outcome, started: float) -> FinishedCall:
+        """What observers see of one finished task."""
         generation = outcome.generation
-        usage = generation.usage if generation else None
         if generation is None:
             answer = None
         elif outcome.valid:
             answer = self._output_text(generation)
         else:
             answer = generation.text
-        record = CallRecord(
-            id=task_id,
+        return FinishedCall(
             task_id=task_id,
-            agent=self.spec.name,
-            skill=self.spec.skills[0].id if self.spec.skills else None,
-            prompt=self.options.prompt,
             input=text,
-            output=answer,
             state=outcome.state,
+            output=answer,
             valid=outcome.valid,
             error=outcome.error,
-            output_spec=self._output_spec,
-            model=usage.model if usage else self.backend.model_name,
-            parameters=usage.parameters if usage else None,
-            backend=self.options.backend,
+            value=generation.value if generation is not None and outcome.valid else None,
+            usage=generation.usage if generation is not None else None,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
-            input_tokens=usage.input_tokens if usage else None,
-            output_tokens=usage.output_tokens if usage else None,
-            mean_logprob=usage.mean_logprob if usage else None,
         )
-        names = name_fields(generation.value) if generation and outcome.valid else []
-        return PendingCall(record, tuple(names))
 
     async def _stream_chunks(
         self, stream: GenerationStream, updater: TaskUpdater, artifact_id: str
@@ -477,14 +473,31 @@ class SLMExecutor(AgentExecutor):
         await (await open_task(context, event_queue)).cancel()
 
     async def aclose(self) -> None:
-        if self.recorder is not None:
-            await self.recorder.aclose()
         await self.backend.aclose()
 
 
 @dataclass(frozen=True)
+class FinishedCall:
+    """One finished task of an SLM agent, as :attr:`SLMExecutor.observers` see it.
+
+    ``output`` is the answer as text (the label, compact JSON in schema order, or the text),
+    the invalid output of a failed call, or None; ``value`` the parsed answer of a valid one.
+    """
+
+    task_id: str
+    input: str
+    state: Literal["completed", "failed", "rejected"]
+    output: str | None
+    valid: bool
+    error: str | None
+    value: Any
+    usage: Usage | None
+    latency_ms: float
+
+
+@dataclass(frozen=True)
 class _Outcome:
-    """How a task ended, for the call recorder."""
+    """How a task ended, for the observers."""
 
     state: Literal["completed", "failed", "rejected"]
     generation: Generation | None = None
@@ -546,7 +559,7 @@ def input_text(message: Message | None) -> str:
     data = get_data_parts(message.parts)
     if data:
         value = data[0] if len(data) == 1 else data
-        return json.dumps(plain(value), separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(restore_ints(value), separators=(",", ":"), ensure_ascii=False)
     return get_message_text(message)
 
 

@@ -981,11 +981,11 @@ def _result_metadata(task: Any) -> dict[str, Any]:
     """The metadata of the task's last artifact (the planner's result: agents, cost, ...)."""
     from google.protobuf.json_format import MessageToDict
 
-    from mesh.a2a.client import plain
+    from mesh.a2a.client import restore_ints
 
     if not task.artifacts:
         return {}
-    value = plain(MessageToDict(task.artifacts[-1].metadata))
+    value = restore_ints(MessageToDict(task.artifacts[-1].metadata))
     return value if isinstance(value, dict) else {}
 
 

@@ -1,8 +1,8 @@
 """A lean OpenTelemetry tracer provider: the API's ``TracerProvider``, a fraction of the SDK's cost.
 
-The Python SDK spends ~125 us of a traced hop's event-loop time on one span (sampler objects,
-attribute validation under a lock per call, a ``ReadableSpan`` copy for the processor) and
-~37 us more per span building protobuf objects in its export thread (docs/benchmarks.md). This
+The Python SDK spends a large share of a traced hop's event-loop time on one span (sampler
+objects, attribute validation under a lock per call, a ``ReadableSpan`` copy for the processor)
+and more per span building protobuf objects in its export thread (docs/benchmarks.md). This
 provider keeps what a backend sees (ids, parentage, parent-based sampling from
 ``OTEL_TRACES_SAMPLER``, attributes, events, links, status, kind, resource, scope) and drops the
 rest: a span is a ``__slots__`` object whose attributes are a plain dict; an ended span is

@@ -1,9 +1,8 @@
 """Training precision on CPU: bf16 autocast only where the CPU computes bf16 natively.
 
-bf16 autocast trained the micro-SLMs about twice as fast as float32 on a CPU with AVX-512
-BF16, and about seven times slower than float32 on an AVX2-only CPU (measured here: one
-fwd/bwd/AdamW step of the 2.2M agent model on 8 x 280 tokens, one thread, 9.3 s against
-1.3 s), where every bf16 operation is emulated. So the default picks by what the CPU has.
+bf16 autocast trains the micro-SLMs faster than float32 on a CPU with AVX-512 BF16, and
+several times slower on an AVX2-only CPU, where every bf16 operation is emulated
+(docs/benchmarks.md, "Training precision on CPU"). So the default picks by what the CPU has.
 """
 
 from __future__ import annotations

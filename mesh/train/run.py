@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mesh.train.base import BASE, train_base
+from mesh.train.base_model import BASE, train_base
 from mesh.train.data.contract import SERVICES_DIR
 from mesh.train.data.dataset import TEST, Task
 from mesh.train.data.tasks import AGENTS, load_task

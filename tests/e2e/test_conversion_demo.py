@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mesh.convert.store import CallStore
 from mesh.launch import MeshState, stop_processes
+from mesh.recording.store import CallStore
 from tests.support.procs import ROOT
 
 pytestmark = pytest.mark.integration

@@ -142,6 +142,12 @@ def test_base_install_runs_the_cli_and_the_probe_without_torch(fresh: FreshInsta
     assert probe_help.returncode == 0, probe_help.stderr
     assert "SERVING" in probe_help.stdout
 
+    # The conversion demo is library code now: it ships in the wheel, not beside it in bench/.
+    assert fresh.has("mesh.convert.demo")
+    demo_help = fresh.run("slmesh", "convert", "demo", "--help")
+    assert demo_help.returncode == 0, demo_help.stderr
+    assert "--services-dir" in demo_help.stdout
+
     surface = fresh.run(fresh.python, CHECKER, "base")
     assert surface.returncode == 0, surface.stdout + surface.stderr
     for heavy in ("torch", "ray", "transformers"):

@@ -25,6 +25,7 @@ EXTRA_SURFACES = {
         "mesh.convert.analyze",
         "mesh.convert.deploy",
         "mesh.convert.lora",
+        "mesh.recording.executor",
     ),
     "planner": ("mesh.planner",),
     "dev": ("mesh.proto._generate",),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from mesh.convert.store import CallRecord, CallStore
+from mesh.recording.store import CallRecord, CallStore
 
 LABELS = ["refund_request", "order_status", "cancel_order"]
 PROMPT = "Classify.\nMessage: {input}\nIntent: "

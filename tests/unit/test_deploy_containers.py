@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from mesh.config import ServiceSpec, Settings, discover_services
-from mesh.image_models import model_dirs
+from mesh.prune_models import model_dirs
 from tests.support.dockerfile import expand, ignore_patterns, ignored, parse
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -137,7 +137,7 @@ def _planner_contract(spec: ServiceSpec, services_dir: Path) -> Contract:
     """The planner SLM's contract: ``options.generator``'s prompt (default: the runtime's) and
     the plan schema :class:`~mesh.planner.generate.PlanGenerator` decodes under, over the
     skills of the full mesh."""
-    from mesh.planner.generate import DEFAULT_MAX_STEPS, DEFAULT_PROMPT, plan_schema
+    from mesh.plans.generated import DEFAULT_MAX_STEPS, DEFAULT_PROMPT, plan_schema
 
     generator = spec.options["generator"]
     if not isinstance(generator, dict) or not generator.get("model"):

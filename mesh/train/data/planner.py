@@ -15,7 +15,7 @@ clauses (see ``_CLAUSES``), so held-out splits read combinations never trained o
   A plan that a model wrote has no idempotency key, so the tools agent refuses side
   effects from it anyway; the proposal is the answer a person (or a workflow) acts on.
 
-The prompt is what the runtime renders (:func:`~mesh.planner.generate.plan_input`: the
+The prompt is what the runtime renders (:func:`~mesh.plans.generated.plan_input`: the
 registered skills, then the request); the target is the compact JSON the grammar emits.
 Some examples list a subset of the skills or extra ones (another mesh's agents), so the
 model reads the list instead of assuming it. Request phrasings are split by position
@@ -32,8 +32,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from mesh.planner.generate import plan_input, plan_schema, to_plan
-from mesh.planner.plan import PlanError, validate_plan
+from mesh.plans.generated import plan_input, plan_schema, to_plan
+from mesh.plans.model import PlanError, validate_plan
 from mesh.train.data.contract import ContractError, compact, judged, mesh_skills
 from mesh.train.data.dataset import Example, Stream, Task
 from mesh.train.data.entities import Entities, Split

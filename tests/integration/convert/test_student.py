@@ -11,7 +11,7 @@ from a2a.types import a2a_pb2 as pb
 from google.protobuf.json_format import MessageToDict
 from typer.testing import CliRunner
 
-from mesh.a2a.client import MeshClient, StaticReplicas, plain
+from mesh.a2a.client import MeshClient, StaticReplicas, restore_ints
 from mesh.cli import app
 from mesh.convert.lora import StudentPlan, train_student
 from mesh.slm.loading import load_model
@@ -68,7 +68,7 @@ async def test_deployed_student_answers_a_label_with_its_own_usage(
     task = response.task
     assert task.status.state == pb.TaskState.TASK_STATE_COMPLETED, task.status
     (artifact,) = task.artifacts
-    (value,) = [plain(v) for v in get_data_parts(artifact.parts)]
+    (value,) = [restore_ints(v) for v in get_data_parts(artifact.parts)]
     assert value["label"] in LABELS
     usage = MessageToDict(artifact.metadata)["usage"]
     assert usage["model"] == "intents"

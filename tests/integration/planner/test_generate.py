@@ -15,7 +15,7 @@ from a2a.helpers.proto_helpers import new_text_message
 from a2a.types import a2a_pb2 as pb
 from google.protobuf.json_format import MessageToDict
 
-from mesh.a2a.client import MeshClient, StaticReplicas, parts_value, plain
+from mesh.a2a.client import MeshClient, StaticReplicas, parts_value, restore_ints
 from mesh.train.data.entities import demo_values
 from mesh.train.data.planner import templates_of
 from tests.support.procs import ROOT, ServiceProcess, start_registry, start_service
@@ -74,7 +74,7 @@ async def test_a_held_out_staff_request_gets_a_planner_slm_plan_that_runs(
     final = events[-1].status_update.status
     assert final.state == pb.TaskState.TASK_STATE_COMPLETED, [p.text for p in final.message.parts]
     plan_info = next(
-        plain(MessageToDict(e.status_update.metadata))["slmesh"]["plan"]
+        restore_ints(MessageToDict(e.status_update.metadata))["slmesh"]["plan"]
         for e in events
         if e.HasField("status_update") and "plan" in str(e.status_update.metadata)
     )
@@ -98,7 +98,7 @@ async def test_a_held_out_staff_request_gets_a_planner_slm_plan_that_runs(
         assert outcome["error"]["code"] == "customer_not_found"
     assert isinstance(reply, str)
     assert reply.strip()
-    assert set(plain(MessageToDict(artifact.metadata))["agents"]) == {
+    assert set(restore_ints(MessageToDict(artifact.metadata))["agents"]) == {
         "extractor",
         "tool-caller",
         "tools",

@@ -22,7 +22,7 @@ from a2a.types import a2a_pb2 as pb
 from google.protobuf import struct_pb2
 from google.protobuf.json_format import MessageToDict, ParseDict
 
-from mesh.a2a.client import MeshClient, StaticReplicas, parts_value, plain
+from mesh.a2a.client import MeshClient, StaticReplicas, parts_value, restore_ints
 from mesh.a2a.discovery import snapshot
 from mesh.planner.store import STEPS_TABLE
 from tests.conftest import ECHO_SERVICE
@@ -137,7 +137,7 @@ async def test_official_client_runs_an_explicit_plan(mesh: Mesh, binding: str) -
         assert kinds[0] == "task"
         assert events[-1].status_update.status.state == pb.TaskState.TASK_STATE_COMPLETED
         progress = [
-            plain(MessageToDict(e.status_update.metadata)).get("slmesh")
+            restore_ints(MessageToDict(e.status_update.metadata)).get("slmesh")
             for e in events
             if e.HasField("status_update") and e.status_update.HasField("metadata")
         ]
@@ -148,7 +148,7 @@ async def test_official_client_runs_an_explicit_plan(mesh: Mesh, binding: str) -
         task = await client.get_task(pb.GetTaskRequest(id=events[0].task.id))
         assert task.status.state == pb.TaskState.TASK_STATE_COMPLETED
         assert result_of(task) == {"n": 3, "echoed": ["A", "B", "C"]}
-        stats = plain(MessageToDict(task.artifacts[-1].metadata))["agents"]
+        stats = restore_ints(MessageToDict(task.artifacts[-1].metadata))["agents"]
         assert stats["echo"]["calls"] == 3
         assert stats["echo"]["errors"] == 0
         listed = await client.list_tasks(pb.ListTasksRequest())
@@ -465,7 +465,7 @@ async def test_the_planner_slm_writes_a_plan_when_no_workflow_matches(
     final = events[-1].status_update.status
     assert final.state == pb.TaskState.TASK_STATE_COMPLETED, [p.text for p in final.message.parts]
     plan_info = next(
-        plain(MessageToDict(e.status_update.metadata))["slmesh"]["plan"]
+        restore_ints(MessageToDict(e.status_update.metadata))["slmesh"]["plan"]
         for e in events
         if e.HasField("status_update") and "plan" in str(e.status_update.metadata)
     )
@@ -473,7 +473,7 @@ async def test_the_planner_slm_writes_a_plan_when_no_workflow_matches(
     artifact = next(e.artifact_update.artifact for e in events if e.HasField("artifact_update"))
     result = parts_value(artifact.parts)
     assert result["s0"] == text.upper()  # step 0 may only bind to the request text
-    assert set(plain(MessageToDict(artifact.metadata))["agents"]) <= {
+    assert set(restore_ints(MessageToDict(artifact.metadata))["agents"]) <= {
         "echo",
         "tally",
     }  # what is registered
@@ -567,7 +567,7 @@ async def test_an_answer_that_fails_its_check_is_replaced_by_the_fallback(mesh: 
     task = response.task
     assert task.status.state == pb.TaskState.TASK_STATE_COMPLETED, error_of(task)
     assert result_of(task) == write_reply(facts)
-    metadata = plain(MessageToDict(task.artifacts[-1].metadata))
+    metadata = restore_ints(MessageToDict(task.artifacts[-1].metadata))
     [escalation] = metadata["escalations"]
     assert escalation["step"] == "draft"
     assert escalation["from"] == "echo"

@@ -21,8 +21,8 @@ import yaml
 from a2a.types import a2a_pb2 as pb
 from google.protobuf.json_format import MessageToDict
 
-from mesh.a2a.client import MeshClient, StaticReplicas, plain
-from mesh.convert.store import CallStore
+from mesh.a2a.client import MeshClient, StaticReplicas, restore_ints
+from mesh.recording.store import CallStore
 from mesh.registry import RegistryClient
 from tests.integration.planner.test_planner import data_request, result_of
 from tests.support.procs import ROOT, ServiceProcess, start_registry, start_service
@@ -142,7 +142,7 @@ async def _run(mesh: RouterMesh) -> tuple[list[Any], dict[str, Any]]:
         response = await client.send_message("planner", _classify_all(), timeout=120)
     task = response.task
     assert task.status.state == pb.TaskState.TASK_STATE_COMPLETED, MessageToDict(task.status)
-    return result_of(task), plain(MessageToDict(task.artifacts[-1].metadata))
+    return result_of(task), restore_ints(MessageToDict(task.artifacts[-1].metadata))
 
 
 async def _registered(mesh: RouterMesh, agent: str, present: bool = True) -> None:

@@ -13,7 +13,7 @@ from a2a.helpers.proto_helpers import new_text_message
 from a2a.types import a2a_pb2 as pb
 from google.protobuf.json_format import MessageToDict
 
-from mesh.a2a.client import MeshClient, StaticReplicas, plain
+from mesh.a2a.client import MeshClient, StaticReplicas, restore_ints
 from mesh.slm.validation import OutputValidator
 from tests.support.procs import ServiceProcess
 from tests.support.tiny_slm import save_tiny_model
@@ -71,7 +71,7 @@ def _check_output(task: pb.Task, source: str) -> dict[str, object]:
     assert task.status.state == pb.TaskState.TASK_STATE_COMPLETED, task.status
     (artifact,) = task.artifacts
     assert artifact.name == "output"
-    (value,) = [plain(v) for v in get_data_parts(artifact.parts)]
+    (value,) = [restore_ints(v) for v in get_data_parts(artifact.parts)]
     assert OutputValidator(SCHEMA).is_valid(value), value
     for field in ("order_id", "email"):
         assert value[field] is None or value[field] in source

@@ -13,7 +13,7 @@ import yaml
 from a2a.types import a2a_pb2 as pb
 from google.protobuf.json_format import MessageToDict
 
-from mesh.a2a.client import MeshClient, StaticReplicas, plain
+from mesh.a2a.client import MeshClient, StaticReplicas, restore_ints
 from tests.support.procs import ROOT, ServiceProcess
 
 MESSAGES = [
@@ -48,7 +48,7 @@ def _data(task: pb.Task) -> dict:  # type: ignore[type-arg]
     for artifact in task.artifacts:
         for part in artifact.parts:
             if part.HasField("data"):
-                return plain(MessageToDict(part.data))
+                return restore_ints(MessageToDict(part.data))
     raise AssertionError(f"no data part in {task}")
 
 
@@ -62,7 +62,7 @@ async def test_classifier_answers_a_label_even_under_prompt_injection(
         task = await _ask(proc, "classifier", text)
         assert task.status.state == pb.TaskState.TASK_STATE_COMPLETED
         assert _data(task)["label"] in labels
-        usage = plain(MessageToDict(task.artifacts[0].metadata))["usage"]
+        usage = restore_ints(MessageToDict(task.artifacts[0].metadata))["usage"]
         assert usage["input_tokens"] > 5
         assert usage["parameters"] > 1_000_000
         assert usage["model"] == "classifier-encoder"

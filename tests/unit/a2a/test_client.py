@@ -15,7 +15,7 @@ from mesh.a2a.client import (
     StaticReplicas,
     grpc_target,
     is_retryable,
-    plain,
+    restore_ints,
 )
 from mesh.errors import NoReplicaError
 
@@ -71,7 +71,7 @@ def test_only_failures_that_ran_nothing_are_retryable() -> None:
 
 
 def test_plain_turns_whole_doubles_back_into_ints() -> None:
-    assert plain({"count": 2.0, "amount": "19.99", "xs": [1.0, 1.5]}) == {
+    assert restore_ints({"count": 2.0, "amount": "19.99", "xs": [1.0, 1.5]}) == {
         "count": 2,
         "amount": "19.99",
         "xs": [1, 1.5],

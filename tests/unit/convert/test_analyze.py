@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from mesh.convert.analyze import analyze, curate
-from mesh.convert.store import CallRecord, CallStore
+from mesh.recording.store import CallRecord, CallStore
 
 CLASSIFY = "Classify the support message.\nMessage: {input}\nIntent: "
 EXTRACT = "Extract the fields as JSON.\nMessage: {input}\nJSON: "

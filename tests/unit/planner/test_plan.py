@@ -8,7 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from mesh.planner.functions import FUNCTIONS
-from mesh.planner.plan import (
+from mesh.planner.workflows import load_workflows
+from mesh.plans.model import (
     Plan,
     PlanError,
     holds,
@@ -17,7 +18,6 @@ from mesh.planner.plan import (
     render,
     validate_plan,
 )
-from mesh.planner.workflows import load_workflows
 
 ROOT = Path(__file__).resolve().parents[3]
 SKILLS = {
@@ -208,7 +208,7 @@ def test_support_functions() -> None:
 def test_generated_plan_schema_allows_only_registered_skills_and_backward_bindings() -> None:
     import jsonschema
 
-    from mesh.planner.generate import plan_schema, to_plan
+    from mesh.plans.generated import plan_schema, to_plan
 
     schema = plan_schema(["echo", "extract_fields"], max_steps=3)
     check = jsonschema.Draft202012Validator(schema)

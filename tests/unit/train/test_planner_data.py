@@ -9,8 +9,9 @@ from functools import cache
 
 import pytest
 
-from mesh.planner.generate import PlanGenerator, plan_schema, to_plan
-from mesh.planner.plan import PlanError, validate_plan
+from mesh.planner.generate import PlanGenerator
+from mesh.plans.generated import plan_schema, to_plan
+from mesh.plans.model import PlanError, validate_plan
 from mesh.slm.generation import Generation, GenerationRequest, GenerationStream, Usage
 from mesh.slm.grammar import JsonOutput, compile_grammar
 from mesh.slm.guide import TokenVocabulary

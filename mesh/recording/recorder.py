@@ -1,11 +1,12 @@
 """The opt-in call recorder (S1 of the conversion loop): each model call, redacted, into the store.
 
-The SLM executor hands every finished call (completed, failed or rejected) to
-:meth:`Recorder.submit`, which only appends to an in-memory queue: the reply never waits on
-recording. A background task takes the queue in batches, looks up the names in each call's
-input (from the agent named by ``SLMESH_RECORD_NAMES_FROM``, over the mesh), then
-redacts and writes the batch in one transaction in a worker thread. A call whose names cannot be
-looked up is dropped and counted, never written unredacted.
+The recording wrapper (:mod:`mesh.recording.executor`) hands every finished call of an SLM
+agent (completed, failed or rejected) to :meth:`Recorder.submit`, which only appends to an
+in-memory queue: the reply never waits on recording. A background task takes the queue in
+batches, looks up the names in each call's input (from the agent named by
+``SLMESH_RECORD_NAMES_FROM``, over the mesh), then redacts and writes the batch in one
+transaction in a worker thread. A call whose names cannot be looked up is dropped and counted,
+never written unredacted.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from a2a.types import a2a_pb2 as pb
 
 from mesh.a2a.client import parts_value
 from mesh.config import Settings
-from mesh.convert.redact import Redaction
-from mesh.convert.store import CallRecord, CallStore
+from mesh.recording.redact import Redaction
+from mesh.recording.store import CallRecord, CallStore
 
 log = logging.getLogger(__name__)
 

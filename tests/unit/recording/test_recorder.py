@@ -1,4 +1,4 @@
-"""The call recorder: SLM executor calls land in the store redacted, off the request path."""
+"""The call recorder: finished calls land in the store redacted, off the request path."""
 
 from __future__ import annotations
 
@@ -7,30 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from a2a.helpers import new_text_part
-from a2a.types import TaskState
 
-from mesh.config import ServiceSpec, Settings, SkillSpec
-from mesh.convert.record import PendingCall, Recorder, name_fields
-from mesh.convert.store import CallRecord, CallStore
-from mesh.slm import SLMExecutor, TransformersBackend
-from tests.unit.slm.test_executor import local, model_dir, send  # noqa: F401 - shared fixtures
-
-LABELS = ["refund_request", "order_status", "other"]
-
-
-def classifier(db: Path, backend: TransformersBackend) -> SLMExecutor:
-    spec = ServiceSpec(
-        name="classifier",
-        executor="mesh.slm.executor:SLMExecutor",
-        skills=[SkillSpec(id="classify_intent", name="Classify", description="Intent.")],
-        options={
-            "model": "./model",
-            "prompt": "Intent of: {input}\n",
-            "output": {"labels": LABELS},
-        },
-    )
-    return SLMExecutor(spec, Settings(record_db=db), backend=backend)
+from mesh.recording.recorder import PendingCall, Recorder, name_fields
+from mesh.recording.store import CallRecord, CallStore
 
 
 def call(text: str, output: str | None = None, state: str = "completed", n: int = 1) -> CallRecord:
@@ -44,68 +23,6 @@ def call(text: str, output: str | None = None, state: str = "completed", n: int 
         state=state,
         valid=state == "completed",
     )
-
-
-async def test_executor_calls_are_stored_redacted_with_usage(
-    tmp_path: Path,
-    local: TransformersBackend,  # noqa: F811 - the shared fixture imported above
-) -> None:
-    db = tmp_path / "calls.db"
-    executor = classifier(db, local)
-    texts = [
-        "Refund please, I am jane.doe@mail.com",
-        "Call me at +44 20 7946 0958 about ORD-100001",
-    ]
-    tasks = [await send(executor, new_text_part(t)) for t in texts]
-    empty = await send(executor, new_text_part("  "))
-    assert executor.recorder is not None
-    await executor.recorder.flush()
-    rows = {r.task_id: r for r in CallStore(db).calls()}
-    assert set(rows) == {t.id for t in [*tasks, empty]}
-    first, second = rows[tasks[0].id], rows[tasks[1].id]
-    assert first.input == "Refund please, I am user1@example.com"
-    assert second.input == "Call me at +1-202-555-0001 about ORD-100001"
-    for task, row in zip(tasks, (first, second), strict=True):
-        assert task.status.state == TaskState.TASK_STATE_COMPLETED
-        assert row.output == task.artifacts[0].parts[1].text
-        assert row.output in LABELS
-        assert (row.state, row.valid, row.agent, row.skill) == (
-            "completed",
-            True,
-            "classifier",
-            "classify_intent",
-        )
-        assert row.prompt == "Intent of: {input}\n"
-        assert row.output_spec == {"labels": LABELS}
-        assert row.model == "model"
-        assert row.backend == "transformers"
-        assert row.parameters > 0
-        assert row.input_tokens > len(row.input)
-        assert row.output_tokens >= 1
-        assert row.mean_logprob is not None
-        assert row.mean_logprob <= 0
-        assert row.latency_ms is not None
-        assert row.latency_ms > 0
-    rejected = rows[empty.id]
-    assert (rejected.state, rejected.valid, rejected.output) == ("rejected", False, None)
-    assert rejected.error is not None
-    assert rejected.error.startswith("empty_input")
-    await executor.recorder.aclose()
-
-
-async def test_recording_off_without_the_setting(
-    local: TransformersBackend,  # noqa: F811 - the shared fixture imported above
-) -> None:
-    executor = SLMExecutor(
-        ServiceSpec(
-            name="c",
-            executor="mesh.slm.executor:SLMExecutor",
-            options={"model": "./m", "output": {"labels": LABELS}},
-        ),
-        Settings(),
-        backend=local,
-    )
-    assert executor.recorder is None
 
 
 async def test_names_from_the_finder_are_redacted_in_input_and_output(tmp_path: Path) -> None:
@@ -171,7 +88,7 @@ async def test_the_name_source_itself_uses_its_own_output_and_drops_its_failures
 async def test_submit_never_waits_and_a_full_queue_drops(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("mesh.convert.record.QUEUE_LIMIT", 2)
+    monkeypatch.setattr("mesh.recording.recorder.QUEUE_LIMIT", 2)
     recorder = Recorder(CallStore(tmp_path / "c.db"))
     for n in range(5):  # no await in between: the worker has not run yet
         recorder.submit(PendingCall(call("x", "y", n=n)))

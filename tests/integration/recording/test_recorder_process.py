@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from mesh.a2a.client import MeshClient, StaticReplicas
-from mesh.convert.store import CallStore
+from mesh.recording.store import CallStore
 from tests.support.procs import ROOT, ServiceProcess
 from tests.support.tiny_slm import save_tiny_model
 

@@ -37,10 +37,8 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from bench.hop import _machine
-from bench.report import write_section
+from mesh.reports import machine_facts, write_section
 
-ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Demonstration"
 TEACHERS = ("classifier", "extractor")
 STUDENT = "intent-student"
@@ -53,6 +51,9 @@ STEP_TIMEOUT_S = 600.0
 
 @dataclass
 class DemoOptions:
+    """Where the demo reads and writes (paths relative to the current folder: a checkout) and
+    its workload's size."""
+
     work: Path
     record: int = 1000
     """Messages served (and recorded) before training."""
@@ -62,10 +63,12 @@ class DemoOptions:
     """Of the recorded messages, how many also go to the extractor (a second task to cluster)."""
     names_from: str | None = "extractor"
     """The agent the recorder asks for the person names to redact in each call's input."""
-    base: Path = ROOT / "models" / "base"
+    services: Path = Path("services")
+    """The teacher agents' specs (the registry, the planner, ``TEACHERS``), copied into ``work``."""
+    base: Path = Path("models") / "base"
     seed: int = 0
     train_args: tuple[str, ...] = ()
-    output: Path | None = ROOT / "docs" / "conversion.md"
+    output: Path | None = Path("docs") / "conversion.md"
 
 
 def messages(count: int, seed: int) -> list[str]:
@@ -75,13 +78,14 @@ def messages(count: int, seed: int) -> list[str]:
     return [compose(Random(f"demo/{seed}/{i}"), "test").text for i in range(count)]
 
 
-def prepare_services(work: Path) -> Path:
-    """Copies of the registry, planner and teacher specs, model paths made absolute."""
+def prepare_services(work: Path, sources: Path) -> Path:
+    """Copies of the registry, planner and teacher specs under ``sources``, model paths made
+    absolute."""
     from mesh.config import ServiceSpec
 
     services = work / "services"
     for name in ("registry", "planner", *TEACHERS):
-        source = ROOT / "services" / name
+        source = sources / name
         target = services / name
         target.mkdir(parents=True, exist_ok=True)
         spec = yaml.safe_load((source / "agent.yaml").read_text(encoding="utf-8"))
@@ -129,7 +133,7 @@ async def through_planner(
     from a2a.types import a2a_pb2 as pb
     from google.protobuf.json_format import MessageToDict
 
-    from mesh.a2a.client import MeshClient, parts_value, plain
+    from mesh.a2a.client import MeshClient, parts_value, restore_ints
     from mesh.a2a.discovery import snapshot
 
     results: list[Any] = []
@@ -147,7 +151,7 @@ async def through_planner(
                     f"planner task {task.id} ended {pb.TaskState.Name(task.status.state)}"
                 )
             results.extend(parts_value(task.artifacts[-1].parts))
-            metas.append(plain(MessageToDict(task.artifacts[-1].metadata)))
+            metas.append(restore_ints(MessageToDict(task.artifacts[-1].metadata)))
             console.print(
                 f"  {label}: {len(results)}/{len(texts)} messages "
                 f"({len(results) / (time.monotonic() - started):.1f}/s)"
@@ -203,7 +207,7 @@ def wait_recorded(
     after the reply; with name lookups, at the name source's pace): until each agent has its
     expected calls, or nothing new arrived for ``quiet_s`` (calls the recorder dropped never
     arrive)."""
-    from mesh.convert.store import CallStore
+    from mesh.recording.store import CallStore
 
     started = last_change = time.monotonic()
     seen: dict[str, int] = {}
@@ -231,7 +235,6 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mesh", "convert", *args],
         check=True,
-        cwd=ROOT,
         stdout=subprocess.PIPE if "--json" in args else None,
         text=True,
     )
@@ -241,7 +244,8 @@ def _label(value: Any) -> Any:
     return value.get("label") if isinstance(value, dict) and "label" in value else value
 
 
-def main(options: DemoOptions, console: Console | None = None) -> dict[str, Any]:
+def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, Any]:
+    """Runs the five steps (the module's docstring) and returns the report it writes."""
     from mesh.config import ServiceSpec, Settings
     from mesh.launch import Launcher
     from mesh.planner.ledger import merge_costs
@@ -259,7 +263,7 @@ def main(options: DemoOptions, console: Console | None = None) -> dict[str, Any]
         shutil.rmtree(stale, ignore_errors=True)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
-    services = prepare_services(work)
+    services = prepare_services(work, options.services)
     env = {"SLMESH_RECORD_DB": str(db)}
     if options.names_from:
         env["SLMESH_RECORD_NAMES_FROM"] = options.names_from  # names in inputs: found by that agent
@@ -419,7 +423,7 @@ def _print(report: dict[str, Any], console: Console) -> None:
 
 
 def _markdown(report: dict[str, Any]) -> str:
-    machine = _machine()
+    machine = machine_facts()
     cost, training, timings = report["cost"], report["training"], report["timings"]
     held = training["metrics"]["heldout"]
     size_ratio = training["teacher"]["parameters"] / training["parameters"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from mesh.image_models import main, model_dirs
+from mesh.prune_models import main, model_dirs
 
 
 def _checkout(tmp_path: Path) -> Path:

@@ -3,7 +3,7 @@
 One SQLite file (WAL) that every recording agent process of a mesh may share
 (``SLMESH_RECORD_DB``): each call is one short INSERT, so several writers wait on the
 busy timeout instead of failing. Nothing reaches this store unredacted: the recorder
-(:mod:`mesh.convert.record`) redacts before it calls :meth:`CallStore.add`.
+(:mod:`mesh.recording.recorder`) redacts before it calls :meth:`CallStore.add`.
 
 ``convert analyze`` writes ``clusters`` and ``members``; ``convert train CLUSTER`` reads a
 cluster's calls back with :meth:`CallStore.cluster_calls`.

@@ -1,4 +1,4 @@
-"""``python -m mesh.image_models SERVICE_DIR MODELS_DIR``: keep only the models a service loads.
+"""``python -m mesh.prune_models SERVICE_DIR MODELS_DIR``: keep only the models a service loads.
 
 A container image carries one service. Its spec names the model folders it loads
 (``options.model``, and ``options.adapter`` for a LoRA student, relative to the spec), so

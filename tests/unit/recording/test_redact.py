@@ -1,4 +1,4 @@
-"""PII redaction of recorded calls (mesh.convert.redact)."""
+"""PII redaction of recorded calls (mesh.recording.redact)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mesh.convert.redact import SURROGATE_NAMES, Redaction, luhn_valid
+from mesh.recording.redact import SURROGATE_NAMES, Redaction, luhn_valid
 
 
 @pytest.mark.parametrize(
