@@ -1016,6 +1016,19 @@ def bench_scale(
     )
 
 
+@bench_app.command("feed")
+def bench_feed(
+    ticks: Annotated[int, typer.Option(help="Task events per run.")] = 300,
+    interval_ms: Annotated[float, typer.Option(help="Milliseconds between events.")] = 20.0,
+    output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path(
+        "docs/benchmarks.md"
+    ),
+) -> None:
+    """How late task events reach a subscriber on another replica: a2a-sdk's polling vs
+    LISTEN/NOTIFY, in one run (needs PostgreSQL on 127.0.0.1:5432)."""
+    _bench_module("feed").main(ticks=ticks, interval_ms=interval_ms, output=output)
+
+
 @bench_app.command("planner")
 def bench_planner(
     steps: Annotated[int, typer.Option(help="Width of the fan-out/fan-in plan.")] = 1000,
