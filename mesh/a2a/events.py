@@ -229,7 +229,7 @@ class NotifyTaskEventStream(TaskEventStream):
                     timeout=self._connect_timeout_s,
                     server_settings={"application_name": self.application_name},
                 )
-            except _ERRORS as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever it is, the feed must go on
                 log.warning("task event feed cannot connect (%s); retrying", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -250,6 +250,9 @@ class NotifyTaskEventStream(TaskEventStream):
                         await conn.execute("SELECT 1", timeout=self._connect_timeout_s)
             except _ERRORS as exc:
                 log.warning("task event feed lost its LISTEN connection (%s)", exc)
+            except Exception:  # a bug must not leave subscribers on the slow path for good
+                log.exception("task event feed failed; reconnecting")
+                await asyncio.sleep(delay)
             finally:
                 self._listener = None
                 conn.terminate()
