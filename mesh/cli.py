@@ -1021,6 +1021,42 @@ def bench_scale(
     )
 
 
+@bench_app.command("feed")
+def bench_feed(
+    ticks: Annotated[int, typer.Option(help="Task events per run.")] = 300,
+    interval_ms: Annotated[float, typer.Option(help="Milliseconds between events.")] = 20.0,
+    output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path(
+        "docs/benchmarks.md"
+    ),
+) -> None:
+    """How late task events reach a subscriber on another replica: a2a-sdk's polling vs
+    LISTEN/NOTIFY, in one run (needs PostgreSQL on 127.0.0.1:5432)."""
+    _bench_module("feed").main(ticks=ticks, interval_ms=interval_ms, output=output)
+
+
+@bench_app.command("registry")
+def bench_registry(
+    replicas: Annotated[int, typer.Option(help="Simulated replicas heartbeating.")] = 1000,
+    watchers: Annotated[int, typer.Option(help="Watch clients (all agents).")] = 50,
+    interval_s: Annotated[float, typer.Option(help="Heartbeat period of each replica.")] = 2.0,
+    changes: Annotated[float, typer.Option(help="Replica changes/s in the second phase.")] = 20.0,
+    phase_s: Annotated[float, typer.Option(help="Seconds per measured phase.")] = 10.0,
+    output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path(
+        "docs/benchmarks.md"
+    ),
+) -> None:
+    """The registry on PostgreSQL under many heartbeating replicas and watchers, one registry
+    vs two: CPU, memory, heartbeat and watch latency (needs PostgreSQL on 127.0.0.1:5432)."""
+    _bench_module("registry_load").main(
+        replicas=replicas,
+        watchers=watchers,
+        interval_s=interval_s,
+        changes=changes,
+        phase_s=phase_s,
+        output=output,
+    )
+
+
 @bench_app.command("planner")
 def bench_planner(
     steps: Annotated[int, typer.Option(help="Width of the fan-out/fan-in plan.")] = 1000,

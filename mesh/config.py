@@ -92,6 +92,15 @@ class Settings(BaseSettings):
         "CancelTask and SubscribeToTask reach a task from any replica. 'local' keeps a task's "
         "live events in the process running it.",
     )
+    task_event_feed: Literal["notify", "poll"] = Field(
+        "notify",
+        description="With task_events='database' on PostgreSQL: how a replica hears of the task "
+        "events other replicas commit, for its SubscribeToTask callers. 'notify': a trigger on "
+        "the event log NOTIFYs at each commit and one LISTEN connection per replica wakes the "
+        "subscribers, which read the log (it stays the truth; after a reconnect they read what "
+        "they missed). 'poll': a2a-sdk's stream reads the log every 0.5 s; for a PostgreSQL "
+        "reached through a transaction-pooling PgBouncer, where LISTEN does not work.",
+    )
     task_lease_s: float = Field(
         10.0,
         gt=0,

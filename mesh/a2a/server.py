@@ -47,6 +47,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mesh.a2a.cards import Endpoints, build_card, card_routes
+from mesh.a2a.events import NotifyTaskEventStream
 from mesh.a2a.gates import Admission, HttpGate, add_gated_service
 from mesh.a2a.handler import MeshGrpcHandler, MeshRequestHandler
 from mesh.a2a.leases import LeasedExecutor, TaskTakeover, build_takeover
@@ -120,19 +121,27 @@ def build_task_store(spec: ServiceSpec, settings: Settings) -> TaskStore | Versi
     return DatabaseTaskStore(engine, table_name=table)
 
 
-def build_event_stream(store: TaskStore | VersionedTaskStore) -> TaskEventStream | None:
+def build_event_stream(
+    store: TaskStore | VersionedTaskStore, settings: Settings, replica_id: str = ""
+) -> TaskEventStream | None:
     """The cross-replica event stream that goes with a versioned database store, else None.
 
-    a2a-sdk's ``DatabaseTaskEventStream`` polls the event log the store writes in the same
-    transaction as each task version, so a subscriber on any replica sees every event.
+    The store writes each event to its log in the transaction of the task's new version, so
+    a subscriber on any replica sees every event. On PostgreSQL the log is followed by
+    ``LISTEN/NOTIFY`` (:class:`~mesh.a2a.events.NotifyTaskEventStream`); elsewhere, or with
+    ``task_event_feed='poll'``, by a2a-sdk's ``DatabaseTaskEventStream``, which reads it every
+    0.5 s.
     """
     from a2a.server.cluster import VersionedDatabaseTaskStore
 
     if not isinstance(store, VersionedDatabaseTaskStore):
         return None
+    engine = store.as_task_store.engine  # type: ignore[attr-defined]  # an SQL store
+    if settings.task_event_feed == "notify" and engine.dialect.name == "postgresql":
+        return NotifyTaskEventStream(engine, replica_id=replica_id)
     from a2a.server.cluster import DatabaseTaskEventStream
 
-    return DatabaseTaskEventStream(store.as_task_store.engine)  # type: ignore[attr-defined]  # SQL store
+    return DatabaseTaskEventStream(engine)
 
 
 def build_task_takeover(
@@ -285,7 +294,6 @@ class AgentServer:
         if prepare is not None:
             prepare()
         self.task_store = task_store or build_task_store(spec, settings)
-        self.event_stream = build_event_stream(self.task_store)
         token = settings.api_token.get_secret_value() if settings.api_token else None
         self.admission = Admission(
             max_request_bytes=settings.max_request_bytes,
@@ -293,6 +301,7 @@ class AgentServer:
             max_in_flight=settings.max_in_flight,
         )
         self.replica_id = settings.replica_id or f"{spec.name}-{socket.gethostname()}-{os.getpid()}"
+        self.event_stream = build_event_stream(self.task_store, settings, self.replica_id)
         self.takeover = build_task_takeover(spec, settings, self.task_store, self.replica_id)
         self._http_sock = _bind(settings.host, settings.http_port)
         options: list[tuple[str, int]] = [
@@ -425,6 +434,8 @@ class AgentServer:
         initialize = getattr(self.task_store, "initialize", None)
         if initialize is not None:
             await initialize()
+        if isinstance(self.event_stream, NotifyTaskEventStream):
+            await self.event_stream.initialize()  # after the store: it made the event log
         if isinstance(self.push_store, DatabasePushNotificationConfigStore):
             await self.push_store.initialize()
         if self.push_sender is not None:
@@ -531,6 +542,8 @@ class AgentServer:
             await self.push_store.engine.dispose()
         if self.takeover is not None:
             await self.takeover.stop()
+        if isinstance(self.event_stream, NotifyTaskEventStream):
+            await self.event_stream.aclose()
         if isinstance(self.task_store, SqliteTaskStore):
             self.task_store.close()
         store = getattr(self.task_store, "as_task_store", self.task_store)

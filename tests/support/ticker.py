@@ -14,8 +14,9 @@ from mesh.config import ServiceSpec, Settings
 
 
 class TickerExecutor(AgentExecutor):
-    """``ticks:N:SECONDS`` emits N working updates ("tick I"), SECONDS apart, then completes
-    with an artifact "done after N ticks"; a cancel ends the task at the next tick.
+    """``ticks:N:SECONDS[:WAIT]`` emits N working updates ("tick I"), SECONDS apart (the first
+    WAIT seconds after the task starts working), then completes with an artifact "done after N
+    ticks"; a cancel ends the task at the next tick.
 
     Re-executed on a task that already ticked (a takeover after its replica died), it goes
     on after the last tick the task recorded, as an executor that can resume should.
@@ -25,9 +26,11 @@ class TickerExecutor(AgentExecutor):
         self.cancelled: set[str] = set()
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-        _, count, interval = get_message_text(context.message).split(":")
+        _, count, interval, *wait = get_message_text(context.message).split(":")
         updater = await open_task(context, event_queue)
         await updater.start_work()
+        if wait:
+            await asyncio.sleep(float(wait[0]))
         for i in range(_recorded_ticks(context.current_task), int(count)):
             if context.task_id in self.cancelled:
                 return
