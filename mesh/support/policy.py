@@ -15,6 +15,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from mesh.tools.faq import terms
+
 MAX_MESSAGE_CHARS = 600
 """A message is cut to this many characters (at a word boundary) before any model sees it."""
 MAX_TAIL_CHARS = 200
@@ -259,16 +261,13 @@ def aside_question(message: str) -> str | None:
     or "plus", ending in ``?``, naming no order id or email, with at least
     :data:`MIN_ASIDE_TERMS` topic words. The desk answers it from the FAQ, or says it could
     not; ``None`` when the message has no such question."""
-    from mesh.tools.faq import terms
-
     # "and" only after a sentence's end counts ("Cancel it. And ..."), not inside one.
     for found in _ASIDE_MARK.finditer(message):
         before = message[: found.start()].rstrip()
         rest = message[found.end() :]
         mark = _MARK_WORDS.match(rest)
-        if mark is None or (
-            mark.group().strip().lower() == "and" and not before.endswith((".", "?", "!"))
-        ):
+        word = mark.group().strip(" ,:\u2014\u2013-").lower() if mark else ""
+        if mark is None or (word == "and" and not before.endswith((".", "?", "!"))):
             continue
         clause = re.split(r"(?<=[.?!])\s", rest, maxsplit=1)[0].strip()
         question = clause[mark.end() :].strip(" ,:\u2014\u2013-")
