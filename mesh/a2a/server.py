@@ -294,6 +294,7 @@ class AgentServer:
         if prepare is not None:
             prepare()
         self.task_store = task_store or build_task_store(spec, settings)
+        self._warm = False  # ready (HTTP /readyz, gRPC health) only once warm-up has run
         token = settings.api_token.get_secret_value() if settings.api_token else None
         self.admission = Admission(
             max_request_bytes=settings.max_request_bytes,
@@ -417,10 +418,11 @@ class AgentServer:
         return Response(body, media_type=media_type)
 
     async def _readyz(self) -> JSONResponse:
-        ready = not self.admission.draining
+        ready = self._warm and not self.admission.draining
         return JSONResponse(
             {
                 "ready": ready,
+                "warming_up": not self._warm,
                 "in_flight": self.admission.in_flight,
                 "draining": self.admission.draining,
             },
@@ -479,6 +481,7 @@ class AgentServer:
             started = time.perf_counter()
             await warm_up()
             log.info("agent %s warmed up in %.2f s", self.spec.name, time.perf_counter() - started)
+        self._warm = True
         for service in ("", A2A_GRPC_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         await self._start_registration()

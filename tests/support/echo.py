@@ -25,6 +25,11 @@ class EchoExecutor(AgentExecutor):
         self.delay = float(options.get("delay_s", 0.0))
         # A service slow to start (a large model loading): `slmesh up` interrupted mid-start.
         time.sleep(float(options.get("start_delay_s", 0.0)))
+        self.warm_up_s = float(options.get("warm_up_s", 0.0))
+
+    async def warm_up(self) -> None:
+        """Like a model's first forward passes: the replica is not ready until it is done."""
+        await asyncio.sleep(self.warm_up_s)
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         text = get_message_text(context.message) if context.message else ""

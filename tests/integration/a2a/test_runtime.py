@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import httpx
 import pytest
+import yaml
 from a2a.client import A2ACardResolver, ClientConfig, create_client
 from a2a.helpers.proto_helpers import new_text_message
 from a2a.types import a2a_pb2 as pb
@@ -111,6 +115,29 @@ async def test_card_and_health_endpoints(echo: ServiceProcess) -> None:
             health_pb2.HealthCheckRequest(service="lf.a2a.v1.A2AService"), timeout=5
         )
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_replica_is_not_ready_until_its_warm_up_has_run(
+    tmp_path: Path, spawn: Callable[..., ServiceProcess]
+) -> None:
+    spec = yaml.safe_load((ECHO_SERVICE / "agent.yaml").read_text())
+    spec["options"] = {"warm_up_s": 3}
+    service = tmp_path / "slow-echo"
+    service.mkdir()
+    (service / "agent.yaml").write_text(yaml.safe_dump(spec))
+    proc = spawn(service, wait=False)
+    seen: list[int] = []
+    deadline = time.monotonic() + 60
+    while not seen or seen[-1] != 200:
+        assert time.monotonic() < deadline, proc.output()
+        with contextlib.suppress(httpx.HTTPError):
+            response = httpx.get(proc.http_url + "/readyz", timeout=1)
+            seen.append(response.status_code)
+            if response.status_code == 503:
+                assert response.json()["warming_up"] is True
+        time.sleep(0.05)
+    assert 503 in seen  # served, but not ready, while it warmed up
+    assert "warmed up" in proc.output()
 
 
 async def test_tasks_survive_a_restart_in_the_sqlite_store(
