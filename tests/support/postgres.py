@@ -3,10 +3,11 @@ removal of one agent's rows, so tests sharing the database do not see each other
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 
@@ -65,3 +66,28 @@ async def own_database(prefix: str = "slmesh_test") -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+async def _admin(statement: str) -> None:
+    conn = await connect()
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def scratch_database(prefix: str) -> Iterator[str]:
+    """A database of the caller's own on the machine's PostgreSQL (its ``postgresql://`` URL),
+    dropped after with whatever is still connected to it; skips the test when PostgreSQL is
+    not running."""
+    import pytest
+
+    if not postgres_up():
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql://127.0.0.1:5432/{name}"
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE "{name}" WITH (FORCE)'))

@@ -5,7 +5,6 @@ order, pushed by NOTIFY (not a 0.5 s poll), and none is lost when B's LISTEN con
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from a2a.types import a2a_pb2 as pb
 
 from mesh.a2a.events import APPLICATION_NAME
 from tests.support.event_feed import follow_from_both, lags_ms, percentile, ticker_service
-from tests.support.postgres import connect, postgres_up
+from tests.support.postgres import scratch_database
 from tests.support.procs import ServiceProcess
 
 pytestmark = pytest.mark.integration
@@ -25,25 +24,11 @@ TICKS = 40
 CUT_AT = 15
 
 
-async def _admin(statement: str) -> None:
-    conn = await connect()
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def database() -> Iterator[str]:
     """A database of this test's own (its SQLAlchemy URL), dropped after."""
-    if not postgres_up():
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
-    name = f"feed_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql+asyncpg://127.0.0.1:5432/{name}"
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    with scratch_database("feed") as url:
+        yield url.replace("postgresql://", "postgresql+asyncpg://", 1)
 
 
 async def _listeners(database: str, replica: str) -> list[int]:

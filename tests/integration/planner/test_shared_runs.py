@@ -30,33 +30,19 @@ from mesh.a2a.client import MeshClient, StaticReplicas, parts_value
 from mesh.planner.store import STEPS_TABLE
 from tests.conftest import ECHO_SERVICE
 from tests.integration.planner.test_planner import FAST, PLANNER, data_request, error_of
-from tests.support.postgres import postgres_up
+from tests.support.postgres import scratch_database
 from tests.support.procs import ROOT, ServiceProcess, start_registry, start_service, wait_ready
 
 pytestmark = pytest.mark.integration
 
-ADMIN = "postgresql://127.0.0.1:5432/test"
 TOOLS = ROOT / "services" / "tools"
 REFUNDS = 3
-
-
-async def _admin(statement: str) -> None:
-    conn = await asyncpg.connect(ADMIN)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
 def database() -> Iterator[str]:
     """A database of this test's own, migrated for the order tables; dropped after."""
-    if not postgres_up():
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
-    name = f"runs_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    url = f"postgresql://127.0.0.1:5432/{name}"
-    try:
+    with scratch_database("runs") as url:
         done = subprocess.run(
             [sys.executable, "-m", "mesh", "db", "upgrade", "--url", url],
             cwd=ROOT,
@@ -68,8 +54,6 @@ def database() -> Iterator[str]:
         )
         assert done.returncode == 0, done.stderr
         yield url
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
 async def _fetch(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:

@@ -8,24 +8,21 @@ import asyncio
 import contextlib
 import itertools
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import grpc
 import pytest
 
 from mesh.proto.slmesh.registry.v1 import registry_pb2 as pb
 from mesh.registry import Backoff, Registration, RegistryClient, RegistryView
 from tests.integration.registry.test_service import replica
-from tests.support.postgres import postgres_up
+from tests.support.postgres import scratch_database
 from tests.support.procs import ServiceProcess, start_registry
 
 pytestmark = pytest.mark.integration
 
-ADMIN = "postgresql://127.0.0.1:5432/test"
 TTL_S = 3.0
 FAST = {"SLMESH_REGISTRY_TTL_S": str(TTL_S), "SLMESH_HEARTBEAT_INTERVAL_S": "0.5"}
 RETRY = Backoff(initial_s=0.05, max_s=0.3)
@@ -37,24 +34,10 @@ ADDED, UPDATED, REMOVED, SYNCED = (
 )
 
 
-async def _admin(statement: str) -> None:
-    conn = await asyncpg.connect(ADMIN)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def database() -> Iterator[str]:
-    if not postgres_up():
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
-    name = f"registry_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql://127.0.0.1:5432/{name}"
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    with scratch_database("registry") as url:
+        yield url
 
 
 @pytest.fixture

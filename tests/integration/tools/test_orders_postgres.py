@@ -38,32 +38,19 @@ from mesh.tools.postgres import (
     PostgresOrders,
     create_engine,
 )
-from tests.support.postgres import postgres_up
+from tests.support.postgres import scratch_database
 from tests.support.procs import ROOT, ServiceProcess, wait_ready
 
 pytestmark = pytest.mark.integration
 
 TOOLS = ROOT / "services" / "tools"
-ADMIN = "postgresql://127.0.0.1:5432/test"
 
 
 @pytest.fixture
 def database() -> Iterator[str]:
     """A database of this test's own (URL), dropped after with whatever is connected to it."""
-    if not postgres_up():
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
-    name = f"orders_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    yield f"postgresql://127.0.0.1:5432/{name}"
-    asyncio.run(_admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
-
-
-async def _admin(statement: str) -> None:
-    conn = await asyncpg.connect(ADMIN)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
+    with scratch_database("orders") as url:
+        yield url
 
 
 def db_upgrade(url: str) -> subprocess.CompletedProcess[str]:
