@@ -83,6 +83,17 @@ def support_prepare(value: Any) -> dict[str, Any]:
     }
 
 
+@planner_function("support.agreed_fields")
+def support_agreed_fields(value: Any) -> dict[str, Any]:
+    """The extractor's fields, the amount checked against the message
+    (:func:`policy.agreed_fields`)."""
+    case = _mapping(value, "support.agreed_fields")
+    fields = case.get("fields")
+    return policy.agreed_fields(
+        fields if isinstance(fields, Mapping) else {}, str(case.get("message") or "")
+    )
+
+
 @planner_function("support.principal")
 def support_principal(value: Any) -> dict[str, Any]:
     """Who tool calls act for: ``{"customer": email}`` of a verified sender, else anonymous."""

@@ -10,8 +10,10 @@ fields, tool_call, tool_result, reply) is scored here:
 - **intent** (classifier): the label equals the item's intent; judged, like the fields,
   on the messages the desk reads: a message in another language that the desk answers
   with its English-only notice is not classified (its language is judged instead);
-- **fields** (extractor): every listed field equals, case-insensitive and trimmed (a
-  listed null must be null; amounts compare as numbers);
+- **fields** (extractor, its amount checked against the message by
+  ``support.agreed_fields``; the raw output is the ticket's ``extracted``): every listed
+  field equals, case-insensitive and trimmed (a listed null must be null; amounts compare
+  as numbers);
 - **tool** (tool-caller and planner): the right tool with the listed arguments, no call
   where none may run, no side-effect tool where the item forbids one; an item whose
   sender may not take the action it asks for (``side_effect: refused``) also passes with no
@@ -735,8 +737,8 @@ def meets_targets(summary: Summary) -> list[str]:
 
 _ROWS = (
     ("intent (classifier)", "intent"),
-    ("fields, items (extractor)", "fields_items"),
-    ("fields, values (extractor)", "fields_values"),
+    ("fields, items (extractor + amount rule)", "fields_items"),
+    ("fields, values (extractor + amount rule)", "fields_values"),
     ("tool call (tool-caller + planner)", "tool"),
     ("tool call when intent and fields are right", "tool_given_upstream"),
     ("reply: every must fact, no must-not (responder)", "reply"),

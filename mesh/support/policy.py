@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from mesh.tools.faq import terms
@@ -206,6 +207,102 @@ INTENT_TOOLS: Mapping[str, frozenset[str]] = {
 lack an amount or address). ``general_question`` fits any tool."""
 
 
+_AMOUNT = re.compile(
+    r"(?P<before>(?:[£$€]|\b(?:eur|usd|gbp)\b)\s?)?"
+    r"(?<![\w.,/-])(?P<number>\d+(?:[.,]\d+)*)(?![\w/-]|[.,]\d)"
+    r"(?P<after>\s?(?:[£$€]|(?:eur|usd|gbp|euros?|dollars?|pounds?|quid|bucks)\b))?",
+    re.IGNORECASE,
+)
+_PRICE_MARK = re.compile(
+    r"\b(?:paid|pay|cost|costs|price|priced|charged|total|spent|was|were|worth)\W+(?:\w+\W+)?$",
+    re.IGNORECASE,
+)
+
+
+def _decimal(number: str) -> Decimal | None:
+    """``69.99``, ``69,99`` (a decimal comma) or ``1,299.00`` as a number; None if none."""
+    if re.fullmatch(r"\d+,\d{1,2}", number):
+        number = number.replace(",", ".")
+    try:
+        return Decimal(number.replace(",", ""))
+    except InvalidOperation:
+        return None
+
+
+def message_amounts(message: str) -> list[tuple[Decimal, str, bool]]:
+    """The money amounts a message writes, in order: each as ``(value, text, price)``,
+    where ``price`` says the message marks it as what was paid ("I paid 89.99 EUR", "it
+    cost 40 EUR"). A number counts as an amount when a currency sits beside it or it has
+    cents ("20.00"); order ids, dates and quantities ("3 days") do not."""
+    found: list[tuple[Decimal, str, bool]] = []
+    for match in _AMOUNT.finditer(message):
+        number = match.group("number")
+        if match.group("before") is None and match.group("after") is None:
+            if not re.fullmatch(r"\d+[.,]\d{2}", number):
+                continue
+        value = _decimal(number)
+        if value is None:
+            continue
+        price = _PRICE_MARK.search(message[max(0, match.start() - 40) : match.start()])
+        found.append((value, number, price is not None))
+    return found
+
+
+def _written_amount(
+    proposed: object, extracted: object, message: str
+) -> tuple[Decimal, str, bool] | None:
+    """The amount of :func:`message_amounts` that :func:`agreed_amount` picks."""
+    amounts = message_amounts(message)
+
+    def written(value: object) -> tuple[Decimal, str, bool] | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+            return None
+        text = str(value).strip()
+        wanted = _decimal(text)
+        if wanted is None:
+            return None
+        for amount in amounts:
+            if amount[0] == wanted:
+                return amount
+        parts = [a for a in amounts if text in a[1]]
+        return parts[0] if len(parts) == 1 else None
+
+    chosen = written(proposed) or written(extracted)
+    if chosen is None:
+        return None
+    unmarked = [a for a in amounts if not a[2]]
+    if chosen[2] and len({a[0] for a in unmarked}) == 1:
+        chosen = unmarked[0]
+    return chosen
+
+
+def agreed_amount(proposed: object, extracted: object, message: str) -> Decimal | None:
+    """The amount a refund call may carry: one the message writes as an amount. The
+    tool-caller's if the message writes it (the whole of it: "£69.99" is not 99), else the
+    whole amount it is a part of, else the extractor's; an amount the message marks as
+    the price paid gives way to the one other amount it does not mark ("I paid 89.99 EUR,
+    I'd like 20.00 back"). ``None``: no amount of the message fits, and the call must not
+    carry one."""
+    chosen = _written_amount(proposed, extracted, message)
+    return None if chosen is None else chosen[0]
+
+
+def agreed_fields(fields: Mapping[str, Any], message: str) -> dict[str, Any]:
+    """The extractor's fields with the amount checked against the message, by the rules of
+    :func:`agreed_amount`: a part of an amount becomes the whole amount, the price paid
+    gives way to the amount asked back, an amount the message does not write is dropped,
+    and a message that writes exactly one amount has it even when the model missed it.
+    The amount keeps the customer's digits ("69.99", "12,50")."""
+    agreed = dict(fields)
+    amounts = message_amounts(message)
+    if agreed.get("amount") is not None:
+        chosen = _written_amount(agreed["amount"], None, message)
+        agreed["amount"] = None if chosen is None else chosen[1]
+    elif len({value for value, _, _ in amounts}) == 1:
+        agreed["amount"] = amounts[0][1]
+    return agreed
+
+
 def agreed_call(
     call: Mapping[str, Any], intent: object, fields: Mapping[str, Any], message: str
 ) -> dict[str, Any]:
@@ -235,6 +332,12 @@ def agreed_call(
         address = fields.get("address")
         if plausible_address(address, message):
             arguments["address"] = str(address).strip()
+        elif isinstance(order_id, str):
+            return {"name": "get_order", "arguments": {"order_id": order_id}}
+    if name == "refund_order" and arguments.get("amount") is not None:
+        amount = agreed_amount(arguments.get("amount"), fields.get("amount"), message)
+        if amount is not None:
+            arguments["amount"] = float(amount)
         elif isinstance(order_id, str):
             return {"name": "get_order", "arguments": {"order_id": order_id}}
     return {"name": name, "arguments": arguments}

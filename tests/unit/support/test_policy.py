@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from mesh.support.policy import (
     MAX_MESSAGE_CHARS,
     MAX_TAIL_CHARS,
+    agreed_amount,
     agreed_call,
+    agreed_fields,
     aside_question,
     asks_for,
     bounded_message,
     is_yes,
     language_of,
     malformed_order_reference,
+    message_amounts,
     plausible_address,
     principal_of,
 )
@@ -198,3 +203,68 @@ def test_a_general_question_or_no_intent_keeps_the_proposed_call() -> None:
 )
 def test_a_second_general_question_is_found_only_when_marked(text: str, aside: str | None) -> None:
     assert aside_question(text) == aside
+
+
+@pytest.mark.parametrize(
+    ("text", "amounts"),
+    [
+        ("give me €12.50 back on ORD-101010", ["12.50"]),
+        ("refund 30 GBP please", ["30"]),
+        ("refund 15,90 euros please", ["15.90"]),
+        ("I want 7 dollars back", ["7"]),
+        ("ORD-101010 from 03/04/2025, 2 items, after 3 days it broke", []),
+        ("it cost 1,299.00 USD and I want 100.00 back", ["1299.00", "100.00"]),
+    ],
+)
+def test_the_amounts_a_message_writes(text: str, amounts: list[str]) -> None:
+    assert [str(value) for value, _, _ in message_amounts(text)] == amounts
+
+
+def test_a_refund_amount_is_a_whole_amount_of_the_message() -> None:
+    message = "Two lamps in ORD-101010, one broke: please refund \u00a334.99 for it."
+    # A model that read part of the amount ("99" of "34.99") gets the whole of it.
+    assert agreed_amount(99, "99", message) == Decimal("34.99")
+    assert agreed_amount(34.99, None, message) == Decimal("34.99")
+    # The tool-caller's is wrong, the extractor's is written: the extractor's.
+    assert agreed_amount(12, "34.99", message) == Decimal("34.99")
+    # Nothing of the message fits: no amount.
+    assert agreed_amount(12, "13", message) is None
+
+
+def test_the_price_paid_gives_way_to_the_amount_asked_back() -> None:
+    message = "ORD-101010 - paid 59.00 EUR for the kettle, the lid is cracked. 15.00 back is fine."
+    assert agreed_amount(59.0, "59.00", message) == Decimal("15.00")
+    # Only the price is written: a refund of what was paid stays.
+    alone = "I paid 59.00 EUR for ORD-101010 and it broke, refund it"
+    assert agreed_amount(59.0, "59.00", alone) == Decimal("59.00")
+
+
+def test_a_refund_call_carries_the_agreed_amount_or_becomes_a_lookup() -> None:
+    message = "ORD-101010: paid 59.00 EUR, I'd like 15.00 back please"
+    call = {"name": "refund_order", "arguments": {"order_id": "ORD-101010", "amount": 59.0}}
+    agreed = agreed_call(call, "refund_request", {"amount": "59.00"}, message)
+    assert agreed == {
+        "name": "refund_order",
+        "arguments": {"order_id": "ORD-101010", "amount": 15.0},
+    }
+    invented = {"name": "refund_order", "arguments": {"order_id": "ORD-101010", "amount": 42.0}}
+    assert agreed_call(invented, "refund_request", {}, "refund ORD-101010 please") == {
+        "name": "get_order",
+        "arguments": {"order_id": "ORD-101010"},
+    }
+
+
+def test_the_fields_carry_a_whole_written_amount() -> None:
+    message = "ORD-101010 - paid 59.00 EUR, the lid is cracked, 15.00 back would be fair"
+    assert agreed_fields({"order_id": "ORD-101010", "amount": "59.00"}, message) == {
+        "order_id": "ORD-101010",
+        "amount": "15.00",
+    }
+    assert agreed_fields({"amount": "99"}, "refund \u00a334.99 on ORD-101010") == {
+        "amount": "34.99"
+    }
+    # An amount the message does not write is dropped; the one amount it writes is kept even
+    # when the model missed it; with two amounts and none extracted, none is guessed.
+    assert agreed_fields({"amount": "7"}, "cancel ORD-101010") == {"amount": None}
+    assert agreed_fields({"amount": None}, "cancel ORD-101010 (12,50 EUR)") == {"amount": "12,50"}
+    assert agreed_fields({}, "ORD-101010 was 30.00 EUR, now 25.00 EUR?") == {}
