@@ -108,7 +108,9 @@ def support_authorize_call(value: Any) -> dict[str, Any] | None:
     a plausible span (:func:`policy.agreed_call`); a side-effecting call the message does
     not ask for in plain words becomes a lookup of the same order; an English message with
     no call (no order id or email) becomes an FAQ search, unless it names an order number
-    we cannot read; every call acts for the verified sender, or for nobody.
+    we cannot read; a lookup of an order whose refund the message asks for, with its
+    amount, becomes that refund asked first (:func:`policy.asked_refund`); every call acts
+    for the verified sender, or for nobody.
     """
     case = _mapping(value, "support.authorize_call")
     call, message = case.get("call"), str(case.get("message") or "")
@@ -132,18 +134,25 @@ def support_authorize_call(value: Any) -> dict[str, Any] | None:
     if not policy.asks_for(message, name) and "order_id" in arguments:
         name, arguments = "get_order", {"order_id": arguments["order_id"]}
     principal = policy.principal_of(case.get("sender"))
+    refund = policy.asked_refund(
+        {"name": name, "arguments": arguments}, case.get("intent"), fields, message
+    )
+    if refund is not None:
+        return {**refund, "principal": principal}
     return {"name": name, "arguments": arguments, "principal": principal}
 
 
 @planner_function("support.aside_call")
 def support_aside_call(value: Any) -> dict[str, Any] | None:
     """An FAQ search for a general question asked beside the order request (the ticket
-    answers both); ``None`` when there is none or the ticket is an FAQ search already."""
+    answers both), or the question of a message the classifier reads as a general question
+    though it names an order; ``None`` when there is none or the ticket is an FAQ search
+    already."""
     case = _mapping(value, "support.aside_call")
     call = case.get("call")
     if not isinstance(call, Mapping) or call.get("name") in (None, "search_faq"):
         return None
-    question = policy.aside_question(str(case.get("message") or ""))
+    question = policy.aside_question(str(case.get("message") or ""), case.get("intent"))
     if question is None:
         return None
     return {

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from mesh.tools.catalog import DEFAULT_REASON
 from mesh.tools.faq import terms
 
 MAX_MESSAGE_CHARS = 600
@@ -174,6 +175,8 @@ def malformed_order_reference(message: str) -> bool:
     return _ORDER_ID_ATTEMPT.search(message) is not None
 
 
+MAX_REASON_CHARS = 500
+"""The longest reason a cancel or refund call takes (the tools' argument schema)."""
 MAX_ADDRESS_CHARS = 160
 """The longest shipping address a tool call may write (longer: a sentence, not an address)."""
 _SENTENCE_BREAK = re.compile(r"[.!?]\s+\S|\n")
@@ -343,6 +346,37 @@ def agreed_call(
     return {"name": name, "arguments": arguments}
 
 
+def asked_refund(
+    call: Mapping[str, Any], intent: object, fields: Mapping[str, Any], message: str
+) -> dict[str, Any] | None:
+    """The refund a message asks for when the tool-caller only proposed the order's lookup:
+    the classifier reads a refund request, the message writes the amount it wants back
+    (the agreed fields' amount, not a price paid) and asks for a refund in plain words
+    (:func:`asks_for`). The call carries ``ask_first``: the tools agent then wants the
+    customer's yes before any refund, so a desk that overrode its tool-caller never moves
+    money on its own. ``None`` when any of this is missing."""
+    arguments = call.get("arguments") or {}
+    order_id = arguments.get("order_id")
+    amount = _decimal(str(fields.get("amount") or "").strip())
+    if (
+        call.get("name") != "get_order"
+        or intent != "refund_request"
+        or not isinstance(order_id, str)
+        or amount is None
+        or amount <= 0
+        or not asks_for(message, "refund_order")
+    ):
+        return None
+    reason = fields.get("reason")
+    if not (isinstance(reason, str) and 3 <= len(reason.strip()) <= MAX_REASON_CHARS):
+        reason = DEFAULT_REASON
+    return {
+        "name": "refund_order",
+        "arguments": {"order_id": order_id, "amount": float(amount), "reason": reason.strip()},
+        "ask_first": True,
+    }
+
+
 _ASIDE_MARK = re.compile(
     r"(?:(?<=[.?!])\s+|,?\s+)(?=(?:and also|also|btw|by the way|p\.?s\.?|plus|and)\b)"
     r"|(?<=[.?!])\s+(?=one more thing|another question)",
@@ -357,13 +391,24 @@ MIN_ASIDE_TERMS = 2
 """Topic words a side question needs ("and can you check?" is not one)."""
 
 
-def aside_question(message: str) -> str | None:
+def aside_question(message: str, intent: object = None) -> str | None:
     """A second, general question the customer marks as such beside the order request
     ("Please cancel ORD-1. And how long does a refund take?", "..., and also: which payment
     methods do you take?", "btw ...?"): after an "also", "and", "btw", "by the way", "P.S."
     or "plus", ending in ``?``, naming no order id or email, with at least
-    :data:`MIN_ASIDE_TERMS` topic words. The desk answers it from the FAQ, or says it could
-    not; ``None`` when the message has no such question."""
+    :data:`MIN_ASIDE_TERMS` topic words. When the classifier reads the whole message as a
+    general question (``intent``) although it names an order ("ORD-1 arrived fine, thanks!
+    Do you offer gift wrapping?"), its first such question needs no mark. The desk answers
+    it from the FAQ, or says it could not; ``None`` when the message has no such question."""
+    if intent == "general_question":
+        for sentence in re.split(r"(?<=[.?!])\s+", message):
+            question = _MARK_WORDS.sub("", sentence.strip()).strip(" ,:\u2014\u2013-")
+            if (
+                question.endswith("?")
+                and _REFERENCE.search(question) is None
+                and len(terms(question)) >= MIN_ASIDE_TERMS
+            ):
+                return question
     # "and" only after a sentence's end counts ("Cancel it. And ..."), not inside one.
     for found in _ASIDE_MARK.finditer(message):
         before = message[: found.start()].rstrip()

@@ -36,6 +36,20 @@ _LOOKUP_NEXT = {
     "refund_request": "To refund it, please tell me the amount you would like back.",
     "change_address": "Please send me the full new address and I will update it.",
 }
+"""What the customer can do next about an order they asked to refund or redirect..."""
+_LOOKUP_CANNOT = {
+    ("refund_request", "placed"): "It has not shipped yet, so there is nothing to refund; "
+    "I can cancel it instead if you ask me to.",
+    ("refund_request", "refunded"): "It has already been refunded in full.",
+    ("refund_request", "cancelled"): "Its payment was returned when it was cancelled, so "
+    "there is nothing left to refund.",
+    ("change_address", "shipped"): "Its delivery address can no longer be changed: only an "
+    "order still in our warehouse can be redirected.",
+}
+"""...unless its status rules that out (the tools agent would refuse the action), keyed by
+intent and status; the address sentence holds for every status but ``placed``."""
+_REDIRECTABLE = "placed"
+_REFUNDABLE = ("shipped", "delivered")
 _ANYTHING_ELSE = "Is there anything else I can help with?"
 _ERROR_NEXT = {
     "order_not_found": "Could you check the order number?",
@@ -117,7 +131,7 @@ def declined_reply(customer: object, order_id: object) -> str:
 def fixed_sentences() -> tuple[str, ...]:
     """The grammar's sentences without slots: each belongs to some intents and outcomes only."""
     sentences = {_ANYTHING_ELSE, _LIMITED_NEXT, _FAQ_ORDER_NEXT}
-    for table in (_FIND_NEXT, _LOOKUP_NEXT, _ERROR_NEXT):
+    for table in (_FIND_NEXT, _LOOKUP_NEXT, _LOOKUP_CANNOT, _ERROR_NEXT):
         sentences.update(table.values())
     return tuple(sorted(sentences))
 
@@ -148,6 +162,16 @@ def unreadable_order_reply(customer: str | None) -> str:
     )
 
 
+def _lookup_next(intent: str, status: str) -> str:
+    """The sentence after an order's lookup: how to go on with the request, or why the
+    order's status rules it out."""
+    if intent == "refund_request" and status not in _REFUNDABLE:
+        return _LOOKUP_CANNOT.get((intent, status), _ANYTHING_ELSE)
+    if intent == "change_address" and status != _REDIRECTABLE:
+        return _LOOKUP_CANNOT[(intent, "shipped")]
+    return _LOOKUP_NEXT.get(intent, _ANYTHING_ELSE)
+
+
 def _body(facts: Mapping[str, Any], greet: str) -> str:
     tool = facts["tool"]
     if not facts["ok"]:
@@ -158,7 +182,7 @@ def _body(facts: Mapping[str, Any], greet: str) -> str:
     if facts.get("limited"):
         return f"{greet} order {facts['order_id']} is {facts['status']}. {_LIMITED_NEXT}"
     if tool == "get_order":
-        after = _LOOKUP_NEXT.get(facts["intent"], _ANYTHING_ELSE)
+        after = _lookup_next(str(facts["intent"]), str(facts["status"]))
         return (
             f"{greet} your order {facts['order_id']} ({facts['product']}, {facts['amount']} "
             f"{facts['currency']}) is {facts['status']}. {after}"

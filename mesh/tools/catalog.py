@@ -50,7 +50,7 @@ ORDER_ID_PATTERN = r"^ORD-\d{6}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,128}$"
 """1-128 printable ASCII characters without spaces: UUIDs, ``task-id:step`` and the like."""
 
-_ENVELOPE_KEYS = ("name", "arguments", "idempotency_key", "principal", "confirmed")
+_ENVELOPE_KEYS = ("name", "arguments", "idempotency_key", "principal", "confirmed", "ask_first")
 _MAX_REASON_CHARS = 300
 
 FACT_KINDS = (
@@ -236,6 +236,9 @@ class ToolCall:
     idempotency_key: str | None = None
     principal: Principal | None = None
     confirmed: bool = False
+    ask_first: bool = False
+    """The caller wants the customer's yes before a refund of any amount (not only one above
+    the limit): set when the desk is less sure the message asks for it."""
 
     @property
     def name(self) -> str:
@@ -296,7 +299,7 @@ def _resolve(value: object, tokens: list[str], pointer: str) -> Iterator[tuple[s
 
 def parse_call(payload: object) -> ToolCall:
     """Checks a proposed call ``{"name", "arguments", "idempotency_key"?, "principal"?,
-    "confirmed"?}``.
+    "confirmed"?, "ask_first"?}``.
 
     ``arguments`` may also be a JSON string, as OpenAI-style function calls emit it.
     Whole-number floats become ints first, because A2A data parts carry every number
@@ -335,6 +338,9 @@ def parse_call(payload: object) -> ToolCall:
     confirmed = payload.get("confirmed", False)
     if not isinstance(confirmed, bool):
         raise MalformedCallError(f"'confirmed' must be true or false, got {_json_type(confirmed)}")
+    ask_first = payload.get("ask_first", False)
+    if not isinstance(ask_first, bool):
+        raise MalformedCallError(f"'ask_first' must be true or false, got {_json_type(ask_first)}")
     if tool.side_effects and key is None:
         raise MissingIdempotencyKeyError(
             f"{tool.name} changes the order, so it needs an 'idempotency_key' beside "
@@ -346,6 +352,7 @@ def parse_call(payload: object) -> ToolCall:
         idempotency_key=key,
         principal=principal,
         confirmed=confirmed,
+        ask_first=ask_first,
     )
 
 
@@ -478,18 +485,20 @@ def _authorize(conn: Connection, call: ToolCall, policy: Policy) -> dict[str, An
     if order is None or order.customer_email.lower() != principal.customer:
         return _not_your_order(order_id)
     if call.name == "refund_order" and not call.confirmed:
-        return _unconfirmed_refund(order, call.arguments, policy)
+        return _unconfirmed_refund(order, call.arguments, policy, always=call.ask_first)
     return None
 
 
 def _unconfirmed_refund(
-    order: orders.Order, args: Mapping[str, Any], policy: Policy
+    order: orders.Order, args: Mapping[str, Any], policy: Policy, *, always: bool = False
 ) -> dict[str, Any] | None:
-    """``confirmation_required`` for a refund of everything left or above the limit."""
+    """``confirmation_required`` for a refund of everything left or above the limit, or of
+    any amount the business rules allow when the caller asked first (``ask_first``)."""
     cents = orders.to_cents(args["amount"])
     if order.status not in _REFUNDABLE or cents > order.refundable_cents:
         return None  # the business rules refuse it anyway
-    if cents < order.refundable_cents and cents <= orders.to_cents(policy.confirm_refund_above):
+    small = cents < order.refundable_cents and cents <= orders.to_cents(policy.confirm_refund_above)
+    if small and not always:
         return None
     return _refused(
         "confirmation_required",
@@ -853,6 +862,8 @@ _ORDER_ID = {
     "pattern": ORDER_ID_PATTERN,
     "description": "Order id exactly as the customer wrote it, e.g. ORD-104233.",
 }
+DEFAULT_REASON = "Customer request"
+"""The reason a cancel or refund call carries when the customer gave none."""
 _REASON = {
     "type": "string",
     "minLength": 3,

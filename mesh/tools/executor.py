@@ -161,7 +161,8 @@ def _call_payload(message: Message | None) -> object:
     if not text:
         raise MalformedCallError(
             "the message has no data part and no text; send the tool call as a JSON "
-            "object {'name', 'arguments', 'idempotency_key'?, 'principal'?, 'confirmed'?}"
+            "object {'name', 'arguments', 'idempotency_key'?, 'principal'?, 'confirmed'?, "
+            "'ask_first'?}"
         )
     try:
         return json.loads(text)

@@ -14,13 +14,10 @@ from collections.abc import Mapping
 from random import Random
 from typing import Any
 
-from mesh.tools.catalog import TOOLS, ToolCallError, parse_call
+from mesh.tools.catalog import DEFAULT_REASON, TOOLS, ToolCallError, parse_call
 from mesh.train.data.contract import ContractError, compact, judged
 from mesh.train.data.dataset import Example, Stream, Task
 from mesh.train.data.messages import FIELDS, INTENTS, compose
-
-DEFAULT_REASON = "Customer request"
-"""The reason given to cancel_order / refund_order when the customer stated none."""
 
 _AMOUNT_MARK = "\x00amount\x00"
 

@@ -284,3 +284,26 @@ _CORRUPTIONS: dict[str, Corruption] = {
     "repeated": _repeat,
     "other_intent": _foreign_phrase,
 }
+
+
+@pytest.mark.parametrize(
+    ("intent", "status", "sentence"),
+    [
+        ("refund_request", "placed", "nothing to refund; I can cancel it instead"),
+        ("refund_request", "refunded", "already been refunded in full"),
+        ("refund_request", "cancelled", "nothing left to refund"),
+        ("refund_request", "delivered", "the amount you would like back"),
+        ("change_address", "delivered", "can no longer be changed"),
+        ("change_address", "shipped", "can no longer be changed"),
+        ("change_address", "placed", "send me the full new address"),
+    ],
+)
+def test_a_lookup_says_what_the_status_allows(intent: str, status: str, sentence: str) -> None:
+    facts = {
+        "intent": intent, "tool": "get_order", "ok": True, "customer": "Ana Silva",
+        "order_id": "ORD-101010", "status": status, "product": "Kettle", "amount": "39.00",
+        "currency": "EUR",
+    }  # fmt: skip
+    reply = write_reply(facts)
+    assert sentence in reply
+    assert check_reply(facts, reply) == []

@@ -13,6 +13,7 @@ from mesh.support.policy import (
     agreed_call,
     agreed_fields,
     aside_question,
+    asked_refund,
     asks_for,
     bounded_message,
     is_yes,
@@ -268,3 +269,37 @@ def test_the_fields_carry_a_whole_written_amount() -> None:
     assert agreed_fields({"amount": "7"}, "cancel ORD-101010") == {"amount": None}
     assert agreed_fields({"amount": None}, "cancel ORD-101010 (12,50 EUR)") == {"amount": "12,50"}
     assert agreed_fields({}, "ORD-101010 was 30.00 EUR, now 25.00 EUR?") == {}
+
+
+def test_a_refund_asked_with_its_amount_beside_a_lookup_is_asked_first() -> None:
+    lookup = {"name": "get_order", "arguments": {"order_id": "ORD-101010"}}
+    message = "The kettle from ORD-101010 leaks. Could I get 15.00 EUR back?"
+    assert asked_refund(lookup, "refund_request", {"amount": "15.00"}, message) == {
+        "name": "refund_order",
+        "arguments": {"order_id": "ORD-101010", "amount": 15.0, "reason": "Customer request"},
+        "ask_first": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("intent", "fields", "message"),
+    [
+        ("order_status", {"amount": "15.00"}, "Could I get 15.00 EUR back on ORD-101010?"),
+        ("refund_request", {"amount": None}, "Could I get my money back on ORD-101010?"),
+        ("refund_request", {"amount": "15.00"}, "Was the 15.00 EUR for ORD-101010 refunded?"),
+        ("refund_request", {"amount": "15.00"}, "Don't refund the 15.00 on ORD-101010"),
+    ],
+)
+def test_no_refund_is_asked_without_intent_amount_and_plain_words(
+    intent: str, fields: dict[str, object], message: str
+) -> None:
+    lookup = {"name": "get_order", "arguments": {"order_id": "ORD-101010"}}
+    assert asked_refund(lookup, intent, fields, message) is None
+
+
+def test_a_general_questions_question_beside_an_order_needs_no_mark() -> None:
+    message = "ORD-101010 came yesterday, lovely. Do you sell replacement filters?"
+    assert aside_question(message) is None
+    assert aside_question(message, "general_question") == "Do you sell replacement filters?"
+    # A question about the order itself is the order's lookup, not a side question.
+    assert aside_question("Is ORD-101010 covered by the warranty?", "general_question") is None

@@ -70,6 +70,7 @@ def call(
     key: str | None = None,
     *,
     confirmed: bool | None = None,
+    ask_first: bool | None = None,
     policy: Policy | None = None,
     **arguments: Any,
 ) -> dict[str, Any]:
@@ -80,6 +81,8 @@ def call(
         payload["idempotency_key"] = key
     if confirmed is not None:
         payload["confirmed"] = confirmed
+    if ask_first is not None:
+        payload["ask_first"] = ask_first
     return run_tool_call(db, payload, policy=policy).result
 
 
@@ -125,6 +128,14 @@ def test_a_malformed_principal_is_a_malformed_call(principal: object) -> None:
     with pytest.raises(MalformedCallError, match="'principal' must be"):
         parse_call(
             {"name": "get_order", "arguments": {"order_id": "ORD-100000"}, "principal": principal}
+        )
+
+
+@pytest.mark.parametrize("ask_first", [None, "yes", 1])
+def test_ask_first_must_be_a_boolean(ask_first: object) -> None:
+    with pytest.raises(MalformedCallError, match="'ask_first' must be true or false"):
+        parse_call(
+            {"name": "get_order", "arguments": {"order_id": "ORD-100000"}, "ask_first": ask_first}
         )
 
 
@@ -280,6 +291,36 @@ def test_a_small_partial_refund_needs_no_confirmation(db: Path) -> None:
     )
 
     assert result["ok"] is True
+
+
+def test_a_small_refund_asked_first_waits_for_confirmation_then_runs_once(db: Path) -> None:
+    order_id, email = an_order(db, "delivered")
+    me = {"customer": email}
+    arguments = {"order_id": order_id, "amount": 1, "reason": "Scratched lid"}
+    before = snapshot(db)
+
+    asked = call(db, "refund_order", me, "first-1", ask_first=True, **arguments)
+    assert asked["error"]["code"] == "confirmation_required"
+    assert snapshot(db) == before
+
+    done = call(db, "refund_order", me, "first-1", ask_first=True, confirmed=True, **arguments)
+    assert done["ok"] is True
+    assert query(db, "SELECT COUNT(*) FROM refunds WHERE order_id = ?", order_id) == [(1,)]
+
+
+def test_a_refund_asked_first_that_the_rules_refuse_is_refused_without_asking(db: Path) -> None:
+    order_id, email = an_order(db, "placed")
+    result = call(
+        db,
+        "refund_order",
+        {"customer": email},
+        "first-2",
+        ask_first=True,
+        order_id=order_id,
+        amount=1,
+        reason="Changed my mind",
+    )
+    assert result["error"]["code"] == "not_refundable"
 
 
 def test_a_full_refund_waits_for_confirmation_then_runs_once_with_the_same_key(db: Path) -> None:
