@@ -159,6 +159,15 @@ class Settings(BaseSettings):
         description="Connections one registry replica opens to registry_database at most, plus "
         "one that listens for changes (docs/scaling.md).",
     )
+    registry_lease_s: float = Field(
+        3.0,
+        gt=0,
+        description="With registry_database: a registry replica that has had no answer from the "
+        "database for this long (a network partition closes nothing) ends its watches, fails "
+        "calls UNAVAILABLE and reports NOT_SERVING until the database answers again, so it "
+        "never serves an old picture while the others serve the truth. Keep it well below "
+        "registry_ttl_s.",
+    )
     max_request_bytes: int = Field(
         4 * 1024 * 1024, gt=0, description="Largest accepted request body / gRPC message."
     )
