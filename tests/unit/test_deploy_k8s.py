@@ -288,6 +288,12 @@ def test_the_tools_agent_and_its_migration_job_read_one_order_database_from_the_
         assert container["image"].startswith("slmesh/tools:")
     (upgrade,) = job["containers"]
     assert upgrade["command"] == ["slmesh", "db", "upgrade"]
+    # ...and the planner's run store, in the task store's database the planner reads.
+    env = {e["name"]: e.get("valueFrom", e.get("value")) for e in upgrade["env"]}
+    assert env["SLMESH_TASK_STORE"] == {
+        "secretKeyRef": {"name": "slmesh-secrets", "key": "task-store-url"}
+    }
+    assert env["SLMESH_TASK_EVENTS"] == "database"
     assert job["restartPolicy"] == "OnFailure"
 
 
