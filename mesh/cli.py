@@ -1073,6 +1073,19 @@ def bench_feed(
     _bench_module("feed").main(ticks=ticks, interval_ms=interval_ms, output=output)
 
 
+@bench_app.command("tasks")
+def bench_tasks(
+    tasks: Annotated[int, typer.Option(help="SendMessage calls to count.")] = 300,
+    concurrency: Annotated[int, typer.Option(help="Calls in flight.")] = 4,
+    output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path(
+        "docs/benchmarks.md"
+    ),
+) -> None:
+    """What one A2A task writes to the shared PostgreSQL task store: rows per table,
+    transactions and CPU per task (needs PostgreSQL on 127.0.0.1:5432)."""
+    _bench_module("task_writes").main(tasks=tasks, concurrency=concurrency, output=output)
+
+
 @bench_app.command("registry")
 def bench_registry(
     replicas: Annotated[int, typer.Option(help="Simulated replicas heartbeating.")] = 1000,
