@@ -1077,13 +1077,20 @@ def bench_feed(
 def bench_tasks(
     tasks: Annotated[int, typer.Option(help="SendMessage calls to count.")] = 300,
     concurrency: Annotated[int, typer.Option(help="Calls in flight.")] = 4,
+    plans: Annotated[
+        int, typer.Option(help="Plans through a planner, to check the per-ticket model (0: none).")
+    ] = 20,
+    steps: Annotated[int, typer.Option(help="Agent steps per plan.")] = 5,
     output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path(
         "docs/benchmarks.md"
     ),
 ) -> None:
     """What one A2A task writes to the shared PostgreSQL task store: rows per table,
-    transactions and CPU per task (needs PostgreSQL on 127.0.0.1:5432)."""
-    _bench_module("task_writes").main(tasks=tasks, concurrency=concurrency, output=output)
+    transactions and CPU per task; then plans through a planner against that model (needs
+    PostgreSQL on 127.0.0.1:5432)."""
+    _bench_module("task_writes").main(
+        tasks=tasks, concurrency=concurrency, plans=plans, steps=steps, output=output
+    )
 
 
 @bench_app.command("registry")
