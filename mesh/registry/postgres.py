@@ -132,11 +132,11 @@ class PostgresRegistryStore(RegistryStore):
         change_log_size: int = 100_000,
         change_log_s: float = 600.0,
         connect_timeout_s: float = 5.0,
-        lease_s: float | None = None,
+        lease_s: float = 3.0,
     ) -> None:
         if ttl_s <= 0:
             raise ValueError(f"ttl_s must be positive, got {ttl_s}")
-        if lease_s is not None and lease_s <= 0:
+        if lease_s <= 0:
             raise ValueError(f"lease_s must be positive, got {lease_s}")
         self.url = url.replace("postgresql+asyncpg://", "postgresql://", 1)
         self._ttl_s = ttl_s
@@ -145,7 +145,7 @@ class PostgresRegistryStore(RegistryStore):
         self._change_log_size = change_log_size
         self._change_log_s = change_log_s
         self._connect_timeout_s = connect_timeout_s
-        self._lease_s = lease_s if lease_s is not None else ttl_s / 3
+        self._lease_s = lease_s
         self._contact = -float("inf")
         """``time.monotonic()`` when the last read the database answered was sent."""
         self._pool: asyncpg.Pool | None = None
