@@ -718,10 +718,11 @@ class MeshRequestHandler(DefaultRequestHandler):
     async def on_message_send_stream(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event, None]:
-        await self._refuse_if_held(params)
-        await self._adopt_context(params, context)
-        async for event in super().on_message_send_stream(params, context):
-            yield event
+        with store_failures():
+            await self._refuse_if_held(params)
+            await self._adopt_context(params, context)
+            async for event in super().on_message_send_stream(params, context):
+                yield event
 
     # -- resubscription on shared stores: corrections to a2a-sdk 1.3.0 --------------------------
 

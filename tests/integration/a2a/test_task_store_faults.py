@@ -100,3 +100,64 @@ async def test_a_task_store_connection_dropped_mid_transaction_fails_clearly_and
         await blocker.close()
         await admin.close()
     assert proc.popen.poll() is None
+
+
+async def test_a_streamed_task_whose_store_connection_drops_ends_with_the_clear_error(
+    database: str, spawn: Callable[..., ServiceProcess]
+) -> None:
+    """The same cut under SendStreamingMessage: the stream ends with the same error, nothing
+    of the write stored."""
+    env = {
+        "SLMESH_TASK_STORE": database.replace("postgresql://", "postgresql+asyncpg://", 1),
+        "SLMESH_TASK_EVENTS": "database",
+    }
+    proc = spawn(ECHO, env=env)
+    admin = await asyncpg.connect(database)
+    blocker = await asyncpg.connect(database)
+    replicas = StaticReplicas.from_urls("echo", proc.http_url, f"grpc://{proc.grpc_target}")
+    try:
+        async with MeshClient(replicas) as client:
+            await client.send_text("echo", "first")  # the tables exist
+            holding = blocker.transaction()
+            await holding.start()
+            await blocker.execute("LOCK TABLE task_events IN SHARE ROW EXCLUSIVE MODE")
+            request = pb.SendMessageRequest(
+                message=pb.Message(
+                    role=pb.Role.ROLE_USER,
+                    message_id="streamed-1",
+                    parts=[pb.Part(text=SECRET)],
+                )
+            )
+            received: list[pb.StreamResponse] = []
+
+            async def consume() -> None:
+                async for event in client.send_streaming_message("echo", request, timeout=60):
+                    received.append(event)
+
+            streamed = asyncio.create_task(consume())
+            backend = None
+            async with asyncio.timeout(30):
+                while backend is None:
+                    assert not streamed.done(), received
+                    backend = await admin.fetchval(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO task_events%'"
+                    )
+                    await asyncio.sleep(0.02)
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", backend)
+            with pytest.raises(InternalError) as failed:
+                await streamed
+            await holding.rollback()
+
+            assert failed.value.message == TASK_STORE_FAILED
+            assert SECRET not in str(failed.value)
+            assert "INSERT" not in str(failed.value)
+            assert not await admin.fetchval(
+                "SELECT count(*) FROM task_events WHERE position($1::bytea IN event_data) > 0",
+                SECRET.encode(),
+            )
+            await _consistent(admin)
+    finally:
+        await blocker.close()
+        await admin.close()
+    assert proc.popen.poll() is None
