@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,8 @@ def test_the_task_store_pool_on_postgresql_is_bounded_by_its_settings() -> None:
         task_store_pool_size=2,
         task_store_max_overflow=0,
     )
-    store = build_task_store(ServiceSpec(name="echo", executor="m:C"), settings)
+    # A name of its own: a2a-sdk registers each task table in one process-wide MetaData.
+    spec = ServiceSpec(name=f"pool-{uuid.uuid4().hex[:8]}", executor="m:C")
+    store = build_task_store(spec, settings)
     pool = store.as_task_store.engine.pool  # type: ignore[union-attr]
     assert pool.size() == 2
