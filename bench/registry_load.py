@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.hop import _machine  # noqa: E402 - after the sys.path entry above
-from bench.report import write_section  # noqa: E402 - as above
+from mesh.reports import machine_facts as _machine  # noqa: E402 - after the sys.path entry
+from mesh.reports import write_section  # noqa: E402 - as above
 
 SECTION = "## Registry under load"
 PROBES = 10

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from mesh.errors import MeshError
 from mesh.tables import Column, print_table
 from mesh.tls import TlsFiles
 from mesh.trust import TrustError
+
+if TYPE_CHECKING:
+    from mesh.migrations import Schema
 
 app = typer.Typer(
     help="slmesh: a mesh of specialized small-language-model agents behind A2A.\n\n"
@@ -33,8 +36,9 @@ bench_app = typer.Typer(
     help="Benchmarks; results are written to docs/benchmarks.md.", no_args_is_help=True
 )
 db_app = typer.Typer(
-    help="The tools agent's order database on PostgreSQL (SLMESH_ORDERS_DATABASE): its "
-    "versioned schema migrations.",
+    help="Versioned schema migrations of the PostgreSQL databases replicas share: the tools "
+    "agent's order database (SLMESH_ORDERS_DATABASE) and the planner's run store (the task "
+    "store's database).",
     no_args_is_help=True,
 )
 app.add_typer(bench_app, name="bench")
@@ -864,79 +868,114 @@ DatabaseUrl = Annotated[
     str | None,
     typer.Option(
         "--url",
-        help="PostgreSQL URL of the order database (default: SLMESH_ORDERS_DATABASE).",
+        help="PostgreSQL URL of the database (default: the one the settings name for the schema).",
+        show_default=False,
+    ),
+]
+SchemaName = Annotated[
+    str | None,
+    typer.Option(
+        "--schema",
+        help="orders (SLMESH_ORDERS_DATABASE) or planner (the planner's run store: "
+        "SLMESH_TASK_STORE with SLMESH_TASK_EVENTS=database); default: each whose database is "
+        "set (orders with --url).",
         show_default=False,
     ),
 ]
 
 
-def _orders_url(settings: Settings, url: str | None) -> str:
+def _schemas(url: str | None, name: str | None) -> list[tuple[Schema, str]]:
+    """(schema, database URL) pairs the db commands work on."""
+    from mesh.planner.schema import RUNS_SCHEMA, shared_runs
+    from mesh.tools.postgres import ORDERS
+
+    settings = _settings()
+    known = {
+        "orders": (
+            ORDERS,
+            settings.orders_database.get_secret_value() if settings.orders_database else None,
+            "SLMESH_ORDERS_DATABASE=postgresql://...",
+        ),
+        "planner": (
+            RUNS_SCHEMA,
+            settings.task_store if shared_runs(settings) else None,
+            "SLMESH_TASK_STORE=postgresql+asyncpg://... with SLMESH_TASK_EVENTS=database",
+        ),
+    }
+    if name is not None and name not in known:
+        raise _fail(f"unknown schema {name!r}: use {' or '.join(known)}", 2)
     if url:
-        return url
-    if settings.orders_database is None:
+        return [(known[name or "orders"][0], url)]
+    chosen = [name] if name else list(known)
+    found = [(known[n][0], target) for n in chosen if (target := known[n][1])]
+    if not found:
+        needed = " or ".join(known[n][2] for n in chosen)
         raise _fail(
-            "no PostgreSQL order database: set SLMESH_ORDERS_DATABASE=postgresql://... or pass "
-            "--url (the SQLite order database needs no command: the tools agent creates and "
-            "migrates its file itself)",
+            f"no PostgreSQL database to migrate: set {needed}, or pass --url (SQLite databases "
+            "need no command: their services create and migrate their files themselves)",
             2,
         )
-    return settings.orders_database.get_secret_value()
+    return found
 
 
 @db_app.command("upgrade")
 def db_upgrade(
     url: DatabaseUrl = None,
+    schema: SchemaName = None,
     revision: Annotated[str, typer.Option(help="Revision to migrate to.")] = "head",
 ) -> None:
-    """Apply the order database's pending migrations (the migration Job / compose service).
+    """Apply pending migrations: the order database's and the planner run store's (the
+    migration Job / compose service).
 
-    Run it before tools replicas of a new version start; running it again, or from several
-    places at once, is safe."""
+    Run it before replicas of a new version start; running it again, or from several places
+    at once, is safe."""
     from sqlalchemy.exc import DBAPIError
 
-    from mesh.tools import migrate
     from mesh.tools.postgres import describe
 
-    target = _orders_url(_settings(), url)
-    try:
-        done = asyncio.run(migrate.upgrade(target, revision))
-    except ValueError as exc:
-        raise _fail(str(exc), 2) from exc
-    except (DBAPIError, OSError) as exc:
-        raise _fail(f"could not migrate {describe(target)}: {exc}") from exc
-    if done.before == done.after:
-        console.print(f"{describe(target)}: already at revision {done.after}", highlight=False)
-    else:
-        console.print(
-            f"{describe(target)}: migrated from {done.before or 'an empty schema'} to "
-            f"revision {done.after}",
-            highlight=False,
-        )
+    for target_schema, target in _schemas(url, schema):
+        try:
+            done = asyncio.run(target_schema.upgrade(target, revision))
+        except ValueError as exc:
+            raise _fail(str(exc), 2) from exc
+        except (DBAPIError, OSError) as exc:
+            raise _fail(f"could not migrate {describe(target)}: {exc}") from exc
+        where = f"{describe(target)} ({target_schema.name} schema)"
+        if done.before == done.after:
+            console.print(f"{where}: already at revision {done.after}", highlight=False)
+        else:
+            console.print(
+                f"{where}: migrated from {done.before or 'an empty schema'} to revision "
+                f"{done.after}",
+                highlight=False,
+            )
 
 
 @db_app.command("current")
-def db_current(url: DatabaseUrl = None) -> None:
-    """Print the order database's revision and the one this slmesh needs.
+def db_current(url: DatabaseUrl = None, schema: SchemaName = None) -> None:
+    """Print each database's revision and the one this slmesh needs.
 
-    Exits 1 when the database needs `slmesh db upgrade`."""
+    Exits 1 when a database needs `slmesh db upgrade`."""
     from sqlalchemy.exc import DBAPIError
 
-    from mesh.tools import migrate
-    from mesh.tools.postgres import REVISION, describe
+    from mesh.tools.postgres import describe
 
-    target = _orders_url(_settings(), url)
-    try:
-        found = asyncio.run(migrate.current(target))
-    except ValueError as exc:
-        raise _fail(str(exc), 2) from exc
-    except (DBAPIError, OSError) as exc:
-        raise _fail(f"could not read {describe(target)}: {exc}") from exc
-    console.print(
-        f"{describe(target)}: revision {found or 'none (empty)'}; this slmesh needs {REVISION}",
-        highlight=False,
-    )
-    if found is None or (found.isdigit() and int(found) < int(REVISION)):
-        raise _fail("the order database is behind: run `slmesh db upgrade`")
+    behind = False
+    for target_schema, target in _schemas(url, schema):
+        try:
+            found = asyncio.run(target_schema.current(target))
+        except ValueError as exc:
+            raise _fail(str(exc), 2) from exc
+        except (DBAPIError, OSError) as exc:
+            raise _fail(f"could not read {describe(target)}: {exc}") from exc
+        console.print(
+            f"{describe(target)} ({target_schema.name} schema): revision "
+            f"{found or 'none (empty)'}; this slmesh needs {target_schema.revision}",
+            highlight=False,
+        )
+        behind = behind or target_schema.behind(found)
+    if behind:
+        raise _fail("a database is behind: run `slmesh db upgrade`")
 
 
 @bench_app.command("slm")
@@ -1032,6 +1071,26 @@ def bench_feed(
     """How late task events reach a subscriber on another replica: a2a-sdk's polling vs
     LISTEN/NOTIFY, in one run (needs PostgreSQL on 127.0.0.1:5432)."""
     _bench_module("feed").main(ticks=ticks, interval_ms=interval_ms, output=output)
+
+
+@bench_app.command("tasks")
+def bench_tasks(
+    tasks: Annotated[int, typer.Option(help="SendMessage calls to count.")] = 300,
+    concurrency: Annotated[int, typer.Option(help="Calls in flight.")] = 4,
+    plans: Annotated[
+        int, typer.Option(help="Plans through a planner, to check the per-ticket model (0: none).")
+    ] = 20,
+    steps: Annotated[int, typer.Option(help="Agent steps per plan.")] = 5,
+    output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path(
+        "docs/benchmarks.md"
+    ),
+) -> None:
+    """What one A2A task writes to the shared PostgreSQL task store: rows per table,
+    transactions and CPU per task; then plans through a planner against that model (needs
+    PostgreSQL on 127.0.0.1:5432)."""
+    _bench_module("task_writes").main(
+        tasks=tasks, concurrency=concurrency, plans=plans, steps=steps, output=output
+    )
 
 
 @bench_app.command("registry")

@@ -101,6 +101,19 @@ class Settings(BaseSettings):
         "they missed). 'poll': a2a-sdk's stream reads the log every 0.5 s; for a PostgreSQL "
         "reached through a transaction-pooling PgBouncer, where LISTEN does not work.",
     )
+    task_store_pool_size: int = Field(
+        5,
+        ge=1,
+        description="With a PostgreSQL task_store: connections one agent replica keeps open to it "
+        "(tasks, their event log, leases and push configs share them).",
+    )
+    task_store_max_overflow: int = Field(
+        10,
+        ge=0,
+        description="Connections a replica may open beyond task_store_pool_size under load, "
+        "closed again when returned; the most a replica holds is their sum plus, with shared "
+        "tasks, one LISTEN connection (docs/scaling.md sums them against max_connections).",
+    )
     task_lease_s: float = Field(
         10.0,
         gt=0,
@@ -158,6 +171,15 @@ class Settings(BaseSettings):
         ge=1,
         description="Connections one registry replica opens to registry_database at most, plus "
         "one that listens for changes (docs/scaling.md).",
+    )
+    registry_lease_s: float = Field(
+        3.0,
+        gt=0,
+        description="With registry_database: a registry replica that has had no answer from the "
+        "database for this long (a network partition closes nothing) ends its watches, fails "
+        "calls UNAVAILABLE and reports NOT_SERVING until the database answers again, so it "
+        "never serves an old picture while the others serve the truth. Keep it well below "
+        "registry_ttl_s.",
     )
     max_request_bytes: int = Field(
         4 * 1024 * 1024, gt=0, description="Largest accepted request body / gRPC message."
@@ -456,6 +478,27 @@ def discover_services(root: str | Path = "services") -> list[ServiceSpec]:
     """All service specs under ``root``, registry first, then agents by name."""
     specs = [ServiceSpec.load(p) for p in sorted(Path(root).glob(f"*/{SPEC_FILE}"))]
     return sorted(specs, key=lambda s: (s.kind != "registry", s.name))
+
+
+def postgres_connections(
+    settings: Settings, service: Literal["agent", "planner", "registry"]
+) -> int:
+    """The most PostgreSQL connections one replica of ``service`` opens with ``settings``:
+    every pool at its bound and each ``LISTEN`` connection. The connection arithmetic of
+    docs/scaling.md and the deploy checks sum this over replicas."""
+    if service == "registry":
+        return settings.registry_pool_size + 1 if settings.registry_database else 0
+    total = 0
+    scheme = settings.task_store.split("+", 1)[0].split(":", 1)[0]
+    if scheme in ("postgresql", "postgres"):
+        total += settings.task_store_pool_size + settings.task_store_max_overflow
+        if settings.task_events == "database":
+            # Shared tasks: the event feed's LISTEN connection; the planner's run store.
+            total += 1 if settings.task_event_feed == "notify" else 0
+            total += settings.planner_pool_size if service == "planner" else 0
+    if settings.orders_database is not None:
+        total += settings.orders_pool_size
+    return total
 
 
 def registry_credential(settings: Settings) -> str | None:

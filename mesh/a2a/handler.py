@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import aclosing, contextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -46,6 +46,7 @@ from a2a.server.request_handlers import DefaultRequestHandler, GrpcHandler
 from a2a.server.tasks import TaskManager, TaskStore
 from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
+    GetTaskRequest,
     ListTasksRequest,
     ListTasksResponse,
     Message,
@@ -81,6 +82,8 @@ from google.protobuf import any_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message as ProtoMessage
 from google.rpc import error_details_pb2, status_pb2
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from mesh.a2a.leases import Claim, TaskHeldError, TaskTakeover
 
@@ -92,6 +95,30 @@ _END = object()
 _EARLY_STATES = (TERMINAL_TASK_STATES | INTERRUPTED_TASK_STATES) - {TaskState.TASK_STATE_FAILED}
 """States at which the default handler answers a unary SendMessage without waiting for the
 executor."""
+
+
+TASK_STORE_FAILED = (
+    "the task store's database failed under this call (connection lost, server unreachable or "
+    "pool exhausted); the write it failed in was rolled back, nothing of it is stored: retry "
+    "the call"
+)
+"""What a caller is told when the task store fails; the driver's own text is never sent (it
+holds the statement's SQL and the task's content)."""
+
+
+@contextmanager
+def store_failures() -> Iterator[None]:
+    """A database failure under a call becomes an A2A error that says so and that it may be
+    retried (``data``: reason ``task_store_unavailable``, ``retryable``)."""
+    try:
+        yield
+    except (DBAPIError, PoolTimeoutError) as exc:
+        cause = exc.orig if isinstance(exc, DBAPIError) else exc
+        log.warning("task store failed: %s", type(cause).__name__)
+        raise InternalError(
+            message=TASK_STORE_FAILED,
+            data={"reason": "task_store_unavailable", "retryable": True},
+        ) from exc
 
 
 _PLANS: dict[str, tuple[tuple[FieldDescriptor, ...], tuple[tuple[str, int], ...]]] = {}
@@ -644,6 +671,24 @@ class MeshRequestHandler(DefaultRequestHandler):
     async def on_message_send(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> Message | Task:
+        with store_failures():
+            return await self._message_send(params, context)
+
+    async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> Task | None:
+        with store_failures():
+            task: Task | None = await super().on_get_task(params, context)
+            return task
+
+    async def on_list_tasks(
+        self, params: ListTasksRequest, context: ServerCallContext
+    ) -> ListTasksResponse:
+        with store_failures():
+            listed: ListTasksResponse = await super().on_list_tasks(params, context)
+            return listed
+
+    async def _message_send(
+        self, params: SendMessageRequest, context: ServerCallContext
+    ) -> Message | Task:
         if not self._takes(params):
             await self._refuse_if_held(params)
             await self._adopt_context(params, context)
@@ -673,10 +718,11 @@ class MeshRequestHandler(DefaultRequestHandler):
     async def on_message_send_stream(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event, None]:
-        await self._refuse_if_held(params)
-        await self._adopt_context(params, context)
-        async for event in super().on_message_send_stream(params, context):
-            yield event
+        with store_failures():
+            await self._refuse_if_held(params)
+            await self._adopt_context(params, context)
+            async for event in super().on_message_send_stream(params, context):
+                yield event
 
     # -- resubscription on shared stores: corrections to a2a-sdk 1.3.0 --------------------------
 
@@ -734,14 +780,15 @@ class MeshRequestHandler(DefaultRequestHandler):
         self, params: CancelTaskRequest, context: ServerCallContext
     ) -> Task | None:
         run = self._owns(params.id, context)
-        if run is None:
-            task: Task | None = await super().on_cancel_task(params, context)
-            return task
-        validate_required(params)
-        try:
-            return await run.cancel(context)
-        except UnsupportedOperationError as exc:  # as the default handler's _cancel_local
-            raise TaskNotCancelableError from exc
+        with store_failures():
+            if run is None:
+                task: Task | None = await super().on_cancel_task(params, context)
+                return task
+            validate_required(params)
+            try:
+                return await run.cancel(context)
+            except UnsupportedOperationError as exc:  # as the default handler's _cancel_local
+                raise TaskNotCancelableError from exc
 
     async def on_subscribe_to_task(
         self, params: SubscribeToTaskRequest, context: ServerCallContext

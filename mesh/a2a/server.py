@@ -110,7 +110,13 @@ def build_task_store(spec: ServiceSpec, settings: Settings) -> TaskStore | Versi
         return SqliteTaskStore((settings.data_dir / f"tasks-{spec.name}.sqlite").resolve())
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    engine = create_async_engine(settings.task_store, pool_pre_ping=True)
+    pooling: dict[str, Any] = {}
+    if settings.task_store.startswith(("postgresql", "postgres")):  # bounded: docs/scaling.md
+        pooling = {
+            "pool_size": settings.task_store_pool_size,
+            "max_overflow": settings.task_store_max_overflow,
+        }
+    engine = create_async_engine(settings.task_store, pool_pre_ping=True, **pooling)
     table = _task_table(spec)
     if settings.task_events == "database":
         from a2a.server.cluster import VersionedDatabaseTaskStore

@@ -24,7 +24,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mesh.migrations import SchemaError
+from mesh.planner.schema import REVISION, RUNS_SCHEMA, RUNS_TABLE, STEPS_TABLE, shared_runs
 from mesh.planner.steps import Outcome
+
+__all__ = [
+    "REVISION",
+    "RUNS_SCHEMA",
+    "RUNS_TABLE",
+    "STEPS_TABLE",
+    "PlanStore",
+    "PostgresPlanStore",
+    "SqlitePlanStore",
+    "open_plan_store",
+    "shared_runs",
+]
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -170,22 +184,6 @@ class SqlitePlanStore(PlanStore):
         self._db.close()
 
 
-RUNS_TABLE = "slmesh_planner_runs"
-STEPS_TABLE = "slmesh_planner_steps"
-_PG_SCHEMA_LOCK = 0x534C4D10
-"""pg_advisory_xact_lock key: planner replicas starting together create the tables once."""
-
-_PG_SCHEMA = (
-    f"CREATE TABLE IF NOT EXISTS {RUNS_TABLE} (planner TEXT NOT NULL, task_id TEXT NOT NULL, "
-    "context_id TEXT NOT NULL, source TEXT NOT NULL, plan TEXT NOT NULL, input TEXT NOT NULL, "
-    "state TEXT NOT NULL, error TEXT, created TIMESTAMPTZ NOT NULL DEFAULT now(), "
-    "updated TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (planner, task_id))",
-    f"CREATE INDEX IF NOT EXISTS {RUNS_TABLE}_unfinished ON {RUNS_TABLE} (planner, created) "
-    "WHERE state = 'working'",
-    f"CREATE TABLE IF NOT EXISTS {STEPS_TABLE} (planner TEXT NOT NULL, task_id TEXT NOT NULL, "
-    "node TEXT NOT NULL, status TEXT NOT NULL, outcome TEXT NOT NULL, "
-    "PRIMARY KEY (planner, task_id, node))",
-)
 _PG_CREATE_RUN = (
     f"INSERT INTO {RUNS_TABLE} (planner, task_id, context_id, source, plan, input, state) "
     "VALUES (:planner, :task, :context, :source, :plan, :input, 'working') "
@@ -226,12 +224,12 @@ class PostgresPlanStore(PlanStore):
         return self.engine.url.render_as_string(hide_password=True)
 
     async def open(self) -> None:
-        from sqlalchemy import text
-
-        async with self.engine.begin() as conn:
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_SCHEMA_LOCK})
-            for statement in _PG_SCHEMA:
-                await conn.execute(text(statement))
+        """Checks the run tables' schema: :class:`~mesh.migrations.SchemaError`, naming
+        ``slmesh db upgrade``, when this planner must not start on it."""
+        async with self.engine.connect() as conn:
+            problem = await RUNS_SCHEMA.check(conn)
+        if problem is not None:
+            raise SchemaError(f"the planner run store {self} cannot be used: {problem}")
 
     async def _write(self, sql: str, **args: Any) -> None:
         from sqlalchemy import text
@@ -283,16 +281,6 @@ class PostgresPlanStore(PlanStore):
 
     async def aclose(self) -> None:
         await self.engine.dispose()
-
-
-def shared_runs(settings: Settings) -> bool:
-    """Whether runs go to the task store's PostgreSQL database: tasks are shared there
-    (``task_events='database'``), so any planner replica may take a task over."""
-    url = settings.task_store
-    return settings.task_events == "database" and url.split("+", 1)[0].split(":", 1)[0] in (
-        "postgresql",
-        "postgres",
-    )
 
 
 def open_plan_store(planner: str, settings: Settings) -> PlanStore:

@@ -19,6 +19,16 @@ A watcher resumes after any revision the log still holds; the log keeps the last
 connection is lost, the process ends every watch with UNAVAILABLE (its watchers resume on a
 replica that can still see the database) and the store's calls fail
 :class:`~mesh.registry.store.StoreUnavailable` until it is back.
+
+A connection that is cut silently (a network partition: nothing is closed, nothing answers)
+is noticed by a *lease*: the listening connection reads the log every third of ``lease_s``,
+and each answer renews the lease from the moment the read was sent. Past ``lease_s``
+without one, the store is :attr:`~PostgresRegistryStore.available` no more: watches end,
+calls fail at once, and the registry reports NOT_SERVING, so a registry that cannot see the
+shared state stops serving its old picture of it while the others serve the truth. A read
+that took longer than the lease to come back is not served either (it may predate changes
+made since). The listening connection is then replaced; once it answers, the store serves
+again.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import asyncio
 import builtins
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -121,9 +132,12 @@ class PostgresRegistryStore(RegistryStore):
         change_log_size: int = 100_000,
         change_log_s: float = 600.0,
         connect_timeout_s: float = 5.0,
+        lease_s: float = 3.0,
     ) -> None:
         if ttl_s <= 0:
             raise ValueError(f"ttl_s must be positive, got {ttl_s}")
+        if lease_s <= 0:
+            raise ValueError(f"lease_s must be positive, got {lease_s}")
         self.url = url.replace("postgresql+asyncpg://", "postgresql://", 1)
         self._ttl_s = ttl_s
         self._pool_size = pool_size
@@ -131,6 +145,9 @@ class PostgresRegistryStore(RegistryStore):
         self._change_log_size = change_log_size
         self._change_log_s = change_log_s
         self._connect_timeout_s = connect_timeout_s
+        self._lease_s = lease_s
+        self._contact = -float("inf")
+        """``time.monotonic()`` when the last read the database answered was sent."""
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._watches: set[Subscription] = set()
@@ -152,11 +169,31 @@ class PostgresRegistryStore(RegistryStore):
     def watcher_count(self) -> int:
         return len(self._watches)
 
+    @property
+    def lease_s(self) -> float:
+        return self._lease_s
+
+    @property
+    def available(self) -> bool:
+        """Whether the database answered within the lease (and the change feed is whole)."""
+        return (
+            self._pool is not None
+            and not self._lost.is_set()
+            and time.monotonic() - self._contact < self._lease_s
+        )
+
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Opens the pool, creates the tables once, and starts following the change feed."""
-        settings = {"application_name": APPLICATION_NAME}
+        # A transaction cut off before its COMMIT holds the revision row's lock, which every
+        # registry's writes wait for: the server ends such a session instead of keeping it
+        # until TCP notices (hours). The registry's transactions never idle for this long.
+        idle = max(1, round(self._lease_s * 1000))
+        settings = {
+            "application_name": APPLICATION_NAME,
+            "idle_in_transaction_session_timeout": str(idle),
+        }
         try:
             self._pool = await asyncpg.create_pool(
                 self.url,
@@ -201,26 +238,35 @@ class PostgresRegistryStore(RegistryStore):
         )
         self._listener.add_termination_listener(lambda _conn: self._lost.set())
         await self._listener.add_listener(CHANNEL, lambda *_args: self._wake.set())
+        asked = time.monotonic()
         self._dispatched = (await self._listener.fetchrow(_CURRENT))["revision"]
+        self._contact = asked
         self._lost.clear()
 
     async def _follow(self) -> None:
-        """Dispatches the log to watchers whenever a NOTIFY (or a lost connection) wakes it."""
+        """Dispatches the log to watchers whenever a NOTIFY wakes it, and at least every third
+        of the lease (a read that renews the lease and catches a NOTIFY that never came)."""
         while True:
             wake = asyncio.create_task(self._wake.wait())
             lost = asyncio.create_task(self._lost.wait())
-            await asyncio.wait((wake, lost), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                (wake, lost), timeout=self._lease_s / 3, return_when=asyncio.FIRST_COMPLETED
+            )
             wake.cancel()
             lost.cancel()
             if self._lost.is_set():
                 await self._reconnect()
                 continue
             self._wake.clear()
+            asked = time.monotonic()
             try:
-                await self._dispatch()
+                # No later than the lease's end: a watch must not outlive it.
+                await asyncio.wait_for(self._dispatch(), self._contact + self._lease_s - asked)
             except _DATABASE_ERRORS as exc:
-                log.warning("registry change feed: %s", exc)
+                log.warning("registry change feed: %s", exc or "no answer within the lease")
                 self._lost.set()
+            else:
+                self._contact = max(self._contact, asked)
 
     async def _reconnect(self) -> None:
         self._end_watches("registry lost its database; reconnect to resume")
@@ -255,15 +301,31 @@ class PostgresRegistryStore(RegistryStore):
 
     # -- calls -------------------------------------------------------------------------
 
-    async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        """``work`` in one transaction; database failures become :class:`StoreUnavailable`."""
-        if self._pool is None or self._lost.is_set():
-            raise StoreUnavailable(f"registry database {self} is unreachable")
+    async def _run(
+        self, work: Callable[[asyncpg.Connection], Awaitable[T]], *, read: bool = False
+    ) -> T:
+        """``work`` in one transaction; database failures become :class:`StoreUnavailable`,
+        and so does a ``read`` whose answer took longer than the lease to arrive."""
+        if self._pool is None or not self.available:
+            raise StoreUnavailable(
+                f"registry database {self} is unreachable (no answer within the "
+                f"{self._lease_s:g} s lease)"
+            )
+        asked = time.monotonic()
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                return await work(conn)
+            async with (
+                self._pool.acquire(timeout=self._connect_timeout_s) as conn,
+                conn.transaction(),
+            ):
+                result = await work(conn)
         except _DATABASE_ERRORS as exc:
             raise StoreUnavailable(f"registry database {self} failed: {exc}") from exc
+        if read and time.monotonic() - asked >= self._lease_s:
+            raise StoreUnavailable(
+                f"registry database {self} answered a read after more than the "
+                f"{self._lease_s:g} s lease; not serving what may be out of date"
+            )
+        return result
 
     async def _log(self, conn: asyncpg.Connection, events: list[pb.WatchEvent]) -> None:
         """Numbers ``events`` with the next revisions (row lock until commit) and notifies."""
@@ -356,7 +418,7 @@ class PostgresRegistryStore(RegistryStore):
             rows = await conn.fetch(_LIST, self._ttl_s, agent, skill)
             return [_replica(row["replica"], row["last_heartbeat"]) for row in rows]
 
-        return await self._run(work)
+        return await self._run(work, read=True)
 
     async def expire(self) -> builtins.list[pb.Replica]:
         """Removes expired replicas (each by exactly one registry replica: the DELETE's row
@@ -408,7 +470,7 @@ class PostgresRegistryStore(RegistryStore):
             rows = await conn.fetch(_LIST, self._ttl_s, agent, "")
             return revision, [_replica(r["replica"], r["last_heartbeat"]) for r in rows], []
 
-        revision, snapshot, backlog = await self._run(read)
+        revision, snapshot, backlog = await self._run(read, read=True)
         # From here on this process's dispatches reach the watch; what it dispatched already
         # past the snapshot's revision is read back from the log.
         dispatched = self._dispatched
@@ -422,7 +484,7 @@ class PostgresRegistryStore(RegistryStore):
                 return [_event(r) for r in await conn.fetch(_CHANGES_AFTER, revision, dispatched)]
 
             try:
-                backlog += await self._run(catch_up)
+                backlog += await self._run(catch_up, read=True)
             except StoreUnavailable:
                 watch.close()
                 raise

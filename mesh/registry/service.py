@@ -60,6 +60,9 @@ _KEEPALIVE_OPTIONS = [
 ]
 """Lets watchers ping idle Watch streams (and pings them) so dead peers are noticed."""
 
+_HEALTH_POLL_S = 0.1
+"""How often the health status follows the store's availability (an attribute read)."""
+
 
 def replica_problems(replica: pb.Replica) -> list[str]:
     """Everything wrong with a replica a client wants to register; empty when acceptable."""
@@ -314,6 +317,7 @@ class RegistryServer:
     health: health.aio.HealthServicer
     servicer: RegistryServicer
     _expiry: asyncio.Task[None] | None = field(default=None, repr=False)
+    _health: asyncio.Task[None] | None = field(default=None, repr=False)
     _stopped: bool = field(default=False, repr=False)
 
     @property
@@ -332,11 +336,12 @@ class RegistryServer:
         if self._stopped:
             return
         self._stopped = True
+        for task in (self._health, self._expiry):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.health.enter_graceful_shutdown()
-        if self._expiry is not None:
-            self._expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry
         stopping = asyncio.create_task(self.server.stop(grace))
         await asyncio.sleep(0)
         self.servicer.close_watches("registry is shutting down; reconnect to resync")
@@ -403,9 +408,8 @@ async def start_registry_server(
         store=store,
         health=health_servicer,
         servicer=servicer,
-        _expiry=asyncio.create_task(
-            _expire_forever(store, health_servicer), name="registry-expiry"
-        ),
+        _expiry=asyncio.create_task(_expire_forever(store), name="registry-expiry"),
+        _health=asyncio.create_task(_report_health(store, health_servicer), name="registry-health"),
     )
     log.info("registry serving on %s:%d (ttl %.1fs)", settings.host, bound, store.ttl_s)
     return running
@@ -436,6 +440,7 @@ def registry_store(settings: Settings) -> RegistryStore:
         settings.registry_database.get_secret_value(),
         ttl_s=settings.registry_ttl_s,
         pool_size=settings.registry_pool_size,
+        lease_s=settings.registry_lease_s,
     )
 
 
@@ -449,33 +454,38 @@ async def _set_health(servicer: health.aio.HealthServicer, *, serving: bool) -> 
         await servicer.set(name, status)
 
 
-async def _expire_forever(store: RegistryStore, health_servicer: health.aio.HealthServicer) -> None:
-    """Sweeps often enough that a replica is removed within about a quarter TTL of expiring.
-
-    A sweep the store cannot run (its database is unreachable) reports the registry
-    NOT_SERVING until one succeeds again: a replica cut off from the shared state must not
-    look ready, so load balancers send clients to one that is not."""
+async def _expire_forever(store: RegistryStore) -> None:
+    """Sweeps often enough that a replica is removed within about a quarter TTL of expiring."""
     interval = min(max(store.ttl_s / 4, 0.01), 1.0)
-    serving = True
     while True:
         await asyncio.sleep(interval)
         try:
             expired = await store.expire()
         except StoreUnavailable as exc:
-            if serving:
-                log.warning("registry store unavailable, reporting NOT_SERVING: %s", exc)
-                serving = False
-                await _set_health(health_servicer, serving=False)
+            log.debug("registry expiry sweep: %s", exc)
             continue
         except Exception:
             log.exception("registry expiry sweep failed; retrying in %.2fs", interval)
             continue
-        if not serving:
-            log.info("registry store reachable again, reporting SERVING")
-            serving = True
-            await _set_health(health_servicer, serving=True)
         for replica in expired:
             log.info("expired %s replica %s (no heartbeat)", replica.agent, replica.replica_id)
+
+
+async def _report_health(store: RegistryStore, health_servicer: health.aio.HealthServicer) -> None:
+    """NOT_SERVING while the store is not :attr:`~RegistryStore.available` (cut off from the
+    shared state: it must not look ready, so load balancers send clients to a registry that
+    is), SERVING again once it is."""
+    serving = True
+    while True:
+        await asyncio.sleep(_HEALTH_POLL_S)
+        if store.available == serving:
+            continue
+        serving = not serving
+        if serving:
+            log.info("registry store reachable again, reporting SERVING")
+        else:
+            log.warning("registry store %s unavailable, reporting NOT_SERVING", store)
+        await _set_health(health_servicer, serving=serving)
 
 
 def _bracket(host: str) -> str:

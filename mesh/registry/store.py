@@ -159,7 +159,8 @@ class RegistryStore(ABC):
     - Every change carries a revision one above the change before it. ``watch(since_revision=N)``
       yields no snapshot but every change after N, SYNCED, then live changes; a revision the
       store cannot resume after raises :class:`RevisionUnavailable`.
-    - A store on a database raises :class:`StoreUnavailable` when it cannot reach it.
+    - A store on a database raises :class:`StoreUnavailable` when it cannot reach it, and is
+      not :attr:`available` while cut off from it.
     - Methods are called from one asyncio event loop; implementations need not be thread-safe.
     """
 
@@ -170,6 +171,12 @@ class RegistryStore(ABC):
     async def aclose(self) -> None:
         """Releases connections and ends open watches."""
         return None
+
+    @property
+    def available(self) -> bool:
+        """Whether the store can serve what is true now; a registry whose store is not
+        reports NOT_SERVING (always True for a store in the process's own memory)."""
+        return True
 
     @property
     @abstractmethod

@@ -21,17 +21,19 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection as SyncConnection
 from sqlalchemy import CursorResult
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import Pool
 
 from mesh.errors import MeshError
+from mesh.migrations import Schema, SchemaError, async_url
 from mesh.tools import orders
 from mesh.tools.catalog import Execution, Policy, ToolCall, execute_on
 
@@ -55,7 +57,15 @@ migration raises it)."""
 APPLICATION_NAME = "slmesh-tools"
 """``application_name`` of every connection a tools replica opens (pg_stat_activity)."""
 
-UPGRADE_COMMAND = "slmesh db upgrade"
+ORDERS = Schema(
+    name="order",
+    image="tools",
+    directory=Path(__file__).with_name("migrations"),
+    version_table=VERSION_TABLE,
+    lock=0x534C4D03,
+    revision=REVISION,
+)
+"""The order tables as ``slmesh db upgrade`` migrates them (:mod:`mesh.tools.migrate`)."""
 
 LOCK_TIMEOUT = "15s"
 """How long a replica's call waits for another transaction's lock on its key or order (or
@@ -68,27 +78,9 @@ _SEED_LOCK = 0x534C4D02
 """Advisory-lock class of demo seeding."""
 
 
-class SchemaError(MeshError):
-    """The order database's schema is not the one this replica reads; it must not start."""
-
-
 class OrderDatabaseError(MeshError):
     """The order database could not run a call (connection lost, server gone, pool
     exhausted); nothing of the call was committed and a retry with its key is safe."""
-
-
-def async_url(url: str) -> str:
-    """``url`` with the asyncpg driver: ``postgresql://`` and ``postgres://`` become
-    ``postgresql+asyncpg://``; anything but PostgreSQL is refused."""
-    try:
-        parsed = make_url(url.replace("postgres://", "postgresql://", 1))
-    except ArgumentError as exc:
-        raise ValueError(f"not a database URL: {exc}") from exc
-    if parsed.get_backend_name() != "postgresql":
-        raise ValueError(
-            f"the order database URL must be postgresql://..., got {parsed.drivername}://"
-        )
-    return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
 def describe(url: str) -> str:
@@ -226,21 +218,7 @@ async def schema_problem(conn: AsyncConnection) -> str | None:
 
     revision, compatible_from = await conn.run_sync(read)
     await conn.rollback()
-    if revision is None:
-        return f"it has no order schema yet: run `{UPGRADE_COMMAND}` first"
-    if not revision.isdigit():
-        return f"its schema is at revision {revision!r}, which this code does not know"
-    if int(revision) < int(REVISION):
-        return (
-            f"its schema is at revision {revision} and this replica needs {REVISION}: "
-            f"run `{UPGRADE_COMMAND}` first"
-        )
-    if compatible_from is not None and int(compatible_from) > int(REVISION):
-        return (
-            f"its schema (revision {revision}) no longer keeps what revision {REVISION} "
-            "reads: run the newer tools image"
-        )
-    return None
+    return ORDERS.problem(revision, compatible_from)
 
 
 class PostgresOrders:

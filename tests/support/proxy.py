@@ -1,5 +1,6 @@
-"""A small TCP proxy for client tests: counts the connections a client opens, and closes them
-on demand the way a server closes idle keep-alive connections (FIN to the client)."""
+"""A small TCP proxy for client tests: counts the connections a client opens, closes them on
+demand the way a server closes idle keep-alive connections (FIN to the client), and cuts the
+path silently, as a network partition does (:meth:`Proxy.cut`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ class Proxy:
         self._server: asyncio.Server | None = None
         self._open: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._pipes: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     async def start(self) -> Proxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -31,8 +34,19 @@ class Proxy:
     def open_connections(self) -> int:
         return len(self._open)
 
+    def cut(self) -> None:
+        """A partition: connections stay open but no byte gets through either way, and new
+        connections are accepted but never reach the target (nothing is closed or reset, so
+        the client learns only from its own timeouts)."""
+        self._flowing.clear()
+
+    def heal(self) -> None:
+        """Ends the partition: what was held back is delivered, as TCP's retransmissions would."""
+        self._flowing.set()
+
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        await self._flowing.wait()
         upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", self._target())
         pair = (client_w, upstream_w)
         self._open.add(pair)
@@ -52,10 +66,10 @@ class Proxy:
     def _target(self) -> int:
         return self.target_port
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.CancelledError):
             while data := await reader.read(65536):
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
 

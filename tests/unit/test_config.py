@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,19 @@ def test_spec_errors_name_the_file_and_field(tmp_path: Path) -> None:
 def test_configuration_doc_is_current() -> None:
     doc = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     assert doc == render(), "run: python -m mesh.config_doc > docs/configuration.md"
+
+
+def test_the_task_store_pool_on_postgresql_is_bounded_by_its_settings() -> None:
+    from mesh.a2a.server import build_task_store
+
+    settings = Settings(
+        task_store="postgresql+asyncpg://slmesh@db:5432/slmesh",
+        task_events="database",
+        task_store_pool_size=2,
+        task_store_max_overflow=0,
+    )
+    # A name of its own: a2a-sdk registers each task table in one process-wide MetaData.
+    spec = ServiceSpec(name=f"pool-{uuid.uuid4().hex[:8]}", executor="m:C")
+    store = build_task_store(spec, settings)
+    pool = store.as_task_store.engine.pool  # type: ignore[union-attr]
+    assert pool.size() == 2

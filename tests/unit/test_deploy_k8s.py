@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mesh.config import Settings, discover_services
+from mesh.config import Settings, discover_services, postgres_connections
 
 kubernetes_validate = pytest.importorskip(
     "kubernetes_validate", reason="kubernetes-validate (dev extra)"
@@ -288,6 +288,12 @@ def test_the_tools_agent_and_its_migration_job_read_one_order_database_from_the_
         assert container["image"].startswith("slmesh/tools:")
     (upgrade,) = job["containers"]
     assert upgrade["command"] == ["slmesh", "db", "upgrade"]
+    # ...and the planner's run store, in the task store's database the planner reads.
+    env = {e["name"]: e.get("valueFrom", e.get("value")) for e in upgrade["env"]}
+    assert env["SLMESH_TASK_STORE"] == {
+        "secretKeyRef": {"name": "slmesh-secrets", "key": "task-store-url"}
+    }
+    assert env["SLMESH_TASK_EVENTS"] == "database"
     assert job["restartPolicy"] == "OnFailure"
 
 
@@ -305,3 +311,84 @@ def test_replicated_registry_and_planner_read_their_databases_from_the_secret(
         (container,) = _one(resources, "Deployment", name)["spec"]["template"]["spec"]["containers"]
         env = {e["name"]: e.get("valueFrom") for e in container["env"]}
         assert env[variable] == {"secretKeyRef": {"name": "slmesh-secrets", "key": key}}
+
+
+#: Placeholders for the secret's database URLs (a pool's size does not depend on the host).
+_SECRET_VALUES = {
+    "task-store-url": "postgresql+asyncpg://slmesh@db:5432/slmesh",
+    "orders-database-url": "postgresql://slmesh@db:5432/slmesh",
+    "registry-database-url": "postgresql://slmesh@db:5432/slmesh",
+}
+
+
+def _container_settings(resources: list[Resource], container: Resource) -> Settings:
+    """The settings ``container`` starts with: its ConfigMaps, then its own env (a secret's
+    database URL as a placeholder, any other secret as a dummy)."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(_one(resources, "ConfigMap", source["configMapRef"]["name"])["data"])
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        elif "secretKeyRef" in item.get("valueFrom", {}):
+            env[item["name"]] = _SECRET_VALUES.get(item["valueFrom"]["secretKeyRef"]["key"], "x")
+    fields = {
+        k.removeprefix("SLMESH_").lower(): v
+        for k, v in env.items()
+        if k.startswith("SLMESH_") and k != "SLMESH_RAY_ADDRESS"
+    }
+    return Settings(**fields)
+
+
+def _postgres_demand(resources: list[Resource]) -> tuple[int, list[str]]:
+    """The most connections the mesh opens at once (every workload at its most replicas,
+    every pool at its bound), and the terms of that sum."""
+    total, terms = 0, []
+    for workload, most, template in _scaled_pod_templates(resources):
+        name = workload.split("/")[1]
+        service = name if name in ("registry", "planner") else "agent"
+        for container in template["spec"]["containers"]:
+            per_pod = postgres_connections(_container_settings(resources, container), service)
+            if per_pod:
+                total += most * per_pod
+                terms.append(f"{workload} {most} x {per_pod}")
+    for job in (r for r in resources if r["kind"] == "Job"):
+        if "database-url" in yaml.safe_dump(job):
+            total += 1  # a migration: one connection (NullPool) while it runs
+            terms.append(f"Job/{job['metadata']['name']} 1")
+    return total, terms
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_pool_at_every_maximum_fits_postgres_max_connections(overlay: str) -> None:
+    """Sum over workloads of (max replicas x connections per pod) <= max_connections minus
+    the reserve, with the numbers the manifests set (docs/scaling.md, "Connections")."""
+    resources = _rendered(overlay)
+    budget = _one(resources, "ConfigMap", "slmesh-postgres")["data"]
+    usable = int(budget["max_connections"]) - int(budget["reserved_connections"])
+    demand, terms = _postgres_demand(resources)
+    assert len(terms) >= 8  # 5 agents, the planner, the registry, the migration Job
+    assert demand <= usable, f"{overlay}: {' + '.join(terms)} = {demand} > {usable}"
+    if overlay == "dev":  # the in-cluster server runs with the budget's max_connections
+        (postgres,) = _one(resources, "Deployment", "postgres")["spec"]["template"]["spec"][
+            "containers"
+        ]
+        assert postgres["args"] == ["-c", "max_connections=$(POSTGRES_MAX_CONNECTIONS)"]
+        ref = {e["name"]: e.get("valueFrom") for e in postgres["env"]}["POSTGRES_MAX_CONNECTIONS"]
+        assert ref == {"configMapKeyRef": {"name": "slmesh-postgres", "key": "max_connections"}}
+
+
+def test_the_connection_sum_counts_what_the_settings_open() -> None:
+    """The check above is only as good as its per-pod count: one of every kind, by hand."""
+    shared = {"task_store": _SECRET_VALUES["task-store-url"], "task_events": "database"}
+    pools = {"task_store_pool_size": 3, "task_store_max_overflow": 1}
+    assert postgres_connections(Settings(**shared, **pools), "agent") == 3 + 1 + 1
+    assert postgres_connections(Settings(**shared, **pools), "planner") == 3 + 1 + 1 + 3
+    orders = Settings(**shared, **pools, orders_database=_SECRET_VALUES["orders-database-url"])
+    assert postgres_connections(orders, "agent") == 3 + 1 + 1 + 5
+    poll = Settings(**shared, **pools, task_event_feed="poll")
+    assert postgres_connections(poll, "agent") == 3 + 1
+    registry = Settings(registry_database=_SECRET_VALUES["registry-database-url"])
+    assert postgres_connections(registry, "registry") == 5 + 1
+    assert postgres_connections(Settings(), "agent") == 0  # SQLite: no PostgreSQL at all

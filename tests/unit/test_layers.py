@@ -48,7 +48,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "plans",
         }
     ),
-    frozenset({"telemetry", "registry", "a2a", "launch"}),
+    frozenset({"telemetry", "registry", "a2a", "launch", "migrations"}),
     frozenset({"slm", "tools", "support"}),
     frozenset({"planner", "recording", "train"}),
     frozenset({"convert"}),

@@ -24,7 +24,7 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 
 from mesh.a2a.client import MeshClient, StaticReplicas, parts_value, restore_ints
 from mesh.a2a.discovery import snapshot
-from mesh.planner.store import STEPS_TABLE
+from mesh.planner.store import RUNS_SCHEMA, STEPS_TABLE
 from tests.conftest import ECHO_SERVICE
 from tests.support.postgres import FAST_LEASES, connect, drop_agent_tasks, postgres_up
 from tests.support.procs import ROOT, ServiceProcess, start_registry, start_service
@@ -487,6 +487,7 @@ async def test_a_planner_task_is_taken_over_by_another_planner_replica(
     recorded steps, and a subscriber on it gets the completed result."""
     if not postgres_up():
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    await RUNS_SCHEMA.upgrade("postgresql://127.0.0.1:5432/test")  # as `slmesh db upgrade`
     name = f"planner-{uuid.uuid4().hex[:8]}"
     folder = _planner_named(tmp_path, name)
     try:

@@ -41,12 +41,20 @@ REFUNDS = 3
 
 @pytest.fixture
 def database() -> Iterator[str]:
-    """A database of this test's own, migrated for the order tables; dropped after."""
+    """A database of this test's own, migrated for the order tables and the planner's runs
+    (`slmesh db upgrade` as the migration Job runs it: each schema whose database is set);
+    dropped after."""
     with scratch_database("runs") as url:
         done = subprocess.run(
-            [sys.executable, "-m", "mesh", "db", "upgrade", "--url", url],
+            [sys.executable, "-m", "mesh", "db", "upgrade"],
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "SLMESH_ORDERS_DATABASE": url,
+                "SLMESH_TASK_STORE": url.replace("postgresql://", "postgresql+asyncpg://", 1),
+                "SLMESH_TASK_EVENTS": "database",
+            },
             capture_output=True,
             text=True,
             timeout=60,

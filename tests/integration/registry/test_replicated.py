@@ -14,12 +14,14 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mesh.proto.slmesh.registry.v1 import registry_pb2 as pb
 from mesh.registry import Backoff, Registration, RegistryClient, RegistryView
 from tests.integration.registry.test_service import replica
 from tests.support.postgres import scratch_database
 from tests.support.procs import ServiceProcess, start_registry
+from tests.support.proxy import Proxy
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +34,8 @@ ADDED, UPDATED, REMOVED, SYNCED = (
     pb.WatchEvent.REMOVED,
     pb.WatchEvent.SYNCED,
 )
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @pytest.fixture
@@ -234,3 +238,81 @@ async def test_killing_one_registry_under_load_loses_no_registration_drain_or_wa
         await view.stop()
         for recorder in (feed_a, feed_b, resumed):
             await recorder.close()
+
+
+async def _health(proc: ServiceProcess) -> int:
+    """The registry's gRPC health status (NOT_SERVING also when it does not answer)."""
+    async with grpc.aio.insecure_channel(proc.grpc_target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.aio.AioRpcError:
+            return health_pb2.HealthCheckResponse.NOT_SERVING
+        return int(reply.status)
+
+
+async def _reports(proc: ServiceProcess, status: int) -> bool:
+    return await _health(proc) == status
+
+
+async def test_a_registry_cut_off_from_postgres_stops_serving_after_its_lease_then_recovers(
+    tmp_path: Path, database: str
+) -> None:
+    """A partition between registry A and PostgreSQL (a proxy that holds every byte, closing
+    nothing): past its lease A ends its watches, refuses reads and reports NOT_SERVING while
+    B goes on serving the truth; A never serves its old picture, and once the path is back
+    it serves the truth again and a watch resumes on it with what it missed."""
+    proxy = await Proxy(5432).start()
+    # A TTL long enough that nothing expires during the test: every change is B's doing.
+    env = {**FAST, "SLMESH_REGISTRY_TTL_S": "30", "SLMESH_REGISTRY_LEASE_S": "1"}
+    procs: list[ServiceProcess] = []
+    try:
+        for name, url in (("a", database.replace(":5432/", f":{proxy.port}/")), ("b", database)):
+            env_one = {**env, "SLMESH_REGISTRY_DATABASE": url}
+            # In a thread: the proxy runs on this loop and A needs it to start.
+            procs.append(await asyncio.to_thread(start_registry, _tmp(tmp_path / name), env_one))
+        a, b = procs
+        async with client(a) as on_a, client(b) as on_b:
+            await on_b.register(replica("old-1", agent="x"))
+            feed_a = Recorder(on_a)
+            await eventually(feed_a.synced, what="watch on A synced")
+            assert [e.replica.replica_id for e in feed_a.events[:-1]] == ["old-1"]
+            seen = feed_a.events[-1].revision
+
+            proxy.cut()
+            await eventually(lambda: feed_a.error is not None, what="A ends its watch")
+            assert feed_a.error is not None
+            assert feed_a.error.code() == grpc.StatusCode.UNAVAILABLE
+            await eventually(lambda: _reports(a, NOT_SERVING), what="A reports NOT_SERVING")
+            # The truth moves on through B.
+            assert await on_b.deregister("old-1")
+            await on_b.register(replica("new-1", agent="x"))
+            assert _ids(await on_b.list()) == {"new-1"}
+            assert await _health(b) == SERVING
+            # A serves nothing, rather than its old picture.
+            refused_watch = Recorder(on_a)
+            await eventually(lambda: refused_watch.error is not None, what="A refuses a watch")
+            assert refused_watch.error is not None
+            assert refused_watch.error.code() == grpc.StatusCode.UNAVAILABLE
+            assert not refused_watch.events
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await on_a.list()
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert await _health(a) == NOT_SERVING
+
+            proxy.heal()
+            await eventually(lambda: _reports(a, SERVING), what="A SERVING again")
+            assert _ids(await on_a.list()) == {"new-1"}
+            resumed = Recorder(on_a, since_revision=seen)
+            await eventually(resumed.synced, what="resumed on A")
+            assert [(e.type, e.replica.replica_id) for e in resumed.events[:-1]] == [
+                (REMOVED, "old-1"),
+                (ADDED, "new-1"),
+            ]
+            for recorder in (feed_a, refused_watch, resumed):
+                await recorder.close()
+    finally:
+        for proc in procs:
+            proc.kill()
+        proxy.heal()
+        await proxy.stop()
