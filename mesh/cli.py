@@ -145,20 +145,22 @@ def serve(
 
 
 def _trace_cli(settings: Settings) -> None:
-    """Client spans of this command: to the OTLP backend when SLMESH_OTEL_ENABLED, else to
-    the local mesh's tracing UI when `slmesh up` started one (so a task's trace starts here)."""
+    """Client spans of this command: where OTEL_TRACES_EXPORTER (or SLMESH_OTEL_ENABLED) sends
+    them, else to the local mesh's tracing UI when `slmesh up` started one (so a task's trace
+    starts here). A command serves no /metrics, so it records none."""
     from mesh import telemetry
     from mesh.launch import MeshState, state_path
 
-    if settings.otel_enabled:
-        telemetry.configure("slmesh-cli", settings)
+    if settings.exporters("traces"):
+        telemetry.configure("slmesh-cli", settings.model_copy(update={"prometheus": False}))
         return
     state = MeshState.load(state_path(settings))
-    if state is not None and state.ui is not None:
+    if state is not None and state.ui is not None and not settings.otel_disabled():
         local = settings.model_copy(
             update={
-                "otel_enabled": True,
-                "otel_export": "traces",
+                "otel_traces_exporter": "otlp",
+                "otel_metrics_exporter": "none",
+                "otel_logs_exporter": "none",
                 "otlp_protocol": "grpc",
                 "prometheus": False,
             }

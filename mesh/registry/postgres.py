@@ -71,6 +71,7 @@ _LIST = (
     f"SELECT replica, last_heartbeat FROM {REPLICAS} WHERE {_LIVE} AND ($2 = '' OR agent = $2) "
     "AND ($3 = '' OR $3 = ANY(skills)) ORDER BY agent, replica_id"
 )
+_COUNTS = f"SELECT agent, count(*) AS n FROM {REPLICAS} WHERE {_LIVE} GROUP BY agent"
 _CURRENT = f"SELECT revision, floor FROM {REVISION}"
 _TAKE_REVISIONS = f"UPDATE {REVISION} SET revision = revision + $1 RETURNING revision"
 _LOG = f"INSERT INTO {CHANGES} (revision, type, replica) VALUES ($1, $2, $3)"
@@ -355,6 +356,12 @@ class PostgresRegistryStore(RegistryStore):
         async def work(conn: asyncpg.Connection) -> builtins.list[pb.Replica]:
             rows = await conn.fetch(_LIST, self._ttl_s, agent, skill)
             return [_replica(row["replica"], row["last_heartbeat"]) for row in rows]
+
+        return await self._run(work)
+
+    async def counts(self) -> dict[str, int]:
+        async def work(conn: asyncpg.Connection) -> dict[str, int]:
+            return {row["agent"]: row["n"] for row in await conn.fetch(_COUNTS, self._ttl_s)}
 
         return await self._run(work)
 

@@ -31,13 +31,10 @@ from tests.support.echo import EchoExecutor
 from tests.support.relay import RelayExecutor
 
 
-@pytest.fixture(params=["lean", "sdk"])
-def spans(request: pytest.FixtureRequest) -> Iterator[InMemorySpanExporter]:
-    """Every test here runs on the mesh's lean tracer and on the SDK's (SLMESH_OTEL_TRACER)."""
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
-    assert telemetry.configure(
-        "test-mesh", Settings(otel_tracer=request.param), span_exporter=exporter
-    )
+    assert telemetry.configure("test-mesh", Settings(), span_exporter=exporter)
     yield exporter
     telemetry.shutdown()
 
