@@ -470,7 +470,7 @@ async def _expire_forever(
         await asyncio.sleep(interval)
         try:
             expired = await store.expire()
-            metrics.set_replicas(await store.counts())
+            counts = await store.counts()
         except StoreUnavailable as exc:
             if serving:
                 log.warning("registry store unavailable, reporting NOT_SERVING: %s", exc)
@@ -484,6 +484,7 @@ async def _expire_forever(
             log.info("registry store reachable again, reporting SERVING")
             serving = True
             await _set_health(health_servicer, serving=True)
+        metrics.set_replicas(counts)
         for replica in expired:
             metrics.expired(replica.agent)
             log.info("expired %s replica %s (no heartbeat)", replica.agent, replica.replica_id)

@@ -27,6 +27,7 @@ from mesh.registry import RegistryClient
 from tests.conftest import ECHO_SERVICE
 from tests.support.echo import EchoExecutor
 from tests.support.otlp import OtlpReceiver
+from tests.support.postgres import scratch_database
 from tests.support.procs import ServiceProcess, start_registry, start_service
 from tests.support.prometheus import sample
 
@@ -110,10 +111,21 @@ def _replica(replica_id: str, agent: str) -> pb.Replica:
     )
 
 
+@pytest.fixture(params=["memory", "postgres"])
+def registry_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The registry's store: in memory, or PostgreSQL (the replicas gauge counts in SQL)."""
+    env = {"SLMESH_REGISTRY_TTL_S": "1.5"}
+    if request.param == "memory":
+        yield env
+        return
+    with scratch_database("registry_metrics") as url:
+        yield {**env, "SLMESH_REGISTRY_DATABASE": url}
+
+
 async def test_the_registry_exports_replicas_registrations_expiries_and_watch_clients(
-    tmp_path: Path, clean_env: None
+    tmp_path: Path, clean_env: None, registry_env: dict[str, str]
 ) -> None:
-    registry = start_registry(tmp_path, env={"SLMESH_REGISTRY_TTL_S": "1.5"})
+    registry = start_registry(tmp_path, env=registry_env)
     try:
 
         def value(metric: str, **labels: str) -> float | None:
@@ -125,8 +137,15 @@ async def test_the_registry_exports_replicas_registrations_expiries_and_watch_cl
             await client.register(_replica("s-1", "summarizer"))
             await client.register(_replica("s-2", "summarizer"))
             await client.register(_replica("t-1", "translator"))
-            await _until(lambda: value("mesh_registry_replicas", **{AGENT: "summarizer"}) == 2)
-            assert value("mesh_registry_replicas", **{AGENT: "translator"}) == 1
+            await _until(
+                lambda: (
+                    (
+                        value("mesh_registry_replicas", **{AGENT: "summarizer"}),
+                        value("mesh_registry_replicas", **{AGENT: "translator"}),
+                    )
+                    == (2, 1)
+                )
+            )
             registered = "mesh_registry_registrations_total"
             assert value(registered, **{AGENT: "summarizer"}) == 2
             assert value(registered, **{AGENT: "translator"}) == 1
