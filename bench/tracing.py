@@ -466,8 +466,8 @@ def render(
         (
             f"`slmesh bench tracing`, {when}. Four modes, in rotating order within each of "
             f"{rounds} rounds (so other load on the machine hits all alike); medians of the "
-            "rounds. Every mode traces with the OpenTelemetry SDK's `TracerProvider` and batch "
-            "span processor (the mesh's only tracer provider) and serves no /metrics "
+            "rounds. The traced modes use the OpenTelemetry SDK's `TracerProvider` and batch "
+            "span processor (the mesh's only tracer provider); no mode serves /metrics "
             "(`SLMESH_PROMETHEUS=false`), so the rows differ by tracing alone. `off`: no traces "
             "exporter (the default). `sampled`: `OTEL_TRACES_EXPORTER=otlp` in every process, "
             "`OTEL_TRACES_SAMPLER=parentbased_traceidratio` with `OTEL_TRACES_SAMPLER_ARG=0.1` "
