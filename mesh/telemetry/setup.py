@@ -275,6 +275,9 @@ def _meter_provider(resource: Resource, settings: Settings) -> tuple[MeterProvid
 
 
 def _install_logs(resource: Resource, settings: Settings, exporters: list[str]) -> None:
+    # The SDK's logs signal still lives in underscored modules (opentelemetry.sdk._logs, the
+    # exporters' _log_exporter): the only path it offers; tests/unit/telemetry/test_setup.py
+    # exports a record through it.
     from opentelemetry._logs import set_logger_provider
     from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor

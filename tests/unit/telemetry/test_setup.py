@@ -3,6 +3,7 @@ SLMESH_ aliases, one's own span processors, context carried the way Ray tasks ca
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import subprocess
@@ -258,3 +259,21 @@ def test_a2a_sdk_span_wrappers_exist_only_when_its_spans_are_on(
         check=True,
     )
     assert int(out.stdout.strip()) == wrapped
+
+
+def test_logs_exporter_sends_records_with_their_trace_id(
+    monkeypatch: pytest.MonkeyPatch, no_otel_env: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """OTEL_LOGS_EXPORTER: records go out through the SDK's logs signal (still in its
+    underscored ``opentelemetry.sdk._logs`` modules, the only path it offers) with trace ids."""
+    monkeypatch.setenv("OTEL_LOGS_EXPORTER", "console")
+    telemetry.configure("unit", Settings(prometheus=False), span_exporter=InMemorySpanExporter())
+    try:
+        with telemetry.get_tracer().start_as_current_span("logged") as span:
+            logging.getLogger("unit.logs").warning("order looked up")
+            trace_id = f"{span.get_span_context().trace_id:032x}"
+    finally:
+        telemetry.shutdown()
+    out = capfd.readouterr().out
+    assert "order looked up" in out
+    assert trace_id in out
