@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,14 +34,6 @@ pytestmark = pytest.mark.integration
 
 AGENT = "gen_ai_agent_name"
 """The agent label (gen_ai.agent.name) as Prometheus writes it."""
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Child processes inherit no telemetry variable from outside the test."""
-    for name in list(os.environ):
-        if name.startswith(("OTEL_", "SLMESH_OTEL", "SLMESH_OTLP", "SLMESH_TRACE")):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture
@@ -84,7 +75,7 @@ async def _send(proc: ServiceProcess, text: str) -> None:
 
 
 async def test_an_agent_serves_metrics_with_no_telemetry_variable_set(
-    tmp_path: Path, clean_env: None
+    tmp_path: Path, no_otel_env: None
 ) -> None:
     echo = start_service(ECHO_SERVICE, tmp_path)
     try:
@@ -123,7 +114,7 @@ def registry_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
 
 
 async def test_the_registry_exports_replicas_registrations_expiries_and_watch_clients(
-    tmp_path: Path, clean_env: None, registry_env: dict[str, str]
+    tmp_path: Path, no_otel_env: None, registry_env: dict[str, str]
 ) -> None:
     registry = start_registry(tmp_path, env=registry_env)
     try:
@@ -163,7 +154,7 @@ async def test_the_registry_exports_replicas_registrations_expiries_and_watch_cl
 
 
 async def test_otel_service_name_names_the_exported_spans(
-    tmp_path: Path, clean_env: None, otlp: OtlpReceiver
+    tmp_path: Path, no_otel_env: None, otlp: OtlpReceiver
 ) -> None:
     env = _exporting(otlp, OTEL_SERVICE_NAME="echo-blue", OTEL_RESOURCE_ATTRIBUTES="team=mesh")
     echo = start_service(ECHO_SERVICE, tmp_path, env=env)
@@ -177,7 +168,7 @@ async def test_otel_service_name_names_the_exported_spans(
 
 
 async def test_otel_sdk_disabled_exports_no_span_and_serves_empty_metrics(
-    tmp_path: Path, clean_env: None, otlp: OtlpReceiver
+    tmp_path: Path, no_otel_env: None, otlp: OtlpReceiver
 ) -> None:
     echo = start_service(ECHO_SERVICE, tmp_path, env=_exporting(otlp, OTEL_SDK_DISABLED="true"))
     try:
@@ -200,7 +191,7 @@ class _Seen(SpanProcessor):
 
 
 async def test_a_span_processor_added_through_telemetry_sees_both_sides_of_a_hop(
-    tmp_path: Path, clean_env: None
+    tmp_path: Path, no_otel_env: None
 ) -> None:
     """No exporter configured: the processor alone turns tracing on."""
     assert telemetry.configure("test-mesh", Settings()) is False

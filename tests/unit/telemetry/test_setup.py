@@ -36,14 +36,6 @@ def spans() -> Iterator[InMemorySpanExporter]:
     telemetry.shutdown()
 
 
-@pytest.fixture
-def no_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A clean slate: none of the variables the tests below set comes from outside."""
-    for name in list(os.environ):
-        if name.startswith(("OTEL_", "SLMESH_OTEL", "SLMESH_OTLP", "SLMESH_TRACE")):
-            monkeypatch.delenv(name)
-
-
 def test_sdk_disabled_installs_nothing(monkeypatch: pytest.MonkeyPatch, no_otel_env: None) -> None:
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
