@@ -501,12 +501,20 @@ async def serve_registry(settings: Settings, card_check: CardCheck | None = None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    running = await start_registry_server(settings, card_check=card_check)
     exposition = None
-    if settings.prometheus:
-        exposition = telemetry.MetricsServer(settings.host, settings.metrics_port)
+    if settings.prometheus:  # first: a taken metrics port stops the process before it serves
+        try:
+            exposition = telemetry.MetricsServer(settings.host, settings.metrics_port)
+        except OSError as exc:
+            raise OSError(
+                f"registry metrics could not bind {settings.host}:{settings.metrics_port} "
+                f"(SLMESH_METRICS_PORT): {exc}"
+            ) from exc
         log.info("registry metrics on http://%s:%d/metrics", settings.host, exposition.port)
-    await stop.wait()
-    await running.stop(grace=1.0)
-    if exposition is not None:
-        exposition.close()
+    try:
+        running = await start_registry_server(settings, card_check=card_check)
+        await stop.wait()
+        await running.stop(grace=1.0)
+    finally:
+        if exposition is not None:
+            exposition.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -218,3 +219,14 @@ async def test_a_span_processor_added_through_telemetry_sees_both_sides_of_a_hop
     assert client_span.name == "SendMessage echo"
     assert server.parent is not None
     assert server.parent.span_id == client_span.context.span_id
+
+
+def test_a_registry_whose_metrics_port_is_taken_stops_and_says_which(
+    tmp_path: Path, no_otel_env: None
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"registry metrics could not bind .*:{port}"):
+            start_registry(tmp_path, env={"SLMESH_METRICS_PORT": str(port)})
