@@ -4,14 +4,14 @@
 an OTLP receiver that drops what it gets (:func:`_sink`), then measures four modes in
 rotating order within every round, so that other load on the machine hits all alike:
 
-* ``off``: telemetry off (nothing installed);
-* ``drop``: ``SLMESH_OTEL_ENABLED=true``, 100% sampled (parent-based always-on), the mesh's
-  lean tracer (the default), OTLP/gRPC export to the dropping receiver: what the mesh's
-  processes pay;
-* ``phoenix``: the same export to Phoenix on the same machine, which parses and stores
-  every span: what the machine pays when the backend shares its cores;
-* ``sdk``: ``drop`` with ``SLMESH_OTEL_TRACER=sdk`` (the OpenTelemetry SDK's tracer provider
-  and batch span processor), for comparison in the same run.
+* ``off``: tracing off (no traces exporter: the default);
+* ``sampled``: ``OTEL_TRACES_EXPORTER=otlp`` with the documented production sampling
+  (``parentbased_traceidratio``, 10% of tasks), the OpenTelemetry SDK's tracer provider and
+  batch span processor, OTLP/gRPC export to the dropping receiver;
+* ``drop``: the same, 100% sampled (parent-based always-on): what the mesh's processes pay
+  for every span;
+* ``phoenix``: ``drop``'s export to Phoenix on the same machine, which parses and stores
+  every span: what the machine pays when the backend shares its cores.
 
 Rows: one A2A ``SendMessage`` hop per agent and transport (a fresh agent
 ``python -m mesh serve ...`` and one load-generating client process per round), and the
@@ -59,11 +59,13 @@ ROLES = {
 }
 SECTION = "## Tracing overhead"
 BINDINGS = ("GRPC", "JSONRPC")
-MODES = ("off", "drop", "phoenix", "sdk")
-"""Telemetry off; on, exporting to a receiver that drops; on, exporting to a local Phoenix; the
-SDK's tracer exporting to the receiver that drops."""
-TARGETED = ("drop", "phoenix")
-"""Modes held to the target (``sdk`` is there to compare with)."""
+MODES = ("off", "sampled", "drop", "phoenix")
+"""Tracing off; on at 10% to a receiver that drops; on at 100% to it; on at 100% to a local
+Phoenix."""
+TARGETED = MODES[1:]
+"""Modes held to the target."""
+SAMPLED = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
+"""The production overlay's sampling (deploy/k8s/overlays/prod)."""
 TARGET_LOSS = 5.0
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
@@ -256,7 +258,8 @@ def main(
     planner_repeats: int = 3,
     output: Path = Path("docs/benchmarks.md"),
 ) -> dict[str, Any]:
-    """Rotates off / drop / Phoenix / SDK rounds per row; prints and writes the overhead tables."""
+    """Rotates off / sampled / drop / Phoenix rounds per row; prints and writes the overhead
+    tables. ``planner_steps=0`` leaves the planner out."""
     from mesh.telemetry import phoenix
 
     if not phoenix.available():
@@ -300,14 +303,11 @@ def main(
             drop = phoenix.exporter_environment(sink_port, "slmesh-bench")
             envs = {
                 "off": {},
-                "drop": {**drop, "SLMESH_OTEL_TRACER": "lean"},
-                "phoenix": {
-                    **phoenix.exporter_environment(ui_grpc, "slmesh-bench"),
-                    "SLMESH_OTEL_TRACER": "lean",
-                },
-                "sdk": {**drop, "SLMESH_OTEL_TRACER": "sdk"},
+                "sampled": {**drop, **SAMPLED},
+                "drop": drop,
+                "phoenix": phoenix.exporter_environment(ui_grpc, "slmesh-bench"),
             }
-            for i in range(rounds):
+            for i in range(rounds if planner_steps else 0):
                 for mode in _rotation(i):
                     loads.append(os.getloadavg()[0])
                     r = _planner_round(
@@ -430,10 +430,8 @@ def _verdict(off: list[float], on: list[float]) -> tuple[float, str]:
 
 
 def _against(mode: str, verdict: str) -> str:
-    """The verdict of a targeted mode; the SDK's row is only there to compare with."""
-    if mode in TARGETED:
-        return f"target <= {TARGET_LOSS:g}%: {verdict}"
-    return "the SDK's tracer, for comparison" + verdict.removeprefix("met").removeprefix("NOT met")
+    """The verdict of a mode held to the target."""
+    return f"target <= {TARGET_LOSS:g}%: {verdict}" if mode in TARGETED else verdict
 
 
 def render(
@@ -468,15 +466,16 @@ def render(
         (
             f"`slmesh bench tracing`, {when}. Four modes, in rotating order within each of "
             f"{rounds} rounds (so other load on the machine hits all alike); medians of the "
-            "rounds. `off`: telemetry off. `drop`: `SLMESH_OTEL_ENABLED=true` in every process, "
-            "100% sampled (parent-based always-on), the mesh's lean tracer "
-            "(`SLMESH_OTEL_TRACER=lean`, the default), OTLP/gRPC export to a receiver that drops "
-            "what it gets: the mesh's own cost (span work, propagation, encoding, sending). "
-            "`phoenix`: the same export to a local Phoenix on the same 2 cores, which parses and "
-            "stores every span: the tracer's cost plus the backend's ingest competing for the "
-            "CPUs. `sdk`: `drop` with the OpenTelemetry SDK's tracer provider and batch span "
-            "processor (`SLMESH_OTEL_TRACER=sdk`), to compare with in the same run; the target "
-            "applies to `drop` and `phoenix`."
+            "rounds. The traced modes use the OpenTelemetry SDK's `TracerProvider` and batch "
+            "span processor (the mesh's only tracer provider); no mode serves /metrics "
+            "(`SLMESH_PROMETHEUS=false`), so the rows differ by tracing alone. `off`: no traces "
+            "exporter (the default). `sampled`: `OTEL_TRACES_EXPORTER=otlp` in every process, "
+            "`OTEL_TRACES_SAMPLER=parentbased_traceidratio` with `OTEL_TRACES_SAMPLER_ARG=0.1` "
+            "(the production overlay's sampling), OTLP/gRPC export to a receiver that drops what "
+            "it gets. `drop`: the same, 100% sampled (parent-based always-on): the mesh's own "
+            "cost per traced request (span work, propagation, encoding, sending). `phoenix`: "
+            "`drop`'s export to a local Phoenix on the same 2 cores, which parses and stores "
+            "every span: the tracer's cost plus the backend's ingest competing for the CPUs."
         ),
         "",
         (
@@ -491,45 +490,48 @@ def render(
         f"{' (the API pages at 1000)' if spans == 1000 else ''}; the dropping receiver took "
         f"{dropped}.",
         "",
-        "### Planner steps/s",
-        "",
-        (
-            f"The fan-out plan of `bench/planner.py` ({planner_steps:,} echo steps, one per item, "
-            "then a fan-in step) run by the planner engine on a local Ray instance; registry, "
-            "echo agent and engine process fresh per round, each with the mode's telemetry (the "
-            "Ray workers that run the steps inherit it). Traced, each run is one trace: the "
-            "`execute_plan` span, a `step` span per step in the Ray workers, the client "
-            "`SendMessage echo` and the agent's `invoke_agent echo` per step. A round's figure is "
-            f"the median of {planner_repeats} runs."
-        ),
-        "",
-        "| tracing | steps/s (median) | rounds steps/s | echo agent CPU us/step | change |",
-        "|---|---:|---|---:|---:|",
     ]
     verdicts = []
-    base = [r["steps_per_s"] for r in planner["off"]]
-    for mode in MODES:
-        rows = planner[mode]
-        if not rows:
-            continue
-        values = [r["steps_per_s"] for r in rows]
-        median = statistics.median(values)
-        change = (
-            ""
-            if mode == "off"
-            else f"{(median - statistics.median(base)) / statistics.median(base) * 100:+.1f}%"
-        )
-        out.append(
-            f"| {mode} | {statistics.median(values):,.0f} | "
-            f"{', '.join(f'{v:,.0f}' for v in values)} "
-            f"| {_median(rows, 'agent_cpu_us'):,.0f} | {change} |"
-        )
-        if mode != "off":
-            loss, verdict = _verdict(base, values)
-            verdicts.append(
-                f"- planner fan-out, {mode}: {loss:.1f}% fewer steps/s with tracing on "
-                f"({_against(mode, verdict)})"
+    if planner["off"]:
+        out += [
+            "### Planner steps/s",
+            "",
+            (
+                f"The fan-out plan of `bench/planner.py` ({planner_steps:,} echo steps, one per "
+                "item, then a fan-in step) run by the planner engine on a local Ray instance; "
+                "registry, echo agent and engine process fresh per round, each with the mode's "
+                "telemetry (the Ray workers that run the steps inherit it). Traced, each run is "
+                "one trace: the `execute_plan` span, a `step` span per step in the Ray workers, "
+                "the client `SendMessage echo` and the agent's `invoke_agent echo` per step. A "
+                f"round's figure is the median of {planner_repeats} runs."
+            ),
+            "",
+            "| tracing | steps/s (median) | rounds steps/s | echo agent CPU us/step | change |",
+            "|---|---:|---|---:|---:|",
+        ]
+        base = [r["steps_per_s"] for r in planner["off"]]
+        for mode in MODES:
+            rows = planner[mode]
+            if not rows:
+                continue
+            values = [r["steps_per_s"] for r in rows]
+            median = statistics.median(values)
+            change = (
+                ""
+                if mode == "off"
+                else f"{(median - statistics.median(base)) / statistics.median(base) * 100:+.1f}%"
             )
+            out.append(
+                f"| {mode} | {statistics.median(values):,.0f} | "
+                f"{', '.join(f'{v:,.0f}' for v in values)} "
+                f"| {_median(rows, 'agent_cpu_us'):,.0f} | {change} |"
+            )
+            if mode != "off":
+                loss, verdict = _verdict(base, values)
+                verdicts.append(
+                    f"- planner fan-out, {mode}: {loss:.1f}% fewer steps/s with tracing on "
+                    f"({_against(mode, verdict)})"
+                )
     out += [
         "",
         "### A2A hop",
@@ -620,57 +622,23 @@ def render(
 
 
 NOTES = """
-Where a traced hop's extra CPU goes (an Intel Xeon 2-core machine, 2026-11-26: in-process timings \
-of the tracing pieces, best of 7 repeats; an echo hop with client and agent in one process, off /
-lean / SDK interleaved, the collector timed with `gc.callbacks`; the agents' export-thread CPU
-from their shutdown log line). Spans: one per process per hop (client `SendMessage {agent}`,
-agent `invoke_agent {agent}`); a2a-sdk's span decorators, FastAPI's request spans and contrib
-instrumentations are off. Tracing on uses the mesh's lean tracer (`mesh/telemetry/tracer.py`:
-the OpenTelemetry tracing API with `__slots__` spans, no per-call validation or locks, no
-`ReadableSpan` copy) and its OTLP encoder (`mesh/telemetry/otlp.py`: the protobuf written by
-hand, checked against the SDK's encoder), sent by the SDK's own OTLP exporters:
-
-- agent event-loop thread, about 9-10 us/request (the SDK's: 25-31 us): W3C extract and
-  attach (a version-00 `traceparent` parsed inline, ~2 us), the `invoke_agent` span's start,
-  attributes and end (~3 us), and its OTLP encoding (~4 us), done when the span ends so that
-  the buffer holds bytes;
-- client, about 8 us/request (the SDK's: 18-26 us): span, inject (~1.5 us), end attributes,
-  encoding;
-- export thread: ~2 us per span to join the bytes into requests and send them (the SDK's
-  export thread: ~26 us per span building protobuf objects, plus the send);
-- the garbage collector: spans (or anything tracked) kept alive until the next export survive
-  the young generations and make full collections (~100k objects per process) more frequent.
-  With the SDK that was 60-75 us/request of collector time in-process against 15-40 us with
-  tracing off; the lean tracer keeps only untracked bytes (measured: the tracing path alone
-  triggers no young-generation collection), yet in-process runs still show 20-45 us/request
-  of collector time, from the extra short-lived objects of each traced request (OTel
-  contexts, contextvars nodes, the `traceparent` metadata) that are alive when a collection
-  happens.
-
-In-process, both sides of an echo hop together cost +40-100 us of CPU with the lean tracer
-against +230-300 us with the SDK's (same runs; the spread is the machine's other load and
-when full collections fall). Those are best-of-7 timings of hot code. In the running agent
-the same code costs about ten times more: a sampling profile of the agent under the
-closed-loop echo JSONRPC load (py-spy, 400 Hz for 6 s, `drop` mode, an AMD EPYC 2-core
-machine, 2026-11-26) puts 6.7% of its Python samples in tracing code (extract and attach of
-the caller's context, the span's start and end, the state tap, the encoding), about 100 us
-of its ~1,500 us per request, spread over a dozen lines with none above 0.7%; the rest of
-the profile matches the untraced one line for line. So a traced hop pays for its tracing
-code run cache-cold between the handler's, and at saturation a little more: a slower mode
-serves fewer calls per event-loop iteration (the fixed-rate rows, same calls per second in
-every mode, show a smaller change than the closed loop). The same profile found a2a-sdk's
-span decorators taking ~5.5% of the untraced agent's CPU with its spans off (each handler,
-queue and transport method wrapped around a no-op tracer); the mesh now removes those
-wrappers (`mesh/a2a/sdk_spans.py`), which makes every hop cheaper, traced or not (and so
-tracing a slightly larger share of it).
-Whether the target is met at 100% sampling: see the verdicts; an agent doing real work
-dilutes the same absolute cost (tools, classifier rows).
-To keep busy trivial hops cheaper still, sample:
-`OTEL_TRACES_SAMPLER=parentbased_traceidratio` with `OTEL_TRACES_SAMPLER_ARG=0.1` traces one
-task in ten end to end (parent-based: a sampled task stays whole across every hop). `drop` is
-what the mesh's processes pay; the distance from `drop` to `phoenix` is Phoenix parsing and
-storing every span on the same two cores, a cost a real deployment pays on the backend's
-machines instead.
+Spans per traced hop: one per process (client `SendMessage {agent}`, agent
+`invoke_agent {agent}`); a2a-sdk's span decorators, FastAPI's request spans and contrib
+instrumentations are off. Where a traced request's extra CPU goes with the SDK: the sampler
+and span objects, attribute validation under a lock per call, a `ReadableSpan` copy handed to
+the batch processor, protobuf objects built per span in its export thread, and the garbage
+collector (spans kept alive until their export survive the young generations). The mesh
+itself adds W3C extract/attach at the agent's gate (a version-00 `traceparent` parsed inline)
+and inject in the client. The mesh used to ship a leaner tracer provider of its own that
+wrote OTLP by hand; it needed SDK privates and supported no span processors, so it was
+removed (issue 19), and its numbers no longer apply.
+Sampling is the lever: `OTEL_TRACES_SAMPLER=parentbased_traceidratio` with
+`OTEL_TRACES_SAMPLER_ARG=0.1` traces one task in ten end to end (parent-based: a sampled task
+stays whole across every hop), and an untraced request of a traced process pays only the
+sampling decision and the context propagation. An agent doing real work dilutes the same
+absolute cost. `drop` is what the mesh's processes pay at 100%; the distance from `drop` to
+`phoenix` is Phoenix parsing and storing every span on the same two cores, a cost a real
+deployment pays on the backend's machines instead.
 """
 
 

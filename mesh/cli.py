@@ -149,20 +149,22 @@ def serve(
 
 
 def _trace_cli(settings: Settings) -> None:
-    """Client spans of this command: to the OTLP backend when SLMESH_OTEL_ENABLED, else to
-    the local mesh's tracing UI when `slmesh up` started one (so a task's trace starts here)."""
+    """Client spans of this command: where OTEL_TRACES_EXPORTER (or SLMESH_OTEL_ENABLED) sends
+    them, else to the local mesh's tracing UI when `slmesh up` started one (so a task's trace
+    starts here). A command serves no /metrics, so it records none."""
     from mesh import telemetry
     from mesh.launch import MeshState, state_path
 
-    if settings.otel_enabled:
-        telemetry.configure("slmesh-cli", settings)
+    if settings.exporters("traces"):
+        telemetry.configure("slmesh-cli", settings.model_copy(update={"prometheus": False}))
         return
     state = MeshState.load(state_path(settings))
-    if state is not None and state.ui is not None:
+    if state is not None and state.ui is not None and not settings.otel_disabled():
         local = settings.model_copy(
             update={
-                "otel_enabled": True,
-                "otel_export": "traces",
+                "otel_traces_exporter": "otlp",
+                "otel_metrics_exporter": "none",
+                "otel_logs_exporter": "none",
                 "otlp_protocol": "grpc",
                 "prometheus": False,
             }
@@ -995,21 +997,25 @@ def bench_slm(
 def bench_tracing(
     concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 16,
     duration: Annotated[float, typer.Option(help="Seconds per round.")] = 5.0,
-    rounds: Annotated[int, typer.Option(help="Rounds per mode (off / drop / phoenix rotate).")] = 3,
+    rounds: Annotated[
+        int, typer.Option(help="Rounds per mode (off / sampled / drop / phoenix rotate).")
+    ] = 3,
     store: Annotated[
         str, typer.Option(help="The agents' task store: sqlite or memory.")
     ] = "sqlite",
     agent: Annotated[
         list[str], typer.Option("--agent", help="echo (trivial executor), tools, classifier (SLM).")
     ] = ["echo", "tools", "classifier"],  # noqa: B006 - typer's literal default; never mutated
-    planner_steps: Annotated[int, typer.Option(help="Steps of the planner's fan-out plan.")] = 1000,
+    planner_steps: Annotated[
+        int, typer.Option(help="Steps of the planner's fan-out plan; 0 leaves the planner out.")
+    ] = 1000,
     planner_repeats: Annotated[int, typer.Option(help="Timed plan runs per planner round.")] = 3,
     output: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path(
         "docs/benchmarks.md"
     ),
 ) -> None:
-    """Hop throughput and planner steps/s, tracing off vs on (100% sampled, OTLP to a dropping
-    receiver and to a local Phoenix), in one run."""
+    """Hop throughput and planner steps/s, tracing off vs on with the OpenTelemetry SDK (10% and
+    100% sampled, OTLP to a dropping receiver; 100% to a local Phoenix), in one run."""
     _bench_module("tracing").main(
         concurrency=concurrency,
         duration=duration,

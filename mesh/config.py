@@ -26,13 +26,21 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SPEC_FILE = "agent.yaml"
+_CONTENT_MODES = {
+    "SPAN_ONLY": True,
+    "SPAN_AND_EVENT": True,
+    "NO_CONTENT": False,
+    "EVENT_ONLY": False,
+}
+"""OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT's named modes (besides true/false)."""
 """Name of the spec file inside each ``services/<name>/`` folder."""
 
 
 class Settings(BaseSettings):
-    """Process-wide settings, read from ``SLMESH_*`` environment variables."""
+    """Process-wide settings, read from ``SLMESH_*`` environment variables and the standard
+    ``OTEL_*`` ones the mesh acts on (the SDK reads the others itself)."""
 
-    model_config = SettingsConfigDict(env_prefix="SLMESH_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SLMESH_", extra="ignore", populate_by_name=True)
 
     host: str = Field("127.0.0.1", description="Interface the servers bind to.")
     advertise_host: str = Field(
@@ -298,28 +306,51 @@ class Settings(BaseSettings):
         description="Ray cluster the planner joins (also read from Ray's own RAY_ADDRESS); "
         "unset starts a private local Ray instance in the planner process.",
     )
-    otel_enabled: bool = Field(
+    otel_sdk_disabled: bool = Field(
         False,
-        description="Install the OpenTelemetry SDK (traces, metrics, logs) in each process. "
-        "Endpoint, headers, sampler (e.g. OTEL_TRACES_SAMPLER=parentbased_traceidratio) and extra "
-        "resource attributes come from the SDK's standard OTEL_* variables; off costs nothing per "
-        "request.",
+        validation_alias="OTEL_SDK_DISABLED",
+        description="Standard OTEL_SDK_DISABLED: true installs no OpenTelemetry SDK at all (no "
+        "spans, no metrics: /metrics answers an empty exposition, no logs). Wins over "
+        "SLMESH_OTEL_ENABLED.",
     )
-    otel_tracer: Literal["lean", "sdk"] = Field(
-        "lean",
-        description="Tracer provider when telemetry is on. 'lean': the mesh's own implementation "
-        "of the OpenTelemetry tracing API with a hand-written OTLP encoder (same spans, sampler, "
-        "OTEL_BSP_* and OTEL_EXPORTER_OTLP_* settings; a fraction of the SDK's CPU per span, "
-        "docs/benchmarks.md). 'sdk': the OpenTelemetry SDK's TracerProvider and batch span "
-        "processor. Metrics and logs use the SDK either way.",
+    otel_enabled: bool | None = Field(
+        None,
+        description="Deprecated alias, kept for one release: true exports the signals of "
+        "SLMESH_OTEL_EXPORT over OTLP (as OTEL_<SIGNAL>_EXPORTER=otlp would, which wins where "
+        "set); false is OTEL_SDK_DISABLED=true (which wins where set).",
+    )
+    otel_traces_exporter: str | None = Field(
+        None,
+        validation_alias="OTEL_TRACES_EXPORTER",
+        description="Standard OTEL_TRACES_EXPORTER: otlp, console or none (comma-separated). "
+        "Unset: none (the mesh records no spans and pays nothing per request), unless "
+        "SLMESH_OTEL_ENABLED=true.",
+    )
+    otel_metrics_exporter: str | None = Field(
+        None,
+        validation_alias="OTEL_METRICS_EXPORTER",
+        description="Standard OTEL_METRICS_EXPORTER: otlp, console, prometheus or none "
+        "(comma-separated) for pushed metrics; /metrics (Prometheus) is served either way. "
+        "Unset: none, unless SLMESH_OTEL_ENABLED=true.",
+    )
+    otel_logs_exporter: str | None = Field(
+        None,
+        validation_alias="OTEL_LOGS_EXPORTER",
+        description="Standard OTEL_LOGS_EXPORTER: otlp, console or none (comma-separated). "
+        "Unset: none, unless SLMESH_OTEL_ENABLED=true.",
     )
     otlp_protocol: Literal["grpc", "http/protobuf"] = Field(
-        "grpc", description="OTLP exporter transport (its endpoint: OTEL_EXPORTER_OTLP_ENDPOINT)."
+        "grpc",
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_PROTOCOL", "SLMESH_OTLP_PROTOCOL"),
+        description="Standard OTEL_EXPORTER_OTLP_PROTOCOL: OTLP exporter transport (its "
+        "endpoint: OTEL_EXPORTER_OTLP_ENDPOINT). SLMESH_OTLP_PROTOCOL is a deprecated alias; "
+        "the standard variable wins when both are set.",
     )
     otel_export: str = Field(
         "traces,metrics,logs",
-        description="Signals exported over OTLP, comma-separated from traces, metrics, logs "
-        "(Phoenix takes traces only: `slmesh up` sets 'traces').",
+        description="Deprecated alias, kept for one release: with SLMESH_OTEL_ENABLED=true, the "
+        "signals exported over OTLP, comma-separated from traces, metrics, logs; each "
+        "OTEL_<SIGNAL>_EXPORTER set wins over it.",
     )
     otel_project: str = Field(
         "slmesh",
@@ -328,8 +359,13 @@ class Settings(BaseSettings):
     environment: str = Field("local", description="deployment.environment.name of every process.")
     trace_content: bool = Field(
         False,
-        description="Record prompts, completions and tool arguments/results on spans "
-        "(may hold personal data; off by default).",
+        validation_alias=AliasChoices(
+            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SLMESH_TRACE_CONTENT"
+        ),
+        description="Standard OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: record prompts, "
+        "completions and tool arguments/results on spans (may hold personal data; off by "
+        "default; true, or SPAN_ONLY / SPAN_AND_EVENT). SLMESH_TRACE_CONTENT is a deprecated "
+        "alias; the standard variable wins when both are set.",
     )
     http_spans: bool = Field(
         False,
@@ -337,7 +373,16 @@ class Settings(BaseSettings):
         "agents (the hop's invoke_agent span exists on every transport without them).",
     )
     prometheus: bool = Field(
-        True, description="With telemetry on, agents also serve Prometheus metrics at /metrics."
+        True,
+        description="Serve Prometheus metrics at /metrics: agents on their HTTP port, the "
+        "registry on metrics_port.",
+    )
+    metrics_port: int = Field(
+        9464,
+        ge=0,
+        le=65535,
+        description="HTTP port of the registry's /metrics (it serves gRPC only otherwise); 0 "
+        "picks a free one. Agents serve /metrics on http_port.",
     )
     record_db: Path | None = Field(
         None,
@@ -366,6 +411,46 @@ class Settings(BaseSettings):
                 f"otel_export: unknown signals {sorted(unknown)}; use traces, metrics, logs"
             )
         return ",".join(signals)
+
+    @field_validator("otel_traces_exporter", "otel_metrics_exporter", "otel_logs_exporter")
+    @classmethod
+    def _exporters(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        names = [n.strip().lower() for n in value.split(",") if n.strip()]
+        known = {"otlp", "console", "none"}
+        if info.field_name == "otel_metrics_exporter":
+            known.add("prometheus")
+        unknown = set(names) - known
+        if unknown:
+            env = info.field_name.upper() if info.field_name else "exporter"
+            raise ValueError(f"{env}: unknown exporters {sorted(unknown)}; use {sorted(known)}")
+        return ",".join(names)
+
+    @field_validator("trace_content", mode="before")
+    @classmethod
+    def _capture_content(cls, value: Any) -> Any:
+        # The GenAI semantic conventions also name where content goes; spans are where the
+        # mesh records it.
+        if isinstance(value, str) and value.strip().upper() in _CONTENT_MODES:
+            return _CONTENT_MODES[value.strip().upper()]
+        return value
+
+    def otel_disabled(self) -> bool:
+        """No SDK at all: OTEL_SDK_DISABLED, else SLMESH_OTEL_ENABLED=false (its alias)."""
+        if "otel_sdk_disabled" in self.model_fields_set:
+            return self.otel_sdk_disabled
+        return self.otel_enabled is False
+
+    def exporters(self, signal: Literal["traces", "metrics", "logs"]) -> list[str]:
+        """Where ``signal`` goes (otlp, console, prometheus), from OTEL_<SIGNAL>_EXPORTER, else
+        from the SLMESH_OTEL_ENABLED / SLMESH_OTEL_EXPORT aliases; empty: nowhere."""
+        if self.otel_disabled():
+            return []
+        chosen = getattr(self, f"otel_{signal}_exporter")
+        if chosen is None:
+            chosen = "otlp" if self.otel_enabled and signal in self.otel_export.split(",") else ""
+        return [n for n in chosen.split(",") if n and n != "none"]
 
     @model_validator(mode="after")
     def _lease_timing(self) -> Settings:

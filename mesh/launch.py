@@ -262,6 +262,7 @@ class Launcher:
             "SLMESH_HOST": self.settings.host,
             "SLMESH_GRPC_PORT": str(grpc_port),
             "SLMESH_HTTP_PORT": str(http_port),
+            "SLMESH_METRICS_PORT": str(http_port),  # the registry's /metrics (it has no HTTP)
             "SLMESH_REPLICA_ID": replica_id,
             "SLMESH_DATA_DIR": str(self.settings.data_dir.resolve()),
             "PYTHONUNBUFFERED": "1",

@@ -31,6 +31,17 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
         proc.kill()
 
 
+@pytest.fixture
+def no_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No telemetry variable (OTEL_*, nor its SLMESH_ aliases) comes from outside the test,
+    into its settings or the processes it starts."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("OTEL_", "SLMESH_OTEL", "SLMESH_OTLP", "SLMESH_TRACE")):
+            monkeypatch.delenv(name)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """A failing test's report carries the logs of any service that died under it."""

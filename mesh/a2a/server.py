@@ -58,7 +58,7 @@ from mesh.a2a.store import SqlitePushConfigStore, SqliteTaskStore
 from mesh.a2a.tracing import HopTelemetry, TracedExecutor
 from mesh.config import ServiceSpec, Settings, SpecError
 from mesh.telemetry import enabled as telemetry_enabled
-from mesh.telemetry import prometheus_text
+from mesh.telemetry import metered, prometheus_text
 from mesh.tls import TlsFiles
 from mesh.trust import SigningKey
 
@@ -272,6 +272,10 @@ def _fastapi_telemetry(on: bool) -> dict[str, Any]:
     }
 
 
+_PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+"""Prometheus text exposition's media type (for an empty /metrics)."""
+
+
 class _EmbeddedUvicorn(uvicorn.Server):
     """uvicorn inside an agent process: SIGTERM belongs to :class:`AgentServer`, which must
     drain in-flight work before the HTTP side closes (uvicorn would close it at once)."""
@@ -350,11 +354,15 @@ class AgentServer:
             sign_card(self.card, self.signing_keys)
         self.card_built = datetime.now(UTC)
         served = self.executor
-        if telemetry_enabled():
-            # The caller's trace context comes in at the gate; the executor runs in the
-            # agent's invoke_agent span (mesh.a2a.tracing).
+        if telemetry_enabled() or metered():
+            # The caller's trace context comes in at the gate (when tracing), request metrics
+            # are recorded there; the executor runs in the agent's invoke_agent span
+            # (mesh.a2a.tracing).
             admission = self.admission
-            self.admission.telemetry = HopTelemetry(spec.name, lambda: admission.in_flight)
+            self.admission.telemetry = HopTelemetry(
+                spec.name, lambda: admission.in_flight, traced=telemetry_enabled()
+            )
+        if telemetry_enabled():
             served = TracedExecutor(self.executor, spec.name, self.replica_id)
         if self.takeover is not None:
             served = LeasedExecutor(served, self.takeover)
@@ -399,7 +407,7 @@ class AgentServer:
             app.add_api_route(JWKS_PATH, self._jwks, methods=["GET"], include_in_schema=False)
         app.add_api_route("/healthz", self._healthz, methods=["GET"], include_in_schema=False)
         app.add_api_route("/readyz", self._readyz, methods=["GET"], include_in_schema=False)
-        if prometheus_text() is not None:
+        if self.settings.prometheus:
             app.add_api_route("/metrics", self._metrics, methods=["GET"], include_in_schema=False)
         # REST last: it mounts a catch-all.
         add_a2a_routes_to_fastapi(
@@ -417,10 +425,8 @@ class AgentServer:
         return JSONResponse({"status": "ok", "agent": self.spec.name, "replica": self.replica_id})
 
     async def _metrics(self) -> Response:
-        exposition = prometheus_text()
-        if exposition is None:
-            return Response(status_code=404)
-        body, media_type = exposition
+        # Served whenever the agent runs; empty where nothing is collected (OTEL_SDK_DISABLED).
+        body, media_type = prometheus_text() or (b"", _PROMETHEUS_TEXT)
         return Response(body, media_type=media_type)
 
     async def _readyz(self) -> JSONResponse:

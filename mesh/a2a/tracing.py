@@ -12,7 +12,8 @@
 a2a-sdk's own spans stay off (``OTEL_INSTRUMENTATION_A2A_SDK_ENABLED=false``, see
 ``mesh/a2a/__init__.py``): they cost a large share of a request's CPU (docs/benchmarks.md)
 and do not cross the wire.
-Everything here is installed only when :func:`mesh.telemetry.configure` turned telemetry on.
+The spans exist only when :func:`mesh.telemetry.configure` turned tracing on; the request
+metrics whenever something reads them (``/metrics``).
 """
 
 from __future__ import annotations
@@ -35,19 +36,23 @@ _FAILED = frozenset({TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_REJECTED}
 
 
 class HopTelemetry:
-    """Per replica: attaches the caller's context to a request and records its metrics."""
+    """Per replica: attaches the caller's context to a request (when ``traced``) and records
+    its metrics (when metered)."""
 
-    def __init__(self, agent: str, in_flight: Callable[[], int]) -> None:
+    def __init__(self, agent: str, in_flight: Callable[[], int], *, traced: bool = True) -> None:
         self.agent = agent
+        self._traced = traced
         self._instruments = STATE.instruments
         if self._instruments is not None:
             self._instruments.observe_in_flight(agent, in_flight)
 
     def enter_http(self, headers: Mapping[bytes, bytes]) -> tuple[object, float]:
-        return otel_context.attach(from_asgi(headers)), time.perf_counter()
+        token = otel_context.attach(from_asgi(headers)) if self._traced else None
+        return token, time.perf_counter()
 
     def enter_grpc(self, metadata: Iterable[tuple[str, Any]] | None) -> tuple[object, float]:
-        return otel_context.attach(from_grpc(metadata)), time.perf_counter()
+        token = otel_context.attach(from_grpc(metadata)) if self._traced else None
+        return token, time.perf_counter()
 
     def leave(
         self,
@@ -57,7 +62,8 @@ class HopTelemetry:
         error: BaseException | None = None,
     ) -> None:
         token, started = entered
-        otel_context.detach(token)  # type: ignore[arg-type]  # entered: the token attach() gave
+        if token is not None:
+            otel_context.detach(token)  # type: ignore[arg-type]  # the token attach() gave
         if self._instruments is None:
             return
         attributes = {names.AGENT_NAME: self.agent, names.TRANSPORT: transport}

@@ -132,8 +132,9 @@ class StepRunner:
     def __init__(self, settings: Settings, backoff_s: float = 0.2) -> None:
         self.settings = settings
         # A Ray worker is its own process: it exports its step spans itself (OTLP settings
-        # come with the planner's environment, which local Ray workers inherit).
-        telemetry.configure("planner", settings)
+        # come with the planner's environment, which local Ray workers inherit). It serves no
+        # /metrics, so it records none.
+        telemetry.configure("planner", settings.model_copy(update={"prometheus": False}))
         self.backoff_s = backoff_s
         self._client: MeshClient | None = None
         self._view: Any = None

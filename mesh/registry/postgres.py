@@ -82,6 +82,7 @@ _LIST = (
     f"SELECT replica, last_heartbeat FROM {REPLICAS} WHERE {_LIVE} AND ($2 = '' OR agent = $2) "
     "AND ($3 = '' OR $3 = ANY(skills)) ORDER BY agent, replica_id"
 )
+_COUNTS = f"SELECT agent, count(*) AS n FROM {REPLICAS} WHERE {_LIVE} GROUP BY agent"
 _CURRENT = f"SELECT revision, floor FROM {REVISION}"
 _TAKE_REVISIONS = f"UPDATE {REVISION} SET revision = revision + $1 RETURNING revision"
 _LOG = f"INSERT INTO {CHANGES} (revision, type, replica) VALUES ($1, $2, $3)"
@@ -419,6 +420,12 @@ class PostgresRegistryStore(RegistryStore):
             return [_replica(row["replica"], row["last_heartbeat"]) for row in rows]
 
         return await self._run(work, read=True)
+
+    async def counts(self) -> dict[str, int]:
+        async def work(conn: asyncpg.Connection) -> dict[str, int]:
+            return {row["agent"]: row["n"] for row in await conn.fetch(_COUNTS, self._ttl_s)}
+
+        return await self._run(work)
 
     async def expire(self) -> builtins.list[pb.Replica]:
         """Removes expired replicas (each by exactly one registry replica: the DELETE's row

@@ -2,7 +2,9 @@
 
 The server also answers the standard gRPC health and reflection services, so Kubernetes
 probes and tools such as grpcurl work without extra setup, and it runs the expiry sweep that
-turns silent replicas into REMOVED events for watchers.
+turns silent replicas into REMOVED events for watchers. Its own metrics
+(:mod:`mesh.registry.metrics`) are served over HTTP on ``SLMESH_METRICS_PORT`` by
+:func:`serve_registry`.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from mesh import telemetry
 from mesh.config import Settings, registry_credential
 from mesh.proto.slmesh.registry.v1 import registry_pb2 as pb
 from mesh.proto.slmesh.registry.v1 import registry_pb2_grpc as pb_grpc
 from mesh.registry.identity import WriteIdentity
+from mesh.registry.metrics import RegistryMetrics
 from mesh.registry.store import (
     MemoryRegistryStore,
     RegistryStore,
@@ -143,6 +147,7 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         card_check: CardCheck | None = None,
     ) -> None:
         self._store = store
+        self.metrics = RegistryMetrics(telemetry.get_meter(), lambda: len(self._watches))
         self._identity = identity
         self._card_check = card_check
         self._heartbeat_interval_s = heartbeat_interval_s
@@ -234,6 +239,7 @@ class RegistryServicer(pb_grpc.RegistryServicer):
             except TrustError as exc:
                 await self._refuse(context, "Register", replica.replica_id, str(exc))
         stored = await self._store.register(request.replica)
+        self.metrics.registered(stored.agent)
         log.info("registered %s replica %s", stored.agent, stored.replica_id)
         return pb.RegisterResponse(
             ttl_seconds=self._store.ttl_s, heartbeat_interval_seconds=self._heartbeat_interval_s
@@ -408,7 +414,9 @@ async def start_registry_server(
         store=store,
         health=health_servicer,
         servicer=servicer,
-        _expiry=asyncio.create_task(_expire_forever(store), name="registry-expiry"),
+        _expiry=asyncio.create_task(
+            _expire_forever(store, servicer.metrics), name="registry-expiry"
+        ),
         _health=asyncio.create_task(_report_health(store, health_servicer), name="registry-health"),
     )
     log.info("registry serving on %s:%d (ttl %.1fs)", settings.host, bound, store.ttl_s)
@@ -454,20 +462,24 @@ async def _set_health(servicer: health.aio.HealthServicer, *, serving: bool) -> 
         await servicer.set(name, status)
 
 
-async def _expire_forever(store: RegistryStore) -> None:
-    """Sweeps often enough that a replica is removed within about a quarter TTL of expiring."""
+async def _expire_forever(store: RegistryStore, metrics: RegistryMetrics) -> None:
+    """Sweeps often enough that a replica is removed within about a quarter TTL of expiring;
+    after each sweep, reads the live replicas per agent for the replicas gauge."""
     interval = min(max(store.ttl_s / 4, 0.01), 1.0)
     while True:
         await asyncio.sleep(interval)
         try:
             expired = await store.expire()
+            counts = await store.counts()
         except StoreUnavailable as exc:
             log.debug("registry expiry sweep: %s", exc)
             continue
         except Exception:
             log.exception("registry expiry sweep failed; retrying in %.2fs", interval)
             continue
+        metrics.set_replicas(counts)
         for replica in expired:
+            metrics.expired(replica.agent)
             log.info("expired %s replica %s (no heartbeat)", replica.agent, replica.replica_id)
 
 
@@ -499,6 +511,20 @@ async def serve_registry(settings: Settings, card_check: CardCheck | None = None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    running = await start_registry_server(settings, card_check=card_check)
-    await stop.wait()
-    await running.stop(grace=1.0)
+    exposition = None
+    if settings.prometheus:  # first: a taken metrics port stops the process before it serves
+        try:
+            exposition = telemetry.MetricsServer(settings.host, settings.metrics_port)
+        except OSError as exc:
+            raise OSError(
+                f"registry metrics could not bind {settings.host}:{settings.metrics_port} "
+                f"(SLMESH_METRICS_PORT): {exc}"
+            ) from exc
+        log.info("registry metrics on http://%s:%d/metrics", settings.host, exposition.port)
+    try:
+        running = await start_registry_server(settings, card_check=card_check)
+        await stop.wait()
+        await running.stop(grace=1.0)
+    finally:
+        if exposition is not None:
+            exposition.close()

@@ -16,7 +16,7 @@ import asyncio
 import builtins
 import time
 from abc import ABC, abstractmethod
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -202,6 +202,10 @@ class RegistryStore(ABC):
     @abstractmethod
     async def expire(self) -> builtins.list[pb.Replica]:
         """Removes replicas whose TTL has passed and returns them."""
+
+    async def counts(self) -> dict[str, int]:
+        """Live replicas per agent (the registry's replicas gauge)."""
+        return dict(Counter(r.agent for r in await self.list()))
 
     @abstractmethod
     async def watch(self, agent: str = "", since_revision: int = 0) -> Subscription:

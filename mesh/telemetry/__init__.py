@@ -1,30 +1,37 @@
 """OpenTelemetry for the mesh: one ``configure()`` per process, context across every hop.
 
 Entry points call :func:`configure` once at start-up; library code only asks for a tracer
-or meter. With ``SLMESH_OTEL_ENABLED`` unset nothing is installed and the mesh's hooks cost
-one attribute check per request.
+or meter. Tracing is off until ``OTEL_TRACES_EXPORTER`` names an exporter (or a span
+processor is added): the mesh's hooks then cost one attribute check per request. Metrics are
+recorded whenever something reads them (``/metrics``, always served, or
+``OTEL_METRICS_EXPORTER``); ``OTEL_SDK_DISABLED=true`` installs nothing at all.
 
 Public API::
 
     configure(service_name: str, settings: Settings | None = None, *,
               replica_id: str | None = None, version: str | None = None,
               span_exporter: SpanExporter | None = None) -> bool
-        Installs tracer, meter and logger providers (idempotent); returns whether telemetry
-        is on. The tracer provider is the mesh's lean one (:mod:`mesh.telemetry.tracer`,
-        OTLP encoded by :mod:`mesh.telemetry.otlp`) unless SLMESH_OTEL_TRACER=sdk. Resource:
-        service.name, service.instance.id (replica id), service.version,
-        deployment.environment.name, openinference.project.name. OTLP over gRPC or HTTP
-        (SLMESH_OTLP_PROTOCOL); endpoint, headers and sampler from the standard OTEL_*
-        variables (e.g. OTEL_TRACES_SAMPLER=parentbased_traceidratio,
+        Installs the OpenTelemetry SDK's meter provider, and its tracer and logger providers
+        where asked (idempotent); returns whether tracing is on. Resource: service.name,
+        service.instance.id (replica id), service.version, deployment.environment.name,
+        openinference.project.name; OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win.
+        OTLP over gRPC or HTTP (OTEL_EXPORTER_OTLP_PROTOCOL); endpoint, headers and sampler
+        from the standard OTEL_* variables (e.g. OTEL_TRACES_SAMPLER=parentbased_traceidratio,
         OTEL_TRACES_SAMPLER_ARG=0.1). ``span_exporter`` is for tests (e.g. an
         ``InMemorySpanExporter``).
-    enabled() -> bool
-    get_tracer() -> opentelemetry.trace.Tracer     (a no-op tracer while telemetry is off)
+    add_span_processor(processor: SpanProcessor) -> None
+        Attaches one's own SDK span processor to the mesh's tracer provider (tracing turns on).
+    tracer_provider() -> opentelemetry.sdk.trace.TracerProvider | None
+    enabled() -> bool                               (tracing on)
+    metered() -> bool                               (metrics recorded)
+    get_tracer() -> opentelemetry.trace.Tracer     (a no-op tracer while tracing is off)
     get_meter() -> opentelemetry.metrics.Meter     (a no-op meter while telemetry is off)
     carrier(ctx: Context | None = None) -> dict[str, str]
         The current trace context + baggage (W3C headers) as a picklable dict.
     attached(carrier: Mapping[str, str] | None) -> ContextManager[Context]
         Makes a carried context current for a block; spans started inside are its children.
+    prometheus_text() -> tuple[bytes, str] | None   (the /metrics body and its media type)
+    MetricsServer(host, port)                       (/metrics on a port of its own: the registry)
     force_flush(timeout_s: float = 5.0) -> None;  shutdown() -> None
 
 Carrying a trace into Ray (the planner)::
@@ -53,16 +60,20 @@ from mesh.telemetry.propagation import attached, carrier
 from mesh.telemetry.setup import (
     SCOPE,
     STATE,
+    MetricsServer,
+    add_span_processor,
     configure,
     enabled,
     force_flush,
+    metered,
     prometheus_text,
     shutdown,
+    tracer_provider,
 )
 
 
 def get_tracer() -> trace.Tracer:
-    """The mesh's tracer: the configured SDK tracer, or the API's no-op tracer while off."""
+    """The mesh's tracer: the SDK tracer, or the API's no-op tracer while tracing is off."""
     return STATE.tracer or trace.NoOpTracer()
 
 
@@ -73,6 +84,8 @@ def get_meter() -> metrics.Meter:
 
 __all__ = [
     "SCOPE",
+    "MetricsServer",
+    "add_span_processor",
     "attached",
     "carrier",
     "configure",
@@ -80,7 +93,9 @@ __all__ = [
     "force_flush",
     "get_meter",
     "get_tracer",
+    "metered",
     "names",
     "prometheus_text",
     "shutdown",
+    "tracer_provider",
 ]

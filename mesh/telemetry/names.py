@@ -79,6 +79,10 @@ M_SLM_BATCH = "mesh.slm.batch_size"
 M_SLM_TOKENS_PER_S = "mesh.slm.tokens_per_second"
 M_SLM_QUEUE_WAIT = "mesh.slm.queue_wait"
 M_TOOL_DURATION = "mesh.tool.duration"
+M_REGISTRY_REPLICAS = "mesh.registry.replicas"
+M_REGISTRY_REGISTRATIONS = "mesh.registry.registrations"
+M_REGISTRY_EXPIRIES = "mesh.registry.expiries"
+M_REGISTRY_WATCH_CLIENTS = "mesh.registry.watch_clients"
 
 # -- the planner ----------------------------------------------------------------------
 PLAN_SOURCE = "mesh.plan.source"

@@ -54,9 +54,10 @@ def environment(workdir: Path, host: str, http_port: int, grpc_port: int) -> dic
 def exporter_environment(grpc_port: int, project: str | None = None) -> dict[str, str]:
     """What each mesh process needs to export its traces to a local Phoenix."""
     env = {
-        "SLMESH_OTEL_ENABLED": "true",
-        "SLMESH_OTLP_PROTOCOL": "grpc",
-        "SLMESH_OTEL_EXPORT": "traces",  # Phoenix takes no OTLP metrics or logs
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "none",  # Phoenix takes no OTLP metrics or logs
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{grpc_port}",
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
         "OTEL_BSP_SCHEDULE_DELAY": "1000",  # spans show up within a second

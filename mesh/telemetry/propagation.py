@@ -37,23 +37,20 @@ _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 """Version 00 exactly as the W3C recommendation writes it (other forms go to the propagator)."""
 _FLAGS = [TraceFlags(i) for i in range(256)]
 _BAGGAGE = W3CBaggagePropagator()
+_W3C_FIELDS = TraceContextTextMapPropagator().fields | _BAGGAGE.fields
 _default: tuple[TextMapPropagator | None, bool] = (None, False)
 
 
 def _is_default() -> bool:
-    """Whether the global propagator is the standard ``tracecontext,baggage`` composite."""
+    """Whether the global propagator is the standard ``tracecontext,baggage`` composite.
+
+    Told by its public ``fields`` (the headers it reads and writes): a composite of exactly
+    the W3C trace-context and baggage fields is what ``OTEL_PROPAGATORS`` builds by default.
+    """
     global _default
     current = propagate.get_global_textmap()
     if _default[0] is not current:
-        inner = (
-            getattr(current, "_propagators", None)
-            if isinstance(current, CompositePropagator)
-            else None
-        )
-        standard = inner is not None and [type(p) for p in inner] == [
-            TraceContextTextMapPropagator,
-            W3CBaggagePropagator,
-        ]
+        standard = isinstance(current, CompositePropagator) and current.fields == _W3C_FIELDS
         _default = (current, standard)
     return _default[1]
 

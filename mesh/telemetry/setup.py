@@ -1,14 +1,14 @@
 """``configure()``: the OpenTelemetry SDK for one process, installed once at start-up.
 
-Off (the default) installs nothing: the API's no-op providers stay in place and the mesh's
-own hooks are skipped by one attribute check, so a request pays nothing. On, it installs a
-tracer provider (sampler from ``OTEL_TRACES_SAMPLER``, parent-based always-on unless set;
-the mesh's lean provider and OTLP encoder, :mod:`mesh.telemetry.tracer`, or with
-``SLMESH_OTEL_TRACER=sdk`` the SDK's with its batch span processor), a meter provider
-(periodic OTLP reader and/or a Prometheus registry) and a logger provider (a ``logging`` handler, so
-log records carry trace ids), each with the same resource. Exporter endpoint, headers, timeouts and
-compression are read by the OTLP exporters themselves from the standard ``OTEL_EXPORTER_OTLP_*``
-variables.
+Metrics are always on (unless ``OTEL_SDK_DISABLED``): a meter provider with a Prometheus
+registry behind ``/metrics`` and, where ``OTEL_METRICS_EXPORTER`` asks, a periodic OTLP reader.
+Tracing is on when ``OTEL_TRACES_EXPORTER`` names an exporter (or a span processor is added,
+:func:`add_span_processor`): the SDK's ``TracerProvider`` (sampler from ``OTEL_TRACES_SAMPLER``,
+parent-based always-on unless set) with a batch span processor per exporter. Off, no tracer
+provider exists and the mesh's own hooks are skipped by one attribute check. Logs go through a
+``logging`` handler, so records carry trace ids, where ``OTEL_LOGS_EXPORTER`` asks. Each
+provider has the same resource. Exporter endpoint, headers, timeouts and compression are read
+by the OTLP exporters themselves from the standard ``OTEL_EXPORTER_OTLP_*`` variables.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
@@ -26,6 +26,8 @@ from mesh.telemetry import names
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from prometheus_client import CollectorRegistry
 
@@ -40,7 +42,7 @@ SCOPE = "slmesh"
 
 @dataclass
 class _State:
-    """What :func:`configure` installed; ``tracer`` is None while telemetry is off."""
+    """What :func:`configure` installed; ``tracer`` is None while tracing is off."""
 
     tracer: trace.Tracer | None = None
     meter: metrics.Meter | None = None
@@ -48,13 +50,12 @@ class _State:
     content: bool = False
     service: str = ""
     instance: str = ""
+    resource: Resource | None = None
     prometheus: CollectorRegistry | None = None
-    metric_readers: int = 0
-    tracer_provider: Any = None  # the lean or the SDK provider: force_flush(ms), shutdown()
+    tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
     logger_provider: Any = None
     log_handler: logging.Handler | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 STATE = _State()
@@ -62,8 +63,14 @@ _lock = threading.Lock()
 
 
 def enabled() -> bool:
-    """Whether :func:`configure` installed the SDK in this process."""
+    """Whether this process traces (configure() found a traces exporter, or a processor was
+    added)."""
     return STATE.tracer is not None
+
+
+def metered() -> bool:
+    """Whether this process records the mesh's metrics (something reads them: /metrics, OTLP)."""
+    return STATE.instruments is not None
 
 
 def configure(
@@ -75,37 +82,57 @@ def configure(
     span_exporter: SpanExporter | None = None,
     endpoint: str | None = None,
 ) -> bool:
-    """Installs tracing, metrics and logs for this process; returns whether telemetry is on.
+    """Installs metrics, and tracing and logs where asked; returns whether tracing is on.
 
     Idempotent: a second call returns at once (the first call's service wins). With
-    ``settings.otel_enabled`` false and no ``span_exporter`` nothing is installed.
-    ``span_exporter`` (tests) replaces the OTLP span exporter, behind a simple
-    (synchronous) processor so spans are visible as soon as they end. ``endpoint``
-    overrides ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the CLI exporting to the local UI).
+    ``OTEL_SDK_DISABLED`` (or its alias ``SLMESH_OTEL_ENABLED=false``) and no ``span_exporter``
+    nothing is installed. ``span_exporter`` (tests) gets every span at once, through a simple
+    (synchronous) processor. ``endpoint`` overrides ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the CLI
+    exporting to the local UI).
     """
     from mesh.config import Settings
 
     settings = settings or Settings()
     with _lock:
-        if STATE.tracer is not None:
-            return True
-        if not settings.otel_enabled and span_exporter is None:
+        if STATE.resource is not None:
+            return STATE.tracer is not None
+        if settings.otel_disabled() and span_exporter is None:
             return False
         _install(service_name, settings, replica_id, version, span_exporter, endpoint)
-    return True
+    return STATE.tracer is not None
+
+
+def add_span_processor(processor: SpanProcessor) -> None:
+    """Attaches ``processor`` to the mesh's tracer provider: it sees every span the mesh makes.
+
+    The public way to add one's own processing (filtering, enrichment, another exporter).
+    Tracing turns on if no exporter had turned it on; a server started before this call
+    traces its hops only if tracing was on when it started. :func:`configure` must have run
+    (the resource comes from it).
+    """
+    with _lock:
+        if STATE.resource is None:
+            raise RuntimeError("mesh.telemetry.configure() must run before add_span_processor()")
+        _tracing().add_span_processor(processor)
+
+
+def tracer_provider() -> TracerProvider | None:
+    """The SDK tracer provider the mesh traces with; None while tracing is off."""
+    return STATE.tracer_provider
 
 
 def _resource(
     service_name: str, settings: Settings, replica_id: str | None, version: str | None
-) -> Any:
-    from opentelemetry.sdk.resources import Resource
+) -> Resource:
+    """The mesh's resource; the standard OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win."""
+    from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 
     from mesh import __version__
 
     instance = (
         replica_id or settings.replica_id or f"{service_name}-{socket.gethostname()}-{os.getpid()}"
     )
-    return Resource.create(
+    mesh = Resource.create(
         {
             "service.name": service_name,
             "service.namespace": "slmesh",
@@ -115,6 +142,7 @@ def _resource(
             names.OPENINFERENCE_PROJECT: settings.otel_project,
         }
     )
+    return mesh.merge(OTELResourceDetector().detect())
 
 
 def _install(
@@ -128,84 +156,81 @@ def _install(
     from mesh.telemetry.instruments import Instruments
 
     resource = _resource(service_name, settings, replica_id, version)
-    signals = set(settings.otel_export.split(",")) if settings.otel_enabled else set()
-    tracer_provider = _tracer_provider(resource, settings, signals, span_exporter, endpoint)
-    meter_provider = _meter_provider(resource, settings, signals)
-    if trace.get_tracer_provider().__class__.__name__ == "ProxyTracerProvider":
-        trace.set_tracer_provider(tracer_provider)
-    if metrics.get_meter_provider().__class__.__name__ == "_ProxyMeterProvider":
-        metrics.set_meter_provider(meter_provider)
-    if "logs" in signals:
-        _install_logs(resource, settings)
-    STATE.tracer_provider = tracer_provider
-    STATE.meter_provider = meter_provider
-    STATE.service = service_name
+    STATE.resource = resource
+    STATE.service = str(resource.attributes.get("service.name", service_name))
     STATE.instance = str(resource.attributes.get("service.instance.id", ""))
     STATE.content = settings.trace_content
+    meter_provider, readers = _meter_provider(resource, settings)
+    if metrics.get_meter_provider().__class__.__name__ == "_ProxyMeterProvider":
+        metrics.set_meter_provider(meter_provider)
+    STATE.meter_provider = meter_provider
     STATE.meter = meter_provider.get_meter(SCOPE)
     # Recording costs a few microseconds per measurement; skip it when nothing reads metrics.
-    STATE.instruments = Instruments(STATE.meter) if STATE.metric_readers else None
-    STATE.tracer = tracer_provider.get_tracer(SCOPE)
+    STATE.instruments = Instruments(STATE.meter) if readers else None
+    traces = settings.exporters("traces")
+    if span_exporter is not None or traces:
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+        provider = _tracing()
+        if span_exporter is not None:
+            provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+        for name in traces:
+            exporter = _exporter("trace", name, settings, endpoint)
+            provider.add_span_processor(
+                SimpleSpanProcessor(exporter) if name == "console" else BatchSpanProcessor(exporter)
+            )
+    logs = settings.exporters("logs")
+    if logs:
+        _install_logs(resource, settings, logs)
     log.info(
-        "telemetry on for %s (%s); exporting %s over OTLP/%s",
-        service_name,
+        "telemetry for %s (%s): traces to %s, metrics to %s, logs to %s (OTLP over %s)",
+        STATE.service,
         STATE.instance,
-        ",".join(sorted(signals)) or "nothing",
+        ",".join(traces) or "nowhere",
+        ",".join((["/metrics"] if settings.prometheus else []) + settings.exporters("metrics"))
+        or "nowhere",
+        ",".join(logs) or "nowhere",
         settings.otlp_protocol,
     )
 
 
-def _tracer_provider(
-    resource: Any,
-    settings: Settings,
-    signals: set[str],
-    span_exporter: SpanExporter | None,
-    endpoint: str | None,
-) -> trace.TracerProvider:
-    """The lean provider (default) or the SDK's; both sample per OTEL_TRACES_SAMPLER(_ARG)."""
-    if settings.otel_tracer == "sdk":
+def _tracing() -> TracerProvider:
+    """The SDK tracer provider, created (and made global and the mesh's) on first use."""
+    provider = STATE.tracer_provider
+    if provider is None:
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
-        provider = TracerProvider(resource=resource)
-        if span_exporter is not None:
-            provider.add_span_processor(SimpleSpanProcessor(span_exporter))
-        elif "traces" in signals:
-            provider.add_span_processor(BatchSpanProcessor(_otlp("trace", settings, endpoint)))
-        return provider
-    from mesh.telemetry import otlp
-    from mesh.telemetry.tracer import LeanTracerProvider, Limits, SpanSink
-
-    limits = Limits.from_environment()  # OTEL_*_LIMIT
-    sink: SpanSink
-    if span_exporter is not None:
-        sink = otlp.SdkExporterSink(span_exporter, resource)
-    elif "traces" in signals:
-        sink = otlp.BatchExporter(
-            otlp.Encoder(resource, limits), _otlp("trace", settings, endpoint, encoded=True)
-        )
-    else:
-        sink = otlp.DroppingSink()
-    return LeanTracerProvider(resource, sink, limits=limits)
+        provider = STATE.tracer_provider = TracerProvider(resource=STATE.resource)
+        if trace.get_tracer_provider().__class__.__name__ == "ProxyTracerProvider":
+            trace.set_tracer_provider(provider)
+        STATE.tracer = provider.get_tracer(SCOPE)
+    return provider
 
 
-def _otlp(
-    signal: str, settings: Settings, endpoint: str | None = None, *, encoded: bool = False
-) -> Any:
-    """The OTLP exporter for one signal; it reads its endpoint etc. from OTEL_EXPORTER_OTLP_*.
+def _exporter(signal: str, name: str, settings: Settings, endpoint: str | None = None) -> Any:
+    """The exporter ``name`` (otlp, console) for one signal; OTLP reads its endpoint etc. from
+    OTEL_EXPORTER_OTLP_*."""
+    if name == "console":
+        if signal == "trace":
+            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-    ``encoded``: the trace exporter sends requests the lean tracer encoded (same settings).
-    """
+            return ConsoleSpanExporter()
+        if signal == "metric":
+            from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+            return ConsoleMetricExporter()
+        from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
+
+        return ConsoleLogRecordExporter()
     if settings.otlp_protocol == "grpc":
         if signal == "trace":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-            exporter: type[OTLPSpanExporter] = OTLPSpanExporter
-            if encoded:
-                from mesh.telemetry.otlp import GrpcBytesExporter
-
-                exporter = GrpcBytesExporter
-            return exporter(endpoint=endpoint, insecure=True) if endpoint else exporter()
+            return (
+                OTLPSpanExporter(endpoint=endpoint, insecure=True)
+                if endpoint
+                else OTLPSpanExporter()
+            )
         if signal == "metric":
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
@@ -214,15 +239,11 @@ def _otlp(
 
         return OTLPLogExporter()
     if signal == "trace":
-        if encoded:
-            from mesh.telemetry.otlp import HttpBytesExporter
-
-            return HttpBytesExporter()
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
             OTLPSpanExporter as HttpSpans,
         )
 
-        return HttpSpans()
+        return HttpSpans(endpoint=f"{endpoint.rstrip('/')}/v1/traces") if endpoint else HttpSpans()
     if signal == "metric":
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
             OTLPMetricExporter as HttpMetrics,
@@ -234,32 +255,36 @@ def _otlp(
     return HttpLogs()
 
 
-def _meter_provider(resource: Any, settings: Settings, signals: set[str]) -> MeterProvider:
+def _meter_provider(resource: Resource, settings: Settings) -> tuple[MeterProvider, int]:
+    """The meter provider and how many readers it has (Prometheus, pushed exporters)."""
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 
-    readers: list[MetricReader] = []
-    if "metrics" in signals:
-        readers.append(
-            PeriodicExportingMetricReader(_otlp("metric", settings))
-        )  # OTEL_METRIC_EXPORT_INTERVAL
+    readers: list[MetricReader] = [
+        PeriodicExportingMetricReader(_exporter("metric", name, settings))  # OTEL_METRIC_EXPORT_*
+        for name in settings.exporters("metrics")
+        if name != "prometheus"  # the pull exporter: /metrics below
+    ]
     if settings.prometheus:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from prometheus_client import CollectorRegistry
 
         STATE.prometheus = CollectorRegistry()
         readers.append(PrometheusMetricReader(registry=STATE.prometheus))
-    STATE.metric_readers = len(readers)
-    return MeterProvider(resource=resource, metric_readers=readers)
+    return MeterProvider(resource=resource, metric_readers=readers), len(readers)
 
 
-def _install_logs(resource: Any, settings: Settings) -> None:
+def _install_logs(resource: Resource, settings: Settings, exporters: list[str]) -> None:
+    # The SDK's logs signal still lives in underscored modules (opentelemetry.sdk._logs, the
+    # exporters' _log_exporter): the only path it offers; tests/unit/telemetry/test_setup.py
+    # exports a record through it.
     from opentelemetry._logs import set_logger_provider
     from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
     provider = LoggerProvider(resource=resource)
-    provider.add_log_record_processor(BatchLogRecordProcessor(_otlp("log", settings)))
+    for name in exporters:
+        provider.add_log_record_processor(BatchLogRecordProcessor(_exporter("log", name, settings)))
     set_logger_provider(provider)
     handler = LoggingHandler(level=logging.INFO, logger_provider=provider)
     logging.getLogger().addHandler(handler)
@@ -275,6 +300,23 @@ def prometheus_text() -> tuple[bytes, str] | None:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class MetricsServer:
+    """``/metrics`` on its own HTTP port, for a process that serves no HTTP otherwise (the
+    registry). prometheus_client's server, in a thread of its own."""
+
+    def __init__(self, host: str, port: int) -> None:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        registry = STATE.prometheus or CollectorRegistry()  # empty while OTEL_SDK_DISABLED
+        self._server, self._thread = start_http_server(port, addr=host, registry=registry)
+        self.port: int = self._server.server_address[1]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5.0)
 
 
 def force_flush(timeout_s: float = 5.0) -> None:

@@ -61,8 +61,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         "SLMESH_UI": "true",
         "COLUMNS": "200",
     }
-    for name in ("SLMESH_REGISTRY", "SLMESH_OTEL_ENABLED", "OTEL_EXPORTER_OTLP_ENDPOINT"):
-        env.pop(name, None)
+    for name in list(env):
+        if name == "SLMESH_REGISTRY" or name.startswith(("OTEL_", "SLMESH_OTEL")):
+            env.pop(name)
     up = slmesh(env, "up", "--detach", "--services", str(services))
     state = MeshState.load(tmp / "mesh" / "mesh.json")
     try:

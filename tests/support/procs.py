@@ -132,6 +132,7 @@ def start_service(
         "PYTHONPATH": str(ROOT),
         "PYTHONUNBUFFERED": "1",
         "SLMESH_HTTP_PORT": str(http_port),
+        "SLMESH_METRICS_PORT": str(http_port),  # the registry's /metrics (it has no HTTP)
         "SLMESH_GRPC_PORT": str(grpc),
         "SLMESH_DATA_DIR": str(tmp / "data"),
         **(env or {}),

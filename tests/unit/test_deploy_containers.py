@@ -207,7 +207,7 @@ def test_compose_env_is_real_settings(name: str) -> None:
     known = _env_names()
     for key in env:
         assert key.startswith("OTEL_") or key in known, f"{name}: {key} is no Settings field"
-    assert env["SLMESH_OTEL_ENABLED"] == "true"
+    assert env["OTEL_TRACES_EXPORTER"] == "otlp"
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317"
     if SERVICES[name].kind == "agent":
         assert env["SLMESH_REGISTRY"] == "registry:50051"

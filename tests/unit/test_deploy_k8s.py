@@ -180,6 +180,13 @@ def test_registry_and_planner_are_deployed(overlay: str) -> None:
     host, port = mesh["SLMESH_REGISTRY"].split(":")
     registry = _one(resources, "Service", host)
     assert int(port) in {p["port"] for p in registry["spec"]["ports"]}
+    # The registry's own /metrics listens where the pod declares it.
+    (container,) = _one(resources, "Deployment", "registry")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    assert ports["metrics"] == int(env.get("SLMESH_METRICS_PORT") or Settings().metrics_port)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -63,6 +63,7 @@ SAME_LAYER = frozenset(
         ("a2a", "registry"),  # an agent registers itself; the client discovers replicas
         ("a2a", "telemetry"),
         ("launch", "telemetry"),
+        ("registry", "telemetry"),  # the registry's own metrics, on the mesh's meter
         ("support", "tools"),  # the desk's rules read the order tools' vocabulary
         ("planner", "recording"),  # the planner marks which recorded answers it used
         ("__main__", "cli"),

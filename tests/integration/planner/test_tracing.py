@@ -25,26 +25,23 @@ def otlp() -> Iterator[OtlpReceiver]:
         yield receiver
 
 
-def _traced(otlp: OtlpReceiver, tracer: str) -> dict[str, str]:
+def _traced(otlp: OtlpReceiver) -> dict[str, str]:
     return {
-        "SLMESH_OTEL_ENABLED": "true",
-        "SLMESH_OTEL_TRACER": tracer,
-        "SLMESH_OTLP_PROTOCOL": "http/protobuf",
-        "SLMESH_OTEL_EXPORT": "traces",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
 
 
-@pytest.mark.parametrize("tracer", ["lean", "sdk"])
 async def test_a_planner_task_is_one_trace_through_ray_and_agents(
-    tmp_path: Path, otlp: OtlpReceiver, tracer: str
+    tmp_path: Path, otlp: OtlpReceiver
 ) -> None:
     procs: list[ServiceProcess] = []
     try:
         registry = start_registry(tmp_path)
         procs.append(registry)
-        env = {"SLMESH_REGISTRY": registry.grpc_target, **_traced(otlp, tracer)}
+        env = {"SLMESH_REGISTRY": registry.grpc_target, **_traced(otlp)}
         procs.append(start_service(ECHO_SERVICE, tmp_path, env=env))
         planner = start_service(PLANNER, tmp_path, env=env, ready_timeout=90.0)
         procs.append(planner)

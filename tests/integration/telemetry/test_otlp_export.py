@@ -1,11 +1,9 @@
-"""OTLP export over real sockets, lean tracer and SDK alike: same endpoint, headers, protocol
-settings."""
+"""OTLP export over real sockets: the standard endpoint, headers and protocol variables."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent import futures
-from typing import Any
 
 import grpc
 import pytest
@@ -17,10 +15,11 @@ from opentelemetry.trace import SpanKind
 
 from mesh import telemetry
 from mesh.config import Settings
-from mesh.telemetry.otlp import EXPORT_METHOD
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
 
 pytestmark = pytest.mark.integration
+
+EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
 class GrpcReceiver:
@@ -88,20 +87,15 @@ def _check(spans: list[ReceivedSpan]) -> None:
     assert server.attributes == {"gen_ai.agent.name": "echo", "mesh.slm.batch_size": 4}
 
 
-@pytest.mark.parametrize("tracer", ["lean", "sdk"])
 def test_otlp_grpc_export_sends_the_spans_with_the_configured_headers(
-    grpc_receiver: GrpcReceiver, monkeypatch: pytest.MonkeyPatch, tracer: str
+    grpc_receiver: GrpcReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", grpc_receiver.endpoint)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=acme")
-    settings: Any = Settings(
-        otel_enabled=True,
-        otel_export="traces",
-        otlp_protocol="grpc",
-        otel_tracer=tracer,
-        prometheus=False,
-    )
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    settings = Settings(prometheus=False)
     assert telemetry.configure("exporter-test", settings)
     try:
         _one_trace()
@@ -112,17 +106,15 @@ def test_otlp_grpc_export_sends_the_spans_with_the_configured_headers(
     assert all(m.get("x-tenant") == "acme" for m in grpc_receiver.metadata)
 
 
-@pytest.mark.parametrize("tracer", ["lean", "sdk"])
-def test_otlp_http_export_posts_the_spans(monkeypatch: pytest.MonkeyPatch, tracer: str) -> None:
+def test_otlp_http_export_posts_the_spans_by_the_deprecated_aliases(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     with OtlpReceiver() as receiver:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
-        settings: Any = Settings(
-            otel_enabled=True,
-            otel_export="traces",
-            otlp_protocol="http/protobuf",
-            otel_tracer=tracer,
-            prometheus=False,
-        )
+        monkeypatch.setenv("SLMESH_OTEL_ENABLED", "true")
+        monkeypatch.setenv("SLMESH_OTEL_EXPORT", "traces")
+        monkeypatch.setenv("SLMESH_OTLP_PROTOCOL", "http/protobuf")
+        settings = Settings(prometheus=False)
         assert telemetry.configure("exporter-test", settings)
         try:
             _one_trace()

@@ -28,16 +28,14 @@ from mesh.a2a.client import GRPC, JSONRPC, REST, text_of
 from mesh.config import ServiceSpec, Settings, SkillSpec
 from mesh.telemetry import names
 from tests.support.echo import EchoExecutor
+from tests.support.prometheus import sample
 from tests.support.relay import RelayExecutor
 
 
-@pytest.fixture(params=["lean", "sdk"])
-def spans(request: pytest.FixtureRequest) -> Iterator[InMemorySpanExporter]:
-    """Every test here runs on the mesh's lean tracer and on the SDK's (SLMESH_OTEL_TRACER)."""
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
-    assert telemetry.configure(
-        "test-mesh", Settings(otel_tracer=request.param), span_exporter=exporter
-    )
+    assert telemetry.configure("test-mesh", Settings(), span_exporter=exporter)
     yield exporter
     telemetry.shutdown()
 
@@ -82,19 +80,6 @@ async def _finished(exporter: InMemorySpanExporter, count: int) -> list[Readable
     return [
         s for s in exporter.get_finished_spans() if s.instrumentation_scope.name == telemetry.SCOPE
     ]
-
-
-def _sample(exposition: str, metric: str, **labels: str) -> float | None:
-    """The value of the Prometheus sample ``metric`` whose labels include ``labels``."""
-    for line in exposition.splitlines():
-        name, _, rest = line.partition("{")
-        if name != metric or "} " not in rest:
-            continue
-        found, value = rest.rsplit("} ", 1)
-        pairs = dict(item.split("=", 1) for item in found.split(",") if "=" in item)
-        if all(pairs.get(k) == f'"{v}"' for k, v in labels.items()):
-            return float(value)
-    return None
 
 
 def _by_name(spans: list[ReadableSpan]) -> dict[str, ReadableSpan]:
@@ -247,7 +232,7 @@ async def test_a_call_without_a_caller_span_starts_the_trace(
     # Prometheus exposition on the agent's HTTP port: requests per agent, transport and method
     served = "mesh_agent_request_duration_seconds_count"
     assert (
-        _sample(
+        sample(
             metrics,
             served,
             gen_ai_agent_name="echo",
@@ -257,15 +242,13 @@ async def test_a_call_without_a_caller_span_starts_the_trace(
         == 2
     )
     assert (
-        _sample(
+        sample(
             metrics, served, gen_ai_agent_name="echo", mesh_transport="GRPC", rpc_method="GetTask"
         )
         == 1
     )
-    assert (
-        _sample(metrics, "mesh_client_request_duration_seconds_count", mesh_transport="GRPC") == 3
-    )
-    assert _sample(metrics, "mesh_agent_requests_in_flight", gen_ai_agent_name="echo") == 0
+    assert sample(metrics, "mesh_client_request_duration_seconds_count", mesh_transport="GRPC") == 3
+    assert sample(metrics, "mesh_agent_requests_in_flight", gen_ai_agent_name="echo") == 0
     done = await _finished(spans, 5)
     calls = [s for s in done if s.kind == SpanKind.CLIENT]
     assert [s.name for s in calls] == ["SendMessage echo", "SendMessage echo", "GetTask echo"]
