@@ -142,6 +142,23 @@ def support_authorize_call(value: Any) -> dict[str, Any] | None:
     return {"name": name, "arguments": arguments, "principal": principal}
 
 
+@planner_function("support.full_refund")
+def support_full_refund(value: Any) -> dict[str, Any] | None:
+    """The refund of everything left on the order that the message asks for without an
+    amount, from the order's lookup (:func:`policy.full_refund`); ``None`` otherwise."""
+    case = _mapping(value, "support.full_refund")
+    call, fields = case.get("call"), case.get("fields")
+    if not isinstance(call, Mapping):
+        return None
+    return policy.full_refund(
+        call,
+        case.get("result"),
+        case.get("intent"),
+        fields if isinstance(fields, Mapping) else {},
+        str(case.get("message") or ""),
+    )
+
+
 @planner_function("support.aside_call")
 def support_aside_call(value: Any) -> dict[str, Any] | None:
     """An FAQ search for a general question asked beside the order request (the ticket

@@ -367,14 +367,67 @@ def asked_refund(
         or not asks_for(message, "refund_order")
     ):
         return None
-    reason = fields.get("reason")
-    if not (isinstance(reason, str) and 3 <= len(reason.strip()) <= MAX_REASON_CHARS):
-        reason = DEFAULT_REASON
     return {
         "name": "refund_order",
-        "arguments": {"order_id": order_id, "amount": float(amount), "reason": reason.strip()},
+        "arguments": {"order_id": order_id, "amount": float(amount), "reason": _reason(fields)},
         "ask_first": True,
     }
+
+
+def _reason(fields: Mapping[str, Any]) -> str:
+    """The extractor's reason when a refund call can take it, else :data:`DEFAULT_REASON`."""
+    reason = fields.get("reason")
+    if isinstance(reason, str) and 3 <= len(reason.strip()) <= MAX_REASON_CHARS:
+        return reason.strip()
+    return DEFAULT_REASON
+
+
+_ALL_OF_IT = re.compile(
+    r"\b(?:in full|full refund|(?:full|whole|entire|total) (?:amount|price|sum|payment)"
+    r"|all (?:of )?(?:my|the|our) money|every (?:penny|cent)|100 ?%|refund (?:it )?all)",
+    re.IGNORECASE,
+)
+_REFUNDABLE_STATUSES = ("shipped", "delivered")
+
+
+def full_refund(
+    call: Mapping[str, Any], result: object, intent: object, fields: Mapping[str, Any], message: str
+) -> dict[str, Any] | None:
+    """The refund of everything still refundable that a message asks for without writing
+    the amount ("I want all my money back", "refund it in full"), once the order's lookup
+    says what that is: a refund request (the classifier's intent) asked for in plain words
+    (:func:`asks_for`), whose lookup succeeded for the customer (not a status-only view) on
+    a shipped or delivered order with something left to refund. The call carries
+    ``ask_first``, so the tools agent wants the customer's yes before it runs. ``None``
+    otherwise."""
+    if (
+        call.get("name") != "get_order"
+        or intent != "refund_request"
+        or not isinstance(result, Mapping)
+        or not result.get("ok")
+        or result.get("limited")
+        or _ALL_OF_IT.search(message) is None
+        or not asks_for(message, "refund_order")
+    ):
+        return None
+    order = result.get("order")
+    if not isinstance(order, Mapping) or order.get("status") not in _REFUNDABLE_STATUSES:
+        return None
+    left = _decimal(str(order.get("refundable_amount") or ""))
+    if left is None or left <= 0:
+        return None
+    refund: dict[str, Any] = {
+        "name": "refund_order",
+        "arguments": {
+            "order_id": order["order_id"],
+            "amount": float(left),
+            "reason": _reason(fields),
+        },
+        "ask_first": True,
+    }
+    if "principal" in call:
+        refund["principal"] = call["principal"]
+    return refund
 
 
 _ASIDE_MARK = re.compile(

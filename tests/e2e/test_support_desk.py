@@ -198,6 +198,24 @@ def test_a_full_refund_waits_for_the_customers_yes(
     assert f"{order.amount} {order.currency}" in final["reply"]
 
 
+def test_all_my_money_back_is_the_full_refund_after_the_customers_yes(
+    registry: str, demo_orders: dict[str, list[Order]]
+) -> None:
+    order = demo_orders["delivered"][5]
+    text = f"{order.order_id} stopped working after two days. I want all my money back."
+    task, ticket = ask(registry, text, sender=order.email)
+    # No amount written: the order's lookup says what is left, and nothing moves before "yes".
+    assert ticket["tool_call"]["name"] == "refund_order", ticket
+    assert ticket["tool_call"]["arguments"]["amount"] == float(order.amount)
+    assert ticket["tool_result"]["error"]["code"] == "confirmation_required"
+    assert task.status.state == pb.TaskState.TASK_STATE_INPUT_REQUIRED, ticket
+    answered = asyncio.run(_send(registry, "yes", sender=order.email, task=task))
+    final = _ticket(answered)
+    assert final["tool_result"]["ok"] is True, final
+    assert final["tool_result"]["refunded_amount"] == order.amount
+    assert f"{order.amount} {order.currency}" in final["reply"]
+
+
 def test_a_declined_confirmation_changes_nothing(
     registry: str, demo_orders: dict[str, list[Order]]
 ) -> None:

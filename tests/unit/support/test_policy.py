@@ -16,6 +16,7 @@ from mesh.support.policy import (
     asked_refund,
     asks_for,
     bounded_message,
+    full_refund,
     is_yes,
     language_of,
     malformed_order_reference,
@@ -303,3 +304,42 @@ def test_a_general_questions_question_beside_an_order_needs_no_mark() -> None:
     assert aside_question(message, "general_question") == "Do you sell replacement filters?"
     # A question about the order itself is the order's lookup, not a side question.
     assert aside_question("Is ORD-101010 covered by the warranty?", "general_question") is None
+
+
+def _looked_up(status: str, left: str = "39.00", limited: bool = False) -> dict[str, object]:
+    order = {"order_id": "ORD-101010", "status": status, "refundable_amount": left}
+    return {"ok": True, "order": order, **({"limited": True} if limited else {})}
+
+
+def test_all_of_the_money_back_becomes_the_full_refund_asked_first() -> None:
+    lookup = {
+        "name": "get_order",
+        "arguments": {"order_id": "ORD-101010"},
+        "principal": {"customer": "a@example.com"},
+    }
+    message = "The kettle in ORD-101010 is broken, I want all my money back."
+    assert full_refund(lookup, _looked_up("delivered"), "refund_request", {}, message) == {
+        "name": "refund_order",
+        "arguments": {"order_id": "ORD-101010", "amount": 39.0, "reason": "Customer request"},
+        "ask_first": True,
+        "principal": {"customer": "a@example.com"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("result", "intent", "message"),
+    [
+        (_looked_up("placed"), "refund_request", "refund ORD-101010 in full"),
+        (_looked_up("refunded", "0.00"), "refund_request", "refund ORD-101010 in full"),
+        (_looked_up("delivered", limited=True), "refund_request", "refund ORD-101010 in full"),
+        (_looked_up("delivered"), "order_status", "refund ORD-101010 in full"),
+        (_looked_up("delivered"), "refund_request", "please refund ORD-101010"),
+        (_looked_up("delivered"), "refund_request", "was ORD-101010 refunded in full?"),
+        ({"ok": False}, "refund_request", "refund ORD-101010 in full"),
+    ],
+)
+def test_no_full_refund_without_a_refundable_order_and_a_request_for_all_of_it(
+    result: dict[str, object], intent: str, message: str
+) -> None:
+    lookup = {"name": "get_order", "arguments": {"order_id": "ORD-101010"}}
+    assert full_refund(lookup, result, intent, {}, message) is None
