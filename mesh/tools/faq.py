@@ -16,6 +16,8 @@ gets :data:`KEYWORD_BONUS` per term of the longest such keyword added to its BM2
 ("credit card" outweighs "credit"), because in a table this small a word such as "ship"
 sits in several entries and BM25's IDF gives it almost no weight. A candidate scoring
 under :data:`MIN_SCORE` is no match: "Is the French Press dishwasher safe?" finds nothing.
+When the query asks questions, an entry must answer a topic word of one of them, not only
+of the sentences around them.
 """
 
 from __future__ import annotations
@@ -237,11 +239,14 @@ def search(
     if not wanted:
         return []
     stored = dict(stored_entries(conn))
+    asked = _asked_terms(query)
     candidates = []
     for rowid, score in scores(conn, wanted, use_fts=use_fts).items():
         entry = stored[rowid]
         keywords = _keywords_held(entry, wanted)
-        if keywords or not set(wanted).isdisjoint(terms(entry.question)):
+        if (keywords or not set(wanted).isdisjoint(terms(entry.question))) and (
+            not asked or _topic_terms(entry, wanted) & asked
+        ):
             candidates.append(FaqMatch(entry, score + KEYWORD_BONUS * keywords))
     ranked = sorted(
         (match for match in candidates if match.score >= MIN_SCORE),
@@ -258,6 +263,15 @@ def search(
             chosen.append(match)
             covered |= answers_more
     return chosen
+
+
+def _asked_terms(query: str) -> set[str]:
+    """The topic terms of the query's questions (its sentences ending in ``?``): an entry
+    must answer one of them, not only a word of the story around it ("Are you hiring? I'd
+    love to pack parcels in your warehouse" is not about delivery times). Empty when the
+    query asks no question with a topic word: then every term counts."""
+    questions = [s for s in re.split(r"(?<=[.!?])\s+", query.strip()) if s.endswith("?")]
+    return set(terms(" ".join(questions)))
 
 
 def _topic_terms(entry: FaqEntry, wanted: Iterable[str]) -> set[str]:

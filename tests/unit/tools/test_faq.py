@@ -284,3 +284,20 @@ def test_a_runner_up_is_returned_only_when_it_answers_another_part(
     found = [m.entry.topic for m in faq.search(conn, question)]
     assert set(found) == topics
     assert len(found) == len(topics)
+
+
+@pytest.mark.parametrize("use_fts", [True, False], ids=["fts5", "python"])
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        # A word of the story around the question does not make an entry its answer.
+        ("Do you have student discounts? I study logistics and love a fast delivery.", None),
+        ("My bank shows two payments. Could that be a mistake?", None),
+        # The question's own words still find their entry, whatever the story says.
+        ("I live in Oslo with my sister. Do you ship to Norway?", "shipping_countries"),
+    ],
+)
+def test_an_entry_must_answer_the_question_not_the_story_around_it(
+    conn: sqlite3.Connection, question: str, expected: str | None, use_fts: bool
+) -> None:
+    assert top_topic(conn, question, use_fts=use_fts) == expected
