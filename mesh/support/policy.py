@@ -25,7 +25,7 @@ MAX_TAIL_CHARS = 200
 """...plus, when the cut dropped it, the first sentence naming an order id or an email."""
 
 _REFERENCE = re.compile(r"\bORD-\d+\b|[^\s@]+@[^\s@]+\.[A-Za-z]{2,}", re.IGNORECASE)
-_WORDS = re.compile(r"[a-zà-ÿß]+")
+_WORDS = re.compile(r"[a-zà-ÿßąćęłńśźżřěůčďňšťžğışőű]+")
 
 # Function words that tell languages apart in short messages; English's list wins ties.
 _FUNCTION_WORDS = {
@@ -61,6 +61,31 @@ _FUNCTION_WORDS = {
     "nl": {
         "de", "het", "mijn", "en", "ik", "waar", "wanneer", "bestelling", "hallo",
         "bedankt", "met", "voor", "nog", "niet", "een", "graag", "annuleren", "pakket",
+    },
+    "pl": {
+        "gdzie", "jest", "moje", "mój", "moja", "zamówienie", "proszę", "dziękuję", "nie",
+        "się", "czy", "kiedy", "dzień", "dobry", "paczka", "zwrot", "anulować", "jak", "na",
+        "od", "do", "mam", "jeszcze", "został", "została", "pieniędzy",
+    },
+    "sv": {
+        "var", "är", "min", "mitt", "och", "jag", "inte", "när", "beställning", "hej", "tack",
+        "med", "för", "har", "fortfarande", "paket", "avbryta", "återbetalning", "kan", "ni",
+    },
+    "da": {
+        "hvor", "er", "min", "mit", "og", "jeg", "ikke", "hvornår", "bestilling", "hej", "tak",
+        "med", "til", "har", "stadig", "pakke", "annullere", "refusion", "kan", "i",
+    },
+    "tr": {
+        "nerede", "siparişim", "sipariş", "merhaba", "teşekkürler", "lütfen", "için", "ve",
+        "bir", "bu", "ne", "zaman", "iptal", "iade", "kargo", "hala", "gelmedi", "istiyorum",
+    },
+    "ro": {
+        "unde", "este", "comanda", "mea", "meu", "și", "nu", "când", "bună", "mulțumesc",
+        "vă", "rog", "pentru", "coletul", "anulez", "rambursare", "încă", "am",
+    },
+    "cs": {
+        "kde", "je", "moje", "můj", "objednávka", "prosím", "děkuji", "není", "kdy", "dobrý",
+        "den", "balík", "zrušit", "vrácení", "ještě", "jsem", "se", "na",
     },
 }  # fmt: skip
 

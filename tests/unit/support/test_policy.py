@@ -48,6 +48,12 @@ def test_a_long_message_is_cut_at_a_word_and_keeps_a_late_order_id() -> None:
         ("Hallo, wo ist meine Bestellung ORD-123456? Bitte um Antwort.", "de"),
         ("Bonjour, où est ma commande ORD-123456 ? Merci.", "fr"),
         ("ORD-123456?", "en"),
+        ("Gdzie jest moje zamówienie ORD-123456? Proszę o szybką odpowiedź.", "pl"),
+        ("Hej, var är min beställning ORD-123456? Tack!", "sv"),
+        ("Merhaba, siparişim ORD-123456 hala gelmedi, iptal istiyorum.", "tr"),
+        ("Dobrý den, kde je moje objednávka ORD-123456? Děkuji.", "cs"),
+        ("I am still waiting for ORD-123456, can you check on it?", "en"),
+        ("Hej Anna here, is ORD-123456 on its way? Tak for the help, I mean thanks", "en"),
     ],
 )
 def test_language(text: str, language: str) -> None:
