@@ -94,6 +94,14 @@ def support_agreed_fields(value: Any) -> dict[str, Any]:
     )
 
 
+@planner_function("support.desk_intent")
+def support_desk_intent(value: Any) -> object:
+    """The intent the desk acts on (:func:`policy.desk_intent`): the classifier's, or
+    ``order_status`` for an action the message does not ask for in plain words."""
+    case = _mapping(value, "support.desk_intent")
+    return policy.desk_intent(case.get("intent"), str(case.get("message") or ""))
+
+
 @planner_function("support.principal")
 def support_principal(value: Any) -> dict[str, Any]:
     """Who tool calls act for: ``{"customer": email}`` of a verified sender, else anonymous."""

@@ -7,7 +7,9 @@ message, with the verified sender in the A2A message metadata (``slmesh/sender``
 has one; the planner routes it to the ``support_ticket`` workflow, whose output (intent,
 fields, tool_call, tool_result, reply) is scored here:
 
-- **intent** (classifier): the label equals the item's intent; judged, like the fields,
+- **intent** (classifier, an action the message does not ask for in plain words read as a
+  status question by ``support.desk_intent``; the raw label is the ticket's ``classified``):
+  the label equals the item's intent; judged, like the fields,
   on the messages the desk reads: a message in another language that the desk answers
   with its English-only notice is not classified (its language is judged instead);
 - **fields** (extractor, its amount checked against the message by
@@ -736,7 +738,7 @@ def meets_targets(summary: Summary) -> list[str]:
 
 
 _ROWS = (
-    ("intent (classifier)", "intent"),
+    ("intent (classifier + consent rule)", "intent"),
     ("fields, items (extractor + amount rule)", "fields_items"),
     ("fields, values (extractor + amount rule)", "fields_values"),
     ("tool call (tool-caller + planner)", "tool"),

@@ -168,6 +168,26 @@ def asks_for(message: str, tool: str) -> bool:
     return asked.search(lowered) is not None
 
 
+ACTION_OF_INTENT: Mapping[str, str] = {
+    "cancel_order": "cancel_order",
+    "refund_request": "refund_order",
+    "change_address": "update_shipping_address",
+}
+"""The side-effecting tool each action intent asks for."""
+
+
+def desk_intent(intent: object, message: str) -> object:
+    """The request the desk acts on: the classifier's intent, except that an action the
+    message does not ask for in plain words (:func:`asks_for`: "please DON'T cancel it",
+    "you did not refund it, right?") is a question about the order's state, answered by its
+    lookup (``order_status``), so the reply does not go on to ask for a refund amount or a
+    new address nobody wants."""
+    action = ACTION_OF_INTENT.get(intent) if isinstance(intent, str) else None
+    if action is not None and not asks_for(message, action):
+        return "order_status"
+    return intent
+
+
 def principal_of(sender: object) -> dict[str, Any]:
     """The ``principal`` of tool calls made for this sender (see mesh.support)."""
     if isinstance(sender, Mapping) and isinstance(sender.get("email"), str) and sender["email"]:

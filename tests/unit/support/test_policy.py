@@ -16,6 +16,7 @@ from mesh.support.policy import (
     asked_refund,
     asks_for,
     bounded_message,
+    desk_intent,
     full_refund,
     is_yes,
     language_of,
@@ -349,3 +350,21 @@ def test_no_full_refund_without_a_refundable_order_and_a_request_for_all_of_it(
 ) -> None:
     lookup = {"name": "get_order", "arguments": {"order_id": "ORD-101010"}}
     assert full_refund(lookup, result, intent, {}, message) is None
+
+
+@pytest.mark.parametrize(
+    ("intent", "message", "acting"),
+    [
+        ("cancel_order", "Please cancel ORD-101010", "cancel_order"),
+        ("cancel_order", "Please DON'T cancel ORD-101010, it was a mistake", "order_status"),
+        ("refund_request", "I was refunded for ORD-101010 already, right?", "order_status"),
+        ("refund_request", "refund 10.00 on ORD-101010", "refund_request"),
+        ("change_address", "don't change the address of ORD-101010", "order_status"),
+        ("track_shipment", "where is ORD-101010", "track_shipment"),
+        (None, "Hola", None),
+    ],
+)
+def test_the_desk_acts_on_an_action_only_when_asked(
+    intent: str | None, message: str, acting: str | None
+) -> None:
+    assert desk_intent(intent, message) == acting
