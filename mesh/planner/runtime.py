@@ -50,6 +50,11 @@ class RayOptions(BaseModel):
     namespace: str = "slmesh"
 
 
+WORKER_ENV = {"worker_process_setup_hook": "mesh.a2a.install"}
+"""Each Ray worker is an entry point: it installs the mesh's a2a-sdk set-up before it
+unpickles a step runner (whose module imports the mesh client)."""
+
+
 class RayRuntime:
     """Ray for one planner process: connection, runner actors, step dispatch."""
 
@@ -77,6 +82,7 @@ class RayRuntime:
                     include_dashboard=False,
                     log_to_driver=False,
                     logging_level=logging.WARNING,
+                    runtime_env=WORKER_ENV,
                 )
             self._started_local = True
             log.info(
@@ -95,7 +101,12 @@ class RayRuntime:
         from ray.exceptions import AuthenticationError
 
         try:
-            ray.init(address=address, namespace=self.options.namespace, log_to_driver=False)
+            ray.init(
+                address=address,
+                namespace=self.options.namespace,
+                log_to_driver=False,
+                runtime_env=WORKER_ENV,
+            )
         except AuthenticationError as exc:
             raise RayClusterError(
                 f"cannot join the Ray cluster at {address}: it needs a token the planner "
