@@ -471,9 +471,8 @@ What the mesh runtime changed, and why (measured with py-spy and in-process timi
   count) wraps the A2A gRPC methods once at registration instead of running as a server
   interceptor, which costs an extra coroutine and method handler per call (10-40 us).
 - Both sides, `mesh.a2a.install()` (every entry point calls it first): a2a-sdk's tracing
-  decorators are off unless
-  `OTEL_INSTRUMENTATION_A2A_SDK_ENABLED=true` (the mesh owns tracing); they cost ~23% of the
-  default handler's CPU even with no tracer provider.
+  decorators are off unless `OTEL_INSTRUMENTATION_A2A_SDK_ENABLED=true` (the mesh owns
+  tracing); they cost ~23% of the default handler's CPU even with no tracer provider.
 - Client, `mesh/a2a/fastpath.py`: `MeshClient.send_message` calls the pooled gRPC stub directly
   with prebuilt metadata (no tracing wrapper, no pydantic `ClientCallContext` per call), and on
   JSON-RPC sends the same request over a small keep-alive HTTP/1.1 pool (httptools) instead of

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from a2a.helpers.proto_helpers import get_data_parts, get_message_text, new_task
@@ -163,19 +163,20 @@ class Reporter:
             parts=parts,
         )
 
-    async def working(
+    def working(
         self, message: pb.Message | None = None, *, metadata: dict[str, Any] | None = None
-    ) -> None:
+    ) -> Awaitable[None]:
         """WORKING, with an optional status message and status-update metadata (progress)."""
-        updater = await self._open()
+        updater = self._updater
+        if updater is None:
+            return self._first(self.working, message, metadata=metadata)
         if metadata is None:
-            await updater.start_work(message)
-        else:
-            await updater.update_status(
-                pb.TaskState.TASK_STATE_WORKING, message=message, metadata=metadata
-            )
+            return updater.start_work(message)
+        return updater.update_status(
+            pb.TaskState.TASK_STATE_WORKING, message=message, metadata=metadata
+        )
 
-    async def artifact(
+    def artifact(
         self,
         parts: list[pb.Part],
         *,
@@ -184,9 +185,20 @@ class Reporter:
         metadata: dict[str, Any] | None = None,
         append: bool | None = None,
         last_chunk: bool | None = None,
-    ) -> None:
+    ) -> Awaitable[None]:
         """One artifact, or with ``artifact_id``/``append``/``last_chunk`` a chunk of one."""
-        await (await self._open()).add_artifact(
+        updater = self._updater
+        if updater is None:
+            return self._first(
+                self.artifact,
+                parts,
+                name=name,
+                artifact_id=artifact_id,
+                metadata=metadata,
+                append=append,
+                last_chunk=last_chunk,
+            )
+        return updater.add_artifact(
             parts,
             artifact_id=artifact_id,
             name=name,
@@ -195,23 +207,38 @@ class Reporter:
             last_chunk=last_chunk,
         )
 
-    async def complete(self, message: pb.Message | None = None) -> None:
-        await (await self._open()).complete(message)
+    def complete(self, message: pb.Message | None = None) -> Awaitable[None]:
+        updater = self._updater
+        return self._first(self.complete, message) if updater is None else updater.complete(message)
 
-    async def fail(self, message: pb.Message | None = None) -> None:
+    def fail(self, message: pb.Message | None = None) -> Awaitable[None]:
         """FAILED: the work broke (a retry may succeed)."""
-        await (await self._open()).failed(message)
+        updater = self._updater
+        return self._first(self.fail, message) if updater is None else updater.failed(message)
 
-    async def reject(self, message: pb.Message | None = None) -> None:
+    def reject(self, message: pb.Message | None = None) -> Awaitable[None]:
         """REJECTED: the agent will not do this (the same input cannot succeed)."""
-        await (await self._open()).reject(message)
+        updater = self._updater
+        return self._first(self.reject, message) if updater is None else updater.reject(message)
 
-    async def require_input(self, message: pb.Message | None = None) -> None:
+    def require_input(self, message: pb.Message | None = None) -> Awaitable[None]:
         """INPUT_REQUIRED: the task waits for the caller's next message on it."""
-        await (await self._open()).requires_input(message)
+        updater = self._updater
+        if updater is None:
+            return self._first(self.require_input, message)
+        return updater.requires_input(message)
 
-    async def cancel(self, message: pb.Message | None = None) -> None:
-        await (await self._open()).cancel(message)
+    def cancel(self, message: pb.Message | None = None) -> Awaitable[None]:
+        updater = self._updater
+        return self._first(self.cancel, message) if updater is None else updater.cancel(message)
+
+    async def _first(
+        self, report: Callable[..., Awaitable[None]], *args: Any, **kwargs: Any
+    ) -> None:
+        """Opens the task, then reports. (The methods above are plain functions handing back the
+        updater's own awaitable once the task is open: no coroutine of their own per event.)"""
+        await self._open()
+        await report(*args, **kwargs)
 
     async def reply(self, message: pb.Message) -> None:
         """Answers with one direct message and no task (only as the request's only event)."""

@@ -3,6 +3,7 @@ between the agents and a2a-sdk's request handlers."""
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import Any
 
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -20,10 +21,13 @@ class SdkExecutor(AgentExecutor):
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)  # the optional hooks: warm_up, aclose, ...
 
-    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+    # Plain functions handing back the executor's coroutine: no frame of their own per request.
+    def execute(
+        self, context: RequestContext, event_queue: EventQueue
+    ) -> Coroutine[Any, Any, None]:
         request = Request.from_sdk(context)
-        await self.inner.execute(request, Reporter(event_queue, request))
+        return self.inner.execute(request, Reporter(event_queue, request))
 
-    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+    def cancel(self, context: RequestContext, event_queue: EventQueue) -> Coroutine[Any, Any, None]:
         request = Request.from_sdk(context)
-        await self.inner.cancel(request, Reporter(event_queue, request))
+        return self.inner.cancel(request, Reporter(event_queue, request))

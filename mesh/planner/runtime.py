@@ -119,10 +119,16 @@ class RayRuntime:
                 f"authentication, {TOKEN_SETTINGS}; else check RAY_ADDRESS (the head's host:port)"
             ) from exc
 
-    async def ready(self) -> None:
-        """Waits until every runner is up (and connected to the registry)."""
-        for runner in self._runners:
-            await runner.ping.remote()
+    async def ready(self) -> bool:
+        """Waits until every runner is up (and connected to the registry); returns whether every
+        worker installed the mesh's a2a-sdk set-up (:data:`WORKER_ENV`), warning if not."""
+        installed = [await runner.ping.remote() for runner in self._runners]
+        if not all(installed):
+            log.warning(
+                "Ray workers run without mesh.a2a.install() (their setup hook did not run): "
+                "a2a-sdk's span wrappers cost CPU on every step call"
+            )
+        return all(installed)
 
     def submit(self, call: StepCall, dep_refs: list[Any]) -> Any:
         """Dispatches one step; returns the ``ObjectRef`` of its :class:`Outcome`."""
