@@ -155,7 +155,7 @@ class StepRunner:
 
     async def ping(self) -> bool:
         """Readiness: the worker is up (and, with a registry, connected to it); returns whether
-        it runs a2a-sdk without span wrappers (its setup hook called mesh.a2a.install())."""
+        its setup hook called mesh.a2a.install() before this runner was loaded."""
         if self.settings.registry:
             await self._mesh()
         return installed() is not None
