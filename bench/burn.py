@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from a2a.helpers.proto_helpers import get_message_text, new_text_part
-from a2a.server.agent_execution import AgentExecutor, RequestContext
-from a2a.server.events import EventQueue
+from a2a.helpers.proto_helpers import new_text_part
 
-from mesh.a2a.tasks import open_task
+from mesh.a2a.executor import Executor, Reporter, Request
 from mesh.config import ServiceSpec, Settings
 
 
@@ -21,20 +19,19 @@ def burn(cpu_ms: float) -> None:
         pass
 
 
-class BurnExecutor(AgentExecutor):
+class BurnExecutor(Executor):
     """Burns ``options.cpu_ms`` in a worker thread (the GIL makes one replica one core), then
     completes with the input text as its artifact."""
 
     def __init__(self, spec: ServiceSpec, settings: Settings | None = None) -> None:
         self.cpu_ms = float(spec.options.get("cpu_ms", 20))
 
-    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-        text = get_message_text(context.message) if context.message else ""
-        updater = await open_task(context, event_queue)
+    async def execute(self, request: Request, task: Reporter) -> None:
+        text = request.text
+        await task.open()
         await asyncio.to_thread(burn, self.cpu_ms)
-        await updater.add_artifact([new_text_part(text)], name="burn")
-        await updater.complete()
+        await task.artifact([new_text_part(text)], name="burn")
+        await task.complete()
 
-    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-        updater = await open_task(context, event_queue)
-        await updater.cancel()
+    async def cancel(self, request: Request, task: Reporter) -> None:
+        await task.cancel()

@@ -470,9 +470,9 @@ What the mesh runtime changed, and why (measured with py-spy and in-process timi
 - Server, `mesh/a2a/gates.py`: the admission gate (drain, token, undecodable requests, in-flight
   count) wraps the A2A gRPC methods once at registration instead of running as a server
   interceptor, which costs an extra coroutine and method handler per call (10-40 us).
-- Both sides, `mesh/a2a/__init__.py`: a2a-sdk's tracing decorators are off unless
-  `OTEL_INSTRUMENTATION_A2A_SDK_ENABLED=true` (the mesh owns tracing); they cost ~23% of the
-  default handler's CPU even with no tracer provider.
+- Both sides, `mesh.a2a.install()` (every entry point calls it first): a2a-sdk's tracing
+  decorators are off unless `OTEL_INSTRUMENTATION_A2A_SDK_ENABLED=true` (the mesh owns
+  tracing); they cost ~23% of the default handler's CPU even with no tracer provider.
 - Client, `mesh/a2a/fastpath.py`: `MeshClient.send_message` calls the pooled gRPC stub directly
   with prebuilt metadata (no tracing wrapper, no pydantic `ClientCallContext` per call), and on
   JSON-RPC sends the same request over a small keep-alive HTTP/1.1 pool (httptools) instead of
@@ -540,13 +540,14 @@ def _serve_plain(http_port: int, grpc_port: int, store: str, data_dir: Path) -> 
     from a2a.server.tasks import DatabaseTaskStore, InMemoryTaskStore
     from a2a.types import a2a_pb2 as pb
     from a2a.types import a2a_pb2_grpc
-    from a2a.utils import telemetry
     from fastapi import FastAPI
 
+    from mesh.a2a import installed
+    from mesh.a2a.executor import to_sdk
     from mesh.config import ServiceSpec
     from tests.support.echo import EchoExecutor
 
-    print(f"a2a-sdk tracing decorators enabled: {telemetry.otel_enabled}", flush=True)
+    print(f"a2a-sdk tracing decorators enabled: {installed() is not True}", flush=True)
     spec = ServiceSpec.load(ECHO_SERVICE)
     card = pb.AgentCard(
         name="echo",
@@ -580,7 +581,7 @@ def _serve_plain(http_port: int, grpc_port: int, store: str, data_dir: Path) -> 
             )
             await task_store.initialize()
         handler = DefaultRequestHandler(
-            agent_executor=EchoExecutor(spec), task_store=task_store, agent_card=card
+            agent_executor=to_sdk(EchoExecutor(spec)), task_store=task_store, agent_card=card
         )
         server = grpc.aio.server()
         a2a_pb2_grpc.add_A2AServiceServicer_to_server(GrpcHandler(handler), server)
@@ -631,6 +632,11 @@ def _client(
 ) -> None:
     import asyncio
 
+    if setup == "mesh":  # as the mesh's own entry points do, before a2a-sdk is imported
+        from mesh.a2a import install
+
+        install()
+
     async def run() -> dict[str, Any]:
         call, close = await _make_call(setup, binding, http_url, grpc_target)
         raw_call, raw_close = await _make_call("raw", "GRPC", "", raw_target)
@@ -677,9 +683,10 @@ async def _make_call(setup: str, binding: str, http_url: str, grpc_target: str) 
 
     if setup == "plain":
         from a2a.client import ClientConfig, create_client
-        from a2a.utils import telemetry
 
-        print(f"a2a-sdk tracing decorators enabled: {telemetry.otel_enabled}", flush=True)
+        from mesh.a2a import installed
+
+        print(f"a2a-sdk tracing decorators enabled: {installed() is not True}", flush=True)
         config = ClientConfig(
             streaming=False,
             supported_protocol_bindings=[binding],
@@ -770,7 +777,7 @@ async def _measure(
     def pct(q: float, xs: list[int] = samples) -> float:
         return xs[min(len(xs) - 1, int(q * len(xs)))] / 1e6
 
-    from a2a.utils import telemetry
+    from mesh.a2a import installed
 
     return {
         "requests": len(samples),
@@ -779,7 +786,7 @@ async def _measure(
         "raw_p50_ms": pct(0.50, raw_samples),
         "raw_p99_ms": pct(0.99, raw_samples),
         "mean_ms": sum(samples) / len(samples) / 1e6,
-        "a2a_sdk_tracing": telemetry.otel_enabled,
+        "a2a_sdk_tracing": installed() is not True,
         "rps": done / elapsed,
         "completed": done,
         "seconds": elapsed,

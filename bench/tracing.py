@@ -795,6 +795,9 @@ def _sink(port: int) -> None:
 
 
 def _child_main(argv: list[str]) -> None:
+    from mesh.a2a import install
+
+    install()  # a child process is an entry point: before any a2a-sdk import
     role = argv[0]
     if role == "sink":
         _sink(int(argv[1]))

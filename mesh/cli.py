@@ -67,6 +67,9 @@ def _main(
     ] = False,
 ) -> None:
     """slmesh: a mesh of specialized small-language-model agents behind A2A."""
+    from mesh.a2a import install
+
+    install()  # before any command imports a2a-sdk (mesh.a2a.sdk_spans)
 
 
 def _settings() -> Settings:

@@ -8,12 +8,16 @@ from typing import Any
 
 import pytest
 
-# Before any test module imports a2a-sdk: mesh.a2a switches the SDK's own spans off, which
-# a2a-sdk decides once, at its first import (the mesh's entry points import mesh.a2a first too).
-import mesh.a2a  # noqa: F401 - imported for that side effect
+from mesh.a2a import install
 from tests.support.procs import ROOT, ServiceProcess, died_unexpectedly, start_service
 
 ECHO_SERVICE = ROOT / "tests" / "support" / "echo_service"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The test session is an entry point: mesh.a2a.install() before any test module imports
+    a2a-sdk, as the CLI does."""
+    install()
 
 
 @pytest.fixture

@@ -1,35 +1,59 @@
-"""The only package that imports a2a-sdk: serve executors on three transports, call agents."""
+"""The only package that imports a2a-sdk's machinery: serve executors on three transports, call
+agents.
 
-import os
+Importing it patches nothing: entry points call :func:`install` first (mesh.a2a.sdk_spans).
+The names below are imported on first use, so that importing this package imports none of
+a2a-sdk's server or client modules before :func:`install` runs.
+"""
 
-# a2a-sdk wraps its request handler, event queues and client transports in OpenTelemetry
-# spans (@trace_class). Whether it does is decided once, when a2a.utils.telemetry is first
-# imported, from this variable; with opentelemetry-api installed the wrappers cost a large
-# share of a SendMessage's server CPU even with no tracer provider set (docs/benchmarks.md). The
-# mesh owns tracing, so its default is off. This is the one place the mesh writes the
-# environment, because no Settings object exists yet when a2a-sdk gets imported (any
-# import of mesh.a2a comes first); setdefault keeps an explicit
-# OTEL_INSTRUMENTATION_A2A_SDK_ENABLED=true for anyone who wants the SDK's spans back.
-# Off, the SDK still wraps those methods (around a no-op tracer, which costs CPU too):
-# mesh.a2a.sdk_spans takes the wrappers away as well.
-os.environ.setdefault("OTEL_INSTRUMENTATION_A2A_SDK_ENABLED", "false")
+from __future__ import annotations
 
-from mesh.a2a import sdk_spans
+import importlib
+from typing import TYPE_CHECKING, Any
 
-sdk_spans.skip_wrappers_when_off()
+from mesh.a2a.sdk_spans import InstallOrderError, install, installed
 
-from mesh.a2a.cards import Endpoints, build_card  # noqa: E402 - after the SDK spans switch
-from mesh.a2a.client import MeshClient, Replica, ReplicaSource, StaticReplicas  # noqa: E402 - after the SDK spans switch
-from mesh.a2a.server import AgentServer  # noqa: E402 - after the SDK spans switch
-from mesh.a2a.tasks import open_task  # noqa: E402 - after the SDK spans switch
+if TYPE_CHECKING:
+    from mesh.a2a.cards import Endpoints, build_card
+    from mesh.a2a.client import MeshClient, Replica, ReplicaSource, StaticReplicas
+    from mesh.a2a.executor import Executor, Reporter, Request, StoredTasks
+    from mesh.a2a.server import AgentServer
+
+_LAZY = {
+    "AgentServer": "mesh.a2a.server",
+    "Endpoints": "mesh.a2a.cards",
+    "Executor": "mesh.a2a.executor",
+    "MeshClient": "mesh.a2a.client",
+    "Replica": "mesh.a2a.client",
+    "ReplicaSource": "mesh.a2a.client",
+    "Reporter": "mesh.a2a.executor",
+    "Request": "mesh.a2a.executor",
+    "StaticReplicas": "mesh.a2a.client",
+    "StoredTasks": "mesh.a2a.executor",
+    "build_card": "mesh.a2a.cards",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mesh.a2a' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "AgentServer",
     "Endpoints",
+    "Executor",
+    "InstallOrderError",
     "MeshClient",
     "Replica",
     "ReplicaSource",
+    "Reporter",
+    "Request",
     "StaticReplicas",
+    "StoredTasks",
     "build_card",
-    "open_task",
+    "install",
+    "installed",
 ]

@@ -11,7 +11,8 @@ into the same exception (same type, message and ``__cause__``, so
 :func:`~mesh.a2a.client.is_retryable` reads them unchanged):
 
 * gRPC: the transport's own stub method with metadata built once
-  (``a2a-version`` + ``authorization``), errors through a2a-sdk's ``_map_grpc_error``.
+  (``a2a-version`` + ``authorization``), errors mapped as the transport maps them
+  (:mod:`mesh.a2a.sdk_private`).
 * JSON-RPC: the same JSON-RPC 2.0 envelope (``MessageToDict`` params, uuid4 id) and headers
   over a small keep-alive HTTP/1.1 connection pool (asyncio protocol + ``httptools``
   parser, both already installed with uvicorn[standard]); the reply goes through the
@@ -33,12 +34,12 @@ import httptools
 import httpx
 from a2a.client.errors import A2AClientError, A2AClientTimeoutError
 from a2a.client.transports import GrpcTransport, JsonRpcTransport
-from a2a.client.transports.grpc import _map_grpc_error  # a2a-sdk is pinned (==1.3.0)
 from a2a.types import a2a_pb2 as pb
 from a2a.utils.constants import PROTOCOL_VERSION_CURRENT, VERSION_HEADER
 from a2a.utils.proto_utils import parse_lenient
 from google.protobuf.json_format import MessageToDict
 
+from mesh.a2a import sdk_private
 from mesh.telemetry.propagation import carrier
 from mesh.telemetry.setup import STATE
 
@@ -66,7 +67,7 @@ class GrpcSend:
             )
             return response
         except grpc.aio.AioRpcError as exc:
-            _map_grpc_error(exc)
+            sdk_private.map_grpc_error(exc)
 
 
 class _Connection(asyncio.Protocol):
@@ -255,7 +256,7 @@ class JsonRpcSend:
         except json.JSONDecodeError as exc:
             raise A2AClientError(f"JSON Decode Error: {exc}") from exc
         # The SDK's own JSON-RPC error mapping, so errors match its transport's exactly.
-        data = self._transport._check_jsonrpc_response(data)  # noqa: SLF001 - no public form
+        data = sdk_private.check_jsonrpc_response(self._transport, data)
         return parse_lenient(data["result"], pb.SendMessageResponse())
 
     def _raise_status(

@@ -85,6 +85,7 @@ from google.rpc import error_details_pb2, status_pb2
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from mesh.a2a import sdk_private
 from mesh.a2a.leases import Claim, TaskHeldError, TaskTakeover
 
 log = logging.getLogger(__name__)
@@ -290,7 +291,7 @@ class _Run(EventQueue):
             )
         manager = self.manager
         if isinstance(event, Task):
-            if manager._current_task is not None:  # noqa: SLF001 - in memory only; get_task() reads the store
+            if sdk_private.current_task(manager) is not None:
                 log.error("Task %s already exists. Ignoring task replacement.", self.task_id)
             else:
                 await manager.save_task_event(event)
@@ -368,7 +369,7 @@ class _Run(EventQueue):
             if not self.dirty:
                 return
             self.dirty = False
-            task = self.manager._current_task  # noqa: SLF001 - in memory only; get_task() reads the store
+            task = sdk_private.current_task(self.manager)
             if task is None:
                 return
             await self.handler.plain_store.save(_copy(task), self.call_context)
@@ -404,7 +405,7 @@ class _Run(EventQueue):
     def _close_canceled(self) -> None:
         """As ``ActiveTask.cancel``: a cancel whose executor wrote no terminal state (a
         cleanup-only ``cancel``) closes the task as CANCELED, before the reply is sent."""
-        task = self.manager._current_task  # noqa: SLF001 - in memory only; get_task() reads the store
+        task = sdk_private.current_task(self.manager)
         if task is not None and task.status.state not in TERMINAL_TASK_STATES:
             task.status.state = TaskState.TASK_STATE_CANCELED
             self.dirty = True
@@ -412,7 +413,7 @@ class _Run(EventQueue):
     async def _write_failed(self) -> None:
         """FAILED once the run ends in an error, as a2a-sdk's consumer records it."""
         manager = self.manager
-        task = manager._current_task  # noqa: SLF001 - in memory only; get_task() reads the store
+        task = sdk_private.current_task(manager)
         now = datetime.now(UTC)
         try:
             if task is None and self.producer_failed:
@@ -451,7 +452,7 @@ class _Run(EventQueue):
         if self.message is not None:
             self.reply.set_result(self.message)
             return
-        task = self.manager._current_task  # noqa: SLF001 - in memory only; get_task() reads the store
+        task = sdk_private.current_task(self.manager)
         if task is None:
             self.reply.set_exception(
                 InternalError(message="agent produced neither a task nor a message")
@@ -460,7 +461,7 @@ class _Run(EventQueue):
         self.reply.set_result(_copy(task))
 
     def current(self) -> Task | None:
-        task = self.manager._current_task  # noqa: SLF001 - in memory only; get_task() reads the store
+        task = sdk_private.current_task(self.manager)
         return _copy(task) if task is not None else None
 
     async def cancel(self, context: ServerCallContext) -> Task:
@@ -552,8 +553,8 @@ class MeshRequestHandler(DefaultRequestHandler):
         self.runs: dict[str, _Run] = {}
         self.background: set[asyncio.Task[None]] = set()
         self._lean = (
-            self._event_stream is None
-            and self._push_sender is None
+            sdk_private.event_stream(self) is None
+            and sdk_private.push_sender(self) is None
             and not isinstance(self.task_store, VersionedTaskStore)
         )
 
@@ -579,7 +580,7 @@ class MeshRequestHandler(DefaultRequestHandler):
             and not params.message.task_id
             and not params.configuration.return_immediately
             and not (
-                self._push_config_store is not None
+                sdk_private.push_config_store(self) is not None
                 and params.configuration.HasField("task_push_notification_config")
             )
         )
@@ -602,27 +603,29 @@ class MeshRequestHandler(DefaultRequestHandler):
     # -- task takeover (mesh.a2a.leases) ----------------------------------------------------
 
     async def stored_state(self, task_id: str, owner: str) -> TaskState | None:
-        stored = await self._versioned_store.get(task_id, ServerCallContext(user=_Owner(owner)))
+        stored = await sdk_private.versioned_store(self).get(
+            task_id, ServerCallContext(user=_Owner(owner))
+        )
         return stored.task.status.state if stored is not None else None
 
     async def resume(self, claim: Claim) -> None:
         """Runs the claimed request on a2a-sdk's active-task machinery, as a follow-up message
         of the stored task would: its events land on the same task and its event log."""
         context = ServerCallContext(user=_Owner(claim.owner))
-        stored = await self._versioned_store.get(claim.task_id, context)
+        stored = await sdk_private.versioned_store(self).get(claim.task_id, context)
         if stored is None:
             return
         message = Message()
         message.CopyFrom(claim.request)
         message.task_id, message.context_id = claim.task_id, stored.task.context_id
-        request = await self._request_context_builder.build(
+        request = await sdk_private.request_context_builder(self).build(
             params=SendMessageRequest(message=message),
             task_id=claim.task_id,
             context_id=stored.task.context_id,
             task=None,
             context=context,
         )
-        active = await self._active_task_registry.get_or_create(
+        active = await sdk_private.active_task_registry(self).get_or_create(
             claim.task_id, call_context=context, create_task_if_missing=False
         )
         async for _ in active.subscribe(request=request):
@@ -630,7 +633,7 @@ class MeshRequestHandler(DefaultRequestHandler):
 
     async def fail(self, claim: Claim, reason: str) -> None:
         context = ServerCallContext(user=_Owner(claim.owner))
-        stored = await self._versioned_store.get(claim.task_id, context)
+        stored = await sdk_private.versioned_store(self).get(claim.task_id, context)
         if stored is None or stored.task.status.state in TERMINAL_TASK_STATES:
             return
         task = stored.task
@@ -646,7 +649,7 @@ class MeshRequestHandler(DefaultRequestHandler):
         )
         status.timestamp.GetCurrentTime()
         manager = TaskManager(
-            task_store=self._versioned_store,
+            task_store=sdk_private.versioned_store(self),
             context=context,
             task_id=task.id,
             context_id=task.context_id,
@@ -697,9 +700,9 @@ class MeshRequestHandler(DefaultRequestHandler):
             return result
         validate_required(params)
         validate_history_length(params.configuration)
-        if self._validate_input_modes:
-            validate_input_modes(params.message, self._agent_card)
-        request = await self._request_context_builder.build(
+        if sdk_private.validates_input_modes(self):
+            validate_input_modes(params.message, sdk_private.agent_card(self))
+        request = await sdk_private.request_context_builder(self).build(
             params=params,
             task_id=None,
             context_id=params.message.context_id or None,
@@ -729,8 +732,8 @@ class MeshRequestHandler(DefaultRequestHandler):
     async def _parked_here(self, task_id: str) -> bool:
         """Whether this replica holds the task's ``ActiveTask`` parked between turns (an
         interrupted task) rather than running a request on it."""
-        local = await self._active_task_registry.get(task_id)
-        return local is not None and not local._request_lock.locked()  # noqa: SLF001
+        local = await sdk_private.active_task_registry(self).get(task_id)
+        return local is not None and not sdk_private.request_running(local)
 
     async def _subscribe_parked(
         self, params: SubscribeToTaskRequest, context: ServerCallContext
@@ -739,7 +742,7 @@ class MeshRequestHandler(DefaultRequestHandler):
         would tap the parked local ``ActiveTask``: the next turn may run on another replica,
         and a parked local task never hears of it (the subscriber then waits forever)."""
         validate_required(params)
-        stored = await self._versioned_store.get(params.id, context)
+        stored = await sdk_private.versioned_store(self).get(params.id, context)
         if stored is None:
             raise TaskNotFoundError
         if stored.task.status.state in TERMINAL_TASK_STATES:
@@ -747,10 +750,9 @@ class MeshRequestHandler(DefaultRequestHandler):
                 message=f"Task {params.id} is in terminal state: "
                 f"{TaskState.Name(stored.task.status.state)}"
             )
-        assert self._event_stream is not None
-        async for event in self._subscribe_remote(
-            params.id, stored.task, stored.version, self._event_stream
-        ):
+        stream = sdk_private.event_stream(self)
+        assert stream is not None
+        async for event in self._subscribe_remote(params.id, stored.task, stored.version, stream):
             yield event
 
     async def _subscribe_remote(
@@ -794,12 +796,12 @@ class MeshRequestHandler(DefaultRequestHandler):
         self, params: SubscribeToTaskRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event, None]:
         run = self._owns(params.id, context)
-        if run is None or not self._agent_card.capabilities.streaming:
+        if run is None or not sdk_private.agent_card(self).capabilities.streaming:
             if self.takeover is not None and params.id:
                 # A caller waits on this task: if its replica died, take it over now
                 # rather than at the next heartbeat.
                 await self.takeover.claim(params.id)
-            if self._event_stream is not None and await self._parked_here(params.id):
+            if sdk_private.event_stream(self) is not None and await self._parked_here(params.id):
                 subscription = self._subscribe_parked(params, context)
             else:
                 subscription = super().on_subscribe_to_task(params, context)
@@ -844,7 +846,10 @@ class MeshGrpcHandler(GrpcHandler):
         self, context: grpc.aio.ServicerContext[Any, Any], request: ProtoMessage
     ) -> ServerCallContext:
         """a2a-sdk's, refusing an ``a2a-version`` of another major version as its HTTP
-        bindings do (its gRPC side does not look); a call without one is taken as 1.x."""
+        bindings do (its gRPC side does not look); a call without one is taken as 1.x.
+
+        Overrides a private hook of ``GrpcHandler``: listed in :mod:`mesh.a2a.sdk_private`.
+        """
         version = next(
             (v for k, v in context.invocation_metadata() or () if k == _VERSION_METADATA), None
         )
@@ -853,7 +858,7 @@ class MeshGrpcHandler(GrpcHandler):
                 message=f"A2A version {version!r} is not supported; this agent speaks "
                 f"{PROTOCOL_VERSION_1_0}"
             )
-        return super()._build_call_context(context, request)
+        return sdk_private.grpc_call_context(self, context, request)
 
     async def abort_context(
         self, error: A2AError, context: grpc.aio.ServicerContext[Any, Any]

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import uvicorn
-from a2a.server.agent_execution import AgentExecutor
 from a2a.server.cluster import TaskEventStream, VersionedTaskStore
 from a2a.server.routes import (
     add_a2a_routes_to_fastapi,
@@ -48,11 +47,13 @@ from grpc_reflection.v1alpha import reflection
 
 from mesh.a2a.cards import Endpoints, build_card, card_routes
 from mesh.a2a.events import NotifyTaskEventStream
+from mesh.a2a.executor import Executor, StoredTasks, to_sdk
 from mesh.a2a.gates import Admission, HttpGate, add_gated_service
 from mesh.a2a.handler import MeshGrpcHandler, MeshRequestHandler
 from mesh.a2a.leases import LeasedExecutor, TaskTakeover, build_takeover
 from mesh.a2a.outbox import Outbox, OutboxTaskStore, SqliteOutbox, SqlOutbox, config_table
 from mesh.a2a.push import PushSender
+from mesh.a2a.sdk_spans import install
 from mesh.a2a.signing import card_signing_keys, sign_card
 from mesh.a2a.store import SqlitePushConfigStore, SqliteTaskStore
 from mesh.a2a.tracing import HopTelemetry, TracedExecutor
@@ -74,7 +75,7 @@ JWKS_PATH = "/.well-known/jwks.json"
 """Where an agent with signing keys publishes their public parts."""
 
 
-def load_executor(spec: ServiceSpec, settings: Settings) -> AgentExecutor:
+def load_executor(spec: ServiceSpec, settings: Settings) -> Executor:
     """Imports ``spec.executor`` (``module:Class``) and builds it with the spec and settings."""
     assert spec.executor is not None
     module_name, _, class_name = spec.executor.partition(":")
@@ -85,8 +86,8 @@ def load_executor(spec: ServiceSpec, settings: Settings) -> AgentExecutor:
             f"service {spec.name!r}: cannot import executor {spec.executor!r}: {exc}"
         ) from exc
     executor = cls(spec=spec, settings=settings)
-    if not isinstance(executor, AgentExecutor):
-        raise SpecError(f"service {spec.name!r}: {spec.executor} is not an a2a AgentExecutor")
+    if not isinstance(executor, Executor):
+        raise SpecError(f"service {spec.name!r}: {spec.executor} is not a mesh.a2a Executor")
     return executor
 
 
@@ -292,9 +293,10 @@ class AgentServer:
         self,
         spec: ServiceSpec,
         settings: Settings,
-        executor: AgentExecutor | None = None,
+        executor: Executor | None = None,
         task_store: TaskStore | None = None,
     ) -> None:
+        install()  # a no-op after the entry point's call; raises if a2a-sdk came first
         self.spec = spec
         self.settings = settings
         self.executor = executor or load_executor(spec, settings)
@@ -353,7 +355,7 @@ class AgentServer:
         if self.signing_keys:
             sign_card(self.card, self.signing_keys)
         self.card_built = datetime.now(UTC)
-        served = self.executor
+        served = to_sdk(self.executor)
         if telemetry_enabled() or metered():
             # The caller's trace context comes in at the gate (when tracing), request metrics
             # are recorded there; the executor runs in the agent's invoke_agent span
@@ -363,7 +365,7 @@ class AgentServer:
                 spec.name, lambda: admission.in_flight, traced=telemetry_enabled()
             )
         if telemetry_enabled():
-            served = TracedExecutor(self.executor, spec.name, self.replica_id)
+            served = TracedExecutor(served, spec.name, self.replica_id)
         if self.takeover is not None:
             served = LeasedExecutor(served, self.takeover)
         push = build_push(spec, settings, self.task_store, self.signing_keys, self.replica_id)
@@ -456,12 +458,12 @@ class AgentServer:
             await self.push_sender.start()  # after both stores: the outbox joins their tables
         if self.takeover is not None:
             await self.takeover.start(self.handler)
-        # Executors with their own start-up (the planner: Ray, its run store) get the task
-        # store before the first request can reach them, and whether task takeover finishes
+        # Executors with their own start-up (the planner: Ray, its run store) get the stored
+        # tasks before the first request can reach them, and whether task takeover finishes
         # the tasks a dead replica left (then they must not resume them on their own).
         start_executor = getattr(self.executor, "start", None)
         if start_executor is not None:
-            await start_executor(self.task_store, takeover=self.takeover is not None)
+            await start_executor(StoredTasks(self.task_store), takeover=self.takeover is not None)
         # The admission gate wraps the A2A methods once here; health and reflection stay open.
         add_gated_service(
             self._grpc_server, MeshGrpcHandler(self.handler), A2A_SERVICE, self.admission

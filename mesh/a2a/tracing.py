@@ -9,8 +9,8 @@
   (``SendMessage {agent}``, retries included) and injects its context into the call's
   headers / metadata, on the a2a-sdk transports and on the lean fast paths alike.
 
-a2a-sdk's own spans stay off (``OTEL_INSTRUMENTATION_A2A_SDK_ENABLED=false``, see
-``mesh/a2a/__init__.py``): they cost a large share of a request's CPU (docs/benchmarks.md)
+a2a-sdk's own spans stay off unless ``OTEL_INSTRUMENTATION_A2A_SDK_ENABLED=true`` (see
+:func:`mesh.a2a.install`): they cost a large share of a request's CPU (docs/benchmarks.md)
 and do not cross the wire.
 The spans exist only when :func:`mesh.telemetry.configure` turned tracing on; the request
 metrics whenever something reads them (``/metrics``).

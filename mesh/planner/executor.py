@@ -34,10 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_text_part
-from a2a.server.agent_execution import AgentExecutor, RequestContext
-from a2a.server.context import ServerCallContext
-from a2a.server.events import EventQueue
-from a2a.server.tasks import TaskManager, TaskStore, TaskUpdater
 from a2a.types import a2a_pb2 as pb
 from google.protobuf.json_format import MessageToDict
 from opentelemetry import trace
@@ -46,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mesh import telemetry
 from mesh.a2a.client import parts_value, restore_ints
-from mesh.a2a.tasks import FINISHED_STATES, open_task
+from mesh.a2a.executor import FINISHED_STATES, Executor, Reporter, Request, StoredTasks
 from mesh.config import ServiceSpec, Settings, SpecError
 from mesh.planner.engine import PlanRun, RunLimits
 from mesh.planner.functions import FUNCTIONS
@@ -171,7 +167,7 @@ class RequestError(ValueError):
         self.code = code
 
 
-class PlannerExecutor(AgentExecutor):
+class PlannerExecutor(Executor):
     """Plans and runs tasks; one per planner process."""
 
     def __init__(self, spec: ServiceSpec, settings: Settings) -> None:
@@ -232,7 +228,7 @@ class PlannerExecutor(AgentExecutor):
         """Starts (or joins) Ray: before the server opens any gRPC channel (see AgentServer)."""
         self.runtime.start()
 
-    async def start(self, task_store: TaskStore, takeover: bool = False) -> None:
+    async def start(self, tasks: StoredTasks, takeover: bool = False) -> None:
         """Connects the registry view, loads the router, resumes unfinished runs.
 
         With ``takeover`` (shared tasks on PostgreSQL) a run left unfinished is resumed
@@ -241,7 +237,7 @@ class PlannerExecutor(AgentExecutor):
         """
         from mesh.registry import RegistryClient, RegistryView
 
-        self.task_store = task_store
+        self.tasks = tasks
         await self.store.open()
         if self.runtime.ray is None:
             self.runtime.start()
@@ -409,26 +405,26 @@ class PlannerExecutor(AgentExecutor):
 
     # -- running -----------------------------------------------------------------------------
 
-    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+    async def execute(self, request: Request, task: Reporter) -> None:
         await self._started.wait()
-        updater = await open_task(context, event_queue)
-        record = await self.store.run(updater.task_id) if context.current_task is not None else None
+        updater = task
+        record = await self.store.run(task.task_id) if request.task is not None else None
         if record is not None and record.state == "working":
             # A takeover of a recorded run (another replica's, in a shared run store, or
             # this data dir's, by a replica restarted in place): the recorded plan, without
             # its finished steps.
             await self._resume(record, updater)
             return
-        await updater.start_work()
-        waiting = _waiting(context.current_task)
+        await updater.working()
+        waiting = _waiting(request.task)
         with telemetry.get_tracer().start_as_current_span(
             "create_plan", attributes={names.OPENINFERENCE_KIND: "CHAIN"}
         ) as span:
             try:
                 if waiting is not None:
-                    plan, value, source, workflow = self._answered(waiting, context.message)
+                    plan, value, source, workflow = self._answered(waiting, request.message)
                 else:
-                    plan, value, source, workflow = await self.make_plan(context.message)
+                    plan, value, source, workflow = await self.make_plan(request.message)
                 routes = self.routes()
                 validate_plan(
                     plan,
@@ -458,15 +454,11 @@ class PlannerExecutor(AgentExecutor):
         )
         await self._run(updater, plan, value, source, workflow, routes, done={})
 
-    async def _resume(self, record: Any, updater: TaskUpdater | None = None) -> None:
-        """Finishes a run accepted before a crash; without a live request's updater its events
+    async def _resume(self, record: Any, updater: Reporter | None = None) -> None:
+        """Finishes a run accepted before a crash; without a live request's reporter its events
         go straight to the task store."""
         if updater is None:
-            updater = TaskUpdater(
-                _StoreQueue(self.task_store, record.task_id, record.context_id),  # type: ignore[arg-type]  # duck-typed EventQueue
-                record.task_id,
-                record.context_id,
-            )
+            updater = self.tasks.reporter(record.task_id, record.context_id)
         plan = Plan.model_validate(record.plan["plan"])
         done = await self.store.outcomes(record.task_id)
         log.info("resuming task %s (%d steps already done)", record.task_id, len(done))
@@ -482,7 +474,7 @@ class PlannerExecutor(AgentExecutor):
 
     async def _run(
         self,
-        updater: TaskUpdater,
+        updater: Reporter,
         plan: Plan,
         value: Any,
         source: str,
@@ -552,7 +544,7 @@ class PlannerExecutor(AgentExecutor):
             await self.store.finish_run(
                 updater.task_id, "input_required" if question else "completed"
             )
-            await updater.add_artifact(
+            await updater.artifact(
                 [
                     new_data_part(outcome.value, media_type=JSON_MEDIA_TYPE),
                     new_text_part(
@@ -573,13 +565,13 @@ class PlannerExecutor(AgentExecutor):
             if question:
                 # The run asked a question (a side effect waiting for the customer's yes):
                 # the answer on this same task runs the workflow's on_answer.
-                await updater.requires_input(updater.new_agent_message([new_text_part(question)]))
+                await updater.require_input(updater.agent_message([new_text_part(question)]))
             else:
                 await updater.complete()
         else:
             await self.store.finish_run(updater.task_id, "failed", outcome.error)
             message = f"step {outcome.failed_step} failed: {outcome.error}"
-            await updater.failed(
+            await updater.fail(
                 _error_message(updater, "step_failed", message, step=outcome.failed_step)
             )
 
@@ -618,19 +610,17 @@ class PlannerExecutor(AgentExecutor):
 
             await asyncio.to_thread(write)
 
-    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+    async def cancel(self, request: Request, task: Reporter) -> None:
         """Stops the run's outstanding steps and marks the task canceled."""
-        task = context.current_task
-        task_id = task.id if task is not None else context.task_id
-        running = self._runs.get(task_id or "")
+        task_id = request.task_id
+        running = self._runs.get(task_id)
         if running is not None:
             run, progress = running
             progress.close()  # its final state is the cancel below
             run.cancel()
-        if task is not None and task.status.state in FINISHED_STATES:
+        if request.task is not None and request.task.status.state in FINISHED_STATES:
             return
-        updater = await open_task(context, event_queue)
-        await updater.cancel()
+        await task.cancel()
         if task_id:
             await self.store.finish_run(task_id, "canceled")
 
@@ -638,7 +628,7 @@ class PlannerExecutor(AgentExecutor):
 class _Progress:
     """Step events, coalesced into ``working`` status updates; per-agent statistics."""
 
-    def __init__(self, updater: TaskUpdater, interval: float, plan_info: dict[str, Any]) -> None:
+    def __init__(self, updater: Reporter, interval: float, plan_info: dict[str, Any]) -> None:
         self.updater = updater
         self.interval = interval
         self.plan_info = plan_info
@@ -763,23 +753,12 @@ class _Progress:
         if self._first:
             meta["plan"] = self.plan_info
             self._first = False
-        await self.updater.update_status(pb.TaskState.TASK_STATE_WORKING, metadata={"slmesh": meta})
+        await self.updater.working(metadata={"slmesh": meta})
 
 
-class _StoreQueue:
-    """An event sink for runs resumed without a live request: a2a-sdk's TaskManager applies
-    each event to the stored task, by the same rules as a live run."""
-
-    def __init__(self, store: TaskStore, task_id: str, context_id: str) -> None:
-        self._manager = TaskManager(store, ServerCallContext(), task_id, context_id, None)
-
-    async def enqueue_event(self, event: Any) -> None:
-        await self._manager.process(event)
-
-
-def _error_message(updater: TaskUpdater, code: str, text: str, **extra: Any) -> pb.Message:
+def _error_message(updater: Reporter, code: str, text: str, **extra: Any) -> pb.Message:
     error = {"code": code, "message": text, **{k: v for k, v in extra.items() if v is not None}}
-    return updater.new_agent_message(
+    return updater.agent_message(
         [
             new_text_part(f"{code}: {text}"),
             new_data_part({"error": error}, media_type=JSON_MEDIA_TYPE),

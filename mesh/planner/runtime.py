@@ -50,6 +50,11 @@ class RayOptions(BaseModel):
     namespace: str = "slmesh"
 
 
+WORKER_ENV = {"worker_process_setup_hook": "mesh.a2a.install"}
+"""Each Ray worker is an entry point: it installs the mesh's a2a-sdk set-up before it
+unpickles a step runner (whose module imports the mesh client)."""
+
+
 class RayRuntime:
     """Ray for one planner process: connection, runner actors, step dispatch."""
 
@@ -77,6 +82,7 @@ class RayRuntime:
                     include_dashboard=False,
                     log_to_driver=False,
                     logging_level=logging.WARNING,
+                    runtime_env=WORKER_ENV,
                 )
             self._started_local = True
             log.info(
@@ -95,7 +101,12 @@ class RayRuntime:
         from ray.exceptions import AuthenticationError
 
         try:
-            ray.init(address=address, namespace=self.options.namespace, log_to_driver=False)
+            ray.init(
+                address=address,
+                namespace=self.options.namespace,
+                log_to_driver=False,
+                runtime_env=WORKER_ENV,
+            )
         except AuthenticationError as exc:
             raise RayClusterError(
                 f"cannot join the Ray cluster at {address}: it needs a token the planner "
@@ -108,10 +119,16 @@ class RayRuntime:
                 f"authentication, {TOKEN_SETTINGS}; else check RAY_ADDRESS (the head's host:port)"
             ) from exc
 
-    async def ready(self) -> None:
-        """Waits until every runner is up (and connected to the registry)."""
-        for runner in self._runners:
-            await runner.ping.remote()
+    async def ready(self) -> bool:
+        """Waits until every runner is up (and connected to the registry); returns whether every
+        worker installed the mesh's a2a-sdk set-up (:data:`WORKER_ENV`), warning if not."""
+        installed = [await runner.ping.remote() for runner in self._runners]
+        if not all(installed):
+            log.warning(
+                "Ray workers run without mesh.a2a.install() (their setup hook did not run): "
+                "a2a-sdk's span wrappers cost CPU on every step call"
+            )
+        return all(installed)
 
     def submit(self, call: StepCall, dep_refs: list[Any]) -> Any:
         """Dispatches one step; returns the ``ObjectRef`` of its :class:`Outcome`."""

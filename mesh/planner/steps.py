@@ -25,6 +25,7 @@ from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
 from mesh import telemetry
+from mesh.a2a import installed
 from mesh.a2a.client import MeshClient, parts_value, restore_ints
 from mesh.config import Settings
 from mesh.errors import DeadlineExceededError, NoReplicaError
@@ -154,10 +155,11 @@ class StepRunner:
         return self._client
 
     async def ping(self) -> bool:
-        """Readiness: the worker is up (and, with a registry, connected to it)."""
+        """Readiness: the worker is up (and, with a registry, connected to it); returns whether
+        its setup hook called mesh.a2a.install() before this runner was loaded."""
         if self.settings.registry:
             await self._mesh()
-        return True
+        return installed() is not None
 
     async def run(self, call: StepCall, *deps: Outcome) -> Outcome:
         """Runs ``call`` with the outcomes of its dependencies; never raises.

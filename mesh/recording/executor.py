@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from a2a.server.agent_execution import AgentExecutor, RequestContext
-from a2a.server.events import EventQueue
-
+from mesh.a2a.executor import Executor, Reporter, Request
 from mesh.config import Settings
 from mesh.recording.recorder import PendingCall, Recorder, name_fields
 from mesh.recording.store import CallRecord
 from mesh.slm.executor import FinishedCall, SLMExecutor
 
 
-class RecordingExecutor(AgentExecutor):
+class RecordingExecutor(Executor):
     """Runs an SLM executor unchanged and queues each of its finished calls for the store."""
 
     def __init__(self, inner: SLMExecutor, recorder: Recorder) -> None:
@@ -30,11 +28,11 @@ class RecordingExecutor(AgentExecutor):
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)  # warm_up, card_extensions, spec, backend...
 
-    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-        await self.inner.execute(context, event_queue)
+    async def execute(self, request: Request, task: Reporter) -> None:
+        await self.inner.execute(request, task)
 
-    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-        await self.inner.cancel(context, event_queue)
+    async def cancel(self, request: Request, task: Reporter) -> None:
+        await self.inner.cancel(request, task)
 
     async def aclose(self) -> None:
         """Closes the agent, then writes what is queued (the recorder's own deadline)."""
@@ -72,7 +70,7 @@ def pending_call(executor: SLMExecutor, call: FinishedCall) -> PendingCall:
     return PendingCall(record, tuple(name_fields(call.value)))
 
 
-def recorded(executor: AgentExecutor, settings: Settings) -> AgentExecutor:
+def recorded(executor: Executor, settings: Settings) -> Executor:
     """``executor``, wrapped to record its calls when ``SLMESH_RECORD_DB`` is set and it is an
     SLM agent's; otherwise itself."""
     if not isinstance(executor, SLMExecutor):

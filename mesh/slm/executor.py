@@ -38,15 +38,12 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_text_part
-from a2a.server.agent_execution import AgentExecutor, RequestContext
-from a2a.server.events import EventQueue
-from a2a.server.tasks import TaskUpdater
 from a2a.types import Message, Part
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mesh.a2a.cards import ModelFacts
 from mesh.a2a.client import restore_ints
-from mesh.a2a.tasks import FINISHED_STATES, open_task
+from mesh.a2a.executor import FINISHED_STATES, Executor, Reporter, Request
 from mesh.config import ServiceSpec, Settings, SpecError
 from mesh.slm.errors import (
     GenerationCancelledError,
@@ -219,7 +216,7 @@ class SLMOptions(BaseModel):
         return self
 
 
-class SLMExecutor(AgentExecutor):
+class SLMExecutor(Executor):
     """Runs each task's input through the agent's model under its declared output.
 
     The model loads here, once, when the agent starts (a remote backend only connects);
@@ -318,18 +315,17 @@ class SLMExecutor(AgentExecutor):
             )
         return GenerationRequest(prompt=prompt, **common)
 
-    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+    async def execute(self, request: Request, task: Reporter) -> None:
         started = time.perf_counter()
-        updater = await open_task(context, event_queue)
-        await updater.start_work()
-        text = input_text(context.message)
-        outcome = await self._answer(text, updater)
+        await task.working()
+        text = input_text(request.message)
+        outcome = await self._answer(text, task)
         if self.observers and outcome is not None:
-            call = self._finished(updater.task_id, text, outcome, started)
+            call = self._finished(task.task_id, text, outcome, started)
             for observe in self.observers:
                 observe(call)
 
-    async def _answer(self, text: str, updater: TaskUpdater) -> _Outcome | None:
+    async def _answer(self, text: str, updater: Reporter) -> _Outcome | None:
         """Runs the task to its end state; the outcome to record, None when it was cancelled."""
         if not text.strip():
             reason = "the message has no text and no data to work on"
@@ -369,7 +365,7 @@ class SLMExecutor(AgentExecutor):
             partial: Generation | None = getattr(exc, "generation", None)
             genai.end_generation(span, usage=partial.usage if partial else None, error=exc)
             logger.warning("task %s failed: %s", updater.task_id, exc)
-            await updater.failed(_message(updater, "generation_failed", str(exc)))
+            await updater.fail(_message(updater, "generation_failed", str(exc)))
             return _Outcome("failed", partial, error=f"generation_failed: {exc}")
         except BaseException as exc:
             genai.end_generation(span, error=exc)
@@ -382,7 +378,7 @@ class SLMExecutor(AgentExecutor):
             finish_reason=generation.finish_reason,
             text=generation.text,
         )
-        await updater.add_artifact(
+        await updater.artifact(
             self._final_parts(generation),
             artifact_id=artifact_id,
             name=OUTPUT_ARTIFACT,
@@ -418,7 +414,7 @@ class SLMExecutor(AgentExecutor):
         )
 
     async def _stream_chunks(
-        self, stream: GenerationStream, updater: TaskUpdater, artifact_id: str
+        self, stream: GenerationStream, updater: Reporter, artifact_id: str
     ) -> bool:
         """Forwards text chunks as artifact updates, coalesced; returns whether any went out."""
         interval = self.options.stream_interval_ms / 1000
@@ -429,7 +425,7 @@ class SLMExecutor(AgentExecutor):
             pending.append(chunk)
             now = time.monotonic()
             if now - last >= interval:
-                await updater.add_artifact(
+                await updater.artifact(
                     [new_text_part("".join(pending))],
                     artifact_id=artifact_id,
                     name=OUTPUT_ARTIFACT,
@@ -461,16 +457,14 @@ class SLMExecutor(AgentExecutor):
             return json.dumps(generation.value, ensure_ascii=False, separators=(",", ":"))
         return generation.text
 
-    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+    async def cancel(self, request: Request, task: Reporter) -> None:
         """Frees the task's batch slot and marks it canceled."""
-        task = context.current_task
-        task_id = task.id if task is not None else context.task_id
-        stream = self._running.pop(task_id or "", None)
+        stream = self._running.pop(request.task_id, None)
         if stream is not None:
             stream.cancel()
-        if task is not None and task.status.state in FINISHED_STATES:
+        if request.task is not None and request.task.status.state in FINISHED_STATES:
             return
-        await (await open_task(context, event_queue)).cancel()
+        await task.cancel()
 
     async def aclose(self) -> None:
         await self.backend.aclose()
@@ -563,8 +557,8 @@ def input_text(message: Message | None) -> str:
     return get_message_text(message)
 
 
-def _message(updater: TaskUpdater, code: str, text: str) -> Message:
-    return updater.new_agent_message(
+def _message(updater: Reporter, code: str, text: str) -> Message:
+    return updater.agent_message(
         [
             new_text_part(f"{code}: {text}"),
             new_data_part({"error": {"code": code, "message": text}}, media_type=JSON_MEDIA_TYPE),

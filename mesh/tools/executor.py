@@ -20,12 +20,9 @@ import sqlite3
 from typing import Any
 
 from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_text_part
-from a2a.server.agent_execution import AgentExecutor, RequestContext
-from a2a.server.events import EventQueue
-from a2a.server.tasks import TaskUpdater
 from a2a.types import Message
 
-from mesh.a2a.tasks import FINISHED_STATES, open_task
+from mesh.a2a.executor import FINISHED_STATES, Executor, Reporter, Request
 from mesh.config import ServiceSpec, Settings
 from mesh.telemetry import genai
 from mesh.tools.catalog import (
@@ -51,7 +48,7 @@ RESULT_ARTIFACT = "tool_result"
 JSON_MEDIA_TYPE = "application/json"
 
 
-class ToolsExecutor(AgentExecutor):
+class ToolsExecutor(Executor):
     """Validates and executes one tool call per task against the order database.
 
     The database is PostgreSQL when ``SLMESH_ORDERS_DATABASE`` is set, else the SQLite
@@ -72,16 +69,15 @@ class ToolsExecutor(AgentExecutor):
         self._database_ready = False
         self._database_lock = asyncio.Lock()
 
-    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+    async def execute(self, request: Request, task: Reporter) -> None:
         """Runs the call in the request's message and finishes the task."""
-        updater = await open_task(context, event_queue)
-        await updater.start_work()
+        await task.working()
         span = None
         try:
-            payload = _call_payload(context.message)
+            payload = _call_payload(request.message)
             span = genai.start_tool(
                 _tool_name(payload),
-                _call_id(payload, updater.task_id),
+                _call_id(payload, task.task_id),
                 arguments=payload.get("arguments") if isinstance(payload, dict) else None,
             )
             call = parse_call(payload)
@@ -89,7 +85,7 @@ class ToolsExecutor(AgentExecutor):
             execution = await self.database.run(call, policy=self.policy)
         except ToolCallError as exc:
             genai.end_tool(span, outcome="rejected", result=exc.to_dict())
-            await updater.reject(_error_message(updater, exc.to_dict()))
+            await task.reject(_error_message(task, exc.to_dict()))
             return
         except (sqlite3.Error, OSError, OrderDatabaseError) as exc:
             genai.end_tool(span, outcome="failed", error=exc)
@@ -100,12 +96,12 @@ class ToolsExecutor(AgentExecutor):
                 "(with the same idempotency_key)",
                 "retryable": True,
             }
-            await updater.failed(_error_message(updater, error))
+            await task.fail(_error_message(task, error))
             return
         except SchemaError as exc:
             genai.end_tool(span, outcome="failed", error=exc)
             error = {"code": "database_schema", "message": str(exc), "retryable": False}
-            await updater.failed(_error_message(updater, error))
+            await task.fail(_error_message(task, error))
             return
         genai.end_tool(
             span,
@@ -113,12 +109,12 @@ class ToolsExecutor(AgentExecutor):
             result=execution.result,
             replayed=execution.replayed,
         )
-        await updater.add_artifact(
+        await task.artifact(
             [new_data_part(execution.result, media_type=JSON_MEDIA_TYPE)],
             name=RESULT_ARTIFACT,
             metadata={"tool": call.name, "replayed": execution.replayed},
         )
-        await updater.complete()
+        await task.complete()
 
     async def warm_up(self) -> None:
         """Readies the order database before the agent reports ready (not on a first call);
@@ -129,16 +125,15 @@ class ToolsExecutor(AgentExecutor):
         """Closes the order database's connections (the server's drain calls it)."""
         await self.database.aclose()
 
-    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+    async def cancel(self, request: Request, task: Reporter) -> None:
         """Marks the task canceled.
 
         A database transaction already under way cannot be stopped; the database commits
         it whole or not at all, and a retry with its key replays it.
         """
-        task = context.current_task
-        if task is not None and task.status.state in FINISHED_STATES:
+        if request.task is not None and request.task.status.state in FINISHED_STATES:
             return
-        await (await open_task(context, event_queue)).cancel()
+        await task.cancel()
 
     async def _ensure_database(self) -> None:
         if self._database_ready:
@@ -181,8 +176,8 @@ def _call_id(payload: object, task_id: str) -> str:
     return key if isinstance(key, str) and key else task_id
 
 
-def _error_message(updater: TaskUpdater, error: dict[str, Any]) -> Message:
-    return updater.new_agent_message(
+def _error_message(updater: Reporter, error: dict[str, Any]) -> Message:
+    return updater.agent_message(
         [
             new_text_part(f"{error['code']}: {error['message']}"),
             new_data_part({"error": error}, media_type=JSON_MEDIA_TYPE),

@@ -11,20 +11,17 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from a2a.server.agent_execution import AgentExecutor, RequestContext
-from a2a.server.events import EventQueue
-from a2a.server.tasks import TaskUpdater
 from a2a.types import a2a_pb2 as pb
 from google.protobuf import json_format
 from google.protobuf.struct_pb2 import Value
 
-from mesh.a2a.tasks import open_task
+from mesh.a2a.executor import Executor, Reporter, Request
 from mesh.config import ServiceSpec, Settings
 
 STREAMING_TIMEOUT_S = 2.0
 """The TCK's streaming timeout; the resubscription scenario runs for twice as long."""
 
-Step = Callable[[TaskUpdater], Awaitable[None]]
+Step = Callable[[Reporter], Awaitable[None]]
 
 
 def _text(text: str) -> pb.Part:
@@ -45,34 +42,32 @@ def _data() -> pb.Part:
     return pb.Part(data=json_format.Parse('{"key": "value", "count": 42}', Value()))
 
 
-async def _stream(updater: TaskUpdater, part: pb.Part) -> None:
-    await updater.start_work()
-    await updater.add_artifact([part])
-    await updater.complete()
+async def _stream(task: Reporter, part: pb.Part) -> None:
+    await task.working()
+    await task.artifact([part])
+    await task.complete()
 
 
-async def _artifact(updater: TaskUpdater, part: pb.Part) -> None:
-    await updater.add_artifact([part])
-    await updater.complete()
+async def _artifact(task: Reporter, part: pb.Part) -> None:
+    await task.artifact([part])
+    await task.complete()
 
 
-async def _chunked(updater: TaskUpdater) -> None:
-    await updater.start_work()
-    await updater.add_artifact([_text("chunk-1 ")], artifact_id="chunked", append=False)
-    await updater.add_artifact(
-        [_text("chunk-2")], artifact_id="chunked", append=True, last_chunk=True
-    )
-    await updater.complete()
+async def _chunked(task: Reporter) -> None:
+    await task.working()
+    await task.artifact([_text("chunk-1 ")], artifact_id="chunked", append=False)
+    await task.artifact([_text("chunk-2")], artifact_id="chunked", append=True, last_chunk=True)
+    await task.complete()
 
 
-async def _long_running(updater: TaskUpdater) -> None:
-    await updater.start_work()
+async def _long_running(task: Reporter) -> None:
+    await task.working()
     await asyncio.sleep(2 * STREAMING_TIMEOUT_S)
-    await updater.complete()
+    await task.complete()
 
 
-async def _complete_with_message(updater: TaskUpdater, text: str) -> None:
-    await updater.complete(updater.new_agent_message([_text(text)]))
+async def _complete_with_message(task: Reporter, text: str) -> None:
+    await task.complete(task.agent_message([_text(text)]))
 
 
 @dataclass(frozen=True)
@@ -92,10 +87,8 @@ SCENARIOS: tuple[Scenario, ...] = tuple(
             Scenario("tck-artifact-file", lambda u: _artifact(u, _file())),
             Scenario("tck-artifact-file-url", lambda u: _artifact(u, _file_url())),
             Scenario("tck-artifact-data", lambda u: _artifact(u, _data())),
-            Scenario("tck-input-required", lambda u: u.requires_input()),
-            Scenario(
-                "tck-reject-task", lambda u: u.reject(u.new_agent_message([_text("rejected")]))
-            ),
+            Scenario("tck-input-required", lambda u: u.require_input()),
+            Scenario("tck-reject-task", lambda u: u.reject(u.agent_message([_text("rejected")]))),
             # streaming.feature
             Scenario("tck-stream-001", lambda u: _stream(u, _text("Stream hello from TCK"))),
             Scenario("tck-stream-002", lambda u: u.complete()),
@@ -120,31 +113,29 @@ def scenario_for(message_id: str) -> Scenario | None:
     return next((s for s in SCENARIOS if message_id.startswith(s.prefix)), None)
 
 
-class ConformanceExecutor(AgentExecutor):
+class ConformanceExecutor(Executor):
     """Runs the scenario named by the message id; unknown prefixes complete with an echo."""
 
     def __init__(self, spec: ServiceSpec | None = None, settings: Settings | None = None) -> None:
         pass
 
-    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-        message_id = context.message.message_id if context.message else ""
-        if message_id.startswith(MESSAGE_RESPONSE) and context.current_task is None:
-            await event_queue.enqueue_event(
+    async def execute(self, request: Request, task: Reporter) -> None:
+        message_id = request.message.message_id if request.message else ""
+        if message_id.startswith(MESSAGE_RESPONSE) and request.task is None:
+            await task.reply(
                 pb.Message(
                     role=pb.Role.ROLE_AGENT,
                     message_id=f"{message_id}-reply",
-                    context_id=context.context_id or "",
+                    context_id=request.context_id or "",
                     parts=[_text("Direct message response")],
                 )
             )
             return
-        updater = await open_task(context, event_queue)
         scenario = scenario_for(message_id)
         if scenario is None:
-            await _complete_with_message(updater, f"Unhandled messageId prefix: {message_id}")
+            await _complete_with_message(task, f"Unhandled messageId prefix: {message_id}")
             return
-        await scenario.run(updater)
+        await scenario.run(task)
 
-    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-        updater = await open_task(context, event_queue)
-        await updater.cancel()
+    async def cancel(self, request: Request, task: Reporter) -> None:
+        await task.cancel()

@@ -27,6 +27,7 @@ from a2a.types import a2a_pb2_grpc
 from starlette.applications import Starlette
 
 from mesh.a2a.cards import Endpoints, build_card
+from mesh.a2a.executor import to_sdk
 from mesh.config import ServiceSpec
 from tests.conformance.executor import ConformanceExecutor
 
@@ -39,7 +40,9 @@ async def serve(http_port: int, grpc_port: int) -> None:
         spec, Endpoints.for_host("localhost", http_port, grpc_port), bearer_auth=False
     )
     handler = DefaultRequestHandler(
-        agent_executor=ConformanceExecutor(), task_store=InMemoryTaskStore(), agent_card=card
+        agent_executor=to_sdk(ConformanceExecutor()),
+        task_store=InMemoryTaskStore(),
+        agent_card=card,
     )
     app = Starlette(
         routes=[

@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-from a2a.helpers.proto_helpers import get_message_text, new_text_part
-from a2a.server.agent_execution import AgentExecutor, RequestContext
-from a2a.server.events import EventQueue
+from a2a.helpers.proto_helpers import new_text_part
 
-from mesh.a2a.tasks import open_task
+from mesh.a2a.executor import Executor, Reporter, Request
 from mesh.config import ServiceSpec, Settings
 
 
-class EchoExecutor(AgentExecutor):
+class EchoExecutor(Executor):
     """Completes each task with one artifact that upper-cases the input text.
 
     ``sleep:<seconds>`` at the start of the text makes it wait first (drain, deadline and
@@ -31,18 +29,16 @@ class EchoExecutor(AgentExecutor):
         """Like a model's first forward passes: the replica is not ready until it is done."""
         await asyncio.sleep(self.warm_up_s)
 
-    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-        text = get_message_text(context.message) if context.message else ""
-        updater = await open_task(context, event_queue)
-        await updater.start_work()
+    async def execute(self, request: Request, task: Reporter) -> None:
+        text = request.text
+        await task.working()
         delay = self.delay
         if text.startswith("sleep:"):
             delay = float(text.split(":", 1)[1].split()[0])
         if delay:
             await asyncio.sleep(delay)
-        await updater.add_artifact([new_text_part(text.upper())], name="echo")
-        await updater.complete()
+        await task.artifact([new_text_part(text.upper())], name="echo")
+        await task.complete()
 
-    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-        updater = await open_task(context, event_queue)
-        await updater.cancel()
+    async def cancel(self, request: Request, task: Reporter) -> None:
+        await task.cancel()

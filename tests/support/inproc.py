@@ -28,6 +28,7 @@ from fastapi import FastAPI
 from mesh.a2a import AgentServer
 from mesh.a2a.cards import Endpoints, build_card
 from mesh.a2a.client import StaticReplicas
+from mesh.a2a.executor import to_sdk
 from mesh.config import ServiceSpec, Settings, SkillSpec
 from tests.support.scripted import ScriptedExecutor
 
@@ -82,7 +83,9 @@ class StockServer:
         )
         self.task_store = InMemoryTaskStore()
         self.handler = DefaultRequestHandler(
-            agent_executor=ScriptedExecutor(), task_store=self.task_store, agent_card=self.card
+            agent_executor=to_sdk(ScriptedExecutor()),
+            task_store=self.task_store,
+            agent_card=self.card,
         )
         a2a_pb2_grpc.add_A2AServiceServicer_to_server(GrpcHandler(self.handler), self._grpc)
         app = FastAPI()

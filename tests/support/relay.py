@@ -6,15 +6,13 @@ test chooses (one per client), which is what the tracing tests need: one trace a
 
 from __future__ import annotations
 
-from a2a.helpers.proto_helpers import get_message_text, new_text_part
-from a2a.server.agent_execution import AgentExecutor, RequestContext
-from a2a.server.events import EventQueue
+from a2a.helpers.proto_helpers import new_text_part
 
 from mesh.a2a.client import MeshClient, text_of
-from mesh.a2a.tasks import open_task
+from mesh.a2a.executor import Executor, Reporter, Request
 
 
-class RelayExecutor(AgentExecutor):
+class RelayExecutor(Executor):
     """Sends the input text to ``target`` and completes with the answer's text."""
 
     def __init__(self, client: MeshClient, target: str, *, streaming: bool = False) -> None:
@@ -22,10 +20,9 @@ class RelayExecutor(AgentExecutor):
         self.target = target
         self.streaming = streaming
 
-    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-        text = get_message_text(context.message) if context.message else ""
-        updater = await open_task(context, event_queue)
-        await updater.start_work()
+    async def execute(self, request: Request, task: Reporter) -> None:
+        text = request.text
+        await task.working()
         if self.streaming:
             from a2a.helpers.proto_helpers import new_text_message
             from a2a.types import a2a_pb2 as pb
@@ -37,8 +34,8 @@ class RelayExecutor(AgentExecutor):
                     answer += "".join(p.text for p in event.artifact_update.artifact.parts)
         else:
             answer = text_of(await self.client.send_text(self.target, text))
-        await updater.add_artifact([new_text_part(f"relayed: {answer}")], name="relay")
-        await updater.complete()
+        await task.artifact([new_text_part(f"relayed: {answer}")], name="relay")
+        await task.complete()
 
-    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-        await (await open_task(context, event_queue)).cancel()
+    async def cancel(self, request: Request, task: Reporter) -> None:
+        await task.cancel()

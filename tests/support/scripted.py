@@ -26,15 +26,13 @@ import asyncio
 from typing import ClassVar
 
 from a2a.helpers.proto_helpers import get_message_text, new_text_message, new_text_part
-from a2a.server.agent_execution import AgentExecutor, RequestContext
-from a2a.server.events import EventQueue
 from a2a.types import a2a_pb2 as pb
 
-from mesh.a2a.tasks import open_task
+from mesh.a2a.executor import Executor, Reporter, Request
 from mesh.config import ServiceSpec, Settings
 
 
-class ScriptedExecutor(AgentExecutor):
+class ScriptedExecutor(Executor):
     """See the module docstring for the script words."""
 
     gates: ClassVar[dict[str, asyncio.Event]] = {}
@@ -47,52 +45,48 @@ class ScriptedExecutor(AgentExecutor):
         """The event a ``wait NAME`` task waits for (created on first use, by either side)."""
         return cls.gates.setdefault(name, asyncio.Event())
 
-    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-        text = get_message_text(context.message) if context.message else ""
+    async def execute(self, request: Request, task: Reporter) -> None:
+        text = request.text
         word, _, rest = text.partition(" ")
-        current = context.current_task
+        current = request.task
         if current is not None and current.status.state == pb.TaskState.TASK_STATE_INPUT_REQUIRED:
-            updater = await open_task(context, event_queue)
-            await updater.add_artifact([new_text_part(f"got: {text}")], name="answer")
-            await updater.complete()
+            await task.artifact([new_text_part(f"got: {text}")], name="answer")
+            await task.complete()
             return
         if word == "nothing":
             return
         if word == "reply":
-            await event_queue.enqueue_event(
-                new_text_message(f"direct: {rest}", context_id=context.context_id)
-            )
+            await task.reply(new_text_message(f"direct: {rest}", context_id=request.context_id))
             return
-        updater = await open_task(context, event_queue)
+        await task.open()
         if word == "ask":
-            await updater.requires_input(updater.new_agent_message([new_text_part("what else?")]))
+            await task.require_input(task.agent_message([new_text_part("what else?")]))
             return
         if word == "big":
-            await updater.add_artifact([new_text_part("x" * int(rest))], name="big")
-            await updater.complete()
+            await task.artifact([new_text_part("x" * int(rest))], name="big")
+            await task.complete()
             return
         if word == "delay":
             seconds, _, rest = rest.partition(" ")
             await asyncio.sleep(float(seconds))
-        await updater.start_work(updater.new_agent_message([new_text_part("on it")]))
+        await task.working(task.agent_message([new_text_part("on it")]))
         if word == "raise":
             raise RuntimeError("scripted failure")
         if word in ("wait", "linger"):
-            await updater.add_artifact([new_text_part("started")], name="started")
+            await task.artifact([new_text_part("started")], name="started")
             await self.gate(rest).wait()
-            await updater.add_artifact([new_text_part("finished")], name="finished")
-            await updater.complete()
+            await task.artifact([new_text_part("finished")], name="finished")
+            await task.complete()
             return
-        await updater.add_artifact([new_text_part(rest.upper())], name="echo")
-        await updater.complete()
+        await task.artifact([new_text_part(rest.upper())], name="echo")
+        await task.complete()
 
-    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-        task = context.current_task
+    async def cancel(self, request: Request, task: Reporter) -> None:
+        current = request.task
         if (
-            task is not None
-            and task.history
-            and get_message_text(task.history[0]).startswith("linger ")
+            current is not None
+            and current.history
+            and get_message_text(current.history[0]).startswith("linger ")
         ):
             return  # cleanup only: no terminal state from the executor
-        updater = await open_task(context, event_queue)
-        await updater.cancel()
+        await task.cancel()

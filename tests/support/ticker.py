@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from a2a.helpers.proto_helpers import get_message_text, new_text_part
-from a2a.server.agent_execution import AgentExecutor, RequestContext
-from a2a.server.events import EventQueue
 from a2a.types.a2a_pb2 import Task
 
-from mesh.a2a.tasks import open_task
+from mesh.a2a.executor import Executor, Reporter, Request
 from mesh.config import ServiceSpec, Settings
 
 
-class TickerExecutor(AgentExecutor):
+class TickerExecutor(Executor):
     """``ticks:N:SECONDS[:WAIT]`` emits N working updates ("tick I"), SECONDS apart (the first
     WAIT seconds after the task starts working), then completes with an artifact "done after N
     ticks"; a cancel ends the task at the next tick.
@@ -25,25 +23,23 @@ class TickerExecutor(AgentExecutor):
     def __init__(self, spec: ServiceSpec | None = None, settings: Settings | None = None) -> None:
         self.cancelled: set[str] = set()
 
-    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-        _, count, interval, *wait = get_message_text(context.message).split(":")
-        updater = await open_task(context, event_queue)
-        await updater.start_work()
+    async def execute(self, request: Request, task: Reporter) -> None:
+        _, count, interval, *wait = get_message_text(request.message).split(":")
+        await task.working()
         if wait:
             await asyncio.sleep(float(wait[0]))
-        for i in range(_recorded_ticks(context.current_task), int(count)):
-            if context.task_id in self.cancelled:
+        for i in range(_recorded_ticks(request.task), int(count)):
+            if request.task_id in self.cancelled:
                 return
-            await updater.start_work(updater.new_agent_message([new_text_part(f"tick {i}")]))
+            await task.working(task.agent_message([new_text_part(f"tick {i}")]))
             await asyncio.sleep(float(interval))
-        await updater.add_artifact([new_text_part(f"done after {count} ticks")], name="ticker")
-        await updater.complete()
+        await task.artifact([new_text_part(f"done after {count} ticks")], name="ticker")
+        await task.complete()
 
-    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-        assert context.task_id is not None
-        self.cancelled.add(context.task_id)
-        updater = await open_task(context, event_queue)
-        await updater.cancel()
+    async def cancel(self, request: Request, task: Reporter) -> None:
+        assert request.task_id is not None
+        self.cancelled.add(request.task_id)
+        await task.cancel()
 
 
 def _recorded_ticks(task: Task | None) -> int:

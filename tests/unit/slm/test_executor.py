@@ -26,6 +26,7 @@ from a2a.types import (
     TaskState,
 )
 
+from mesh.a2a.executor import Executor, to_sdk
 from mesh.config import ServiceSpec, Settings, SpecError
 from mesh.slm import OpenAIBackend, SLMExecutor, TransformersBackend
 from mesh.slm.executor import input_text
@@ -55,7 +56,7 @@ def spec(folder: Path | None = None, **options: Any) -> ServiceSpec:
     )
 
 
-def handler_for(executor: SLMExecutor) -> DefaultRequestHandler:
+def handler_for(executor: Executor) -> DefaultRequestHandler:
     card = AgentCard(
         name="slm",
         description="under test",
@@ -70,11 +71,11 @@ def handler_for(executor: SLMExecutor) -> DefaultRequestHandler:
         default_output_modes=["application/json"],
     )
     return DefaultRequestHandler(
-        agent_executor=executor, task_store=InMemoryTaskStore(), agent_card=card
+        agent_executor=to_sdk(executor), task_store=InMemoryTaskStore(), agent_card=card
     )
 
 
-async def send(executor: SLMExecutor, *parts: Part) -> Task:
+async def send(executor: Executor, *parts: Part) -> Task:
     handler = handler_for(executor)
     message = Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=list(parts))
     try:

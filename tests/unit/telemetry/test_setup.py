@@ -4,10 +4,7 @@ SLMESH_ aliases, one's own span processors, context carried the way Ray tasks ca
 from __future__ import annotations
 
 import logging
-import os
 import pickle
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 
@@ -20,7 +17,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from mesh import telemetry
 from mesh.config import Settings
 from mesh.telemetry import genai, names
-from tests.support.procs import ROOT
 
 
 @pytest.fixture
@@ -216,41 +212,6 @@ def test_prometheus_exposition_has_the_mesh_metrics(spans: InMemorySpanExporter)
     (span,) = spans.get_finished_spans()
     assert span.name == "execute_tool get_order"
     assert span.attributes[names.TOOL_CALL_ID] == "call-1"
-
-
-_WRAPPED = """
-import mesh.a2a
-from a2a.client.transports.grpc import GrpcTransport
-from a2a.server.events.event_queue import EventQueueLegacy
-from a2a.server.request_handlers.default_request_handler_v2 import DefaultRequestHandlerV2
-methods = (
-    DefaultRequestHandlerV2.on_message_send,
-    EventQueueLegacy.enqueue_event,
-    GrpcTransport.send_message,
-)
-# a2a.utils.telemetry's wrapper
-print(sum(m.__code__.co_filename.endswith("telemetry.py") for m in methods))
-"""
-
-
-@pytest.mark.parametrize(("sdk_spans", "wrapped"), [(None, 0), ("false", 0), ("true", 3)])
-def test_a2a_sdk_span_wrappers_exist_only_when_its_spans_are_on(
-    sdk_spans: str | None, wrapped: int
-) -> None:
-    """Off (the mesh's default) a2a-sdk's methods run unwrapped; asked for, its spans stay."""
-    env = {k: v for k, v in os.environ.items() if k != "OTEL_INSTRUMENTATION_A2A_SDK_ENABLED"}
-    if sdk_spans is not None:
-        env["OTEL_INSTRUMENTATION_A2A_SDK_ENABLED"] = sdk_spans
-    out = subprocess.run(
-        [sys.executable, "-c", _WRAPPED],
-        cwd=ROOT,
-        env={**env, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert int(out.stdout.strip()) == wrapped
 
 
 def test_logs_exporter_sends_records_with_their_trace_id(

@@ -32,6 +32,7 @@ from a2a.types import (
     TaskStatusUpdateEvent,
 )
 
+from mesh.a2a.executor import Reporter, Request, to_sdk
 from mesh.config import ServiceSpec, Settings
 from mesh.tools.executor import ToolsExecutor, database_path
 
@@ -68,7 +69,7 @@ async def handler(settings: Settings) -> AsyncIterator[DefaultRequestHandler]:
         ],
     )
     request_handler = DefaultRequestHandler(
-        agent_executor=ToolsExecutor(SPEC, settings),
+        agent_executor=to_sdk(ToolsExecutor(SPEC, settings)),
         task_store=InMemoryTaskStore(),
         agent_card=card,
     )
@@ -290,13 +291,17 @@ class RecordingQueue:
         self.events.append(event)
 
 
-def follow_up_context(settings: Settings, task: Task, message: Message | None) -> RequestContext:
-    """What a2a-sdk builds for a message naming only ``taskId``: a fresh context id."""
+def follow_up(
+    task: Task, message: Message | None, queue: RecordingQueue
+) -> tuple[Request, Reporter]:
+    """What a2a-sdk builds for a message naming only ``taskId`` (a fresh context id), as the
+    executor sees it."""
     request = SendMessageRequest(message=message) if message is not None else None
     context = RequestContext(ServerCallContext(), request=request, task_id=task.id, task=task)
     if message is not None:
         assert context.context_id != task.context_id
-    return context
+    seen = Request.from_sdk(context)
+    return seen, Reporter(queue, seen)
 
 
 async def test_follow_up_events_carry_the_tasks_own_context_id(settings: Settings) -> None:
@@ -311,10 +316,7 @@ async def test_follow_up_events_carry_the_tasks_own_context_id(settings: Setting
     )
     queue = RecordingQueue()
 
-    await ToolsExecutor(SPEC, settings).execute(
-        follow_up_context(settings, task, message),
-        queue,  # type: ignore[arg-type]
-    )
+    await ToolsExecutor(SPEC, settings).execute(*follow_up(task, message, queue))
 
     assert queue.events
     assert not any(isinstance(event, Task) for event in queue.events)
@@ -328,10 +330,7 @@ async def test_cancel_publishes_canceled_for_the_task(settings: Settings) -> Non
     )
     queue = RecordingQueue()
 
-    await ToolsExecutor(SPEC, settings).cancel(
-        follow_up_context(settings, task, None),
-        queue,  # type: ignore[arg-type]
-    )
+    await ToolsExecutor(SPEC, settings).cancel(*follow_up(task, None, queue))
 
     (event,) = queue.events
     assert isinstance(event, TaskStatusUpdateEvent)
@@ -351,8 +350,8 @@ async def test_principal_and_confirmation_travel_in_the_call_and_the_limit_is_a_
         message = Message(
             role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=[new_data_part(payload)]
         )
-        context = RequestContext(ServerCallContext(), request=SendMessageRequest(message=message))
-        await executor.execute(context, queue)  # type: ignore[arg-type]
+        request = Request(message, task_id=str(uuid.uuid4()), context_id=str(uuid.uuid4()))
+        await executor.execute(request, Reporter(queue, request))
         return queue.events[-1].status
 
     assert (await run({"name": "search_faq", "arguments": {"query": "opening hours?"}})).state == (
