@@ -37,13 +37,9 @@ TARGET_P50_MS, TARGET_P99_MS = 20.0, 100.0
 
 
 async def _admin(statement: str) -> None:
-    from tests.support.postgres import connect
+    from tests.support.postgres import admin_execute
 
-    conn = await connect()
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
+    await admin_execute(statement)
 
 
 def _run_mode(

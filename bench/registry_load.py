@@ -219,13 +219,9 @@ async def _generate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _admin(statement: str) -> None:
-    from tests.support.postgres import connect
+    from tests.support.postgres import admin_execute
 
-    conn = await connect()
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
+    await admin_execute(statement)
 
 
 def _configuration(count: int, tmp: Path, args: dict[str, Any]) -> dict[str, Any]:

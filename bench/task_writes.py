@@ -49,13 +49,9 @@ _BACKENDS = (
 
 
 async def _admin(statement: str) -> None:
-    from tests.support.postgres import connect
+    from tests.support.postgres import admin_execute
 
-    conn = await connect()
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
+    await admin_execute(statement)
 
 
 async def _stats(url: str, name: str) -> tuple[dict[str, tuple[int, int, int]], int]:

@@ -68,7 +68,8 @@ async def own_database(prefix: str = "slmesh_test") -> AsyncIterator[str]:
         await admin.close()
 
 
-async def _admin(statement: str) -> None:
+async def admin_execute(statement: str) -> None:
+    """Runs one statement (CREATE/DROP DATABASE) on the machine's PostgreSQL as its admin."""
     conn = await connect()
     try:
         await conn.execute(statement)
@@ -86,8 +87,8 @@ def scratch_database(prefix: str) -> Iterator[str]:
     if not postgres_up():
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin_execute(f'CREATE DATABASE "{name}"'))
     try:
         yield f"postgresql://127.0.0.1:5432/{name}"
     finally:
-        asyncio.run(_admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        asyncio.run(admin_execute(f'DROP DATABASE "{name}" WITH (FORCE)'))
