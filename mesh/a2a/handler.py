@@ -113,7 +113,8 @@ def store_failures() -> Iterator[None]:
     retried (``data``: reason ``task_store_unavailable``, ``retryable``)."""
     try:
         yield
-    except (DBAPIError, PoolTimeoutError) as exc:
+    except (DBAPIError, PoolTimeoutError, ConnectionError) as exc:
+        # A refused or reset connection to the database comes out of the driver unwrapped.
         cause = exc.orig if isinstance(exc, DBAPIError) else exc
         log.warning("task store failed: %s", type(cause).__name__)
         raise InternalError(
@@ -797,16 +798,19 @@ class MeshRequestHandler(DefaultRequestHandler):
     ) -> AsyncGenerator[Event, None]:
         run = self._owns(params.id, context)
         if run is None or not sdk_private.agent_card(self).capabilities.streaming:
-            if self.takeover is not None and params.id:
-                # A caller waits on this task: if its replica died, take it over now
-                # rather than at the next heartbeat.
-                await self.takeover.claim(params.id)
-            if sdk_private.event_stream(self) is not None and await self._parked_here(params.id):
-                subscription = self._subscribe_parked(params, context)
-            else:
-                subscription = super().on_subscribe_to_task(params, context)
-            async for event in subscription:
-                yield event
+            with store_failures():
+                if self.takeover is not None and params.id:
+                    # A caller waits on this task: if its replica died, take it over now
+                    # rather than at the next heartbeat.
+                    await self.takeover.claim(params.id)
+                if sdk_private.event_stream(self) is not None and await self._parked_here(
+                    params.id
+                ):
+                    subscription = self._subscribe_parked(params, context)
+                else:
+                    subscription = super().on_subscribe_to_task(params, context)
+                async for event in subscription:
+                    yield event
             return
         validate_required(params)
         task = run.current()

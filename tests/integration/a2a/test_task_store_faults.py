@@ -7,7 +7,9 @@ event-log rows); the replica stays up and the retried call completes."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -18,6 +20,7 @@ from mesh.a2a.client import MeshClient, StaticReplicas
 from mesh.a2a.handler import TASK_STORE_FAILED
 from tests.support.postgres import scratch_database
 from tests.support.procs import ROOT, ServiceProcess
+from tests.support.proxy import Proxy
 
 pytestmark = pytest.mark.integration
 
@@ -161,3 +164,54 @@ async def test_a_streamed_task_whose_store_connection_drops_ends_with_the_clear_
         await blocker.close()
         await admin.close()
     assert proc.popen.poll() is None
+
+
+class _ThreadedProxy:
+    """A :class:`Proxy` to PostgreSQL on a loop of its own thread, so it forwards while the
+    test blocks (starting a replica waits for it synchronously)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.proxy = self._run(Proxy(5432).start())
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
+
+    def stop(self) -> None:
+        """The server gone: open connections closed, new ones refused."""
+        self._run(self.proxy.stop())
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+async def test_reads_and_subscriptions_on_an_unreachable_task_store_fail_clearly(
+    database: str, spawn: Callable[..., ServiceProcess]
+) -> None:
+    name = database.rsplit("/", 1)[1]
+    proxy = _ThreadedProxy()
+    try:
+        env = {
+            "SLMESH_TASK_STORE": f"postgresql+asyncpg://127.0.0.1:{proxy.proxy.port}/{name}",
+            "SLMESH_TASK_EVENTS": "database",
+        }
+        proc = spawn(ECHO, env=env)
+        replicas = StaticReplicas.from_urls("echo", proc.http_url, f"grpc://{proc.grpc_target}")
+        async with MeshClient(replicas) as client:
+            done = await client.send_text("echo", SECRET)
+            assert done.task.status.state == pb.TaskState.TASK_STATE_COMPLETED
+            proxy.stop()
+            with pytest.raises(InternalError) as read:
+                await client.get_task("echo", done.task.id, timeout=30)
+            assert read.value.message == TASK_STORE_FAILED
+            with pytest.raises(InternalError) as subscribed:
+                async for _ in client.subscribe("echo", done.task.id, timeout=30):
+                    pass
+            assert subscribed.value.message == TASK_STORE_FAILED
+            assert SECRET not in str(read.value) + str(subscribed.value)
+        assert proc.popen.poll() is None
+    finally:
+        proxy.close()
