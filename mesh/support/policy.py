@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from mesh.tools.catalog import DEFAULT_REASON
+from mesh.tools.catalog import DEFAULT_REASON, REFUNDABLE_STATUSES
 from mesh.tools.faq import terms
 
 MAX_MESSAGE_CHARS = 600
@@ -432,7 +432,6 @@ _ALL_OF_IT = re.compile(
     r"|all (?:of )?(?:my|the|our) money|every (?:penny|cent)|100 ?%|refund (?:it )?all)",
     re.IGNORECASE,
 )
-_REFUNDABLE_STATUSES = ("shipped", "delivered")
 
 
 def full_refund(
@@ -456,7 +455,7 @@ def full_refund(
     ):
         return None
     order = result.get("order")
-    if not isinstance(order, Mapping) or order.get("status") not in _REFUNDABLE_STATUSES:
+    if not isinstance(order, Mapping) or order.get("status") not in REFUNDABLE_STATUSES:
         return None
     left = _decimal(str(order.get("refundable_amount") or ""))
     if left is None or left <= 0:

@@ -18,6 +18,7 @@ from typing import Any
 
 from mesh.support.facts import facts_of_result
 from mesh.tools import faq
+from mesh.tools.catalog import REDIRECTABLE_STATUS, REFUNDABLE_STATUSES
 
 EXAMPLE_ORDER_ID = "ORD-123456"
 """The placeholder replies use to show what an order number looks like."""
@@ -48,8 +49,6 @@ _LOOKUP_CANNOT = {
 }
 """...unless its status rules that out (the tools agent would refuse the action), keyed by
 intent and status; the address sentence holds for every status but ``placed``."""
-_REDIRECTABLE = "placed"
-_REFUNDABLE = ("shipped", "delivered")
 _ANYTHING_ELSE = "Is there anything else I can help with?"
 _ERROR_NEXT = {
     "order_not_found": "Could you check the order number?",
@@ -165,9 +164,9 @@ def unreadable_order_reply(customer: str | None) -> str:
 def _lookup_next(intent: str, status: str) -> str:
     """The sentence after an order's lookup: how to go on with the request, or why the
     order's status rules it out."""
-    if intent == "refund_request" and status not in _REFUNDABLE:
+    if intent == "refund_request" and status not in REFUNDABLE_STATUSES:
         return _LOOKUP_CANNOT.get((intent, status), _ANYTHING_ELSE)
-    if intent == "change_address" and status != _REDIRECTABLE:
+    if intent == "change_address" and status != REDIRECTABLE_STATUS:
         return _LOOKUP_CANNOT[(intent, "shipped")]
     return _LOOKUP_NEXT.get(intent, _ANYTHING_ELSE)
 

@@ -495,7 +495,7 @@ def _unconfirmed_refund(
     """``confirmation_required`` for a refund of everything left or above the limit, or of
     any amount the business rules allow when the caller asked first (``ask_first``)."""
     cents = orders.to_cents(args["amount"])
-    if order.status not in _REFUNDABLE or cents > order.refundable_cents:
+    if order.status not in REFUNDABLE_STATUSES or cents > order.refundable_cents:
         return None  # the business rules refuse it anyway
     small = cents < order.refundable_cents and cents <= orders.to_cents(policy.confirm_refund_above)
     if small and not always:
@@ -527,7 +527,10 @@ _LIMITED_VIEWS: Mapping[str, Callable[[orders.Order], dict[str, Any]]] = {
 _PUBLIC_TOOLS = frozenset({"search_faq"})
 """Tools about no order or account, which any sender may call."""
 
-_REFUNDABLE = ("shipped", "delivered")
+REFUNDABLE_STATUSES = ("shipped", "delivered")
+"""Statuses an order can be refunded in (the desk's replies and rules read them from here)."""
+REDIRECTABLE_STATUS = "placed"
+"""The status an order's shipping address can still be changed in."""
 
 
 def _refused(code: str, message: str) -> dict[str, Any]:
@@ -651,7 +654,7 @@ def _refund_order(conn: Connection, args: Mapping[str, Any]) -> dict[str, Any]:
     order = orders.get_order(conn, args["order_id"])
     if order is None:
         return _order_not_found(args["order_id"])
-    if order.status not in _REFUNDABLE:
+    if order.status not in REFUNDABLE_STATUSES:
         why = {
             "placed": "it has not shipped yet; cancel it instead",
             "cancelled": "it was cancelled and never charged for shipping",
@@ -687,7 +690,7 @@ def _update_shipping_address(conn: Connection, args: Mapping[str, Any]) -> dict[
     order = orders.get_order(conn, args["order_id"])
     if order is None:
         return _order_not_found(args["order_id"])
-    if order.status != "placed":
+    if order.status != REDIRECTABLE_STATUS:
         return _refused(
             "address_not_updatable",
             f"The shipping address of order {order.order_id} cannot be changed because it "
