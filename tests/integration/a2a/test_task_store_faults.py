@@ -45,6 +45,21 @@ async def _consistent(conn: asyncpg.Connection) -> None:
     assert all(row["version"] == row["events"] for row in versions), versions
 
 
+async def _terminate_waiting_insert(admin: asyncpg.Connection, call: asyncio.Task[Any]) -> None:
+    """Terminates the replica's backend once it waits on the held lock to insert an event-log
+    row: the connection dropped mid-transaction."""
+    backend = None
+    async with asyncio.timeout(30):
+        while backend is None:
+            assert not call.done(), call.result()
+            backend = await admin.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO task_events%'"
+            )
+            await asyncio.sleep(0.02)
+    assert await admin.fetchval("SELECT pg_terminate_backend($1)", backend)
+
+
 async def test_a_task_store_connection_dropped_mid_transaction_fails_clearly_and_stores_nothing(
     database: str, spawn: Callable[..., ServiceProcess]
 ) -> None:
@@ -68,16 +83,7 @@ async def test_a_task_store_connection_dropped_mid_transaction_fails_clearly_and
             await holding.start()
             await blocker.execute("LOCK TABLE task_events IN SHARE ROW EXCLUSIVE MODE")
             sent = asyncio.create_task(client.send_text("echo", SECRET, timeout=60))
-            backend = None
-            async with asyncio.timeout(30):
-                while backend is None:
-                    assert not sent.done(), sent.result()
-                    backend = await admin.fetchval(
-                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO task_events%'"
-                    )
-                    await asyncio.sleep(0.02)
-            assert await admin.fetchval("SELECT pg_terminate_backend($1)", backend)
+            await _terminate_waiting_insert(admin, sent)
             with pytest.raises(InternalError) as failed:
                 await sent
             await holding.rollback()
@@ -138,16 +144,7 @@ async def test_a_streamed_task_whose_store_connection_drops_ends_with_the_clear_
                     received.append(event)
 
             streamed = asyncio.create_task(consume())
-            backend = None
-            async with asyncio.timeout(30):
-                while backend is None:
-                    assert not streamed.done(), received
-                    backend = await admin.fetchval(
-                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO task_events%'"
-                    )
-                    await asyncio.sleep(0.02)
-            assert await admin.fetchval("SELECT pg_terminate_backend($1)", backend)
+            await _terminate_waiting_insert(admin, streamed)
             with pytest.raises(InternalError) as failed:
                 await streamed
             await holding.rollback()
