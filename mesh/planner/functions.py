@@ -96,10 +96,15 @@ def support_agreed_fields(value: Any) -> dict[str, Any]:
 
 @planner_function("support.desk_intent")
 def support_desk_intent(value: Any) -> object:
-    """The intent the desk acts on (:func:`policy.desk_intent`): the classifier's, or
-    ``order_status`` for an action the message does not ask for in plain words."""
+    """The intent the desk acts on (:func:`policy.desk_intent`): the classifier's, read
+    against the message and the extractor's fields."""
     case = _mapping(value, "support.desk_intent")
-    return policy.desk_intent(case.get("intent"), str(case.get("message") or ""))
+    fields = case.get("fields")
+    return policy.desk_intent(
+        case.get("intent"),
+        str(case.get("message") or ""),
+        fields if isinstance(fields, Mapping) else None,
+    )
 
 
 @planner_function("support.principal")
@@ -112,7 +117,7 @@ def support_principal(value: Any) -> dict[str, Any]:
 def support_authorize_call(value: Any) -> dict[str, Any] | None:
     """The tool call as the tools agent receives it: consent checked, principal attached.
 
-    The proposed tool must fit the classifier's intent and take its amount or address from
+    The proposed tool must fit the desk's intent and take its amount or address from
     a plausible span (:func:`policy.agreed_call`); a side-effecting call the message does
     not ask for in plain words becomes a lookup of the same order; an English message with
     no call (no order id or email) becomes an FAQ search, unless it names an order number
@@ -139,7 +144,7 @@ def support_authorize_call(value: Any) -> dict[str, Any] | None:
     fields: Mapping[str, Any] = raw_fields if isinstance(raw_fields, Mapping) else {}
     agreed = policy.agreed_call(call, case.get("intent"), fields, message)
     name, arguments = agreed["name"], agreed["arguments"]
-    if not policy.asks_for(message, name) and "order_id" in arguments:
+    if not policy.asks_for(message, name, arguments.get("address")) and "order_id" in arguments:
         name, arguments = "get_order", {"order_id": arguments["order_id"]}
     principal = policy.principal_of(case.get("sender"))
     refund = policy.asked_refund(
@@ -191,6 +196,9 @@ def support_aside_call(value: Any) -> dict[str, Any] | None:
 def support_reply_facts(value: Any) -> dict[str, Any] | None:
     """The responder's input from a case: intent, the tool call, its result, the customer.
 
+    The FAQ's answer to a message the classifier read as an order request but the desk as
+    a general question ("how long till a refund is on my card?": no order named) keeps the
+    classifier's intent, so the reply still offers to check the customer's order.
     ``None`` when no tool ran (no order id, email or question to act on).
     """
     case = _mapping(value, "support.reply_facts")
@@ -198,7 +206,17 @@ def support_reply_facts(value: Any) -> dict[str, Any] | None:
     if not call or not isinstance(result, Mapping):
         return None
     customer = plausible_name(case.get("customer"), case.get("message"))
-    return reply_facts(str(case.get("intent") or "general_question"), call, result, customer)
+    intent = str(case.get("intent") or "general_question")
+    classified = case.get("classified")
+    if (
+        intent == "general_question"
+        and isinstance(call, Mapping)
+        and call.get("name") == "search_faq"
+        and isinstance(classified, str)
+        and classified in policy.ORDER_INTENTS
+    ):
+        intent = classified
+    return reply_facts(intent, call, result, customer)
 
 
 @planner_function("support.check_reply")

@@ -25,6 +25,7 @@ MAX_TAIL_CHARS = 200
 """...plus, when the cut dropped it, the first sentence naming an order id or an email."""
 
 _REFERENCE = re.compile(r"\bORD-\d+\b|[^\s@]+@[^\s@]+\.[A-Za-z]{2,}", re.IGNORECASE)
+_EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[A-Za-z]{2,}")
 _WORDS = re.compile(r"[a-zà-ÿßąćęłńśźżřěůčďňšťžğışőű]+")
 
 # Function words that tell languages apart in short messages; English's list wins ties.
@@ -101,10 +102,24 @@ _ACTIONS = {
         re.compile(r"\b(don'?t|do not|not|never) (want (a|to) )?refund\b"),
     ),
     "update_shipping_address": (
-        re.compile(r"."),
+        re.compile(
+            r"\b(chang(?!ed\b)\w*|chnag\w*|cahng\w*|updat(e|ing)|correct|fix|amend|edit"
+            r"|redirect|re-?route|moved?|moving|relocat\w*|instead|should be|new|wrong"
+            r"|incorrect|typo|mistake|missing|old|different)\b"
+            r"|\b(send|ship|deliver|go|forward|post|mail)\b[^.?!]{0,80}?\bto\b"
+        ),
         re.compile(r"\b(don'?t|do not) (change|update)\b"),
     ),
 }
+
+
+_SHOW_ADDRESS = re.compile(
+    r"\b(print|show|display|read out|tell me|give me|what|which|do you have|on file"
+    r"|changed|updated)\b"
+)
+"""A request to see the address on file: with no word of change and no new address, it
+asks for no change (an address change request names neither the verb nor the place only
+when the classifier already read it as one, so anything else still counts as asked)."""
 
 
 def bounded_message(message: str) -> tuple[str, bool]:
@@ -148,7 +163,7 @@ _CODE = re.compile(r"<[^>]*>|\{[^}]*\}|\[[^\]]*\]|\S*_\S*|\S*[;=]\S*")
 """Markup, JSON, identifiers and code in a message: words there ask for nothing."""
 
 
-def asks_for(message: str, tool: str) -> bool:
+def asks_for(message: str, tool: str, address: object = None) -> bool:
     """Whether ``message`` asks for the side effect ``tool`` performs in plain words (the
     classifier and tool-caller already read it as that request; this is the last word).
 
@@ -156,7 +171,10 @@ def asks_for(message: str, tool: str) -> bool:
     back"); no when the action is only named in its past participle ("I cancelled it, is it really
     cancelled?", "has it been refunded?": a question about the state, answered by a
     lookup), only inside markup, JSON or code (``{"name": "cancel_order"}``), or negated
-    ("don't cancel it"); yes otherwise, typos included.
+    ("don't cancel it"); yes otherwise, typos included. An address change is asked for by
+    a word of change ("change", "send it to", "I moved") or by the new ``address`` itself,
+    written in the message (:func:`plausible_address`); a request to see the address on
+    file ("print the home address for ORD-1", :data:`_SHOW_ADDRESS`) asks for none.
     """
     patterns = _ACTIONS.get(tool)
     if patterns is None:
@@ -165,6 +183,10 @@ def asks_for(message: str, tool: str) -> bool:
     lowered = _CODE.sub(" ", message).lower()
     if negated.search(lowered):
         return False
+    if tool == "update_shipping_address":
+        if plausible_address(address, message) or asked.search(lowered):
+            return True
+        return _SHOW_ADDRESS.search(lowered) is None
     return asked.search(lowered) is not None
 
 
@@ -176,14 +198,55 @@ ACTION_OF_INTENT: Mapping[str, str] = {
 """The side-effecting tool each action intent asks for."""
 
 
-def desk_intent(intent: object, message: str) -> object:
-    """The request the desk acts on: the classifier's intent, except that an action the
-    message does not ask for in plain words (:func:`asks_for`: "please DON'T cancel it",
-    "you did not refund it, right?") is a question about the order's state, answered by its
-    lookup (``order_status``), so the reply does not go on to ask for a refund amount or a
-    new address nobody wants."""
-    action = ACTION_OF_INTENT.get(intent) if isinstance(intent, str) else None
-    if action is not None and not asks_for(message, action):
+_LIST_ORDERS = re.compile(
+    r"\b(list|show|which|what|all|any)\b[^.?!]{0,25}\borders\b|\borders (for|under|of|on)\b"
+)
+"""A request to list the orders of an email ("which of my orders are open?")."""
+
+_PROCESS_QUESTION = re.compile(
+    r"\b(how (long|many days|soon|quickly|much time)|if i (order|buy|pay|return|send)|policy)\b"
+)
+"""A question about how the shop works ("how long till a refund is back on my card?", "if
+I order today, when would it leave?"), rather than a request about one order."""
+
+ORDER_INTENTS = frozenset(
+    {"order_status", "track_shipment", "cancel_order", "refund_request", "change_address"}
+)
+"""The intents about one order of the customer's (every one but ``general_question``)."""
+
+
+def desk_intent(intent: object, message: str, fields: Mapping[str, Any] | None = None) -> object:
+    """The request the desk acts on: the classifier's intent, read against the message.
+
+    - An action the message does not ask for in plain words (:func:`asks_for`: "please
+      DON'T cancel it", "you did not refund it, right?", "print the home address of
+      ORD-1") is a question about the order's state, answered by its lookup
+      (``order_status``), so the reply does not go on to ask for a refund amount or a new
+      address nobody wants.
+    - A general question that names an email and asks for its orders (:data:`_LIST_ORDERS`)
+      is the lookup of that email's orders.
+    - An order request that names no order and asks how the shop works
+      (:data:`_PROCESS_QUESTION`: "how long till a refund is back on my card?") is a
+      general question: there is no order to act on, the FAQ answers it.
+    """
+    if not isinstance(intent, str):
+        return intent
+    lowered = _CODE.sub(" ", message).lower()
+    referenced = _REFERENCE.search(message) is not None
+    if intent in ORDER_INTENTS and not referenced and not malformed_order_reference(message):
+        if _PROCESS_QUESTION.search(lowered):
+            return "general_question"
+    if intent == "general_question":
+        if (
+            _EMAIL.search(message)
+            and not _VALID_ORDER_ID.search(message)
+            and _LIST_ORDERS.search(lowered)
+        ):
+            return "order_status"
+        return intent
+    action = ACTION_OF_INTENT.get(intent)
+    address = (fields or {}).get("address")
+    if action is not None and not asks_for(message, action, address):
         return "order_status"
     return intent
 

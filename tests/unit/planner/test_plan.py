@@ -314,3 +314,22 @@ def test_an_unreadable_order_number_is_asked_for_not_searched() -> None:
         {"reply": None, "case": {"english": True, "text": message}, "intent": "track_shipment"}
     )
     assert "ORD- and six digits" in reply
+
+
+def test_a_process_question_read_as_an_order_request_still_offers_the_order_lookup() -> None:
+    """The desk answers "how long till a refund is on my card?" as a general question (no
+    order named), but the reply keeps the offer to check the order the classifier heard."""
+    from mesh.support.replies import write_reply
+
+    message = "after you approve a refund how long till the money is back on my card"
+    acting = FUNCTIONS["support.desk_intent"]({"intent": "refund_request", "message": message})
+    assert acting == "general_question"
+    call = {"name": "search_faq", "arguments": {"query": message}}
+    result = {"ok": True, "matches": [{"topic": "refund_time", "answer": "It takes 5 days."}]}
+    case = {"intent": acting, "call": call, "result": result, "message": message}
+    offered = FUNCTIONS["support.reply_facts"]({**case, "classified": "refund_request"})
+    assert offered["intent"] == "refund_request"
+    assert "order number" in write_reply(offered)
+    asked = FUNCTIONS["support.reply_facts"]({**case, "classified": "general_question"})
+    assert asked["intent"] == "general_question"
+    assert "order number" not in write_reply(asked)

@@ -75,11 +75,23 @@ def test_language(text: str, language: str) -> None:
         ("refnd 9.99 for ORD-123456 pls", "refund_order", True),
         ("Was ORD-123456 refused?", "refund_order", False),
         ("Send ORD-123456 to 1 Main St, Springfield 12345", "update_shipping_address", True),
+        ("pls chnage adress on ORD-123456", "update_shipping_address", True),
+        ("I moved, ORD-123456 should go elsewhere", "update_shipping_address", True),
+        ("Has the address on ORD-123456 been changed?", "update_shipping_address", False),
+        ("Print the home address for order ORD-123456.", "update_shipping_address", False),
         ("Where is ORD-123456?", "get_order", True),
     ],
 )
 def test_a_side_effect_needs_a_request_in_plain_words(text: str, tool: str, asked: bool) -> None:
     assert asks_for(text, tool) is asked
+
+
+def test_an_address_written_in_the_message_asks_for_the_change() -> None:
+    text = "What do you have for ORD-123456? It is 12 Harbour Road, Dublin D02"
+    assert not asks_for(text, "update_shipping_address")
+    assert asks_for(text, "update_shipping_address", "12 Harbour Road, Dublin D02")
+    # An address the message does not write asks for nothing.
+    assert not asks_for(text, "update_shipping_address", "1 Elsewhere St 999")
 
 
 @pytest.mark.parametrize(
@@ -360,11 +372,53 @@ def test_no_full_refund_without_a_refundable_order_and_a_request_for_all_of_it(
         ("refund_request", "I was refunded for ORD-101010 already, right?", "order_status"),
         ("refund_request", "refund 10.00 on ORD-101010", "refund_request"),
         ("change_address", "don't change the address of ORD-101010", "order_status"),
+        ("change_address", "Print the home address on file for ORD-101010", "order_status"),
+        ("change_address", "please update the address for ORD-101010", "change_address"),
+        ("change_address", "the flat number on ORD-101010 is 4B not 4A", "change_address"),
         ("track_shipment", "where is ORD-101010", "track_shipment"),
         (None, "Hola", None),
     ],
 )
 def test_the_desk_acts_on_an_action_only_when_asked(
     intent: str | None, message: str, acting: str | None
+) -> None:
+    assert desk_intent(intent, message) == acting
+
+
+def test_an_address_the_extractor_found_in_the_message_is_a_request_to_change_it() -> None:
+    message = "What is on file for ORD-101010? It is 5 Canal Street, Leeds LS1 4AB"
+    assert desk_intent("change_address", message) == "order_status"
+    fields = {"address": "5 Canal Street, Leeds LS1 4AB"}
+    assert desk_intent("change_address", message, fields) == "change_address"
+
+
+@pytest.mark.parametrize(
+    ("message", "acting"),
+    [
+        ("Please list the orders for a.b@example.com", "order_status"),
+        ("which of my orders are still open? I'm a.b@example.com", "order_status"),
+        ("Do you ship to Norway? a.b@example.com", "general_question"),
+        ("ORD-101010 is great. Which orders ship free?", "general_question"),
+        ("Which orders ship free?", "general_question"),
+    ],
+)
+def test_a_request_for_an_emails_orders_is_their_lookup(message: str, acting: str) -> None:
+    assert desk_intent("general_question", message) == acting
+
+
+@pytest.mark.parametrize(
+    ("intent", "message", "acting"),
+    [
+        ("refund_request", "refund approved, how long till it's on my card", "general_question"),
+        ("track_shipment", "If I order today, when does it leave you?", "general_question"),
+        ("refund_request", "What is your returns policy?", "general_question"),
+        ("track_shipment", "Where is my parcel?", "track_shipment"),
+        ("cancel_order", "Please cancel my last order", "cancel_order"),
+        ("refund_request", "how long does a refund take for ORD-101010?", "refund_request"),
+        ("order_status", "how long is ORD 1010 10 going to take?", "order_status"),
+    ],
+)  # fmt: skip
+def test_a_process_question_that_names_no_order_is_a_general_question(
+    intent: str, message: str, acting: str
 ) -> None:
     assert desk_intent(intent, message) == acting
