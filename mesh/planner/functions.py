@@ -121,9 +121,10 @@ def support_authorize_call(value: Any) -> dict[str, Any] | None:
     a plausible span (:func:`policy.agreed_call`); a side-effecting call the message does
     not ask for in plain words becomes a lookup of the same order; an English message with
     no call (no order id or email) becomes an FAQ search, unless it names an order number
-    we cannot read; a lookup of an order whose refund the message asks for, with its
-    amount, becomes that refund asked first (:func:`policy.asked_refund`); every call acts
-    for the verified sender, or for nobody.
+    we cannot read, or is a request about an order from a verified sender who named none
+    (then the sender's orders are listed); a lookup of an order whose refund the message
+    asks for, with its amount, becomes that refund asked first
+    (:func:`policy.asked_refund`); every call acts for the verified sender, or for nobody.
     """
     case = _mapping(value, "support.authorize_call")
     call, message = case.get("call"), str(case.get("message") or "")
@@ -132,6 +133,15 @@ def support_authorize_call(value: Any) -> dict[str, Any] | None:
             return None
         if policy.malformed_order_reference(message):
             return None  # an order number we cannot read: final_reply asks for it again
+        sender = policy.principal_of(case.get("sender")).get("customer")
+        if case.get("intent") in policy.ORDER_INTENTS and sender:
+            # A request about "my parcel" from a verified sender who named no order: the
+            # sender's own orders, so the reply can ask which one.
+            return {
+                "name": "find_orders",
+                "arguments": {"email": sender},
+                "principal": {"customer": sender},
+            }
         # No order id or email to act on: the question goes to the shop's FAQ (the search
         # takes at most FAQ_QUERY_CHARS: the message's start, cut at a word).
         query = (
@@ -242,23 +252,38 @@ def support_final_reply(value: Any) -> str:
     """The reply the customer gets: the checked draft, or the desk's fixed answers.
 
     A message in another language gets the English notice; a message with nothing to
-    act on gets the request for an order number or email; a side question's FAQ answer
-    (or the way to a person) follows the reply.
+    act on, or a request about an order that names none and that the FAQ has nothing on,
+    gets the request for an order number or email; a side question's FAQ answer (or the
+    way to a person) follows the reply.
     """
     case = _mapping(value, "support.final_reply")
     prepared = case.get("case")
     if isinstance(prepared, Mapping) and not prepared.get("english", True):
         return NON_ENGLISH_REPLY
+    message = prepared.get("text") if isinstance(prepared, Mapping) else None
+    customer = plausible_name(case.get("customer"), message)
+    intent = case.get("intent")
+    if intent in policy.ORDER_INTENTS and _found_nothing(case.get("call"), case.get("result")):
+        return ask_reference_reply(customer, intent)
     if case.get("reply"):
         aside = case.get("aside")
         if isinstance(aside, Mapping):
             return f"{case['reply']} {aside_reply(aside)}"
         return str(case["reply"])
-    message = prepared.get("text") if isinstance(prepared, Mapping) else None
-    customer = plausible_name(case.get("customer"), message)
     if isinstance(message, str) and policy.malformed_order_reference(message):
         return unreadable_order_reply(customer)
     return ask_reference_reply(customer, case.get("intent"))
+
+
+def _found_nothing(call: object, result: object) -> bool:
+    """Whether ``call`` was an FAQ search that found no entry."""
+    return (
+        isinstance(call, Mapping)
+        and call.get("name") == "search_faq"
+        and isinstance(result, Mapping)
+        and bool(result.get("ok"))
+        and not result.get("matches")
+    )
 
 
 @planner_function("support.confirmation_question")

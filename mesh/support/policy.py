@@ -551,6 +551,19 @@ MIN_ASIDE_TERMS = 2
 """Topic words a side question needs ("and can you check?" is not one)."""
 
 
+_PROCESS_ASIDE = re.compile(
+    r"\bhow (do|can|should|would) (i|we)\b|\bhow does (it|this|that)\b|\bhow long\b"
+    r"|\bwhat(')?s your\b|\bwhat is your\b|\bpolicy\b"
+)
+"""A question about how the shop works beside a request for an action ("I'd like to
+return ORD-1, how do I do that?", "What's your refund policy? ORD-1 broke.")."""
+
+
+def _without_references(sentence: str) -> str:
+    """The sentence without its order ids and emails (an FAQ query names no order)."""
+    return " ".join(re.sub(r"\s+(?=[,.?!])", "", _REFERENCE.sub(" ", sentence)).split())
+
+
 def aside_question(message: str, intent: object = None) -> str | None:
     """A second, general question the customer marks as such beside the order request
     ("Please cancel ORD-1. And how long does a refund take?", "..., and also: which payment
@@ -559,7 +572,21 @@ def aside_question(message: str, intent: object = None) -> str | None:
     :data:`MIN_ASIDE_TERMS` topic words. When the classifier reads the whole message as a
     general question (``intent``) although it names an order ("ORD-1 arrived fine, thanks!
     Do you offer gift wrapping?"), its first such question needs no mark. The desk answers
-    it from the FAQ, or says it could not; ``None`` when the message has no such question."""
+    it from the FAQ, or says it could not; ``None`` when the message has no such question.
+    Beside a request for an action (cancel, refund, address change), a question about how
+    the shop works (:data:`_PROCESS_ASIDE`: "how do I do that?", "what's your refund
+    policy?") needs no mark either: the reply answers the request and the policy."""
+    if intent in ACTION_OF_INTENT:
+        sentences = [_without_references(s) for s in re.split(r"(?<=[.?!])\s+", message)]
+        for at, question in enumerate(sentences):
+            if not question.endswith("?") or not _PROCESS_ASIDE.search(question.lower()):
+                continue
+            if len(terms(question)) < MIN_ASIDE_TERMS and at > 0:
+                # "How does that work?": what "that" is stands in the sentence before.
+                before = sentences[at - 1].rstrip(" .!?,;:")
+                question = f"{before}, {question[:1].lower()}{question[1:]}"
+            if terms(question):
+                return question
     if intent == "general_question":
         for sentence in re.split(r"(?<=[.?!])\s+", message):
             question = _MARK_WORDS.sub("", sentence.strip()).strip(" ,:\u2014\u2013-")

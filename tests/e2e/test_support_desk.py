@@ -311,3 +311,31 @@ def test_a_question_the_faq_cannot_answer_gets_an_honest_answer(registry: str) -
     assert ticket["tool_call"]["name"] == "search_faq"
     assert "don't know" in ticket["reply"]
     assert "support@example.com" in ticket["reply"]
+
+
+def test_a_request_about_an_unnamed_order_lists_the_senders_orders_or_asks_for_one(
+    registry: str, demo_orders: dict[str, list[Order]]
+) -> None:
+    order = demo_orders["shipped"][3]
+    _, ticket = ask(registry, "Where is my parcel?", sender=order.email)
+    assert ticket["tool_call"]["name"] == "find_orders"
+    assert ticket["tool_call"]["arguments"] == {"email": order.email}
+    listed = {row["order_id"] for row in ticket["tool_result"]["orders"]}
+    assert order.order_id in listed
+    assert order.email in ticket["reply"]
+    _, anonymous = ask(registry, "Where is my parcel?", sender=None)
+    assert anonymous["tool_call"]["name"] == "search_faq"
+    assert "order number" in anonymous["reply"]
+    assert "don't know" not in anonymous["reply"]
+
+
+def test_how_the_shop_works_beside_a_refund_request_is_answered_too(
+    registry: str, demo_orders: dict[str, list[Order]]
+) -> None:
+    order = demo_orders["delivered"][4]
+    text = f"I want to send back the {order.product} from {order.order_id}. How does that work?"
+    _, ticket = ask(registry, text, sender=order.email)
+    assert ticket["tool_call"]["name"] in ("get_order", "refund_order")
+    assert ticket["aside_result"]["matches"][0]["topic"] == "returns"
+    assert "within 30 days of delivery" in ticket["reply"]
+    assert order.order_id in ticket["reply"]

@@ -333,3 +333,34 @@ def test_a_process_question_read_as_an_order_request_still_offers_the_order_look
     asked = FUNCTIONS["support.reply_facts"]({**case, "classified": "general_question"})
     assert asked["intent"] == "general_question"
     assert "order number" not in write_reply(asked)
+
+
+def test_a_request_about_an_unnamed_order_lists_a_verified_senders_orders() -> None:
+    message = "Where is my parcel?"
+    case = {"call": None, "message": message, "english": True, "intent": "track_shipment"}
+    listed = FUNCTIONS["support.authorize_call"]({**case, "sender": {"email": "a@example.com"}})
+    assert listed == {
+        "name": "find_orders",
+        "arguments": {"email": "a@example.com"},
+        "principal": {"customer": "a@example.com"},
+    }
+    # Anonymous: the FAQ, as for any question; a general question stays an FAQ search.
+    assert FUNCTIONS["support.authorize_call"]({**case, "sender": None})["name"] == "search_faq"
+    general = {**case, "intent": "general_question", "sender": {"email": "a@example.com"}}
+    assert FUNCTIONS["support.authorize_call"](general)["name"] == "search_faq"
+
+
+def test_a_request_about_an_unnamed_order_the_faq_knows_nothing_of_asks_for_the_order() -> None:
+    message = "Where is my parcel?"
+    faq = {"name": "search_faq", "arguments": {"query": message}}
+    case = {
+        "reply": "Hello, I'm sorry, I don't know the answer to that question.",
+        "case": {"english": True, "text": message},
+        "call": faq,
+        "result": {"ok": True, "count": 0, "matches": []},
+    }
+    asked = FUNCTIONS["support.final_reply"]({**case, "intent": "track_shipment"})
+    assert "order number" in asked
+    assert "don't know" not in asked
+    unknown = FUNCTIONS["support.final_reply"]({**case, "intent": "general_question"})
+    assert unknown == case["reply"]

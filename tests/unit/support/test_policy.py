@@ -422,3 +422,25 @@ def test_a_process_question_that_names_no_order_is_a_general_question(
     intent: str, message: str, acting: str
 ) -> None:
     assert desk_intent(intent, message) == acting
+
+
+@pytest.mark.parametrize(
+    ("intent", "message", "question"),
+    [
+        ("refund_request", "I'd like to return ORD-101010, how do I do that?",
+         "I'd like to return, how do I do that?"),
+        ("refund_request", "What's your refund policy? I might send ORD-101010 back.",
+         "What's your refund policy?"),
+        ("cancel_order", "Cancel ORD-101010 please. How long does the refund take?",
+         "How long does the refund take?"),
+        ("refund_request", "I want to send back the lamp from ORD-101010. How does that work?",
+         "I want to send back the lamp from, how does that work?"),
+        ("track_shipment", "how long until ORD-101010 gets here?", None),
+        ("refund_request", "Refund ORD-101010 please, can you?", None),
+        ("refund_request", "Please refund 10.00 EUR for ORD-101010.", None),
+    ],
+)  # fmt: skip
+def test_a_question_about_how_the_shop_works_beside_an_action_is_answered_too(
+    intent: str, message: str, question: str | None
+) -> None:
+    assert aside_question(message, intent) == question
