@@ -21,6 +21,7 @@ from mesh.support.replies import (
     unreadable_order_reply,
     write_reply,
 )
+from mesh.tools.faq import terms
 
 PlannerFunction = Callable[[Any], Any]
 
@@ -252,9 +253,9 @@ def support_final_reply(value: Any) -> str:
     """The reply the customer gets: the checked draft, or the desk's fixed answers.
 
     A message in another language gets the English notice; a message with nothing to
-    act on, or a request about an order that names none and that the FAQ has nothing on,
-    gets the request for an order number or email; a side question's FAQ answer (or the
-    way to a person) follows the reply.
+    act on, or with no topic word ("hello?"), or a request about an order that names none
+    and that the FAQ has nothing on, gets the request for an order number or email; a
+    side question's FAQ answer (or the way to a person) follows the reply.
     """
     case = _mapping(value, "support.final_reply")
     prepared = case.get("case")
@@ -263,7 +264,11 @@ def support_final_reply(value: Any) -> str:
     message = prepared.get("text") if isinstance(prepared, Mapping) else None
     customer = plausible_name(case.get("customer"), message)
     intent = case.get("intent")
-    if intent in policy.ORDER_INTENTS and _found_nothing(case.get("call"), case.get("result")):
+    if _found_nothing(case.get("call"), case.get("result")) and (
+        intent in policy.ORDER_INTENTS or not terms(message or "")
+    ):
+        # Nothing the FAQ could answer, and either a request about an order that names
+        # none ("where is my parcel?") or no question at all ("hello?"): ask for the order.
         return ask_reference_reply(customer, intent)
     if case.get("reply"):
         aside = case.get("aside")

@@ -364,3 +364,18 @@ def test_a_request_about_an_unnamed_order_the_faq_knows_nothing_of_asks_for_the_
     assert "don't know" not in asked
     unknown = FUNCTIONS["support.final_reply"]({**case, "intent": "general_question"})
     assert unknown == case["reply"]
+
+
+def test_a_message_with_no_question_gets_asked_what_it_is_about() -> None:
+    faq = {"name": "search_faq", "arguments": {"query": "hello?"}}
+    reply = FUNCTIONS["support.final_reply"](
+        {
+            "reply": "Hello, I'm sorry, I don't know the answer to that question.",
+            "case": {"english": True, "text": "hello?"},
+            "intent": "general_question",
+            "call": faq,
+            "result": {"ok": True, "count": 0, "matches": []},
+        }
+    )
+    assert "order number" in reply
+    assert "don't know" not in reply
