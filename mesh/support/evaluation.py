@@ -738,7 +738,7 @@ def meets_targets(summary: Summary) -> list[str]:
 
 
 _ROWS = (
-    ("intent (classifier + consent rule)", "intent"),
+    ("intent (classifier + desk rules)", "intent"),
     ("fields, items (extractor + amount rule)", "fields_items"),
     ("fields, values (extractor + amount rule)", "fields_values"),
     ("tool call (tool-caller + planner)", "tool"),
@@ -804,7 +804,9 @@ def render_block(
         "fields >= 0.97, tool call >= 0.95, reply >= 0.95 with zero contradicted facts, "
         "well-formed >= 0.98. Intent and fields are judged on the messages the desk reads "
         "(a message in another language that gets the English-only notice is not classified; "
-        "its language is judged). Rules: `mesh/support/evaluation.py`.",
+        "its language is judged); the intent is the one the desk acts on (the classifier's "
+        "label read against the message, `desk_intent` in mesh/support/policy.py). "
+        "Rules: `mesh/support/evaluation.py`.",
         "",
         f"| metric | open ({open_.items}) | sealed ({sealed.items}) |",
         "|---|---|---|",

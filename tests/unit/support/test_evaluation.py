@@ -262,7 +262,7 @@ def test_summary_targets_block_and_failures(tmp_path: Path) -> None:
     assert block.startswith(BLOCK_BEGIN)
     assert block.endswith(BLOCK_END)
     assert "2025-01-01" in block
-    assert "| intent (classifier + consent rule) | 0.500 (1/2) | 0.000 (0/1) |" in block
+    assert "| intent (classifier + desk rules) | 0.500 (1/2) | 0.000 (0/1) |" in block
     doc = tmp_path / "models.md"
     doc.write_text("# Models\n\n| agent | x |\n", encoding="utf-8")
     write_block(doc, block)
