@@ -15,14 +15,35 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-_NAME_WORD = re.compile(r"^[A-ZÀ-Ý][a-zà-ÿ'\u2019-]*[a-zà-ÿ]$")
+from mesh.tools.orders import PRODUCTS
+
+_NAME_PART = re.compile(r"^(?:Mc|Mac|O['\u2019]|D['\u2019])?[^\W\d_][^\W\d_]*$")
 _NOT_NAMES = frozenset(
     {
         "Hi", "Hello", "Hey", "Dear", "Thanks", "Thank", "Please", "Order", "Regards", "Best",
         "Cheers", "Customer", "Support", "Team", "Sir", "Madam", "Mr", "Mrs", "Ms", "Dr",
         "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday",
+        "Morning", "Evening", "Afternoon", "Greetings", "Hiya", "Thx", "Ta", "Kind", "Warm",
+        "Sincerely", "Yours", "Love", "Sent", "From", "Merci", "Gracias", "Grazie", "Danke",
+        "Obrigado", "Obrigada", "Bedankt", "Tack", "Takk", "Tak", "Hola", "Hallo", "Ola",
+        "Bonjour", "Ciao", "Salut", "Servus", "Saludos", "Grüße", "Gruss", "Grüß", "Namaste",
     }
 )  # fmt: skip
+"""Words a message opens or signs off with that are no one's name ("Hola!", "Merci.")."""
+_PRODUCT_WORDS = frozenset(word for product in PRODUCTS for word in product.split())
+
+
+def _name_word(word: str) -> bool:
+    """One word of a person's name: capitalised letters, apostrophes and hyphens allowed
+    ("José", "O'Brien", "Anne-Marie", "McKay", "Łukasz"); not all capitals ("SSD")."""
+    parts = re.split(r"-", word)
+    return (
+        len(word) >= 2
+        and word[0].isupper()
+        and not word.isupper()
+        and word not in _NOT_NAMES
+        and all(part and _NAME_PART.match(part) and part[0].isupper() for part in parts)
+    )
 
 
 def plausible_name(name: object, message: str | None = None) -> str | None:
@@ -37,7 +58,9 @@ def plausible_name(name: object, message: str | None = None) -> str | None:
     words = name.strip().split()
     if not 1 <= len(words) <= 3:
         return None
-    if not all(_NAME_WORD.match(word) and word not in _NOT_NAMES for word in words):
+    if not all(_name_word(word) for word in words):
+        return None
+    if all(word in _PRODUCT_WORDS for word in words):
         return None
     if message is not None and name.strip() not in message:
         return None

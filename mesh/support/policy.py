@@ -18,6 +18,7 @@ from typing import Any
 
 from mesh.tools.catalog import DEFAULT_REASON, REFUNDABLE_STATUSES
 from mesh.tools.faq import terms
+from mesh.tools.orders import CURRENCIES
 
 MAX_MESSAGE_CHARS = 600
 """A message is cut to this many characters (at a word boundary) before any model sees it."""
@@ -29,6 +30,8 @@ _EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[A-Za-z]{2,}")
 _WORDS = re.compile(r"[a-zà-ÿßąćęłńśźżřěůčďňšťžğışőű]+")
 
 # Function words that tell languages apart in short messages; English's list wins ties.
+# Greetings and thanks are left out: English messages open with "Hola!" and sign off with
+# "Merci" or "Gracias" too.
 _FUNCTION_WORDS = {
     "en": {
         "the", "my", "is", "it", "you", "and", "to", "of", "i", "what", "where", "when", "can",
@@ -38,55 +41,56 @@ _FUNCTION_WORDS = {
     },
     "es": {
         "el", "la", "los", "las", "mi", "es", "y", "que", "qué", "dónde", "donde", "cuándo",
-        "pedido", "por", "favor", "hola", "gracias", "quiero", "está", "esta", "todavía",
+        "pedido", "por", "favor", "quiero", "está", "esta", "todavía",
         "con", "para", "un", "una", "del", "al", "se", "no", "lo", "mis", "ha", "llegado",
     },
     "de": {
         "der", "die", "das", "ist", "und", "ich", "mein", "meine", "nicht", "bitte", "wo",
-        "wann", "bestellung", "hallo", "danke", "mit", "für", "noch", "ein", "eine", "zu",
+        "wann", "bestellung", "mit", "für", "noch", "ein", "eine", "zu",
         "stornieren", "sie", "wie", "ihr", "mir", "habe", "auf", "den", "dem",
     },
     "fr": {
         "le", "les", "mon", "ma", "mes", "est", "et", "je", "où", "quand", "commande",
-        "bonjour", "merci", "avec", "pour", "pas", "encore", "une", "des", "vous", "colis",
+        "avec", "pour", "pas", "encore", "une", "des", "vous", "colis",
         "annuler", "s'il", "plaît", "au", "du", "ne", "suis", "j'ai", "remboursement",
     },
     "it": {
-        "il", "gli", "mio", "mia", "è", "ed", "dove", "quando", "ordine", "ciao", "grazie",
+        "il", "gli", "mio", "mia", "è", "ed", "dove", "quando", "ordine", "di", "al", "nuovo",
+        "indirizzo", "potete", "potreste", "spedire",
         "per", "ancora", "non", "sono", "vorrei", "annullare", "rimborso", "della", "che",
     },
     "pt": {
-        "o", "os", "meu", "minha", "é", "onde", "quando", "encomenda", "olá", "obrigado",
-        "obrigada", "para", "ainda", "não", "pedido", "quero", "cancelar", "reembolso", "da",
+        "o", "os", "meu", "minha", "é", "onde", "quando", "encomenda",
+        "para", "ainda", "não", "pedido", "quero", "cancelar", "reembolso", "da",
     },
     "nl": {
-        "de", "het", "mijn", "en", "ik", "waar", "wanneer", "bestelling", "hallo",
-        "bedankt", "met", "voor", "nog", "niet", "een", "graag", "annuleren", "pakket",
+        "de", "het", "mijn", "en", "ik", "waar", "wanneer", "bestelling",
+        "met", "voor", "nog", "niet", "een", "graag", "annuleren", "pakket",
     },
     "pl": {
-        "gdzie", "jest", "moje", "mój", "moja", "zamówienie", "proszę", "dziękuję", "nie",
-        "się", "czy", "kiedy", "dzień", "dobry", "paczka", "zwrot", "anulować", "jak", "na",
+        "gdzie", "jest", "moje", "mój", "moja", "zamówienie", "proszę", "nie",
+        "się", "czy", "kiedy", "paczka", "zwrot", "anulować", "jak", "na",
         "od", "do", "mam", "jeszcze", "został", "została", "pieniędzy",
     },
     "sv": {
-        "var", "är", "min", "mitt", "och", "jag", "inte", "när", "beställning", "hej", "tack",
+        "var", "är", "min", "mitt", "och", "jag", "inte", "när", "beställning",
         "med", "för", "har", "fortfarande", "paket", "avbryta", "återbetalning", "kan", "ni",
     },
     "da": {
-        "hvor", "er", "min", "mit", "og", "jeg", "ikke", "hvornår", "bestilling", "hej", "tak",
+        "hvor", "er", "min", "mit", "og", "jeg", "ikke", "hvornår", "bestilling",
         "med", "til", "har", "stadig", "pakke", "annullere", "refusion", "kan", "i",
     },
     "tr": {
-        "nerede", "siparişim", "sipariş", "merhaba", "teşekkürler", "lütfen", "için", "ve",
+        "nerede", "siparişim", "sipariş", "lütfen", "için", "ve",
         "bir", "bu", "ne", "zaman", "iptal", "iade", "kargo", "hala", "gelmedi", "istiyorum",
     },
     "ro": {
-        "unde", "este", "comanda", "mea", "meu", "și", "nu", "când", "bună", "mulțumesc",
+        "unde", "este", "comanda", "mea", "meu", "și", "nu", "când",
         "vă", "rog", "pentru", "coletul", "anulez", "rambursare", "încă", "am",
     },
     "cs": {
-        "kde", "je", "moje", "můj", "objednávka", "prosím", "děkuji", "není", "kdy", "dobrý",
-        "den", "balík", "zrušit", "vrácení", "ještě", "jsem", "se", "na",
+        "kde", "je", "moje", "můj", "objednávka", "prosím", "není", "kdy",
+        "balík", "zrušit", "vrácení", "ještě", "jsem", "se", "na",
     },
 }  # fmt: skip
 
@@ -318,12 +322,16 @@ INTENT_TOOLS: Mapping[str, frozenset[str]] = {
 lack an amount or address). ``general_question`` fits any tool."""
 
 
+_CURRENCY_CODES = "|".join(code.lower() for code in CURRENCIES)
 _AMOUNT = re.compile(
-    r"(?P<before>(?:[£$€]|\b(?:eur|usd|gbp)\b)\s?)?"
-    r"(?<![\w.,/-])(?P<number>\d+(?:[.,]\d+)*)(?![\w/-]|[.,]\d)"
-    r"(?P<after>\s?(?:[£$€]|(?:eur|usd|gbp|euros?|dollars?|pounds?|quid|bucks)\b))?",
+    rf"(?:(?P<before>[£$€]|\b(?:{_CURRENCY_CODES})(?=\s?\d))\s?|(?<![\w.,/-]))"
+    r"(?P<number>\d+(?:[.,]\d+)*)(?![\w/-]|[.,]\d)"
+    rf"(?P<after>\s?(?:[£$€]|(?:{_CURRENCY_CODES}|euros?|dollars?|pounds?|quid|bucks"
+    r"|francs?|kronor|kroner|zloty)\b))?",
     re.IGNORECASE,
 )
+"""A number with a currency beside it (any the shop sells in, its sign or its word; "EUR17.99"
+written together too) or with cents."""
 _PRICE_MARK = re.compile(
     r"\b(?:paid|pay|cost|costs|price|priced|charged|total|spent|was|were|worth)\W+(?:\w+\W+)?$",
     re.IGNORECASE,

@@ -235,6 +235,10 @@ def test_a_second_general_question_is_found_only_when_marked(text: str, aside: s
         ("I want 7 dollars back", ["7"]),
         ("ORD-101010 from 03/04/2025, 2 items, after 3 days it broke", []),
         ("it cost 1,299.00 USD and I want 100.00 back", ["1299.00", "100.00"]),
+        ("I expect EUR519.93 back", ["519.93"]),
+        ("I paid 230 CAD for ORD-101010", ["230"]),
+        ("40 francs back please, or 35 CHF", ["40", "35"]),
+        ("ORDER12 and SKU-40 CAD adapter", []),
     ],
 )
 def test_the_amounts_a_message_writes(text: str, amounts: list[str]) -> None:
