@@ -50,6 +50,10 @@ _LOOKUP_CANNOT = {
 """...unless its status rules that out (the tools agent would refuse the action), keyed by
 intent and status; the address sentence holds for every status but ``placed``."""
 _ANYTHING_ELSE = "Is there anything else I can help with?"
+_NOT_REACHED = (
+    "If it has not reached you, the carrier can tell you where it was left with that number."
+)
+"""After a delivery the carrier reports: what to do when the parcel is not there."""
 _ERROR_NEXT = {
     "order_not_found": "Could you check the order number?",
     "not_your_order": "Could you check the order number?",
@@ -129,7 +133,7 @@ def declined_reply(customer: object, order_id: object) -> str:
 @cache
 def fixed_sentences() -> tuple[str, ...]:
     """The grammar's sentences without slots: each belongs to some intents and outcomes only."""
-    sentences = {_ANYTHING_ELSE, _LIMITED_NEXT, _FAQ_ORDER_NEXT}
+    sentences = {_ANYTHING_ELSE, _LIMITED_NEXT, _FAQ_ORDER_NEXT, _NOT_REACHED}
     for table in (_FIND_NEXT, _LOOKUP_NEXT, _LOOKUP_CANNOT, _ERROR_NEXT):
         sentences.update(table.values())
     return tuple(sorted(sentences))
@@ -207,7 +211,9 @@ def _body(facts: Mapping[str, Any], greet: str) -> str:
             )
         if facts.get("delivered_on"):
             since = (
-                "" if facts["status"] == "delivered" else f" It has since been {facts['status']}."
+                f" {_NOT_REACHED}"
+                if facts["status"] == "delivered"
+                else f" It has since been {facts['status']}."
             )
             return (
                 f"{greet} your order {facts['order_id']} was delivered on "

@@ -1,4 +1,4 @@
-"""Which words the desk greets a customer with (mesh.support.facts.plausible_name)."""
+"""What the desk puts in a reply: the name it greets (plausible_name), the next step it adds."""
 
 from __future__ import annotations
 
@@ -27,3 +27,19 @@ def test_a_sign_off_a_product_or_a_stray_word_is_nobodys_name(name: str) -> None
 
 def test_a_name_the_message_does_not_write_is_dropped() -> None:
     assert plausible_name("Olga Petrov", "Where is ORD-101010?") is None
+
+
+def test_a_delivered_parcel_reply_says_what_to_do_when_it_is_not_there() -> None:
+    from mesh.support.factcheck import check_reply
+    from mesh.support.replies import write_reply
+
+    facts = {
+        "intent": "track_shipment", "tool": "track_shipment", "ok": True, "customer": None,
+        "order_id": "ORD-540418", "status": "delivered", "carrier": "FedEx",
+        "tracking_number": "FX675301576170", "delivered_on": "2024-01-31",
+    }  # fmt: skip
+    reply = write_reply(facts)
+    assert reply.endswith("the carrier can tell you where it was left with that number.")
+    assert check_reply(facts, reply) == []
+    returned = {**facts, "status": "refunded"}
+    assert "where it was left" not in write_reply(returned)
