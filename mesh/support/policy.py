@@ -121,9 +121,9 @@ _SHOW_ADDRESS = re.compile(
     r"\b(print|show|display|read out|tell me|give me|what|which|do you have|on file"
     r"|changed|updated)\b"
 )
-"""A request to see the address on file: with no word of change and no new address, it
-asks for no change (an address change request names neither the verb nor the place only
-when the classifier already read it as one, so anything else still counts as asked)."""
+"""A request to see the address on file ("print the home address of ORD-1"). Consulted only
+for a message with no word of change and no new address: such a request asks for no
+change, while anything else the classifier read as an address change still counts as one."""
 
 
 def bounded_message(message: str) -> tuple[str, bool]:
