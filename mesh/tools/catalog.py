@@ -618,13 +618,18 @@ def _track_shipment(conn: Connection, args: Mapping[str, Any]) -> dict[str, Any]
     if order is None:
         return _order_not_found(args["order_id"])
     if order.status == "placed":
-        return _refused(
-            "not_shipped",
-            f"Order {order.order_id} has not shipped yet, so there is no tracking number.",
-        )
+        return _refused("not_shipped", not_shipped_message(order.order_id))
     if order.status == "cancelled":
         return _refused("not_shipped", f"Order {order.order_id} was cancelled before it shipped.")
     return shipment_view(order)
+
+
+def not_shipped_message(order_id: str) -> str:
+    """Why a placed order has no tracking yet, and when orders leave the warehouse (the
+    first part of the FAQ's ``delivery_times`` answer, so the two never disagree)."""
+    answer = next(entry.answer for entry in faq.entries() if entry.topic == "delivery_times")
+    dispatch = answer.split(";")[0].strip().rstrip(".")
+    return f"Order {order_id} has not shipped yet, so there is no tracking number. {dispatch}."
 
 
 def _cancel_order(conn: Connection, args: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 from mesh.support.facts import reply_facts
 from mesh.support.replies import write_reply
 from mesh.tools import faq, orders
-from mesh.tools.catalog import order_view, shipment_view
+from mesh.tools.catalog import not_shipped_message, order_view, shipment_view
 from mesh.tools.orders import Order
 from mesh.train.data.contract import compact
 from mesh.train.data.dataset import Example, Stream, Task
@@ -121,9 +121,7 @@ def simulate(
         return {"ok": True, "order": order_view(order)}
     if name == "track_shipment":
         if order.status == "placed":
-            return _refused(
-                "not_shipped", f"Order {oid} has not shipped yet, so there is no tracking number."
-            )
+            return _refused("not_shipped", not_shipped_message(oid))
         if order.status == "cancelled":
             return _refused("not_shipped", f"Order {oid} was cancelled before it shipped.")
         return shipment_view(order)

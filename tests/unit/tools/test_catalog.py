@@ -336,6 +336,9 @@ def test_track_shipment_of_an_unshipped_order_is_refused(db: Path, status: str) 
 
     assert result["ok"] is False
     assert result["error"]["code"] == "not_shipped"
+    # A placed order says when orders leave, as the FAQ does; a cancelled one never will.
+    dispatch = "Orders leave our warehouse within 2 business days."
+    assert (dispatch in result["error"]["message"]) is (status == "placed")
 
 
 def test_cancel_a_placed_order(db: Path) -> None:
