@@ -17,7 +17,7 @@ from typing import Any
 
 from mesh.tools.orders import PRODUCTS
 
-_NAME_PART = re.compile(r"^(?:Mc|Mac|O['\u2019]|D['\u2019])?[^\W\d_][^\W\d_]*$")
+_NAME_PART = re.compile(r"^(?:Mc|Mac|O['\u2019]|D['\u2019])?[^\W\d_]+$")
 _NOT_NAMES = frozenset(
     {
         "Hi", "Hello", "Hey", "Dear", "Thanks", "Thank", "Please", "Order", "Regards", "Best",
@@ -36,7 +36,7 @@ _PRODUCT_WORDS = frozenset(word for product in PRODUCTS for word in product.spli
 def _name_word(word: str) -> bool:
     """One word of a person's name: capitalised letters, apostrophes and hyphens allowed
     ("José", "O'Brien", "Anne-Marie", "McKay", "Łukasz"); not all capitals ("SSD")."""
-    parts = re.split(r"-", word)
+    parts = word.split("-")
     return (
         len(word) >= 2
         and word[0].isupper()

@@ -25,8 +25,8 @@ MAX_MESSAGE_CHARS = 600
 MAX_TAIL_CHARS = 200
 """...plus, when the cut dropped it, the first sentence naming an order id or an email."""
 
-_REFERENCE = re.compile(r"\bORD-\d+\b|[^\s@]+@[^\s@]+\.[A-Za-z]{2,}", re.IGNORECASE)
 _EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[A-Za-z]{2,}")
+_REFERENCE = re.compile(rf"\bORD-\d+\b|{_EMAIL.pattern}", re.IGNORECASE)
 _WORDS = re.compile(r"[a-zà-ÿßąćęłńśźżřěůčďňšťžğışőű]+")
 
 # Function words that tell languages apart in short messages; English's list wins ties.
