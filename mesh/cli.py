@@ -717,11 +717,19 @@ def eval_models(
     ] = False,
     concurrency: Annotated[int, typer.Option(min=1, help="support: items in flight at once.")] = 8,
     timeout: Annotated[float, typer.Option(help="support: seconds per item.")] = 180.0,
+    items_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--set",
+            help="support: score this file of items instead (same format; every item is "
+            "reported, e.g. the development set eval/support/dev.yaml). Not with --output.",
+        ),
+    ] = None,
 ) -> None:
     """Score the shipped models on seen, validation and unseen (test) data, constraints on;
     or, with `support`, the support desk end to end on the hand-written evaluation set."""
     if agents == ["support"]:
-        _eval_support(planner, registry, start, concurrency, timeout, output)
+        _eval_support(planner, registry, start, concurrency, timeout, output, items_file)
         return
     from mesh.train.models_doc import main as eval_main
 
@@ -737,12 +745,19 @@ def _eval_support(
     concurrency: int,
     timeout: float,
     output: Path | None,
+    items_file: Path | None = None,
 ) -> None:
     """`slmesh eval support`: the set through a planner; failures of the open part, the table."""
     from mesh.support import evaluation
 
+    if items_file is not None and output is not None:
+        raise _fail("--output writes the evaluation set's scores; it cannot take --set", 2)
     try:
-        items = evaluation.load_set()
+        items = (
+            evaluation.load_set()
+            if items_file is None
+            else evaluation.load_items(items_file, "open")
+        )
     except (OSError, ValueError) as exc:
         raise _fail(f"cannot read the evaluation set: {exc}", 2) from exc
     if sum(bool(x) for x in (planner, registry, start)) > 1:

@@ -43,6 +43,8 @@ _FUNCTION_WORDS = {
         "el", "la", "los", "las", "mi", "es", "y", "que", "qué", "dónde", "donde", "cuándo",
         "pedido", "por", "favor", "quiero", "está", "esta", "todavía",
         "con", "para", "un", "una", "del", "al", "se", "no", "lo", "mis", "ha", "llegado",
+        "en", "más", "cuánto", "cuanto", "menos", "envíos", "envío", "llegar", "puedo",
+        "pueden", "hacéis", "hacen",
     },
     "de": {
         "der", "die", "das", "ist", "und", "ich", "mein", "meine", "nicht", "bitte", "wo",
@@ -71,6 +73,7 @@ _FUNCTION_WORDS = {
         "gdzie", "jest", "moje", "mój", "moja", "zamówienie", "proszę", "nie",
         "się", "czy", "kiedy", "paczka", "zwrot", "anulować", "jak", "na",
         "od", "do", "mam", "jeszcze", "został", "została", "pieniędzy",
+        "zamówienia", "zamówieniu", "anulowanie", "pozdrawiam",
     },
     "sv": {
         "var", "är", "min", "mitt", "och", "jag", "inte", "när", "beställning",
@@ -94,16 +97,34 @@ _FUNCTION_WORDS = {
     },
 }  # fmt: skip
 
+_NOT = r"\b((do|did|does|have|has|had|was|were|wo|would|should|is|are)n['\u2019]?t|not|never)"
+"""A negation before an action: "don't", "didn't", "won't", "never" ("can't cancel it
+myself" still asks)."""
+
+_WANT_IT = (
+    r"\b(want|need|like|have|get)\s+"
+    r"(?:(?!\b(?:if|whether|was|were|is|been|has|know|check|confirm|see|sure)\b)"
+    r"(?:[^.?!]|(?<=\d)\.(?=\d))){1,40}?"
+)
+""""I want the full 129.50 refunded", "I need ORD-1 cancelled": the wish before the past
+participle that names the action (but not "I want to know if it was refunded")."""
+
 # Per side-effecting tool: words that ask for the action (never its past participle: "is it
 # really cancelled?" asks about the state), and a negated request.
 _ACTIONS = {
     "cancel_order": (
-        re.compile(r"\bcanc?[ea]?l(?!l?ed\b)|\bcancellation\b|\bcall off\b|\bstop\b"),
-        re.compile(r"\b(don'?t|do not|not|never) (want to )?cancel\b"),
+        re.compile(
+            r"\bcanc?[ea]?l(?!l?ed\b)|\bcancellation\b|\bcall off\b|\bstop\b"
+            rf"|{_WANT_IT}cancell?ed\b"
+        ),
+        re.compile(rf"{_NOT} (want to )?cancel\b"),
     ),
     "refund_order": (
-        re.compile(r"\bre?fu?n?d(?!ed\b)|\bback\b|\breimburse(?!d\b)|\breturn\b"),
-        re.compile(r"\b(don'?t|do not|not|never) (want (a|to) )?refund\b"),
+        re.compile(
+            r"\bre?fu?n?d(?!ed\b)|\bback\b|\breimburse(?!d\b)|\breturn\b"
+            rf"|{_WANT_IT}(refunded|reimbursed)\b"
+        ),
+        re.compile(rf"{_NOT} (want (a|to) )?refund\b"),
     ),
     "update_shipping_address": (
         re.compile(
@@ -112,7 +133,7 @@ _ACTIONS = {
             r"|incorrect|typo|mistake|missing|old|different)\b"
             r"|\b(send|ship|deliver|go|forward|post|mail)\b[^.?!]{0,80}?\bto\b"
         ),
-        re.compile(r"\b(don'?t|do not) (change|update)\b"),
+        re.compile(rf"{_NOT} (change|update)\b"),
     ),
 }
 
@@ -149,14 +170,28 @@ def bounded_message(message: str) -> tuple[str, bool]:
     return head, True
 
 
+_LETTERS = {
+    "pl": "ąęłńśźż", "es": "ñ¿¡", "de": "ß", "cs": "řěů", "tr": "ğış", "ro": "ășț",
+    "da": "øæ", "pt": "ãõ",
+}  # fmt: skip
+"""Letters (and marks) only one of the languages above writes. A lower-case word holding
+one counts as a word of that language; a capitalised one may be a name (Łukasz, Søren)."""
+
+
 def language_of(message: str) -> str:
     """``en`` or the code of the language whose function words the message uses most.
 
     Short or ambiguous messages count as English: the desk answers them rather than
     turning a customer away.
     """
-    words = _WORDS.findall(_REFERENCE.sub(" ", message.lower()))
+    text = _REFERENCE.sub(" ", message)
+    words = _WORDS.findall(text.lower())
     scores = {lang: sum(word in vocab for word in words) for lang, vocab in _FUNCTION_WORDS.items()}
+    for word in re.findall(r"[¿¡]|[^\W\d_]+", text):
+        if not word[0].isupper():
+            for lang, letters in _LETTERS.items():
+                if any(letter in word for letter in letters):
+                    scores[lang] += 1
     best = max(scores, key=lambda lang: scores[lang])
     if best != "en" and scores[best] >= 2 and scores[best] > 1.5 * scores["en"]:
         return best
@@ -185,6 +220,13 @@ def asks_for(message: str, tool: str, address: object = None) -> bool:
         return True
     asked, negated = patterns
     lowered = _CODE.sub(" ", message).lower()
+    # A question about how the shop works ("how long do refunds take?") names the action
+    # without asking for it.
+    lowered = " ".join(
+        part
+        for part in re.split(r"(?<=[.?!,;])\s+|\s+(?:and|but)\s+", lowered)
+        if not _PROCESS_QUESTION.search(part)
+    )
     if negated.search(lowered):
         return False
     if tool == "update_shipping_address":
@@ -208,7 +250,9 @@ _LIST_ORDERS = re.compile(
 """A request to list the orders of an email ("which of my orders are open?")."""
 
 _PROCESS_QUESTION = re.compile(
-    r"\b(how (long|many days|soon|quickly|much time)|if i (order|buy|pay|return|send)|policy)\b"
+    r"\b(how (long|many days|soon|quickly|much time)|if i (order|buy|pay|return|send)|policy"
+    r"|what happens if|hypothetical(ly)?|in general|is (it|that) (true|possible)"
+    r"|am i (still )?(able|allowed)|(still )?covered|warranty)\b"
 )
 """A question about how the shop works ("how long till a refund is back on my card?", "if
 I order today, when would it leave?"), rather than a request about one order."""
@@ -278,6 +322,12 @@ _VALID_ORDER_ID = re.compile(r"\bORD-\d{6}(?![\d-])")
 _ORDER_ID_ATTEMPT = re.compile(r"\bORD\b[\s#:._-]*\d[\d\s.-]*", re.IGNORECASE)
 
 
+def names_order_or_email(message: str) -> bool:
+    """Whether the message names an order (a well-formed id or an attempt at one) or an
+    email: what a staff request about the shop's data always names."""
+    return _ORDER_ID_ATTEMPT.search(message) is not None or _EMAIL.search(message) is not None
+
+
 def malformed_order_reference(message: str) -> bool:
     """Whether the message tries to name an order but no order id in it is well-formed
     ("ORD-12345", "ORD 2831 81"): the desk asks for the number again instead of searching
@@ -325,13 +375,13 @@ lack an amount or address). ``general_question`` fits any tool."""
 _CURRENCY_CODES = "|".join(code.lower() for code in CURRENCIES)
 _AMOUNT = re.compile(
     rf"(?:(?P<before>[£$€]|\b(?:{_CURRENCY_CODES})(?=\s?\d))\s?|(?<![\w.,/-]))"
-    r"(?P<number>\d+(?:[.,]\d+)*)(?![\w/-]|[.,]\d)"
-    rf"(?P<after>\s?(?:[£$€]|(?:{_CURRENCY_CODES}|euros?|dollars?|pounds?|quid|bucks"
-    r"|francs?|kronor|kroner|zloty)\b))?",
+    r"(?P<number>\d+(?:[.,]\d+)*)"
+    rf"(?:(?P<after>\s?(?:[£$€]|(?:{_CURRENCY_CODES}|euros?|dollars?|pounds?|quid|bucks"
+    r"|francs?|kronor|kroner|zloty)\b))|(?![\w/-]|[.,]\d))",
     re.IGNORECASE,
 )
 """A number with a currency beside it (any the shop sells in, its sign or its word; "EUR17.99"
-written together too) or with cents."""
+and "24.99eur" written together too) or with cents."""
 _PRICE_MARK = re.compile(
     r"\b(?:paid|pay|cost|costs|price|priced|charged|total|spent|was|were|worth)\W+(?:\w+\W+)?$",
     re.IGNORECASE,
@@ -352,12 +402,14 @@ def message_amounts(message: str) -> list[tuple[Decimal, str, bool]]:
     """The money amounts a message writes, in order: each as ``(value, text, price)``,
     where ``price`` says the message marks it as what was paid ("I paid 89.99 EUR", "it
     cost 40 EUR"). A number counts as an amount when a currency sits beside it or it has
-    cents ("20.00"); order ids, dates and quantities ("3 days") do not."""
+    cents ("20.00") or is the sum asked back ("can I get 15 back?"); order ids, dates and
+    quantities ("3 days") do not."""
     found: list[tuple[Decimal, str, bool]] = []
     for match in _AMOUNT.finditer(message):
         number = match.group("number")
         if match.group("before") is None and match.group("after") is None:
-            if not re.fullmatch(r"\d+[.,]\d{2}", number):
+            bare_back = re.match(r"\s+back\b", message[match.end() :], re.IGNORECASE)
+            if not re.fullmatch(r"\d+[.,]\d{2}", number) and bare_back is None:
                 continue
         value = _decimal(number)
         if value is None:
@@ -411,14 +463,14 @@ def agreed_fields(fields: Mapping[str, Any], message: str) -> dict[str, Any]:
     :func:`agreed_amount`: a part of an amount becomes the whole amount, the price paid
     gives way to the amount asked back, an amount the message does not write is dropped,
     and a message that writes exactly one amount has it even when the model missed it.
-    The amount keeps the customer's digits ("69.99", "12,50")."""
+    The amount is written as a plain decimal ("69.99"; "12,50" becomes "12.50")."""
     agreed = dict(fields)
     amounts = message_amounts(message)
     if agreed.get("amount") is not None:
         chosen = _written_amount(agreed["amount"], None, message)
-        agreed["amount"] = None if chosen is None else chosen[1]
+        agreed["amount"] = None if chosen is None else str(chosen[0])
     elif len({value for value, _, _ in amounts}) == 1:
-        agreed["amount"] = amounts[0][1]
+        agreed["amount"] = str(amounts[0][0])
     return agreed
 
 
@@ -567,6 +619,10 @@ _PROCESS_ASIDE = re.compile(
 return ORD-1, how do I do that?", "What's your refund policy? ORD-1 broke.")."""
 
 
+_ACTION_WORD = re.compile(r"\b(refunds?|cancel\w*|returns?)\b")
+"""An action named in a question about how the shop works."""
+
+
 def _without_references(sentence: str) -> str:
     """The sentence without its order ids and emails (an FAQ query names no order)."""
     return " ".join(re.sub(r"\s+(?=[,.?!])", "", _REFERENCE.sub(" ", sentence)).split())
@@ -583,11 +639,18 @@ def aside_question(message: str, intent: object = None) -> str | None:
     it from the FAQ, or says it could not; ``None`` when the message has no such question.
     Beside a request for an action (cancel, refund, address change), a question about how
     the shop works (:data:`_PROCESS_ASIDE`: "how do I do that?", "what's your refund
-    policy?") needs no mark either: the reply answers the request and the policy."""
-    if intent in ACTION_OF_INTENT:
+    policy?") needs no mark either: the reply answers the request and the policy. So does
+    a question about how an action works beside a lookup ("how long does a refund take for
+    ORD-1?": the order's state, and the refund time)."""
+    if intent in ACTION_OF_INTENT or intent == "order_status":
         sentences = [_without_references(s) for s in re.split(r"(?<=[.?!])\s+", message)]
         for at, question in enumerate(sentences):
-            if not question.endswith("?") or not _PROCESS_ASIDE.search(question.lower()):
+            lowered = question.lower()
+            if not question.endswith("?") or not _PROCESS_ASIDE.search(lowered):
+                continue
+            if intent == "order_status" and not (
+                _PROCESS_QUESTION.search(lowered) and _ACTION_WORD.search(lowered)
+            ):
                 continue
             if len(terms(question)) < MIN_ASIDE_TERMS and at > 0:
                 # "How does that work?": what "that" is stands in the sentence before.

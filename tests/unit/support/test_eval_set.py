@@ -187,3 +187,18 @@ def test_the_open_and_sealed_files_do_not_change_shape_on_load() -> None:
     # Both files are read by one loader; a path typo would silently score nothing.
     assert (Path(EVAL_DIR) / OPEN_FILE).is_file()
     assert (Path(EVAL_DIR) / SEALED_FILE).is_file()
+
+
+def test_the_development_set_parses_and_shares_no_id_or_message_with_the_evaluation_set(
+    items: list[Item],
+) -> None:
+    """eval/support/dev.yaml is debugged against; it must stay apart from the frozen set."""
+    from mesh.support.evaluation import load_items
+
+    dev = load_items(EVAL_DIR / "dev.yaml", "open")
+    assert len(dev) >= 150
+    assert len({item.id for item in dev}) == len(dev)
+    assert not {item.id for item in dev} & {item.id for item in items}
+    assert not {item.message for item in dev} & {item.message for item in items}
+    raw = yaml.safe_load((EVAL_DIR / "dev.yaml").read_text(encoding="utf-8"))
+    assert [item_problems(entry) for entry in raw] == [[] for _ in raw]

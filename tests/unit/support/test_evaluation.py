@@ -309,3 +309,26 @@ def test_a_message_the_desk_does_not_read_is_judged_on_its_language_not_its_inte
     summary = summarize([noticed, english])
     assert summary.counts["intent"] == (1, 1)  # over the messages the desk read
     assert summary.end_to_end == 1.0
+
+
+def test_eval_support_set_option_refuses_a_bad_file_and_output_with_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    """`slmesh eval support --set FILE` scores another file of items (a development set);
+    a file that is not a list of items, or a request to write docs from it, exits 2 before
+    any mesh is contacted."""
+    from typer.testing import CliRunner
+
+    from mesh.cli import app
+
+    broken = tmp_path / "dev.yaml"
+    broken.write_text("items: {}\n", encoding="utf-8")
+    done = CliRunner().invoke(app, ["eval", "support", "--set", str(broken)])
+    assert done.exit_code == 2
+    assert "must hold a list of items" in done.output
+
+    mixed = CliRunner().invoke(
+        app, ["eval", "support", "--set", str(broken), "--output", str(tmp_path / "m.md")]
+    )
+    assert mixed.exit_code == 2
+    assert "cannot take --set" in mixed.output

@@ -291,7 +291,12 @@ def test_the_fields_carry_a_whole_written_amount() -> None:
     # An amount the message does not write is dropped; the one amount it writes is kept even
     # when the model missed it; with two amounts and none extracted, none is guessed.
     assert agreed_fields({"amount": "7"}, "cancel ORD-101010") == {"amount": None}
-    assert agreed_fields({"amount": None}, "cancel ORD-101010 (12,50 EUR)") == {"amount": "12,50"}
+    assert agreed_fields({"amount": None}, "cancel ORD-101010 (12,50 EUR)") == {"amount": "12.50"}
+    # Written glued to its currency, and with a decimal comma: one plain decimal.
+    assert agreed_fields({"amount": "24"}, "refund 24.99eur pls, ORD-101010") == {"amount": "24.99"}
+    assert agreed_fields({"amount": "45,50"}, "refund EUR 45,50 on ORD-101010") == {
+        "amount": "45.50"
+    }
     assert agreed_fields({}, "ORD-101010 was 30.00 EUR, now 25.00 EUR?") == {}
 
 
@@ -418,7 +423,8 @@ def test_a_request_for_an_emails_orders_is_their_lookup(message: str, acting: st
         ("refund_request", "What is your returns policy?", "general_question"),
         ("track_shipment", "Where is my parcel?", "track_shipment"),
         ("cancel_order", "Please cancel my last order", "cancel_order"),
-        ("refund_request", "how long does a refund take for ORD-101010?", "refund_request"),
+        # An order named: its lookup (the refund time is answered beside it, see below).
+        ("refund_request", "how long does a refund take for ORD-101010?", "order_status"),
         ("order_status", "how long is ORD 1010 10 going to take?", "order_status"),
     ],
 )  # fmt: skip
@@ -448,3 +454,66 @@ def test_a_question_about_how_the_shop_works_beside_an_action_is_answered_too(
     intent: str, message: str, question: str | None
 ) -> None:
     assert aside_question(message, intent) == question
+
+
+@pytest.mark.parametrize(
+    ("message", "tool", "asked"),
+    [
+        ("you guys didn't cancel ORD-101010, right?? i still want it", "cancel_order", False),
+        ("i won\u2019t cancel, just checking ORD-101010", "cancel_order", False),
+        ("Please cancel ORD-101010, I can't cancel it myself", "cancel_order", True),
+        ("I need ORD-101010 cancelled today", "cancel_order", True),
+        ("I want the full \u00a3129.50 refunded for ORD-101010", "refund_order", True),
+        ("I want to know if ORD-101010 was refunded", "refund_order", False),
+        ("ORD-101010? And how long do refunds take to hit the card?", "refund_order", False),
+        ("refund ORD-101010 49.99 EUR, how long will it take?", "refund_order", True),
+    ],
+)  # fmt: skip
+def test_an_action_is_asked_for_only_in_plain_words_not_negated_nor_in_a_process_question(
+    message: str, tool: str, asked: bool
+) -> None:
+    assert asks_for(message, tool) is asked
+
+
+@pytest.mark.parametrize(
+    ("intent", "message"),
+    [
+        ("refund_request", "A friend told me refunds take about 3 weeks with you, is that true??"),
+        ("cancel_order", "Hypothetically, what happens if I want to cancel after it shipped?"),
+        ("order_status", "My watch stopped charging after 14 months. Is that still covered?"),
+        ("refund_request", "I opened them, meh. Am I still able to send them back?"),
+    ],
+)  # fmt: skip
+def test_more_process_questions_without_an_order_are_general_questions(
+    intent: str, message: str
+) -> None:
+    assert desk_intent(intent, message) == "general_question"
+
+
+def test_a_refund_time_question_beside_a_lookup_is_answered_too() -> None:
+    assert aside_question("how long does a refund take for ORD-101010?", "order_status")
+    assert aside_question("how long is ORD-101010 going to take?", "order_status") is None
+
+
+@pytest.mark.parametrize(
+    ("message", "language"),
+    [
+        (
+            "Hola, \u00bfhac\u00e9is env\u00edos a M\u00e9xico? \u00bfY cu\u00e1nto tardar\u00eda?",
+            "es",
+        ),
+        ("Dzie\u0144 dobry, prosz\u0119 o anulowanie zam\u00f3wienia ORD-101010. Pozdrawiam", "pl"),
+        ("Hi, \u0141ukasz here, where is ORD-101010?", "en"),
+        ("S\u00f8ren here, is my parcel on its way?", "en"),
+    ],
+)
+def test_letters_only_one_language_writes_count_unless_capitalised(
+    message: str, language: str
+) -> None:
+    assert language_of(message) == language
+
+
+def test_an_amount_glued_to_its_code_or_asked_back_bare_is_found() -> None:
+    assert [a[0] for a in message_amounts("refund 249.99GBP on ORD-101010")] == [Decimal("249.99")]
+    assert [a[0] for a in message_amounts("Can I get 15 back on ORD-101010?")] == [Decimal("15")]
+    assert message_amounts("I waited 15 days for ORD-101010") == []
