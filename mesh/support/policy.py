@@ -249,6 +249,15 @@ _LIST_ORDERS = re.compile(
 )
 """A request to list the orders of an email ("which of my orders are open?")."""
 
+_REDIRECT = re.compile(
+    r"\b(send|ship|deliver|go|forward|redirect|reroute|post)\b[^.?!]{0,60}?"
+    r"\b(instead|(new|different|another|other) address)\b"
+    r"|\bchange (the |my |its )?(delivery |shipping )?address\b"
+)
+"""A plain request to deliver an order elsewhere ("can ORD-1 go to my parents' house
+instead?"), even without the new address written; it counts in the sentence naming the
+order."""
+
 _PROCESS_QUESTION = re.compile(
     r"\b(how (long|many days|soon|quickly|much time)|if i (order|buy|pay|return|send)|policy"
     r"|what happens if|hypothetical(ly)?|in general|is (it|that) (true|possible)"
@@ -272,7 +281,8 @@ def desk_intent(intent: object, message: str, fields: Mapping[str, Any] | None =
       (``order_status``), so the reply does not go on to ask for a refund amount or a new
       address nobody wants.
     - A general question that names an email and asks for its orders (:data:`_LIST_ORDERS`)
-      is the lookup of that email's orders.
+      is the lookup of that email's orders; one that names an order and asks for it to go
+      elsewhere (:data:`_REDIRECT`) is an address change.
     - An order request that names no order and asks how the shop works
       (:data:`_PROCESS_QUESTION`: "how long till a refund is back on my card?") is a
       general question: there is no order to act on, the FAQ answers it.
@@ -291,6 +301,9 @@ def desk_intent(intent: object, message: str, fields: Mapping[str, Any] | None =
             and _LIST_ORDERS.search(lowered)
         ):
             return "order_status"
+        for sentence in re.split(r"(?<=[.?!])\s+", message):
+            if _VALID_ORDER_ID.search(sentence) and _REDIRECT.search(sentence.lower()):
+                return "change_address"
         return intent
     action = ACTION_OF_INTENT.get(intent)
     address = (fields or {}).get("address")

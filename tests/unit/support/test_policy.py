@@ -517,3 +517,18 @@ def test_an_amount_glued_to_its_code_or_asked_back_bare_is_found() -> None:
     assert [a[0] for a in message_amounts("refund 249.99GBP on ORD-101010")] == [Decimal("249.99")]
     assert [a[0] for a in message_amounts("Can I get 15 back on ORD-101010?")] == [Decimal("15")]
     assert message_amounts("I waited 15 days for ORD-101010") == []
+
+
+@pytest.mark.parametrize(
+    ("message", "acting"),
+    [
+        ("Can ORD-101010 go to my parents' house instead over the holidays?", "change_address"),
+        ("Can I change the delivery address for ORD-101010?", "change_address"),
+        ("ORD-101010 arrived. Do you ship to other countries instead?", "general_question"),
+        ("Do you ship ORD-101010 with DHL?", "general_question"),
+    ],
+)
+def test_a_general_question_asking_an_order_to_go_elsewhere_is_an_address_change(
+    message: str, acting: str
+) -> None:
+    assert desk_intent("general_question", message) == acting
