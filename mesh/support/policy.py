@@ -86,6 +86,7 @@ _FUNCTION_WORDS = {
     "tr": {
         "nerede", "siparişim", "sipariş", "lütfen", "için", "ve",
         "bir", "bu", "ne", "zaman", "iptal", "iade", "kargo", "hala", "gelmedi", "istiyorum",
+        "musunuz", "misiniz", "m\u0131s\u0131n\u0131z", "gönderim", "siparişimi", "siparişi",
     },
     "ro": {
         "unde", "este", "comanda", "mea", "meu", "și", "nu", "când",
@@ -106,8 +107,11 @@ _WANT_IT = (
     r"(?:(?!\b(?:if|whether|was|were|is|been|has|know|check|confirm|see|sure)\b)"
     r"(?:[^.?!]|(?<=\d)\.(?=\d))){1,40}?"
 )
-""""I want the full 129.50 refunded", "I need ORD-1 cancelled": the wish before the past
-participle that names the action (but not "I want to know if it was refunded")."""
+""""I want the full 129.50 refunded", "I need ORD-1 cancelled", "get my 20 EUR back": the
+wish before the word that names the action (but not "I want to know if it was refunded",
+"I want to check my money came back")."""
+_COULD_BE = r"\b(could|can|would|might|please)\b[^.?!]{0,40}?\bbe (still )?"
+""""I'd appreciate it if the order could be stopped", "can it still be cancelled?"."""
 
 # Per side-effecting tool: words that ask for the action (never its past participle: "is it
 # really cancelled?" asks about the state), and a negated request.
@@ -115,14 +119,17 @@ _ACTIONS = {
     "cancel_order": (
         re.compile(
             r"\bcanc?[ea]?l(?!l?ed\b)|\bcancellation\b|\bcall off\b|\bstop\b"
-            rf"|{_WANT_IT}cancell?ed\b"
+            r"|\b(withdraw|void|abort|scrap)\b"
+            rf"|{_WANT_IT}cancell?ed\b|{_COULD_BE}(cancell?ed|stopped|called off)\b"
         ),
         re.compile(rf"{_NOT} (want to )?cancel\b"),
     ),
     "refund_order": (
         re.compile(
-            r"\bre?fu?n?d(?!ed\b)|\bback\b|\breimburse(?!d\b)|\breturn\b"
-            rf"|{_WANT_IT}(refunded|reimbursed)\b"
+            r"\bre?fu?n?d(?!ed\b)|\breimburse(?!d\b)|\breturn\b"
+            rf"|{_WANT_IT}(refunded|reimbursed|back)\b|{_COULD_BE}(refunded|reimbursed)\b"
+            r"|\b(give|send|sending)\b[^.?!]{0,30}\bback\b|\bmoney back\b"
+            r"|\d\s*([a-z]{3}|[£$€])?\s+back\b"
         ),
         re.compile(rf"{_NOT} (want (a|to) )?refund\b"),
     ),
@@ -147,15 +154,22 @@ for a message with no word of change and no new address: such a request asks for
 change, while anything else the classifier read as an address change still counts as one."""
 
 
+_ANY_CASE_ORDER_ID = re.compile(r"\bord-\d{6}(?![\d-])", re.IGNORECASE)
+"""An order id written in lower or mixed case ("ord-236288"): the models see it as
+ORD-236288, the only way the shop writes one."""
+
+
 def bounded_message(message: str) -> tuple[str, bool]:
     """The message as the models see it, and whether it was cut.
+
+    Order ids are written in upper case (:data:`_ANY_CASE_ORDER_ID`).
 
     At most :data:`MAX_MESSAGE_CHARS` characters, cut at a word boundary; when the cut
     drops the first order id or email, the sentence holding it is kept too (at most
     :data:`MAX_TAIL_CHARS`), so a long message with its order number at the end still
     gets a lookup.
     """
-    text = " ".join(message.split())
+    text = _ANY_CASE_ORDER_ID.sub(lambda found: found.group().upper(), " ".join(message.split()))
     if len(text) <= MAX_MESSAGE_CHARS:
         return text, False
     head = text[:MAX_MESSAGE_CHARS].rsplit(" ", 1)[0]
@@ -261,7 +275,8 @@ order."""
 _PROCESS_QUESTION = re.compile(
     r"\b(how (long|many days|soon|quickly|much time)|if i (order|buy|pay|return|send)|policy"
     r"|what happens if|hypothetical(ly)?|in general|is (it|that) (true|possible)"
-    r"|am i (still )?(able|allowed)|(still )?covered|warranty)\b"
+    r"|am i (still )?(able|allowed)|(still )?covered|warranty|up to what point|until when"
+    r"|can i (still )?(send|return)\b[^.?!]*\bif)\b"
 )
 """A question about how the shop works ("how long till a refund is back on my card?", "if
 I order today, when would it leave?"), rather than a request about one order."""

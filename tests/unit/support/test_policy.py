@@ -532,3 +532,28 @@ def test_a_general_question_asking_an_order_to_go_elsewhere_is_an_address_change
     message: str, acting: str
 ) -> None:
     assert desk_intent("general_question", message) == acting
+
+
+def test_an_order_id_in_lower_case_reaches_the_models_in_upper_case() -> None:
+    assert bounded_message("cancel ord-236288 pls") == ("cancel ORD-236288 pls", False)
+    assert bounded_message("Re: Ord-236288.") == ("Re: ORD-236288.", False)
+    assert bounded_message("ord-2362881 is not one") == ("ord-2362881 is not one", False)
+
+
+@pytest.mark.parametrize(
+    ("message", "tool", "asked"),
+    [
+        ("I'd appreciate it if ORD-101010 could be stopped before it ships", "cancel_order", True),
+        ("please withdraw my order ORD-101010", "cancel_order", True),
+        ("I sent it back weeks ago - did the money ever get refunded?", "refund_order", False),
+        ("was ORD-101010 refunded? just want to check my money came back", "refund_order", False),
+        ("Could I get my 20 euros back for ORD-101010?", "refund_order", True),
+        ("I am sending ORD-101010 back", "refund_order", True),
+    ],
+)  # fmt: skip
+def test_indirect_requests_ask_and_past_events_do_not(message: str, tool: str, asked: bool) -> None:
+    assert asks_for(message, tool) is asked
+
+
+def test_a_turkish_question_is_not_english() -> None:
+    assert language_of("Merhaba, T\u00fcrkiye'ye g\u00f6nderim yap\u0131yor musunuz?") == "tr"
