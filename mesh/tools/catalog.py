@@ -447,8 +447,8 @@ def _not_your_order(order_id: str) -> dict[str, Any]:
     # The same words whether or not the order exists, and nothing about it.
     return _refused(
         "not_your_order",
-        f"Order {order_id} is not among the orders placed with the email address you are "
-        "writing from, so I cannot look it up or change it.",
+        f"I could not find order {order_id} among the orders placed with the email address "
+        "you are writing from, so I cannot look it up or change it.",
     )
 
 
