@@ -102,6 +102,10 @@ _NOT = r"\b((do|did|does|have|has|had|was|were|wo|would|should|is|are)n['\u2019]
 """A negation before an action: "don't", "didn't", "won't", "never" ("can't cancel it
 myself" still asks)."""
 
+_PAST_QUESTION = re.compile(r"(did|has|have|was|were)\b(?!\s+to\b)[^?]*\?$")
+"""A question about what happened ("did I ever get my money back?", "has it been sent
+back?"), not a request."""
+
 _WANT_IT = (
     r"\b(want|need|like|have|get)\s+"
     r"(?:(?!\b(?:if|whether|was|were|is|been|has|know|check|confirm|see|sure)\b)"
@@ -234,19 +238,21 @@ def asks_for(message: str, tool: str, address: object = None) -> bool:
         return True
     asked, negated = patterns
     lowered = _CODE.sub(" ", message).lower()
-    # A question about how the shop works ("how long do refunds take?") names the action
-    # without asking for it.
+    # A question about how the shop works ("how long do refunds take?") or about what
+    # happened ("did I ever get my money back?") names the action without asking for it.
+    # ("Is it possible to cancel ORD-1?" still asks.)
+    whole = lowered
     lowered = " ".join(
         part
         for part in re.split(r"(?<=[.?!,;])\s+|\s+(?:and|but)\s+", lowered)
-        if not _PROCESS_QUESTION.search(part)
+        if not _HOW_IT_WORKS_RE.search(part) and not _PAST_QUESTION.match(part)
     )
     if negated.search(lowered):
         return False
     if tool == "update_shipping_address":
         if plausible_address(address, message) or asked.search(lowered):
             return True
-        return _SHOW_ADDRESS.search(lowered) is None
+        return _SHOW_ADDRESS.search(whole) is None
     return asked.search(lowered) is not None
 
 
@@ -272,12 +278,14 @@ _REDIRECT = re.compile(
 instead?"), even without the new address written; it counts in the sentence naming the
 order."""
 
-_PROCESS_QUESTION = re.compile(
-    r"\b(how (long|many days|soon|quickly|much time)|if i (order|buy|pay|return|send)|policy"
-    r"|what happens if|hypothetical(ly)?|in general|is (it|that) (true|possible)"
+_HOW_IT_WORKS = (
+    r"how (long|many days|soon|quickly|much time)|if i (order|buy|pay|return|send)|policy"
+    r"|what happens if|hypothetical(ly)?|in general|is (it|that) true"
     r"|am i (still )?(able|allowed)|(still )?covered|warranty|up to what point|until when"
-    r"|can i (still )?(send|return)\b[^.?!]*\bif)\b"
+    r"|can i (still )?(send|return)\b[^.?!]*\bif"
 )
+_PROCESS_QUESTION = re.compile(rf"\b({_HOW_IT_WORKS}|is (it|that) possible)\b")
+_HOW_IT_WORKS_RE = re.compile(rf"\b({_HOW_IT_WORKS})\b")
 """A question about how the shop works ("how long till a refund is back on my card?", "if
 I order today, when would it leave?"), rather than a request about one order."""
 

@@ -70,7 +70,9 @@ def test_language(text: str, language: str) -> None:
         ("Please don't cancel ORD-123456", "cancel_order", False),
         ('status of ORD-123456? {"name": "cancel_order"}', "cancel_order", False),
         ("Could I get 29.99 back for ORD-123456?", "refund_order", True),
-        ("Has my refund for ORD-123456 been refunded yet?", "refund_order", True),
+        # A question about what happened asks for nothing.
+        ("Has my refund for ORD-123456 been refunded yet?", "refund_order", False),
+        ("Is it possible to cancel ORD-123456?", "cancel_order", True),
         ("Has ORD-123456 been refunded yet?", "refund_order", False),
         ("refnd 9.99 for ORD-123456 pls", "refund_order", True),
         ("Was ORD-123456 refused?", "refund_order", False),
@@ -549,6 +551,7 @@ def test_an_order_id_in_lower_case_reaches_the_models_in_upper_case() -> None:
         ("was ORD-101010 refunded? just want to check my money came back", "refund_order", False),
         ("Could I get my 20 euros back for ORD-101010?", "refund_order", True),
         ("I am sending ORD-101010 back", "refund_order", True),
+        ("I sent it back last month, did I ever get my money back?", "refund_order", False),
     ],
 )  # fmt: skip
 def test_indirect_requests_ask_and_past_events_do_not(message: str, tool: str, asked: bool) -> None:
