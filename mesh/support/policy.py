@@ -285,9 +285,12 @@ _HOW_IT_WORKS = (
     r"|can i (still )?(send|return)\b[^.?!]*\bif"
 )
 _PROCESS_QUESTION = re.compile(rf"\b({_HOW_IT_WORKS}|is (it|that) possible)\b")
-_HOW_IT_WORKS_RE = re.compile(rf"\b({_HOW_IT_WORKS})\b")
 """A question about how the shop works ("how long till a refund is back on my card?", "if
-I order today, when would it leave?"), rather than a request about one order."""
+I order today, when would it leave?", "is it possible to change an order?"), rather than a
+request about one order."""
+_HOW_IT_WORKS_RE = re.compile(rf"\b({_HOW_IT_WORKS})\b")
+"""The same without "is it possible": beside an order, "is it possible to cancel ORD-1?"
+asks for the cancellation (:func:`asks_for`)."""
 
 ORDER_INTENTS = frozenset(
     {"order_status", "track_shipment", "cancel_order", "refund_request", "change_address"}
