@@ -158,6 +158,11 @@ for a message with no word of change and no new address: such a request asks for
 change, while anything else the classifier read as an address change still counts as one."""
 
 
+def _sentences(text: str) -> list[str]:
+    """The text split after each sentence's end mark (., ? or !)."""
+    return re.split(r"(?<=[.?!])\s+", text)
+
+
 _ANY_CASE_ORDER_ID = re.compile(r"\bord-\d{6}(?![\d-])", re.IGNORECASE)
 """An order id written in lower or mixed case ("ord-236288"): the models see it as
 ORD-236288, the only way the shop writes one."""
@@ -327,7 +332,7 @@ def desk_intent(intent: object, message: str, fields: Mapping[str, Any] | None =
             and _LIST_ORDERS.search(lowered)
         ):
             return "order_status"
-        for sentence in re.split(r"(?<=[.?!])\s+", message):
+        for sentence in _sentences(message):
             if _VALID_ORDER_ID.search(sentence) and _REDIRECT.search(sentence.lower()):
                 return "change_address"
         return intent
@@ -682,7 +687,7 @@ def aside_question(message: str, intent: object = None) -> str | None:
     a question about how an action works beside a lookup ("how long does a refund take for
     ORD-1?": the order's state, and the refund time)."""
     if intent in ACTION_OF_INTENT or intent == "order_status":
-        sentences = [_without_references(s) for s in re.split(r"(?<=[.?!])\s+", message)]
+        sentences = [_without_references(s) for s in _sentences(message)]
         for at, question in enumerate(sentences):
             lowered = question.lower()
             if not question.endswith("?") or not _PROCESS_ASIDE.search(lowered):
@@ -698,7 +703,7 @@ def aside_question(message: str, intent: object = None) -> str | None:
             if terms(question):
                 return question
     if intent == "general_question":
-        for sentence in re.split(r"(?<=[.?!])\s+", message):
+        for sentence in _sentences(message):
             question = _MARK_WORDS.sub("", sentence.strip()).strip(" ,:\u2014\u2013-")
             if (
                 question.endswith("?")
