@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
@@ -43,6 +42,8 @@ from a2a.types.a2a_pb2 import StreamResponse
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mesh.a2a.schema_lock import lock_id
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +74,8 @@ def stream_event(data: bytes) -> Event:
     return event
 
 
-def _lock_id(name: str) -> int:
-    """A stable signed 64-bit advisory-lock key for ``name``."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-
-
 _INSTALL = (
-    f"SELECT pg_advisory_xact_lock({_lock_id(TRIGGER)})",
+    f"SELECT pg_advisory_xact_lock({lock_id(TRIGGER)})",
     f"CREATE OR REPLACE FUNCTION {TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS "
     f"$fn$ BEGIN PERFORM pg_notify('{CHANNEL}', NEW.task_id); RETURN NULL; END $fn$",
     # Created once: re-creating it would lock the event log at every start-up.

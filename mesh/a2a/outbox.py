@@ -28,7 +28,6 @@ database's clock, so replicas on different hosts agree on when a lease ends.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -44,6 +43,7 @@ from a2a.utils.proto_utils import to_stream_response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mesh.a2a.schema_lock import lock_id
 from mesh.a2a.store import OUTBOX, OUTBOX_COLUMNS, SqliteTaskStore
 
 
@@ -200,7 +200,7 @@ class SqlOutbox(Outbox):
         if self._postgres:
             statements = [
                 # Replicas starting together would race on the catalog: one at a time.
-                f"SELECT pg_advisory_xact_lock({_lock_id(t)})",
+                f"SELECT pg_advisory_xact_lock({lock_id(t)})",
                 f"CREATE TABLE IF NOT EXISTS {t} (id BIGSERIAL PRIMARY KEY,"
                 " event_key TEXT NOT NULL, task_id VARCHAR(36) NOT NULL,"
                 " config_id VARCHAR(255) NOT NULL, event BYTEA NOT NULL,"
@@ -228,11 +228,6 @@ class SqlOutbox(Outbox):
         async with self.engine.begin() as conn:
             for statement in statements:
                 await conn.execute(text(statement))
-
-
-def _lock_id(name: str) -> int:
-    """A stable signed 64-bit advisory-lock key for ``name``."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
 class OutboxTaskStore(LegacyTaskStoreAdapter):

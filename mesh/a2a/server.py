@@ -53,6 +53,7 @@ from mesh.a2a.handler import MeshGrpcHandler, MeshRequestHandler
 from mesh.a2a.leases import LeasedExecutor, TaskTakeover, build_takeover
 from mesh.a2a.outbox import Outbox, OutboxTaskStore, SqliteOutbox, SqlOutbox, config_table
 from mesh.a2a.push import PushSender
+from mesh.a2a.schema_lock import schema_lock
 from mesh.a2a.sdk_spans import install
 from mesh.a2a.signing import card_signing_keys, sign_card
 from mesh.a2a.store import SqlitePushConfigStore, SqliteTaskStore
@@ -64,6 +65,8 @@ from mesh.tls import TlsFiles
 from mesh.trust import SigningKey
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from mesh.registry import Registration, RegistryClient
 
 log = logging.getLogger(__name__)
@@ -126,6 +129,18 @@ def build_task_store(spec: ServiceSpec, settings: Settings) -> TaskStore | Versi
         # id): its event stream cannot map a second model onto a custom event table.
         return VersionedDatabaseTaskStore(engine, table_name=table)
     return DatabaseTaskStore(engine, table_name=table)
+
+
+def database_engine(store: TaskStore | VersionedTaskStore) -> AsyncEngine | None:
+    """The SQLAlchemy engine behind a2a-sdk's database task stores, else None."""
+    from a2a.server.cluster import VersionedDatabaseTaskStore
+
+    if isinstance(store, VersionedDatabaseTaskStore):
+        engine: AsyncEngine = store.as_task_store.engine  # type: ignore[attr-defined]
+        return engine
+    if isinstance(store, DatabaseTaskStore):
+        return store.engine
+    return None
 
 
 def build_event_stream(
@@ -447,13 +462,18 @@ class AgentServer:
 
     async def start(self) -> None:
         """Starts serving on both ports and, when configured, registers with the registry."""
-        initialize = getattr(self.task_store, "initialize", None)
-        if initialize is not None:
-            await initialize()
+        engine = database_engine(self.task_store)
+        # a2a-sdk's stores create their tables unlocked: replicas starting together take turns.
+        async with contextlib.AsyncExitStack() as tables:
+            if engine is not None:
+                await tables.enter_async_context(schema_lock(engine, "slmesh-a2a-tables"))
+            initialize = getattr(self.task_store, "initialize", None)
+            if initialize is not None:
+                await initialize()
+            if isinstance(self.push_store, DatabasePushNotificationConfigStore):
+                await self.push_store.initialize()
         if isinstance(self.event_stream, NotifyTaskEventStream):
             await self.event_stream.initialize()  # after the store: it made the event log
-        if isinstance(self.push_store, DatabasePushNotificationConfigStore):
-            await self.push_store.initialize()
         if self.push_sender is not None:
             await self.push_sender.start()  # after both stores: the outbox joins their tables
         if self.takeover is not None:
