@@ -33,6 +33,9 @@ _NOT_NAMES = frozenset(
 _PRODUCT_WORDS = frozenset(word for product in PRODUCTS for word in product.split())
 
 
+_INITIAL = re.compile(r"[A-Z]\.")
+
+
 def _name_word(word: str) -> bool:
     """One word of a person's name: capitalised letters, apostrophes and hyphens allowed
     ("José", "O'Brien", "Anne-Marie", "McKay", "Łukasz"); not all capitals ("SSD")."""
@@ -58,7 +61,10 @@ def plausible_name(name: object, message: str | None = None) -> str | None:
     words = name.strip().split()
     if not 1 <= len(words) <= 3:
         return None
-    if not all(_name_word(word) for word in words):
+    # An initial may stand before a surname ("M. Mensah"), never alone or last.
+    if not all(
+        _name_word(w) or (_INITIAL.fullmatch(w) and i < len(words) - 1) for i, w in enumerate(words)
+    ):
         return None
     if all(word in _PRODUCT_WORDS for word in words):
         return None

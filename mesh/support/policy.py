@@ -507,7 +507,8 @@ def agreed_fields(fields: Mapping[str, Any], message: str) -> dict[str, Any]:
     :func:`agreed_amount`: a part of an amount becomes the whole amount, the price paid
     gives way to the amount asked back, an amount the message does not write is dropped,
     and a message that writes exactly one amount has it even when the model missed it.
-    The amount is written as a plain decimal ("69.99"; "12,50" becomes "12.50")."""
+    The amount is written as a plain decimal ("69.99"; "12,50" becomes "12.50"). A name
+    that is an initial the message writes before a surname is the two ("M. Mensah")."""
     agreed = dict(fields)
     amounts = message_amounts(message)
     if agreed.get("amount") is not None:
@@ -515,7 +516,17 @@ def agreed_fields(fields: Mapping[str, Any], message: str) -> dict[str, Any]:
         agreed["amount"] = None if chosen is None else str(chosen[0])
     elif len({value for value, _, _ in amounts}) == 1:
         agreed["amount"] = str(amounts[0][0])
+    name = agreed.get("name")
+    if isinstance(name, str) and _INITIAL.fullmatch(name.strip()):
+        # A signature "M. Mensah" read as "M": the name is the initial with its surname.
+        initial = re.escape(name.strip().rstrip("."))
+        written = re.search(rf"\b{initial}\.\s?[A-Z][\w'\u2019-]+", message)
+        if written is not None:
+            agreed["name"] = written.group(0)
     return agreed
+
+
+_INITIAL = re.compile(r"[A-Z]\.?")
 
 
 def agreed_call(

@@ -335,7 +335,9 @@ def test_a_process_question_read_as_an_order_request_still_offers_the_order_look
     assert "order number" not in write_reply(asked)
 
 
-def test_a_request_about_an_unnamed_order_lists_a_verified_senders_orders() -> None:
+def test_a_request_about_an_unnamed_order_lists_a_verified_senders_orders_else_runs_no_tool() -> (
+    None
+):
     message = "Where is my parcel?"
     case = {"call": None, "message": message, "english": True, "intent": "track_shipment"}
     listed = FUNCTIONS["support.authorize_call"]({**case, "sender": {"email": "a@example.com"}})
@@ -344,8 +346,9 @@ def test_a_request_about_an_unnamed_order_lists_a_verified_senders_orders() -> N
         "arguments": {"email": "a@example.com"},
         "principal": {"customer": "a@example.com"},
     }
-    # Anonymous: the FAQ, as for any question; a general question stays an FAQ search.
-    assert FUNCTIONS["support.authorize_call"]({**case, "sender": None})["name"] == "search_faq"
+    # Anonymous: nothing to look up (the reply asks for the order number); a general
+    # question stays an FAQ search.
+    assert FUNCTIONS["support.authorize_call"]({**case, "sender": None}) is None
     general = {**case, "intent": "general_question", "sender": {"email": "a@example.com"}}
     assert FUNCTIONS["support.authorize_call"](general)["name"] == "search_faq"
 

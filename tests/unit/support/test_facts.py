@@ -10,7 +10,7 @@ from mesh.support.facts import plausible_name
 @pytest.mark.parametrize(
     "name",
     ["Olga Petrov", "José", "Anne-Marie Dubois", "Liam O'Brien", "McKay", "Łukasz Nowak",
-     "Zoë Murphy", "Freya Hernández"],
+     "Zoë Murphy", "Freya Hernández", "M. Mensah"],
 )  # fmt: skip
 def test_a_persons_name_is_kept(name: str) -> None:
     assert plausible_name(name, f"Hi, it's {name} here. Where is ORD-101010?") == name
@@ -19,7 +19,7 @@ def test_a_persons_name_is_kept(name: str) -> None:
 @pytest.mark.parametrize(
     "name",
     ["Merci", "Gracias", "Hola", "Cheers", "Morning", "SSD", "USB-C", "with", "Coffee Grinder",
-     "Mouse", "A", "one two three four"],
+     "Mouse", "A", "M.", "Mensah M.", "one two three four"],
 )  # fmt: skip
 def test_a_sign_off_a_product_or_a_stray_word_is_nobodys_name(name: str) -> None:
     assert plausible_name(name) is None

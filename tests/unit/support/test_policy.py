@@ -281,6 +281,14 @@ def test_a_refund_call_carries_the_agreed_amount_or_becomes_a_lookup() -> None:
     }
 
 
+def test_an_initial_read_as_the_name_takes_the_surname_the_message_writes_after_it() -> None:
+    signed = "please withdraw my order ORD-338908\nBest regards,\nM. Mensah"
+    assert agreed_fields({"name": "M"}, signed) == {"name": "M. Mensah"}
+    assert agreed_fields({"name": "M."}, signed) == {"name": "M. Mensah"}
+    # No surname written after it: the extractor's word stays (plausible_name drops it).
+    assert agreed_fields({"name": "A"}, "I want A refund for ORD-338908") == {"name": "A"}
+
+
 def test_the_fields_carry_a_whole_written_amount() -> None:
     message = "ORD-101010 - paid 59.00 EUR, the lid is cracked, 15.00 back would be fair"
     assert agreed_fields({"order_id": "ORD-101010", "amount": "59.00"}, message) == {
