@@ -356,3 +356,26 @@ def test_a_statement_that_names_no_order_email_or_skill_is_answered_by_the_desk(
     assert task.status.state == pb.TaskState.TASK_STATE_COMPLETED
     assert ticket["message"] == text
     assert ticket["reply"].strip()
+
+
+def test_a_verified_customers_long_complaint_with_no_question_is_answered_by_the_desk(
+    registry: str, demo_orders: dict[str, list[Order]]
+) -> None:
+    """Far from every workflow example and with no "?", yet from a customer the channel
+    verified: the desk answers it (the planner SLM, for staff requests, had planned it and
+    failed, leaving the customer with no answer)."""
+    order = demo_orders["delivered"][6]
+    text = (
+        f"I am honestly so fed up. I bought this from you ({order.order_id}) and it makes a "
+        "grinding noise like a blender full of gravel from the second you switch it on. I've "
+        "spent hours on this already - unboxing, testing, emailing photos to nobody. I'm not "
+        "shipping a massive box back at my own cost for the privilege. Refund me 5.00 "
+        f"{order.currency} for the trouble and we're done."
+    )
+    task, ticket = ask(registry, text, sender=order.email)
+    assert ticket["message"] == text
+    assert ticket["tool_call"]["name"] == "refund_order", ticket
+    # A refund the desk reads from the message (past its tool-caller) waits for a yes.
+    assert task.status.state == pb.TaskState.TASK_STATE_INPUT_REQUIRED, ticket
+    assert ticket["tool_result"]["error"]["code"] == "confirmation_required"
+    assert f"5.00 {order.currency}" in ticket["reply"]
