@@ -125,7 +125,9 @@ def support_authorize_call(value: Any) -> dict[str, Any] | None:
     we cannot read, or is a request about an order from a verified sender who named none
     (then the sender's orders are listed); a lookup of an order whose refund the message
     asks for, with its amount, becomes that refund asked first
-    (:func:`policy.asked_refund`); every call acts for the verified sender, or for nobody.
+    (:func:`policy.asked_refund`), and one whose cancellation it asks for that cancellation
+    asked first (:func:`policy.asked_cancel`); every call acts for the verified sender, or
+    for nobody.
     """
     case = _mapping(value, "support.authorize_call")
     call, message = case.get("call"), str(case.get("message") or "")
@@ -158,11 +160,12 @@ def support_authorize_call(value: Any) -> dict[str, Any] | None:
     if not policy.asks_for(message, name, arguments.get("address")) and "order_id" in arguments:
         name, arguments = "get_order", {"order_id": arguments["order_id"]}
     principal = policy.principal_of(case.get("sender"))
-    refund = policy.asked_refund(
-        {"name": name, "arguments": arguments}, case.get("intent"), fields, message
+    looked_up = {"name": name, "arguments": arguments}
+    asked = policy.asked_refund(looked_up, case.get("intent"), fields, message) or (
+        policy.asked_cancel(looked_up, case.get("intent"), fields, message)
     )
-    if refund is not None:
-        return {**refund, "principal": principal}
+    if asked is not None:
+        return {**asked, "principal": principal}
     return {"name": name, "arguments": arguments, "principal": principal}
 
 

@@ -106,6 +106,10 @@ _PAST_QUESTION = re.compile(r"(did|has|have|was|were)\b(?!\s+to\b)[^?]*\?$")
 """A question about what happened ("did I ever get my money back?", "has it been sent
 back?"), not a request."""
 
+_DID_IT = re.compile(r"\bi\b[^.?!]{0,20}\b(clicked|pressed|hit|tapped|selected|chose)\b")
+"""The customer telling what they did themselves ("I clicked cancel the same night"), not a
+request; "I tried to cancel it in the app" still asks."""
+
 _WANT_IT = (
     r"\b(want|need|like|have|get)\s+"
     r"(?:(?!\b(?:if|whether|was|were|is|been|has|know|check|confirm|see|sure)\b)"
@@ -243,14 +247,17 @@ def asks_for(message: str, tool: str, address: object = None) -> bool:
         return True
     asked, negated = patterns
     lowered = _CODE.sub(" ", message).lower()
-    # A question about how the shop works ("how long do refunds take?") or about what
-    # happened ("did I ever get my money back?") names the action without asking for it.
+    # A question about how the shop works ("how long do refunds take?"), about what
+    # happened ("did I ever get my money back?") or what the customer did ("I clicked
+    # cancel") names the action without asking for it.
     # ("Is it possible to cancel ORD-1?" still asks.)
     whole = lowered
     lowered = " ".join(
         part
         for part in re.split(r"(?<=[.?!,;])\s+|\s+(?:and|but)\s+", lowered)
-        if not _HOW_IT_WORKS_RE.search(part) and not _PAST_QUESTION.match(part)
+        if not _HOW_IT_WORKS_RE.search(part)
+        and not _PAST_QUESTION.match(part)
+        and not _DID_IT.search(part)
     )
     if negated.search(lowered):
         return False
@@ -593,6 +600,29 @@ def asked_refund(
     return {
         "name": "refund_order",
         "arguments": {"order_id": order_id, "amount": float(amount), "reason": _reason(fields)},
+        "ask_first": True,
+    }
+
+
+def asked_cancel(
+    call: Mapping[str, Any], intent: object, fields: Mapping[str, Any], message: str
+) -> dict[str, Any] | None:
+    """The cancellation a message asks for when the tool-caller only proposed the order's
+    lookup: the classifier reads a cancellation and the message asks for it in plain words
+    (:func:`asks_for`). Like :func:`asked_refund`, the call carries ``ask_first``: the tools
+    agent wants the customer's yes before it cancels anything the desk read past its
+    tool-caller. ``None`` when any of this is missing."""
+    order_id = (call.get("arguments") or {}).get("order_id")
+    if (
+        call.get("name") != "get_order"
+        or intent != "cancel_order"
+        or not isinstance(order_id, str)
+        or not asks_for(message, "cancel_order")
+    ):
+        return None
+    return {
+        "name": "cancel_order",
+        "arguments": {"order_id": order_id, "reason": _reason(fields)},
         "ask_first": True,
     }
 

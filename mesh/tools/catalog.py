@@ -238,7 +238,7 @@ class ToolCall:
     confirmed: bool = False
     ask_first: bool = False
     """The caller wants the customer's yes before a refund of any amount (not only one above
-    the limit): set when the desk is less sure the message asks for it."""
+    the limit) or a cancellation: set when the desk is less sure the message asks for it."""
 
     @property
     def name(self) -> str:
@@ -486,7 +486,20 @@ def _authorize(conn: Connection, call: ToolCall, policy: Policy) -> dict[str, An
         return _not_your_order(order_id)
     if call.name == "refund_order" and not call.confirmed:
         return _unconfirmed_refund(order, call.arguments, policy, always=call.ask_first)
+    if call.name == "cancel_order" and call.ask_first and not call.confirmed:
+        return _unconfirmed_cancel(order)
     return None
+
+
+def _unconfirmed_cancel(order: orders.Order) -> dict[str, Any] | None:
+    """``confirmation_required`` for a cancellation the caller asked first about; None where
+    the business rules refuse it anyway (the refusal says why at once)."""
+    if order.status != "placed":
+        return None
+    return _refused(
+        "confirmation_required",
+        f"Cancelling order {order.order_id} ({order.product}) needs your confirmation.",
+    )
 
 
 def _unconfirmed_refund(
@@ -937,6 +950,7 @@ TOOLS: Mapping[str, Tool] = {
                     "not_cancellable",
                     "not_your_order",
                     "verification_required",
+                    "confirmation_required",
                 ),
             ),
             side_effects=True,

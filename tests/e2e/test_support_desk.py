@@ -379,3 +379,33 @@ def test_a_verified_customers_long_complaint_with_no_question_is_answered_by_the
     assert task.status.state == pb.TaskState.TASK_STATE_INPUT_REQUIRED, ticket
     assert ticket["tool_result"]["error"]["code"] == "confirmation_required"
     assert f"5.00 {order.currency}" in ticket["reply"]
+
+
+def test_a_cancellation_the_desk_reads_past_its_tool_caller_waits_for_the_customers_yes(
+    registry: str, demo_orders: dict[str, list[Order]]
+) -> None:
+    """A cancellation asked in plain words in a long story, which the tool-caller (today)
+    proposes only a lookup for, is asked first: nothing changes until the customer says yes
+    on the same task. Were the tool-caller to propose the cancellation itself, it runs."""
+    order = demo_orders["placed"][6]
+    text = (
+        f"Hi,\n\nBit of an awkward one. I ordered the French press ({order.order_id}) as a "
+        "housewarming gift for my sister, and then at the weekend I went round and it turns out "
+        "her in-laws already gave her one, pretty much the exact same model. So I really don't "
+        "need it anymore and I'd rather not have it sent out just to return it. Could you please "
+        "cancel the order?\n\nThanks a lot,\nHiroshi"
+    )
+    task, ticket = ask(registry, text, sender=order.email)
+    assert ticket["tool_call"]["name"] == "cancel_order", ticket
+    if ticket["tool_call"].get("ask_first"):
+        assert task.status.state == pb.TaskState.TASK_STATE_INPUT_REQUIRED, ticket
+        assert ticket["tool_result"]["error"]["code"] == "confirmation_required"
+        assert order.order_id in ticket["reply"]
+        assert "yes" in ticket["reply"].lower()
+        task = asyncio.run(_send(registry, "yes please", sender=order.email, task=task))
+        ticket = _ticket(task)
+        assert ticket["tool_call"]["confirmed"] is True
+    assert task.status.state == pb.TaskState.TASK_STATE_COMPLETED, ticket
+    assert ticket["tool_result"]["ok"] is True, ticket
+    assert ticket["tool_result"]["status"] == "cancelled"
+    assert "cancelled" in ticket["reply"]

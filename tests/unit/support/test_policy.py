@@ -13,6 +13,7 @@ from mesh.support.policy import (
     agreed_call,
     agreed_fields,
     aside_question,
+    asked_cancel,
     asked_refund,
     asks_for,
     bounded_message,
@@ -334,6 +335,34 @@ def test_no_refund_is_asked_without_intent_amount_and_plain_words(
 ) -> None:
     lookup = {"name": "get_order", "arguments": {"order_id": "ORD-101010"}}
     assert asked_refund(lookup, intent, fields, message) is None
+
+
+def test_a_cancellation_asked_in_plain_words_beside_a_lookup_is_asked_first() -> None:
+    lookup = {"name": "get_order", "arguments": {"order_id": "ORD-101010"}}
+    message = "I really don't need the French press anymore. Could you please cancel the order?"
+    assert asked_cancel(lookup, "cancel_order", {"reason": "not needed"}, message) == {
+        "name": "cancel_order",
+        "arguments": {"order_id": "ORD-101010", "reason": "not needed"},
+        "ask_first": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("intent", "message"),
+    [
+        ("order_status", "Could you please cancel ORD-101010?"),
+        ("cancel_order", "ORD-101010 is definitely cancelled, right? I clicked cancel that night."),
+        ("cancel_order", "Please don't cancel ORD-101010."),
+    ],
+)
+def test_no_cancellation_is_asked_without_intent_and_plain_words(intent: str, message: str) -> None:
+    lookup = {"name": "get_order", "arguments": {"order_id": "ORD-101010"}}
+    assert asked_cancel(lookup, intent, {}, message) is None
+    # Only a lookup is upgraded: the tool-caller's own call stays its call.
+    assert (
+        asked_cancel({"name": "find_orders", "arguments": {}}, "cancel_order", {}, "cancel it")
+        is None
+    )
 
 
 def test_a_general_questions_question_beside_an_order_needs_no_mark() -> None:

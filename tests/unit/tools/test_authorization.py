@@ -308,6 +308,48 @@ def test_a_small_refund_asked_first_waits_for_confirmation_then_runs_once(db: Pa
     assert query(db, "SELECT COUNT(*) FROM refunds WHERE order_id = ?", order_id) == [(1,)]
 
 
+def test_a_cancellation_asked_first_waits_for_confirmation_then_runs(db: Path) -> None:
+    order_id, email = an_order(db, "placed")
+    me = {"customer": email}
+    before = snapshot(db)
+
+    asked = call(
+        db, "cancel_order", me, "cancel-1", ask_first=True, order_id=order_id, reason="Not needed"
+    )
+    assert asked["error"]["code"] == "confirmation_required"
+    assert order_id in asked["error"]["message"]
+    assert snapshot(db) == before
+
+    done = call(
+        db,
+        "cancel_order",
+        me,
+        "cancel-1",
+        ask_first=True,
+        confirmed=True,
+        order_id=order_id,
+        reason="Not needed",
+    )
+    assert done["ok"] is True
+    assert query(db, "SELECT status FROM orders WHERE order_id = ?", order_id) == [("cancelled",)]
+
+
+def test_a_cancellation_asked_first_that_the_rules_refuse_is_refused_without_asking(
+    db: Path,
+) -> None:
+    order_id, email = an_order(db, "shipped")
+    result = call(
+        db,
+        "cancel_order",
+        {"customer": email},
+        "cancel-2",
+        ask_first=True,
+        order_id=order_id,
+        reason="Not needed",
+    )
+    assert result["error"]["code"] == "not_cancellable"
+
+
 def test_a_refund_asked_first_that_the_rules_refuse_is_refused_without_asking(db: Path) -> None:
     order_id, email = an_order(db, "placed")
     result = call(

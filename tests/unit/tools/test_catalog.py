@@ -619,6 +619,16 @@ def test_every_real_result_matches_its_tools_result_schema_and_every_branch_occu
                         **extra,
                     }
                 )
+    placed = order_with(db, "placed")  # a cancellation the desk asks the customer about first
+    check(
+        {
+            "name": "cancel_order",
+            "arguments": {"order_id": placed, "reason": "No longer needed"},
+            "principal": {"customer": owners[placed]},
+            "idempotency_key": "asked-first",
+            "ask_first": True,
+        }
+    )
     for principal in (
         None,
         {"customer": owners[order_with(db, "placed")]},
