@@ -73,6 +73,41 @@ def plausible_name(name: object, message: str | None = None) -> str | None:
     return " ".join(words)
 
 
+_DASHES = frozenset({"|", "-", "--", "\u2013", "\u2014", "/"})
+
+
+def written_name(name: str, message: str) -> str:
+    """The extractor's ``name`` as the message writes it on one line.
+
+    A signature the model ran on into the lines below ("Rahul Kim Field Technician",
+    "Kofi Inviato da iPhone") keeps its first line, up to a comma or a bar; a sign-off word
+    before it goes ("Gracias Sofía"); and a line that holds nothing but a name (titles and
+    sign-off words aside) gives all of it ("Dr. Valentina Nakamura" for "Nakamura", "Thanks,
+    Elena O'Brien" for "Elena"). A name the message does not write is returned as it is.
+    """
+    words = name.split()
+    found = re.search(r"\s+".join(map(re.escape, words)), message) if words else None
+    if found is None:
+        return name
+    start = message.rfind("\n", 0, found.start()) + 1
+    end = message.find("\n", found.start())
+    end = len(message) if end < 0 else end
+    kept: list[str] = []
+    for word in message[found.start() : min(found.end(), end)].split():
+        if word in _DASHES:
+            break
+        kept.append(word.rstrip(",;:"))
+        if word.endswith((",", ";", ":")):
+            break
+    while kept and kept[0].strip(".!") in _NOT_NAMES:
+        kept.pop(0)
+    line = [w.strip(",.;:!") for w in message[start:end].split()]
+    line = [w for w in line if w and w not in _NOT_NAMES]
+    if 1 <= len(line) <= 3 and all(_name_word(w) for w in line) and set(kept) <= set(line):
+        return " ".join(line)
+    return " ".join(kept) or name
+
+
 def reply_facts(
     intent: str,
     call: Mapping[str, Any],

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from mesh.support.facts import written_name
 from mesh.tools.catalog import DEFAULT_REASON, REFUNDABLE_STATUSES
 from mesh.tools.faq import terms
 from mesh.tools.orders import CURRENCIES
@@ -514,8 +515,9 @@ def agreed_fields(fields: Mapping[str, Any], message: str) -> dict[str, Any]:
     :func:`agreed_amount`: a part of an amount becomes the whole amount, the price paid
     gives way to the amount asked back, an amount the message does not write is dropped,
     and a message that writes exactly one amount has it even when the model missed it.
-    The amount is written as a plain decimal ("69.99"; "12,50" becomes "12.50"). A name
-    that is an initial the message writes before a surname is the two ("M. Mensah")."""
+    The amount is written as a plain decimal ("69.99"; "12,50" becomes "12.50"). The name
+    is the one the message writes on one line (:func:`~mesh.support.facts.written_name`);
+    an initial the message writes before a surname is the two ("M. Mensah")."""
     agreed = dict(fields)
     amounts = message_amounts(message)
     if agreed.get("amount") is not None:
@@ -524,6 +526,8 @@ def agreed_fields(fields: Mapping[str, Any], message: str) -> dict[str, Any]:
     elif len({value for value, _, _ in amounts}) == 1:
         agreed["amount"] = str(amounts[0][0])
     name = agreed.get("name")
+    if isinstance(name, str):
+        name = agreed["name"] = written_name(name, message)
     if isinstance(name, str) and _INITIAL.fullmatch(name.strip()):
         # A signature "M. Mensah" read as "M": the name is the initial with its surname.
         initial = re.escape(name.strip().rstrip("."))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mesh.support.facts import plausible_name
+from mesh.support.facts import plausible_name, written_name
 
 
 @pytest.mark.parametrize(
@@ -43,3 +43,25 @@ def test_a_delivered_parcel_reply_says_what_to_do_when_it_is_not_there() -> None
     assert check_reply(facts, reply) == []
     returned = {**facts, "status": "refunded"}
     assert "where it was left" not in write_reply(returned)
+
+
+@pytest.mark.parametrize(
+    ("extracted", "message", "name"),
+    [
+        ("Kofi Inviato da iPhone", "thanks\nKofi\n\nInviato da iPhone", "Kofi"),
+        ("Rahul Kim Field Technician", "Rahul Kim\nField Technician", "Rahul Kim"),
+        ("Amara Hernández Sous Chef, Bistro", "Best,\nAmara Hernández\nSous Chef, Bistro",
+         "Amara Hernández"),
+        ("Nakamura Head of Research", "Regards,\n\nDr. Valentina Nakamura\nHead of Research",
+         "Valentina Nakamura"),
+        ("Elena", "Thanks,\nElena O'Brien", "Elena O'Brien"),
+        ("Gracias Sofía", "Gracias Sofía", "Sofía"),
+        ("Olga Petrov", "Hi, it's Olga Petrov here. Where is ORD-101010?", "Olga Petrov"),
+        ("Olga", "Hi I'm Olga, where is my order", "Olga"),
+        ("Nobody Here", "Where is ORD-101010?", "Nobody Here"),
+    ],
+)  # fmt: skip
+def test_the_name_is_the_one_the_message_writes_on_one_line(
+    extracted: str, message: str, name: str
+) -> None:
+    assert written_name(extracted, message) == name
