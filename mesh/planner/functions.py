@@ -86,12 +86,15 @@ def support_prepare(value: Any) -> dict[str, Any]:
 
 @planner_function("support.agreed_fields")
 def support_agreed_fields(value: Any) -> dict[str, Any]:
-    """The extractor's fields, the amount checked against the message
-    (:func:`policy.agreed_fields`)."""
+    """The extractor's fields, the amount checked against the message the models read and
+    the name against the message as written (:func:`policy.agreed_fields`)."""
     case = _mapping(value, "support.agreed_fields")
     fields = case.get("fields")
+    message = str(case.get("message") or "")
     return policy.agreed_fields(
-        fields if isinstance(fields, Mapping) else {}, str(case.get("message") or "")
+        fields if isinstance(fields, Mapping) else {},
+        message,
+        written=str(case.get("written") or message),
     )
 
 

@@ -86,6 +86,8 @@ def written_name(name: str, message: str) -> str:
     Elena O'Brien" for "Elena"). A name the message does not write is returned as it is.
     """
     words = name.split()
+    while words and words[0].strip(",.!") in _NOT_NAMES:
+        words.pop(0)
     found = re.search(r"\s+".join(map(re.escape, words)), message) if words else None
     if found is None:
         return name
@@ -99,8 +101,6 @@ def written_name(name: str, message: str) -> str:
         kept.append(word.rstrip(",;:"))
         if word.endswith((",", ";", ":")):
             break
-    while kept and kept[0].strip(".!") in _NOT_NAMES:
-        kept.pop(0)
     line = [w.strip(",.;:!") for w in message[start:end].split()]
     line = [w for w in line if w and w not in _NOT_NAMES]
     if 1 <= len(line) <= 3 and all(_name_word(w) for w in line) and set(kept) <= set(line):

@@ -510,13 +510,17 @@ def agreed_amount(proposed: object, extracted: object, message: str) -> Decimal 
     return None if chosen is None else chosen[0]
 
 
-def agreed_fields(fields: Mapping[str, Any], message: str) -> dict[str, Any]:
+def agreed_fields(
+    fields: Mapping[str, Any], message: str, written: str | None = None
+) -> dict[str, Any]:
     """The extractor's fields with the amount checked against the message, by the rules of
     :func:`agreed_amount`: a part of an amount becomes the whole amount, the price paid
     gives way to the amount asked back, an amount the message does not write is dropped,
     and a message that writes exactly one amount has it even when the model missed it.
     The amount is written as a plain decimal ("69.99"; "12,50" becomes "12.50"). The name
-    is the one the message writes on one line (:func:`~mesh.support.facts.written_name`);
+    is the one the message writes on one line (:func:`~mesh.support.facts.written_name`;
+    ``written`` is the message with its line breaks, where ``message`` is the text the
+    models read);
     an initial the message writes before a surname is the two ("M. Mensah")."""
     agreed = dict(fields)
     amounts = message_amounts(message)
@@ -527,7 +531,7 @@ def agreed_fields(fields: Mapping[str, Any], message: str) -> dict[str, Any]:
         agreed["amount"] = str(amounts[0][0])
     name = agreed.get("name")
     if isinstance(name, str):
-        name = agreed["name"] = written_name(name, message)
+        name = agreed["name"] = written_name(name, message if written is None else written)
     if isinstance(name, str) and _INITIAL.fullmatch(name.strip()):
         # A signature "M. Mensah" read as "M": the name is the initial with its surname.
         initial = re.escape(name.strip().rstrip("."))

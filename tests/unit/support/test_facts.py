@@ -56,6 +56,7 @@ def test_a_delivered_parcel_reply_says_what_to_do_when_it_is_not_there() -> None
          "Valentina Nakamura"),
         ("Elena", "Thanks,\nElena O'Brien", "Elena O'Brien"),
         ("Gracias Sofía", "Gracias Sofía", "Sofía"),
+        ("Gracias Sofía", "Bought it twice. Gracias\n\nSofía\n\nSent from my Galaxy", "Sofía"),
         ("Olga Petrov", "Hi, it's Olga Petrov here. Where is ORD-101010?", "Olga Petrov"),
         ("Olga", "Hi I'm Olga, where is my order", "Olga"),
         ("Nobody Here", "Where is ORD-101010?", "Nobody Here"),
