@@ -305,6 +305,16 @@ _HOW_IT_WORKS_RE = re.compile(rf"\b({_HOW_IT_WORKS})\b")
 """The same without "is it possible": beside an order, "is it possible to cancel ORD-1?"
 asks for the cancellation (:func:`asks_for`)."""
 
+_WHERE_IT_IS = re.compile(
+    r"\b(track\w*|trak\w*|trac(e|ing)|wher\b|where(?!\s+(things|it|we|this|my order)\s+stands?\b)\w*"
+    r"|link|follow|carriers?|couriers?|eta|arriv\w*|deliver\w*|com(e|es|ing)\b|turn(ed|s)? up"
+    r"|lands?|get here|be here|reach|whom?|which (company|service)|when|expect\w*|how long"
+    r"|transit|number|ups|dhl|fedex|dpd|usps|royal mail|gls|hermes|postnl|parcelforce)\b"
+)
+"""What a question about where a parcel is holds (tracking, a carrier, when it comes, where
+it is); "has it left your warehouse yet?", "is ORD-1 sent yet" and "how far along is it?"
+hold none: they ask for the order's state."""
+
 ORDER_INTENTS = frozenset(
     {"order_status", "track_shipment", "cancel_order", "refund_request", "change_address"}
 )
@@ -322,6 +332,9 @@ def desk_intent(intent: object, message: str, fields: Mapping[str, Any] | None =
     - A general question that names an email and asks for its orders (:data:`_LIST_ORDERS`)
       is the lookup of that email's orders; one that names an order and asks for it to go
       elsewhere (:data:`_REDIRECT`) is an address change.
+    - A tracking request that says nothing of where the parcel is, a carrier, tracking or
+      when it comes (:data:`_WHERE_IT_IS`: "has it left your warehouse yet?") asks for the
+      order's state: ``order_status``.
     - An order request that names no order and asks how the shop works
       (:data:`_PROCESS_QUESTION`: "how long till a refund is back on my card?") is a
       general question: there is no order to act on, the FAQ answers it.
@@ -344,6 +357,8 @@ def desk_intent(intent: object, message: str, fields: Mapping[str, Any] | None =
             if _VALID_ORDER_ID.search(sentence) and _REDIRECT.search(sentence.lower()):
                 return "change_address"
         return intent
+    if intent == "track_shipment" and not _WHERE_IT_IS.search(message.lower()):
+        return "order_status"
     action = ACTION_OF_INTENT.get(intent)
     address = (fields or {}).get("address")
     if action is not None and not asks_for(message, action, address):
