@@ -306,7 +306,8 @@ _HOW_IT_WORKS_RE = re.compile(rf"\b({_HOW_IT_WORKS})\b")
 asks for the cancellation (:func:`asks_for`)."""
 
 _WHERE_IT_IS = re.compile(
-    r"\b(track\w*|trak\w*|trac(e|ing)|wher\b|where(?!\s+(things|it|we|this|my order)\s+stands?\b)\w*"
+    r"\b(track\w*|trak\w*|trac(e|ing)|wher\b"
+    r"|where(?!\s+(things|it|we|this|my order)\s+stands?\b)\w*"
     r"|link|follow|carriers?|couriers?|eta|arriv\w*|deliver\w*|com(e|es|ing)\b|turn(ed|s)? up"
     r"|lands?|get here|be here|reach|whom?|which (company|service)|when|expect\w*|how long"
     r"|transit|number|ups|dhl|fedex|dpd|usps|royal mail|gls|hermes|postnl|parcelforce)\b"

@@ -544,6 +544,13 @@ REFUNDABLE_STATUSES = ("shipped", "delivered")
 """Statuses an order can be refunded in (the desk's replies and rules read them from here)."""
 REDIRECTABLE_STATUS = "placed"
 """The status an order's shipping address can still be changed in."""
+ALREADY = {
+    "shipped": "it has already shipped",
+    "delivered": "it has already been delivered",
+    "cancelled": "it was cancelled",
+    "refunded": "it has been refunded",
+}
+"""Why an order past ``placed`` can no longer be changed, as a refusal says it."""
 
 
 def _refused(code: str, message: str) -> dict[str, Any]:
@@ -711,8 +718,8 @@ def _update_shipping_address(conn: Connection, args: Mapping[str, Any]) -> dict[
     if order.status != REDIRECTABLE_STATUS:
         return _refused(
             "address_not_updatable",
-            f"The shipping address of order {order.order_id} cannot be changed because it "
-            f"is {order.status}; only orders that have not shipped can be redirected.",
+            f"The shipping address of order {order.order_id} cannot be changed: "
+            f"{ALREADY[order.status]}; only orders that have not shipped can be redirected.",
         )
     address = args["address"].strip()
     orders.change_shipping_address(conn, order.order_id, address, at=orders.utc_now())

@@ -597,3 +597,25 @@ def test_indirect_requests_ask_and_past_events_do_not(message: str, tool: str, a
 
 def test_a_turkish_question_is_not_english() -> None:
     assert language_of("Merhaba, T\u00fcrkiye'ye g\u00f6nderim yap\u0131yor musunuz?") == "tr"
+
+
+@pytest.mark.parametrize(
+    ("message", "acting"),
+    [
+        ("has ORD-252973 left the warehouse yet", "order_status"),
+        ("hi is ORD-219054 sent yet", "order_status"),
+        ("Could you check how far along ORD-942361 is?", "order_status"),
+        ("I'd like to know where things stand with ORD-770230.", "order_status"),
+        ("Where is ORD-227050 right now?", "track_shipment"),
+        ("wher is my bakpack?? ORD-619700, traking not workng", "track_shipment"),
+        ("Did ORD-882070 get delivered? I'm checking for a friend.", "track_shipment"),
+        ("hiya whens my monitr coming?? ORD-110969", "track_shipment"),
+        ('{"order": "ORD-739734", "question": "when does it arrive + tracking pls"}',
+         "track_shipment"),
+        ("Is ORD-298781 coming with Royal Mail or DPD?", "track_shipment"),
+    ],
+)  # fmt: skip
+def test_a_tracking_request_that_asks_nothing_of_where_the_parcel_is_asks_its_state(
+    message: str, acting: str
+) -> None:
+    assert desk_intent("track_shipment", message) == acting
