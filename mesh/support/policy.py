@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -28,7 +29,7 @@ MAX_TAIL_CHARS = 200
 
 _EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[A-Za-z]{2,}")
 _REFERENCE = re.compile(rf"\bORD-\d+\b|{_EMAIL.pattern}", re.IGNORECASE)
-_WORDS = re.compile(r"[a-zà-ÿßąćęłńśźżřěůčďňšťžğışőű]+")
+_WORDS = re.compile(r"[^\W\d_]+")
 
 # Function words that tell languages apart in short messages; English's list wins ties.
 # Greetings and thanks are left out: English messages open with "Hola!" and sign off with
@@ -91,11 +92,17 @@ _FUNCTION_WORDS = {
     },
     "ro": {
         "unde", "este", "comanda", "mea", "meu", "și", "nu", "când",
-        "vă", "rog", "pentru", "coletul", "anulez", "rambursare", "încă", "am",
+        "vă", "rog", "pentru", "coletul", "anulez", "rambursare", "încă", "am", "în", "cât",
+        "livrați", "comandă", "mulțumesc", "bună", "ziua",
     },
     "cs": {
         "kde", "je", "moje", "můj", "objednávka", "prosím", "není", "kdy",
         "balík", "zrušit", "vrácení", "ještě", "jsem", "se", "na",
+    },
+    "hu": {
+        "az", "és", "nem", "kérem", "rendelés", "rendelésem", "rendelésben", "hol", "van",
+        "köszönöm", "mikor", "még", "meg", "hogy", "vagy", "csomag", "csomagom", "szeretném",
+        "vissza", "napot", "nekem", "kaptam", "sajnos",
     },
 }  # fmt: skip
 
@@ -200,7 +207,7 @@ def bounded_message(message: str) -> tuple[str, bool]:
 
 _LETTERS = {
     "pl": "ąęłńśźż", "es": "ñ¿¡", "de": "ß", "cs": "řěů", "tr": "ğış", "ro": "ășț",
-    "da": "øæ", "pt": "ãõ",
+    "da": "øæ", "pt": "ãõ", "hu": "őű",
 }  # fmt: skip
 """Letters (and marks) only one of the languages above writes. A lower-case word holding
 one counts as a word of that language; a capitalised one may be a name (Łukasz, Søren)."""
@@ -213,6 +220,9 @@ def language_of(message: str) -> str:
     turning a customer away.
     """
     text = _REFERENCE.sub(" ", message)
+    script = _script_language(text)
+    if script is not None:
+        return script
     words = _WORDS.findall(text.lower())
     scores = {lang: sum(word in vocab for word in words) for lang, vocab in _FUNCTION_WORDS.items()}
     for word in re.findall(r"[¿¡]|[^\W\d_]+", text):
@@ -224,6 +234,29 @@ def language_of(message: str) -> str:
     if best != "en" and scores[best] >= 2 and scores[best] > 1.5 * scores["en"]:
         return best
     return "en"
+
+
+_SCRIPTS = (
+    ("HIRAGANA", "ja"), ("KATAKANA", "ja"), ("HANGUL", "ko"), ("CJK", "zh"),
+    ("CYRILLIC", "ru"), ("GREEK", "el"), ("ARABIC", "ar"), ("HEBREW", "he"), ("THAI", "th"),
+    ("DEVANAGARI", "hi"),
+)  # fmt: skip
+"""Scripts other than Latin, by the first word of their letters' Unicode names, and the
+language a message written in them is reported as (kana before Han: Japanese writes both)."""
+
+
+def _script_language(text: str) -> str | None:
+    """The language of a message most of whose letters are in another script than Latin
+    ("注文番号の追跡番号を教えてください"), else None."""
+    letters = [ch for ch in text if ch.isalpha()]
+    names = [unicodedata.name(ch, "").split(" ", 1)[0] for ch in letters]
+    latin = sum(name == "LATIN" for name in names)
+    if len(names) - latin <= latin:
+        return None
+    for script, language in _SCRIPTS:
+        if script in names:
+            return language
+    return "und"
 
 
 _CODE = re.compile(r"<[^>]*>|\{[^}]*\}|\[[^\]]*\]|\S*_\S*|\S*[;=]\S*")

@@ -56,6 +56,13 @@ def test_a_long_message_is_cut_at_a_word_and_keeps_a_late_order_id() -> None:
         ("Dobrý den, kde je moje objednávka ORD-123456? Děkuji.", "cs"),
         ("I am still waiting for ORD-123456, can you check on it?", "en"),
         ("Hej Anna here, is ORD-123456 on its way? Tak for the help, I mean thanks", "en"),
+        ("注文番号ORD-123456の追跡番号を教えてください。いつ届く予定ですか\uff1f", "ja"),
+        ("Здравствуйте, где мой заказ ORD-123456?", "ru"),
+        ("Γεια σας, πού είναι η παραγγελία μου ORD-123456;", "el"),
+        ("Jó napot! Az ORD-123456 rendelésben kapott elosztó nem működik. Köszönöm!", "hu"),
+        ("Bună ziua, livrați și în Elveția? Cât costă transportul?", "ro"),
+        ("My name is 王芳, where is ORD-123456? It still hasn't arrived.", "en"),
+        ("📦❓ ORD-123456 - any idea when it lands?", "en"),
     ],
 )
 def test_language(text: str, language: str) -> None:
