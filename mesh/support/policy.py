@@ -749,6 +749,9 @@ _MARK_WORDS = re.compile(
     r"[\s,:\u2014\u2013-]*",
     re.IGNORECASE,
 )
+_TWO_THINGS = re.compile(r"\b(two|2|couple of|a few) (things|questions|qs)\b", re.IGNORECASE)
+"""A message that announces two requests: then an "and" inside a sentence marks the second
+("Two things: the tracking number for ORD-1, and are you open on Saturdays?")."""
 MIN_ASIDE_TERMS = 2
 """Topic words a side question needs ("and can you check?" is not one)."""
 
@@ -809,13 +812,18 @@ def aside_question(message: str, intent: object = None) -> str | None:
                 and len(terms(question)) >= MIN_ASIDE_TERMS
             ):
                 return question
-    # "and" only after a sentence's end counts ("Cancel it. And ..."), not inside one.
+    # "and" only after a sentence's end counts ("Cancel it. And ..."), not inside one,
+    # unless the message said it has two things to ask.
     for found in _ASIDE_MARK.finditer(message):
         before = message[: found.start()].rstrip()
         rest = message[found.end() :]
         mark = _MARK_WORDS.match(rest)
         word = mark.group().strip(" ,:\u2014\u2013-").lower() if mark else ""
-        if mark is None or (word == "and" and not before.endswith((".", "?", "!"))):
+        if mark is None or (
+            word == "and"
+            and not before.endswith((".", "?", "!"))
+            and not _TWO_THINGS.search(message)
+        ):
             continue
         clause = re.split(r"(?<=[.?!])\s", rest, maxsplit=1)[0].strip()
         question = clause[mark.end() :].strip(" ,:\u2014\u2013-")

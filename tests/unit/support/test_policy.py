@@ -230,6 +230,11 @@ def test_a_general_question_or_no_intent_keeps_the_proposed_call() -> None:
         ("cancel ORD-123456 and refund me please?", None),  # "and" inside the request
         ("Where is ORD-123456? And is ORD-654321 shipped?", None),  # about an order: not general
         ("Where is my order ORD-123456?", None),
+        (
+            "Two things: the tracking number for ORD-135753, and are you open on Saturdays?",
+            "are you open on Saturdays?",
+        ),
+        ("Track ORD-135753 for me, and are you open on Saturdays?", None),  # not announced
     ],
 )
 def test_a_second_general_question_is_found_only_when_marked(text: str, aside: str | None) -> None:
