@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.support.evaluation import load_set
+from mesh.support.evaluation import EVAL_DIR, load_items, load_set
 from mesh.train.data.dataset import TRAIN, VALIDATION
 from mesh.train.data.tasks import AGENTS, load_task
 
@@ -59,7 +59,9 @@ def generated_texts() -> list[str]:
 
 @pytest.fixture(scope="module")
 def item_grams() -> dict[str, set[tuple[str, ...]]]:
-    return {item.id: ngrams(item.message) for item in load_set()}
+    """The evaluation set's items and the development files' (kept out of training too)."""
+    dev = [item for path in sorted(EVAL_DIR.glob("dev*.yaml")) for item in load_items(path, "open")]
+    return {item.id: ngrams(item.message) for item in [*load_set(), *dev]}
 
 
 def test_normalisation() -> None:
