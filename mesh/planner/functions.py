@@ -189,6 +189,19 @@ def support_full_refund(value: Any) -> dict[str, Any] | None:
     )
 
 
+@planner_function("support.named_order")
+def support_named_order(value: Any) -> dict[str, Any] | None:
+    """The lookup of the order a message names by its product, among the sender's orders
+    that the desk listed (:func:`policy.named_order`); ``None`` otherwise."""
+    case = _mapping(value, "support.named_order")
+    call = case.get("call")
+    if not isinstance(call, Mapping):
+        return None
+    return policy.named_order(
+        call, case.get("result"), str(case.get("message") or ""), case.get("intent")
+    )
+
+
 @planner_function("support.aside_call")
 def support_aside_call(value: Any) -> dict[str, Any] | None:
     """An FAQ search for a general question asked beside the order request (the ticket

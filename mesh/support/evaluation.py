@@ -19,7 +19,9 @@ fields, tool_call, tool_result, reply) is scored here:
 - **tool** (tool-caller and planner): the right tool with the listed arguments, no call
   where none may run, no side-effect tool where the item forbids one; an item whose
   sender may not take the action it asks for (``side_effect: refused``) also passes with no
-  call or a refused one;
+  call or a refused one; an expected ``find_orders`` also passes when the desk made that
+  call first (the ticket's ``first_call``) and then looked up the order the message names
+  among those found;
 - **reply** (responder and the planner's checks): every ``must`` string present, no
   ``must_not`` string present; each ``must_not`` string present counts as a contradicted fact;
 - **well-formed**, by this module's own rules (:func:`well_formed_problems`), independent of
@@ -342,6 +344,14 @@ def score_tool(item: Item, output: Mapping[str, Any] | None) -> tuple[bool, str]
         return False, f"no call, expected {_show(item.tool)}"
     if _matches(item.tool, call):
         return True, ""
+    first = (output or {}).get("first_call")
+    if (
+        item.tool["name"] == "find_orders"
+        and call["name"] in READ_TOOLS
+        and isinstance(first, dict)
+        and _matches(item.tool, first)
+    ):
+        return True, ""  # the orders found, then the one the message names looked up
     return False, f"proposed {_show(call)}, expected {_show(item.tool)}"
 
 

@@ -739,6 +739,51 @@ def full_refund(
     return refund
 
 
+_AMBIGUOUS_HEADS = frozenset({"stand", "case", "press", "watch", "shoes", "mat"})
+"""Last words of product names that are everyday words too ("where things stand", "in
+case"): only the whole name ("laptop stand") names the product."""
+
+
+def _names_product(product: str, lowered: str) -> bool:
+    """Whether the (lower-case) message names ``product``: its whole name, or its last word
+    ("the keyboard", "my earbuds") unless that is an everyday word too."""
+    name = product.lower()
+    head = re.sub(r"[^a-z-]", "", name.split()[-1]) or name
+    if re.search(rf"\b{re.escape(name)}s?\b", lowered):
+        return True
+    return (
+        head not in _AMBIGUOUS_HEADS
+        and re.search(rf"\b{re.escape(head)}(s|es)?\b", lowered) is not None
+    )
+
+
+def named_order(
+    call: Mapping[str, Any], result: object, message: str, intent: object
+) -> dict[str, Any] | None:
+    """The lookup of the one order a message names by its product when the desk could only
+    list the sender's orders ("where's my keyboard? lost the confirmation mail"): of the
+    orders found, the newest whose product the message names, when the message names
+    exactly one of their products. Tracked for a tracking request, else looked up; for
+    the same principal. ``None`` otherwise (the reply lists the orders and asks which)."""
+    if call.get("name") != "find_orders" or not isinstance(result, Mapping) or not result.get("ok"):
+        return None
+    found = [o for o in result.get("orders") or [] if isinstance(o, Mapping)]
+    lowered = message.lower()
+    products = {
+        str(o.get("product")) for o in found if _names_product(str(o.get("product")), lowered)
+    }
+    if len(products) != 1:
+        return None
+    order = next(o for o in found if o.get("product") in products)  # newest first
+    lookup: dict[str, Any] = {
+        "name": "track_shipment" if intent == "track_shipment" else "get_order",
+        "arguments": {"order_id": order["order_id"]},
+    }
+    if "principal" in call:
+        lookup["principal"] = call["principal"]
+    return lookup
+
+
 _ASIDE_MARK = re.compile(
     r"(?:(?<=[.?!])\s+|,?\s+)(?=(?:and also|also|btw|by the way|p\.?s\.?|plus|and)\b)"
     r"|(?<=[.?!])\s+(?=one more thing|another question)",

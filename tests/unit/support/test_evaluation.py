@@ -69,6 +69,18 @@ def test_contains_matches_whole_words_case_insensitively() -> None:
     assert contains("call +44 20 7946 0000 now", "+44 20 7946 0000")
 
 
+def test_an_expected_order_list_passes_when_the_desk_then_looked_up_the_order_named() -> None:
+    listing = {"name": "find_orders", "arguments": {"email": "amara.sharma@example.org"}}
+    it = item(tool=listing, fields={}, message="Where's my webcam? amara.sharma@example.org")
+    lookup = {"name": "track_shipment", "arguments": {"order_id": "ORD-951261"}}
+    assert score_tool(it, output(tool_call=listing))[0]
+    assert score_tool(it, output(tool_call=lookup, first_call=listing))[0]
+    # Not without the listing first, nor with another email listed first.
+    assert not score_tool(it, output(tool_call=lookup))[0]
+    other = {"name": "find_orders", "arguments": {"email": "someone@example.org"}}
+    assert not score_tool(it, output(tool_call=lookup, first_call=other))[0]
+
+
 def test_fields_compare_listed_keys_only_amounts_as_numbers_and_nulls() -> None:
     it = item(fields={"order_id": "ORD-951261", "amount": "30", "email": None})
     assert score_fields(it, {"fields": {"order_id": "ord-951261 ", "amount": "30.00"}}) == (3, 3)

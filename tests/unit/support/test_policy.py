@@ -23,6 +23,7 @@ from mesh.support.policy import (
     language_of,
     malformed_order_reference,
     message_amounts,
+    named_order,
     plausible_address,
     principal_of,
 )
@@ -631,3 +632,30 @@ def test_a_tracking_request_that_asks_nothing_of_where_the_parcel_is_asks_its_st
     message: str, acting: str
 ) -> None:
     assert desk_intent("track_shipment", message) == acting
+
+
+def test_the_order_a_message_names_by_its_product_is_looked_up_among_the_senders_orders() -> None:
+    call = {"name": "find_orders", "arguments": {"email": "a@example.com"}, "principal": {}}
+    found = {
+        "ok": True,
+        "orders": [  # newest first, as find_orders lists them
+            {"order_id": "ORD-100003", "product": "Mechanical Keyboard"},
+            {"order_id": "ORD-100002", "product": "Desk Lamp"},
+            {"order_id": "ORD-100001", "product": "Mechanical Keyboard"},
+            {"order_id": "ORD-100000", "product": "Laptop Stand"},
+        ],
+    }
+    tracked = named_order(call, found, "where's my keyboard? lost the mail", "track_shipment")
+    assert tracked == {
+        "name": "track_shipment",
+        "arguments": {"order_id": "ORD-100003"},
+        "principal": {},
+    }
+    looked_up = named_order(call, found, "Did the desk lamp go out yet?", "order_status")
+    assert looked_up is not None
+    assert looked_up["name"] == "get_order"
+    # No product, two products, an everyday word ("where things stand"), a refusal: the list.
+    assert named_order(call, found, "where are my orders?", "track_shipment") is None
+    assert named_order(call, found, "the keyboard and the lamp?", "order_status") is None
+    assert named_order(call, found, "where do things stand?", "order_status") is None
+    assert named_order(call, {"ok": False}, "my keyboard?", "order_status") is None
