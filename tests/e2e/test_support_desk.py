@@ -23,7 +23,7 @@ from a2a.types import a2a_pb2 as pb
 from mesh.a2a.client import MeshClient, parts_value
 from mesh.a2a.discovery import snapshot
 from mesh.planner.console import request_for
-from mesh.support.evaluation import EVAL_DIR, private_mesh
+from mesh.support.evaluation import EVAL_DIR, OPEN_FILE, SEALED_FILE, private_mesh
 from mesh.support.replies import NON_ENGLISH_REPLY
 from mesh.tools import orders
 
@@ -60,7 +60,7 @@ def demo_orders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Orde
     database = tmp_path_factory.mktemp("seed") / "orders.sqlite"
     orders.create_demo_database(database)
     used = set()
-    for path in Path(EVAL_DIR).glob("*.yaml"):
+    for path in (Path(EVAL_DIR) / OPEN_FILE, Path(EVAL_DIR) / SEALED_FILE):
         used.update(re.findall(r"ORD-\d{6}", path.read_text(encoding="utf-8")))
     by_status: dict[str, list[Order]] = {}
     with sqlite3.connect(database) as conn:
