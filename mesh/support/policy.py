@@ -569,8 +569,7 @@ def agreed_fields(
     The amount is written as a plain decimal ("69.99"; "12,50" becomes "12.50"). The name
     is the one the message writes on one line (:func:`~mesh.support.facts.written_name`;
     ``written`` is the message with its line breaks, where ``message`` is the text the
-    models read);
-    an initial the message writes before a surname is the two ("M. Mensah")."""
+    models read); an initial the message writes before a surname is the two ("M. Mensah")."""
     agreed = dict(fields)
     amounts = message_amounts(message)
     if agreed.get("amount") is not None:
@@ -584,9 +583,9 @@ def agreed_fields(
     if isinstance(name, str) and _INITIAL.fullmatch(name.strip()):
         # A signature "M. Mensah" read as "M": the name is the initial with its surname.
         initial = re.escape(name.strip().rstrip("."))
-        written = re.search(rf"\b{initial}\.\s?[A-Z][\w'\u2019-]+", message)
-        if written is not None:
-            agreed["name"] = written.group(0)
+        signed = re.search(rf"\b{initial}\.\s?[A-Z][\w'\u2019-]+", message)
+        if signed is not None:
+            agreed["name"] = signed.group(0)
     return agreed
 
 
@@ -748,7 +747,8 @@ def _names_product(product: str, lowered: str) -> bool:
     """Whether the (lower-case) message names ``product``: its whole name, or its last word
     ("the keyboard", "my earbuds") unless that is an everyday word too."""
     name = product.lower()
-    head = re.sub(r"[^a-z-]", "", name.split()[-1]) or name
+    # The last word of letters: "Webcam 1080p" is a webcam, "Charging Cable 2m" a cable.
+    head = [word for word in name.split() if re.fullmatch(r"[a-z-]+", word)][-1]
     if re.search(rf"\b{re.escape(name)}s?\b", lowered):
         return True
     return (

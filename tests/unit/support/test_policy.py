@@ -659,3 +659,7 @@ def test_the_order_a_message_names_by_its_product_is_looked_up_among_the_senders
     assert named_order(call, found, "the keyboard and the lamp?", "order_status") is None
     assert named_order(call, found, "where do things stand?", "order_status") is None
     assert named_order(call, {"ok": False}, "my keyboard?", "order_status") is None
+    # A product's name ends in digits: its last word of letters names it, never "p" or "m".
+    digits = {"ok": True, "orders": [{"order_id": "ORD-100004", "product": "Webcam 1080p"}]}
+    assert named_order(call, digits, "I'm waiting. P.S. where is it?", "order_status") is None
+    assert named_order(call, digits, "where is the webcam?", "order_status") is not None
