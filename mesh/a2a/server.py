@@ -156,9 +156,9 @@ def build_event_stream(
     """
     from a2a.server.cluster import VersionedDatabaseTaskStore
 
-    if not isinstance(store, VersionedDatabaseTaskStore):
+    engine = database_engine(store)
+    if not isinstance(store, VersionedDatabaseTaskStore) or engine is None:
         return None
-    engine = store.as_task_store.engine  # type: ignore[attr-defined]  # an SQL store
     if settings.task_event_feed == "notify" and engine.dialect.name == "postgresql":
         return NotifyTaskEventStream(engine, replica_id=replica_id)
     from a2a.server.cluster import DatabaseTaskEventStream
@@ -173,9 +173,9 @@ def build_task_takeover(
     None."""
     from a2a.server.cluster import VersionedDatabaseTaskStore
 
-    if not isinstance(store, VersionedDatabaseTaskStore):
+    engine = database_engine(store)
+    if not isinstance(store, VersionedDatabaseTaskStore) or engine is None:
         return None
-    engine = store.as_task_store.engine  # type: ignore[attr-defined]  # a database store: has an engine
     return build_takeover(engine, spec.name, replica_id, settings)
 
 
@@ -217,7 +217,8 @@ def build_push(
         outbox = SqliteOutbox(store)
         handler_store = OutboxTaskStore(store)
     elif isinstance(store, VersionedDatabaseTaskStore):
-        engine = store.as_task_store.engine  # type: ignore[attr-defined]  # a database store
+        engine = database_engine(store)
+        assert engine is not None  # a versioned database store has one
         config_store = DatabasePushNotificationConfigStore(
             engine, table_name=config_table(spec.name)
         )

@@ -83,12 +83,14 @@ def written_name(name: str, message: str) -> str:
     "Kofi Inviato da iPhone") keeps its first line, up to a comma or a bar; a sign-off word
     before it goes ("Gracias Sofía"); and a line that holds nothing but a name (titles and
     sign-off words aside) gives all of it ("Dr. Valentina Nakamura" for "Nakamura", "Thanks,
-    Elena O'Brien" for "Elena"). A name the message does not write is returned as it is.
+    Elena O'Brien" for "Elena"); an initial before a surname keeps it ("M. Mensah" for
+    "M"). A name the message does not write is returned as it is.
     """
     words = name.split()
     while words and words[0].strip(",.!") in _NOT_NAMES:
         words.pop(0)
-    found = re.search(r"\s+".join(map(re.escape, words)), message) if words else None
+    pattern = r"\s+".join(map(re.escape, words))
+    found = re.search(rf"(?<!\w){pattern}(?!\w)", message) if words else None
     if found is None:
         return name
     start = message.rfind("\n", 0, found.start()) + 1
@@ -105,7 +107,13 @@ def written_name(name: str, message: str) -> str:
     line = [w for w in line if w and w not in _NOT_NAMES]
     if 1 <= len(line) <= 3 and all(_name_word(w) for w in line) and set(kept) <= set(line):
         return " ".join(line)
-    return " ".join(kept) or name
+    written = " ".join(kept) or name
+    if re.fullmatch(r"[A-Z]\.?", written):
+        # A signature "M. Mensah" read as "M": the initial with the surname after it.
+        signed = re.search(rf"\b{written[0]}\.\s?[A-Z][\w'\u2019-]+", message)
+        if signed is not None:
+            return signed.group(0)
+    return written
 
 
 def reply_facts(

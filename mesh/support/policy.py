@@ -569,7 +569,7 @@ def agreed_fields(
     The amount is written as a plain decimal ("69.99"; "12,50" becomes "12.50"). The name
     is the one the message writes on one line (:func:`~mesh.support.facts.written_name`;
     ``written`` is the message with its line breaks, where ``message`` is the text the
-    models read); an initial the message writes before a surname is the two ("M. Mensah")."""
+    models read)."""
     agreed = dict(fields)
     amounts = message_amounts(message)
     if agreed.get("amount") is not None:
@@ -579,17 +579,8 @@ def agreed_fields(
         agreed["amount"] = str(amounts[0][0])
     name = agreed.get("name")
     if isinstance(name, str):
-        name = agreed["name"] = written_name(name, message if written is None else written)
-    if isinstance(name, str) and _INITIAL.fullmatch(name.strip()):
-        # A signature "M. Mensah" read as "M": the name is the initial with its surname.
-        initial = re.escape(name.strip().rstrip("."))
-        signed = re.search(rf"\b{initial}\.\s?[A-Z][\w'\u2019-]+", message)
-        if signed is not None:
-            agreed["name"] = signed.group(0)
+        agreed["name"] = written_name(name, message if written is None else written)
     return agreed
-
-
-_INITIAL = re.compile(r"[A-Z]\.?")
 
 
 def agreed_call(

@@ -644,6 +644,14 @@ def _track_shipment(conn: Connection, args: Mapping[str, Any]) -> dict[str, Any]
     return shipment_view(order)
 
 
+def not_redirectable_message(order: orders.Order) -> str:
+    """Why an order past ``placed`` keeps its shipping address, in plain words."""
+    return (
+        f"The shipping address of order {order.order_id} cannot be changed: "
+        f"{ALREADY[order.status]}; only orders that have not shipped can be redirected."
+    )
+
+
 def not_shipped_message(order_id: str) -> str:
     """Why a placed order has no tracking yet, and when orders leave the warehouse (the
     first part of the FAQ's ``delivery_times`` answer, so the two never disagree)."""
@@ -716,11 +724,7 @@ def _update_shipping_address(conn: Connection, args: Mapping[str, Any]) -> dict[
     if order is None:
         return _order_not_found(args["order_id"])
     if order.status != REDIRECTABLE_STATUS:
-        return _refused(
-            "address_not_updatable",
-            f"The shipping address of order {order.order_id} cannot be changed: "
-            f"{ALREADY[order.status]}; only orders that have not shipped can be redirected.",
-        )
+        return _refused("address_not_updatable", not_redirectable_message(order))
     address = args["address"].strip()
     orders.change_shipping_address(conn, order.order_id, address, at=orders.utc_now())
     return {

@@ -24,7 +24,12 @@ from typing import Any
 from mesh.support.facts import reply_facts
 from mesh.support.replies import write_reply
 from mesh.tools import faq, orders
-from mesh.tools.catalog import ALREADY, not_shipped_message, order_view, shipment_view
+from mesh.tools.catalog import (
+    not_redirectable_message,
+    not_shipped_message,
+    order_view,
+    shipment_view,
+)
 from mesh.tools.orders import Order
 from mesh.train.data.contract import compact
 from mesh.train.data.dataset import Example, Stream, Task
@@ -161,11 +166,7 @@ def simulate(
             "status": "refunded" if refunded >= order.amount_cents else order.status,
         }
     if order.status != "placed":
-        return _refused(
-            "address_not_updatable",
-            f"The shipping address of order {oid} cannot be changed: "
-            f"{ALREADY[order.status]}; only orders that have not shipped can be redirected.",
-        )
+        return _refused("address_not_updatable", not_redirectable_message(order))
     return {
         "ok": True,
         "order_id": oid,

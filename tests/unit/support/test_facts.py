@@ -60,6 +60,7 @@ def test_a_delivered_parcel_reply_says_what_to_do_when_it_is_not_there() -> None
         ("Olga Petrov", "Hi, it's Olga Petrov here. Where is ORD-101010?", "Olga Petrov"),
         ("Olga", "Hi I'm Olga, where is my order", "Olga"),
         ("Nobody Here", "Where is ORD-101010?", "Nobody Here"),
+        ("M", "My order ORD-101010, please cancel it.\nBest regards,\nM. Mensah", "M. Mensah"),
     ],
 )  # fmt: skip
 def test_the_name_is_the_one_the_message_writes_on_one_line(
