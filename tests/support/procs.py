@@ -41,6 +41,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: each socket stays bound until all are picked (two
+    :func:`free_port` calls in a row may get the same port back, and the service's second
+    listener then fails to bind)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
 @dataclass
 class ServiceProcess:
     """A ``python -m mesh serve`` child; always stopped by PID (process group) at teardown."""
@@ -125,7 +136,8 @@ def start_service(
     ready_timeout: float = 30.0,
 ) -> ServiceProcess:
     """Starts ``slmesh serve SERVICE`` with its own ports and data dir under ``tmp``."""
-    http_port, grpc = free_port(), grpc_port or free_port()
+    http_port, spare = free_ports(2)
+    grpc = grpc_port or spare
     log = tmp / f"{Path(service).name}-{http_port}.log"
     full_env = {
         **os.environ,
