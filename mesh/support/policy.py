@@ -19,7 +19,7 @@ from typing import Any
 
 from mesh.support.facts import written_name
 from mesh.tools.catalog import DEFAULT_REASON, REFUNDABLE_STATUSES
-from mesh.tools.faq import terms
+from mesh.tools.faq import named_terms, terms
 from mesh.tools.orders import CURRENCIES
 
 MAX_MESSAGE_CHARS = 600
@@ -340,10 +340,10 @@ asks for the cancellation (:func:`asks_for`)."""
 
 _WHERE_IT_IS = re.compile(
     r"\b(track\w*|trak\w*|trac(e|ing)|wher\b"
-    r"|where(?!\s+(things|it|we|this|my order)\s+stands?\b)\w*"
+    r"|where(?!\s+(things|it|we|this|my order)\s+(stands?|are at)\b)\w*"
     r"|link|follow|carriers?|couriers?|eta|arriv\w*|deliver\w*|com(e|es|ing)\b|turn(ed|s)? up"
     r"|lands?|get here|be here|reach|whom?|which (company|service)|when|expect\w*|how long"
-    r"|transit|number|ups|dhl|fedex|dpd|usps|royal mail|gls|hermes|postnl|parcelforce)\b"
+    r"|transit|(?<!order )number|ups|dhl|fedex|dpd|usps|royal mail|gls|hermes|postnl|parcelforce)\b"
 )
 """What a question about where a parcel is holds (tracking, a carrier, when it comes, where
 it is); "has it left your warehouse yet?", "is ORD-1 sent yet" and "how far along is it?"
@@ -391,13 +391,21 @@ def desk_intent(intent: object, message: str, fields: Mapping[str, Any] | None =
             if _VALID_ORDER_ID.search(sentence) and _REDIRECT.search(sentence.lower()):
                 return "change_address"
         return intent
-    if intent == "track_shipment" and not _WHERE_IT_IS.search(message.lower()):
+    if intent == "track_shipment" and not _WHERE_IT_IS.search(_request_part(message).lower()):
         return "order_status"
     action = ACTION_OF_INTENT.get(intent)
     address = (fields or {}).get("address")
     if action is not None and not asks_for(message, action, address):
         return "order_status"
     return intent
+
+
+def _request_part(message: str) -> str:
+    """The message without its side question (:func:`aside_question`): "has ORD-1 been sent
+    out yet? And how long do I have to send it back?" asks for the order's state; the
+    "how long" belongs to the return policy."""
+    aside = aside_question(message, "track_shipment")
+    return message.replace(aside, " ") if aside else message
 
 
 def principal_of(sender: object) -> dict[str, Any]:
@@ -789,7 +797,15 @@ _TWO_THINGS = re.compile(r"\b(two|2|couple of|a few) (things|questions|qs)\b", r
 """A message that announces two requests: then an "and" inside a sentence marks the second
 ("Two things: the tracking number for ORD-1, and are you open on Saturdays?")."""
 MIN_ASIDE_TERMS = 2
-"""Topic words a side question needs ("and can you check?" is not one)."""
+"""Topic words a side question needs ("and can you check?" is not one), unless one of them
+is a name the FAQ answers about (:func:`mesh.tools.faq.named_terms`: "and do you take
+PayPal?")."""
+
+
+def _topical(question: str) -> bool:
+    """Whether a side question holds a topic to look up in the FAQ (:data:`MIN_ASIDE_TERMS`)."""
+    held = terms(question)
+    return len(held) >= MIN_ASIDE_TERMS or not named_terms().isdisjoint(held)
 
 
 _PROCESS_ASIDE = re.compile(
@@ -813,8 +829,8 @@ def aside_question(message: str, intent: object = None) -> str | None:
     """A second, general question the customer marks as such beside the order request
     ("Please cancel ORD-1. And how long does a refund take?", "..., and also: which payment
     methods do you take?", "btw ...?"): after an "also", "and", "btw", "by the way", "P.S."
-    or "plus", ending in ``?``, naming no order id or email, with at least
-    :data:`MIN_ASIDE_TERMS` topic words. When the classifier reads the whole message as a
+    or "plus", ending in ``?``, naming no order id or email, holding a topic
+    (:func:`_topical`). When the classifier reads the whole message as a
     general question (``intent``) although it names an order ("ORD-1 arrived fine, thanks!
     Do you offer gift wrapping?"), its first such question needs no mark. The desk answers
     it from the FAQ, or says it could not; ``None`` when the message has no such question.
@@ -845,7 +861,7 @@ def aside_question(message: str, intent: object = None) -> str | None:
             if (
                 question.endswith("?")
                 and _REFERENCE.search(question) is None
-                and len(terms(question)) >= MIN_ASIDE_TERMS
+                and _topical(question)
             ):
                 return question
     # "and" only after a sentence's end counts ("Cancel it. And ..."), not inside one,
@@ -863,10 +879,6 @@ def aside_question(message: str, intent: object = None) -> str | None:
             continue
         clause = re.split(r"(?<=[.?!])\s", rest, maxsplit=1)[0].strip()
         question = clause[mark.end() :].strip(" ,:\u2014\u2013-")
-        if (
-            clause.endswith("?")
-            and _REFERENCE.search(clause) is None
-            and len(terms(question)) >= MIN_ASIDE_TERMS
-        ):
+        if clause.endswith("?") and _REFERENCE.search(clause) is None and _topical(question):
             return question
     return None

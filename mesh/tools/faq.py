@@ -157,6 +157,25 @@ def _stem(word: str) -> str:
     return word
 
 
+_NAME_IN_TEXT = re.compile(r"(?<=[a-z0-9,;] )[A-Z][A-Za-z]+")
+"""A capitalised word that does not start a sentence: a name ("PayPal", "Saturday")."""
+
+
+@cache
+def named_terms() -> frozenset[str]:
+    """The terms of keywords that their entry's answer writes as names ("PayPal",
+    "Saturday", "Canada"). One of them is a topic on its own ("and do you take PayPal?"),
+    where a single common word ("ship", "when") is not."""
+    named: set[str] = set()
+    for entry in entries():
+        written = {term for word in _NAME_IN_TEXT.findall(entry.answer) for term in terms(word)}
+        for keyword in entry.keywords:
+            keyword_terms = terms(keyword)
+            if keyword_terms and set(keyword_terms) <= written:
+                named.update(keyword_terms)
+    return frozenset(named)
+
+
 def _columns(entry: FaqEntry) -> tuple[list[str], list[str], list[str]]:
     keyword_terms = [term for keyword in entry.keywords for term in terms(keyword)]
     return terms(entry.question), terms(entry.answer), keyword_terms

@@ -236,6 +236,13 @@ def test_a_general_question_or_no_intent_keeps_the_proposed_call() -> None:
             "are you open on Saturdays?",
         ),
         ("Track ORD-135753 for me, and are you open on Saturdays?", None),  # not announced
+        (
+            "Two things: has ORD-135753 left your warehouse yet, and do you take PayPal?",
+            "do you take PayPal?",
+        ),  # one topic word, but a name the FAQ answers about
+        ("Where is ORD-135753? Also, open Sunday?", "open Sunday?"),
+        ("Cancel ORD-135753. And has it shipped?", None),  # one common word: about the order
+        ("Cancel ORD-135753. And when?", None),
     ],
 )
 def test_a_second_general_question_is_found_only_when_marked(text: str, aside: str | None) -> None:
@@ -626,6 +633,13 @@ def test_a_turkish_question_is_not_english() -> None:
         ('{"order": "ORD-739734", "question": "when does it arrive + tracking pls"}',
          "track_shipment"),
         ("Is ORD-298781 coming with Royal Mail or DPD?", "track_shipment"),
+        ("Has ORD-252973 been sent out yet? And how long do I have to send it back?",
+         "order_status"),
+        ("Has ORD-252973 been sent out yet? And how long do refunds take?", "order_status"),
+        ("Where is ORD-252973? And how long do I have to send it back?", "track_shipment"),
+        ("is ORD-252973 processed? the order number is on my receipt", "order_status"),
+        ("can you tell me where things are at with ORD-252973?", "order_status"),
+        ("what's the tracking number for ORD-252973?", "track_shipment"),
     ],
 )  # fmt: skip
 def test_a_tracking_request_that_asks_nothing_of_where_the_parcel_is_asks_its_state(

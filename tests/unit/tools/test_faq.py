@@ -301,3 +301,10 @@ def test_an_entry_must_answer_the_question_not_the_story_around_it(
     conn: sqlite3.Connection, question: str, expected: str | None, use_fts: bool
 ) -> None:
     assert top_topic(conn, question, use_fts=use_fts) == expected
+
+
+def test_named_terms_are_the_keywords_an_answer_writes_as_names() -> None:
+    named = faq.named_terms()
+    assert {"paypal", "visa", "saturday", "sunday", "canada"} <= named
+    # common words stay out, even where an answer holds them ("ship", "open", "order")
+    assert named.isdisjoint({"ship", "when", "open", "order", "refund", "cancel", "number"})
