@@ -15,10 +15,10 @@ from mesh.support.factcheck import check_reply
 from mesh.support.facts import plausible_name, reply_facts
 from mesh.support.replies import (
     NON_ENGLISH_REPLY,
-    aside_reply,
     ask_reference_reply,
     declined_reply,
     unreadable_order_reply,
+    with_aside,
     write_reply,
 )
 from mesh.tools.faq import terms
@@ -292,7 +292,7 @@ def support_final_reply(value: Any) -> str:
     if case.get("reply"):
         aside = case.get("aside")
         if isinstance(aside, Mapping):
-            return f"{case['reply']} {aside_reply(aside)}"
+            return with_aside(str(case["reply"]), aside)
         return str(case["reply"])
     if isinstance(message, str) and policy.malformed_order_reference(message):
         return unreadable_order_reply(customer)

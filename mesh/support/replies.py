@@ -156,6 +156,15 @@ def aside_reply(result: Mapping[str, Any]) -> str:
     )
 
 
+def with_aside(reply: str, aside: Mapping[str, Any]) -> str:
+    """The reply followed by its side question's answer (:func:`aside_reply`); a closing
+    "Is there anything else I can help with?" moves after it, so it stays the last word."""
+    if reply.endswith(_ANYTHING_ELSE):
+        body = reply[: -len(_ANYTHING_ELSE)].rstrip()
+        return f"{body} {aside_reply(aside)} {_ANYTHING_ELSE}"
+    return f"{reply} {aside_reply(aside)}"
+
+
 def unreadable_order_reply(customer: str | None) -> str:
     """The reply when the message names an order number that is not one of ours."""
     return (

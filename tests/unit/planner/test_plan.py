@@ -295,6 +295,14 @@ def test_a_side_question_is_searched_and_its_answer_follows_the_reply() -> None:
         {"reply": "Hello, done.", "case": case, "aside": found}
     )
     assert reply == "Hello, done. About your other question: We accept Visa."
+    closing = FUNCTIONS["support.final_reply"](
+        {"reply": "Hello, done. Is there anything else I can help with?", "case": case,
+         "aside": found}
+    )  # fmt: skip
+    assert closing == (
+        "Hello, done. About your other question: We accept Visa. "
+        "Is there anything else I can help with?"
+    )
     unanswered = FUNCTIONS["support.final_reply"](
         {"reply": "Hello, done.", "case": case, "aside": {"ok": True, "matches": []}}
     )
