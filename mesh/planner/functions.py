@@ -197,8 +197,13 @@ def support_named_order(value: Any) -> dict[str, Any] | None:
     call = case.get("call")
     if not isinstance(call, Mapping):
         return None
+    fields = case.get("fields")
     return policy.named_order(
-        call, case.get("result"), str(case.get("message") or ""), case.get("intent")
+        call,
+        case.get("result"),
+        str(case.get("message") or ""),
+        case.get("intent"),
+        fields if isinstance(fields, Mapping) else {},
     )
 
 

@@ -588,7 +588,39 @@ def agreed_fields(
     name = agreed.get("name")
     if isinstance(name, str):
         agreed["name"] = written_name(name, message if written is None else written)
+    reason = agreed.get("reason")
+    if isinstance(reason, str):
+        agreed["reason"] = whole_clause(reason, message)
     return agreed
+
+
+_CLAUSE_END = re.compile(r"[.!?;,\n]|\s[-\u2013\u2014]\s|$")
+_CLAUSE_START = re.compile(
+    r"(and|but|or|so|because|since|as|if|when|which|that|thanks|thank|please|cheers)\b",
+    re.IGNORECASE,
+)
+_CLAUSE_TAIL_WORDS = 3
+"""At most this many words a cut span runs on by (:func:`whole_clause`)."""
+
+
+def whole_clause(span: str, message: str, limit: int = MAX_REASON_CHARS) -> str:
+    """A span of the message cut short inside a word, or a few words before its clause
+    ends, run on to that end ("the desk lamp arrived with a cracked" -> "... with a
+    cracked base"); a span followed by another clause ("..., and thanks"), or that would
+    grow past ``limit`` characters, as it is."""
+    at = message.find(span)
+    if not span.strip() or at < 0:
+        return span
+    end = at + len(span)
+    rest = message[end:]
+    stop = _CLAUSE_END.search(rest)
+    tail = rest[: stop.start() if stop else len(rest)]
+    if not tail.strip() or (tail[0].isspace() and _CLAUSE_START.match(tail.lstrip())):
+        return span
+    if len(tail.split()) > _CLAUSE_TAIL_WORDS or not (tail[0].isalnum() or tail[0] == " "):
+        return span
+    whole = (span + tail).rstrip()
+    return whole if len(whole) <= limit else span
 
 
 def agreed_call(
@@ -757,13 +789,20 @@ def _names_product(product: str, lowered: str) -> bool:
 
 
 def named_order(
-    call: Mapping[str, Any], result: object, message: str, intent: object
+    call: Mapping[str, Any],
+    result: object,
+    message: str,
+    intent: object,
+    fields: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """The lookup of the one order a message names by its product when the desk could only
     list the sender's orders ("where's my keyboard? lost the confirmation mail"): of the
     orders found, the newest whose product the message names, when the message names
-    exactly one of their products. Tracked for a tracking request, else looked up; for
-    the same principal. ``None`` otherwise (the reply lists the orders and asks which)."""
+    exactly one of their products. Tracked for a tracking request, else looked up; its
+    cancellation or refund when the message asks for one in plain words, asked first
+    (:func:`asked_cancel`, :func:`asked_refund`: "I don't need the charging cable anymore,
+    can you stop it?"); for the same principal. ``None`` otherwise (the reply lists the
+    orders and asks which)."""
     if call.get("name") != "find_orders" or not isinstance(result, Mapping) or not result.get("ok"):
         return None
     found = [o for o in result.get("orders") or [] if isinstance(o, Mapping)]
@@ -778,6 +817,12 @@ def named_order(
         "name": "track_shipment" if intent == "track_shipment" else "get_order",
         "arguments": {"order_id": order["order_id"]},
     }
+    agreed = fields or {}
+    lookup = (
+        asked_cancel(lookup, intent, agreed, message)
+        or asked_refund(lookup, intent, agreed, message)
+        or lookup
+    )
     if "principal" in call:
         lookup["principal"] = call["principal"]
     return lookup

@@ -409,3 +409,34 @@ def test_a_cancellation_the_desk_reads_past_its_tool_caller_waits_for_the_custom
     assert ticket["tool_result"]["ok"] is True, ticket
     assert ticket["tool_result"]["status"] == "cancelled"
     assert "cancelled" in ticket["reply"]
+
+
+def test_a_cancellation_of_an_order_named_by_its_product_waits_for_the_customers_yes(
+    registry: str, demo_orders: dict[str, list[Order]]
+) -> None:
+    """ "I don't need the <product> anymore, can you stop it?" with no order number: the desk
+    lists the sender's orders, picks the one the message names by its product, and asks
+    before it cancels it; "no" leaves the order as it was."""
+    everyone = [order for listed in demo_orders.values() for order in listed]
+    order = next(
+        placed
+        for placed in demo_orders["placed"][7:]
+        if sum(o.email == placed.email for o in everyone) > 1
+        and sum(o.email == placed.email and o.product == placed.product for o in everyone) == 1
+    )
+    text = (
+        f"I ordered a {order.product.lower()} recently but I don't need it anymore, "
+        "can you stop it?"
+    )
+    task, ticket = ask(registry, text, sender=order.email)
+    assert ticket["first_call"]["name"] == "find_orders", ticket
+    assert ticket["tool_call"]["name"] == "cancel_order", ticket
+    assert ticket["tool_call"]["arguments"]["order_id"] == order.order_id
+    assert ticket["tool_call"]["ask_first"] is True
+    assert task.status.state == pb.TaskState.TASK_STATE_INPUT_REQUIRED, ticket
+    assert ticket["tool_result"]["error"]["code"] == "confirmation_required"
+    assert order.order_id in ticket["reply"]
+    task = asyncio.run(_send(registry, "no, leave it", sender=order.email, task=task))
+    assert task.status.state == pb.TaskState.TASK_STATE_COMPLETED
+    _, looked_up = ask(registry, f"status of {order.order_id}?", sender=order.email)
+    assert looked_up["tool_result"]["order"]["status"] == "placed"

@@ -26,7 +26,9 @@ from mesh.support.policy import (
     named_order,
     plausible_address,
     principal_of,
+    whole_clause,
 )
+from mesh.tools.catalog import DEFAULT_REASON
 
 
 def test_a_short_message_is_kept_whole_with_its_spaces_collapsed() -> None:
@@ -677,3 +679,50 @@ def test_the_order_a_message_names_by_its_product_is_looked_up_among_the_senders
     digits = {"ok": True, "orders": [{"order_id": "ORD-100004", "product": "Webcam 1080p"}]}
     assert named_order(call, digits, "I'm waiting. P.S. where is it?", "order_status") is None
     assert named_order(call, digits, "where is the webcam?", "order_status") is not None
+
+
+def test_the_cancellation_or_refund_of_an_order_named_by_its_product_is_asked_first() -> None:
+    call = {"name": "find_orders", "arguments": {"email": "a@example.com"}, "principal": {}}
+    found = {
+        "ok": True,
+        "orders": [
+            {"order_id": "ORD-100002", "product": "Charging Cable 2m"},
+            {"order_id": "ORD-100001", "product": "Desk Lamp"},
+        ],
+    }
+    stop = "I ordered a charging cable last week but I don't need it anymore, can you stop it?"
+    assert named_order(call, found, stop, "cancel_order", {}) == {
+        "name": "cancel_order",
+        "arguments": {"order_id": "ORD-100002", "reason": DEFAULT_REASON},
+        "ask_first": True,
+        "principal": {},
+    }
+    refund = "the desk lamp came cracked, I'd like 10 EUR back please"
+    refunded = named_order(call, found, refund, "refund_request", {"amount": "10"})
+    assert refunded is not None
+    assert refunded["name"] == "refund_order"
+    assert refunded["arguments"]["amount"] == 10.0
+    assert refunded["ask_first"] is True
+    # Named but not asked for ("I did not cancel the lamp, right?"): only its lookup.
+    kept = named_order(call, found, "you didn't cancel the desk lamp, did you?", "cancel_order")
+    assert kept is not None
+    assert kept["name"] == "get_order"
+
+
+@pytest.mark.parametrize(
+    ("span", "message", "whole"),
+    [
+        ("The desk lamp arrived with a cracked",
+         "The desk lamp arrived with a cracked base. Refund 10 EUR please.",
+         "The desk lamp arrived with a cracked base"),
+        ("arrived with a crack", "it arrived with a cracked base", "arrived with a cracked base"),
+        ("no longer needed", "the grinder is no longer needed and thanks",
+         "no longer needed"),  # another clause follows
+        ("wrong colour", "I ordered the wrong colour by mistake yesterday evening, sorry",
+         "wrong colour"),  # too far from the clause's end to be a cut span
+        ("not in it", "the message", "not in it"),
+    ],
+)  # fmt: skip
+def test_a_reason_cut_short_runs_on_to_its_clauses_end(span: str, message: str, whole: str) -> None:
+    assert whole_clause(span, message) == whole
+    assert agreed_fields({"reason": span}, message)["reason"] == whole

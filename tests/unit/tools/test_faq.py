@@ -51,6 +51,7 @@ QUESTIONS: list[tuple[str, str | None]] = [
     ("My speaker stopped working after two months, is it covered by a guarantee?", "warranty"),
     ("the keyboard is defective, can you repair it?", "warranty"),
     ("how long is the warranty", "warranty"),
+    ("my earbuds died after 14 months, what are my options?", "warranty"),
     ("How can I talk to a human?", "contact"),
     ("What is your phone number?", "contact"),
     ("I'd like to speak to a real person please", "contact"),
