@@ -22,6 +22,7 @@ from functools import cache
 from typing import Any
 
 from mesh.support import replies
+from mesh.support.facts import addressed_name
 from mesh.tools import orders
 from mesh.tools.catalog import TOOLS
 
@@ -165,17 +166,17 @@ def form_problems(reply: str) -> list[str]:
 
 
 def _greeting_problems(facts: Mapping[str, Any], reply: str) -> list[str]:
-    match = _GREETING.match(reply.strip())
+    text = reply.strip()
+    match = _GREETING.match(text)
     if match is None:
+        return []
+    addressed = addressed_name(facts.get("customer"))
+    if addressed and text[match.end(1) :].startswith(f" {addressed},"):
         return []
     named = match.group(2).strip()
     if not named:
         return []
-    customer = facts.get("customer")
-    first = customer.split()[0] if isinstance(customer, str) and customer.strip() else None
-    if named != first:
-        return [f"the greeting names {named!r}, not the customer ({first or 'nobody'})"]
-    return []
+    return [f"the greeting names {named!r}, not the customer ({addressed or 'nobody'})"]
 
 
 def _trusted_texts(facts: Mapping[str, Any]) -> list[str]:

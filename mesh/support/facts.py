@@ -49,6 +49,18 @@ def _name_word(word: str) -> bool:
     )
 
 
+def addressed_name(customer: object) -> str | None:
+    """The part of a customer's name a greeting uses: the first name ("Olga" of "Olga
+    Petrov"), or an initial with the surname after it ("M. Mensah", never "M.").
+    ``None`` when there is no name."""
+    if not isinstance(customer, str) or not customer.strip():
+        return None
+    words = customer.split()
+    if len(words) > 1 and _INITIAL.fullmatch(words[0]):
+        return f"{words[0]} {words[1]}"
+    return words[0]
+
+
 def plausible_name(name: object, message: str | None = None) -> str | None:
     """``name`` if it reads as a person's name (and appears in ``message`` when given).
 
@@ -107,6 +119,16 @@ def written_name(name: str, message: str) -> str:
     line = [w for w in line if w and w not in _NOT_NAMES]
     if 1 <= len(line) <= 3 and all(_name_word(w) for w in line) and set(kept) <= set(line):
         return " ".join(line)
+    signature = [w.strip(",;:!") for w in message[start:end].split()]
+    signature = [w for w in signature if w and w.strip(".") not in _NOT_NAMES]
+    surname = [w.rstrip(".") for w in signature[1:]]
+    if (
+        2 <= len(signature) <= 3
+        and _INITIAL.fullmatch(signature[0])
+        and all(_name_word(w) for w in surname)
+        and set(kept) <= set(surname)
+    ):
+        return " ".join([signature[0], *surname])  # "V. Brennan" signed, "Brennan" read
     written = " ".join(kept) or name
     if re.fullmatch(r"[A-Z]\.?", written):
         # A signature "M. Mensah" read as "M": the initial with the surname after it.

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-from mesh.support.facts import facts_of_result
+from mesh.support.facts import addressed_name, facts_of_result
 from mesh.tools import faq
 from mesh.tools.catalog import REDIRECTABLE_STATUS, REFUNDABLE_STATUSES
 
@@ -92,10 +92,10 @@ def unknown_question_answer() -> str:
 
 
 def greeting(customer: object, word: str = "Hi") -> str:
-    """``Hi Olga,`` (first name only) or ``Hello,`` when there is no name."""
-    if isinstance(customer, str) and customer.strip():
-        return f"{word} {customer.split()[0]},"
-    return "Hello,"
+    """``Hi Olga,`` (the first name only, :func:`~mesh.support.facts.addressed_name`: ``Hi
+    M. Mensah,`` for an initial) or ``Hello,`` when there is no name."""
+    name = addressed_name(customer)
+    return f"{word} {name}," if name else "Hello,"
 
 
 def write_reply(facts: Mapping[str, Any]) -> str:

@@ -21,7 +21,7 @@ from functools import cache
 from random import Random
 from typing import Any
 
-from mesh.support.facts import reply_facts
+from mesh.support.facts import addressed_name, reply_facts
 from mesh.support.replies import write_reply
 from mesh.tools import faq, orders
 from mesh.tools.catalog import (
@@ -62,7 +62,7 @@ def key_facts(facts: Mapping[str, Any]) -> list[str]:
     """The strings a reply must contain: the customer's first name and the case's values."""
     wanted: list[Any] = []
     if facts.get("customer"):
-        wanted.append(facts["customer"].split()[0])
+        wanted.append(addressed_name(facts["customer"]))
     keys = (
         {
             "get_order": ("order_id", "status", "amount"),

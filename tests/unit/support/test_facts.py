@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mesh.support.facts import plausible_name, written_name
+from mesh.support.factcheck import check_reply
+from mesh.support.facts import addressed_name, plausible_name, written_name
+from mesh.support.replies import greeting, write_reply
 
 
 @pytest.mark.parametrize(
@@ -61,9 +63,31 @@ def test_a_delivered_parcel_reply_says_what_to_do_when_it_is_not_there() -> None
         ("Olga", "Hi I'm Olga, where is my order", "Olga"),
         ("Nobody Here", "Where is ORD-101010?", "Nobody Here"),
         ("M", "My order ORD-101010, please cancel it.\nBest regards,\nM. Mensah", "M. Mensah"),
+        ("Brennan", "please cancel ORD-101010\nthanks\nS. Brennan", "S. Brennan"),
     ],
 )  # fmt: skip
 def test_the_name_is_the_one_the_message_writes_on_one_line(
     extracted: str, message: str, name: str
 ) -> None:
     assert written_name(extracted, message) == name
+
+
+@pytest.mark.parametrize(
+    ("customer", "addressed"),
+    [("Olga Petrov", "Olga"), ("M. Mensah", "M. Mensah"), ("Zoë", "Zoë"), ("", None), (None, None)],
+)
+def test_a_greeting_addresses_the_first_name_or_the_initial_with_the_surname(
+    customer: str | None, addressed: str | None
+) -> None:
+    assert addressed_name(customer) == addressed
+    assert greeting(customer) == (f"Hi {addressed}," if addressed else "Hello,")
+    facts = {
+        "intent": "track_shipment", "tool": "track_shipment", "ok": True, "customer": customer,
+        "order_id": "ORD-540418", "status": "delivered", "carrier": "FedEx",
+        "tracking_number": "FX675301576170", "delivered_on": "2024-01-31",
+    }  # fmt: skip
+    reply = write_reply(facts)
+    assert reply.startswith(greeting(customer))
+    assert check_reply(facts, reply) == []
+    if addressed is not None:
+        assert check_reply(facts, reply.replace(addressed, "Speaker", 1)) != []

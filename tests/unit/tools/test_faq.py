@@ -277,8 +277,10 @@ def test_without_fts5_the_entries_are_still_seeded_and_searched(tmp_path: Path) 
         ),
         ("How long does a refund take?", {"refund_time"}),
         ("How long does delivery take to Spain?", {"delivery_times"}),
+        ("Do you ship to the UK, and how long does it take?",
+         {"shipping_countries", "delivery_times"}),
     ],
-)
+)  # fmt: skip
 def test_a_runner_up_is_returned_only_when_it_answers_another_part(
     conn: sqlite3.Connection, question: str, topics: set[str]
 ) -> None:
