@@ -330,10 +330,19 @@ _HOW_IT_WORKS = (
     r"|am i (still )?(able|allowed)|(still )?covered|warranty|up to what point|until when"
     r"|can i (still )?(send|return)\b[^.?!]*\bif"
 )
-_PROCESS_QUESTION = re.compile(rf"\b({_HOW_IT_WORKS}|is (it|that) possible)\b")
+_ANY_ORDER = (
+    r"can i (still )?(return|exchange|send back|change|cancel|modify)\b[^.?!]*"
+    r"\b(something|anything|an item|items|an order|orders|a product|products|things|stuff)\b"
+    r"|once i('?ve| have)? (placed|ordered|bought|paid)|after (ordering|buying|i order)"
+)
+"""An action asked about any order, not one ("can I return something I already opened?",
+"once I've placed an order can I still change it?")."""
+_PROCESS_QUESTION = re.compile(rf"\b({_HOW_IT_WORKS}|is (it|that) possible|{_ANY_ORDER})\b")
 """A question about how the shop works ("how long till a refund is back on my card?", "if
-I order today, when would it leave?", "is it possible to change an order?"), rather than a
-request about one order."""
+I order today, when would it leave?", "is it possible to change an order?", "can I return
+something I opened?"), rather than a request about one order. Beside an order number,
+"is it possible" and an action asked about any order still ask for the action
+(:func:`asks_for`: "can I cancel an order? It's ORD-1")."""
 _HOW_IT_WORKS_RE = re.compile(rf"\b({_HOW_IT_WORKS})\b")
 """The same without "is it possible": beside an order, "is it possible to cancel ORD-1?"
 asks for the cancellation (:func:`asks_for`)."""

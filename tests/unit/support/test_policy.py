@@ -726,3 +726,22 @@ def test_the_cancellation_or_refund_of_an_order_named_by_its_product_is_asked_fi
 def test_a_reason_cut_short_runs_on_to_its_clauses_end(span: str, message: str, whole: str) -> None:
     assert whole_clause(span, message) == whole
     assert agreed_fields({"reason": span}, message)["reason"] == whole
+
+
+@pytest.mark.parametrize(
+    ("intent", "message", "acting"),
+    [
+        ("refund_request", "Can I return something I already opened and tried out?",
+         "general_question"),
+        ("order_status", "Once I've placed an order can I still change it?", "general_question"),
+        ("cancel_order", "after ordering, can I cancel?", "general_question"),
+        ("refund_request", "Can I return the mouse I bought? it does not fit", "refund_request"),
+        ("cancel_order", "can I cancel an order? it's ORD-101010", "cancel_order"),
+    ],
+)  # fmt: skip
+def test_an_action_asked_about_any_order_is_a_general_question(
+    intent: str, message: str, acting: str
+) -> None:
+    assert desk_intent(intent, message) == acting
+    if "ORD-" in message:
+        assert asks_for(message, "cancel_order")
