@@ -31,15 +31,16 @@ def test_a_name_the_message_does_not_write_is_dropped() -> None:
     assert plausible_name("Olga Petrov", "Where is ORD-101010?") is None
 
 
-def test_a_delivered_parcel_reply_says_what_to_do_when_it_is_not_there() -> None:
-    from mesh.support.factcheck import check_reply
-    from mesh.support.replies import write_reply
+DELIVERED = {
+    "intent": "track_shipment", "tool": "track_shipment", "ok": True, "customer": None,
+    "order_id": "ORD-540418", "status": "delivered", "carrier": "FedEx",
+    "tracking_number": "FX675301576170", "delivered_on": "2024-01-31",
+}  # fmt: skip
+"""A delivered parcel's tracking facts, as reply_facts gives them."""
 
-    facts = {
-        "intent": "track_shipment", "tool": "track_shipment", "ok": True, "customer": None,
-        "order_id": "ORD-540418", "status": "delivered", "carrier": "FedEx",
-        "tracking_number": "FX675301576170", "delivered_on": "2024-01-31",
-    }  # fmt: skip
+
+def test_a_delivered_parcel_reply_says_what_to_do_when_it_is_not_there() -> None:
+    facts = DELIVERED
     reply = write_reply(facts)
     assert reply.endswith("the carrier can tell you where it was left with that number.")
     assert check_reply(facts, reply) == []
@@ -81,11 +82,7 @@ def test_a_greeting_addresses_the_first_name_or_the_initial_with_the_surname(
 ) -> None:
     assert addressed_name(customer) == addressed
     assert greeting(customer) == (f"Hi {addressed}," if addressed else "Hello,")
-    facts = {
-        "intent": "track_shipment", "tool": "track_shipment", "ok": True, "customer": customer,
-        "order_id": "ORD-540418", "status": "delivered", "carrier": "FedEx",
-        "tracking_number": "FX675301576170", "delivered_on": "2024-01-31",
-    }  # fmt: skip
+    facts = {**DELIVERED, "customer": customer}
     reply = write_reply(facts)
     assert reply.startswith(greeting(customer))
     assert check_reply(facts, reply) == []
