@@ -169,6 +169,9 @@ def support_authorize_call(value: Any) -> dict[str, Any] | None:
     )
     if asked is not None:
         return {**asked, "principal": principal}
+    if name == "refund_order" and policy.amount_in_words(message, arguments.get("amount")):
+        # "twelve dollars back": the customer confirms the figure the desk read first.
+        return {"name": name, "arguments": arguments, "ask_first": True, "principal": principal}
     return {"name": name, "arguments": arguments, "principal": principal}
 
 

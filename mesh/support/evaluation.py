@@ -21,7 +21,7 @@ fields, tool_call, tool_result, reply) is scored here:
   sender may not take the action it asks for (``side_effect: refused``) also passes with no
   call or a refused one; an expected ``find_orders`` also passes when the desk made that
   call first (the ticket's ``first_call``) and then looked up the order the message names
-  among those found;
+  among those found, or, where the item allows the side effect, proposed that action on it;
 - **reply** (responder and the planner's checks): every ``must`` string present, no
   ``must_not`` string present; each ``must_not`` string present counts as a contradicted fact;
 - **well-formed**, by this module's own rules (:func:`well_formed_problems`), independent of
@@ -345,13 +345,18 @@ def score_tool(item: Item, output: Mapping[str, Any] | None) -> tuple[bool, str]
     if _matches(item.tool, call):
         return True, ""
     first = (output or {}).get("first_call")
+    followed = call["name"] in READ_TOOLS or (
+        item.side_effect == "allowed" and call["name"] in SIDE_EFFECT_TOOLS
+    )
     if (
         item.tool["name"] == "find_orders"
-        and call["name"] in READ_TOOLS
+        and followed
         and isinstance(first, dict)
         and _matches(item.tool, first)
     ):
-        return True, ""  # the orders found, then the one the message names looked up
+        # the orders found, then the one the message names looked up, or the action the
+        # message asks for on it
+        return True, ""
     return False, f"proposed {_show(call)}, expected {_show(item.tool)}"
 
 

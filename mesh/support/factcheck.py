@@ -11,7 +11,8 @@ What the check knows of each kind comes from the tools' result schemas (the stat
 ``enum`` of every ``x-fact: status`` property) and from the order data's own vocabularies
 (carriers, products, currencies), plus the paraphrases replies use for a status ("on its
 way" = shipped). Text the case trusts as a whole (the tools agent's
-own refusal message, an FAQ answer) must appear verbatim and is not read word by word.
+own refusal message, an FAQ answer, each earlier order a listing names with its own product
+and status) must appear verbatim and is not read word by word.
 """
 
 from __future__ import annotations
@@ -185,6 +186,9 @@ def _trusted_texts(facts: Mapping[str, Any]) -> list[str]:
         texts.append(facts["message"])
     if facts.get("tool") == "search_faq":
         texts.append(facts.get("answer") or replies.unknown_question_answer())
+    # An earlier order a listing names, with its own product and status: verbatim, so a
+    # status can never move from one order to another.
+    texts.extend(replies.listed_order(order) for order in facts.get("earlier_orders") or ())
     return [text for text in texts if text]
 
 

@@ -49,6 +49,11 @@ def _name_word(word: str) -> bool:
     )
 
 
+LISTED_ORDERS = 5
+"""At most this many of a customer's orders a reply names (newest first): a customer without
+their order number can pick one by its number."""
+
+
 def addressed_name(customer: object) -> str | None:
     """The part of a customer's name a greeting uses: the first name ("Olga" of "Olga
     Petrov"), or an initial with the surname after it ("M. Mensah", never "M.").
@@ -192,6 +197,11 @@ def reply_facts(
             latest_status=latest.get("status"),
             latest_product=latest.get("product"),
         )
+        if len(found) > 1:
+            facts["earlier_orders"] = [
+                {"order_id": o["order_id"], "product": o["product"], "status": o["status"]}
+                for o in found[1:LISTED_ORDERS]
+            ]
     elif name == "track_shipment":
         facts.update(
             order_id=result["order_id"],

@@ -516,12 +516,35 @@ def _decimal(number: str) -> Decimal | None:
         return None
 
 
+_UNITS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen"
+).split()
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70,
+         "eighty": 80, "ninety": 90}  # fmt: skip
+_WORD_AMOUNT = re.compile(
+    rf"\b(?P<number>(?:{'|'.join(_TENS)})(?:[- ](?:{'|'.join(_UNITS[1:10])}))?"
+    rf"|{'|'.join(reversed(_UNITS[1:]))})"
+    r"\s+(?:euros?|dollars?|pounds?|quid|bucks|francs?)\b",
+    re.IGNORECASE,
+)
+"""An amount in words with its currency's word: "twenty quid", "forty-five euros"."""
+
+
+def _word_number(words: str) -> int:
+    """The value of "twenty", "forty-five", "twelve"."""
+    parts = re.split(r"[- ]", words.lower())
+    value = _TENS.get(parts[0], 0) or _UNITS.index(parts[0])
+    return value + (_UNITS.index(parts[1]) if len(parts) > 1 else 0)
+
+
 def message_amounts(message: str) -> list[tuple[Decimal, str, bool]]:
     """The money amounts a message writes, in order: each as ``(value, text, price)``,
     where ``price`` says the message marks it as what was paid ("I paid 89.99 EUR", "it
     cost 40 EUR"). A number counts as an amount when a currency sits beside it or it has
-    cents ("20.00") or is the sum asked back ("can I get 15 back?"); order ids, dates and
-    quantities ("3 days") do not."""
+    cents ("20.00") or is the sum asked back ("can I get 15 back?"), and so does one in words
+    with its currency's word ("twenty quid"); order ids, dates and quantities ("3 days")
+    do not."""
     found: list[tuple[Decimal, str, bool]] = []
     for match in _AMOUNT.finditer(message):
         number = match.group("number")
@@ -534,7 +557,24 @@ def message_amounts(message: str) -> list[tuple[Decimal, str, bool]]:
             continue
         price = _PRICE_MARK.search(message[max(0, match.start() - 40) : match.start()])
         found.append((value, number, price is not None))
+    for match in _WORD_AMOUNT.finditer(message):
+        price = _PRICE_MARK.search(message[max(0, match.start() - 40) : match.start()])
+        found.append((Decimal(_word_number(match.group("number"))), match.group(0), bool(price)))
     return found
+
+
+def amount_in_words(message: str, amount: object) -> bool:
+    """Whether the message writes ``amount`` only in words ("twelve dollars back or so"):
+    such a refund waits for the customer's yes to the figure the desk read."""
+    value = _decimal(str(amount)) if amount is not None else None
+    if value is None:
+        return False
+    written = [
+        (found, any(ch.isdigit() for ch in text)) for found, text, _ in message_amounts(message)
+    ]
+    return any(found == value and not digits for found, digits in written) and not any(
+        found == value and digits for found, digits in written
+    )
 
 
 def _written_amount(

@@ -184,6 +184,23 @@ def _lookup_next(intent: str, status: str) -> str:
     return _LOOKUP_NEXT.get(intent, _ANYTHING_ELSE)
 
 
+def listed_order(order: Mapping[str, Any]) -> str:
+    """One order of a listing: ``ORD-2 (Desk Lamp, delivered)``."""
+    return f"{order['order_id']} ({order['product']}, {order['status']})"
+
+
+def _earlier_orders(facts: Mapping[str, Any]) -> str:
+    """ " Before it: ORD-2 (Desk Lamp, delivered) and ORD-1 (Yoga Mat, cancelled)." (and how
+    many more), so the customer can name the order they mean; "" for one order."""
+    earlier = [listed_order(order) for order in facts.get("earlier_orders", [])]
+    if not earlier:
+        return ""
+    if int(facts["count"]) > 1 + len(earlier):
+        earlier.append("older ones")
+    listed = earlier[0] if len(earlier) == 1 else f"{', '.join(earlier[:-1])} and {earlier[-1]}"
+    return f" Before it: {listed}."
+
+
 def _body(facts: Mapping[str, Any], greet: str) -> str:
     tool = facts["tool"]
     if not facts["ok"]:
@@ -209,7 +226,7 @@ def _body(facts: Mapping[str, Any], greet: str) -> str:
         return (
             f"{greet} I found {count} for {facts['email']}. The latest is "
             f"{facts['latest_order_id']} ({facts['latest_product']}), which is "
-            f"{facts['latest_status']}. {_FIND_NEXT[facts['intent']]}"
+            f"{facts['latest_status']}.{_earlier_orders(facts)} {_FIND_NEXT[facts['intent']]}"
         )
     if tool == "track_shipment":
         if facts["status"] == "shipped":

@@ -443,6 +443,15 @@ _VERIFY = (
 )
 
 
+def _verify_for(order_id: str) -> str:
+    """:data:`_VERIFY` for a change to one order: it names the order the customer wrote, and
+    says nothing about it (the same words whether or not it exists)."""
+    return (
+        f"To protect our customers' orders I can only change order {order_id} for a verified "
+        "sender: please write to us from the email address it was placed with."
+    )
+
+
 def _not_your_order(order_id: str) -> dict[str, Any]:
     # The same words whether or not the order exists, and nothing about it.
     return _refused(
@@ -478,7 +487,7 @@ def _authorize(conn: Connection, call: ToolCall, policy: Policy) -> dict[str, An
     limited = _LIMITED_VIEWS.get(call.name)
     if principal.customer is None:
         if limited is None:
-            return _refused("verification_required", _VERIFY)
+            return _refused("verification_required", _verify_for(order_id))
         order = orders.get_order(conn, order_id)
         return limited(order) if order is not None else _order_not_found(order_id)
     order = orders.get_order(conn, order_id)

@@ -6,7 +6,8 @@ b 0.75) over three weighted columns: the entry's question, its answer and its ke
 Text is normalized here, in Python, before FTS5 sees it (lower case, accents folded,
 function words dropped, a light suffix stemmer), so the pure-Python fallback used where
 SQLite was built without FTS5, and on PostgreSQL, scores exactly as FTS5 does and one
-threshold serves both.
+threshold serves both. A query term one edit away from exactly one term the entries hold
+("garantee", "refnd") is read as that term (:func:`spelled`): customers write with typos.
 
 Keywords help twice. An entry is a candidate only if the query holds one of its keywords
 (every term of it, in any order: "send it back" holds "send back") or a term of its
@@ -254,11 +255,14 @@ def search(
 
     ``use_fts`` forces (True) or avoids (False) FTS5; by default it is used where present.
     """
-    wanted = list(dict.fromkeys(terms(query)))
+    stored = dict(stored_entries(conn))
+    vocabulary = {
+        term for entry in stored.values() for column in _columns(entry) for term in column
+    }
+    wanted = list(dict.fromkeys(spelled(term, vocabulary) for term in terms(query)))
     if not wanted:
         return []
-    stored = dict(stored_entries(conn))
-    asked = _asked_terms(query)
+    asked = {spelled(term, vocabulary) for term in _asked_terms(query)}
     candidates = []
     for rowid, score in scores(conn, wanted, use_fts=use_fts).items():
         entry = stored[rowid]
@@ -282,6 +286,37 @@ def search(
             chosen.append(match)
             covered |= answers_more
     return chosen
+
+
+MIN_TYPO_CHARS = 5
+"""Terms at least this long may be misspelt by one letter ("garantee", "refnd")."""
+
+
+def spelled(term: str, vocabulary: Iterable[str]) -> str:
+    """``term`` as the entries spell it: a term they do not hold, of at least
+    :data:`MIN_TYPO_CHARS` letters, that is one edit (a letter added, dropped, changed or
+    two swapped) from exactly one term of theirs of that length becomes that term; any
+    other term is kept as it is."""
+    known = set(vocabulary)
+    if term in known or len(term) < MIN_TYPO_CHARS or term.isdigit():
+        return term
+    close = [word for word in known if len(word) >= MIN_TYPO_CHARS and _one_edit(term, word)]
+    return close[0] if len(close) == 1 else term
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` differ by one edit (Damerau-Levenshtein distance 1)."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+        return len(diff) == 1 or (
+            len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
+            and a[diff[1]] == b[diff[0]]
+        )  # fmt: skip
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    at = next((i for i, (x, y) in enumerate(zip(short, long, strict=False)) if x != y), len(short))
+    return short[at:] == long[at + 1 :]
 
 
 def _asked_terms(query: str) -> set[str]:

@@ -388,3 +388,25 @@ def test_a_message_with_no_question_gets_asked_what_it_is_about() -> None:
     )
     assert "order number" in reply
     assert "don't know" not in reply
+
+
+def test_a_refund_amount_written_in_words_waits_for_the_customers_yes() -> None:
+    """ "twenty quid back" is read as 20, and the refund asks before it moves any money; the
+    same refund written in digits runs as proposed."""
+    sender = {"email": "a@example.com"}
+    for message, asked in (
+        ("one of the trackers from ORD-729662 is scratched, can i get twenty quid back", True),
+        ("one of the trackers from ORD-729662 is scratched, can i get 20 GBP back", False),
+    ):
+        fields = FUNCTIONS["support.agreed_fields"](
+            {"fields": {"amount": None}, "message": message}
+        )
+        assert fields["amount"] == "20"
+        proposed = {"name": "refund_order", "arguments": {"order_id": "ORD-729662", "amount": 20}}
+        call = FUNCTIONS["support.authorize_call"](
+            {"call": proposed, "message": message, "sender": sender, "english": True,
+             "intent": "refund_request", "fields": fields}
+        )  # fmt: skip
+        assert call["name"] == "refund_order"
+        assert call["arguments"]["amount"] == 20
+        assert call.get("ask_first", False) is asked

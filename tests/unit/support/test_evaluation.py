@@ -79,6 +79,11 @@ def test_an_expected_order_list_passes_when_the_desk_then_looked_up_the_order_na
     assert not score_tool(it, output(tool_call=lookup))[0]
     other = {"name": "find_orders", "arguments": {"email": "someone@example.org"}}
     assert not score_tool(it, output(tool_call=lookup, first_call=other))[0]
+    # The action the message asks for on the order it names, only where the item allows it.
+    cancel = {"name": "cancel_order", "arguments": {"order_id": "ORD-951261"}, "ask_first": True}
+    asked = item(tool=listing, fields={}, side_effect="allowed", message="cancel my webcam")
+    assert score_tool(asked, output(tool_call=cancel, first_call=listing))[0]
+    assert not score_tool(it, output(tool_call=cancel, first_call=listing))[0]
 
 
 def test_fields_compare_listed_keys_only_amounts_as_numbers_and_nulls() -> None:

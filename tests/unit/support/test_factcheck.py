@@ -307,3 +307,29 @@ def test_a_lookup_says_what_the_status_allows(intent: str, status: str, sentence
     reply = write_reply(facts)
     assert sentence in reply
     assert check_reply(facts, reply) == []
+
+
+def test_a_listing_of_orders_names_each_with_its_own_product_and_status() -> None:
+    facts = {
+        "intent": "order_status", "tool": "find_orders", "ok": True, "customer": "Astrid Wang",
+        "email": "astrid@example.com", "count": 4, "latest_order_id": "ORD-900948",
+        "latest_status": "placed", "latest_product": "Portable SSD 1TB",
+        "earlier_orders": [
+            {"order_id": "ORD-100001", "product": "Desk Lamp", "status": "delivered"},
+            {"order_id": "ORD-100002", "product": "Yoga Mat", "status": "cancelled"},
+        ],
+    }  # fmt: skip
+    reply = write_reply(facts)
+    assert "Before it: ORD-100001 (Desk Lamp, delivered), ORD-100002 (Yoga Mat, cancelled)" in reply
+    assert reply.endswith("and older ones. Let me know which one you would like details on.")
+    assert check_reply(facts, reply) == []
+    # A status, product or id moved from one order to another is caught.
+    for wrong in (
+        reply.replace("(Yoga Mat, cancelled)", "(Yoga Mat, shipped)"),
+        reply.replace("(Desk Lamp, delivered)", "(Yoga Mat, delivered)"),
+        reply.replace("which is placed", "which is delivered"),
+        reply.replace("ORD-100002", "ORD-100003"),
+        reply.replace(", ORD-100002 (Yoga Mat, cancelled)", ""),
+    ):
+        assert wrong != reply
+        assert check_reply(facts, wrong), wrong

@@ -264,6 +264,10 @@ def test_a_second_general_question_is_found_only_when_marked(text: str, aside: s
         ("I paid 230 CAD for ORD-101010", ["230"]),
         ("40 francs back please, or 35 CHF", ["40", "35"]),
         ("ORDER12 and SKU-40 CAD adapter", []),
+        ("can i get twenty quid back for it and keep it", ["20"]),
+        ("forty-five euros back please", ["45"]),
+        ("refund me twelve dollars", ["12"]),
+        ("I ordered two mice and three cables", []),
     ],
 )
 def test_the_amounts_a_message_writes(text: str, amounts: list[str]) -> None:

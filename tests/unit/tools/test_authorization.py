@@ -479,7 +479,15 @@ def test_an_anonymous_sender_is_asked_to_write_from_the_orders_email(
     result = call(db, tool, ANONYMOUS, "anon-1", confirmed=True, **arguments)
 
     assert result["error"]["code"] == "verification_required"
-    assert "email address the order was placed with" in result["error"]["message"]
+    message = result["error"]["message"]
+    assert "verified sender: please write to us from the email address" in message
+    if "order_id" in arguments:
+        # It names the order the customer wrote, and the same words stand for an order
+        # that does not exist: nothing about the order is revealed.
+        assert arguments["order_id"] in message
+        unknown = {**arguments, "order_id": "ORD-000001"}
+        missing = call(db, tool, ANONYMOUS, "anon-2", confirmed=True, **unknown)
+        assert missing["error"]["message"] == message.replace(arguments["order_id"], "ORD-000001")
     assert snapshot(db) == before
 
 

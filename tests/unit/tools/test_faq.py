@@ -52,6 +52,9 @@ QUESTIONS: list[tuple[str, str | None]] = [
     ("the keyboard is defective, can you repair it?", "warranty"),
     ("how long is the warranty", "warranty"),
     ("my earbuds died after 14 months, what are my options?", "warranty"),
+    ("How long is the garantee on your products?", "warranty"),
+    ("how long does a refnd take", "refund_time"),
+    ("do you acept paypal", "payment_methods"),
     ("How can I talk to a human?", "contact"),
     ("What is your phone number?", "contact"),
     ("I'd like to speak to a real person please", "contact"),
@@ -311,3 +314,14 @@ def test_named_terms_are_the_keywords_an_answer_writes_as_names() -> None:
     assert {"paypal", "visa", "saturday", "sunday", "canada"} <= named
     # common words stay out, even where an answer holds them ("ship", "open", "order")
     assert named.isdisjoint({"ship", "when", "open", "order", "refund", "cancel", "number"})
+
+
+def test_a_term_one_letter_off_is_spelled_as_the_entries_spell_it() -> None:
+    vocabulary = {"guarante", "refund", "warranty", "ship", "deliver"}
+    assert faq.spelled("garante", vocabulary) == "guarante"  # a letter dropped
+    assert faq.spelled("refnd", vocabulary) == "refund"
+    assert faq.spelled("warrenty", vocabulary) == "warranty"  # a letter changed
+    assert faq.spelled("delievr", vocabulary) == "deliver"  # two letters swapped
+    assert faq.spelled("delivvry", vocabulary) == "delivvry"  # two edits: kept
+    assert faq.spelled("shop", vocabulary) == "shop"  # too short to correct
+    assert faq.spelled("refunds", {"refund", "refunda"}) == "refunds"  # two candidates: kept
