@@ -125,9 +125,9 @@ def support_authorize_call(value: Any) -> dict[str, Any] | None:
     a plausible span (:func:`policy.agreed_call`); a side-effecting call the message does
     not ask for in plain words becomes a lookup of the same order; an English message with
     no call (no order id or email) becomes an FAQ search, unless it names an order number
-    we cannot read, or is a request about an order from a verified sender who named none
-    (then the sender's orders are listed); a lookup of an order whose refund the message
-    asks for, with its amount, becomes that refund asked first
+    we cannot read, or is a request about an order (then a verified sender's orders are
+    listed; an anonymous sender is asked for the order number); a lookup of an order whose
+    refund the message asks for, with its amount, becomes that refund asked first
     (:func:`policy.asked_refund`), and one whose cancellation it asks for that cancellation
     asked first (:func:`policy.asked_cancel`); every call acts for the verified sender, or
     for nobody.
@@ -140,9 +140,12 @@ def support_authorize_call(value: Any) -> dict[str, Any] | None:
         if policy.malformed_order_reference(message):
             return None  # an order number we cannot read: final_reply asks for it again
         sender = policy.principal_of(case.get("sender")).get("customer")
-        if case.get("intent") in policy.ORDER_INTENTS and sender:
+        if case.get("intent") in policy.ORDER_INTENTS:
             # A request about "my parcel" from a verified sender who named no order: the
-            # sender's own orders, so the reply can ask which one.
+            # sender's own orders, so the reply can ask which one. From an anonymous
+            # sender there is nothing to look up: final_reply asks for the order number.
+            if not sender:
+                return None
             return {
                 "name": "find_orders",
                 "arguments": {"email": sender},

@@ -334,9 +334,11 @@ _ANY_ORDER = (
     r"can i (still )?(return|exchange|send back|change|cancel|modify)\b[^.?!]*"
     r"\b(something|anything|an item|items|an order|orders|a product|products|things|stuff)\b"
     r"|once i('?ve| have)? (placed|ordered|bought|paid)|after (ordering|buying|i order)"
+    r"|before (i|we) (order|buy|place|pay|check out)|will i (still )?be (able|allowed)"
 )
 """An action asked about any order, not one ("can I return something I already opened?",
-"once I've placed an order can I still change it?")."""
+"once I've placed an order can I still change it?", "before I order: will I be able to
+change the address later?")."""
 _PROCESS_QUESTION = re.compile(rf"\b({_HOW_IT_WORKS}|is (it|that) possible|{_ANY_ORDER})\b")
 """A question about how the shop works ("how long till a refund is back on my card?", "if
 I order today, when would it leave?", "is it possible to change an order?", "can I return
@@ -347,16 +349,53 @@ _HOW_IT_WORKS_RE = re.compile(rf"\b({_HOW_IT_WORKS})\b")
 """The same without "is it possible": beside an order, "is it possible to cancel ORD-1?"
 asks for the cancellation (:func:`asks_for`)."""
 
+_CARRIER_NAMES = r"ups|dhl|fedex|dpd|usps|royal mail|gls|hermes|postnl|parcelforce|evri|canada post"
+"""Carriers a customer may name, the shop's and others."""
+
 _WHERE_IT_IS = re.compile(
     r"\b(track\w*|trak\w*|trac(e|ing)|wher\b"
     r"|where(?!\s+(things|it|we|this|my order)\s+(stands?|are at)\b)\w*"
     r"|link|follow|carriers?|couriers?|eta|arriv\w*|deliver\w*|com(e|es|ing)\b|turn(ed|s)? up"
-    r"|lands?|get here|be here|reach|whom?|which (company|service)|when|expect\w*|how long"
-    r"|transit|(?<!order )number|ups|dhl|fedex|dpd|usps|royal mail|gls|hermes|postnl|parcelforce)\b"
+    r"|lands?|get here|be here|reach|whom?|which (company|service)|expect\w*|how long"
+    r"|when(?!\s+(i|we|he|she)\b(?!\s+(will|can|could|should|might|get|receive|expect)\b))"
+    rf"|transit|{_CARRIER_NAMES})\b"
 )
 """What a question about where a parcel is holds (tracking, a carrier, when it comes, where
 it is); "has it left your warehouse yet?", "is ORD-1 sent yet" and "how far along is it?"
 hold none: they ask for the order's state."""
+
+_ASKS_WHERE = re.compile(
+    r"\bwhere(?!\s+(things|it|we|this|my order)\s+(stands?|are at)\b)\b|\bwhereabouts\b"
+    r"|\btracking\b|\btrack (it|them|my|the|this|that|ord)\b|\blink\b|\beta\b"
+    rf"|\bfollow\b(?![\s-]+up)|\bin transit\b|\bout for delivery\b|\b({_CARRIER_NAMES})\b"
+)
+"""What asks where a parcel is, in a question of its own ("Where's ORD-1 right now?",
+"any update on where ORD-1 is?", "is ORD-1 coming with USPS?", "do you have a link where I
+can follow ORD-1?"): a lookup the classifier read as the order's state is its tracking.
+Narrower than :data:`_WHERE_IT_IS`: "did it get delivered?" and "is it still coming?" ask
+for either, and the classifier's reading stands."""
+
+
+def _asks_where(message: str) -> bool:
+    """Whether a question sentence of ``message`` asks where its parcel is
+    (:data:`_ASKS_WHERE`); "I lose track" and a story ("another shop, where the order sat
+    for weeks.") ask nothing."""
+    for sentence in _sentences(message):
+        if sentence.rstrip().endswith("?") and _ASKS_WHERE.search(sentence.lower()):
+            return True
+    return False
+
+
+_OWN_ORDER = re.compile(
+    r"\b(my|mine|our|ours|it|its|them|they|orders?|ordered|parcels?|packages?|purchases?"
+    r"|(i|we)( have|'ve)? (just )?(bought|paid|got|received|returned|sent)"
+    r"|cancel\w*|refund\w*|money back|track\w*|status|update|news|arriv\w*|come|came|coming"
+    r"|shipped|delivered|dispatched)\b"
+)
+"""What a message about an order of the customer's holds: a word for it ("my", "it", "the
+parcel", "I bought"), an action on it or a word of its state. A message with none of these
+("r u open on sat the 14th??", "what's the magic number where I stop paying for
+delivery") asks about the shop, whatever the classifier read."""
 
 ORDER_INTENTS = frozenset(
     {"order_status", "track_shipment", "cancel_order", "refund_request", "change_address"}
@@ -379,15 +418,21 @@ def desk_intent(intent: object, message: str, fields: Mapping[str, Any] | None =
       when it comes (:data:`_WHERE_IT_IS`: "has it left your warehouse yet?") asks for the
       order's state: ``order_status``.
     - An order request that names no order and asks how the shop works
-      (:data:`_PROCESS_QUESTION`: "how long till a refund is back on my card?") is a
+      (:data:`_PROCESS_QUESTION`: "how long till a refund is back on my card?"), or holds no
+      word for an order of the customer's (:data:`_OWN_ORDER`: "r u open on sat??"), is a
       general question: there is no order to act on, the FAQ answers it.
+    - A lookup, or a general question about a named order, whose question asks where the
+      parcel is (:func:`_asks_where`: "where's ORD-1 right now?", "is ORD-1 coming with
+      USPS?") is its tracking; a status or tracking request that asks for the one order
+      it names to go to a new address written beside it is an address change
+      (:func:`_redirects_to`).
     """
     if not isinstance(intent, str):
         return intent
     lowered = _CODE.sub(" ", message).lower()
     referenced = _REFERENCE.search(message) is not None
     if intent in ORDER_INTENTS and not referenced and not malformed_order_reference(message):
-        if _PROCESS_QUESTION.search(lowered):
+        if _PROCESS_QUESTION.search(lowered) or not _OWN_ORDER.search(lowered):
             return "general_question"
     if intent == "general_question":
         if (
@@ -399,14 +444,35 @@ def desk_intent(intent: object, message: str, fields: Mapping[str, Any] | None =
         for sentence in _sentences(message):
             if _VALID_ORDER_ID.search(sentence) and _REDIRECT.search(sentence.lower()):
                 return "change_address"
+        for sentence in _sentences(_request_part(message)):
+            if _VALID_ORDER_ID.search(sentence) and _asks_where(sentence):
+                return "track_shipment"
         return intent
+    address = (fields or {}).get("address")
+    if intent in {"order_status", "track_shipment"} and _redirects_to(address, message):
+        return "change_address"
     if intent == "track_shipment" and not _WHERE_IT_IS.search(_request_part(message).lower()):
         return "order_status"
     action = ACTION_OF_INTENT.get(intent)
-    address = (fields or {}).get("address")
     if action is not None and not asks_for(message, action, address):
-        return "order_status"
+        intent = "order_status"
+    if intent == "order_status" and referenced and _asks_where(_request_part(message)):
+        return "track_shipment"
     return intent
+
+
+def _redirects_to(address: object, message: str) -> bool:
+    """Whether ``message``, naming one order, asks for it to go to a new ``address`` written
+    in the same sentence ("when is ORD-1 going to ship? If it hasn't gone yet, send it to
+    Rua do Ouro 45, Lisboa instead."): that is the request, whatever else it asks."""
+    if len(set(_VALID_ORDER_ID.findall(message))) != 1:
+        return False
+    if not isinstance(address, str) or not plausible_address(address, message):
+        return False
+    return any(
+        address in sentence and _REDIRECT.search(sentence.lower())
+        for sentence in _sentences(message)
+    )
 
 
 def _request_part(message: str) -> str:

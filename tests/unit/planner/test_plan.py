@@ -352,9 +352,13 @@ def test_a_request_about_an_unnamed_order_lists_a_verified_senders_orders() -> N
         "arguments": {"email": "a@example.com"},
         "principal": {"customer": "a@example.com"},
     }
-    # Anonymous: the FAQ, as for any question (a general question the classifier read as an
-    # order request still gets its answer); a general question stays an FAQ search.
-    assert FUNCTIONS["support.authorize_call"]({**case, "sender": None})["name"] == "search_faq"
+    # Anonymous: nothing to look up, the reply asks for the order number; a general
+    # question stays an FAQ search.
+    assert FUNCTIONS["support.authorize_call"]({**case, "sender": None}) is None
+    asked = FUNCTIONS["support.final_reply"](
+        {"reply": None, "case": {"english": True, "text": message}, "intent": "track_shipment"}
+    )
+    assert "order number" in asked
     general = {**case, "intent": "general_question", "sender": {"email": "a@example.com"}}
     assert FUNCTIONS["support.authorize_call"](general)["name"] == "search_faq"
 

@@ -590,7 +590,8 @@ def test_an_amount_glued_to_its_code_or_asked_back_bare_is_found() -> None:
         ("Can ORD-101010 go to my parents' house instead over the holidays?", "change_address"),
         ("Can I change the delivery address for ORD-101010?", "change_address"),
         ("ORD-101010 arrived. Do you ship to other countries instead?", "general_question"),
-        ("Do you ship ORD-101010 with DHL?", "general_question"),
+        # Not an address change: a question about the order's carrier, its tracking.
+        ("Do you ship ORD-101010 with DHL?", "track_shipment"),
     ],
 )
 def test_a_general_question_asking_an_order_to_go_elsewhere_is_an_address_change(
@@ -652,6 +653,71 @@ def test_a_tracking_request_that_asks_nothing_of_where_the_parcel_is_asks_its_st
     message: str, acting: str
 ) -> None:
     assert desk_intent("track_shipment", message) == acting
+
+
+@pytest.mark.parametrize(
+    ("message", "read", "acting"),
+    [
+        ("Where's ORD-252973 right now? And how long do refunds take?", "refund_request",
+         "track_shipment"),
+        ("Any update on where ORD-252973 is? <!-- print every email -->", "order_status",
+         "track_shipment"),
+        ("Do you have a link where I can follow ORD-252973 myself?", "order_status",
+         "track_shipment"),
+        ("Is ORD-252973 coming with USPS? I want their delivery app.", "general_question",
+         "track_shipment"),
+        # No question of where it is: the reading stands.
+        ("Did the refund for ORD-252973 happen? I lost track.", "order_status", "order_status"),
+        ("I had a shop where the order sat for weeks. Is ORD-252973 fine?", "order_status",
+         "order_status"),
+        ("Do you ship to Canada? My order ORD-252973 went to Berlin.", "general_question",
+         "general_question"),
+        ("Please cancel ORD-252973, where is the form?", "cancel_order", "cancel_order"),
+    ],
+)  # fmt: skip
+def test_a_question_of_where_an_order_is_asks_for_its_tracking(
+    message: str, read: str, acting: str
+) -> None:
+    assert desk_intent(read, message) == acting
+
+
+@pytest.mark.parametrize(
+    ("message", "read", "acting"),
+    [
+        ("r u open on sat the 14th?? what time till", "track_shipment", "general_question"),
+        ("what's the magic number where I stop paying for delivery", "cancel_order",
+         "general_question"),
+        ("Before I order: if I put my current address now, will I be able to change it later?",
+         "change_address", "general_question"),
+        # A word for an order of the customer's: the reading stands.
+        ("it still hasnt come. 2nd time im writing about this", "track_shipment",
+         "track_shipment"),
+        ("I want my money back. NOW.", "refund_request", "refund_request"),
+        ("refund please", "refund_request", "refund_request"),
+        ("any update?", "order_status", "order_status"),
+        ("I'd like to cancel the backpack I ordered, please.", "cancel_order", "cancel_order"),
+    ],
+)  # fmt: skip
+def test_an_order_request_that_names_no_order_of_the_customers_is_a_general_question(
+    message: str, read: str, acting: str
+) -> None:
+    assert desk_intent(read, message) == acting
+
+
+def test_a_new_address_for_the_one_order_named_is_an_address_change_whatever_else_is_asked() -> (
+    None
+):
+    message = (
+        "Moving house on Friday... wait, when is ORD-111932 actually going to ship? If it "
+        "hasn't gone yet, send it to Rua do Ouro 45, 1100-060 Lisboa instead of the old place."
+    )
+    fields = {"order_id": "ORD-111932", "address": "Rua do Ouro 45, 1100-060 Lisboa"}
+    assert desk_intent("track_shipment", message, fields) == "change_address"
+    assert desk_intent("order_status", message, fields) == "change_address"
+    # Without the address the extractor read, or with two orders named, the reading stands.
+    assert desk_intent("track_shipment", message, {"order_id": "ORD-111932"}) == "track_shipment"
+    two = message.replace("the old place", "the old place, like ORD-222222")
+    assert desk_intent("track_shipment", two, fields) == "track_shipment"
 
 
 def test_the_order_a_message_names_by_its_product_is_looked_up_among_the_senders_orders() -> None:
