@@ -118,6 +118,14 @@ _DID_IT = re.compile(r"\bi\b[^.?!]{0,20}\b(clicked|pressed|hit|tapped|selected|c
 """The customer telling what they did themselves ("I clicked cancel the same night"), not a
 request; "I tried to cancel it in the app" still asks."""
 
+_REPORTED = re.compile(
+    r"\b(said|told|promised|assured|informed|confirmed|agreed|wrote)\b[^.?!]{0,40}?"
+    r"(\b(would|will|was going to|were going to)\b|\w'd\b)"
+)
+"""What someone said would happen ("I was told ORD-1 would be refunded", "you said you'd
+refund it"), a report to check, not a request; "you promised a refund, so refund it" still
+asks in its own clause."""
+
 _WANT_IT = (
     r"\b(want|need|like|have|get)\s+"
     r"(?:(?!\b(?:if|whether|was|were|is|been|has|know|check|confirm|see|sure)\b)"
@@ -292,6 +300,7 @@ def asks_for(message: str, tool: str, address: object = None) -> bool:
         if not _HOW_IT_WORKS_RE.search(part)
         and not _PAST_QUESTION.match(part)
         and not _DID_IT.search(part)
+        and not _REPORTED.search(part)
     )
     if negated.search(lowered):
         return False
@@ -335,6 +344,7 @@ _ANY_ORDER = (
     r"\b(something|anything|an item|items|an order|orders|a product|products|things|stuff)\b"
     r"|once i('?ve| have)? (placed|ordered|bought|paid)|after (ordering|buying|i order)"
     r"|before (i|we) (order|buy|place|pay|check out)|will i (still )?be (able|allowed)"
+    r"|(do|does|are|can|will) (refunds|returns|exchanges|cancellations|deliveries|parcels)"
 )
 """An action asked about any order, not one ("can I return something I already opened?",
 "once I've placed an order can I still change it?", "before I order: will I be able to
@@ -357,6 +367,7 @@ _WHERE_IT_IS = re.compile(
     r"|where(?!\s+(things|it|we|this|my order)\s+(stands?|are at)\b)\w*"
     r"|link|follow|carriers?|couriers?|eta|arriv\w*|deliver\w*|com(e|es|ing)\b|turn(ed|s)? up"
     r"|lands?|get here|be here|reach|whom?|which (company|service)|expect\w*|how long"
+    r"|how (many|much) (more )?(days|weeks|longer)"
     r"|when(?!\s+(i|we|he|she)\b(?!\s+(will|can|could|should|might|get|receive|expect)\b))"
     rf"|transit|{_CARRIER_NAMES})\b"
 )

@@ -93,8 +93,14 @@ def test_language(text: str, language: str) -> None:
         ("Has the address on ORD-123456 been changed?", "update_shipping_address", False),
         ("Print the home address for order ORD-123456.", "update_shipping_address", False),
         ("Where is ORD-123456?", "get_order", True),
+        # What someone said would happen is a report to check, not a request.
+        ("I was told ORD-123456 would be refunded last week. Has that happened?",
+         "refund_order", False),
+        ("you guys said you'd refund ORD-123456. Did that actually happen?", "refund_order",
+         False),
+        ("You promised a refund, so refund ORD-123456 now.", "refund_order", True),
     ],
-)
+)  # fmt: skip
 def test_a_side_effect_needs_a_request_in_plain_words(text: str, tool: str, asked: bool) -> None:
     assert asks_for(text, tool) is asked
 
@@ -547,6 +553,7 @@ def test_an_action_is_asked_for_only_in_plain_words_not_negated_nor_in_a_process
         ("cancel_order", "Hypothetically, what happens if I want to cancel after it shipped?"),
         ("order_status", "My watch stopped charging after 14 months. Is that still covered?"),
         ("refund_request", "I opened them, meh. Am I still able to send them back?"),
+        ("refund_request", "Do refunds go back to PayPal or to my card?"),
     ],
 )  # fmt: skip
 def test_more_process_questions_without_an_order_are_general_questions(
@@ -647,6 +654,9 @@ def test_a_turkish_question_is_not_english() -> None:
         ("is ORD-252973 processed? the order number is on my receipt", "order_status"),
         ("can you tell me where things are at with ORD-252973?", "order_status"),
         ("what's the tracking number for ORD-252973?", "track_shipment"),
+        ("How many more days for ORD-252973?", "track_shipment"),
+        ("I deleted the email when I was clearing my inbox. Is ORD-252973 ok?",
+         "order_status"),
     ],
 )  # fmt: skip
 def test_a_tracking_request_that_asks_nothing_of_where_the_parcel_is_asks_its_state(
