@@ -11,9 +11,9 @@ construction:
 - ``labels``: the answer is the best-scoring label of the requested choice set;
 - ``spans``: every field of the JSON object is null or a span of the input, aligned to whole
   words, starting and ending with a letter or digit (a value is a name, an id, an amount, a
-  phrase: never "- Anna" or "Anna."), inside one sentence (it never runs on past ``. `` or a
-  line break), that the field's own schema (pattern, lengths) accepts; the best such span
-  wins when it outscores "no value".
+  phrase: never "- Anna" or "Anna."), inside one sentence (it never runs on past ``. ``
+  before a word, or a line break), that the field's own schema (pattern, lengths)
+  accepts; the best such span wins when it outscores "no value".
 
 A model folder holds ``encoder.json`` (:class:`EncoderSpec`), the LoRA adapter
 (``adapter_config.json`` + ``adapter_model.safetensors``, merged into the base at load) and
@@ -45,8 +45,9 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 _LABEL_SCALE = 20.0
 """Label logits are cosine-like scores (unit-length pooled vector) times this temperature."""
-_SENTENCE_BREAK = re.compile(r"[.!?]\s|\n")
-"""Where a sentence ends inside a candidate span: field values are phrases, not sentences."""
+_SENTENCE_BREAK = re.compile(r"[.!?]\s+(?=[^\s\d])|\n")
+"""Where a sentence ends inside a candidate span: field values are phrases, not sentences.
+A mark before a number ends no sentence ("Leopoldstr. 21", "No. 5")."""
 _SPAN_CANDIDATES = 32
 """Best-scoring spans tried per field before falling back to null (schema checks are cheap)."""
 
@@ -217,11 +218,13 @@ class EncoderModel:
             validator = self.validators[key] = SchemaValidator(
                 {k: v for k, v in prop.items() if not k.startswith("x-")}
             )
-        return (
-            bool(candidate.strip())
-            and not _SENTENCE_BREAK.search(candidate)
-            and validator.is_valid(candidate)
-        )
+        return bool(candidate.strip()) and one_sentence(candidate) and validator.is_valid(candidate)
+
+
+def one_sentence(text: str) -> bool:
+    """Whether ``text`` holds no sentence end (:data:`_SENTENCE_BREAK`): a span the head may
+    give as a field's value."""
+    return _SENTENCE_BREAK.search(text) is None
 
 
 def _word_edges(

@@ -20,7 +20,7 @@ from typing import Any
 from mesh.support.facts import written_name
 from mesh.tools.catalog import DEFAULT_REASON, REFUNDABLE_STATUSES
 from mesh.tools.faq import named_terms, terms
-from mesh.tools.orders import CURRENCIES
+from mesh.tools.orders import CURRENCIES, PRODUCTS
 
 MAX_MESSAGE_CHARS = 600
 """A message is cut to this many characters (at a word boundary) before any model sees it."""
@@ -271,6 +271,16 @@ _CODE = re.compile(r"<[^>]*>|\{[^}]*\}|\[[^\]]*\]|\S*_\S*|\S*[;=]\S*")
 """Markup, JSON, identifiers and code in a message: words there ask for nothing."""
 
 
+_PRODUCT_NAMES = re.compile(
+    "|".join(
+        r"[\s-]+".join(re.escape(word) for word in re.split(r"[\s-]+", product.lower()))
+        for product in sorted(PRODUCTS, key=len, reverse=True)
+    )
+)
+"""The shop's product names as a customer may write them ("noise cancelling headphones"):
+a name is no request ("is the Noise-Cancelling Headphones order cancelled?")."""
+
+
 def asks_for(message: str, tool: str, address: object = None) -> bool:
     """Whether ``message`` asks for the side effect ``tool`` performs in plain words (the
     classifier and tool-caller already read it as that request; this is the last word).
@@ -288,7 +298,7 @@ def asks_for(message: str, tool: str, address: object = None) -> bool:
     if patterns is None:
         return True
     asked, negated = patterns
-    lowered = _CODE.sub(" ", message).lower()
+    lowered = _PRODUCT_NAMES.sub(" ", _CODE.sub(" ", message).lower())
     # A question about how the shop works ("how long do refunds take?"), about what
     # happened ("did I ever get my money back?") or what the customer did ("I clicked
     # cancel") names the action without asking for it.
@@ -345,10 +355,12 @@ _ANY_ORDER = (
     r"|once i('?ve| have)? (placed|ordered|bought|paid)|after (ordering|buying|i order)"
     r"|before (i|we) (order|buy|place|pay|check out)|will i (still )?be (able|allowed)"
     r"|(do|does|are|can|will) (refunds|returns|exchanges|cancellations|deliveries|parcels)"
+    r"|if (an|the) (order|item|parcel|package) (has|is|was|gets)\b"
+    r"|(can|could) i (still )?(return|send back|exchange|swap) (it|them|this|these|those)\b"
 )
 """An action asked about any order, not one ("can I return something I already opened?",
 "once I've placed an order can I still change it?", "before I order: will I be able to
-change the address later?")."""
+change the address later?", "I only tried them on: can I still return them?")."""
 _PROCESS_QUESTION = re.compile(rf"\b({_HOW_IT_WORKS}|is (it|that) possible|{_ANY_ORDER})\b")
 """A question about how the shop works ("how long till a refund is back on my card?", "if
 I order today, when would it leave?", "is it possible to change an order?", "can I return
@@ -362,9 +374,15 @@ asks for the cancellation (:func:`asks_for`)."""
 _CARRIER_NAMES = r"ups|dhl|fedex|dpd|usps|royal mail|gls|hermes|postnl|parcelforce|evri|canada post"
 """Carriers a customer may name, the shop's and others."""
 
+_WHERE_IT_STANDS = (
+    r"\s+(things|it|we|this|my order)\s+(stands?|are at)\b"
+    r"|\s+(it'?s|it is|things are|this is|my order is|we are)\s+at\b"
+)
+""""Where things stand", "where it's at": the idiom for the order's state, not its place."""
+
 _WHERE_IT_IS = re.compile(
     r"\b(track\w*|trak\w*|trac(e|ing)|wher\b"
-    r"|where(?!\s+(things|it|we|this|my order)\s+(stands?|are at)\b)\w*"
+    rf"|where(?!{_WHERE_IT_STANDS})\w*"
     r"|link|follow|carriers?|couriers?|eta|arriv\w*|deliver\w*|com(e|es|ing)\b|turn(ed|s)? up"
     r"|lands?|get here|be here|reach|whom?|which (company|service)|expect\w*|how long"
     r"|how (many|much) (more )?(days|weeks|longer)"
@@ -376,7 +394,7 @@ it is); "has it left your warehouse yet?", "is ORD-1 sent yet" and "how far alon
 hold none: they ask for the order's state."""
 
 _ASKS_WHERE = re.compile(
-    r"\bwhere(?!\s+(things|it|we|this|my order)\s+(stands?|are at)\b)\b|\bwhereabouts\b"
+    rf"\bwhere(?!{_WHERE_IT_STANDS})\b|\bwhereabouts\b"
     r"|\btracking\b|\btrack (it|them|my|the|this|that|ord)\b|\blink\b|\beta\b"
     rf"|\bfollow\b(?![\s-]+up)|\bin transit\b|\bout for delivery\b|\b({_CARRIER_NAMES})\b"
 )
@@ -385,6 +403,24 @@ _ASKS_WHERE = re.compile(
 can follow ORD-1?"): a lookup the classifier read as the order's state is its tracking.
 Narrower than :data:`_WHERE_IT_IS`: "did it get delivered?" and "is it still coming?" ask
 for either, and the classifier's reading stands."""
+
+
+_ASKS_STATE = re.compile(
+    r"\bwhat('?s| is| was)( \w+)? (going on|happening|happened|up)\b|\bwhat happened\b"
+    r"|\b(real|actual|current) status\b|\bwhat('?s| is) the status\b"
+)
+"""A question for the order's state in so many words ("what is going on?", "what's the
+real status?"): the answer is its state, whatever else the message says ("the tracking
+page said it was delivered but nothing came. What is going on?")."""
+
+
+def _asks_state(message: str) -> bool:
+    """Whether a question sentence of ``message`` asks for the order's state
+    (:data:`_ASKS_STATE`)."""
+    return any(
+        sentence.rstrip().endswith("?") and _ASKS_STATE.search(sentence.lower())
+        for sentence in _sentences(message)
+    )
 
 
 def _asks_where(message: str) -> bool:
@@ -462,12 +498,20 @@ def desk_intent(intent: object, message: str, fields: Mapping[str, Any] | None =
     address = (fields or {}).get("address")
     if intent in {"order_status", "track_shipment"} and _redirects_to(address, message):
         return "change_address"
-    if intent == "track_shipment" and not _WHERE_IT_IS.search(_request_part(message).lower()):
+    request = _request_part(message)
+    if intent == "track_shipment" and (
+        _asks_state(request) or not _WHERE_IT_IS.search(request.lower())
+    ):
         return "order_status"
     action = ACTION_OF_INTENT.get(intent)
     if action is not None and not asks_for(message, action, address):
         intent = "order_status"
-    if intent == "order_status" and referenced and _asks_where(_request_part(message)):
+    if (
+        intent == "order_status"
+        and referenced
+        and _asks_where(request)
+        and not _asks_state(request)
+    ):
         return "track_shipment"
     return intent
 
@@ -536,7 +580,7 @@ MAX_REASON_CHARS = 500
 """The longest reason a cancel or refund call takes (the tools' argument schema)."""
 MAX_ADDRESS_CHARS = 160
 """The longest shipping address a tool call may write (longer: a sentence, not an address)."""
-_SENTENCE_BREAK = re.compile(r"[.!?]\s+\S|\n")
+_SENTENCE_BREAK = re.compile(r"[.!?]\s+[^\s\d]|\n")
 
 
 def plausible_address(value: object, message: str) -> bool:

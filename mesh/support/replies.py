@@ -270,6 +270,6 @@ def _body(facts: Mapping[str, Any], greet: str) -> str:
         after = "" if facts["intent"] == "general_question" else f" {_FAQ_ORDER_NEXT}"
         return f"{greet} thanks for asking. {facts['answer']}{after}"
     return (
-        f"{greet} your order {facts['order_id']} will now be delivered to "
-        f"{facts['shipping_address']}."
+        f"{greet} I have updated the delivery address: your order {facts['order_id']} will "
+        f"now be delivered to {facts['shipping_address']}."
     )

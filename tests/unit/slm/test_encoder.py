@@ -225,3 +225,12 @@ def test_training_options_that_only_fit_micro_slms_are_refused_for_an_encoder() 
         train("extractor", minutes=1.0)
     with pytest.raises(ValueError, match="no encoder plan"):
         train("responder", kind="encoder", served=False)
+
+
+def test_a_span_stays_inside_one_sentence_but_an_abbreviation_before_a_number_ends_none() -> None:
+    from mesh.slm.encoder import one_sentence
+
+    assert one_sentence("leopoldstr. 21, 80802 münchen")
+    assert one_sentence("No. 5 Main Street")
+    assert not one_sentence("next week. Ship it to 5 Main Street")
+    assert not one_sentence("5 Main Street\nBerlin")

@@ -99,6 +99,10 @@ def test_language(text: str, language: str) -> None:
         ("you guys said you'd refund ORD-123456. Did that actually happen?", "refund_order",
          False),
         ("You promised a refund, so refund ORD-123456 now.", "refund_order", True),
+        # A product's name is no request.
+        ("I asked for ORD-123456 to be cancelled (the noise-cancelling headphones). Is it?",
+         "cancel_order", False),
+        ("please cancel the noise cancelling headphones, ORD-123456", "cancel_order", True),
     ],
 )  # fmt: skip
 def test_a_side_effect_needs_a_request_in_plain_words(text: str, tool: str, asked: bool) -> None:
@@ -167,6 +171,12 @@ def test_only_a_plausible_span_is_written_as_an_address(
     address: str | None, plausible: bool
 ) -> None:
     assert plausible_address(address, MOVING) is plausible
+
+
+def test_an_abbreviation_before_a_house_number_ends_no_sentence_of_an_address() -> None:
+    message = "moving next week, pls ship ORD-968142 to leopoldstr. 21, 80802 münchen instead"
+    assert plausible_address("leopoldstr. 21, 80802 münchen", message)
+    assert not plausible_address("week. Pls ship to 21", "moving next week. Pls ship to 21")
 
 
 def test_a_copied_message_as_address_gives_way_to_the_extracted_address() -> None:
@@ -554,6 +564,8 @@ def test_an_action_is_asked_for_only_in_plain_words_not_negated_nor_in_a_process
         ("order_status", "My watch stopped charging after 14 months. Is that still covered?"),
         ("refund_request", "I opened them, meh. Am I still able to send them back?"),
         ("refund_request", "Do refunds go back to PayPal or to my card?"),
+        ("change_address", "If an order has already shipped, can I still have it sent elsewhere?"),
+        ("refund_request", "I tried the headphones on for two minutes. Can I still return them?"),
     ],
 )  # fmt: skip
 def test_more_process_questions_without_an_order_are_general_questions(
@@ -655,6 +667,11 @@ def test_a_turkish_question_is_not_english() -> None:
         ("can you tell me where things are at with ORD-252973?", "order_status"),
         ("what's the tracking number for ORD-252973?", "track_shipment"),
         ("How many more days for ORD-252973?", "track_shipment"),
+        ("I'm checking ORD-252973 for my sister. Can you tell me where it's at?", "order_status"),
+        # A question for the state in so many words: the state, whatever else is said.
+        ("The tracking page said ORD-252973 was delivered but nothing came. What is going on?",
+         "order_status"),
+        ("ORD-252973, what's the real status? The DHL app says delivered.", "order_status"),
         ("I deleted the email when I was clearing my inbox. Is ORD-252973 ok?",
          "order_status"),
     ],
