@@ -172,10 +172,17 @@ def support_authorize_call(value: Any) -> dict[str, Any] | None:
     )
     if asked is not None:
         return {**asked, "principal": principal}
-    if name == "refund_order" and policy.amount_in_words(message, arguments.get("amount")):
-        # "twelve dollars back": the customer confirms the figure the desk read first.
-        return {"name": name, "arguments": arguments, "ask_first": True, "principal": principal}
-    return {"name": name, "arguments": arguments, "principal": principal}
+    authorized: dict[str, Any] = {"name": name, "arguments": arguments, "principal": principal}
+    if name == "refund_order":
+        # "20 GBP back": the currency written beside the amount goes with the call, and the
+        # tools agent refuses a refund asked in another currency than the order's.
+        currency = policy.amount_currency(message, arguments.get("amount"))
+        if currency is not None:
+            authorized["currency"] = currency
+        if policy.amount_in_words(message, arguments.get("amount")):
+            # "twelve dollars back": the customer confirms the figure the desk read first.
+            authorized["ask_first"] = True
+    return authorized
 
 
 @planner_function("support.full_refund")

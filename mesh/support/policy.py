@@ -19,7 +19,7 @@ from typing import Any
 
 from mesh.support.facts import written_name
 from mesh.tools.catalog import DEFAULT_REASON, REFUNDABLE_STATUSES
-from mesh.tools.faq import named_terms, terms
+from mesh.tools.faq import keyword_terms, named_terms, names_in, terms
 from mesh.tools.orders import CURRENCIES, PRODUCTS
 
 MAX_MESSAGE_CHARS = 600
@@ -684,6 +684,32 @@ def message_amounts(message: str) -> list[tuple[Decimal, str, bool]]:
     return found
 
 
+_CURRENCY_OF_MARK = {
+    "£": "GBP", "€": "EUR", "euro": "EUR", "euros": "EUR", "pound": "GBP", "pounds": "GBP",
+    "quid": "GBP", "franc": "CHF", "francs": "CHF", "kronor": "SEK", "zloty": "PLN",
+    **{code.lower(): code for code in CURRENCIES},
+}  # fmt: skip
+"""The currency a mark beside an amount names; "$", "dollars" and "kroner" name none for
+certain (US or Canadian dollars, Danish or Norwegian kroner)."""
+
+
+def amount_currency(message: str, amount: object) -> str | None:
+    """The currency ``message`` writes ``amount`` in ("20 GBP back", "£20", "twenty quid"),
+    or ``None`` when it writes none for certain (no mark, "$20")."""
+    wanted = _decimal(str(amount)) if isinstance(amount, (int, float, str, Decimal)) else None
+    if wanted is None or isinstance(amount, bool):
+        return None
+    for match in _AMOUNT.finditer(message):
+        if _decimal(match.group("number")) == wanted:
+            mark = (match.group("before") or match.group("after") or "").strip().lower()
+            if mark:
+                return _CURRENCY_OF_MARK.get(mark)
+    for match in _WORD_AMOUNT.finditer(message):
+        if Decimal(_word_number(match.group("number"))) == wanted:
+            return _CURRENCY_OF_MARK.get(match.group(0).split()[-1].lower())
+    return None
+
+
 def amount_in_words(message: str, amount: object) -> bool:
     """Whether the message writes ``amount`` only in words ("twelve dollars back or so"):
     such a refund waits for the customer's yes to the figure the desk read."""
@@ -854,11 +880,12 @@ def asked_refund(
         or not asks_for(message, "refund_order")
     ):
         return None
-    return {
-        "name": "refund_order",
-        "arguments": {"order_id": order_id, "amount": float(amount), "reason": _reason(fields)},
-        "ask_first": True,
-    }
+    arguments = {"order_id": order_id, "amount": float(amount), "reason": _reason(fields)}
+    asked: dict[str, Any] = {"name": "refund_order", "arguments": arguments, "ask_first": True}
+    currency = amount_currency(message, amount)
+    if currency is not None:
+        asked["currency"] = currency
+    return asked
 
 
 def asked_cancel(
@@ -1018,9 +1045,15 @@ PayPal?")."""
 
 
 def _topical(question: str) -> bool:
-    """Whether a side question holds a topic to look up in the FAQ (:data:`MIN_ASIDE_TERMS`)."""
+    """Whether a side question holds a topic to look up in the FAQ (:data:`MIN_ASIDE_TERMS`),
+    or names one the FAQ knows ("and do you take Klarna?": a keyword the customer writes
+    as a name)."""
     held = terms(question)
-    return len(held) >= MIN_ASIDE_TERMS or not named_terms().isdisjoint(held)
+    return (
+        len(held) >= MIN_ASIDE_TERMS
+        or not named_terms().isdisjoint(held)
+        or not keyword_terms().isdisjoint(names_in(question))
+    )
 
 
 _PROCESS_ASIDE = re.compile(

@@ -60,6 +60,7 @@ _ERROR_NEXT = {
     "customer_not_found": "Could you check the email address or send me your order number?",
     "not_your_account": "Could you check the email address or send me your order number?",
     "confirmation_required": 'Reply "yes" to confirm and I will go ahead.',
+    "currency_mismatch": "How much would you like back in that currency?",
 }
 _LIMITED_NEXT = (
     "For more details, please write to us from the email address you placed the order with."

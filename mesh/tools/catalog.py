@@ -50,7 +50,15 @@ ORDER_ID_PATTERN = r"^ORD-\d{6}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,128}$"
 """1-128 printable ASCII characters without spaces: UUIDs, ``task-id:step`` and the like."""
 
-_ENVELOPE_KEYS = ("name", "arguments", "idempotency_key", "principal", "confirmed", "ask_first")
+_ENVELOPE_KEYS = (
+    "name",
+    "arguments",
+    "idempotency_key",
+    "principal",
+    "confirmed",
+    "ask_first",
+    "currency",
+)
 _MAX_REASON_CHARS = 300
 
 FACT_KINDS = (
@@ -239,6 +247,9 @@ class ToolCall:
     ask_first: bool = False
     """The caller wants the customer's yes before a refund of any amount (not only one above
     the limit) or a cancellation: set when the desk is less sure the message asks for it."""
+    currency: str | None = None
+    """The currency the customer wrote a refund's amount in ("20 GBP back"); the amount
+    argument is in the order's currency, so a refund asked in another one is refused."""
 
     @property
     def name(self) -> str:
@@ -299,7 +310,7 @@ def _resolve(value: object, tokens: list[str], pointer: str) -> Iterator[tuple[s
 
 def parse_call(payload: object) -> ToolCall:
     """Checks a proposed call ``{"name", "arguments", "idempotency_key"?, "principal"?,
-    "confirmed"?, "ask_first"?}``.
+    "confirmed"?, "ask_first"?, "currency"?}``.
 
     ``arguments`` may also be a JSON string, as OpenAI-style function calls emit it.
     Whole-number floats become ints first, because A2A data parts carry every number
@@ -341,6 +352,11 @@ def parse_call(payload: object) -> ToolCall:
     ask_first = payload.get("ask_first", False)
     if not isinstance(ask_first, bool):
         raise MalformedCallError(f"'ask_first' must be true or false, got {_json_type(ask_first)}")
+    currency = payload.get("currency")
+    if currency is not None and currency not in orders.CURRENCIES:
+        raise MalformedCallError(
+            f"'currency' must be one of {', '.join(orders.CURRENCIES)}, got {currency!r}"
+        )
     if tool.side_effects and key is None:
         raise MissingIdempotencyKeyError(
             f"{tool.name} changes the order, so it needs an 'idempotency_key' beside "
@@ -353,6 +369,7 @@ def parse_call(payload: object) -> ToolCall:
         principal=principal,
         confirmed=confirmed,
         ask_first=ask_first,
+        currency=currency,
     )
 
 
@@ -493,6 +510,13 @@ def _authorize(conn: Connection, call: ToolCall, policy: Policy) -> dict[str, An
     order = orders.get_order(conn, order_id)
     if order is None or order.customer_email.lower() != principal.customer:
         return _not_your_order(order_id)
+    if call.name == "refund_order" and call.currency not in (None, order.currency):
+        # "20 GBP back" on an order paid in CAD: refunding 20 CAD moves a sum nobody asked for.
+        return _refused(
+            "currency_mismatch",
+            f"Order {order.order_id} was paid in {order.currency}, so a refund is made in "
+            f"{order.currency}.",
+        )
     if call.name == "refund_order" and not call.confirmed:
         return _unconfirmed_refund(order, call.arguments, policy, always=call.ask_first)
     if call.name == "cancel_order" and call.ask_first and not call.confirmed:
@@ -1009,6 +1033,7 @@ TOOLS: Mapping[str, Tool] = {
                     "order_not_found",
                     "not_refundable",
                     "amount_exceeds_refundable",
+                    "currency_mismatch",
                     "not_your_order",
                     "verification_required",
                     "confirmation_required",

@@ -157,7 +157,7 @@ def _call_payload(message: Message | None) -> object:
         raise MalformedCallError(
             "the message has no data part and no text; send the tool call as a JSON "
             "object {'name', 'arguments', 'idempotency_key'?, 'principal'?, 'confirmed'?, "
-            "'ask_first'?}"
+            "'ask_first'?, 'currency'?}"
         )
     try:
         return json.loads(text)

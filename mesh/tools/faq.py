@@ -162,6 +162,18 @@ _NAME_IN_TEXT = re.compile(r"(?<=[a-z0-9,;] )[A-Z][A-Za-z]+")
 """A capitalised word that does not start a sentence: a name ("PayPal", "Saturday")."""
 
 
+def names_in(text: str) -> set[str]:
+    """The terms of the words ``text`` writes as names (capitalised inside a sentence:
+    "do you take Klarna?")."""
+    return {term for word in _NAME_IN_TEXT.findall(text) for term in terms(word)}
+
+
+@cache
+def keyword_terms() -> frozenset[str]:
+    """The terms of every entry's keywords: what the FAQ knows a topic by."""
+    return frozenset(term for entry in entries() for kw in entry.keywords for term in terms(kw))
+
+
 @cache
 def named_terms() -> frozenset[str]:
     """The terms of keywords that their entry's answer writes as names ("PayPal",

@@ -12,6 +12,7 @@ from mesh.support.policy import (
     agreed_amount,
     agreed_call,
     agreed_fields,
+    amount_currency,
     aside_question,
     asked_cancel,
     asked_refund,
@@ -360,7 +361,27 @@ def test_a_refund_asked_with_its_amount_beside_a_lookup_is_asked_first() -> None
         "name": "refund_order",
         "arguments": {"order_id": "ORD-101010", "amount": 15.0, "reason": "Customer request"},
         "ask_first": True,
+        "currency": "EUR",  # as written: the tools agent refuses it on an order in another
     }
+
+
+@pytest.mark.parametrize(
+    ("message", "amount", "currency"),
+    [
+        ("I'd like 20 GBP back", 20.0, "GBP"),
+        ("£17.49 is fine by me", 17.49, "GBP"),
+        ("can i get twenty quid back", 20, "GBP"),
+        ("15 euros back please", "15", "EUR"),
+        ("EUR17.99 back", 17.99, "EUR"),
+        ("refund $20 please", 20, None),  # US or Canadian dollars
+        ("give me 12.50 back", "12.50", None),
+        ("I paid 30 EUR, give me 12.50 back", "12.50", None),
+    ],
+)
+def test_the_currency_a_refund_amount_is_written_in(
+    message: str, amount: object, currency: str | None
+) -> None:
+    assert amount_currency(message, amount) == currency
 
 
 @pytest.mark.parametrize(

@@ -391,6 +391,30 @@ def test_partial_refunds_up_to_the_order_total(db: Path) -> None:
     ]
 
 
+def test_a_refund_asked_in_another_currency_than_the_orders_is_refused(db: Path) -> None:
+    """ "20 GBP back" on an order paid in another currency: refunding 20 of the order's
+    currency would move a sum nobody asked for; the same amount in its own currency runs."""
+    order_id, paid_in, owner = query(
+        db,
+        "SELECT order_id, currency, email FROM orders JOIN customers c ON c.id = customer_id "
+        "WHERE status = 'delivered' AND currency != 'GBP' ORDER BY 1 LIMIT 1",
+    )[0]
+    asked = {
+        "name": "refund_order",
+        "arguments": {"order_id": order_id, "amount": 1.0, "reason": "Scratched"},
+        "principal": {"customer": owner},
+    }
+    other = run_tool_call(db, {**asked, "idempotency_key": "gbp", "currency": "GBP"}).result
+    assert other["ok"] is False
+    assert other["error"]["code"] == "currency_mismatch"
+    assert paid_in in other["error"]["message"]
+    assert query(db, "SELECT COUNT(*) FROM refunds WHERE order_id = ?", order_id) == [(0,)]
+    own = run_tool_call(db, {**asked, "idempotency_key": "own", "currency": paid_in}).result
+    assert own["ok"] is True
+    with pytest.raises(MalformedCallError, match="'currency' must be one of"):
+        parse_call({**asked, "idempotency_key": "x", "currency": "bitcoin"})
+
+
 @pytest.mark.parametrize("status", ["placed", "cancelled", "refunded"])
 def test_only_shipped_or_delivered_orders_can_be_refunded(db: Path, status: str) -> None:
     order_id = order_with(db, status)
@@ -627,6 +651,17 @@ def test_every_real_result_matches_its_tools_result_schema_and_every_branch_occu
             "principal": {"customer": owners[placed]},
             "idempotency_key": "asked-first",
             "ask_first": True,
+        }
+    )
+    shipped = order_with(db, "shipped")  # a refund the customer wrote in another currency
+    paid_in = query(db, "SELECT currency FROM orders WHERE order_id = ?", shipped)[0][0]
+    check(
+        {
+            "name": "refund_order",
+            "arguments": {"order_id": shipped, "amount": 1.0, "reason": "Scratched"},
+            "principal": {"customer": owners[shipped]},
+            "idempotency_key": "other-currency",
+            "currency": next(c for c in ("GBP", "EUR") if c != paid_in),
         }
     )
     for principal in (
