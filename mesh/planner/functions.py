@@ -163,6 +163,12 @@ def support_authorize_call(value: Any) -> dict[str, Any] | None:
     fields: Mapping[str, Any] = raw_fields if isinstance(raw_fields, Mapping) else {}
     agreed = policy.agreed_call(call, case.get("intent"), fields, message)
     name, arguments = agreed["name"], agreed["arguments"]
+    written = case.get("written")
+    if name == "update_shipping_address" and isinstance(written, str):
+        # The address as the message writes it on its lines, not run on into a sign-off.
+        address = policy.written_address(arguments.get("address"), written)
+        if policy.plausible_address(address, message):
+            arguments = {**arguments, "address": address}
     if not policy.asks_for(message, name, arguments.get("address")) and "order_id" in arguments:
         name, arguments = "get_order", {"order_id": arguments["order_id"]}
     principal = policy.principal_of(case.get("sender"))
@@ -264,7 +270,8 @@ def support_reply_facts(value: Any) -> dict[str, Any] | None:
         and classified in policy.ORDER_INTENTS
     ):
         intent = classified
-    return reply_facts(intent, call, result, customer)
+    address_asked = policy.asks_address(str(case.get("message") or ""))
+    return reply_facts(intent, call, result, customer, address_asked=address_asked)
 
 
 @planner_function("support.check_reply")

@@ -186,6 +186,9 @@ def _trusted_texts(facts: Mapping[str, Any]) -> list[str]:
         texts.append(facts["message"])
     if facts.get("tool") == "search_faq":
         texts.append(facts.get("answer") or replies.unknown_question_answer())
+    if facts.get("ok") and facts.get("tool") in ("get_order", "track_shipment"):
+        # The address on file, stated to its owner who asked for it: verbatim only.
+        texts.append(facts.get("shipping_address"))
     # An earlier order a listing names, with its own product and status: verbatim, so a
     # status can never move from one order to another.
     texts.extend(replies.listed_order(order) for order in facts.get("earlier_orders") or ())

@@ -148,12 +148,16 @@ def reply_facts(
     call: Mapping[str, Any],
     result: Mapping[str, Any],
     customer: str | None = None,
+    *,
+    address_asked: bool = False,
 ) -> dict[str, Any]:
     """The responder's input for one case: what was asked, what ran, what came back.
 
     ``customer`` is the name the customer gave (the extractor's ``name``, already checked
     with :func:`plausible_name`); the name on the order or account wins when the result
-    has one.
+    has one. ``address_asked``: the message asks where the order is being sent ("which
+    address is ORD-1 going to?"), so a full lookup's facts hold its shipping address (a
+    limited one, for an anonymous sender, never does).
     """
     name = call["name"]
     arguments = call.get("arguments", {})
@@ -187,6 +191,8 @@ def reply_facts(
             amount=order["amount"],
             currency=order["currency"],
         )
+        if address_asked and order.get("shipping_address"):
+            facts["shipping_address"] = order["shipping_address"]
     elif name == "find_orders":
         found = result["orders"]
         latest = found[0] if found else {}
@@ -212,6 +218,8 @@ def reply_facts(
             delivered_on=_day(result["delivered_at"]),
             estimated_delivery=result["estimated_delivery"],
         )
+        if address_asked and result.get("shipping_address"):
+            facts["shipping_address"] = result["shipping_address"]
     elif name in ("cancel_order", "refund_order"):
         facts.update(
             order_id=result["order_id"], amount=result["amount"], currency=result["currency"]

@@ -169,6 +169,23 @@ _ACTIONS = {
 }
 
 
+_ASKS_ADDRESS = re.compile(
+    r"\b(which|what) (delivery |shipping |postal )?address\b"
+    r"|\baddress (do you have |you have |is )?on file\b"
+    r"|\bwhere (is|are) (it|they|this|that|my order|the order|the parcel|ORD-\d+) "
+    r"(being |getting )?(sent|shipped|going|delivered|posted) to\b",
+    re.IGNORECASE,
+)
+"""A question for the address an order goes to ("which address is ORD-1 being shipped to?",
+"what address do you have on file?")."""
+
+
+def asks_address(message: str) -> bool:
+    """Whether ``message`` asks which address its order is being sent to: the reply to the
+    order's verified owner then states it (:data:`_ASKS_ADDRESS`)."""
+    return _ASKS_ADDRESS.search(message) is not None
+
+
 _SHOW_ADDRESS = re.compile(
     r"\b(print|show|display|read out|tell me|give me|what|which|do you have|on file"
     r"|changed|updated)\b"
@@ -355,7 +372,7 @@ _ANY_ORDER = (
     r"|once i('?ve| have)? (placed|ordered|bought|paid)|after (ordering|buying|i order)"
     r"|before (i|we) (order|buy|place|pay|check out)|will i (still )?be (able|allowed)"
     r"|(do|does|are|can|will) (refunds|returns|exchanges|cancellations|deliveries|parcels)"
-    r"|if (an|the) (order|item|parcel|package) (has|is|was|gets)\b"
+    r"|(if|once|after) (an|the) (order|item|parcel|package) (has|is|was|gets)\b"
     r"|(can|could) i (still )?(return|send back|exchange|swap) (it|them|this|these|those)\b"
 )
 """An action asked about any order, not one ("can I return something I already opened?",
@@ -492,6 +509,8 @@ def desk_intent(intent: object, message: str, fields: Mapping[str, Any] | None =
             if _VALID_ORDER_ID.search(sentence) and _REDIRECT.search(sentence.lower()):
                 return "change_address"
         for sentence in _sentences(_request_part(message)):
+            if _VALID_ORDER_ID.search(sentence) and _asks_state(sentence):
+                return "order_status"
             if _VALID_ORDER_ID.search(sentence) and _asks_where(sentence):
                 return "track_shipment"
         return intent
@@ -600,6 +619,27 @@ def plausible_address(value: object, message: str) -> bool:
     )
 
 
+def written_address(address: object, written: str) -> object:
+    """A new address as the message writes it on its lines: a span the model ran on past
+    the address's last line into a sign-off ("…, United Kingdom" + "Ta.", "…, France" +
+    "Merci beaucoup, Sofía") ends with that line; a following line with a number (a
+    postcode: "12 Main St" + "Springfield 12345") is part of it. The models read the
+    message on one line, so only ``written``, the message as sent, shows where lines end."""
+    if not isinstance(address, str) or not address.strip():
+        return address
+    words = address.split()
+    found = re.search(r"(?<!\w)" + r"\s+".join(map(re.escape, words)) + r"(?!\w)", written)
+    if found is None or "\n" not in found.group():
+        return address
+    lines = [line.strip() for line in found.group().split("\n") if line.strip()]
+    kept = [lines[0]]
+    for line in lines[1:]:
+        if not any(ch.isdigit() for ch in line):
+            break
+        kept.append(line)
+    return " ".join(" ".join(kept).split())
+
+
 INTENT_TOOLS: Mapping[str, frozenset[str]] = {
     "order_status": frozenset({"get_order", "find_orders"}),
     "track_shipment": frozenset({"track_shipment", "find_orders"}),
@@ -695,19 +735,24 @@ certain (US or Canadian dollars, Danish or Norwegian kroner)."""
 
 def amount_currency(message: str, amount: object) -> str | None:
     """The currency ``message`` writes ``amount`` in ("20 GBP back", "£20", "twenty quid"),
-    or ``None`` when it writes none for certain (no mark, "$20")."""
+    or ``None`` when it writes none for certain (no mark, "$20", or the same number once
+    with a currency and once without)."""
     wanted = _decimal(str(amount)) if isinstance(amount, (int, float, str, Decimal)) else None
     if wanted is None or isinstance(amount, bool):
         return None
-    for match in _AMOUNT.finditer(message):
-        if _decimal(match.group("number")) == wanted:
-            mark = (match.group("before") or match.group("after") or "").strip().lower()
-            if mark:
-                return _CURRENCY_OF_MARK.get(mark)
-    for match in _WORD_AMOUNT.finditer(message):
-        if Decimal(_word_number(match.group("number"))) == wanted:
-            return _CURRENCY_OF_MARK.get(match.group(0).split()[-1].lower())
-    return None
+    marks = [
+        (match.group("before") or match.group("after") or "").strip().lower()
+        for match in _AMOUNT.finditer(message)
+        if _decimal(match.group("number")) == wanted
+    ] + [
+        match.group(0).split()[-1].lower()
+        for match in _WORD_AMOUNT.finditer(message)
+        if Decimal(_word_number(match.group("number"))) == wanted
+    ]
+    # Every time the message writes that amount, the same currency: "5 quid cheaper, refund
+    # me the 5.00 difference" writes it once without one, and says none for certain.
+    currencies = {_CURRENCY_OF_MARK.get(mark) for mark in marks}
+    return currencies.pop() if len(currencies) == 1 else None
 
 
 def amount_in_words(message: str, amount: object) -> bool:
@@ -773,7 +818,7 @@ def agreed_fields(
     The amount is written as a plain decimal ("69.99"; "12,50" becomes "12.50"). The name
     is the one the message writes on one line (:func:`~mesh.support.facts.written_name`;
     ``written`` is the message with its line breaks, where ``message`` is the text the
-    models read)."""
+    models read), and so is the new address (:func:`written_address`)."""
     agreed = dict(fields)
     amounts = message_amounts(message)
     if agreed.get("amount") is not None:
@@ -784,6 +829,8 @@ def agreed_fields(
     name = agreed.get("name")
     if isinstance(name, str):
         agreed["name"] = written_name(name, message if written is None else written)
+    if written is not None:
+        agreed["address"] = written_address(agreed.get("address"), written)
     reason = agreed.get("reason")
     if isinstance(reason, str):
         agreed["reason"] = whole_clause(reason, message)
@@ -1027,11 +1074,12 @@ def named_order(
 
 _ASIDE_MARK = re.compile(
     r"(?:(?<=[.?!])\s+|,?\s+)(?=(?:and also|also|btw|by the way|p\.?s\.?|plus|and)\b)"
-    r"|(?<=[.?!])\s+(?=one more thing|another question)",
+    r"|(?<=[.?!])\s+(?=one more thing|another question|secondly\b|second(?=[,:])|2[).:]\s|\(2\))",
     re.IGNORECASE,
 )
 _MARK_WORDS = re.compile(
-    r"^(?:and also|also|btw|by the way|p\.?s\.?|plus|and|one more thing|another question)\b"
+    r"^(?:(?:and also|also|btw|by the way|p\.?s\.?|plus|and|one more thing|another question"
+    r"|secondly|second)\b|2[).:](?=\s)|\(2\))"
     r"[\s,:\u2014\u2013-]*",
     re.IGNORECASE,
 )

@@ -203,6 +203,18 @@ def _earlier_orders(facts: Mapping[str, Any]) -> str:
 
 
 def _body(facts: Mapping[str, Any], greet: str) -> str:
+    body = _outcome(facts, greet)
+    address = facts.get("shipping_address")
+    if not address or facts["tool"] not in ("get_order", "track_shipment") or not facts["ok"]:
+        return body
+    # The address on file, for its owner who asked for it: before the closing question.
+    said = f"The delivery address on it is {address}."
+    if body.endswith(_ANYTHING_ELSE):
+        return f"{body[: -len(_ANYTHING_ELSE)].rstrip()} {said} {_ANYTHING_ELSE}"
+    return f"{body} {said}"
+
+
+def _outcome(facts: Mapping[str, Any], greet: str) -> str:
     tool = facts["tool"]
     if not facts["ok"]:
         after = _ERROR_NEXT.get(str(facts.get("error")), "")

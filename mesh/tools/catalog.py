@@ -510,7 +510,11 @@ def _authorize(conn: Connection, call: ToolCall, policy: Policy) -> dict[str, An
     order = orders.get_order(conn, order_id)
     if order is None or order.customer_email.lower() != principal.customer:
         return _not_your_order(order_id)
-    if call.name == "refund_order" and call.currency not in (None, order.currency):
+    if (
+        call.name == "refund_order"
+        and call.currency not in (None, order.currency)
+        and order.status in REFUNDABLE_STATUSES  # else the refusal says why it cannot be
+    ):
         # "20 GBP back" on an order paid in CAD: refunding 20 CAD moves a sum nobody asked for.
         return _refused(
             "currency_mismatch",

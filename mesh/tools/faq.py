@@ -307,13 +307,27 @@ MIN_TYPO_CHARS = 5
 def spelled(term: str, vocabulary: Iterable[str]) -> str:
     """``term`` as the entries spell it: a term they do not hold, of at least
     :data:`MIN_TYPO_CHARS` letters, that is one edit (a letter added, dropped, changed or
-    two swapped) from exactly one term of theirs of that length becomes that term; any
-    other term is kept as it is."""
+    two swapped) from exactly one term of theirs of that length becomes that term, and so
+    does one a letter shorter with two letters swapped ("lnog"); any other term is kept as
+    it is."""
     known = set(vocabulary)
-    if term in known or len(term) < MIN_TYPO_CHARS or term.isdigit():
+    if term in known or len(term) < MIN_TYPO_CHARS - 1 or term.isdigit():
         return term
-    close = [word for word in known if len(word) >= MIN_TYPO_CHARS and _one_edit(term, word)]
+    if len(term) < MIN_TYPO_CHARS:
+        # A shorter word only by two letters swapped ("lnog"): one letter off, "cost" is
+        # "cast" or "most".
+        close = [word for word in known if _swapped(term, word)]
+    else:
+        close = [word for word in known if len(word) >= MIN_TYPO_CHARS and _one_edit(term, word)]
     return close[0] if len(close) == 1 else term
+
+
+def _swapped(a: str, b: str) -> bool:
+    """Whether ``b`` is ``a`` with two neighbouring letters swapped."""
+    if len(a) != len(b) or a == b:
+        return False
+    diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+    return len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
 
 
 def _one_edit(a: str, b: str) -> bool:

@@ -414,3 +414,21 @@ def test_a_refund_amount_written_in_words_waits_for_the_customers_yes() -> None:
         assert call["name"] == "refund_order"
         assert call["arguments"]["amount"] == 20
         assert call.get("ask_first", False) is asked
+
+
+def test_the_address_on_file_is_in_the_facts_only_when_asked_and_only_for_a_full_lookup() -> None:
+    order = {
+        "order_id": "ORD-166344", "status": "placed", "product": "Air Purifier",
+        "amount": "159.99", "currency": "GBP", "shipping_address": "153 Lindenstraße, Berlin",
+        "customer": {"name": "Jonas Garcia", "email": "jonas@example.com"},
+    }  # fmt: skip
+    call = {"name": "get_order", "arguments": {"order_id": "ORD-166344"}}
+    case = {"intent": "order_status", "call": call, "result": {"ok": True, "order": order}}
+    asked = "Which address is ORD-166344 being shipped to? Not my old flat, I hope."
+    facts = FUNCTIONS["support.reply_facts"]({**case, "message": asked})
+    assert facts["shipping_address"] == "153 Lindenstraße, Berlin"
+    plain = FUNCTIONS["support.reply_facts"]({**case, "message": "status of ORD-166344?"})
+    assert "shipping_address" not in plain
+    limited = {"ok": True, "limited": True, "order": {"order_id": "ORD-166344", "status": "placed"}}
+    anonymous = FUNCTIONS["support.reply_facts"]({**case, "result": limited, "message": asked})
+    assert "shipping_address" not in anonymous

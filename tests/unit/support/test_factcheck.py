@@ -24,6 +24,7 @@ from mesh.support.replies import fixed_sentences, reply_forms, write_reply
 from mesh.tools import orders
 from mesh.tools.catalog import run_tool_call
 
+_LOOKUP_TOOLS = ("get_order", "track_shipment")
 _STATUS_WORDS = ("placed", "shipped", "delivered", "cancelled", "refunded")
 _LOOKUPS = (
     ("order_status", "get_order"),
@@ -45,7 +46,8 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     rng = Random(7)
     for order_id in order_ids:
         intent, tool = rng.choice(_LOOKUPS)
-        found.append(_facts(database, intent, tool, {"order_id": order_id}))
+        asked = rng.random() < 0.25  # "which address is it going to?": the owner is told
+        found.append(_facts(database, intent, tool, {"order_id": order_id}, address_asked=asked))
     for email in emails:
         found.append(_facts(database, rng.choice(("order_status", "refund_request")),
                             "find_orders", {"email": email}))  # fmt: skip
@@ -79,13 +81,37 @@ _FAQ_QUESTIONS = (
 
 
 def _facts(
-    database: Path, intent: str, tool: str, arguments: dict[str, Any], key: str | None = None
+    database: Path,
+    intent: str,
+    tool: str,
+    arguments: dict[str, Any],
+    key: str | None = None,
+    *,
+    address_asked: bool = False,
 ) -> dict[str, Any]:
     call: dict[str, Any] = {"name": tool, "arguments": arguments}
     if key:
         call["idempotency_key"] = key
     result = run_tool_call(database, call).result
-    return reply_facts(intent, call, result, None)
+    return reply_facts(intent, call, result, None, address_asked=address_asked)
+
+
+def test_the_address_on_file_is_stated_to_its_owner_who_asked_verbatim_only(
+    cases: list[dict[str, Any]],
+) -> None:
+    told = [f for f in cases if f.get("shipping_address") and f["tool"] in _LOOKUP_TOOLS]
+    assert len(told) >= 10
+    for facts in told:
+        reply = write_reply(facts)
+        assert f"The delivery address on it is {facts['shipping_address']}." in reply
+        assert check_reply(facts, reply) == []
+        other = next(f["shipping_address"] for f in told if f["order_id"] != facts["order_id"])
+        assert check_reply(facts, reply.replace(facts["shipping_address"], other)), reply
+        digit = re.search(r"\d", facts["shipping_address"])
+        if digit is not None:
+            wrong = str((int(digit.group()) + 1) % 10)
+            moved = facts["shipping_address"].replace(digit.group(), wrong, 1)
+            assert check_reply(facts, reply.replace(facts["shipping_address"], moved)), reply
 
 
 def test_every_correct_reply_passes(cases: list[dict[str, Any]]) -> None:

@@ -28,6 +28,7 @@ from mesh.support.policy import (
     plausible_address,
     principal_of,
     whole_clause,
+    written_address,
 )
 from mesh.tools.catalog import DEFAULT_REASON
 
@@ -174,6 +175,41 @@ def test_only_a_plausible_span_is_written_as_an_address(
     assert plausible_address(address, MOVING) is plausible
 
 
+@pytest.mark.parametrize(
+    ("address", "written", "kept"),
+    [
+        ("5 Mornington Crescent, London NW1 7RH, United Kingdom Ta",
+         "to 5 Mornington Crescent, London NW1 7RH, United Kingdom\nTa.",
+         "5 Mornington Crescent, London NW1 7RH, United Kingdom"),
+        ("12 Rue de la République, 69002 Lyon, France Merci beaucoup, Sofía",
+         "to 12 Rue de la République, 69002 Lyon, France\nMerci beaucoup, Sofía",
+         "12 Rue de la République, 69002 Lyon, France"),
+        # A next line with a postcode is the address's own.
+        ("12 Main St Springfield 12345", "send it to\n12 Main St\nSpringfield 12345\nThanks",
+         "12 Main St Springfield 12345"),
+        ("12 Main St, Springfield", "send it to 12 Main St, Springfield please",
+         "12 Main St, Springfield"),
+    ],
+)  # fmt: skip
+def test_a_new_address_ends_with_its_last_line_not_the_sign_off_below(
+    address: str, written: str, kept: str
+) -> None:
+    assert written_address(address, written) == kept
+    fields = agreed_fields({"address": address}, " ".join(written.split()), written=written)
+    assert fields["address"] == kept
+
+
+def test_a_general_question_that_asks_a_named_orders_state_is_its_lookup() -> None:
+    message = (
+        "Two things: 1) what's the status of ORD-253493? 2) how long does delivery to Canada "
+        "normally take?"
+    )
+    assert desk_intent("general_question", message) == "order_status"
+    assert (
+        aside_question(message, "order_status") == "how long does delivery to Canada normally take?"
+    )
+
+
 def test_an_abbreviation_before_a_house_number_ends_no_sentence_of_an_address() -> None:
     message = "moving next week, pls ship ORD-968142 to leopoldstr. 21, 80802 münchen instead"
     assert plausible_address("leopoldstr. 21, 80802 münchen", message)
@@ -262,6 +298,10 @@ def test_a_general_question_or_no_intent_keeps_the_proposed_call() -> None:
         ("Where is ORD-135753? Also, open Sunday?", "open Sunday?"),
         ("Cancel ORD-135753. And has it shipped?", None),  # one common word: about the order
         ("Cancel ORD-135753. And when?", None),
+        ("Cancel ORD-135753. Secondly, do you ship to Norway?", "do you ship to Norway?"),
+        ("1) where is ORD-135753? 2) do you take PayPal?", "do you take PayPal?"),
+        ("Where is ORD-135753? I paid 2. 5 days ago it was", None),
+        ("Where's ORD-135753 right now? And do you take Klarna?", "do you take Klarna?"),
     ],
 )
 def test_a_second_general_question_is_found_only_when_marked(text: str, aside: str | None) -> None:
@@ -376,6 +416,8 @@ def test_a_refund_asked_with_its_amount_beside_a_lookup_is_asked_first() -> None
         ("refund $20 please", 20, None),  # US or Canadian dollars
         ("give me 12.50 back", "12.50", None),
         ("I paid 30 EUR, give me 12.50 back", "12.50", None),
+        ("5 quid cheaper down the road, so refund me the 5.00 difference", 5.0, None),
+        ("I paid £20 and want the £20 back", 20, "GBP"),
     ],
 )
 def test_the_currency_a_refund_amount_is_written_in(
@@ -586,6 +628,7 @@ def test_an_action_is_asked_for_only_in_plain_words_not_negated_nor_in_a_process
         ("refund_request", "I opened them, meh. Am I still able to send them back?"),
         ("refund_request", "Do refunds go back to PayPal or to my card?"),
         ("change_address", "If an order has already shipped, can I still have it sent elsewhere?"),
+        ("track_shipment", "Once an order has shipped, can I still change where it's going?"),
         ("refund_request", "I tried the headphones on for two minutes. Can I still return them?"),
     ],
 )  # fmt: skip

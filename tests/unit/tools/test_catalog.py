@@ -413,6 +413,20 @@ def test_a_refund_asked_in_another_currency_than_the_orders_is_refused(db: Path)
     assert own["ok"] is True
     with pytest.raises(MalformedCallError, match="'currency' must be one of"):
         parse_call({**asked, "idempotency_key": "x", "currency": "bitcoin"})
+    # An order no refund can touch says so first, whatever the currency.
+    placed, placed_owner = query(
+        db,
+        "SELECT order_id, email FROM orders JOIN customers c ON c.id = customer_id "
+        "WHERE status = 'placed' AND currency != 'GBP' ORDER BY 1 LIMIT 1",
+    )[0]
+    not_yet = {
+        "name": "refund_order",
+        "arguments": {"order_id": placed, "amount": 1.0, "reason": "Cheaper elsewhere"},
+        "principal": {"customer": placed_owner},
+        "idempotency_key": "placed-gbp",
+        "currency": "GBP",
+    }
+    assert run_tool_call(db, not_yet).result["error"]["code"] == "not_refundable"
 
 
 @pytest.mark.parametrize("status", ["placed", "cancelled", "refunded"])

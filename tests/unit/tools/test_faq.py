@@ -55,6 +55,8 @@ QUESTIONS: list[tuple[str, str | None]] = [
     ("How long is the garantee on your products?", "warranty"),
     ("how long does a refnd take", "refund_time"),
     ("do you acept paypal", "payment_methods"),
+    ("how lnog does delivry take to germany", "delivery_times"),
+    ("If I order a lamp today, will it reach Lisbon by Friday?", "delivery_times"),
     ("How can I talk to a human?", "contact"),
     ("What is your phone number?", "contact"),
     ("I'd like to speak to a real person please", "contact"),
@@ -324,4 +326,6 @@ def test_a_term_one_letter_off_is_spelled_as_the_entries_spell_it() -> None:
     assert faq.spelled("delievr", vocabulary) == "deliver"  # two letters swapped
     assert faq.spelled("delivvry", vocabulary) == "delivvry"  # two edits: kept
     assert faq.spelled("shop", vocabulary) == "shop"  # too short to correct
+    assert faq.spelled("lnog", {"long", "lane"}) == "long"  # shorter: two letters swapped only
+    assert faq.spelled("cast", {"cost"}) == "cast"  # shorter, one letter changed: kept
     assert faq.spelled("refunds", {"refund", "refunda"}) == "refunds"  # two candidates: kept
