@@ -121,10 +121,13 @@ request; "I tried to cancel it in the app" still asks."""
 _REPORTED = re.compile(
     r"\b(said|told|promised|assured|informed|confirmed|agreed|wrote)\b[^.?!]{0,40}?"
     r"(\b(would|will|was going to|were going to)\b|\w'd\b)"
+    r"|\b(i|we) (already |only |just )?(asked|requested|emailed|wrote|called|rang)\b"
+    r"|\b(you|u|they|we) (did|have|had|already) (already )?(cancel|refund|chang|updat)"
 )
 """What someone said would happen ("I was told ORD-1 would be refunded", "you said you'd
-refund it"), a report to check, not a request; "you promised a refund, so refund it" still
-asks in its own clause."""
+refund it"), asked for before ("I asked you to cancel it last week", "I only asked for a
+partial refund") or did ("you did cancel it, yes?"): a report to check, not a request; "you
+promised a refund, so refund it" still asks in its own clause."""
 
 _WANT_IT = (
     r"\b(want|need|like|have|get)\s+"
@@ -321,9 +324,10 @@ def asks_for(message: str, tool: str, address: object = None) -> bool:
     # cancel") names the action without asking for it.
     # ("Is it possible to cancel ORD-1?" still asks.)
     whole = lowered
+    parts = re.split(r"(?<=[.?!,;])\s+|\s+(?:and|but)\s+", lowered)
     lowered = " ".join(
         part
-        for part in re.split(r"(?<=[.?!,;])\s+|\s+(?:and|but)\s+", lowered)
+        for part in parts
         if not _HOW_IT_WORKS_RE.search(part)
         and not _PAST_QUESTION.match(part)
         and not _DID_IT.search(part)
@@ -334,7 +338,10 @@ def asks_for(message: str, tool: str, address: object = None) -> bool:
     if tool == "update_shipping_address":
         if plausible_address(address, message) or asked.search(lowered):
             return True
-        return _SHOW_ADDRESS.search(whole) is None
+        # No word of change and no new address: a question about the one on file ("print
+        # it", "did you change it like I asked?") asks for none.
+        past = any(_PAST_QUESTION.match(part) or _REPORTED.search(part) for part in parts)
+        return _SHOW_ADDRESS.search(whole) is None and not past
     return asked.search(lowered) is not None
 
 
@@ -421,6 +428,13 @@ can follow ORD-1?"): a lookup the classifier read as the order's state is its tr
 Narrower than :data:`_WHERE_IT_IS`: "did it get delivered?" and "is it still coming?" ask
 for either, and the classifier's reading stands."""
 
+
+_MONEY_ARRIVING = re.compile(
+    r"\b(refund|money|payment|credit|reimbursement)\b[^.?!]{0,30}?"
+    r"\b(arriv\w*|com(e|es|ing)|came|turn(ed|s)? up|show(n|ed|s)? up|reach\w*|land\w*)\b"
+)
+"""Money on its way ("my refund still hasn't arrived"): the refund's state, not the
+parcel's place."""
 
 _ASKS_STATE = re.compile(
     r"\bwhat('?s| is| was)( \w+)? (going on|happening|happened|up)\b|\bwhat happened\b"
@@ -519,7 +533,7 @@ def desk_intent(intent: object, message: str, fields: Mapping[str, Any] | None =
         return "change_address"
     request = _request_part(message)
     if intent == "track_shipment" and (
-        _asks_state(request) or not _WHERE_IT_IS.search(request.lower())
+        _asks_state(request) or not _WHERE_IT_IS.search(_MONEY_ARRIVING.sub(" ", request.lower()))
     ):
         return "order_status"
     action = ACTION_OF_INTENT.get(intent)

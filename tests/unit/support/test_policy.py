@@ -101,6 +101,15 @@ def test_language(text: str, language: str) -> None:
         ("you guys said you'd refund ORD-123456. Did that actually happen?", "refund_order",
          False),
         ("You promised a refund, so refund ORD-123456 now.", "refund_order", True),
+        # What was asked for or done before is a report to check.
+        ("I asked you to cancel ORD-123456 last week. Is that done?", "cancel_order", False),
+        ("You did cancel ORD-123456 like I asked, yes?", "cancel_order", False),
+        ("ORD-123456 shows refunded but I only asked for a partial refund?? what happened",
+         "refund_order", False),
+        ("did you change the address on ORD-123456 like i asked?", "update_shipping_address",
+         False),
+        ("I asked you to cancel ORD-123456 last week and it still says placed. Cancel it now.",
+         "cancel_order", True),
         # A product's name is no request.
         ("I asked for ORD-123456 to be cancelled (the noise-cancelling headphones). Is it?",
          "cancel_order", False),
@@ -731,6 +740,7 @@ def test_a_turkish_question_is_not_english() -> None:
         ("can you tell me where things are at with ORD-252973?", "order_status"),
         ("what's the tracking number for ORD-252973?", "track_shipment"),
         ("How many more days for ORD-252973?", "track_shipment"),
+        ("My refund for ORD-252973 still hasn't arrived. Can you check?", "order_status"),
         ("I'm checking ORD-252973 for my sister. Can you tell me where it's at?", "order_status"),
         # A question for the state in so many words: the state, whatever else is said.
         ("The tracking page said ORD-252973 was delivered but nothing came. What is going on?",
