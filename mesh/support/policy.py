@@ -381,10 +381,13 @@ _ANY_ORDER = (
     r"|(do|does|are|can|will) (refunds|returns|exchanges|cancellations|deliveries|parcels)"
     r"|(if|once|after) (an|the) (order|item|parcel|package) (has|is|was|gets)\b"
     r"|(can|could) i (still )?(return|send back|exchange|swap) (it|them|this|these|those)\b"
+    r"|how (do|can|would|should) (i|we|you) \w+( \w+)? (an?|any) (order|item|parcel|package"
+    r"|product|refund|return)\b|where (can|do) (i|we) (find|get|see|download)\b"
 )
 """An action asked about any order, not one ("can I return something I already opened?",
 "once I've placed an order can I still change it?", "before I order: will I be able to
-change the address later?", "I only tried them on: can I still return them?")."""
+change the address later?", "I only tried them on: can I still return them?", "how do I
+cancel an order?", "where can I find my invoice?")."""
 _PROCESS_QUESTION = re.compile(rf"\b({_HOW_IT_WORKS}|is (it|that) possible|{_ANY_ORDER})\b")
 """A question about how the shop works ("how long till a refund is back on my card?", "if
 I order today, when would it leave?", "is it possible to change an order?", "can I return

@@ -638,6 +638,8 @@ def test_an_action_is_asked_for_only_in_plain_words_not_negated_nor_in_a_process
         ("refund_request", "Do refunds go back to PayPal or to my card?"),
         ("change_address", "If an order has already shipped, can I still have it sent elsewhere?"),
         ("track_shipment", "Once an order has shipped, can I still change where it's going?"),
+        ("cancel_order", "How do I cancel an order?"),
+        ("track_shipment", "where can I find my invoice?"),
         ("refund_request", "I tried the headphones on for two minutes. Can I still return them?"),
     ],
 )  # fmt: skip
