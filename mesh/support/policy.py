@@ -368,15 +368,17 @@ instead?"), even without the new address written; it counts in the sentence nami
 order."""
 
 _HOW_IT_WORKS = (
-    r"how (long|many days|soon|quickly|much time)|if i (order|buy|pay|return|send)|policy"
-    r"|what happens if|hypothetical(ly)?|in general|is (it|that) true"
+    r"how (long|many days|soon|quickly|much time)|if i (order|buy|pay|return|send|cancel)"
+    r"|policy|what happens (to (my|the|your|a) \w+ )?(if|when)|hypothetical(ly)?|in general"
+    r"|is (it|that) true"
     r"|am i (still )?(able|allowed)|(still )?covered|warranty|up to what point|until when"
     r"|can i (still )?(send|return)\b[^.?!]*\bif"
 )
 _ANY_ORDER = (
     r"can i (still )?(return|exchange|send back|change|cancel|modify)\b[^.?!]*"
     r"\b(something|anything|an item|items|an order|orders|a product|products|things|stuff)\b"
-    r"|once i('?ve| have)? (placed|ordered|bought|paid)|after (ordering|buying|i order)"
+    r"|once i('?ve| have)? (placed|ordered|bought|paid)"
+    r"|after (ordering|buying|i order|i('?ve| have) (placed|ordered|bought|paid))"
     r"|before (i|we) (order|buy|place|pay|check out)|will i (still )?be (able|allowed)"
     r"|(do|does|are|can|will) (refunds|returns|exchanges|cancellations|deliveries|parcels)"
     r"|(if|once|after) (an|the) (order|item|parcel|package) (has|is|was|gets)\b"
