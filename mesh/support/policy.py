@@ -444,10 +444,12 @@ parcel's place."""
 _ASKS_STATE = re.compile(
     r"\bwhat('?s| is| was)( \w+)? (going on|happening|happened|up)\b|\bwhat happened\b"
     r"|\b(real|actual|current) status\b|\bwhat('?s| is) the status\b"
+    r"|\bwhy (has|have|hasn't|haven't|is|isn't|was|wasn't|did|didn't|does|doesn't)\b"
 )
 """A question for the order's state in so many words ("what is going on?", "what's the
-real status?"): the answer is its state, whatever else the message says ("the tracking
-page said it was delivered but nothing came. What is going on?")."""
+real status?", "why hasn't it come yet?"): the answer is its state, whatever else the
+message says ("the tracking page said it was delivered but nothing came. What is going
+on?")."""
 
 
 def _asks_state(message: str) -> bool:

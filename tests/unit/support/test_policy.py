@@ -751,6 +751,7 @@ def test_a_turkish_question_is_not_english() -> None:
         ("The tracking page said ORD-252973 was delivered but nothing came. What is going on?",
          "order_status"),
         ("ORD-252973, what's the real status? The DHL app says delivered.", "order_status"),
+        ("Why hasn't my lamp come yet? ORD-252973. It's been weeks.", "order_status"),
         ("I deleted the email when I was clearing my inbox. Is ORD-252973 ok?",
          "order_status"),
     ],
