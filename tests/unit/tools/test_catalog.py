@@ -391,19 +391,27 @@ def test_partial_refunds_up_to_the_order_total(db: Path) -> None:
     ]
 
 
-def test_a_refund_asked_in_another_currency_than_the_orders_is_refused(db: Path) -> None:
-    """ "20 GBP back" on an order paid in another currency: refunding 20 of the order's
-    currency would move a sum nobody asked for; the same amount in its own currency runs."""
+def _refund_not_in_gbp(db: Path, status: str) -> tuple[str, str, dict[str, Any]]:
+    """An order in ``status`` paid in another currency than GBP, its currency, and a small
+    refund of it asked by its owner."""
     order_id, paid_in, owner = query(
         db,
         "SELECT order_id, currency, email FROM orders JOIN customers c ON c.id = customer_id "
-        "WHERE status = 'delivered' AND currency != 'GBP' ORDER BY 1 LIMIT 1",
+        "WHERE status = ? AND currency != 'GBP' ORDER BY 1 LIMIT 1",
+        status,
     )[0]
     asked = {
         "name": "refund_order",
         "arguments": {"order_id": order_id, "amount": 1.0, "reason": "Scratched"},
         "principal": {"customer": owner},
     }
+    return order_id, paid_in, asked
+
+
+def test_a_refund_asked_in_another_currency_than_the_orders_is_refused(db: Path) -> None:
+    """ "20 GBP back" on an order paid in another currency: refunding 20 of the order's
+    currency would move a sum nobody asked for; the same amount in its own currency runs."""
+    order_id, paid_in, asked = _refund_not_in_gbp(db, "delivered")
     other = run_tool_call(db, {**asked, "idempotency_key": "gbp", "currency": "GBP"}).result
     assert other["ok"] is False
     assert other["error"]["code"] == "currency_mismatch"
@@ -414,19 +422,9 @@ def test_a_refund_asked_in_another_currency_than_the_orders_is_refused(db: Path)
     with pytest.raises(MalformedCallError, match="'currency' must be one of"):
         parse_call({**asked, "idempotency_key": "x", "currency": "bitcoin"})
     # An order no refund can touch says so first, whatever the currency.
-    placed, placed_owner = query(
-        db,
-        "SELECT order_id, email FROM orders JOIN customers c ON c.id = customer_id "
-        "WHERE status = 'placed' AND currency != 'GBP' ORDER BY 1 LIMIT 1",
-    )[0]
-    not_yet = {
-        "name": "refund_order",
-        "arguments": {"order_id": placed, "amount": 1.0, "reason": "Cheaper elsewhere"},
-        "principal": {"customer": placed_owner},
-        "idempotency_key": "placed-gbp",
-        "currency": "GBP",
-    }
-    assert run_tool_call(db, not_yet).result["error"]["code"] == "not_refundable"
+    _, _, not_yet = _refund_not_in_gbp(db, "placed")
+    refused = run_tool_call(db, {**not_yet, "idempotency_key": "placed", "currency": "GBP"})
+    assert refused.result["error"]["code"] == "not_refundable"
 
 
 @pytest.mark.parametrize("status", ["placed", "cancelled", "refunded"])
